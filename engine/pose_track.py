@@ -1,0 +1,223 @@
+"""Time-stamped ego poses, interpolated at arbitrary (per-point) times."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import math
+
+import numpy as np
+
+from engine import quaternion as quat
+from engine._jit import jit, pjit, prange
+from engine.quaternion import _SLERP_LINEAR_BELOW
+from engine.se3 import SE3
+
+Extrapolation = Literal["none", "hold", "linear"]
+_EXTRAPOLATION = {"none": 0, "hold": 1, "linear": 2}
+
+
+class OutOfRangeError(ValueError):
+    """A query time lies outside a track's time range and extrapolation was not asked for."""
+
+
+@jit
+def _interval_table(q):
+    """Per interval k: the far quaternion on the near hemisphere, its angle and 1/sin."""
+    n = q.shape[0]
+    q1 = np.empty((max(n - 1, 0), 4))
+    theta = np.zeros(max(n - 1, 0))
+    inv_sin = np.zeros(max(n - 1, 0))
+    for k in range(n - 1):
+        d = 0.0
+        for c in range(4):
+            d += q[k, c] * q[k + 1, c]
+        s = -1.0 if d < 0.0 else 1.0
+        for c in range(4):
+            q1[k, c] = s * q[k + 1, c]
+        d = min(abs(d), 1.0)
+        th = math.acos(d)
+        if th >= _SLERP_LINEAR_BELOW:
+            theta[k] = th
+            inv_sin[k] = 1.0 / math.sin(th)
+    return q1, theta, inv_sin
+
+
+@pjit
+def _interpolate_kernel(ts, q, t, query, mode, out_q, out_t):
+    n = ts.shape[0]
+    q1, theta, inv_sin = _interval_table(q)
+    for i in prange(query.shape[0]):
+        tq = query[i]
+        if n == 1:
+            for c in range(4):
+                out_q[i, c] = q[0, c]
+            for c in range(3):
+                out_t[i, c] = t[0, c]
+            continue
+        # interval k with ts[k] <= tq < ts[k+1], clamped to [0, n-2]
+        lo = 0
+        hi = n - 1
+        while hi - lo > 1:
+            mid = (lo + hi) >> 1
+            if ts[mid] <= tq:
+                lo = mid
+            else:
+                hi = mid
+        k = lo
+        # the fraction comes from an exact int64 difference
+        u = float(tq - ts[k]) / float(ts[k + 1] - ts[k])
+        if mode == 1:
+            u = min(max(u, 0.0), 1.0)
+        th = theta[k]
+        if th == 0.0:
+            s0 = 1.0 - u
+            s1 = u
+        else:
+            s0 = math.sin((1.0 - u) * th) * inv_sin[k]
+            s1 = math.sin(u * th) * inv_sin[k]
+        w = s0 * q[k, 0] + s1 * q1[k, 0]
+        x = s0 * q[k, 1] + s1 * q1[k, 1]
+        y = s0 * q[k, 2] + s1 * q1[k, 2]
+        z = s0 * q[k, 3] + s1 * q1[k, 3]
+        if th == 0.0:
+            r = 1.0 / math.sqrt(w * w + x * x + y * y + z * z)
+            w *= r
+            x *= r
+            y *= r
+            z *= r
+        out_q[i, 0] = w
+        out_q[i, 1] = x
+        out_q[i, 2] = y
+        out_q[i, 3] = z
+        for c in range(3):
+            out_t[i, c] = t[k, c] + u * (t[k + 1, c] - t[k, c])
+
+
+@dataclass(frozen=True, eq=False)
+class PoseTrack:
+    """Poses ``world_from_ego`` (or any ``dst_from_src``) sampled at increasing times.
+
+    Attributes:
+        timestamps_ns: ``(K,) int64`` strictly increasing.
+        rotation: ``(K, 4) float64`` unit quaternions (w, x, y, z).
+        translation: ``(K, 3) float64`` metres.
+
+    Interpolation is linear in translation and slerp (shortest arc) in rotation.
+    """
+
+    timestamps_ns: np.ndarray
+    rotation: np.ndarray
+    translation: np.ndarray
+
+    def __post_init__(self) -> None:
+        ts = np.ascontiguousarray(self.timestamps_ns)
+        if ts.ndim != 1 or len(ts) == 0:
+            raise ValueError(f"PoseTrack.timestamps_ns must be a non-empty (K,) array, got {ts.shape}")
+        if not np.issubdtype(ts.dtype, np.integer):
+            raise ValueError(f"PoseTrack.timestamps_ns must be integer nanoseconds, got {ts.dtype}")
+        ts = ts.astype(np.int64)
+        bad = np.flatnonzero(np.diff(ts) <= 0)
+        if len(bad):
+            i = int(bad[0])
+            raise ValueError(
+                f"PoseTrack.timestamps_ns must be strictly increasing: [{i}]={ts[i]} >= [{i + 1}]={ts[i + 1]}"
+            )
+        pose = SE3(self.rotation, self.translation)  # validates shapes, finiteness, norms
+        if pose.shape != ts.shape:
+            raise ValueError(
+                f"PoseTrack: {len(ts)} timestamps but rotation {pose.rotation.shape} "
+                f"and translation {pose.translation.shape}"
+            )
+        for name, arr in (("timestamps_ns", ts), ("rotation", pose.rotation), ("translation", pose.translation)):
+            arr = np.ascontiguousarray(arr)
+            arr.setflags(write=False)
+            object.__setattr__(self, name, arr)
+
+    @staticmethod
+    def from_poses(timestamps_ns: np.ndarray, poses: SE3) -> "PoseTrack":
+        return PoseTrack(timestamps_ns, poses.rotation, poses.translation)
+
+    def __len__(self) -> int:
+        return len(self.timestamps_ns)
+
+    @property
+    def start_ns(self) -> int:
+        return int(self.timestamps_ns[0])
+
+    @property
+    def end_ns(self) -> int:
+        return int(self.timestamps_ns[-1])
+
+    @property
+    def poses(self) -> SE3:
+        return SE3(self.rotation, self.translation)
+
+    def interpolate(self, times_ns: np.ndarray | int, extrapolate: Extrapolation = "none") -> SE3:
+        """Poses at ``times_ns`` (``int64`` ns, scalar or ``(M,)``), as an ``SE3`` batch.
+
+        ``extrapolate``: ``"none"`` raises :class:`OutOfRangeError` for any time outside
+        ``[start_ns, end_ns]``; ``"hold"`` repeats the first/last pose; ``"linear"``
+        continues the first/last interval at constant linear and angular velocity.
+        """
+        if extrapolate not in _EXTRAPOLATION:
+            raise ValueError(f"extrapolate must be one of {sorted(_EXTRAPOLATION)}, got {extrapolate!r}")
+        scalar = np.ndim(times_ns) == 0
+        query = np.asarray(times_ns)
+        if not np.issubdtype(query.dtype, np.integer):
+            raise ValueError(f"times_ns must be integer nanoseconds, got {query.dtype}")
+        query = np.ascontiguousarray(np.atleast_1d(query).astype(np.int64, copy=False))
+        if query.ndim != 1:
+            raise ValueError(f"times_ns must be a scalar or (M,), got shape {query.shape}")
+        if extrapolate == "none" and len(query):
+            lo, hi = query.min(), query.max()
+            if lo < self.start_ns or hi > self.end_ns:
+                bad = lo if lo < self.start_ns else hi
+                raise OutOfRangeError(
+                    f"time {int(bad)} ns is outside the pose track [{self.start_ns}, {self.end_ns}] ns "
+                    f"(by {int(bad - self.start_ns) if bad < self.start_ns else int(bad - self.end_ns)} ns); "
+                    "pass extrapolate='hold' or 'linear' to allow it"
+                )
+        out_q = np.empty((len(query), 4))
+        out_t = np.empty((len(query), 3))
+        _interpolate_kernel(
+            self.timestamps_ns, self.rotation, self.translation, query,
+            _EXTRAPOLATION[extrapolate], out_q, out_t,
+        )
+        if scalar:
+            return SE3._trusted(out_q[0], out_t[0])
+        return SE3._trusted(out_q, out_t)
+
+    def at(self, time_ns: int, extrapolate: Extrapolation = "none") -> SE3:
+        """The single pose at ``time_ns``."""
+        return self.interpolate(int(time_ns), extrapolate)
+
+    def transformed(self, left: SE3 | None = None, right: SE3 | None = None) -> "PoseTrack":
+        """The track ``left @ pose(t) @ right`` (e.g. ``world_from_ego @ ego_from_lidar``)."""
+        poses = self.poses
+        if left is not None:
+            poses = left @ poses
+        if right is not None:
+            poses = poses @ right
+        return PoseTrack.from_poses(self.timestamps_ns, poses)
+
+    def slice(self, start_ns: int, end_ns: int) -> "PoseTrack":
+        """Samples in ``[start_ns, end_ns]`` plus one on either side, so that range stays covered."""
+        i0 = max(int(np.searchsorted(self.timestamps_ns, start_ns, side="right")) - 1, 0)
+        i1 = min(int(np.searchsorted(self.timestamps_ns, end_ns, side="left")) + 1, len(self))
+        return PoseTrack(self.timestamps_ns[i0:i1], self.rotation[i0:i1], self.translation[i0:i1])
+
+
+def unwrap_hemisphere(q: np.ndarray) -> np.ndarray:
+    """Flip signs so consecutive quaternions ``(K, 4)`` have non-negative dot products."""
+    q = quat.as_quaternions(q).copy()
+    for i in range(1, len(q)):
+        if np.dot(q[i - 1], q[i]) < 0:
+            q[i] = -q[i]
+    return q
+
+
+def _warmup() -> None:
+    track = PoseTrack(np.array([0, 1]), np.array([[1.0, 0, 0, 0]] * 2), np.zeros((2, 3)))
+    track.interpolate(np.array([0, 1], dtype=np.int64))

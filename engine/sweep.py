@@ -1,0 +1,116 @@
+"""Columnar LiDAR / sonar sweep: the engine type every point-cloud reader returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+import numpy as np
+
+# name -> (dtype, per-point trailing shape)
+_COLUMNS: dict[str, tuple[np.dtype, tuple[int, ...]]] = {
+    "xyz": (np.dtype(np.float32), (3,)),
+    "intensity": (np.dtype(np.float32), ()),
+    "time_offset_ns": (np.dtype(np.int64), ()),
+    "ring": (np.dtype(np.uint16), ()),
+    "return_index": (np.dtype(np.uint8), ()),
+    "sensor_id": (np.dtype(np.uint8), ()),
+}
+
+
+@dataclass(eq=False)
+class Sweep:
+    """One sweep of points as a structure of arrays.
+
+    Attributes:
+        xyz: ``(N, 3) float32`` C-contiguous positions in metres, in ``frame``.
+        timestamp_ns: sweep timestamp, ``int64`` ns (UNIX epoch unless the source has none).
+        intensity: ``(N,) float32`` return strength as the sensor reports it, or None.
+        time_offset_ns: ``(N,) int64`` firing time of each point minus ``timestamp_ns``, or None.
+        ring: ``(N,) uint16`` laser/beam index, or None.
+        return_index: ``(N,) uint8`` 0 strongest/first, 1 last/second, or None.
+        sensor_id: ``(N,) uint8`` which sensor produced the point, or None.
+        frame: name of the frame ``xyz`` is expressed in (``"lidar"``, ``"ego"``, ``"world"``).
+        extra: further per-point columns (a PCD ``rgb``, LAS ``classification``...), each
+            with N rows.
+
+    Columns are converted to their dtype once at construction; a column of the wrong
+    length raises ``ValueError`` naming it.
+    """
+
+    xyz: np.ndarray
+    timestamp_ns: int = 0
+    intensity: np.ndarray | None = None
+    time_offset_ns: np.ndarray | None = None
+    ring: np.ndarray | None = None
+    return_index: np.ndarray | None = None
+    sensor_id: np.ndarray | None = None
+    frame: str = "sensor"
+    extra: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        xyz = np.ascontiguousarray(self.xyz, dtype=np.float32)
+        if xyz.size == 0:
+            xyz = xyz.reshape(0, 3)
+        if xyz.ndim != 2 or xyz.shape[1] != 3:
+            raise ValueError(f"Sweep.xyz must have shape (N, 3), got {xyz.shape}")
+        self.xyz = xyz
+        self.timestamp_ns = int(self.timestamp_ns)
+        n = len(xyz)
+        for name, (dtype, tail) in _COLUMNS.items():
+            if name == "xyz":
+                continue
+            value = getattr(self, name)
+            if value is None:
+                continue
+            arr = np.ascontiguousarray(value, dtype=dtype)
+            if arr.shape != (n, *tail):
+                raise ValueError(f"Sweep.{name} must have shape {(n, *tail)}, got {arr.shape}")
+            setattr(self, name, arr)
+        extra = {}
+        for name, value in self.extra.items():
+            arr = np.ascontiguousarray(value)
+            if arr.shape[:1] != (n,):
+                raise ValueError(f"Sweep.extra[{name!r}] must have {n} rows, got shape {arr.shape}")
+            extra[name] = arr
+        self.extra = extra
+
+    def __len__(self) -> int:
+        return len(self.xyz)
+
+    def columns(self) -> dict[str, np.ndarray]:
+        """All present per-point columns by name (core columns first, then ``extra``)."""
+        out = {name: getattr(self, name) for name in _COLUMNS if getattr(self, name) is not None}
+        out.update(self.extra)
+        return out
+
+    def select(self, index: np.ndarray) -> "Sweep":
+        """A new sweep with the rows picked by a boolean mask or an integer index array."""
+        kwargs = {
+            f.name: (None if getattr(self, f.name) is None else getattr(self, f.name)[index])
+            for f in fields(self)
+            if f.name in _COLUMNS
+        }
+        extra = {k: v[index] for k, v in self.extra.items()}
+        return Sweep(timestamp_ns=self.timestamp_ns, frame=self.frame, extra=extra, **kwargs)
+
+    def with_xyz(self, xyz: np.ndarray, frame: str) -> "Sweep":
+        """The same sweep with positions replaced (e.g. after a transform) and a new frame name."""
+        kwargs = {name: getattr(self, name) for name in _COLUMNS if name != "xyz"}
+        return Sweep(xyz=xyz, timestamp_ns=self.timestamp_ns, frame=frame, extra=dict(self.extra), **kwargs)
+
+    @staticmethod
+    def concatenate(sweeps: list["Sweep"], timestamp_ns: int | None = None) -> "Sweep":
+        """Stack sweeps in one frame. A column is kept only if every sweep has it."""
+        if not sweeps:
+            raise ValueError("Sweep.concatenate needs at least one sweep")
+        frames = {s.frame for s in sweeps}
+        if len(frames) != 1:
+            raise ValueError(f"Sweep.concatenate: sweeps are in different frames {sorted(frames)}")
+        kwargs = {}
+        for name in _COLUMNS:
+            parts = [getattr(s, name) for s in sweeps]
+            kwargs[name] = None if any(p is None for p in parts) else np.concatenate(parts)
+        common = set.intersection(*(set(s.extra) for s in sweeps))
+        extra = {k: np.concatenate([s.extra[k] for s in sweeps]) for k in sorted(common)}
+        ts = sweeps[0].timestamp_ns if timestamp_ns is None else timestamp_ns
+        return Sweep(timestamp_ns=ts, frame=sweeps[0].frame, extra=extra, **kwargs)

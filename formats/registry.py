@@ -1,0 +1,50 @@
+"""Maps a format name or file suffix to its point-cloud reader.
+
+Readers are named as ``"module:function"`` and imported on first use, so reading a PCD
+never imports laspy. Each reader takes a path and keyword options and returns a
+:class:`engine.sweep.Sweep`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+from engine.sweep import Sweep
+from formats.errors import FormatError
+
+# name -> (reader "module:function", suffixes); longer suffixes are tried first.
+READERS: dict[str, tuple[str, tuple[str, ...]]] = {}
+
+
+def register(name: str, reader: str, suffixes: tuple[str, ...]) -> None:
+    """Add a reader. ``reader`` is ``"formats.module:function"``."""
+    READERS[name] = (reader, tuple(s.lower() for s in suffixes))
+
+
+def _resolve(spec: str) -> Callable[..., Sweep]:
+    module, func = spec.split(":")
+    return getattr(importlib.import_module(module), func)
+
+
+def format_for(path: str | os.PathLike) -> str:
+    """The registered format name for ``path``'s suffix; ``FormatError`` if none matches."""
+    name = Path(path).name.lower()
+    best = max(
+        ((len(sfx), fmt) for fmt, (_, sfxs) in READERS.items() for sfx in sfxs if name.endswith(sfx)),
+        default=None,
+    )
+    if best is None:
+        known = sorted({s for _, sfxs in READERS.values() for s in sfxs})
+        raise FormatError(path, None, f"a known point-cloud suffix ({', '.join(known)})")
+    return best[1]
+
+
+def read_points(path: str | os.PathLike, format: str | None = None, **options: Any) -> Sweep:
+    """Read one sweep from ``path``; the format comes from the suffix unless named."""
+    fmt = format or format_for(path)
+    if fmt not in READERS:
+        raise ValueError(f"unknown format {fmt!r}; known: {sorted(READERS)}")
+    return _resolve(READERS[fmt][0])(path, **options)
