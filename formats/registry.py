@@ -48,3 +48,12 @@ def read_points(path: str | os.PathLike, format: str | None = None, **options: A
     if fmt not in READERS:
         raise ValueError(f"unknown format {fmt!r}; known: {sorted(READERS)}")
     return _resolve(READERS[fmt][0])(path, **options)
+
+
+register("kitti", "formats.kitti:read_kitti_bin", (".bin",))
+register("nuscenes", "formats.nuscenes:read_nuscenes_pcd_bin", (".pcd.bin",))
+register("pcd", "formats.pcd:read_pcd", (".pcd",))
+register("ply", "formats.ply:read_ply", (".ply",))
+register("las", "formats.las:read_las", (".las", ".laz"))
+register("av2", "formats.av2:read_av2_sweep", (".feather",))
+register("velodyne_pcap", "formats.velodyne:read_velodyne_sweep", (".pcap",))

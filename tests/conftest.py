@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 import engine
+import formats
 
 _ROOT = Path(__file__).resolve().parents[1]
 # CI clones the project with shared/ beside it; the device machine copies shared/ inside it.
@@ -16,6 +17,7 @@ _CANDIDATES = [_ROOT.parent / "shared" / "data", _ROOT / "shared" / "data"]
 @pytest.fixture(scope="session", autouse=True)
 def _warm_kernels() -> None:
     engine.warmup()
+    formats.warmup()
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,52 @@
+"""PoseTrack interpolation of 1 M per-point times vs scipy ``Slerp`` (goal ≥ 30×)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.spatial.transform import Rotation, Slerp
+
+from engine import PoseTrack
+
+N_QUERIES = 1_000_000
+
+
+@pytest.fixture(scope="module")
+def track_and_times():
+    rng = np.random.default_rng(7)
+    # 20 s of 100 Hz INS poses, 1 M per-point times in firing (increasing) order
+    ts = np.arange(2001, dtype=np.int64) * 10_000_000
+    rot = Rotation.from_rotvec(np.cumsum(rng.normal(0, 0.01, (len(ts), 3)), axis=0))
+    track = PoseTrack(ts, rot.as_quat(scalar_first=True), np.cumsum(rng.normal(0, 0.1, (len(ts), 3)), axis=0))
+    times = np.sort(rng.integers(ts[0], ts[-1], N_QUERIES))
+    return track, times, rot
+
+
+@pytest.mark.parametrize("order", ["firing", "shuffled"])
+def test_fathom_pose_interpolation(benchmark, track_and_times, order):
+    track, times, _ = track_and_times
+    if order == "shuffled":
+        times = np.random.default_rng(1).permutation(times)
+    benchmark.group = f"pose_track_1M_{order}"
+    benchmark.extra_info.update(role="fathom", goal=30, items=N_QUERIES, unit="poses")
+    poses = benchmark(track.interpolate, times)
+    assert poses.rotation.shape == (N_QUERIES, 4)
+
+
+@pytest.mark.parametrize("order", ["firing", "shuffled"])
+def test_scipy_slerp(benchmark, track_and_times, order):
+    track, times, rot = track_and_times
+    if order == "shuffled":
+        times = np.random.default_rng(1).permutation(times)
+    benchmark.group = f"pose_track_1M_{order}"
+    benchmark.extra_info.update(role="peer")
+    slerp = Slerp(track.timestamps_ns.astype(np.float64), rot)
+
+    def run():
+        t = times.astype(np.float64)
+        return slerp(t).as_quat(scalar_first=True), np.stack(
+            [np.interp(t, slerp.times, track.translation[:, c]) for c in range(3)], axis=1
+        )
+
+    q, _ = benchmark(run)
+    assert q.shape == (N_QUERIES, 4)
