@@ -10,12 +10,12 @@ import math
 import numpy as np
 
 from engine import quaternion as quat
-from engine._jit import jit, pjit, prange
+from engine._jit import inline, jit, pjit, prange
 from engine.quaternion import _SLERP_LINEAR_BELOW
 from engine.se3 import SE3
 
 Extrapolation = Literal["none", "hold", "linear"]
-_EXTRAPOLATION = {"none": 0, "hold": 1, "linear": 2}
+EXTRAPOLATION_CODES = {"none": 0, "hold": 1, "linear": 2}
 
 
 class OutOfRangeError(ValueError):
@@ -23,7 +23,7 @@ class OutOfRangeError(ValueError):
 
 
 @jit
-def _interval_table(q):
+def interval_table(q):
     """Per interval k: the far quaternion on the near hemisphere, its angle and 1/sin."""
     n = q.shape[0]
     q1 = np.empty((max(n - 1, 0), 4))
@@ -44,55 +44,67 @@ def _interval_table(q):
     return q1, theta, inv_sin
 
 
+@inline
+def pose_at(ts, q, t, q1, theta, inv_sin, tq, mode):
+    """Pose at time ``tq`` (int64 ns) as ``(w, x, y, z, tx, ty, tz)``.
+
+    ``q1, theta, inv_sin`` come from :func:`interval_table`; ``mode`` 1 clamps to the
+    end poses ("hold"), otherwise the end intervals extend linearly. Callers check range.
+    """
+    n = ts.shape[0]
+    if n == 1:
+        return q[0, 0], q[0, 1], q[0, 2], q[0, 3], t[0, 0], t[0, 1], t[0, 2]
+    # interval k with ts[k] <= tq < ts[k+1], clamped to [0, n-2]
+    lo = 0
+    hi = n - 1
+    while hi - lo > 1:
+        mid = (lo + hi) >> 1
+        if ts[mid] <= tq:
+            lo = mid
+        else:
+            hi = mid
+    k = lo
+    # the fraction comes from an exact int64 difference
+    u = float(tq - ts[k]) / float(ts[k + 1] - ts[k])
+    if mode == 1:
+        u = min(max(u, 0.0), 1.0)
+    th = theta[k]
+    if th == 0.0:
+        s0 = 1.0 - u
+        s1 = u
+    else:
+        s0 = math.sin((1.0 - u) * th) * inv_sin[k]
+        s1 = math.sin(u * th) * inv_sin[k]
+    w = s0 * q[k, 0] + s1 * q1[k, 0]
+    x = s0 * q[k, 1] + s1 * q1[k, 1]
+    y = s0 * q[k, 2] + s1 * q1[k, 2]
+    z = s0 * q[k, 3] + s1 * q1[k, 3]
+    if th == 0.0:
+        r = 1.0 / math.sqrt(w * w + x * x + y * y + z * z)
+        w *= r
+        x *= r
+        y *= r
+        z *= r
+    return (
+        w, x, y, z,
+        t[k, 0] + u * (t[k + 1, 0] - t[k, 0]),
+        t[k, 1] + u * (t[k + 1, 1] - t[k, 1]),
+        t[k, 2] + u * (t[k + 1, 2] - t[k, 2]),
+    )
+
+
 @pjit
 def _interpolate_kernel(ts, q, t, query, mode, out_q, out_t):
-    n = ts.shape[0]
-    q1, theta, inv_sin = _interval_table(q)
+    q1, theta, inv_sin = interval_table(q)
     for i in prange(query.shape[0]):
-        tq = query[i]
-        if n == 1:
-            for c in range(4):
-                out_q[i, c] = q[0, c]
-            for c in range(3):
-                out_t[i, c] = t[0, c]
-            continue
-        # interval k with ts[k] <= tq < ts[k+1], clamped to [0, n-2]
-        lo = 0
-        hi = n - 1
-        while hi - lo > 1:
-            mid = (lo + hi) >> 1
-            if ts[mid] <= tq:
-                lo = mid
-            else:
-                hi = mid
-        k = lo
-        # the fraction comes from an exact int64 difference
-        u = float(tq - ts[k]) / float(ts[k + 1] - ts[k])
-        if mode == 1:
-            u = min(max(u, 0.0), 1.0)
-        th = theta[k]
-        if th == 0.0:
-            s0 = 1.0 - u
-            s1 = u
-        else:
-            s0 = math.sin((1.0 - u) * th) * inv_sin[k]
-            s1 = math.sin(u * th) * inv_sin[k]
-        w = s0 * q[k, 0] + s1 * q1[k, 0]
-        x = s0 * q[k, 1] + s1 * q1[k, 1]
-        y = s0 * q[k, 2] + s1 * q1[k, 2]
-        z = s0 * q[k, 3] + s1 * q1[k, 3]
-        if th == 0.0:
-            r = 1.0 / math.sqrt(w * w + x * x + y * y + z * z)
-            w *= r
-            x *= r
-            y *= r
-            z *= r
+        w, x, y, z, tx, ty, tz = pose_at(ts, q, t, q1, theta, inv_sin, query[i], mode)
         out_q[i, 0] = w
         out_q[i, 1] = x
         out_q[i, 2] = y
         out_q[i, 3] = z
-        for c in range(3):
-            out_t[i, c] = t[k, c] + u * (t[k + 1, c] - t[k, c])
+        out_t[i, 0] = tx
+        out_t[i, 1] = ty
+        out_t[i, 2] = tz
 
 
 @dataclass(frozen=True, eq=False)
@@ -161,9 +173,26 @@ class PoseTrack:
         ``[start_ns, end_ns]``; ``"hold"`` repeats the first/last pose; ``"linear"``
         continues the first/last interval at constant linear and angular velocity.
         """
-        if extrapolate not in _EXTRAPOLATION:
-            raise ValueError(f"extrapolate must be one of {sorted(_EXTRAPOLATION)}, got {extrapolate!r}")
         scalar = np.ndim(times_ns) == 0
+        query = self.check_times(times_ns, extrapolate)
+        out_q = np.empty((len(query), 4))
+        out_t = np.empty((len(query), 3))
+        _interpolate_kernel(
+            self.timestamps_ns, self.rotation, self.translation, query,
+            EXTRAPOLATION_CODES[extrapolate], out_q, out_t,
+        )
+        if scalar:
+            return SE3._trusted(out_q[0], out_t[0])
+        return SE3._trusted(out_q, out_t)
+
+    def check_times(self, times_ns: np.ndarray | int, extrapolate: Extrapolation) -> np.ndarray:
+        """Validate query times for ``extrapolate``; return them as ``(M,) int64``.
+
+        Raises :class:`OutOfRangeError` for a time outside the track when ``extrapolate``
+        is ``"none"``, ``ValueError`` for non-integer times or an unknown policy.
+        """
+        if extrapolate not in EXTRAPOLATION_CODES:
+            raise ValueError(f"extrapolate must be one of {sorted(EXTRAPOLATION_CODES)}, got {extrapolate!r}")
         query = np.asarray(times_ns)
         if not np.issubdtype(query.dtype, np.integer):
             raise ValueError(f"times_ns must be integer nanoseconds, got {query.dtype}")
@@ -171,23 +200,15 @@ class PoseTrack:
         if query.ndim != 1:
             raise ValueError(f"times_ns must be a scalar or (M,), got shape {query.shape}")
         if extrapolate == "none" and len(query):
-            lo, hi = query.min(), query.max()
+            lo, hi = int(query.min()), int(query.max())
             if lo < self.start_ns or hi > self.end_ns:
                 bad = lo if lo < self.start_ns else hi
+                by = bad - self.start_ns if bad < self.start_ns else bad - self.end_ns
                 raise OutOfRangeError(
-                    f"time {int(bad)} ns is outside the pose track [{self.start_ns}, {self.end_ns}] ns "
-                    f"(by {int(bad - self.start_ns) if bad < self.start_ns else int(bad - self.end_ns)} ns); "
-                    "pass extrapolate='hold' or 'linear' to allow it"
+                    f"time {bad} ns is outside the pose track [{self.start_ns}, {self.end_ns}] ns "
+                    f"(by {by} ns); pass extrapolate='hold' or 'linear' to allow it"
                 )
-        out_q = np.empty((len(query), 4))
-        out_t = np.empty((len(query), 3))
-        _interpolate_kernel(
-            self.timestamps_ns, self.rotation, self.translation, query,
-            _EXTRAPOLATION[extrapolate], out_q, out_t,
-        )
-        if scalar:
-            return SE3._trusted(out_q[0], out_t[0])
-        return SE3._trusted(out_q, out_t)
+        return query
 
     def at(self, time_ns: int, extrapolate: Extrapolation = "none") -> SE3:
         """The single pose at ``time_ns``."""
