@@ -215,7 +215,13 @@ class PoseTrack:
         return self.interpolate(int(time_ns), extrapolate)
 
     def transformed(self, left: SE3 | None = None, right: SE3 | None = None) -> "PoseTrack":
-        """The track ``left @ pose(t) @ right`` (e.g. ``world_from_ego @ ego_from_lidar``)."""
+        """The track ``left @ pose(t) @ right`` (e.g. ``world_from_ego @ ego_from_lidar``).
+
+        A ``left`` factor commutes with interpolation. A ``right`` factor with a lever arm
+        does not: between samples the sensor origin moves on an arc, which the new track
+        linearises. Per-point work (``engine.motion``) therefore interpolates the ego track
+        and applies the extrinsic afterwards.
+        """
         poses = self.poses
         if left is not None:
             poses = left @ poses

@@ -293,9 +293,13 @@ def to_euler_zyx(q: np.ndarray) -> np.ndarray:
 
 
 def angle_between(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Rotation angle in radians of ``a⁻¹ ⊗ b`` (0..π), broadcasting ``(..., 4)``."""
-    d = np.abs(np.sum(as_quaternions(a) * as_quaternions(b), axis=-1))
-    return 2.0 * np.arccos(np.clip(d, 0.0, 1.0))
+    """Rotation angle in radians of ``a⁻¹ ⊗ b`` (0..π), broadcasting ``(..., 4)``.
+
+    Uses ``2 atan2(|v|, |w|)`` of the relative quaternion, accurate near zero (an arccos
+    of the dot product is not).
+    """
+    rel = multiply(conjugate(as_quaternions(a)), as_quaternions(b))
+    return 2.0 * np.arctan2(np.linalg.norm(rel[..., 1:], axis=-1), np.abs(rel[..., 0]))
 
 
 def _warmup() -> None:

@@ -1,0 +1,107 @@
+"""PoseTrack interpolation against scipy Slerp, its range policy and its validation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.spatial.transform import Rotation, Slerp
+
+from engine import OutOfRangeError, PoseTrack, SE3
+from engine import quaternion as quat
+
+
+@pytest.fixture(scope="module")
+def track() -> PoseTrack:
+    rng = np.random.default_rng(5)
+    ts = np.cumsum(rng.integers(5_000_000, 15_000_000, 40)).astype(np.int64) + 1_700_000_000_000_000_000
+    rot = Rotation.from_rotvec(np.cumsum(rng.normal(0, 0.3, (40, 3)), axis=0))
+    return PoseTrack(ts, rot.as_quat(scalar_first=True), np.cumsum(rng.normal(0, 2, (40, 3)), axis=0))
+
+
+def test_matches_scipy_slerp_and_linear_translation(track):
+    rng = np.random.default_rng(6)
+    times = rng.integers(track.start_ns, track.end_ns + 1, 20_000)
+    poses = track.interpolate(times)
+    t_rel = (track.timestamps_ns - track.start_ns).astype(np.float64)
+    q_rel = (times - track.start_ns).astype(np.float64)
+    ref = Slerp(t_rel, Rotation.from_quat(track.rotation, scalar_first=True))(q_rel)
+    assert quat.angle_between(poses.rotation, ref.as_quat(scalar_first=True)).max() < 1e-9
+    ref_t = np.stack([np.interp(q_rel, t_rel, track.translation[:, c]) for c in range(3)], axis=1)
+    np.testing.assert_allclose(poses.translation, ref_t, atol=1e-9)
+
+
+def test_exact_at_sample_times_including_both_ends(track):
+    poses = track.interpolate(track.timestamps_ns)
+    assert quat.angle_between(poses.rotation, track.rotation).max() < 1e-7
+    np.testing.assert_allclose(poses.translation, track.translation, atol=1e-12)
+
+
+def test_epoch_nanoseconds_keep_full_precision():
+    # 1 ns after a sample, 1.7e18 ns since the epoch: a float64 time would lose this
+    ts = np.array([1_700_000_000_000_000_000, 1_700_000_000_000_000_002], dtype=np.int64)
+    track = PoseTrack(ts, np.array([[1.0, 0, 0, 0]] * 2), np.array([[0.0, 0, 0], [2.0, 0, 0]]))
+    assert track.at(ts[0] + 1).translation[0] == pytest.approx(1.0, abs=1e-15)
+
+
+def test_out_of_range_raises_unless_extrapolation_is_asked_for(track):
+    before = np.array([track.start_ns - 1])
+    with pytest.raises(OutOfRangeError, match="outside the pose track"):
+        track.interpolate(before)
+    with pytest.raises(OutOfRangeError, match=r"by 5 ns"):
+        track.interpolate(np.array([track.end_ns + 5]))
+    held = track.interpolate(before, extrapolate="hold")
+    np.testing.assert_allclose(held.translation[0], track.translation[0])
+
+
+def test_linear_extrapolation_continues_at_constant_velocity():
+    ts = np.array([0, 1_000_000_000], dtype=np.int64)
+    q = quat.from_yaw(np.array([0.0, 0.1]))
+    track = PoseTrack(ts, q, np.array([[0.0, 0, 0], [1.0, 2.0, 0]]))
+    p = track.interpolate(np.array([2_000_000_000, -1_000_000_000]), extrapolate="linear")
+    np.testing.assert_allclose(p.translation, [[2.0, 4.0, 0], [-1.0, -2.0, 0]], atol=1e-12)
+    np.testing.assert_allclose(quat.to_euler_zyx(p.rotation)[:, 2], [0.2, -0.1], atol=1e-12)
+
+
+def test_single_sample_track_and_empty_query():
+    track = PoseTrack(np.array([10]), np.array([[1.0, 0, 0, 0]]), np.array([[1.0, 2, 3]]))
+    np.testing.assert_allclose(track.at(10).translation, [1, 2, 3])
+    assert track.interpolate(np.zeros(0, dtype=np.int64)).rotation.shape == (0, 4)
+    np.testing.assert_allclose(track.interpolate(np.array([99]), "hold").translation, [[1, 2, 3]])
+
+
+def test_transformed_and_slice(track):
+    ego_from_lidar = SE3(quat.from_yaw(0.3), [1.0, 0.0, 1.8])
+    enu_from_world = SE3(quat.from_yaw(-1.1), [100.0, -50.0, 3.0])
+    t = np.arange(track.start_ns, track.end_ns, 3_000_001)
+    # a left factor commutes with interpolation
+    left = track.transformed(left=enu_from_world)
+    assert left.interpolate(t).allclose(enu_from_world @ track.interpolate(t), atol=1e-9)
+    # a right factor with a lever arm is exact at the samples only (the arc is linearised)
+    right = track.transformed(right=ego_from_lidar)
+    assert right.interpolate(track.timestamps_ns).allclose(track.poses @ ego_from_lidar, atol=1e-9)
+    between = np.abs(right.interpolate(t).translation - (track.interpolate(t) @ ego_from_lidar).translation)
+    assert between.max() > 1e-3
+    part = track.slice(track.timestamps_ns[10] + 1, track.timestamps_ns[12] - 1)
+    assert part.start_ns == track.timestamps_ns[10] and part.end_ns == track.timestamps_ns[12]
+
+
+@pytest.mark.parametrize(
+    "ts, q, t, match",
+    [
+        (np.array([0, 0]), np.array([[1.0, 0, 0, 0]] * 2), np.zeros((2, 3)), "strictly increasing"),
+        (np.array([0.0, 1.0]), np.array([[1.0, 0, 0, 0]] * 2), np.zeros((2, 3)), "integer nanoseconds"),
+        (np.array([0, 1]), np.array([[1.0, 0, 0, 0]] * 3), np.zeros((3, 3)), "2 timestamps"),
+        (np.array([0, 1]), np.array([[1.0, 0, 0, 0], [0, 0, 0, 0]]), np.zeros((2, 3)), "zero-norm"),
+        (np.zeros(0, dtype=np.int64), np.zeros((0, 4)), np.zeros((0, 3)), "non-empty"),
+    ],
+)
+def test_bad_tracks_raise(ts, q, t, match):
+    with pytest.raises(ValueError, match=match):
+        PoseTrack(ts, q, t)
+
+
+def test_bad_queries_raise(track):
+    with pytest.raises(ValueError, match="integer nanoseconds"):
+        track.interpolate(np.array([1.5]))
+    with pytest.raises(ValueError, match="extrapolate"):
+        track.interpolate(track.timestamps_ns, extrapolate="wild")
