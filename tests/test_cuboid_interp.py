@@ -1,0 +1,175 @@
+"""Cuboid track interpolation against a scipy Rotation/Slerp reference."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.spatial.transform import Rotation, Slerp
+
+from engine import quaternion as quat
+from engine.cuboid import CuboidTrack, box_corners
+from engine.cuboid_interp import BoxFrames, TrackTable, interpolate_tracks
+from engine.pose_track import OutOfRangeError, PoseTrack
+from engine.se3 import SE3
+
+
+def _random_tracks(rng, n_tracks=12, max_k=7):
+    tracks = []
+    for n in range(n_tracks):
+        k = int(rng.integers(2, max_k + 1))
+        ts = np.cumsum(rng.integers(10_000_000, 300_000_000, k)) + int(rng.integers(0, 10**9))
+        rot = Rotation.random(k, random_state=int(rng.integers(1 << 31)))
+        tracks.append(CuboidTrack(
+            f"t{n}", "car", ts, rng.normal(0, 30, (k, 3)), rng.uniform(0.5, 6, (k, 3)),
+            rot.as_quat(scalar_first=True),
+        ))
+    return tracks
+
+
+def _reference(track: CuboidTrack, times: np.ndarray, mode: str):
+    """Plain NumPy/scipy: np.interp per axis, scipy Slerp, explicit extrapolation."""
+    ts = track.timestamps_ns
+    rot = Rotation.from_quat(track.rotations, scalar_first=True)
+    t = times.astype(np.float64)
+    inside = (times >= ts[0]) & (times <= ts[-1])
+    c = np.stack([np.interp(t, ts, track.centers[:, i]) for i in range(3)], axis=1)
+    s = np.stack([np.interp(t, ts, track.sizes[:, i]) for i in range(3)], axis=1)
+    clamped = np.clip(times, ts[0], ts[-1]).astype(np.float64)
+    q = Slerp(ts.astype(np.float64), rot)(clamped)
+    if mode == "constant_velocity":
+        for end, (i0, i1) in (("lo", (0, 1)), ("hi", (-2, -1))):
+            sel = times < ts[0] if end == "lo" else times > ts[-1]
+            if not np.any(sel):
+                continue
+            u = (t[sel] - ts[i0]) / (ts[i1] - ts[i0])
+            c[sel] = track.centers[i0] + u[:, None] * (track.centers[i1] - track.centers[i0])
+            delta = (rot[i0].inv() * rot[i1]).as_rotvec()
+            qs = q.as_quat()
+            qs[sel] = (rot[i0] * Rotation.from_rotvec(u[:, None] * delta)).as_quat()
+            q = Rotation.from_quat(qs)
+    q = q.as_quat(scalar_first=True)
+    valid = inside if mode == "none" else np.ones(len(t), bool)
+    return c, s, q, valid
+
+
+@pytest.mark.parametrize("mode", ["none", "hold", "constant_velocity"])
+def test_matches_scipy_reference_at_random_times(mode):
+    rng = np.random.default_rng(3)
+    tracks = _random_tracks(rng)
+    lo = min(t.timestamps_ns[0] for t in tracks) - 500_000_000
+    hi = max(t.timestamps_ns[-1] for t in tracks) + 500_000_000
+    times = rng.integers(lo, hi, 400)
+    times[:12] = [t.timestamps_ns[0] for t in tracks]  # exact keyframe times are inside
+    out = interpolate_tracks(tracks, times, mode)
+    assert out.centers.shape == (400, len(tracks), 3) and out.valid.shape == (400, len(tracks))
+    for n, track in enumerate(tracks):
+        c, s, q, valid = _reference(track, times, mode)
+        np.testing.assert_array_equal(out.valid[:, n], valid)
+        assert np.all(np.isnan(out.centers[~valid, n])) and np.all(np.isnan(out.rotations[~valid, n]))
+        np.testing.assert_allclose(out.centers[valid, n], c[valid], atol=1e-9)
+        np.testing.assert_allclose(out.sizes[valid, n], s[valid], atol=1e-12)
+        assert np.all(quat.angle_between(out.rotations[valid, n], q[valid]) < 1e-7)
+
+
+def test_yaw_crossing_pi_goes_through_pi_not_zero():
+    yaw = np.deg2rad([170.0, -170.0])
+    track = CuboidTrack("a", "car", np.array([0, 100]), np.zeros((2, 3)), np.ones((2, 3)), quat.from_yaw(yaw))
+    times = np.arange(0, 101, 5, dtype=np.int64)
+    out = interpolate_tracks([track], times)
+    got = quat.to_euler_zyx(out.rotations[:, 0])[:, 2]
+    expected = np.deg2rad(170.0 + 20.0 * times / 100.0)  # 170 → 190 (= −170)
+    err = np.angle(np.exp(1j * (got - expected)))
+    assert np.max(np.abs(err)) < 1e-9
+    assert np.all(np.abs(got) > np.deg2rad(169.9))  # never near 0
+
+
+def test_constant_velocity_continues_yaw_rate_and_holds_size():
+    ts = np.array([0, 1_000_000_000])
+    track = CuboidTrack(
+        "a", "car", ts, np.array([[0.0, 0, 0], [2.0, 1, 0]]), np.array([[4.0, 2, 1.5], [5.0, 2, 1.5]]),
+        quat.from_yaw([0.0, 0.1]),
+    )
+    out = interpolate_tracks([track], np.array([3_000_000_000, -1_000_000_000]), "constant_velocity")
+    np.testing.assert_allclose(out.centers[:, 0], [[6.0, 3, 0], [-2.0, -1, 0]], atol=1e-12)
+    np.testing.assert_allclose(quat.to_euler_zyx(out.rotations[:, 0])[:, 2], [0.3, -0.1], atol=1e-12)
+    np.testing.assert_allclose(out.sizes[:, 0], [[5.0, 2, 1.5], [4.0, 2, 1.5]])
+    held = interpolate_tracks([track], np.array([3_000_000_000]), "hold")
+    np.testing.assert_array_equal(held.centers[0, 0], [2.0, 1, 0])
+
+
+def test_single_keyframe_and_stationary_tracks():
+    q = quat.from_yaw(0.3)[None]
+    one = CuboidTrack("one", "car", np.array([50]), [[1.0, 2, 3]], [[4.0, 2, 1]], q)
+    still = CuboidTrack("still", "sign", np.array([50, 60]), [[5.0, 5, 1], [9.0, 9, 9]], [[1.0, 1, 2]] * 2,
+                        np.repeat(q, 2, 0), stationary=True)
+    times = np.array([0, 50, 55, 100], dtype=np.int64)
+    none = interpolate_tracks([one, still], times, "none")
+    np.testing.assert_array_equal(none.valid, [[False, True], [True, True], [False, True], [False, True]])
+    np.testing.assert_array_equal(none.centers[:, 1], [[5.0, 5, 1]] * 4)  # first keyframe, always
+    for mode in ("hold", "constant_velocity"):
+        out = interpolate_tracks([one, still], times, mode)
+        assert out.valid.all()
+        np.testing.assert_array_equal(out.centers[:, 0], [[1.0, 2, 3]] * 4)
+
+
+def test_stationary_object_still_in_world_moves_in_ego_frame():
+    box = CuboidTrack("pole", "pole", np.array([0]), [[20.0, 5, 1]], [[0.5, 0.5, 2]], quat.from_yaw(0.4)[None],
+                      stationary=True)
+    ts = np.arange(0, 11, dtype=np.int64) * 100_000_000
+    yaw = np.linspace(0, 0.5, len(ts))
+    ego = PoseTrack(ts, quat.from_yaw(yaw), np.stack([np.linspace(0, 10, len(ts)), np.zeros(len(ts)),
+                                                      np.full(len(ts), 0.3)], 1))
+    times = ts[:-1] + 50_000_000
+    world = interpolate_tracks([box], times)
+    np.testing.assert_array_equal(world.centers[:, 0], np.repeat([[20.0, 5, 1]], len(times), 0))
+    ego_boxes = world.to_ego(ego)
+    assert ego_boxes.frame == "ego"
+    ego_from_world = ego.interpolate(times).inverse()
+    expected_corners = np.stack([ego_from_world[i].apply(box_corners(box.centers[0], box.sizes[0], box.rotations[0]))
+                                 for i in range(len(times))])
+    got = box_corners(ego_boxes.centers[:, 0], ego_boxes.sizes[:, 0], ego_boxes.rotations[:, 0])
+    np.testing.assert_allclose(got, expected_corners, atol=1e-9)
+    # the ego drives forward: the pole comes closer along ego x
+    assert np.all(np.diff(ego_boxes.centers[:, 0, 0]) < 0)
+
+
+def test_to_ego_with_se3_batch_and_errors():
+    track = CuboidTrack("a", "car", np.array([0, 10]), np.zeros((2, 3)), np.ones((2, 3)), quat.from_yaw([0.0, 0.0]))
+    out = interpolate_tracks([track], np.array([0, 20]))  # second time: no box
+    ego = out.to_ego(SE3(quat.from_yaw([0.0, np.pi / 2]), [[1.0, 0, 0], [0, 0, 0]]))
+    np.testing.assert_allclose(ego.centers[0, 0], [-1.0, 0, 0])
+    assert not ego.valid[1, 0] and np.all(np.isnan(ego.centers[1, 0]))
+    with pytest.raises(ValueError, match="poses"):
+        out.to_ego(SE3.identity(3))
+    with pytest.raises(ValueError, match="world-frame"):
+        ego.to_ego(SE3.identity(2))
+    short = PoseTrack(np.array([0, 5]), quat.from_yaw([0.0, 0.0]), np.zeros((2, 3)))
+    with pytest.raises(OutOfRangeError):
+        out.to_ego(short)
+
+
+def test_empty_inputs():
+    tracks = _random_tracks(np.random.default_rng(0), 3)
+    out = interpolate_tracks(tracks, np.zeros(0, dtype=np.int64))
+    assert out.centers.shape == (0, 3, 3)
+    out = interpolate_tracks([], np.array([1, 2]))
+    assert out.centers.shape == (2, 0, 3) and out.valid.shape == (2, 0)
+    assert isinstance(out, BoxFrames) and len(TrackTable.from_tracks([])) == 0
+
+
+def test_bad_input_raises_value_error():
+    ok = dict(track_id="a", category="car", timestamps_ns=np.array([0, 10]), centers=np.zeros((2, 3)),
+              sizes=np.ones((2, 3)), rotations=np.array([[1.0, 0, 0, 0]] * 2))
+    with pytest.raises(ValueError, match="non-negative"):
+        CuboidTrack(**{**ok, "sizes": -np.ones((2, 3))})
+    with pytest.raises(ValueError, match="NaN"):
+        CuboidTrack(**{**ok, "centers": np.full((2, 3), np.nan)})
+    with pytest.raises(ValueError, match="increasing"):
+        CuboidTrack(**{**ok, "timestamps_ns": np.array([10, 10])})
+    track = CuboidTrack(**ok)
+    with pytest.raises(ValueError, match="extrapolation"):
+        interpolate_tracks([track], np.array([0]), "linear")
+    with pytest.raises(ValueError, match="integer"):
+        interpolate_tracks([track], np.array([0.5]))
+    with pytest.raises(ValueError, match="duplicate"):
+        TrackTable.from_tracks([track, track])
