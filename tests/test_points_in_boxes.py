@@ -1,0 +1,130 @@
+"""Points in boxes against a brute-force NumPy reference (every point against every box)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.spatial.transform import Rotation
+
+from engine import quaternion as quat
+from engine.points_in_boxes import points_in_boxes
+
+
+def _reference(xyz, centers, sizes, rotations, margin=0.0):
+    """B passes over the points; same float64 formula, nearest centre wins, ties → lower index."""
+    p = xyz.astype(np.float64)
+    r = quat.to_matrix(rotations)
+    half = 0.5 * sizes + margin
+    best = np.full(len(p), -1)
+    best_d2 = np.full(len(p), np.inf)
+    for b in range(len(centers)):
+        dx, dy, dz = (p - centers[b]).T
+        inside = np.ones(len(p), bool)
+        for k in range(3):
+            local = r[b, 0, k] * dx + r[b, 1, k] * dy + r[b, 2, k] * dz
+            inside &= np.abs(local) <= half[b, k]
+        d2 = dx * dx + dy * dy + dz * dz
+        take = inside & (d2 < best_d2)
+        best[take] = b
+        best_d2[take] = d2[take]
+    return best, np.bincount(best[best >= 0], minlength=len(centers))
+
+
+def _scene(rng, n_boxes=60, n_points=30_000, full_3d=False):
+    centers = rng.uniform(-40, 40, (n_boxes, 3))
+    centers[:, 2] = rng.uniform(-1, 2, n_boxes)
+    sizes = rng.uniform(0.3, 8, (n_boxes, 3))
+    if full_3d:
+        rotations = Rotation.random(n_boxes, random_state=int(rng.integers(1 << 31))).as_quat(scalar_first=True)
+    else:
+        rotations = quat.from_yaw(rng.uniform(-np.pi, np.pi, n_boxes))
+    xyz = rng.uniform([-45, -45, -3], [45, 45, 5], (n_points, 3)).astype(np.float32)
+    # half the points near box centres so many boxes are hit, some by several boxes
+    k = n_points // 2
+    xyz[:k] = (centers[rng.integers(0, n_boxes, k)] + rng.normal(0, 2, (k, 3))).astype(np.float32)
+    return xyz, centers, sizes, rotations
+
+
+@pytest.mark.parametrize("full_3d", [False, True])
+@pytest.mark.parametrize("margin", [0.0, 0.25])
+def test_matches_brute_force(full_3d, margin):
+    xyz, c, s, q = _scene(np.random.default_rng(11), full_3d=full_3d)
+    c[-1] = [300.0, -300.0, 0.0]  # far from every point: stretches the grid, stays empty
+    labels, counts = points_in_boxes(xyz, c, s, q, margin=margin)
+    ref_labels, ref_counts = _reference(xyz, c, s, q, margin)
+    assert labels.dtype == np.int32 and counts.dtype == np.int64
+    np.testing.assert_array_equal(labels, ref_labels)
+    np.testing.assert_array_equal(counts, ref_counts)
+    assert counts.sum() > 1000 and counts[-1] == 0 and np.count_nonzero(counts) > 50
+
+
+def test_points_exactly_on_faces_are_inside():
+    c = np.array([[1.0, 2.0, 3.0]])
+    s = np.array([[2.0, 4.0, 6.0]])
+    q = np.array([[1.0, 0, 0, 0]])
+    faces = np.array([[0, 2, 3], [2, 2, 3], [1, 0, 3], [1, 4, 3], [1, 2, 0], [1, 2, 6], [0, 0, 0], [2, 4, 6]],
+                     np.float32)
+    just_out = faces.copy()
+    just_out[:, 0] = np.where(faces[:, 0] == 2, np.nextafter(np.float32(2), np.float32(3)), faces[:, 0])
+    labels, counts = points_in_boxes(faces, c, s, q)
+    np.testing.assert_array_equal(labels, 0)
+    assert counts[0] == len(faces)
+    labels, _ = points_in_boxes(just_out, c, s, q)
+    np.testing.assert_array_equal(labels >= 0, just_out[:, 0] != np.nextafter(np.float32(2), np.float32(3)))
+    # the margin widens every face by exactly that much
+    out = np.array([[2.5, 2, 3], [1, 4.5, 3], [1, 2, 6.5], [1, 2, 6.6]], np.float32)
+    labels, _ = points_in_boxes(out, c, s, q, margin=0.5)
+    np.testing.assert_array_equal(labels, [0, 0, 0, -1])
+
+
+def test_overlap_goes_to_nearest_centre_then_lower_index():
+    c = np.array([[0.0, 0, 0], [1.0, 0, 0], [0.0, 0, 0]])
+    s = np.full((3, 3), 4.0)
+    q = np.tile([1.0, 0, 0, 0], (3, 1))
+    xyz = np.array([[0.9, 0, 0], [0.2, 0, 0], [-0.1, 0, 0]], np.float32)
+    labels, counts = points_in_boxes(xyz, c, s, q)
+    np.testing.assert_array_equal(labels, [1, 0, 0])  # box 2 duplicates box 0: lower index wins
+    np.testing.assert_array_equal(counts, [2, 1, 0])
+
+
+def test_nan_inf_and_far_points_are_never_inside():
+    c = np.zeros((1, 3))
+    s = np.full((1, 3), 1e6)  # a box that covers everything finite nearby
+    q = np.array([[1.0, 0, 0, 0]])
+    xyz = np.array([[np.nan, 0, 0], [0, np.nan, 0], [0, 0, np.nan], [np.inf, 0, 0], [0, -np.inf, 0],
+                    [1e30, 0, 0], [1.0, 1.0, 1.0]], np.float32)
+    labels, counts = points_in_boxes(xyz, c, s, q)
+    np.testing.assert_array_equal(labels, [-1] * 6 + [0])
+    assert counts[0] == 1
+
+
+def test_mixed_box_sizes_and_empty_inputs():
+    rng = np.random.default_rng(5)
+    xyz, c, s, q = _scene(rng, n_boxes=30, n_points=5000)
+    s[0] = [80.0, 80.0, 10.0]  # one box spanning the scene among small ones
+    s[1:5] = 0.05
+    labels, counts = points_in_boxes(xyz, c, s, q)
+    np.testing.assert_array_equal(labels, _reference(xyz, c, s, q)[0])
+    labels, counts = points_in_boxes(np.zeros((0, 3), np.float32), c, s, q)
+    assert labels.shape == (0,) and np.array_equal(counts, np.zeros(len(c)))
+    labels, counts = points_in_boxes(xyz, np.zeros((0, 3)), np.zeros((0, 3)), np.zeros((0, 4)))
+    assert np.all(labels == -1) and counts.shape == (0,)
+    # zero-size box: only a point exactly at its centre is inside
+    labels, _ = points_in_boxes(np.array([[1, 1, 1], [1, 1, 1.01]], np.float32), np.ones((1, 3)),
+                                np.zeros((1, 3)), [[1.0, 0, 0, 0]])
+    np.testing.assert_array_equal(labels, [0, -1])
+
+
+def test_bad_input_raises_value_error():
+    c, s, q = np.zeros((1, 3)), np.ones((1, 3)), np.array([[1.0, 0, 0, 0]])
+    p = np.zeros((4, 3), np.float32)
+    with pytest.raises(ValueError, match=r"\(N, 3\)"):
+        points_in_boxes(np.zeros((4, 2)), c, s, q)
+    with pytest.raises(ValueError, match="non-negative"):
+        points_in_boxes(p, c, -s, q)
+    with pytest.raises(ValueError, match="NaN"):
+        points_in_boxes(p, np.full((1, 3), np.nan), s, q)
+    with pytest.raises(ValueError, match="margin"):
+        points_in_boxes(p, c, s, q, margin=-0.1)
+    with pytest.raises(ValueError):
+        points_in_boxes(p, c, np.ones((2, 3)), q)
