@@ -1,0 +1,315 @@
+"""Numba parser for whitespace-separated numbers in raw bytes (ASCII PCD and PLY bodies).
+
+One kernel walks the bytes once and writes each value straight into an ``(N, C) int64``
+table whose memory is also viewed as ``float64``: integer columns store their value
+(unsigned ones their bit pattern), float columns their float64. Decimal floats take the
+exact fast path (mantissa ≤ 2**53 and ``|exponent| ≤ 22`` → one correctly rounded
+multiply or divide); the rare token outside it is recorded and re-parsed by Python's
+``float`` afterwards, so every value is the correctly rounded one.
+
+Per-column ``kinds``: ``FLOAT``, ``INT``, ``UINT``, ``PACKED_RGB`` (a PCD ``rgb`` stored as
+float: an integer token is the packed uint32 as PCL writes it, a decimal token is the
+float whose bits hold the colour, as Open3D reads it; the uint32 is stored), ``SKIP`` (one
+token, not stored) and ``SKIP_LIST`` (a count token then that many tokens, not stored).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from engine._jit import jit
+from formats.errors import FormatError
+
+FLOAT, INT, UINT, PACKED_RGB, SKIP, SKIP_LIST = 0, 1, 2, 3, 4, 5
+
+# kernel status codes
+_OK, _BAD_TOKEN, _EOF, _SHORT_ROW, _LONG_ROW, _OVERFLOW, _TRAILING = 0, 1, 2, 3, 4, 5, 6
+
+_POW10 = np.array([10.0**k for k in range(23)], dtype=np.float64)
+_TWO53 = 1 << 53
+
+
+@jit
+def _is_space(c: np.uint8) -> bool:
+    return c == 32 or c == 9 or c == 10 or c == 13 or c == 11 or c == 12
+
+
+@jit
+def _skip_blank(buf: np.ndarray, pos: int, stop_at_newline: bool) -> int:
+    n = buf.shape[0]
+    while pos < n:
+        c = buf[pos]
+        if c == 10 and stop_at_newline:
+            return pos
+        if not _is_space(c):
+            return pos
+        pos += 1
+    return pos
+
+
+@jit
+def _token_end(buf: np.ndarray, pos: int) -> int:
+    n = buf.shape[0]
+    while pos < n and not _is_space(buf[pos]):
+        pos += 1
+    return pos
+
+
+@jit
+def _lower(c: np.uint8) -> int:
+    return np.int64(c) | 32
+
+
+@jit
+def _parse_float(buf: np.ndarray, start: int, end: int) -> tuple[int, float]:
+    """Returns (0 ok | 1 not a number | 2 valid but outside the fast path, value)."""
+    i = start
+    neg = False
+    if buf[i] == 45 or buf[i] == 43:  # - +
+        neg = buf[i] == 45
+        i += 1
+    # nan / inf / infinity, any case
+    rest = end - i
+    if rest == 3 and _lower(buf[i]) == 110 and _lower(buf[i + 1]) == 97 and _lower(buf[i + 2]) == 110:
+        return 0, np.nan
+    if (rest == 3 or rest == 8) and _lower(buf[i]) == 105 and _lower(buf[i + 1]) == 110 and _lower(buf[i + 2]) == 102:
+        if rest == 3 or (
+            _lower(buf[i + 3]) == 105
+            and _lower(buf[i + 4]) == 110
+            and _lower(buf[i + 5]) == 105
+            and _lower(buf[i + 6]) == 116
+            and _lower(buf[i + 7]) == 121
+        ):
+            return 0, -np.inf if neg else np.inf
+        return 1, 0.0
+    mant = np.uint64(0)
+    n_sig = 0
+    n_digits = 0
+    exp10 = 0
+    while i < end and buf[i] >= 48 and buf[i] <= 57:
+        d = buf[i] - 48
+        n_digits += 1
+        if n_sig > 0 or d != 0:
+            if n_sig < 19:
+                mant = mant * np.uint64(10) + np.uint64(d)
+            else:
+                exp10 += 1  # digit beyond 19 significant ones: inexact, slow path below
+            n_sig += 1
+        i += 1
+    if i < end and buf[i] == 46:  # .
+        i += 1
+        while i < end and buf[i] >= 48 and buf[i] <= 57:
+            d = buf[i] - 48
+            n_digits += 1
+            if n_sig > 0 or d != 0:
+                if n_sig < 19:
+                    mant = mant * np.uint64(10) + np.uint64(d)
+                    exp10 -= 1
+                n_sig += 1
+            else:
+                exp10 -= 1
+            i += 1
+    if n_digits == 0:
+        return 1, 0.0
+    if i < end and (buf[i] == 101 or buf[i] == 69):  # e E
+        i += 1
+        eneg = False
+        if i < end and (buf[i] == 45 or buf[i] == 43):
+            eneg = buf[i] == 45
+            i += 1
+        if i >= end:
+            return 1, 0.0
+        e = 0
+        while i < end and buf[i] >= 48 and buf[i] <= 57:
+            if e < 100000:
+                e = e * 10 + (buf[i] - 48)
+            i += 1
+        exp10 += -e if eneg else e
+    if i != end:
+        return 1, 0.0
+    if mant == 0:
+        return 0, -0.0 if neg else 0.0
+    if n_sig > 19 or mant > np.uint64(_TWO53) or exp10 > 22 or exp10 < -22:
+        return 2, 0.0
+    v = np.float64(mant)
+    if exp10 >= 0:
+        v = v * _POW10[exp10]
+    else:
+        v = v / _POW10[-exp10]
+    return 0, -v if neg else v
+
+
+@jit
+def _parse_uint(buf: np.ndarray, start: int, end: int) -> tuple[int, np.uint64]:
+    """Returns (0 ok | 1 not an integer | 5 overflow, value) for digits only."""
+    if start >= end:
+        return 1, np.uint64(0)
+    v = np.uint64(0)
+    limit = np.uint64(1844674407370955161)  # (2**64 - 1) // 10
+    for i in range(start, end):
+        c = buf[i]
+        if c < 48 or c > 57:
+            return 1, np.uint64(0)
+        d = np.uint64(c - 48)
+        if v > limit or (v == limit and d > np.uint64(5)):
+            return 5, np.uint64(0)
+        v = v * np.uint64(10) + d
+    return 0, v
+
+
+@jit
+def _parse_table(
+    buf: np.ndarray,
+    pos: int,
+    n_rows: int,
+    kinds: np.ndarray,
+    out_col: np.ndarray,
+    line_rows: bool,
+    check_end: bool,
+    out_i: np.ndarray,
+    out_f: np.ndarray,
+    slow: np.ndarray,
+) -> tuple[int, int, int, int, int]:
+    """Parse ``n_rows`` rows of ``len(kinds)`` tokens from ``buf[pos:]``.
+
+    ``out_i`` and ``out_f`` alias the same ``(n_rows, n_out)`` memory. With ``line_rows``
+    each row is one line. Returns ``(status, byte offset, row, column, n_slow)``; ``slow``
+    rows are ``(token start, token end, row, column)`` of floats left to the caller.
+    """
+    n = buf.shape[0]
+    n_cols = kinds.shape[0]
+    scratch = np.empty(1, dtype=np.float32)
+    scratch_bits = scratch.view(np.uint32)
+    n_slow = 0
+    for r in range(n_rows):
+        for c in range(n_cols):
+            pos = _skip_blank(buf, pos, line_rows and c > 0)
+            if pos >= n:
+                return _EOF, pos, r, c, n_slow
+            if buf[pos] == 10:
+                return _SHORT_ROW, pos, r, c, n_slow
+            end = _token_end(buf, pos)
+            kind = kinds[c]
+            oc = out_col[c]
+            if kind == FLOAT or kind == PACKED_RGB:
+                if kind == PACKED_RGB:
+                    st, u = _parse_uint(buf, pos, end)
+                    if st == 0 and u <= np.uint64(0xFFFFFFFF):
+                        out_i[r, oc] = np.int64(u)
+                        pos = end
+                        continue
+                st, v = _parse_float(buf, pos, end)
+                if st == 1:
+                    return _BAD_TOKEN, pos, r, c, n_slow
+                if st == 2:
+                    slow[n_slow, 0] = pos
+                    slow[n_slow, 1] = end
+                    slow[n_slow, 2] = r
+                    slow[n_slow, 3] = c
+                    n_slow += 1
+                elif kind == FLOAT:
+                    out_f[r, oc] = v
+                else:
+                    scratch[0] = np.float32(v)
+                    out_i[r, oc] = np.int64(scratch_bits[0])
+            elif kind == INT or kind == UINT:
+                neg = buf[pos] == 45
+                sign = 1 if (neg or buf[pos] == 43) else 0
+                if neg and kind == UINT:
+                    return _BAD_TOKEN, pos, r, c, n_slow
+                st, u = _parse_uint(buf, pos + sign, end)
+                if st == 1:
+                    return _BAD_TOKEN, pos, r, c, n_slow
+                if st == 5 or (kind == INT and u > (np.uint64(1) << np.uint64(63)) - np.uint64(0 if neg else 1)):
+                    return _OVERFLOW, pos, r, c, n_slow
+                if neg:
+                    out_i[r, oc] = -np.int64(u - np.uint64(1)) - 1
+                else:
+                    out_i[r, oc] = np.int64(u)
+            elif kind == SKIP:
+                pass
+            else:  # SKIP_LIST
+                st, u = _parse_uint(buf, pos, end)
+                if st != 0:
+                    return _BAD_TOKEN, pos, r, c, n_slow
+                pos = end
+                for _ in range(np.int64(u)):
+                    pos = _skip_blank(buf, pos, line_rows)
+                    if pos >= n:
+                        return _EOF, pos, r, c, n_slow
+                    if buf[pos] == 10:
+                        return _SHORT_ROW, pos, r, c, n_slow
+                    pos = _token_end(buf, pos)
+                end = pos
+            pos = end
+        if line_rows:
+            pos = _skip_blank(buf, pos, True)
+            if pos < n and buf[pos] != 10:
+                return _LONG_ROW, pos, r, n_cols, n_slow
+    if check_end:
+        pos = _skip_blank(buf, pos, False)
+        if pos < n:
+            return _TRAILING, pos, n_rows, 0, n_slow
+    return _OK, pos, n_rows, 0, n_slow
+
+
+def parse_table(
+    path: str,
+    buf: np.ndarray,
+    start: int,
+    n_rows: int,
+    kinds: np.ndarray,
+    names: list[str],
+    line_rows: bool,
+    check_end: bool,
+) -> tuple[np.ndarray, int]:
+    """Parse ``n_rows`` rows of tokens; returns ``(int64 table (n_rows, n_stored), end offset)``.
+
+    ``names[c]`` names column ``c`` in errors. Stored columns are those whose kind is not a
+    skip, in order; read a ``FLOAT`` column through ``table.view(np.float64)``, a ``UINT``
+    one through ``table.view(np.uint64)``. Bad input raises ``FormatError`` with the byte
+    offset, the row and the field that was expected.
+    """
+    kinds = np.ascontiguousarray(kinds, dtype=np.int64)
+    stored = (kinds != SKIP) & (kinds != SKIP_LIST)
+    out_col = np.where(stored, np.cumsum(stored) - 1, -1).astype(np.int64)
+    n_out = int(stored.sum())
+    out_i = np.empty((n_rows, n_out), dtype=np.int64)
+    out_f = out_i.view(np.float64)
+    n_float = int(((kinds == FLOAT) | (kinds == PACKED_RGB)).sum())
+    slow = np.empty((n_rows * n_float, 4), dtype=np.int64)
+    status, pos, row, col, n_slow = _parse_table(
+        buf, start, n_rows, kinds, out_col, line_rows, check_end, out_i, out_f, slow
+    )
+    if status != _OK:
+        field = names[col] if col < len(names) else None
+        what = {
+            _BAD_TOKEN: f"a number for field {field!r} (row {row})",
+            _EOF: f"{n_rows} rows of {len(kinds)} values; the data ends in row {row} at field {field!r}",
+            _SHORT_ROW: f"a value for field {field!r} before the end of line (row {row})",
+            _LONG_ROW: f"the end of line after {len(kinds)} values (row {row})",
+            _OVERFLOW: f"an integer within range for field {field!r} (row {row})",
+            _TRAILING: f"no data after the {n_rows} declared rows",
+        }[status]
+        if status in (_BAD_TOKEN, _OVERFLOW):
+            token = bytes(buf[pos : pos + 24]).split(None, 1)[0] if pos < len(buf) else b""
+            what += f", found {token!r}"
+        raise FormatError(path, int(pos), what)
+    for s, e, r, c in slow[:n_slow]:
+        value = float(bytes(buf[s:e]))
+        if kinds[c] == FLOAT:
+            out_f[r, out_col[c]] = value
+        else:
+            out_i[r, out_col[c]] = int(np.float32(value).view(np.uint32))
+    return out_i, int(pos)
+
+
+def _warmup() -> None:
+    buf = np.frombuffer(b"1 -2 3.5 nan 7 1e300 4 9 9\n2 3 4 5 0.5 1 0 \n", dtype=np.uint8)
+    kinds = np.array([INT, UINT, FLOAT, FLOAT, PACKED_RGB, FLOAT, SKIP_LIST], dtype=np.int64)
+    names = ["a", "b", "c", "d", "e", "f", "g"]
+    try:
+        parse_table("<warmup>", buf, 0, 2, kinds, names, True, True)
+    except FormatError:
+        pass
+    parse_table("<warmup>", np.frombuffer(b"1 2 3", dtype=np.uint8), 0, 1, np.array([FLOAT] * 3), names, False, False)
