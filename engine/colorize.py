@@ -1,0 +1,166 @@
+"""Colour points from camera images.
+
+Each point takes its colour from one camera: among the cameras where it is visible (in
+the image and not occluded, see :mod:`engine.zbuffer`) and that have an image, the one
+that sees it most frontally — the smallest angle between the point's viewing ray and the
+camera's optical axis. That angle comes from the pixel itself through the lens model
+(:func:`engine.camera.lens_unproject`), so wide-angle and fisheye cameras compare fairly
+with narrow ones and points near the distorted image border lose to a camera that sees
+them near its centre.
+
+Sampling is bilinear between the four nearest pixel centres (edge pixels are repeated
+at the border) or nearest-pixel; use ``"nearest"`` for label or id images, where
+blending neighbouring values is meaningless. Integer images are rounded to the nearest
+value after blending.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal, Sequence
+
+import numpy as np
+
+from engine._jit import pjit, prange
+from engine.camera import Camera, lens_unproject
+from engine.projection import Projection
+
+Interpolation = Literal["bilinear", "nearest"]
+
+
+@dataclass(frozen=True, eq=False)
+class Colorization:
+    """Result of :func:`colorize`.
+
+    Attributes:
+        colors: ``(N, K)`` (or ``(N,)`` for single-channel images) in the images' dtype;
+            zero for points no camera colours.
+        camera_index: ``(N,) int64`` the camera each point took its colour from, -1 if none.
+    """
+
+    colors: np.ndarray
+    camera_index: np.ndarray
+
+
+@pjit
+def _choose_kernel(uv, visible, usable, models, params, best):
+    n_cam = uv.shape[0]
+    for i in prange(uv.shape[1]):
+        b = -1
+        best_cos = -2.0
+        for c in range(n_cam):
+            if not (usable[c] and visible[c, i]):
+                continue
+            _, _, dz, ok = lens_unproject(models[c], params[c], uv[c, i, 0], uv[c, i, 1])
+            if ok and dz > best_cos:
+                best_cos = dz
+                b = c
+        best[i] = b
+
+
+@pjit
+def _sample_kernel(image, uv, index, bilinear, is_int, out):
+    h = image.shape[0]
+    w = image.shape[1]
+    for j in prange(index.shape[0]):
+        i = index[j]
+        u = uv[i, 0]
+        v = uv[i, 1]
+        if bilinear:
+            x0 = math.floor(u)
+            y0 = math.floor(v)
+            fx = u - x0
+            fy = v - y0
+            xa = min(max(int(x0), 0), w - 1)
+            xb = min(max(int(x0) + 1, 0), w - 1)
+            ya = min(max(int(y0), 0), h - 1)
+            yb = min(max(int(y0) + 1, 0), h - 1)
+            for k in range(image.shape[2]):
+                top = (1.0 - fx) * float(image[ya, xa, k]) + fx * float(image[ya, xb, k])
+                bottom = (1.0 - fx) * float(image[yb, xa, k]) + fx * float(image[yb, xb, k])
+                val = (1.0 - fy) * top + fy * bottom
+                if is_int:
+                    val = math.floor(val + 0.5)
+                out[i, k] = val
+        else:
+            x = min(max(int(round(u)), 0), w - 1)
+            y = min(max(int(round(v)), 0), h - 1)
+            for k in range(image.shape[2]):
+                out[i, k] = image[y, x, k]
+
+
+def colorize(
+    projection: Projection,
+    visible: np.ndarray,
+    cameras: Sequence[Camera],
+    images: Sequence[np.ndarray | None],
+    interpolation: Interpolation = "bilinear",
+) -> Colorization:
+    """Colour each point from the camera that sees it most frontally.
+
+    Args:
+        projection: the points projected into ``cameras`` (same order).
+        visible: ``(C, N) bool``, e.g. ``zbuffer(projection).visible``.
+        cameras: the ``C`` cameras.
+        images: per camera an image ``(height, width)`` or ``(height, width, K)`` matching
+            its size, or None (that camera is not used). All images share dtype and K.
+        interpolation: ``"bilinear"`` or ``"nearest"``.
+    """
+    if interpolation not in ("bilinear", "nearest"):
+        raise ValueError(f"interpolation must be 'bilinear' or 'nearest', got {interpolation!r}")
+    cameras = list(cameras)
+    images = list(images)
+    n_cam, n = projection.in_image.shape
+    if len(cameras) != n_cam or len(images) != n_cam:
+        raise ValueError(
+            f"projection has {n_cam} cameras but got {len(cameras)} cameras and {len(images)} images"
+        )
+    vis = np.ascontiguousarray(visible, dtype=np.bool_)
+    if vis.shape != (n_cam, n):
+        raise ValueError(f"visible must have shape ({n_cam}, {n}), got {vis.shape}")
+    stacked: list[np.ndarray | None] = []
+    kind = None
+    for cam, img in zip(cameras, images):
+        if img is None:
+            stacked.append(None)
+            continue
+        a = np.asarray(img)
+        hw = (cam.intrinsics.height, cam.intrinsics.width)
+        if a.ndim not in (2, 3) or a.shape[:2] != hw:
+            raise ValueError(f"image for camera {cam.name!r} must be {hw} (+ channels), got {a.shape}")
+        this = (a.dtype, a.shape[2:])
+        if kind is not None and this != kind:
+            raise ValueError(f"images differ in dtype/channels: {kind} vs {this} (camera {cam.name!r})")
+        kind = this
+        stacked.append(np.ascontiguousarray(a.reshape(a.shape[0], a.shape[1], -1)))
+    dtype, tail = kind if kind is not None else (np.dtype(np.uint8), (3,))
+    channels = int(np.prod(tail)) if tail else 1
+
+    best = np.empty(n, np.int64)
+    usable = np.array([s is not None for s in stacked], np.bool_)
+    models = np.array([c.model_code for c in cameras], np.int64)
+    params = np.ascontiguousarray(np.stack([c.params for c in cameras]) if n_cam else np.zeros((0, 16)))
+    _choose_kernel(projection.uv, vis, usable, models, params, best)
+
+    out = np.zeros((n, channels), dtype)
+    is_int = bool(np.issubdtype(dtype, np.integer) or dtype == np.bool_)
+    for c, img in enumerate(stacked):
+        if img is None:
+            continue
+        index = np.flatnonzero(best == c)
+        if len(index):
+            _sample_kernel(img, projection.uv[c], index, interpolation == "bilinear", is_int, out)
+    return Colorization(colors=out.reshape((n,) + tail), camera_index=best)
+
+
+def _warmup() -> None:
+    from engine.camera import CameraIntrinsics
+    from engine.projection import project_points
+    from engine.se3 import SE3
+
+    cam = Camera("a", CameraIntrinsics(4, 4, 2.0, 2.0, 1.5, 1.5), SE3.identity())
+    proj = project_points(np.array([[0.0, 0.0, 1.0]]), [cam])
+    for dtype in (np.uint8, np.float32, np.int32):
+        for interp in ("bilinear", "nearest"):
+            colorize(proj, proj.in_image, [cam], [np.zeros((4, 4, 3), dtype)], interp)
