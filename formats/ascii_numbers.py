@@ -304,6 +304,25 @@ def parse_table(
     return out_i, int(pos)
 
 
+def typed_column(path: str, table: np.ndarray, cols: slice, kind: int, dtype: np.dtype, name: str) -> np.ndarray:
+    """Columns ``cols`` of a :func:`parse_table` result as ``dtype`` (``(N, k)``).
+
+    Integers are range-checked against ``dtype`` (``FormatError`` naming the field and row);
+    ``PACKED_RGB`` columns come back as float32 holding the packed bits.
+    """
+    block = table[:, cols]
+    if kind == FLOAT:
+        return block.view(np.float64).astype(dtype)
+    if kind == PACKED_RGB:
+        return block.astype(np.uint32).view(np.float32)
+    src = block.view(np.uint64) if kind == UINT else block
+    info = np.iinfo(dtype)
+    if src.size and (src.min() < info.min or src.max() > info.max):
+        bad = int(np.argmax(((src < info.min) | (src > info.max)).any(axis=1)))
+        raise FormatError(path, None, f"values of field {name!r} within the {np.dtype(dtype)} range (row {bad})")
+    return src.astype(dtype)
+
+
 def _warmup() -> None:
     buf = np.frombuffer(b"1 -2 3.5 nan 7 1e300 4 9 9\n2 3 4 5 0.5 1 0 \n", dtype=np.uint8)
     kinds = np.array([INT, UINT, FLOAT, FLOAT, PACKED_RGB, FLOAT, SKIP_LIST], dtype=np.int64)

@@ -234,25 +234,13 @@ def _columns_ascii(path: str, hdr: PcdHeader, data: bytes) -> dict[str, np.ndarr
     buf = np.frombuffer(data, dtype=np.uint8)
     table, _ = ascii_numbers.parse_table(path, buf, hdr.data_offset, hdr.points, np.array(kinds), names, True, True)
     cols: dict[str, np.ndarray] = {}
-    col = 0
-    for name, t, dt, c in zip(hdr.fields, hdr.types, hdr.dtypes(), hdr.counts):
-        if name == _PAD:
-            continue
-        block = table[:, col : col + c]
-        col += c
-        if t == "F":
-            if name in ("rgb", "rgba") and dt.itemsize == 4 and c == 1:
-                values = block.astype(np.uint32).view(np.float32)
-            else:
-                values = block.view(np.float64).astype(dt)
-        else:
-            src = block.view(np.uint64) if t == "U" else block
-            info = np.iinfo(dt)
-            if src.size and (src.min() < info.min or src.max() > info.max):
-                bad = int(np.argmax(((src < info.min) | (src > info.max)).any(axis=1)))
-                raise FormatError(path, None, f"values of field {name!r} within {dt} range (row {bad})")
-            values = src.astype(dt)
-        cols[name] = values if c > 1 else values[:, 0]
+    col = k = 0  # table column, token column (padding fields have tokens, no table column)
+    for name, dt, c in zip(hdr.fields, hdr.dtypes(), hdr.counts):
+        if name != _PAD:
+            values = ascii_numbers.typed_column(path, table, slice(col, col + c), kinds[k], dt, name)
+            cols[name] = values if c > 1 else values[:, 0]
+            col += c
+        k += c
     return cols
 
 
