@@ -17,7 +17,8 @@ by fixed-point iteration: project at ``t_c``, take the (continuous) row ``v`` �
 ``[0, height − 1]`` — as the time, re-project; ``rolling_iterations`` (default 3)
 re-projections. Each step contracts the error by ``|dv/dt| · row_ns`` (image-space speed
 in rows per second times the row time, ≈ 0.01–0.1 for real rigs), so three steps reach
-far below a pixel.
+far below a pixel. Points within about a metre of a fast-moving camera contract slower
+(≈ 0.15 at 0.4 m from a side camera at 15 m/s); raise ``rolling_iterations`` for those.
 """
 
 from __future__ import annotations
