@@ -167,9 +167,83 @@ def soundings_to_world(lat_deg: np.ndarray, lon_deg: np.ndarray, heading_deg: np
     return out
 
 
+@pjit
+def _fls_count(image, threshold, counts):
+    for r in prange(image.shape[0]):
+        c = 0
+        for b in range(image.shape[1]):
+            if image[r, b] >= threshold:
+                c += 1
+        counts[r] = c
+
+
+@pjit
+def _fls_fill(image, threshold, sin_b, cos_b, range_res, first, xyz, intensity, row, col):
+    for r in prange(image.shape[0]):
+        k = first[r]
+        rng = r * range_res
+        for b in range(image.shape[1]):
+            v = image[r, b]
+            if v >= threshold:
+                xyz[k, 0] = rng * cos_b[b]
+                xyz[k, 1] = -rng * sin_b[b]
+                xyz[k, 2] = 0.0
+                intensity[k] = v
+                row[k] = r
+                col[k] = b
+                k += 1
+
+
+def fls_image_to_points(image: np.ndarray, bearings_deg: np.ndarray, range_resolution_m: float,
+                        threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Forward-looking sonar polar image → points on the beams' centre plane.
+
+    ``image (R, B)`` (uint8/uint16/float): rows are range bins (bin r at ``r ×
+    range_resolution_m``), columns beams at ``bearings_deg (B,)`` (positive to starboard).
+    Pixels with value ``>= threshold`` become points in the sonar frame (x along the
+    boresight, y left, z up; elevation unknown, so z = 0). Returns ``xyz (M, 3) float32``,
+    ``intensity (M,) float32``, ``row (M,) int32``, ``col (M,) int32`` in row-major order.
+    """
+    img = np.ascontiguousarray(image)
+    if img.ndim != 2:
+        raise ValueError(f"image must be (R, B), got shape {img.shape}")
+    if img.dtype not in (np.uint8, np.uint16, np.float32):
+        img = img.astype(np.float32)
+    b = np.ascontiguousarray(bearings_deg, dtype=np.float64)
+    if b.shape != (img.shape[1],):
+        raise ValueError(f"bearings_deg must have shape ({img.shape[1]},) like the image's beams, got {b.shape}")
+    if not (math.isfinite(range_resolution_m) and range_resolution_m > 0):
+        raise ValueError(f"range_resolution_m must be positive and finite, got {range_resolution_m}")
+    if not math.isfinite(threshold):
+        raise ValueError(f"threshold must be finite, got {threshold}")
+    if img.dtype.kind == "u":  # integer pixels: v >= threshold  <=>  v >= ceil(threshold)
+        t = math.ceil(threshold)
+        if t > np.iinfo(img.dtype).max:
+            z = np.zeros(0, np.int32)
+            return np.zeros((0, 3), np.float32), np.zeros(0, np.float32), z, z.copy()
+        thr = img.dtype.type(max(t, 0))
+    else:
+        thr = np.float32(threshold)
+    counts = np.empty(img.shape[0], np.int64)
+    _fls_count(img, thr, counts)
+    first = np.zeros(img.shape[0], np.int64)
+    np.cumsum(counts[:-1], out=first[1:])
+    m = int(counts.sum())
+    xyz = np.empty((m, 3), np.float32)
+    intensity = np.empty(m, np.float32)
+    row = np.empty(m, np.int32)
+    col = np.empty(m, np.int32)
+    _fls_fill(img, thr, np.sin(np.radians(b)), np.cos(np.radians(b)), float(range_resolution_m), first,
+              xyz, intensity, row, col)
+    return xyz, intensity, row, col
+
+
 def _warmup() -> None:
     origin = Origin(50.0, 3.0, 0.0)
     one = np.ones(1)
     soundings_to_world(one * 50, one * 3, one, one, one, np.array([0, 1]), one, one, one, origin)
     vessel_pose_track(np.array([0, 1]), np.full(2, 50.0), np.full(2, 3.0), np.zeros(2), np.zeros(2),
                       np.zeros(2), np.zeros(2), origin)
+    for dtype in (np.uint8, np.uint16):
+        fls_image_to_points(np.ones((2, 2), dtype), np.zeros(2), 0.1, 1)
+
