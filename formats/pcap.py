@@ -1,0 +1,321 @@
+"""Classic libpcap files: UDP payloads indexed in one numba pass over the whole file buffer.
+
+Supports both byte orders and both timestamp resolutions (magic ``0xA1B2C3D4`` for
+microseconds, ``0xA1B23C4D`` for nanoseconds), link types Ethernet (1, with 802.1Q/802.1ad
+VLAN tags), raw IPv4 (101, 228) and Linux cooked capture (113). IPv4 fragments are not
+reassembled: they are counted and skipped (Velodyne data packets are never fragmented).
+
+There is no per-packet Python loop: :func:`read_udp_payloads` reads the file into one
+``uint8`` buffer, a serial numba kernel walks the record headers (each record's offset
+depends on the previous one) and returns per-record payload offsets, lengths, timestamps
+and a status code; selection by port and payload size is NumPy on those arrays.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from engine._jit import jit, pjit, prange
+from formats.errors import FormatError
+
+GLOBAL_HEADER_SIZE = 24
+RECORD_HEADER_SIZE = 16
+
+LINKTYPE_ETHERNET = 1
+LINKTYPE_RAW = 101
+LINKTYPE_LINUX_SLL = 113
+LINKTYPE_IPV4 = 228
+_LINKTYPES = {LINKTYPE_ETHERNET: 0, LINKTYPE_RAW: 1, LINKTYPE_IPV4: 1, LINKTYPE_LINUX_SLL: 2}
+
+# per-record status codes (the kernel's output), with the report's reason names
+OK = 0
+NOT_IPV4_UDP = 1
+IP_FRAGMENT = 2
+MALFORMED = 3
+TRUNCATED = 4
+REASONS = {NOT_IPV4_UDP: "not_ipv4_udp", IP_FRAGMENT: "ip_fragment", MALFORMED: "malformed_headers",
+           TRUNCATED: "truncated_record"}
+
+
+@jit
+def _u16(buf, pos, big):
+    if big:
+        return (np.int64(buf[pos]) << 8) | np.int64(buf[pos + 1])
+    return np.int64(buf[pos]) | (np.int64(buf[pos + 1]) << 8)
+
+
+@jit
+def _u32(buf, pos, big):
+    if big:
+        return ((np.int64(buf[pos]) << 24) | (np.int64(buf[pos + 1]) << 16)
+                | (np.int64(buf[pos + 2]) << 8) | np.int64(buf[pos + 3]))
+    return (np.int64(buf[pos]) | (np.int64(buf[pos + 1]) << 8)
+            | (np.int64(buf[pos + 2]) << 16) | (np.int64(buf[pos + 3]) << 24))
+
+
+@jit
+def _index_records(buf, big, nano, link):
+    """Walk every record. Returns (n, payload_offset, payload_len, ts_ns, dst_port, status,
+    record_offset); arrays are sized for the most records the file could hold."""
+    size = buf.shape[0]
+    cap = (size - GLOBAL_HEADER_SIZE) // RECORD_HEADER_SIZE + 1
+    off = np.zeros(cap, np.int64)
+    length = np.zeros(cap, np.int64)
+    ts = np.zeros(cap, np.int64)
+    port = np.zeros(cap, np.int64)
+    status = np.zeros(cap, np.uint8)
+    rec_off = np.zeros(cap, np.int64)
+    frac_scale = 1 if nano else 1000
+    pos = GLOBAL_HEADER_SIZE
+    n = 0
+    while pos < size:
+        rec_off[n] = pos
+        if pos + RECORD_HEADER_SIZE > size:
+            status[n] = TRUNCATED
+            n += 1
+            break
+        incl = _u32(buf, pos + 8, big)
+        ts[n] = _u32(buf, pos, big) * 1_000_000_000 + _u32(buf, pos + 4, big) * frac_scale
+        start = pos + RECORD_HEADER_SIZE
+        end = start + incl
+        if end > size:
+            status[n] = TRUNCATED
+            n += 1
+            break
+        pos = end
+        # link layer -> offset of the IPv4 header
+        ip = start
+        if link == 0:
+            ethertype = -1
+            p = start + 12
+            while p + 2 <= end:
+                ethertype = _u16(buf, p, True)
+                if ethertype == 0x8100 or ethertype == 0x88A8:
+                    p += 4
+                else:
+                    break
+            if p + 2 > end:
+                status[n] = MALFORMED
+                n += 1
+                continue
+            if ethertype != 0x0800:
+                status[n] = NOT_IPV4_UDP
+                n += 1
+                continue
+            ip = p + 2
+        elif link == 2:
+            if start + 16 > end:
+                status[n] = MALFORMED
+                n += 1
+                continue
+            if _u16(buf, start + 14, True) != 0x0800:
+                status[n] = NOT_IPV4_UDP
+                n += 1
+                continue
+            ip = start + 16
+        if ip + 20 > end:
+            status[n] = MALFORMED
+            n += 1
+            continue
+        if (buf[ip] >> 4) != 4:
+            status[n] = NOT_IPV4_UDP
+            n += 1
+            continue
+        ihl = np.int64(buf[ip] & 15) * 4
+        total = _u16(buf, ip + 2, True)
+        if ihl < 20 or total < ihl or ip + total > end:
+            status[n] = MALFORMED
+            n += 1
+            continue
+        if buf[ip + 9] != 17:
+            status[n] = NOT_IPV4_UDP
+            n += 1
+            continue
+        if (_u16(buf, ip + 6, True) & 0x3FFF) != 0:  # more-fragments flag or fragment offset
+            status[n] = IP_FRAGMENT
+            n += 1
+            continue
+        udp = ip + ihl
+        if udp + 8 > ip + total:
+            status[n] = MALFORMED
+            n += 1
+            continue
+        udp_len = _u16(buf, udp + 4, True)
+        if udp_len < 8 or udp + udp_len > ip + total:
+            status[n] = MALFORMED
+            n += 1
+            continue
+        port[n] = _u16(buf, udp + 2, True)
+        off[n] = udp + 8
+        length[n] = udp_len - 8
+        status[n] = OK
+        n += 1
+    return n, off, length, ts, port, status, rec_off
+
+
+@pjit
+def _gather(buf, offsets, width):
+    out = np.empty((offsets.shape[0], width), np.uint8)
+    for i in prange(offsets.shape[0]):
+        o = offsets[i]
+        for j in range(width):
+            out[i, j] = buf[o + j]
+    return out
+
+
+@dataclass(eq=False)
+class UdpPayloads:
+    """The selected UDP payloads of a pcap file, still inside the file buffer.
+
+    Attributes:
+        path: the file.
+        buffer: ``(B,) uint8`` the whole file.
+        offsets: ``(P,) int64`` byte offset of each selected payload in ``buffer``.
+        timestamps_ns: ``(P,) int64`` capture timestamps (UNIX epoch ns, from the record headers).
+        size: payload size in bytes (all selected payloads have it).
+        records: number of records in the file.
+        dropped: reason -> number of records not selected (``not_ipv4_udp``, ``ip_fragment``,
+            ``malformed_headers``, ``truncated_record``, ``wrong_port``, ``payload_size``).
+        truncated_at: byte offset of a truncated final record, or None.
+    """
+
+    path: str
+    buffer: np.ndarray
+    offsets: np.ndarray
+    timestamps_ns: np.ndarray
+    size: int
+    records: int
+    dropped: dict[str, int]
+    truncated_at: int | None = None
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def array(self) -> np.ndarray:
+        """``(P, size) uint8``: a zero-copy strided view when records are evenly spaced, else a copy."""
+        p = len(self.offsets)
+        if p == 0:
+            return np.empty((0, self.size), np.uint8)
+        steps = np.diff(self.offsets)
+        if p == 1 or (steps[0] > 0 and np.all(steps == steps[0])):
+            stride = int(steps[0]) if p > 1 else self.size
+            base = self.buffer[self.offsets[0]:]
+            return np.lib.stride_tricks.as_strided(base, (p, self.size), (stride, 1), writeable=False)
+        return _gather(self.buffer, self.offsets, self.size)
+
+
+def _parse_global_header(buf: np.ndarray, path: str) -> tuple[bool, bool, int]:
+    if len(buf) < GLOBAL_HEADER_SIZE:
+        raise FormatError(path, 0, f"a {GLOBAL_HEADER_SIZE}-byte pcap global header, file has {len(buf)} bytes")
+    magic = bytes(buf[:4])
+    kinds = {b"\xd4\xc3\xb2\xa1": (False, False), b"\xa1\xb2\xc3\xd4": (True, False),
+             b"\x4d\x3c\xb2\xa1": (False, True), b"\xa1\xb2\x3c\x4d": (True, True)}
+    if magic not in kinds:
+        if magic == b"\x0a\x0d\x0d\x0a":
+            raise FormatError(path, 0, "classic pcap magic (pcapng is not supported; convert with editcap -F pcap)")
+        raise FormatError(path, 0, f"pcap magic a1b2c3d4 or a1b23c4d in either byte order, got {magic.hex()}")
+    big, nano = kinds[magic]
+    order = ">" if big else "<"
+    major = int(np.frombuffer(buf[4:6].tobytes(), order + "u2")[0])
+    if major != 2:
+        raise FormatError(path, 4, f"pcap major version 2, got {major}")
+    link = int(np.frombuffer(buf[20:24].tobytes(), order + "u4")[0]) & 0x0FFFFFFF
+    if link not in _LINKTYPES:
+        raise FormatError(path, 20, f"link type 1 (Ethernet), 101/228 (raw IPv4) or 113 (Linux SLL), got {link}")
+    return big, nano, _LINKTYPES[link]
+
+
+def read_udp_payloads(
+    path: str | os.PathLike, payload_size: int, port: int | None = None, data: bytes | None = None
+) -> UdpPayloads:
+    """Index a pcap file and select the UDP payloads of ``payload_size`` bytes.
+
+    Args:
+        path: the pcap file (also used in error messages when ``data`` is given).
+        payload_size: keep only UDP payloads of exactly this many bytes.
+        port: keep only datagrams to this UDP destination port (None: any).
+        data: the file's bytes, if already in memory.
+
+    Raises:
+        FormatError: a file-level problem (short or unknown global header, unsupported link
+            type). Bad records are counted in ``dropped``, never raised.
+    """
+    spath = os.fspath(path)
+    if data is None:
+        try:
+            buf = np.fromfile(spath, dtype=np.uint8)
+        except OSError as exc:
+            raise FormatError(spath, None, f"a readable pcap file ({exc})") from exc
+    else:
+        buf = np.frombuffer(data, dtype=np.uint8)
+    big, nano, link = _parse_global_header(buf, spath)
+    n, off, length, ts, dport, status, rec_off = _index_records(buf, big, nano, link)
+    off, length, ts, dport, status = off[:n], length[:n], ts[:n], dport[:n], status[:n]
+    dropped = {name: int(np.count_nonzero(status == code)) for code, name in REASONS.items()}
+    udp = status == OK
+    port_ok = udp if port is None else udp & (dport == port)
+    dropped["wrong_port"] = int(np.count_nonzero(udp & ~port_ok))
+    keep = port_ok & (length == payload_size)
+    dropped["payload_size"] = int(np.count_nonzero(port_ok & ~keep))
+    truncated_at = int(rec_off[n - 1]) if n and status[n - 1] == TRUNCATED else None
+    return UdpPayloads(spath, buf, np.ascontiguousarray(off[keep]), np.ascontiguousarray(ts[keep]),
+                       payload_size, int(n), dropped, truncated_at)
+
+
+def udp_pcap_bytes(
+    payloads: np.ndarray, timestamps_ns: np.ndarray, *, src_port: int = 2369, dst_port: int = 2368,
+    src_ip: str = "192.168.1.201", dst_ip: str = "255.255.255.255", nanosecond: bool = False,
+) -> bytes:
+    """``(P, S) uint8`` payloads as the bytes of a little-endian pcap of Ethernet/IPv4/UDP records.
+
+    ``timestamps_ns`` ``(P,) int64`` become the record times (truncated to µs unless
+    ``nanosecond``, which writes the ``0xA1B23C4D`` variant).
+    """
+    payloads = np.ascontiguousarray(payloads, dtype=np.uint8)
+    ts = np.ascontiguousarray(timestamps_ns, dtype=np.int64)
+    if payloads.ndim != 2 or ts.shape != (payloads.shape[0],):
+        raise ValueError(f"payloads must be (P, S) with timestamps (P,), got {payloads.shape} and {ts.shape}")
+    p, s = payloads.shape
+    if s > 65507:
+        raise ValueError(f"UDP payload of {s} bytes does not fit one IPv4 datagram")
+    frame = 14 + 20 + 8 + s
+    rec = np.zeros((p, RECORD_HEADER_SIZE + frame), np.uint8)
+    hdr = np.zeros((p, 4), "<u4")
+    scale = 1 if nanosecond else 1000
+    hdr[:, 0] = ts // 1_000_000_000
+    hdr[:, 1] = (ts % 1_000_000_000) // scale
+    hdr[:, 2] = frame
+    hdr[:, 3] = frame
+    rec[:, :16] = hdr.view(np.uint8).reshape(p, 16)
+    eth = bytes.fromhex("ffffffffffff" "60768820" "0001" "0800")
+    ip = bytearray(20)
+    ip[0], ip[8], ip[9] = 0x45, 64, 17
+    ip[2:4] = (20 + 8 + s).to_bytes(2, "big")
+    ip[12:16] = bytes(int(x) for x in src_ip.split("."))
+    ip[16:20] = bytes(int(x) for x in dst_ip.split("."))
+    words = int(np.frombuffer(bytes(ip), ">u2").astype(np.int64).sum())
+    while words >> 16:
+        words = (words & 0xFFFF) + (words >> 16)
+    ip[10:12] = (~words & 0xFFFF).to_bytes(2, "big")
+    udp = src_port.to_bytes(2, "big") + dst_port.to_bytes(2, "big") + (8 + s).to_bytes(2, "big") + b"\0\0"
+    rec[:, 16:16 + 42] = np.frombuffer(eth + bytes(ip) + udp, np.uint8)
+    rec[:, 16 + 42:] = payloads
+    magic = 0xA1B23C4D if nanosecond else 0xA1B2C3D4
+    header = np.array([magic], "<u4").tobytes() + np.array([2, 4], "<u2").tobytes() + np.array(
+        [0, 0, 65535, LINKTYPE_ETHERNET], "<u4").tobytes()
+    return header + rec.tobytes()
+
+
+def write_udp_pcap(path: str | os.PathLike, payloads: np.ndarray, timestamps_ns: np.ndarray, **kwargs) -> None:
+    """Write :func:`udp_pcap_bytes` to ``path`` (same arguments)."""
+    with open(path, "wb") as f:
+        f.write(udp_pcap_bytes(payloads, timestamps_ns, **kwargs))
+
+
+def _warmup() -> None:
+    data = udp_pcap_bytes(np.arange(6, dtype=np.uint8).reshape(1, 6), np.zeros(1, np.int64))
+    read_udp_payloads("<warmup>", 6, data=data)
+    _gather(np.zeros(8, np.uint8), np.zeros(1, np.int64), 4)
