@@ -1,0 +1,704 @@
+"""The prepared-scene store: what ``fathom prepare`` writes and ``fathom serve`` memory-maps.
+
+Layout of one scene directory (format ``fathom-scene``, version 1)::
+
+    SCENE_DIR/
+      scene.json                 manifest: header + the list of finished frames (written last)
+      frames/000000.arrow        full-resolution points of frame 0 (Arrow IPC *file*, uncompressed)
+      frames/000000.lod1.arrow   level of detail 1, 2, ... (coarser voxel grids, same schema)
+      frames/000000.json         the frame's manifest entry ("sidecar"), written after its files
+      images/CAM_FRONT/000000.jpg camera images, JPEG bytes as given
+
+``scene.json``::
+
+    {"format": "fathom-scene", "version": 1, "scene_id": "road-01",
+     "origin": {"enu_offset_m": [e, n, u], "geodetic": {"lat_deg", "lon_deg", "alt_m"} | null},
+     "sensors": {"lidars": [{"name", "sensor_id", "ego_from_sensor": [qw qx qy qz tx ty tz]}],
+                 "cameras": [{"name", "width", "height", "fx", "fy", "cx", "cy", "skew", "model",
+                              "distortion": [...], "near_m", "shutter", "row_readout_ns",
+                              "ego_from_camera": [qw qx qy qz tx ty tz]}]},
+     "frames": [FRAME_ENTRY, ...]}            # sorted by index
+
+    FRAME_ENTRY = {"index", "timestamp_ns", "world_from_ego": [qw qx qy qz tx ty tz], "n_points",
+                   "points": FILE, "lods": [FILE + {"level", "n_points"}, ...],
+                   "images": {CAMERA: FILE + {"timestamp_ns"}}}
+    FILE = {"file": relative path, "bytes": size, "sha256": hex digest}
+
+Frames: the *world* frame is the local ENU frame whose origin sits at ``origin.enu_offset_m``;
+``world_from_ego`` translations and all stored point positions are relative to it, so float32
+keeps millimetres over tens of kilometres. Point files hold one record batch with the columns
+
+    x y z            float32  m, world frame relative to the scene origin      (required)
+    xq yq zq         int32    quantised positions: x = offset + xq * scale      (required)
+    intensity        float32  (optional)        r g b   uint8 colour (optional, all three)
+    time_offset_ns   int64    firing time minus the frame timestamp (optional)
+    sensor_id        uint8    index into sensors.lidars (optional)
+    ring             uint16   (optional)
+
+with the quantisation in the schema metadata key ``fathom.quantisation`` as JSON
+``{"scale": [sx, sy, sz], "offset": [ox, oy, oz]}`` (metres, like Potree's scale/offset).
+Build tables with :func:`points_table`.
+
+Durability and resumability: every file is written to a temporary file in its directory,
+fsynced and renamed over its final name (``os.replace``), so no reader ever sees half a file.
+A frame's sidecar ``frames/NNNNNN.json`` is written after its data files (and removed first when
+a frame is rewritten), and a frame counts as *finished* only when its sidecar exists and every
+file it names exists with the recorded size and SHA-256. :meth:`SceneWriter.finished_frames`
+answers which frames a resumed job may skip; :meth:`SceneWriter.finalize` rewrites
+``scene.json`` with all finished frames (call it at the end of a job, or after each batch to
+publish frames incrementally). Frames are independent, so worker processes may each build a
+``SceneWriter`` on the same directory and header and write different frames concurrently; only
+``finalize`` must run in one place.
+
+Reading: :meth:`Scene.open` validates the manifest (paths may never leave the scene directory,
+symlinks included), :meth:`Scene.points` memory-maps a frame's Arrow file and returns a table
+whose buffers point into the mapping (zero-copy).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Mapping, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.ipc as ipc
+
+from engine.camera import Camera, CameraIntrinsics
+from engine.pose_track import PoseTrack
+from engine.se3 import SE3
+from formats.errors import FormatError
+
+FORMAT_NAME = "fathom-scene"
+FORMAT_VERSION = 1
+MANIFEST = "scene.json"
+QUANT_KEY = b"fathom.quantisation"
+
+# column -> Arrow type; x y z xq yq zq are required, the rest optional
+COLUMN_TYPES: dict[str, pa.DataType] = {
+    "x": pa.float32(), "y": pa.float32(), "z": pa.float32(),
+    "xq": pa.int32(), "yq": pa.int32(), "zq": pa.int32(),
+    "intensity": pa.float32(),
+    "r": pa.uint8(), "g": pa.uint8(), "b": pa.uint8(),
+    "time_offset_ns": pa.int64(),
+    "sensor_id": pa.uint8(),
+    "ring": pa.uint16(),
+}
+REQUIRED_COLUMNS = ("x", "y", "z", "xq", "yq", "zq")
+QUANTISED_COLUMNS = ("xq", "yq", "zq")
+
+
+# ---------------------------------------------------------------- header types
+
+
+@dataclass(frozen=True)
+class SceneOrigin:
+    """Where the scene's local world frame sits.
+
+    Attributes:
+        enu_offset_m: ``(3,) float64`` position of the local frame's origin in the ENU frame
+            of the log (metres).
+        geodetic: optional ``(lat_deg, lon_deg, alt_m)`` of that origin.
+    """
+
+    enu_offset_m: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    geodetic: tuple[float, float, float] | None = None
+
+    def __post_init__(self) -> None:
+        off = tuple(float(v) for v in self.enu_offset_m)
+        if len(off) != 3 or not all(math.isfinite(v) for v in off):
+            raise ValueError(f"SceneOrigin.enu_offset_m must be 3 finite floats, got {self.enu_offset_m!r}")
+        object.__setattr__(self, "enu_offset_m", off)
+        if self.geodetic is not None:
+            geo = tuple(float(v) for v in self.geodetic)
+            if len(geo) != 3 or not all(math.isfinite(v) for v in geo) or abs(geo[0]) > 90:
+                raise ValueError(f"SceneOrigin.geodetic must be (lat_deg, lon_deg, alt_m), got {self.geodetic!r}")
+            object.__setattr__(self, "geodetic", geo)
+
+
+@dataclass(frozen=True)
+class Lidar:
+    """A LiDAR (or sonar) on the ego: its name and extrinsic ``ego_from_sensor``."""
+
+    name: str
+    ego_from_sensor: SE3
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """A file of the store: path relative to the scene directory, size and SHA-256."""
+
+    file: str
+    bytes: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class FrameEntry:
+    """One finished frame as the manifest records it.
+
+    Attributes:
+        index: frame number (0-based, unique). timestamp_ns: frame time, int64 ns.
+        world_from_ego: the ego pose at ``timestamp_ns`` (translation relative to the origin).
+        n_points: rows of the full-resolution table.
+        points: the full-resolution Arrow file. lods: coarser levels 1, 2, ... in order.
+        lod_points: rows of each level. images: camera name → JPEG file.
+        image_timestamps_ns: camera name → exposure timestamp (int64 ns).
+    """
+
+    index: int
+    timestamp_ns: int
+    world_from_ego: SE3
+    n_points: int
+    points: StoredFile
+    lods: tuple[StoredFile, ...] = ()
+    lod_points: tuple[int, ...] = ()
+    images: Mapping[str, StoredFile] = field(default_factory=dict)
+    image_timestamps_ns: Mapping[str, int] = field(default_factory=dict)
+
+    def files(self) -> list[StoredFile]:
+        return [self.points, *self.lods, *self.images.values()]
+
+
+# ---------------------------------------------------------------- JSON <-> types
+
+
+def pose_to_json(pose: SE3) -> list[float]:
+    return [float(v) for v in (*pose.rotation, *pose.translation)]
+
+
+def _pose_from_json(value: Any, path: Path, what: str) -> SE3:
+    if not (isinstance(value, list) and len(value) == 7 and all(isinstance(v, (int, float)) for v in value)):
+        raise FormatError(path, None, f"{what}: a list of 7 numbers [qw qx qy qz tx ty tz]")
+    try:
+        return SE3(np.array(value[:4], float), np.array(value[4:], float))
+    except ValueError as exc:
+        raise FormatError(path, None, f"{what}: a valid pose ({exc})") from None
+
+
+def camera_to_json(cam: Camera) -> dict[str, Any]:
+    k = cam.intrinsics
+    return {
+        "name": cam.name, "width": k.width, "height": k.height, "fx": k.fx, "fy": k.fy,
+        "cx": k.cx, "cy": k.cy, "skew": k.skew, "model": k.model, "distortion": list(k.distortion),
+        "max_fov_rad": k.max_fov_rad, "near_m": cam.near_m, "shutter": cam.shutter,
+        "row_readout_ns": cam.row_readout_ns, "ego_from_camera": pose_to_json(cam.ego_from_camera),
+    }
+
+
+def _camera_from_json(d: Mapping[str, Any], path: Path) -> Camera:
+    try:
+        k = CameraIntrinsics(
+            int(d["width"]), int(d["height"]), float(d["fx"]), float(d["fy"]), float(d["cx"]),
+            float(d["cy"]), float(d.get("skew", 0.0)), d.get("model", "pinhole"),
+            tuple(d.get("distortion", ())), d.get("max_fov_rad"),
+        )
+        return Camera(
+            _name(d["name"], path, "camera name"), k,
+            _pose_from_json(d["ego_from_camera"], path, f"camera {d['name']!r} ego_from_camera"),
+            float(d.get("near_m", 0.1)), d.get("shutter", "global"), int(d.get("row_readout_ns", 0)),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        if isinstance(exc, FormatError):
+            raise
+        raise FormatError(path, None, f"a valid camera entry ({type(exc).__name__}: {exc})") from None
+
+
+def _name(value: Any, path: Path, what: str) -> str:
+    """Sensor names become directory names: a strict pattern keeps them inside the scene."""
+    if not (isinstance(value, str) and 0 < len(value) <= 64 and value[0].isalnum()
+            and all(c.isalnum() or c in "_-." for c in value) and value.isascii()):
+        raise FormatError(path, None, f"{what}: 1-64 ASCII letters, digits, '_', '-', '.' starting alnum; got {value!r}")
+    return value
+
+
+def _file_to_json(f: StoredFile) -> dict[str, Any]:
+    return {"file": f.file, "bytes": f.bytes, "sha256": f.sha256}
+
+
+def _file_from_json(d: Any, path: Path) -> StoredFile:
+    try:
+        f = StoredFile(str(d["file"]), int(d["bytes"]), str(d["sha256"]))
+    except (KeyError, TypeError, ValueError):
+        raise FormatError(path, None, f"a file entry {{file, bytes, sha256}}, got {d!r}") from None
+    if Path(f.file).is_absolute() or ".." in Path(f.file).parts or "\\" in f.file:
+        raise FormatError(path, None, f"a relative path inside the scene, got {f.file!r}")
+    return f
+
+
+def _entry_to_json(e: FrameEntry) -> dict[str, Any]:
+    return {
+        "index": e.index, "timestamp_ns": e.timestamp_ns, "world_from_ego": pose_to_json(e.world_from_ego),
+        "n_points": e.n_points, "points": _file_to_json(e.points),
+        "lods": [dict(_file_to_json(f), level=i + 1, n_points=n) for i, (f, n) in enumerate(zip(e.lods, e.lod_points))],
+        "images": {c: dict(_file_to_json(f), timestamp_ns=e.image_timestamps_ns[c]) for c, f in e.images.items()},
+    }
+
+
+def _entry_from_json(d: Any, path: Path) -> FrameEntry:
+    try:
+        lods = sorted(d.get("lods", []), key=lambda x: int(x["level"]))
+        if [int(x["level"]) for x in lods] != list(range(1, len(lods) + 1)):
+            raise FormatError(path, None, f"frame {d.get('index')}: lod levels 1..n")
+        return FrameEntry(
+            index=int(d["index"]), timestamp_ns=int(d["timestamp_ns"]),
+            world_from_ego=_pose_from_json(d["world_from_ego"], path, f"frame {d['index']} world_from_ego"),
+            n_points=int(d["n_points"]), points=_file_from_json(d["points"], path),
+            lods=tuple(_file_from_json(x, path) for x in lods),
+            lod_points=tuple(int(x["n_points"]) for x in lods),
+            images={_name(c, path, "camera name"): _file_from_json(f, path) for c, f in d.get("images", {}).items()},
+            image_timestamps_ns={c: int(f["timestamp_ns"]) for c, f in d.get("images", {}).items()},
+        )
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        if isinstance(exc, FormatError):
+            raise
+        raise FormatError(path, None, f"a valid frame entry ({type(exc).__name__}: {exc})") from None
+
+
+def _header_to_json(scene_id: str, origin: SceneOrigin, lidars: Sequence[Lidar], cameras: Sequence[Camera]) -> dict:
+    geo = origin.geodetic
+    return {
+        "format": FORMAT_NAME, "version": FORMAT_VERSION, "scene_id": scene_id,
+        "origin": {
+            "enu_offset_m": list(origin.enu_offset_m),
+            "geodetic": None if geo is None else {"lat_deg": geo[0], "lon_deg": geo[1], "alt_m": geo[2]},
+        },
+        "sensors": {
+            "lidars": [{"name": l.name, "sensor_id": i, "ego_from_sensor": pose_to_json(l.ego_from_sensor)}
+                       for i, l in enumerate(lidars)],
+            "cameras": [camera_to_json(c) for c in cameras],
+        },
+    }
+
+
+# ---------------------------------------------------------------- files
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, data: bytes | memoryview | pa.Buffer) -> StoredFile:
+    """Write ``data`` to ``path`` atomically (temp file in the same directory, fsync, rename).
+
+    Returns the :class:`StoredFile` (path as given, size, SHA-256).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    view = memoryview(data)
+    return StoredFile(str(path), view.nbytes, hashlib.sha256(view).hexdigest())
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _inside(root: Path, rel: str, manifest: Path) -> Path:
+    """``root / rel`` resolved (symlinks followed); FormatError if it leaves ``root``."""
+    full = (root / rel).resolve()
+    if not full.is_relative_to(root):
+        raise FormatError(manifest, None, f"a file inside the scene directory, {rel!r} resolves to {full}")
+    return full
+
+
+# ---------------------------------------------------------------- point tables
+
+
+def points_table(
+    xyz: np.ndarray,
+    *,
+    intensity: np.ndarray | None = None,
+    rgb: np.ndarray | None = None,
+    time_offset_ns: np.ndarray | None = None,
+    sensor_id: np.ndarray | None = None,
+    ring: np.ndarray | None = None,
+    quantum_m: float = 1e-3,
+) -> pa.Table:
+    """An Arrow table in the store's point schema.
+
+    Args:
+        xyz: ``(N, 3)`` positions in metres, world frame relative to the scene origin; float64
+            input gives the most accurate quantised columns.
+        intensity: ``(N,) float32``; rgb: ``(N, 3) uint8``; time_offset_ns: ``(N,) int64`` ns
+            from the frame timestamp; sensor_id: ``(N,) uint8``; ring: ``(N,) uint16``.
+        quantum_m: quantisation step (the ``scale``); the ``offset`` is the per-axis minimum
+            rounded down to a multiple of it, so quantised values are ``>= 0``.
+    """
+    p = np.asarray(xyz, dtype=np.float64)
+    if p.size == 0:
+        p = p.reshape(0, 3)
+    if p.ndim != 2 or p.shape[1] != 3:
+        raise ValueError(f"xyz must have shape (N, 3), got {p.shape}")
+    if not np.all(np.isfinite(p)):
+        raise ValueError("xyz contains NaN or infinite values")
+    if not (math.isfinite(quantum_m) and quantum_m > 0):
+        raise ValueError(f"quantum_m must be positive, got {quantum_m}")
+    n = len(p)
+    offset = np.floor(p.min(axis=0) / quantum_m) * quantum_m if n else np.zeros(3)
+    q = np.rint((p - offset) / quantum_m)
+    if n and q.max() > np.iinfo(np.int32).max:
+        raise ValueError(f"extent {np.ptp(p, axis=0)} m does not fit int32 at quantum_m={quantum_m}")
+    cols: dict[str, np.ndarray] = {}
+    for i, c in enumerate("xyz"):
+        cols[c] = np.ascontiguousarray(p[:, i], dtype=np.float32)
+    for i, c in enumerate("xyz"):
+        cols[c + "q"] = np.ascontiguousarray(q[:, i], dtype=np.int32)
+
+    def column(name: str, value: np.ndarray | None, dtype, shape: tuple[int, ...] = ()) -> None:
+        if value is None:
+            return
+        a = np.asarray(value)
+        if a.shape != (n, *shape):
+            raise ValueError(f"{name} must have shape {(n, *shape)}, got {a.shape}")
+        if np.issubdtype(dtype, np.integer) and a.size and np.issubdtype(a.dtype, np.integer):
+            info = np.iinfo(dtype)
+            if a.min() < info.min or a.max() > info.max:
+                raise ValueError(f"{name} values outside {np.dtype(dtype).name} range")
+        if shape:
+            for i, c in enumerate("rgb"):
+                cols[c] = np.ascontiguousarray(a[:, i], dtype=dtype)
+        else:
+            cols[name] = np.ascontiguousarray(a, dtype=dtype)
+
+    column("intensity", intensity, np.float32)
+    column("rgb", rgb, np.uint8, (3,))
+    column("time_offset_ns", time_offset_ns, np.int64)
+    column("sensor_id", sensor_id, np.uint8)
+    column("ring", ring, np.uint16)
+    quant = {"scale": [quantum_m] * 3, "offset": [float(v) for v in offset]}
+    schema = pa.schema([pa.field(k, COLUMN_TYPES[k], nullable=False) for k in cols],
+                       metadata={QUANT_KEY: json.dumps(quant).encode()})
+    return pa.Table.from_arrays([pa.array(v) for v in cols.values()], schema=schema)
+
+
+def quantisation(schema: pa.Schema) -> tuple[np.ndarray, np.ndarray]:
+    """``(scale (3,), offset (3,))`` float64 of a point table: ``x = offset + xq * scale``."""
+    raw = (schema.metadata or {}).get(QUANT_KEY)
+    if raw is None:
+        raise ValueError("schema has no fathom.quantisation metadata")
+    d = json.loads(raw)
+    return np.asarray(d["scale"], float), np.asarray(d["offset"], float)
+
+
+def check_points_schema(schema: pa.Schema, path: str | os.PathLike | None = None) -> None:
+    """FormatError unless ``schema`` is the store's point schema (required columns, dtypes)."""
+    for name in schema.names:
+        if name not in COLUMN_TYPES:
+            raise FormatError(path, None, f"only columns {list(COLUMN_TYPES)}, found {name!r}")
+        if schema.field(name).type != COLUMN_TYPES[name]:
+            raise FormatError(path, None, f"column {name!r} of type {COLUMN_TYPES[name]}, found {schema.field(name).type}")
+    missing = [c for c in REQUIRED_COLUMNS if c not in schema.names]
+    if missing:
+        raise FormatError(path, None, f"required columns {missing}")
+    if len({"r", "g", "b"} & set(schema.names)) not in (0, 3):
+        raise FormatError(path, None, "colour columns r, g, b all present or all absent")
+    try:
+        scale, offset = quantisation(schema)
+    except (ValueError, KeyError, TypeError):
+        raise FormatError(path, None, "schema metadata fathom.quantisation {scale: [3], offset: [3]}") from None
+    if scale.shape != (3,) or offset.shape != (3,) or not np.all(np.isfinite(np.r_[scale, offset])) or np.any(scale <= 0):
+        raise FormatError(path, None, "quantisation scale (3 positive) and offset (3 finite)")
+
+
+def arrow_file_bytes(table: pa.Table) -> pa.Buffer:
+    """Serialise a point table as one uncompressed Arrow IPC file (one record batch)."""
+    sink = pa.BufferOutputStream()
+    with ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table.combine_chunks(), max_chunksize=max(len(table), 1))
+    return sink.getvalue()
+
+
+# ---------------------------------------------------------------- writer
+
+
+class SceneWriter:
+    """Writes (and resumes writing) one prepared scene; see the module docstring.
+
+    Constructing it on an existing directory checks that the header (scene id, origin,
+    sensors) is the one already there (``ValueError`` otherwise) and keeps its frames.
+    """
+
+    def __init__(
+        self,
+        scene_dir: str | os.PathLike,
+        *,
+        scene_id: str,
+        origin: SceneOrigin = SceneOrigin(),
+        lidars: Sequence[Lidar] = (),
+        cameras: Sequence[Camera] = (),
+    ) -> None:
+        self.dir = Path(scene_dir).resolve()
+        manifest = self.dir / MANIFEST
+        _name(scene_id, manifest, "scene_id")
+        names = [l.name for l in lidars] + [c.name for c in cameras]
+        for nm in names:
+            _name(nm, manifest, "sensor name")
+        if len(set(names)) != len(names):
+            raise ValueError(f"sensor names must be unique, got {names}")
+        if len(lidars) > 256:
+            raise ValueError(f"at most 256 lidars (sensor_id is uint8), got {len(lidars)}")
+        self.cameras = {c.name: c for c in cameras}
+        self.header = _header_to_json(scene_id, origin, lidars, cameras)
+        if manifest.exists():
+            existing = Scene.read_manifest(self.dir)
+            old = {k: existing[k] for k in self.header}
+            if json.loads(json.dumps(old)) != json.loads(json.dumps(self.header)):
+                raise ValueError(f"{manifest} holds a different scene header; use a new directory")
+        else:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            atomic_write(manifest, json.dumps(dict(self.header, frames=[]), indent=1).encode())
+
+    def _sidecar(self, index: int) -> Path:
+        return self.dir / "frames" / f"{index:06d}.json"
+
+    def write_frame(
+        self,
+        index: int,
+        timestamp_ns: int,
+        world_from_ego: SE3,
+        points: pa.Table,
+        lods: Sequence[pa.Table] = (),
+        images: Mapping[str, bytes] | None = None,
+        image_timestamps_ns: Mapping[str, int] | None = None,
+    ) -> FrameEntry:
+        """Write one frame's files atomically, then its sidecar; returns its entry.
+
+        ``points`` and each of ``lods`` (levels 1, 2, ... coarser and coarser) must follow the
+        point schema (build them with :func:`points_table`). ``images`` maps camera name →
+        JPEG bytes; ``image_timestamps_ns`` defaults to ``timestamp_ns`` per camera. Rewriting
+        a finished frame first removes its sidecar, so an interruption leaves it unfinished.
+        """
+        index = int(index)
+        if not 0 <= index < 1_000_000:
+            raise ValueError(f"frame index must be in [0, 999999], got {index}")
+        if not isinstance(world_from_ego, SE3) or world_from_ego.shape != ():
+            raise ValueError("world_from_ego must be a single SE3")
+        images = dict(images or {})
+        stamps = dict(image_timestamps_ns or {})
+        for cam, data in images.items():
+            if cam not in self.cameras:
+                raise ValueError(f"image for unknown camera {cam!r}; cameras are {sorted(self.cameras)}")
+            if not bytes(data[:3]) == b"\xff\xd8\xff":
+                raise ValueError(f"image for camera {cam!r} is not JPEG (no SOI marker)")
+        for cam in stamps:
+            if cam not in images:
+                raise ValueError(f"image_timestamps_ns names camera {cam!r} without an image")
+        tables = [points, *lods]
+        for level, t in enumerate(tables):
+            if not isinstance(t, pa.Table):
+                raise ValueError(f"level {level} points must be a pyarrow.Table, got {type(t).__name__}")
+            try:
+                check_points_schema(t.schema, f"<frame {index} level {level}>")
+            except FormatError as exc:
+                raise ValueError(str(exc)) from None
+        self._sidecar(index).unlink(missing_ok=True)
+        stem = f"{index:06d}"
+        stored = []
+        for level, t in enumerate(tables):
+            rel = f"frames/{stem}.arrow" if level == 0 else f"frames/{stem}.lod{level}.arrow"
+            f = atomic_write(self.dir / rel, arrow_file_bytes(t))
+            stored.append(StoredFile(rel, f.bytes, f.sha256))
+        stored_images = {}
+        for cam, data in images.items():
+            rel = f"images/{cam}/{stem}.jpg"
+            f = atomic_write(self.dir / rel, data)
+            stored_images[cam] = StoredFile(rel, f.bytes, f.sha256)
+        entry = FrameEntry(
+            index=index, timestamp_ns=int(timestamp_ns), world_from_ego=world_from_ego,
+            n_points=len(points), points=stored[0], lods=tuple(stored[1:]),
+            lod_points=tuple(len(t) for t in lods), images=stored_images,
+            image_timestamps_ns={c: int(stamps.get(c, timestamp_ns)) for c in images},
+        )
+        atomic_write(self._sidecar(index), json.dumps(_entry_to_json(entry), indent=1).encode())
+        return entry
+
+    def _entries(self, verify: Literal["size", "sha256"]) -> dict[int, FrameEntry]:
+        out = {}
+        for side in sorted((self.dir / "frames").glob("[0-9]" * 6 + ".json")):
+            try:
+                entry = _entry_from_json(json.loads(side.read_bytes()), side)
+            except (FormatError, ValueError):
+                continue  # unreadable sidecar: the frame is not finished
+            if entry.index != int(side.stem):
+                continue
+            if all(self._matches(f, verify) for f in entry.files()):
+                out[entry.index] = entry
+        return out
+
+    def _matches(self, f: StoredFile, verify: str) -> bool:
+        path = self.dir / f.file
+        try:
+            if path.stat().st_size != f.bytes:
+                return False
+        except OSError:
+            return False
+        return verify == "size" or _sha256_file(path) == f.sha256
+
+    def finished_frames(self, verify: Literal["size", "sha256"] = "sha256") -> set[int]:
+        """Indices of frames whose sidecar exists and whose files match it (size and hash)."""
+        return set(self._entries(verify))
+
+    def finalize(self, verify: Literal["size", "sha256"] = "sha256") -> list[FrameEntry]:
+        """Rewrite ``scene.json`` atomically listing every finished frame; returns them."""
+        entries = [e for _, e in sorted(self._entries(verify).items())]
+        doc = dict(self.header, frames=[_entry_to_json(e) for e in entries])
+        atomic_write(self.dir / MANIFEST, json.dumps(doc, indent=1).encode())
+        return entries
+
+
+# ---------------------------------------------------------------- reader
+
+
+@dataclass(frozen=True, eq=False)
+class Scene:
+    """A prepared scene opened for reading (manifest parsed; point files mapped on demand).
+
+    Attributes:
+        dir: the resolved scene directory. scene_id: its id. origin: :class:`SceneOrigin`.
+        lidars: :class:`Lidar` list (``sensor_id`` = position). cameras: name → ``Camera``.
+        frames: :class:`FrameEntry` list sorted by index. manifest_sha256: of ``scene.json``.
+    """
+
+    dir: Path
+    scene_id: str
+    origin: SceneOrigin
+    lidars: tuple[Lidar, ...]
+    cameras: Mapping[str, Camera]
+    frames: tuple[FrameEntry, ...]
+    manifest_sha256: str
+
+    @staticmethod
+    def read_manifest(scene_dir: Path) -> dict[str, Any]:
+        path = scene_dir / MANIFEST
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            raise FormatError(path, None, f"a readable manifest ({exc.strerror})") from None
+        try:
+            doc = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise FormatError(path, getattr(exc, "pos", None), "JSON") from None
+        if not isinstance(doc, dict) or doc.get("format") != FORMAT_NAME:
+            raise FormatError(path, None, f'"format": "{FORMAT_NAME}"')
+        if doc.get("version") != FORMAT_VERSION:
+            raise FormatError(path, None, f'"version": {FORMAT_VERSION}, found {doc.get("version")!r}')
+        return doc
+
+    @staticmethod
+    def open(scene_dir: str | os.PathLike) -> "Scene":
+        """Parse and validate ``scene_dir/scene.json``; raises :class:`FormatError`."""
+        root = Path(scene_dir).resolve()
+        doc = Scene.read_manifest(root)
+        path = root / MANIFEST
+        try:
+            org = doc["origin"]
+            geo = org.get("geodetic")
+            origin = SceneOrigin(
+                tuple(org["enu_offset_m"]),
+                None if geo is None else (geo["lat_deg"], geo["lon_deg"], geo["alt_m"]),
+            )
+            sensors = doc["sensors"]
+            lidars = tuple(
+                Lidar(_name(l["name"], path, "lidar name"), _pose_from_json(l["ego_from_sensor"], path, "ego_from_sensor"))
+                for l in sensors["lidars"]
+            )
+            cameras = {c.name: c for c in (_camera_from_json(c, path) for c in sensors["cameras"])}
+            frames = tuple(sorted((_entry_from_json(f, path) for f in doc["frames"]), key=lambda e: e.index))
+            scene_id = _name(doc["scene_id"], path, "scene_id")
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            if isinstance(exc, FormatError):
+                raise
+            raise FormatError(path, None, f"a valid scene header ({type(exc).__name__}: {exc})") from None
+        if len({f.index for f in frames}) != len(frames):
+            raise FormatError(path, None, "unique frame indices")
+        stamps = [f.timestamp_ns for f in frames]
+        if any(b <= a for a, b in zip(stamps, stamps[1:])):
+            raise FormatError(path, None, "frame timestamps strictly increasing with the index")
+        for f in frames:
+            for cam in f.images:
+                if cam not in cameras:
+                    raise FormatError(path, None, f"frame {f.index}: images only for declared cameras, found {cam!r}")
+            for sf in f.files():
+                _inside(root, sf.file, path)
+        return Scene(root, scene_id, origin, lidars, cameras, frames,
+                     hashlib.sha256(path.read_bytes()).hexdigest())
+
+    def frame(self, index: int) -> FrameEntry:
+        """The entry of frame ``index``; ``KeyError`` if the scene has no such frame."""
+        lookup = self.__dict__.get("_by_index")
+        if lookup is None:
+            lookup = {f.index: f for f in self.frames}
+            object.__setattr__(self, "_by_index", lookup)
+        return lookup[index]
+
+    def world_from_ego(self) -> PoseTrack:
+        """The ego poses of all frames as a :class:`PoseTrack` (ValueError if no frames)."""
+        track = self.__dict__.get("_track")
+        if track is None:
+            if not self.frames:
+                raise ValueError(f"scene {self.scene_id!r} has no frames")
+            track = PoseTrack(
+                np.array([f.timestamp_ns for f in self.frames], np.int64),
+                np.stack([f.world_from_ego.rotation for f in self.frames]),
+                np.stack([f.world_from_ego.translation for f in self.frames]),
+            )
+            object.__setattr__(self, "_track", track)
+        return track
+
+    def _file(self, f: StoredFile) -> Path:
+        full = _inside(self.dir, f.file, self.dir / MANIFEST)
+        try:
+            size = full.stat().st_size
+        except OSError as exc:
+            raise FormatError(full, None, f"the file the manifest lists ({exc.strerror})") from None
+        if size != f.bytes:
+            raise FormatError(full, size, f"{f.bytes} bytes as the manifest records")
+        return full
+
+    def points_file(self, index: int, lod: int = 0) -> StoredFile:
+        """The stored file of frame ``index`` at level ``lod`` (0 = full); KeyError/IndexError."""
+        e = self.frame(index)
+        if lod == 0:
+            return e.points
+        if not 1 <= lod <= len(e.lods):
+            raise IndexError(f"frame {index} has levels of detail 0..{len(e.lods)}, asked {lod}")
+        return e.lods[lod - 1]
+
+    def points(self, index: int, lod: int = 0) -> pa.Table:
+        """Frame ``index`` at level ``lod`` as a memory-mapped Arrow table (zero-copy)."""
+        full = self._file(self.points_file(index, lod))
+        try:
+            reader = ipc.open_file(pa.memory_map(str(full), "r"))
+            table = reader.read_all()
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise FormatError(full, None, f"an Arrow IPC file ({exc})") from None
+        check_points_schema(table.schema, full)
+        return table
+
+    def image_path(self, index: int, camera: str) -> Path:
+        """Path of frame ``index``'s JPEG for ``camera``; KeyError if there is none."""
+        return self._file(self.frame(index).images[camera])

@@ -1,0 +1,54 @@
+"""Label tracks → the boxes of one frame (engine calls only; used by the cuboids route)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from engine.cuboid import CuboidTrack
+from engine.cuboid_interp import interpolate_tracks
+from engine.points_in_boxes import points_in_boxes
+from engine.se3 import SE3
+from formats.scene_store import FrameEntry, Scene
+from server.schemas import Box
+
+
+def tracks_from_document(doc: dict[str, Any]) -> list[CuboidTrack]:
+    """Engine tracks from a stored (already validated) label document."""
+    out = []
+    for t in doc["tracks"]:
+        kf = t["keyframes"]
+        out.append(CuboidTrack(
+            t["id"], t["category"],
+            np.array([k["timestamp_ns"] for k in kf], np.int64),
+            np.array([k["center"] for k in kf], np.float64),
+            np.array([k["size"] for k in kf], np.float64),
+            np.array([k["rotation"] for k in kf], np.float64),
+            stationary=t.get("stationary", False), attributes=t.get("attributes", {}),
+            keyframe_attributes=[k.get("attributes", {}) for k in kf],
+        ))
+    return out
+
+
+def frame_boxes(scene: Scene, entry: FrameEntry, doc: dict[str, Any], frame: str) -> list[Box]:
+    """Boxes of every track that exists at the frame's timestamp (no extrapolation), in the
+    ``world`` or ``ego`` frame, each with the number of the frame's points inside it."""
+    tracks = tracks_from_document(doc)
+    boxes = interpolate_tracks(tracks, np.array([entry.timestamp_ns], np.int64), "none")
+    valid = boxes.valid[0]
+    table = scene.points(entry.index)
+    xyz = np.column_stack([table.column(c).to_numpy() for c in "xyz"])
+    # counts do not depend on the frame (a rigid motion), so count in the stored world frame
+    _, counts = points_in_boxes(xyz, boxes.centers[0, valid], boxes.sizes[0, valid], boxes.rotations[0, valid])
+    if frame == "ego":
+        pose = entry.world_from_ego
+        boxes = boxes.to_ego(SE3(pose.rotation[None], pose.translation[None]))
+    out = []
+    for j, n in zip(np.flatnonzero(valid), counts):
+        out.append(Box(
+            track_id=tracks[j].track_id, category=tracks[j].category,
+            center=tuple(boxes.centers[0, j]), size=tuple(boxes.sizes[0, j]),
+            rotation=tuple(boxes.rotations[0, j]), points_in_box=int(n),
+        ))
+    return out

@@ -1,0 +1,34 @@
+"""Server settings (pydantic-settings): from arguments, or ``FATHOM_*`` environment variables.
+
+Tokens come from ``tokens_file`` (JSON or YAML) and/or ``tokens`` (the ``FATHOM_TOKENS``
+environment variable, JSON); both take either a mapping ``{"<token>": "<role>"}`` or a list
+``[{"token": "...", "role": "...", "name": "..."}]``. Roles: ``viewer`` (read), ``annotator``
+(read + write labels), ``admin`` (everything, including history and rescans).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything the app needs; ``create_app(Settings(scenes_dir=...))``."""
+
+    model_config = SettingsConfigDict(env_prefix="FATHOM_", extra="forbid")
+
+    scenes_dir: Path = Field(description="directory holding one sub-directory per prepared scene")
+    label_db: Path | None = Field(None, description="SQLite label database (default SCENES_DIR/labels.sqlite3)")
+    tokens_file: Path | None = Field(None, description="JSON/YAML token → role file")
+    tokens: str | None = Field(None, description="JSON token → role mapping or list (env FATHOM_TOKENS)")
+    max_body_bytes: int = Field(8 << 20, gt=0, description="request bodies above this get 413")
+    cache_bytes: int = Field(256 << 20, ge=0, description="LRU of serialised frame payloads")
+    gzip_level: int = Field(1, ge=1, le=9, description="gzip level when a client accepts gzip")
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+
+    @property
+    def label_db_path(self) -> Path:
+        return self.label_db if self.label_db is not None else self.scenes_dir / "labels.sqlite3"

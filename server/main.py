@@ -1,0 +1,97 @@
+"""The FastAPI app: ``create_app(settings)``, ``app_from_env()`` (for ``uvicorn --factory``)
+and ``serve(scenes_dir, host, port, ...)`` (what ``fathom serve`` runs)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
+
+from formats.errors import FormatError
+from server.auth import load_tokens
+from server.config import Settings
+from server.deps import AppState, SceneRegistry
+from server.label_store import LabelStore
+from server.limits import BodySizeLimit
+from server.payloads import PayloadCache
+from server.routes import frames, health, images, labels, scenes, viewer
+
+log = logging.getLogger("fathom.server")
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """Build the app: scenes listed from ``settings.scenes_dir``, labels in SQLite, tokens loaded.
+
+    Kernels are compiled (or loaded from numba's cache) at start-up, never on a request.
+    """
+    registry = SceneRegistry(settings.scenes_dir)
+    registry.scan()
+    state = AppState(
+        settings=settings, scenes=registry, labels=LabelStore(settings.label_db_path),
+        tokens=load_tokens(settings.tokens_file, settings.tokens), cache=PayloadCache(settings.cache_bytes),
+    )
+    if not state.tokens:
+        log.warning("no tokens configured: every API request will get 401")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        import engine
+
+        engine.warmup()
+        yield
+        state.labels.close()
+
+    app = FastAPI(
+        title="Fathom", version="1", lifespan=lifespan,
+        description="Prepared sensor-fusion scenes out, labels in. Bearer tokens: viewer < annotator < admin.",
+    )
+    app.state.fathom = state
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    for module in (health, scenes, frames, images, labels, viewer):
+        app.include_router(module.router)
+    app.mount("/static", StaticFiles(directory=viewer.STATIC), name="static")
+
+    @app.exception_handler(FormatError)
+    async def store_error(request: Request, exc: FormatError) -> JSONResponse:
+        log.error("scene store error on %s %s: %s", request.method, request.url.path, exc)
+        return JSONResponse({"detail": f"stored scene data is invalid: {exc.expected}"}, status_code=500)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        state.server_errors += 1
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return JSONResponse({"detail": "internal server error"}, status_code=500)
+
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """The app configured from ``FATHOM_*`` environment variables (``uvicorn --factory``)."""
+    logging.basicConfig(level=logging.INFO)
+    return create_app(Settings())
+
+
+def serve(scenes_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, **settings: Any) -> None:
+    """Serve ``scenes_dir`` with uvicorn until interrupted.
+
+    ``settings`` are further :class:`~server.config.Settings` fields (``tokens_file``,
+    ``label_db``, ...). Without any token configured, a random admin token is made for this
+    run and printed with the viewer URL.
+    """
+    import uvicorn
+
+    logging.basicConfig(level=logging.INFO)
+    config = Settings(scenes_dir=Path(scenes_dir), host=host, port=port, **settings)
+    if not load_tokens(config.tokens_file, config.tokens):
+        token = secrets.token_urlsafe(24)
+        config = config.model_copy(update={"tokens": json.dumps({token: "admin"})})
+        print(f"fathom serve: no tokens configured; this run's admin token is {token}")
+        print(f"fathom serve: viewer at http://{host}:{port}/viewer/<scene>?token={token}")
+    uvicorn.run(create_app(config), host=host, port=port, log_level="info")

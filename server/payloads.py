@@ -1,0 +1,173 @@
+"""Response bodies built once and cached: frame points as Arrow streams or raw float32.
+
+A :class:`Payload` is the serialised body plus a strong ETag derived from what it was made
+of (the stored file's SHA-256 and the request options), so a revalidation (``If-None-Match``)
+never needs the body. :class:`PayloadCache` keeps recently served bodies (LRU by bytes);
+:func:`respond` answers 304 on a matching ETag and gzips when the client accepts it.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Callable, Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.ipc as ipc
+from fastapi import Request, Response
+
+from formats.scene_store import QUANTISED_COLUMNS, Scene
+
+ARROW_STREAM = "application/vnd.apache.arrow.stream"
+RAW_XYZ = "application/octet-stream"
+PointFormat = Literal["arrow", "raw"]
+PointFrame = Literal["world", "ego"]
+
+
+@dataclass(frozen=True)
+class Payload:
+    """A response body (bytes-like), its media type, its strong ETag and extra headers."""
+
+    body: bytes | memoryview
+    media_type: str
+    etag: str
+    headers: dict[str, str] = field(default_factory=dict)
+    compressible: bool = True
+
+    @property
+    def size(self) -> int:
+        return memoryview(self.body).nbytes
+
+
+class PayloadCache:
+    """Thread-safe LRU of payloads bounded by total body bytes."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[tuple, Payload] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple, build: Callable[[], Payload]) -> Payload:
+        with self._lock:
+            hit = self._items.get(key)
+            if hit is not None:
+                self._items.move_to_end(key)
+                return hit
+        value = build()  # outside the lock: two racing builds make equal payloads
+        if value.size > self.max_bytes:
+            return value
+        with self._lock:
+            if key not in self._items:
+                self._items[key] = value
+                self._bytes += value.size
+                while self._bytes > self.max_bytes:
+                    _, old = self._items.popitem(last=False)
+                    self._bytes -= old.size
+        return value
+
+
+def _etag(*parts: object) -> str:
+    return '"' + hashlib.sha256("\x1f".join(map(str, parts)).encode()).hexdigest()[:32] + '"'
+
+
+def point_fields(scene: Scene, index: int, lod: int, fields: list[str] | None, frame: PointFrame) -> list[str]:
+    """The columns to send: ``fields`` checked against the stored schema, or the default
+    (every stored column except the quantised ones). ValueError names a bad field."""
+    names = scene.points(index, lod).schema.names
+    if fields is None:
+        return [n for n in names if n not in QUANTISED_COLUMNS]
+    for f in fields:
+        if f not in names:
+            raise ValueError(f"unknown field {f!r}; this frame has {names}")
+        if frame == "ego" and f in QUANTISED_COLUMNS:
+            raise ValueError(f"quantised field {f!r} exists only in the world frame")
+    if len(set(fields)) != len(fields):
+        raise ValueError(f"fields repeat a name: {fields}")
+    return fields
+
+
+def _ego_xyz(scene: Scene, index: int, table: pa.Table) -> np.ndarray:
+    """``(N, 3) float32`` points in the ego frame of frame ``index``."""
+    world = np.column_stack([table.column(c).to_numpy() for c in "xyz"])
+    return scene.frame(index).world_from_ego.inverse().apply(world).astype(np.float32)
+
+
+def points_payload(scene: Scene, index: int, lod: int, fields: list[str], frame: PointFrame,
+                   fmt: PointFormat) -> Payload:
+    """Serialise frame ``index`` (level ``lod``) from the memory-mapped store.
+
+    ``arrow``: an Arrow IPC stream of ``fields`` (schema metadata: the store's quantisation,
+    ``fathom.frame``, ``fathom.timestamp_ns``). ``raw``: little-endian float32 ``x y z``
+    interleaved, ``N × 12`` bytes (``fields`` ignored).
+    """
+    entry = scene.frame(index)
+    stored = scene.points_file(index, lod)
+    table = scene.points(index, lod)
+    n = table.num_rows
+    etag = _etag(stored.sha256, lod, frame, fmt, ",".join(fields) if fmt == "arrow" else "xyz")
+    headers = {"X-Point-Count": str(n), "X-Frame": frame, "X-Timestamp-Ns": str(entry.timestamp_ns)}
+    if fmt == "raw":
+        if frame == "ego":
+            xyz = _ego_xyz(scene, index, table)
+        else:
+            xyz = np.column_stack([table.column(c).to_numpy() for c in "xyz"])
+        return Payload(np.ascontiguousarray(xyz, dtype="<f4").tobytes(), RAW_XYZ, etag, headers)
+    columns = {f: table.column(f) for f in fields}
+    if frame == "ego" and any(c in columns for c in "xyz"):
+        xyz = _ego_xyz(scene, index, table)
+        for i, c in enumerate("xyz"):
+            if c in columns:
+                columns[c] = pa.array(xyz[:, i])
+    metadata = dict(table.schema.metadata or {})
+    metadata.update({b"fathom.frame": frame.encode(), b"fathom.timestamp_ns": str(entry.timestamp_ns).encode(),
+                     b"fathom.frame_index": str(index).encode()})
+    schema = pa.schema([table.schema.field(f) for f in fields], metadata=metadata)
+    out = pa.Table.from_arrays(list(columns.values()), schema=schema)
+    sink = pa.BufferOutputStream()
+    with ipc.new_stream(sink, schema) as writer:
+        writer.write_table(out, max_chunksize=max(n, 1))
+    return Payload(memoryview(sink.getvalue()), ARROW_STREAM, etag, headers)
+
+
+def _accepts_gzip(request: Request) -> bool:
+    for part in request.headers.get("accept-encoding", "").split(","):
+        name, _, params = part.strip().partition(";")
+        if name.strip().lower() in ("gzip", "*"):
+            q = params.strip()
+            return not (q.startswith("q=") and q[2:].strip() in ("0", "0.0", "0.00", "0.000"))
+    return False
+
+
+def _matches(request: Request, etag: str) -> bool:
+    header = request.headers.get("if-none-match")
+    if header is None:
+        return False
+    tags = [t.strip().removeprefix("W/") for t in header.split(",")]
+    return "*" in tags or etag in tags
+
+
+def respond(request: Request, payload: Payload, cache: PayloadCache | None = None, gzip_level: int = 1,
+            key: tuple | None = None) -> Response:
+    """304 if ``If-None-Match`` matches, else the body — gzipped (ETag suffixed ``-gz``)
+    when the client accepts gzip and the payload is compressible."""
+    use_gzip = payload.compressible and _accepts_gzip(request)
+    if use_gzip:
+        plain = payload
+        gz_etag = plain.etag[:-1] + '-gz"'
+
+        def build() -> Payload:
+            body = gzip.compress(plain.body, compresslevel=gzip_level, mtime=0)
+            return Payload(body, plain.media_type, gz_etag, dict(plain.headers, **{"Content-Encoding": "gzip"}))
+
+        payload = cache.get(key + ("gzip",), build) if cache is not None and key is not None else build()
+    headers = {"ETag": payload.etag, "Vary": "Accept-Encoding, Authorization",
+               "Cache-Control": "private, no-cache"}
+    if _matches(request, payload.etag):
+        return Response(status_code=304, headers=headers)
+    headers.update(payload.headers)
+    return Response(payload.body, media_type=payload.media_type, headers=headers)

@@ -1,0 +1,66 @@
+"""Frame data: points (Arrow stream or raw float32) and interpolated cuboids."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Request, Response
+
+from server.boxes import frame_boxes
+from server.deps import FrameDep, SceneDep, State, Viewer
+from server.errors import invalid
+from server.payloads import ARROW_STREAM, RAW_XYZ, point_fields, points_payload, respond
+from server.schemas import CuboidsResponse
+
+router = APIRouter(prefix="/v1", tags=["frames"])
+
+FrameQuery = Annotated[Literal["world", "ego"], Query(description="world (relative to the scene origin) or ego")]
+
+
+@router.get(
+    "/scenes/{scene_id}/frames/{index}/points",
+    response_class=Response,
+    responses={
+        200: {"content": {ARROW_STREAM: {}, RAW_XYZ: {}},
+              "description": "Arrow IPC stream (default) or little-endian float32 x y z (N × 12 bytes)"},
+        304: {"description": "not modified (If-None-Match)"},
+        404: {"description": "no such scene or frame"},
+    },
+)
+def get_points(
+    _: Viewer,
+    scene: SceneDep,
+    entry: FrameDep,
+    state: State,
+    request: Request,
+    format: Annotated[Literal["arrow", "raw"] | None, Query(description="default: from Accept, else arrow")] = None,
+    lod: Annotated[int, Query(ge=0, le=16, description="0 = full resolution, 1.. coarser")] = 0,
+    frame: FrameQuery = "world",
+    fields: Annotated[str | None, Query(max_length=200, description="comma-separated columns (arrow only)")] = None,
+) -> Response:
+    """Points of one frame from the memory-mapped store (headers ``X-Point-Count``, ``X-Frame``)."""
+    if format is None:
+        accept = request.headers.get("accept", "")
+        format = "raw" if RAW_XYZ in accept and ARROW_STREAM not in accept else "arrow"
+    if lod > len(entry.lods):
+        raise invalid(("query", "lod"), f"frame {entry.index} has levels of detail 0..{len(entry.lods)}", lod)
+    wanted = None if fields is None else [f.strip() for f in fields.split(",")]
+    try:
+        names = point_fields(scene, entry.index, lod, wanted, frame)
+    except ValueError as exc:
+        raise invalid(("query", "fields"), str(exc), fields) from None
+    key = ("points", scene.scene_id, scene.points_file(entry.index, lod).sha256, lod, frame, format,
+           tuple(names) if format == "arrow" else ())
+    payload = state.cache.get(key, lambda: points_payload(scene, entry.index, lod, names, frame, format))
+    return respond(request, payload, state.cache, state.settings.gzip_level, key)
+
+
+@router.get("/scenes/{scene_id}/frames/{index}/cuboids", response_model=CuboidsResponse)
+def get_cuboids(_: Viewer, scene: SceneDep, entry: FrameDep, state: State, frame: FrameQuery = "world") -> CuboidsResponse:
+    """Label boxes interpolated at the frame's timestamp, with points-in-box counts
+    (a point in overlapping boxes counts for the box with the nearest centre)."""
+    revision, doc = state.labels.get(scene.scene_id)
+    return CuboidsResponse(
+        scene_id=scene.scene_id, frame_index=entry.index, timestamp_ns=entry.timestamp_ns, frame=frame,
+        revision=revision, boxes=frame_boxes(scene, entry, doc, frame),
+    )

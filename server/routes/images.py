@@ -1,0 +1,50 @@
+"""Cameras: the stored JPEG of one frame and camera, and the frame projected into it."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query, Request, Response
+
+from server.deps import FrameDep, SceneDep, State, Viewer
+from server.errors import invalid
+from server.payloads import Payload, respond
+from server.projections import camera_projection
+from server.schemas import ProjectionResponse
+
+router = APIRouter(prefix="/v1", tags=["images"])
+
+
+@router.get(
+    "/scenes/{scene_id}/frames/{index}/images/{camera}",
+    response_class=Response,
+    responses={200: {"content": {"image/jpeg": {}}}, 304: {"description": "not modified"}, 404: {"description": "no such image"}},
+)
+def get_image(_: Viewer, scene: SceneDep, entry: FrameDep, camera: str, state: State, request: Request) -> Response:
+    """JPEG of ``camera`` at frame ``index`` (header ``X-Timestamp-Ns``: exposure time)."""
+    stored = entry.images.get(camera)
+    if stored is None:
+        raise HTTPException(404, f"frame {entry.index} has no image for camera {camera!r}")
+    key = ("image", scene.scene_id, stored.sha256)
+
+    def build() -> Payload:
+        body = scene.image_path(entry.index, camera).read_bytes()
+        return Payload(body, "image/jpeg", '"' + stored.sha256[:32] + '"',
+                       {"X-Timestamp-Ns": str(entry.image_timestamps_ns[camera])}, compressible=False)
+
+    return respond(request, state.cache.get(key, build))
+
+
+@router.get("/scenes/{scene_id}/frames/{index}/projection/{camera}", response_model=ProjectionResponse)
+def get_projection(
+    _: Viewer, scene: SceneDep, entry: FrameDep, camera: str, state: State,
+    lod: Annotated[int, Query(ge=0, le=16, description="level of detail of the projected points")] = 1,
+) -> ProjectionResponse:
+    """The frame's points (level ``lod``) and label boxes projected into ``camera`` at its
+    exposure time: pixels of the points inside the image, box edges as polylines."""
+    if camera not in entry.images:
+        raise HTTPException(404, f"frame {entry.index} has no image for camera {camera!r}")
+    if lod > len(entry.lods):
+        raise invalid(("query", "lod"), f"frame {entry.index} has levels of detail 0..{len(entry.lods)}", lod)
+    _, doc = state.labels.get(scene.scene_id)
+    return ProjectionResponse.model_validate(camera_projection(scene, entry, camera, lod, doc))

@@ -1,0 +1,172 @@
+// Fathom viewer: bird's-eye view of a frame's points with label boxes, plus a camera image
+// with the frame's projected points and boxes. Plain JS, no dependencies, same-origin only.
+"use strict";
+
+const state = { scene: null, token: null, frame: 0, lod: 0, camera: null, drawn: 0 };
+window.fathomViewer = { ready: false, points: 0, boxes: 0, projected: 0, error: null };
+
+function $(id) { return document.getElementById(id); }
+
+function setStatus(text, isError) {
+  const s = $("status");
+  s.textContent = text;
+  s.className = isError ? "error" : "";
+  if (isError) window.fathomViewer.error = text;
+}
+
+async function api(path, kind) {
+  const res = await fetch(path, { headers: { Authorization: "Bearer " + state.token } });
+  if (!res.ok) throw new Error(`${path}: HTTP ${res.status}`);
+  if (kind === "json") return res.json();
+  if (kind === "blob") return res.blob();
+  return res.arrayBuffer();
+}
+
+function token() {
+  const params = new URLSearchParams(location.search);
+  let t = params.get("token") || sessionStorage.getItem("fathom-token");
+  if (!t) t = window.prompt("Fathom access token");
+  if (t) sessionStorage.setItem("fathom-token", t);
+  return t;
+}
+
+// Box footprint corners (ego frame): centre, size (l, w), yaw from the quaternion (w, x, y, z).
+function footprint(box) {
+  const [w, x, y, z] = box.rotation;
+  const yaw = Math.atan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z));
+  const c = Math.cos(yaw), s = Math.sin(yaw), l = box.size[0] / 2, wd = box.size[1] / 2;
+  return [[l, wd], [l, -wd], [-l, -wd], [-l, wd]].map(([u, v]) =>
+    [box.center[0] + c * u - s * v, box.center[1] + s * u + c * v]);
+}
+
+function drawBev(xyz, boxes) {
+  const canvas = $("bev"), ctx = canvas.getContext("2d");
+  const W = canvas.width, H = canvas.height, range = 60; // metres from the ego to the edge
+  const scale = W / (2 * range);
+  // ego x forward → canvas up, ego y left → canvas left
+  const toPx = (x, y) => [W / 2 - y * scale, H / 2 - x * scale];
+  ctx.fillStyle = "#000";
+  ctx.fillRect(0, 0, W, H);
+  const img = ctx.getImageData(0, 0, W, H), px = img.data;
+  let n = 0;
+  for (let i = 0; i + 2 < xyz.length; i += 3) {
+    const [u, v] = toPx(xyz[i], xyz[i + 1]);
+    const ui = u | 0, vi = v | 0;
+    if (ui < 0 || vi < 0 || ui >= W || vi >= H) continue;
+    const h = Math.max(0, Math.min(1, (xyz[i + 2] + 2) / 6)); // colour by height, -2..4 m
+    const k = (vi * W + ui) * 4;
+    px[k] = 80 + 175 * h; px[k + 1] = 200 - 80 * h; px[k + 2] = 255 - 200 * h; px[k + 3] = 255;
+    n++;
+  }
+  ctx.putImageData(img, 0, 0);
+  ctx.strokeStyle = "#ffcc00";
+  ctx.lineWidth = 2;
+  for (const box of boxes) {
+    const pts = footprint(box).map(([x, y]) => toPx(x, y));
+    ctx.beginPath();
+    ctx.moveTo(pts[0][0], pts[0][1]);
+    for (const p of pts.slice(1)) ctx.lineTo(p[0], p[1]);
+    ctx.closePath();
+    ctx.stroke();
+    ctx.fillStyle = "#ffcc00";
+    ctx.fillText(`${box.track_id} (${box.points_in_box ?? "?"})`, pts[0][0] + 3, pts[0][1] - 3);
+  }
+  ctx.fillStyle = "#f33";
+  ctx.fillRect(W / 2 - 3, H / 2 - 3, 6, 6); // the ego
+  return n;
+}
+
+async function drawCamera(frameEntry) {
+  const panel = $("camera-panel");
+  const cam = state.camera;
+  if (!cam || !(cam in frameEntry.cameras)) { panel.hidden = true; return; }
+  panel.hidden = false;
+  $("camera-title").textContent = `camera ${cam}`;
+  const base = `/v1/scenes/${state.scene.id}/frames/${state.frame}`;
+  const blob = await api(`${base}/images/${encodeURIComponent(cam)}`, "blob");
+  const image = $("camera-image");
+  if (image.src) URL.revokeObjectURL(image.src);
+  image.src = URL.createObjectURL(blob);
+  const overlay = $("camera-overlay");
+  const info = state.scene.cameras.find(c => c.name === cam);
+  overlay.width = info.width; overlay.height = info.height;
+  const ctx = overlay.getContext("2d");
+  ctx.clearRect(0, 0, overlay.width, overlay.height);
+  let proj;
+  try {
+    proj = await api(`${base}/projection/${encodeURIComponent(cam)}?lod=${Math.max(state.lod, 1)}`, "json");
+  } catch (e) {
+    return; // no projection for this frame (e.g. no level of detail): the image alone
+  }
+  const r = Math.max(1, info.width / 800);
+  for (let i = 0; i < proj.u.length; i++) {
+    const h = Math.max(0, Math.min(1, proj.depth[i] / 60));
+    ctx.fillStyle = `hsl(${Math.round(240 * h)}, 100%, 55%)`;
+    ctx.fillRect(proj.u[i] - r / 2, proj.v[i] - r / 2, r, r);
+  }
+  ctx.strokeStyle = "#ffcc00";
+  ctx.lineWidth = 2 * r;
+  for (const box of proj.boxes) {
+    for (const path of box.paths) {
+      ctx.beginPath();
+      ctx.moveTo(path[0][0], path[0][1]);
+      for (const p of path.slice(1)) ctx.lineTo(p[0], p[1]);
+      ctx.stroke();
+    }
+  }
+  window.fathomViewer.projected = proj.u.length;
+}
+
+async function showFrame() {
+  const f = state.scene.frames[state.frame];
+  if (!f) { setStatus("this scene has no frames", true); return; }
+  $("frame-label").textContent = `${f.index} / ${state.scene.frames.length - 1}`;
+  setStatus("loading…");
+  const base = `/v1/scenes/${state.scene.id}/frames/${f.index}`;
+  const lod = Math.min(state.lod, f.lod_points.length);
+  const [buf, cub] = await Promise.all([
+    api(`${base}/points?format=raw&frame=ego&lod=${lod}`, "bin"),
+    api(`${base}/cuboids?frame=ego`, "json"),
+  ]);
+  const n = drawBev(new Float32Array(buf), cub.boxes);
+  window.fathomViewer.points = n;
+  window.fathomViewer.boxes = cub.boxes.length;
+  await drawCamera(f);
+  setStatus(`${n} points drawn, ${cub.boxes.length} boxes (labels r${cub.revision})`);
+  window.fathomViewer.ready = true;
+}
+
+function fill(select, values, labels) {
+  select.innerHTML = "";
+  values.forEach((v, i) => {
+    const o = document.createElement("option");
+    o.value = v; o.textContent = labels ? labels[i] : v;
+    select.appendChild(o);
+  });
+}
+
+async function main() {
+  const id = decodeURIComponent(location.pathname.split("/").filter(Boolean).pop());
+  state.token = token();
+  try {
+    state.scene = await api(`/v1/scenes/${encodeURIComponent(id)}`, "json");
+  } catch (e) {
+    setStatus(String(e.message || e), true);
+    return;
+  }
+  $("title").textContent = `Fathom · ${state.scene.id}`;
+  const frameInput = $("frame");
+  frameInput.max = Math.max(0, state.scene.frames.length - 1);
+  const maxLod = Math.max(0, ...state.scene.frames.map(f => f.lod_points.length));
+  fill($("lod"), [...Array(maxLod + 1).keys()], [...Array(maxLod + 1).keys()].map(l => l === 0 ? "full" : `lod ${l}`));
+  fill($("camera"), state.scene.cameras.map(c => c.name));
+  state.camera = state.scene.cameras.length ? state.scene.cameras[0].name : null;
+  if (!state.camera) $("camera-panel").hidden = true;
+  const redraw = () => showFrame().catch(e => setStatus(String(e.message || e), true));
+  frameInput.addEventListener("input", () => { state.frame = +frameInput.value; redraw(); });
+  $("lod").addEventListener("change", e => { state.lod = +e.target.value; redraw(); });
+  $("camera").addEventListener("change", e => { state.camera = e.target.value; redraw(); });
+  redraw();
+}
+
+main();
