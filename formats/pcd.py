@@ -178,11 +178,11 @@ def _columns_binary(path: str, hdr: PcdHeader, data: bytes) -> dict[str, np.ndar
     for name, dt, c in zip(hdr.fields, hdr.dtypes(), hdr.counts):
         if name != _PAD:
             shape = (n, c) if c > 1 else (n,)
-            cols[name] = np.ndarray(shape, dt, data, hdr.data_offset + offset, (row, dt.itemsize) if c > 1 else (row,))
+            cols[name] = np.empty(shape, dt) if n == 0 else np.ndarray(shape, dt, data, hdr.data_offset + offset, (row, dt.itemsize) if c > 1 else (row,))
             offsets[name] = (offset, dt, c)
         offset += dt.itemsize * c
     # x y z adjacent float32: one strided (N, 3) view, one copy
-    if all(k in offsets for k in "xyz"):
+    if n and all(k in offsets for k in "xyz"):
         (ox, dx, cx), (oy, dy, cy), (oz, dz, cz) = offsets["x"], offsets["y"], offsets["z"]
         if dx == dy == dz == np.dtype("<f4") and cx == cy == cz == 1 and oy == ox + 4 and oz == ox + 8:
             cols["xyz"] = np.ndarray((n, 3), dx, data, hdr.data_offset + ox, (row, 4))
@@ -197,23 +197,29 @@ def _columns_compressed(path: str, hdr: PcdHeader, data: bytes) -> dict[str, np.
     if len(data) < start + 8:
         raise FormatError(path, len(data), "8 bytes of compressed and uncompressed sizes after DATA binary_compressed")
     packed, size = struct.unpack_from("<II", data, start)
+    # PCL leaves padding fields ("_") out of the compressed planes; accept them present too
+    fields = [(f, dt, c) for f, dt, c in zip(hdr.fields, hdr.dtypes(), hdr.counts) if f != _PAD]
     if size != n * row:
-        raise FormatError(path, start + 4, f"uncompressed size {n} points x {row} bytes = {n * row}, found {size}")
+        row = sum(dt.itemsize * c for _, dt, c in fields)
+        if size != n * row:
+            raise FormatError(path, start + 4, f"uncompressed size {n} points x {row} bytes = {n * row}, found {size}")
+    else:
+        fields = list(zip(hdr.fields, hdr.dtypes(), hdr.counts))
     if len(data) < start + 8 + packed:
         raise FormatError(path, len(data), f"{packed} bytes of LZF data, found {len(data) - start - 8}")
     src = np.frombuffer(data, dtype=np.uint8, count=packed, offset=start + 8)
-    blocks = np.cumsum([0] + [n * s * c for s, c in zip(hdr.sizes, hdr.counts)])
+    blocks = np.cumsum([0] + [n * dt.itemsize * c for _, dt, c in fields])
     if packed == 0 and size == 0:
         raw = np.empty(0, dtype=np.uint8)
     else:
         raw, status, in_off, out_off = lzf.decompress(src, size)
         if status != lzf.OK:
-            k = min(int(np.searchsorted(blocks, out_off, side="right")) - 1, len(hdr.fields) - 1)
+            k = min(int(np.searchsorted(blocks, out_off, side="right")) - 1, len(fields) - 1)
             raise FormatError(
-                path, start + 8 + in_off, f"{lzf.MESSAGES[status]} (decoding field {hdr.fields[k]!r}, output byte {out_off})"
+                path, start + 8 + in_off, f"{lzf.MESSAGES[status]} (decoding field {fields[k][0]!r}, output byte {out_off})"
             )
     cols = {}
-    for name, dt, c, b in zip(hdr.fields, hdr.dtypes(), hdr.counts, blocks):
+    for (name, dt, c), b in zip(fields, blocks):
         if name != _PAD:
             arr = np.frombuffer(raw, dtype=dt, count=n * c, offset=int(b))
             cols[name] = arr.reshape(n, c) if c > 1 else arr
@@ -348,7 +354,7 @@ def _ascii_body(fields: list[tuple[str, np.ndarray]]) -> bytes:
     cols: list[np.ndarray] = []
     fmts: list[str] = []
     for _, v in fields:
-        for c in v.reshape(len(v), -1).T:
+        for c in (v[:, None] if v.ndim == 1 else v).T:
             cols.append(c)
             fmts.append({"f": "%.9g" if c.dtype.itemsize == 4 else "%.17g"}.get(c.dtype.kind, "%d"))
     if not cols or not len(cols[0]):
