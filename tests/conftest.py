@@ -27,3 +27,19 @@ def shared_data() -> Path:
         if path.is_dir():
             return path
     pytest.fail(f"shared real-sensor data not found at any of {[str(p) for p in _CANDIDATES]}")
+
+
+@pytest.fixture(scope="session")
+def drive():
+    """A short synthetic drive for tests: ``engine.sim.road.simulate_drive(seed=0,
+    duration_s=1.0, preset="test")``.
+
+    Ten 10 Hz frames from two cheap LiDARs (16 + 8 beams, ~6 k points per frame together,
+    sweeps in ``drive.sweeps[name][frame]``), three small cameras (render lazily with
+    ``drive.render(name, time_ns)``), the true ``drive.world_from_ego`` pose track (1 kHz),
+    ``drive.gnss`` (100 Hz), actor/static ``CuboidTrack``s and the object table. The ego
+    accelerates from 10 to 15 m/s and turns at up to 30°/s. Shared: do not mutate.
+    """
+    from engine.sim.road import simulate_drive
+
+    return simulate_drive(seed=0, duration_s=1.0, preset="test")
