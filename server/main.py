@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import secrets
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
@@ -58,6 +61,12 @@ def create_app(settings: Settings) -> FastAPI:
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=viewer.STATIC), name="static")
 
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's own handler would echo a NaN input back and fail to encode it as JSON
+        errors = [{k: _json_safe(v) for k, v in e.items() if k != "url"} for e in jsonable_encoder(exc.errors())]
+        return JSONResponse({"detail": errors}, status_code=422)
+
     @app.exception_handler(FormatError)
     async def store_error(request: Request, exc: FormatError) -> JSONResponse:
         log.error("scene store error on %s %s: %s", request.method, request.url.path, exc)
@@ -70,6 +79,17 @@ def create_app(settings: Settings) -> FastAPI:
         return JSONResponse({"detail": "internal server error"}, status_code=500)
 
     return app
+
+
+def _json_safe(value: Any) -> Any:
+    """``value`` with non-finite floats replaced by their names ("nan", "inf")."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
 
 
 def app_from_env() -> FastAPI:

@@ -1,0 +1,166 @@
+"""Prepared-scene store: round trip, quantisation, zero-copy reads, resumability, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from engine.se3 import SE3
+from formats.errors import FormatError
+from formats.scene_store import MANIFEST, Scene, SceneWriter, points_table, quantisation
+from tests.server_scene import T0, DT, camera, ego_pose, frame_xyz, jpeg, write_scene
+
+
+def test_round_trip_values_and_manifest(tmp_path):
+    scene = Scene.open(write_scene(tmp_path))
+    assert [f.index for f in scene.frames] == [0, 1, 2]
+    assert scene.origin.enu_offset_m == (500_000.0, 4_000_000.0, 12.0)
+    assert scene.origin.geodetic == (36.1, -5.3, 12.0)
+    cam = scene.cameras["CAM_FRONT"]
+    assert cam.intrinsics == camera().intrinsics and cam.ego_from_camera.allclose(camera().ego_from_camera)
+    for i in range(3):
+        e = scene.frame(i)
+        assert e.timestamp_ns == T0 + i * DT and e.image_timestamps_ns["CAM_FRONT"] == T0 + i * DT + 5_000_000
+        assert e.world_from_ego.allclose(ego_pose(i))
+        t = scene.points(i)
+        xyz = frame_xyz(i)
+        got = np.column_stack([t.column(c).to_numpy() for c in "xyz"])
+        np.testing.assert_array_equal(got, xyz.astype(np.float32))
+        assert e.n_points == len(xyz) == t.num_rows
+        lod = scene.points(i, 1)
+        np.testing.assert_array_equal(lod.column("x").to_numpy(), xyz[::4, 0].astype(np.float32))
+        assert scene.image_path(i, "CAM_FRONT").read_bytes() == jpeg(i)
+
+
+def test_quantised_columns_within_half_a_quantum(tmp_path):
+    rng = np.random.default_rng(3)
+    xyz = rng.uniform(-2000, 2000, (5000, 3))
+    t = points_table(xyz, quantum_m=1e-3)
+    scale, offset = quantisation(t.schema)
+    q = np.column_stack([t.column(c).to_numpy() for c in ("xq", "yq", "zq")])
+    assert q.dtype == np.int32 and q.min() >= 0
+    np.testing.assert_array_less(np.abs(offset + q * scale - xyz), 0.5e-3 + 1e-9)
+
+
+def test_points_are_memory_mapped_zero_copy(tmp_path):
+    scene = Scene.open(write_scene(tmp_path, n_frames=1))
+    before = pa.total_allocated_bytes()
+    t = scene.points(0)
+    assert pa.total_allocated_bytes() == before  # buffers live in the mapping, nothing allocated
+    assert t.num_rows == scene.frame(0).n_points
+
+
+def test_resume_skips_finished_and_redoes_half_written(tmp_path):
+    root = write_scene(tmp_path)
+    w = SceneWriter(root, scene_id="demo", origin=Scene.open(root).origin,
+                    lidars=Scene.open(root).lidars, cameras=[camera()])
+    assert w.finished_frames() == {0, 1, 2}
+    # frame 1's points file rewritten by a killed job: its sidecar no longer matches
+    (root / "frames" / "000001.arrow").write_bytes(b"garbage")
+    assert w.finished_frames() == {0, 2}
+    assert w.finished_frames(verify="size") == {0, 2}
+    # same size, different bytes: only the hash notices
+    good = (root / "frames" / "000002.arrow").read_bytes()
+    (root / "frames" / "000002.arrow").write_bytes(bytes(len(good)))
+    assert w.finished_frames() == {0}
+    entries = w.finalize()
+    assert [e.index for e in entries] == [0]
+    assert [f.index for f in Scene.open(root).frames] == [0]
+    # incremental: add frame 5 and publish
+    w.write_frame(5, T0 + 5 * DT, ego_pose(5), points_table(frame_xyz(5)))
+    w.finalize()
+    assert [f.index for f in Scene.open(root).frames] == [0, 5]
+    assert not list(root.rglob("*.tmp"))
+
+
+def test_writer_refuses_a_different_header(tmp_path):
+    root = write_scene(tmp_path)
+    with pytest.raises(ValueError, match="different scene header"):
+        SceneWriter(root, scene_id="demo")
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(points=pa.table({"x": [1.0]})), "required columns|of type"),
+        (dict(images={"NOPE": b"\xff\xd8\xff"}), "unknown camera"),
+        (dict(images={"CAM_FRONT": b"PNG..."}), "not JPEG"),
+        (dict(index=-1), "frame index"),
+    ],
+)
+def test_write_frame_bad_input(tmp_path, kwargs, match):
+    w = SceneWriter(tmp_path / "s", scene_id="s", cameras=[camera()])
+    args = dict(index=0, timestamp_ns=T0, world_from_ego=SE3.identity(), points=points_table(frame_xyz(0)))
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        w.write_frame(**args)
+
+
+def test_points_table_bad_input():
+    with pytest.raises(ValueError, match=r"\(N, 3\)"):
+        points_table(np.zeros((4, 2)))
+    with pytest.raises(ValueError, match="NaN"):
+        points_table(np.array([[0.0, np.nan, 0.0]]))
+    with pytest.raises(ValueError, match="intensity must have shape"):
+        points_table(np.zeros((3, 3)), intensity=np.zeros(2))
+    with pytest.raises(ValueError, match="int32"):
+        points_table(np.array([[0.0, 0, 0], [1e7, 0, 0]]), quantum_m=1e-3)
+    empty = points_table(np.zeros((0, 3)))
+    assert empty.num_rows == 0 and empty.schema.names[:6] == ["x", "y", "z", "xq", "yq", "zq"]
+
+
+def _edit_manifest(root, fn):
+    doc = json.loads((root / MANIFEST).read_text())
+    fn(doc)
+    (root / MANIFEST).write_text(json.dumps(doc))
+
+
+@pytest.mark.parametrize(
+    "edit, match",
+    [
+        (lambda d: d.update(format="other"), "format"),
+        (lambda d: d.update(version=99), "version"),
+        (lambda d: d["frames"][0]["points"].update(file="../../etc/passwd"), "relative path inside"),
+        (lambda d: d["frames"][0]["points"].update(file="/etc/passwd"), "relative path inside"),
+        (lambda d: d["frames"][1].update(timestamp_ns=0), "strictly increasing"),
+        (lambda d: d["frames"][0].update(world_from_ego=[1, 0, 0]), "7 numbers"),
+        (lambda d: d["sensors"]["cameras"][0].update(name="../x"), "camera name"),
+        (lambda d: d.pop("origin"), "scene header"),
+    ],
+)
+def test_open_rejects_bad_manifests(tmp_path, edit, match):
+    root = write_scene(tmp_path)
+    _edit_manifest(root, edit)
+    with pytest.raises(FormatError, match=match):
+        Scene.open(root)
+
+
+def test_symlink_out_of_the_scene_is_refused(tmp_path):
+    root = write_scene(tmp_path)
+    outside = tmp_path / "secret.arrow"
+    outside.write_bytes(b"x")
+    (root / "frames" / "evil.arrow").symlink_to(outside)
+    _edit_manifest(root, lambda d: d["frames"][0]["points"].update(file="frames/evil.arrow"))
+    with pytest.raises(FormatError, match="inside the scene directory"):
+        Scene.open(root)
+
+
+def test_truncated_or_corrupt_point_file(tmp_path):
+    root = write_scene(tmp_path)
+    scene = Scene.open(root)
+    path = root / "frames" / "000000.arrow"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(FormatError, match="bytes as the manifest records"):
+        scene.points(0)
+    path.write_bytes(b"\0" * len(data))
+    with pytest.raises(FormatError, match="Arrow IPC file"):
+        scene.points(0)
+    with pytest.raises(IndexError):
+        scene.points(1, lod=2)
+    with pytest.raises(KeyError):
+        scene.points(7)
