@@ -19,9 +19,9 @@ import math
 
 import numpy as np
 
-from engine import quaternion as quat
-from engine._jit import jit, pjit, prange
+from engine._jit import inline, jit, pjit, prange
 from engine.cuboid import _check_boxes
+from engine.quaternion import q_to_matrix
 
 # A grid never has more cells than this (the cell grows instead).
 _MAX_CELLS = 1 << 20
@@ -56,45 +56,84 @@ def _build_grid(lo, hi, x0, y0, cell, nx, ny):
     return start, boxes
 
 
+@jit
+def _prepare(q, centers, sizes, margin):
+    """Rotation matrices, inflated half sizes and the bird's-eye grid over the boxes."""
+    b = q.shape[0]
+    rmat = np.empty((b, 3, 3))
+    half = np.empty((b, 3))
+    lo = np.empty((b, 2))
+    hi = np.empty((b, 2))
+    side = np.empty(b)
+    for i in range(b):
+        q_to_matrix(q[i, 0], q[i, 1], q[i, 2], q[i, 3], rmat[i])
+        for k in range(3):
+            half[i, k] = 0.5 * sizes[i, k] + margin
+        for a in range(2):  # bird's-eye bounding rectangle of the rotated box: |R| @ half
+            ext = abs(rmat[i, a, 0]) * half[i, 0] + abs(rmat[i, a, 1]) * half[i, 1] + abs(rmat[i, a, 2]) * half[i, 2]
+            lo[i, a] = centers[i, a] - ext
+            hi[i, a] = centers[i, a] + ext
+        side[i] = 2.0 * max(hi[i, 0] - centers[i, 0], hi[i, 1] - centers[i, 1])
+    x0 = lo[:, 0].min()
+    y0 = lo[:, 1].min()
+    span = max(hi[:, 0].max() - x0, hi[:, 1].max() - y0)
+    cell = max(np.median(side), span / math.sqrt(_MAX_CELLS), 1e-6)
+    nx = int((hi[:, 0].max() - x0) // cell) + 1
+    ny = int((hi[:, 1].max() - y0) // cell) + 1
+    start, boxes = _build_grid(lo, hi, x0, y0, cell, nx, ny)
+    return rmat, half, x0, y0, cell, nx, ny, start, boxes
+
+
+@inline
+def _label_chunk(xyz, centers, rmat, half, x0, y0, cell, nx, ny, start, boxes, chunk, ch, labels, counts):
+    """Label points ``[ch·chunk, (ch+1)·chunk)`` and count them into ``counts[ch]``."""
+    for i in range(ch * chunk, min((ch + 1) * chunk, xyz.shape[0])):
+        labels[i] = -1
+        px = np.float64(xyz[i, 0])
+        py = np.float64(xyz[i, 1])
+        pz = np.float64(xyz[i, 2])
+        if not (math.isfinite(px) and math.isfinite(py) and math.isfinite(pz)):
+            continue
+        fx = (px - x0) / cell
+        fy = (py - y0) / cell
+        if not (fx >= 0.0 and fx < nx and fy >= 0.0 and fy < ny):
+            continue
+        c = int(fx) * ny + int(fy)
+        best = -1
+        best_d2 = math.inf
+        for s in range(start[c], start[c + 1]):
+            b = boxes[s]
+            dx = px - centers[b, 0]
+            dy = py - centers[b, 1]
+            dz = pz - centers[b, 2]
+            lx = rmat[b, 0, 0] * dx + rmat[b, 1, 0] * dy + rmat[b, 2, 0] * dz
+            if abs(lx) > half[b, 0]:
+                continue
+            ly = rmat[b, 0, 1] * dx + rmat[b, 1, 1] * dy + rmat[b, 2, 1] * dz
+            if abs(ly) > half[b, 1]:
+                continue
+            lz = rmat[b, 0, 2] * dx + rmat[b, 1, 2] * dy + rmat[b, 2, 2] * dz
+            if abs(lz) > half[b, 2]:
+                continue
+            d2 = dx * dx + dy * dy + dz * dz
+            if d2 < best_d2:
+                best_d2 = d2
+                best = b
+        if best >= 0:
+            labels[i] = best
+            counts[ch, best] += 1
+
+
 @pjit
-def _label_kernel(xyz, centers, rmat, half, x0, y0, cell, nx, ny, start, boxes, chunk, labels, counts):
-    n = xyz.shape[0]
+def _label_parallel(xyz, centers, rmat, half, x0, y0, cell, nx, ny, start, boxes, chunk, labels, counts):
     for ch in prange(counts.shape[0]):
-        for i in range(ch * chunk, min((ch + 1) * chunk, n)):
-            labels[i] = -1
-            px = np.float64(xyz[i, 0])
-            py = np.float64(xyz[i, 1])
-            pz = np.float64(xyz[i, 2])
-            if not (math.isfinite(px) and math.isfinite(py) and math.isfinite(pz)):
-                continue
-            fx = (px - x0) / cell
-            fy = (py - y0) / cell
-            if not (fx >= 0.0 and fx < nx and fy >= 0.0 and fy < ny):
-                continue
-            c = int(fx) * ny + int(fy)
-            best = -1
-            best_d2 = math.inf
-            for s in range(start[c], start[c + 1]):
-                b = boxes[s]
-                dx = px - centers[b, 0]
-                dy = py - centers[b, 1]
-                dz = pz - centers[b, 2]
-                lx = rmat[b, 0, 0] * dx + rmat[b, 1, 0] * dy + rmat[b, 2, 0] * dz
-                if abs(lx) > half[b, 0]:
-                    continue
-                ly = rmat[b, 0, 1] * dx + rmat[b, 1, 1] * dy + rmat[b, 2, 1] * dz
-                if abs(ly) > half[b, 1]:
-                    continue
-                lz = rmat[b, 0, 2] * dx + rmat[b, 1, 2] * dy + rmat[b, 2, 2] * dz
-                if abs(lz) > half[b, 2]:
-                    continue
-                d2 = dx * dx + dy * dy + dz * dz
-                if d2 < best_d2:
-                    best_d2 = d2
-                    best = b
-            if best >= 0:
-                labels[i] = best
-                counts[ch, best] += 1
+        _label_chunk(xyz, centers, rmat, half, x0, y0, cell, nx, ny, start, boxes, chunk, ch, labels, counts)
+
+
+@jit
+def _label_serial(xyz, centers, rmat, half, x0, y0, cell, nx, ny, start, boxes, chunk, labels, counts):
+    """One chunk without waking the thread pool (small sweeps, per-slice calls)."""
+    _label_chunk(xyz, centers, rmat, half, x0, y0, cell, nx, ny, start, boxes, chunk, 0, labels, counts)
 
 
 def _rows(a, width: int) -> np.ndarray:
@@ -136,24 +175,16 @@ def points_in_boxes(
     labels = np.full(n, -1, dtype=np.int32)
     if b == 0 or n == 0:
         return labels, np.zeros(b, dtype=np.int64)
-    rmat = np.ascontiguousarray(quat.to_matrix(q))
-    half = np.ascontiguousarray(0.5 * s + margin)
-    # bird's-eye bounding rectangle of each rotated box: |R| @ half
-    ext = np.einsum("bij,bj->bi", np.abs(rmat), half)[:, :2]
-    lo = np.ascontiguousarray(c[:, :2] - ext)
-    hi = np.ascontiguousarray(c[:, :2] + ext)
-    x0, y0 = lo.min(axis=0)
-    span = max(float(np.max(hi[:, 0]) - x0), float(np.max(hi[:, 1]) - y0))
-    cell = max(float(np.median(2.0 * ext.max(axis=1))), span / math.sqrt(_MAX_CELLS), 1e-6)
-    nx = int((np.max(hi[:, 0]) - x0) // cell) + 1
-    ny = int((np.max(hi[:, 1]) - y0) // cell) + 1
-    start, boxes = _build_grid(lo, hi, float(x0), float(y0), cell, nx, ny)
+    rmat, half, x0, y0, cell, nx, ny, start, boxes = _prepare(np.ascontiguousarray(q), np.ascontiguousarray(c),
+                                                              np.ascontiguousarray(s), margin)
     n_chunks = (n + _CHUNK - 1) // _CHUNK
     counts = np.zeros((n_chunks, b), dtype=np.int64)
-    _label_kernel(pts, np.ascontiguousarray(c), rmat, half, float(x0), float(y0), cell, nx, ny,
-                  start, boxes, _CHUNK, labels, counts)
+    kernel = _label_serial if n_chunks == 1 else _label_parallel
+    kernel(pts, np.ascontiguousarray(c), rmat, half, x0, y0, cell, nx, ny, start, boxes, _CHUNK, labels, counts)
     return labels, counts.sum(axis=0)
 
 
 def _warmup() -> None:
-    points_in_boxes(np.zeros((2, 3), np.float32), np.zeros((1, 3)), np.ones((1, 3)), np.array([[1.0, 0, 0, 0]]))
+    box = (np.zeros((1, 3)), np.ones((1, 3)), np.array([[1.0, 0, 0, 0]]))
+    points_in_boxes(np.zeros((2, 3), np.float32), *box)
+    points_in_boxes(np.zeros((_CHUNK + 1, 3), np.float32), *box)

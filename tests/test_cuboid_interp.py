@@ -173,3 +173,19 @@ def test_bad_input_raises_value_error():
         interpolate_tracks([track], np.array([0.5]))
     with pytest.raises(ValueError, match="duplicate"):
         TrackTable.from_tracks([track, track])
+
+
+def test_rig_boxes_from_every_10th_keyframe_match_true_tracks(drive):
+    """Actor tracks subsampled to every 10th keyframe (1 s), interpolated every 10 ms."""
+    world = drive.world
+    sparse = [CuboidTrack(t.track_id, t.category, t.timestamps_ns[::10], t.centers[::10], t.sizes[::10],
+                          t.rotations[::10]) for t in drive.actor_tracks]
+    assert all(len(t) >= 2 for t in sparse)
+    times = np.arange(world.keyframe_times_ns[0], world.keyframe_times_ns[::10][-1] + 1, 10_000_000)
+    out = interpolate_tracks(sparse, times)
+    assert out.valid.all()
+    for j in range(world.n_actors):
+        center, yaw = world.actor_pose(j, times)
+        true = box_corners(center, np.broadcast_to(world.actor_size[j], center.shape), quat.from_yaw(yaw))
+        got = box_corners(out.centers[:, j], out.sizes[:, j], out.rotations[:, j])
+        assert np.max(np.linalg.norm(got - true, axis=-1)) < 0.05
