@@ -75,11 +75,21 @@ def vessel_pose_track(time_ns: np.ndarray, lat_deg: np.ndarray, lon_deg: np.ndar
     height = c["height_m"] - c["heave_m"] if "heave_m" in c else c["height_m"]
     lat, lon, height, _ = _geodetic_arrays(c["lat_deg"], c["lon_deg"], height)
     translation = geodetic_to_enu(lat, lon, height, origin)
-    ned_from_frd = quat.to_matrix(quat.from_euler_zyx(c["roll_deg"] * _DEG, c["pitch_deg"] * _DEG,
-                                                      c["heading_deg"] * _DEG))
-    ecef_from_local = np.transpose(np.stack([enu_rotation(a, b) for a, b in zip(lat, lon)]), (0, 2, 1))
-    world_from_ego = origin.enu_from_ecef @ ecef_from_local @ _ENU_FROM_NED @ ned_from_frd @ _FRD_FROM_FLU
+    world_from_ego = world_from_ego_rotation(lat, lon, c["roll_deg"], c["pitch_deg"], c["heading_deg"], origin)
     return PoseTrack(t[keep], quat.from_matrix(world_from_ego), translation)
+
+
+def world_from_ego_rotation(lat_deg: np.ndarray, lon_deg: np.ndarray, roll_deg: np.ndarray,
+                            pitch_deg: np.ndarray, heading_deg: np.ndarray, origin: Origin) -> np.ndarray:
+    """``(K, 3, 3)`` rotations taking ego vectors (x fwd, y left, z up) of a vessel at
+    ``(lat, lon)`` with Kongsberg attitude (degrees) into the world ENU axes at ``origin``:
+    ``world_from_ecef · ecef_from_local_enu · enu_from_ned · R_z(heading) R_y(pitch) R_x(roll) · frd_from_flu``.
+    """
+    ned_from_frd = quat.to_matrix(quat.from_euler_zyx(np.radians(roll_deg), np.radians(pitch_deg),
+                                                      np.radians(heading_deg)))
+    ecef_from_local = np.transpose(np.stack([enu_rotation(a, b) for a, b in
+                                             zip(np.atleast_1d(lat_deg), np.atleast_1d(lon_deg))]), (0, 2, 1))
+    return origin.enu_from_ecef @ ecef_from_local @ _ENU_FROM_NED @ ned_from_frd @ _FRD_FROM_FLU
 
 
 @pjit

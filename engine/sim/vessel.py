@@ -21,6 +21,7 @@ import numpy as np
 
 from engine import quaternion as quat
 from engine.geodesy import Origin, enu_rotation, enu_to_ecef, enu_to_geodetic
+from engine.georeference import world_from_ego_rotation
 
 HIT_NONE, HIT_SEABED, HIT_WRECK, HIT_PIPE = -1, 0, 1, 2
 REJECTED = 2  # Kongsberg detection type of a rejected sounding
@@ -65,9 +66,10 @@ class VesselRun:
 
     ``mrz``: keyword arrays for ``formats.kmall.MrzPings`` (per ping and per sounding).
     ``skm``: keyword arrays for ``formats.kmall.SkmSamples`` (attitude/position at ``skm_rate_hz``).
-    ``truth_hit (N, 3) float64``: world hit point of each sounding (NaN where nothing was hit);
-    ``truth_object (N,) int8``: ``HIT_*`` code. ``truth_world_from_ego``: ``(P, 4)`` quaternions
-    and ``(P, 3)`` translations of the reference point at the ping times.
+    ``truth_hit (N, 3) float64``: world hit point of each sounding (NaN where nothing was hit
+    or the sounding is reported rejected); ``truth_object (N,) int8``: ``HIT_*`` code.
+    ``truth_rotation (P, 4)`` / ``truth_translation (P, 3)``: ``world_from_ego`` of the
+    reference point at the ping times.
     ``fls_image (R, B) uint8``, ``fls_bearings_deg (B,)``, ``fls_range_resolution_m``,
     ``fls_ego_from_sonar`` (quaternion, translation), ``fls_truth_range_m (B,)``: nearest
     hit along each beam's centre ray (NaN for none), for the first ping.
@@ -165,11 +167,6 @@ def cast_rays(o: np.ndarray, d: np.ndarray, seabed: Seabed, wreck: Wreck, pipe: 
 # ---------------------------------------------------------------- the rig
 
 
-def _ned_from_frd(roll, pitch, heading) -> np.ndarray:
-    return quat.to_matrix(quat.from_euler_zyx(roll, pitch, heading))
-
-
-_ENU_FROM_NED = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, -1.0]])
 _FRD_FROM_FLU = np.diag([1.0, -1.0, -1.0])
 
 
@@ -230,10 +227,10 @@ def simulate_survey(seed: int = 0, num_pings: int = 20, beams: int = 128, ping_r
     rows = {k: [] for k in ("x_m", "y_m", "z_m", "beam_angle_deg", "two_way_travel_time_s", "detection_type")}
     hits, objects, q_truth = [], [], []
     for p in range(num_pings):
-        enu_from_frd = (_ENU_FROM_NED @ _ned_from_frd(roll[p], pitch[p], heading[p]))
-        world_from_local = origin.enu_from_ecef @ enu_rotation(lat[p], lon[p]).T  # local ENU axes → world
-        world_from_frd = world_from_local @ enu_from_frd
-        q_truth.append(quat.from_matrix(world_from_frd @ _FRD_FROM_FLU))
+        world_from_ego = world_from_ego_rotation(lat[p], lon[p], np.degrees(roll[p]), np.degrees(pitch[p]),
+                                                 np.degrees(heading[p]), origin)[0]
+        world_from_frd = world_from_ego @ _FRD_FROM_FLU
+        q_truth.append(quat.from_matrix(world_from_ego))
         o = pos[p] + world_from_frd @ lever
         d = fan_frd @ world_from_frd.T
         t, code = cast_rays(np.repeat(o[None], beams, 0), d, seabed, wreck, pipe, t_max=120.0)
@@ -271,20 +268,13 @@ def simulate_survey(seed: int = 0, num_pings: int = 20, beams: int = 128, ping_r
         quality_factor=np.full(n, 0.3), delta_latitude_deg=np.zeros(n), delta_longitude_deg=np.zeros(n),
         detection_method=np.ones(n), sounding_index=np.tile(np.arange(beams), num_pings), tx_sector=np.zeros(n),
     )
-    fls = _render_fls(pos[0], world_from_local_first(origin, lat[0], lon[0], roll[0], pitch[0], heading[0]),
-                      seabed, wreck, pipe, rng)
+    fls = _render_fls(pos[0], world_from_ego_rotation(lat[0], lon[0], np.degrees(roll[0]), np.degrees(pitch[0]),
+                                                      np.degrees(heading[0]), origin)[0], seabed, wreck, pipe, rng)
     return VesselRun(
         origin=origin, seabed=seabed, wreck=wreck, pipe=pipe, mrz=mrz, skm=skm,
         truth_hit=np.concatenate(hits), truth_object=np.concatenate(objects).astype(np.int8),
         truth_rotation=np.stack(q_truth), truth_translation=pos, **fls,
     )
-
-
-def world_from_local_first(origin: Origin, lat: float, lon: float, roll: float, pitch: float, heading: float
-                           ) -> np.ndarray:
-    """``world_from_ego`` rotation (3×3) of the vessel at one geodetic point and attitude."""
-    world_from_local = origin.enu_from_ecef @ enu_rotation(lat, lon).T
-    return world_from_local @ _ENU_FROM_NED @ _ned_from_frd(roll, pitch, heading) @ _FRD_FROM_FLU
 
 
 def _render_fls(ref_world: np.ndarray, world_from_ego: np.ndarray, seabed: Seabed, wreck: Wreck, pipe: Pipe,
