@@ -4,29 +4,105 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from server.simulate import write_road_log
+
+    if args.scenario != "road":
+        print(f"fathom simulate: scenario {args.scenario!r} cannot be written as a raw log yet", file=sys.stderr)
+        return 2
+    path = write_road_log(args.out, seed=args.seed, duration_s=args.duration, preset=args.preset,
+                          cameras=not args.no_cameras)
+    print(f"fathom simulate: wrote raw log {path}")
+    return 0
+
+
+def _cmd_prepare(args: argparse.Namespace) -> int:
+    from server.prepare import PrepareOptions, Progress, prepare
+    from formats.raw_log import read_log
+
+    options = PrepareOptions(colorize=not args.no_colorize)
+    out = Path(args.out)
+    status = 0
+    for log_dir in args.logs:
+        scene_dir = out if len(args.logs) == 1 else out / read_log(log_dir).log_id
+        n = len(read_log(log_dir).frames)
+        summary = prepare(log_dir, scene_dir, options=options, workers=args.workers, dask=args.dask,
+                          progress=Progress(n).update)
+        for line in summary.lines():
+            print(line)
+        status = status or (1 if summary.failed else 0)
+    return status
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from server.main import serve
+
+    serve(args.scenes_dir, host=args.host, port=args.port)
+    return 0
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    """Generate the built-in synthetic log, prepare it and serve it (as far as exists)."""
-    import engine
+    """Generate the built-in synthetic log, prepare it and serve it."""
+    from server.main import serve
+    from server.prepare import Progress, prepare
+    from server.simulate import write_road_log
 
-    engine.warmup()
-    print("fathom demo: engine kernels compiled.")
-    print(
-        "fathom demo: the synthetic rig, `fathom prepare` and `fathom serve` are not built yet "
-        "(issues 2, 8, 9); nothing more to run.",
-    )
+    work = Path(args.workdir)
+    log_dir, scenes = work / "log", work / "scenes"
+    if not (log_dir / "log.json").exists():
+        print(f"fathom demo: simulating a {args.duration:g} s drive into {log_dir}")
+        write_road_log(log_dir, seed=0, duration_s=args.duration, preset=args.preset)
+    scene_dir = scenes / "road-0"
+    from formats.raw_log import read_log
+
+    summary = prepare(log_dir, scene_dir, progress=Progress(len(read_log(log_dir).frames)).update)
+    for line in summary.lines():
+        print(line)
+    if args.no_serve:
+        return 1 if summary.failed else 0
+    serve(scenes, host=args.host, port=args.port)
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fathom", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+
     demo = sub.add_parser("demo", help="synthetic log → prepared scene → served on 127.0.0.1:8000")
-    demo.add_argument("--workdir", default="fathom-demo", help="where the demo log and scene go")
+    demo.add_argument("--workdir", default="fathom-demo", help="where the demo log and scenes go")
+    demo.add_argument("--duration", type=float, default=2.0, help="seconds of drive to simulate")
+    demo.add_argument("--preset", default="test", choices=["test", "road"],
+                      help="rig size: 'test' (small, fast) or 'road' (2 LiDARs ~170 k points, 6 × 1920×1080 cameras)")
     demo.add_argument("--host", default="127.0.0.1")
     demo.add_argument("--port", type=int, default=8000)
+    demo.add_argument("--no-serve", action="store_true", help="stop after preparing")
     demo.set_defaults(func=_cmd_demo)
+
+    sim = sub.add_parser("simulate", help="write a synthetic raw log")
+    sim.add_argument("--scenario", default="road", choices=["road", "harbor"])
+    sim.add_argument("--out", required=True, help="raw-log directory to write")
+    sim.add_argument("--seed", type=int, default=0)
+    sim.add_argument("--duration", type=float, default=2.0)
+    sim.add_argument("--preset", default="test", choices=["test", "road"])
+    sim.add_argument("--no-cameras", action="store_true")
+    sim.set_defaults(func=_cmd_simulate)
+
+    prep = sub.add_parser("prepare", help="raw log(s) → prepared scene(s)")
+    prep.add_argument("logs", nargs="+", help="raw-log directories")
+    prep.add_argument("--out", required=True, help="scene directory (one log) or parent directory (several)")
+    prep.add_argument("--workers", type=int, default=1, help="local worker processes")
+    prep.add_argument("--dask", default=None, help="dask scheduler address tcp://host:port, or 'local'")
+    prep.add_argument("--no-colorize", action="store_true")
+    prep.set_defaults(func=_cmd_prepare)
+
+    serve = sub.add_parser("serve", help="serve prepared scenes over HTTP")
+    serve.add_argument("scenes_dir")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.set_defaults(func=_cmd_serve)
     return parser
 
 

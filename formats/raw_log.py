@@ -1,0 +1,207 @@
+"""Fathom's raw-log layout: what ``fathom simulate`` writes and ``fathom prepare`` reads.
+
+One log is a directory::
+
+    LOG_DIR/
+      log.json              the manifest (below)
+      poses.csv             world_from_ego samples: timestamp_ns,tx,ty,tz,qw,qx,qy,qz (ENU, m)
+      lidar/NAME/NNNNNN.pcd one sweep per frame and LiDAR, in the sensor frame, with a
+                            per-point time_offset_ns column (any reader of formats.registry)
+      camera/NAME/NNNNNN.jpg one image per frame and camera
+
+``log.json``::
+
+    {"format": "fathom-log", "version": 1, "log_id": "road-0",
+     "origin": {"enu_offset_m": [e, n, u], "geodetic": [lat, lon, alt] | null},
+     "poses": {"kind": "table", "path": "poses.csv"},
+     "lidars": [{"name", "sensor_id", "ego_from_sensor": [qw qx qy qz tx ty tz], "format": "pcd"}],
+     "cameras": [CAMERA],                      # as formats.scene_store.camera_to_json
+     "frames": [{"timestamp_ns",
+                 "lidar": {NAME: "lidar/NAME/000000.pcd"},
+                 "images": {NAME: {"path": "camera/NAME/000000.jpg", "timestamp_ns"}}}]}
+
+Pose translations are in the log's ENU frame; the prepared scene subtracts
+``origin.enu_offset_m``. A sweep file's timestamp is the frame's ``timestamp_ns``; its points'
+firing times are ``timestamp_ns + time_offset_ns``. Paths are relative to LOG_DIR and may not
+leave it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from engine.camera import Camera
+from engine.pose_sources import from_pose_table
+from engine.pose_track import PoseTrack
+from engine.se3 import SE3
+from formats.errors import FormatError
+from formats.registry import READERS
+from formats.scene_store import SceneOrigin, _camera_from_json, _pose_from_json, camera_to_json, pose_to_json
+
+FORMAT = "fathom-log"
+VERSION = 1
+MANIFEST = "log.json"
+POSE_COLUMNS = "timestamp_ns,tx,ty,tz,qw,qx,qy,qz"
+
+
+@dataclass(frozen=True)
+class LogLidar:
+    """A LiDAR of the log: name, ``sensor_id`` (uint8), extrinsic, reader format name."""
+
+    name: str
+    sensor_id: int
+    ego_from_sensor: SE3
+    format: str
+
+
+@dataclass(frozen=True)
+class LogFrame:
+    """One frame: its timestamp, a sweep file per LiDAR, an image (path, time) per camera."""
+
+    timestamp_ns: int
+    lidar: Mapping[str, Path]
+    images: Mapping[str, tuple[Path, int]]
+
+
+@dataclass(frozen=True, eq=False)
+class RawLog:
+    """A parsed raw-log manifest (files are read on demand)."""
+
+    root: Path
+    log_id: str
+    origin: SceneOrigin
+    poses_path: Path
+    lidars: tuple[LogLidar, ...]
+    cameras: tuple[Camera, ...]
+    frames: tuple[LogFrame, ...]
+
+    def world_from_ego(self) -> PoseTrack:
+        """The ego pose track from ``poses.csv``, translations relative to the scene origin."""
+        path = self.poses_path
+        try:
+            header = path.open().readline().strip()
+        except OSError as exc:
+            raise FormatError(path, None, f"a readable pose table ({exc.strerror})") from None
+        if header != POSE_COLUMNS:
+            raise FormatError(path, 0, f"the header line {POSE_COLUMNS!r}, found {header[:80]!r}")
+        try:
+            rows = np.loadtxt(path, delimiter=",", skiprows=1, dtype=np.float64, ndmin=2)
+            stamps = np.loadtxt(path, delimiter=",", skiprows=1, usecols=0, dtype=np.int64, ndmin=1)
+        except ValueError as exc:
+            raise FormatError(path, None, f"8 numeric columns per row ({exc})") from None
+        if rows.shape[1:] != (8,) or len(rows) == 0:
+            raise FormatError(path, None, f"at least one row of 8 columns, got shape {rows.shape}")
+        table = rows[:, 1:].copy()
+        table[:, :3] -= np.asarray(self.origin.enu_offset_m)
+        try:
+            return from_pose_table(stamps, table)
+        except ValueError as exc:
+            raise FormatError(path, None, f"a valid pose table: {exc}") from None
+
+
+def _inside(root: Path, rel: Any, manifest: Path, what: str) -> Path:
+    if not isinstance(rel, str) or not rel:
+        raise FormatError(manifest, None, f"{what}: a relative path string, got {rel!r}")
+    full = (root / rel).resolve()
+    if not full.is_relative_to(root):
+        raise FormatError(manifest, None, f"{what}: a path inside the log directory, {rel!r} leaves it")
+    return full
+
+
+def read_log(log_dir: str | os.PathLike) -> RawLog:
+    """Parse and validate ``LOG_DIR/log.json``; ``FormatError`` names the offending field."""
+    root = Path(log_dir).resolve()
+    manifest = root / MANIFEST
+    try:
+        doc = json.loads(manifest.read_bytes())
+    except OSError as exc:
+        raise FormatError(manifest, None, f"a readable raw-log manifest ({exc.strerror})") from None
+    except json.JSONDecodeError as exc:
+        raise FormatError(manifest, exc.pos, f"valid JSON ({exc.msg})") from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT or doc.get("version") != VERSION:
+        raise FormatError(manifest, None, f'"format": "{FORMAT}" and "version": {VERSION}')
+    try:
+        origin_doc = doc.get("origin") or {}
+        origin = SceneOrigin(tuple(origin_doc.get("enu_offset_m", (0.0, 0.0, 0.0))),
+                             None if origin_doc.get("geodetic") is None else tuple(origin_doc["geodetic"]))
+        poses = doc["poses"]
+        if poses.get("kind") != "table":
+            raise FormatError(manifest, None, f'poses.kind "table", got {poses.get("kind")!r}')
+        poses_path = _inside(root, poses.get("path"), manifest, "poses.path")
+        lidars = []
+        for i, d in enumerate(doc.get("lidars", [])):
+            if d.get("format") not in READERS:
+                raise FormatError(manifest, None, f"lidars[{i}].format one of {sorted(READERS)}, got {d.get('format')!r}")
+            sid = d.get("sensor_id")
+            if not isinstance(sid, int) or not 0 <= sid < 256:
+                raise FormatError(manifest, None, f"lidars[{i}].sensor_id an integer in [0, 255], got {sid!r}")
+            lidars.append(LogLidar(str(d["name"]), sid, _pose_from_json(d.get("ego_from_sensor"), manifest,
+                                                                     f"lidars[{i}].ego_from_sensor"), d["format"]))
+        cameras = tuple(_camera_from_json(d, manifest) for d in doc.get("cameras", []))
+        lidar_names = {l.name for l in lidars}
+        camera_names = {c.name for c in cameras}
+        frames = []
+        for i, f in enumerate(doc.get("frames", [])):
+            ts = f.get("timestamp_ns")
+            if not isinstance(ts, int):
+                raise FormatError(manifest, None, f"frames[{i}].timestamp_ns an integer, got {ts!r}")
+            if set(f.get("lidar", {})) - lidar_names or set(f.get("images", {})) - camera_names:
+                raise FormatError(manifest, None, f"frames[{i}] to name only declared sensors")
+            lidar = {n: _inside(root, p, manifest, f"frames[{i}].lidar.{n}") for n, p in f.get("lidar", {}).items()}
+            images = {
+                n: (_inside(root, im.get("path"), manifest, f"frames[{i}].images.{n}"), int(im["timestamp_ns"]))
+                for n, im in f.get("images", {}).items()
+            }
+            frames.append(LogFrame(ts, lidar, images))
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        if isinstance(exc, FormatError):
+            raise
+        raise FormatError(manifest, None, f"a complete raw-log manifest ({type(exc).__name__}: {exc})") from None
+    stamps = [f.timestamp_ns for f in frames]
+    if any(b <= a for a, b in zip(stamps, stamps[1:])):
+        raise FormatError(manifest, None, "frames in strictly increasing timestamp_ns order")
+    return RawLog(root, str(doc.get("log_id", root.name)), origin, poses_path, tuple(lidars), cameras, tuple(frames))
+
+
+def write_log_manifest(
+    log_dir: str | os.PathLike,
+    *,
+    log_id: str,
+    origin: SceneOrigin,
+    lidars: list[LogLidar],
+    cameras: list[Camera],
+    frames: list[dict[str, Any]],
+) -> Path:
+    """Write ``log.json`` (paths in ``frames`` relative to ``log_dir``, as in the layout)."""
+    root = Path(log_dir)
+    doc = {
+        "format": FORMAT, "version": VERSION, "log_id": log_id,
+        "origin": {"enu_offset_m": list(origin.enu_offset_m),
+                   "geodetic": None if origin.geodetic is None else list(origin.geodetic)},
+        "poses": {"kind": "table", "path": "poses.csv"},
+        "lidars": [{"name": l.name, "sensor_id": l.sensor_id, "ego_from_sensor": pose_to_json(l.ego_from_sensor),
+                    "format": l.format} for l in lidars],
+        "cameras": [camera_to_json(c) for c in cameras],
+        "frames": frames,
+    }
+    path = root / MANIFEST
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(doc, indent=1))
+    os.replace(tmp, path)
+    return path
+
+
+def write_pose_table(log_dir: str | os.PathLike, track: PoseTrack) -> Path:
+    """Write ``poses.csv`` from a ``world_from_ego`` track (ENU, full float64 precision)."""
+    path = Path(log_dir) / "poses.csv"
+    rows = [POSE_COLUMNS]
+    for ts, t, q in zip(track.timestamps_ns, track.translation, track.rotation):
+        rows.append(",".join([str(int(ts)), *(repr(float(v)) for v in (*t, *q))]))
+    path.write_text("\n".join(rows) + "\n")
+    return path
