@@ -96,9 +96,9 @@ def _centroid_kernel(xyz, inverse, m, out, count):
             out[v, a] = acc[v, a] / count[v]
 
 
-@pjit
+@jit
 def _unpack_kernel(keys, base, out):
-    for v in prange(keys.shape[0]):
+    for v in range(keys.shape[0]):
         for a in range(3):
             out[v, a] = ((keys[v] >> (_BITS * a)) & _MASK) + base[a]
 
