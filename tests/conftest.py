@@ -38,7 +38,7 @@ def drive():
     sweeps in ``drive.sweeps[name][frame]``), three small cameras (render lazily with
     ``drive.render(name, time_ns)``), the true ``drive.world_from_ego`` pose track (1 kHz),
     ``drive.gnss`` (100 Hz), actor/static ``CuboidTrack``s and the object table. The ego
-    accelerates from 10 to 15 m/s and turns at up to 30°/s. Shared: do not mutate.
+    starts at 10 m/s, accelerates at 2.5 m/s² and turns at up to 30°/s. Shared: do not mutate.
     """
     from engine.sim.road import simulate_drive
 

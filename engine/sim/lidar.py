@@ -156,8 +156,9 @@ class Lidar:
 
 
 @pjit
-def _sweep_kernel(w, cand, ego_q, ego_t, mount_q, mount_t, start_ns, offsets, elevation, az_offset, n_beams,
+def _sweep_kernel(w, starts, items, ego_q, ego_t, mount_q, mount_t, start_ns, offsets, elevation, az_offset, n_beams,
                   az0, az_rate, t_max, out_range, out_id, out_cos, out_az, out_dir):
+    n_sectors = starts.shape[0] - 1
     for i in prange(offsets.shape[0]):
         b = i % n_beams
         az = az0 + az_rate * float(offsets[i]) + az_offset[b]
@@ -170,6 +171,11 @@ def _sweep_kernel(w, cand, ego_q, ego_t, mount_q, mount_t, start_ns, offsets, el
         qw, qx, qy, qz = ego_q[i, 0], ego_q[i, 1], ego_q[i, 2], ego_q[i, 3]
         ex, ey, ez = q_rotate(mount_q[0], mount_q[1], mount_q[2], mount_q[3], lx, ly, lz)
         dx, dy, dz = q_rotate(qw, qx, qy, qz, ex, ey, ez)
+        ray_az = math.atan2(dy, dx)
+        if ray_az < 0.0:
+            ray_az += 2.0 * math.pi
+        k = min(int(ray_az * n_sectors / (2.0 * math.pi)), n_sectors - 1)
+        cand = items[starts[k]:starts[k + 1]]
         ox, oy, oz = q_rotate(qw, qx, qy, qz, mount_t[0], mount_t[1], mount_t[2])
         t, oid, c = cast_ray(w, cand, cand.shape[0], ox + ego_t[i, 0], oy + ego_t[i, 1], oz + ego_t[i, 2],
                              dx, dy, dz, start_ns + offsets[i], 0.0, t_max)
@@ -205,7 +211,7 @@ def simulate_sweep(
     mount = lidar.ego_from_lidar
     samples = np.linspace(0, len(abs_times) - 1, 11).astype(np.int64)
     sensor_pos = (poses[samples] @ mount).translation.reshape(-1, 3)
-    cand = world.candidates(sensor_pos, int(abs_times[0]), int(abs_times[-1]), pat.max_range_m)
+    starts, items = world.sector_candidates(sensor_pos, int(abs_times[0]), int(abs_times[-1]), pat.max_range_m)
     n = len(offsets)
     out_range = np.empty(n)
     out_id = np.empty(n, np.int32)
@@ -214,7 +220,7 @@ def simulate_sweep(
     out_dir = np.empty((n, 3))
     spin = -1.0 if pat.clockwise else 1.0
     _sweep_kernel(
-        world.packed, cand, np.ascontiguousarray(poses.rotation), np.ascontiguousarray(poses.translation),
+        world.packed, starts, items, np.ascontiguousarray(poses.rotation), np.ascontiguousarray(poses.translation),
         np.ascontiguousarray(mount.rotation), np.ascontiguousarray(mount.translation), int(start_ns), offsets,
         pat.elevation_rad, pat.azimuth_offset_rad, pat.n_beams, pat.start_azimuth_rad,
         spin * _TWO_PI / pat.sweep_period_ns, pat.max_range_m,

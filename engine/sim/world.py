@@ -214,24 +214,48 @@ class World:
     def packed(self) -> _Packed:
         return self._packed  # type: ignore[attr-defined]
 
-    def candidates(self, positions: np.ndarray, t0_ns: int, t1_ns: int, reach_m: float) -> np.ndarray:
-        """Indices (static first, then actors; object id − 1) ``(C,) int64`` of boxes that may
-        lie within ``reach_m`` of a sensor sampled at ``positions`` ``(P, 3)`` evenly over
-        ``[t0_ns, t1_ns]`` (consecutive samples at most one sensor-step apart)."""
+    def sector_candidates(self, positions: np.ndarray, t0_ns: int, t1_ns: int, reach_m: float,
+                          n_sectors: int = 720) -> tuple[np.ndarray, np.ndarray]:
+        """Boxes each world-azimuth sector of rays may hit, for a sensor moving through
+        ``positions`` ``(P, 3)`` (sampled evenly over ``[t0_ns, t1_ns]``) and rays up to ``reach_m``.
+
+        Sector ``k`` covers ray azimuths ``[k, k + 1) · 2π / n_sectors`` (``atan2(dy, dx)``
+        wrapped to ``[0, 2π)``); its candidates are ``items[starts[k]:starts[k + 1]]``, box
+        indices (object id − 1) sorted by distance from the sensor. Conservative: a box whose
+        bounding sphere (widened by the sensor's and the actor's motion) can meet a ray is listed.
+        Returns ``(starts (n_sectors + 1,) int64, items (M,) int64)``.
+        """
         p = np.asarray(positions, dtype=np.float64).reshape(-1, 3)
-        step = float(np.max(np.linalg.norm(np.diff(p, axis=0), axis=1))) if len(p) > 1 else 0.0
+        mid = p[len(p) // 2]
         pk = self.packed
-        keep = []
-        if self.n_static:
-            d = np.linalg.norm(self.static_center[:, None, :] - p[None], axis=2).min(axis=1)
-            keep.append(np.flatnonzero(d <= reach_m + pk.radius[: self.n_static] + step))
-        if self.n_actors:
-            ts = np.linspace(t0_ns, t1_ns, len(p)).astype(np.int64)
-            dt_s = (t1_ns - t0_ns) * 1e-9 / max(len(p) - 1, 1)
-            d = np.array([np.linalg.norm(self.actor_pose(j, ts)[0] - p, axis=1).min() for j in range(self.n_actors)])
-            slack = pk.radius[self.n_static :] + step + pk.a_speed * dt_s
-            keep.append(self.n_static + np.flatnonzero(d <= reach_m + slack))
-        return np.ascontiguousarray(np.concatenate(keep) if keep else np.zeros(0, np.int64), dtype=np.int64)
+        t_mid = (int(t0_ns) + int(t1_ns)) // 2
+        centers = [self.static_center] + [self.actor_pose(j, np.array([t_mid]))[0] for j in range(self.n_actors)]
+        c = np.vstack(centers).reshape(-1, 3)
+        half_window_s = 0.5 * (int(t1_ns) - int(t0_ns)) * 1e-9
+        step = float(np.max(np.linalg.norm(np.diff(p, axis=0), axis=1))) if len(p) > 1 else 0.0
+        spread = float(np.max(np.linalg.norm(p - mid, axis=1))) + step
+        slack = pk.radius + spread + np.concatenate([np.zeros(self.n_static), pk.a_speed * half_window_s])
+        dist = np.linalg.norm(c - mid, axis=1)
+        order = np.argsort(dist, kind="stable")
+        order = order[dist[order] <= reach_m + slack[order]]
+        dh = np.linalg.norm((c - mid)[:, :2], axis=1)
+        az = np.arctan2(c[:, 1] - mid[1], c[:, 0] - mid[0])
+        width = 2 * np.pi / n_sectors
+        members: list[list[int]] = [[] for _ in range(n_sectors)]
+        for i in order:
+            if dh[i] <= slack[i] * 1.000001:
+                sectors = range(n_sectors)
+            else:
+                hw = np.arcsin(slack[i] / dh[i])
+                k0 = int(np.floor((az[i] - hw) / width))
+                k1 = int(np.floor((az[i] + hw) / width))
+                sectors = (k % n_sectors for k in range(k0 - 1, k1 + 2)) if k1 - k0 + 3 < n_sectors else range(n_sectors)
+            for k in sectors:
+                members[k].append(int(i))
+        starts = np.zeros(n_sectors + 1, np.int64)
+        starts[1:] = np.cumsum([len(m) for m in members])
+        items = np.array([i for m in members for i in m], dtype=np.int64)
+        return starts, items
 
 
 # ---------------------------------------------------------------- numba ray caster
