@@ -128,7 +128,10 @@ def calibration_from_dict(doc: object, path: str = "<dict>") -> VelodyneCalibrat
                 cols[f][i] = float(laser.get(f, 0.0))
             cols["min_intensity"][i] = np.floor(float(laser.get("min_intensity", 0)))
             cols["max_intensity"][i] = np.floor(float(laser.get("max_intensity", 255)))
-            two[i] = bool(laser.get("two_pt_correction_available", False))
+            # ROS defaults the flag to false; velodyne_decoder applies the correction whenever
+            # per-axis distance corrections are given, and so do we when the flag is absent
+            two[i] = bool(laser.get("two_pt_correction_available",
+                                    cols["dist_correction_x"][i] != 0 or cols["dist_correction_y"][i] != 0))
         except (KeyError, TypeError, ValueError) as exc:
             raise FormatError(path, None, f"lasers[{k}] with laser_id, rot_correction, vert_correction ({exc})") from exc
         seen[i] = True
@@ -192,7 +195,7 @@ def calibration_from_hdl64e_status(status_type: np.ndarray, status_value: np.nda
                     dist_correction_y=v[:, 4] * 0.001, vert_offset_correction=v[:, 5] * 0.001,
                     horiz_offset_correction=v[:, 6] * 0.001, focal_distance=v[:, 7] * 0.001,
                     focal_slope=v[:, 8] * 0.1, min_intensity=raw["lo"], max_intensity=raw["hi"],
-                    distance_resolution_m=0.002,
+                    two_pt_correction=np.ones(64, bool), distance_resolution_m=0.002,
                 )
                 return cal, ("S3" if is_s3 else "S2")
         start = data.find(b"UNIT#", start + 1)
