@@ -6,9 +6,10 @@ For point ``p_i`` (sensor frame) fired at ``t_i`` and camera ``c`` exposed at ``
     p_cam   = camera_from_ego_c · world_from_ego(t_c)⁻¹ · p_world
     (u, v)  = lens_c(p_cam)
 
-This is the chain of :mod:`engine.motion` with the camera appended; the fused kernel
-inlines the same helpers (``q_rotate``, ``pose_at``, ``lens_project``), so each point's
-world position is computed once and reused for every camera.
+This is the chain of :mod:`engine.motion` with the camera appended; the kernels inline the
+same helpers (``q_rotate``, ``pose_at``, ``lens_project``). Each point's world position is
+computed once (one parallel pass), then one parallel pass per camera transforms, projects
+and tests it.
 
 Rolling shutter: row ``r`` of a rolling-shutter camera is exposed at
 ``t_c + r · row_readout_ns`` (row 0 at the image timestamp). The row a point lands on
@@ -58,19 +59,13 @@ class Projection:
 
 
 @pjit
-def _project_kernel(
-    xyz, times, world_frame, ext_q, ext_t, ts, q, t, mode,
-    models, params, cw_q, cw_t, ce_q, ce_t, cam_time, row_ns, sizes, n_iter,
-    uv, depth, in_image,
-):
-    q1, theta, inv_sin = interval_table(q)
-    n_cam = models.shape[0]
+def _world_kernel(xyz, times, world_frame, ext_q, ext_t, ts, q, t, q1, theta, inv_sin, mode, out):
+    """out[i] = world_from_ego(times[i]) · ego_from_sensor · xyz[i] (or xyz[i] if world)."""
     for i in prange(xyz.shape[0]):
         px = float(xyz[i, 0])
         py = float(xyz[i, 1])
         pz = float(xyz[i, 2])
         if not world_frame:
-            # sensor → ego → world at the point's own time
             px, py, pz = q_rotate(ext_q[0], ext_q[1], ext_q[2], ext_q[3], px, py, pz)
             px += ext_t[0]
             py += ext_t[1]
@@ -80,39 +75,48 @@ def _project_kernel(
             px += tx
             py += ty
             pz += tz
-        for c in range(n_cam):
-            p = params[c]
-            # world → camera at the exposure time (row 0 for a rolling shutter)
-            cx, cy, cz = q_rotate(cw_q[c, 0], cw_q[c, 1], cw_q[c, 2], cw_q[c, 3], px, py, pz)
-            cx += cw_t[c, 0]
-            cy += cw_t[c, 1]
-            cz += cw_t[c, 2]
-            u, v, ok = lens_project(models[c], p, cx, cy, cz)
-            if ok and row_ns[c] > 0.0:
-                last_row = float(sizes[c, 1] - 1)
-                for _ in range(n_iter):
-                    r = min(max(v, 0.0), last_row)
-                    tq = cam_time[c] + np.int64(round(r * row_ns[c]))
-                    w, x, y, z, tx, ty, tz = pose_at(ts, q, t, q1, theta, inv_sin, tq, mode)
-                    ex, ey, ez = q_rotate(w, -x, -y, -z, px - tx, py - ty, pz - tz)
-                    cx, cy, cz = q_rotate(ce_q[c, 0], ce_q[c, 1], ce_q[c, 2], ce_q[c, 3], ex, ey, ez)
-                    cx += ce_t[c, 0]
-                    cy += ce_t[c, 1]
-                    cz += ce_t[c, 2]
-                    u, v, ok = lens_project(models[c], p, cx, cy, cz)
-                    if not ok:
-                        break
-            depth[c, i] = cz
-            if ok:
-                uv[c, i, 0] = u
-                uv[c, i, 1] = v
-                in_image[c, i] = (
-                    u >= -0.5 and u < sizes[c, 0] - 0.5 and v >= -0.5 and v < sizes[c, 1] - 0.5
-                )
-            else:
-                uv[c, i, 0] = np.nan
-                uv[c, i, 1] = np.nan
-                in_image[c, i] = False
+        out[i, 0] = px
+        out[i, 1] = py
+        out[i, 2] = pz
+
+
+@pjit
+def _camera_kernel(world, ts, q, t, q1, theta, inv_sin, mode, model, p, cw_q, cw_t, ce_q, ce_t,
+                   cam_time, row_ns, width, height, n_iter, uv, depth, in_image):
+    """Project world points into one camera (rolling shutter: fixed-point row time)."""
+    last_row = float(height - 1)
+    for i in prange(world.shape[0]):
+        px = world[i, 0]
+        py = world[i, 1]
+        pz = world[i, 2]
+        # world → camera at the exposure time (row 0 for a rolling shutter)
+        cx, cy, cz = q_rotate(cw_q[0], cw_q[1], cw_q[2], cw_q[3], px, py, pz)
+        cx += cw_t[0]
+        cy += cw_t[1]
+        cz += cw_t[2]
+        u, v, ok = lens_project(model, p, cx, cy, cz)
+        if ok and row_ns > 0.0:
+            for _ in range(n_iter):
+                r = min(max(v, 0.0), last_row)
+                tq = cam_time + np.int64(round(r * row_ns))
+                w, x, y, z, tx, ty, tz = pose_at(ts, q, t, q1, theta, inv_sin, tq, mode)
+                ex, ey, ez = q_rotate(w, -x, -y, -z, px - tx, py - ty, pz - tz)
+                cx, cy, cz = q_rotate(ce_q[0], ce_q[1], ce_q[2], ce_q[3], ex, ey, ez)
+                cx += ce_t[0]
+                cy += ce_t[1]
+                cz += ce_t[2]
+                u, v, ok = lens_project(model, p, cx, cy, cz)
+                if not ok:
+                    break
+        depth[i] = cz
+        if ok:
+            uv[i, 0] = u
+            uv[i, 1] = v
+            in_image[i] = u >= -0.5 and u < width - 0.5 and v >= -0.5 and v < height - 0.5
+        else:
+            uv[i, 0] = np.nan
+            uv[i, 1] = np.nan
+            in_image[i] = False
 
 
 def _identity_track() -> PoseTrack:
@@ -210,23 +214,28 @@ def project_points(
         camera_from_world = camera_from_ego @ ego_poses.inverse()
     else:
         camera_from_ego = camera_from_world = SE3.identity(0)
-    models = np.array([c.model_code for c in cameras], np.int64)
-    params = np.ascontiguousarray(np.stack([c.params for c in cameras]) if n_cam else np.zeros((0, 16)))
     row_ns = np.array([float(c.row_readout_ns) if c.shutter == "rolling" else 0.0 for c in cameras])
     sizes = np.array([[c.intrinsics.width, c.intrinsics.height] for c in cameras], np.int64).reshape(n_cam, 2)
 
     uv = np.empty((n_cam, n, 2))
     depth = np.empty((n_cam, n), np.float32)
     in_image = np.empty((n_cam, n), np.bool_)
-    _project_kernel(
+    mode = EXTRAPOLATION_CODES[extrapolate]
+    q1, theta, inv_sin = interval_table(track.rotation)
+    world = np.empty((n, 3))
+    _world_kernel(
         p, np.ascontiguousarray(times), frame == "world", ext.rotation, ext.translation,
-        track.timestamps_ns, track.rotation, track.translation, EXTRAPOLATION_CODES[extrapolate],
-        models, params,
-        np.ascontiguousarray(camera_from_world.rotation), np.ascontiguousarray(camera_from_world.translation),
-        np.ascontiguousarray(camera_from_ego.rotation), np.ascontiguousarray(camera_from_ego.translation),
-        cam_times, row_ns, sizes, int(rolling_iterations),
-        uv, depth, in_image,
+        track.timestamps_ns, track.rotation, track.translation, q1, theta, inv_sin, mode, world,
     )
+    cw_q, cw_t = np.ascontiguousarray(camera_from_world.rotation), np.ascontiguousarray(camera_from_world.translation)
+    ce_q, ce_t = np.ascontiguousarray(camera_from_ego.rotation), np.ascontiguousarray(camera_from_ego.translation)
+    for c, cam in enumerate(cameras):
+        _camera_kernel(
+            world, track.timestamps_ns, track.rotation, track.translation, q1, theta, inv_sin, mode,
+            cam.model_code, cam.params, cw_q[c], cw_t[c], ce_q[c], ce_t[c], int(cam_times[c]),
+            float(row_ns[c]), int(sizes[c, 0]), int(sizes[c, 1]), int(rolling_iterations),
+            uv[c], depth[c], in_image[c],
+        )
     return Projection(uv=uv, depth=depth, in_image=in_image, image_sizes=sizes)
 
 

@@ -1,0 +1,135 @@
+"""170 k points into six 1920×1080 Brown-Conrady cameras with a z-buffer, transform included.
+
+Fathom (``project_points`` + ``zbuffer``) against a vectorised NumPy implementation (goal
+≥ 5×) and against six ``cv2.projectPoints`` calls plus the same NumPy z-buffer (goal
+≥ 30×). All three do the same work: ego → camera transform, near plane, distortion,
+in-image test, a radius-1 splatted depth buffer and the nearest-surface test.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from engine import quaternion as quat
+from engine.camera import Camera, CameraIntrinsics
+from engine.projection import project_points
+from engine.se3 import SE3
+from engine.zbuffer import zbuffer
+
+N_POINTS = 170_000
+W, H = 1920, 1080
+RADIUS = 1
+TOL_M, TOL_REL = 0.1, 0.02
+_DISC = [(du, dv) for dv in range(-RADIUS, RADIUS + 1) for du in range(-RADIUS, RADIUS + 1) if du * du + dv * dv <= RADIUS**2]
+
+
+@pytest.fixture(scope="module")
+def scene():
+    rng = np.random.default_rng(0)
+    az = rng.uniform(-np.pi, np.pi, N_POINTS)
+    rng_m = rng.uniform(2.0, 80.0, N_POINTS)
+    xyz = np.column_stack([rng_m * np.cos(az), rng_m * np.sin(az), rng.uniform(-2.0, 3.0, N_POINTS)]).astype(np.float32)
+    intr = CameraIntrinsics(W, H, 1266.0, 1266.0, 959.5, 539.5, model="brown_conrady",
+                            distortion=(-0.12, 0.03, 2e-4, -3e-4, -0.002))
+    axes = quat.from_euler_zyx(-np.pi / 2, 0.0, -np.pi / 2)
+    cams = [
+        Camera(f"cam{k}", intr, SE3(quat.multiply(quat.from_yaw(np.deg2rad(yaw)), axes), [1.5, 0.0, 1.6]))
+        for k, yaw in enumerate((0, 55, -55, 110, -110, 180))
+    ]
+    return xyz, cams
+
+
+def _extrinsics(cam):
+    cfe = cam.ego_from_camera.inverse()
+    return quat.to_matrix(cfe.rotation), cfe.translation
+
+
+def _numpy_zbuffer(uv, depth, ok):
+    """Depth image by np.minimum.at over the splat disc, then the nearest-surface test."""
+    pu = np.round(uv[ok, 0]).astype(np.int64)
+    pv = np.round(uv[ok, 1]).astype(np.int64)
+    d = depth[ok].astype(np.float32)
+    img = np.full(H * W, np.inf, np.float32)
+    for du, dv in _DISC:
+        x, y = pu + du, pv + dv
+        keep = (x >= 0) & (x < W) & (y >= 0) & (y < H)
+        np.minimum.at(img, y[keep] * W + x[keep], d[keep])
+    visible = np.zeros(len(depth), bool)
+    visible[ok] = d - img[pv * W + pu] <= TOL_M + TOL_REL * d
+    return visible, img
+
+
+def numpy_pipeline(xyz, cams):
+    p = xyz.astype(np.float64)
+    out = []
+    for cam in cams:
+        r, t = _extrinsics(cam)
+        pc = p @ r.T + t
+        z = pc[:, 2]
+        front = z > cam.near_m
+        zs = np.where(front, z, 1.0)
+        x, y = pc[:, 0] / zs, pc[:, 1] / zs
+        k1, k2, p1, p2, k3 = cam.intrinsics.distortion
+        r2 = x * x + y * y
+        front &= r2 <= cam.params[13]
+        rad = 1 + r2 * (k1 + r2 * (k2 + r2 * k3))
+        xd = x * rad + 2 * p1 * x * y + p2 * (r2 + 2 * x * x)
+        yd = y * rad + p1 * (r2 + 2 * y * y) + 2 * p2 * x * y
+        uv = np.column_stack([cam.intrinsics.fx * xd + cam.intrinsics.cx, cam.intrinsics.fy * yd + cam.intrinsics.cy])
+        ok = front & (uv[:, 0] >= -0.5) & (uv[:, 0] < W - 0.5) & (uv[:, 1] >= -0.5) & (uv[:, 1] < H - 0.5)
+        out.append(_numpy_zbuffer(uv, z, ok))
+    return out
+
+
+def opencv_pipeline(xyz, cams):
+    p = xyz.astype(np.float64)
+    out = []
+    for cam in cams:
+        r, t = _extrinsics(cam)
+        rvec, _ = cv2.Rodrigues(r)
+        uv, _ = cv2.projectPoints(p, rvec, t, cam.intrinsics.K, np.array(cam.intrinsics.distortion))
+        uv = uv.reshape(-1, 2)
+        z = p @ r[2] + t[2]
+        ok = (z > cam.near_m) & (uv[:, 0] >= -0.5) & (uv[:, 0] < W - 0.5) & (uv[:, 1] >= -0.5) & (uv[:, 1] < H - 0.5)
+        out.append(_numpy_zbuffer(uv, z, ok))
+    return out
+
+
+def fathom_pipeline(xyz, cams):
+    proj = project_points(xyz, cams)
+    return proj, zbuffer(proj, radius_px=RADIUS, tolerance_m=TOL_M, tolerance_rel=TOL_REL)
+
+
+def test_fathom_project_zbuffer(benchmark, scene):
+    xyz, cams = scene
+    benchmark.group = "projection_170k_6cams_numpy"
+    benchmark.extra_info.update(role="fathom", goal=5, items=N_POINTS * len(cams), unit="point-cameras")
+    proj, occ = benchmark(fathom_pipeline, xyz, cams)
+    ref = numpy_pipeline(xyz, cams)
+    for c, (vis, img) in enumerate(ref):
+        assert abs(int(occ.visible[c].sum()) - int(vis.sum())) <= 5
+    assert occ.visible.sum() > 0.2 * N_POINTS
+
+
+def test_numpy_project_zbuffer(benchmark, scene):
+    xyz, cams = scene
+    benchmark.group = "projection_170k_6cams_numpy"
+    benchmark.extra_info.update(role="peer")
+    benchmark.pedantic(numpy_pipeline, args=(xyz, cams), rounds=5, iterations=1, warmup_rounds=1)
+
+
+def test_fathom_project_zbuffer_vs_opencv(benchmark, scene):
+    xyz, cams = scene
+    benchmark.group = "projection_170k_6cams_opencv"
+    benchmark.extra_info.update(role="fathom", goal=30, items=N_POINTS * len(cams), unit="point-cameras")
+    benchmark(fathom_pipeline, xyz, cams)
+
+
+def test_opencv_project_zbuffer(benchmark, scene):
+    xyz, cams = scene
+    benchmark.group = "projection_170k_6cams_opencv"
+    benchmark.extra_info.update(role="peer")
+    out = benchmark.pedantic(opencv_pipeline, args=(xyz, cams), rounds=5, iterations=1, warmup_rounds=1)
+    assert sum(int(v.sum()) for v, _ in out) > 0.2 * N_POINTS
