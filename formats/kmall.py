@@ -37,7 +37,6 @@ PathLike = str | os.PathLike
 _HEADER = struct.Struct("<I4sBBHII")  # numBytesDgm, dgmType, dgmVersion, systemID, echoSounderID, sec, nanosec
 _TYPE_RE = re.compile(rb"#[A-Z]{3}")
 _MIN_DGM = _HEADER.size + 4  # header + trailing length
-DECODED_TYPES = ("#MRZ", "#SKM", "#SPO", "#IIP")
 DETECTION_REJECTED = 2
 
 # #MRZ sub-structs: minimum sizes (version 0) and the offsets of the fields read.
@@ -370,7 +369,7 @@ def _time_ns(sec: int, nanosec: int) -> int:
 class _MrzCollector:
     def __init__(self) -> None:
         self.ping_rows: list[tuple] = []
-        self.sounding_views: list[np.ndarray] = []
+        self.sounding_blocks: list[np.ndarray] = []  # (count, numBytesPerSounding) uint8 views
 
     def add(self, buf, o: int, n: int, path) -> None:
         end = o + n - 4
@@ -398,7 +397,8 @@ class _MrzCollector:
             raise FormatError(path, r + 6, f"#MRZ numBytesPerSounding >= {_SOUNDING_MIN}, found {per_sounding}")
         s = r + nbytes_rx + n_classes * per_class
         need(s, count * per_sounding, f"{count} #MRZ soundings of {per_sounding} bytes")
-        self.sounding_views.append(np.frombuffer(buf, _sounding_dtype(max(per_sounding, _SOUNDING_MIN)), count, s))
+        self.sounding_blocks.append(np.frombuffer(buf, np.uint8, count * per_sounding, s).reshape(count, -1)
+                                    if count else np.zeros((0, _SOUNDING_MIN), np.uint8))
         self.ping_rows.append((
             _time_ns(sec, nsec), cmn[1], cmn[3], info["heading_deg"], info["sound_speed_m_s"],
             info["tx_transducer_depth_m"], info["z_water_level_m"], info["latitude_deg"],
@@ -412,14 +412,14 @@ class _MrzCollector:
         start = np.zeros(len(rows) + 1, np.int64)
         np.cumsum(counts, out=start[1:])
         total = int(start[-1])
-        sounding = {}
-        for name, dt, _ in _SOUNDING_FIELDS:
-            if name == "si_num_samples":
-                continue
-            out = np.empty(total, dtype=np.dtype(dt).newbyteorder("="))
-            for v, a, b in zip(self.sounding_views, start[:-1], start[1:]):
-                out[a:b] = v[name]
-            sounding[name] = out
+        # one contiguous (N, 120) copy of the known sounding bytes (a memcpy per ping), then
+        # one strided read per column over all soundings
+        blob = np.empty((total, _SOUNDING_MIN), np.uint8)
+        for v, a, b in zip(self.sounding_blocks, start[:-1], start[1:]):
+            blob[a:b] = v[:, :_SOUNDING_MIN]
+        rec = blob.view(_sounding_dtype(_SOUNDING_MIN)).reshape(total)
+        sounding = {name: rec[name].astype(np.dtype(dt).newbyteorder("="))
+                    for name, dt, _ in _SOUNDING_FIELDS if name != "si_num_samples"}
         return MrzPings(
             time_ns=np.asarray(cols[0], np.int64), ping_counter=cols[1], rx_fan_index=cols[2],
             heading_deg=cols[3], sound_speed_m_s=cols[4], tx_transducer_depth_m=cols[5],
@@ -604,16 +604,16 @@ def read_kmall_world(source: PathLike | bytes | KmallLog, origin: Origin, vertic
     reference point's ellipsoid height from the ping. Rejected detections are dropped
     unless ``include_rejected`` (then ``extra["detection_type"] == 2`` flags them).
     """
+    if vertical not in ("waterline", "ellipsoid"):
+        raise ValueError(f"vertical must be 'waterline' or 'ellipsoid', got {vertical!r}")
     log = source if isinstance(source, KmallLog) else read_kmall(source)
     p = log.pings
-    world = soundings_to_world(
-        p.latitude_deg, p.longitude_deg, p.heading_deg,
-        np.full(p.num_pings, origin.alt_m) if vertical == "waterline" else p.ellipsoid_height_m,
-        p.z_water_level_m if vertical == "waterline" else np.zeros(p.num_pings),
-        p.sounding_start, p.x_m, p.y_m, p.z_m, origin,
-    ) if vertical in ("waterline", "ellipsoid") else None
-    if world is None:
-        raise ValueError(f"vertical must be 'waterline' or 'ellipsoid', got {vertical!r}")
+    if vertical == "waterline":
+        base, z_offset = np.full(p.num_pings, origin.alt_m), p.z_water_level_m
+    else:
+        base, z_offset = p.ellipsoid_height_m, np.zeros(p.num_pings)
+    world = soundings_to_world(p.latitude_deg, p.longitude_deg, p.heading_deg, base, z_offset,
+                               p.sounding_start, p.x_m, p.y_m, p.z_m, origin)
     ping = p.ping_of_sounding
     t0 = int(p.time_ns[0]) if p.num_pings else 0
     keep = slice(None) if include_rejected else p.detection_type != DETECTION_REJECTED
@@ -726,5 +726,5 @@ def write_kmall(target: PathLike | BinaryIO, pings: MrzPings, attitude: SkmSampl
 
 __all__ = [
     "KmallLog", "MrzPings", "SkmSamples", "SpoSamples", "read_kmall", "read_kmall_world", "write_kmall",
-    "index_datagrams", "parse_install_text", "DECODED_TYPES",
+    "index_datagrams", "parse_install_text",
 ]

@@ -110,12 +110,12 @@ def test_real_file_georeferencing_matches_vendor_deltas(real):
 
 def test_matches_pykmall(real):
     kmall = pytest.importorskip("KMALL.kmall")
-    path, _, log = real
+    path, data, log = real
+    offsets = [o for o, _, t in _walk(data) if t == b"#MRZ"]
     k = kmall.kmall(str(path))
-    k.index_file()
-    offsets = k.Index[k.Index["MessageType"] == "b'#MRZ'"]["ByteOffset"].to_numpy()
+    k.OpenFiletoRead()
     p = log.pings
-    k.FID.seek(int(offsets[2]))
+    k.FID.seek(offsets[2])
     dg = k.read_EMdgmMRZ()
     sl = slice(p.sounding_start[2], p.sounding_start[3])
     np.testing.assert_array_equal(p.z_m[sl], np.float32(dg["sounding"]["z_reRefPoint_m"]))
