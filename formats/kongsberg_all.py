@@ -103,7 +103,7 @@ def _epoch_ns(date: int, ms: int) -> int:
 
 def _byte_order(buf: bytes, path) -> str:
     for order in "<>":
-        if len(buf) >= 4 + _HEAD_LEN - 4:
+        if len(buf) >= _HEAD_LEN + _TAIL_LEN:
             n = struct.unpack_from(order + "I", buf, 0)[0]
             if 16 <= n <= len(buf) - 4 and buf[4] == STX and buf[4 + n - _TAIL_LEN] == ETX:
                 return order
