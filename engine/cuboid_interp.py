@@ -29,8 +29,8 @@ import numpy as np
 
 from engine._jit import pjit, prange
 from engine.cuboid import CuboidTrack
-from engine.pose_track import PoseTrack
-from engine.quaternion import q_mul, q_rotate, q_slerp
+from engine.pose_track import PoseTrack, interval_table, pose_at
+from engine.quaternion import q_mul, q_rotate
 from engine.se3 import SE3
 
 Extrapolation = Literal["none", "hold", "constant_velocity"]
@@ -43,12 +43,15 @@ _EXTRAPOLATION = {"none": 0, "hold": 1, "constant_velocity": 2}
 @pjit
 def _interpolate_kernel(offsets, ts, centers, sizes, rots, stationary, times, mode,
                         out_c, out_s, out_q, valid):
+    # per keyframe interval: far quaternion on the near hemisphere, angle, 1/sin (rows that
+    # straddle two tracks are never used)
+    q1, theta, inv_sin = interval_table(rots)
     nan = math.nan
-    for n in prange(offsets.shape[0] - 1):
-        a = offsets[n]
-        b = offsets[n + 1]
-        for i in range(times.shape[0]):
-            tq = times[i]
+    for i in prange(times.shape[0]):  # one frame per iteration: contiguous writes
+        tq = times[i]
+        for n in range(offsets.shape[0] - 1):
+            a = offsets[n]
+            b = offsets[n + 1]
             # which keyframe to copy (hold), or -1 to interpolate, or -2 for "no box"
             copy = -1
             if stationary[n]:
@@ -86,19 +89,21 @@ def _interpolate_kernel(offsets, ts, centers, sizes, rots, stationary, times, mo
                 else:
                     hi = mid
             k = lo
-            u = float(tq - ts[k]) / float(ts[k + 1] - ts[k])  # exact int64 difference
-            us = min(max(u, 0.0), 1.0)  # sizes are held, never extrapolated
-            for c in range(3):
-                out_c[i, n, c] = centers[k, c] + u * (centers[k + 1, c] - centers[k, c])
-                out_s[i, n, c] = sizes[k, c] + us * (sizes[k + 1, c] - sizes[k, c])
-            w, x, y, z = q_slerp(
-                rots[k, 0], rots[k, 1], rots[k, 2], rots[k, 3],
-                rots[k + 1, 0], rots[k + 1, 1], rots[k + 1, 2], rots[k + 1, 3], u,
+            # centre linear, rotation slerp (extended past the ends for constant velocity)
+            w, x, y, z, cx, cy, cz = pose_at(
+                ts[k:k + 2], rots[k:k + 2], centers[k:k + 2], q1[k:k + 1], theta[k:k + 1], inv_sin[k:k + 1], tq, 2
             )
             out_q[i, n, 0] = w
             out_q[i, n, 1] = x
             out_q[i, n, 2] = y
             out_q[i, n, 3] = z
+            out_c[i, n, 0] = cx
+            out_c[i, n, 1] = cy
+            out_c[i, n, 2] = cz
+            # sizes are held past the ends, never extrapolated
+            u = min(max(float(tq - ts[k]) / float(ts[k + 1] - ts[k]), 0.0), 1.0)
+            for c in range(3):
+                out_s[i, n, c] = sizes[k, c] + u * (sizes[k + 1, c] - sizes[k, c])
 
 
 @pjit

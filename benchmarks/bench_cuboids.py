@@ -1,0 +1,119 @@
+"""Cuboid tracks: interpolation vs scale_sensor_fusion_io, points-in-boxes vs open3d.
+
+- ``cuboid_interp_1000x200``: 1,000 tracks (20 keyframes each) at 200 frame times (10 Hz),
+  Fathom's :func:`interpolate_tracks` (``"hold"``) vs a loop of ``CuboidPath.interpolate``
+  (its default ``fill_value="nearest"`` also holds), goal ≥ 100×. Both sides build their
+  track containers (``TrackTable`` / ``CuboidPath`` DataFrames) before timing.
+- ``points_in_100_boxes_170k``: one 170 k-point sweep, 100 rotated boxes; Fathom's
+  :func:`points_in_boxes` vs a loop over open3d ``OrientedBoundingBox.
+  get_point_indices_within_bounding_box`` (inclusive bounds, like Fathom's), goal ≥ 5×.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from engine import quaternion as quat
+from engine.cuboid import CuboidTrack
+from engine.cuboid_interp import TrackTable, interpolate_tracks
+from engine.points_in_boxes import points_in_boxes
+
+N_TRACKS, N_KEYS, N_FRAMES = 1000, 20, 200
+N_POINTS, N_BOXES = 170_000, 100
+T0_NS = 1_700_000_000_000_000_000
+
+
+@pytest.fixture(scope="module")
+def tracks():
+    rng = np.random.default_rng(17)
+    key_ns = T0_NS + np.arange(N_KEYS, dtype=np.int64) * 1_000_000_000  # 1 Hz keyframes over 20 s
+    out = []
+    for n in range(N_TRACKS):
+        centers = np.cumsum(rng.normal(0, 1, (N_KEYS, 3)), axis=0) + rng.uniform(-100, 100, 3)
+        yaw = np.cumsum(rng.normal(0, 0.2, N_KEYS))
+        out.append(CuboidTrack(f"t{n}", "car", key_ns, centers, np.tile(rng.uniform(1, 5, 3), (N_KEYS, 1)),
+                               quat.from_yaw(yaw)))
+    frames_ns = T0_NS + np.arange(N_FRAMES, dtype=np.int64) * 100_000_000  # 10 Hz
+    return out, frames_ns
+
+
+def test_fathom_interpolate_tracks(benchmark, tracks):
+    items, frames_ns = tracks
+    table = TrackTable.from_tracks(items)
+    benchmark.group = "cuboid_interp_1000x200"
+    benchmark.extra_info.update(role="fathom", goal=100, items=N_TRACKS * N_FRAMES, unit="boxes")
+    out = benchmark(interpolate_tracks, table, frames_ns, "hold")
+    assert out.valid.all() and out.centers.shape == (N_FRAMES, N_TRACKS, 3)
+
+
+def test_sfio_cuboid_path_interpolate(benchmark, tracks):
+    from scale_sensor_fusion_io.models import CuboidPath
+
+    from formats.sfs_cuboids import cuboids_to_sfs_values
+
+    items, frames_ns = tracks
+    frames_us = frames_ns // 1000
+    paths = []
+    for t in items:
+        v = cuboids_to_sfs_values(t.centers, t.sizes, t.rotations)  # dx dy dz px py pz roll pitch yaw
+        # the model's columns: x y z yaw pitch roll dx dy dz (as model_converters.sfs reorders)
+        paths.append(CuboidPath(np.hstack([v[:, 3:6], v[:, 8:5:-1], v[:, 0:3]]), index=t.timestamps_ns // 1000))
+    benchmark.group = "cuboid_interp_1000x200"
+    benchmark.extra_info.update(role="peer")
+
+    def run():
+        return [p.interpolate(frames_us) for p in paths]
+
+    out = benchmark.pedantic(run, rounds=3, iterations=1, warmup_rounds=1)
+    assert len(out) == N_TRACKS and out[0].shape == (N_FRAMES, 9)
+
+
+@pytest.fixture(scope="module")
+def sweep_and_boxes():
+    rng = np.random.default_rng(23)
+    centers = np.column_stack([rng.uniform(-60, 60, (N_BOXES, 2)), rng.uniform(0.7, 1.0, N_BOXES)])
+    sizes = np.column_stack([rng.uniform(3.5, 5.5, N_BOXES), rng.uniform(1.6, 2.1, N_BOXES),
+                             rng.uniform(1.4, 2.0, N_BOXES)])
+    rotations = quat.from_yaw(rng.uniform(-np.pi, np.pi, N_BOXES))
+    # a sweep-like cloud: ground out to 80 m, a third of the points on and around the boxes
+    r = 80 * np.sqrt(rng.uniform(0, 1, N_POINTS))
+    a = rng.uniform(0, 2 * np.pi, N_POINTS)
+    xyz = np.column_stack([r * np.cos(a), r * np.sin(a), rng.normal(0, 0.05, N_POINTS)])
+    k = N_POINTS // 3
+    pick = rng.integers(0, N_BOXES, k)
+    local = rng.uniform(-0.6, 0.6, (k, 3)) * sizes[pick]
+    xyz[:k] = quat.rotate(rotations[pick], local) + centers[pick]
+    return xyz.astype(np.float32), centers, sizes, rotations
+
+
+def test_fathom_points_in_boxes(benchmark, sweep_and_boxes):
+    xyz, centers, sizes, rotations = sweep_and_boxes
+    benchmark.group = "points_in_100_boxes_170k"
+    benchmark.extra_info.update(role="fathom", goal=5, items=N_POINTS, unit="points")
+    labels, counts = benchmark(points_in_boxes, xyz, centers, sizes, rotations)
+    assert counts.sum() > N_POINTS // 5
+
+
+def test_open3d_obb_loop(benchmark, sweep_and_boxes):
+    import open3d as o3d
+
+    xyz, centers, sizes, rotations = sweep_and_boxes
+    boxes = [o3d.geometry.OrientedBoundingBox(c, r, s) for c, r, s in zip(centers, quat.to_matrix(rotations), sizes)]
+    points = o3d.utility.Vector3dVector(xyz.astype(np.float64))
+    benchmark.group = "points_in_100_boxes_170k"
+    benchmark.extra_info.update(role="peer")
+
+    def run():
+        labels = np.full(len(xyz), -1, np.int32)
+        counts = np.zeros(len(boxes), np.int64)
+        for b, box in enumerate(boxes):
+            idx = box.get_point_indices_within_bounding_box(points)
+            labels[idx] = b
+            counts[b] = len(idx)
+        return labels, counts
+
+    labels, counts = benchmark(run)
+    fathom_labels, fathom_counts = points_in_boxes(xyz, centers, sizes, rotations)
+    # boxes do not overlap much here: the same points are inside
+    assert np.array_equal(labels >= 0, fathom_labels >= 0)
