@@ -26,6 +26,7 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(8 << 20, gt=0, description="request bodies above this get 413")
     cache_bytes: int = Field(256 << 20, ge=0, description="LRU of serialised frame payloads")
     gzip_level: int = Field(1, ge=1, le=9, description="gzip level when a client accepts gzip")
+    warmup: bool = Field(True, description="compile the engine kernels at start-up (off only for quick test servers)")
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
 

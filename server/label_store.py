@@ -52,14 +52,26 @@ class LabelStore:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
+        self._conn: sqlite3.Connection | None = None
+        with self._lock:
+            self._db.executescript(_SCHEMA)
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        """The connection (opened on first use and again after :meth:`close`); hold the lock."""
+        if self._conn is None:
+            conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            self._conn = conn
+        return self._conn
 
     def close(self) -> None:
+        """Close the connection (the app's shutdown); a later call reopens it."""
         with self._lock:
-            self._db.close()
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
 
     def _read(self, scene_id: str) -> tuple[int, dict[str, Any]]:
         row = self._db.execute("SELECT revision, body FROM documents WHERE scene_id = ?", (scene_id,)).fetchone()

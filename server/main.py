@@ -45,9 +45,10 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        import engine
+        if settings.warmup:
+            import engine
 
-        engine.warmup()
+            engine.warmup()
         yield
         state.labels.close()
 

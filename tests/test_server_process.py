@@ -1,0 +1,151 @@
+"""A real uvicorn process on 127.0.0.1: concurrent writers lose no update, kill -9 loses no
+acknowledged write."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.server_scene import TOKENS, car_track, write_scene
+
+ROOT = Path(__file__).resolve().parents[1]
+A = {"Authorization": "Bearer annotator-token-1"}
+
+
+class Server:
+    """``uvicorn --factory server.main:app_from_env`` on a socket bound here (no port race)."""
+
+    def __init__(self, scenes: Path, db: Path):
+        self.scenes, self.db = scenes, db
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> str:
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        env = dict(os.environ, FATHOM_SCENES_DIR=str(self.scenes), FATHOM_LABEL_DB=str(self.db),
+                   FATHOM_TOKENS=json.dumps(TOKENS), FATHOM_WARMUP="false")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "--factory", "server.main:app_from_env", "--fd", str(sock.fileno()),
+             "--log-level", "warning"],
+            cwd=ROOT, env=env, pass_fds=(sock.fileno(),),
+        )
+        sock.close()
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                    return url
+            except httpx.TransportError:
+                time.sleep(0.1)
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}")
+        raise RuntimeError("server did not start")
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture()
+def server(tmp_path):
+    write_scene(tmp_path / "scenes")
+    srv = Server(tmp_path / "scenes", tmp_path / "labels.sqlite3")
+    yield srv
+    srv.stop()
+
+
+def _track(name: str) -> dict:
+    return dict(car_track(), id=name)
+
+
+def test_concurrent_read_modify_write_loses_no_update(server):
+    url = server.start()
+    n_threads, per_thread = 8, 4
+    errors: list[str] = []
+    conflicts = [0]
+
+    def writer(k: int) -> None:
+        with httpx.Client(base_url=url, headers=A, timeout=30) as c:
+            for j in range(per_thread):
+                while True:
+                    r = c.get("/v1/scenes/demo/labels", headers={"Accept-Encoding": "identity"})
+                    doc = r.json()
+                    tracks = doc["tracks"] + [_track(f"w{k}-{j}")]
+                    w = c.put("/v1/scenes/demo/labels", json={"tracks": tracks}, headers={"If-Match": r.headers["etag"]})
+                    if w.status_code == 200:
+                        break
+                    if w.status_code != 412:
+                        errors.append(f"{w.status_code} {w.text}")
+                        return
+                    conflicts[0] += 1
+
+    threads = [threading.Thread(target=writer, args=(k,)) for k in range(n_threads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    doc = httpx.get(url + "/v1/scenes/demo/labels", headers=A).json()
+    ids = sorted(t["id"] for t in doc["tracks"])
+    assert ids == sorted(f"w{k}-{j}" for k in range(n_threads) for j in range(per_thread))
+    assert doc["revision"] == n_threads * per_thread
+    assert conflicts[0] > 0  # the writers did collide, and the revisions resolved it
+
+
+def test_kill_9_loses_no_acknowledged_write(server):
+    url = server.start()
+    acked: list[tuple[int, str]] = []
+    stop = threading.Event()
+
+    def writer() -> None:
+        with httpx.Client(base_url=url, headers=A, timeout=10) as c:
+            i = 0
+            while not stop.is_set():
+                try:
+                    r = c.patch("/v1/scenes/demo/labels", json={"upsert": [_track(f"t{i}")]}, headers={"If-Match": "*"})
+                except httpx.TransportError:
+                    return  # the server died mid-request: not acknowledged
+                if r.status_code == 200:
+                    acked.append((r.json()["revision"], f"t{i}"))
+                i += 1
+
+    threads = [threading.Thread(target=writer) for _ in range(3)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 30
+    while len(acked) < 30 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    server.kill()  # SIGKILL while the writers are still sending
+    stop.set()
+    for t in threads:
+        t.join()
+    assert len(acked) >= 30
+    url = server.start()
+    doc = httpx.get(url + "/v1/scenes/demo/labels", headers=A).json()
+    present = {t["id"] for t in doc["tracks"]}
+    assert {name for _, name in acked} <= present
+    assert doc["revision"] >= max(rev for rev, _ in acked)
+    history = httpx.get(url + "/v1/scenes/demo/labels/history?limit=1000",
+                        headers={"Authorization": "Bearer admin-token-1"}).json()
+    assert [h["revision"] for h in history] == list(range(1, doc["revision"] + 1))
