@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine._jit import jit, pjit, prange
+from engine._jit import jit
 from formats.errors import FormatError
 
 GLOBAL_HEADER_SIZE = 24
@@ -156,10 +156,10 @@ def _index_records(buf, big, nano, link):
     return n, off, length, ts, port, status, rec_off
 
 
-@pjit
+@jit
 def _gather(buf, offsets, width):
     out = np.empty((offsets.shape[0], width), np.uint8)
-    for i in prange(offsets.shape[0]):
+    for i in range(offsets.shape[0]):
         o = offsets[i]
         for j in range(width):
             out[i, j] = buf[o + j]

@@ -26,6 +26,9 @@ the firing's delay after the block's first firing (so the two sequences of a VLP
 the staggered firings within a sequence get their own azimuths). ``quantize_azimuth=True``
 rounds it to the 0.01° encoder step as ROS velodyne_pointcloud and velodyne_decoder do.
 
+Kernels are serial: per packet the work is a few hundred points, and on the shared 2-core
+machine a parallel (prange) version measured 5x slower than this one on a 178 k-point capture.
+
 Sweeps: a new sweep starts at the first block group (the blocks sharing one firing time:
 1 block, 2 in dual mode, 2 or 4 for HDL-64E) whose encoder azimuth has crossed
 ``cut_angle_deg``. The first and last sweep of a file are usually partial.
@@ -39,7 +42,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine._jit import jit, pjit, prange
+from engine._jit import jit
 from engine.sweep import Sweep
 from formats.errors import FormatError
 from formats.pcap import read_udp_payloads, udp_pcap_bytes
@@ -219,12 +222,12 @@ def _range_m(raw, laser, res, cal):
     return raw * res + cal[laser, 4]
 
 
-@pjit
+@jit
 def _count(buf, offsets, modes, kind, res, cal, min_r, max_r):
     """``(P, 12) int64`` points per block group (unused groups 0)."""
     p = offsets.shape[0]
     counts = np.zeros((p, BLOCKS), np.int64)
-    for k in prange(p):
+    for k in range(p):
         mode = modes[k]
         if mode < 0:
             continue
@@ -245,12 +248,12 @@ def _count(buf, offsets, modes, kind, res, cal, min_r, max_r):
     return counts
 
 
-@pjit
+@jit
 def _decode(buf, offsets, modes, packet_ns, starts, kind, timing, res, cal, ring, min_r, max_r,
             quantize, xyz, intensity, rings, time_ns, rindex):
     """Fill the point columns from ``starts`` ``(P, 12)`` (first point of each block group)."""
     deg = math.pi / 18000.0
-    for k in prange(offsets.shape[0]):
+    for k in range(offsets.shape[0]):
         mode = modes[k]
         if mode < 0:
             continue
