@@ -6,6 +6,9 @@ Each comparison is one pytest-benchmark *group*. Every benchmark in it sets
 ``extra_info["unit"]``/``extra_info["items"]`` for a throughput (items per call). At the end
 of the run a table prints, per group, the medians, the ratio peer/fathom and whether the
 goal is met. Medians exclude compilation: kernels are warmed before timing.
+
+A measurement with no peer (e.g. real-time factor) sets ``extra_info["summary"]`` to a
+callable taking the median seconds and returning the line to print.
 """
 
 from __future__ import annotations
@@ -49,10 +52,18 @@ def _rows(config) -> list[tuple]:
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
     rows = _rows(config)
-    if not rows:
+    session = getattr(config, "_benchmarksession", None)
+    extra = [
+        f"{b.group or b.name}: {b.extra_info['summary'](b.stats.median)}"
+        for b in (session.benchmarks if session else [])
+        if callable(b.extra_info.get("summary")) and getattr(b, "stats", None)
+    ]
+    if not rows and not extra:
         return
     tr = terminalreporter
     tr.section("Fathom vs peer (medians, same run)")
+    for line in extra:
+        tr.write_line(line)
     for group, fname, fm, pname, pm, ratio, goal, rate in rows:
         line = f"{group}: fathom {fm * 1e3:.3f} ms"
         if pm is not None:
