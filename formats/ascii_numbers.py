@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine._jit import jit
+from engine._jit import inline, jit
 from formats.errors import FormatError
 
 FLOAT, INT, UINT, PACKED_RGB, SKIP, SKIP_LIST = 0, 1, 2, 3, 4, 5
@@ -29,77 +29,82 @@ _POW10 = np.array([10.0**k for k in range(23)], dtype=np.float64)
 _TWO53 = 1 << 53
 
 
-@jit
-def _is_space(c: np.uint8) -> bool:
-    return c == 32 or c == 9 or c == 10 or c == 13 or c == 11 or c == 12
+@inline
+def _at_end(buf: np.ndarray, i: int, n: int) -> bool:
+    """True where a token must end: end of data, a blank (space, tab, CR, VT, FF) or a newline."""
+    if i >= n:
+        return True
+    ch = buf[i]
+    return ch == 32 or ch == 9 or ch == 13 or ch == 10 or ch == 11 or ch == 12
 
 
-@jit
-def _skip_blank(buf: np.ndarray, pos: int, stop_at_newline: bool) -> int:
-    n = buf.shape[0]
+@inline
+def _skip(buf: np.ndarray, pos: int, n: int, stop_at_newline: bool) -> int:
+    """Skip blanks, and newlines unless ``stop_at_newline``."""
     while pos < n:
-        c = buf[pos]
-        if c == 10 and stop_at_newline:
-            return pos
-        if not _is_space(c):
-            return pos
+        ch = buf[pos]
+        if ch == 32 or ch == 9 or ch == 13 or ch == 11 or ch == 12 or (ch == 10 and not stop_at_newline):
+            pos += 1
+        else:
+            break
+    return pos
+
+
+@inline
+def _token_end(buf: np.ndarray, pos: int, n: int) -> int:
+    while pos < n:
+        ch = buf[pos]
+        if ch == 32 or ch == 9 or ch == 13 or ch == 10 or ch == 11 or ch == 12:
+            break
         pos += 1
     return pos
 
 
-@jit
-def _token_end(buf: np.ndarray, pos: int) -> int:
-    n = buf.shape[0]
-    while pos < n and not _is_space(buf[pos]):
-        pos += 1
-    return pos
+@inline
+def _special(buf: np.ndarray, i: int, end: int, neg: bool) -> tuple[int, float]:
+    """``nan``, ``inf`` or ``infinity`` in any case at ``buf[i:end]``: (0 ok | 1 not a number, value)."""
+    rest = end - i
+    if rest == 3 and (buf[i] | 32) == 110 and (buf[i + 1] | 32) == 97 and (buf[i + 2] | 32) == 110:
+        return 0, np.nan
+    if (rest == 3 or rest == 8) and (buf[i] | 32) == 105 and (buf[i + 1] | 32) == 110 and (buf[i + 2] | 32) == 102:
+        if rest == 3 or (
+            (buf[i + 3] | 32) == 105 and (buf[i + 4] | 32) == 110 and (buf[i + 5] | 32) == 105
+            and (buf[i + 6] | 32) == 116 and (buf[i + 7] | 32) == 121
+        ):  # fmt: skip
+            return 0, -np.inf if neg else np.inf
+    return 1, 0.0
 
 
-@jit
-def _lower(c: np.uint8) -> int:
-    return np.int64(c) | 32
-
-
-@jit
-def _parse_float(buf: np.ndarray, start: int, end: int) -> tuple[int, float]:
-    """Returns (0 ok | 1 not a number | 2 valid but outside the fast path, value)."""
-    i = start
+@inline
+def _scan_float(buf: np.ndarray, pos: int, n: int) -> tuple[int, float, int]:
+    """One pass over a decimal token: (0 ok | 1 not a number | 2 valid, outside the fast path; value; end)."""
+    i = pos
     neg = False
     if buf[i] == 45 or buf[i] == 43:  # - +
         neg = buf[i] == 45
         i += 1
-    # nan / inf / infinity, any case
-    rest = end - i
-    if rest == 3 and _lower(buf[i]) == 110 and _lower(buf[i + 1]) == 97 and _lower(buf[i + 2]) == 110:
-        return 0, np.nan
-    if (rest == 3 or rest == 8) and _lower(buf[i]) == 105 and _lower(buf[i + 1]) == 110 and _lower(buf[i + 2]) == 102:
-        if rest == 3 or (
-            _lower(buf[i + 3]) == 105
-            and _lower(buf[i + 4]) == 110
-            and _lower(buf[i + 5]) == 105
-            and _lower(buf[i + 6]) == 116
-            and _lower(buf[i + 7]) == 121
-        ):
-            return 0, -np.inf if neg else np.inf
-        return 1, 0.0
     mant = np.uint64(0)
     n_sig = 0
     n_digits = 0
     exp10 = 0
-    while i < end and buf[i] >= 48 and buf[i] <= 57:
-        d = buf[i] - 48
+    while i < n:
+        d = np.int64(buf[i]) - 48
+        if d < 0 or d > 9:
+            break
         n_digits += 1
         if n_sig > 0 or d != 0:
             if n_sig < 19:
                 mant = mant * np.uint64(10) + np.uint64(d)
             else:
-                exp10 += 1  # digit beyond 19 significant ones: inexact, slow path below
+                exp10 += 1  # digits beyond 19 significant ones: inexact, slow path below
             n_sig += 1
         i += 1
-    if i < end and buf[i] == 46:  # .
+    if i < n and buf[i] == 46:  # .
         i += 1
-        while i < end and buf[i] >= 48 and buf[i] <= 57:
-            d = buf[i] - 48
+        while i < n:
+            d = np.int64(buf[i]) - 48
+            if d < 0 or d > 9:
+                break
             n_digits += 1
             if n_sig > 0 or d != 0:
                 if n_sig < 19:
@@ -110,51 +115,59 @@ def _parse_float(buf: np.ndarray, start: int, end: int) -> tuple[int, float]:
                 exp10 -= 1
             i += 1
     if n_digits == 0:
-        return 1, 0.0
-    if i < end and (buf[i] == 101 or buf[i] == 69):  # e E
+        end = _token_end(buf, i, n)
+        st, v = _special(buf, i, end, neg)
+        return st, v, end
+    if i < n and (buf[i] == 101 or buf[i] == 69):  # e E
         i += 1
         eneg = False
-        if i < end and (buf[i] == 45 or buf[i] == 43):
+        if i < n and (buf[i] == 45 or buf[i] == 43):
             eneg = buf[i] == 45
             i += 1
-        if i >= end:
-            return 1, 0.0
         e = 0
-        while i < end and buf[i] >= 48 and buf[i] <= 57:
+        n_exp = 0
+        while i < n:
+            d = np.int64(buf[i]) - 48
+            if d < 0 or d > 9:
+                break
             if e < 100000:
-                e = e * 10 + (buf[i] - 48)
+                e = e * 10 + d
+            n_exp += 1
             i += 1
+        if n_exp == 0:
+            return 1, 0.0, i
         exp10 += -e if eneg else e
-    if i != end:
-        return 1, 0.0
+    if not _at_end(buf, i, n):
+        return 1, 0.0, i
     if mant == 0:
-        return 0, -0.0 if neg else 0.0
+        return 0, -0.0 if neg else 0.0, i
     if n_sig > 19 or mant > np.uint64(_TWO53) or exp10 > 22 or exp10 < -22:
-        return 2, 0.0
+        return 2, 0.0, i
     v = np.float64(mant)
     if exp10 >= 0:
         v = v * _POW10[exp10]
     else:
         v = v / _POW10[-exp10]
-    return 0, -v if neg else v
+    return 0, -v if neg else v, i
 
 
-@jit
-def _parse_uint(buf: np.ndarray, start: int, end: int) -> tuple[int, np.uint64]:
-    """Returns (0 ok | 1 not an integer | 5 overflow, value) for digits only."""
-    if start >= end:
-        return 1, np.uint64(0)
+@inline
+def _scan_uint(buf: np.ndarray, pos: int, n: int) -> tuple[int, np.uint64, int]:
+    """Digits only: (0 ok | 1 not an integer | 5 overflow, value, end)."""
     v = np.uint64(0)
     limit = np.uint64(1844674407370955161)  # (2**64 - 1) // 10
-    for i in range(start, end):
-        c = buf[i]
-        if c < 48 or c > 57:
-            return 1, np.uint64(0)
-        d = np.uint64(c - 48)
-        if v > limit or (v == limit and d > np.uint64(5)):
-            return 5, np.uint64(0)
-        v = v * np.uint64(10) + d
-    return 0, v
+    i = pos
+    while i < n:
+        d = np.int64(buf[i]) - 48
+        if d < 0 or d > 9:
+            break
+        if v > limit or (v == limit and d > 5):
+            return 5, np.uint64(0), i
+        v = v * np.uint64(10) + np.uint64(d)
+        i += 1
+    if i == pos or not _at_end(buf, i, n):
+        return 1, np.uint64(0), i
+    return 0, v, i
 
 
 @jit
@@ -183,22 +196,28 @@ def _parse_table(
     n_slow = 0
     for r in range(n_rows):
         for c in range(n_cols):
-            pos = _skip_blank(buf, pos, line_rows and c > 0)
+            # the blank skip written out here (not _skip): this loop is the hot path
+            stop = line_rows and c > 0
+            while pos < n:
+                ch = buf[pos]
+                if ch == 32 or ch == 9 or ch == 13 or ch == 11 or ch == 12 or (ch == 10 and not stop):
+                    pos += 1
+                else:
+                    break
             if pos >= n:
                 return _EOF, pos, r, c, n_slow
             if buf[pos] == 10:
                 return _SHORT_ROW, pos, r, c, n_slow
-            end = _token_end(buf, pos)
             kind = kinds[c]
             oc = out_col[c]
             if kind == FLOAT or kind == PACKED_RGB:
                 if kind == PACKED_RGB:
-                    st, u = _parse_uint(buf, pos, end)
+                    st, u, end = _scan_uint(buf, pos, n)
                     if st == 0 and u <= np.uint64(0xFFFFFFFF):
                         out_i[r, oc] = np.int64(u)
                         pos = end
                         continue
-                st, v = _parse_float(buf, pos, end)
+                st, v, end = _scan_float(buf, pos, n)
                 if st == 1:
                     return _BAD_TOKEN, pos, r, c, n_slow
                 if st == 2:
@@ -217,7 +236,7 @@ def _parse_table(
                 sign = 1 if (neg or buf[pos] == 43) else 0
                 if neg and kind == UINT:
                     return _BAD_TOKEN, pos, r, c, n_slow
-                st, u = _parse_uint(buf, pos + sign, end)
+                st, u, end = _scan_uint(buf, pos + sign, n)
                 if st == 1:
                     return _BAD_TOKEN, pos, r, c, n_slow
                 if st == 5 or (kind == INT and u > (np.uint64(1) << np.uint64(63)) - np.uint64(0 if neg else 1)):
@@ -227,27 +246,25 @@ def _parse_table(
                 else:
                     out_i[r, oc] = np.int64(u)
             elif kind == SKIP:
-                pass
+                end = _token_end(buf, pos, n)
             else:  # SKIP_LIST
-                st, u = _parse_uint(buf, pos, end)
+                st, u, end = _scan_uint(buf, pos, n)
                 if st != 0:
                     return _BAD_TOKEN, pos, r, c, n_slow
-                pos = end
                 for _ in range(np.int64(u)):
-                    pos = _skip_blank(buf, pos, line_rows)
-                    if pos >= n:
-                        return _EOF, pos, r, c, n_slow
-                    if buf[pos] == 10:
-                        return _SHORT_ROW, pos, r, c, n_slow
-                    pos = _token_end(buf, pos)
-                end = pos
+                    end = _skip(buf, end, n, line_rows)
+                    if end >= n:
+                        return _EOF, end, r, c, n_slow
+                    if buf[end] == 10:
+                        return _SHORT_ROW, end, r, c, n_slow
+                    end = _token_end(buf, end, n)
             pos = end
         if line_rows:
-            pos = _skip_blank(buf, pos, True)
+            pos = _skip(buf, pos, n, True)
             if pos < n and buf[pos] != 10:
                 return _LONG_ROW, pos, r, n_cols, n_slow
     if check_end:
-        pos = _skip_blank(buf, pos, False)
+        pos = _skip(buf, pos, n, False)
         if pos < n:
             return _TRAILING, pos, n_rows, 0, n_slow
     return _OK, pos, n_rows, 0, n_slow

@@ -37,18 +37,20 @@ _MAX_REF = (1 << 8) + (1 << 3)
 def _decompress(src: np.ndarray, dst: np.ndarray) -> tuple[int, int, int]:
     """Decode ``src`` (uint8) into ``dst`` (uint8, exact expected size).
 
-    Returns ``(status, input offset, output offset)``; status ``OK`` means ``dst`` is exactly filled.
+    Returns ``(status, input offset, output offset)``; status ``OK`` means ``dst`` is exactly
+    filled. Offsets are unsigned so that numba emits no negative-index wraparound code.
     """
-    ip = 0
-    op = 0
-    n_in = src.shape[0]
-    n_out = dst.shape[0]
+    one = np.uint64(1)
+    ip = np.uint64(0)
+    op = np.uint64(0)
+    n_in = np.uint64(src.shape[0])
+    n_out = np.uint64(dst.shape[0])
     while ip < n_in:
         start = ip
-        ctrl = np.int64(src[ip])
-        ip += 1
-        if ctrl < 32:
-            run = ctrl + 1
+        ctrl = np.uint64(src[ip])
+        ip += one
+        if ctrl < np.uint64(32):
+            run = ctrl + one
             if ip + run > n_in:
                 return TRUNCATED_INPUT, start, op
             if op + run > n_out:
@@ -58,21 +60,22 @@ def _decompress(src: np.ndarray, dst: np.ndarray) -> tuple[int, int, int]:
             ip += run
             op += run
         else:
-            length = ctrl >> 5
-            if length == 7:
+            length = ctrl >> np.uint64(5)
+            if length == np.uint64(7):
                 if ip >= n_in:
                     return TRUNCATED_INPUT, start, op
-                length += np.int64(src[ip])
-                ip += 1
+                length += np.uint64(src[ip])
+                ip += one
             if ip >= n_in:
                 return TRUNCATED_INPUT, start, op
-            ref = op - ((ctrl & 0x1F) << 8) - np.int64(src[ip]) - 1
-            ip += 1
-            length += 2
-            if ref < 0:
+            back = ((ctrl & np.uint64(0x1F)) << np.uint64(8)) + np.uint64(src[ip]) + one
+            ip += one
+            length += np.uint64(2)
+            if back > op:
                 return BAD_REFERENCE, start, op
             if op + length > n_out:
                 return OUTPUT_OVERFLOW, start, op
+            ref = op - back
             for k in range(length):  # byte by byte: the reference may overlap the output
                 dst[op + k] = dst[ref + k]
             op += length

@@ -174,20 +174,11 @@ def _columns_binary(path: str, hdr: PcdHeader, data: bytes) -> dict[str, np.ndar
         raise FormatError(path, len(data), f"{n} points x {row} bytes = {n * row} bytes of binary data, found {have}")
     cols: dict[str, np.ndarray] = {}
     offset = 0
-    offsets = {}
     for name, dt, c in zip(hdr.fields, hdr.dtypes(), hdr.counts):
         if name != _PAD:
             shape = (n, c) if c > 1 else (n,)
             cols[name] = np.empty(shape, dt) if n == 0 else np.ndarray(shape, dt, data, hdr.data_offset + offset, (row, dt.itemsize) if c > 1 else (row,))
-            offsets[name] = (offset, dt, c)
         offset += dt.itemsize * c
-    # x y z adjacent float32: one strided (N, 3) view, one copy
-    if n and all(k in offsets for k in "xyz"):
-        (ox, dx, cx), (oy, dy, cy), (oz, dz, cz) = offsets["x"], offsets["y"], offsets["z"]
-        if dx == dy == dz == np.dtype("<f4") and cx == cy == cz == 1 and oy == ox + 4 and oz == ox + 8:
-            cols["xyz"] = np.ndarray((n, 3), dx, data, hdr.data_offset + ox, (row, 4))
-            for k in "xyz":
-                del cols[k]
     return cols
 
 

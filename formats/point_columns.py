@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from engine._jit import jit
 from engine.sweep import Sweep
 from formats.errors import FormatError
 
@@ -50,9 +51,26 @@ def pack_rgb(rgb: np.ndarray) -> np.ndarray:
     return out
 
 
+@jit
+def _interleave3(x: np.ndarray, y: np.ndarray, z: np.ndarray, out: np.ndarray) -> None:
+    """``out[i] = (x[i], y[i], z[i])``; inputs float32 of any stride (e.g. views of file rows)."""
+    for i in range(out.shape[0]):
+        out[i, 0] = x[i]
+        out[i, 1] = y[i]
+        out[i, 2] = z[i]
+
+
+def interleave_xyz(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """Three ``(N,)`` columns (any real dtype, any stride) → ``(N, 3) float32`` C-contiguous."""
+    cols = [c if c.dtype == np.float32 else c.astype(np.float32) for c in (x, y, z)]
+    out = np.empty((len(x), 3), dtype=np.float32)
+    _interleave3(cols[0], cols[1], cols[2], out)
+    return out
+
+
 def _integral(col: np.ndarray, dtype: type) -> np.ndarray | None:
     info = np.iinfo(dtype)
-    if col.size == 0:
+    if col.size == 0 or np.can_cast(col.dtype, dtype):
         return col.astype(dtype)
     if col.dtype.kind == "f" and not np.array_equal(col, np.round(col)):
         return None
@@ -81,9 +99,7 @@ def columns_to_sweep(
     else:
         if not all(k in cols and cols[k].ndim == 1 for k in "xyz"):
             raise FormatError(path, None, f"fields x, y and z (found {sorted(cols)})")
-        x, y, z = cols.pop("x"), cols.pop("y"), cols.pop("z")
-        xyz = np.empty((len(x), 3), dtype=np.float32)
-        xyz[:, 0], xyz[:, 1], xyz[:, 2] = x, y, z
+        xyz = interleave_xyz(cols.pop("x"), cols.pop("y"), cols.pop("z"))
     n = len(xyz)
     extra: dict[str, np.ndarray] = {}
     if height > 1:
@@ -122,3 +138,11 @@ def columns_to_sweep(
         else:
             extra[name] = col
     return Sweep(xyz=xyz, timestamp_ns=timestamp_ns, frame=frame, extra=extra, **core)
+
+
+def _warmup() -> None:
+    rows = np.zeros((2, 5), dtype=np.float32)
+    c = np.zeros(2, dtype=np.float32)
+    readonly = np.frombuffer(rows.tobytes(), dtype=np.float32).reshape(2, 5)[:, 0]
+    for a in (rows[:, 0], c, readonly, np.frombuffer(c.tobytes(), dtype=np.float32)):
+        interleave_xyz(a, a, a)
