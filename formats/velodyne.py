@@ -151,7 +151,7 @@ class VelodyneModel:
         if self.kind == 2:
             raise ValueError("HDL-64E beam tables come from a unit's calibration")
         return BeamTable(
-            elevation_rad=cal.vert_correction.copy(), azimuth_offset_rad=-cal.rot_correction,
+            elevation_rad=cal.vert_correction.copy(), azimuth_offset_rad=cal.rot_correction.copy(),
             firing_offset_ns=np.rint(firing * 1000).astype(np.int64),
             sequence_period_ns=int(round(self.sequence_period_us * 1000)), ring=cal.ring,
         )
@@ -163,8 +163,9 @@ class BeamTable:
 
     Attributes:
         elevation_rad: ``(L,) float64`` beam elevation above the sensor's xy plane.
-        azimuth_offset_rad: ``(L,) float64`` beam yaw relative to the encoder direction in the
-            lidar frame (counter-clockwise seen from above, i.e. minus Velodyne's rot_correction).
+        azimuth_offset_rad: ``(L,) float64`` beam yaw minus the encoder direction's yaw in the lidar
+            frame (counter-clockwise seen from above; equals Velodyne's rot_correction, which is
+            subtracted from the clockwise encoder angle). The spin is clockwise.
         firing_offset_ns: ``(L,) int64`` firing time after the sequence start.
         sequence_period_ns: time between sequence starts.
         ring: ``(L,) uint16`` rank of each laser by elevation.
