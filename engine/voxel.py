@@ -5,8 +5,9 @@ with ``floor((p - o) / s) == (i, j, k)``. Voxels are numbered in order of their 
 in the input, so every result is deterministic. An infinite size along an axis makes that
 axis one layer (``(cell, cell, inf)`` is a 2-D grid of columns, as ground segmentation uses).
 
-The assignment is one pass with an open-addressing hash table that grows with the number
-of occupied voxels (not with the number of points), so it stays cache-sized.
+The assignment radix-sorts integer voxel keys (a few sequential passes whose write heads
+stay in cache, instead of one cache miss per point into a hash table), so it runs in
+linear time whatever the order of the points.
 """
 
 from __future__ import annotations
@@ -18,69 +19,89 @@ import math
 
 import numpy as np
 
-from engine._jit import jit, pjit, prange
+from engine._jit import jit
 
-_BITS = 21  # bits per axis in a packed voxel key
-_AXIS_LIMIT = 1 << _BITS
-_MASK = _AXIS_LIMIT - 1
+_DIGIT_BITS = 11  # radix-sort digit: 2048 buckets, whose write heads stay in cache
+_MAX_CELLS = 1 << 62  # voxels in the bounding box, so keys fit int64
 
 
 @jit
-def _hash_slot(key, mask):
-    h = key ^ (key >> 31)
-    h *= 0x7FB5D329728EA185
-    h ^= h >> 27
-    return h & mask
+def _assign_kernel(xyz, origin, inv_size, base, dims, inverse):
+    """Fill ``inverse`` (voxel id per point); return (first index, key) per voxel.
 
-
-@pjit
-def _key_kernel(xyz, origin, inv_size, base, keys):
-    for i in prange(xyz.shape[0]):
+    Key ``ix + nx * (iy + ny * iz)`` relative to the lowest voxel; an LSD radix sort of
+    (key, index) pairs (stable, so each run starts at its voxel's first point), then ids
+    by first appearance from a prefix sum over the run starts.
+    """
+    n = xyz.shape[0]
+    total = dims[0] * dims[1] * dims[2]
+    bits = 0
+    while (np.int64(1) << bits) < total:
+        bits += 1
+    passes = (bits + _DIGIT_BITS - 1) // _DIGIT_BITS
+    radix = 1 << _DIGIT_BITS
+    count = np.zeros((max(passes, 1), radix + 1), dtype=np.int64)  # all digit histograms in one pass
+    keys = np.empty(n, dtype=np.int64)
+    for i in range(n):
         key = 0
+        mul = 1
         for a in range(3):
             c = np.int64(math.floor((xyz[i, a] - origin[a]) * inv_size[a])) - base[a]
-            key |= c << (_BITS * a)
+            key += c * mul
+            mul *= dims[a]
         keys[i] = key
+        for r in range(passes):
+            count[r, ((key >> (r * _DIGIT_BITS)) & (radix - 1)) + 1] += 1
+    idx = np.arange(n)
+    keys2 = np.empty(n, dtype=np.int64)
+    idx2 = np.empty(n, dtype=np.int64)
+    for r in range(passes):
+        shift = r * _DIGIT_BITS
+        for d in range(radix):
+            count[r, d + 1] += count[r, d]
+        for i in range(n):
+            d = (keys[i] >> shift) & (radix - 1)
+            pos = count[r, d]
+            count[r, d] = pos + 1
+            keys2[pos] = keys[i]
+            idx2[pos] = idx[i]
+        keys, keys2 = keys2, keys
+        idx, idx2 = idx2, idx
+    # rank[i]: how many voxels start before point i (in input order)
+    rank = np.zeros(n + 1, dtype=np.int64)
+    for j in range(n):
+        if j == 0 or keys[j] != keys[j - 1]:
+            rank[idx[j] + 1] = 1
+    for i in range(n):
+        rank[i + 1] += rank[i]
+    m = rank[n]
+    first = np.empty(m, dtype=np.int64)
+    voxel_keys = np.empty(m, dtype=np.int64)
+    v = 0
+    for j in range(n):
+        if j == 0 or keys[j] != keys[j - 1]:
+            v = rank[idx[j]]
+            first[v] = idx[j]
+            voxel_keys[v] = keys[j]
+        inverse[idx[j]] = v
+    return first, voxel_keys
 
 
 @jit
-def _assign_kernel(point_keys, inverse):
-    """Fill ``inverse`` (voxel id per point); return (first index, packed key) per voxel.
-
-    The table holds (key, id) pairs side by side, so a probe touches one cache line.
-    """
-    n = point_keys.shape[0]
-    cap = 1024
-    table = np.full((cap, 2), -1, dtype=np.int64)
-    first = np.empty(max(n, 1), dtype=np.int64)
-    keys = np.empty(max(n, 1), dtype=np.int64)
-    m = 0
-    mask = cap - 1
-    for i in range(n):
-        key = point_keys[i]
-        s = _hash_slot(key, mask)
-        while table[s, 0] != -1 and table[s, 0] != key:
-            s = (s + 1) & mask
-        if table[s, 0] == key:
-            inverse[i] = table[s, 1]
-            continue
-        table[s, 0] = key
-        table[s, 1] = m
-        first[m] = i
-        keys[m] = key
-        inverse[i] = m
-        m += 1
-        if 2 * m > cap:  # keep the load factor under 1/2: rebuild twice as large
-            cap *= 2
-            mask = cap - 1
-            table = np.full((cap, 2), -1, dtype=np.int64)
-            for v in range(m):
-                s = _hash_slot(keys[v], mask)
-                while table[s, 0] != -1:
-                    s = (s + 1) & mask
-                table[s, 0] = keys[v]
-                table[s, 1] = v
-    return first[:m].copy(), keys[:m].copy()
+def _bounds_kernel(xyz, lo, hi):
+    """Per-axis min/max into ``lo``/``hi``; False if any coordinate is NaN or infinite."""
+    lo[:] = np.inf
+    hi[:] = -np.inf
+    for i in range(xyz.shape[0]):
+        for a in range(3):
+            v = xyz[i, a]
+            if not math.isfinite(v):
+                return False
+            if v < lo[a]:
+                lo[a] = v
+            if v > hi[a]:
+                hi[a] = v
+    return True
 
 
 @jit
@@ -97,10 +118,12 @@ def _centroid_kernel(xyz, inverse, m, out, count):
 
 
 @jit
-def _unpack_kernel(keys, base, out):
+def _unpack_kernel(keys, base, dims, out):
     for v in range(keys.shape[0]):
+        k = keys[v]
         for a in range(3):
-            out[v, a] = ((keys[v] >> (_BITS * a)) & _MASK) + base[a]
+            out[v, a] = k % dims[a] + base[a]
+            k //= dims[a]
 
 
 @dataclass(frozen=True, eq=False)
@@ -133,10 +156,7 @@ def _check_points(xyz: np.ndarray) -> np.ndarray:
         raise ValueError(f"xyz must have shape (N, 3), got {p.shape}")
     if p.dtype not in (np.float32, np.float64):
         p = p.astype(np.float64)
-    p = np.ascontiguousarray(p)
-    if not np.all(np.isfinite(p)):
-        raise ValueError("xyz contains NaN or infinite values")
-    return p
+    return np.ascontiguousarray(p)
 
 
 def voxelize(
@@ -146,8 +166,8 @@ def voxelize(
 
     ``voxel_size`` is a scalar or ``(3,)`` of positive metres (``inf`` allowed per axis);
     ``origin`` ``(3,)`` defaults to ``(0, 0, 0)`` so grids of different clouds line up.
-    Raises ``ValueError`` for bad shapes, non-finite points or a grid wider than 2**21
-    voxels along an axis.
+    Raises ``ValueError`` for bad shapes, non-finite points or a bounding box of more than
+    2**62 voxels.
     """
     p = _check_points(xyz)
     size = np.broadcast_to(np.asarray(voxel_size, dtype=np.float64), (3,)).copy()
@@ -159,22 +179,27 @@ def voxelize(
     inv = np.where(np.isinf(size), 0.0, 1.0 / size)
     n = len(p)
     base = np.zeros(3, dtype=np.int64)
+    dims = np.ones(3, dtype=np.int64)
     if n:
-        # floor((p - o) / s) is monotone in p, so the lowest voxel comes from the minimum
-        lo = np.floor((p.min(axis=0).astype(np.float64) - o) * inv)
-        hi = np.floor((p.max(axis=0).astype(np.float64) - o) * inv)
-        if np.any(hi - lo >= _AXIS_LIMIT):
+        lo = np.empty(3)
+        hi = np.empty(3)
+        if not _bounds_kernel(p, lo, hi):
+            raise ValueError("xyz contains NaN or infinite values")
+        # floor((p - o) / s) is monotone in p, so the extreme voxels come from the extremes
+        lo = np.floor((lo - o) * inv)
+        hi = np.floor((hi - o) * inv)
+        extent = [int(h) - int(l) + 1 for l, h in zip(lo, hi)]
+        if extent[0] * extent[1] * extent[2] > _MAX_CELLS:
             raise ValueError(
-                f"voxel grid spans {(hi - lo + 1).astype(np.int64).tolist()} voxels; at most "
-                f"{_AXIS_LIMIT} per axis (use a larger voxel_size or split the cloud)"
+                f"voxel grid spans {extent} voxels, more than 2**62 in all "
+                f"(use a larger voxel_size or split the cloud)"
             )
         base = lo.astype(np.int64)
-    point_keys = np.empty(n, dtype=np.int64)
-    _key_kernel(p, o, inv, base, point_keys)
+        dims = np.array(extent, dtype=np.int64)
     inverse = np.empty(n, dtype=np.int64)
-    first, keys = _assign_kernel(point_keys, inverse)
+    first, keys = _assign_kernel(p, o, inv, base, dims, inverse)
     coords = np.empty((len(keys), 3), dtype=np.int64)
-    _unpack_kernel(keys, base, coords)
+    _unpack_kernel(keys, base, dims, coords)
     return Voxelization(inverse, first, coords, size, o)
 
 
@@ -192,7 +217,7 @@ def voxel_downsample(
     if keep not in ("centroid", "first"):
         raise ValueError(f"keep must be 'centroid' or 'first', got {keep!r}")
     p = _check_points(xyz)
-    vox = voxelize(p, voxel_size, origin)
+    vox = voxelize(p, voxel_size, origin)  # checks finiteness
     if keep == "first":
         return p[vox.first_index], vox
     out = np.empty((len(vox), 3), dtype=p.dtype)

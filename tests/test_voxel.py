@@ -83,6 +83,15 @@ def test_every_point_in_its_voxel(cloud):
     assert np.all(vox.inverse[vox.first_index] == np.arange(len(vox)))
 
 
+def test_wide_sparse_grid():
+    # 4e5 voxels along x and 3e5 along y: far beyond any dense table, still exact
+    xyz = np.array([[0.0, 0, 0], [4e4, 0, 0], [0.05, 0.02, 0], [4e4 + 0.01, 3e4, 1.0]])
+    coords, first, inverse, _ = _reference(xyz, 0.1)
+    vox = voxelize(xyz, 0.1)
+    np.testing.assert_array_equal(vox.coords, coords)
+    np.testing.assert_array_equal(vox.inverse, inverse)
+
+
 def test_single_voxel_and_empty():
     out, vox = voxel_downsample(np.array([[0.1, 0.1, 0.1], [0.3, 0.2, 0.1]]), 1.0)
     np.testing.assert_allclose(out, [[0.2, 0.15, 0.1]])
@@ -100,7 +109,7 @@ def test_bad_input():
         voxelize(np.zeros((1, 3)), -0.1)
     with pytest.raises(ValueError, match="origin"):
         voxelize(np.zeros((1, 3)), 0.1, origin=np.zeros(2))
-    with pytest.raises(ValueError, match="per axis"):
-        voxelize(np.array([[0.0, 0, 0], [3e5, 0, 0]]), 0.1)
+    with pytest.raises(ValueError, match=r"2\*\*62"):
+        voxelize(np.array([[0.0, 0, 0], [1e5, 1e5, 1e5]]), 1e-3)
     with pytest.raises(ValueError, match="keep"):
         voxel_downsample(np.zeros((1, 3)), 0.1, keep="last")
