@@ -1,0 +1,129 @@
+"""Export cuboid tracks (and the ego poses) as a Scale Sensor Fusion Scene (SFS) file.
+
+The scene holds one ``CuboidAnnotation`` per track (:func:`formats.sfs_cuboids.track_to_sfs`)
+and, when frames are given, a ``lidar`` sensor (``coordinates: "world"``) with one frame of
+world-frame float32 points per timestamp and the ``world_from_ego`` poses as its pose path
+(``PosePath`` rows ``x y z qx qy qz qw``, scalar last). ``scale_sensor_fusion_io``'s
+parser accepts only camera, lidar and radar sensors, and a lidar needs at least one frame,
+so the poses travel on the lidar. Timestamps are integer microseconds relative
+to the scene's ``time_offset`` (µs since the epoch), because ``scale_sensor_fusion_io``'s
+validator rejects a first timestamp over 100 s. The file is Scale's JSON-binary container
+(``scale_json_binary``): a JSON header padded with spaces to 4 bytes whose ``$items`` list
+each array's key path, byte offset, length, dtype and shape, then a 4-byte NUL block and the
+arrays' bytes, each padded to 4 bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import replace
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from engine.cuboid import CuboidTrack
+from engine.pose_track import PoseTrack
+from formats.conventions import sfs_pose_row
+from formats.sfs_cuboids import track_to_sfs
+
+LIDAR_ID = "lidar"
+
+
+def _us(times_ns: np.ndarray, offset_ns: int, what: str) -> list[int]:
+    stamps = (np.asarray(times_ns, dtype=np.int64) - offset_ns + 500) // 1000
+    if np.any(np.diff(stamps) <= 0):
+        raise ValueError(f"{what}: timestamps closer than 1 µs (or unordered) merge in SFS")
+    return stamps.tolist()
+
+
+def scene_to_sfs(
+    tracks: Sequence[CuboidTrack],
+    world_from_ego: PoseTrack | None = None,
+    frames: Sequence[tuple[int, np.ndarray]] = (),
+    *,
+    time_offset_us: int | None = None,
+) -> dict:
+    """The SFS scene as a dict (``time_unit`` microseconds; points as float32 arrays).
+
+    Args:
+        tracks: world-frame cuboid tracks.
+        world_from_ego: ego poses; needed with ``frames``.
+        frames: ``(timestamp_ns, xyz (N, 3))`` LiDAR frames, points in the world frame.
+        time_offset_us: defaults to the earliest track, pose or frame time, floored to 1 µs.
+
+    Raises ``ValueError`` when a time precedes the offset or two keyframes/poses/frames
+    round to the same microsecond.
+    """
+    if frames and world_from_ego is None:
+        raise ValueError("LiDAR frames need world_from_ego (the lidar sensor's pose path)")
+    starts = [int(t.timestamps_ns[0]) for t in tracks] + [int(f[0]) for f in frames[:1]]
+    if frames:
+        starts.append(int(world_from_ego.timestamps_ns[0]))
+    if time_offset_us is None:
+        time_offset_us = min(starts) // 1000 if starts else 0
+    offset_ns = int(time_offset_us) * 1000
+    if starts and min(starts) < offset_ns:
+        raise ValueError(f"a timestamp ({min(starts)} ns) precedes time_offset_us {time_offset_us}")
+    annotations = [track_to_sfs(replace(t, timestamps_ns=t.timestamps_ns - offset_ns)) for t in tracks]
+    scene: dict = {"version": "1.0", "time_unit": "microseconds", "time_offset": int(time_offset_us),
+                   "annotations": annotations, "sensors": []}
+    if frames:
+        rows = sfs_pose_row(world_from_ego.translation, world_from_ego.rotation)
+        frame_us = _us([f[0] for f in frames], offset_ns, "frames")
+        scene["sensors"].append({
+            "id": LIDAR_ID, "type": "lidar", "coordinates": "world",
+            "poses": {"timestamps": _us(world_from_ego.timestamps_ns, offset_ns, "world_from_ego"),
+                      "values": rows.tolist()},
+            "frames": [{"timestamp": t, "points": {"positions": _positions(xyz, i)}}
+                       for i, (t, (_, xyz)) in enumerate(zip(frame_us, frames))],
+        })
+    return scene
+
+
+def _positions(xyz: np.ndarray, i: int) -> np.ndarray:
+    p = np.ascontiguousarray(xyz, dtype=np.float32)
+    if p.ndim != 2 or p.shape[1] != 3 or not np.all(np.isfinite(p)):
+        raise ValueError(f"frames[{i}]: points must be finite (N, 3), got {p.shape}")
+    return p
+
+
+def encode_sfs(scene: dict) -> bytes:
+    """Scale JSON-binary bytes of a scene dict whose arrays are NumPy arrays."""
+    items: list[dict] = []
+    blobs: list[bytes] = [bytes(4)]
+    offset = 4
+
+    def strip(obj, keys: list):
+        nonlocal offset
+        if isinstance(obj, dict):
+            return {k: strip(v, keys + [k]) for k, v in obj.items()}
+        if isinstance(obj, (list, tuple)):
+            return [strip(v, keys + [i]) for i, v in enumerate(obj)]
+        if isinstance(obj, np.ndarray):
+            data = obj.tobytes()
+            items.append({"keys": keys, "length": len(data), "offset": offset, "dtype": obj.dtype.name,
+                          "shape": list(obj.shape)})
+            blobs.append(data + bytes(4 - len(data) % 4))
+            offset += len(blobs[-1])
+            return ""
+        return obj
+
+    header = json.dumps({**strip(scene, []), "$items": items}, allow_nan=False).encode()
+    header += b" " * (4 - len(header) % 4)
+    return header + b"".join(blobs)
+
+
+def write_sfs(
+    path: str | os.PathLike,
+    tracks: Sequence[CuboidTrack],
+    world_from_ego: PoseTrack | None = None,
+    frames: Sequence[tuple[int, np.ndarray]] = (),
+    *,
+    time_offset_us: int | None = None,
+) -> Path:
+    """Write an ``.sfs`` file (see :func:`scene_to_sfs`); returns the path."""
+    out = Path(path)
+    out.write_bytes(encode_sfs(scene_to_sfs(tracks, world_from_ego, frames, time_offset_us=time_offset_us)))
+    return out
