@@ -126,22 +126,31 @@ def accumulate(
         _check_box(ego_box)
     t_ref = max(s.timestamp_ns for s in sweeps) if ref_time_ns is None else int(ref_time_ns)
     parts = []
-    for k, (sweep, ext) in enumerate(zip(sweeps, extrinsics)):
-        part = sweep
-        if ego_box is not None:
-            part = part.select(outside_ego_box(part.xyz, ext, ego_box))
+    for sweep, ext in zip(sweeps, extrinsics):
+        part = sweep if ego_box is None else sweep.select(outside_ego_box(sweep.xyz, ext, ego_box))
+        parts.append(part.with_xyz(part.xyz, frame=out_frame))  # shares the arrays
+    counts = np.array([len(p) for p in parts])
+    bounds = np.concatenate([[0], np.cumsum(counts)])
+    times = np.empty(bounds[-1], dtype=np.int64)
+    for k, part in enumerate(parts):
+        seg = times[bounds[k] : bounds[k + 1]]
+        seg[:] = part.timestamp_ns
         if per_point_times and part.time_offset_ns is not None:
-            times = part.time_offset_ns + np.int64(part.timestamp_ns)
-        else:
-            times = np.full(len(part), part.timestamp_ns, dtype=np.int64)
-        xyz = motion_compensate(part.xyz, times, world_from_ego, ext, t_ref, out_frame, extrapolate)
-        part = part.with_xyz(xyz, frame=out_frame)
-        part.timestamp_ns = t_ref
-        part.time_offset_ns = times - np.int64(t_ref) if part.time_offset_ns is not None else None
-        part.extra["sweep_index"] = np.full(len(part), k, dtype=np.int32)
-        part.extra["time_lag_s"] = ((np.int64(t_ref) - times) * 1e-9).astype(np.float32)
-        parts.append(part)
-    return Sweep.concatenate(parts, timestamp_ns=t_ref)
+            seg += part.time_offset_ns
+    stacked = Sweep.concatenate(parts, timestamp_ns=t_ref)  # every common column, copied once
+    if all(ext is extrinsics[0] for ext in extrinsics):
+        xyz = motion_compensate(stacked.xyz, times, world_from_ego, extrinsics[0], t_ref, out_frame, extrapolate)
+    else:
+        xyz = np.empty((len(times), 3), dtype=np.float64 if out_frame == "world" else np.float32)
+        for k, ext in enumerate(extrinsics):
+            a, b = bounds[k], bounds[k + 1]
+            xyz[a:b] = motion_compensate(stacked.xyz[a:b], times[a:b], world_from_ego, ext, t_ref, out_frame, extrapolate)
+    stacked.xyz = np.ascontiguousarray(xyz, dtype=np.float32)
+    if stacked.time_offset_ns is not None:
+        stacked.time_offset_ns = times - np.int64(t_ref)
+    stacked.extra["sweep_index"] = np.repeat(np.arange(len(parts), dtype=np.int32), counts)
+    stacked.extra["time_lag_s"] = ((np.int64(t_ref) - times) * 1e-9).astype(np.float32)
+    return stacked
 
 
 def ground_mask_grid(xyz: np.ndarray, cell_m: float = 1.0, height_m: float = 0.2) -> np.ndarray:
