@@ -1,5 +1,8 @@
 """Shared state and FastAPI dependencies: the scene registry, auth by role, scene lookup.
 
+The dependencies are ``async`` because they never block (dictionary lookups, one SHA-256):
+FastAPI would otherwise run each in the thread pool, one thread hop per dependency.
+
 Scene ids reach the filesystem only through :class:`SceneRegistry`, which lists the scenes
 directory once (and on an admin rescan) and keys each scene by its directory name; a request
 can only name a scene that is already in that table, so no id can form a path.
@@ -84,7 +87,7 @@ class AppState:
     server_errors: int = 0  # unexpected exceptions answered with 500 (tests expect 0)
 
 
-def get_state(request: Request) -> AppState:
+async def get_state(request: Request) -> AppState:
     return request.app.state.fathom
 
 
@@ -95,7 +98,7 @@ _bearer = HTTPBearer(auto_error=False, description="a token from the tokens file
 def require(role: str):
     """Dependency: the caller's :class:`Principal`; 401 without a known token, 403 below ``role``."""
 
-    def dependency(
+    async def dependency(
         request: Request, state: State, _: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
     ) -> Principal:
         principal = authenticate(state.tokens, request.headers.get("authorization"))
@@ -116,7 +119,7 @@ SceneIdParam = Annotated[str, PathParam(pattern=SCENE_ID_PATTERN, description="s
 FrameIndexParam = Annotated[int, PathParam(ge=0, le=999_999, description="frame index")]
 
 
-def get_scene(scene_id: SceneIdParam, state: State) -> Scene:
+async def get_scene(scene_id: SceneIdParam, state: State) -> Scene:
     scene = state.scenes.get(scene_id)
     if scene is None:
         raise HTTPException(404, f"no scene {scene_id!r}")
@@ -126,7 +129,7 @@ def get_scene(scene_id: SceneIdParam, state: State) -> Scene:
 SceneDep = Annotated[Scene, Depends(get_scene)]
 
 
-def get_frame(scene: SceneDep, index: FrameIndexParam) -> FrameEntry:
+async def get_frame(scene: SceneDep, index: FrameIndexParam) -> FrameEntry:
     try:
         return scene.frame(index)
     except KeyError:

@@ -52,6 +52,14 @@ class PayloadCache:
         self._bytes = 0
         self._lock = threading.Lock()
 
+    def peek(self, key: tuple) -> Payload | None:
+        """The cached payload (marked recently used), or None."""
+        with self._lock:
+            hit = self._items.get(key)
+            if hit is not None:
+                self._items.move_to_end(key)
+            return hit
+
     def get(self, key: tuple, build: Callable[[], Payload]) -> Payload:
         with self._lock:
             hit = self._items.get(key)
@@ -134,7 +142,7 @@ def points_payload(scene: Scene, index: int, lod: int, fields: list[str], frame:
     return Payload(memoryview(sink.getvalue()), ARROW_STREAM, etag, headers)
 
 
-def _accepts_gzip(request: Request) -> bool:
+def accepts_gzip(request: Request) -> bool:
     for part in request.headers.get("accept-encoding", "").split(","):
         name, _, params = part.strip().partition(";")
         if name.strip().lower() in ("gzip", "*"):
@@ -155,7 +163,7 @@ def respond(request: Request, payload: Payload, cache: PayloadCache | None = Non
             key: tuple | None = None) -> Response:
     """304 if ``If-None-Match`` matches, else the body — gzipped (ETag suffixed ``-gz``)
     when the client accepts gzip and the payload is compressible."""
-    use_gzip = payload.compressible and _accepts_gzip(request)
+    use_gzip = payload.compressible and accepts_gzip(request)
     if use_gzip:
         plain = payload
         gz_etag = plain.etag[:-1] + '-gz"'

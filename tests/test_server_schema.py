@@ -24,7 +24,7 @@ schema = schemathesis.openapi.from_asgi("/openapi.json", APP, config=CONFIG)
 
 
 @schema.parametrize()
-@settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck))
 def test_no_server_errors(case):
     # the known scene id for most cases, so generation reaches past the 404
     if "scene_id" in (case.path_parameters or {}) and hash(str(case.path_parameters)) % 4:

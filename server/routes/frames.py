@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
 
 from server.boxes import frame_boxes
 from server.deps import FrameDep, SceneDep, State, Viewer
 from server.errors import invalid
-from server.payloads import ARROW_STREAM, RAW_XYZ, point_fields, points_payload, respond
+from server.payloads import ARROW_STREAM, RAW_XYZ, Payload, accepts_gzip, point_fields, points_payload, respond
 from server.schemas import CuboidsResponse
 
 router = APIRouter(prefix="/v1", tags=["frames"])
@@ -27,7 +28,7 @@ FrameQuery = Annotated[Literal["world", "ego"], Query(description="world (relati
         404: {"description": "no such scene or frame"},
     },
 )
-def get_points(
+async def get_points(
     _: Viewer,
     scene: SceneDep,
     entry: FrameDep,
@@ -44,15 +45,24 @@ def get_points(
         format = "raw" if RAW_XYZ in accept and ARROW_STREAM not in accept else "arrow"
     if lod > len(entry.lods):
         raise invalid(("query", "lod"), f"frame {entry.index} has levels of detail 0..{len(entry.lods)}", lod)
+    key = ("points", scene.scene_id, scene.points_file(entry.index, lod).sha256, lod, frame, format,
+           fields if format == "arrow" else None)
+    payload = state.cache.peek(key)
+    if payload is None:  # build off the event loop: it maps the file and serialises it
+        payload = await run_in_threadpool(_build_points, state, key, scene, entry.index, lod, fields, frame, format)
+    args = (request, payload, state.cache, state.settings.gzip_level, key)
+    if accepts_gzip(request) and state.cache.peek(key + ("gzip",)) is None:
+        return await run_in_threadpool(respond, *args)  # compressing takes a while
+    return respond(*args)
+
+
+def _build_points(state, key, scene, index, lod, fields, frame, fmt) -> Payload:
     wanted = None if fields is None else [f.strip() for f in fields.split(",")]
     try:
-        names = point_fields(scene, entry.index, lod, wanted, frame)
+        names = point_fields(scene, index, lod, wanted, frame)
     except ValueError as exc:
         raise invalid(("query", "fields"), str(exc), fields) from None
-    key = ("points", scene.scene_id, scene.points_file(entry.index, lod).sha256, lod, frame, format,
-           tuple(names) if format == "arrow" else ())
-    payload = state.cache.get(key, lambda: points_payload(scene, entry.index, lod, names, frame, format))
-    return respond(request, payload, state.cache, state.settings.gzip_level, key)
+    return state.cache.get(key, lambda: points_payload(scene, index, lod, names, frame, fmt))
 
 
 @router.get("/scenes/{scene_id}/frames/{index}/cuboids", response_model=CuboidsResponse)
