@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from engine._jit import jit, pjit, prange
+from engine._jit import jit
 from engine.motion import OutFrame, motion_compensate
 from engine.pose_track import Extrapolation, PoseTrack
 from engine.quaternion import q_rotate
@@ -24,9 +24,9 @@ from engine.sweep import Sweep
 from engine.voxel import voxelize
 
 
-@pjit
+@jit
 def _outside_box_kernel(xyz, q, t, lo, hi, out):
-    for i in prange(xyz.shape[0]):
+    for i in range(xyz.shape[0]):
         x, y, z = q_rotate(q[0], q[1], q[2], q[3], float(xyz[i, 0]), float(xyz[i, 1]), float(xyz[i, 2]))
         x += t[0]
         y += t[1]

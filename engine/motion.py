@@ -15,7 +15,7 @@ from typing import Literal
 
 import numpy as np
 
-from engine._jit import pjit, prange
+from engine._jit import jit
 from engine.pose_track import EXTRAPOLATION_CODES, Extrapolation, PoseTrack, interval_table, pose_at
 from engine.quaternion import q_mul, q_rotate, q_to_matrix
 from engine.se3 import SE3
@@ -25,49 +25,45 @@ OutFrame = Literal["sensor", "ego", "world"]
 _OUT_FRAME = {"sensor": 0, "ego": 1, "world": 2}
 
 
-_BLOCK = 1024  # points per parallel task; within a task a repeated firing time reuses its transform
-
-
-@pjit
+@jit
 def _compensate_kernel(xyz, times, ts, q, t, mode, ext_q, ext_t, ref_q, ref_t, out_frame, out):
     """out[i] = chosen frame of (ref⁻¹ ∘ pose(times[i]) ∘ ext) · xyz[i].
 
     ext: ego_from_sensor; ref: world_from_ego at the reference time (unused for world).
     Per distinct time the whole chain is composed once into a 3×3 matrix and a
-    translation (spinning LiDARs fire a column of beams at one instant).
+    translation (spinning LiDARs fire a column of beams at one instant), leaving a
+    matrix-vector product per point. Serial on purpose: that is a few ns per point,
+    less than a parallel region's start and barrier cost on a busy machine.
     """
     q1, theta, inv_sin = interval_table(q)
     ew, ex, ey, ez = ext_q[0], ext_q[1], ext_q[2], ext_q[3]
     rw, rx, ry, rz = ref_q[0], -ref_q[1], -ref_q[2], -ref_q[3]  # inverse rotation of ref
-    n = xyz.shape[0]
-    for blk in prange((n + _BLOCK - 1) // _BLOCK):
-        m = np.empty((3, 3))
-        bx = by = bz = 0.0
-        i0 = blk * _BLOCK
-        for i in range(i0, min(n, i0 + _BLOCK)):
-            if i == i0 or times[i] != times[i - 1]:
-                w, x, y, z, tx, ty, tz = pose_at(ts, q, t, q1, theta, inv_sin, times[i], mode)
-                # world_from_sensor(t_i): rotation pose ⊗ ext, translation pose · ext_t + t
-                cw, cx, cy, cz = q_mul(w, x, y, z, ew, ex, ey, ez)
-                bx, by, bz = q_rotate(w, x, y, z, ext_t[0], ext_t[1], ext_t[2])
-                bx += tx
-                by += ty
-                bz += tz
-                if out_frame != 2:
-                    # ego(t_ref) ← world
-                    cw, cx, cy, cz = q_mul(rw, rx, ry, rz, cw, cx, cy, cz)
-                    bx, by, bz = q_rotate(rw, rx, ry, rz, bx - ref_t[0], by - ref_t[1], bz - ref_t[2])
-                    if out_frame == 0:
-                        # sensor ← ego
-                        cw, cx, cy, cz = q_mul(ew, -ex, -ey, -ez, cw, cx, cy, cz)
-                        bx, by, bz = q_rotate(ew, -ex, -ey, -ez, bx - ext_t[0], by - ext_t[1], bz - ext_t[2])
-                q_to_matrix(cw, cx, cy, cz, m)
-            px = float(xyz[i, 0])
-            py = float(xyz[i, 1])
-            pz = float(xyz[i, 2])
-            out[i, 0] = m[0, 0] * px + m[0, 1] * py + m[0, 2] * pz + bx
-            out[i, 1] = m[1, 0] * px + m[1, 1] * py + m[1, 2] * pz + by
-            out[i, 2] = m[2, 0] * px + m[2, 1] * py + m[2, 2] * pz + bz
+    m = np.empty((3, 3))
+    bx = by = bz = 0.0
+    for i in range(xyz.shape[0]):
+        if i == 0 or times[i] != times[i - 1]:
+            w, x, y, z, tx, ty, tz = pose_at(ts, q, t, q1, theta, inv_sin, times[i], mode)
+            # world_from_sensor(t_i): rotation pose ⊗ ext, translation pose · ext_t + t
+            cw, cx, cy, cz = q_mul(w, x, y, z, ew, ex, ey, ez)
+            bx, by, bz = q_rotate(w, x, y, z, ext_t[0], ext_t[1], ext_t[2])
+            bx += tx
+            by += ty
+            bz += tz
+            if out_frame != 2:
+                # ego(t_ref) ← world
+                cw, cx, cy, cz = q_mul(rw, rx, ry, rz, cw, cx, cy, cz)
+                bx, by, bz = q_rotate(rw, rx, ry, rz, bx - ref_t[0], by - ref_t[1], bz - ref_t[2])
+                if out_frame == 0:
+                    # sensor ← ego
+                    cw, cx, cy, cz = q_mul(ew, -ex, -ey, -ez, cw, cx, cy, cz)
+                    bx, by, bz = q_rotate(ew, -ex, -ey, -ez, bx - ext_t[0], by - ext_t[1], bz - ext_t[2])
+            q_to_matrix(cw, cx, cy, cz, m)
+        px = float(xyz[i, 0])
+        py = float(xyz[i, 1])
+        pz = float(xyz[i, 2])
+        out[i, 0] = m[0, 0] * px + m[0, 1] * py + m[0, 2] * pz + bx
+        out[i, 1] = m[1, 0] * px + m[1, 1] * py + m[1, 2] * pz + by
+        out[i, 2] = m[2, 0] * px + m[2, 1] * py + m[2, 2] * pz + bz
 
 
 def motion_compensate(

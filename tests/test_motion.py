@@ -72,6 +72,19 @@ def test_matches_matrix_reference(scene, frame, dtype):
     np.testing.assert_allclose(out, ref, atol=1e-9 if frame == "world" else 2e-5, rtol=0)
 
 
+def test_repeated_firing_times_match_reference(scene):
+    # a spinning LiDAR fires columns of beams at one instant: 32 points per time, then a jump
+    track, ext, xyz, times = scene
+    column_times = np.repeat(times[::32], 32)[: len(xyz)]
+    t_ref = int(times[-1])
+    out = motion_compensate(xyz, column_times, track, ext, t_ref, "sensor")
+    np.testing.assert_allclose(out, _reference(xyz, column_times, track, ext, t_ref, "sensor"), atol=2e-5)
+    shuffled = np.random.default_rng(0).permutation(len(xyz))  # and in no particular order
+    out = motion_compensate(xyz[shuffled], column_times[shuffled], track, ext, t_ref, "world")
+    ref = _reference(xyz[shuffled], column_times[shuffled], track, ext, t_ref, "world")
+    np.testing.assert_allclose(out, ref, atol=1e-9, rtol=0)
+
+
 def test_point_at_reference_time_is_unchanged(scene):
     track, ext, xyz, _ = scene
     t_ref = int(track.timestamps_ns[4]) + 3_333_333
