@@ -1,0 +1,172 @@
+"""Export cuboid tracks, ego poses and sensor calibration as nuScenes v1.0 tables.
+
+Writes ``DATAROOT/VERSION/{log, scene, sample, sample_data, sample_annotation, instance,
+category, attribute, visibility, sensor, calibrated_sensor, ego_pose, map}.json`` as
+``nuscenes-devkit`` loads them. One scene; one sample (key frame) per ``sample_times_ns``
+entry, with one LiDAR ``sample_data`` (and one per camera that has an image) whose
+``ego_pose`` is ``world_from_ego`` at the data's timestamp. Fathom's world frame is the
+nuScenes global frame. Boxes are the tracks interpolated at the sample times (no
+extrapolation), ``size = [w, l, h]`` (:func:`formats.conventions.nuscenes_wlh_from_lwh`),
+``rotation`` wxyz box → global. Timestamps are microseconds (rounded). Tokens are
+deterministic (MD5 of the record's identity). ``num_lidar_pts`` is given per box by the
+caller or written as -1 (unknown); ``visibility_token`` is ``""`` (not estimated).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from engine.camera import Camera
+from engine.cuboid import CuboidTrack
+from engine.cuboid_interp import interpolate_tracks
+from engine.pose_track import PoseTrack
+from engine.se3 import SE3
+from formats.conventions import nuscenes_wlh_from_lwh
+
+NUSCENES_CATEGORIES: dict[str, str] = {
+    "car": "vehicle.car", "truck": "vehicle.truck", "bus": "vehicle.bus.rigid", "trailer": "vehicle.trailer",
+    "bicycle": "vehicle.bicycle", "motorcycle": "vehicle.motorcycle", "pedestrian": "human.pedestrian.adult",
+    "barrier": "movable_object.barrier", "traffic_cone": "movable_object.trafficcone",
+}
+_VISIBILITY = [("1", "v0-40"), ("2", "v40-60"), ("3", "v60-80"), ("4", "v80-100")]
+
+
+@dataclass(frozen=True)
+class NuScenesSensorFiles:
+    """One sensor's files, one per sample (``None`` where it has none).
+
+    Attributes:
+        channel: nuScenes channel name (``"LIDAR_TOP"``, ``"CAM_FRONT"``).
+        ego_from_sensor: the extrinsic (nuScenes LiDAR: x right, y forward, z up; camera: OpenCV).
+        files: per sample, ``(filename relative to DATAROOT, timestamp_ns)`` or ``None``.
+        camera: the camera (intrinsics, image size) for a camera channel, else ``None``.
+    """
+
+    channel: str
+    ego_from_sensor: SE3
+    files: Sequence[tuple[str, int] | None]
+    camera: Camera | None = None
+
+
+def token(*parts: object) -> str:
+    """A deterministic 32-hex-digit token."""
+    return hashlib.md5("/".join(map(str, parts)).encode()).hexdigest()
+
+
+def _us(t_ns: int) -> int:
+    return (int(t_ns) + 500) // 1000
+
+
+def _linked(records: list[dict]) -> list[dict]:
+    for i, r in enumerate(records):
+        r["prev"] = records[i - 1]["token"] if i else ""
+        r["next"] = records[i + 1]["token"] if i + 1 < len(records) else ""
+    return records
+
+
+def nuscenes_tables(
+    tracks: Sequence[CuboidTrack],
+    sample_times_ns: np.ndarray,
+    world_from_ego: PoseTrack,
+    sensors: Sequence[NuScenesSensorFiles],
+    *,
+    scene_name: str = "scene-0001",
+    location: str = "unknown",
+    categories: Mapping[str, str] = NUSCENES_CATEGORIES,
+    num_lidar_pts: np.ndarray | None = None,
+) -> dict[str, list[dict]]:
+    """The nuScenes tables as lists of records (see the module docstring).
+
+    ``num_lidar_pts``: optional ``(S, N) int`` points per box (sample × track).
+    Raises ``ValueError`` for unordered or merging sample times or mismatched file lists.
+    """
+    times = np.asarray(sample_times_ns, dtype=np.int64)
+    us = [_us(t) for t in times]
+    if len(times) == 0 or np.any(np.diff(us) <= 0):
+        raise ValueError("sample_times_ns must be non-empty and strictly increasing at 1 µs resolution")
+    for s in sensors:
+        if len(s.files) != len(times):
+            raise ValueError(f"sensor {s.channel}: {len(s.files)} files for {len(times)} samples")
+    if num_lidar_pts is not None and np.shape(num_lidar_pts) != (len(times), len(tracks)):
+        raise ValueError(f"num_lidar_pts must be ({len(times)}, {len(tracks)}), got {np.shape(num_lidar_pts)}")
+    log_token, scene_token = token("log", scene_name), token("scene", scene_name)
+    samples = _linked([{"token": token("sample", scene_name, i), "timestamp": us[i], "scene_token": scene_token}
+                       for i in range(len(times))])
+    tables: dict[str, list[dict]] = {k: [] for k in (
+        "sensor", "calibrated_sensor", "ego_pose", "sample_data", "sample_annotation", "instance", "category")}
+    for s in sensors:
+        sensor_token, calib_token = token("sensor", s.channel), token("calibrated_sensor", scene_name, s.channel)
+        tables["sensor"].append({"token": sensor_token, "channel": s.channel,
+                                 "modality": "camera" if s.camera else "lidar"})
+        tables["calibrated_sensor"].append({
+            "token": calib_token, "sensor_token": sensor_token,
+            "translation": s.ego_from_sensor.translation.tolist(), "rotation": s.ego_from_sensor.rotation.tolist(),
+            "camera_intrinsic": s.camera.intrinsics.K.tolist() if s.camera else [],
+        })
+        records = []
+        for i, entry in enumerate(s.files):
+            if entry is None:
+                continue
+            filename, t_ns = entry
+            sd_token = token("sample_data", scene_name, s.channel, i)
+            pose = world_from_ego.at(int(t_ns))
+            tables["ego_pose"].append({"token": sd_token, "timestamp": _us(t_ns),
+                                       "rotation": pose.rotation.tolist(), "translation": pose.translation.tolist()})
+            records.append({
+                "token": sd_token, "sample_token": samples[i]["token"], "ego_pose_token": sd_token,
+                "calibrated_sensor_token": calib_token, "timestamp": _us(t_ns),
+                "fileformat": "jpg" if s.camera else "pcd", "is_key_frame": True,
+                "height": s.camera.intrinsics.height if s.camera else 0,
+                "width": s.camera.intrinsics.width if s.camera else 0, "filename": filename,
+            })
+        tables["sample_data"] += _linked(records)
+    names = sorted({categories.get(t.category, t.category) for t in tracks})
+    tables["category"] = [{"token": token("category", n), "name": n, "description": ""} for n in names]
+    if tracks:
+        boxes = interpolate_tracks(tracks, times)
+        wlh = nuscenes_wlh_from_lwh(boxes.sizes)
+        for n, t in enumerate(tracks):
+            inst = token("instance", scene_name, t.track_id)
+            anns = _linked([{
+                "token": token("sample_annotation", scene_name, t.track_id, i),
+                "sample_token": samples[i]["token"], "instance_token": inst, "visibility_token": "",
+                "attribute_tokens": [], "translation": boxes.centers[i, n].tolist(), "size": wlh[i, n].tolist(),
+                "rotation": boxes.rotations[i, n].tolist(),
+                "num_lidar_pts": -1 if num_lidar_pts is None else int(num_lidar_pts[i][n]), "num_radar_pts": 0,
+            } for i in np.flatnonzero(boxes.valid[:, n])])
+            if not anns:
+                continue
+            tables["sample_annotation"] += anns
+            tables["instance"].append({
+                "token": inst, "category_token": token("category", categories.get(t.category, t.category)),
+                "nbr_annotations": len(anns), "first_annotation_token": anns[0]["token"],
+                "last_annotation_token": anns[-1]["token"],
+            })
+    tables["sample"] = samples
+    tables["scene"] = [{"token": scene_token, "log_token": log_token, "nbr_samples": len(samples),
+                        "first_sample_token": samples[0]["token"], "last_sample_token": samples[-1]["token"],
+                        "name": scene_name, "description": "exported by Fathom"}]
+    tables["log"] = [{"token": log_token, "logfile": scene_name, "vehicle": "fathom", "date_captured": "",
+                      "location": location}]
+    # the devkit indexes maps by their log_tokens and needs one record; no raster is written
+    tables["map"] = [{"token": token("map", scene_name), "log_tokens": [log_token], "category": "semantic_prior",
+                      "filename": ""}]
+    tables["attribute"] = []
+    tables["visibility"] = [{"token": k, "level": v, "description": ""} for k, v in _VISIBILITY]
+    return tables
+
+
+def write_nuscenes(dataroot: str | os.PathLike, version: str, tables: Mapping[str, list[dict]]) -> Path:
+    """Write the tables as ``DATAROOT/VERSION/NAME.json``; returns that directory."""
+    out = Path(dataroot) / version
+    out.mkdir(parents=True, exist_ok=True)
+    for name, records in tables.items():
+        (out / f"{name}.json").write_text(json.dumps(records, indent=0, allow_nan=False))
+    return out
