@@ -29,7 +29,7 @@ import numpy as np
 
 from engine._jit import pjit, prange
 from engine.cuboid import CuboidTrack
-from engine.pose_track import PoseTrack, interval_table, pose_at
+from engine.pose_track import PoseTrack, interval_pose, interval_table
 from engine.quaternion import q_mul, q_rotate
 from engine.se3 import SE3
 
@@ -90,9 +90,8 @@ def _interpolate_kernel(offsets, ts, centers, sizes, rots, stationary, times, mo
                     hi = mid
             k = lo
             # centre linear, rotation slerp (extended past the ends for constant velocity)
-            w, x, y, z, cx, cy, cz = pose_at(
-                ts[k:k + 2], rots[k:k + 2], centers[k:k + 2], q1[k:k + 1], theta[k:k + 1], inv_sin[k:k + 1], tq, 2
-            )
+            u = float(tq - ts[k]) / float(ts[k + 1] - ts[k])
+            w, x, y, z, cx, cy, cz = interval_pose(rots, centers, q1, theta, inv_sin, k, u)
             out_q[i, n, 0] = w
             out_q[i, n, 1] = x
             out_q[i, n, 2] = y
@@ -101,7 +100,7 @@ def _interpolate_kernel(offsets, ts, centers, sizes, rots, stationary, times, mo
             out_c[i, n, 1] = cy
             out_c[i, n, 2] = cz
             # sizes are held past the ends, never extrapolated
-            u = min(max(float(tq - ts[k]) / float(ts[k + 1] - ts[k]), 0.0), 1.0)
+            u = min(max(u, 0.0), 1.0)
             for c in range(3):
                 out_s[i, n, c] = sizes[k, c] + u * (sizes[k + 1, c] - sizes[k, c])
 

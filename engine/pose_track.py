@@ -68,6 +68,13 @@ def pose_at(ts, q, t, q1, theta, inv_sin, tq, mode):
     u = float(tq - ts[k]) / float(ts[k + 1] - ts[k])
     if mode == 1:
         u = min(max(u, 0.0), 1.0)
+    return interval_pose(q, t, q1, theta, inv_sin, k, u)
+
+
+@inline
+def interval_pose(q, t, q1, theta, inv_sin, k, u):
+    """Pose at fraction ``u`` of interval ``k`` (slerp + lerp; ``u`` outside [0, 1]
+    extrapolates) as ``(w, x, y, z, tx, ty, tz)``; tables from :func:`interval_table`."""
     th = theta[k]
     if th == 0.0:
         s0 = 1.0 - u
