@@ -26,47 +26,74 @@ _MAX_CELLS = 1 << 62  # voxels in the bounding box, so keys fit int64
 
 
 @jit
-def _assign_kernel(xyz, origin, inv_size, base, dims, inverse):
-    """Fill ``inverse`` (voxel id per point); return (first index, key) per voxel.
-
-    Key ``ix + nx * (iy + ny * iz)`` relative to the lowest voxel; an LSD radix sort of
-    (key, index) pairs (stable, so each run starts at its voxel's first point), then ids
-    by first appearance from a prefix sum over the run starts.
-    """
-    n = xyz.shape[0]
-    total = dims[0] * dims[1] * dims[2]
-    bits = 0
-    while (np.int64(1) << bits) < total:
-        bits += 1
-    passes = (bits + _DIGIT_BITS - 1) // _DIGIT_BITS
+def _keys_kernel(xyz, origin, inv_size, base, dims, shift, passes, keys, count):
+    """``keys[i] = (voxel key << shift) | i`` (or the key alone when ``shift`` is 0) and the
+    histograms of the key's radix digits (all passes in this one pass over the points)."""
     radix = 1 << _DIGIT_BITS
-    count = np.zeros((max(passes, 1), radix + 1), dtype=np.int64)  # all digit histograms in one pass
-    keys = np.empty(n, dtype=np.int64)
-    for i in range(n):
+    for i in range(xyz.shape[0]):
         key = 0
         mul = 1
         for a in range(3):
             c = np.int64(math.floor((xyz[i, a] - origin[a]) * inv_size[a])) - base[a]
             key += c * mul
             mul *= dims[a]
-        keys[i] = key
+        keys[i] = (key << shift) | i if shift else key
         for r in range(passes):
             count[r, ((key >> (r * _DIGIT_BITS)) & (radix - 1)) + 1] += 1
-    idx = np.arange(n)
+
+
+@jit
+def _radix_pass(src, src_idx, dst, dst_idx, shift, count, with_idx):
+    radix = 1 << _DIGIT_BITS
+    for d in range(radix):
+        count[d + 1] += count[d]
+    for i in range(src.shape[0]):
+        x = src[i]
+        d = (x >> shift) & (radix - 1)
+        pos = count[d]
+        count[d] = pos + 1
+        dst[pos] = x
+        if with_idx:
+            dst_idx[pos] = src_idx[i]
+
+
+@jit
+def _assign_kernel(xyz, origin, inv_size, base, dims, inverse):
+    """Fill ``inverse`` (voxel id per point); return (first index, key) per voxel.
+
+    Key ``ix + nx * (iy + ny * iz)`` relative to the lowest voxel; an LSD radix sort
+    (stable, so each run of equal keys starts at its voxel's first point), then ids by
+    first appearance from a prefix sum over the run starts. When key and point index fit
+    one int64 together they are sorted as one value (half the memory traffic), otherwise
+    as (key, index) pairs.
+    """
+    n = xyz.shape[0]
+    total = dims[0] * dims[1] * dims[2]
+    key_bits = 0
+    while (np.int64(1) << key_bits) < total:
+        key_bits += 1
+    idx_bits = 0
+    while (np.int64(1) << idx_bits) < n:
+        idx_bits += 1
+    pack = key_bits + idx_bits <= 63
+    shift0 = idx_bits if pack else 0
+    passes = (key_bits + _DIGIT_BITS - 1) // _DIGIT_BITS
+    count = np.zeros((max(passes, 1), (1 << _DIGIT_BITS) + 1), dtype=np.int64)
+    keys = np.empty(n, dtype=np.int64)
+    _keys_kernel(xyz, origin, inv_size, base, dims, shift0, passes, keys, count)
     keys2 = np.empty(n, dtype=np.int64)
-    idx2 = np.empty(n, dtype=np.int64)
+    idx = np.arange(n) if not pack else np.empty(0, dtype=np.int64)
+    idx2 = np.empty(n if not pack else 0, dtype=np.int64)
     for r in range(passes):
-        shift = r * _DIGIT_BITS
-        for d in range(radix):
-            count[r, d + 1] += count[r, d]
-        for i in range(n):
-            d = (keys[i] >> shift) & (radix - 1)
-            pos = count[r, d]
-            count[r, d] = pos + 1
-            keys2[pos] = keys[i]
-            idx2[pos] = idx[i]
+        _radix_pass(keys, idx, keys2, idx2, shift0 + r * _DIGIT_BITS, count[r], not pack)
         keys, keys2 = keys2, keys
         idx, idx2 = idx2, idx
+    if pack:
+        mask = (np.int64(1) << idx_bits) - 1
+        idx = np.empty(n, dtype=np.int64)
+        for j in range(n):
+            idx[j] = keys[j] & mask
+            keys[j] >>= idx_bits
     # rank[i]: how many voxels start before point i (in input order)
     rank = np.zeros(n + 1, dtype=np.int64)
     for j in range(n):
