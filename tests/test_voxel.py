@@ -90,6 +90,15 @@ def test_wide_sparse_grid():
     vox = voxelize(xyz, 0.1)
     np.testing.assert_array_equal(vox.coords, coords)
     np.testing.assert_array_equal(vox.inverse, inverse)
+    # 1e16 voxels in the box and 4000 points: keys and indices no longer share an int64
+    rng = np.random.default_rng(8)
+    xyz = np.repeat(rng.uniform(0, 1e5, (2000, 3)) * [1, 1, 0], 2, axis=0)
+    xyz[1::2, :2] += 4e-4
+    coords, first, inverse, _ = _reference(xyz, np.array([1e-3, 1e-3, np.inf]))
+    vox = voxelize(xyz, np.array([1e-3, 1e-3, np.inf]))
+    np.testing.assert_array_equal(vox.coords, coords)
+    np.testing.assert_array_equal(vox.first_index, first)
+    np.testing.assert_array_equal(vox.inverse, inverse)
 
 
 def test_single_voxel_and_empty():
