@@ -61,7 +61,7 @@ def kitti_tracking_lines(
     if not tracks or not len(times):
         return []
     ego = interpolate_tracks(tracks, times).to_ego(world_from_ego)
-    ref_from_ego = (ego_from_reference or camera.ego_from_camera).inverse()
+    ref_from_ego = (camera.ego_from_camera if ego_from_reference is None else ego_from_reference).inverse()
     width, height = camera.intrinsics.width, camera.intrinsics.height
     order = sorted(range(len(tracks)), key=lambda n: ids[tracks[n].track_id])
     lines: list[str] = []

@@ -18,7 +18,14 @@ One log is a directory::
      "cameras": [CAMERA],                      # as formats.scene_store.camera_to_json
      "frames": [{"timestamp_ns",
                  "lidar": {NAME: "lidar/NAME/000000.pcd"},
-                 "images": {NAME: {"path": "camera/NAME/000000.jpg", "timestamp_ns"}}}]}
+                 "images": {NAME: {"path": "camera/NAME/000000.jpg", "timestamp_ns"}}}],
+     "labels": "labels.json"}                  # optional: world-frame tracks (below)
+
+``labels.json`` (optional, e.g. written by an importer) is a label document in the schema
+the server stores (``server.schemas.LabelDocument``): ``{"tracks": [{"id", "category",
+"attributes", "stationary", "keyframes": [{"timestamp_ns", "center", "size", "rotation",
+"attributes"}]}]}``, centres in the log's ENU frame **minus** ``origin.enu_offset_m`` (the
+scene frame), sizes (l, w, h), rotations wxyz box → world.
 
 Pose translations are in the log's ENU frame; the prepared scene subtracts
 ``origin.enu_offset_m``. A sweep file's timestamp is the frame's ``timestamp_ns``; its points'
@@ -37,6 +44,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from engine.camera import Camera
+from engine.cuboid import CuboidTrack
 from engine.pose_sources import from_pose_table
 from engine.pose_track import PoseTrack
 from engine.se3 import SE3
@@ -80,6 +88,11 @@ class RawLog:
     lidars: tuple[LogLidar, ...]
     cameras: tuple[Camera, ...]
     frames: tuple[LogFrame, ...]
+    labels_path: Path | None = None
+
+    def labels(self) -> list[CuboidTrack]:
+        """The tracks of ``labels.json`` (empty without one)."""
+        return [] if self.labels_path is None else read_labels(self.labels_path)
 
     def world_from_ego(self) -> PoseTrack:
         """The ego pose track from ``poses.csv``, translations relative to the scene origin."""
@@ -166,7 +179,9 @@ def read_log(log_dir: str | os.PathLike) -> RawLog:
     stamps = [f.timestamp_ns for f in frames]
     if any(b <= a for a, b in zip(stamps, stamps[1:])):
         raise FormatError(manifest, None, "frames in strictly increasing timestamp_ns order")
-    return RawLog(root, str(doc.get("log_id", root.name)), origin, poses_path, tuple(lidars), cameras, tuple(frames))
+    labels = None if doc.get("labels") is None else _inside(root, doc["labels"], manifest, "labels")
+    return RawLog(root, str(doc.get("log_id", root.name)), origin, poses_path, tuple(lidars), cameras, tuple(frames),
+                  labels)
 
 
 def write_log_manifest(
@@ -177,8 +192,9 @@ def write_log_manifest(
     lidars: list[LogLidar],
     cameras: list[Camera],
     frames: list[dict[str, Any]],
+    labels: str | None = None,
 ) -> Path:
-    """Write ``log.json`` (paths in ``frames`` relative to ``log_dir``, as in the layout)."""
+    """Write ``log.json`` (paths in ``frames`` and ``labels`` relative to ``log_dir``)."""
     root = Path(log_dir)
     doc = {
         "format": FORMAT, "version": VERSION, "log_id": log_id,
@@ -190,6 +206,8 @@ def write_log_manifest(
         "cameras": [camera_to_json(c) for c in cameras],
         "frames": frames,
     }
+    if labels is not None:
+        doc["labels"] = labels
     path = root / MANIFEST
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(doc, indent=1))
@@ -205,3 +223,56 @@ def write_pose_table(log_dir: str | os.PathLike, track: PoseTrack) -> Path:
         rows.append(",".join([str(int(ts)), *(repr(float(v)) for v in (*t, *q))]))
     path.write_text("\n".join(rows) + "\n")
     return path
+
+
+def labels_document(tracks: list[CuboidTrack]) -> dict[str, Any]:
+    """The label document (schema of ``labels.json``) of world-frame tracks."""
+    out = []
+    for t in tracks:
+        kfa = t.keyframe_attributes or [{} for _ in range(len(t))]
+        out.append({
+            "id": t.track_id, "category": t.category, "attributes": dict(t.attributes), "stationary": bool(t.stationary),
+            "keyframes": [{"timestamp_ns": int(ts), "center": c.tolist(), "size": s.tolist(), "rotation": q.tolist(),
+                           "attributes": dict(a)}
+                          for ts, c, s, q, a in zip(t.timestamps_ns, t.centers, t.sizes, t.rotations, kfa)],
+        })
+    return {"tracks": out}
+
+
+def write_labels(log_dir: str | os.PathLike, tracks: list[CuboidTrack], name: str = "labels.json") -> Path:
+    """Write ``labels.json`` (see :func:`labels_document`); returns its path."""
+    path = Path(log_dir) / name
+    path.write_text(json.dumps(labels_document(tracks), allow_nan=False))
+    return path
+
+
+def read_labels(path: str | os.PathLike) -> list[CuboidTrack]:
+    """Tracks from a ``labels.json``; ``FormatError`` names the track and field at fault."""
+    try:
+        doc = json.loads(Path(path).read_bytes())
+    except OSError as exc:
+        raise FormatError(path, None, f"a readable label document ({exc.strerror})") from None
+    except json.JSONDecodeError as exc:
+        raise FormatError(path, exc.pos, f"valid JSON ({exc.msg})") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("tracks"), list):
+        raise FormatError(path, None, 'a label document {"tracks": [...]}')
+    tracks, seen = [], set()
+    for i, t in enumerate(doc["tracks"]):
+        try:
+            kf = t["keyframes"]
+            track = CuboidTrack(
+                str(t["id"]), str(t["category"]),
+                np.array([k["timestamp_ns"] for k in kf], dtype=np.int64),
+                np.array([k["center"] for k in kf], dtype=np.float64).reshape(-1, 3),
+                np.array([k["size"] for k in kf], dtype=np.float64).reshape(-1, 3),
+                np.array([k["rotation"] for k in kf], dtype=np.float64).reshape(-1, 4),
+                stationary=bool(t.get("stationary", False)), attributes=dict(t.get("attributes", {})),
+                keyframe_attributes=[dict(k.get("attributes", {})) for k in kf],
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise FormatError(path, None, f"tracks[{i}]: a valid track ({type(exc).__name__}: {exc})") from None
+        if track.track_id in seen:
+            raise FormatError(path, None, f"tracks[{i}].id {track.track_id!r} unique, it repeats")
+        seen.add(track.track_id)
+        tracks.append(track)
+    return tracks

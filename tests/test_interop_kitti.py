@@ -108,3 +108,184 @@ def test_rotation_y_convention():
     back = kitti_from_camera_boxes(c, s, q)
     assert np.isclose(back["rotation_y"][0], -np.pi / 2) and np.isclose(back["y"][0], 1.6)
     same_corner_set(box_corners(c[0], s[0], q[0]), devkit_corners(1.5, 1.8, 4.0, 1.0, 1.6, 10.0, -np.pi / 2), 1e-12)
+
+
+# ---------------------------------------------------------------- import: a KITTI tracking fixture
+
+ORIGIN = (49.01, 8.43, 112.0)  # Karlsruhe, as KITTI
+BASELINE = np.array([0.06, -0.002, 0.003])  # cam2 ← rectified cam0 translation, metres
+R_RECT = quat.from_euler_zyx(0.004, -0.006, 0.01)
+
+
+def _matrix34(pose) -> str:
+    m = pose.as_matrix()[:3]
+    return " ".join(f"{v:.17g}" for v in m.ravel())
+
+
+def write_kitti_tracking_fixture(drive, root, sequence=3, labels=True, images=True):
+    """The drive as ``root/training/{velodyne,image_02,calib,oxts,label_02}`` of KITTI tracking.
+
+    The front camera is the rectified camera 2; camera 0 sits BASELINE away and R_RECT
+    rotates it (KITTI's rectification); the ego is the IMU. oxts come from the drive's GNSS
+    poses by inverting the geodetic conversion with engine.geodesy.
+    """
+    from engine.geodesy import Origin, enu_rotation, enu_to_geodetic
+    from engine.se3 import SE3
+    from formats.export_kitti import write_kitti_tracking
+    from formats.kitti import write_kitti_bin
+
+    base = root / "training"
+    seq = f"{sequence:04d}"
+    lidar, cam = drive.lidars[0], drive.cameras[0]
+    times = drive.frame_times_ns
+    k = cam.intrinsics.K
+    ref_from_ego = SE3(np.array([1.0, 0, 0, 0]), -BASELINE) @ cam.ego_from_camera.inverse()
+    cam0_from_ego = SE3(quat.conjugate(R_RECT), np.zeros(3)) @ ref_from_ego
+    p2 = np.hstack([k, (k @ BASELINE)[:, None]])
+    calib = [f"P{i}: " + " ".join(f"{v:.17g}" for v in (p2 if i == 2 else np.hstack([k, np.zeros((3, 1))])).ravel())
+             for i in range(4)]
+    calib += ["R_rect " + " ".join(f"{v:.17g}" for v in quat.to_matrix(R_RECT).ravel()),
+              "Tr_velo_cam " + _matrix34(cam0_from_ego @ lidar.ego_from_lidar),
+              "Tr_imu_velo " + _matrix34(lidar.ego_from_lidar.inverse())]
+    (base / "calib").mkdir(parents=True)
+    (base / "calib" / f"{seq}.txt").write_text("\n".join(calib) + "\n")
+    origin = Origin(*ORIGIN)
+    poses = drive.gnss.interpolate(times)
+    lat, lon, alt = enu_to_geodetic(poses.translation, origin)
+    rows = []
+    for i in range(len(times)):
+        world_from_local = origin.enu_from_ecef @ enu_rotation(lat[i], lon[i]).T
+        q_local = quat.multiply(quat.from_matrix(world_from_local.T), poses.rotation[i])
+        roll, pitch, yaw = quat.to_euler_zyx(q_local)
+        rows.append(" ".join(f"{v:.17g}" for v in [lat[i], lon[i], alt[i], roll, pitch, yaw] + [0.0] * 24))
+    (base / "oxts").mkdir(parents=True)
+    (base / "oxts" / f"{seq}.txt").write_text("\n".join(rows) + "\n")
+    (base / "velodyne" / seq).mkdir(parents=True)
+    for i, sweep in enumerate(drive.sweeps[lidar.name]):
+        write_kitti_bin(base / "velodyne" / seq / f"{i:06d}.bin", sweep)
+    if images:
+        import cv2
+
+        (base / "image_02" / seq).mkdir(parents=True)
+        h, w = cam.intrinsics.height, cam.intrinsics.width
+        for i in range(len(times)):
+            img = np.zeros((h, w, 3), np.uint8)
+            img[..., 0], img[..., 1], img[..., 2] = (np.arange(w) * 255 // w)[None], (np.arange(h) * 255 // h)[:, None], 20 * i
+            cv2.imwrite(str(base / "image_02" / seq / f"{i:06d}.png"), img)
+    if labels:
+        (base / "label_02").mkdir(parents=True)
+        # the labels at KITTI's 10 Hz frame times starting at 0; poses as the importer rebuilds them
+        write_kitti_tracking(base / "label_02" / f"{seq}.txt", list(drive.actor_tracks), times, drive.gnss, cam,
+                             ego_from_reference=ref_from_ego.inverse())
+    return base
+
+
+def test_calibration_and_poses_from_fixture(drive, tmp_path):
+    from formats.import_kitti import read_oxts, read_tracking_calib
+    from engine.pose_sources import from_kitti_oxts
+
+    base = write_kitti_tracking_fixture(drive, tmp_path, labels=False, images=False)
+    calib = read_tracking_calib(base / "calib" / "0003.txt")
+    lidar, cam = drive.lidars[0], drive.cameras[0]
+    assert calib.ego_from_lidar.allclose(lidar.ego_from_lidar, atol=1e-12)
+    assert calib.ego_from_cam2.allclose(cam.ego_from_camera, atol=1e-12)
+    assert (calib.fx, calib.fy, calib.cx, calib.cy) == (cam.intrinsics.fx, cam.intrinsics.fy, cam.intrinsics.cx, cam.intrinsics.cy)
+    track, _ = from_kitti_oxts(read_oxts(base / "oxts" / "0003.txt"), drive.frame_times_ns)
+    truth = drive.gnss.interpolate(drive.frame_times_ns)
+    # relative motion is world-independent: ego_0 ← ego_i equal to 0.1 mm / 1e-6 rad
+    rel = track.poses[0].inverse() @ track.poses
+    rel_truth = truth[0].inverse() @ truth
+    np.testing.assert_allclose(rel.translation, rel_truth.translation, atol=1e-4)
+    assert np.max(quat.angle_between(rel.rotation, rel_truth.rotation)) < 1e-6
+
+
+def _ego_boxes(tracks, times, world_from_ego):
+    boxes = interpolate_tracks(tracks, times).to_ego(world_from_ego)
+    return {t.track_id: n for n, t in enumerate(tracks)}, boxes
+
+
+def test_import_tracking_then_prepare_export_import_round_trip(drive, tmp_path):
+    from formats.export_kitti import write_kitti_tracking
+    from formats.import_kitti import import_kitti_tracking, read_tracking_calib
+    from formats.raw_log import read_log
+    from server.prepare import prepare
+    from server.schemas import LabelDocument
+    import json
+
+    base = write_kitti_tracking_fixture(drive, tmp_path / "kitti")
+    log_dir = import_kitti_tracking(tmp_path / "kitti", 3, tmp_path / "log", start_ns=int(drive.start_ns))
+    log = read_log(log_dir)
+    LabelDocument.model_validate(json.loads(log.labels_path.read_text()))
+    tracks = log.labels()
+    assert tracks and {t.category for t in tracks} <= {"car", "pedestrian"}
+    # boxes in the ego frame equal the drive's truth (1 mm / 0.01 deg)
+    times = drive.frame_times_ns
+    ids, ours = _ego_boxes(tracks, times, log.world_from_ego())
+    tids, truth = _ego_boxes(list(drive.actor_tracks), times, drive.gnss)
+    n_checked = 0
+    for tid, n in ids.items():
+        m = tids[tid]
+        for f in np.flatnonzero(ours.valid[:, n]):
+            if tracks[n].timestamps_ns.tolist().count(times[f]) == 0:
+                continue
+            np.testing.assert_allclose(ours.centers[f, n], truth.centers[f, m], atol=1e-3)
+            np.testing.assert_allclose(ours.sizes[f, n], truth.sizes[f, m], atol=1e-5)
+            assert np.degrees(quat.angle_between(ours.rotations[f, n], truth.rotations[f, m])) < 0.01
+            n_checked += 1
+    assert n_checked > 5
+    summary = prepare(log_dir, tmp_path / "scene")
+    assert summary.prepared == len(times) and not summary.failed
+    # export from the raw log and import again: the same world boxes
+    calib = read_tracking_calib(base / "calib" / "0003.txt")
+    (tmp_path / "kitti2" / "training" / "label_02").mkdir(parents=True)
+    for sub in ("calib", "oxts", "velodyne"):
+        shutil_copy(base / sub, tmp_path / "kitti2" / "training" / sub)
+    write_kitti_tracking(tmp_path / "kitti2" / "training" / "label_02" / "0003.txt", tracks,
+                         [f.timestamp_ns for f in log.frames], log.world_from_ego(), log.cameras[0],
+                         ego_from_reference=calib.ego_from_reference)
+    again = read_log(import_kitti_tracking(tmp_path / "kitti2", 3, tmp_path / "log2", start_ns=int(drive.start_ns),
+                                           images=False)).labels()
+    assert [t.track_id for t in again] == [t.track_id for t in tracks]
+    for a, b in zip(again, tracks):
+        np.testing.assert_array_equal(a.timestamps_ns, b.timestamps_ns)
+        np.testing.assert_allclose(a.centers, b.centers, atol=1e-3)
+        np.testing.assert_allclose(a.sizes, b.sizes, atol=1e-5)
+        assert np.degrees(quat.angle_between(a.rotations, b.rotations)).max() < 0.01
+        assert a.category == b.category
+
+
+def shutil_copy(src, dst):
+    import shutil
+
+    shutil.copytree(src, dst)
+
+
+@pytest.mark.parametrize("name, text, match", [
+    ("label", "0 1 Car 0 0 0.1 1 2 3\n", "17 fields"),
+    ("label", "0 x Car 0 0 0 1 2 3 4 1 1 1 1 1 1 0\n", "integer frame"),
+    ("label", "0 1 Car 0 0 0 1 2 3 4 1 -1 1 1 1 1 0\n", "non-negative"),
+    ("label", "0 1 Car 0 0 0 1 2 3 4 1 1 1 1 1 nan 0\n", "finite"),
+    ("oxts", "1 2 3\n", "30 oxts fields"),
+    ("oxts", "", "at least one oxts row"),
+    ("calib", "P2: 1 0 0 0 0 1 0 0 0 0 1 0\nR_rect 1 0 0 0 1 0 0 0 1\nTr_velo_cam 1 0 0 0 0 1 0 0 0 0 1 0\n", "Tr_imu_velo"),
+    ("calib", "P2: 1 0 0 0 0 1 0 0 0 0 1 0\nR_rect 2 0 0 0 1 0 0 0 1\nTr_velo_cam 1 0 0 0 0 1 0 0 0 0 1 0\n"
+              "Tr_imu_velo 1 0 0 0 0 1 0 0 0 0 1 0\n", "R_rect: a rotation"),
+])
+def test_bad_files_raise_format_error(tmp_path, name, text, match):
+    from formats.errors import FormatError
+    from formats.import_kitti import read_oxts, read_tracking_calib, read_tracking_labels
+
+    path = tmp_path / f"{name}.txt"
+    path.write_text(text)
+    reader = {"label": read_tracking_labels, "oxts": read_oxts, "calib": read_tracking_calib}[name]
+    with pytest.raises(FormatError, match=match) as err:
+        reader(path)
+    assert err.value.path == str(path)
+
+
+def test_missing_sequence_raises_format_error(tmp_path):
+    from formats.errors import FormatError
+    from formats.import_kitti import import_kitti_tracking
+
+    with pytest.raises(FormatError, match="readable file"):
+        import_kitti_tracking(tmp_path, 0, tmp_path / "log")
