@@ -171,3 +171,134 @@ def test_nuscenes_devkit_loads_and_places_boxes(drive, tmp_path):
                 same_corner_set(np.hstack([np.array(out["camera"][tok]), np.zeros((8, 1))]),
                                 np.hstack([uv[:, :2] / uv[:, 2:], np.zeros((8, 1))]), 1e-6)
     assert out["camera"], "some boxes are in view of the camera"
+
+
+# ---------------------------------------------------------------- import: a nuScenes fixture with sweeps
+
+
+def write_nuscenes_fixture(drive, root: Path) -> dict:
+    """The drive as DATAROOT/{samples,sweeps}/... + VERSION/*.json: key frames every second
+    frame, the frames between as LiDAR sweeps (is_key_frame false) with their own ego poses."""
+    from formats.export_nuscenes import token
+    from formats.jpeg import encode_jpeg
+    from formats.nuscenes import write_nuscenes_pcd_bin
+
+    lidar, cam = drive.lidars[0], drive.cameras[0]
+    times = drive.frame_times_ns
+    keys = times[::2]
+    sensors = [
+        NuScenesSensorFiles(lidar.name, lidar.ego_from_lidar,
+                            [(f"samples/{lidar.name}/n{i}__{int(t) // 1000}.pcd.bin", int(t)) for i, t in enumerate(keys)]),
+        NuScenesSensorFiles(cam.name, cam.ego_from_camera,
+                            [(f"samples/{cam.name}/n{i}__{int(t) // 1000 + 50_000}.jpg", int(t) + 50_000_000)
+                             for i, t in enumerate(keys)], camera=cam),
+    ]
+    tables = nuscenes_tables(list(drive.actor_tracks), keys, drive.gnss, sensors)
+    lidar_sd = [r for r in tables["sample_data"] if r["fileformat"] == "pcd"]
+    calib_token = lidar_sd[0]["calibrated_sensor_token"]
+    for j, t in enumerate(times[1::2]):
+        tok = token("sweep", j)
+        pose = drive.gnss.at(int(t))
+        tables["ego_pose"].append({"token": tok, "timestamp": int(t) // 1000, "rotation": pose.rotation.tolist(),
+                                   "translation": pose.translation.tolist()})
+        lidar_sd.append({"token": tok, "sample_token": tables["sample"][j]["token"], "ego_pose_token": tok,
+                         "calibrated_sensor_token": calib_token, "timestamp": int(t) // 1000, "fileformat": "pcd",
+                         "is_key_frame": False, "height": 0, "width": 0,
+                         "filename": f"sweeps/{lidar.name}/s{j}__{int(t) // 1000}.pcd.bin"})
+    lidar_sd.sort(key=lambda r: r["timestamp"])
+    for i, r in enumerate(lidar_sd):
+        r["prev"] = lidar_sd[i - 1]["token"] if i else ""
+        r["next"] = lidar_sd[i + 1]["token"] if i + 1 < len(lidar_sd) else ""
+    tables["sample_data"] = lidar_sd + [r for r in tables["sample_data"] if r["fileformat"] == "jpg"]
+    write_nuscenes(root, VERSION, tables)
+    for i, r in enumerate(lidar_sd):
+        (root / r["filename"]).parent.mkdir(parents=True, exist_ok=True)
+        write_nuscenes_pcd_bin(root / r["filename"], drive.sweeps[lidar.name][i])
+    img = np.zeros((cam.intrinsics.height, cam.intrinsics.width, 3), np.uint8)
+    for r in tables["sample_data"]:
+        if r["fileformat"] == "jpg":
+            (root / r["filename"]).parent.mkdir(parents=True, exist_ok=True)
+            (root / r["filename"]).write_bytes(encode_jpeg(img))
+    return tables
+
+
+def test_import_nuscenes_scene_prepare_export_round_trip(drive, tmp_path):
+    from engine.se3 import SE3
+    from formats.import_nuscenes import import_nuscenes_scene
+    from formats.raw_log import read_log
+    from server.prepare import prepare
+    from server.schemas import LabelDocument
+
+    tables = write_nuscenes_fixture(drive, tmp_path / "nusc")
+    log = read_log(import_nuscenes_scene(tmp_path / "nusc", VERSION, "scene-0001", tmp_path / "log"))
+    LabelDocument.model_validate(json.loads(log.labels_path.read_text()))
+    times = drive.frame_times_ns
+    assert [f.timestamp_ns for f in log.frames] == [int(t) // 1000 * 1000 for t in times]
+    assert [bool(f.images) for f in log.frames] == [i % 2 == 0 for i in range(len(times))]
+    lidar, cam = drive.lidars[0], drive.cameras[0]
+    assert log.lidars[0].ego_from_sensor.allclose(lidar.ego_from_lidar, atol=1e-12)
+    assert log.cameras[0].ego_from_camera.allclose(cam.ego_from_camera, atol=1e-12)
+    assert log.cameras[0].intrinsics == cam.intrinsics
+    offset = np.asarray(log.origin.enu_offset_m)
+    poses = log.world_from_ego().interpolate(np.array([f.timestamp_ns for f in log.frames]))
+    truth = drive.gnss.interpolate(np.array([f.timestamp_ns for f in log.frames]))
+    np.testing.assert_allclose(poses.translation + offset, truth.translation, atol=1e-9)
+    # labels: the annotation table's boxes, shifted by the origin, size wlh -> lwh
+    tracks = {t.track_id: t for t in log.labels()}
+    for ann in tables["sample_annotation"]:
+        t = tracks[ann["instance_token"]]
+        i = list(t.timestamps_ns).index(next(s["timestamp"] for s in tables["sample"]
+                                             if s["token"] == ann["sample_token"]) * 1000)
+        np.testing.assert_allclose(t.centers[i] + offset, ann["translation"], atol=1e-9)
+        np.testing.assert_array_equal(t.sizes[i], np.array(ann["size"])[[1, 0, 2]])
+        same_corner_set(box_corners(t.centers[i] + offset, t.sizes[i], t.rotations[i]),
+                        devkit_box_corners(ann["translation"], ann["size"], ann["rotation"]), 1e-9)
+    assert len(tracks) == len(tables["instance"])
+    summary = prepare(log.root, tmp_path / "scene")
+    assert summary.prepared == len(times) and not summary.failed
+    # export from the raw log (back in the global frame) and compare the annotation tables
+    shift = SE3(np.array([1.0, 0, 0, 0]), offset)
+    back = [t.__class__(t.track_id, t.category, t.timestamps_ns, t.centers + offset, t.sizes, t.rotations)
+            for t in log.labels()]
+    keys = [f for f in log.frames if f.images]
+    sensors = [NuScenesSensorFiles(lidar.name, log.lidars[0].ego_from_sensor,
+                                   [(str(f.lidar[lidar.name].relative_to(log.root)), f.timestamp_ns) for f in keys])]
+    again = nuscenes_tables(back, np.array([f.timestamp_ns for f in keys]),
+                            log.world_from_ego().transformed(left=shift), sensors)
+    from formats.export_nuscenes import token
+
+    # the re-export's instance tokens hash the track ids (= the original instance tokens)
+    old = {(token("instance", "scene-0001", a["instance_token"]), a["sample_token"]): a
+           for a in tables["sample_annotation"]}
+    new = {(a["instance_token"], a["sample_token"]): a for a in again["sample_annotation"]}
+    assert old.keys() == new.keys()
+    for k, a in old.items():
+        b = new[k]
+        np.testing.assert_allclose(b["translation"], a["translation"], atol=1e-3)
+        np.testing.assert_allclose(b["size"], a["size"], atol=1e-6)
+        assert np.degrees(quat.angle_between(np.array(b["rotation"]), np.array(a["rotation"]))) < 0.01
+
+
+@pytest.mark.parametrize("table, text, match", [
+    ("scene", "{", "valid JSON"),
+    ("scene", "{}", "list of records"),
+    ("sample", "[]", "a record with token"),
+])
+def test_bad_tables_raise_format_error(drive, tmp_path, table, text, match):
+    from formats.errors import FormatError
+    from formats.import_nuscenes import import_nuscenes_scene
+
+    write_nuscenes_fixture(drive, tmp_path)
+    (tmp_path / VERSION / f"{table}.json").write_text(text)
+    with pytest.raises(FormatError, match=match) as err:
+        import_nuscenes_scene(tmp_path, VERSION, "scene-0001", tmp_path / "log")
+    assert err.value.path.endswith(f"{table}.json")
+
+
+def test_unknown_scene_raises_format_error(drive, tmp_path):
+    from formats.errors import FormatError
+    from formats.import_nuscenes import import_nuscenes_scene
+
+    write_nuscenes_fixture(drive, tmp_path)
+    with pytest.raises(FormatError, match="a scene named 'nope'"):
+        import_nuscenes_scene(tmp_path, VERSION, "nope", tmp_path / "log")
