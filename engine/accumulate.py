@@ -125,10 +125,7 @@ def accumulate(
     if ego_box is not None:
         _check_box(ego_box)
     t_ref = max(s.timestamp_ns for s in sweeps) if ref_time_ns is None else int(ref_time_ns)
-    parts = []
-    for sweep, ext in zip(sweeps, extrinsics):
-        part = sweep if ego_box is None else sweep.select(outside_ego_box(sweep.xyz, ext, ego_box))
-        parts.append(part.with_xyz(part.xyz, frame=out_frame))  # shares the arrays
+    parts = [s.with_xyz(s.xyz, frame=out_frame) for s in sweeps]  # shares the arrays
     counts = np.array([len(p) for p in parts])
     bounds = np.concatenate([[0], np.cumsum(counts)])
     times = np.empty(bounds[-1], dtype=np.int64)
@@ -138,18 +135,33 @@ def accumulate(
         if per_point_times and part.time_offset_ns is not None:
             seg += part.time_offset_ns
     stacked = Sweep.concatenate(parts, timestamp_ns=t_ref)  # every common column, copied once
-    if all(ext is extrinsics[0] for ext in extrinsics):
+    single = all(ext is extrinsics[0] for ext in extrinsics)
+    if single:
         xyz = motion_compensate(stacked.xyz, times, world_from_ego, extrinsics[0], t_ref, out_frame, extrapolate)
     else:
         xyz = np.empty((len(times), 3), dtype=np.float64 if out_frame == "world" else np.float32)
         for k, ext in enumerate(extrinsics):
             a, b = bounds[k], bounds[k + 1]
             xyz[a:b] = motion_compensate(stacked.xyz[a:b], times[a:b], world_from_ego, ext, t_ref, out_frame, extrapolate)
+    keep = None
+    if ego_box is not None:
+        keep = np.empty(len(times), dtype=np.bool_)
+        for k, ext in enumerate(extrinsics):
+            a, b = bounds[k], bounds[k + 1]
+            keep[a:b] = outside_ego_box(stacked.xyz[a:b], ext, ego_box)
     stacked.xyz = np.ascontiguousarray(xyz, dtype=np.float32)
     if stacked.time_offset_ns is not None:
         stacked.time_offset_ns = times - np.int64(t_ref)
     stacked.extra["sweep_index"] = np.repeat(np.arange(len(parts), dtype=np.int32), counts)
     stacked.extra["time_lag_s"] = ((np.int64(t_ref) - times) * 1e-9).astype(np.float32)
+    if keep is not None and not keep.all():
+        # ndarray.take is several times faster than fancy indexing for (N, 3) rows
+        rows = np.flatnonzero(keep)
+        for name, column in stacked.columns().items():
+            if name in stacked.extra:
+                stacked.extra[name] = column.take(rows, axis=0)
+            else:
+                setattr(stacked, name, column.take(rows, axis=0))
     return stacked
 
 
