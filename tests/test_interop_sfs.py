@@ -95,3 +95,80 @@ def test_bad_inputs(drive):
         scene_to_sfs([], drive.gnss, [(drive.start_ns, np.full((1, 3), np.nan))])
     assert scene_to_sfs([]) == {"version": "1.0", "time_unit": "microseconds", "time_offset": 0,
                                 "annotations": [], "sensors": []}
+
+
+# ---------------------------------------------------------------- import
+
+
+def test_import_sfs_prepare_export_round_trip(drive, tmp_path):
+    import json
+
+    from formats.import_sfs import import_sfs
+    from formats.raw_log import read_log
+    from formats.registry import read_points
+    from server.prepare import prepare
+    from server.schemas import LabelDocument
+
+    tracks = _tracks(drive)
+    frames = _frames(drive)
+    path = write_sfs(tmp_path / "scene.sfs", tracks, drive.gnss, frames)
+    log = read_log(import_sfs(path, tmp_path / "log"))
+    LabelDocument.model_validate(json.loads(log.labels_path.read_text()))
+    offset = np.asarray(log.origin.enu_offset_m)
+    # frames at the SFS times, points back in the LiDAR-at-ego frame: world = pose(t) · p
+    assert [f.timestamp_ns for f in log.frames] == [t for t, _ in frames]
+    track = log.world_from_ego()
+    for f, (t, xyz) in zip(log.frames, frames):
+        sweep = read_points(f.lidar["lidar"], format="pcd")
+        world = track.at(t).apply(sweep.xyz) + offset
+        np.testing.assert_allclose(world, xyz.astype(np.float32), atol=2e-5)
+    # labels equal the exported tracks, in the scene frame
+    back = {t.track_id: t for t in log.labels()}
+    assert sorted(back) == sorted(t.track_id for t in tracks)
+    for t in tracks:
+        b = back[t.track_id]
+        np.testing.assert_array_equal(b.timestamps_ns, t.timestamps_ns)
+        np.testing.assert_allclose(b.centers + offset, t.centers, atol=1e-9)
+        np.testing.assert_allclose(b.sizes, t.sizes, atol=1e-12)
+        assert np.max(np.abs(np.abs(np.sum(b.rotations * t.rotations, axis=1)) - 1)) < 1e-12
+    summary = prepare(log.root, tmp_path / "scene")
+    assert summary.prepared == len(frames) and not summary.failed
+    # export again from the raw log (global frame) and import: the same boxes
+    again_path = write_sfs(tmp_path / "again.sfs",
+                           [replace_track(b, b.centers + offset) for b in log.labels()],
+                           drive.gnss, frames)
+    assert parse_and_validate_scene(SFSLoader(str(again_path)).load_unsafe()).success
+    again = {t.track_id: t for t in read_log(import_sfs(again_path, tmp_path / "log2")).labels()}
+    for tid, b in back.items():
+        np.testing.assert_allclose(again[tid].centers, b.centers, atol=1e-3)
+        np.testing.assert_array_equal(again[tid].timestamps_ns, b.timestamps_ns)
+
+
+def replace_track(t: CuboidTrack, centers: np.ndarray) -> CuboidTrack:
+    return CuboidTrack(t.track_id, t.category, t.timestamps_ns, centers, t.sizes, t.rotations, t.stationary,
+                       t.attributes, t.keyframe_attributes)
+
+
+@pytest.mark.parametrize("data, match", [
+    (b'{"version": "1.0"}', "NUL byte"),
+    (b'{"version": \0\0\0\0', "JSON header"),
+    (b'[1]\0\0\0\0', "JSON object"),
+    (b'{"$items": [{"keys": ["a"], "offset": 0, "length": 40, "dtype": "float32"}]}\0\0\0\0', "inside the file"),
+    (b'{"$items": [{"keys": ["a", "b"], "offset": 0, "length": 4, "dtype": "float32"}]}\0\0\0\0', "fit the header"),
+    (b'{"$items": [{"keys": ["a"]}]}\0\0\0\0', "with keys, offset"),
+])
+def test_decode_bad_bytes_raise_format_error(data, match):
+    from formats.errors import FormatError
+    from formats.import_sfs import decode_sfs
+
+    with pytest.raises(FormatError, match=match):
+        decode_sfs(data, "x.sfs")
+
+
+def test_import_without_lidar_raises_format_error(tmp_path):
+    from formats.errors import FormatError
+    from formats.import_sfs import import_sfs
+
+    path = write_sfs(tmp_path / "a.sfs", [])
+    with pytest.raises(FormatError, match="a lidar sensor"):
+        import_sfs(path, tmp_path / "log")
