@@ -88,17 +88,12 @@ def _assign_kernel(xyz, origin, inv_size, base, dims, inverse):
         _radix_pass(keys, idx, keys2, idx2, shift0 + r * _DIGIT_BITS, count[r], not pack)
         keys, keys2 = keys2, keys
         idx, idx2 = idx2, idx
-    if pack:
-        mask = (np.int64(1) << idx_bits) - 1
-        idx = np.empty(n, dtype=np.int64)
-        for j in range(n):
-            idx[j] = keys[j] & mask
-            keys[j] >>= idx_bits
+    mask = (np.int64(1) << shift0) - 1
     # rank[i]: how many voxels start before point i (in input order)
     rank = np.zeros(n + 1, dtype=np.int64)
     for j in range(n):
-        if j == 0 or keys[j] != keys[j - 1]:
-            rank[idx[j] + 1] = 1
+        if j == 0 or (keys[j] >> shift0) != (keys[j - 1] >> shift0):
+            rank[(keys[j] & mask if pack else idx[j]) + 1] = 1
     for i in range(n):
         rank[i + 1] += rank[i]
     m = rank[n]
@@ -106,11 +101,12 @@ def _assign_kernel(xyz, origin, inv_size, base, dims, inverse):
     voxel_keys = np.empty(m, dtype=np.int64)
     v = 0
     for j in range(n):
-        if j == 0 or keys[j] != keys[j - 1]:
-            v = rank[idx[j]]
-            first[v] = idx[j]
-            voxel_keys[v] = keys[j]
-        inverse[idx[j]] = v
+        i = keys[j] & mask if pack else idx[j]
+        if j == 0 or (keys[j] >> shift0) != (keys[j - 1] >> shift0):
+            v = rank[i]
+            first[v] = i
+            voxel_keys[v] = keys[j] >> shift0
+        inverse[i] = v
     return first, voxel_keys
 
 
