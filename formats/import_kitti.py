@@ -1,4 +1,10 @@
-"""Import a KITTI tracking sequence into Fathom's raw-log layout (:mod:`formats.raw_log`).
+"""Import KITTI tracking sequences and KITTI raw drives into Fathom's raw-log layout.
+
+KITTI raw (``DATE/``): ``calib_cam_to_cam.txt`` (``R_rect_00``, ``P_rect_02``, ...),
+``calib_velo_to_cam.txt`` and ``calib_imu_to_velo.txt`` (``R``, ``T``), and
+``DATE_drive_NNNN_sync/{velodyne_points,oxts,image_02}/{timestamps.txt,data/NNNNNNNNNN.*}``;
+timestamps ``YYYY-MM-DD HH:MM:SS.fffffffff`` are read as UTC; frame times are the velodyne
+``timestamps.txt``, poses the oxts rows at their own times (tracklet labels are not read).
 
 The KITTI tracking layout (``ROOT/{training,testing}/``)::
 
@@ -21,6 +27,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from datetime import datetime, timezone
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -134,21 +141,45 @@ def _rigid(path: Path, m: np.ndarray, key: str) -> SE3:
     return SE3(quat.from_matrix(r), m[:3, 3])
 
 
-def read_tracking_calib(path: str | os.PathLike) -> KittiCalibration:
-    """``calib/SSSS.txt`` of KITTI tracking → :class:`KittiCalibration`."""
-    path = Path(path)
-    c = read_calib_file(path)
-    p2 = _se3(path, c, "P2")[:3]
-    velo_from_imu = _rigid(path, _se3(path, c, "Tr_imu_velo"), "Tr_imu_velo")
-    cam0_from_velo = _rigid(path, _se3(path, c, "Tr_velo_cam"), "Tr_velo_cam")
-    rect_from_cam0 = _rigid(path, _se3(path, c, "R_rect", 9), "R_rect")
+def _calibration(path: Path, p2: np.ndarray, rect_from_cam0: SE3, cam0_from_velo: SE3, velo_from_imu: SE3,
+                 key: str = "P2") -> KittiCalibration:
     k = p2[:, :3]
-    if k[0, 0] <= 0 or k[1, 1] <= 0 or k[2, 2] != 1:
-        raise FormatError(path, None, "P2 = K [I | t] with positive focal lengths and K[2, 2] = 1")
+    if k[0, 0] <= 0 or k[1, 1] <= 0 or k[2, 2] != 1 or k[1, 0] or k[2, 0] or k[2, 1]:
+        raise FormatError(path, None, f"{key} = K [I | t] with positive focal lengths and K[2] = (0, 0, 1)")
     cam2_from_ref = SE3(np.array([1.0, 0, 0, 0]), np.linalg.solve(k, p2[:, 3]))
     ref_from_ego = rect_from_cam0 @ cam0_from_velo @ velo_from_imu
     return KittiCalibration(velo_from_imu.inverse(), ref_from_ego.inverse(), (cam2_from_ref @ ref_from_ego).inverse(),
                             float(k[0, 0]), float(k[1, 1]), float(k[0, 2]), float(k[1, 2]))
+
+
+def read_tracking_calib(path: str | os.PathLike) -> KittiCalibration:
+    """``calib/SSSS.txt`` of KITTI tracking → :class:`KittiCalibration`."""
+    path = Path(path)
+    c = read_calib_file(path)
+    return _calibration(path, _se3(path, c, "P2")[:3], _rigid(path, _se3(path, c, "R_rect", 9), "R_rect"),
+                        _rigid(path, _se3(path, c, "Tr_velo_cam"), "Tr_velo_cam"),
+                        _rigid(path, _se3(path, c, "Tr_imu_velo"), "Tr_imu_velo"))
+
+
+def _rt(path: Path) -> SE3:
+    """A ``calib_*_to_*.txt`` of KITTI raw: ``R`` (9) and ``T`` (3) → dst ← src."""
+    c = read_calib_file(path)
+    r, t = c.get("R"), c.get("T")
+    if r is None or r.size != 9 or t is None or t.size != 3:
+        raise FormatError(path, None, "R with 9 numbers and T with 3")
+    m = np.eye(4)
+    m[:3, :3], m[:3, 3] = r.reshape(3, 3), t
+    return _rigid(path, m, "R")
+
+
+def read_raw_calib(date_dir: str | os.PathLike) -> KittiCalibration:
+    """``calib_cam_to_cam.txt``, ``calib_velo_to_cam.txt``, ``calib_imu_to_velo.txt`` of a KITTI raw day."""
+    d = Path(date_dir)
+    cam_path = d / "calib_cam_to_cam.txt"
+    c = read_calib_file(cam_path)
+    return _calibration(cam_path, _se3(cam_path, c, "P_rect_02")[:3],
+                        _rigid(cam_path, _se3(cam_path, c, "R_rect_00", 9), "R_rect_00"),
+                        _rt(d / "calib_velo_to_cam.txt"), _rt(d / "calib_imu_to_velo.txt"), "P_rect_02")
 
 
 def read_oxts(path: str | os.PathLike) -> np.ndarray:
@@ -227,6 +258,87 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copyfile(src, dst)
 
 
+def read_timestamps(path: str | os.PathLike) -> np.ndarray:
+    """A KITTI raw ``timestamps.txt`` (``YYYY-MM-DD HH:MM:SS.fffffffff`` per line, taken as UTC) → ``(K,) int64`` ns."""
+    path = Path(path)
+    out = []
+    for offset, line in _lines(path):
+        try:
+            day_time, _, frac = line.partition(".")
+            whole = datetime.strptime(day_time, "%Y-%m-%d %H:%M:%S").replace(tzinfo=timezone.utc)
+            if not frac.isdigit() or len(frac) > 9:
+                raise ValueError(frac)
+        except ValueError:
+            raise FormatError(path, offset, f"a timestamp YYYY-MM-DD HH:MM:SS.fffffffff, got {line[:40]!r}") from None
+        out.append(int(whole.timestamp()) * 1_000_000_000 + int(frac.ljust(9, "0")))
+    if not out:
+        raise FormatError(path, 0, "at least one timestamp")
+    return np.array(out, dtype=np.int64)
+
+
+def _write_log(out: Path, log_id: str, calib: KittiCalibration, track, origin, times: np.ndarray,
+               sweeps: list[Path], images: list[tuple[Path, int] | None], tracks: list[CuboidTrack]) -> Path:
+    """The raw log: poses, one KITTI sweep per frame, camera 2 JPEGs, ``labels.json``."""
+    out.mkdir(parents=True, exist_ok=True)
+    write_pose_table(out, track)
+    cameras: list[Camera] = []
+    first = next((im for im in images if im is not None), None)
+    if first is not None:
+        import cv2
+
+        from formats.jpeg import encode_jpeg
+
+        shape = _png(first[0], cv2).shape
+        cameras.append(Camera("image_02", CameraIntrinsics(shape[1], shape[0], calib.fx, calib.fy, calib.cx, calib.cy),
+                              calib.ego_from_cam2))
+    frames = []
+    for i, (t, src, image) in enumerate(zip(times, sweeps, images)):
+        rel = f"lidar/velodyne/{i:06d}.bin"
+        _link_or_copy(src, out / rel)
+        entry = {"timestamp_ns": int(t), "lidar": {"velodyne": rel}, "images": {}}
+        if cameras and image is not None:
+            bgr = _png(image[0], cv2)
+            if bgr.shape[:2] != (cameras[0].intrinsics.height, cameras[0].intrinsics.width):
+                raise FormatError(image[0], None, f"a {cameras[0].intrinsics.width}x{cameras[0].intrinsics.height} image")
+            rel_img = f"camera/image_02/{i:06d}.jpg"
+            (out / rel_img).parent.mkdir(parents=True, exist_ok=True)
+            (out / rel_img).write_bytes(encode_jpeg(np.ascontiguousarray(bgr[:, :, ::-1]), quality=JPEG_QUALITY))
+            entry["images"]["image_02"] = {"path": rel_img, "timestamp_ns": int(image[1])}
+        frames.append(entry)
+    if tracks:
+        write_labels(out, tracks)
+    write_log_manifest(
+        out, log_id=log_id, origin=SceneOrigin(geodetic=(origin.lat_deg, origin.lon_deg, origin.alt_m)),
+        lidars=[LogLidar("velodyne", 0, calib.ego_from_lidar, "kitti")], cameras=cameras, frames=frames,
+        labels="labels.json" if tracks else None,
+    )
+    return out
+
+
+def _png(path: Path, cv2) -> np.ndarray:
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise FormatError(path, None, "a readable PNG image")
+    return bgr
+
+
+def _sweeps(directory: Path, width: int) -> list[Path]:
+    sweeps = sorted(directory.glob("*.bin"))
+    if not sweeps:
+        raise FormatError(directory, None, "a directory of numbered .bin sweeps")
+    for i, p in enumerate(sweeps):
+        if p.stem != f"{i:0{width}d}":
+            raise FormatError(p, None, f"consecutive sweep names from 0, expected {i:0{width}d}.bin")
+    return sweeps
+
+
+def _poses(oxts: np.ndarray, times: np.ndarray, path: Path):
+    try:
+        return from_kitti_oxts(oxts, times)
+    except ValueError as exc:
+        raise FormatError(path, None, f"valid oxts poses: {exc}") from None
+
+
 def import_kitti_tracking(
     root: str | os.PathLike, sequence: int, log_dir: str | os.PathLike, *, split: str = "training",
     start_ns: int = 0, period_ns: int = FRAME_PERIOD_NS, images: bool = True,
@@ -234,66 +346,45 @@ def import_kitti_tracking(
     """Write KITTI tracking sequence ``sequence`` of ``root/split`` as a raw log in ``log_dir``."""
     base = Path(root) / split
     seq = f"{sequence:04d}"
-    calib_path = base / "calib" / f"{seq}.txt"
-    calib = read_tracking_calib(calib_path)
-    sweeps = sorted((base / "velodyne" / seq).glob("*.bin"))
-    if not sweeps:
-        raise FormatError(base / "velodyne" / seq, None, "a directory of NNNNNN.bin sweeps")
-    for i, p in enumerate(sweeps):
-        if p.stem != f"{i:06d}":
-            raise FormatError(p, None, f"consecutive sweep names from 000000, expected {i:06d}.bin")
+    calib = read_tracking_calib(base / "calib" / f"{seq}.txt")
+    sweeps = _sweeps(base / "velodyne" / seq, 6)
     oxts_path = base / "oxts" / f"{seq}.txt"
     oxts = read_oxts(oxts_path)
     if len(oxts) < len(sweeps):
         raise FormatError(oxts_path, None, f"one oxts row per frame: {len(sweeps)} frames, {len(oxts)} rows")
     times = np.int64(start_ns) + np.arange(len(sweeps), dtype=np.int64) * np.int64(period_ns)
-    try:
-        track, origin = from_kitti_oxts(oxts[: len(sweeps)], times)
-    except ValueError as exc:
-        raise FormatError(oxts_path, None, f"valid oxts poses: {exc}") from None
-    out = Path(log_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    write_pose_table(out, track)
-    cameras: list[Camera] = []
-    image_dir = base / "image_02" / seq
-    pngs = sorted(image_dir.glob("*.png")) if images else []
-    if pngs:
-        import cv2
-
-        from formats.jpeg import encode_jpeg
-
-        first = cv2.imread(str(pngs[0]), cv2.IMREAD_COLOR)
-        if first is None:
-            raise FormatError(pngs[0], None, "a readable PNG image")
-        intr = CameraIntrinsics(first.shape[1], first.shape[0], calib.fx, calib.fy, calib.cx, calib.cy)
-        cameras.append(Camera("image_02", intr, calib.ego_from_cam2))
-    frames = []
-    for i, (t, src) in enumerate(zip(times, sweeps)):
-        rel = f"lidar/velodyne/{i:06d}.bin"
-        _link_or_copy(src, out / rel)
-        entry = {"timestamp_ns": int(t), "lidar": {"velodyne": rel}, "images": {}}
-        png = image_dir / f"{i:06d}.png"
-        if cameras and png.exists():
-            bgr = cv2.imread(str(png), cv2.IMREAD_COLOR)
-            if bgr is None or bgr.shape[:2] != (cameras[0].intrinsics.height, cameras[0].intrinsics.width):
-                raise FormatError(png, None, f"a readable PNG of {cameras[0].intrinsics.width}x{cameras[0].intrinsics.height}")
-            rel_img = f"camera/image_02/{i:06d}.jpg"
-            (out / rel_img).parent.mkdir(parents=True, exist_ok=True)
-            (out / rel_img).write_bytes(encode_jpeg(np.ascontiguousarray(bgr[:, :, ::-1]), quality=JPEG_QUALITY))
-            entry["images"]["image_02"] = {"path": rel_img, "timestamp_ns": int(t)}
-        frames.append(entry)
-    labels_rel = None
+    track, origin = _poses(oxts[: len(sweeps)], times, oxts_path)
+    pngs = [base / "image_02" / seq / f"{i:06d}.png" for i in range(len(sweeps))]
+    tracks: list[CuboidTrack] = []
     label_path = base / "label_02" / f"{seq}.txt"
     if label_path.exists():
         poses = track.interpolate(times)
         tracks = tracks_from_labels(read_tracking_labels(label_path), times, lambda i: poses[i],
                                     calib.ego_from_reference, label_path)
-        write_labels(out, tracks)
-        labels_rel = "labels.json"
-    write_log_manifest(
-        out, log_id=f"kitti-tracking-{split}-{seq}",
-        origin=SceneOrigin(geodetic=(origin.lat_deg, origin.lon_deg, origin.alt_m)),
-        lidars=[LogLidar("velodyne", 0, calib.ego_from_lidar, "kitti")], cameras=cameras, frames=frames,
-        labels=labels_rel,
-    )
-    return out
+    return _write_log(Path(log_dir), f"kitti-tracking-{split}-{seq}", calib, track, origin, times, sweeps,
+                      [(p, t) if images and p.exists() else None for p, t in zip(pngs, times)], tracks)
+
+
+def import_kitti_raw(date_dir: str | os.PathLike, drive: str, log_dir: str | os.PathLike, *,
+                     images: bool = True) -> Path:
+    """Write a KITTI raw ``DATE/DRIVE_sync`` (velodyne_points, oxts, image_02 with their
+    ``timestamps.txt``) as a raw log; frame times are the velodyne ``timestamps.txt``."""
+    day = Path(date_dir)
+    d = day / drive
+    calib = read_raw_calib(day)
+    sweeps = _sweeps(d / "velodyne_points" / "data", 10)
+    times = read_timestamps(d / "velodyne_points" / "timestamps.txt")
+    if len(times) != len(sweeps):
+        raise FormatError(d / "velodyne_points" / "timestamps.txt", None, f"{len(sweeps)} timestamps, got {len(times)}")
+    oxts_files = sorted((d / "oxts" / "data").glob("*.txt"))
+    oxts_times = read_timestamps(d / "oxts" / "timestamps.txt")
+    if not oxts_files or len(oxts_files) != len(oxts_times):
+        raise FormatError(d / "oxts" / "timestamps.txt", None, f"one timestamp per oxts file ({len(oxts_files)})")
+    oxts = np.vstack([read_oxts(p) for p in oxts_files])
+    track, origin = _poses(oxts, oxts_times, d / "oxts" / "timestamps.txt")
+    image_list: list[tuple[Path, int] | None] = [None] * len(sweeps)
+    if images and (d / "image_02" / "timestamps.txt").exists():
+        image_times = read_timestamps(d / "image_02" / "timestamps.txt")
+        pngs = [d / "image_02" / "data" / f"{i:010d}.png" for i in range(min(len(sweeps), len(image_times)))]
+        image_list[: len(pngs)] = [(p, int(t)) if p.exists() else None for p, t in zip(pngs, image_times)]
+    return _write_log(Path(log_dir), f"kitti-raw-{drive}", calib, track, origin, times, sweeps, image_list, [])

@@ -122,6 +122,23 @@ def _matrix34(pose) -> str:
     return " ".join(f"{v:.17g}" for v in m.ravel())
 
 
+def oxts_rows(drive, times) -> list[str]:
+    """oxts lines (lat, lon, alt, roll, pitch, yaw, 24 zeros) of the drive's GNSS poses at ``times``,
+    inverting engine.pose_sources' geodetic conversion with engine.geodesy."""
+    from engine.geodesy import Origin, enu_rotation, enu_to_geodetic
+
+    origin = Origin(*ORIGIN)
+    poses = drive.gnss.interpolate(times)
+    lat, lon, alt = enu_to_geodetic(poses.translation, origin)
+    rows = []
+    for i in range(len(times)):
+        world_from_local = origin.enu_from_ecef @ enu_rotation(lat[i], lon[i]).T
+        q_local = quat.multiply(quat.from_matrix(world_from_local.T), poses.rotation[i])
+        roll, pitch, yaw = quat.to_euler_zyx(q_local)
+        rows.append(" ".join(f"{v:.17g}" for v in [lat[i], lon[i], alt[i], roll, pitch, yaw] + [0.0] * 24))
+    return rows
+
+
 def write_kitti_tracking_fixture(drive, root, sequence=3, labels=True, images=True):
     """The drive as ``root/training/{velodyne,image_02,calib,oxts,label_02}`` of KITTI tracking.
 
@@ -129,7 +146,6 @@ def write_kitti_tracking_fixture(drive, root, sequence=3, labels=True, images=Tr
     rotates it (KITTI's rectification); the ego is the IMU. oxts come from the drive's GNSS
     poses by inverting the geodetic conversion with engine.geodesy.
     """
-    from engine.geodesy import Origin, enu_rotation, enu_to_geodetic
     from engine.se3 import SE3
     from formats.export_kitti import write_kitti_tracking
     from formats.kitti import write_kitti_bin
@@ -149,15 +165,7 @@ def write_kitti_tracking_fixture(drive, root, sequence=3, labels=True, images=Tr
               "Tr_imu_velo " + _matrix34(lidar.ego_from_lidar.inverse())]
     (base / "calib").mkdir(parents=True)
     (base / "calib" / f"{seq}.txt").write_text("\n".join(calib) + "\n")
-    origin = Origin(*ORIGIN)
-    poses = drive.gnss.interpolate(times)
-    lat, lon, alt = enu_to_geodetic(poses.translation, origin)
-    rows = []
-    for i in range(len(times)):
-        world_from_local = origin.enu_from_ecef @ enu_rotation(lat[i], lon[i]).T
-        q_local = quat.multiply(quat.from_matrix(world_from_local.T), poses.rotation[i])
-        roll, pitch, yaw = quat.to_euler_zyx(q_local)
-        rows.append(" ".join(f"{v:.17g}" for v in [lat[i], lon[i], alt[i], roll, pitch, yaw] + [0.0] * 24))
+    rows = oxts_rows(drive, times)
     (base / "oxts").mkdir(parents=True)
     (base / "oxts" / f"{seq}.txt").write_text("\n".join(rows) + "\n")
     (base / "velodyne" / seq).mkdir(parents=True)
@@ -289,3 +297,89 @@ def test_missing_sequence_raises_format_error(tmp_path):
 
     with pytest.raises(FormatError, match="readable file"):
         import_kitti_tracking(tmp_path, 0, tmp_path / "log")
+
+
+def _stamp(t_ns: int) -> str:
+    from datetime import datetime, timezone
+
+    whole = datetime.fromtimestamp(t_ns // 1_000_000_000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    return f"{whole}.{t_ns % 1_000_000_000:09d}"
+
+
+def write_kitti_raw_fixture(drive, root):
+    """The drive as a KITTI raw day: calib_*.txt and DATE_drive_0001_sync/{velodyne_points,oxts,image_02}."""
+    import shutil
+
+    base = write_kitti_tracking_fixture(drive, root / "tracking", labels=False)
+    day = root / "2011_09_26"
+    sync = day / "2011_09_26_drive_0001_sync"
+    c = {line.split()[0].rstrip(":"): line.split()[1:] for line in (base / "calib" / "0003.txt").read_text().splitlines()}
+    rt = lambda v: f"R: {' '.join(v[i] for i in (0, 1, 2, 4, 5, 6, 8, 9, 10))}\nT: {v[3]} {v[7]} {v[11]}\n"  # noqa: E731
+    day.mkdir(parents=True)
+    (day / "calib_velo_to_cam.txt").write_text("calib_time: 15-Mar-2012 11:37:16\n" + rt(c["Tr_velo_cam"]) + "delta_f: 0 0\n")
+    (day / "calib_imu_to_velo.txt").write_text("calib_time: 25-May-2012 16:47:16\n" + rt(c["Tr_imu_velo"]))
+    (day / "calib_cam_to_cam.txt").write_text(
+        "calib_time: 09-Jan-2012 13:57:47\ncorner_dist: 9.950000e-02\n"
+        f"R_rect_00: {' '.join(c['R_rect'])}\nP_rect_00: {' '.join(c['P0'])}\nP_rect_02: {' '.join(c['P2'])}\n")
+    times = drive.frame_times_ns
+    for sub, ext, src in (("velodyne_points", "bin", base / "velodyne" / "0003"),
+                          ("image_02", "png", base / "image_02" / "0003")):
+        (sync / sub / "data").mkdir(parents=True)
+        for i in range(len(times)):
+            shutil.copyfile(src / f"{i:06d}.{ext}", sync / sub / "data" / f"{i:010d}.{ext}")
+    (sync / "velodyne_points" / "timestamps.txt").write_text("".join(_stamp(int(t)) + "\n" for t in times))
+    (sync / "image_02" / "timestamps.txt").write_text("".join(_stamp(int(t) + 50_000_000) + "\n" for t in times))
+    oxts_times = drive.gnss.timestamps_ns  # 100 Hz, covering every sweep and image
+    (sync / "oxts" / "data").mkdir(parents=True)
+    for i, row in enumerate(oxts_rows(drive, oxts_times)):
+        (sync / "oxts" / "data" / f"{i:010d}.txt").write_text(row + "\n")
+    (sync / "oxts" / "timestamps.txt").write_text("".join(_stamp(int(t)) + "\n" for t in oxts_times))
+    return day
+
+
+def test_import_kitti_raw(drive, tmp_path):
+    from formats.import_kitti import import_kitti_raw
+    from formats.raw_log import read_log
+    from server.prepare import prepare
+
+    day = write_kitti_raw_fixture(drive, tmp_path)
+    log = read_log(import_kitti_raw(day, "2011_09_26_drive_0001_sync", tmp_path / "log"))
+    times = drive.frame_times_ns
+    assert [f.timestamp_ns for f in log.frames] == times.tolist()
+    assert [f.images["image_02"][1] for f in log.frames] == (times + 50_000_000).tolist()
+    assert log.lidars[0].ego_from_sensor.allclose(drive.lidars[0].ego_from_lidar, atol=1e-12)
+    assert log.cameras[0].ego_from_camera.allclose(drive.cameras[0].ego_from_camera, atol=1e-12)
+    assert log.labels_path is None and log.labels() == []
+    track = log.world_from_ego()
+    assert len(track) == len(drive.gnss)
+    truth = drive.gnss.interpolate(times)
+    track = track.interpolate(times)
+    rel = track[0].inverse() @ track
+    rel_truth = truth[0].inverse() @ truth
+    np.testing.assert_allclose(rel.translation, rel_truth.translation, atol=1e-4)
+    summary = prepare(log.root, tmp_path / "scene")
+    assert summary.prepared == len(times) and not summary.failed
+
+
+@pytest.mark.parametrize("text, match", [
+    ("2011-09-26 13:02:25\n", "timestamp YYYY"),
+    ("2011-09-26 13:02:25.1234567890\n", "timestamp YYYY"),
+    ("26/09/2011 13:02:25.5\n", "timestamp YYYY"),
+    ("", "at least one timestamp"),
+])
+def test_bad_timestamps_raise_format_error(tmp_path, text, match):
+    from formats.errors import FormatError
+    from formats.import_kitti import read_timestamps
+
+    (tmp_path / "timestamps.txt").write_text(text)
+    with pytest.raises(FormatError, match=match):
+        read_timestamps(tmp_path / "timestamps.txt")
+
+
+def test_timestamps_are_exact_nanoseconds(tmp_path):
+    from formats.import_kitti import read_timestamps
+
+    (tmp_path / "t.txt").write_text("2011-09-26 13:02:25.964389445\n1970-01-01 00:00:01.5\n")
+    # 2011-09-26 is day 15243 of the UNIX epoch
+    expect = (15243 * 86400 + 13 * 3600 + 2 * 60 + 25) * 10**9 + 964389445
+    assert read_timestamps(tmp_path / "t.txt").tolist() == [expect, 1_500_000_000]
