@@ -70,8 +70,19 @@ def test_injected_noise_is_removed(frames):
 
 def test_true_poses_stay_true(frames):
     sweeps, truth, ts = frames
-    track, reports = refine_poses(sweeps, PoseTrack(ts, truth.rotation, truth.translation), target="previous")
+    track, reports = refine_poses(sweeps, PoseTrack(ts, truth.rotation, truth.translation), target="map")
     e_t, e_r = _errors(track, truth)
+    assert e_t.max() < 0.05 and e_r.max() < 0.1, (e_t, e_r)
+
+
+def test_sweep_to_sweep_registers_each_pair(frames):
+    # sweep-to-sweep: each step is checked against the previous accepted sweep only, so
+    # small per-step errors add up along the drive (sweep-to-map does not drift like that)
+    sweeps, truth, ts = frames
+    noisy = _perturb(truth[:3], ts[:3], 0.3, 1.0, seed=3)
+    track, reports = refine_poses(sweeps[:3], noisy, target="previous")
+    assert all(r.accepted for r in reports)
+    e_t, e_r = _errors(track, truth[:3])
     assert e_t.max() < 0.05 and e_r.max() < 0.1, (e_t, e_r)
 
 

@@ -1,0 +1,183 @@
+"""Ego-motion alignment: deskew, 10-sweep accumulation and voxel downsampling vs their peers.
+
+- deskew of a 170 k-point sweep vs scipy ``Slerp`` + ``Rotation.apply`` (goal ≥ 50×);
+- accumulation of 10 sweeps (one pose per sweep) vs a NumPy implementation of nuScenes'
+  ``LidarPointCloud.from_file_multisweep`` transform chain (file reading excluded);
+- voxel downsampling (centroids) of 1.7 M points vs open3d ``voxel_down_sample`` (goal ≥ 5×).
+"""
+
+from __future__ import annotations
+
+from functools import reduce
+
+import numpy as np
+import open3d as o3d
+import pytest
+from scipy.spatial.transform import Rotation, Slerp
+
+from engine import PoseTrack, SE3, Sweep
+from engine import quaternion as quat
+from engine.accumulate import accumulate
+from engine.motion import deskew
+from engine.voxel import voxel_downsample
+
+T0 = 1_700_000_000_000_000_000
+SWEEP_NS = 100_000_000
+N_BEAMS, N_AZIMUTH = 64, 2656  # 170 k points per sweep
+N_SWEEPS = 10
+
+
+def _scan(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A spinning-LiDAR sweep of a street (ground, walls 8 m either side), firing order."""
+    el = np.radians(np.linspace(-24.9, 2.0, N_BEAMS))
+    az = np.linspace(0, 2 * np.pi, N_AZIMUTH, endpoint=False)
+    d = np.stack(np.broadcast_arrays(np.cos(el)[None, :] * np.cos(az)[:, None],
+                                     np.cos(el)[None, :] * np.sin(az)[:, None], np.sin(el)[None, :]), -1)
+    d = d.reshape(-1, 3)
+    h = 1.85
+    r_ground = np.where(d[:, 2] < -1e-6, h / -np.minimum(d[:, 2], -1e-6), np.inf)
+    r_wall = np.where(np.abs(d[:, 1]) > 1e-6, 8.0 / np.maximum(np.abs(d[:, 1]), 1e-6), np.inf)
+    r = np.minimum(np.minimum(r_ground, r_wall), 100.0) + rng.normal(0, 0.01, len(d))
+    times = np.repeat(np.arange(N_AZIMUTH, dtype=np.int64) * (SWEEP_NS // N_AZIMUTH), N_BEAMS)
+    return (d * r[:, None]).astype(np.float32), times
+
+
+@pytest.fixture(scope="module")
+def drive():
+    rng = np.random.default_rng(11)
+    ts = T0 + np.arange(0, (N_SWEEPS + 1) * SWEEP_NS + 1, 10_000_000, dtype=np.int64)  # 100 Hz poses
+    s = (ts - T0) * 1e-9
+    yaw = np.radians(30.0) * s
+    q = quat.from_euler_zyx(0.01 * np.sin(3 * s), 0.005 * np.cos(2 * s), yaw)
+    t = np.column_stack([15 * s, 0.5 * s * s, 0.02 * s])
+    track = PoseTrack(ts, q, t)
+    ext = SE3(quat.from_euler_zyx(0.0, 0.0, -np.pi / 2), [0.94, 0.0, 1.84])
+    sweeps = []
+    for k in range(N_SWEEPS):
+        xyz, offsets = _scan(rng)
+        sweeps.append(Sweep(xyz=xyz, timestamp_ns=T0 + k * SWEEP_NS, time_offset_ns=offsets,
+                            intensity=rng.uniform(0, 255, len(xyz)).astype(np.float32)))
+    return track, ext, sweeps
+
+
+# ---------------------------------------------------------------- deskew
+
+
+def test_fathom_deskew(benchmark, drive):
+    track, ext, sweeps = drive
+    benchmark.group = "deskew_170k"
+    benchmark.extra_info.update(role="fathom", goal=50, items=len(sweeps[0]), unit="points")
+    out = benchmark(deskew, sweeps[0], track, ext, "end", "sensor")
+    assert out.xyz.shape == sweeps[0].xyz.shape
+
+
+def test_scipy_deskew(benchmark, drive):
+    track, ext, sweeps = drive
+    sweep = sweeps[0]
+    benchmark.group = "deskew_170k"
+    benchmark.extra_info.update(role="peer")
+    rel = (track.timestamps_ns - T0).astype(np.float64)
+    slerp = Slerp(rel, Rotation.from_quat(track.rotation, scalar_first=True))
+    ext_r = Rotation.from_quat(ext.rotation, scalar_first=True)
+
+    def run():
+        t = (sweep.timestamp_ns + sweep.time_offset_ns - T0).astype(np.float64)
+        t_ref = t.max()
+        rot = slerp(t)
+        trans = np.stack([np.interp(t, rel, track.translation[:, c]) for c in range(3)], axis=1)
+        world = rot.apply(ext_r.apply(sweep.xyz) + ext.translation) + trans
+        ref_r = slerp([t_ref])[0]
+        ref_t = np.array([np.interp(t_ref, rel, track.translation[:, c]) for c in range(3)])
+        ego = ref_r.inv().apply(world - ref_t)
+        return ext_r.inv().apply(ego - ext.translation).astype(np.float32)
+
+    out = benchmark(run)
+    ours = deskew(sweep, track, ext, "end", "sensor").xyz
+    np.testing.assert_allclose(out, ours, atol=1e-4)
+
+
+# ---------------------------------------------------------------- accumulation
+
+
+def _matrix(rotation, translation, inverse=False):
+    """nuScenes transform_matrix (pyquaternion rotation matrix)."""
+    r = quat.to_matrix(np.asarray(rotation))
+    m = np.eye(4)
+    if inverse:
+        m[:3, :3] = r.T
+        m[:3, 3] = r.T.dot(-np.asarray(translation))
+    else:
+        m[:3, :3] = r
+        m[:3, 3] = translation
+    return m
+
+
+def _nuscenes_multisweep(records, points, min_distance=1.0):
+    """from_file_multisweep's loop on in-memory (4, N) float32 clouds, newest sweep first."""
+    ref = records[-1]
+    ref_from_car = _matrix(*ref["calibrated_sensor"], inverse=True)
+    car_from_global = _matrix(*ref["ego_pose"], inverse=True)
+    all_pc = np.zeros((4, 0), dtype=np.float32)
+    all_times = np.zeros((1, 0))
+    for rec, pts in zip(records[::-1], points[::-1]):
+        pc = pts.copy()
+        close = (np.abs(pc[0]) < min_distance) & (np.abs(pc[1]) < min_distance)
+        pc = pc[:, ~close]
+        global_from_car = _matrix(*rec["ego_pose"])
+        car_from_current = _matrix(*rec["calibrated_sensor"])
+        trans = reduce(np.dot, [ref_from_car, car_from_global, global_from_car, car_from_current])
+        pc[:3, :] = trans.dot(np.vstack((pc[:3, :], np.ones(pc.shape[1]))))[:3, :]
+        time_lag = 1e-6 * ref["timestamp"] - 1e-6 * rec["timestamp"]
+        all_times = np.hstack((all_times, time_lag * np.ones((1, pc.shape[1]))))
+        all_pc = np.hstack((all_pc, pc))
+    return all_pc, all_times
+
+
+@pytest.mark.parametrize("per_point_times", [False, True], ids=["one_pose_per_sweep", "deskewed"])
+def test_fathom_accumulate(benchmark, drive, per_point_times):
+    track, ext, sweeps = drive
+    benchmark.group = "accumulate_10x170k"
+    benchmark.extra_info.update(role="fathom", items=sum(len(s) for s in sweeps), unit="points")
+    box = (np.array([0.94 - 1.0, -1.0, -np.inf]), np.array([0.94 + 1.0, 1.0, np.inf]))  # nuScenes' remove_close
+    out = benchmark(accumulate, sweeps, track, ext, None, "sensor", per_point_times, box)
+    assert len(out) > 0.9 * sum(len(s) for s in sweeps)
+
+
+def test_nuscenes_multisweep(benchmark, drive):
+    track, ext, sweeps = drive
+    benchmark.group = "accumulate_10x170k"
+    benchmark.extra_info.update(role="peer")
+    records = []
+    for s in sweeps:
+        pose = track.at(s.timestamp_ns)
+        records.append({"timestamp": s.timestamp_ns // 1000, "ego_pose": (pose.rotation, pose.translation),
+                        "calibrated_sensor": (ext.rotation, ext.translation)})
+    points = [np.vstack([s.xyz.T, s.intensity[None]]).astype(np.float32) for s in sweeps]
+    pc, times = benchmark(_nuscenes_multisweep, records, points)
+    box = (np.array([0.94 - 1.0, -1.0, -np.inf]), np.array([0.94 + 1.0, 1.0, np.inf]))
+    ours = accumulate(sweeps, track, ext, None, "sensor", False, box)
+    assert pc.shape[1] == len(ours)
+
+
+# ---------------------------------------------------------------- voxel downsampling
+
+
+@pytest.fixture(scope="module")
+def cloud_1_7m(drive):
+    track, ext, sweeps = drive
+    return accumulate(sweeps, track, ext, out_frame="world").xyz.astype(np.float64)
+
+
+def test_fathom_voxel_downsample(benchmark, cloud_1_7m):
+    benchmark.group = "voxel_downsample_1.7M"
+    benchmark.extra_info.update(role="fathom", goal=5, items=len(cloud_1_7m), unit="points")
+    out, _ = benchmark(voxel_downsample, cloud_1_7m, 0.1)
+    assert 0 < len(out) < len(cloud_1_7m)
+
+
+def test_open3d_voxel_down_sample(benchmark, cloud_1_7m):
+    benchmark.group = "voxel_downsample_1.7M"
+    benchmark.extra_info.update(role="peer")
+    pcd = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(cloud_1_7m))
+    out = benchmark(pcd.voxel_down_sample, 0.1)
+    assert len(out.points) > 0
