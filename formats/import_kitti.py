@@ -26,7 +26,6 @@ attributes ``truncated`` and ``occluded``. PNG images are re-encoded as JPEG (qu
 from __future__ import annotations
 
 import os
-import shutil
 from datetime import datetime, timezone
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +39,7 @@ from engine.pose_sources import KITTI_OXTS_FIELDS, from_kitti_oxts
 from engine.se3 import SE3
 from formats.conventions import camera_boxes_from_kitti
 from formats.errors import FormatError
-from formats.raw_log import LogLidar, write_labels, write_log_manifest, write_pose_table
+from formats.raw_log import LogLidar, link_or_copy, write_labels, write_log_manifest, write_pose_table
 from formats.scene_store import SceneOrigin
 
 LABEL_FIELDS = 17
@@ -248,16 +247,6 @@ def tracks_from_labels(labels: list[KittiLabel], frame_times_ns: np.ndarray, wor
     return tracks
 
 
-def _link_or_copy(src: Path, dst: Path) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    if dst.exists():
-        dst.unlink()
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copyfile(src, dst)
-
-
 def read_timestamps(path: str | os.PathLike) -> np.ndarray:
     """A KITTI raw ``timestamps.txt`` (``YYYY-MM-DD HH:MM:SS.fffffffff`` per line, taken as UTC) → ``(K,) int64`` ns."""
     path = Path(path)
@@ -294,7 +283,7 @@ def _write_log(out: Path, log_id: str, calib: KittiCalibration, track, origin, t
     frames = []
     for i, (t, src, image) in enumerate(zip(times, sweeps, images)):
         rel = f"lidar/velodyne/{i:06d}.bin"
-        _link_or_copy(src, out / rel)
+        link_or_copy(src, out / rel)
         entry = {"timestamp_ns": int(t), "lidar": {"velodyne": rel}, "images": {}}
         if cameras and image is not None:
             bgr = _png(image[0], cv2)

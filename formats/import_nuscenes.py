@@ -31,8 +31,7 @@ from engine.pose_sources import from_nuscenes_ego_poses
 from engine.se3 import SE3
 from formats.conventions import lwh_from_nuscenes_wlh
 from formats.errors import FormatError
-from formats.import_kitti import _link_or_copy
-from formats.raw_log import LogLidar, write_labels, write_log_manifest, write_pose_table
+from formats.raw_log import LogLidar, link_or_copy, write_labels, write_log_manifest, write_pose_table
 from formats.scene_store import SceneOrigin
 
 TABLES = ("scene", "sample", "sample_data", "ego_pose", "calibrated_sensor", "sensor", "sample_annotation",
@@ -134,12 +133,12 @@ def import_nuscenes_scene(
     frames = []
     for i, d in enumerate(lidar_data):
         rel = f"lidar/{lidar}/{i:06d}.pcd.bin"
-        _link_or_copy(root / d["filename"], out / rel)
+        link_or_copy(root / d["filename"], out / rel)
         entry = {"timestamp_ns": int(d["timestamp"]) * 1000, "lidar": {lidar: rel}, "images": {}}
         if d["is_key_frame"]:
             for name, img in sorted(key_images.get(d["sample_token"], {}).items()):
                 rel_img = f"camera/{name}/{i:06d}.jpg"
-                _link_or_copy(root / img["filename"], out / rel_img)
+                link_or_copy(root / img["filename"], out / rel_img)
                 entry["images"][name] = {"path": rel_img, "timestamp_ns": int(img["timestamp"]) * 1000}
         frames.append(entry)
     tracks = _tracks(t, samples, offset, get, root / version / "sample_annotation.json")

@@ -42,10 +42,9 @@ from engine.se3 import SE3
 from engine.sweep import Sweep
 from formats.conventions import lwh_from_pandaset_dimensions, quaternion_from_legacy_heading
 from formats.errors import FormatError
-from formats.import_kitti import _link_or_copy
 from formats.jpeg import decode_jpeg
 from formats.pcd import write_pcd
-from formats.raw_log import LogLidar, write_labels, write_log_manifest, write_pose_table
+from formats.raw_log import LogLidar, link_or_copy, write_labels, write_log_manifest, write_pose_table
 from formats.scene_store import SceneOrigin
 
 LIDAR_NAMES = {0: "pandar64", 1: "pandar_gt"}
@@ -157,7 +156,7 @@ def import_pandaset(seq_dir: str | os.PathLike, log_dir: str | os.PathLike, *, i
         for i, (jpg, t_img) in enumerate(zip(jpgs, cam_times)):
             if i < len(frames):
                 rel = f"camera/{cam_dir.name}/{i:06d}.jpg"
-                _link_or_copy(jpg, out / rel)
+                link_or_copy(jpg, out / rel)
                 frames[i]["images"][cam_dir.name] = {"path": rel, "timestamp_ns": int(t_img)}
     write_pose_table(out, _merged(track, extra_poses))
     tracks = _tracks(seq, times, offset)

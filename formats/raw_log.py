@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -223,6 +224,22 @@ def write_pose_table(log_dir: str | os.PathLike, track: PoseTrack) -> Path:
         rows.append(",".join([str(int(ts)), *(repr(float(v)) for v in (*t, *q))]))
     path.write_text("\n".join(rows) + "\n")
     return path
+
+
+def link_or_copy(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """Put ``src`` at ``dst`` inside a log: a hard link where the filesystem allows, else a copy
+    (a symlink would resolve outside the log directory, which :func:`read_log` refuses).
+    ``FormatError`` names ``src`` when it cannot be read."""
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    dst.unlink(missing_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:
+        try:
+            shutil.copyfile(src, dst)
+        except OSError as exc:
+            raise FormatError(src, None, f"a readable file ({exc.strerror})") from None
 
 
 def labels_document(tracks: list[CuboidTrack]) -> dict[str, Any]:
