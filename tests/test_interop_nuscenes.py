@@ -302,3 +302,16 @@ def test_unknown_scene_raises_format_error(drive, tmp_path):
     write_nuscenes_fixture(drive, tmp_path)
     with pytest.raises(FormatError, match="a scene named 'nope'"):
         import_nuscenes_scene(tmp_path, VERSION, "nope", tmp_path / "log")
+
+
+@pytest.mark.skipif(not DEVKIT_PYTHON.exists(), reason="no nuscenes-devkit venv at /tmp/nusc_venv")
+def test_import_fixture_loads_in_devkit(drive, tmp_path):
+    """The fixture with sweeps is a valid nuScenes layout for the devkit itself."""
+    tables = write_nuscenes_fixture(drive, tmp_path)
+    run = subprocess.run([str(DEVKIT_PYTHON), "-c", _DEVKIT_SCRIPT, str(tmp_path), VERSION],
+                         capture_output=True, text=True, timeout=120)
+    if run.returncode and "No module named 'nuscenes'" in run.stderr:
+        pytest.skip("the venv has no nuscenes-devkit")
+    assert run.returncode == 0, run.stderr[-2000:]
+    out = json.loads(run.stdout)
+    assert out["lidar"].keys() == {a["token"] for a in tables["sample_annotation"]}
