@@ -558,6 +558,17 @@ class SceneWriter:
             return False
         return verify == "size" or _sha256_file(path) == f.sha256
 
+    def remove_stale_temporaries(self) -> list[Path]:
+        """Delete temporary files left by writers that died mid-write (``kill -9``).
+
+        Only safe while no other writer works on this scene: a job calls it once at its
+        start, before it hands frames to workers. Returns what was removed.
+        """
+        stale = [p for p in self.dir.rglob(".*.tmp") if p.is_file()]
+        for p in stale:
+            p.unlink(missing_ok=True)
+        return stale
+
     def finished_frames(self, verify: Literal["size", "sha256"] = "sha256") -> set[int]:
         """Indices of frames whose sidecar exists and whose files match it (size and hash)."""
         return set(self._entries(verify))

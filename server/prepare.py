@@ -198,6 +198,7 @@ def prepare(
     start = time.perf_counter()
     log = read_log(log_dir)
     writer = scene_writer(log, Path(scene_dir))
+    writer.remove_stale_temporaries()  # left by a killed run; no worker is running yet
     finished = writer.finished_frames()
     todo = [i for i in range(len(log.frames)) if i not in finished]
     summary = Summary(Path(scene_dir), frames=len(log.frames), skipped=len(finished))
