@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from engine.arrays import as_points
 from engine._jit import jit
 from engine.motion import OutFrame, motion_compensate
 from engine.pose_track import Extrapolation, PoseTrack
@@ -64,17 +65,11 @@ def outside_ego_box(xyz: np.ndarray, ego_from_sensor: SE3, ego_box) -> np.ndarra
     ego frame (metres; ``±inf`` for an unbounded axis); the box is inclusive.
     """
     lo, hi = _check_box(ego_box)
-    p = np.asarray(xyz)
-    if p.size == 0:
-        p = p.reshape(0, 3)
-    if p.ndim != 2 or p.shape[1] != 3:
-        raise ValueError(f"xyz must have shape (N, 3), got {p.shape}")
-    if p.dtype not in (np.float32, np.float64):
-        p = p.astype(np.float64)
+    p = as_points(xyz)
     if ego_from_sensor.shape != ():
         raise ValueError("ego_from_sensor must be a single SE3")
     out = np.empty(len(p), dtype=np.bool_)
-    _outside_box_kernel(np.ascontiguousarray(p), ego_from_sensor.rotation, ego_from_sensor.translation, lo, hi, out)
+    _outside_box_kernel(p, ego_from_sensor.rotation, ego_from_sensor.translation, lo, hi, out)
     return out
 
 

@@ -29,7 +29,7 @@ import numpy as np
 
 from engine._jit import pjit, prange
 from engine.cuboid import CuboidTrack
-from engine.pose_track import PoseTrack, interval_pose, interval_table
+from engine.pose_track import PoseTrack, find_interval, interval_pose, interval_table
 from engine.quaternion import q_mul, q_rotate
 from engine.se3 import SE3
 
@@ -80,15 +80,7 @@ def _interpolate_kernel(offsets, ts, centers, sizes, rots, stationary, times, mo
                     out_q[i, n, c] = rots[copy, c]
                 continue
             # interval k with ts[k] <= tq < ts[k+1], clamped to [a, b-2]
-            lo = a
-            hi = b - 1
-            while hi - lo > 1:
-                mid = (lo + hi) >> 1
-                if ts[mid] <= tq:
-                    lo = mid
-                else:
-                    hi = mid
-            k = lo
+            k = find_interval(ts, a, b - 1, tq)
             # centre linear, rotation slerp (extended past the ends for constant velocity)
             u = float(tq - ts[k]) / float(ts[k + 1] - ts[k])
             w, x, y, z, cx, cy, cz = interval_pose(rots, centers, q1, theta, inv_sin, k, u)

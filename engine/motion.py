@@ -15,6 +15,7 @@ from typing import Literal
 
 import numpy as np
 
+from engine.arrays import as_points
 from engine._jit import jit
 from engine.pose_track import EXTRAPOLATION_CODES, Extrapolation, PoseTrack, interval_table, pose_at
 from engine.quaternion import q_mul, q_rotate, q_to_matrix
@@ -92,14 +93,7 @@ def motion_compensate(
     """
     if out_frame not in _OUT_FRAME:
         raise ValueError(f"out_frame must be one of {sorted(_OUT_FRAME)}, got {out_frame!r}")
-    p = np.asarray(xyz)
-    if p.size == 0:
-        p = p.reshape(0, 3)
-    if p.ndim != 2 or p.shape[1] != 3:
-        raise ValueError(f"xyz must have shape (N, 3), got {p.shape}")
-    if p.dtype not in (np.float32, np.float64):
-        p = p.astype(np.float64)
-    p = np.ascontiguousarray(p)
+    p = as_points(xyz)
     times = world_from_ego.check_times(times_ns, extrapolate)
     if times.shape != (len(p),):
         raise ValueError(f"times_ns must have shape ({len(p)},), got {np.shape(times_ns)}")

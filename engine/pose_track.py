@@ -45,6 +45,19 @@ def interval_table(q):
 
 
 @inline
+def find_interval(ts, lo, hi, tq):
+    """Index k in ``[lo, hi-1]`` with ``ts[k] <= tq < ts[k+1]`` (binary search; clamped at
+    the ends, so a time outside ``ts[lo..hi]`` gets the first or last interval)."""
+    while hi - lo > 1:
+        mid = (lo + hi) >> 1
+        if ts[mid] <= tq:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+@inline
 def pose_at(ts, q, t, q1, theta, inv_sin, tq, mode):
     """Pose at time ``tq`` (int64 ns) as ``(w, x, y, z, tx, ty, tz)``.
 
@@ -54,16 +67,7 @@ def pose_at(ts, q, t, q1, theta, inv_sin, tq, mode):
     n = ts.shape[0]
     if n == 1:
         return q[0, 0], q[0, 1], q[0, 2], q[0, 3], t[0, 0], t[0, 1], t[0, 2]
-    # interval k with ts[k] <= tq < ts[k+1], clamped to [0, n-2]
-    lo = 0
-    hi = n - 1
-    while hi - lo > 1:
-        mid = (lo + hi) >> 1
-        if ts[mid] <= tq:
-            lo = mid
-        else:
-            hi = mid
-    k = lo
+    k = find_interval(ts, 0, n - 1, tq)
     # the fraction comes from an exact int64 difference
     u = float(tq - ts[k]) / float(ts[k + 1] - ts[k])
     if mode == 1:

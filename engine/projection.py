@@ -29,6 +29,7 @@ from typing import Literal, Sequence
 
 import numpy as np
 
+from engine.arrays import as_points
 from engine._jit import pjit, prange
 from engine.camera import Camera, lens_project
 from engine.pose_track import EXTRAPOLATION_CODES, Extrapolation, PoseTrack, interval_table, pose_at
@@ -157,14 +158,7 @@ def project_points(
     """
     if frame not in ("sensor", "world"):
         raise ValueError(f"frame must be 'sensor' or 'world', got {frame!r}")
-    p = np.asarray(xyz)
-    if p.size == 0:
-        p = p.reshape(0, 3)
-    if p.ndim != 2 or p.shape[1] != 3:
-        raise ValueError(f"xyz must have shape (N, 3), got {p.shape}")
-    if frame == "world" or p.dtype not in (np.float32, np.float64):
-        p = p.astype(np.float64)
-    p = np.ascontiguousarray(p)
+    p = as_points(xyz, float64=frame == "world")
     n = len(p)
     cameras = list(cameras)
     for cam in cameras:

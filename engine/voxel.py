@@ -19,6 +19,7 @@ import math
 
 import numpy as np
 
+from engine.arrays import as_points
 from engine._jit import jit
 
 _DIGIT_BITS = 11  # radix-sort digit: 2048 buckets, whose write heads stay in cache
@@ -171,17 +172,6 @@ class Voxelization:
         return len(self.first_index)
 
 
-def _check_points(xyz: np.ndarray) -> np.ndarray:
-    p = np.asarray(xyz)
-    if p.size == 0:
-        p = p.reshape(0, 3)
-    if p.ndim != 2 or p.shape[1] != 3:
-        raise ValueError(f"xyz must have shape (N, 3), got {p.shape}")
-    if p.dtype not in (np.float32, np.float64):
-        p = p.astype(np.float64)
-    return np.ascontiguousarray(p)
-
-
 def voxelize(
     xyz: np.ndarray, voxel_size: float | np.ndarray, origin: np.ndarray | None = None
 ) -> Voxelization:
@@ -192,7 +182,7 @@ def voxelize(
     Raises ``ValueError`` for bad shapes, non-finite points or a bounding box of more than
     2**62 voxels.
     """
-    p = _check_points(xyz)
+    p = as_points(xyz)
     size = np.broadcast_to(np.asarray(voxel_size, dtype=np.float64), (3,)).copy()
     if np.any(np.isnan(size)) or np.any(size <= 0):
         raise ValueError(f"voxel_size must be positive, got {size.tolist()}")
@@ -239,7 +229,7 @@ def voxel_downsample(
     """
     if keep not in ("centroid", "first"):
         raise ValueError(f"keep must be 'centroid' or 'first', got {keep!r}")
-    p = _check_points(xyz)
+    p = as_points(xyz)
     vox = voxelize(p, voxel_size, origin)  # checks finiteness
     if keep == "first":
         return p[vox.first_index], vox

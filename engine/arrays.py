@@ -1,0 +1,22 @@
+"""Input checks shared by the engine's public functions."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def as_points(xyz: np.ndarray, name: str = "xyz", float64: bool = False) -> np.ndarray:
+    """``(N, 3)`` points as a C-contiguous float32 or float64 array, for kernels.
+
+    float32 and float64 input keep their dtype unless ``float64`` asks for it; anything else
+    becomes float64. Empty input becomes ``(0, 3)``. A wrong shape raises ``ValueError``
+    naming ``name`` and the shape.
+    """
+    p = np.asarray(xyz)
+    if p.size == 0:
+        p = p.reshape(0, 3)
+    if p.ndim != 2 or p.shape[1] != 3:
+        raise ValueError(f"{name} must have shape (N, 3), got {p.shape}")
+    if float64 or p.dtype not in (np.float32, np.float64):
+        p = p.astype(np.float64)
+    return np.ascontiguousarray(p)
