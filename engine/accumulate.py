@@ -191,13 +191,7 @@ def ground_mask_ransac(
     """
     import open3d as o3d
 
-    p = np.asarray(xyz, dtype=np.float64)
-    if p.size == 0:
-        p = p.reshape(0, 3)
-    if p.ndim != 2 or p.shape[1] != 3:
-        raise ValueError(f"xyz must have shape (N, 3), got {p.shape}")
-    if not np.all(np.isfinite(p)):
-        raise ValueError("xyz contains NaN or infinite values")
+    p = as_points(xyz, float64=True, finite=True)
     if not distance_m > 0 or iterations < 1:
         raise ValueError(f"need distance_m > 0 and iterations >= 1, got {distance_m}, {iterations}")
     mask = np.zeros(len(p), dtype=bool)

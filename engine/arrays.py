@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 
 
-def as_points(xyz: np.ndarray, name: str = "xyz", float64: bool = False) -> np.ndarray:
+def as_points(xyz: np.ndarray, name: str = "xyz", float64: bool = False, finite: bool = False) -> np.ndarray:
     """``(N, 3)`` points as a C-contiguous float32 or float64 array, for kernels.
 
     float32 and float64 input keep their dtype unless ``float64`` asks for it; anything else
     becomes float64. Empty input becomes ``(0, 3)``. A wrong shape raises ``ValueError``
-    naming ``name`` and the shape.
+    naming ``name`` and the shape; with ``finite``, so does a NaN or infinite coordinate.
     """
     p = np.asarray(xyz)
     if p.size == 0:
@@ -19,4 +19,6 @@ def as_points(xyz: np.ndarray, name: str = "xyz", float64: bool = False) -> np.n
         raise ValueError(f"{name} must have shape (N, 3), got {p.shape}")
     if float64 or p.dtype not in (np.float32, np.float64):
         p = p.astype(np.float64)
+    if finite and not np.all(np.isfinite(p)):
+        raise ValueError(f"{name} contains NaN or infinite values")
     return np.ascontiguousarray(p)

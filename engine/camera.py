@@ -240,6 +240,16 @@ class CameraIntrinsics:
         return p
 
 
+def cameras_from_ego(cameras) -> SE3:
+    """``camera_from_ego`` of each of ``cameras`` as one ``(C,)`` SE3 batch."""
+    if not cameras:
+        return SE3.identity(0)
+    return SE3(
+        np.stack([c.ego_from_camera.rotation for c in cameras]),
+        np.stack([c.ego_from_camera.translation for c in cameras]),
+    ).inverse()
+
+
 @dataclass(frozen=True)
 class Camera:
     """A calibrated camera on the ego vehicle.

@@ -27,7 +27,7 @@ from typing import Sequence
 import numpy as np
 
 from engine._jit import pjit, prange
-from engine.camera import KANNALA_BRANDT, Camera, lens_project
+from engine.camera import KANNALA_BRANDT, Camera, cameras_from_ego, lens_project
 from engine.cuboid import EDGES, box_corners
 from engine.pose_track import Extrapolation, PoseTrack
 from engine.quaternion import q_rotate
@@ -232,10 +232,7 @@ def project_cuboids(
             raise ValueError(f"camera_times_ns must have shape ({n_cam},), got {np.shape(camera_times_ns)}")
         ego_poses = world_from_ego.interpolate(times, extrapolate)
     if n_cam:
-        camera_from_ego = SE3(
-            np.stack([c.ego_from_camera.rotation for c in cameras]),
-            np.stack([c.ego_from_camera.translation for c in cameras]),
-        ).inverse()
+        camera_from_ego = cameras_from_ego(cameras)
         cw = camera_from_ego @ ego_poses.inverse()
     else:
         cw = SE3.identity(0)

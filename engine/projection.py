@@ -31,7 +31,7 @@ import numpy as np
 
 from engine.arrays import as_points
 from engine._jit import pjit, prange
-from engine.camera import Camera, lens_project
+from engine.camera import Camera, cameras_from_ego, lens_project
 from engine.pose_track import EXTRAPOLATION_CODES, Extrapolation, PoseTrack, interval_table, pose_at
 from engine.quaternion import q_rotate
 from engine.se3 import SE3
@@ -201,10 +201,7 @@ def project_points(
         ego_poses = track.interpolate(cam_times, extrapolate) if n_cam else SE3.identity(0)
 
     if n_cam:
-        camera_from_ego = SE3(
-            np.stack([c.ego_from_camera.rotation for c in cameras]),
-            np.stack([c.ego_from_camera.translation for c in cameras]),
-        ).inverse()
+        camera_from_ego = cameras_from_ego(cameras)
         camera_from_world = camera_from_ego @ ego_poses.inverse()
     else:
         camera_from_ego = camera_from_world = SE3.identity(0)

@@ -1,8 +1,9 @@
-"""The typed error every reader raises on bad input."""
+"""The typed error every reader raises on bad input, and the one way readers load input."""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 
 class FormatError(ValueError):
@@ -20,3 +21,16 @@ class FormatError(ValueError):
         self.expected = expected
         where = self.path if offset is None else f"{self.path} @ byte {offset}"
         super().__init__(f"{where}: {expected}")
+
+
+def load_source(source: str | os.PathLike | bytes | bytearray | memoryview) -> tuple[str | os.PathLike | None, bytes]:
+    """``(path or None, bytes)`` of a reader's input: a file path or in-memory bytes.
+
+    An unreadable file raises :class:`FormatError` naming it.
+    """
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return None, bytes(source)
+    try:
+        return source, Path(source).read_bytes()
+    except OSError as err:
+        raise FormatError(source, None, f"a readable file ({err.strerror})") from None

@@ -30,7 +30,7 @@ import numpy as np
 from engine.geodesy import Origin
 from engine.georeference import vessel_to_ego, soundings_to_world
 from engine.sweep import Sweep
-from formats.errors import FormatError
+from formats.errors import FormatError, load_source
 
 PathLike = str | os.PathLike
 
@@ -497,7 +497,7 @@ def read_kmall(source: PathLike | bytes, recover: bool = False) -> KmallLog:
     datagram; with ``recover=True`` damaged stretches are skipped and listed in
     ``KmallLog.corrupt`` instead. Datagram types not decoded here are skipped and counted.
     """
-    path, data = _load(source)
+    path, data = load_source(source)
     buf = memoryview(data)
     index, corrupt = index_datagrams(buf, path, recover)
     counts: dict[str, int] = {}
@@ -581,15 +581,6 @@ def _spo_result(rows: list[tuple]) -> SpoSamples:
         longitude_deg=np.asarray(cols[2], np.float64), ellipsoid_height_m=f32(cols[3]),
         speed_over_ground_m_s=f32(cols[4]), course_over_ground_deg=f32(cols[5]), fix_quality_m=f32(cols[6]),
     )
-
-
-def _load(source: PathLike | bytes) -> tuple[PathLike | None, bytes]:
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        return None, bytes(source)
-    try:
-        return source, Path(source).read_bytes()
-    except OSError as err:
-        raise FormatError(source, None, f"a readable file ({err.strerror})") from None
 
 
 def read_kmall_world(source: PathLike | bytes | KmallLog, origin: Origin, vertical: str = "waterline",

@@ -18,14 +18,13 @@ import datetime as _dt
 import os
 import struct
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from engine.geodesy import Origin
 from engine.georeference import soundings_to_world
 from engine.sweep import Sweep
-from formats.errors import FormatError
+from formats.errors import FormatError, load_source
 
 PathLike = str | os.PathLike
 STX, ETX = 0x02, 0x03
@@ -177,14 +176,7 @@ def _raw_beams(raw: dict) -> dict:
 
 def read_all(source: PathLike | bytes, verify_checksum: bool = True) -> AllLog:
     """Decode a ``.all`` file (path or bytes). Bad input raises :class:`FormatError`."""
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        path, buf = None, bytes(source)
-    else:
-        path = source
-        try:
-            buf = Path(source).read_bytes()
-        except OSError as err:
-            raise FormatError(source, None, f"a readable file ({err.strerror})") from None
+    path, buf = load_source(source)
     order = _byte_order(buf, path)
     head = struct.Struct(order + "HIIHH")  # model, date, time_ms, counter, serial
     xyz_beam, raw_tx, raw_rx, att = (_dtype(f, order) for f in (_XYZ_BEAM, _RAW_TX, _RAW_RX, _ATT))

@@ -13,14 +13,13 @@ from __future__ import annotations
 import os
 import struct
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from engine.georeference import fls_image_to_points
 from engine.se3 import SE3
 from engine.sweep import Sweep
-from formats.errors import FormatError
+from formats.errors import FormatError, load_source
 
 PathLike = str | os.PathLike
 OCULUS_ID = 0x4F53
@@ -110,14 +109,7 @@ def _decode(buf: bytes, o: int, path) -> tuple[OculusPing, int]:
 
 def read_oculus_pings(source: PathLike | bytes) -> list[OculusPing]:
     """All ``SimplePingResult`` messages stored back to back in a file (or bytes)."""
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        path, buf = None, bytes(source)
-    else:
-        path = source
-        try:
-            buf = Path(source).read_bytes()
-        except OSError as err:
-            raise FormatError(source, None, f"a readable file ({err.strerror})") from None
+    path, buf = load_source(source)
     if not buf:
         raise FormatError(path, 0, "at least one Oculus message, found an empty input")
     out = []

@@ -70,6 +70,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
+from engine.arrays import as_points
 from engine.camera import Camera, CameraIntrinsics
 from engine.pose_track import PoseTrack
 from engine.se3 import SE3
@@ -348,13 +349,7 @@ def points_table(
         quantum_m: quantisation step (the ``scale``); the ``offset`` is the per-axis minimum
             rounded down to a multiple of it, so quantised values are ``>= 0``.
     """
-    p = np.asarray(xyz, dtype=np.float64)
-    if p.size == 0:
-        p = p.reshape(0, 3)
-    if p.ndim != 2 or p.shape[1] != 3:
-        raise ValueError(f"xyz must have shape (N, 3), got {p.shape}")
-    if not np.all(np.isfinite(p)):
-        raise ValueError("xyz contains NaN or infinite values")
+    p = as_points(xyz, float64=True, finite=True)
     if not (math.isfinite(quantum_m) and quantum_m > 0):
         raise ValueError(f"quantum_m must be positive, got {quantum_m}")
     n = len(p)
