@@ -22,22 +22,28 @@ def track_and_times():
     return track, times, rot
 
 
-@pytest.mark.parametrize("order", ["firing", "shuffled"])
+@pytest.fixture(params=["firing", "shuffled"])
+def order(request) -> str:
+    return request.param
+
+
+def query_times(times: np.ndarray, order: str) -> np.ndarray:
+    """The per-point times in firing order, or the same times shuffled."""
+    return times if order == "firing" else np.random.default_rng(1).permutation(times)
+
+
 def test_fathom_pose_interpolation(benchmark, track_and_times, order):
     track, times, _ = track_and_times
-    if order == "shuffled":
-        times = np.random.default_rng(1).permutation(times)
+    times = query_times(times, order)
     benchmark.group = f"pose_track_1M_{order}"
     benchmark.extra_info.update(role="fathom", goal=30, items=N_QUERIES, unit="poses")
     poses = benchmark(track.interpolate, times)
     assert poses.rotation.shape == (N_QUERIES, 4)
 
 
-@pytest.mark.parametrize("order", ["firing", "shuffled"])
 def test_scipy_slerp(benchmark, track_and_times, order):
     track, times, rot = track_and_times
-    if order == "shuffled":
-        times = np.random.default_rng(1).permutation(times)
+    times = query_times(times, order)
     benchmark.group = f"pose_track_1M_{order}"
     benchmark.extra_info.update(role="peer")
     slerp = Slerp(track.timestamps_ns.astype(np.float64), rot)

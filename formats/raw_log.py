@@ -99,22 +99,24 @@ class RawLog:
         """The ego pose track from ``poses.csv``, translations relative to the scene origin."""
         path = self.poses_path
         try:
-            header = path.open().readline().strip()
-        except OSError as exc:
-            raise FormatError(path, None, f"a readable pose table ({exc.strerror})") from None
+            lines = path.read_text().splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise FormatError(path, None, f"a readable text pose table ({exc})") from None
+        header = lines[0].strip() if lines else ""
         if header != POSE_COLUMNS:
             raise FormatError(path, 0, f"the header line {POSE_COLUMNS!r}, found {header[:80]!r}")
+        # int64 timestamps (a float64 column would round epoch nanoseconds), float64 poses
+        dtype = [("timestamp_ns", np.int64)] + [(c, np.float64) for c in POSE_COLUMNS.split(",")[1:]]
         try:
-            rows = np.loadtxt(path, delimiter=",", skiprows=1, dtype=np.float64, ndmin=2)
-            stamps = np.loadtxt(path, delimiter=",", skiprows=1, usecols=0, dtype=np.int64, ndmin=1)
+            rows = np.loadtxt(lines[1:], delimiter=",", dtype=dtype, ndmin=1)
         except ValueError as exc:
             raise FormatError(path, None, f"8 numeric columns per row ({exc})") from None
-        if rows.shape[1:] != (8,) or len(rows) == 0:
-            raise FormatError(path, None, f"at least one row of 8 columns, got shape {rows.shape}")
-        table = rows[:, 1:].copy()
+        if len(rows) == 0:
+            raise FormatError(path, None, "at least one pose row after the header")
+        table = np.stack([rows[c] for c in POSE_COLUMNS.split(",")[1:]], axis=1)
         table[:, :3] -= np.asarray(self.origin.enu_offset_m)
         try:
-            return from_pose_table(stamps, table)
+            return from_pose_table(rows["timestamp_ns"], table)
         except ValueError as exc:
             raise FormatError(path, None, f"a valid pose table: {exc}") from None
 

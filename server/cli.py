@@ -27,10 +27,10 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     out = Path(args.out)
     status = 0
     for log_dir in args.logs:
-        scene_dir = out if len(args.logs) == 1 else out / read_log(log_dir).log_id
-        n = len(read_log(log_dir).frames)
+        log = read_log(log_dir)
+        scene_dir = out if len(args.logs) == 1 else out / log.log_id
         summary = prepare(log_dir, scene_dir, options=options, workers=args.workers, dask=args.dask,
-                          progress=Progress(n).update)
+                          progress=Progress(len(log.frames)).update)
         for line in summary.lines():
             print(line)
         status = status or (1 if summary.failed else 0)
