@@ -25,14 +25,13 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from engine.colorize import colorize
-from engine.motion import motion_compensate
 from engine.projection import project_points
 from engine.voxel import voxelize
 from engine.zbuffer import zbuffer
 from formats.jpeg import decode_jpeg
 from formats.raw_log import RawLog, read_log
-from formats.registry import read_points
 from formats.scene_store import Lidar, SceneWriter, points_table
+from server.frame_points import world_points
 
 
 @dataclass(frozen=True)
@@ -103,7 +102,7 @@ def prepare_frame(log_dir: str, scene_dir: str, index: int, options: PrepareOpti
     try:
         log, track, writer = _job(log_dir, scene_dir)
         frame = log.frames[index]
-        columns = _world_points(log, track, index)
+        columns = world_points(log, track, index)
         xyz = columns.pop("xyz")
         images, image_times, jpegs = {}, {}, {}
         for cam in log.cameras:
@@ -131,30 +130,6 @@ def prepare_frame(log_dir: str, scene_dir: str, index: int, options: PrepareOpti
     except Exception as exc:  # one frame's failure must not stop the job
         detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
         return FrameResult(index, False, seconds=time.perf_counter() - start, error=detail)
-
-
-def _world_points(log: RawLog, track, index: int) -> dict[str, np.ndarray]:
-    """All LiDARs' points of frame ``index`` in the world frame (float64, scene origin)."""
-    frame = log.frames[index]
-    parts: list[dict[str, np.ndarray]] = []
-    for lidar in log.lidars:
-        path = frame.lidar.get(lidar.name)
-        if path is None:
-            continue
-        sweep = read_points(path, format=lidar.format)
-        n = len(sweep)
-        offsets = sweep.time_offset_ns if sweep.time_offset_ns is not None else np.zeros(n, np.int64)
-        times = offsets + np.int64(frame.timestamp_ns)
-        parts.append({
-            "xyz": motion_compensate(sweep.xyz, times, track, lidar.ego_from_sensor, out_frame="world"),
-            "intensity": sweep.intensity if sweep.intensity is not None else np.zeros(n, np.float32),
-            "time_offset_ns": offsets,
-            "sensor_id": np.full(n, lidar.sensor_id, np.uint8),
-            "ring": sweep.ring if sweep.ring is not None else np.zeros(n, np.uint16),
-        })
-    if not parts:
-        raise ValueError(f"frame {index} has no LiDAR sweep")
-    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
 class Progress:
