@@ -135,3 +135,47 @@ def test_bad_inputs_raise_format_error(drive, tmp_path):
     (log / "sensors" / "lidar" / "bad.feather").write_bytes(b"")
     with pytest.raises(FormatError, match="TIMESTAMP_NS"):
         import_av2_log(log, tmp_path / "out")
+
+
+def test_import_agrees_with_av2_api(drive, tmp_path):
+    """av2-api's own loader (``AV2SensorDataLoader``, ``read_lidar_sweep``, ``PinholeCamera``)
+    and the imported raw log give the same poses, city-frame sweeps, cuboids and camera."""
+    from av2.datasets.sensor.av2_sensor_dataloader import AV2SensorDataLoader
+    from av2.utils.io import read_lidar_sweep
+
+    from formats.raw_log import read_log
+    from formats.registry import read_points
+
+    write_av2_fixture(drive, tmp_path / "logs" / "log-id")
+    log = read_log(import_av2_log(tmp_path / "logs" / "log-id", tmp_path / "log"))
+    offset = np.asarray(log.origin.enu_offset_m)
+    track = log.world_from_ego()
+    tracks = log.labels()
+    api = AV2SensorDataLoader(data_dir=tmp_path / "logs", labels_dir=tmp_path / "logs")
+    stamps = api.get_ordered_log_lidar_timestamps("log-id")
+    assert stamps == [f.timestamp_ns for f in log.frames]
+    for f, t in zip(log.frames, stamps):
+        city_SE3_ego = api.get_city_SE3_ego("log-id", t)
+        pose = track.at(t)
+        np.testing.assert_allclose(pose.translation + offset, city_SE3_ego.translation, atol=1e-9)
+        np.testing.assert_allclose(_matrix(pose.rotation), city_SE3_ego.rotation, atol=1e-12)
+        # the sweep in the city frame: av2-api's points and transform vs ours
+        ref = city_SE3_ego.transform_point_cloud(read_lidar_sweep(api.get_lidar_fpath("log-id", t), "xyz"))
+        ours = pose.apply(read_points(f.lidar["lidar"], format="pcd").xyz.astype(np.float64)) + offset
+        np.testing.assert_allclose(ours, ref, atol=1e-6)
+        # the cuboids of this sweep, in the city frame
+        cuboids = api.get_labels_at_lidar_timestamp("log-id", t).transform(city_SE3_ego)
+        ours_boxes = [box_corners(tr.centers[k] + offset, tr.sizes[k], tr.rotations[k])
+                      for tr in tracks for k in np.flatnonzero(tr.timestamps_ns == t)]
+        assert len(cuboids) == len(ours_boxes) > 0
+        for cub in cuboids:
+            ref_v = cub.vertices_m
+            best = min(ours_boxes, key=lambda b: np.linalg.norm(b.mean(0) - ref_v.mean(0)))
+            d = np.linalg.norm(best[:, None] - ref_v[None], axis=-1)
+            assert d.min(axis=0).max() < 1e-6 and d.min(axis=1).max() < 1e-6
+    cam = api.get_log_pinhole_camera("log-id", "ring_front_center")
+    ours_cam = log.cameras[0]
+    np.testing.assert_allclose(cam.intrinsics.K, ours_cam.intrinsics.K, atol=1e-12)
+    np.testing.assert_allclose(cam.ego_SE3_cam.translation, ours_cam.ego_from_camera.translation, atol=1e-12)
+    np.testing.assert_allclose(cam.ego_SE3_cam.rotation, _matrix(ours_cam.ego_from_camera.rotation), atol=1e-12)
+    assert (cam.width_px, cam.height_px) == (ours_cam.intrinsics.width, ours_cam.intrinsics.height)
