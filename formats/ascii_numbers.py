@@ -17,16 +17,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine._jit import inline, jit
+from engine._jit import inline, jit, pjit, prange
 from formats.errors import FormatError
 
 FLOAT, INT, UINT, PACKED_RGB, SKIP, SKIP_LIST = 0, 1, 2, 3, 4, 5
 
 # kernel status codes
-_OK, _BAD_TOKEN, _EOF, _SHORT_ROW, _LONG_ROW, _OVERFLOW, _TRAILING = 0, 1, 2, 3, 4, 5, 6
+_OK, _BAD_TOKEN, _EOF, _SHORT_ROW, _LONG_ROW, _OVERFLOW, _TRAILING, _BLANK_LINES = 0, 1, 2, 3, 4, 5, 6, 7
 
 _POW10 = np.array([10.0**k for k in range(23)], dtype=np.float64)
 _TWO53 = 1 << 53
+
+CHUNK_BYTES = 1 << 18
+"""Target size of the line-aligned chunks :func:`parse_table` parses in parallel."""
 
 
 @inline
@@ -77,47 +80,39 @@ def _special(buf: np.ndarray, i: int, end: int, neg: bool) -> tuple[int, float]:
 
 @inline
 def _scan_float(buf: np.ndarray, pos: int, n: int) -> tuple[int, float, int]:
-    """One pass over a decimal token: (0 ok | 1 not a number | 2 valid, outside the fast path; value; end)."""
+    """One pass over a decimal token: (0 ok | 1 not a number | 2 valid, outside the fast path; value; end).
+
+    Digits and the point are read in one loop; ``mant`` gathers every digit (it may wrap
+    once more than 19 significant digits came, which sends the token to the slow path),
+    so the value is ``mant * 10**(exponent - digits after the point)``.
+    """
     i = pos
     neg = False
     if buf[i] == 45 or buf[i] == 43:  # - +
         neg = buf[i] == 45
         i += 1
     mant = np.uint64(0)
-    n_sig = 0
+    n_sig = 0  # digits from the first non-zero one
     n_digits = 0
-    exp10 = 0
+    dot = -1  # digits before the point
     while i < n:
-        d = np.int64(buf[i]) - 48
-        if d < 0 or d > 9:
-            break
-        n_digits += 1
-        if n_sig > 0 or d != 0:
-            if n_sig < 19:
-                mant = mant * np.uint64(10) + np.uint64(d)
-            else:
-                exp10 += 1  # digits beyond 19 significant ones: inexact, slow path below
-            n_sig += 1
-        i += 1
-    if i < n and buf[i] == 46:  # .
-        i += 1
-        while i < n:
-            d = np.int64(buf[i]) - 48
-            if d < 0 or d > 9:
-                break
+        d = np.uint64(buf[i]) - np.uint64(48)
+        if d < np.uint64(10):
+            mant = mant * np.uint64(10) + d
+            n_sig += mant != np.uint64(0)
             n_digits += 1
-            if n_sig > 0 or d != 0:
-                if n_sig < 19:
-                    mant = mant * np.uint64(10) + np.uint64(d)
-                    exp10 -= 1
-                n_sig += 1
-            else:
-                exp10 -= 1
-            i += 1
+        elif buf[i] == 46 and dot < 0:  # .
+            dot = n_digits
+        else:
+            break
+        i += 1
     if n_digits == 0:
         end = _token_end(buf, i, n)
+        if dot >= 0:
+            return 1, 0.0, end
         st, v = _special(buf, i, end, neg)
         return st, v, end
+    exp10 = 0 if dot < 0 else dot - n_digits
     if i < n and (buf[i] == 101 or buf[i] == 69):  # e E
         i += 1
         eneg = False
@@ -139,7 +134,7 @@ def _scan_float(buf: np.ndarray, pos: int, n: int) -> tuple[int, float, int]:
         exp10 += -e if eneg else e
     if not _at_end(buf, i, n):
         return 1, 0.0, i
-    if mant == 0:
+    if n_sig == 0:
         return 0, -0.0 if neg else 0.0, i
     if n_sig > 19 or mant > np.uint64(_TWO53) or exp10 > 22 or exp10 < -22:
         return 2, 0.0, i
@@ -171,30 +166,36 @@ def _scan_uint(buf: np.ndarray, pos: int, n: int) -> tuple[int, np.uint64, int]:
 
 
 @jit
-def _parse_table(
+def _parse_rows(
     buf: np.ndarray,
     pos: int,
-    n_rows: int,
+    n: int,
+    row0: int,
+    row1: int,
     kinds: np.ndarray,
     out_col: np.ndarray,
     line_rows: bool,
-    check_end: bool,
     out_i: np.ndarray,
     out_f: np.ndarray,
     slow: np.ndarray,
+    slow0: int,
+    stop_at_end: bool,
 ) -> tuple[int, int, int, int, int]:
-    """Parse ``n_rows`` rows of ``len(kinds)`` tokens from ``buf[pos:]``.
+    """Parse rows ``row0 .. row1 - 1`` of ``len(kinds)`` tokens from ``buf[pos:n]``.
 
-    ``out_i`` and ``out_f`` alias the same ``(n_rows, n_out)`` memory. With ``line_rows``
-    each row is one line. Returns ``(status, byte offset, row, column, n_slow)``; ``slow``
-    rows are ``(token start, token end, row, column)`` of floats left to the caller.
+    With ``stop_at_end``, running out of data before a row starts ends the parse (status
+    OK, the row reached is returned) instead of being an error.
+
+    ``out_i`` and ``out_f`` alias the same ``(n_out, n_rows)`` memory (column ``oc`` of row
+    ``r`` at ``[oc, r]``). With ``line_rows`` each row is one line. Returns ``(status, byte
+    offset, row, column, n_slow)``; floats outside the fast path are left to the caller as
+    ``slow[slow0 + k] = (token start, token end, row, column)``.
     """
-    n = buf.shape[0]
     n_cols = kinds.shape[0]
     scratch = np.empty(1, dtype=np.float32)
     scratch_bits = scratch.view(np.uint32)
     n_slow = 0
-    for r in range(n_rows):
+    for r in range(row0, row1):
         for c in range(n_cols):
             # the blank skip written out here (not _skip): this loop is the hot path
             stop = line_rows and c > 0
@@ -205,7 +206,7 @@ def _parse_table(
                 else:
                     break
             if pos >= n:
-                return _EOF, pos, r, c, n_slow
+                return _OK if stop_at_end and c == 0 else _EOF, pos, r, c, n_slow
             if buf[pos] == 10:
                 return _SHORT_ROW, pos, r, c, n_slow
             kind = kinds[c]
@@ -214,23 +215,24 @@ def _parse_table(
                 if kind == PACKED_RGB:
                     st, u, end = _scan_uint(buf, pos, n)
                     if st == 0 and u <= np.uint64(0xFFFFFFFF):
-                        out_i[r, oc] = np.int64(u)
+                        out_i[oc, r] = np.int64(u)
                         pos = end
                         continue
                 st, v, end = _scan_float(buf, pos, n)
                 if st == 1:
                     return _BAD_TOKEN, pos, r, c, n_slow
                 if st == 2:
-                    slow[n_slow, 0] = pos
-                    slow[n_slow, 1] = end
-                    slow[n_slow, 2] = r
-                    slow[n_slow, 3] = c
+                    k = slow0 + n_slow
+                    slow[k, 0] = pos
+                    slow[k, 1] = end
+                    slow[k, 2] = r
+                    slow[k, 3] = c
                     n_slow += 1
                 elif kind == FLOAT:
-                    out_f[r, oc] = v
+                    out_f[oc, r] = v
                 else:
                     scratch[0] = np.float32(v)
-                    out_i[r, oc] = np.int64(scratch_bits[0])
+                    out_i[oc, r] = np.int64(scratch_bits[0])
             elif kind == INT or kind == UINT:
                 neg = buf[pos] == 45
                 sign = 1 if (neg or buf[pos] == 43) else 0
@@ -242,9 +244,9 @@ def _parse_table(
                 if st == 5 or (kind == INT and u > (np.uint64(1) << np.uint64(63)) - np.uint64(0 if neg else 1)):
                     return _OVERFLOW, pos, r, c, n_slow
                 if neg:
-                    out_i[r, oc] = -np.int64(u - np.uint64(1)) - 1
+                    out_i[oc, r] = -np.int64(u - np.uint64(1)) - 1
                 else:
-                    out_i[r, oc] = np.int64(u)
+                    out_i[oc, r] = np.int64(u)
             elif kind == SKIP:
                 end = _token_end(buf, pos, n)
             else:  # SKIP_LIST
@@ -263,11 +265,105 @@ def _parse_table(
             pos = _skip(buf, pos, n, True)
             if pos < n and buf[pos] != 10:
                 return _LONG_ROW, pos, r, n_cols, n_slow
-    if check_end:
+    return _OK, pos, row1, 0, n_slow
+
+
+@jit
+def _parse_table(
+    buf: np.ndarray,
+    pos: int,
+    n_rows: int,
+    kinds: np.ndarray,
+    out_col: np.ndarray,
+    line_rows: bool,
+    check_end: bool,
+    out_i: np.ndarray,
+    out_f: np.ndarray,
+    slow: np.ndarray,
+) -> tuple[int, int, int, int, int]:
+    """Serial parse of ``n_rows`` rows from ``buf[pos:]`` (see :func:`_parse_rows`); with
+    ``check_end`` only blanks may follow the last row."""
+    n = buf.shape[0]
+    status, pos, row, col, n_slow = _parse_rows(buf, pos, n, 0, n_rows, kinds, out_col, line_rows, out_i, out_f, slow, 0, False)
+    if status == _OK and check_end:
         pos = _skip(buf, pos, n, False)
         if pos < n:
             return _TRAILING, pos, n_rows, 0, n_slow
-    return _OK, pos, n_rows, 0, n_slow
+    return status, pos, row, col, n_slow
+
+
+@jit
+def _chunk_bounds(buf: np.ndarray, start: int, n_chunks: int) -> np.ndarray:
+    """``n_chunks + 1`` offsets splitting ``buf[start:]`` just after newlines (empty chunks allowed)."""
+    n = buf.shape[0]
+    bounds = np.empty(n_chunks + 1, dtype=np.int64)
+    bounds[0] = start
+    bounds[n_chunks] = n
+    for k in range(1, n_chunks):
+        j = max(start + (n - start) * k // n_chunks, bounds[k - 1])
+        while j < n and buf[j] != 10:
+            j += 1
+        bounds[k] = min(j + 1, n)
+    return bounds
+
+
+@pjit
+def _parse_lines(
+    buf: np.ndarray,
+    bounds: np.ndarray,
+    row_at: np.ndarray,
+    n_rows: int,
+    kinds: np.ndarray,
+    out_col: np.ndarray,
+    out_i: np.ndarray,
+    out_f: np.ndarray,
+    slow: np.ndarray,
+) -> tuple[int, int, int, int, int]:
+    """Parallel parse of one row per line from the chunks ``buf[bounds[k]:bounds[k + 1]]``.
+
+    Chunk ``k`` holds lines ``row_at[k] .. row_at[k + 1] - 1`` and writes its rows from
+    ``row_at[k]``; only blanks may follow row ``n_rows - 1``. Every chunk records its first
+    error and the earliest chunk's is returned, so (status, offset, row, column) is what
+    :func:`_parse_table` gives, provided no chunk before it held a blank line (status
+    ``_BLANK_LINES`` says otherwise: the row offsets were wrong and the caller parses
+    serially). ``slow`` entries are compacted to the front; their count is the last value.
+    """
+    n_float = 0
+    for c in range(kinds.shape[0]):
+        if kinds[c] == FLOAT or kinds[c] == PACKED_RGB:
+            n_float += 1
+    n_chunks = bounds.shape[0] - 1
+    result = np.zeros((n_chunks, 5), dtype=np.int64)  # status, offset, row reached, column, n_slow
+    for k in prange(n_chunks):
+        r0 = row_at[k]
+        a, b = bounds[k], bounds[k + 1]
+        status, pos, row, col, n_slow = _parse_rows(
+            buf, a, b, r0, max(r0, min(row_at[k + 1], n_rows)), kinds, out_col, True, out_i, out_f, slow, r0 * n_float, True
+        )
+        if status == _OK:
+            pos = _skip(buf, pos, b, False)
+            if pos < b:  # a row beyond the declared ones (a chunk has no more rows than lines)
+                status, row = _TRAILING, n_rows
+        result[k, 0] = status
+        result[k, 1] = pos
+        result[k, 2] = row
+        result[k, 3] = col
+        result[k, 4] = n_slow
+    n_slow = 0
+    rows = 0  # rows parsed before chunk k
+    for k in range(n_chunks):
+        if row_at[k] != rows and (result[k, 0] != _OK or result[k, 2] > row_at[k]):
+            return _BLANK_LINES, 0, 0, 0, 0
+        if result[k, 0] != _OK:
+            return result[k, 0], result[k, 1], result[k, 2], result[k, 3], n_slow
+        s0 = row_at[k] * n_float
+        for j in range(result[k, 4]):
+            slow[n_slow] = slow[s0 + j]
+            n_slow += 1
+        rows += result[k, 2] - row_at[k]
+    if rows < n_rows:
+        return _EOF, buf.shape[0], rows, 0, n_slow
+    return _OK, buf.shape[0], n_rows, 0, n_slow
 
 
 def parse_table(
@@ -284,20 +380,31 @@ def parse_table(
 
     ``names[c]`` names column ``c`` in errors. Stored columns are those whose kind is not a
     skip, in order; read a ``FLOAT`` column through ``table.view(np.float64)``, a ``UINT``
-    one through ``table.view(np.uint64)``. Bad input raises ``FormatError`` with the byte
-    offset, the row and the field that was expected.
+    one through ``table.view(np.uint64)``. The table is column-major (each column
+    contiguous). One row per line with nothing after the last (``line_rows`` and
+    ``check_end``, as PCD) is parsed in parallel, in chunks of about :data:`CHUNK_BYTES`.
+    Bad input raises ``FormatError`` with the byte offset, the row and the field that was
+    expected.
     """
     kinds = np.ascontiguousarray(kinds, dtype=np.int64)
     stored = (kinds != SKIP) & (kinds != SKIP_LIST)
     out_col = np.where(stored, np.cumsum(stored) - 1, -1).astype(np.int64)
     n_out = int(stored.sum())
-    out_i = np.empty((n_rows, n_out), dtype=np.int64)
+    out_i = np.empty((n_out, n_rows), dtype=np.int64)
     out_f = out_i.view(np.float64)
     n_float = int(((kinds == FLOAT) | (kinds == PACKED_RGB)).sum())
     slow = np.empty((n_rows * n_float, 4), dtype=np.int64)
-    status, pos, row, col, n_slow = _parse_table(
-        buf, start, n_rows, kinds, out_col, line_rows, check_end, out_i, out_f, slow
-    )
+    status = _BLANK_LINES
+    if line_rows and check_end:
+        bounds = _chunk_bounds(buf, start, max(1, (len(buf) - start) // CHUNK_BYTES))
+        lines = np.array([np.count_nonzero(buf[a:b] == 10) for a, b in zip(bounds[:-1], bounds[1:])], dtype=np.int64)
+        lines += (bounds[1:] > bounds[:-1]) & (buf[np.maximum(bounds[1:] - 1, 0)] != 10)  # a last line without newline
+        row_at = np.concatenate([[0], np.cumsum(lines)])
+        status, pos, row, col, n_slow = _parse_lines(buf, bounds, row_at, n_rows, kinds, out_col, out_i, out_f, slow)
+    if status == _BLANK_LINES:
+        status, pos, row, col, n_slow = _parse_table(
+            buf, start, n_rows, kinds, out_col, line_rows, check_end, out_i, out_f, slow
+        )
     if status != _OK:
         field = names[col] if col < len(names) else None
         what = {
@@ -315,10 +422,10 @@ def parse_table(
     for s, e, r, c in slow[:n_slow]:
         value = float(bytes(buf[s:e]))
         if kinds[c] == FLOAT:
-            out_f[r, out_col[c]] = value
+            out_f[out_col[c], r] = value
         else:
-            out_i[r, out_col[c]] = int(np.float32(value).view(np.uint32))
-    return out_i, int(pos)
+            out_i[out_col[c], r] = int(np.float32(value).view(np.uint32))
+    return out_i.T, int(pos)
 
 
 def typed_column(path: str, table: np.ndarray, cols: slice, kind: int, dtype: np.dtype, name: str) -> np.ndarray:
