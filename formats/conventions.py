@@ -11,7 +11,11 @@ y (left), z (up), rotation wxyz box → frame; poses ``dst_from_src``; int64 ns 
 | Argoverse 2 | ``length_m width_m height_m`` | middle, **ego frame at the annotation time** (``annotations.feather``); sweeps in the ego frame, placed with the pose at the sweep time as av2-api does (``offset_ns`` unused) | ``qw qx qy qz`` ego ← box; poses ``city_SE3_egovehicle`` | ``timestamp_ns`` | :mod:`formats.import_av2` |
 | PandaSet | ``dimensions.x`` = **width**, ``dimensions.y`` = **length** (swapped) | ``position`` middle, world frame; points are **world-frame** | ``yaw`` about world z, 0 = box forward along world +y | seconds (float) | :func:`lwh_from_pandaset_dimensions`, yaw + π/2 |
 | Scale SFS | ``[dx dy dz]`` = l w h | middle, world frame | Euler ``Rx(roll)·Ry(pitch)·Rz(yaw)`` (:mod:`formats.sfs_cuboids`); ``PosePath`` rows ``x y z qx qy qz qw`` (**scalar last**) | integer **µs** relative to ``time_offset`` (the validator wants the first stamp ≤ 100 s) | :func:`sfs_pose_row`, :func:`pose_from_sfs_row` |
-| Scale legacy LidarFrame | ``dimensions {x: l, y: w, z: h}`` | ``position`` middle, world frame | ``heading {w, x, y, z}`` quaternion (or a yaw ``number``) | ``timestamp`` ns | :func:`quaternion_from_legacy_heading` |
+| Scale legacy LidarFrame | ``dimensions.x`` = **width**, ``.y`` = **length**, ``.z`` = height (as PandaSet) | cuboid ``position`` middle, world frame; frame ``points``, ``device_position`` and image ``position`` are **world-frame** | cuboid ``yaw`` about world z, 0 = front along world +y (CCW); ``device_heading`` / image ``heading`` ``{w, x, y, z}`` objects | frame ``timestamp`` ns | :func:`lwh_from_scale_dimensions`, :func:`rotation_from_scale_yaw`, :func:`quaternion_from_legacy_heading`; :mod:`formats.import_scale_legacy` |
+
+Sources: nuScenes devkit ``Box``; KITTI object devkit readme; av2-api ``SE3``/``Cuboid``;
+pandaset-devkit ``geometry.center_box_to_corners``; ``scale_sensor_fusion_io``; Scale's
+"Data Types and the Frame Objects" and "Callback Format" (docs.scale.com/reference).
 """
 
 from __future__ import annotations
@@ -39,6 +43,15 @@ nuscenes_wlh_from_lwh = lwh_from_nuscenes_wlh  # the swap is its own inverse
 def lwh_from_pandaset_dimensions(dim_x: np.ndarray, dim_y: np.ndarray, dim_z: np.ndarray) -> np.ndarray:
     """PandaSet ``dimensions.x`` (width), ``.y`` (length), ``.z`` (height) → ``(..., 3)`` (l, w, h)."""
     return np.stack([np.asarray(dim_y, float), np.asarray(dim_x, float), np.asarray(dim_z, float)], axis=-1)
+
+
+lwh_from_scale_dimensions = lwh_from_pandaset_dimensions  # PandaSet is a Scale export: same order
+
+
+def rotation_from_scale_yaw(yaw: np.ndarray) -> np.ndarray:
+    """Scale/PandaSet cuboid ``yaw`` (rad about world z, 0 = front along world +y) → ``(..., 4)``
+    wxyz box → world (Fathom box front = +x, so a yaw of ``yaw + π/2``)."""
+    return quat.from_yaw(np.asarray(yaw, dtype=np.float64) + np.pi / 2)
 
 
 def _wrap(angle: np.ndarray) -> np.ndarray:
