@@ -60,6 +60,7 @@ FLAG_UPPER = 0xEEFF
 FLAG_LOWER = 0xDDFF
 RETURN_MODES = {0x37: "strongest", 0x38: "last", 0x39: "dual"}
 _MODE_CODE = {"strongest": 0, "last": 1, "dual": 2}
+_FAR_POINT_M = 25.04  # HDL-64E far calibration distance; the two-point correction applies nearer only
 
 
 # ---------------------------------------------------------------- sensor tables
@@ -303,18 +304,21 @@ def _decode(buf, offsets, modes, packet_ns, starts, kind, timing, res, cal, ring
                 i = pos[g]
                 pos[g] = i + 1
                 # laser origin offset vertically by vo and sideways by ho from the rotation axis;
-                # optional two-point distance correction (ROS velodyne_pointcloud's HDL-64E model)
+                # HDL-64E two-point distance correction: the near (2.4 m in x, 1.93 m in y) and far
+                # (25.04 m) corrections interpolated linearly by the point's |x| and |y|, for
+                # measured distances nearer than the far calibration point only (HDL-64E S3 manual
+                # rev K, appendix F; velodyne_decoder 3.1); beyond it the far correction alone
                 vo = cal[laser, 7]
                 ho = cal[laser, 8]
                 dx = d
                 dy = d
-                if cal[laser, 13] != 0.0:
+                if cal[laser, 13] != 0.0 and raw * res < _FAR_POINT_M:
                     xy = d * cos_v
                     xx = abs(xy * sin_r - ho * cos_r)
                     yy = abs(xy * cos_r + ho * sin_r)
                     dc = cal[laser, 4]
-                    dx += (dc - cal[laser, 5]) * (xx - 2.4) / (25.04 - 2.4) + cal[laser, 5] - dc
-                    dy += (dc - cal[laser, 6]) * (yy - 1.93) / (25.04 - 1.93) + cal[laser, 6] - dc
+                    dx += (dc - cal[laser, 5]) * (xx - 2.4) / (_FAR_POINT_M - 2.4) + cal[laser, 5] - dc
+                    dy += (dc - cal[laser, 6]) * (yy - 1.93) / (_FAR_POINT_M - 1.93) + cal[laser, 6] - dc
                 # Velodyne frame (x right, y forward) -> x forward, y left
                 xyz[i, 0] = dy * cos_v * cos_r + ho * sin_r
                 xyz[i, 1] = -(dx * cos_v * sin_r - ho * cos_r)

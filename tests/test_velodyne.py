@@ -239,13 +239,19 @@ def _hdl64e_packets(n_packets: int, dual: bool, seed: int, status: bytes | None 
 
 @pytest.mark.parametrize("model", ["HDL-64E_S2", "HDL-64E_S3"])
 @pytest.mark.parametrize("dual", [False, True])
-def test_hdl64e_yaml_calibration_matches_velodyne_decoder(tmp_path, model, dual):
+@pytest.mark.parametrize("two_point", ["none", "bundled", "wide"])
+def test_hdl64e_yaml_calibration_matches_velodyne_decoder(tmp_path, model, dual, two_point):
+    """Every HDL-64E term (distance, offsets, focal intensity, two-point near/far distance
+    correction) against the peer, on ranges 2-80 m: both sides of the 25.04 m far point."""
     yml = vd.calibrations.get_bundled_calibration("HDL-64E_S3-VeloView.yml")
     doc = yaml.safe_load(yml.to_string())
-    # velodyne_decoder 3.1's two-point distance correction differs from ROS's (which we follow):
-    # compare with every other HDL-64E term (distance, vertical/horizontal offsets, focal intensity)
+    rng = np.random.default_rng(7)
     for laser in doc["lasers"]:
-        del laser["dist_correction_x"], laser["dist_correction_y"]
+        if two_point == "none":
+            del laser["dist_correction_x"], laser["dist_correction_y"]
+        elif two_point == "wide":  # near corrections 3-8 cm off the far one: errors would show
+            laser["dist_correction_x"] = laser["dist_correction"] + float(rng.choice([-1, 1]) * rng.uniform(0.03, 0.08))
+            laser["dist_correction_y"] = laser["dist_correction"] + float(rng.choice([-1, 1]) * rng.uniform(0.03, 0.08))
     yml = vd.Calibration.from_string(yaml.dump(doc))
     calib_path = tmp_path / "hdl64.yaml"
     calib_path.write_text(yaml.dump(doc))
@@ -292,7 +298,7 @@ def test_hdl64e_calibration_from_status_bytes(tmp_path, s3):
     raw[:, 0] = rng.integers(-2500, 1000, 64)  # vertical, 0.01°
     raw[:, 1] = rng.integers(-900, 900, 64)  # rotational, 0.01°
     raw[:, 2] = rng.integers(1000, 1500, 64)  # distance correction, mm
-    raw[:, 3:5] = raw[:, 2:3]  # two-point corrections equal to it (a no-op: see the YAML test)
+    raw[:, 3:5] = raw[:, 2:3] + rng.integers(-60, 60, (64, 2))  # two-point near corrections, mm
     raw[:, 5] = rng.integers(100, 220, 64)
     raw[:, 6] = rng.choice([-26, 26], 64)
     raw[:, 7] = rng.integers(0, 2400, 64)
