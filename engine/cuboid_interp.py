@@ -20,14 +20,14 @@ whatever the policy. A non-stationary one-keyframe track exists only at that ins
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, Sequence
 
 import math
 
 import numpy as np
 
-from engine._jit import pjit, prange
+from engine._jit import inline, pjit, prange
 from engine.cuboid import CuboidTrack
 from engine.pose_track import PoseTrack, find_interval, interval_pose, interval_table
 from engine.quaternion import q_mul, q_rotate
@@ -40,61 +40,88 @@ _EXTRAPOLATION = {"none": 0, "hold": 1, "constant_velocity": 2}
 # ---------------------------------------------------------------- kernels
 
 
+# sorted query times per work item: one keyframe search per chunk, then a merge walk
+_CHUNK = 64
+
+
+@inline
+def _write_key(out_c, out_s, out_q, valid, row, n, centers, sizes, rots, key):
+    """Copy keyframe ``key`` into box ``(row, n)``."""
+    valid[row, n] = True
+    for c in range(3):
+        out_c[row, n, c] = centers[key, c]
+        out_s[row, n, c] = sizes[key, c]
+    for c in range(4):
+        out_q[row, n, c] = rots[key, c]
+
+
+@inline
+def _write_nan(out_c, out_s, out_q, valid, row, n):
+    """Mark box ``(row, n)`` as absent: ``valid`` False, values NaN."""
+    valid[row, n] = False
+    for c in range(3):
+        out_c[row, n, c] = math.nan
+        out_s[row, n, c] = math.nan
+    for c in range(4):
+        out_q[row, n, c] = math.nan
+
+
 @pjit
-def _interpolate_kernel(offsets, ts, centers, sizes, rots, stationary, times, mode,
-                        out_c, out_s, out_q, valid):
-    # per keyframe interval: far quaternion on the near hemisphere, angle, 1/sin (rows that
-    # straddle two tracks are never used)
-    q1, theta, inv_sin = interval_table(rots)
-    nan = math.nan
-    for i in prange(times.shape[0]):  # one frame per iteration: contiguous writes
-        tq = times[i]
-        for n in range(offsets.shape[0] - 1):
-            a = offsets[n]
-            b = offsets[n + 1]
-            # which keyframe to copy (hold), or -1 to interpolate, or -2 for "no box"
-            copy = -1
-            if stationary[n]:
-                copy = a
-            elif tq < ts[a] or tq > ts[b - 1]:
+def _interpolate_kernel(offsets, ts, centers, sizes, rots, q1, theta, inv_sin, stationary,
+                        times, order, mode, out_c, out_s, out_q, valid):
+    """Boxes of every track at every time. ``times`` ascending; sorted time j goes to output
+    row ``order[j]``. One work item = one track × one chunk of ``_CHUNK`` consecutive times."""
+    n_tracks = offsets.shape[0] - 1
+    n_times = times.shape[0]
+    n_chunks = (n_times + _CHUNK - 1) // _CHUNK
+    for item in prange(n_chunks * n_tracks):
+        # chunk-major: neighbouring items fill neighbouring columns of the same rows
+        j0 = (item // n_tracks) * _CHUNK
+        j1 = min(j0 + _CHUNK, n_times)
+        n = item % n_tracks
+        a = offsets[n]
+        b = offsets[n + 1]
+        if stationary[n] or b - a == 1:
+            # a stationary track holds its first keyframe at every time; a one-keyframe
+            # track too, except outside its instant under "none"
+            for j in range(j0, j1):
+                if mode == 0 and not stationary[n] and times[j] != ts[a]:
+                    _write_nan(out_c, out_s, out_q, valid, order[j], n)
+                else:
+                    _write_key(out_c, out_s, out_q, valid, order[j], n, centers, sizes, rots, a)
+            continue
+        t_first = ts[a]
+        t_last = ts[b - 1]
+        # interval k with ts[k] <= tq < ts[k+1], clamped to [a, b-2]: searched once, then walked
+        k = find_interval(ts, a, b - 1, times[j0])
+        for j in range(j0, j1):
+            tq = times[j]
+            row = order[j]
+            if tq < t_first or tq > t_last:
                 if mode == 0:
-                    copy = -2
-                elif mode == 1 or b - a == 1:
-                    copy = a if tq < ts[a] else b - 1
-            elif b - a == 1:
-                copy = a
-            if copy == -2:
-                valid[i, n] = False
-                for c in range(3):
-                    out_c[i, n, c] = nan
-                    out_s[i, n, c] = nan
-                for c in range(4):
-                    out_q[i, n, c] = nan
-                continue
-            valid[i, n] = True
-            if copy >= 0:
-                for c in range(3):
-                    out_c[i, n, c] = centers[copy, c]
-                    out_s[i, n, c] = sizes[copy, c]
-                for c in range(4):
-                    out_q[i, n, c] = rots[copy, c]
-                continue
-            # interval k with ts[k] <= tq < ts[k+1], clamped to [a, b-2]
-            k = find_interval(ts, a, b - 1, tq)
+                    _write_nan(out_c, out_s, out_q, valid, row, n)
+                    continue
+                if mode == 1:
+                    _write_key(out_c, out_s, out_q, valid, row, n, centers, sizes, rots,
+                               a if tq < t_first else b - 1)
+                    continue
+            while k < b - 2 and ts[k + 1] <= tq:
+                k += 1
             # centre linear, rotation slerp (extended past the ends for constant velocity)
             u = float(tq - ts[k]) / float(ts[k + 1] - ts[k])
             w, x, y, z, cx, cy, cz = interval_pose(rots, centers, q1, theta, inv_sin, k, u)
-            out_q[i, n, 0] = w
-            out_q[i, n, 1] = x
-            out_q[i, n, 2] = y
-            out_q[i, n, 3] = z
-            out_c[i, n, 0] = cx
-            out_c[i, n, 1] = cy
-            out_c[i, n, 2] = cz
+            valid[row, n] = True
+            out_q[row, n, 0] = w
+            out_q[row, n, 1] = x
+            out_q[row, n, 2] = y
+            out_q[row, n, 3] = z
+            out_c[row, n, 0] = cx
+            out_c[row, n, 1] = cy
+            out_c[row, n, 2] = cz
             # sizes are held past the ends, never extrapolated
             u = min(max(u, 0.0), 1.0)
             for c in range(3):
-                out_s[i, n, c] = sizes[k, c] + u * (sizes[k + 1, c] - sizes[k, c])
+                out_s[row, n, c] = sizes[k, c] + u * (sizes[k + 1, c] - sizes[k, c])
 
 
 @pjit
@@ -136,6 +163,10 @@ class TrackTable:
         centers: ``(K, 3) float64`` m, world frame. sizes: ``(K, 3) float64`` m (l, w, h).
         rotations: ``(K, 4) float64`` unit wxyz, box → world.
         stationary: ``(N,) bool``.
+        slerp_table: per keyframe row k, the interval k → k+1 prepared for slerp once (far
+            quaternion on the near hemisphere ``(K-1, 4)``, angle ``(K-1,)``, 1/sin
+            ``(K-1,)``; see :func:`engine.pose_track.interval_table`). Rows that straddle two
+            tracks are never read. Computed at construction.
     """
 
     track_ids: tuple[str, ...]
@@ -145,6 +176,10 @@ class TrackTable:
     sizes: np.ndarray
     rotations: np.ndarray
     stationary: np.ndarray
+    slerp_table: tuple[np.ndarray, np.ndarray, np.ndarray] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "slerp_table", interval_table(self.rotations))
 
     @staticmethod
     def from_tracks(tracks: Sequence[CuboidTrack]) -> "TrackTable":
@@ -230,31 +265,60 @@ class BoxFrames:
 # ---------------------------------------------------------------- public API
 
 
+def _allocate_boxes(t: int, n: int, dtype: np.dtype) -> tuple[np.ndarray, ...]:
+    """Uninitialised C-contiguous ``centers (t, n, 3)``, ``sizes (t, n, 3)``,
+    ``rotations (t, n, 4)`` of ``dtype`` and ``valid (t, n) bool``, as consecutive views of
+    one buffer: one allocation whose pages are first touched by the kernel (several large
+    separate arrays cost several times more in page faults than the kernel itself)."""
+    m = t * n
+    item = dtype.itemsize
+    buf = np.empty(m * (10 * item + 1), np.uint8)
+    split = np.cumsum([0, 3 * m * item, 3 * m * item, 4 * m * item])
+    c, s, q = (buf[split[i]:split[i + 1]].view(dtype) for i in range(3))
+    return c.reshape(t, n, 3), s.reshape(t, n, 3), q.reshape(t, n, 4), buf[split[3]:].view(np.bool_).reshape(t, n)
+
+
 def interpolate_tracks(
     tracks: TrackTable | Sequence[CuboidTrack],
     times_ns: np.ndarray,
     extrapolation: Extrapolation = "none",
+    dtype: type[np.floating] = np.float64,
 ) -> BoxFrames:
     """Boxes of every track at every time ``times_ns`` (``(T,)`` int64 ns, any order).
 
     Returns world-frame :class:`BoxFrames` with arrays ``(T, N, ...)`` and ``valid (T, N)``;
-    see the module docstring for the extrapolation policies and stationary tracks.
+    see the module docstring for the extrapolation policies and stationary tracks. Pass a
+    :class:`TrackTable` built once to interpolate the same tracks repeatedly (a sequence of
+    tracks is packed on every call).
+
+    ``dtype`` is the float type of the box arrays: ``float64`` (default) or ``float32``
+    (half the output for serving; computed in float64 and rounded once on store, so fine for
+    the local world frame around the scene origin and for ego-relative boxes, not for
+    coordinates far from the origin).
     """
     if extrapolation not in _EXTRAPOLATION:
         raise ValueError(f"extrapolation must be one of {sorted(_EXTRAPOLATION)}, got {extrapolation!r}")
+    out_dtype = np.dtype(dtype)
+    if out_dtype not in (np.float32, np.float64):
+        raise ValueError(f"dtype must be float32 or float64, got {out_dtype}")
     table = tracks if isinstance(tracks, TrackTable) else TrackTable.from_tracks(tracks)
     times = np.asarray(times_ns)
     if times.ndim != 1 or not (np.issubdtype(times.dtype, np.integer) or times.size == 0):
         raise ValueError(f"times_ns must be a (T,) integer array of nanoseconds, got {times.dtype} {times.shape}")
     times = np.ascontiguousarray(times, dtype=np.int64)
+    # the kernel walks ascending times; row order[j] receives the j-th smallest
+    if np.all(times[1:] >= times[:-1]):
+        sorted_times, order = times, np.arange(len(times), dtype=np.int64)
+    else:
+        order = np.argsort(times, kind="stable")
+        sorted_times = np.ascontiguousarray(times[order])
     t, n = len(times), len(table)
-    out_c = np.empty((t, n, 3))
-    out_s = np.empty((t, n, 3))
-    out_q = np.empty((t, n, 4))
-    valid = np.empty((t, n), dtype=np.bool_)
+    out_c, out_s, out_q, valid = _allocate_boxes(t, n, out_dtype)
+    q1, theta, inv_sin = table.slerp_table
     _interpolate_kernel(
         table.offsets, table.timestamps_ns, table.centers, table.sizes, table.rotations,
-        table.stationary, times, _EXTRAPOLATION[extrapolation], out_c, out_s, out_q, valid,
+        q1, theta, inv_sin, table.stationary, sorted_times, order, _EXTRAPOLATION[extrapolation],
+        out_c, out_s, out_q, valid,
     )
     return BoxFrames(times, table.track_ids, out_c, out_s, out_q, valid, "world")
 
@@ -263,5 +327,5 @@ def _warmup() -> None:
     track = CuboidTrack(
         "w", "car", np.array([0, 10]), np.zeros((2, 3)), np.ones((2, 3)), np.array([[1.0, 0, 0, 0]] * 2)
     )
-    frames = interpolate_tracks([track], np.array([5], dtype=np.int64))
-    frames.to_ego(SE3.identity(1))
+    for dtype in (np.float64, np.float32):
+        interpolate_tracks([track], np.array([5], dtype=np.int64), dtype=dtype).to_ego(SE3.identity(1))

@@ -71,6 +71,81 @@ def test_matches_scipy_reference_at_random_times(mode):
         assert np.all(quat.angle_between(out.rotations[valid, n], q[valid]) < 1e-7)
 
 
+def _fields(frames: BoxFrames):
+    return frames.centers, frames.sizes, frames.rotations, frames.valid
+
+
+@pytest.mark.parametrize("mode", ["none", "hold", "constant_velocity"])
+def test_float32_output_is_the_float64_result_rounded_once(mode):
+    rng = np.random.default_rng(5)
+    tracks = _random_tracks(rng, 9)
+    lo = min(t.timestamps_ns[0] for t in tracks) - 10**8
+    hi = max(t.timestamps_ns[-1] for t in tracks) + 10**8
+    times = rng.integers(lo, hi, 150)
+    f64 = interpolate_tracks(tracks, times, mode)
+    f32 = interpolate_tracks(tracks, times, mode, dtype=np.float32)
+    np.testing.assert_array_equal(f32.valid, f64.valid)
+    for got, full in zip(_fields(f32)[:3], _fields(f64)[:3]):
+        assert got.dtype == np.float32 and got.flags.c_contiguous
+        np.testing.assert_array_equal(got, full.astype(np.float32))  # NaN where no box, too
+        ok = f64.valid
+        np.testing.assert_allclose(got[ok], full[ok], rtol=np.finfo(np.float32).eps, atol=0)
+    ego = SE3(quat.from_yaw(rng.uniform(-3, 3, len(times))), rng.normal(0, 20, (len(times), 3)))
+    e64, e32 = f64.to_ego(ego), f32.to_ego(ego)
+    assert e32.centers.dtype == np.float32
+    ok = f64.valid
+    scale = np.abs(f64.centers[ok]).max() + np.abs(ego.translation).max()
+    np.testing.assert_allclose(e32.centers[ok], e64.centers[ok], atol=4 * np.finfo(np.float32).eps * scale)
+
+
+def test_packed_table_equals_each_track_on_its_own():
+    """A TrackTable packed once, a list packed per call and one call per track agree bit for bit."""
+    rng = np.random.default_rng(11)
+    tracks = _random_tracks(rng, 10, max_k=9)
+    tracks.append(CuboidTrack("still", "sign", np.array([5 * 10**8, 6 * 10**8]), [[1.0, 2, 3]] * 2,
+                              [[1.0, 1, 2]] * 2, quat.from_yaw([0.2, 0.9]), stationary=True))
+    tracks.append(CuboidTrack("one", "car", np.array([7 * 10**8]), [[4.0, 5, 6]], [[2.0, 1, 1]],
+                              quat.from_yaw([0.3])))
+    table = TrackTable.from_tracks(tracks)
+    lo = min(t.timestamps_ns[0] for t in tracks) - 10**8
+    hi = max(t.timestamps_ns[-1] for t in tracks) + 10**8
+    times = np.sort(rng.integers(lo, hi, 300))  # several chunks of the merge walk
+    times[40:45] = times[40]  # repeated times
+    times[100] = 7 * 10**8
+    for mode in ("none", "hold", "constant_velocity"):
+        packed = interpolate_tracks(table, times, mode)
+        for got, want in zip(_fields(packed), _fields(interpolate_tracks(tracks, times, mode))):
+            np.testing.assert_array_equal(got, want)
+        for n, track in enumerate(tracks):
+            alone = interpolate_tracks([track], times, mode)
+            for got, want in zip(_fields(packed), _fields(alone)):
+                np.testing.assert_array_equal(got[:, n], want[:, 0])
+    assert packed.valid[100, -1] and packed.valid[:, -2].all()
+
+
+def test_time_order_does_not_change_any_box():
+    rng = np.random.default_rng(13)
+    tracks = _random_tracks(rng, 6)
+    lo = min(t.timestamps_ns[0] for t in tracks) - 10**8
+    hi = max(t.timestamps_ns[-1] for t in tracks) + 10**8
+    times = np.sort(rng.integers(lo, hi, 200))
+    perm = rng.permutation(len(times))
+    for mode in ("none", "constant_velocity"):
+        ordered = interpolate_tracks(tracks, times, mode)
+        shuffled = interpolate_tracks(tracks, times[perm], mode)
+        np.testing.assert_array_equal(shuffled.times_ns, times[perm])
+        for got, want in zip(_fields(shuffled), _fields(ordered)):
+            np.testing.assert_array_equal(got, want[perm])
+
+
+def test_outputs_are_separate_contiguous_arrays():
+    tracks = _random_tracks(np.random.default_rng(2), 4)
+    out = interpolate_tracks(tracks, tracks[0].timestamps_ns)
+    arrays = _fields(out)
+    assert all(a.flags.c_contiguous and a.flags.writeable for a in arrays)
+    assert not any(np.shares_memory(a, b) for i, a in enumerate(arrays) for b in arrays[i + 1:])
+
+
 def test_yaw_crossing_pi_goes_through_pi_not_zero():
     yaw = np.deg2rad([170.0, -170.0])
     track = CuboidTrack("a", "car", np.array([0, 100]), np.zeros((2, 3)), np.ones((2, 3)), quat.from_yaw(yaw))
@@ -171,6 +246,8 @@ def test_bad_input_raises_value_error():
         interpolate_tracks([track], np.array([0]), "linear")
     with pytest.raises(ValueError, match="integer"):
         interpolate_tracks([track], np.array([0.5]))
+    with pytest.raises(ValueError, match="float32 or float64"):
+        interpolate_tracks([track], np.array([0]), dtype=np.float16)
     with pytest.raises(ValueError, match="duplicate"):
         TrackTable.from_tracks([track, track])
 
