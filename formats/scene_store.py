@@ -6,6 +6,7 @@ Layout of one scene directory (format ``fathom-scene``, version 1)::
       scene.json                 manifest: header + the list of finished frames (written last)
       frames/000000.arrow        full-resolution points of frame 0 (Arrow IPC *file*, uncompressed)
       frames/000000.lod1.arrow   level of detail 1, 2, ... (coarser voxel grids, same schema)
+      frames/000000.boxes.json   label boxes at the frame timestamp (only for a labelled log)
       frames/000000.json         the frame's manifest entry ("sidecar"), written after its files
       images/CAM_FRONT/000000.jpg camera images, JPEG bytes as given
 
@@ -21,7 +22,8 @@ Layout of one scene directory (format ``fathom-scene``, version 1)::
 
     FRAME_ENTRY = {"index", "timestamp_ns", "world_from_ego": [qw qx qy qz tx ty tz], "n_points",
                    "points": FILE, "lods": [FILE + {"level", "n_points"}, ...],
-                   "images": {CAMERA: FILE + {"timestamp_ns"}}}
+                   "images": {CAMERA: FILE + {"timestamp_ns"}},
+                   "boxes": FILE}                       # optional
     FILE = {"file": relative path, "bytes": size, "sha256": hex digest}
 
 Frames: the *world* frame is the local ENU frame whose origin sits at ``origin.enu_offset_m``;
@@ -34,21 +36,45 @@ keeps millimetres over tens of kilometres. Point files hold one record batch wit
     time_offset_ns   int64    firing time minus the frame timestamp (optional)
     sensor_id        uint8    index into sensors.lidars (optional)
     ring             uint16   (optional)
+    camera_mask      uint32   bit k set: camera k of sensors.cameras sees the point — it
+                              projects into that camera's image of this frame and survives
+                              its z-buffer (engine.zbuffer); 0 for no camera (optional;
+                              so a scene has at most 32 cameras)
+    box_id           int32    index into the "boxes" list of the frame's boxes file, the
+                              box holding the point at its own firing time; -1 for none
+                              (optional)
 
 with the quantisation in the schema metadata key ``fathom.quantisation`` as JSON
 ``{"scale": [sx, sy, sz], "offset": [ox, oy, oz]}`` (metres, like Potree's scale/offset).
-Build tables with :func:`points_table`.
+Build tables with :func:`points_table`; levels of detail are row subsets of the full table
+(``table.take(rows)``), so they share its quantisation and every quantised key of a level is
+a key of the full table.
+
+The boxes file (:class:`FrameBoxes`) holds the label tracks that exist at the frame timestamp,
+interpolated there (tracks are not extrapolated beyond their keyframes)::
+
+    {"timestamp_ns": t, "boxes": [{"track_id", "category", "size": [l, w, h],
+                                   "world": {"center": [x, y, z], "rotation": [qw, qx, qy, qz]},
+                                   "ego": {"center": [...], "rotation": [...]}}]}
+
+``world`` is the scene's world frame (relative to the origin, like the points), ``ego`` the
+ego frame at the frame timestamp; rotations are box → frame. It is one of the frame's files:
+written atomically before the sidecar and listed with its size and SHA-256.
 
 Durability and resumability: every file is written to a temporary file in its directory,
 fsynced and renamed over its final name (``os.replace``), so no reader ever sees half a file.
 A frame's sidecar ``frames/NNNNNN.json`` is written after its data files (and removed first when
 a frame is rewritten), and a frame counts as *finished* only when its sidecar exists and every
-file it names exists with the recorded size and SHA-256. :meth:`SceneWriter.finished_frames`
-answers which frames a resumed job may skip; :meth:`SceneWriter.finalize` rewrites
-``scene.json`` with all finished frames (call it at the end of a job, or after each batch to
-publish frames incrementally). Frames are independent, so worker processes may each build a
-``SceneWriter`` on the same directory and header and write different frames concurrently; only
-``finalize`` must run in one place.
+file it names exists with the recorded size and SHA-256. The directories the data files were
+renamed into are fsynced once per frame, before the sidecar is written, so a durable sidecar
+implies durable data files. Each SHA-256 is computed once, from the bytes while they are
+written. :meth:`SceneWriter.finished_entries` answers which frames a resumed job may skip
+(verifying their hashes); :meth:`SceneWriter.finalize` rewrites ``scene.json`` with all
+finished frames, trusting the entries it is given (those a job wrote or verified itself) and
+verifying only the others (call it at the end of a job, or after each batch to publish frames
+incrementally). Frames are independent, so worker processes may each build a ``SceneWriter``
+on the same directory and header and write different frames concurrently; only ``finalize``
+must run in one place.
 
 Reading: :meth:`Scene.open` validates the manifest (paths may never leave the scene directory,
 symlinks included), :meth:`Scene.points` memory-maps a frame's Arrow file and returns a table
@@ -70,6 +96,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
+from engine._jit import jit
 from engine.arrays import as_points
 from engine.camera import Camera, CameraIntrinsics
 from engine.pose_track import PoseTrack
@@ -90,9 +117,12 @@ COLUMN_TYPES: dict[str, pa.DataType] = {
     "time_offset_ns": pa.int64(),
     "sensor_id": pa.uint8(),
     "ring": pa.uint16(),
+    "camera_mask": pa.uint32(),
+    "box_id": pa.int32(),
 }
 REQUIRED_COLUMNS = ("x", "y", "z", "xq", "yq", "zq")
 QUANTISED_COLUMNS = ("xq", "yq", "zq")
+MAX_CAMERAS = 32  # camera_mask is uint32
 
 
 # ---------------------------------------------------------------- header types
@@ -151,6 +181,7 @@ class FrameEntry:
         points: the full-resolution Arrow file. lods: coarser levels 1, 2, ... in order.
         lod_points: rows of each level. images: camera name → JPEG file.
         image_timestamps_ns: camera name → exposure timestamp (int64 ns).
+        boxes: the boxes file (:class:`FrameBoxes`), None for an unlabelled frame.
     """
 
     index: int
@@ -162,9 +193,76 @@ class FrameEntry:
     lod_points: tuple[int, ...] = ()
     images: Mapping[str, StoredFile] = field(default_factory=dict)
     image_timestamps_ns: Mapping[str, int] = field(default_factory=dict)
+    boxes: StoredFile | None = None
 
     def files(self) -> list[StoredFile]:
-        return [self.points, *self.lods, *self.images.values()]
+        return [self.points, *self.lods, *self.images.values(), *([self.boxes] if self.boxes else [])]
+
+
+@dataclass(frozen=True, eq=False)
+class FrameBoxes:
+    """Label boxes of one frame, interpolated at its timestamp (the boxes file).
+
+    Attributes:
+        timestamp_ns: the frame timestamp (int64 ns).
+        track_ids, categories: B track ids and class names; ``box_id`` k of a point is row k.
+        sizes: ``(B, 3) float64`` m (length, width, height).
+        world_centers: ``(B, 3) float64`` m, world frame relative to the scene origin.
+        world_rotations: ``(B, 4) float64`` wxyz, box → world.
+        ego_centers, ego_rotations: the same boxes in the ego frame at ``timestamp_ns``.
+    """
+
+    timestamp_ns: int
+    track_ids: tuple[str, ...]
+    categories: tuple[str, ...]
+    sizes: np.ndarray
+    world_centers: np.ndarray
+    world_rotations: np.ndarray
+    ego_centers: np.ndarray
+    ego_rotations: np.ndarray
+
+    def __post_init__(self) -> None:
+        b = len(self.track_ids)
+        if len(self.categories) != b:
+            raise ValueError(f"{b} track_ids but {len(self.categories)} categories")
+        for name, width in (("sizes", 3), ("world_centers", 3), ("world_rotations", 4),
+                            ("ego_centers", 3), ("ego_rotations", 4)):
+            a = np.asarray(getattr(self, name), dtype=np.float64)
+            if a.size == 0:
+                a = a.reshape(0, width)
+            if a.shape != (b, width) or not np.all(np.isfinite(a)):
+                raise ValueError(f"{name} must be finite with shape ({b}, {width}), got {a.shape}")
+            object.__setattr__(self, name, a)
+
+    def __len__(self) -> int:
+        return len(self.track_ids)
+
+    def to_json(self) -> dict[str, Any]:
+        def pose(c: np.ndarray, q: np.ndarray) -> dict[str, list[float]]:
+            return {"center": c.tolist(), "rotation": q.tolist()}
+
+        return {"timestamp_ns": int(self.timestamp_ns), "boxes": [
+            {"track_id": t, "category": c, "size": s.tolist(), "world": pose(wc, wq), "ego": pose(ec, eq)}
+            for t, c, s, wc, wq, ec, eq in zip(self.track_ids, self.categories, self.sizes, self.world_centers,
+                                               self.world_rotations, self.ego_centers, self.ego_rotations)
+        ]}
+
+    @staticmethod
+    def from_json(doc: Any, path: str | os.PathLike | None = None) -> "FrameBoxes":
+        """Parse a boxes file; FormatError names what is wrong."""
+        try:
+            boxes = doc["boxes"]
+            return FrameBoxes(
+                int(doc["timestamp_ns"]), tuple(str(b["track_id"]) for b in boxes),
+                tuple(str(b["category"]) for b in boxes),
+                np.array([b["size"] for b in boxes], np.float64),
+                np.array([b["world"]["center"] for b in boxes], np.float64),
+                np.array([b["world"]["rotation"] for b in boxes], np.float64),
+                np.array([b["ego"]["center"] for b in boxes], np.float64),
+                np.array([b["ego"]["rotation"] for b in boxes], np.float64),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise FormatError(path, None, f"a boxes document ({type(exc).__name__}: {exc})") from None
 
 
 # ---------------------------------------------------------------- JSON <-> types
@@ -239,6 +337,7 @@ def _entry_to_json(e: FrameEntry) -> dict[str, Any]:
         "n_points": e.n_points, "points": _file_to_json(e.points),
         "lods": [dict(_file_to_json(f), level=i + 1, n_points=n) for i, (f, n) in enumerate(zip(e.lods, e.lod_points))],
         "images": {c: dict(_file_to_json(f), timestamp_ns=e.image_timestamps_ns[c]) for c, f in e.images.items()},
+        **({"boxes": _file_to_json(e.boxes)} if e.boxes is not None else {}),
     }
 
 
@@ -255,6 +354,7 @@ def _entry_from_json(d: Any, path: Path) -> FrameEntry:
             lod_points=tuple(int(x["n_points"]) for x in lods),
             images={_name(c, path, "camera name"): _file_from_json(f, path) for c, f in d.get("images", {}).items()},
             image_timestamps_ns={c: int(f["timestamp_ns"]) for c, f in d.get("images", {}).items()},
+            boxes=None if d.get("boxes") is None else _file_from_json(d["boxes"], path),
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         if isinstance(exc, FormatError):
@@ -289,25 +389,31 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, data: bytes | memoryview | pa.Buffer) -> StoredFile:
-    """Write ``data`` to ``path`` atomically (temp file in the same directory, fsync, rename).
-
-    Returns the :class:`StoredFile` (path as given, size, SHA-256).
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
+def _replace_with(path: Path, data: bytes | memoryview | pa.Buffer) -> StoredFile:
+    """Temp file in ``path``'s directory, write, fsync, rename over ``path``; the caller
+    fsyncs the directory. Returns the :class:`StoredFile` (SHA-256 of the bytes written)."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    view = memoryview(data)
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            fh.write(view)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
-    view = memoryview(data)
     return StoredFile(str(path), view.nbytes, hashlib.sha256(view).hexdigest())
+
+
+def atomic_write(path: Path, data: bytes | memoryview | pa.Buffer) -> StoredFile:
+    """Write ``data`` to ``path`` atomically (temp file in the same directory, fsync, rename,
+    fsync of the directory). Returns the :class:`StoredFile` (path as given, size, SHA-256).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    stored = _replace_with(path, data)
+    _fsync_dir(path.parent)
+    return stored
 
 
 def _sha256_file(path: Path) -> str:
@@ -329,6 +435,36 @@ def _inside(root: Path, rel: str, manifest: Path) -> Path:
 # ---------------------------------------------------------------- point tables
 
 
+@jit
+def _bounds_kernel(p, lo):
+    """lo[:] = per-axis minimum of ``p (N, 3)``; False if any coordinate is NaN or infinite."""
+    lo[0] = lo[1] = lo[2] = np.inf
+    for i in range(p.shape[0]):
+        for k in range(3):
+            v = p[i, k]
+            if not np.isfinite(v):
+                return False
+            if v < lo[k]:
+                lo[k] = v
+    return True
+
+
+@jit
+def _quantise_kernel(p, offset, quantum, xyz32, q32):
+    """xyz32[k, i] = float32(p[i, k]); q32[k, i] = rint((p[i, k] - offset[k]) / quantum);
+    returns the largest quantised value (before the int32 cast)."""
+    top = 0.0
+    for i in range(p.shape[0]):
+        for k in range(3):
+            v = p[i, k]
+            xyz32[k, i] = v
+            q = np.rint((v - offset[k]) / quantum)
+            if q > top:
+                top = q
+            q32[k, i] = np.int32(q) if q <= 2147483647.0 else 0
+    return top
+
+
 def points_table(
     xyz: np.ndarray,
     *,
@@ -337,31 +473,37 @@ def points_table(
     time_offset_ns: np.ndarray | None = None,
     sensor_id: np.ndarray | None = None,
     ring: np.ndarray | None = None,
+    camera_mask: np.ndarray | None = None,
+    box_id: np.ndarray | None = None,
     quantum_m: float = 1e-3,
 ) -> pa.Table:
-    """An Arrow table in the store's point schema.
+    """An Arrow table in the store's point schema (columns wrap the arrays, no copy where
+    they already have the column's dtype and are contiguous).
 
     Args:
         xyz: ``(N, 3)`` positions in metres, world frame relative to the scene origin; float64
             input gives the most accurate quantised columns.
         intensity: ``(N,) float32``; rgb: ``(N, 3) uint8``; time_offset_ns: ``(N,) int64`` ns
-            from the frame timestamp; sensor_id: ``(N,) uint8``; ring: ``(N,) uint16``.
+            from the frame timestamp; sensor_id: ``(N,) uint8``; ring: ``(N,) uint16``;
+            camera_mask: ``(N,) uint32`` bit k = camera k sees the point; box_id: ``(N,) int32``
+            row of the frame's boxes file, -1 for none.
         quantum_m: quantisation step (the ``scale``); the ``offset`` is the per-axis minimum
             rounded down to a multiple of it, so quantised values are ``>= 0``.
     """
-    p = as_points(xyz, float64=True, finite=True)
+    p = as_points(xyz, float64=True)
     if not (math.isfinite(quantum_m) and quantum_m > 0):
         raise ValueError(f"quantum_m must be positive, got {quantum_m}")
     n = len(p)
-    offset = np.floor(p.min(axis=0) / quantum_m) * quantum_m if n else np.zeros(3)
-    q = np.rint((p - offset) / quantum_m)
-    if n and q.max() > np.iinfo(np.int32).max:
+    lo = np.empty(3)
+    if not _bounds_kernel(p, lo):
+        raise ValueError("xyz contains NaN or infinite values")
+    offset = np.floor(lo / quantum_m) * quantum_m if n else np.zeros(3)
+    xyz32 = np.empty((3, n), np.float32)
+    q32 = np.empty((3, n), np.int32)
+    if _quantise_kernel(p, offset, float(quantum_m), xyz32, q32) > np.iinfo(np.int32).max:
         raise ValueError(f"extent {np.ptp(p, axis=0)} m does not fit int32 at quantum_m={quantum_m}")
-    cols: dict[str, np.ndarray] = {}
-    for i, c in enumerate("xyz"):
-        cols[c] = np.ascontiguousarray(p[:, i], dtype=np.float32)
-    for i, c in enumerate("xyz"):
-        cols[c + "q"] = np.ascontiguousarray(q[:, i], dtype=np.int32)
+    cols: dict[str, np.ndarray] = {c: xyz32[i] for i, c in enumerate("xyz")}
+    cols.update({c + "q": q32[i] for i, c in enumerate("xyz")})
 
     def column(name: str, value: np.ndarray | None, dtype, shape: tuple[int, ...] = ()) -> None:
         if value is None:
@@ -369,7 +511,8 @@ def points_table(
         a = np.asarray(value)
         if a.shape != (n, *shape):
             raise ValueError(f"{name} must have shape {(n, *shape)}, got {a.shape}")
-        if np.issubdtype(dtype, np.integer) and a.size and np.issubdtype(a.dtype, np.integer):
+        if (np.issubdtype(dtype, np.integer) and a.size and np.issubdtype(a.dtype, np.integer)
+                and a.dtype != dtype):
             info = np.iinfo(dtype)
             if a.min() < info.min or a.max() > info.max:
                 raise ValueError(f"{name} values outside {np.dtype(dtype).name} range")
@@ -384,6 +527,8 @@ def points_table(
     column("time_offset_ns", time_offset_ns, np.int64)
     column("sensor_id", sensor_id, np.uint8)
     column("ring", ring, np.uint16)
+    column("camera_mask", camera_mask, np.uint32)
+    column("box_id", box_id, np.int32)
     quant = {"scale": [quantum_m] * 3, "offset": [float(v) for v in offset]}
     schema = pa.schema([pa.field(k, COLUMN_TYPES[k], nullable=False) for k in cols],
                        metadata={QUANT_KEY: json.dumps(quant).encode()})
@@ -479,13 +624,17 @@ class SceneWriter:
         lods: Sequence[pa.Table] = (),
         images: Mapping[str, bytes] | None = None,
         image_timestamps_ns: Mapping[str, int] | None = None,
+        boxes: FrameBoxes | None = None,
     ) -> FrameEntry:
-        """Write one frame's files atomically, then its sidecar; returns its entry.
+        """Write one frame's files atomically, then its sidecar; returns its entry as the
+        sidecar records it (with the SHA-256 of every file, computed from the bytes written).
 
         ``points`` and each of ``lods`` (levels 1, 2, ... coarser and coarser) must follow the
         point schema (build them with :func:`points_table`). ``images`` maps camera name →
-        JPEG bytes; ``image_timestamps_ns`` defaults to ``timestamp_ns`` per camera. Rewriting
-        a finished frame first removes its sidecar, so an interruption leaves it unfinished.
+        JPEG bytes; ``image_timestamps_ns`` defaults to ``timestamp_ns`` per camera. ``boxes``
+        (a labelled frame) is written as the frame's boxes file; a ``box_id`` column must index
+        it. Rewriting a finished frame first removes its sidecar, so an interruption leaves it
+        unfinished.
         """
         index = int(index)
         if not 0 <= index < 1_000_000:
@@ -502,6 +651,8 @@ class SceneWriter:
         for cam in stamps:
             if cam not in images:
                 raise ValueError(f"image_timestamps_ns names camera {cam!r} without an image")
+        if boxes is not None and not isinstance(boxes, FrameBoxes):
+            raise ValueError(f"boxes must be FrameBoxes, got {type(boxes).__name__}")
         tables = [points, *lods]
         for level, t in enumerate(tables):
             if not isinstance(t, pa.Table):
@@ -510,30 +661,51 @@ class SceneWriter:
                 check_points_schema(t.schema, f"<frame {index} level {level}>")
             except FormatError as exc:
                 raise ValueError(str(exc)) from None
+            if "box_id" in t.schema.names and len(t):
+                ids = t.column("box_id").to_numpy()
+                n_boxes = 0 if boxes is None else len(boxes)
+                if ids.min() < -1 or ids.max() >= n_boxes:
+                    raise ValueError(f"level {level} box_id must be in [-1, {n_boxes}) (the frame's boxes)")
         self._sidecar(index).unlink(missing_ok=True)
         stem = f"{index:06d}"
-        stored = []
-        for level, t in enumerate(tables):
-            rel = f"frames/{stem}.arrow" if level == 0 else f"frames/{stem}.lod{level}.arrow"
-            f = atomic_write(self.dir / rel, arrow_file_bytes(t))
-            stored.append(StoredFile(rel, f.bytes, f.sha256))
-        stored_images = {}
-        for cam, data in images.items():
-            rel = f"images/{cam}/{stem}.jpg"
-            f = atomic_write(self.dir / rel, data)
-            stored_images[cam] = StoredFile(rel, f.bytes, f.sha256)
+        files: list[tuple[str, bytes | memoryview | pa.Buffer]] = [
+            (f"frames/{stem}.arrow" if level == 0 else f"frames/{stem}.lod{level}.arrow", arrow_file_bytes(t))
+            for level, t in enumerate(tables)
+        ]
+        files += [(f"images/{cam}/{stem}.jpg", data) for cam, data in images.items()]
+        if boxes is not None:
+            files.append((f"frames/{stem}.boxes.json", json.dumps(boxes.to_json(), allow_nan=False).encode()))
+        stored: dict[str, StoredFile] = {}
+        dirs: set[Path] = set()
+        for rel, data in files:
+            path = self.dir / rel
+            if path.parent not in dirs:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                dirs.add(path.parent)
+            f = _replace_with(path, data)
+            stored[rel] = StoredFile(rel, f.bytes, f.sha256)
+        for d in sorted(dirs):  # the renames are durable before the sidecar names them
+            _fsync_dir(d)
         entry = FrameEntry(
             index=index, timestamp_ns=int(timestamp_ns), world_from_ego=world_from_ego,
-            n_points=len(points), points=stored[0], lods=tuple(stored[1:]),
-            lod_points=tuple(len(t) for t in lods), images=stored_images,
+            n_points=len(points), points=stored[files[0][0]],
+            lods=tuple(stored[rel] for rel, _ in files[1:len(tables)]),
+            lod_points=tuple(len(t) for t in lods),
+            images={cam: stored[f"images/{cam}/{stem}.jpg"] for cam in images},
             image_timestamps_ns={c: int(stamps.get(c, timestamp_ns)) for c in images},
+            boxes=None if boxes is None else stored[f"frames/{stem}.boxes.json"],
         )
-        atomic_write(self._sidecar(index), json.dumps(_entry_to_json(entry), indent=1).encode())
-        return entry
+        side = self._sidecar(index)
+        text = json.dumps(_entry_to_json(entry), indent=1)
+        atomic_write(side, text.encode())
+        # as a resumed job reads it back: the manifest depends on the sidecar's bytes only
+        return _entry_from_json(json.loads(text), side)
 
-    def _entries(self, verify: Literal["size", "sha256"]) -> dict[int, FrameEntry]:
+    def _entries(self, verify: Literal["size", "sha256"], skip: set[int] = frozenset()) -> dict[int, FrameEntry]:
         out = {}
         for side in sorted((self.dir / "frames").glob("[0-9]" * 6 + ".json")):
+            if int(side.stem) in skip:
+                continue
             try:
                 entry = _entry_from_json(json.loads(side.read_bytes()), side)
             except (FormatError, ValueError):
@@ -564,13 +736,28 @@ class SceneWriter:
             p.unlink(missing_ok=True)
         return stale
 
+    def finished_entries(self, verify: Literal["size", "sha256"] = "sha256",
+                         skip: Sequence[int] = ()) -> dict[int, FrameEntry]:
+        """Index → entry of the frames whose sidecar exists and whose files match it (size, and
+        hash with ``verify="sha256"``); frames in ``skip`` are not read."""
+        return self._entries(verify, set(skip))
+
     def finished_frames(self, verify: Literal["size", "sha256"] = "sha256") -> set[int]:
         """Indices of frames whose sidecar exists and whose files match it (size and hash)."""
         return set(self._entries(verify))
 
-    def finalize(self, verify: Literal["size", "sha256"] = "sha256") -> list[FrameEntry]:
-        """Rewrite ``scene.json`` atomically listing every finished frame; returns them."""
-        entries = [e for _, e in sorted(self._entries(verify).items())]
+    def finalize(self, verify: Literal["size", "sha256"] = "sha256",
+                 known: Mapping[int, FrameEntry] | None = None) -> list[FrameEntry]:
+        """Rewrite ``scene.json`` atomically listing every finished frame; returns them.
+
+        ``known``: entries the caller wrote (``write_frame``'s return value) or verified
+        (``finished_entries``) itself; they are listed as given, every other sidecar is
+        verified.
+        """
+        known = dict(known or {})
+        found = self._entries(verify, set(known))
+        found.update(known)
+        entries = [e for _, e in sorted(found.items())]
         doc = dict(self.header, frames=[_entry_to_json(e) for e in entries])
         atomic_write(self.dir / MANIFEST, json.dumps(doc, indent=1).encode())
         return entries
@@ -708,3 +895,19 @@ class Scene:
     def image_path(self, index: int, camera: str) -> Path:
         """Path of frame ``index``'s JPEG for ``camera``; KeyError if there is none."""
         return self._file(self.frame(index).images[camera])
+
+    def boxes(self, index: int) -> FrameBoxes | None:
+        """The label boxes of frame ``index`` (None for an unlabelled frame); FormatError."""
+        stored = self.frame(index).boxes
+        if stored is None:
+            return None
+        full = self._file(stored)
+        try:
+            doc = json.loads(full.read_bytes())
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise FormatError(full, getattr(exc, "pos", None), f"a JSON boxes file ({exc})") from None
+        return FrameBoxes.from_json(doc, full)
+
+
+def _warmup() -> None:
+    points_table(np.zeros((2, 3)))

@@ -2,11 +2,22 @@
 
 Per frame: decode each LiDAR sweep → move every point to the world frame with the ego pose
 at its own firing time (deskew and world transform in one pass, ``engine.motion``) →
-project into every camera at its exposure time, z-buffer, colour from the most frontal
-camera → level-of-detail voxel grids → write atomically into the scene store. Frames are
-independent, so they run on local processes (``workers``) or a dask.distributed cluster;
-the output is byte-identical either way. Finished frames are skipped on a rerun; a frame
-that fails is reported and the others complete.
+project into every camera at its exposure time, z-buffer (the ``camera_mask`` column: bit k
+= camera k of the log's camera list sees the point) and colour from the most frontal camera
+→ label boxes of a labelled log interpolated at the frame timestamp (the frame's boxes file,
+world and ego frame) and each point's ``box_id`` → level-of-detail voxel grids → write
+atomically into the scene store. Frames are independent, so they run on local processes
+(``workers``) or a dask.distributed cluster; the output is byte-identical either way.
+Finished frames are skipped on a rerun; a frame that fails is reported and the others
+complete.
+
+``box_id``: a point belongs to the box of a track at the point's own firing time. The
+frame's points are grouped by firing time in steps of ``box_time_step_ns``; each group is
+tested against the boxes interpolated at the middle of its step, inflated by
+``box_margin_m`` (a LiDAR return lies *on* the surface it hit, so the deskew error of a few
+millimetres and the motion within half a step would otherwise drop half of them). Only
+tracks that exist at the frame timestamp (the boxes file) are used; ``box_id`` is the row of
+the boxes file.
 """
 
 from __future__ import annotations
@@ -24,13 +35,17 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
+from engine import quaternion as quat
 from engine.colorize import colorize
+from engine.cuboid_interp import TrackTable, interpolate_tracks
+from engine.points_in_boxes import points_in_boxes
+from engine.pose_track import PoseTrack
 from engine.projection import project_points
 from engine.voxel import voxelize
 from engine.zbuffer import zbuffer
 from formats.jpeg import decode_jpeg
 from formats.raw_log import RawLog, read_log
-from formats.scene_store import Lidar, SceneWriter, points_table
+from formats.scene_store import MAX_CAMERAS, FrameBoxes, FrameEntry, Lidar, SceneWriter, points_table
 from server.frame_points import world_points
 
 
@@ -40,23 +55,34 @@ class PrepareOptions:
 
     Attributes:
         colorize: colour points from the camera images.
+        visibility: the per-camera ``camera_mask`` column (z-buffered visibility).
         lod_voxel_m: voxel sizes of the level-of-detail grids (level 1, 2, ...), metres.
         quantum_m: step of the int32 quantised positions.
+        box_margin_m: tolerance of the ``box_id`` test (added to every half-extent), metres.
+        box_time_step_ns: firing-time step at which boxes are interpolated for ``box_id``.
     """
 
     colorize: bool = True
+    visibility: bool = True
     lod_voxel_m: tuple[float, ...] = (0.2, 0.5)
     quantum_m: float = 1e-3
+    box_margin_m: float = 0.02
+    box_time_step_ns: int = 1_000_000
 
 
 @dataclass(frozen=True)
 class FrameResult:
+    """One frame's outcome; ``entry`` is what was written (its files' hashes), ``stages``
+    the seconds spent per pipeline stage."""
+
     index: int
     ok: bool
     skipped: bool = False
     n_points: int = 0
     seconds: float = 0.0
     error: str = ""
+    entry: FrameEntry | None = None
+    stages: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -70,6 +96,7 @@ class Summary:
     failed: list[FrameResult] = field(default_factory=list)
     points: int = 0
     seconds: float = 0.0
+    stage_seconds: dict[str, float] = field(default_factory=dict)
 
     def lines(self) -> list[str]:
         rate = self.prepared / self.seconds if self.seconds > 0 else 0.0
@@ -83,53 +110,165 @@ class Summary:
 
 
 def scene_writer(log: RawLog, scene_dir: Path) -> SceneWriter:
+    if len(log.cameras) > MAX_CAMERAS:
+        raise ValueError(f"log {log.log_id!r} has {len(log.cameras)} cameras; a scene holds at most "
+                         f"{MAX_CAMERAS} (camera_mask is a uint32 bit mask)")
     return SceneWriter(
         scene_dir, scene_id=log.log_id, origin=log.origin,
         lidars=[Lidar(l.name, l.ego_from_sensor) for l in log.lidars], cameras=log.cameras,
     )
 
 
+@dataclass(frozen=True, eq=False)
+class _Job:
+    """What every frame of one job shares (built once per process)."""
+
+    log: RawLog
+    track: PoseTrack
+    writer: SceneWriter
+    labels: TrackTable | None
+    categories: tuple[str, ...]
+
+
 @lru_cache(maxsize=4)
-def _job(log_dir: str, scene_dir: str):
-    """Per process: the parsed log, its pose track and a writer (built once, reused per frame)."""
+def _job(log_dir: str, scene_dir: str) -> _Job:
     log = read_log(log_dir)
-    return log, log.world_from_ego(), scene_writer(log, Path(scene_dir))
+    tracks = log.labels()
+    return _Job(log, log.world_from_ego(), scene_writer(log, Path(scene_dir)),
+                TrackTable.from_tracks(tracks) if tracks else None, tuple(t.category for t in tracks))
+
+
+def _camera_mask(visible: np.ndarray, bits: Sequence[int]) -> np.ndarray:
+    """``(N,) uint32`` with bit ``bits[c]`` set where ``visible[c]`` (``(C, N) bool``)."""
+    mask = np.zeros(visible.shape[1], np.uint32)
+    for row, bit in zip(visible, bits):
+        mask |= row.view(np.uint8).astype(np.uint32) << np.uint32(bit)
+    return mask
+
+
+def _frame_boxes(job: _Job, t_ns: int) -> tuple[FrameBoxes, np.ndarray]:
+    """The label boxes existing at ``t_ns`` and their rows in ``job.labels``."""
+    world = interpolate_tracks(job.labels, np.array([t_ns], np.int64), "none")
+    rows = np.flatnonzero(world.valid[0])
+    ego = world.to_ego(job.track)
+    return FrameBoxes(
+        t_ns, tuple(world.track_ids[r] for r in rows), tuple(job.categories[r] for r in rows),
+        world.sizes[0, rows], world.centers[0, rows], world.rotations[0, rows],
+        ego.centers[0, rows], ego.rotations[0, rows],
+    ), rows
+
+
+def _box_ids(job: _Job, boxes: FrameBoxes, rows: np.ndarray, xyz: np.ndarray, offsets_ns: np.ndarray,
+             options: PrepareOptions) -> np.ndarray:
+    """``(N,) int32`` row of ``boxes`` holding each world point at its firing time, -1 for none.
+
+    Stationary tracks are tested once for all points. Points inside the region a moving box
+    sweeps during the frame (its boxes at every time step, bounded by one inflated box) are
+    re-tested per time step against every box at that step.
+    """
+    out = np.full(len(xyz), -1, np.int32)
+    if not len(rows) or not len(xyz):
+        return out
+    margin = options.box_margin_m
+    still = np.flatnonzero(job.labels.stationary[rows])
+    if len(still):
+        hit, _ = points_in_boxes(xyz, boxes.world_centers[still], boxes.sizes[still], boxes.world_rotations[still],
+                                 margin=margin)
+        out = np.where(hit >= 0, still[np.maximum(hit, 0)], -1).astype(np.int32)
+    moving = np.flatnonzero(~job.labels.stationary[rows])
+    if not len(moving):
+        return out
+    step = int(options.box_time_step_ns)
+    keys = offsets_ns // step
+    steps = np.unique(keys)
+    at = interpolate_tracks(job.labels, boxes.timestamp_ns + steps * step + step // 2, "none")
+    valid = at.valid[:, rows]  # (T, B)
+    # one box around each moving box's positions over the steps: its frame-time box grown by
+    # the largest centre shift, size change and rotation (times its half diagonal)
+    c0, s0, q0 = boxes.world_centers[moving], boxes.sizes[moving], boxes.world_rotations[moving]
+    vm = valid[:, moving, None]  # where a box does not exist, its frame-time box stands in
+    shift = np.linalg.norm(np.where(vm, at.centers[:, rows[moving]], c0) - c0, axis=2).max(axis=0)
+    grow = np.abs(np.where(vm, at.sizes[:, rows[moving]], s0) - s0).max(axis=(0, 2))
+    turn = quat.angle_between(np.where(vm, at.rotations[:, rows[moving]], q0), q0).max(axis=0)
+    pad = shift + 0.5 * grow + turn * 0.5 * np.linalg.norm(s0 + grow[:, None], axis=1)
+    near, _ = points_in_boxes(xyz, c0, s0 + 2.0 * pad[:, None], q0, margin=margin)
+    cand = np.flatnonzero(near >= 0)
+    if not len(cand):
+        return out
+    order = cand[np.argsort(keys[cand], kind="stable")]
+    first = np.searchsorted(keys[order], steps)
+    bounds = np.append(first, len(order))
+    for k in range(len(steps)):
+        idx = order[bounds[k]:bounds[k + 1]]
+        present = np.flatnonzero(valid[k])
+        if not len(idx) or not len(present):
+            continue
+        r = rows[present]
+        hit, _ = points_in_boxes(xyz[idx], at.centers[k, r], at.sizes[k, r], at.rotations[k, r], margin=margin)
+        out[idx] = np.where(hit >= 0, present[np.maximum(hit, 0)], -1)
+    return out
 
 
 def prepare_frame(log_dir: str, scene_dir: str, index: int, options: PrepareOptions) -> FrameResult:
     """Prepare frame ``index`` of the log into the scene; never raises (errors are reported)."""
     start = time.perf_counter()
+    stages: dict[str, float] = {}
+    clock = [start]
+
+    def lap(name: str) -> None:
+        now = time.perf_counter()
+        stages[name] = stages.get(name, 0.0) + now - clock[0]
+        clock[0] = now
+
     try:
-        log, track, writer = _job(log_dir, scene_dir)
+        job = _job(log_dir, scene_dir)
+        log, track = job.log, job.track
         frame = log.frames[index]
         columns = world_points(log, track, index)
         xyz = columns.pop("xyz")
-        images, image_times, jpegs = {}, {}, {}
+        lap("points")
+        image_times, jpegs = {}, {}
         for cam in log.cameras:
             if cam.name in frame.images:
                 path, t_ns = frame.images[cam.name]
                 jpegs[cam.name] = path.read_bytes()
                 image_times[cam.name] = t_ns
-                if options.colorize:
-                    images[cam.name] = decode_jpeg(jpegs[cam.name], path)
-        if images:
-            cams = [c for c in log.cameras if c.name in images]
+        lap("read_images")
+        bits = [k for k, c in enumerate(log.cameras) if c.name in jpegs]
+        if bits and (options.colorize or options.visibility):
+            cams = [log.cameras[k] for k in bits]
             proj = project_points(xyz, cams, world_from_ego=track, frame="world",
                                   camera_times_ns=np.array([image_times[c.name] for c in cams]))
-            colors = colorize(proj, zbuffer(proj).visible, cams, [images[c.name] for c in cams])
-            columns["rgb"] = colors.colors
+            lap("projection")
+            visible = zbuffer(proj).visible
+            lap("zbuffer")
+            if options.visibility:
+                columns["camera_mask"] = _camera_mask(visible, bits)
+                lap("camera_mask")
+            if options.colorize:
+                images = [decode_jpeg(jpegs[c.name], frame.images[c.name][0]) for c in cams]
+                lap("decode_jpeg")
+                columns["rgb"] = colorize(proj, visible, cams, images).colors
+                lap("colorize")
+        elif options.visibility:
+            columns["camera_mask"] = np.zeros(len(xyz), np.uint32)
+        boxes = None
+        if job.labels is not None:
+            boxes, rows = _frame_boxes(job, frame.timestamp_ns)
+            columns["box_id"] = _box_ids(job, boxes, rows, xyz, columns["time_offset_ns"], options)
+            lap("labels")
         table = points_table(xyz, quantum_m=options.quantum_m, **columns)
-        lods = []
-        for size in options.lod_voxel_m:
-            keep = voxelize(xyz, size).first_index
-            lods.append(points_table(xyz[keep], quantum_m=options.quantum_m,
-                                     **{k: v[keep] for k, v in columns.items()}))
-        writer.write_frame(index, frame.timestamp_ns, track.at(frame.timestamp_ns), table, lods,
-                           images=jpegs, image_timestamps_ns=image_times)
-        return FrameResult(index, True, n_points=len(xyz), seconds=time.perf_counter() - start)
+        lap("points_table")
+        lods = [table.take(voxelize(xyz, size).first_index) for size in options.lod_voxel_m]
+        lap("lod")
+        entry = job.writer.write_frame(index, frame.timestamp_ns, track.at(frame.timestamp_ns), table, lods,
+                                       images=jpegs, image_timestamps_ns=image_times, boxes=boxes)
+        lap("write")
+        return FrameResult(index, True, n_points=len(xyz), seconds=time.perf_counter() - start, entry=entry,
+                           stages=stages)
     except Exception as exc:  # one frame's failure must not stop the job
         detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-        return FrameResult(index, False, seconds=time.perf_counter() - start, error=detail)
+        return FrameResult(index, False, seconds=time.perf_counter() - start, error=detail, stages=stages)
 
 
 class Progress:
@@ -174,20 +313,23 @@ def prepare(
     log = read_log(log_dir)
     writer = scene_writer(log, Path(scene_dir))
     writer.remove_stale_temporaries()  # left by a killed run; no worker is running yet
-    finished = writer.finished_frames()
-    todo = [i for i in range(len(log.frames)) if i not in finished]
-    summary = Summary(Path(scene_dir), frames=len(log.frames), skipped=len(finished))
+    entries = writer.finished_entries()  # verified (sha256) once, here
+    todo = [i for i in range(len(log.frames)) if i not in entries]
+    summary = Summary(Path(scene_dir), frames=len(log.frames), skipped=len(entries))
     report = progress or (lambda r: None)
-    for i in sorted(finished):
+    for i in sorted(entries):
         report(FrameResult(i, True, skipped=True))
     for result in _run(log_dir, scene_dir, todo, options, workers, dask):
         report(result)
+        for name, sec in result.stages.items():
+            summary.stage_seconds[name] = summary.stage_seconds.get(name, 0.0) + sec
         if result.ok:
             summary.prepared += 1
             summary.points += result.n_points
+            entries[result.index] = result.entry
         else:
             summary.failed.append(result)
-    writer.finalize()
+    writer.finalize(known=entries)
     summary.failed.sort(key=lambda r: r.index)
     summary.seconds = time.perf_counter() - start
     return summary

@@ -1,10 +1,13 @@
-"""``fathom prepare`` on the synthetic rig's raw log: ground truth, resumability, failures,
-parallel execution (processes and a Dask LocalCluster) with byte-identical output."""
+"""``fathom prepare`` on the synthetic rig's raw log: ground truth (points, colours,
+per-camera visibility, label boxes and per-point box ids), resumability, failures, parallel
+execution (processes and a Dask LocalCluster) with byte-identical output."""
 
 from __future__ import annotations
 
 import filecmp
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,13 +17,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import pyarrow as pa
+
+from engine import quaternion as quat
 from engine.motion import motion_compensate
-from formats.raw_log import read_log
+from engine.projection import project_points
+from engine.zbuffer import zbuffer
+from formats.raw_log import read_log, write_labels
 from formats.scene_store import Scene
+from server.frame_points import world_points
+from server.payloads import point_fields, points_payload
 from server.prepare import prepare
 from server.simulate import write_drive_log
 
 ROOT = Path(__file__).resolve().parents[1]
+SIDECARS = "[0-9]" * 6 + ".json"  # frames/NNNNNN.json, not the boxes files
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +44,20 @@ def reference_scene(raw_log, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("scene") / "road-0"
     summary = prepare(raw_log, out)
     assert summary.prepared == len(read_log(raw_log).frames) and not summary.failed
+    return out
+
+
+@pytest.fixture(scope="module")
+def labelled_scene(drive, raw_log, tmp_path_factory) -> Path:
+    """The raw log plus ``labels.json`` holding the simulator's true tracks, prepared."""
+    log = tmp_path_factory.mktemp("labelled") / "log"
+    shutil.copytree(raw_log, log)
+    write_labels(log, [*drive.static_tracks, *drive.actor_tracks])
+    doc = json.loads((log / "log.json").read_text())
+    (log / "log.json").write_text(json.dumps(dict(doc, labels="labels.json")))
+    out = log.parent / "scene"
+    summary = prepare(log, out)
+    assert summary.prepared == summary.frames and not summary.failed
     return out
 
 
@@ -103,11 +128,11 @@ def test_killed_run_resumes_to_a_byte_identical_scene(raw_log, reference_scene, 
     cmd = [sys.executable, "-m", "server.cli", "prepare", str(raw_log), "--out", str(out)]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and len(list((out / "frames").glob("*.json"))) < 3:
+    while time.monotonic() < deadline and len(list((out / "frames").glob(SIDECARS))) < 3:
         time.sleep(0.02)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    done = len(list((out / "frames").glob("*.json")))
+    done = len(list((out / "frames").glob(SIDECARS)))
     assert 3 <= done < len(read_log(raw_log).frames), "the kill should land mid-way"
     # a temporary file as a write cut short by the kill leaves it (whether or not this kill did)
     (out / "frames" / ".000009.arrow.killed.tmp").write_bytes(b"half a frame")
@@ -150,3 +175,142 @@ def test_missing_or_broken_manifest_is_a_format_error(tmp_path):
                                        '"path": "../../etc/passwd"}}')
     with pytest.raises(FormatError, match="leaves it"):
         prepare(tmp_path, tmp_path / "scene")
+
+
+def test_camera_mask_is_the_z_buffered_visibility_per_camera(raw_log, reference_scene):
+    scene = Scene.open(reference_scene)
+    log = read_log(raw_log)
+    track = log.world_from_ego()
+    assert [c for c in scene.cameras] == [c.name for c in log.cameras]
+    blind = 0
+    for i in (0, len(log.frames) - 1):
+        xyz = world_points(log, track, i)["xyz"]
+        times = np.array([log.frames[i].images[c.name][1] for c in log.cameras])
+        proj = project_points(xyz, log.cameras, world_from_ego=track, frame="world", camera_times_ns=times)
+        visible = zbuffer(proj).visible
+        expect = np.zeros(len(xyz), np.int64)
+        for k in range(len(log.cameras)):
+            expect += visible[k].astype(np.int64) << k
+        got = scene.points(i)["camera_mask"].to_numpy()
+        assert got.dtype == np.uint32
+        np.testing.assert_array_equal(got, expect)
+        assert (got != 0).mean() > 0.3 and all((got >> k & 1).any() for k in range(len(log.cameras)))
+        # the test rig has no camera looking right: points there are seen by none
+        ego = track.at(log.frames[i].timestamp_ns).inverse().apply(xyz)
+        azimuth = np.degrees(np.arctan2(ego[:, 1], ego[:, 0]))
+        right = (azimuth > -125) & (azimuth < -55) & (np.hypot(ego[:, 0], ego[:, 1]) > 4.0)
+        assert not got[right].any()
+        blind += right.sum()
+    assert blind > 100
+
+
+def test_levels_of_detail_keep_every_column_of_their_points(labelled_scene):
+    scene = Scene.open(labelled_scene)
+    cols = ["xq", "yq", "zq", "camera_mask", "box_id", "r", "g", "b", "intensity"]
+    full = scene.points(0)
+    rows = set(zip(*(full[c].to_numpy() for c in cols)))
+    for lod in (1, 2):
+        table = scene.points(0, lod)
+        assert table.schema == full.schema
+        assert set(zip(*(table[c].to_numpy() for c in cols))) <= rows
+
+
+def test_frame_boxes_are_the_true_boxes_at_the_frame_time(drive, labelled_scene):
+    scene = Scene.open(labelled_scene)
+    world = drive.world
+    for i, t in enumerate(drive.frame_times_ns):
+        boxes = scene.boxes(i)
+        assert boxes.timestamp_ns == t
+        # every static box and every actor exists through the whole drive
+        assert sorted(int(b) for b in boxes.track_ids) == list(range(1, 1 + world.n_static + world.n_actors))
+        pose = drive.world_from_ego.at(int(t))
+        for k, tid in enumerate(boxes.track_ids):
+            center, size, yaw = world.box_at(int(tid), int(t))
+            assert boxes.categories[k] == drive.objects.category[int(tid)]
+            np.testing.assert_allclose(boxes.sizes[k], size, atol=1e-9)
+            assert np.abs(boxes.world_centers[k] - center).max() < 0.05
+            assert quat.angle_between(boxes.world_rotations[k], quat.from_yaw(yaw)) < 1e-6
+            # ego frame: against the true (1 kHz) ego pose; prepare used the 100 Hz GNSS/INS track
+            assert np.abs(boxes.ego_centers[k] - pose.inverse().apply(center[None])[0]).max() < 0.05
+            ego_rotation = quat.multiply(quat.conjugate(pose.rotation), quat.from_yaw(yaw))
+            assert quat.angle_between(boxes.ego_rotations[k], ego_rotation) < 2e-3
+
+
+def _inside_true_box(world, object_ids: np.ndarray, xyz: np.ndarray, times_ns: np.ndarray, tol_m: float) -> np.ndarray:
+    """Whether each point lies in the simulator's box ``object_ids[i]`` at ``times_ns[i]``
+    (plain NumPy; half-extents grown by ``tol_m``)."""
+    inside = np.zeros(len(xyz), bool)
+    for oid in np.unique(object_ids):
+        sel = np.flatnonzero(object_ids == oid)
+        if oid <= world.n_static:
+            center, size, yaw = world.box_at(int(oid), 0)
+            centers, yaws = np.broadcast_to(center, (len(sel), 3)), np.full(len(sel), yaw)
+        else:
+            centers, yaws = world.actor_pose(int(oid) - 1 - world.n_static, times_ns[sel])
+            size = world.actor_size[int(oid) - 1 - world.n_static]
+        d = xyz[sel] - centers
+        c, s = np.cos(yaws), np.sin(yaws)
+        local = np.column_stack([c * d[:, 0] + s * d[:, 1], -s * d[:, 0] + c * d[:, 1], d[:, 2]])
+        inside[sel] = np.all(np.abs(local) <= 0.5 * size + tol_m, axis=1)
+    return inside
+
+
+def test_box_ids_are_the_objects_the_lidar_hit(drive, labelled_scene):
+    scene = Scene.open(labelled_scene)
+    checked = agree = 0
+    for i, t in enumerate(drive.frame_times_ns):
+        table = scene.points(i)
+        box_id = table["box_id"].to_numpy()
+        ids = np.array([int(t) for t in scene.boxes(i).track_ids])
+        got = np.where(box_id >= 0, ids[np.maximum(box_id, 0)], 0)  # 0: ground
+        hit = np.concatenate([drive.sweeps[l.name][i].extra["object_id"] for l in drive.lidars])
+        # every return off a box gets a box
+        assert not np.any((hit > 0) & (got == 0))
+        # and the box it gets holds it at its firing time, within the 2 cm tolerance (+ 5 mm
+        # for the GNSS/INS deskew): where it is not the box hit, two boxes (or a box and the
+        # ground beside its foot) lie within the tolerance
+        xyz = np.column_stack([table[c].to_numpy() for c in "xyz"]).astype(np.float64)
+        times = table["time_offset_ns"].to_numpy() + np.int64(t)
+        boxed = got > 0
+        assert _inside_true_box(drive.world, got[boxed], xyz[boxed], times[boxed], 0.025).all()
+        checked += (hit > 0).sum()
+        agree += ((hit > 0) & (got == hit)).sum()
+    assert checked > 5000
+    assert agree / checked > 0.995, (agree, checked)
+
+
+def test_the_server_serves_the_new_columns(labelled_scene):
+    scene = Scene.open(labelled_scene)
+    for lod in (0, 1):
+        names = point_fields(scene, 0, lod, None, "world")
+        assert "camera_mask" in names and "box_id" in names
+        payload = points_payload(scene, 0, lod, ["camera_mask", "box_id"], "world", "arrow")
+        sent = pa.ipc.open_stream(bytes(payload.body)).read_all()
+        stored = scene.points(0, lod)
+        for c in ("camera_mask", "box_id"):
+            np.testing.assert_array_equal(sent[c].to_numpy(), stored[c].to_numpy())
+
+
+def test_an_unlabelled_log_has_no_boxes(raw_log, tmp_path):
+    log = tmp_path / "log"
+    shutil.copytree(raw_log, log)
+    doc = json.loads((log / "log.json").read_text())
+    doc.pop("labels", None)
+    doc["frames"] = doc["frames"][:2]
+    (log / "log.json").write_text(json.dumps(doc))
+    assert prepare(log, tmp_path / "scene").prepared == 2
+    scene = Scene.open(tmp_path / "scene")
+    assert scene.boxes(0) is None and scene.frame(1).boxes is None
+    assert "box_id" not in scene.points(0).schema.names and "camera_mask" in scene.points(0).schema.names
+
+
+def test_more_than_32_cameras_are_refused(raw_log, tmp_path):
+    log = tmp_path / "log"
+    shutil.copytree(raw_log, log)
+    doc = json.loads((log / "log.json").read_text())
+    doc["cameras"] = [dict(doc["cameras"][0], name=f"CAM_{k}") for k in range(33)]
+    for f in doc["frames"]:
+        f["images"] = {}
+    (log / "log.json").write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match="33 cameras.*at most 32"):
+        prepare(log, tmp_path / "scene")
