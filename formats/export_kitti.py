@@ -10,9 +10,20 @@ moved to the ego frame with ``world_from_ego`` and to the rectified reference ca
 converted by :func:`formats.conventions.kitti_from_camera_boxes` (bottom centre,
 ``rotation_y``, ``alpha``). The 2D box is the exact pinhole projection into ``camera``
 (:func:`engine.cuboid_projection.project_cuboids`), clipped to the image; only boxes visible
-in ``camera`` are written, as in KITTI. ``truncated`` is 0 when the whole box projects inside
-the image, else 1; ``occluded`` is 3 (unknown). Track ids are kept when all are decimal
+in ``camera`` are written, as in KITTI. Track ids are kept when all are decimal
 integers, otherwise numbered 0.. in the given order (the mapping is returned).
+
+Estimates (KITTI annotators judged these by eye):
+
+- ``truncated``: the fraction of the box's projected footprint outside the image, 0..1
+  (written with 2 decimals, as the object benchmark's float; the tracking readme's integer
+  levels read it with ``int(float(...))``). The footprint is the axis-aligned rectangle of
+  the 8 projected corners; a corner behind the camera makes it unbounded: 1.
+- ``occluded``: from the LiDAR points of the frame (``sweeps``, ego frame) that fall in the
+  box (:func:`engine.points_in_boxes.points_in_boxes`) and project into the image: the
+  fraction hidden in the camera's z-buffer (:func:`engine.zbuffer.zbuffer`, default splat and
+  tolerances) gives 0 (≤ 20 % hidden), 1 (≤ 60 %), 2 (more); 3 (unknown) when no such point
+  exists or no sweeps are given.
 """
 
 from __future__ import annotations
@@ -28,14 +39,71 @@ from engine.camera import Camera
 from engine.cuboid import CuboidTrack
 from engine.cuboid_interp import interpolate_tracks
 from engine.cuboid_projection import project_cuboids
+from engine.points_in_boxes import points_in_boxes
 from engine.pose_track import PoseTrack
+from engine.projection import project_points
 from engine.se3 import SE3
+from engine.zbuffer import zbuffer
 from formats.conventions import kitti_from_camera_boxes
 
 KITTI_TYPES: dict[str, str] = {
     "car": "Car", "van": "Van", "truck": "Truck", "pedestrian": "Pedestrian",
     "person_sitting": "Person_sitting", "cyclist": "Cyclist", "tram": "Tram", "misc": "Misc",
 }
+
+
+OCCLUSION_LEVELS = (0.2, 0.6)  # hidden fraction upper bounds of levels 0 and 1
+
+
+def box_point_visibility(
+    xyz: np.ndarray,
+    centers: np.ndarray,
+    sizes: np.ndarray,
+    rotations: np.ndarray,
+    cameras: Sequence[Camera],
+    *,
+    world_from_ego: PoseTrack | None = None,
+    camera_times_ns: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """LiDAR evidence of ``B`` boxes: ``(inside, in_image, visible)``, each ``(B,) int64``.
+
+    ``inside``: points in the box; ``in_image``: of those, points inside some camera's image;
+    ``visible``: points on the nearest surface of some camera's z-buffer. Points and boxes
+    are in the ego frame (static, ``world_from_ego`` None) or the world frame (cameras at
+    ``camera_times_ns`` on ``world_from_ego``).
+    """
+    b = len(np.asarray(centers).reshape(-1, 3))
+    labels, counts = points_in_boxes(xyz, centers, sizes, rotations)
+    if not cameras:
+        return counts, np.zeros(b, np.int64), np.zeros(b, np.int64)
+    proj = project_points(xyz, cameras, world_from_ego=world_from_ego, camera_times_ns=camera_times_ns,
+                          frame="sensor" if world_from_ego is None else "world")
+    visible = zbuffer(proj).visible.any(axis=0)
+    hit = labels >= 0
+    return (counts, np.bincount(labels[hit & proj.in_image.any(axis=0)], minlength=b),
+            np.bincount(labels[hit & visible], minlength=b))
+
+
+def truncation(corners_uv: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Fraction ``(M,)`` of each footprint (bounding rectangle of ``(M, 8, 2)`` corner pixels)
+    outside the image ``[-0.5, width - 0.5] × [-0.5, height - 0.5]``; 1 where a corner is NaN."""
+    uv = np.asarray(corners_uv, dtype=np.float64).reshape(-1, 8, 2)
+    ok = np.isfinite(uv).all(axis=(1, 2))
+    safe = np.where(ok[:, None, None], uv, 0.0)
+    lo, hi = safe.min(axis=1), safe.max(axis=1)
+    area = np.prod(hi - lo, axis=1)
+    clipped = np.prod(np.clip(np.minimum(hi, [width - 0.5, height - 0.5]) - np.maximum(lo, -0.5), 0.0, None), axis=1)
+    out = np.ones(len(uv))
+    good = ok & (area > 0)
+    out[good] = 1.0 - clipped[good] / area[good]
+    return out
+
+
+def occlusion_level(in_image: np.ndarray, visible: np.ndarray) -> np.ndarray:
+    """KITTI ``occluded`` ``(B,) int`` from the box points in the image and those visible."""
+    n = np.asarray(in_image, dtype=np.float64)
+    hidden = 1.0 - np.asarray(visible, dtype=np.float64) / np.maximum(n, 1.0)
+    return np.where(n == 0, 3, np.searchsorted(OCCLUSION_LEVELS, hidden, side="left"))
 
 
 def kitti_track_ids(tracks: Sequence[CuboidTrack]) -> dict[str, int]:
@@ -54,12 +122,18 @@ def kitti_tracking_lines(
     *,
     ego_from_reference: SE3 | None = None,
     types: Mapping[str, str] = KITTI_TYPES,
+    sweeps: Sequence[np.ndarray] | None = None,
 ) -> list[str]:
-    """The label lines (frame index = position in ``frame_times_ns``), frame-major, ids ascending."""
+    """The label lines (frame index = position in ``frame_times_ns``), frame-major, ids ascending.
+
+    ``sweeps``: per frame the LiDAR points ``(N, 3)`` in the ego frame at the frame time (for
+    ``occluded``; without them it is 3)."""
     times = np.asarray(frame_times_ns, dtype=np.int64)
     ids = kitti_track_ids(tracks)
     if not tracks or not len(times):
         return []
+    if sweeps is not None and len(sweeps) != len(times):
+        raise ValueError(f"sweeps: one per frame ({len(times)}), got {len(sweeps)}")
     ego = interpolate_tracks(tracks, times).to_ego(world_from_ego)
     ref_from_ego = (camera.ego_from_camera if ego_from_reference is None else ego_from_reference).inverse()
     width, height = camera.intrinsics.width, camera.intrinsics.height
@@ -73,17 +147,20 @@ def kitti_tracking_lines(
         proj = project_cuboids(c, s, q, [camera], samples_per_edge=1)
         k = kitti_from_camera_boxes(ref_from_ego.apply(c), s,
                                     quat.multiply(np.broadcast_to(ref_from_ego.rotation, q.shape), q))
+        truncated = truncation(proj.corners_uv[:, 0], width, height)
+        if sweeps is None:
+            occluded = np.full(len(live), 3)
+        else:
+            _, in_image, visible = box_point_visibility(sweeps[f], c, s, q, [camera])
+            occluded = occlusion_level(in_image, visible)
         for j, n in enumerate(live):
             if not proj.visible[j, 0]:
                 continue
-            corners = proj.corners_uv[j, 0]
-            inside = np.all(np.isfinite(corners)) and np.all(
-                (corners >= -0.5) & (corners <= [width - 0.5, height - 0.5]))
             track = tracks[n]
             kind = types.get(track.category, track.category.replace(" ", "_"))
             values = (k["alpha"][j], *proj.boxes[j, 0], k["h"][j], k["w"][j], k["l"][j],
                       k["x"][j], k["y"][j], k["z"][j], k["rotation_y"][j])
-            lines.append(f"{f} {ids[track.track_id]} {kind} {0 if inside else 1} 3 "
+            lines.append(f"{f} {ids[track.track_id]} {kind} {truncated[j]:.2f} {occluded[j]} "
                          + " ".join(f"{v:.6f}" for v in values))
     return lines
 
@@ -97,10 +174,11 @@ def write_kitti_tracking(
     *,
     ego_from_reference: SE3 | None = None,
     types: Mapping[str, str] = KITTI_TYPES,
+    sweeps: Sequence[np.ndarray] | None = None,
 ) -> Path:
     """Write ``label_02/SSSS.txt`` (see :func:`kitti_tracking_lines`); returns the path."""
     out = Path(path)
     lines = kitti_tracking_lines(tracks, frame_times_ns, world_from_ego, camera,
-                                 ego_from_reference=ego_from_reference, types=types)
+                                 ego_from_reference=ego_from_reference, types=types, sweeps=sweeps)
     out.write_text("".join(line + "\n" for line in lines))
     return out

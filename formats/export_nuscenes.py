@@ -8,8 +8,16 @@ entry, with one LiDAR ``sample_data`` (and one per camera that has an image) who
 nuScenes global frame. Boxes are the tracks interpolated at the sample times (no
 extrapolation), ``size = [w, l, h]`` (:func:`formats.conventions.nuscenes_wlh_from_lwh`),
 ``rotation`` wxyz box → global. Timestamps are microseconds (rounded). Tokens are
-deterministic (MD5 of the record's identity). ``num_lidar_pts`` is given per box by the
-caller or written as -1 (unknown); ``visibility_token`` is ``""`` (not estimated).
+deterministic (MD5 of the record's identity).
+
+Estimates from the points of each sample (world frame), when given: ``num_lidar_pts`` /
+``num_radar_pts`` count the points in each box (:func:`engine.points_in_boxes.points_in_boxes`;
+-1 / 0 without points, or ``num_lidar_pts`` given by the caller); ``visibility_token``
+bins the fraction of the box's LiDAR points visible in at least one camera of the sample
+(inside its image and on the nearest surface of its z-buffer, at the image's timestamp:
+:func:`formats.export_kitti.box_point_visibility`) into "1".."4" = 0–40, 40–60, 60–80,
+80–100 % (nuScenes' levels, there judged by annotators across the six cameras); ``""``
+(unknown) for a box without LiDAR points or a sample without cameras.
 """
 
 from __future__ import annotations
@@ -28,7 +36,9 @@ from engine.cuboid import CuboidTrack
 from engine.cuboid_interp import interpolate_tracks
 from engine.pose_track import PoseTrack
 from engine.se3 import SE3
+from engine.points_in_boxes import points_in_boxes
 from formats.conventions import nuscenes_wlh_from_lwh
+from formats.export_kitti import box_point_visibility
 
 NUSCENES_CATEGORIES: dict[str, str] = {
     "car": "vehicle.car", "truck": "vehicle.truck", "bus": "vehicle.bus.rigid", "trailer": "vehicle.trailer",
@@ -36,6 +46,7 @@ NUSCENES_CATEGORIES: dict[str, str] = {
     "barrier": "movable_object.barrier", "traffic_cone": "movable_object.trafficcone",
 }
 _VISIBILITY = [("1", "v0-40"), ("2", "v40-60"), ("3", "v60-80"), ("4", "v80-100")]
+VISIBILITY_BOUNDS = (0.4, 0.6, 0.8)  # visible-fraction upper bounds of levels 1, 2, 3
 
 
 @dataclass(frozen=True)
@@ -81,10 +92,14 @@ def nuscenes_tables(
     location: str = "unknown",
     categories: Mapping[str, str] = NUSCENES_CATEGORIES,
     num_lidar_pts: np.ndarray | None = None,
+    lidar_points: Sequence[np.ndarray] | None = None,
+    radar_points: Sequence[np.ndarray] | None = None,
 ) -> dict[str, list[dict]]:
     """The nuScenes tables as lists of records (see the module docstring).
 
     ``num_lidar_pts``: optional ``(S, N) int`` points per box (sample × track).
+    ``lidar_points`` / ``radar_points``: optional per sample ``(P, 3)`` world-frame points
+    (the estimates of the module docstring).
     Raises ``ValueError`` for unordered or merging sample times or mismatched file lists.
     """
     times = np.asarray(sample_times_ns, dtype=np.int64)
@@ -96,6 +111,9 @@ def nuscenes_tables(
             raise ValueError(f"sensor {s.channel}: {len(s.files)} files for {len(times)} samples")
     if num_lidar_pts is not None and np.shape(num_lidar_pts) != (len(times), len(tracks)):
         raise ValueError(f"num_lidar_pts must be ({len(times)}, {len(tracks)}), got {np.shape(num_lidar_pts)}")
+    for name, pts in (("lidar_points", lidar_points), ("radar_points", radar_points)):
+        if pts is not None and len(pts) != len(times):
+            raise ValueError(f"{name}: one array per sample ({len(times)}), got {len(pts)}")
     log_token, scene_token = token("log", scene_name), token("scene", scene_name)
     samples = _linked([{"token": token("sample", scene_name, i), "timestamp": us[i], "scene_token": scene_token}
                        for i in range(len(times))])
@@ -132,14 +150,17 @@ def nuscenes_tables(
     if tracks:
         boxes = interpolate_tracks(tracks, times)
         wlh = nuscenes_wlh_from_lwh(boxes.sizes)
+        lidar_n, radar_n, visibility = _estimates(boxes, times, world_from_ego, sensors, lidar_points, radar_points)
+        if num_lidar_pts is not None:
+            lidar_n = np.asarray(num_lidar_pts, dtype=np.int64)
         for n, t in enumerate(tracks):
             inst = token("instance", scene_name, t.track_id)
             anns = _linked([{
                 "token": token("sample_annotation", scene_name, t.track_id, i),
-                "sample_token": samples[i]["token"], "instance_token": inst, "visibility_token": "",
+                "sample_token": samples[i]["token"], "instance_token": inst, "visibility_token": visibility[i][n],
                 "attribute_tokens": [], "translation": boxes.centers[i, n].tolist(), "size": wlh[i, n].tolist(),
                 "rotation": boxes.rotations[i, n].tolist(),
-                "num_lidar_pts": -1 if num_lidar_pts is None else int(num_lidar_pts[i][n]), "num_radar_pts": 0,
+                "num_lidar_pts": int(lidar_n[i, n]), "num_radar_pts": int(radar_n[i, n]),
             } for i in np.flatnonzero(boxes.valid[:, n])])
             if not anns:
                 continue
@@ -161,6 +182,35 @@ def nuscenes_tables(
     tables["attribute"] = []
     tables["visibility"] = [{"token": k, "level": v, "description": ""} for k, v in _VISIBILITY]
     return tables
+
+
+def _estimates(boxes, times: np.ndarray, world_from_ego: PoseTrack, sensors: Sequence[NuScenesSensorFiles],
+               lidar_points: Sequence[np.ndarray] | None, radar_points: Sequence[np.ndarray] | None,
+               ) -> tuple[np.ndarray, np.ndarray, list[list[str]]]:
+    """``num_lidar_pts (S, N)`` (-1 unknown), ``num_radar_pts (S, N)`` and visibility tokens."""
+    s_n, n_n = boxes.valid.shape
+    lidar_n = np.full((s_n, n_n), -1, np.int64)
+    radar_n = np.zeros((s_n, n_n), np.int64)
+    visibility = [["" for _ in range(n_n)] for _ in range(s_n)]
+    for i in range(s_n):
+        live = np.flatnonzero(boxes.valid[i])
+        if not len(live):
+            continue
+        c, sz, q = boxes.centers[i, live], boxes.sizes[i, live], boxes.rotations[i, live]
+        if radar_points is not None:
+            radar_n[i, live] = points_in_boxes(radar_points[i], c, sz, q)[1]
+        if lidar_points is None:
+            continue
+        cams = [(s.camera, s.files[i][1]) for s in sensors if s.camera is not None and s.files[i] is not None]
+        inside, _, visible = box_point_visibility(
+            lidar_points[i], c, sz, q, [cam for cam, _ in cams], world_from_ego=world_from_ego,
+            camera_times_ns=np.array([t for _, t in cams], np.int64))
+        lidar_n[i, live] = inside
+        if cams:
+            level = np.searchsorted(VISIBILITY_BOUNDS, visible / np.maximum(inside, 1), side="left") + 1
+            for j, n in enumerate(live):
+                visibility[i][n] = str(level[j]) if inside[j] else ""
+    return lidar_n, radar_n, visibility
 
 
 def write_nuscenes(dataroot: str | os.PathLike, version: str, tables: Mapping[str, list[dict]]) -> Path:

@@ -31,7 +31,7 @@ def same_corner_set(a: np.ndarray, b: np.ndarray, atol: float) -> None:
 def parse(line: str) -> dict:
     f = line.split()
     v = [float(x) for x in f[5:]]
-    return {"frame": int(f[0]), "id": int(f[1]), "type": f[2], "truncated": int(f[3]), "occluded": int(f[4]),
+    return {"frame": int(f[0]), "id": int(f[1]), "type": f[2], "truncated": float(f[3]), "occluded": int(f[4]),
             "alpha": v[0], "bbox": v[1:5], "h": v[5], "w": v[6], "l": v[7], "xyz": v[8:11], "ry": v[11]}
 
 
@@ -67,8 +67,12 @@ def test_export_matches_devkit_geometry(drive):
             lo = np.maximum(uv.min(0), -0.5)
             hi = np.minimum(uv.max(0), [cam.intrinsics.width - 0.5, cam.intrinsics.height - 0.5])
             np.testing.assert_allclose(r["bbox"], [*lo, *hi], atol=2e-5)
-            inside = np.all((uv >= -0.5) & (uv <= [cam.intrinsics.width - 0.5, cam.intrinsics.height - 0.5]))
-            assert r["truncated"] == (0 if inside else 1)
+            # truncated: the footprint (corner rectangle) fraction outside the image
+            area = np.prod(uv.max(0) - uv.min(0))
+            assert abs(r["truncated"] - (1 - np.prod(np.clip(hi - lo, 0, None)) / area)) <= 0.005 + 1e-9
+        else:
+            assert r["truncated"] == 1.0
+        assert r["occluded"] == 3  # no sweeps given
     # every box with its centre well inside the view is written
     for f in range(len(times)):
         for n, t in enumerate(tracks):
