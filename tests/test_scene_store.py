@@ -10,7 +10,8 @@ import pytest
 
 from engine.se3 import SE3
 from formats.errors import FormatError
-from formats.scene_store import MANIFEST, Scene, SceneWriter, points_table, quantisation
+from engine.quaternion import from_yaw
+from formats.scene_store import MANIFEST, FrameBoxes, Scene, SceneWriter, points_table, quantisation
 from tests.server_scene import T0, DT, camera, ego_pose, frame_xyz, jpeg, write_scene
 
 
@@ -163,3 +164,83 @@ def test_truncated_or_corrupt_point_file(tmp_path):
         scene.points(1, lod=2)
     with pytest.raises(KeyError):
         scene.points(7)
+
+
+def test_quantisation_kernel_equals_numpy(tmp_path):
+    rng = np.random.default_rng(5)
+    xyz = rng.uniform(-300, 300, (3000, 3)) + np.array([1e4, -2e3, 5.0])
+    t = points_table(xyz, quantum_m=2e-3)
+    offset = np.floor(xyz.min(axis=0) / 2e-3) * 2e-3
+    q = np.rint((xyz - offset) / 2e-3).astype(np.int32)
+    np.testing.assert_array_equal(quantisation(t.schema)[1], offset)
+    for i, c in enumerate("xyz"):
+        np.testing.assert_array_equal(t[c + "q"].to_numpy(), q[:, i])
+        np.testing.assert_array_equal(t[c].to_numpy(), xyz[:, i].astype(np.float32))
+    with pytest.raises(ValueError, match="NaN"):
+        points_table(np.array([[0.0, 0.0, np.inf]]))
+
+
+def test_camera_mask_and_box_id_columns():
+    xyz = np.zeros((3, 3))
+    t = points_table(xyz, camera_mask=np.array([0, 1, 2**31 + 5]), box_id=np.array([-1, 0, 7]))
+    assert t.schema.field("camera_mask").type == pa.uint32() and t.schema.field("box_id").type == pa.int32()
+    np.testing.assert_array_equal(t["camera_mask"].to_numpy(), [0, 1, 2**31 + 5])
+    with pytest.raises(ValueError, match="camera_mask values outside uint32"):
+        points_table(xyz, camera_mask=np.array([0, -1, 0]))
+    with pytest.raises(ValueError, match="box_id values outside int32"):
+        points_table(xyz, box_id=np.array([0, 2**31, 0]))
+    with pytest.raises(ValueError, match="box_id must have shape"):
+        points_table(xyz, box_id=np.zeros(2, np.int32))
+
+
+def _boxes(t_ns: int, n: int) -> FrameBoxes:
+    rng = np.random.default_rng(n)
+    q = from_yaw(rng.uniform(-3, 3, n))
+    return FrameBoxes(t_ns, tuple(f"trk-{k}" for k in range(n)), ("car",) * n, rng.uniform(1, 5, (n, 3)),
+                      rng.uniform(-50, 50, (n, 3)), q, rng.uniform(-50, 50, (n, 3)), q[::-1])
+
+
+def test_boxes_file_round_trip_and_box_id_range(tmp_path):
+    w = SceneWriter(tmp_path / "s", scene_id="s", cameras=[camera()])
+    xyz = frame_xyz(0)
+    boxes = _boxes(T0, 3)
+    ids = np.arange(len(xyz)) % 4 - 1  # -1, 0, 1, 2
+    w.write_frame(0, T0, ego_pose(0), points_table(xyz, box_id=ids), boxes=boxes)
+    w.write_frame(1, T0 + DT, ego_pose(1), points_table(frame_xyz(1)))
+    w.finalize()
+    scene = Scene.open(tmp_path / "s")
+    got = scene.boxes(0)
+    assert got.timestamp_ns == T0 and got.track_ids == boxes.track_ids and got.categories == boxes.categories
+    for name in ("sizes", "world_centers", "world_rotations", "ego_centers", "ego_rotations"):
+        np.testing.assert_array_equal(getattr(got, name), getattr(boxes, name))  # exact: JSON keeps float64
+    assert scene.boxes(1) is None
+    assert (tmp_path / "s" / scene.frame(0).boxes.file).name == "000000.boxes.json"
+    for bad, n_boxes in ((np.full(len(xyz), 3), 3), (np.full(len(xyz), -2), 3), (np.zeros(len(xyz)), 0)):
+        with pytest.raises(ValueError, match="box_id must be in"):
+            w.write_frame(2, T0, ego_pose(0), points_table(xyz, box_id=bad), boxes=_boxes(T0, n_boxes) if n_boxes else None)
+    # a corrupted boxes file unfinishes the frame like any other of its files
+    path = tmp_path / "s" / scene.frame(0).boxes.file
+    path.write_bytes(path.read_bytes().replace(b"trk-0", b"trk-9"))
+    assert w.finished_frames() == {1}
+    with pytest.raises(ValueError, match="sizes must be finite"):
+        FrameBoxes(T0, ("a",), ("car",), np.full((1, 3), np.nan), np.zeros((1, 3)), np.eye(4)[:1], np.zeros((1, 3)),
+                   np.eye(4)[:1])
+
+
+def test_recorded_hashes_are_the_files_and_finalize_trusts_known_entries(tmp_path):
+    import hashlib
+
+    w = SceneWriter(tmp_path / "s", scene_id="s", cameras=[camera()])
+    entries = {i: w.write_frame(i, T0 + i * DT, ego_pose(i), points_table(frame_xyz(i)),
+                                [points_table(frame_xyz(i)[::3])], images={"CAM_FRONT": jpeg(i)}) for i in range(3)}
+    for e in entries.values():
+        for f in e.files():
+            assert hashlib.sha256((tmp_path / "s" / f.file).read_bytes()).hexdigest() == f.sha256
+    assert w.finished_entries().keys() == {0, 1, 2} and w.finished_entries(skip=[1]).keys() == {0, 2}
+    # frame 2's points change behind the writer's back: a verifying finalize drops it, one
+    # told the entries (as a job that just wrote them) lists them without reading the files
+    path = tmp_path / "s" / entries[2].points.file
+    path.write_bytes(bytes(path.stat().st_size))
+    assert [e.index for e in w.finalize()] == [0, 1]
+    assert [e.index for e in w.finalize(known=entries)] == [0, 1, 2]
+    assert [e.index for e in w.finalize(known={0: entries[0]})] == [0, 1]
