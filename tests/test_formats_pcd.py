@@ -454,3 +454,84 @@ def test_lzf_decoder_status_codes():
     # a back reference at output position 0 points before the start
     _, status, in_off, out_off = lzf.decompress(bytes([0x20, 0x05]), 3)
     assert (status, in_off, out_off) == (lzf.BAD_REFERENCE, 0, 0)
+
+
+# ---------------------------------------------------------------- ascii parsed in parallel chunks
+
+
+@pytest.fixture
+def small_chunks(monkeypatch):
+    """Chunks of ~512 bytes, so a few thousand rows make dozens of chunks."""
+    from formats import ascii_numbers
+
+    monkeypatch.setattr(ascii_numbers, "CHUNK_BYTES", 512)
+
+
+def _multi_chunk_body(n: int, end: str = "\n") -> tuple[bytes, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(11)
+    xyz = np.round(rng.uniform(-80, 80, (n, 3)), 3)
+    xyz[::97, 0] = rng.normal(size=len(xyz[::97])) * 1e-30  # exponents, the slow path
+    ints = np.stack([rng.integers(-(2**31), 2**31, n), rng.integers(0, 2**16, n)], axis=1)
+    body = "".join(f"{x!r} {y!r} {z!r} {a} {b}{end}" for (x, y, z), (a, b) in zip(xyz.tolist(), ints.tolist()))
+    return body.encode(), xyz, ints
+
+
+@pytest.mark.parametrize("end", ["\n", "\r\n"])
+def test_ascii_many_chunks_match_numpy_and_peers(tmp_path, small_chunks, end):
+    n = 5000
+    body, xyz, ints = _multi_chunk_body(n, end)
+    path = tmp_path / "m.pcd"
+    path.write_bytes(pcd_bytes(["x", "y", "z", "a", "ring"], "FFFIU", [8, 8, 8, 4, 2], [1] * 5, body, n))
+    s = read_pcd(path)
+    np.testing.assert_array_equal(s.xyz, xyz.astype(np.float32))
+    np.testing.assert_array_equal(s.extra["a"], ints[:, 0])
+    np.testing.assert_array_equal(s.ring, ints[:, 1])
+    peer = PointCloud.from_path(path).pc_data
+    np.testing.assert_array_equal(s.extra["a"], peer["a"])
+    np.testing.assert_array_equal(s.xyz, np.stack([peer["x"], peer["y"], peer["z"]], axis=1).astype(np.float32))
+    np.testing.assert_allclose(s.xyz, np.asarray(o3d.io.read_point_cloud(str(path)).points), rtol=1e-7, atol=0)
+
+
+def test_ascii_blank_lines_between_rows_in_many_chunks(tmp_path, small_chunks):
+    n = 3000
+    body, xyz, ints = _multi_chunk_body(n, " \t\n")  # trailing blanks too
+    lines = body.split(b"\n")
+    lines[700:700] = [b"", b"   ", b"\t"]  # blank lines shift every later row's line number
+    path = tmp_path / "b.pcd"
+    path.write_bytes(pcd_bytes(["x", "y", "z", "a", "ring"], "FFFIU", [8, 8, 8, 4, 2], [1] * 5, b"\n".join(lines), n))
+    s = read_pcd(path)
+    np.testing.assert_array_equal(s.xyz, xyz.astype(np.float32))
+    np.testing.assert_array_equal(s.ring, ints[:, 1])
+
+
+def _with_bad_rows(body: bytes, rows: list[int]) -> tuple[bytes, list[int]]:
+    """Replace the y token of ``rows`` by ``bad``; returns the body and each bad token's offset in it."""
+    lines = body.split(b"\n")
+    for r in rows:
+        x, _, rest = lines[r].split(b" ", 2)
+        lines[r] = x + b" bad " + rest
+    out = b"\n".join(lines)
+    starts = np.cumsum([0] + [len(line) + 1 for line in lines])
+    return out, [int(starts[r]) + lines[r].index(b"bad") for r in rows]
+
+
+@pytest.mark.parametrize("bad_rows", [[40, 4000], [4000], [4999]])
+def test_ascii_earliest_error_across_chunks(tmp_path, small_chunks, bad_rows):
+    n = 5000
+    body, _, _ = _multi_chunk_body(n)
+    body, offsets = _with_bad_rows(body, bad_rows)
+    raw = pcd_bytes(["x", "y", "z", "a", "ring"], "FFFIU", [8, 8, 8, 4, 2], [1] * 5, body, n)
+    (tmp_path / "e.pcd").write_bytes(raw)
+    header = len(raw) - len(body)
+    raises_at(tmp_path / "e.pcd", header + offsets[0], f"field 'y' (row {bad_rows[0]}), found b'bad'")
+
+
+@pytest.mark.parametrize("declared, match", [(4999, "no data after the 4999 declared rows"),
+                                             (5001, "the data ends in row 5000")])  # fmt: skip
+def test_ascii_row_count_mismatch_across_chunks(tmp_path, small_chunks, declared, match):
+    body, _, _ = _multi_chunk_body(5000)
+    raw = pcd_bytes(["x", "y", "z", "a", "ring"], "FFFIU", [8, 8, 8, 4, 2], [1] * 5, body, declared)
+    (tmp_path / "c.pcd").write_bytes(raw)
+    header = len(raw) - len(body)
+    last_row = header + body.rstrip().rindex(b"\n") + 1
+    raises_at(tmp_path / "c.pcd", last_row if declared < 5000 else len(raw), match)
