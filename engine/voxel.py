@@ -7,7 +7,8 @@ axis one layer (``(cell, cell, inf)`` is a 2-D grid of columns, as ground segmen
 
 The assignment radix-sorts integer voxel keys (a few sequential passes whose write heads
 stay in cache, instead of one cache miss per point into a hash table), so it runs in
-linear time whatever the order of the points.
+linear time whatever the order of the points; centroids are summed in the assignment's
+last pass over the points.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from engine._jit import jit
 
 _DIGIT_BITS = 11  # radix-sort digit: 2048 buckets, whose write heads stay in cache
 _MAX_CELLS = 1 << 62  # voxels in the bounding box, so keys fit int64
+_MAX_POINTS = 1 << 31  # a first point and a voxel number share one int64 in the ordering sort
+_MAX_COORD = 2.0**62  # |floor((p - o) / s)|, so integer voxel coordinates fit int64
 
 
 @jit
@@ -59,14 +62,17 @@ def _radix_pass(src, src_idx, dst, dst_idx, shift, count, with_idx):
 
 
 @jit
-def _assign_kernel(xyz, origin, inv_size, base, dims, inverse):
-    """Fill ``inverse`` (voxel id per point); return (first index, key) per voxel.
+def _assign_kernel(xyz, origin, inv_size, base, dims, inverse, means_dtype_like):
+    """Fill ``inverse`` (voxel id per point); return (first index, key, mean) per voxel, the
+    means (summed in float64, in the dtype of ``means_dtype_like``) only when that has rows.
 
     Key ``ix + nx * (iy + ny * iz)`` relative to the lowest voxel; an LSD radix sort
-    (stable, so each run of equal keys starts at its voxel's first point), then ids by
-    first appearance from a prefix sum over the run starts. When key and point index fit
-    one int64 together they are sorted as one value (half the memory traffic), otherwise
-    as (key, index) pairs.
+    (stable, so each run of equal keys starts at its voxel's first point). One pass over
+    the runs takes each voxel's first point and key and stores the run number as the
+    point's provisional id; sorting the M first points (a small radix sort) gives the ids
+    by first appearance, and one sequential pass over the points renumbers ``inverse``
+    (summing the centroids on the way). When key and point index fit one int64 together
+    they are sorted as one value (half the memory traffic), otherwise as (key, index) pairs.
     """
     n = xyz.shape[0]
     total = dims[0] * dims[1] * dims[2]
@@ -90,25 +96,65 @@ def _assign_kernel(xyz, origin, inv_size, base, dims, inverse):
         keys, keys2 = keys2, keys
         idx, idx2 = idx2, idx
     mask = (np.int64(1) << shift0) - 1
-    # rank[i]: how many voxels start before point i (in input order)
-    rank = np.zeros(n + 1, dtype=np.int64)
-    for j in range(n):
-        if j == 0 or (keys[j] >> shift0) != (keys[j - 1] >> shift0):
-            rank[(keys[j] & mask if pack else idx[j]) + 1] = 1
-    for i in range(n):
-        rank[i + 1] += rank[i]
-    m = rank[n]
-    first = np.empty(m, dtype=np.int64)
-    voxel_keys = np.empty(m, dtype=np.int64)
-    v = 0
+    # one pass over the runs of equal keys (voxels in key order r): first point, key, and
+    # inverse = r for now
+    run_first = np.empty(n, dtype=np.int64)
+    run_keys = np.empty(n, dtype=np.int64)
+    r = -1
     for j in range(n):
         i = keys[j] & mask if pack else idx[j]
         if j == 0 or (keys[j] >> shift0) != (keys[j - 1] >> shift0):
-            v = rank[i]
-            first[v] = i
-            voxel_keys[v] = keys[j] >> shift0
+            r += 1
+            run_first[r] = i
+            run_keys[r] = keys[j] >> shift0
+        inverse[i] = r
+    m = r + 1
+    # voxel ids by first appearance: sort the runs' first points (M distinct values < N)
+    run_bits = 0
+    while (np.int64(1) << run_bits) < m:
+        run_bits += 1
+    order = np.empty(m, dtype=np.int64)
+    for q in range(m):
+        order[q] = (run_first[q] << run_bits) | q
+    order = _sort_small(order, run_bits + idx_bits)
+    with_sums = means_dtype_like.shape[0] > 0
+    sums = np.zeros((m if with_sums else 0, 4))
+    means = np.empty((m if with_sums else 0, 3), dtype=means_dtype_like.dtype)
+    run_mask = (np.int64(1) << run_bits) - 1
+    first = np.empty(m, dtype=np.int64)
+    voxel_keys = np.empty(m, dtype=np.int64)
+    voxel_of_run = np.empty(m, dtype=np.int64)
+    for v in range(m):
+        q = order[v] & run_mask
+        first[v] = order[v] >> run_bits
+        voxel_keys[v] = run_keys[q]
+        voxel_of_run[q] = v
+    for i in range(n):
+        v = voxel_of_run[inverse[i]]
         inverse[i] = v
-    return first, voxel_keys
+        if with_sums:
+            for a in range(3):
+                sums[v, a] += xyz[i, a]
+            sums[v, 3] += 1.0
+    if with_sums:
+        for v in range(m):
+            for a in range(3):
+                means[v, a] = sums[v, a] / sums[v, 3]
+    return first, voxel_keys, means
+
+
+@jit
+def _sort_small(values, bits):
+    """LSD radix sort of non-negative ``values`` below ``2**bits``."""
+    radix = 1 << _DIGIT_BITS
+    out = np.empty_like(values)
+    for shift in range(0, bits, _DIGIT_BITS):
+        count = np.zeros(radix + 1, dtype=np.int64)
+        for x in values:
+            count[((x >> shift) & (radix - 1)) + 1] += 1
+        _radix_pass(values, values, out, out, shift, count, False)
+        values, out = out, values
+    return values
 
 
 @jit
@@ -126,19 +172,6 @@ def _bounds_kernel(xyz, lo, hi):
             if v > hi[a]:
                 hi[a] = v
     return True
-
-
-@jit
-def _centroid_kernel(xyz, inverse, m, out, count):
-    acc = np.zeros((m, 3))
-    for i in range(xyz.shape[0]):
-        v = inverse[i]
-        count[v] += 1
-        for a in range(3):
-            acc[v, a] += xyz[i, a]
-    for v in range(m):
-        for a in range(3):
-            out[v, a] = acc[v, a] / count[v]
 
 
 @jit
@@ -172,16 +205,10 @@ class Voxelization:
         return len(self.first_index)
 
 
-def voxelize(
-    xyz: np.ndarray, voxel_size: float | np.ndarray, origin: np.ndarray | None = None
-) -> Voxelization:
-    """Assign ``(N, 3)`` points (float32/float64, any frame) to voxels.
-
-    ``voxel_size`` is a scalar or ``(3,)`` of positive metres (``inf`` allowed per axis);
-    ``origin`` ``(3,)`` defaults to ``(0, 0, 0)`` so grids of different clouds line up.
-    Raises ``ValueError`` for bad shapes, non-finite points or a bounding box of more than
-    2**62 voxels.
-    """
+def _assign(
+    xyz: np.ndarray, voxel_size: float | np.ndarray, origin: np.ndarray | None, centroids: bool
+) -> tuple[Voxelization, np.ndarray | None]:
+    """:func:`voxelize`; with ``centroids`` also the ``(M, 3)`` voxel means in the input dtype."""
     p = as_points(xyz)
     size = np.broadcast_to(np.asarray(voxel_size, dtype=np.float64), (3,)).copy()
     if np.any(np.isnan(size)) or np.any(size <= 0):
@@ -201,6 +228,12 @@ def voxelize(
         # floor((p - o) / s) is monotone in p, so the extreme voxels come from the extremes
         lo = np.floor((lo - o) * inv)
         hi = np.floor((hi - o) * inv)
+        reach = max(-lo.min(), hi.max())
+        if reach >= _MAX_COORD:
+            raise ValueError(
+                f"integer voxel coordinates reach {reach:.3g}, beyond 2**62 (int64): points too far "
+                f"from the origin for voxel_size {size.tolist()} (pass an origin near the points)"
+            )
         extent = [int(h) - int(l) + 1 for l, h in zip(lo, hi)]
         if extent[0] * extent[1] * extent[2] > _MAX_CELLS:
             raise ValueError(
@@ -209,11 +242,26 @@ def voxelize(
             )
         base = lo.astype(np.int64)
         dims = np.array(extent, dtype=np.int64)
+    if n >= _MAX_POINTS:
+        raise ValueError(f"at most 2**31 - 1 points per call (first points and voxel numbers share an int64), got {n}")
     inverse = np.empty(n, dtype=np.int64)
-    first, keys = _assign_kernel(p, o, inv, base, dims, inverse)
+    first, keys, means = _assign_kernel(p, o, inv, base, dims, inverse, np.empty((n if centroids else 0, 0), p.dtype))
     coords = np.empty((len(keys), 3), dtype=np.int64)
     _unpack_kernel(keys, base, dims, coords)
-    return Voxelization(inverse, first, coords, size, o)
+    return Voxelization(inverse, first, coords, size, o), means if centroids else None
+
+
+def voxelize(
+    xyz: np.ndarray, voxel_size: float | np.ndarray, origin: np.ndarray | None = None
+) -> Voxelization:
+    """Assign ``(N, 3)`` points (float32/float64, any frame) to voxels.
+
+    ``voxel_size`` is a scalar or ``(3,)`` of positive metres (``inf`` allowed per axis);
+    ``origin`` ``(3,)`` defaults to ``(0, 0, 0)`` so grids of different clouds line up.
+    Raises ``ValueError`` for bad shapes, non-finite points, integer voxel coordinates
+    beyond ±2**62 or a bounding box of more than 2**62 voxels.
+    """
+    return _assign(xyz, voxel_size, origin, False)[0]
 
 
 def voxel_downsample(
@@ -229,14 +277,10 @@ def voxel_downsample(
     """
     if keep not in ("centroid", "first"):
         raise ValueError(f"keep must be 'centroid' or 'first', got {keep!r}")
-    p = as_points(xyz)
-    vox = voxelize(p, voxel_size, origin)  # checks finiteness
-    if keep == "first":
-        return p[vox.first_index], vox
-    out = np.empty((len(vox), 3), dtype=p.dtype)
-    count = np.zeros(len(vox), dtype=np.int64)
-    _centroid_kernel(p, vox.inverse, len(vox), out, count)
-    return out, vox
+    vox, means = _assign(xyz, voxel_size, origin, keep == "centroid")
+    if means is None:
+        return as_points(xyz)[vox.first_index], vox
+    return means, vox
 
 
 def _warmup() -> None:

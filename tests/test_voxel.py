@@ -109,11 +109,44 @@ def test_single_voxel_and_empty():
     assert out.shape == (0, 3) and len(vox) == 0 and vox.inverse.shape == (0,)
 
 
+def test_negative_coordinates_and_duplicates():
+    # points straddling 0 on every axis (floor, not truncation), exact repeats, scan order reversed
+    rng = np.random.default_rng(5)
+    xyz = rng.uniform(-0.35, 0.35, (3000, 3))
+    xyz = np.concatenate([xyz, xyz[:500], -xyz[::-1]])
+    coords, first, inverse, centroid = _reference(xyz, 0.1)
+    out, vox = voxel_downsample(xyz, 0.1)
+    assert vox.coords.min() == -4 and vox.coords.max() == 3
+    np.testing.assert_array_equal(vox.coords, coords)
+    np.testing.assert_array_equal(vox.first_index, first)
+    np.testing.assert_array_equal(vox.inverse, inverse)
+    np.testing.assert_allclose(out, centroid, rtol=0, atol=1e-12)
+
+
+def test_huge_coordinates():
+    # far from the origin but a small box: keys are relative to the lowest voxel, still exact
+    xyz = np.array([[1e15, -1e15, 3e14], [1e15 + 0.5, -1e15, 3e14], [1e15 + 0.25, -1e15 + 0.3, 3e14]])
+    coords, first, inverse, _ = _reference(xyz, 0.25)
+    vox = voxelize(xyz, 0.25)
+    np.testing.assert_array_equal(vox.coords, coords)
+    np.testing.assert_array_equal(vox.inverse, inverse)
+    # integer voxel coordinates beyond int64 (here 1e20 / 1e-3): a clear error, not garbage
+    with pytest.raises(ValueError, match=r"beyond 2\*\*62"):
+        voxelize(np.array([[1e20, 0.0, 0.0]]), 1e-3)
+    with pytest.raises(ValueError, match=r"beyond 2\*\*62"):
+        voxelize(np.array([[0.0, -5e18, 0.0]]), 1.0)
+    # an origin near the points brings them back in range
+    vox = voxelize(np.array([[1e20, 0.0, 0.0]]), 1e-3, origin=np.array([1e20, 0.0, 0.0]))
+    assert vox.coords.tolist() == [[0, 0, 0]]
+
+
 def test_bad_input():
     with pytest.raises(ValueError, match=r"\(N, 3\)"):
         voxelize(np.zeros((4, 2)), 0.1)
     with pytest.raises(ValueError, match="NaN"):
         voxelize(np.array([[0.0, np.nan, 0.0]]), 0.1)
+    with pytest.raises(ValueError, match="NaN"):
+        voxel_downsample(np.array([[0.0, 0.0, 0.0], [np.inf, 0.0, 0.0]], np.float32), 0.1)
     with pytest.raises(ValueError, match="positive"):
         voxelize(np.zeros((1, 3)), -0.1)
     with pytest.raises(ValueError, match="origin"):
