@@ -34,7 +34,7 @@ import numpy as np
 from engine.camera import Camera
 from engine.cuboid import CuboidTrack
 from engine.cuboid_interp import interpolate_tracks
-from engine.pose_track import PoseTrack
+from engine.pose_track import Extrapolation, PoseTrack
 from engine.se3 import SE3
 from engine.points_in_boxes import points_in_boxes
 from formats.conventions import nuscenes_wlh_from_lwh
@@ -94,12 +94,14 @@ def nuscenes_tables(
     num_lidar_pts: np.ndarray | None = None,
     lidar_points: Sequence[np.ndarray] | None = None,
     radar_points: Sequence[np.ndarray] | None = None,
+    extrapolate: Extrapolation = "none",
 ) -> dict[str, list[dict]]:
     """The nuScenes tables as lists of records (see the module docstring).
 
     ``num_lidar_pts``: optional ``(S, N) int`` points per box (sample × track).
     ``lidar_points`` / ``radar_points``: optional per sample ``(P, 3)`` world-frame points
-    (the estimates of the module docstring).
+    (the estimates of the module docstring). ``extrapolate``: pose-track policy for data
+    timestamps outside ``world_from_ego`` (e.g. an image exposed just after the last pose).
     Raises ``ValueError`` for unordered or merging sample times or mismatched file lists.
     """
     times = np.asarray(sample_times_ns, dtype=np.int64)
@@ -134,7 +136,7 @@ def nuscenes_tables(
                 continue
             filename, t_ns = entry
             sd_token = token("sample_data", scene_name, s.channel, i)
-            pose = world_from_ego.at(int(t_ns))
+            pose = world_from_ego.at(int(t_ns), extrapolate)
             tables["ego_pose"].append({"token": sd_token, "timestamp": _us(t_ns),
                                        "rotation": pose.rotation.tolist(), "translation": pose.translation.tolist()})
             records.append({
@@ -150,7 +152,8 @@ def nuscenes_tables(
     if tracks:
         boxes = interpolate_tracks(tracks, times)
         wlh = nuscenes_wlh_from_lwh(boxes.sizes)
-        lidar_n, radar_n, visibility = _estimates(boxes, times, world_from_ego, sensors, lidar_points, radar_points)
+        lidar_n, radar_n, visibility = _estimates(boxes, times, world_from_ego, sensors, lidar_points, radar_points,
+                                                   extrapolate)
         if num_lidar_pts is not None:
             lidar_n = np.asarray(num_lidar_pts, dtype=np.int64)
         for n, t in enumerate(tracks):
@@ -186,7 +189,7 @@ def nuscenes_tables(
 
 def _estimates(boxes, times: np.ndarray, world_from_ego: PoseTrack, sensors: Sequence[NuScenesSensorFiles],
                lidar_points: Sequence[np.ndarray] | None, radar_points: Sequence[np.ndarray] | None,
-               ) -> tuple[np.ndarray, np.ndarray, list[list[str]]]:
+               extrapolate: Extrapolation) -> tuple[np.ndarray, np.ndarray, list[list[str]]]:
     """``num_lidar_pts (S, N)`` (-1 unknown), ``num_radar_pts (S, N)`` and visibility tokens."""
     s_n, n_n = boxes.valid.shape
     lidar_n = np.full((s_n, n_n), -1, np.int64)
@@ -204,7 +207,7 @@ def _estimates(boxes, times: np.ndarray, world_from_ego: PoseTrack, sensors: Seq
         cams = [(s.camera, s.files[i][1]) for s in sensors if s.camera is not None and s.files[i] is not None]
         inside, _, visible = box_point_visibility(
             lidar_points[i], c, sz, q, [cam for cam, _ in cams], world_from_ego=world_from_ego,
-            camera_times_ns=np.array([t for _, t in cams], np.int64))
+            camera_times_ns=np.array([t for _, t in cams], np.int64), extrapolate=extrapolate)
         lidar_n[i, live] = inside
         if cams:
             level = np.searchsorted(VISIBILITY_BOUNDS, visible / np.maximum(inside, 1), side="left") + 1

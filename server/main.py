@@ -24,7 +24,7 @@ from server.deps import AppState, SceneRegistry
 from server.label_store import LabelStore
 from server.limits import BodySizeLimit
 from server.payloads import PayloadCache
-from server.routes import frames, health, images, labels, scenes, viewer
+from server.routes import exports, frames, health, images, labels, scenes, viewer
 
 log = logging.getLogger("fathom.server")
 
@@ -58,7 +58,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.fathom = state
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
-    for module in (health, scenes, frames, images, labels, viewer):
+    for module in (health, scenes, frames, images, labels, viewer, exports):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=viewer.STATIC), name="static")
 
