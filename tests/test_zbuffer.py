@@ -38,7 +38,7 @@ def _random_projection(rng, n, sizes):
     sizes = np.array(sizes, np.int64)
     in_image = (uv[..., 0] >= -0.5) & (uv[..., 0] < sizes[:, :1] - 0.5) & (uv[..., 1] >= -0.5) & (uv[..., 1] < sizes[:, 1:] - 0.5)
     depth = rng.uniform(1, 50, (c, n)).astype(np.float32)
-    return Projection(uv, depth, in_image, sizes)
+    return Projection(uv, depth, in_image, sizes, np.ones((c, n), np.float32))
 
 
 @pytest.mark.parametrize("radius", [0, 1, 3])
