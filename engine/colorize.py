@@ -3,10 +3,11 @@
 Each point takes its colour from one camera: among the cameras where it is visible (in
 the image and not occluded, see :mod:`engine.zbuffer`) and that have an image, the one
 that sees it most frontally — the smallest angle between the point's viewing ray and the
-camera's optical axis. That angle comes from the pixel itself through the lens model
-(:func:`engine.camera.lens_unproject`), so wide-angle and fisheye cameras compare fairly
-with narrow ones and points near the distorted image border lose to a camera that sees
-them near its centre.
+camera's optical axis, i.e. the largest ``Projection.cos_view`` (camera-frame ``z / |p|``
+of the point, known from the transform; the same angle ``lens_unproject`` of the pixel
+gives), so wide-angle and fisheye cameras compare fairly with narrow ones and points near
+the distorted image border lose to a camera that sees them near its centre. Ties go to the
+lower camera index.
 
 Sampling is bilinear between the four nearest pixel centres (edge pixels are repeated
 at the border) or nearest-pixel; use ``"nearest"`` for label or id images, where
@@ -23,7 +24,7 @@ from typing import Literal, Sequence
 import numpy as np
 
 from engine._jit import pjit, prange
-from engine.camera import Camera, lens_unproject
+from engine.camera import Camera
 from engine.projection import Projection
 
 Interpolation = Literal["bilinear", "nearest"]
@@ -44,17 +45,14 @@ class Colorization:
 
 
 @pjit
-def _choose_kernel(uv, visible, usable, models, params, best):
-    n_cam = uv.shape[0]
-    for i in prange(uv.shape[1]):
+def _choose_kernel(cos_view, visible, usable, best):
+    n_cam = cos_view.shape[0]
+    for i in prange(cos_view.shape[1]):
         b = -1
-        best_cos = -2.0
+        best_cos = np.float32(-2.0)
         for c in range(n_cam):
-            if not (usable[c] and visible[c, i]):
-                continue
-            _, _, dz, ok = lens_unproject(models[c], params[c], uv[c, i, 0], uv[c, i, 1])
-            if ok and dz > best_cos:
-                best_cos = dz
+            if usable[c] and visible[c, i] and cos_view[c, i] > best_cos:
+                best_cos = cos_view[c, i]
                 b = c
         best[i] = b
 
@@ -139,9 +137,7 @@ def colorize(
 
     best = np.empty(n, np.int64)
     usable = np.array([s is not None for s in stacked], np.bool_)
-    models = np.array([c.model_code for c in cameras], np.int64)
-    params = np.ascontiguousarray(np.stack([c.params for c in cameras]) if n_cam else np.zeros((0, 16)))
-    _choose_kernel(projection.uv, vis, usable, models, params, best)
+    _choose_kernel(projection.cos_view, vis, usable, best)
 
     out = np.zeros((n, channels), dtype)
     is_int = bool(np.issubdtype(dtype, np.integer) or dtype == np.bool_)

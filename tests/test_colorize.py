@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from engine import quaternion as quat
-from engine.camera import Camera, CameraIntrinsics
+from engine._jit import jit
+from engine.camera import Camera, CameraIntrinsics, lens_unproject
 from engine.colorize import colorize
 from engine.motion import motion_compensate
 from engine.projection import project_points
@@ -95,6 +96,24 @@ def test_missing_images_and_bad_input():
         colorize(proj, proj.in_image, cams, [ids, ids], "cubic")
 
 
+@jit
+def _unproject_cos(models, params, uv, visible, out):
+    for c in range(uv.shape[0]):
+        for i in range(uv.shape[1]):
+            out[c, i] = -2.0
+            if visible[c, i]:
+                _, _, dz, ok = lens_unproject(models[c], params[c], uv[c, i, 0], uv[c, i, 1])
+                if ok:
+                    out[c, i] = dz
+
+
+def unproject_choice(uv, visible, cams):
+    """The former metric: the viewing angle from the pixel through the inverse lens."""
+    cos = np.empty(visible.shape)
+    _unproject_cos(np.array([c.model_code for c in cams]), np.stack([c.params for c in cams]), uv, visible, cos)
+    return np.where(visible.any(0), np.argmax(cos, 0), -1)
+
+
 # ---------------------------------------------------------------- the synthetic rig
 
 # The rig's own cameras are 192×108: one pixel is ~0.5°, so a large share of LiDAR points
@@ -135,6 +154,7 @@ def fused(drive):
         id_images = [im.object_id for im in images]
         col = colorize(proj, occ.visible, cams, [im.rgb for im in images], "nearest")
         col_id = colorize(proj, occ.visible, cams, id_images, "nearest")
+        old_choice = unproject_choice(proj.uv, occ.visible, cams)
         naive_id = colorize(proj, proj.in_image, cams, id_images, "nearest")
         # actor points another object clearly hides in some camera (renderer ground truth)
         occluder = np.full(len(world), -1)
@@ -146,14 +166,14 @@ def fused(drive):
             dist = np.linalg.norm(cam_from_world.apply(world[ii]), axis=1)
             hidden = (seen >= 0) & (seen != oid[ii]) & (im.range_m[px[:, 1], px[:, 0]] < dist - 1.0)
             occluder[ii[hidden]] = seen[hidden]
-        frames.append((oid, col, col_id, naive_id, occluder))
+        frames.append((oid, col, col_id, naive_id, occluder, old_choice))
     return drive, frames
 
 
 def test_rig_points_take_the_colour_of_the_object_they_hit(fused):
     drive, frames = fused
     n = same_id = same_rgb = 0
-    for oid, col, col_id, _, _ in frames:
+    for oid, col, col_id, *_ in frames:
         m = col.camera_index >= 0
         np.testing.assert_array_equal(col.camera_index, col_id.camera_index)
         n += m.sum()
@@ -167,7 +187,7 @@ def test_rig_points_take_the_colour_of_the_object_they_hit(fused):
 def test_rig_occluded_actor_points_not_coloured_by_occluder(fused):
     _, frames = fused
     hidden = by_occluder = naive_by_occluder = 0
-    for oid, _, col_id, naive_id, occluder in frames:
+    for oid, _, col_id, naive_id, occluder, _ in frames:
         o = occluder >= 0
         hidden += o.sum()
         by_occluder += (col_id.colors[o] == occluder[o]).sum()
@@ -176,3 +196,62 @@ def test_rig_occluded_actor_points_not_coloured_by_occluder(fused):
     # the z-buffer removes the occluded points it has LiDAR evidence for; points the roof
     # LiDAR sees over an occluder that hides them from the lower camera (parallax) remain
     assert by_occluder < naive_by_occluder
+
+
+def test_rig_choice_identical_to_unprojected_angle(fused):
+    # the camera-frame direction gives the same choice as unprojecting the pixel
+    _, frames = fused
+    n = 0
+    for _, _, col_id, *_, old_choice in frames:
+        np.testing.assert_array_equal(col_id.camera_index, old_choice)
+        n += (old_choice >= 0).sum()
+    assert n > 10_000
+
+
+def test_occluder_in_front_of_far_box_seen_from_a_lower_camera():
+    # a roof LiDAR (3 m) sees over a low near box onto the far box behind it; a camera at
+    # 0.8 m sees the near box hide the lower part of the far box. The LiDAR's near-box
+    # points must block the far-box points hidden behind it in the camera's z-buffer.
+    from engine.sim.camera_render import render_camera
+    from engine.sim.lidar import BeamPattern, Lidar, simulate_sweep
+    from engine.sim.road import camera_mount, lidar_mount
+    from engine.sim.world import ObjectTable, World
+    from engine.pose_track import PoseTrack
+
+    near_id, far_id = 1, 2
+    objects = ObjectTable(("ground", "building", "building"),
+                          np.array([[90, 90, 90], [200, 30, 30], [30, 30, 200]], np.uint8), np.ones(3, np.float32))
+    world = World(np.array([[8.0, 0.0, 0.8], [16.0, 0.0, 2.0]]), np.array([[1.0, 4.0, 1.6], [1.0, 10.0, 4.0]]),
+                  np.zeros(2), 0, 10**9, np.zeros((0, 2, 3)), np.zeros((0, 2)), np.zeros((0, 3)), objects,
+                  np.array([0, 0, 0]))
+    track = PoseTrack(np.array([0, 10**9]), np.array([[1.0, 0, 0, 0]] * 2), np.zeros((2, 3)))
+    lidar = Lidar("top", BeamPattern.uniform(48, -22.0, 2.0, 1800, max_range_m=60.0), lidar_mount(0.0, 0.0, 3.0))
+    sweep = simulate_sweep(world, track, lidar, 0)
+    oid = sweep.extra["object_id"]
+    cam = Camera("low", CameraIntrinsics(320, 240, 200.0, 200.0, 159.5, 119.5), camera_mount(0.0, 0.0, 0.8, 0.0))
+    image = render_camera(world, track, cam, 0)
+    proj = project_points(sweep.xyz, [cam], ego_from_sensor=lidar.ego_from_lidar)
+    occ = zbuffer(proj, radius_px=3)
+    col = colorize(proj, occ.visible, [cam], [image.object_id], "nearest")
+    naive = colorize(proj, proj.in_image, [cam], [image.object_id], "nearest")
+
+    # renderer ground truth: the pixel shows the near box, well inside its silhouette
+    # (3 px from any other object) and nearer than the point
+    ok = proj.in_image[0]
+    px = np.round(np.where(ok[:, None], proj.uv[0], 0.0)).astype(int)
+    shown = image.object_id[px[:, 1], px[:, 0]]
+    inner = image.object_id == near_id
+    for axis in (0, 1):
+        for step in (1, 2, 3):
+            inner &= np.roll(image.object_id, step, axis) == near_id
+            inner &= np.roll(image.object_id, -step, axis) == near_id
+    dist = np.linalg.norm(cam.ego_from_camera.inverse().apply(lidar.ego_from_lidar.apply(sweep.xyz)), axis=1)
+    hidden = ok & (oid == far_id) & inner[px[:, 1], px[:, 0]] & (image.range_m[px[:, 1], px[:, 0]] < dist - 1.0)
+    assert hidden.sum() > 100  # the LiDAR really sees far-box points the camera cannot
+    assert (naive.colors[hidden] == near_id).all()  # without the z-buffer they take the occluder
+    assert not (col.colors[hidden] == near_id).any()
+    assert (col.camera_index[hidden] == -1).all()
+    # near-box points the camera sees (front face) keep the near box's colour
+    front = ok & (oid == near_id) & (shown == near_id) & (np.abs(image.range_m[px[:, 1], px[:, 0]] - dist) < 0.05)
+    assert front.sum() > 200
+    assert (col.colors[front] == near_id).mean() >= 0.99
