@@ -4,7 +4,8 @@ KITTI raw (``DATE/``): ``calib_cam_to_cam.txt`` (``R_rect_00``, ``P_rect_02``, .
 ``calib_velo_to_cam.txt`` and ``calib_imu_to_velo.txt`` (``R``, ``T``), and
 ``DATE_drive_NNNN_sync/{velodyne_points,oxts,image_02}/{timestamps.txt,data/NNNNNNNNNN.*}``;
 timestamps ``YYYY-MM-DD HH:MM:SS.fffffffff`` are read as UTC; frame times are the velodyne
-``timestamps.txt``, poses the oxts rows at their own times (tracklet labels are not read).
+``timestamps.txt``, poses the oxts rows at their own times (:func:`formats.pose_files.read_kitti_oxts`;
+tracklet labels are not read).
 
 The KITTI tracking layout (``ROOT/{training,testing}/``)::
 
@@ -26,7 +27,6 @@ attributes ``truncated`` and ``occluded``. PNG images are re-encoded as JPEG (qu
 from __future__ import annotations
 
 import os
-from datetime import datetime, timezone
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,10 +35,12 @@ import numpy as np
 from engine import quaternion as quat
 from engine.camera import Camera, CameraIntrinsics
 from engine.cuboid import CuboidTrack
-from engine.pose_sources import KITTI_OXTS_FIELDS, from_kitti_oxts
+from engine.pose_sources import from_kitti_oxts
 from engine.se3 import SE3
 from formats.conventions import camera_boxes_from_kitti
 from formats.errors import FormatError
+from formats.pose_files import parse_floats, read_kitti_oxts, read_oxts, read_text_lines
+from formats.pose_files import read_kitti_timestamps as read_timestamps
 from formats.raw_log import LogLidar, link_or_copy, write_labels, write_log_manifest, write_pose_table
 from formats.scene_store import SceneOrigin
 
@@ -76,32 +78,6 @@ class KittiLabel:
     rotation_y: float
 
 
-def _lines(path: Path) -> list[tuple[int, str]]:
-    """``(byte offset, line)`` pairs of a text file; ``FormatError`` if unreadable."""
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise FormatError(path, None, f"a readable file ({exc.strerror})") from None
-    out, offset = [], 0
-    for raw in data.split(b"\n"):
-        try:
-            out.append((offset, raw.decode("ascii").strip()))
-        except UnicodeDecodeError:
-            raise FormatError(path, offset, "an ASCII text line") from None
-        offset += len(raw) + 1
-    return [(o, s) for o, s in out if s]
-
-
-def _floats(path: Path, offset: int, fields: list[str], what: str) -> np.ndarray:
-    try:
-        v = np.array([float(f) for f in fields])
-    except ValueError:
-        raise FormatError(path, offset, f"{what}: numbers, got {' '.join(fields)[:80]!r}") from None
-    if not np.all(np.isfinite(v)):
-        raise FormatError(path, offset, f"{what}: finite numbers")
-    return v
-
-
 def read_calib_file(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """KITTI calibration text (``KEY: numbers`` or ``KEY numbers`` per line) → key → float64 array.
 
@@ -109,7 +85,7 @@ def read_calib_file(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """
     path = Path(path)
     out = {}
-    for offset, line in _lines(path):
+    for offset, line in read_text_lines(path):
         key, *fields = line.replace(":", " ", 1).split()
         try:
             out[key] = np.array([float(f) for f in fields])
@@ -181,25 +157,11 @@ def read_raw_calib(date_dir: str | os.PathLike) -> KittiCalibration:
                         _rt(d / "calib_velo_to_cam.txt"), _rt(d / "calib_imu_to_velo.txt"), "P_rect_02")
 
 
-def read_oxts(path: str | os.PathLike) -> np.ndarray:
-    """An oxts file (one row of 30 fields per line) → ``(K, 30) float64``."""
-    path = Path(path)
-    rows = []
-    for offset, line in _lines(path):
-        fields = line.split()
-        if len(fields) != KITTI_OXTS_FIELDS:
-            raise FormatError(path, offset, f"{KITTI_OXTS_FIELDS} oxts fields, got {len(fields)}")
-        rows.append(_floats(path, offset, fields, "oxts row"))
-    if not rows:
-        raise FormatError(path, 0, "at least one oxts row")
-    return np.array(rows)
-
-
 def read_tracking_labels(path: str | os.PathLike) -> list[KittiLabel]:
     """``label_02/SSSS.txt`` → label lines (``DontCare`` included, as in the file)."""
     path = Path(path)
     out = []
-    for offset, line in _lines(path):
+    for offset, line in read_text_lines(path):
         f = line.split()
         if len(f) not in (LABEL_FIELDS, LABEL_FIELDS + 1):
             raise FormatError(path, offset, f"{LABEL_FIELDS} fields (frame id type ... rotation_y [score]), got {len(f)}")
@@ -207,7 +169,7 @@ def read_tracking_labels(path: str | os.PathLike) -> list[KittiLabel]:
             frame, tid, trunc, occ = int(f[0]), int(f[1]), int(float(f[3])), int(f[4])
         except ValueError:
             raise FormatError(path, offset, "integer frame, track_id, truncated and occluded fields") from None
-        v = _floats(path, offset, f[5:17], "alpha bbox h w l x y z rotation_y")
+        v = parse_floats(path, offset, f[5:17], "alpha bbox h w l x y z rotation_y")
         if frame < 0 or np.any(v[5:8] < 0):
             raise FormatError(path, offset, "a non-negative frame index and non-negative h w l")
         out.append(KittiLabel(frame, tid, f[2], trunc, occ, float(v[0]), tuple(v[1:5]), tuple(v[5:8]),
@@ -245,24 +207,6 @@ def tracks_from_labels(labels: list[KittiLabel], frame_times_ns: np.ndarray, wor
             keyframe_attributes=[{"truncated": x.truncated, "occluded": x.occluded} for x in labs],
         ))
     return tracks
-
-
-def read_timestamps(path: str | os.PathLike) -> np.ndarray:
-    """A KITTI raw ``timestamps.txt`` (``YYYY-MM-DD HH:MM:SS.fffffffff`` per line, taken as UTC) → ``(K,) int64`` ns."""
-    path = Path(path)
-    out = []
-    for offset, line in _lines(path):
-        try:
-            day_time, _, frac = line.partition(".")
-            whole = datetime.strptime(day_time, "%Y-%m-%d %H:%M:%S").replace(tzinfo=timezone.utc)
-            if not frac.isdigit() or len(frac) > 9:
-                raise ValueError(frac)
-        except ValueError:
-            raise FormatError(path, offset, f"a timestamp YYYY-MM-DD HH:MM:SS.fffffffff, got {line[:40]!r}") from None
-        out.append(int(whole.timestamp()) * 1_000_000_000 + int(frac.ljust(9, "0")))
-    if not out:
-        raise FormatError(path, 0, "at least one timestamp")
-    return np.array(out, dtype=np.int64)
 
 
 def _write_log(out: Path, log_id: str, calib: KittiCalibration, track, origin, times: np.ndarray,
@@ -365,12 +309,7 @@ def import_kitti_raw(date_dir: str | os.PathLike, drive: str, log_dir: str | os.
     times = read_timestamps(d / "velodyne_points" / "timestamps.txt")
     if len(times) != len(sweeps):
         raise FormatError(d / "velodyne_points" / "timestamps.txt", None, f"{len(sweeps)} timestamps, got {len(times)}")
-    oxts_files = sorted((d / "oxts" / "data").glob("*.txt"))
-    oxts_times = read_timestamps(d / "oxts" / "timestamps.txt")
-    if not oxts_files or len(oxts_files) != len(oxts_times):
-        raise FormatError(d / "oxts" / "timestamps.txt", None, f"one timestamp per oxts file ({len(oxts_files)})")
-    oxts = np.vstack([read_oxts(p) for p in oxts_files])
-    track, origin = _poses(oxts, oxts_times, d / "oxts" / "timestamps.txt")
+    track, origin = read_kitti_oxts(d / "oxts")
     image_list: list[tuple[Path, int] | None] = [None] * len(sweeps)
     if images and (d / "image_02" / "timestamps.txt").exists():
         image_times = read_timestamps(d / "image_02" / "timestamps.txt")

@@ -6,7 +6,7 @@ samples (key frames and, with ``sweeps=True``, the sweeps between them) becomes 
 frame at its own timestamp (µs → ns), its ``.pcd.bin`` linked or copied into the log
 (LiDAR frame, :mod:`formats.nuscenes`). ``world_from_ego`` is the ``ego_pose`` of every
 sample_data used (LiDAR and cameras; equal timestamps merged), via
-:func:`engine.pose_sources.from_nuscenes_ego_poses`. Key-frame camera images go with their
+:func:`formats.pose_files.nuscenes_ego_pose_track`. Key-frame camera images go with their
 sample's key LiDAR frame; cameras are pinhole with ``camera_intrinsic`` and the image size of
 their sample_data. Annotations become tracks (id = instance token, category = category name,
 size ``wlh`` → ``lwh``, keyframes at the sample timestamps) in ``labels.json``.
@@ -27,10 +27,10 @@ import numpy as np
 
 from engine.camera import Camera, CameraIntrinsics
 from engine.cuboid import CuboidTrack
-from engine.pose_sources import from_nuscenes_ego_poses
 from engine.se3 import SE3
 from formats.conventions import lwh_from_nuscenes_wlh
 from formats.errors import FormatError
+from formats.pose_files import nuscenes_ego_pose_track
 from formats.raw_log import LogLidar, link_or_copy, write_labels, write_log_manifest, write_pose_table
 from formats.scene_store import SceneOrigin
 
@@ -107,10 +107,7 @@ def import_nuscenes_scene(
     for d in used:
         rec = get("ego_pose", d["ego_pose_token"])
         poses.setdefault(int(rec["timestamp"]), rec)
-    try:
-        track = from_nuscenes_ego_poses(poses.values())
-    except ValueError as exc:
-        raise FormatError(root / version / "ego_pose.json", None, f"valid ego poses: {exc}") from None
+    track = nuscenes_ego_pose_track(poses.values(), root / version / "ego_pose.json")
     offset = np.array([round(track.translation[0, 0]), round(track.translation[0, 1]), 0.0])
     out = Path(log_dir)
     out.mkdir(parents=True, exist_ok=True)
