@@ -389,21 +389,34 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def _replace_with(path: Path, data: bytes | memoryview | pa.Buffer) -> StoredFile:
-    """Temp file in ``path``'s directory, write, fsync, rename over ``path``; the caller
-    fsyncs the directory. Returns the :class:`StoredFile` (SHA-256 of the bytes written)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    view = memoryview(data)
+def _replace_files(files: Sequence[tuple[Path, bytes | memoryview | pa.Buffer]]) -> list[StoredFile]:
+    """Replace each ``path`` with its ``data`` atomically: every temp file (in the path's
+    directory) written, then every one fsynced (the first fsync's journal commit carries most
+    of the others), then each renamed over its path. The caller fsyncs the directories.
+    Returns the :class:`StoredFile` of each (SHA-256 of the bytes written)."""
+    opened: list[tuple[Path, str, Any]] = []
+    out = []
     try:
-        with os.fdopen(fd, "wb") as fh:
+        for path, data in files:
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            fh = os.fdopen(fd, "wb")
+            opened.append((path, tmp, fh))
+            view = memoryview(data)
             fh.write(view)
             fh.flush()
+            out.append(StoredFile(str(path), view.nbytes, hashlib.sha256(view).hexdigest()))
+        for _, _, fh in opened:
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        for _, _, fh in opened:
+            fh.close()
+        for path, tmp, _ in opened:
+            os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        for _, tmp, fh in opened:
+            fh.close()
+            Path(tmp).unlink(missing_ok=True)
         raise
-    return StoredFile(str(path), view.nbytes, hashlib.sha256(view).hexdigest())
+    return out
 
 
 def atomic_write(path: Path, data: bytes | memoryview | pa.Buffer) -> StoredFile:
@@ -411,7 +424,7 @@ def atomic_write(path: Path, data: bytes | memoryview | pa.Buffer) -> StoredFile
     fsync of the directory). Returns the :class:`StoredFile` (path as given, size, SHA-256).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    stored = _replace_with(path, data)
+    [stored] = _replace_files([(path, data)])
     _fsync_dir(path.parent)
     return stored
 
@@ -675,16 +688,12 @@ class SceneWriter:
         files += [(f"images/{cam}/{stem}.jpg", data) for cam, data in images.items()]
         if boxes is not None:
             files.append((f"frames/{stem}.boxes.json", json.dumps(boxes.to_json(), allow_nan=False).encode()))
-        stored: dict[str, StoredFile] = {}
-        dirs: set[Path] = set()
-        for rel, data in files:
-            path = self.dir / rel
-            if path.parent not in dirs:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                dirs.add(path.parent)
-            f = _replace_with(path, data)
-            stored[rel] = StoredFile(rel, f.bytes, f.sha256)
-        for d in sorted(dirs):  # the renames are durable before the sidecar names them
+        dirs = sorted({(self.dir / rel).parent for rel, _ in files})
+        for d in dirs:
+            d.mkdir(parents=True, exist_ok=True)
+        stored = {rel: StoredFile(rel, f.bytes, f.sha256)
+                  for (rel, _), f in zip(files, _replace_files([(self.dir / rel, data) for rel, data in files]))}
+        for d in dirs:  # the renames are durable before the sidecar names them
             _fsync_dir(d)
         entry = FrameEntry(
             index=index, timestamp_ns=int(timestamp_ns), world_from_ego=world_from_ego,
@@ -696,7 +705,7 @@ class SceneWriter:
             boxes=None if boxes is None else stored[f"frames/{stem}.boxes.json"],
         )
         side = self._sidecar(index)
-        text = json.dumps(_entry_to_json(entry), indent=1)
+        text = json.dumps(_entry_to_json(entry))
         atomic_write(side, text.encode())
         # as a resumed job reads it back: the manifest depends on the sidecar's bytes only
         return _entry_from_json(json.loads(text), side)

@@ -158,13 +158,26 @@ def _frame_boxes(job: _Job, t_ns: int) -> tuple[FrameBoxes, np.ndarray]:
     ), rows
 
 
+def _time_steps(offsets_ns: np.ndarray, step_ns: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each point's firing-time step ``offsets_ns // step_ns`` and the sorted distinct steps."""
+    keys = offsets_ns // step_ns
+    if not len(keys):
+        return keys, keys
+    lo, hi = int(keys.min()), int(keys.max())
+    if hi - lo > 1 << 16:  # not a sweep's spread of times: no dense histogram
+        return keys, np.unique(keys)
+    return keys, np.flatnonzero(np.bincount(keys - lo)) + lo
+
+
 def _box_ids(job: _Job, boxes: FrameBoxes, rows: np.ndarray, xyz: np.ndarray, offsets_ns: np.ndarray,
              options: PrepareOptions) -> np.ndarray:
     """``(N,) int32`` row of ``boxes`` holding each world point at its firing time, -1 for none.
 
     Stationary tracks are tested once for all points. Points inside the region a moving box
     sweeps during the frame (its boxes at every time step, bounded by one inflated box) are
-    re-tested per time step against every box at that step.
+    tested per time step against the moving boxes at that step; a point in a stationary and
+    a moving box belongs to the nearer centre (ties: the lower row), as in
+    :func:`engine.points_in_boxes.points_in_boxes`.
     """
     out = np.full(len(xyz), -1, np.int32)
     if not len(rows) or not len(xyz):
@@ -179,14 +192,13 @@ def _box_ids(job: _Job, boxes: FrameBoxes, rows: np.ndarray, xyz: np.ndarray, of
     if not len(moving):
         return out
     step = int(options.box_time_step_ns)
-    keys = offsets_ns // step
-    steps = np.unique(keys)
+    keys, steps = _time_steps(offsets_ns, step)
     at = interpolate_tracks(job.labels, boxes.timestamp_ns + steps * step + step // 2, "none")
-    valid = at.valid[:, rows]  # (T, B)
+    valid = at.valid[:, rows[moving]]  # (T, M)
     # one box around each moving box's positions over the steps: its frame-time box grown by
     # the largest centre shift, size change and rotation (times its half diagonal)
     c0, s0, q0 = boxes.world_centers[moving], boxes.sizes[moving], boxes.world_rotations[moving]
-    vm = valid[:, moving, None]  # where a box does not exist, its frame-time box stands in
+    vm = valid[:, :, None]  # where a box does not exist, its frame-time box stands in
     shift = np.linalg.norm(np.where(vm, at.centers[:, rows[moving]], c0) - c0, axis=2).max(axis=0)
     grow = np.abs(np.where(vm, at.sizes[:, rows[moving]], s0) - s0).max(axis=(0, 2))
     turn = quat.angle_between(np.where(vm, at.rotations[:, rows[moving]], q0), q0).max(axis=0)
@@ -196,16 +208,24 @@ def _box_ids(job: _Job, boxes: FrameBoxes, rows: np.ndarray, xyz: np.ndarray, of
     if not len(cand):
         return out
     order = cand[np.argsort(keys[cand], kind="stable")]
-    first = np.searchsorted(keys[order], steps)
-    bounds = np.append(first, len(order))
+    bounds = np.append(np.searchsorted(keys[order], steps), len(order))
     for k in range(len(steps)):
         idx = order[bounds[k]:bounds[k + 1]]
-        present = np.flatnonzero(valid[k])
-        if not len(idx) or not len(present):
+        live = moving[valid[k]]  # rows of the frame's boxes moving and existing at this step
+        if not len(idx) or not len(live):
             continue
-        r = rows[present]
+        r = rows[live]
         hit, _ = points_in_boxes(xyz[idx], at.centers[k, r], at.sizes[k, r], at.rotations[k, r], margin=margin)
-        out[idx] = np.where(hit >= 0, present[np.maximum(hit, 0)], -1)
+        got = np.where(hit >= 0, live[np.maximum(hit, 0)], -1)
+        prior = out[idx]
+        both = np.flatnonzero((got >= 0) & (prior >= 0))
+        if len(both):
+            p = xyz[idx[both]]
+            d_moving = np.linalg.norm(p - at.centers[k, rows[got[both]]], axis=1)
+            d_still = np.linalg.norm(p - boxes.world_centers[prior[both]], axis=1)
+            keep = (d_still < d_moving) | ((d_still == d_moving) & (prior[both] < got[both]))
+            got[both[keep]] = prior[both[keep]]
+        out[idx] = np.where(got >= 0, got, prior)
     return out
 
 
@@ -335,6 +355,14 @@ def prepare(
     return summary
 
 
+def _start_worker(threads: int) -> None:
+    """Worker processes share the cores: each runs its numba kernels on ``threads`` threads
+    (the processes, not the threads, are the unit of parallelism)."""
+    import numba
+
+    numba.set_num_threads(threads)
+
+
 def _run(log_dir: str, scene_dir: str, todo: Sequence[int], options: PrepareOptions, workers: int,
          dask: str | None) -> Iterable[FrameResult]:
     if dask is not None:
@@ -354,7 +382,9 @@ def _run(log_dir: str, scene_dir: str, todo: Sequence[int], options: PrepareOpti
                 cluster.close()
     elif workers > 1:
         # spawn, not fork: OpenMP threads of numba kernels do not survive a fork
-        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
+                                 initializer=_start_worker, initargs=(threads,)) as pool:
             futures = [pool.submit(prepare_frame, log_dir, scene_dir, i, options) for i in todo]
             for fut in futures:
                 yield fut.result()
