@@ -1,4 +1,5 @@
-"""formats.jpeg: libjpeg-turbo decode/encode against OpenCV, corrupt data → FormatError."""
+"""formats.jpeg: libjpeg-turbo decode/encode against OpenCV, corrupt data → FormatError, DCT-scaled
+decoding and its intrinsics."""
 
 from __future__ import annotations
 
@@ -6,8 +7,12 @@ import cv2
 import numpy as np
 import pytest
 
+from engine.camera import Camera, CameraIntrinsics
+from engine.projection import project_points
+from engine.se3 import SE3
 from formats.errors import FormatError
-from formats.jpeg import decode_jpeg, encode_jpeg, read_jpeg, write_jpeg
+from formats.jpeg import (decode_jpeg, encode_jpeg, read_jpeg, scaled_camera, scaled_intrinsics, scaled_size,
+                          write_jpeg)
 
 
 @pytest.fixture(scope="module")
@@ -86,3 +91,98 @@ def test_encode_bad_input(image):
         encode_jpeg(image, quality=0)
     with pytest.raises(ValueError, match="subsampling"):
         encode_jpeg(image, subsampling="411")
+
+
+# ---------------------------------------------------------------- decoding at a DCT scale
+
+_SCALE_LENSES = [
+    CameraIntrinsics(640, 480, 500.0, 505.0, 318.3, 241.7, skew=0.7),
+    CameraIntrinsics(640, 480, 520.0, 515.0, 321.0, 236.0, skew=0.4, model="brown_conrady",
+                     distortion=(-0.3, 0.1, 1e-3, -8e-4, -0.02, 0.01, -0.003, 0.002)),
+    CameraIntrinsics(641, 481, 300.0, 301.0, 320.5, 240.2, model="kannala_brandt", distortion=(0.05, -0.01, 0.004)),
+]
+
+
+@pytest.mark.parametrize("scale", [(1, 2), (1, 4), (3, 8)])
+def test_decode_at_scale_matches_opencv_reduced(image, scale):
+    data = encode_jpeg(image, quality=95, subsampling="444")
+    half = decode_jpeg(data, scale=scale)
+    assert half.shape[:2][::-1] == scaled_size(128, 96, scale) == (-(-128 * scale[0] // scale[1]), -(-96 * scale[0] // scale[1]))
+    if scale == (1, 2):  # OpenCV reads reduced images through libjpeg's own DCT scaling
+        ref = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_REDUCED_COLOR_2)[:, :, ::-1]
+        assert np.abs(half.astype(int) - ref).max() <= 2
+    assert decode_jpeg(data, gray=True, scale=scale).shape == half.shape[:2]
+    with pytest.raises(ValueError, match="scale"):
+        decode_jpeg(data, scale=(1, 3))
+    with pytest.raises(ValueError, match="scale"):
+        decode_jpeg(data, scale=2)
+
+
+@pytest.mark.parametrize("intr", _SCALE_LENSES, ids=lambda i: i.model)
+@pytest.mark.parametrize("scale", [(1, 2), (1, 8), (3, 4)])
+def test_scaled_intrinsics_is_exact_for_every_lens(intr, scale):
+    # u' = s (u + 0.5) - 0.5 for every point the full-size camera projects into its image
+    s = scale[0] / scale[1]
+    small = scaled_intrinsics(intr, scale)
+    assert (small.width, small.height) == scaled_size(intr.width, intr.height, scale)
+    assert small.distortion == intr.distortion and small.model == intr.model
+    rng = np.random.default_rng(0)
+    pts = rng.uniform([-4, -3, 1], [4, 3, 8], (3000, 3))
+    full = project_points(pts, [Camera("c", intr, SE3.identity())])
+    part = project_points(pts, [Camera("c", small, SE3.identity())])
+    ok = full.in_image[0]
+    assert ok.sum() > 1000
+    np.testing.assert_allclose(part.uv[0][ok], s * (full.uv[0][ok] + 0.5) - 0.5, rtol=0, atol=1e-9)
+
+
+def test_scaled_intrinsics_against_decoded_blob():
+    # a smooth blob drawn at a point's full-size projection, JPEG-encoded and decoded at 1/2,
+    # has its centroid at the point's projection through the scaled intrinsics
+    intr = _SCALE_LENSES[1]
+    cam = Camera("c", intr, SE3.identity())
+    small = Camera("c", scaled_intrinsics(intr, (1, 2)), SE3.identity())
+    pts = np.array([[0.3, -0.2, 3.0], [-1.0, 0.5, 4.0], [0.9, 0.7, 2.5]])
+    uv = project_points(pts, [cam]).uv[0]
+    y, x = np.mgrid[0 : intr.height, 0 : intr.width]
+    img = np.zeros((intr.height, intr.width))
+    for u, v in uv:
+        img += 250 * np.exp(-((x - u) ** 2 + (y - v) ** 2) / (2 * 4.0**2))
+    half = decode_jpeg(encode_jpeg(np.round(img).astype(np.uint8), quality=100), gray=True, scale=(1, 2))
+    expect = project_points(pts, [small]).uv[0]
+    yy, xx = np.mgrid[0 : half.shape[0], 0 : half.shape[1]]
+    for (u, v), (eu, ev) in zip(uv, expect):
+        win = (np.abs(xx - eu) < 8) & (np.abs(yy - ev) < 8)
+        w = half[win].astype(float)
+        cu, cv_ = (xx[win] * w).sum() / w.sum(), (yy[win] * w).sum() / w.sum()
+        assert abs(cu - eu) < 0.03 and abs(cv_ - ev) < 0.03
+        assert abs(cu - (u / 2)) > 0.2  # the naive cx/2 would be a quarter pixel off
+
+
+def test_scaled_render_matches_half_decoded_render(drive):
+    # the rig's front camera at 4× its size rendered and decoded at 1/2 agrees with the
+    # same camera rendered directly with scaled_intrinsics (up to silhouette pixels)
+    from engine.sim.camera_render import render_camera
+
+    base = drive.cameras[0]
+    big = Camera(base.name, scaled_intrinsics(scaled_intrinsics(base.intrinsics, (2, 1)), (2, 1)), base.ego_from_camera)
+    t = int(drive.frame_times_ns[0])
+    full = render_camera(drive.world, drive.world_from_ego, big, t)
+    decoded = decode_jpeg(encode_jpeg(full.rgb, quality=100, subsampling="444"), scale=(1, 2))
+    small, offset = scaled_camera(big, (1, 2))
+    assert offset == 0
+    direct = render_camera(drive.world, drive.world_from_ego, small, t)
+    assert decoded.shape == direct.rgb.shape
+    # (point-sampled silhouettes differ by a pixel either way; the blob test above pins the
+    # quarter-pixel that the half-pixel convention is about)
+    assert (np.abs(decoded.astype(int) - direct.rgb).max(axis=2) > 40).mean() < 0.01
+
+
+def test_scaled_camera_rolling_shutter_rows():
+    intr = CameraIntrinsics(64, 48, 40.0, 40.0, 31.5, 23.5)
+    cam = Camera("r", intr, SE3.identity(), shutter="rolling", row_readout_ns=30_000)
+    small, offset = scaled_camera(cam, (1, 2))
+    # scaled row r' is full row 2 r' + 0.5: rows 60 µs apart, row 0 at +15 µs
+    assert small.row_readout_ns == 60_000 and offset == 15_000 and small.shutter == "rolling"
+    assert small.intrinsics == scaled_intrinsics(intr, (1, 2))
+    with pytest.raises(ValueError, match="CameraIntrinsics"):
+        scaled_intrinsics(cam, (1, 2))
