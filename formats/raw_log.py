@@ -7,22 +7,46 @@ One log is a directory::
       poses.csv             world_from_ego samples: timestamp_ns,tx,ty,tz,qw,qx,qy,qz (ENU, m)
       lidar/NAME/NNNNNN.pcd one sweep per frame and LiDAR, in the sensor frame, with a
                             per-point time_offset_ns column (any reader of formats.registry)
+      lidar/NAME.pcap       or one Velodyne pcap per LiDAR for the whole log (version 2)
+      lidar/NAME.yaml       its ROS velodyne_pointcloud calibration (optional)
+      sonar/NAME.kmall      or one KMALL file per multibeam for the whole log (version 2)
       camera/NAME/NNNNNN.jpg one image per frame and camera
 
 ``log.json``::
 
-    {"format": "fathom-log", "version": 1, "log_id": "road-0",
+    {"format": "fathom-log", "version": 2, "log_id": "road-0",
      "origin": {"enu_offset_m": [e, n, u], "geodetic": [lat, lon, alt] | null},
-     "poses": {"kind": "table", "path": "poses.csv"},
-     "lidars": [{"name", "sensor_id", "ego_from_sensor": [qw qx qy qz tx ty tz], "format": "pcd"}],
+     "poses": {"kind": "table", "path": "poses.csv"}
+            | {"kind": "kmall_skm", "path": "sonar/MBES.kmall"},
+     "lidars": [{"name", "sensor_id", "ego_from_sensor": [qw qx qy qz tx ty tz], "format": "pcd"}
+              | {..., "format": "velodyne_pcap", "path": "lidar/NAME.pcap", "model": "VLP-16",
+                 "calibration": "lidar/NAME.yaml"}        # calibration optional
+              | {..., "format": "kmall", "path": "sonar/NAME.kmall"}],
      "cameras": [CAMERA],                      # as formats.scene_store.camera_to_json
      "frames": [{"timestamp_ns",
-                 "lidar": {NAME: "lidar/NAME/000000.pcd"},
+                 "lidar": {NAME: "lidar/NAME/000000.pcd"            # a per-frame file
+                           | {"start_ns": a, "end_ns": b}},          # a stream sensor's window
                  "images": {NAME: {"path": "camera/NAME/000000.jpg", "timestamp_ns"}}}],
      "labels": "labels.json"}                  # optional: world-frame tracks (below)
 
-``labels.json`` (optional, e.g. written by an importer) is a label document in the schema
-the server stores (``server.schemas.LabelDocument``): ``{"tracks": [{"id", "category",
+``lidars`` lists every point sensor (a multibeam echosounder too: its soundings are points).
+A per-frame file sensor names one file per frame. A stream sensor (``velodyne_pcap``,
+``kmall``) has one file for the whole log and each frame names a half-open time window
+``[start_ns, end_ns)``: the frame holds the Velodyne data packets whose pcap record time
+(the time of the packet's first firing) lies in it, or the ``#MRZ`` pings whose time lies
+in it. Windows of consecutive frames of a simulated log tile time, so every packet/ping
+belongs to exactly one frame. A Velodyne entry names the model (``formats.velodyne.MODELS``)
+and optionally a calibration YAML (else the model's default table). A ``kmall`` sensor's
+soundings are georeferenced from each ping's own position and heading (its extrinsic is
+informative only) and need ``origin.geodetic``, the scene origin: soundings and poses are
+georeferenced straight into the ENU frame tangent there. ``poses.kind`` ``"kmall_skm"`` takes
+the ego poses from that file's ``#SKM`` attitude/position samples (ellipsoid heights).
+
+Version 1 manifests (per-frame files and a pose table only) are still read; the writer
+writes version 2.
+
+``labels.json`` (optional, e.g. written by an importer or the simulator) is a label document in
+the schema the server stores (``server.schemas.LabelDocument``): ``{"tracks": [{"id", "category",
 "attributes", "stationary", "keyframes": [{"timestamp_ns", "center", "size", "rotation",
 "attributes"}]}]}``, centres in the log's ENU frame **minus** ``origin.enu_offset_m`` (the
 scene frame), sizes (l, w, h), rotations wxyz box → world.
@@ -45,6 +69,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from engine.camera import Camera
+from engine.geodesy import Origin
 from engine.cuboid import CuboidTrack
 from engine.pose_sources import from_pose_table
 from engine.pose_track import PoseTrack
@@ -54,27 +79,40 @@ from formats.registry import READERS
 from formats.scene_store import SceneOrigin, _camera_from_json, _pose_from_json, camera_to_json, pose_to_json
 
 FORMAT = "fathom-log"
-VERSION = 1
+VERSION = 2
+READ_VERSIONS = (1, 2)
+STREAM_FORMATS = ("velodyne_pcap", "kmall")
+POSE_KINDS = ("table", "kmall_skm")
 MANIFEST = "log.json"
 POSE_COLUMNS = "timestamp_ns,tx,ty,tz,qw,qx,qy,qz"
 
 
 @dataclass(frozen=True)
 class LogLidar:
-    """A LiDAR of the log: name, ``sensor_id`` (uint8), extrinsic, reader format name."""
+    """A point sensor of the log: name, ``sensor_id`` (uint8), extrinsic, format name (a reader
+    of ``formats.registry`` for per-frame files, or one of :data:`STREAM_FORMATS`); a stream
+    sensor has its file ``path``, a Velodyne one its ``model`` and optional ``calibration``."""
 
     name: str
     sensor_id: int
     ego_from_sensor: SE3
     format: str
+    path: Path | None = None
+    model: str | None = None
+    calibration: Path | None = None
+
+    @property
+    def is_stream(self) -> bool:
+        return self.format in STREAM_FORMATS
 
 
 @dataclass(frozen=True)
 class LogFrame:
-    """One frame: its timestamp, a sweep file per LiDAR, an image (path, time) per camera."""
+    """One frame: its timestamp, per LiDAR a sweep file or a stream's ``(start_ns, end_ns)``
+    window, an image (path, time) per camera."""
 
     timestamp_ns: int
-    lidar: Mapping[str, Path]
+    lidar: Mapping[str, Path | tuple[int, int]]
     images: Mapping[str, tuple[Path, int]]
 
 
@@ -90,14 +128,18 @@ class RawLog:
     cameras: tuple[Camera, ...]
     frames: tuple[LogFrame, ...]
     labels_path: Path | None = None
+    poses_kind: str = "table"
 
     def labels(self) -> list[CuboidTrack]:
         """The tracks of ``labels.json`` (empty without one)."""
         return [] if self.labels_path is None else read_labels(self.labels_path)
 
     def world_from_ego(self) -> PoseTrack:
-        """The ego pose track from ``poses.csv``, translations relative to the scene origin."""
+        """The ego pose track (``poses.csv``, or a KMALL file's ``#SKM`` samples), translations
+        relative to the scene origin."""
         path = self.poses_path
+        if self.poses_kind == "kmall_skm":
+            return self._skm_track()
         try:
             lines = path.read_text().splitlines()
         except (OSError, UnicodeDecodeError) as exc:
@@ -121,6 +163,24 @@ class RawLog:
             raise FormatError(path, None, f"a valid pose table: {exc}") from None
 
 
+    def _skm_track(self) -> PoseTrack:
+        from engine.georeference import vessel_pose_track
+        from formats.kmall import read_kmall
+
+        path = self.poses_path
+        if self.origin.geodetic is None:
+            raise FormatError(self.root / MANIFEST, None, 'origin.geodetic for poses.kind "kmall_skm"')
+        a = read_kmall(path).attitude
+        if len(a.time_ns) == 0:
+            raise FormatError(path, None, "at least one #SKM attitude/position sample")
+        try:
+            track = vessel_pose_track(a.time_ns, a.latitude_deg, a.longitude_deg, a.ellipsoid_height_m, a.roll_deg,
+                                      a.pitch_deg, a.heading_deg, Origin(*self.origin.geodetic))
+        except ValueError as exc:
+            raise FormatError(path, None, f"valid #SKM samples: {exc}") from None
+        return track
+
+
 def _inside(root: Path, rel: Any, manifest: Path, what: str) -> Path:
     if not isinstance(rel, str) or not rel:
         raise FormatError(manifest, None, f"{what}: a relative path string, got {rel!r}")
@@ -140,27 +200,20 @@ def read_log(log_dir: str | os.PathLike) -> RawLog:
         raise FormatError(manifest, None, f"a readable raw-log manifest ({exc.strerror})") from None
     except json.JSONDecodeError as exc:
         raise FormatError(manifest, exc.pos, f"valid JSON ({exc.msg})") from None
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT or doc.get("version") != VERSION:
-        raise FormatError(manifest, None, f'"format": "{FORMAT}" and "version": {VERSION}')
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT or doc.get("version") not in READ_VERSIONS:
+        raise FormatError(manifest, None, f'"format": "{FORMAT}" and "version" one of {READ_VERSIONS}')
     try:
         origin_doc = doc.get("origin") or {}
         origin = SceneOrigin(tuple(origin_doc.get("enu_offset_m", (0.0, 0.0, 0.0))),
                              None if origin_doc.get("geodetic") is None else tuple(origin_doc["geodetic"]))
         poses = doc["poses"]
-        if poses.get("kind") != "table":
-            raise FormatError(manifest, None, f'poses.kind "table", got {poses.get("kind")!r}')
+        if poses.get("kind") not in POSE_KINDS:
+            raise FormatError(manifest, None, f"poses.kind one of {POSE_KINDS}, got {poses.get('kind')!r}")
         poses_path = _inside(root, poses.get("path"), manifest, "poses.path")
-        lidars = []
-        for i, d in enumerate(doc.get("lidars", [])):
-            if d.get("format") not in READERS:
-                raise FormatError(manifest, None, f"lidars[{i}].format one of {sorted(READERS)}, got {d.get('format')!r}")
-            sid = d.get("sensor_id")
-            if not isinstance(sid, int) or not 0 <= sid < 256:
-                raise FormatError(manifest, None, f"lidars[{i}].sensor_id an integer in [0, 255], got {sid!r}")
-            lidars.append(LogLidar(str(d["name"]), sid, _pose_from_json(d.get("ego_from_sensor"), manifest,
-                                                                     f"lidars[{i}].ego_from_sensor"), d["format"]))
+        lidars = [_lidar_from_json(root, manifest, i, d) for i, d in enumerate(doc.get("lidars", []))]
         cameras = tuple(_camera_from_json(d, manifest) for d in doc.get("cameras", []))
-        lidar_names = {l.name for l in lidars}
+        by_name = {l.name: l for l in lidars}
+        lidar_names = set(by_name)
         camera_names = {c.name for c in cameras}
         frames = []
         for i, f in enumerate(doc.get("frames", [])):
@@ -169,7 +222,8 @@ def read_log(log_dir: str | os.PathLike) -> RawLog:
                 raise FormatError(manifest, None, f"frames[{i}].timestamp_ns an integer, got {ts!r}")
             if set(f.get("lidar", {})) - lidar_names or set(f.get("images", {})) - camera_names:
                 raise FormatError(manifest, None, f"frames[{i}] to name only declared sensors")
-            lidar = {n: _inside(root, p, manifest, f"frames[{i}].lidar.{n}") for n, p in f.get("lidar", {}).items()}
+            lidar = {n: _frame_source(root, manifest, f"frames[{i}].lidar.{n}", by_name[n], p)
+                     for n, p in f.get("lidar", {}).items()}
             images = {
                 n: (_inside(root, im.get("path"), manifest, f"frames[{i}].images.{n}"), int(im["timestamp_ns"]))
                 for n, im in f.get("images", {}).items()
@@ -184,7 +238,42 @@ def read_log(log_dir: str | os.PathLike) -> RawLog:
         raise FormatError(manifest, None, "frames in strictly increasing timestamp_ns order")
     labels = None if doc.get("labels") is None else _inside(root, doc["labels"], manifest, "labels")
     return RawLog(root, str(doc.get("log_id", root.name)), origin, poses_path, tuple(lidars), cameras, tuple(frames),
-                  labels)
+                  labels, poses["kind"])
+
+
+def _lidar_from_json(root: Path, manifest: Path, i: int, d: dict[str, Any]) -> LogLidar:
+    fmt = d.get("format")
+    if fmt not in READERS and fmt not in STREAM_FORMATS:
+        raise FormatError(manifest, None, f"lidars[{i}].format one of {sorted(READERS) + list(STREAM_FORMATS)}, "
+                                          f"got {fmt!r}")
+    sid = d.get("sensor_id")
+    if not isinstance(sid, int) or not 0 <= sid < 256:
+        raise FormatError(manifest, None, f"lidars[{i}].sensor_id an integer in [0, 255], got {sid!r}")
+    path = model = calibration = None
+    if fmt in STREAM_FORMATS:
+        path = _inside(root, d.get("path"), manifest, f"lidars[{i}].path")
+    if fmt == "velodyne_pcap":
+        from formats.velodyne import get_model
+
+        try:
+            model = get_model(str(d.get("model"))).name
+        except ValueError as exc:
+            raise FormatError(manifest, None, f"lidars[{i}].model: {exc}") from None
+        if d.get("calibration") is not None:
+            calibration = _inside(root, d["calibration"], manifest, f"lidars[{i}].calibration")
+    pose = _pose_from_json(d.get("ego_from_sensor"), manifest, f"lidars[{i}].ego_from_sensor")
+    return LogLidar(str(d["name"]), sid, pose, fmt, path, model, calibration)
+
+
+def _frame_source(root: Path, manifest: Path, what: str, lidar: LogLidar, value: Any) -> Path | tuple[int, int]:
+    """A frame's per-frame file (a path inside the log) or a stream sensor's ``(start_ns, end_ns)``."""
+    if not lidar.is_stream:
+        return _inside(root, value, manifest, what)
+    a, b = (value.get("start_ns"), value.get("end_ns")) if isinstance(value, dict) else (None, None)
+    if not (isinstance(a, int) and isinstance(b, int) and a < b):
+        raise FormatError(manifest, None, f'{what}: a window {{"start_ns": a, "end_ns": b}} of integers a < b, '
+                                          f"got {value!r}")
+    return a, b
 
 
 def write_log_manifest(
@@ -196,16 +285,17 @@ def write_log_manifest(
     cameras: list[Camera],
     frames: list[dict[str, Any]],
     labels: str | None = None,
+    poses: dict[str, str] | None = None,
 ) -> Path:
-    """Write ``log.json`` (paths in ``frames`` and ``labels`` relative to ``log_dir``)."""
+    """Write ``log.json`` (paths in ``frames``, ``labels``, ``poses`` and the lidars' ``path``
+    / ``calibration`` relative to ``log_dir``); ``poses`` defaults to the ``poses.csv`` table."""
     root = Path(log_dir)
     doc = {
         "format": FORMAT, "version": VERSION, "log_id": log_id,
         "origin": {"enu_offset_m": list(origin.enu_offset_m),
                    "geodetic": None if origin.geodetic is None else list(origin.geodetic)},
-        "poses": {"kind": "table", "path": "poses.csv"},
-        "lidars": [{"name": l.name, "sensor_id": l.sensor_id, "ego_from_sensor": pose_to_json(l.ego_from_sensor),
-                    "format": l.format} for l in lidars],
+        "poses": poses or {"kind": "table", "path": "poses.csv"},
+        "lidars": [_lidar_to_json(l) for l in lidars],
         "cameras": [camera_to_json(c) for c in cameras],
         "frames": frames,
     }
@@ -216,6 +306,16 @@ def write_log_manifest(
     tmp.write_text(json.dumps(doc, indent=1))
     os.replace(tmp, path)
     return path
+
+
+def _lidar_to_json(lidar: LogLidar) -> dict[str, Any]:
+    out = {"name": lidar.name, "sensor_id": lidar.sensor_id, "ego_from_sensor": pose_to_json(lidar.ego_from_sensor),
+           "format": lidar.format}
+    for key in ("path", "model", "calibration"):
+        value = getattr(lidar, key)
+        if value is not None:
+            out[key] = Path(value).as_posix() if key != "model" else value
+    return out
 
 
 def write_pose_table(log_dir: str | os.PathLike, track: PoseTrack) -> Path:

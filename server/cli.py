@@ -8,13 +8,13 @@ from pathlib import Path
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
-    from server.simulate import write_road_log
+    from server.simulate import write_harbor_log, write_road_log
 
-    if args.scenario != "road":
-        print(f"fathom simulate: scenario {args.scenario!r} cannot be written as a raw log yet", file=sys.stderr)
-        return 2
-    path = write_road_log(args.out, seed=args.seed, duration_s=args.duration, preset=args.preset,
-                          cameras=not args.no_cameras)
+    if args.scenario == "harbor":
+        path, _ = write_harbor_log(args.out, seed=args.seed, duration_s=args.duration)
+    else:
+        path = write_road_log(args.out, seed=args.seed, duration_s=args.duration, preset=args.preset,
+                              cameras=not args.no_cameras, lidar_format=args.lidar_format)
     print(f"fathom simulate: wrote raw log {path}")
     return 0
 
@@ -46,9 +46,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     """Generate the built-in synthetic log, prepare it and serve it."""
+    from formats.raw_log import read_log
+    from server.config import Settings
     from server.main import serve
     from server.prepare import Progress, prepare
-    from server.simulate import write_road_log
+    from server.simulate import seed_labels, write_road_log
 
     work = Path(args.workdir)
     log_dir, scenes = work / "log", work / "scenes"
@@ -56,11 +58,14 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         print(f"fathom demo: simulating a {args.duration:g} s drive into {log_dir}")
         write_road_log(log_dir, seed=0, duration_s=args.duration, preset=args.preset)
     scene_dir = scenes / "road-0"
-    from formats.raw_log import read_log
-
-    summary = prepare(log_dir, scene_dir, progress=Progress(len(read_log(log_dir).frames)).update)
+    log = read_log(log_dir)
+    summary = prepare(log_dir, scene_dir, progress=Progress(len(log.frames)).update)
     for line in summary.lines():
         print(line)
+    tracks = log.labels()
+    # the scene's first label revision only: a rerun keeps what annotators did since
+    if tracks and seed_labels(Settings(scenes_dir=scenes).label_db_path, scene_dir.name, tracks):
+        print(f"fathom demo: seeded {len(tracks)} simulated tracks as the labels of {scene_dir.name}")
     if args.no_serve:
         return 1 if summary.failed else 0
     serve(scenes, host=args.host, port=args.port)
@@ -85,9 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--scenario", default="road", choices=["road", "harbor"])
     sim.add_argument("--out", required=True, help="raw-log directory to write")
     sim.add_argument("--seed", type=int, default=0)
-    sim.add_argument("--duration", type=float, default=2.0)
+    sim.add_argument("--duration", type=float, default=2.0, help="seconds (harbor: of pings at 2 Hz)")
     sim.add_argument("--preset", default="test", choices=["test", "road"])
     sim.add_argument("--no-cameras", action="store_true")
+    sim.add_argument("--lidar-format", default="pcd", choices=["pcd", "pcap"],
+                     help="road: one PCD per sweep, or one Velodyne pcap per LiDAR (HDL-32E roof, VLP-16 bumper)")
     sim.set_defaults(func=_cmd_simulate)
 
     prep = sub.add_parser("prepare", help="raw log(s) → prepared scene(s)")

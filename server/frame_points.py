@@ -1,27 +1,56 @@
-"""Decode one frame of a raw log into world-frame point columns (the first step of prepare)."""
+"""Decode one frame of a raw log into world-frame point columns (the first step of prepare).
+
+Per-frame files are read whole. Stream files (one Velodyne pcap or one KMALL file for the
+whole log) are indexed once per process and file version (:func:`_pcap_index`,
+:func:`_kmall_log`, cached); a frame then decodes only the packets / pings in its window.
+"""
 
 from __future__ import annotations
 
+import os
+from functools import lru_cache
+from pathlib import Path
+
 import numpy as np
 
+from engine.geodesy import Origin
+from engine.georeference import soundings_to_world
 from engine.motion import motion_compensate
 from engine.pose_track import PoseTrack
-from formats.raw_log import RawLog
+from engine.sweep import Sweep
+from formats.errors import FormatError
+from formats.kmall import DETECTION_REJECTED, KmallLog, read_kmall
+from formats.pcap import UdpPayloads, read_udp_payloads, udp_pcap_bytes
+from formats.raw_log import LogLidar, RawLog
 from formats.registry import read_points
+from formats.velodyne import PACKET_SIZE, read_velodyne_pcap
 
 
 def world_points(log: RawLog, track: PoseTrack, index: int) -> dict[str, np.ndarray]:
-    """All LiDARs' points of frame ``index`` in the world frame (float64, scene origin)."""
+    """All point sensors' points of frame ``index`` in the world frame (float64, scene origin).
+
+    Columns: ``xyz (N, 3) float64``, ``intensity (N,) float32``, ``time_offset_ns (N,) int64``
+    from the frame's timestamp, ``sensor_id (N,) uint8``, ``ring (N,) uint16`` (a multibeam's
+    sounding index within its swath; its intensity is the reflectivity in dB).
+    """
     frame = log.frames[index]
     parts: list[dict[str, np.ndarray]] = []
     for lidar in log.lidars:
-        path = frame.lidar.get(lidar.name)
-        if path is None:
+        source = frame.lidar.get(lidar.name)
+        if source is None:
             continue
-        sweep = read_points(path, format=lidar.format)
+        if lidar.format == "kmall":
+            parts.append(_kmall_points(log, lidar, source, frame.timestamp_ns))
+            continue
+        if lidar.format == "velodyne_pcap":
+            times, sweep = _velodyne_window(lidar, *source)
+            offsets = times - np.int64(frame.timestamp_ns)
+        else:
+            sweep = read_points(source, format=lidar.format)
+            offsets = (sweep.time_offset_ns if sweep.time_offset_ns is not None
+                       else np.zeros(len(sweep), np.int64))
+            times = offsets + np.int64(frame.timestamp_ns)
         n = len(sweep)
-        offsets = sweep.time_offset_ns if sweep.time_offset_ns is not None else np.zeros(n, np.int64)
-        times = offsets + np.int64(frame.timestamp_ns)
         parts.append({
             "xyz": motion_compensate(sweep.xyz, times, track, lidar.ego_from_sensor, out_frame="world"),
             "intensity": sweep.intensity if sweep.intensity is not None else np.zeros(n, np.float32),
@@ -32,3 +61,82 @@ def world_points(log: RawLog, track: PoseTrack, index: int) -> dict[str, np.ndar
     if not parts:
         raise ValueError(f"frame {index} has no LiDAR sweep")
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def _version(path: Path) -> tuple[str, int, int]:
+    """Cache key of a file's current contents (path, size, mtime)."""
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise FormatError(path, None, f"a readable file ({exc.strerror})") from None
+    return os.fspath(path), st.st_size, st.st_mtime_ns
+
+
+@lru_cache(maxsize=8)
+def _pcap_index_cached(key: tuple[str, int, int]) -> tuple[UdpPayloads, np.ndarray]:
+    udp = read_udp_payloads(key[0], PACKET_SIZE)
+    order = np.argsort(udp.timestamps_ns, kind="stable")
+    return udp, order
+
+
+def _pcap_index(path: Path) -> tuple[UdpPayloads, np.ndarray]:
+    """The pcap's 1206-byte UDP payloads (file buffer, offsets, record times) and their time order."""
+    return _pcap_index_cached(_version(path))
+
+
+def _velodyne_window(lidar: LogLidar, start_ns: int, end_ns: int):
+    """Decode the data packets recorded in ``[start_ns, end_ns)``: ``(absolute times (N,) int64,
+    sweep in the LiDAR frame)``."""
+    udp, order = _pcap_index(lidar.path)
+    ts = udp.timestamps_ns[order]
+    rows = order[np.searchsorted(ts, start_ns, "left"):np.searchsorted(ts, end_ns, "left")]
+    rows = np.sort(rows)  # file order, as the decoder expects
+    payloads = udp.buffer[udp.offsets[rows, None] + np.arange(PACKET_SIZE)[None, :]]
+    data = udp_pcap_bytes(payloads, udp.timestamps_ns[rows], nanosecond=True)
+    sweeps, _ = read_velodyne_pcap(lidar.path, lidar.model, calibration=lidar.calibration, data=data)
+    if not sweeps:
+        empty = Sweep(np.zeros((0, 3), np.float32), start_ns, np.zeros(0, np.float32), np.zeros(0, np.int64),
+                      np.zeros(0, np.uint16), frame="lidar")
+        return np.zeros(0, np.int64), empty
+    times = np.concatenate([s.timestamp_ns + s.time_offset_ns for s in sweeps])
+    if len(sweeps) == 1:
+        return times, sweeps[0]
+    cat = lambda name: np.concatenate([getattr(s, name) for s in sweeps])  # noqa: E731
+    merged = Sweep(cat("xyz"), int(times[0]), cat("intensity"), times - times[0], cat("ring"), cat("return_index"),
+                   frame="lidar")
+    return times, merged
+
+
+@lru_cache(maxsize=4)
+def _kmall_cached(key: tuple[str, int, int]) -> KmallLog:
+    return read_kmall(key[0])
+
+
+def _kmall_log(path: Path) -> KmallLog:
+    """The decoded KMALL file (once per process and file version)."""
+    return _kmall_cached(_version(path))
+
+
+def _kmall_points(log: RawLog, lidar: LogLidar, window: tuple[int, int], frame_ns: int) -> dict[str, np.ndarray]:
+    """The non-rejected soundings of the pings in ``window``, georeferenced into the scene frame."""
+    if log.origin.geodetic is None:
+        raise FormatError(log.root / "log.json", None, f"origin.geodetic for the kmall sensor {lidar.name!r}")
+    origin = Origin(*log.origin.geodetic)
+    p = _kmall_log(lidar.path).pings
+    sel = np.flatnonzero((p.time_ns >= window[0]) & (p.time_ns < window[1]))
+    a, b = (int(p.sounding_start[sel[0]]), int(p.sounding_start[sel[-1] + 1])) if len(sel) else (0, 0)
+    start = p.sounding_start[np.append(sel, sel[-1] + 1)] - a if len(sel) else np.zeros(1, np.int64)
+    # waterline at the origin's height, as formats.kmall.read_kmall_world(vertical="waterline")
+    world = soundings_to_world(p.latitude_deg[sel], p.longitude_deg[sel], p.heading_deg[sel],
+                               np.full(len(sel), origin.alt_m), p.z_water_level_m[sel], start,
+                               p.x_m[a:b], p.y_m[a:b], p.z_m[a:b], origin)
+    ping = np.repeat(sel, np.diff(start))
+    keep = p.detection_type[a:b] != DETECTION_REJECTED
+    n = int(np.count_nonzero(keep))
+    return {
+        "xyz": world[keep],
+        "intensity": np.asarray(p.reflectivity_db[a:b][keep], np.float32),
+        "time_offset_ns": p.time_ns[ping[keep]] - np.int64(frame_ns),
+        "sensor_id": np.full(n, lidar.sensor_id, np.uint8),
+        "ring": np.asarray(p.sounding_index[a:b][keep], np.uint16),
+    }

@@ -292,15 +292,22 @@ def simulate_drive(
     gnss_rate_hz: float = 100.0,
     gnss_position_sigma_m: float = 0.0,
     gnss_attitude_sigma_rad: float = 0.0,
+    lidars: tuple[Lidar, ...] | None = None,
 ) -> Drive:
     """Simulate a drive of ``duration_s`` seconds (at least one 10 Hz sweep).
 
     Everything is a deterministic function of the arguments: the trajectory, the world,
-    range noise and GNSS noise are drawn from ``seed``.
+    range noise and GNSS noise are drawn from ``seed``. ``lidars`` replaces the preset's
+    LiDARs (e.g. with patterns of real sensor models); the cameras stay the preset's.
     """
     if not (math.isfinite(duration_s) and duration_s * 1e9 >= FRAME_PERIOD_NS):
         raise ValueError(f"duration_s must be at least {FRAME_PERIOD_NS * 1e-9} s, got {duration_s}")
-    lidars, cameras = rig(preset)
+    preset_lidars, cameras = rig(preset)
+    if lidars is None:
+        lidars = preset_lidars
+    elif len(lidars) == 0 or len({l.name for l in lidars}) != len(lidars):
+        raise ValueError(f"lidars must be a non-empty tuple with unique names, got {[l.name for l in lidars]}")
+    lidars = tuple(lidars)
     cfg = trajectory or TrajectoryConfig()
     traj = ego_trajectory(seed, duration_s, start_ns, cfg)
     end_ns = int(start_ns + round(duration_s * 1e9))

@@ -25,6 +25,7 @@ from engine.georeference import world_from_ego_rotation
 
 HIT_NONE, HIT_SEABED, HIT_WRECK, HIT_PIPE = -1, 0, 1, 2
 REJECTED = 2  # Kongsberg detection type of a rejected sounding
+MBES_LEVER_ARM_M = np.array([0.5, 0.2, 2.0])  # multibeam re the reference point, vessel frame (fwd, stbd, down)
 
 
 @dataclass(frozen=True)
@@ -176,7 +177,7 @@ def simulate_survey(seed: int = 0, num_pings: int = 20, beams: int = 128, ping_r
     """Sail one line over the wreck and the pipe; return the sonar data and ground truth.
 
     The reference point rides ``1 m`` above the waterline less heave; the multibeam sits
-    at lever arm ``(0.5, 0.2, 2.0)`` m (vessel frame), its fan spans ±60° across track.
+    at lever arm :data:`MBES_LEVER_ARM_M` ``(0.5, 0.2, 2.0)`` m (vessel frame), its fan spans ±60° across track.
     Beams that hit nothing and a random ``rejected_fraction`` are reported as rejected
     detections with bogus coordinates (what a reader must never draw as seabed).
     """
@@ -221,7 +222,7 @@ def simulate_survey(seed: int = 0, num_pings: int = 20, beams: int = 128, ping_r
     t_ping = 0.5 + np.arange(num_pings) / ping_rate_hz
     roll, pitch, heading, heave, pos = vessel_state(t_ping)
     lat, lon, h = enu_to_geodetic(pos, origin)
-    lever = np.array([0.5, 0.2, 2.0])
+    lever = MBES_LEVER_ARM_M
     across = np.radians(np.linspace(-60.0, 60.0, beams))
     fan_frd = np.stack([np.zeros(beams), np.sin(across), np.cos(across)], axis=1)  # vessel frame, +angle → starboard
     rows = {k: [] for k in ("x_m", "y_m", "z_m", "beam_angle_deg", "two_way_travel_time_s", "detection_type")}
