@@ -26,7 +26,8 @@ import os
 import sys
 import time
 import traceback
-from concurrent.futures import ProcessPoolExecutor
+from collections import deque
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from functools import lru_cache
 from multiprocessing import get_context
@@ -366,28 +367,60 @@ def _start_worker(threads: int) -> None:
 def _run(log_dir: str, scene_dir: str, todo: Sequence[int], options: PrepareOptions, workers: int,
          dask: str | None) -> Iterable[FrameResult]:
     if dask is not None:
-        from distributed import Client, LocalCluster, as_completed
-
-        cluster = LocalCluster(n_workers=max(workers, 1), threads_per_worker=1, processes=True,
-                               dashboard_address=None) if dask == "local" else None
-        client = Client(cluster if cluster is not None else dask)
-        try:
-            futures = client.map(prepare_frame, [log_dir] * len(todo), [scene_dir] * len(todo), todo,
-                                 [options] * len(todo), pure=False)
-            for fut in as_completed(futures):
-                yield fut.result()
-        finally:
-            client.close()
-            if cluster is not None:
-                cluster.close()
+        yield from _run_dask(log_dir, scene_dir, todo, options, workers, dask)
     elif workers > 1:
-        # spawn, not fork: OpenMP threads of numba kernels do not survive a fork
-        threads = max(1, (os.cpu_count() or 1) // workers)
-        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
-                                 initializer=_start_worker, initargs=(threads,)) as pool:
-            futures = [pool.submit(prepare_frame, log_dir, scene_dir, i, options) for i in todo]
-            for fut in futures:
-                yield fut.result()
+        yield from _run_processes(log_dir, scene_dir, todo, options, workers)
     else:
         for i in todo:
             yield prepare_frame(log_dir, scene_dir, i, options)
+
+
+def _run_dask(log_dir: str, scene_dir: str, todo: Sequence[int], options: PrepareOptions, workers: int,
+              dask: str) -> Iterable[FrameResult]:
+    from distributed import Client, LocalCluster, as_completed
+
+    cluster = LocalCluster(n_workers=max(workers, 1), threads_per_worker=1, processes=True,
+                           dashboard_address=None) if dask == "local" else None
+    client = Client(cluster if cluster is not None else dask)
+    try:
+        futures = client.map(prepare_frame, [log_dir] * len(todo), [scene_dir] * len(todo), todo,
+                             [options] * len(todo), pure=False)
+        for fut in as_completed(futures):
+            yield fut.result()
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def _run_processes(log_dir: str, scene_dir: str, todo: Sequence[int], options: PrepareOptions,
+                   workers: int) -> Iterable[FrameResult]:
+    """``workers - 1`` spawned processes plus this one: this process prepares frames itself
+    between collecting results, so no core idles while the others start (a spawned worker
+    takes seconds to import and load its kernels). Frames go out in order to the workers,
+    which keep two queued each; this process takes them from the end."""
+    import numba
+
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    queue = deque(todo)
+    pending: set = set()
+    depth = 2 * (workers - 1)
+    own_threads = numba.get_num_threads()
+    # spawn, not fork: OpenMP threads of numba kernels do not survive a fork
+    with ProcessPoolExecutor(max_workers=workers - 1, mp_context=get_context("spawn"),
+                             initializer=_start_worker, initargs=(threads,)) as pool:
+        numba.set_num_threads(threads)
+        try:
+            while queue or pending:
+                while queue and len(pending) < depth:
+                    pending.add(pool.submit(prepare_frame, log_dir, scene_dir, queue.popleft(), options))
+                done = {f for f in pending if f.done()}
+                if queue:
+                    yield prepare_frame(log_dir, scene_dir, queue.pop(), options)
+                elif not done:
+                    done = wait(pending, return_when=FIRST_COMPLETED).done
+                for fut in done:
+                    pending.discard(fut)
+                    yield fut.result()
+        finally:
+            numba.set_num_threads(own_threads)
