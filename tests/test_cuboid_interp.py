@@ -101,7 +101,7 @@ def test_float32_output_is_the_float64_result_rounded_once(mode):
 def test_packed_table_equals_each_track_on_its_own():
     """A TrackTable packed once, a list packed per call and one call per track agree bit for bit."""
     rng = np.random.default_rng(11)
-    tracks = _random_tracks(rng, 10, max_k=9)
+    tracks = _random_tracks(rng, 140, max_k=9)  # more than two blocks of tracks in the kernel
     tracks.append(CuboidTrack("still", "sign", np.array([5 * 10**8, 6 * 10**8]), [[1.0, 2, 3]] * 2,
                               [[1.0, 1, 2]] * 2, quat.from_yaw([0.2, 0.9]), stationary=True))
     tracks.append(CuboidTrack("one", "car", np.array([7 * 10**8]), [[4.0, 5, 6]], [[2.0, 1, 1]],
