@@ -2,8 +2,15 @@
 
 Fathom (``project_points`` + ``zbuffer``) against a vectorised NumPy implementation (goal
 ≥ 5×) and against six ``cv2.projectPoints`` calls plus the same NumPy z-buffer (goal
-≥ 30×). All three do the same work: ego → camera transform, near plane, distortion,
-in-image test, a radius-1 splatted depth buffer and the nearest-surface test.
+≥ 30×). All three do the same work per camera: float32 ego points → float64 camera frame
+(rotation + translation), near plane, Brown-Conrady distortion, float64 pixels, in-image
+test, a radius-1 splatted depth buffer and the nearest-surface test (visibility out).
+NumPy and Fathom also apply the fold-back guard (OpenCV has none). The cv2 side: per
+camera ``cv2.Rodrigues`` + ``cv2.projectPoints`` (transform and lens inside OpenCV), the
+depth as a separate ``p @ r[2] + t[2]``, then the NumPy z-buffer. The NumPy z-buffer splats
+with ``np.minimum.at`` into a dense per-camera image (the vectorised way); Fathom's splats
+into band-sized buffers and builds dense depth images only when asked. Fathom's side also
+computes the viewing-angle cosine for colourisation, which the peers do not.
 """
 
 from __future__ import annotations
