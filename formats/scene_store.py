@@ -7,8 +7,11 @@ Layout of one scene directory (format ``fathom-scene``, version 1)::
       frames/000000.arrow        full-resolution points of frame 0 (Arrow IPC *file*, uncompressed)
       frames/000000.lod1.arrow   level of detail 1, 2, ... (coarser voxel grids, same schema)
       frames/000000.boxes.json   label boxes at the frame timestamp (only for a labelled log)
+      frames/000000.CAM_FRONT.jpg camera images, JPEG bytes as given
       frames/000000.json         the frame's manifest entry ("sidecar"), written after its files
-      images/CAM_FRONT/000000.jpg camera images, JPEG bytes as given
+
+(Readers take every path from the manifest; all of a frame's files share one directory so
+that one directory fsync makes their renames durable.)
 
 ``scene.json``::
 
@@ -685,7 +688,7 @@ class SceneWriter:
             (f"frames/{stem}.arrow" if level == 0 else f"frames/{stem}.lod{level}.arrow", arrow_file_bytes(t))
             for level, t in enumerate(tables)
         ]
-        files += [(f"images/{cam}/{stem}.jpg", data) for cam, data in images.items()]
+        files += [(f"frames/{stem}.{cam}.jpg", data) for cam, data in images.items()]
         if boxes is not None:
             files.append((f"frames/{stem}.boxes.json", json.dumps(boxes.to_json(), allow_nan=False).encode()))
         dirs = sorted({(self.dir / rel).parent for rel, _ in files})
@@ -700,7 +703,7 @@ class SceneWriter:
             n_points=len(points), points=stored[files[0][0]],
             lods=tuple(stored[rel] for rel, _ in files[1:len(tables)]),
             lod_points=tuple(len(t) for t in lods),
-            images={cam: stored[f"images/{cam}/{stem}.jpg"] for cam in images},
+            images={cam: stored[f"frames/{stem}.{cam}.jpg"] for cam in images},
             image_timestamps_ns={c: int(stamps.get(c, timestamp_ns)) for c in images},
             boxes=None if boxes is None else stored[f"frames/{stem}.boxes.json"],
         )

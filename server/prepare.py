@@ -41,10 +41,11 @@ from engine.colorize import colorize
 from engine.cuboid_interp import TrackTable, interpolate_tracks
 from engine.points_in_boxes import points_in_boxes
 from engine.pose_track import PoseTrack
-from engine.projection import project_points
+from engine.camera import Camera
+from engine.projection import Projection, project_points
 from engine.voxel import voxelize
 from engine.zbuffer import zbuffer
-from formats.jpeg import decode_jpeg
+from formats.jpeg import decode_jpeg, scaled_camera
 from formats.raw_log import RawLog, read_log
 from formats.scene_store import MAX_CAMERAS, FrameBoxes, FrameEntry, Lidar, SceneWriter, points_table
 from server.frame_points import world_points
@@ -56,6 +57,9 @@ class PrepareOptions:
 
     Attributes:
         colorize: colour points from the camera images.
+        colour_min_width_px: images at least twice this wide are decoded at half size for
+            colour (libjpeg-turbo scales while decoding, far cheaper than a full decode);
+            visibility is always computed at full resolution.
         visibility: the per-camera ``camera_mask`` column (z-buffered visibility).
         lod_voxel_m: voxel sizes of the level-of-detail grids (level 1, 2, ...), metres.
         quantum_m: step of the int32 quantised positions.
@@ -64,6 +68,7 @@ class PrepareOptions:
     """
 
     colorize: bool = True
+    colour_min_width_px: int = 960
     visibility: bool = True
     lod_voxel_m: tuple[float, ...] = (0.2, 0.5)
     quantum_m: float = 1e-3
@@ -137,6 +142,23 @@ def _job(log_dir: str, scene_dir: str) -> _Job:
     tracks = log.labels()
     return _Job(log, log.world_from_ego(), scene_writer(log, Path(scene_dir)),
                 TrackTable.from_tracks(tracks) if tracks else None, tuple(t.category for t in tracks))
+
+
+def _scaled(proj: Projection, cams: Sequence[Camera], scales: Sequence[tuple[int, int]]
+            ) -> tuple[Projection, list[Camera]]:
+    """The projection and cameras of images decoded at ``scales`` (one per camera; ``proj``
+    is reused, its pixel coordinates mapped in place: ``u' = s (u + 0.5) - 0.5``, exact for
+    every lens and shutter, see ``formats.jpeg.scaled_intrinsics``)."""
+    if all(num == denom for num, denom in scales):
+        return proj, list(cams)
+    scaled = [scaled_camera(c, sc)[0] for c, sc in zip(cams, scales)]
+    for rows, (num, denom) in zip(proj.uv, scales):
+        if num != denom:
+            rows += 0.5
+            rows *= num / denom
+            rows -= 0.5
+    sizes = np.array([[c.intrinsics.width, c.intrinsics.height] for c in scaled], np.int64)
+    return Projection(proj.uv, proj.depth, proj.in_image, sizes, proj.cos_view), scaled
 
 
 def _camera_mask(visible: np.ndarray, bits: Sequence[int]) -> np.ndarray:
@@ -267,9 +289,11 @@ def prepare_frame(log_dir: str, scene_dir: str, index: int, options: PrepareOpti
                 columns["camera_mask"] = _camera_mask(visible, bits)
                 lap("camera_mask")
             if options.colorize:
-                images = [decode_jpeg(jpegs[c.name], frame.images[c.name][0]) for c in cams]
+                scales = [(1, 2) if c.intrinsics.width >= 2 * options.colour_min_width_px else (1, 1) for c in cams]
+                images = [decode_jpeg(jpegs[c.name], frame.images[c.name][0], scale=sc) for c, sc in zip(cams, scales)]
                 lap("decode_jpeg")
-                columns["rgb"] = colorize(proj, visible, cams, images).colors
+                scaled_proj, scaled_cams = _scaled(proj, cams, scales)
+                columns["rgb"] = colorize(scaled_proj, visible, scaled_cams, images).colors
                 lap("colorize")
         elif options.visibility:
             columns["camera_mask"] = np.zeros(len(xyz), np.uint32)

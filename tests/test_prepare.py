@@ -27,7 +27,7 @@ from formats.raw_log import read_log, write_labels
 from formats.scene_store import Scene
 from server.frame_points import world_points
 from server.payloads import point_fields, points_payload
-from server.prepare import prepare
+from server.prepare import PrepareOptions, prepare
 from server.simulate import write_drive_log
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -314,3 +314,27 @@ def test_more_than_32_cameras_are_refused(raw_log, tmp_path):
     (log / "log.json").write_text(json.dumps(doc))
     with pytest.raises(ValueError, match="33 cameras.*at most 32"):
         prepare(log, tmp_path / "scene")
+
+
+def test_half_size_colour_decoding_keeps_the_colours(drive, raw_log, reference_scene, tmp_path):
+    log = tmp_path / "log"
+    shutil.copytree(raw_log, log)
+    doc = json.loads((log / "log.json").read_text())
+    doc["frames"] = doc["frames"][:3]
+    (log / "log.json").write_text(json.dumps(doc))
+    # every test camera (192 and 320 px wide) decodes at half size: 96 × 54 and 160 × 120 px
+    prepare(log, tmp_path / "scene", options=PrepareOptions(colour_min_width_px=48))
+    scene = Scene.open(tmp_path / "scene")
+    hits = agree = 0
+    for i in range(3):
+        table = scene.points(i)
+        rgb = np.stack([table[c].to_numpy() for c in "rgb"], axis=1).astype(int)
+        ids = np.concatenate([drive.sweeps[l.name][i].extra["object_id"] for l in drive.lidars])
+        coloured = rgb.any(axis=1)
+        close = np.abs(rgb - drive.objects.color_rgb[ids].astype(int)).max(axis=1) <= 24
+        hits += coloured.sum()
+        agree += (close & coloured).sum()
+        # visibility does not depend on the decoding size
+        np.testing.assert_array_equal(table["camera_mask"].to_numpy(),
+                                      Scene.open(reference_scene).points(i)["camera_mask"].to_numpy())
+    assert hits > 1000 and agree / hits >= 0.92
