@@ -713,7 +713,8 @@ class SceneWriter:
         # as a resumed job reads it back: the manifest depends on the sidecar's bytes only
         return _entry_from_json(json.loads(text), side)
 
-    def _entries(self, verify: Literal["size", "sha256"], skip: set[int] = frozenset()) -> dict[int, FrameEntry]:
+    def _entries(self, verify: Literal["size", "sha256"], skip: frozenset[int] | set[int] = frozenset()
+                 ) -> dict[int, FrameEntry]:
         out = {}
         for side in sorted((self.dir / "frames").glob("[0-9]" * 6 + ".json")):
             if int(side.stem) in skip:
