@@ -6,7 +6,7 @@ cameras) at 10 Hz for ``FATHOM_BENCH_DRIVE_S`` seconds (default 20, as the issue
 faster than real time with colourisation (and per-camera visibility), ≥ 5× real time
 without cameras (LiDAR only: no colour, no visibility column).
 
-Rendering the log is not timed and takes long (about 45 s per second of drive on 2 cores),
+Rendering the log is not timed and takes long (about 12 s per second of drive on 2 busy cores),
 so the rendered log is kept under ``benchmarks/.cache/`` and reused by later runs; delete
 that folder to render afresh.
 """
