@@ -1,4 +1,4 @@
-"""Label tracks → the boxes of one frame (engine calls only; used by the cuboids route)."""
+"""Boxes of one frame for the cuboids route: label tracks interpolated now, or the prepared boxes file."""
 
 from __future__ import annotations
 
@@ -52,3 +52,21 @@ def frame_boxes(scene: Scene, entry: FrameEntry, doc: dict[str, Any], frame: str
             rotation=tuple(boxes.rotations[0, j]), points_in_box=int(n),
         ))
     return out
+
+
+def prepared_boxes(scene: Scene, entry: FrameEntry, frame: str) -> list[Box] | None:
+    """The boxes file ``fathom prepare`` wrote for the frame (None: prepared without labels),
+    in the ``world`` or ``ego`` frame, counts from the stored ``box_id`` column (each point
+    tested at its own firing time, so a moving box's count can differ slightly from the
+    label-store route's count at the frame timestamp)."""
+    boxes = scene.boxes(entry.index)
+    if boxes is None:
+        return None
+    ids = scene.points(entry.index).column("box_id").to_numpy()
+    counts = np.bincount(ids[ids >= 0], minlength=len(boxes.track_ids))
+    centers, rotations = ((boxes.world_centers, boxes.world_rotations) if frame == "world"
+                          else (boxes.ego_centers, boxes.ego_rotations))
+    return [
+        Box(track_id=t, category=c, center=tuple(p), size=tuple(s), rotation=tuple(q), points_in_box=int(n))
+        for t, c, p, s, q, n in zip(boxes.track_ids, boxes.categories, centers, boxes.sizes, rotations, counts)
+    ]

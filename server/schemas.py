@@ -197,7 +197,9 @@ class CuboidsResponse(BaseModel):
     frame_index: int
     timestamp_ns: int
     frame: Literal["world", "ego"]
-    revision: int
+    source: Literal["labels", "prepared"] = Field(
+        description="labels: the label store now; prepared: the boxes written by 'fathom prepare'")
+    revision: int | None = Field(description="label revision (null for prepared boxes)")
     boxes: list[Box]
 
 

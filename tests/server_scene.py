@@ -8,9 +8,10 @@ import cv2
 import numpy as np
 
 from engine.camera import Camera, CameraIntrinsics
+from engine.points_in_boxes import points_in_boxes
 from engine.quaternion import from_yaw
 from engine.se3 import SE3
-from formats.scene_store import Lidar, SceneOrigin, SceneWriter, points_table
+from formats.scene_store import FrameBoxes, Lidar, SceneOrigin, SceneWriter, points_table
 
 T0 = 1_700_000_000_000_000_000
 DT = 100_000_000  # 10 Hz
@@ -48,8 +49,17 @@ def jpeg(i: int) -> bytes:
     return buf.tobytes()
 
 
+def prepared_boxes(i: int) -> FrameBoxes:
+    """The prepared boxes of frame i: the 'car-1' box of :func:`car_track` (world and ego)."""
+    center, rotation = np.array([[10.0, 0.0, 0.7]]), np.array([[1.0, 0, 0, 0]])
+    ego = ego_pose(i).inverse() @ SE3(rotation, center)
+    return FrameBoxes(T0 + i * DT, ("car-1",), ("car",), np.array([[4.2, 1.9, 1.5]]), center, rotation,
+                      ego.translation, ego.rotation)
+
+
 def write_scene(root: Path, scene_id: str = "demo", n_frames: int = 3) -> Path:
-    """A finished scene: ``n_frames`` frames with one level of detail and a camera image each."""
+    """A finished scene: ``n_frames`` frames with one level of detail and a camera image each;
+    frames 0 and 1 were prepared with labels (boxes file and ``box_id``), the others without."""
     writer = SceneWriter(
         root / scene_id, scene_id=scene_id, origin=SceneOrigin((500_000.0, 4_000_000.0, 12.0), (36.1, -5.3, 12.0)),
         lidars=[Lidar("LIDAR_TOP", SE3(np.array([1.0, 0, 0, 0]), np.array([0.0, 0.0, 1.8])))], cameras=[camera()],
@@ -58,14 +68,17 @@ def write_scene(root: Path, scene_id: str = "demo", n_frames: int = 3) -> Path:
         xyz = frame_xyz(i)
         n = len(xyz)
         rng = np.random.default_rng(i)
+        boxes = prepared_boxes(i) if i < 2 else None
+        labels = {} if boxes is None else {"box_id": points_in_boxes(
+            xyz, boxes.world_centers, boxes.sizes, boxes.world_rotations)[0].astype(np.int32)}
         full = points_table(
             xyz, intensity=rng.uniform(0, 1, n).astype(np.float32), rgb=rng.integers(0, 256, (n, 3), dtype=np.uint8),
             time_offset_ns=np.linspace(-50_000_000, 50_000_000, n).astype(np.int64),
-            sensor_id=np.zeros(n, np.uint8), ring=(np.arange(n) % 32).astype(np.uint16),
+            sensor_id=np.zeros(n, np.uint8), ring=(np.arange(n) % 32).astype(np.uint16), **labels,
         )
         lod1 = points_table(xyz[::4], intensity=np.zeros(len(xyz[::4]), np.float32))
         writer.write_frame(i, T0 + i * DT, ego_pose(i), full, [lod1], images={"CAM_FRONT": jpeg(i)},
-                           image_timestamps_ns={"CAM_FRONT": T0 + i * DT + 5_000_000})
+                           image_timestamps_ns={"CAM_FRONT": T0 + i * DT + 5_000_000}, boxes=boxes)
     writer.finalize()
     return root / scene_id
 

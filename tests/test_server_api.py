@@ -175,6 +175,31 @@ def test_labels_put_get_and_cuboids(env):
     assert ego["points_in_box"] == box["points_in_box"]
 
 
+def test_prepared_cuboids_come_from_the_boxes_file_whatever_the_label_store_holds(env):
+    client, scene, app = env
+    rev = _reset_labels(client)  # an empty label store: the prepared boxes must not depend on it
+    for i in (0, 1):
+        c = client.get(f"/v1/scenes/demo/frames/{i}/cuboids?source=prepared", headers=V).json()
+        assert c["source"] == "prepared" and c["revision"] is None and len(c["boxes"]) == 1
+        box = c["boxes"][0]
+        assert box["track_id"] == "car-1" and box["center"] == [10.0, 0.0, 0.7]
+        t = scene.points(i)
+        xyz = np.column_stack([t.column(k).to_numpy() for k in "xyz"]).astype(np.float64)
+        inside = np.all(np.abs(xyz - [10.0, 0.0, 0.7]) <= np.array([4.2, 1.9, 1.5]) / 2, axis=1)
+        assert box["points_in_box"] == int(inside.sum()) >= 200
+        ego = client.get(f"/v1/scenes/demo/frames/{i}/cuboids?source=prepared&frame=ego", headers=V).json()["boxes"][0]
+        pose = ego_pose(i)
+        np.testing.assert_allclose(ego["center"], (np.array([10.0, 0.0, 0.7]) - pose.translation)
+                                   @ to_matrix(pose.rotation), atol=1e-9)
+        ego_from_world = pose.rotation * np.array([1.0, -1.0, -1.0, -1.0])  # box → world is the identity
+        np.testing.assert_allclose(np.abs(np.dot(ego["rotation"], ego_from_world)), 1.0, atol=1e-12)
+    live = client.get("/v1/scenes/demo/frames/0/cuboids", headers=V).json()
+    assert live["source"] == "labels" and live["revision"] == rev and live["boxes"] == []
+    r = client.get("/v1/scenes/demo/frames/2/cuboids?source=prepared", headers=V)
+    assert r.status_code == 404 and "without labels" in r.json()["detail"]
+    assert client.get("/v1/scenes/demo/frames/0/cuboids?source=moon", headers=V).status_code == 422
+
+
 def test_stale_revision_412_changes_nothing(client):
     rev = _reset_labels(client)
     body = {"tracks": [car_track()]}

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, HTTPException, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from server.boxes import frame_boxes
+from server.boxes import frame_boxes, prepared_boxes
 from server.deps import FrameDep, SceneDep, State, Viewer
 from server.errors import invalid
 from server.payloads import ARROW_STREAM, RAW_XYZ, Payload, accepts_gzip, point_fields, points_payload, respond
@@ -66,11 +66,23 @@ def _build_points(state, key, scene, index, lod, fields, frame, fmt) -> Payload:
 
 
 @router.get("/scenes/{scene_id}/frames/{index}/cuboids", response_model=CuboidsResponse)
-def get_cuboids(_: Viewer, scene: SceneDep, entry: FrameDep, state: State, frame: FrameQuery = "world") -> CuboidsResponse:
-    """Label boxes interpolated at the frame's timestamp, with points-in-box counts
-    (a point in overlapping boxes counts for the box with the nearest centre)."""
+def get_cuboids(
+    _: Viewer,
+    scene: SceneDep,
+    entry: FrameDep,
+    state: State,
+    frame: FrameQuery = "world",
+    source: Annotated[Literal["labels", "prepared"], Query(
+        description="labels: the label store's tracks interpolated now; prepared: the boxes "
+                    "'fathom prepare' interpolated from the raw log's labels (nothing recomputed)")] = "labels",
+) -> CuboidsResponse:
+    """Label boxes at the frame's timestamp with points-in-box counts (a point in
+    overlapping boxes counts for the box with the nearest centre)."""
+    head = dict(scene_id=scene.scene_id, frame_index=entry.index, timestamp_ns=entry.timestamp_ns, frame=frame)
+    if source == "prepared":
+        boxes = prepared_boxes(scene, entry, frame)
+        if boxes is None:
+            raise HTTPException(404, f"frame {entry.index} of scene {scene.scene_id!r} was prepared without labels")
+        return CuboidsResponse(**head, source=source, revision=None, boxes=boxes)
     revision, doc = state.labels.get(scene.scene_id)
-    return CuboidsResponse(
-        scene_id=scene.scene_id, frame_index=entry.index, timestamp_ns=entry.timestamp_ns, frame=frame,
-        revision=revision, boxes=frame_boxes(scene, entry, doc, frame),
-    )
+    return CuboidsResponse(**head, source=source, revision=revision, boxes=frame_boxes(scene, entry, doc, frame))
