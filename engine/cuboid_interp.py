@@ -29,7 +29,7 @@ import numpy as np
 
 from engine._jit import inline, pjit, prange
 from engine.cuboid import CuboidTrack
-from engine.pose_track import PoseTrack, find_interval, interval_pose, interval_table
+from engine.pose_track import PoseTrack, find_interval, interval_table, slerp_weights
 from engine.quaternion import q_mul, q_rotate
 from engine.se3 import SE3
 
@@ -69,8 +69,16 @@ def _write_nan(out_c, out_s, out_q, valid, box):
         out_q[box, c] = math.nan
 
 
+# columns of the per-interval table (row k: keyframe k → k+1 of the packed keyframes)
+_TH, _INV_SIN, _INV_DT = 0, 1, 2  # slerp half-angle, 1/sin of it, 1/(t[k+1] − t[k]) in 1/ns
+_C0, _DC = 3, 6  # centre at k, centre step (3 each)
+_S0, _DS = 9, 12  # size at k, size step (3 each)
+_Q0, _Q1 = 15, 19  # quaternion at k, quaternion at k+1 on its hemisphere (4 each)
+_INTERVAL_COLS = 24  # 23 used, padded to three cache lines
+
+
 @inline
-def _fill_box(offsets, ts, centers, sizes, rots, q1, theta, inv_sin, stationary, mode, n, k, tq, box,
+def _fill_box(offsets, ts, iv, centers, sizes, rots, stationary, mode, n, k, tq, box,
               out_c, out_s, out_q, valid):
     """Track ``n`` at time ``tq`` into output box ``box``. ``k`` is the track's interval
     cursor (at or before ``tq``'s interval); returns it walked forward."""
@@ -94,30 +102,42 @@ def _fill_box(offsets, ts, centers, sizes, rots, q1, theta, inv_sin, stationary,
     # interval k with ts[k] <= tq < ts[k+1], clamped to [a, b-2]
     while k < b - 2 and ts[k + 1] <= tq:
         k += 1
-    # centre linear, rotation slerp (extended past the ends for constant velocity)
-    u = float(tq - ts[k]) / float(ts[k + 1] - ts[k])
-    w, x, y, z, cx, cy, cz = interval_pose(rots, centers, q1, theta, inv_sin, k, u)
+    # the fraction from an exact int64 difference; centre linear and rotation slerped
+    # (both extended past the ends for constant velocity)
+    u = float(tq - ts[k]) * iv[k, _INV_DT]
+    th = iv[k, _TH]
+    s0, s1 = slerp_weights(th, iv[k, _INV_SIN], u)
+    w = s0 * iv[k, _Q0] + s1 * iv[k, _Q1]
+    x = s0 * iv[k, _Q0 + 1] + s1 * iv[k, _Q1 + 1]
+    y = s0 * iv[k, _Q0 + 2] + s1 * iv[k, _Q1 + 2]
+    z = s0 * iv[k, _Q0 + 3] + s1 * iv[k, _Q1 + 3]
+    if th == 0.0:
+        r = 1.0 / math.sqrt(w * w + x * x + y * y + z * z)
+        w *= r
+        x *= r
+        y *= r
+        z *= r
     valid[box] = True
     out_q[box, 0] = w
     out_q[box, 1] = x
     out_q[box, 2] = y
     out_q[box, 3] = z
-    out_c[box, 0] = cx
-    out_c[box, 1] = cy
-    out_c[box, 2] = cz
+    for c in range(3):
+        out_c[box, c] = iv[k, _C0 + c] + u * iv[k, _DC + c]
     # sizes are held past the ends, never extrapolated
     u = min(max(u, 0.0), 1.0)
     for c in range(3):
-        out_s[box, c] = sizes[k, c] + u * (sizes[k + 1, c] - sizes[k, c])
+        out_s[box, c] = iv[k, _S0 + c] + u * iv[k, _DS + c]
     return k
 
 
 @pjit
-def _interpolate_kernel(offsets, ts, centers, sizes, rots, q1, theta, inv_sin, stationary,
+def _interpolate_kernel(offsets, ts, iv, centers, sizes, rots, stationary,
                         times, order, mode, out_c, out_s, out_q, valid):
     """Boxes of every track at every time into ``out_c (T·N, 3)``, ``out_s (T·N, 3)``,
     ``out_q (T·N, 4)``, ``valid (T·N,)`` (the ``(T, N, ...)`` outputs, flattened: box
-    ``row · N + n``). ``times`` ascending; sorted time j goes to row ``order[j]``."""
+    ``row · N + n``). ``iv`` is the interval table (:func:`_interval_table`). ``times``
+    ascending; sorted time j goes to row ``order[j]``."""
     n_tracks = offsets.shape[0] - 1
     n_times = times.shape[0]
     track_blocks = (n_tracks + _TRACKS_PER_ITEM - 1) // _TRACKS_PER_ITEM
@@ -135,8 +155,29 @@ def _interpolate_kernel(offsets, ts, centers, sizes, rots, q1, theta, inv_sin, s
             tq = times[j]
             row = order[j] * n_tracks
             for n in range(n0, n1):
-                cursor[n - n0] = _fill_box(offsets, ts, centers, sizes, rots, q1, theta, inv_sin, stationary,
+                cursor[n - n0] = _fill_box(offsets, ts, iv, centers, sizes, rots, stationary,
                                            mode, n, cursor[n - n0], tq, row + n, out_c, out_s, out_q, valid)
+
+
+def _interval_table(ts: np.ndarray, centers: np.ndarray, sizes: np.ndarray, rots: np.ndarray) -> np.ndarray:
+    """``(K-1, _INTERVAL_COLS) float64``: row k prepares keyframe interval k → k+1 once (the
+    slerp angle, 1/sin and far quaternion of :func:`engine.pose_track.interval_table`,
+    1/Δt, the starts and steps of centre and size) so a box reads one contiguous row.
+    Rows that straddle two tracks are never read (their 1/Δt is 0)."""
+    k = max(len(ts) - 1, 0)
+    iv = np.zeros((k, _INTERVAL_COLS))
+    q1, theta, inv_sin = interval_table(rots)
+    dt = np.diff(ts).astype(np.float64)
+    iv[:, _TH] = theta
+    iv[:, _INV_SIN] = inv_sin
+    np.divide(1.0, dt, out=iv[:, _INV_DT], where=dt > 0)
+    iv[:, _C0:_C0 + 3] = centers[:k]
+    iv[:, _DC:_DC + 3] = centers[1:] - centers[:k]
+    iv[:, _S0:_S0 + 3] = sizes[:k]
+    iv[:, _DS:_DS + 3] = sizes[1:] - sizes[:k]
+    iv[:, _Q0:_Q0 + 4] = rots[:k]
+    iv[:, _Q1:_Q1 + 4] = q1
+    return iv
 
 
 @pjit
@@ -178,10 +219,9 @@ class TrackTable:
         centers: ``(K, 3) float64`` m, world frame. sizes: ``(K, 3) float64`` m (l, w, h).
         rotations: ``(K, 4) float64`` unit wxyz, box → world.
         stationary: ``(N,) bool``.
-        slerp_table: per keyframe row k, the interval k → k+1 prepared for slerp once (far
-            quaternion on the near hemisphere ``(K-1, 4)``, angle ``(K-1,)``, 1/sin
-            ``(K-1,)``; see :func:`engine.pose_track.interval_table`). Rows that straddle two
-            tracks are never read. Computed at construction.
+        intervals: ``(K-1, 24) float64``, per keyframe row k the interval k → k+1 prepared
+            once for interpolation (slerp table, 1/Δt, centre and size steps; see
+            :func:`_interval_table`). Computed at construction.
     """
 
     track_ids: tuple[str, ...]
@@ -191,10 +231,12 @@ class TrackTable:
     sizes: np.ndarray
     rotations: np.ndarray
     stationary: np.ndarray
-    slerp_table: tuple[np.ndarray, np.ndarray, np.ndarray] = field(init=False, repr=False)
+    intervals: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "slerp_table", interval_table(self.rotations))
+        object.__setattr__(
+            self, "intervals", _interval_table(self.timestamps_ns, self.centers, self.sizes, self.rotations)
+        )
 
     @staticmethod
     def from_tracks(tracks: Sequence[CuboidTrack]) -> "TrackTable":
@@ -334,10 +376,9 @@ def interpolate_tracks(
         sorted_times = np.ascontiguousarray(times[order])
     t, n = len(times), len(table)
     out_c, out_s, out_q, valid = _allocate_boxes(t, n, out_dtype)
-    q1, theta, inv_sin = table.slerp_table
     _interpolate_kernel(
-        table.offsets, table.timestamps_ns, table.centers, table.sizes, table.rotations,
-        q1, theta, inv_sin, table.stationary, sorted_times, order, _EXTRAPOLATION[extrapolation],
+        table.offsets, table.timestamps_ns, table.intervals, table.centers, table.sizes, table.rotations,
+        table.stationary, sorted_times, order, _EXTRAPOLATION[extrapolation],
         out_c.reshape(-1, 3), out_s.reshape(-1, 3), out_q.reshape(-1, 4), valid.reshape(-1),
     )
     return BoxFrames(times, table.track_ids, out_c, out_s, out_q, valid, "world")

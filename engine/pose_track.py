@@ -75,17 +75,50 @@ def pose_at(ts, q, t, q1, theta, inv_sin, tq, mode):
     return interval_pose(q, t, q1, theta, inv_sin, k, u)
 
 
+# odd Taylor coefficients of sin: x - x³/3! + x⁵/5! - ... (to x¹⁹)
+_SIN_TAYLOR = tuple((-1.0) ** i / math.factorial(2 * i + 1) for i in range(10))
+
+
+@inline
+def sin_quadrant(x):
+    """sin x for x in [0, π/2] by a fixed odd polynomial (Taylor to x¹⁹, Horner in x²):
+    the first omitted term is below 2.6e-16 there, so within a few ulp of ``math.sin``;
+    branch-free, no range reduction. Outside [0, π/2] use ``math.sin``."""
+    x2 = x * x
+    p = _SIN_TAYLOR[9]
+    p = p * x2 + _SIN_TAYLOR[8]
+    p = p * x2 + _SIN_TAYLOR[7]
+    p = p * x2 + _SIN_TAYLOR[6]
+    p = p * x2 + _SIN_TAYLOR[5]
+    p = p * x2 + _SIN_TAYLOR[4]
+    p = p * x2 + _SIN_TAYLOR[3]
+    p = p * x2 + _SIN_TAYLOR[2]
+    p = p * x2 + _SIN_TAYLOR[1]
+    return x + x * x2 * p
+
+
+@inline
+def slerp_weights(theta, inv_sin, u):
+    """Weights ``(s0, s1)`` of the near and far quaternion at fraction ``u`` of an interval
+    of half-angle ``theta`` (``inv_sin`` = 1/sin θ; both from :func:`interval_table`).
+
+    θ = 0 (below the slerp threshold) gives the linear weights; the caller normalises.
+    On the interval (0 ≤ u ≤ 1) both sine arguments lie in [0, θ] ⊂ [0, π/2] and go
+    through :func:`sin_quadrant`; extrapolation (u outside) uses ``math.sin``.
+    """
+    if theta == 0.0:
+        return 1.0 - u, u
+    if 0.0 <= u <= 1.0:
+        return sin_quadrant((1.0 - u) * theta) * inv_sin, sin_quadrant(u * theta) * inv_sin
+    return math.sin((1.0 - u) * theta) * inv_sin, math.sin(u * theta) * inv_sin
+
+
 @inline
 def interval_pose(q, t, q1, theta, inv_sin, k, u):
     """Pose at fraction ``u`` of interval ``k`` (slerp + lerp; ``u`` outside [0, 1]
     extrapolates) as ``(w, x, y, z, tx, ty, tz)``; tables from :func:`interval_table`."""
     th = theta[k]
-    if th == 0.0:
-        s0 = 1.0 - u
-        s1 = u
-    else:
-        s0 = math.sin((1.0 - u) * th) * inv_sin[k]
-        s1 = math.sin(u * th) * inv_sin[k]
+    s0, s1 = slerp_weights(th, inv_sin[k], u)
     w = s0 * q[k, 0] + s1 * q1[k, 0]
     x = s0 * q[k, 1] + s1 * q1[k, 1]
     y = s0 * q[k, 2] + s1 * q1[k, 2]
