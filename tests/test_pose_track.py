@@ -30,6 +30,44 @@ def test_matches_scipy_slerp_and_linear_translation(track):
     np.testing.assert_allclose(poses.translation, ref_t, atol=1e-9)
 
 
+def test_sin_quadrant_polynomial_matches_math_sin_on_its_range():
+    import math
+
+    import numba
+
+    from engine.pose_track import sin_quadrant
+
+    @numba.njit
+    def poly(xs):
+        return np.array([sin_quadrant(x) for x in xs])
+
+    xs = np.concatenate([np.linspace(0.0, np.pi / 2, 200_001), [1e-300, 1e-8, np.nextafter(np.pi / 2, 0)]])
+    got = poly(xs)
+    ref = np.array([math.sin(x) for x in xs])
+    assert np.abs(got - ref).max() <= 2 * np.spacing(1.0)
+    # relative accuracy near 0 too (the slerp weights divide by sin θ)
+    small = xs[(xs > 0) & (xs < 1e-3)]
+    assert (np.abs(poly(small) - np.sin(small)) <= 2 * np.spacing(np.sin(small))).all()
+
+
+@pytest.mark.parametrize("angle", [1e-9, 3e-6, 1e-3, 1.0, 2.5, 3.14])
+def test_any_angle_between_samples_matches_scipy(angle):
+    # rotation angles from below the slerp threshold to nearly half a turn between samples
+    # (the slerp half-angle θ up to ~π/2), random axes and sign flips (shortest arc)
+    rng = np.random.default_rng(8)
+    axes = rng.normal(size=(12, 3))
+    axes /= np.linalg.norm(axes, axis=1, keepdims=True)
+    rot = Rotation.from_rotvec(np.cumsum(axes * angle, axis=0))
+    q = rot.as_quat(scalar_first=True) * rng.choice([-1.0, 1.0], (12, 1))
+    ts = np.arange(12, dtype=np.int64) * 100_000_000
+    track = PoseTrack(ts, q, np.zeros((12, 3)))
+    times = rng.integers(ts[0], ts[-1] + 1, 5_000)
+    got = track.interpolate(times).rotation
+    ref = Slerp(ts.astype(np.float64), rot)(times.astype(np.float64)).as_quat(scalar_first=True)
+    assert quat.angle_between(got, ref).max() < 1e-9
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-15)
+
+
 def test_exact_at_sample_times_including_both_ends(track):
     poses = track.interpolate(track.timestamps_ns)
     assert quat.angle_between(poses.rotation, track.rotation).max() < 1e-7
