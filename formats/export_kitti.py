@@ -15,10 +15,11 @@ integers, otherwise numbered 0.. in the given order (the mapping is returned).
 
 Estimates (KITTI annotators judged these by eye):
 
-- ``truncated``: the fraction of the box's projected footprint outside the image, 0..1
-  (written with 2 decimals, as the object benchmark's float; the tracking readme's integer
-  levels read it with ``int(float(...))``). The footprint is the axis-aligned rectangle of
-  the 8 projected corners; a corner behind the camera makes it unbounded: 1.
+- ``truncated``: the tracking readme's integer level (it notes that this differs from the
+  object benchmark's float in [0, 1]) from the fraction of the box's projected footprint
+  outside the image: 0 (none), 1 (up to half), 2 (more than half). The footprint is the
+  axis-aligned rectangle of the 8 projected corners; a corner behind the camera makes it
+  unbounded: fraction 1.
 - ``occluded``: from the LiDAR points of the frame (``sweeps``, ego frame) that fall in the
   box (:func:`engine.points_in_boxes.points_in_boxes`) and project into the image: the
   fraction hidden in the camera's z-buffer (:func:`engine.zbuffer.zbuffer`, default splat and
@@ -100,6 +101,12 @@ def truncation(corners_uv: np.ndarray, width: int, height: int) -> np.ndarray:
     return out
 
 
+def truncation_level(fraction: np.ndarray) -> np.ndarray:
+    """KITTI tracking ``truncated`` ``(M,) int``: 0 (fraction 0), 1 (≤ 0.5), 2 (more)."""
+    f = np.asarray(fraction, dtype=np.float64)
+    return np.where(f <= 0.0, 0, np.where(f <= 0.5, 1, 2))
+
+
 def occlusion_level(in_image: np.ndarray, visible: np.ndarray) -> np.ndarray:
     """KITTI ``occluded`` ``(B,) int`` from the box points in the image and those visible."""
     n = np.asarray(in_image, dtype=np.float64)
@@ -148,7 +155,7 @@ def kitti_tracking_lines(
         proj = project_cuboids(c, s, q, [camera], samples_per_edge=1)
         k = kitti_from_camera_boxes(ref_from_ego.apply(c), s,
                                     quat.multiply(np.broadcast_to(ref_from_ego.rotation, q.shape), q))
-        truncated = truncation(proj.corners_uv[:, 0], width, height)
+        truncated = truncation_level(truncation(proj.corners_uv[:, 0], width, height))
         if sweeps is None:
             occluded = np.full(len(live), 3)
         else:
@@ -161,7 +168,7 @@ def kitti_tracking_lines(
             kind = types.get(track.category, track.category.replace(" ", "_"))
             values = (k["alpha"][j], *proj.boxes[j, 0], k["h"][j], k["w"][j], k["l"][j],
                       k["x"][j], k["y"][j], k["z"][j], k["rotation_y"][j])
-            lines.append(f"{f} {ids[track.track_id]} {kind} {truncated[j]:.2f} {occluded[j]} "
+            lines.append(f"{f} {ids[track.track_id]} {kind} {truncated[j]} {occluded[j]} "
                          + " ".join(f"{v:.6f}" for v in values))
     return lines
 

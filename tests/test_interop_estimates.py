@@ -12,7 +12,7 @@ import pytest
 
 from engine.cuboid import box_corners
 from engine.cuboid_interp import interpolate_tracks
-from formats.export_kitti import kitti_track_ids, kitti_tracking_lines, truncation
+from formats.export_kitti import kitti_track_ids, kitti_tracking_lines, truncation, truncation_level
 from formats.export_nuscenes import NuScenesSensorFiles, nuscenes_tables, token
 
 
@@ -58,7 +58,7 @@ def _ego_sweep(drive, f: int) -> np.ndarray:
 
 def _parse(line: str) -> dict:
     f = line.split()
-    return {"frame": int(f[0]), "id": int(f[1]), "truncated": float(f[3]), "occluded": int(f[4])}
+    return {"frame": int(f[0]), "id": int(f[1]), "truncated": int(f[3]), "occluded": int(f[4])}
 
 
 def test_kitti_truncated_and_occluded_match_numpy(drive):
@@ -69,7 +69,7 @@ def test_kitti_truncated_and_occluded_match_numpy(drive):
     lines = kitti_tracking_lines(tracks, times, drive.gnss, cam, sweeps=sweeps)
     by_id = {v: n for n, v in enumerate(kitti_track_ids(tracks).values())}
     boxes = interpolate_tracks(tracks, times).to_ego(drive.gnss)
-    levels = set()
+    levels, levels_t = set(), set()
     for r in map(_parse, lines):
         f, n = r["frame"], by_id[r["id"]]
         c, s, q = boxes.centers[f, n], boxes.sizes[f, n], boxes.rotations[f, n]
@@ -83,7 +83,8 @@ def test_kitti_truncated_and_occluded_match_numpy(drive):
             want = 1 - np.prod(inside) / np.prod(hi - lo)
         else:
             want = 1.0
-        assert abs(r["truncated"] - want) <= 0.005 + 1e-9
+        assert r["truncated"] == (0 if want <= 1e-9 else 1 if want <= 0.5 else 2), (r, want)
+        levels_t.add(r["truncated"])
         # occluded: hidden fraction of the box's in-image points
         pts = sweeps[f].astype(np.float64)
         box_pts = ref_inside(pts, c, s, q)
@@ -94,6 +95,7 @@ def test_kitti_truncated_and_occluded_match_numpy(drive):
         assert r["occluded"] == want_level, (r, n_img, n_vis)
         levels.add(r["occluded"])
     assert len(lines) > 5 and levels - {3}, levels  # some boxes carry LiDAR evidence
+    assert len(levels_t) > 1, levels_t
 
 
 def test_truncation_edge_cases():
@@ -105,6 +107,7 @@ def test_truncation_edge_cases():
     nan[0, 0] = np.nan
     assert truncation(nan, 100, 100)[0] == 1.0  # a corner behind the camera
     assert truncation(np.zeros((0, 8, 2)), 10, 10).shape == (0,)
+    assert truncation_level(np.array([0.0, 1e-6, 0.5, 0.51, 1.0])).tolist() == [0, 1, 1, 2, 2]
 
 
 def test_nuscenes_counts_and_visibility_match_numpy(drive):
