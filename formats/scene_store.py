@@ -64,14 +64,26 @@ interpolated there (tracks are not extrapolated beyond their keyframes)::
 ego frame at the frame timestamp; rotations are box → frame. It is one of the frame's files:
 written atomically before the sidecar and listed with its size and SHA-256.
 
-Durability and resumability: every file is written to a temporary file in its directory,
-fsynced and renamed over its final name (``os.replace``), so no reader ever sees half a file.
-A frame's sidecar ``frames/NNNNNN.json`` is written after its data files (and removed first when
-a frame is rewritten), and a frame counts as *finished* only when its sidecar exists and every
-file it names exists with the recorded size and SHA-256. The directories the data files were
-renamed into are fsynced once per frame, before the sidecar is written, so a durable sidecar
-implies durable data files. Each SHA-256 is computed once, from the bytes while they are
-written. :meth:`SceneWriter.finished_entries` answers which frames a resumed job may skip
+Atomicity, durability and resumability: every file is written to a temporary file in its
+directory and renamed over its final name (``os.replace``), so no reader ever sees half a
+file. A frame's sidecar ``frames/NNNNNN.json`` is written after its data files (and removed
+first when a frame is rewritten), and a frame counts as *finished* only when its sidecar
+exists and every file it names exists with the recorded size and SHA-256. Each SHA-256 is
+computed once, from the bytes while they are written.
+
+Frame files are not fsynced by default. They are derived data whose hashes are recorded and
+checked on resume: after a power loss a frame file may come back empty, short or zeroed even
+though its rename survived, and its sidecar may be lost or torn — each of these makes the
+frame unfinished (hash mismatch, unreadable or missing sidecar), so the resumed job redoes
+exactly those frames. A per-file fsync would only move that redo into a slower first run.
+The commit point is the manifest: :meth:`SceneWriter.finalize` fsyncs the files of every
+frame it lists (cheap for files the kernel has written back already) and their directory,
+then writes ``scene.json`` atomically with fsync of the file and the directory, so a
+durable manifest never names data that is not on disk. ``SceneWriter(durable=True)``
+(``fathom prepare --fsync-frames``) fsyncs each frame's files and directory before its
+sidecar instead, for those who want each sidecar to mean "on disk" on its own.
+
+:meth:`SceneWriter.finished_entries` answers which frames a resumed job may skip
 (verifying their hashes); :meth:`SceneWriter.finalize` rewrites ``scene.json`` with all
 finished frames, trusting the entries it is given (those a job wrote or verified itself) and
 verifying only the others (call it at the end of a job, or after each batch to publish frames
@@ -392,44 +404,59 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def _replace_files(files: Sequence[tuple[Path, bytes | memoryview | pa.Buffer]]) -> list[StoredFile]:
+def _replace_files(files: Sequence[tuple[Path, bytes | memoryview | pa.Buffer]], durable: bool
+                   ) -> list[StoredFile]:
     """Replace each ``path`` with its ``data`` atomically: every temp file (in the path's
-    directory) written, then every one fsynced (the first fsync's journal commit carries most
-    of the others), then each renamed over its path. The caller fsyncs the directories.
-    Returns the :class:`StoredFile` of each (SHA-256 of the bytes written)."""
-    opened: list[tuple[Path, str, Any]] = []
+    directory) written, with ``durable`` then every one fsynced (the first fsync's journal
+    commit carries most of the others), then each renamed over its path. The caller fsyncs
+    the directories. Returns the :class:`StoredFile` of each (SHA-256 of the bytes written)."""
+    temps: list[tuple[Path, Path]] = []
     out = []
     try:
         for path, data in files:
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-            fh = os.fdopen(fd, "wb")
-            opened.append((path, tmp, fh))
-            view = memoryview(data)
-            fh.write(view)
-            fh.flush()
+            temps.append((path, Path(tmp)))
+            view = memoryview(data).cast("B")
+            try:
+                done = 0
+                while done < view.nbytes:
+                    done += os.write(fd, view[done:])
+            finally:
+                os.close(fd)
             out.append(StoredFile(str(path), view.nbytes, hashlib.sha256(view).hexdigest()))
-        for _, _, fh in opened:
-            os.fsync(fh.fileno())
-        for _, _, fh in opened:
-            fh.close()
-        for path, tmp, _ in opened:
+        if durable:
+            _fsync_files([tmp for _, tmp in temps], directories=False)
+        for path, tmp in temps:
             os.replace(tmp, path)
     except BaseException:
-        for _, tmp, fh in opened:
-            fh.close()
-            Path(tmp).unlink(missing_ok=True)
+        for _, tmp in temps:
+            tmp.unlink(missing_ok=True)
         raise
     return out
 
 
-def atomic_write(path: Path, data: bytes | memoryview | pa.Buffer) -> StoredFile:
-    """Write ``data`` to ``path`` atomically (temp file in the same directory, fsync, rename,
-    fsync of the directory). Returns the :class:`StoredFile` (path as given, size, SHA-256).
-    """
+def atomic_write(path: Path, data: bytes | memoryview | pa.Buffer, durable: bool = True) -> StoredFile:
+    """Write ``data`` to ``path`` atomically (temp file in the same directory, rename; with
+    ``durable`` the file and then its directory fsynced). Returns the :class:`StoredFile`
+    (path as given, size, SHA-256)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    [stored] = _replace_files([(path, data)])
-    _fsync_dir(path.parent)
+    [stored] = _replace_files([(path, data)], durable)
+    if durable:
+        _fsync_dir(path.parent)
     return stored
+
+
+def _fsync_files(paths: Sequence[Path], directories: bool = True) -> None:
+    """fsync each file, then (``directories``) each directory holding them, which makes
+    the renames into them durable."""
+    for path in paths:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    for d in sorted({p.parent for p in paths}) if directories else ():
+        _fsync_dir(d)
 
 
 def _sha256_file(path: Path) -> str:
@@ -596,6 +623,8 @@ class SceneWriter:
 
     Constructing it on an existing directory checks that the header (scene id, origin,
     sensors) is the one already there (``ValueError`` otherwise) and keeps its frames.
+    ``durable``: fsync every frame's files as they are written (see the module docstring;
+    by default only :meth:`finalize` syncs, once for all the frames it lists).
     """
 
     def __init__(
@@ -606,8 +635,10 @@ class SceneWriter:
         origin: SceneOrigin = SceneOrigin(),
         lidars: Sequence[Lidar] = (),
         cameras: Sequence[Camera] = (),
+        durable: bool = False,
     ) -> None:
         self.dir = Path(scene_dir).resolve()
+        self.durable = bool(durable)
         manifest = self.dir / MANIFEST
         _name(scene_id, manifest, "scene_id")
         names = [l.name for l in lidars] + [c.name for c in cameras]
@@ -695,9 +726,11 @@ class SceneWriter:
         for d in dirs:
             d.mkdir(parents=True, exist_ok=True)
         stored = {rel: StoredFile(rel, f.bytes, f.sha256)
-                  for (rel, _), f in zip(files, _replace_files([(self.dir / rel, data) for rel, data in files]))}
-        for d in dirs:  # the renames are durable before the sidecar names them
-            _fsync_dir(d)
+                  for (rel, _), f in zip(files, _replace_files([(self.dir / rel, data) for rel, data in files],
+                                                               self.durable))}
+        if self.durable:
+            for d in dirs:  # the renames are durable before the sidecar names them
+                _fsync_dir(d)
         entry = FrameEntry(
             index=index, timestamp_ns=int(timestamp_ns), world_from_ego=world_from_ego,
             n_points=len(points), points=stored[files[0][0]],
@@ -709,7 +742,7 @@ class SceneWriter:
         )
         side = self._sidecar(index)
         text = json.dumps(_entry_to_json(entry))
-        atomic_write(side, text.encode())
+        atomic_write(side, text.encode(), durable=self.durable)
         # as a resumed job reads it back: the manifest depends on the sidecar's bytes only
         return _entry_from_json(json.loads(text), side)
 
@@ -761,7 +794,8 @@ class SceneWriter:
 
     def finalize(self, verify: Literal["size", "sha256"] = "sha256",
                  known: Mapping[int, FrameEntry] | None = None) -> list[FrameEntry]:
-        """Rewrite ``scene.json`` atomically listing every finished frame; returns them.
+        """Rewrite ``scene.json`` atomically and durably listing every finished frame; returns
+        them. The commit point: the files of the frames it lists are fsynced first.
 
         ``known``: entries the caller wrote (``write_frame``'s return value) or verified
         (``finished_entries``) itself; they are listed as given, every other sidecar is
@@ -771,6 +805,7 @@ class SceneWriter:
         found = self._entries(verify, set(known))
         found.update(known)
         entries = [e for _, e in sorted(found.items())]
+        _fsync_files([self.dir / f.file for e in entries for f in e.files()])
         doc = dict(self.header, frames=[_entry_to_json(e) for e in entries])
         atomic_write(self.dir / MANIFEST, json.dumps(doc, indent=1).encode())
         return entries

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -23,14 +24,14 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     from server.prepare import PrepareOptions, Progress, prepare
     from formats.raw_log import read_log
 
-    options = PrepareOptions(colorize=not args.no_colorize)
+    options = PrepareOptions(colorize=not args.no_colorize, visibility=not args.no_visibility)
     out = Path(args.out)
     status = 0
     for log_dir in args.logs:
         log = read_log(log_dir)
         scene_dir = out if len(args.logs) == 1 else out / log.log_id
         summary = prepare(log_dir, scene_dir, options=options, workers=args.workers, dask=args.dask,
-                          progress=Progress(len(log.frames)).update)
+                          durable=args.fsync_frames, progress=Progress(len(log.frames)).update)
         for line in summary.lines():
             print(line)
         status = status or (1 if summary.failed else 0)
@@ -100,9 +101,13 @@ def build_parser() -> argparse.ArgumentParser:
     prep = sub.add_parser("prepare", help="raw log(s) → prepared scene(s)")
     prep.add_argument("logs", nargs="+", help="raw-log directories")
     prep.add_argument("--out", required=True, help="scene directory (one log) or parent directory (several)")
-    prep.add_argument("--workers", type=int, default=1, help="local worker processes")
+    prep.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                      help="local worker processes (default: the number of CPUs)")
     prep.add_argument("--dask", default=None, help="dask scheduler address tcp://host:port, or 'local'")
     prep.add_argument("--no-colorize", action="store_true")
+    prep.add_argument("--no-visibility", action="store_true", help="no per-camera camera_mask column")
+    prep.add_argument("--fsync-frames", action="store_true",
+                      help="fsync each frame's files as written (default: once, before the manifest)")
     prep.set_defaults(func=_cmd_prepare)
 
     serve = sub.add_parser("serve", help="serve prepared scenes over HTTP")

@@ -115,13 +115,13 @@ class Summary:
         return out
 
 
-def scene_writer(log: RawLog, scene_dir: Path) -> SceneWriter:
+def scene_writer(log: RawLog, scene_dir: Path, durable: bool = False) -> SceneWriter:
     if len(log.cameras) > MAX_CAMERAS:
         raise ValueError(f"log {log.log_id!r} has {len(log.cameras)} cameras; a scene holds at most "
                          f"{MAX_CAMERAS} (camera_mask is a uint32 bit mask)")
     return SceneWriter(
         scene_dir, scene_id=log.log_id, origin=log.origin,
-        lidars=[Lidar(l.name, l.ego_from_sensor) for l in log.lidars], cameras=log.cameras,
+        lidars=[Lidar(l.name, l.ego_from_sensor) for l in log.lidars], cameras=log.cameras, durable=durable,
     )
 
 
@@ -137,10 +137,10 @@ class _Job:
 
 
 @lru_cache(maxsize=4)
-def _job(log_dir: str, scene_dir: str) -> _Job:
+def _job(log_dir: str, scene_dir: str, durable: bool) -> _Job:
     log = read_log(log_dir)
     tracks = log.labels()
-    return _Job(log, log.world_from_ego(), scene_writer(log, Path(scene_dir)),
+    return _Job(log, log.world_from_ego(), scene_writer(log, Path(scene_dir), durable),
                 TrackTable.from_tracks(tracks) if tracks else None, tuple(t.category for t in tracks))
 
 
@@ -252,8 +252,10 @@ def _box_ids(job: _Job, boxes: FrameBoxes, rows: np.ndarray, xyz: np.ndarray, of
     return out
 
 
-def prepare_frame(log_dir: str, scene_dir: str, index: int, options: PrepareOptions) -> FrameResult:
-    """Prepare frame ``index`` of the log into the scene; never raises (errors are reported)."""
+def prepare_frame(log_dir: str, scene_dir: str, index: int, options: PrepareOptions, durable: bool = False
+                  ) -> FrameResult:
+    """Prepare frame ``index`` of the log into the scene; never raises (errors are reported).
+    ``durable``: fsync the frame's files before its sidecar (``SceneWriter(durable=True)``)."""
     start = time.perf_counter()
     stages: dict[str, float] = {}
     clock = [start]
@@ -264,7 +266,7 @@ def prepare_frame(log_dir: str, scene_dir: str, index: int, options: PrepareOpti
         clock[0] = now
 
     try:
-        job = _job(log_dir, scene_dir)
+        job = _job(log_dir, scene_dir, durable)
         log, track = job.log, job.track
         frame = log.frames[index]
         columns = world_points(log, track, index)
@@ -346,12 +348,15 @@ def prepare(
     options: PrepareOptions = PrepareOptions(),
     workers: int = 1,
     dask: str | None = None,
+    durable: bool = False,
     progress: Callable[[FrameResult], None] | None = None,
 ) -> Summary:
     """Prepare one raw log into ``scene_dir``; rerunning skips finished frames.
 
     ``workers`` > 1 uses local processes; ``dask`` is a scheduler address
     (``tcp://host:port``) or ``"local"`` for a LocalCluster of ``workers`` processes.
+    ``durable``: fsync every frame's files as it is written; by default the frames are
+    fsynced once, by the final ``finalize`` (see ``formats.scene_store``).
     """
     log_dir, scene_dir = str(Path(log_dir).resolve()), str(Path(scene_dir).resolve())
     start = time.perf_counter()
@@ -364,7 +369,7 @@ def prepare(
     report = progress or (lambda r: None)
     for i in sorted(entries):
         report(FrameResult(i, True, skipped=True))
-    for result in _run(log_dir, scene_dir, todo, options, workers, dask):
+    for result in _run(log_dir, scene_dir, todo, options, workers, dask, durable):
         report(result)
         for name, sec in result.stages.items():
             summary.stage_seconds[name] = summary.stage_seconds.get(name, 0.0) + sec
@@ -389,18 +394,18 @@ def _start_worker(threads: int) -> None:
 
 
 def _run(log_dir: str, scene_dir: str, todo: Sequence[int], options: PrepareOptions, workers: int,
-         dask: str | None) -> Iterable[FrameResult]:
+         dask: str | None, durable: bool) -> Iterable[FrameResult]:
     if dask is not None:
-        yield from _run_dask(log_dir, scene_dir, todo, options, workers, dask)
+        yield from _run_dask(log_dir, scene_dir, todo, options, workers, dask, durable)
     elif workers > 1:
-        yield from _run_processes(log_dir, scene_dir, todo, options, workers)
+        yield from _run_processes(log_dir, scene_dir, todo, options, workers, durable)
     else:
         for i in todo:
-            yield prepare_frame(log_dir, scene_dir, i, options)
+            yield prepare_frame(log_dir, scene_dir, i, options, durable)
 
 
 def _run_dask(log_dir: str, scene_dir: str, todo: Sequence[int], options: PrepareOptions, workers: int,
-              dask: str) -> Iterable[FrameResult]:
+              dask: str, durable: bool) -> Iterable[FrameResult]:
     from distributed import Client, LocalCluster, as_completed
 
     cluster = LocalCluster(n_workers=max(workers, 1), threads_per_worker=1, processes=True,
@@ -408,7 +413,7 @@ def _run_dask(log_dir: str, scene_dir: str, todo: Sequence[int], options: Prepar
     client = Client(cluster if cluster is not None else dask)
     try:
         futures = client.map(prepare_frame, [log_dir] * len(todo), [scene_dir] * len(todo), todo,
-                             [options] * len(todo), pure=False)
+                             [options] * len(todo), [durable] * len(todo), pure=False)
         for fut in as_completed(futures):
             yield fut.result()
     finally:
@@ -418,7 +423,7 @@ def _run_dask(log_dir: str, scene_dir: str, todo: Sequence[int], options: Prepar
 
 
 def _run_processes(log_dir: str, scene_dir: str, todo: Sequence[int], options: PrepareOptions,
-                   workers: int) -> Iterable[FrameResult]:
+                   workers: int, durable: bool) -> Iterable[FrameResult]:
     """``workers - 1`` spawned processes plus this one: this process prepares frames itself
     between collecting results, so no core idles while the others start (a spawned worker
     takes seconds to import and load its kernels). Frames go out in order to the workers,
@@ -437,10 +442,10 @@ def _run_processes(log_dir: str, scene_dir: str, todo: Sequence[int], options: P
         try:
             while queue or pending:
                 while queue and len(pending) < depth:
-                    pending.add(pool.submit(prepare_frame, log_dir, scene_dir, queue.popleft(), options))
+                    pending.add(pool.submit(prepare_frame, log_dir, scene_dir, queue.popleft(), options, durable))
                 done = {f for f in pending if f.done()}
                 if queue:
-                    yield prepare_frame(log_dir, scene_dir, queue.pop(), options)
+                    yield prepare_frame(log_dir, scene_dir, queue.pop(), options, durable)
                 elif not done:
                     done = wait(pending, return_when=FIRST_COMPLETED).done
                 for fut in done:

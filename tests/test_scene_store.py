@@ -244,3 +244,36 @@ def test_recorded_hashes_are_the_files_and_finalize_trusts_known_entries(tmp_pat
     assert [e.index for e in w.finalize()] == [0, 1]
     assert [e.index for e in w.finalize(known=entries)] == [0, 1, 2]
     assert [e.index for e in w.finalize(known={0: entries[0]})] == [0, 1]
+
+
+@pytest.mark.parametrize("durable", [False, True])
+def test_frames_are_fsynced_by_finalize_or_as_written(tmp_path, monkeypatch, durable):
+    """Default: writing a frame fsyncs nothing; finalize fsyncs every file it lists and their
+    directories before the manifest. ``durable=True``: each frame's files, its directory and
+    its sidecar are fsynced as it is written. The bytes are the same either way."""
+    import os
+
+    w = SceneWriter(tmp_path / "s", scene_id="s", cameras=[camera()], durable=durable)
+    synced: list[str] = []
+    real = os.fsync
+
+    def fsync(fd):
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    entries = {i: w.write_frame(i, T0 + i * DT, ego_pose(i), points_table(frame_xyz(i)),
+                                [points_table(frame_xyz(i)[::3])], images={"CAM_FRONT": jpeg(i)}) for i in range(2)}
+    frames = tmp_path / "s" / "frames"
+    if durable:
+        # per frame: 3 files (as temporaries), the directory, the sidecar (temporary) and the directory
+        assert len(synced) == 2 * 6 and synced.count(str(frames)) == 4
+        assert sum(".000000.json." in s for s in synced) == 1
+    else:
+        assert synced == []
+    synced.clear()
+    w.finalize(known=entries)
+    listed = {str(tmp_path / "s" / f.file) for e in entries.values() for f in e.files()}
+    assert listed <= set(synced) and str(frames) in synced
+    assert synced[-2:] == [synced[-2], str(tmp_path / "s")] and ".scene.json." in synced[-2]
+    assert synced.index(str(frames)) < len(synced) - 2  # data before the manifest
