@@ -45,6 +45,7 @@ import numpy as np
 from engine import quaternion as quat
 from engine.geodesy import Origin, enu_rotation, geodetic_to_enu
 from engine.pose_track import PoseTrack
+from engine.se3 import SE3
 
 YawConvention = Literal["enu", "ned"]
 
@@ -198,3 +199,16 @@ def from_pose_table(timestamps_ns: np.ndarray, table: np.ndarray) -> PoseTrack:
     if rows.shape != (len(ts), 7):
         raise ValueError(f"pose table must have shape ({len(ts)}, 7) {POSE_TABLE_COLUMNS}, got {rows.shape}")
     return _sorted_track(ts, rows[:, 3:], rows[:, :3])
+
+
+def with_extra_samples(track: PoseTrack, extra: Iterable[tuple[np.ndarray, SE3]]) -> PoseTrack:
+    """``track`` plus the samples ``(timestamps_ns (K,) int64, world_from_ego SE3 (K,))`` of
+    ``extra`` at the times it lacks (earlier sources win a shared timestamp), e.g. ego poses
+    derived from camera poses between LiDAR poses."""
+    ts, t, q = [track.timestamps_ns], [track.translation], [track.rotation]
+    seen = set(track.timestamps_ns.tolist())
+    for times, poses in extra:
+        new = np.array([x not in seen for x in times.tolist()], dtype=bool)
+        seen.update(times[new].tolist())
+        ts.append(times[new]), t.append(poses.translation[new]), q.append(poses.rotation[new])
+    return from_pose_table(np.concatenate(ts), np.hstack([np.vstack(t), np.vstack(q)]))

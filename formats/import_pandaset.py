@@ -36,7 +36,7 @@ import numpy as np
 from engine import quaternion as quat
 from engine.camera import Camera, CameraIntrinsics
 from engine.cuboid import CuboidTrack
-from engine.pose_sources import from_pose_table
+from engine.pose_sources import from_pose_table, with_extra_samples
 from engine.pose_track import PoseTrack
 from engine.se3 import SE3
 from engine.sweep import Sweep
@@ -158,24 +158,13 @@ def import_pandaset(seq_dir: str | os.PathLike, log_dir: str | os.PathLike, *, i
                 rel = f"camera/{cam_dir.name}/{i:06d}.jpg"
                 link_or_copy(jpg, out / rel)
                 frames[i]["images"][cam_dir.name] = {"path": rel, "timestamp_ns": int(t_img)}
-    write_pose_table(out, _merged(track, extra_poses))
+    write_pose_table(out, with_extra_samples(track, extra_poses))
     tracks = _tracks(seq, times, offset)
     write_labels(out, tracks)
     write_log_manifest(out, log_id=f"pandaset-{seq.name}", origin=SceneOrigin(enu_offset_m=tuple(offset)),
                        lidars=[LogLidar(LIDAR_NAMES[s], s, SE3.identity(), "pcd") for s in sorted(present)],
                        cameras=cameras, frames=frames, labels="labels.json")
     return out
-
-
-def _merged(track: PoseTrack, extra: list[tuple[np.ndarray, SE3]]) -> PoseTrack:
-    """The LiDAR pose track plus ego poses derived from camera poses at times it lacks."""
-    ts, t, q = [track.timestamps_ns], [track.translation], [track.rotation]
-    seen = set(track.timestamps_ns.tolist())
-    for times, poses in extra:
-        new = np.array([x not in seen for x in times.tolist()])
-        seen.update(times[new].tolist())
-        ts.append(times[new]), t.append(poses.translation[new]), q.append(poses.rotation[new])
-    return from_pose_table(np.concatenate(ts), np.hstack([np.vstack(t), np.vstack(q)]))
 
 
 def _tracks(seq: Path, times: np.ndarray, offset: np.ndarray) -> list[CuboidTrack]:

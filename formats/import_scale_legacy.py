@@ -52,14 +52,13 @@ import numpy as np
 
 from engine.camera import Camera, CameraIntrinsics
 from engine.cuboid import CuboidTrack
-from engine.pose_sources import from_pose_table
+from engine.pose_sources import from_pose_table, with_extra_samples
 from engine.se3 import SE3
 from engine.sweep import Sweep
 from formats.conventions import lwh_from_scale_dimensions, quaternion_from_legacy_heading, rotation_from_scale_yaw
 from formats.errors import FormatError
 from formats.jpeg import decode_jpeg
 from formats.pcd import write_pcd
-from formats.import_pandaset import _merged as merge_pose_tracks
 from formats.raw_log import LogLidar, link_or_copy, write_labels, write_log_manifest, write_pose_table
 from formats.scene_store import SceneOrigin
 
@@ -240,7 +239,7 @@ def import_scale_legacy(
         stamps = np.array([r[1] for r in cam_poses[name]], dtype=np.int64)
         rows = [r[2] @ ego_from_cam.inverse() for r in cam_poses[name]]
         extra.append((stamps, SE3(np.array([r.rotation for r in rows]), np.array([r.translation for r in rows]))))
-    write_pose_table(out, merge_pose_tracks(track, extra))
+    write_pose_table(out, with_extra_samples(track, extra))
     tracks = [] if annotations is None else _tracks(Path(annotations), times, offset)
     write_labels(out, tracks)
     write_log_manifest(out, log_id=f"scale-{src.name}", origin=SceneOrigin(enu_offset_m=tuple(offset)),

@@ -13,7 +13,9 @@ from engine.pose_sources import (
     from_nuscenes_ego_poses,
     from_pose_table,
     local_orientation,
+    with_extra_samples,
 )
+from engine.se3 import SE3
 
 ORIGIN = Origin(48.98, 8.39, 115.0)  # Karlsruhe, where KITTI drove
 
@@ -237,3 +239,13 @@ def test_pose_table():
         from_pose_table(ts.astype(np.float64), np.column_stack([t, q]))
     with pytest.raises(ValueError, match="zero-norm"):
         from_pose_table(ts, np.column_stack([t, np.zeros((4, 4))]))
+
+
+def test_extra_samples_fill_only_missing_times_and_the_first_source_wins():
+    base = from_pose_table(np.array([0, 200], np.int64), np.array([[0, 0, 0, 1, 0, 0, 0], [2, 0, 0, 1, 0, 0, 0]], float))
+    q = quat.from_yaw(np.array([0.3, 0.6]))
+    extra = (np.array([200, 100], np.int64), SE3(q, np.array([[9.0, 9, 9], [1.0, 5, 0]])))
+    got = with_extra_samples(base, [extra])
+    assert got.timestamps_ns.tolist() == [0, 100, 200]
+    np.testing.assert_array_equal(got.translation, [[0, 0, 0], [1, 5, 0], [2, 0, 0]])  # 200 kept from base
+    np.testing.assert_allclose(got.rotation[1], q[1], atol=1e-15)
