@@ -1,21 +1,23 @@
 """Numba parser for whitespace-separated numbers in raw bytes (ASCII PCD and PLY bodies).
 
-One kernel walks the bytes once and writes each value straight into an ``(N, C) int64``
-table whose memory is also viewed as ``float64``: integer columns store their value
-(unsigned ones their bit pattern), float columns their float64. Decimal floats take the
-exact fast path (mantissa ≤ 2**53 and ``|exponent| ≤ 22`` → one correctly rounded
-multiply or divide); the rare token outside it is recorded and re-parsed by Python's
-``float`` afterwards, so every value is the correctly rounded one.
+One kernel walks the bytes once and writes each value straight into its column, in the
+column's final dtype: integers are range-checked against that dtype, decimal floats take
+the exact fast path (mantissa ≤ 2**53 and ``|exponent| ≤ 22`` → one correctly rounded
+float64 multiply or divide, then rounded to the column dtype); the rare token outside it
+is recorded and re-parsed by Python's ``float`` afterwards, so every value is the
+correctly rounded one.
 
 Per-column ``kinds``: ``FLOAT``, ``INT``, ``UINT``, ``PACKED_RGB`` (a PCD ``rgb`` stored as
 float: an integer token is the packed uint32 as PCL writes it, a decimal token is the
-float whose bits hold the colour, as Open3D reads it; the uint32 is stored), ``SKIP`` (one
-token, not stored) and ``SKIP_LIST`` (a count token then that many tokens, not stored).
+float whose bits hold the colour, as Open3D reads it; the float32 column holds the packed
+bits), ``SKIP`` (one token, not stored) and ``SKIP_LIST`` (a count token then that many
+tokens, not stored).
 """
 
 from __future__ import annotations
 
 import numpy as np
+from numba.cpython.unsafe.numbers import trailing_zeros
 
 from engine._jit import inline, jit, pjit, prange
 from formats.errors import FormatError
@@ -23,22 +25,20 @@ from formats.errors import FormatError
 FLOAT, INT, UINT, PACKED_RGB, SKIP, SKIP_LIST = 0, 1, 2, 3, 4, 5
 
 # kernel status codes
-_OK, _BAD_TOKEN, _EOF, _SHORT_ROW, _LONG_ROW, _OVERFLOW, _TRAILING, _BLANK_LINES = 0, 1, 2, 3, 4, 5, 6, 7
+_OK, _BAD_TOKEN, _EOF, _SHORT_ROW, _LONG_ROW, _RANGE, _TRAILING, _BLANK_LINES = 0, 1, 2, 3, 4, 5, 6, 7
+
+# storage codes: the view of the output memory a column is written through (unsigned
+# integers are stored by their bit pattern in the signed view of their size)
+_S8, _S16, _S32, _S64, _F32, _F64 = 0, 1, 2, 3, 4, 5
+_VIEWS = (np.int8, np.int16, np.int32, np.int64, np.float32, np.float64)
 
 _POW10 = np.array([10.0**k for k in range(23)], dtype=np.float64)
+_POW10_INT = np.array([10**k for k in range(9)], dtype=np.uint64)
 _TWO53 = 1 << 53
+_BIG_EXP = 100000  # exponents from here on are not accumulated further (slow path)
 
 CHUNK_BYTES = 1 << 18
-"""Target size of the line-aligned chunks :func:`parse_table` parses in parallel."""
-
-
-@inline
-def _at_end(buf: np.ndarray, i: int, n: int) -> bool:
-    """True where a token must end: end of data, a blank (space, tab, CR, VT, FF) or a newline."""
-    if i >= n:
-        return True
-    ch = buf[i]
-    return ch == 32 or ch == 9 or ch == 13 or ch == 10 or ch == 11 or ch == 12
+"""Target size of the line-aligned chunks :func:`parse_columns` parses in parallel."""
 
 
 @inline
@@ -79,90 +79,65 @@ def _special(buf: np.ndarray, i: int, end: int, neg: bool) -> tuple[int, float]:
 
 
 @inline
-def _scan_float(buf: np.ndarray, pos: int, n: int) -> tuple[int, float, int]:
-    """One pass over a decimal token: (0 ok | 1 not a number | 2 valid, outside the fast path; value; end).
+def _is_blank(ch: np.uint8) -> bool:
+    """Space, tab, CR, VT or FF (a newline is not a blank)."""
+    return ch == 32 or ch == 9 or ch == 13 or ch == 11 or ch == 12
 
-    Digits and the point are read in one loop; ``mant`` gathers every digit (it may wrap
-    once more than 19 significant digits came, which sends the token to the slow path),
-    so the value is ``mant * 10**(exponent - digits after the point)``.
-    """
-    i = pos
+
+@jit
+def _tail_word(buf: np.ndarray, i: int, n_buf: int) -> np.uint64:
+    """The bytes ``buf[i:i + 8]`` as a little-endian ``uint64``, blanks past ``n_buf``."""
+    w = np.uint64(0x2020202020202020)
+    for k in range(min(8, n_buf - i)):
+        w = (w & ~(np.uint64(0xFF) << np.uint64(8 * k))) | (np.uint64(buf[i + k]) << np.uint64(8 * k))
+    return w
+
+
+@jit
+def _significant_digits(buf: np.ndarray, i: int, end: int) -> int:
+    """Mantissa digits of ``buf[i:end]`` (digits and at most one point) from the first non-zero one."""
+    while i < end and (buf[i] == 48 or buf[i] == 46):
+        i += 1
+    n_sig = 0
+    while i < end:
+        n_sig += buf[i] != 46
+        i += 1
+    return n_sig
+
+
+@jit
+def _scan_exponent(buf: np.ndarray, i: int, n: int) -> tuple[int, int, int]:
+    """Signed exponent digits from ``buf[i]`` (after the ``e``): (0 ok | 1 no digits | 2 too
+    large for the fast path, exponent, end)."""
     neg = False
-    if buf[i] == 45 or buf[i] == 43:  # - +
+    if i < n and (buf[i] == 45 or buf[i] == 43):
         neg = buf[i] == 45
         i += 1
-    mant = np.uint64(0)
-    n_sig = 0  # digits from the first non-zero one
-    n_digits = 0
-    dot = -1  # digits before the point
-    while i < n:
-        d = np.uint64(buf[i]) - np.uint64(48)
-        if d < np.uint64(10):
-            mant = mant * np.uint64(10) + d
-            n_sig += mant != np.uint64(0)
-            n_digits += 1
-        elif buf[i] == 46 and dot < 0:  # .
-            dot = n_digits
-        else:
-            break
-        i += 1
-    if n_digits == 0:
-        end = _token_end(buf, i, n)
-        if dot >= 0:
-            return 1, 0.0, end
-        st, v = _special(buf, i, end, neg)
-        return st, v, end
-    exp10 = 0 if dot < 0 else dot - n_digits
-    if i < n and (buf[i] == 101 or buf[i] == 69):  # e E
-        i += 1
-        eneg = False
-        if i < n and (buf[i] == 45 or buf[i] == 43):
-            eneg = buf[i] == 45
-            i += 1
-        e = 0
-        n_exp = 0
-        while i < n:
-            d = np.int64(buf[i]) - 48
-            if d < 0 or d > 9:
-                break
-            if e < 100000:
-                e = e * 10 + d
-            n_exp += 1
-            i += 1
-        if n_exp == 0:
-            return 1, 0.0, i
-        exp10 += -e if eneg else e
-    if not _at_end(buf, i, n):
-        return 1, 0.0, i
-    if n_sig == 0:
-        return 0, -0.0 if neg else 0.0, i
-    if n_sig > 19 or mant > np.uint64(_TWO53) or exp10 > 22 or exp10 < -22:
-        return 2, 0.0, i
-    v = np.float64(mant)
-    if exp10 >= 0:
-        v = v * _POW10[exp10]
-    else:
-        v = v / _POW10[-exp10]
-    return 0, -v if neg else v, i
-
-
-@inline
-def _scan_uint(buf: np.ndarray, pos: int, n: int) -> tuple[int, np.uint64, int]:
-    """Digits only: (0 ok | 1 not an integer | 5 overflow, value, end)."""
-    v = np.uint64(0)
-    limit = np.uint64(1844674407370955161)  # (2**64 - 1) // 10
-    i = pos
+    e = 0
+    start = i
     while i < n:
         d = np.int64(buf[i]) - 48
         if d < 0 or d > 9:
             break
-        if v > limit or (v == limit and d > 5):
-            return 5, np.uint64(0), i
-        v = v * np.uint64(10) + np.uint64(d)
+        if e < _BIG_EXP:
+            e = e * 10 + d
         i += 1
-    if i == pos or not _at_end(buf, i, n):
-        return 1, np.uint64(0), i
-    return 0, v, i
+    if i == start:
+        return 1, 0, i
+    return 2 if e >= _BIG_EXP else 0, -e if neg else e, i
+
+
+@jit
+def _scan_uint_checked(buf: np.ndarray, i: int, end: int) -> tuple[int, np.uint64]:
+    """The digits ``buf[i:end]`` with an overflow check: (``_OK`` | ``_RANGE`` over 2**64 - 1, value)."""
+    v = np.uint64(0)
+    limit = np.uint64(1844674407370955161)  # (2**64 - 1) // 10
+    for k in range(i, end):
+        d = np.uint64(buf[k]) - np.uint64(48)
+        if v > limit or (v == limit and d > np.uint64(5)):
+            return _RANGE, np.uint64(0)
+        v = v * np.uint64(10) + d
+    return _OK, v
 
 
 @jit
@@ -173,10 +148,15 @@ def _parse_rows(
     row0: int,
     row1: int,
     kinds: np.ndarray,
-    out_col: np.ndarray,
+    meta: np.ndarray,
+    limits: np.ndarray,
     line_rows: bool,
-    out_i: np.ndarray,
-    out_f: np.ndarray,
+    o8: np.ndarray,
+    o16: np.ndarray,
+    o32: np.ndarray,
+    o64: np.ndarray,
+    f32: np.ndarray,
+    f64: np.ndarray,
     slow: np.ndarray,
     slow0: int,
     stop_at_end: bool,
@@ -186,85 +166,167 @@ def _parse_rows(
     With ``stop_at_end``, running out of data before a row starts ends the parse (status
     OK, the row reached is returned) instead of being an error.
 
-    ``out_i`` and ``out_f`` alias the same ``(n_out, n_rows)`` memory (column ``oc`` of row
-    ``r`` at ``[oc, r]``). With ``line_rows`` each row is one line. Returns ``(status, byte
+    Column ``c`` of row ``r`` goes to element ``meta[c, 1] + r`` of the view named by the
+    storage code ``meta[c, 0]`` (``o8 o16 o32 o64 f32 f64`` all view the same memory); an
+    integer token's magnitude may be at most ``limits[c, 0]`` (positive) or ``limits[c,
+    1]`` (negative). With ``line_rows`` each row is one line. Returns ``(status, byte
     offset, row, column, n_slow)``; floats outside the fast path are left to the caller as
     ``slow[slow0 + k] = (token start, token end, row, column)``.
+
+    Every number token is scanned by the one piece of code below: sign, integer digits,
+    fraction digits (one ``uint64`` mantissa of all digits, so a float is ``mant *
+    10**(exponent - fraction digits)``), exponent. Digits are taken 8 bytes at a time
+    (SWAR: no branch per digit, so no mispredicted loop exit per token). The code is
+    written out in this loop, not in helpers: numba's inlining of a helper that takes
+    ``buf`` costs a reference count increment and decrement per call. The mantissa may
+    wrap past 19 digits, which only matters (the slow path) when more than 19 of them are
+    significant.
     """
     n_cols = kinds.shape[0]
-    scratch = np.empty(1, dtype=np.float32)
-    scratch_bits = scratch.view(np.uint32)
+    n_buf = buf.shape[0]
     n_slow = 0
     for r in range(row0, row1):
-        for c in range(n_cols):
-            # the blank skip written out here (not _skip): this loop is the hot path
-            stop = line_rows and c > 0
-            while pos < n:
-                ch = buf[pos]
-                if ch == 32 or ch == 9 or ch == 13 or ch == 11 or ch == 12 or (ch == 10 and not stop):
-                    pos += 1
-                else:
-                    break
+        for c in range(n_cols + 1):
+            stop = line_rows and c > 0  # newlines end a row, blank lines come before one
+            while pos < n and (_is_blank(buf[pos]) or (buf[pos] == 10 and not stop)):
+                pos += 1
+            if c == n_cols:  # the end of the row
+                if line_rows and pos < n and buf[pos] != 10:
+                    return _LONG_ROW, pos, r, n_cols, n_slow
+                break
             if pos >= n:
                 return _OK if stop_at_end and c == 0 else _EOF, pos, r, c, n_slow
             if buf[pos] == 10:
                 return _SHORT_ROW, pos, r, c, n_slow
             kind = kinds[c]
-            oc = out_col[c]
-            if kind == FLOAT or kind == PACKED_RGB:
-                if kind == PACKED_RGB:
-                    st, u, end = _scan_uint(buf, pos, n)
-                    if st == 0 and u <= np.uint64(0xFFFFFFFF):
-                        out_i[oc, r] = np.int64(u)
-                        pos = end
+            if kind == SKIP:
+                pos = _token_end(buf, pos, n)
+                continue
+            # the number token: the integer digits, then (after a point) the fraction digits
+            i = pos
+            neg = buf[i] == 45
+            signed = neg or buf[i] == 43
+            i += signed
+            start = i
+            mant = np.uint64(0)
+            n_int = -1
+            n_frac = -1  # -1: no point
+            n_run = 0  # digits of the current part so far
+            while True:  # 8 bytes at a time: the digits' count, and their value by three multiplies
+                if i + 8 <= n_buf:
+                    j = np.uint64(i)  # unsigned: no negative-index wrap, so the 8 loads fuse into one
+                    w = (
+                        np.uint64(buf[j]) | np.uint64(buf[j + np.uint64(1)]) << np.uint64(8)
+                        | np.uint64(buf[j + np.uint64(2)]) << np.uint64(16) | np.uint64(buf[j + np.uint64(3)]) << np.uint64(24)
+                        | np.uint64(buf[j + np.uint64(4)]) << np.uint64(32) | np.uint64(buf[j + np.uint64(5)]) << np.uint64(40)
+                        | np.uint64(buf[j + np.uint64(6)]) << np.uint64(48) | np.uint64(buf[j + np.uint64(7)]) << np.uint64(56)
+                    )  # fmt: skip
+                else:
+                    w = _tail_word(buf, i, n_buf)
+                x = w ^ np.uint64(0x3030303030303030)  # digit bytes become 0..9
+                nondigit = ((x + np.uint64(0x7676767676767676)) | x) & np.uint64(0x8080808080808080)
+                k = min(np.int64(trailing_zeros(nondigit) >> np.uint64(3)), n - i)
+                shift = np.uint64(4 * (8 - k))
+                x = (x << shift) << shift  # the k digits in the top bytes, zeros before them
+                x = ((x & np.uint64(0x0F0F0F0F0F0F0F0F)) * np.uint64(2561)) >> np.uint64(8)
+                x = ((x & np.uint64(0x00FF00FF00FF00FF)) * np.uint64(6553601)) >> np.uint64(16)
+                x = ((x & np.uint64(0x0000FFFF0000FFFF)) * np.uint64(42949672960001)) >> np.uint64(32)
+                mant = mant * _POW10_INT[k] + x
+                n_run += k
+                i += k
+                if k == 8:
+                    continue
+                if n_int < 0:
+                    n_int, n_run = n_run, 0
+                    if i < n and buf[i] == 46:  # .
+                        i += 1
                         continue
-                st, v, end = _scan_float(buf, pos, n)
-                if st == 1:
+                else:
+                    n_frac = n_run
+                break
+            exp_st, exp10 = _OK, 0
+            if i < n and (buf[i] | 32) == 101:  # e E
+                exp_st, exp10, i = _scan_exponent(buf, i + 1, n)
+            ends = i >= n or _is_blank(buf[i]) or buf[i] == 10
+            code = meta[c, 0]
+            at = meta[c, 1] + r
+            if kind != FLOAT:  # an integer token: INT, UINT, SKIP_LIST (count) or PACKED_RGB (packed bits)
+                integer = ends and n_int > 0 and n_frac < 0 and i == start + n_int
+                if kind == PACKED_RGB or kind == SKIP_LIST:
+                    integer = integer and not signed
+                if kind != PACKED_RGB and (not integer or (neg and kind == UINT)):
                     return _BAD_TOKEN, pos, r, c, n_slow
-                if st == 2:
+                st = _OK
+                if integer and n_int > 19:  # leading zeros, or an overflow
+                    st, mant = _scan_uint_checked(buf, start, i)
+                if kind == SKIP_LIST:
+                    if st != _OK:
+                        return _BAD_TOKEN, pos, r, c, n_slow
+                    for _ in range(np.int64(mant)):
+                        i = _skip(buf, i, n, line_rows)
+                        if i >= n:
+                            return _EOF, i, r, c, n_slow
+                        if buf[i] == 10:
+                            return _SHORT_ROW, i, r, c, n_slow
+                        i = _token_end(buf, i, n)
+                    pos = i
+                    continue
+                if kind != PACKED_RGB:
+                    if st != _OK or mant > limits[c, 1 if neg else 0]:
+                        return _RANGE, pos, r, c, n_slow
+                    x = -np.int64(mant - np.uint64(1)) - 1 if neg else np.int64(mant)
+                    if code == _S64:
+                        o64[at] = x
+                    elif code == _S32:
+                        o32[at] = np.int32(x)
+                    elif code == _S16:
+                        o16[at] = np.int16(x)
+                    else:
+                        o8[at] = np.int8(x)
+                    pos = i
+                    continue
+                if integer and st == _OK and mant <= np.uint64(0xFFFFFFFF):
+                    o32[at] = np.int32(np.int64(mant))
+                    pos = i
+                    continue
+            # a float: FLOAT, or a PACKED_RGB token that is no uint32
+            n_digits = n_int + max(n_frac, 0)
+            if n_digits == 0:  # nan, inf, infinity or not a number
+                end = _token_end(buf, i, n)
+                if n_frac >= 0 or exp_st != _OK or i > start:
+                    return _BAD_TOKEN, pos, r, c, n_slow
+                st, v = _special(buf, start, end, neg)
+                if st != 0:
+                    return _BAD_TOKEN, pos, r, c, n_slow
+                i = end
+            else:
+                if exp_st == 1 or not ends:
+                    return _BAD_TOKEN, pos, r, c, n_slow
+                exp10 -= max(n_frac, 0)
+                if (
+                    exp_st == 2
+                    or (n_digits > 19 and _significant_digits(buf, start, i) > 19)
+                    or (mant > np.uint64(_TWO53) or exp10 > 22 or exp10 < -22) and mant != np.uint64(0)
+                ):
                     k = slow0 + n_slow
                     slow[k, 0] = pos
-                    slow[k, 1] = end
+                    slow[k, 1] = i
                     slow[k, 2] = r
                     slow[k, 3] = c
                     n_slow += 1
-                elif kind == FLOAT:
-                    out_f[oc, r] = v
+                    pos = i
+                    continue
+                v = np.float64(np.int64(mant))
+                if exp10 >= 0:
+                    v = v * _POW10[min(exp10, 22)]
                 else:
-                    scratch[0] = np.float32(v)
-                    out_i[oc, r] = np.int64(scratch_bits[0])
-            elif kind == INT or kind == UINT:
-                neg = buf[pos] == 45
-                sign = 1 if (neg or buf[pos] == 43) else 0
-                if neg and kind == UINT:
-                    return _BAD_TOKEN, pos, r, c, n_slow
-                st, u, end = _scan_uint(buf, pos + sign, n)
-                if st == 1:
-                    return _BAD_TOKEN, pos, r, c, n_slow
-                if st == 5 or (kind == INT and u > (np.uint64(1) << np.uint64(63)) - np.uint64(0 if neg else 1)):
-                    return _OVERFLOW, pos, r, c, n_slow
-                if neg:
-                    out_i[oc, r] = -np.int64(u - np.uint64(1)) - 1
-                else:
-                    out_i[oc, r] = np.int64(u)
-            elif kind == SKIP:
-                end = _token_end(buf, pos, n)
-            else:  # SKIP_LIST
-                st, u, end = _scan_uint(buf, pos, n)
-                if st != 0:
-                    return _BAD_TOKEN, pos, r, c, n_slow
-                for _ in range(np.int64(u)):
-                    end = _skip(buf, end, n, line_rows)
-                    if end >= n:
-                        return _EOF, end, r, c, n_slow
-                    if buf[end] == 10:
-                        return _SHORT_ROW, end, r, c, n_slow
-                    end = _token_end(buf, end, n)
-            pos = end
-        if line_rows:
-            pos = _skip(buf, pos, n, True)
-            if pos < n and buf[pos] != 10:
-                return _LONG_ROW, pos, r, n_cols, n_slow
+                    v = v / _POW10[min(-exp10, 22)]
+                v = -v if neg else v
+            if code == _F32:
+                f32[at] = np.float32(v)
+            else:
+                f64[at] = v
+            pos = i
     return _OK, pos, row1, 0, n_slow
 
 
@@ -274,17 +336,24 @@ def _parse_table(
     pos: int,
     n_rows: int,
     kinds: np.ndarray,
-    out_col: np.ndarray,
+    meta: np.ndarray,
+    limits: np.ndarray,
     line_rows: bool,
     check_end: bool,
-    out_i: np.ndarray,
-    out_f: np.ndarray,
+    o8: np.ndarray,
+    o16: np.ndarray,
+    o32: np.ndarray,
+    o64: np.ndarray,
+    f32: np.ndarray,
+    f64: np.ndarray,
     slow: np.ndarray,
 ) -> tuple[int, int, int, int, int]:
     """Serial parse of ``n_rows`` rows from ``buf[pos:]`` (see :func:`_parse_rows`); with
     ``check_end`` only blanks may follow the last row."""
     n = buf.shape[0]
-    status, pos, row, col, n_slow = _parse_rows(buf, pos, n, 0, n_rows, kinds, out_col, line_rows, out_i, out_f, slow, 0, False)
+    status, pos, row, col, n_slow = _parse_rows(
+        buf, pos, n, 0, n_rows, kinds, meta, limits, line_rows, o8, o16, o32, o64, f32, f64, slow, 0, False
+    )
     if status == _OK and check_end:
         pos = _skip(buf, pos, n, False)
         if pos < n:
@@ -292,9 +361,11 @@ def _parse_table(
     return status, pos, row, col, n_slow
 
 
-@jit
-def _chunk_bounds(buf: np.ndarray, start: int, n_chunks: int) -> np.ndarray:
-    """``n_chunks + 1`` offsets splitting ``buf[start:]`` just after newlines (empty chunks allowed)."""
+@pjit
+def _line_chunks(buf: np.ndarray, start: int, n_chunks: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split ``buf[start:]`` just after newlines into ``n_chunks`` (some may be empty):
+    ``(bounds (n_chunks + 1,), first line of each chunk (n_chunks + 1,))``; the last
+    chunk's line may lack its newline."""
     n = buf.shape[0]
     bounds = np.empty(n_chunks + 1, dtype=np.int64)
     bounds[0] = start
@@ -304,7 +375,16 @@ def _chunk_bounds(buf: np.ndarray, start: int, n_chunks: int) -> np.ndarray:
         while j < n and buf[j] != 10:
             j += 1
         bounds[k] = min(j + 1, n)
-    return bounds
+    line_at = np.zeros(n_chunks + 1, dtype=np.int64)
+    for k in prange(n_chunks):
+        a, b = bounds[k], bounds[k + 1]
+        count = 0
+        for i in range(a, b):
+            count += buf[i] == 10
+        line_at[k + 1] = count + (b > a and buf[b - 1] != 10)
+    for k in range(n_chunks):
+        line_at[k + 1] += line_at[k]
+    return bounds, line_at
 
 
 @pjit
@@ -314,9 +394,14 @@ def _parse_lines(
     row_at: np.ndarray,
     n_rows: int,
     kinds: np.ndarray,
-    out_col: np.ndarray,
-    out_i: np.ndarray,
-    out_f: np.ndarray,
+    meta: np.ndarray,
+    limits: np.ndarray,
+    o8: np.ndarray,
+    o16: np.ndarray,
+    o32: np.ndarray,
+    o64: np.ndarray,
+    f32: np.ndarray,
+    f64: np.ndarray,
     slow: np.ndarray,
 ) -> tuple[int, int, int, int, int]:
     """Parallel parse of one row per line from the chunks ``buf[bounds[k]:bounds[k + 1]]``.
@@ -338,8 +423,9 @@ def _parse_lines(
         r0 = row_at[k]
         a, b = bounds[k], bounds[k + 1]
         status, pos, row, col, n_slow = _parse_rows(
-            buf, a, b, r0, max(r0, min(row_at[k + 1], n_rows)), kinds, out_col, True, out_i, out_f, slow, r0 * n_float, True
-        )
+            buf, a, b, r0, max(r0, min(row_at[k + 1], n_rows)), kinds, meta, limits, True,
+            o8, o16, o32, o64, f32, f64, slow, r0 * n_float, True,
+        )  # fmt: skip
         if status == _OK:
             pos = _skip(buf, pos, b, False)
             if pos < b:  # a row beyond the declared ones (a chunk has no more rows than lines)
@@ -366,93 +452,92 @@ def _parse_lines(
     return _OK, buf.shape[0], n_rows, 0, n_slow
 
 
-def parse_table(
+def _layout(kinds: np.ndarray, dtypes: list, n_rows: int) -> tuple[np.ndarray, np.ndarray, list[tuple[int, np.dtype]]]:
+    """Storage of every stored column in one block of memory: ``(meta (C, 2) int64: storage
+    code, first element; limits (C, 2) uint64: largest positive, negative integer
+    magnitude; (byte offset, native dtype) per stored column)``. Columns start 8-aligned."""
+    meta = np.zeros((len(kinds), 2), dtype=np.int64)
+    limits = np.zeros((len(kinds), 2), dtype=np.uint64)
+    where: list[tuple[int, np.dtype]] = []
+    offset = 0
+    for c, (kind, dt) in enumerate(zip(kinds, dtypes)):
+        if kind == SKIP or kind == SKIP_LIST:
+            continue
+        dt = np.dtype(dt).newbyteorder("=")
+        code = (_F32 if dt.itemsize == 4 else _F64) if dt.kind == "f" else (_S8, _S16, _S32, _S64)[dt.itemsize.bit_length() - 1]
+        meta[c] = code, offset // dt.itemsize
+        if dt.kind in "iu":
+            info = np.iinfo(dt)
+            limits[c] = info.max, -info.min
+        where.append((offset, dt))
+        offset += -(-n_rows * dt.itemsize // 8) * 8
+    return meta, limits, where
+
+
+def parse_columns(
     path: str,
     buf: np.ndarray,
     start: int,
     n_rows: int,
     kinds: np.ndarray,
+    dtypes: list,
     names: list[str],
     line_rows: bool,
     check_end: bool,
-) -> tuple[np.ndarray, int]:
-    """Parse ``n_rows`` rows of tokens; returns ``(int64 table (n_rows, n_stored), end offset)``.
+) -> tuple[list[np.ndarray], int]:
+    """Parse ``n_rows`` rows of tokens; returns ``(one (n_rows,) array per stored column, end offset)``.
 
-    ``names[c]`` names column ``c`` in errors. Stored columns are those whose kind is not a
-    skip, in order; read a ``FLOAT`` column through ``table.view(np.float64)``, a ``UINT``
-    one through ``table.view(np.uint64)``. The table is column-major (each column
-    contiguous). One row per line with nothing after the last (``line_rows`` and
-    ``check_end``, as PCD) is parsed in parallel, in chunks of about :data:`CHUNK_BYTES`.
-    Bad input raises ``FormatError`` with the byte offset, the row and the field that was
-    expected.
+    Column ``c`` has kind ``kinds[c]`` and, unless skipped, dtype ``dtypes[c]`` (``FLOAT``:
+    float32/float64, ``INT``/``UINT``: a signed/unsigned integer dtype whose range the
+    values must fit, ``PACKED_RGB``: float32); stored columns are those whose kind is not a
+    skip, in order. ``names[c]`` names column ``c`` in errors. One row per line with nothing
+    after the last (``line_rows`` and ``check_end``, as PCD) is parsed in parallel, in
+    chunks of about :data:`CHUNK_BYTES`. Bad input raises ``FormatError`` with the byte
+    offset, the row and the field that was expected.
     """
     kinds = np.ascontiguousarray(kinds, dtype=np.int64)
-    stored = (kinds != SKIP) & (kinds != SKIP_LIST)
-    out_col = np.where(stored, np.cumsum(stored) - 1, -1).astype(np.int64)
-    n_out = int(stored.sum())
-    out_i = np.empty((n_out, n_rows), dtype=np.int64)
-    out_f = out_i.view(np.float64)
+    meta, limits, where = _layout(kinds, dtypes, n_rows)
+    mem = np.empty(max(8, sum(-(-n_rows * dt.itemsize // 8) * 8 for _, dt in where)), dtype=np.uint8)
+    views = [mem.view(v) for v in _VIEWS]
     n_float = int(((kinds == FLOAT) | (kinds == PACKED_RGB)).sum())
-    slow = np.empty((n_rows * n_float, 4), dtype=np.int64)
+    slow = np.empty((n_rows * n_float, 4), dtype=np.int64)  # pages are only touched where slow tokens are
     status = _BLANK_LINES
     if line_rows and check_end:
-        bounds = _chunk_bounds(buf, start, max(1, (len(buf) - start) // CHUNK_BYTES))
-        lines = np.array([np.count_nonzero(buf[a:b] == 10) for a, b in zip(bounds[:-1], bounds[1:])], dtype=np.int64)
-        lines += (bounds[1:] > bounds[:-1]) & (buf[np.maximum(bounds[1:] - 1, 0)] != 10)  # a last line without newline
-        row_at = np.concatenate([[0], np.cumsum(lines)])
-        status, pos, row, col, n_slow = _parse_lines(buf, bounds, row_at, n_rows, kinds, out_col, out_i, out_f, slow)
+        bounds, row_at = _line_chunks(buf, start, max(1, (len(buf) - start) // CHUNK_BYTES))
+        status, pos, row, col, n_slow = _parse_lines(buf, bounds, row_at, n_rows, kinds, meta, limits, *views, slow)
     if status == _BLANK_LINES:
         status, pos, row, col, n_slow = _parse_table(
-            buf, start, n_rows, kinds, out_col, line_rows, check_end, out_i, out_f, slow
+            buf, start, n_rows, kinds, meta, limits, line_rows, check_end, *views, slow
         )
     if status != _OK:
         field = names[col] if col < len(names) else None
+        dtype = np.dtype(dtypes[col]) if col < len(dtypes) and dtypes[col] is not None else None
         what = {
             _BAD_TOKEN: f"a number for field {field!r} (row {row})",
             _EOF: f"{n_rows} rows of {len(kinds)} values; the data ends in row {row} at field {field!r}",
             _SHORT_ROW: f"a value for field {field!r} before the end of line (row {row})",
             _LONG_ROW: f"the end of line after {len(kinds)} values (row {row})",
-            _OVERFLOW: f"an integer within range for field {field!r} (row {row})",
+            _RANGE: f"an integer for field {field!r} within the {dtype} range (row {row})",
             _TRAILING: f"no data after the {n_rows} declared rows",
         }[status]
-        if status in (_BAD_TOKEN, _OVERFLOW):
+        if status in (_BAD_TOKEN, _RANGE):
             token = bytes(buf[pos : pos + 24]).split(None, 1)[0] if pos < len(buf) else b""
             what += f", found {token!r}"
         raise FormatError(path, int(pos), what)
+    columns = [mem[o : o + n_rows * dt.itemsize].view(dt) for o, dt in where]
+    out_col = np.cumsum((kinds != SKIP) & (kinds != SKIP_LIST)) - 1
     for s, e, r, c in slow[:n_slow]:
-        value = float(bytes(buf[s:e]))
-        if kinds[c] == FLOAT:
-            out_f[out_col[c], r] = value
-        else:
-            out_i[out_col[c], r] = int(np.float32(value).view(np.uint32))
-    return out_i.T, int(pos)
-
-
-def typed_column(path: str, table: np.ndarray, cols: slice, kind: int, dtype: np.dtype, name: str) -> np.ndarray:
-    """Columns ``cols`` of a :func:`parse_table` result as ``dtype`` (``(N, k)``).
-
-    Integers are range-checked against ``dtype`` (``FormatError`` naming the field and row);
-    ``PACKED_RGB`` columns come back as float32 holding the packed bits.
-    """
-    block = table[:, cols]
-    if kind == FLOAT:
-        return block.view(np.float64).astype(dtype)
-    if kind == PACKED_RGB:
-        return block.astype(np.uint32).view(np.float32)
-    src = block.view(np.uint64) if kind == UINT else block
-    info = np.iinfo(dtype)
-    if src.size and (src.min() < info.min or src.max() > info.max):
-        bad = int(np.argmax(((src < info.min) | (src > info.max)).any(axis=1)))
-        raise FormatError(path, None, f"values of field {name!r} within the {np.dtype(dtype)} range (row {bad})")
-    return src.astype(dtype)
+        columns[out_col[c]][r] = float(bytes(buf[s:e]))  # a PACKED_RGB float32 holds the value's bits
+    return columns, int(pos)
 
 
 def _warmup() -> None:
     buf = np.frombuffer(b"1 -2 3.5 nan 7 1e300 4 9 9\n2 3 4 5 0.5 1 0 \n", dtype=np.uint8)
     kinds = np.array([INT, UINT, FLOAT, FLOAT, PACKED_RGB, FLOAT, SKIP_LIST], dtype=np.int64)
+    dtypes = [np.int16, np.uint8, np.float32, np.float64, np.float32, np.float32, None]
     names = ["a", "b", "c", "d", "e", "f", "g"]
     try:
-        parse_table("<warmup>", buf, 0, 2, kinds, names, True, True)
+        parse_columns("<warmup>", buf, 0, 2, kinds, dtypes, names, True, True)
     except FormatError:
         pass
-    parse_table("<warmup>", np.frombuffer(b"1 2 3", dtype=np.uint8), 0, 1, np.array([FLOAT] * 3), names, False, False)
+    parse_columns("<warmup>", np.frombuffer(b"1 2 3", dtype=np.uint8), 0, 1, np.array([FLOAT] * 3), [np.float64] * 3, names, False, False)

@@ -218,8 +218,8 @@ def _columns_compressed(path: str, hdr: PcdHeader, data: bytes) -> dict[str, np.
 
 
 def _columns_ascii(path: str, hdr: PcdHeader, data: bytes) -> dict[str, np.ndarray]:
-    kinds, names = [], []
-    for name, t, s, c in zip(hdr.fields, hdr.types, hdr.sizes, hdr.counts):
+    kinds, dtypes, names = [], [], []
+    for name, t, s, c, dt in zip(hdr.fields, hdr.types, hdr.sizes, hdr.counts, hdr.dtypes()):
         if name == _PAD:
             kind = ascii_numbers.SKIP
         elif t == "F":
@@ -227,17 +227,16 @@ def _columns_ascii(path: str, hdr: PcdHeader, data: bytes) -> dict[str, np.ndarr
         else:
             kind = ascii_numbers.INT if t == "I" else ascii_numbers.UINT
         kinds += [kind] * c
+        dtypes += [dt] * c
         names += [name] * c
     buf = np.frombuffer(data, dtype=np.uint8)
-    table, _ = ascii_numbers.parse_table(path, buf, hdr.data_offset, hdr.points, np.array(kinds), names, True, True)
+    values, _ = ascii_numbers.parse_columns(path, buf, hdr.data_offset, hdr.points, np.array(kinds), dtypes, names, True, True)
     cols: dict[str, np.ndarray] = {}
-    col = k = 0  # table column, token column (padding fields have tokens, no table column)
-    for name, dt, c in zip(hdr.fields, hdr.dtypes(), hdr.counts):
+    k = 0  # stored column (padding fields have tokens, no stored column)
+    for name, c in zip(hdr.fields, hdr.counts):
         if name != _PAD:
-            values = ascii_numbers.typed_column(path, table, slice(col, col + c), kinds[k], dt, name)
-            cols[name] = values if c > 1 else values[:, 0]
-            col += c
-        k += c
+            cols[name] = np.stack(values[k : k + c], axis=1) if c > 1 else values[k]
+            k += c
     return cols
 
 

@@ -172,7 +172,7 @@ def _ascii_vertex(path: str, buf: np.ndarray, pos: int, elements: list[_Element]
     for el in elements:
         props = el.properties
         is_vertex = el.name == "vertex"
-        kinds, names = [], []
+        kinds, dtypes, names = [], [], []
         for p in props:
             if p.count_dtype is not None:
                 kinds.append(ascii_numbers.SKIP_LIST)
@@ -180,16 +180,12 @@ def _ascii_vertex(path: str, buf: np.ndarray, pos: int, elements: list[_Element]
                 kinds.append(ascii_numbers.SKIP)
             else:
                 kinds.append({"f": ascii_numbers.FLOAT, "i": ascii_numbers.INT, "u": ascii_numbers.UINT}[p.dtype.kind])
+            dtypes.append(p.dtype)
             names.append(p.name)
-        table, pos = ascii_numbers.parse_table(path, buf, pos, el.count, np.array(kinds, dtype=np.int64), names, False, False)
+        values, pos = ascii_numbers.parse_columns(path, buf, pos, el.count, np.array(kinds, dtype=np.int64), dtypes, names, False, False)
         if is_vertex:
-            cols = {}
-            col = 0
-            for p, kind in zip(props, kinds):
-                if p.count_dtype is None:
-                    cols[p.name] = ascii_numbers.typed_column(path, table, slice(col, col + 1), kind, p.dtype, p.name)[:, 0]
-                    col += 1
-            return cols
+            stored = [p for p in props if p.count_dtype is None]
+            return {p.name: v for p, v in zip(stored, values)}
     raise FormatError(path, None, "a 'vertex' element")
 
 

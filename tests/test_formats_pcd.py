@@ -343,7 +343,7 @@ def test_ascii_structure_errors(tmp_path, body, match):
     [
         ("FFFU", [4, 4, 4, 1], b"1 2 3 300\n", "within the uint8 range (row 0)"),
         ("FFFU", [4, 4, 4, 4], b"1 2 3 -1\n", "a number for field 'a'"),
-        ("FFFI", [4, 4, 4, 8], b"1 2 3 9223372036854775808\n", "integer within range"),
+        ("FFFI", [4, 4, 4, 8], b"1 2 3 9223372036854775808\n", "within the int64 range (row 0)"),
         ("FFFI", [4, 4, 4, 2], b"1 2 3 1.5\n", "a number for field 'a'"),
     ],
 )
