@@ -39,6 +39,7 @@ import numpy as np
 from engine import quaternion as quat
 from engine.colorize import colorize
 from engine.cuboid_interp import TrackTable, interpolate_tracks
+from engine.moving_boxes import points_in_moving_boxes
 from engine.points_in_boxes import points_in_boxes
 from engine.pose_track import PoseTrack
 from engine.camera import Camera
@@ -198,7 +199,7 @@ def _box_ids(job: _Job, boxes: FrameBoxes, rows: np.ndarray, xyz: np.ndarray, of
 
     Stationary tracks are tested once for all points. Points inside the region a moving box
     sweeps during the frame (its boxes at every time step, bounded by one inflated box) are
-    tested per time step against the moving boxes at that step; a point in a stationary and
+    tested, in one pass, against the moving boxes at their own time step; a point in a stationary and
     a moving box belongs to the nearer centre (ties: the lower row), as in
     :func:`engine.points_in_boxes.points_in_boxes`.
     """
@@ -206,9 +207,10 @@ def _box_ids(job: _Job, boxes: FrameBoxes, rows: np.ndarray, xyz: np.ndarray, of
     if not len(rows) or not len(xyz):
         return out
     margin = options.box_margin_m
+    xyz32 = xyz.astype(np.float32)  # what the box tests compute from, converted once
     still = np.flatnonzero(job.labels.stationary[rows])
     if len(still):
-        hit, _ = points_in_boxes(xyz, boxes.world_centers[still], boxes.sizes[still], boxes.world_rotations[still],
+        hit, _ = points_in_boxes(xyz32, boxes.world_centers[still], boxes.sizes[still], boxes.world_rotations[still],
                                  margin=margin)
         out = np.where(hit >= 0, still[np.maximum(hit, 0)], -1).astype(np.int32)
     moving = np.flatnonzero(~job.labels.stationary[rows])
@@ -226,29 +228,24 @@ def _box_ids(job: _Job, boxes: FrameBoxes, rows: np.ndarray, xyz: np.ndarray, of
     grow = np.abs(np.where(vm, at.sizes[:, rows[moving]], s0) - s0).max(axis=(0, 2))
     turn = quat.angle_between(np.where(vm, at.rotations[:, rows[moving]], q0), q0).max(axis=0)
     pad = shift + 0.5 * grow + turn * 0.5 * np.linalg.norm(s0 + grow[:, None], axis=1)
-    near, _ = points_in_boxes(xyz, c0, s0 + 2.0 * pad[:, None], q0, margin=margin)
+    near, _ = points_in_boxes(xyz32, c0, s0 + 2.0 * pad[:, None], q0, margin=margin)
     cand = np.flatnonzero(near >= 0)
     if not len(cand):
         return out
-    order = cand[np.argsort(keys[cand], kind="stable")]
-    bounds = np.append(np.searchsorted(keys[order], steps), len(order))
-    for k in range(len(steps)):
-        idx = order[bounds[k]:bounds[k + 1]]
-        live = moving[valid[k]]  # rows of the frame's boxes moving and existing at this step
-        if not len(idx) or not len(live):
-            continue
-        r = rows[live]
-        hit, _ = points_in_boxes(xyz[idx], at.centers[k, r], at.sizes[k, r], at.rotations[k, r], margin=margin)
-        got = np.where(hit >= 0, live[np.maximum(hit, 0)], -1)
-        prior = out[idx]
-        both = np.flatnonzero((got >= 0) & (prior >= 0))
-        if len(both):
-            p = xyz[idx[both]]
-            d_moving = np.linalg.norm(p - at.centers[k, rows[got[both]]], axis=1)
-            d_still = np.linalg.norm(p - boxes.world_centers[prior[both]], axis=1)
-            keep = (d_still < d_moving) | ((d_still == d_moving) & (prior[both] < got[both]))
-            got[both[keep]] = prior[both[keep]]
-        out[idx] = np.where(got >= 0, got, prior)
+    k = np.searchsorted(steps, keys[cand])  # each candidate's step
+    r = rows[moving]
+    hit = points_in_moving_boxes(xyz32[cand], k, at.centers[:, r], at.sizes[:, r], at.rotations[:, r], valid,
+                                 margin=margin)
+    got = np.where(hit >= 0, moving[np.maximum(hit, 0)], -1)
+    prior = out[cand]
+    both = np.flatnonzero((got >= 0) & (prior >= 0))
+    if len(both):
+        p = xyz[cand[both]]
+        d_moving = np.linalg.norm(p - at.centers[k[both], rows[got[both]]], axis=1)
+        d_still = np.linalg.norm(p - boxes.world_centers[prior[both]], axis=1)
+        keep = (d_still < d_moving) | ((d_still == d_moving) & (prior[both] < got[both]))
+        got[both[keep]] = prior[both[keep]]
+    out[cand] = np.where(got >= 0, got, prior)
     return out
 
 
