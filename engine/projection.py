@@ -37,8 +37,9 @@ from typing import Literal, Sequence
 import numpy as np
 
 from engine.arrays import as_points
-from engine._jit import pjit, prange
-from engine.camera import Camera, cameras_from_ego, lens_project
+from engine._jit import inline, pjit, prange
+from engine.camera import (BROWN_CONRADY, KANNALA_BRANDT, Camera, _P_CX, _P_CY, _P_FX, _P_FY, _P_LIMIT, _P_NEAR,
+                           _P_SKEW, _bc_distort, cameras_from_ego, lens_project)
 from engine.pose_track import EXTRAPOLATION_CODES, Extrapolation, PoseTrack, interval_table, pose_at
 from engine import quaternion as quat
 from engine.quaternion import q_rotate
@@ -71,6 +72,54 @@ class Projection:
     cos_view: np.ndarray
 
 
+@inline
+def _pinhole_bc_rows(bc, p, src, front, lo, hi, c, r00, r01, r02, r10, r11, r12, r20, r21, r22, t0, t1, t2,
+                     width, height, uv, depth, in_image, cos_view):
+    """Points ``lo:hi`` into pinhole / Brown-Conrady camera ``c`` in two passes: a
+    branch-free pass writes depth and the "not projected" outputs for every point and
+    lists the points beyond the near plane in ``front``; the lens then runs on those only.
+    No branch depends on where a point lies, so the cost does not depend on point order.
+    Same arithmetic, in the same order, as :func:`engine.camera.lens_project`."""
+    near = p[_P_NEAR]
+    m = 0
+    for i in range(lo, hi):
+        px = src[i - lo, 0]
+        py = src[i - lo, 1]
+        pz = src[i - lo, 2]
+        cz = r20 * px + r21 * py + r22 * pz + t2
+        depth[c, i] = cz
+        uv[c, i, 0] = np.nan
+        uv[c, i, 1] = np.nan
+        cos_view[c, i] = np.nan
+        in_image[c, i] = False
+        front[m] = i
+        m += cz > near
+    limit = p[_P_LIMIT]
+    fx, fy, cx0, cy0, skew = p[_P_FX], p[_P_FY], p[_P_CX], p[_P_CY], p[_P_SKEW]
+    hi_u = width - 0.5
+    hi_v = height - 0.5
+    for j in range(m):
+        i = front[j]
+        px = src[i - lo, 0]
+        py = src[i - lo, 1]
+        pz = src[i - lo, 2]
+        cx = r00 * px + r01 * py + r02 * pz + t0
+        cy = r10 * px + r11 * py + r12 * pz + t1
+        cz = r20 * px + r21 * py + r22 * pz + t2
+        xd = cx / cz
+        yd = cy / cz
+        if bc:
+            if xd * xd + yd * yd > limit:
+                continue
+            xd, yd = _bc_distort(p, xd, yd)
+        u = fx * xd + skew * yd + cx0
+        v = fy * yd + cy0
+        uv[c, i, 0] = u
+        uv[c, i, 1] = v
+        cos_view[c, i] = cz / math.sqrt(cx * cx + cy * cy + cz * cz)
+        in_image[c, i] = (u >= -0.5) & (u < hi_u) & (v >= -0.5) & (v < hi_v)
+
+
 @pjit
 def _project_kernel(xyz, times, per_point_pose, ext_q, ext_t, ts, q, t, q1, theta, inv_sin, mode,
                     models, params, rot, trans, ce_q, ce_t, cam_times, row_ns, sizes, n_iter,
@@ -84,6 +133,7 @@ def _project_kernel(xyz, times, per_point_pose, ext_q, ext_t, ts, q, t, q1, thet
         lo = k * _CHUNK
         hi = min(lo + _CHUNK, n)
         src = np.empty((hi - lo, 3))
+        front = np.empty(hi - lo, np.int64)
         for i in range(lo, hi):
             px = float(xyz[i, 0])
             py = float(xyz[i, 1])
@@ -113,6 +163,10 @@ def _project_kernel(xyz, times, per_point_pose, ext_q, ext_t, ts, q, t, q1, thet
             width = float(sizes[c, 0])
             height = float(sizes[c, 1])
             last_row = height - 1.0
+            if rns == 0.0 and model != KANNALA_BRANDT:
+                _pinhole_bc_rows(model == BROWN_CONRADY, p, src, front, lo, hi, c, r00, r01, r02, r10, r11, r12,
+                                 r20, r21, r22, t0, t1, t2, width, height, uv, depth, in_image, cos_view)
+                continue
             for i in range(lo, hi):
                 px = src[i - lo, 0]
                 py = src[i - lo, 1]
