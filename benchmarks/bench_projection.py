@@ -1,5 +1,12 @@
 """170 k points into six 1920×1080 Brown-Conrady cameras with a z-buffer, transform included.
 
+The points are one real-shaped LiDAR frame: the synthetic rig's ``road`` preset (a 64-beam
+roof and a 32-beam bumper LiDAR, 1800 firings each) ray-cast against its street at the
+first frame (``simulate_drive(seed=0, duration_s=0.1, preset="road")``: 169 k returns),
+each sweep mapped to the ego frame by its mount, both concatenated, float32, in firing
+order (azimuth-major, as a LiDAR stores a sweep — which is what branch predictors and
+caches see in use). All sides get exactly these points and the same cameras.
+
 Fathom (``project_points`` + ``zbuffer``) against a vectorised NumPy implementation (goal
 ≥ 5×) and against six ``cv2.projectPoints`` calls plus the same NumPy z-buffer (goal
 ≥ 30×). All three do the same work per camera: float32 ego points → float64 camera frame
@@ -8,9 +15,11 @@ test, a radius-1 splatted depth buffer and the nearest-surface test (visibility 
 NumPy and Fathom also apply the fold-back guard (OpenCV has none). The cv2 side: per
 camera ``cv2.Rodrigues`` + ``cv2.projectPoints`` (transform and lens inside OpenCV), the
 depth as a separate ``p @ r[2] + t[2]``, then the NumPy z-buffer. The NumPy z-buffer splats
-with ``np.minimum.at`` into a dense per-camera image (the vectorised way); Fathom's splats
-into band-sized buffers and builds dense depth images only when asked. Fathom's side also
-computes the viewing-angle cosine for colourisation, which the peers do not.
+with ``np.minimum.at`` into a dense per-camera image (the vectorised way); Fathom's sweeps
+the rows with a small ring buffer and builds dense depth images only when asked. Fathom's
+side also computes the viewing-angle cosine for colourisation, which the peers do not.
+The z-buffer alone (radius 1 and 2, on Fathom's projection of the same points) is a
+separate group against the same NumPy z-buffer, with identical visibility asserted.
 """
 
 from __future__ import annotations
@@ -23,21 +32,30 @@ from engine import quaternion as quat
 from engine.camera import Camera, CameraIntrinsics
 from engine.projection import project_points
 from engine.se3 import SE3
+from engine.sim.road import simulate_drive
 from engine.zbuffer import zbuffer
 
-N_POINTS = 170_000
 W, H = 1920, 1080
 RADIUS = 1
 TOL_M, TOL_REL = 0.1, 0.02
-_DISC = [(du, dv) for dv in range(-RADIUS, RADIUS + 1) for du in range(-RADIUS, RADIUS + 1) if du * du + dv * dv <= RADIUS**2]
+
+
+def _disc(radius):
+    return [(du, dv) for dv in range(-radius, radius + 1) for du in range(-radius, radius + 1)
+            if du * du + dv * dv <= radius**2]
+
+
+def road_sweep() -> np.ndarray:
+    """Both LiDARs' first road-preset sweep in the ego frame, ``(169 k, 3) float32``, firing order."""
+    drive = simulate_drive(seed=0, duration_s=0.1, preset="road")
+    parts = [l.ego_from_lidar.apply(drive.sweeps[l.name][0].xyz.astype(np.float64)) for l in drive.lidars]
+    return np.vstack(parts).astype(np.float32)
 
 
 @pytest.fixture(scope="module")
 def scene():
-    rng = np.random.default_rng(0)
-    az = rng.uniform(-np.pi, np.pi, N_POINTS)
-    rng_m = rng.uniform(2.0, 80.0, N_POINTS)
-    xyz = np.column_stack([rng_m * np.cos(az), rng_m * np.sin(az), rng.uniform(-2.0, 3.0, N_POINTS)]).astype(np.float32)
+    xyz = road_sweep()
+    assert 165_000 < len(xyz) < 175_000
     intr = CameraIntrinsics(W, H, 1266.0, 1266.0, 959.5, 539.5, model="brown_conrady",
                             distortion=(-0.12, 0.03, 2e-4, -3e-4, -0.002))
     axes = quat.from_euler_zyx(-np.pi / 2, 0.0, -np.pi / 2)
@@ -53,13 +71,13 @@ def _extrinsics(cam):
     return quat.to_matrix(cfe.rotation), cfe.translation
 
 
-def _numpy_zbuffer(uv, depth, ok):
+def _numpy_zbuffer(uv, depth, ok, radius=RADIUS):
     """Depth image by np.minimum.at over the splat disc, then the nearest-surface test."""
     pu = np.round(uv[ok, 0]).astype(np.int64)
     pv = np.round(uv[ok, 1]).astype(np.int64)
     d = depth[ok].astype(np.float32)
     img = np.full(H * W, np.inf, np.float32)
-    for du, dv in _DISC:
+    for du, dv in _disc(radius):
         x, y = pu + du, pv + dv
         keep = (x >= 0) & (x < W) & (y >= 0) & (y < H)
         np.minimum.at(img, y[keep] * W + x[keep], d[keep])
@@ -112,12 +130,12 @@ def fathom_pipeline(xyz, cams):
 def test_fathom_project_zbuffer(benchmark, scene):
     xyz, cams = scene
     benchmark.group = "projection_170k_6cams_numpy"
-    benchmark.extra_info.update(role="fathom", goal=5, items=N_POINTS * len(cams), unit="point-cameras")
+    benchmark.extra_info.update(role="fathom", goal=5, items=len(xyz) * len(cams), unit="point-cameras")
     proj, occ = benchmark(fathom_pipeline, xyz, cams)
     ref = numpy_pipeline(xyz, cams)
     for c, (vis, img) in enumerate(ref):
         assert abs(int(occ.visible[c].sum()) - int(vis.sum())) <= 5
-    assert occ.visible.sum() > 0.2 * N_POINTS
+    assert occ.visible.sum() > 0.2 * len(xyz)
 
 
 def test_numpy_project_zbuffer(benchmark, scene):
@@ -130,7 +148,7 @@ def test_numpy_project_zbuffer(benchmark, scene):
 def test_fathom_project_zbuffer_vs_opencv(benchmark, scene):
     xyz, cams = scene
     benchmark.group = "projection_170k_6cams_opencv"
-    benchmark.extra_info.update(role="fathom", goal=30, items=N_POINTS * len(cams), unit="point-cameras")
+    benchmark.extra_info.update(role="fathom", goal=30, items=len(xyz) * len(cams), unit="point-cameras")
     benchmark(fathom_pipeline, xyz, cams)
 
 
@@ -139,4 +157,32 @@ def test_opencv_project_zbuffer(benchmark, scene):
     benchmark.group = "projection_170k_6cams_opencv"
     benchmark.extra_info.update(role="peer")
     out = benchmark.pedantic(opencv_pipeline, args=(xyz, cams), rounds=5, iterations=1, warmup_rounds=1)
-    assert sum(int(v.sum()) for v, _ in out) > 0.2 * N_POINTS
+    assert sum(int(v.sum()) for v, _ in out) > 0.2 * len(xyz)
+
+
+@pytest.fixture(scope="module")
+def projection(scene):
+    xyz, cams = scene
+    return project_points(xyz, cams)
+
+
+@pytest.mark.parametrize("radius", [1, 2])
+def test_fathom_zbuffer(benchmark, projection, radius):
+    benchmark.group = f"zbuffer_170k_6cams_r{radius}"
+    benchmark.extra_info.update(role="fathom", items=projection.in_image.size, unit="point-cameras")
+    occ = benchmark(zbuffer, projection, radius_px=radius, tolerance_m=TOL_M, tolerance_rel=TOL_REL)
+    for c in range(len(projection.image_sizes)):
+        vis, _ = _numpy_zbuffer(projection.uv[c], projection.depth[c], projection.in_image[c], radius)
+        np.testing.assert_array_equal(occ.visible[c], vis)
+
+
+@pytest.mark.parametrize("radius", [1, 2])
+def test_numpy_zbuffer(benchmark, projection, radius):
+    benchmark.group = f"zbuffer_170k_6cams_r{radius}"
+    benchmark.extra_info.update(role="peer")
+    p = projection
+
+    def run():
+        return [_numpy_zbuffer(p.uv[c], p.depth[c], p.in_image[c], radius) for c in range(len(p.image_sizes))]
+
+    benchmark.pedantic(run, rounds=5, iterations=1, warmup_rounds=1)
