@@ -8,7 +8,9 @@ axis one layer (``(cell, cell, inf)`` is a 2-D grid of columns, as ground segmen
 The assignment radix-sorts integer voxel keys (a few sequential passes whose write heads
 stay in cache, instead of one cache miss per point into a hash table), so it runs in
 linear time whatever the order of the points; centroids are summed in the assignment's
-last pass over the points.
+last pass over the points. :func:`first_points` needs only each voxel's first point (a
+level of detail): one pass with a hash set of the occupied voxels, whose table stays small
+because it holds voxels, not points.
 """
 
 from __future__ import annotations
@@ -21,12 +23,24 @@ import math
 import numpy as np
 
 from engine.arrays import as_points
-from engine._jit import jit
+from engine._jit import inline, jit
 
 _DIGIT_BITS = 11  # radix-sort digit: 2048 buckets, whose write heads stay in cache
 _MAX_CELLS = 1 << 62  # voxels in the bounding box, so keys fit int64
 _MAX_POINTS = 1 << 31  # a first point and a voxel number share one int64 in the ordering sort
 _MAX_COORD = 2.0**62  # |floor((p - o) / s)|, so integer voxel coordinates fit int64
+
+
+@inline
+def _voxel_key(xyz, i, origin, inv_size, base, dims):
+    """Key ``ix + nx * (iy + ny * iz)`` of point i's voxel, relative to the lowest voxel."""
+    key = 0
+    mul = 1
+    for a in range(3):
+        c = np.int64(math.floor((xyz[i, a] - origin[a]) * inv_size[a])) - base[a]
+        key += c * mul
+        mul *= dims[a]
+    return key
 
 
 @jit
@@ -35,12 +49,7 @@ def _keys_kernel(xyz, origin, inv_size, base, dims, shift, passes, keys, count):
     histograms of the key's radix digits (all passes in this one pass over the points)."""
     radix = 1 << _DIGIT_BITS
     for i in range(xyz.shape[0]):
-        key = 0
-        mul = 1
-        for a in range(3):
-            c = np.int64(math.floor((xyz[i, a] - origin[a]) * inv_size[a])) - base[a]
-            key += c * mul
-            mul *= dims[a]
+        key = _voxel_key(xyz, i, origin, inv_size, base, dims)
         keys[i] = (key << shift) | i if shift else key
         for r in range(passes):
             count[r, ((key >> (r * _DIGIT_BITS)) & (radix - 1)) + 1] += 1
@@ -158,6 +167,45 @@ def _sort_small(values, bits):
 
 
 @jit
+def _first_points_kernel(xyz, origin, inv_size, base, dims):
+    """Index of each voxel's first point, in order of first appearance: one pass over the
+    points with an open-addressing hash set of voxel keys (grown at half load; a point in
+    the voxel of the point before it, common in scan order, skips the lookup)."""
+    n = xyz.shape[0]
+    first = np.empty(n, dtype=np.int64)
+    keys = np.empty(n, dtype=np.int64)
+    bits = 10
+    table = np.full(1 << bits, -1, dtype=np.int64)
+    m = 0
+    last = np.int64(-1)
+    for i in range(n):
+        key = _voxel_key(xyz, i, origin, inv_size, base, dims)
+        if key == last:
+            continue
+        last = key
+        mask = (1 << bits) - 1
+        h = np.int64((np.uint64(key) * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(64 - bits))
+        while table[h] != -1 and table[h] != key:
+            h = (h + 1) & mask
+        if table[h] == key:
+            continue
+        table[h] = key
+        first[m] = i
+        keys[m] = key
+        m += 1
+        if 2 * m > (1 << bits):  # rehash the keys seen so far into a table twice as large
+            bits += 1
+            mask = (1 << bits) - 1
+            table = np.full(1 << bits, -1, dtype=np.int64)
+            for v in range(m):
+                h = np.int64((np.uint64(keys[v]) * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(64 - bits))
+                while table[h] != -1:
+                    h = (h + 1) & mask
+                table[h] = keys[v]
+    return first[:m].copy()
+
+
+@jit
 def _bounds_kernel(xyz, lo, hi):
     """Per-axis min/max into ``lo``/``hi``; False if any coordinate is NaN or infinite."""
     lo[:] = np.inf
@@ -205,10 +253,10 @@ class Voxelization:
         return len(self.first_index)
 
 
-def _assign(
-    xyz: np.ndarray, voxel_size: float | np.ndarray, origin: np.ndarray | None, centroids: bool
-) -> tuple[Voxelization, np.ndarray | None]:
-    """:func:`voxelize`; with ``centroids`` also the ``(M, 3)`` voxel means in the input dtype."""
+def _grid(xyz: np.ndarray, voxel_size: float | np.ndarray, origin: np.ndarray | None
+          ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Validated ``(points, size, origin, 1/size, base, dims)``: the voxels' integer
+    coordinates relative to ``base`` span ``dims`` (the points' bounding box)."""
     p = as_points(xyz)
     size = np.broadcast_to(np.asarray(voxel_size, dtype=np.float64), (3,)).copy()
     if np.any(np.isnan(size)) or np.any(size <= 0):
@@ -242,6 +290,15 @@ def _assign(
             )
         base = lo.astype(np.int64)
         dims = np.array(extent, dtype=np.int64)
+    return p, size, o, inv, base, dims
+
+
+def _assign(
+    xyz: np.ndarray, voxel_size: float | np.ndarray, origin: np.ndarray | None, centroids: bool
+) -> tuple[Voxelization, np.ndarray | None]:
+    """:func:`voxelize`; with ``centroids`` also the ``(M, 3)`` voxel means in the input dtype."""
+    p, size, o, inv, base, dims = _grid(xyz, voxel_size, origin)
+    n = len(p)
     if n >= _MAX_POINTS:
         raise ValueError(f"at most 2**31 - 1 points per call (first points and voxel numbers share an int64), got {n}")
     inverse = np.empty(n, dtype=np.int64)
@@ -262,6 +319,16 @@ def voxelize(
     beyond ±2**62 or a bounding box of more than 2**62 voxels.
     """
     return _assign(xyz, voxel_size, origin, False)[0]
+
+
+def first_points(
+    xyz: np.ndarray, voxel_size: float | np.ndarray, origin: np.ndarray | None = None
+) -> np.ndarray:
+    """``(M,) int64`` index of each occupied voxel's first point, in order of first
+    appearance: ``voxelize(xyz, voxel_size, origin).first_index`` without assigning every
+    point (one hashing pass; a level of detail needs no more). Same arguments and errors."""
+    p, _, o, inv, base, dims = _grid(xyz, voxel_size, origin)
+    return _first_points_kernel(p, o, inv, base, dims)
 
 
 def voxel_downsample(
@@ -285,5 +352,6 @@ def voxel_downsample(
 
 def _warmup() -> None:
     for dtype in (np.float32, np.float64):
+        first_points(np.zeros((2, 3), dtype), 0.1)
         voxel_downsample(np.zeros((2, 3), dtype), 0.1)
         voxel_downsample(np.zeros((2, 3), dtype), 0.1, keep="first")

@@ -44,7 +44,7 @@ from engine.points_in_boxes import points_in_boxes
 from engine.pose_track import PoseTrack
 from engine.camera import Camera
 from engine.projection import Projection, project_points
-from engine.voxel import voxelize
+from engine.voxel import first_points
 from engine.zbuffer import zbuffer
 from formats.jpeg import decode_jpeg, scaled_camera
 from formats.raw_log import RawLog, read_log
@@ -303,7 +303,7 @@ def prepare_frame(log_dir: str, scene_dir: str, index: int, options: PrepareOpti
             lap("labels")
         table = points_table(xyz, quantum_m=options.quantum_m, **columns)
         lap("points_table")
-        lods = [table.take(voxelize(xyz, size).first_index) for size in options.lod_voxel_m]
+        lods = [table.take(first_points(xyz, size)) for size in options.lod_voxel_m]
         lap("lod")
         entry = job.writer.write_frame(index, frame.timestamp_ns, track.at(frame.timestamp_ns), table, lods,
                                        images=jpegs, image_timestamps_ns=image_times, boxes=boxes)

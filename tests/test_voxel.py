@@ -6,7 +6,7 @@ import numpy as np
 import open3d as o3d
 import pytest
 
-from engine.voxel import voxel_downsample, voxelize
+from engine.voxel import first_points, voxel_downsample, voxelize
 
 
 def _reference(xyz: np.ndarray, size, origin=np.zeros(3)):
@@ -155,3 +155,28 @@ def test_bad_input():
         voxelize(np.array([[0.0, 0, 0], [1e5, 1e5, 1e5]]), 1e-3)
     with pytest.raises(ValueError, match="keep"):
         voxel_downsample(np.zeros((1, 3)), 0.1, keep="last")
+
+
+@pytest.mark.parametrize("size", [0.25, 0.05, np.array([0.5, 0.3, 1.0]), np.array([1.0, 1.0, np.inf])])
+def test_first_points_are_voxelize_first_index(cloud, size):
+    """Same voxels, same first-appearance order, with the hash table grown many times."""
+    _, first, _, _ = _reference(cloud, size)
+    got = first_points(cloud, size)
+    assert got.dtype == np.int64
+    np.testing.assert_array_equal(got, first)
+    np.testing.assert_array_equal(got, voxelize(cloud, size).first_index)
+    shuffled = cloud[np.random.default_rng(5).permutation(len(cloud))].astype(np.float32)
+    np.testing.assert_array_equal(first_points(shuffled, size, origin=np.full(3, 0.1)),
+                                  voxelize(shuffled, size, origin=np.full(3, 0.1)).first_index)
+
+
+def test_first_points_edge_cases():
+    assert first_points(np.zeros((0, 3)), 0.1).shape == (0,)
+    np.testing.assert_array_equal(first_points(np.zeros((5, 3), np.float32), 0.1), [0])
+    # every point its own voxel: M = N
+    xyz = np.arange(3000, dtype=np.float64)[:, None] * np.array([1.0, 0.0, 0.0])
+    np.testing.assert_array_equal(first_points(xyz[::-1].copy(), 0.5), np.arange(3000))
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        first_points(np.array([[0.0, np.nan, 0.0]]), 0.1)
+    with pytest.raises(ValueError, match="voxel_size must be positive"):
+        first_points(np.zeros((2, 3)), -1.0)
