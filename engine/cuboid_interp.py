@@ -75,36 +75,14 @@ _C0, _DC = 3, 6  # centre at k, centre step (3 each)
 _S0, _DS = 9, 12  # size at k, size step (3 each)
 _Q0, _Q1 = 15, 19  # quaternion at k, quaternion at k+1 on its hemisphere (4 each)
 _INTERVAL_COLS = 24  # 23 used, padded to three cache lines
+_ALWAYS_CHECK = np.iinfo(np.int64).min  # no fast path: every time takes _fill_box
 
 
 @inline
-def _fill_box(offsets, ts, iv, centers, sizes, rots, stationary, mode, n, k, tq, box,
-              out_c, out_s, out_q, valid):
-    """Track ``n`` at time ``tq`` into output box ``box``. ``k`` is the track's interval
-    cursor (at or before ``tq``'s interval); returns it walked forward."""
-    a = offsets[n]
-    b = offsets[n + 1]
-    if stationary[n] or b - a == 1:
-        # a stationary track holds its first keyframe at every time; a one-keyframe track
-        # too, except outside its instant under "none"
-        if mode == 0 and not stationary[n] and tq != ts[a]:
-            _write_nan(out_c, out_s, out_q, valid, box)
-        else:
-            _write_key(out_c, out_s, out_q, valid, box, centers, sizes, rots, a)
-        return k
-    if tq < ts[a] or tq > ts[b - 1]:
-        if mode == 0:
-            _write_nan(out_c, out_s, out_q, valid, box)
-            return k
-        if mode == 1:
-            _write_key(out_c, out_s, out_q, valid, box, centers, sizes, rots, a if tq < ts[a] else b - 1)
-            return k
-    # interval k with ts[k] <= tq < ts[k+1], clamped to [a, b-2]
-    while k < b - 2 and ts[k + 1] <= tq:
-        k += 1
-    # the fraction from an exact int64 difference; centre linear and rotation slerped
-    # (both extended past the ends for constant velocity)
-    u = float(tq - ts[k]) * iv[k, _INV_DT]
+def _interp_box(iv, k, u, box, out_c, out_s, out_q, valid):
+    """Fraction ``u`` of interval ``k`` into output box ``box``: centre linear, rotation
+    slerped (both extended past the ends for constant velocity), size linear but held
+    past the ends."""
     th = iv[k, _TH]
     s0, s1 = slerp_weights(th, iv[k, _INV_SIN], u)
     w = s0 * iv[k, _Q0] + s1 * iv[k, _Q1]
@@ -124,11 +102,43 @@ def _fill_box(offsets, ts, iv, centers, sizes, rots, stationary, mode, n, k, tq,
     out_q[box, 3] = z
     for c in range(3):
         out_c[box, c] = iv[k, _C0 + c] + u * iv[k, _DC + c]
-    # sizes are held past the ends, never extrapolated
     u = min(max(u, 0.0), 1.0)
     for c in range(3):
         out_s[box, c] = iv[k, _S0 + c] + u * iv[k, _DS + c]
-    return k
+
+
+@inline
+def _fill_box(offsets, ts, iv, centers, sizes, rots, stationary, mode, n, k, tq, box,
+              out_c, out_s, out_q, valid):
+    """Track ``n`` at time ``tq`` into output box ``box``, any case. ``k`` is the track's
+    interval cursor (at or before ``tq``'s interval). Returns ``(k, last)``: the cursor
+    walked forward and the last time up to which a later (larger) time stays inside
+    interval ``k``'s range (the kernel's fast path), or ``_ALWAYS_CHECK``."""
+    a = offsets[n]
+    b = offsets[n + 1]
+    if stationary[n] or b - a == 1:
+        # a stationary track holds its first keyframe at every time; a one-keyframe track
+        # too, except outside its instant under "none"
+        if mode == 0 and not stationary[n] and tq != ts[a]:
+            _write_nan(out_c, out_s, out_q, valid, box)
+        else:
+            _write_key(out_c, out_s, out_q, valid, box, centers, sizes, rots, a)
+        return k, _ALWAYS_CHECK
+    if tq < ts[a] or tq > ts[b - 1]:
+        if mode == 0:
+            _write_nan(out_c, out_s, out_q, valid, box)
+            return k, _ALWAYS_CHECK
+        if mode == 1:
+            _write_key(out_c, out_s, out_q, valid, box, centers, sizes, rots, a if tq < ts[a] else b - 1)
+            return k, _ALWAYS_CHECK
+    # interval k with ts[k] <= tq < ts[k+1], clamped to [a, b-2]
+    while k < b - 2 and ts[k + 1] <= tq:
+        k += 1
+    # the fraction from an exact int64 difference
+    _interp_box(iv, k, float(tq - ts[k]) * iv[k, _INV_DT], box, out_c, out_s, out_q, valid)
+    if tq < ts[a] or tq > ts[b - 1]:
+        return k, _ALWAYS_CHECK  # constant-velocity extrapolation
+    return k, (ts[k + 1] - 1 if k < b - 2 else ts[b - 1])
 
 
 @pjit
@@ -148,15 +158,22 @@ def _interpolate_kernel(offsets, ts, iv, centers, sizes, rots, stationary,
         j1 = min(j0 + _TIMES_PER_ITEM, n_times)
         n0 = (item % track_blocks) * _TRACKS_PER_ITEM
         n1 = min(n0 + _TRACKS_PER_ITEM, n_tracks)
+        # per track: interval cursor, and the last time the cursor's interval covers
         cursor = np.empty(n1 - n0, np.int64)
+        last = np.full(n1 - n0, _ALWAYS_CHECK, np.int64)
         for n in range(n0, n1):
             cursor[n - n0] = find_interval(ts, offsets[n], offsets[n + 1] - 1, times[j0])
         for j in range(j0, j1):
             tq = times[j]
             row = order[j] * n_tracks
-            for n in range(n0, n1):
-                cursor[n - n0] = _fill_box(offsets, ts, iv, centers, sizes, rots, stationary,
-                                           mode, n, cursor[n - n0], tq, row + n, out_c, out_s, out_q, valid)
+            for i in range(n1 - n0):
+                if tq <= last[i]:
+                    # fast path: still inside the interval of the previous time
+                    k = cursor[i]
+                    _interp_box(iv, k, float(tq - ts[k]) * iv[k, _INV_DT], row + n0 + i, out_c, out_s, out_q, valid)
+                else:
+                    cursor[i], last[i] = _fill_box(offsets, ts, iv, centers, sizes, rots, stationary, mode,
+                                                   n0 + i, cursor[i], tq, row + n0 + i, out_c, out_s, out_q, valid)
 
 
 def _interval_table(ts: np.ndarray, centers: np.ndarray, sizes: np.ndarray, rots: np.ndarray) -> np.ndarray:

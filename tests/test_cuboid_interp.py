@@ -123,6 +123,31 @@ def test_packed_table_equals_each_track_on_its_own():
     assert packed.valid[100, -1] and packed.valid[:, -2].all()
 
 
+@pytest.mark.parametrize("mode", ["none", "hold", "constant_velocity"])
+def test_every_time_at_and_around_each_keyframe_matches_one_time_calls_and_scipy(mode):
+    """Sorted times 1 ns before, at and after every keyframe of every track (the kernel
+    carries each track's interval from one time to the next and re-checks it only past
+    the interval's end): bit for bit the boxes of one call per time, and scipy's."""
+    rng = np.random.default_rng(17)
+    tracks = _random_tracks(rng, 5, max_k=6)
+    keys = np.concatenate([t.timestamps_ns for t in tracks])
+    times = np.unique(np.concatenate([keys - 1, keys, keys + 1]))
+    table = TrackTable.from_tracks(tracks)
+    batch = interpolate_tracks(table, times, mode)
+    for j, tq in enumerate(times):
+        one = interpolate_tracks(table, times[j:j + 1], mode)
+        for got, want in zip(_fields(batch), _fields(one)):
+            np.testing.assert_array_equal(got[j], want[0])
+    for n, track in enumerate(tracks):
+        c, s, q, valid = _reference(track, times, mode)
+        np.testing.assert_array_equal(batch.valid[:, n], valid)
+        np.testing.assert_allclose(batch.centers[valid, n], c[valid], atol=1e-9)
+        np.testing.assert_allclose(batch.sizes[valid, n], s[valid], atol=1e-12)
+        got_q, ref_q = batch.rotations[valid, n], q[valid]
+        ref_q *= np.sign(np.sum(got_q * ref_q, axis=1))[:, None]  # q and -q are one rotation
+        np.testing.assert_allclose(got_q, ref_q, atol=1e-14)
+
+
 def test_time_order_does_not_change_any_box():
     rng = np.random.default_rng(13)
     tracks = _random_tracks(rng, 6)
