@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from engine import quaternion as quat
-from engine.camera import Camera, CameraIntrinsics
+from engine.camera import Camera, CameraIntrinsics, cameras_from_ego, lens_project
 from engine.motion import motion_compensate
 from engine.pose_track import OutOfRangeError, PoseTrack
 from engine.projection import project_points
@@ -149,6 +149,39 @@ def test_empty_and_nan_points():
     assert not proj.in_image[:, 1:].any()
     none = project_points(pts, [])
     assert none.uv.shape == (0, 4, 2)
+
+
+def test_every_point_equals_the_scalar_lens():
+    """The batch kernel (two-pass pinhole / Brown-Conrady path, generic fisheye path) gives
+    bit for bit what ``lens_project`` gives: points in front, behind, on the near plane,
+    beyond the fold-back limit and NaN, shuffled over several parallel work chunks."""
+    rng = np.random.default_rng(11)
+    n = 5000
+    pts = rng.uniform([-30.0, -30.0, -10.0], [30.0, 30.0, 40.0], (n, 3))
+    pts[::89, 1] = np.nan
+    cams = [_camera(intr, yaw=0.4 * k) for k, intr in enumerate(_LENSES)]
+    cam_from_src = cameras_from_ego(cams) @ SE3.identity()
+    rot = quat.to_matrix(cam_from_src.rotation)
+    pts[::97] = cam_from_src[0].inverse().apply(np.array([[0.0, 0.0, cams[0].near_m]]))  # z = near ± rounding
+    proj = project_points(pts, cams)
+    assert 0 < proj.in_image.sum() < proj.in_image.size
+    for c, cam in enumerate(cams):
+        r, t = rot[c], cam_from_src.translation[c]
+        for i in range(n):
+            px, py, pz = (float(x) for x in pts[i])
+            x = r[0, 0] * px + r[0, 1] * py + r[0, 2] * pz + t[0]
+            y = r[1, 0] * px + r[1, 1] * py + r[1, 2] * pz + t[1]
+            z = r[2, 0] * px + r[2, 1] * py + r[2, 2] * pz + t[2]
+            u, v, ok = lens_project(cam.model_code, cam.params, x, y, z)
+            np.testing.assert_array_equal(proj.depth[c, i], np.float32(z))
+            if ok:
+                assert (proj.uv[c, i, 0], proj.uv[c, i, 1]) == (u, v)
+                w, h = cam.intrinsics.width, cam.intrinsics.height
+                assert proj.in_image[c, i] == (-0.5 <= u < w - 0.5 and -0.5 <= v < h - 0.5)
+                assert proj.cos_view[c, i] == np.float32(z / np.sqrt(x * x + y * y + z * z))
+            else:
+                assert np.isnan(proj.uv[c, i]).all() and np.isnan(proj.cos_view[c, i])
+                assert not proj.in_image[c, i]
 
 
 def test_bad_input():

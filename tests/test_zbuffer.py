@@ -41,10 +41,11 @@ def _random_projection(rng, n, sizes):
     return Projection(uv, depth, in_image, sizes, np.ones((c, n), np.float32))
 
 
-@pytest.mark.parametrize("radius", [0, 1, 3])
+@pytest.mark.parametrize("radius", [0, 1, 3, 7])
 def test_matches_numpy_reference(radius):
     rng = np.random.default_rng(radius)
-    proj = _random_projection(rng, 3000, [(64, 48), (40, 30)])  # different sizes per camera
+    # different sizes per camera; the 9×4 one is smaller than the disc and the row ring
+    proj = _random_projection(rng, 3000, [(64, 48), (40, 30), (9, 4)])
     occ = zbuffer(proj, radius_px=radius, tolerance_m=0.3, tolerance_rel=0.01)
     for c, (w, h) in enumerate(proj.image_sizes):
         img, vis = zbuffer_numpy(proj.uv[c], proj.depth[c], proj.in_image[c], w, h, radius, 0.3, 0.01)
