@@ -7,9 +7,9 @@ a point is visible when its depth is within ``tolerance_m + tolerance_rel · dep
 depth image at its own pixel. The splat radius is fixed in pixels (not scaled by depth).
 
 Cameras run in parallel, each on its own buffer, so no atomics are needed. Within a camera
-the in-image points are sorted by image row (a branch-free counting sort) and the image is
-swept top to bottom with a lag of ``R = radius_px`` rows: at row ``y`` the points of row
-``y`` splat their discs (row offset by row offset, each a tight loop over the row's
+the in-image points are compacted (without branches), sorted by image row (a counting
+sort), and the image is swept top to bottom with a lag of ``R = radius_px`` rows: at row
+``y`` the points of row ``y`` splat their discs (row offset by row offset, each a tight loop over the row's
 points), then row ``y − R`` — which no later disc reaches — is final: its points are
 tested and its pixels set back to ``inf`` (only the span that was written). Live rows
 span ``2R + 1`` image rows, held in a ring buffer of the next power of two rows (8 rows,
@@ -50,27 +50,36 @@ def _zbuffer_kernel(uv, depth, in_image, sizes, half, tol_m, tol_rel, visible, i
     for c in prange(n_cam):
         w = sizes[c, 0]
         h = sizes[c, 1]
-        # bucket h collects the points outside the image; they all land in slot m (discarded)
-        start = np.zeros(h + 2, np.int64)
-        for i in range(n):
-            row = int(round(uv[c, i, 1] if in_image[c, i] else float(h)))
-            start[row + 1] += 1
-        for y in range(h):
-            start[y + 1] += start[y]
-        m = start[h]
-        fill = start[: h + 1].copy()
-        pus = np.empty(m + 1, np.int64)
-        ds = np.empty(m + 1, np.float32)
-        idx = np.empty(m + 1, np.int64)
+        # in-image points, compacted in input order without branches (others land in slot m)
+        cpv = np.empty(n + 1, np.int32)
+        cpu = np.empty(n + 1, np.int32)
+        cd = np.empty(n + 1, np.float32)
+        ci = np.empty(n + 1, np.int64)
+        m = 0
         for i in range(n):
             ok = in_image[c, i]
-            row = int(round(uv[c, i, 1] if ok else float(h)))
-            k = fill[row]
-            fill[row] = k + ok
-            pus[k] = int(round(uv[c, i, 0] if ok else 0.0))
-            ds[k] = depth[c, i]
-            idx[k] = i
+            cpv[m] = int(round(uv[c, i, 1] if ok else 0.0))
+            cpu[m] = int(round(uv[c, i, 0] if ok else 0.0))
+            cd[m] = depth[c, i]
+            ci[m] = i
+            m += ok
             visible[c, i] = False
+        # counting sort by row
+        start = np.zeros(h + 1, np.int64)
+        for k in range(m):
+            start[cpv[k] + 1] += 1
+        for y in range(h):
+            start[y + 1] += start[y]
+        fill = start[:h].copy()
+        pus = np.empty(m, np.int32)
+        ds = np.empty(m, np.float32)
+        idx = np.empty(m, np.int64)
+        for j in range(m):
+            k = fill[cpv[j]]
+            fill[cpv[j]] = k + 1
+            pus[k] = cpu[j]
+            ds[k] = cd[j]
+            idx[k] = ci[j]
         ring = np.full((n_ring, w), np.inf, np.float32)
         lo = np.full(n_ring, w, np.int64)  # written span of each ring row
         hi = np.full(n_ring, -1, np.int64)
