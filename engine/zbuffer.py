@@ -9,15 +9,15 @@ depth image at its own pixel. The splat radius is fixed in pixels (not scaled by
 Cameras run in parallel, each on its own buffer, so no atomics are needed. Within a camera
 the in-image points are compacted (without branches), sorted by image row (a counting
 sort), and the image is swept top to bottom with a lag of ``R = radius_px`` rows: at row
-``y`` the points of row ``y`` splat their discs (row offset by row offset, each a tight loop over the row's
-points), then row ``y − R`` — which no later disc reaches — is final: its points are
-tested and its pixels set back to ``inf`` (only the span that was written). Live rows
-span ``2R + 1`` image rows, held in a ring buffer of the next power of two rows (8 rows,
-60 KiB at R = 2 and 1920 px: in L2). Each point is splatted and tested once; the cost
-follows the number of points, not the image area, and no full-size image is touched (a
-dense 8 MB image per camera costs a cache miss per touched line and, fresh, a page fault
-per 4 KiB). The dense depth images are assembled, row by row as rows become final, only
-when :attr:`Occlusion.depth_images` is read.
+``y`` the points of row ``y`` splat their discs (row offset by row offset, each a tight
+loop over the row's points), then row ``y − R`` — which no later disc reaches — is final:
+its points are tested and its pixels set back to ``inf`` (only the span that was written).
+Live rows span ``2R + 1`` image rows, held in a ring buffer of the next power of two rows
+(8 rows, 60 KiB at R = 2 and 1920 px: in L2). Each point is splatted and tested once; the
+cost follows the number of points, not the image area, and no full-size image is touched
+(a dense 8 MB image per camera costs a cache miss per touched line and, fresh, a page
+fault per 4 KiB). The dense depth images are assembled, row by row as rows become final,
+only when :attr:`Occlusion.depth_images` is read.
 """
 
 from __future__ import annotations
