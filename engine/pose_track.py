@@ -81,20 +81,18 @@ _SIN_TAYLOR = tuple((-1.0) ** i / math.factorial(2 * i + 1) for i in range(10))
 
 @inline
 def sin_quadrant(x):
-    """sin x for x in [0, π/2] by a fixed odd polynomial (Taylor to x¹⁹, Horner in x²):
-    the first omitted term is below 2.6e-16 there, so within a few ulp of ``math.sin``;
+    """sin x for x in [0, π/2] by a fixed odd polynomial: Taylor to x¹⁹, summed by Estrin's
+    scheme in y = x² (short dependency chains, so the two sines of a slerp and of
+    neighbouring boxes overlap). The first omitted term is below 2.6e-16 on [0, π/2]; the
+    result is within 4.5e-16 of ``math.sin`` (2 ulp of 1, relative 2 ulp near 0);
     branch-free, no range reduction. Outside [0, π/2] use ``math.sin``."""
-    x2 = x * x
-    p = _SIN_TAYLOR[9]
-    p = p * x2 + _SIN_TAYLOR[8]
-    p = p * x2 + _SIN_TAYLOR[7]
-    p = p * x2 + _SIN_TAYLOR[6]
-    p = p * x2 + _SIN_TAYLOR[5]
-    p = p * x2 + _SIN_TAYLOR[4]
-    p = p * x2 + _SIN_TAYLOR[3]
-    p = p * x2 + _SIN_TAYLOR[2]
-    p = p * x2 + _SIN_TAYLOR[1]
-    return x + x * x2 * p
+    y = x * x
+    y2 = y * y
+    y4 = y2 * y2
+    lo = (_SIN_TAYLOR[1] + _SIN_TAYLOR[2] * y) + (_SIN_TAYLOR[3] + _SIN_TAYLOR[4] * y) * y2
+    hi = (_SIN_TAYLOR[5] + _SIN_TAYLOR[6] * y) + (_SIN_TAYLOR[7] + _SIN_TAYLOR[8] * y) * y2
+    p = lo + (hi + _SIN_TAYLOR[9] * y4) * y4
+    return x + x * y * p
 
 
 @inline
