@@ -84,6 +84,19 @@ def _is_blank(ch: np.uint8) -> bool:
     return ch == 32 or ch == 9 or ch == 13 or ch == 11 or ch == 12
 
 
+@inline
+def _load8(buf: np.ndarray, j: np.uint64) -> np.uint64:
+    """``buf[j:j + 8]`` as a little-endian ``uint64`` (an unsigned index has no negative-index
+    wrap, so the eight loads fuse into one; no branch, so numba's refcount pruning drops the
+    increment and decrement of ``buf`` around the inlined call, outside ``prange`` bodies)."""
+    return (
+        np.uint64(buf[j]) | np.uint64(buf[j + np.uint64(1)]) << np.uint64(8)
+        | np.uint64(buf[j + np.uint64(2)]) << np.uint64(16) | np.uint64(buf[j + np.uint64(3)]) << np.uint64(24)
+        | np.uint64(buf[j + np.uint64(4)]) << np.uint64(32) | np.uint64(buf[j + np.uint64(5)]) << np.uint64(40)
+        | np.uint64(buf[j + np.uint64(6)]) << np.uint64(48) | np.uint64(buf[j + np.uint64(7)]) << np.uint64(56)
+    )  # fmt: skip
+
+
 @jit
 def _tail_word(buf: np.ndarray, i: int, n_buf: int) -> np.uint64:
     """The bytes ``buf[i:i + 8]`` as a little-endian ``uint64``, blanks past ``n_buf``."""
@@ -178,8 +191,9 @@ def _parse_rows(
     10**(exponent - fraction digits)``), exponent. Digits are taken 8 bytes at a time
     (SWAR: no branch per digit, so no mispredicted loop exit per token). The code is
     written out in this loop, not in helpers: numba's inlining of a helper that takes
-    ``buf`` costs a reference count increment and decrement per call. The mantissa may
-    wrap past 19 digits, which only matters (the slow path) when more than 19 of them are
+    ``buf`` costs a reference count increment and decrement per call; hot indices are cast
+    to ``uint64``, for which numba adds no negative-index wrap. The mantissa may wrap past
+    19 digits, which only matters (the slow path) when more than 19 of them are
     significant.
     """
     n_cols = kinds.shape[0]
@@ -188,24 +202,24 @@ def _parse_rows(
     for r in range(row0, row1):
         for c in range(n_cols + 1):
             stop = line_rows and c > 0  # newlines end a row, blank lines come before one
-            while pos < n and (_is_blank(buf[pos]) or (buf[pos] == 10 and not stop)):
+            while pos < n and (_is_blank(buf[np.uint64(pos)]) or (buf[np.uint64(pos)] == 10 and not stop)):
                 pos += 1
             if c == n_cols:  # the end of the row
-                if line_rows and pos < n and buf[pos] != 10:
+                if line_rows and pos < n and buf[np.uint64(pos)] != 10:
                     return _LONG_ROW, pos, r, n_cols, n_slow
                 break
             if pos >= n:
                 return _OK if stop_at_end and c == 0 else _EOF, pos, r, c, n_slow
-            if buf[pos] == 10:
+            if buf[np.uint64(pos)] == 10:
                 return _SHORT_ROW, pos, r, c, n_slow
-            kind = kinds[c]
+            kind = kinds[np.uint64(c)]
             if kind == SKIP:
                 pos = _token_end(buf, pos, n)
                 continue
             # the number token: the integer digits, then (after a point) the fraction digits
             i = pos
-            neg = buf[i] == 45
-            signed = neg or buf[i] == 43
+            neg = buf[np.uint64(i)] == 45
+            signed = neg or buf[np.uint64(i)] == 43
             i += signed
             start = i
             mant = np.uint64(0)
@@ -214,13 +228,7 @@ def _parse_rows(
             n_run = 0  # digits of the current part so far
             while True:  # 8 bytes at a time: the digits' count, and their value by three multiplies
                 if i + 8 <= n_buf:
-                    j = np.uint64(i)  # unsigned: no negative-index wrap, so the 8 loads fuse into one
-                    w = (
-                        np.uint64(buf[j]) | np.uint64(buf[j + np.uint64(1)]) << np.uint64(8)
-                        | np.uint64(buf[j + np.uint64(2)]) << np.uint64(16) | np.uint64(buf[j + np.uint64(3)]) << np.uint64(24)
-                        | np.uint64(buf[j + np.uint64(4)]) << np.uint64(32) | np.uint64(buf[j + np.uint64(5)]) << np.uint64(40)
-                        | np.uint64(buf[j + np.uint64(6)]) << np.uint64(48) | np.uint64(buf[j + np.uint64(7)]) << np.uint64(56)
-                    )  # fmt: skip
+                    w = _load8(buf, np.uint64(i))
                 else:
                     w = _tail_word(buf, i, n_buf)
                 x = w ^ np.uint64(0x3030303030303030)  # digit bytes become 0..9
@@ -231,25 +239,25 @@ def _parse_rows(
                 x = ((x & np.uint64(0x0F0F0F0F0F0F0F0F)) * np.uint64(2561)) >> np.uint64(8)
                 x = ((x & np.uint64(0x00FF00FF00FF00FF)) * np.uint64(6553601)) >> np.uint64(16)
                 x = ((x & np.uint64(0x0000FFFF0000FFFF)) * np.uint64(42949672960001)) >> np.uint64(32)
-                mant = mant * _POW10_INT[k] + x
+                mant = mant * _POW10_INT[np.uint64(k)] + x
                 n_run += k
                 i += k
                 if k == 8:
                     continue
                 if n_int < 0:
                     n_int, n_run = n_run, 0
-                    if i < n and buf[i] == 46:  # .
+                    if i < n and buf[np.uint64(i)] == 46:  # .
                         i += 1
                         continue
                 else:
                     n_frac = n_run
                 break
             exp_st, exp10 = _OK, 0
-            if i < n and (buf[i] | 32) == 101:  # e E
+            if i < n and (buf[np.uint64(i)] | 32) == 101:  # e E
                 exp_st, exp10, i = _scan_exponent(buf, i + 1, n)
-            ends = i >= n or _is_blank(buf[i]) or buf[i] == 10
-            code = meta[c, 0]
-            at = meta[c, 1] + r
+            ends = i >= n or _is_blank(buf[np.uint64(i)]) or buf[np.uint64(i)] == 10
+            code = meta[np.uint64(c), np.uint64(0)]
+            at = np.uint64(meta[np.uint64(c), np.uint64(1)] + r)
             if kind != FLOAT:  # an integer token: INT, UINT, SKIP_LIST (count) or PACKED_RGB (packed bits)
                 integer = ends and n_int > 0 and n_frac < 0 and i == start + n_int
                 if kind == PACKED_RGB or kind == SKIP_LIST:
@@ -266,13 +274,13 @@ def _parse_rows(
                         i = _skip(buf, i, n, line_rows)
                         if i >= n:
                             return _EOF, i, r, c, n_slow
-                        if buf[i] == 10:
+                        if buf[np.uint64(i)] == 10:
                             return _SHORT_ROW, i, r, c, n_slow
                         i = _token_end(buf, i, n)
                     pos = i
                     continue
                 if kind != PACKED_RGB:
-                    if st != _OK or mant > limits[c, 1 if neg else 0]:
+                    if st != _OK or mant > limits[np.uint64(c), np.uint64(neg)]:
                         return _RANGE, pos, r, c, n_slow
                     x = -np.int64(mant - np.uint64(1)) - 1 if neg else np.int64(mant)
                     if code == _S64:
@@ -318,9 +326,9 @@ def _parse_rows(
                     continue
                 v = np.float64(np.int64(mant))
                 if exp10 >= 0:
-                    v = v * _POW10[min(exp10, 22)]
+                    v = v * _POW10[np.uint64(min(exp10, 22))]
                 else:
-                    v = v / _POW10[min(-exp10, 22)]
+                    v = v / _POW10[np.uint64(min(-exp10, 22))]
                 v = -v if neg else v
             if code == _F32:
                 f32[at] = np.float32(v)
@@ -361,6 +369,25 @@ def _parse_table(
     return status, pos, row, col, n_slow
 
 
+@jit
+def _count_newlines(buf: np.ndarray, a: int, b: int) -> int:
+    """Newlines in ``buf[a:b]``, 8 bytes at a time (an exact zero-byte test of ``w ^ "\\n" * 8``).
+
+    A function of its own, not the body of a ``prange`` loop: there, numba keeps the
+    reference count increment and decrement of the inlined ``_load8`` inside the loop.
+    """
+    count = np.uint64(0)
+    i = a
+    while i + 8 <= b:
+        t = _load8(buf, np.uint64(i)) ^ np.uint64(0x0A0A0A0A0A0A0A0A)
+        z = ~(((t & np.uint64(0x7F7F7F7F7F7F7F7F)) + np.uint64(0x7F7F7F7F7F7F7F7F)) | t) & np.uint64(0x8080808080808080)
+        count += ((z >> np.uint64(7)) * np.uint64(0x0101010101010101)) >> np.uint64(56)
+        i += 8
+    for i in range(i, b):
+        count += np.uint64(buf[i] == 10)
+    return np.int64(count)
+
+
 @pjit
 def _line_chunks(buf: np.ndarray, start: int, n_chunks: int) -> tuple[np.ndarray, np.ndarray]:
     """Split ``buf[start:]`` just after newlines into ``n_chunks`` (some may be empty):
@@ -378,10 +405,7 @@ def _line_chunks(buf: np.ndarray, start: int, n_chunks: int) -> tuple[np.ndarray
     line_at = np.zeros(n_chunks + 1, dtype=np.int64)
     for k in prange(n_chunks):
         a, b = bounds[k], bounds[k + 1]
-        count = 0
-        for i in range(a, b):
-            count += buf[i] == 10
-        line_at[k + 1] = count + (b > a and buf[b - 1] != 10)
+        line_at[k + 1] = _count_newlines(buf, a, b) + (b > a and buf[b - 1] != 10)
     for k in range(n_chunks):
         line_at[k + 1] += line_at[k]
     return bounds, line_at
@@ -526,8 +550,9 @@ def parse_columns(
         raise FormatError(path, int(pos), what)
     columns = [mem[o : o + n_rows * dt.itemsize].view(dt) for o, dt in where]
     out_col = np.cumsum((kinds != SKIP) & (kinds != SKIP_LIST)) - 1
-    for s, e, r, c in slow[:n_slow]:
-        columns[out_col[c]][r] = float(bytes(buf[s:e]))  # a PACKED_RGB float32 holds the value's bits
+    with np.errstate(over="ignore"):  # beyond the float32 range is inf, as in the kernel
+        for s, e, r, c in slow[:n_slow]:
+            columns[out_col[c]][r] = float(bytes(buf[s:e]))  # a PACKED_RGB float32 holds the value's bits
     return columns, int(pos)
 
 

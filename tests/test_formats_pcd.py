@@ -535,3 +535,74 @@ def test_ascii_row_count_mismatch_across_chunks(tmp_path, small_chunks, declared
     header = len(raw) - len(body)
     last_row = header + body.rstrip().rindex(b"\n") + 1
     raises_at(tmp_path / "c.pcd", last_row if declared < 5000 else len(raw), match)
+
+
+# ---------------------------------------------------------------- the number scanner against Python
+
+
+def _random_decimals(rng: np.random.Generator, n: int) -> list[str]:
+    """Decimal tokens of every shape: signs, leading zeros, 0-20 integer and fraction digits,
+    exponents, 17-significant-digit doubles, float32 ``%.9g``, and the fast path's edges."""
+    digits = np.array(list("0123456789"))
+    tokens = []
+    for _ in range(n):
+        n_int, n_frac = int(rng.integers(0, 21)), int(rng.integers(-1, 21))  # -1: no point
+        if n_int == 0 and n_frac <= 0:
+            n_int = 1
+        s = str(rng.choice(["", "-", "+"])) + "0" * int(rng.integers(0, 4)) * (rng.random() < 0.2)
+        s += "".join(rng.choice(digits, n_int)) + ("" if n_frac < 0 else "." + "".join(rng.choice(digits, n_frac)))
+        if rng.random() < 0.3:
+            s += str(rng.choice(["e", "E"])) + str(rng.choice(["", "-", "+"])) + str(rng.integers(0, 400))
+        tokens.append(s)
+    doubles = rng.normal(size=n // 4) * 10.0 ** rng.integers(-30, 30, n // 4)
+    tokens += [repr(x) for x in doubles.tolist()]
+    tokens += ["%.9g" % x for x in doubles.astype(np.float32).tolist()]
+    tokens += ["0", "-0", "+0.0", "0.0e999", "1e-400", "1e400", ".5", "5.", "-.5e1", "9007199254740992",
+               "9007199254740993", "1e22", "1e23", "1e-22", "1e-23", "0.000000000000000000000000001",
+               "123456789012345678901234567890", "00000000000000000000001.5", "1" * 19, "1" * 20,
+               "18446744073709551616", "4.9406564584124654e-324", "1.7976931348623157e308",
+               "nan", "-NaN", "inf", "-Infinity", "+inf"]  # fmt: skip
+    return tokens
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+def test_ascii_scanner_matches_python_float(small_chunks, parallel):
+    """Every value bit-equal to Python's correctly rounded ``float`` (then rounded to float32)."""
+    from formats import ascii_numbers as an
+
+    tokens = _random_decimals(np.random.default_rng(5), 8000)
+    tokens += ["1"] * (-len(tokens) % 3)
+    rows = [" ".join(tokens[k : k + 3]) for k in range(0, len(tokens), 3)]
+    buf = np.frombuffer(("\n".join(rows) + "\n").encode(), dtype=np.uint8)
+    dtypes = [np.float64, np.float32, np.float64]
+    cols, _ = an.parse_columns("<t>", buf, 0, len(rows), np.array([an.FLOAT] * 3), dtypes, ["a", "b", "c"], parallel, parallel)
+    expected = np.array([float(t) for t in tokens]).reshape(-1, 3)
+    for c, dt in enumerate(dtypes):
+        with np.errstate(over="ignore"):
+            want = expected[:, c].astype(dt)
+        nan = np.isnan(want)
+        assert np.isnan(cols[c][nan]).all()
+        np.testing.assert_array_equal(cols[c][~nan].view(f"u{want.itemsize}"), want[~nan].view(f"u{want.itemsize}"))
+
+
+@pytest.mark.parametrize("dtype", ["i1", "u1", "i2", "u2", "i4", "u4", "i8", "u8"])
+def test_ascii_integers_match_python_int(dtype):
+    """Random integers (signs, leading zeros, the dtype's limits) exact; one past a limit names the dtype."""
+    from formats import ascii_numbers as an
+
+    info = np.iinfo(dtype)
+    rng = np.random.default_rng(6)
+    values = [int(v) for v in rng.integers(info.min, info.max, 500, dtype=dtype, endpoint=True)] + [info.min, info.max, 0]
+    tokens = [("+" if v >= 0 and rng.random() < 0.2 else "") + ("-" if v < 0 else "") + "0" * int(rng.integers(0, 25)) * (rng.random() < 0.2) + str(abs(v)) for v in values]
+    kind = an.INT if info.min < 0 else an.UINT
+    buf = np.frombuffer((" \n".join(tokens) + "\n").encode(), dtype=np.uint8)
+    (col,), _ = an.parse_columns("<t>", buf, 0, len(tokens), np.array([kind]), [np.dtype(dtype)], ["a"], True, True)
+    assert col.dtype == np.dtype(dtype)
+    assert col.tolist() == values
+    for bad in (info.max + 1, info.min - 1):
+        if bad < 0 and kind == an.UINT:
+            continue
+        text = f"1\n{bad}\n".encode()
+        with pytest.raises(FormatError, match=f"field 'a' within the {np.dtype(dtype)} range \\(row 1\\)") as err:
+            an.parse_columns("<t>", np.frombuffer(text, dtype=np.uint8), 0, 2, np.array([kind]), [np.dtype(dtype)], ["a"], True, True)
+        assert err.value.offset == 2
