@@ -75,6 +75,7 @@ def motion_compensate(
     ref_time_ns: int | None = None,
     out_frame: OutFrame = "ego",
     extrapolate: Extrapolation = "none",
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Move sensor-frame points fired at ``times_ns`` to one reference time.
 
@@ -87,9 +88,11 @@ def motion_compensate(
             for ``out_frame="world"``.
         out_frame: ``"ego"`` or ``"sensor"`` frame at ``ref_time_ns``, or ``"world"``.
         extrapolate: policy for times outside the track (see :meth:`PoseTrack.interpolate`).
+        out: optional C-contiguous ``(N, 3)`` array of the result's dtype to write into
+            (e.g. this sensor's rows of a frame's preallocated points).
 
     Returns:
-        ``(N, 3) float64`` for ``"world"``, else ``(N, 3) float32``.
+        ``(N, 3) float64`` for ``"world"``, else ``(N, 3) float32`` (``out`` when given).
     """
     if out_frame not in _OUT_FRAME:
         raise ValueError(f"out_frame must be one of {sorted(_OUT_FRAME)}, got {out_frame!r}")
@@ -105,7 +108,13 @@ def motion_compensate(
         if ref_time_ns is None:
             raise ValueError(f"out_frame={out_frame!r} needs ref_time_ns")
         ref = world_from_ego.interpolate(int(ref_time_ns), extrapolate)
-    out = np.empty((len(p), 3), dtype=np.float64 if out_frame == "world" else np.float32)
+    dtype = np.float64 if out_frame == "world" else np.float32
+    if out is None:
+        out = np.empty((len(p), 3), dtype=dtype)
+    elif not (isinstance(out, np.ndarray) and out.shape == (len(p), 3) and out.dtype == dtype
+              and out.flags.c_contiguous and out.flags.writeable):
+        raise ValueError(f"out must be a writeable C-contiguous ({len(p)}, 3) {np.dtype(dtype).name} array, got "
+                         f"{getattr(out, 'shape', None)} {getattr(out, 'dtype', None)}")
     _compensate_kernel(
         p, times, world_from_ego.timestamps_ns, world_from_ego.rotation, world_from_ego.translation,
         EXTRAPOLATION_CODES[extrapolate],

@@ -34,13 +34,13 @@ def world_points(log: RawLog, track: PoseTrack, index: int) -> dict[str, np.ndar
     sounding index within its swath; its intensity is the reflectivity in dB).
     """
     frame = log.frames[index]
-    parts: list[dict[str, np.ndarray]] = []
+    parts: list[tuple[LogLidar, dict[str, np.ndarray] | tuple[Sweep, np.ndarray, np.ndarray]]] = []
     for lidar in log.lidars:
         source = frame.lidar.get(lidar.name)
         if source is None:
             continue
         if lidar.format == "kmall":
-            parts.append(_kmall_points(log, lidar, source, frame.timestamp_ns))
+            parts.append((lidar, _kmall_points(log, lidar, source, frame.timestamp_ns)))
             continue
         if lidar.format == "velodyne_pcap":
             times, sweep = _velodyne_window(lidar, *source)
@@ -50,17 +50,29 @@ def world_points(log: RawLog, track: PoseTrack, index: int) -> dict[str, np.ndar
             offsets = (sweep.time_offset_ns if sweep.time_offset_ns is not None
                        else np.zeros(len(sweep), np.int64))
             times = offsets + np.int64(frame.timestamp_ns)
-        n = len(sweep)
-        parts.append({
-            "xyz": motion_compensate(sweep.xyz, times, track, lidar.ego_from_sensor, out_frame="world"),
-            "intensity": sweep.intensity if sweep.intensity is not None else np.zeros(n, np.float32),
-            "time_offset_ns": offsets,
-            "sensor_id": np.full(n, lidar.sensor_id, np.uint8),
-            "ring": sweep.ring if sweep.ring is not None else np.zeros(n, np.uint16),
-        })
+        parts.append((lidar, (sweep, times, offsets)))
     if not parts:
         raise ValueError(f"frame {index} has no LiDAR sweep")
-    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    # the sensors' rows of preallocated columns: each sweep is moved straight into its rows
+    sizes = [len(p["xyz"]) if isinstance(p, dict) else len(p[0]) for _, p in parts]
+    n = sum(sizes)
+    out = {"xyz": np.empty((n, 3)), "intensity": np.empty(n, np.float32), "time_offset_ns": np.empty(n, np.int64),
+           "sensor_id": np.empty(n, np.uint8), "ring": np.empty(n, np.uint16)}
+    end = 0
+    for (lidar, part), size in zip(parts, sizes):
+        rows = slice(end, end + size)
+        end += size
+        if isinstance(part, dict):
+            for k, column in out.items():
+                column[rows] = part[k]
+            continue
+        sweep, times, offsets = part
+        motion_compensate(sweep.xyz, times, track, lidar.ego_from_sensor, out_frame="world", out=out["xyz"][rows])
+        out["intensity"][rows] = sweep.intensity if sweep.intensity is not None else 0.0
+        out["time_offset_ns"][rows] = offsets
+        out["sensor_id"][rows] = lidar.sensor_id
+        out["ring"][rows] = sweep.ring if sweep.ring is not None else 0
+    return out
 
 
 def _version(path: Path) -> tuple[str, int, int]:

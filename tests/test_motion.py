@@ -72,6 +72,18 @@ def test_matches_matrix_reference(scene, frame, dtype):
     np.testing.assert_allclose(out, ref, atol=1e-9 if frame == "world" else 2e-5, rtol=0)
 
 
+def test_out_receives_the_result_in_place(scene):
+    track, ext, xyz, times = scene
+    frame = np.full((len(xyz) + 10, 3), -7.0)
+    got = motion_compensate(xyz, times, track, ext, out_frame="world", out=frame[5:-5])
+    assert np.shares_memory(got, frame)
+    np.testing.assert_array_equal(frame[5:-5], motion_compensate(xyz, times, track, ext, out_frame="world"))
+    assert np.all(frame[:5] == -7.0) and np.all(frame[-5:] == -7.0)
+    for bad in (np.empty((len(xyz), 3), np.float32), np.empty((len(xyz) - 1, 3)), np.empty((len(xyz), 6))[:, :3]):
+        with pytest.raises(ValueError, match="out must be"):
+            motion_compensate(xyz, times, track, ext, out_frame="world", out=bad)
+
+
 def test_repeated_firing_times_match_reference(scene):
     # a spinning LiDAR fires columns of beams at one instant: 32 points per time, then a jump
     track, ext, xyz, times = scene
