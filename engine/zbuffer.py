@@ -111,10 +111,8 @@ def _zbuffer_kernel(uv, depth, in_image, sizes, half, tol_m, tol_rel, visible, i
                     visible[c, idx[k]] = d - line[pus[k]] <= tol_m + tol_rel * d
                 if images.shape[0]:
                     o = offsets[c] + yt * w
-                    for x in range(w):
-                        images[o + x] = line[x]
-                for x in range(lo[slot], hi[slot] + 1):
-                    line[x] = np.inf
+                    images[o : o + w] = line
+                line[lo[slot] : hi[slot] + 1] = np.inf
                 lo[slot] = w
                 hi[slot] = -1
 
