@@ -58,8 +58,10 @@ def _zbuffer_kernel(uv, depth, in_image, sizes, half, tol_m, tol_rel, visible, i
         m = 0
         for i in range(n):
             ok = in_image[c, i]
-            cpv[m] = int(round(uv[c, i, 1] if ok else 0.0))
-            cpu[m] = int(round(uv[c, i, 0] if ok else 0.0))
+            u = uv[c, i, 0]  # loaded unconditionally, so that the choice below is a select
+            v = uv[c, i, 1]
+            cpv[m] = int(round(v if ok else 0.0))
+            cpu[m] = int(round(u if ok else 0.0))
             cd[m] = depth[c, i]
             ci[m] = i
             m += ok
@@ -100,8 +102,8 @@ def _zbuffer_kernel(uv, depth, in_image, sizes, half, tol_m, tol_rel, visible, i
                         d = ds[k]
                         pu = pus[k]
                         for x in range(max(pu - r, 0), min(pu + r, w - 1) + 1):
-                            if d < line[x]:
-                                line[x] = d
+                            old = line[x]
+                            line[x] = d if d < old else old  # a store, not a branch
             yt = y - radius
             if yt >= 0:
                 slot = yt & mask
