@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from formats.raw_log import read_log
+from formats.scene_store import Scene
 from server.prepare import PrepareOptions, prepare
 from server.simulate import write_road_log
 
@@ -39,6 +40,22 @@ def cached_road_log(duration_s: float, seed: int = SEED) -> Path:
     write_road_log(partial, seed=seed, duration_s=duration_s, preset="road")
     os.replace(partial, final)  # log.json exists only once the whole log is rendered
     return final
+
+
+def bytes_per_frame(scene_dir: Path) -> dict[str, float]:
+    """Mean bytes per frame of each kind of file the scene stores, and the first frame's
+    points file by column (its buffers' bytes; the rest is IPC framing)."""
+    scene = Scene.open(scene_dir)
+    n = len(scene.frames)
+    out = {"points": sum(f.points.bytes for f in scene.frames) / n}
+    for level in range(1, 1 + max((len(f.lods) for f in scene.frames), default=0)):
+        out[f"lod{level}"] = sum(f.lods[level - 1].bytes for f in scene.frames if len(f.lods) >= level) / n
+    out["images"] = sum(sum(i.bytes for i in f.images.values()) for f in scene.frames) / n
+    out["boxes"] = sum(f.boxes.bytes for f in scene.frames if f.boxes) / n
+    out["total"] = sum(out.values())
+    table = scene.points(scene.frames[0].index)
+    out.update({f"points.{c}": table[c].nbytes for c in table.column_names})
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -65,9 +82,10 @@ def test_prepare_road_log(benchmark, road_log, tmp_path, colour):
 
     def line(s: float) -> str:
         profile = ", ".join(f"{k} {v:.1f}" for k, v in stages.items())
+        sizes = ", ".join(f"{k} {v / 1e6:.2f}" for k, v in benchmark.extra_info.get("bytes_per_frame", {}).items())
         return (f"{frames} frames in {s:.1f} s on {WORKERS} workers = {frames / s:.2f} frames/s, "
                 f"{DRIVE_S / s:.2f}x real time (goal >= {goal:g}x: {'met' if DRIVE_S / s >= goal else 'NOT met'}); "
-                f"ms per frame and worker: {profile}")
+                f"ms per frame and worker: {profile} (finalize: the job's, per frame); MB per frame: {sizes}")
 
     benchmark.extra_info.update(role="fathom", frames=frames, drive_s=DRIVE_S, workers=WORKERS, summary=line)
     summary = benchmark.pedantic(run, setup=fresh, rounds=1, iterations=1)
@@ -75,3 +93,4 @@ def test_prepare_road_log(benchmark, road_log, tmp_path, colour):
     stages.update({k: 1e3 * v / frames for k, v in summary.stage_seconds.items()})
     stages["total"] = sum(stages.values())
     benchmark.extra_info["stage_ms_per_frame"] = dict(stages)
+    benchmark.extra_info["bytes_per_frame"] = bytes_per_frame(out)

@@ -103,7 +103,7 @@ class Summary:
     failed: list[FrameResult] = field(default_factory=list)
     points: int = 0
     seconds: float = 0.0
-    stage_seconds: dict[str, float] = field(default_factory=dict)
+    stage_seconds: dict[str, float] = field(default_factory=dict)  # summed over frames; "finalize" once
 
     def lines(self) -> list[str]:
         rate = self.prepared / self.seconds if self.seconds > 0 else 0.0
@@ -376,7 +376,9 @@ def prepare(
             entries[result.index] = result.entry
         else:
             summary.failed.append(result)
-    writer.finalize(known=entries)
+    finalize_start = time.perf_counter()
+    writer.finalize(known=entries)  # the commit point: fsyncs the frames, then the manifest
+    summary.stage_seconds["finalize"] = time.perf_counter() - finalize_start
     summary.failed.sort(key=lambda r: r.index)
     summary.seconds = time.perf_counter() - start
     return summary

@@ -247,21 +247,30 @@ def test_recorded_hashes_are_the_files_and_finalize_trusts_known_entries(tmp_pat
 
 
 @pytest.mark.parametrize("durable", [False, True])
-def test_frames_are_fsynced_by_finalize_or_as_written(tmp_path, monkeypatch, durable):
-    """Default: writing a frame fsyncs nothing; finalize fsyncs every file it lists and their
-    directories before the manifest. ``durable=True``: each frame's files, its directory and
-    its sidecar are fsynced as it is written. The bytes are the same either way."""
+@pytest.mark.parametrize("syncfs", [True, False], ids=["syncfs", "fsync-each"])
+def test_frames_are_synced_by_finalize_or_as_written(tmp_path, monkeypatch, durable, syncfs):
+    """Default: writing a frame fsyncs nothing; finalize makes every file it lists durable
+    (one syncfs of the filesystem, or without it an fsync of each file and directory) before
+    the manifest. ``durable=True``: each frame's files, its directory and its sidecar are
+    fsynced as it is written."""
     import os
+
+    from formats import scene_store
 
     w = SceneWriter(tmp_path / "s", scene_id="s", cameras=[camera()], durable=durable)
     synced: list[str] = []
-    real = os.fsync
+    real_fsync = os.fsync
 
     def fsync(fd):
         synced.append(os.readlink(f"/proc/self/fd/{fd}"))
-        real(fd)
+        real_fsync(fd)
+
+    def fake_syncfs(fd):
+        synced.append("syncfs " + os.readlink(f"/proc/self/fd/{fd}"))
+        return 0
 
     monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(scene_store, "_SYNCFS", fake_syncfs if syncfs else None)
     entries = {i: w.write_frame(i, T0 + i * DT, ego_pose(i), points_table(frame_xyz(i)),
                                 [points_table(frame_xyz(i)[::3])], images={"CAM_FRONT": jpeg(i)}) for i in range(2)}
     frames = tmp_path / "s" / "frames"
@@ -273,7 +282,11 @@ def test_frames_are_fsynced_by_finalize_or_as_written(tmp_path, monkeypatch, dur
         assert synced == []
     synced.clear()
     w.finalize(known=entries)
-    listed = {str(tmp_path / "s" / f.file) for e in entries.values() for f in e.files()}
-    assert listed <= set(synced) and str(frames) in synced
-    assert synced[-2:] == [synced[-2], str(tmp_path / "s")] and ".scene.json." in synced[-2]
-    assert synced.index(str(frames)) < len(synced) - 2  # data before the manifest
+    if syncfs:
+        assert synced[0] == f"syncfs {tmp_path / 's'}" and len(synced) == 3
+    else:
+        listed = {str(tmp_path / "s" / f.file) for e in entries.values() for f in e.files()}
+        assert listed <= set(synced) and synced.index(str(frames)) < len(synced) - 2
+    # then the manifest (as its temporary) and the scene directory
+    assert ".scene.json." in synced[-2] and synced[-1] == str(tmp_path / "s")
+    assert [f.index for f in Scene.open(tmp_path / "s").frames] == [0, 1]
