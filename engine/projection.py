@@ -11,7 +11,10 @@ same helpers (``q_rotate``, ``pose_at``, ``lens_project``). One parallel kernel 
 each chunk of points computes its source positions once (float64; the per-point pose only
 when points are in the sensor frame of a moving ego), then, camera after camera, applies
 the camera's rotation matrix and translation, the lens and the image bounds, writing the
-camera-major outputs. Without per-point poses the sensor mount is folded into each camera's
+camera-major outputs. Global-shutter pinhole and Brown-Conrady cameras (the common case)
+take a path free of branches on where a point lies, so that points in any order (random,
+or a LiDAR's firing order) cost the same; fisheye and rolling-shutter cameras use the
+scalar lens per point. Without per-point poses the sensor mount is folded into each camera's
 transform (one rigid transform per point and camera). Transform and lens run in float64;
 depth and the viewing-angle cosine are stored as float32, pixels as float64 (they match
 OpenCV to 1e-6 px, beyond float32's 1e-4 px at u ≈ 2000).
@@ -73,13 +76,13 @@ class Projection:
 
 
 @inline
-def _pinhole_bc_rows(bc, p, src, front, lo, hi, c, r00, r01, r02, r10, r11, r12, r20, r21, r22, t0, t1, t2,
-                     width, height, uv, depth, in_image, cos_view):
-    """Points ``lo:hi`` into pinhole / Brown-Conrady camera ``c`` in two passes: a
-    branch-free pass writes depth and the "not projected" outputs for every point and
-    lists the points beyond the near plane in ``front``; the lens then runs on those only.
-    No branch depends on where a point lies, so the cost does not depend on point order.
-    Same arithmetic, in the same order, as :func:`engine.camera.lens_project`."""
+def _pinhole_bc_rows(bc, p, src, front, back, lo, hi, c, r00, r01, r02, r10, r11, r12, r20, r21,
+                     r22, t0, t1, t2, width, height, uv, depth, in_image, cos_view):
+    """Points ``lo:hi`` into pinhole / Brown-Conrady camera ``c`` in passes without a branch
+    on where a point lies: one writes the depth of every point and lists those beyond the
+    near plane (``front``) and the others (``back``); the "not projected" outputs go to
+    the back list, the lens runs on the front list only. The cost does not depend on point
+    order. Same arithmetic, in the same order, as :func:`engine.camera.lens_project`."""
     near = p[_P_NEAR]
     m = 0
     for i in range(lo, hi):
@@ -88,12 +91,16 @@ def _pinhole_bc_rows(bc, p, src, front, lo, hi, c, r00, r01, r02, r10, r11, r12,
         pz = src[i - lo, 2]
         cz = r20 * px + r21 * py + r22 * pz + t2
         depth[c, i] = cz
+        ok = cz > near
+        back[i - lo - m] = i  # both lists from one counter: the slot is overwritten
+        front[m] = i  # unless the point belongs there
+        m += ok
+    for j in range(hi - lo - m):
+        i = back[j]
         uv[c, i, 0] = np.nan
         uv[c, i, 1] = np.nan
         cos_view[c, i] = np.nan
         in_image[c, i] = False
-        front[m] = i
-        m += cz > near
     limit = p[_P_LIMIT]
     fx, fy, cx0, cy0, skew = p[_P_FX], p[_P_FY], p[_P_CX], p[_P_CY], p[_P_SKEW]
     hi_u = width - 0.5
@@ -110,6 +117,10 @@ def _pinhole_bc_rows(bc, p, src, front, lo, hi, c, r00, r01, r02, r10, r11, r12,
         yd = cy / cz
         if bc:
             if xd * xd + yd * yd > limit:
+                uv[c, i, 0] = np.nan
+                uv[c, i, 1] = np.nan
+                cos_view[c, i] = np.nan
+                in_image[c, i] = False
                 continue
             xd, yd = _bc_distort(p, xd, yd)
         u = fx * xd + skew * yd + cx0
@@ -134,6 +145,7 @@ def _project_kernel(xyz, times, per_point_pose, ext_q, ext_t, ts, q, t, q1, thet
         hi = min(lo + _CHUNK, n)
         src = np.empty((hi - lo, 3))
         front = np.empty(hi - lo, np.int64)
+        back = np.empty(hi - lo, np.int64)
         for i in range(lo, hi):
             px = float(xyz[i, 0])
             py = float(xyz[i, 1])
@@ -164,7 +176,7 @@ def _project_kernel(xyz, times, per_point_pose, ext_q, ext_t, ts, q, t, q1, thet
             height = float(sizes[c, 1])
             last_row = height - 1.0
             if rns == 0.0 and model != KANNALA_BRANDT:
-                _pinhole_bc_rows(model == BROWN_CONRADY, p, src, front, lo, hi, c, r00, r01, r02, r10, r11, r12,
+                _pinhole_bc_rows(model == BROWN_CONRADY, p, src, front, back, lo, hi, c, r00, r01, r02, r10, r11, r12,
                                  r20, r21, r22, t0, t1, t2, width, height, uv, depth, in_image, cos_view)
                 continue
             for i in range(lo, hi):
