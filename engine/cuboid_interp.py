@@ -29,7 +29,9 @@ import numpy as np
 
 from engine._jit import inline, pjit, prange
 from engine.cuboid import CuboidTrack
-from engine.pose_track import PoseTrack, find_interval, interval_table, slerp_weights
+from engine.pose_track import (
+    PoseTrack, find_interval, interval_table, sin_quadrant, slerp_weights, slerp_weights_from_sines,
+)
 from engine.quaternion import q_mul, q_rotate
 from engine.se3 import SE3
 
@@ -79,17 +81,15 @@ _ALWAYS_CHECK = np.iinfo(np.int64).min  # no fast path: every time takes _fill_b
 
 
 @inline
-def _interp_box(iv, k, u, box, out_c, out_s, out_q, valid):
-    """Fraction ``u`` of interval ``k`` into output box ``box``: centre linear, rotation
-    slerped (both extended past the ends for constant velocity), size linear but held
-    past the ends."""
-    th = iv[k, _TH]
-    s0, s1 = slerp_weights(th, iv[k, _INV_SIN], u)
+def _store_box(iv, k, u, s0, s1, box, out_c, out_s, out_q, valid):
+    """Fraction ``u`` of interval ``k`` into output box ``box`` given the slerp weights
+    ``s0, s1``: centre linear, rotation slerped (both extended past the ends for constant
+    velocity), size linear but held past the ends."""
     w = s0 * iv[k, _Q0] + s1 * iv[k, _Q1]
     x = s0 * iv[k, _Q0 + 1] + s1 * iv[k, _Q1 + 1]
     y = s0 * iv[k, _Q0 + 2] + s1 * iv[k, _Q1 + 2]
     z = s0 * iv[k, _Q0 + 3] + s1 * iv[k, _Q1 + 3]
-    if th == 0.0:
+    if iv[k, _TH] == 0.0:
         r = 1.0 / math.sqrt(w * w + x * x + y * y + z * z)
         w *= r
         x *= r
@@ -135,7 +135,9 @@ def _fill_box(offsets, ts, iv, centers, sizes, rots, stationary, mode, n, k, tq,
     while k < b - 2 and ts[k + 1] <= tq:
         k += 1
     # the fraction from an exact int64 difference
-    _interp_box(iv, k, float(tq - ts[k]) * iv[k, _INV_DT], box, out_c, out_s, out_q, valid)
+    u = float(tq - ts[k]) * iv[k, _INV_DT]
+    s0, s1 = slerp_weights(iv[k, _TH], iv[k, _INV_SIN], u)
+    _store_box(iv, k, u, s0, s1, box, out_c, out_s, out_q, valid)
     if tq < ts[a] or tq > ts[b - 1]:
         return k, _ALWAYS_CHECK  # constant-velocity extrapolation
     return k, (ts[k + 1] - 1 if k < b - 2 else ts[b - 1])
@@ -158,22 +160,48 @@ def _interpolate_kernel(offsets, ts, iv, centers, sizes, rots, stationary,
         j1 = min(j0 + _TIMES_PER_ITEM, n_times)
         n0 = (item % track_blocks) * _TRACKS_PER_ITEM
         n1 = min(n0 + _TRACKS_PER_ITEM, n_tracks)
+        m = n1 - n0
         # per track: interval cursor, and the last time the cursor's interval covers
-        cursor = np.empty(n1 - n0, np.int64)
-        last = np.full(n1 - n0, _ALWAYS_CHECK, np.int64)
+        cursor = np.empty(m, np.int64)
+        last = np.full(m, _ALWAYS_CHECK, np.int64)
         for n in range(n0, n1):
             cursor[n - n0] = find_interval(ts, offsets[n], offsets[n + 1] - 1, times[j0])
+        # per track at the current time: fast path or not, fraction, slerp sine arguments
+        fast = np.empty(m, np.bool_)
+        frac = np.empty(m)
+        arg0 = np.empty(m)
+        arg1 = np.empty(m)
+        sin0 = np.empty(m)
+        sin1 = np.empty(m)
         for j in range(j0, j1):
             tq = times[j]
-            row = order[j] * n_tracks
-            for i in range(n1 - n0):
-                if tq <= last[i]:
-                    # fast path: still inside the interval of the previous time
+            row = order[j] * n_tracks + n0
+            # 1. a track still inside the interval of its previous time takes the fast
+            # path (0 <= u <= 1); any other box is written by _fill_box now
+            for i in range(m):
+                fast[i] = tq <= last[i]
+                if fast[i]:
                     k = cursor[i]
-                    _interp_box(iv, k, float(tq - ts[k]) * iv[k, _INV_DT], row + n0 + i, out_c, out_s, out_q, valid)
+                    u = float(tq - ts[k]) * iv[k, _INV_DT]
+                    frac[i] = u
+                    arg0[i] = (1.0 - u) * iv[k, _TH]
+                    arg1[i] = u * iv[k, _TH]
                 else:
+                    arg0[i] = 0.0
+                    arg1[i] = 0.0
                     cursor[i], last[i] = _fill_box(offsets, ts, iv, centers, sizes, rots, stationary, mode,
-                                                   n0 + i, cursor[i], tq, row + n0 + i, out_c, out_s, out_q, valid)
+                                                   n0 + i, cursor[i], tq, row + i, out_c, out_s, out_q, valid)
+            # 2. the slerp sines of the row in one branch-free (vectorised) loop
+            for i in range(m):
+                sin0[i] = sin_quadrant(arg0[i])
+                sin1[i] = sin_quadrant(arg1[i])
+            # 3. the fast-path boxes
+            for i in range(m):
+                if fast[i]:
+                    k = cursor[i]
+                    u = frac[i]
+                    s0, s1 = slerp_weights_from_sines(iv[k, _TH], iv[k, _INV_SIN], u, sin0[i], sin1[i])
+                    _store_box(iv, k, u, s0, s1, row + i, out_c, out_s, out_q, valid)
 
 
 def _interval_table(ts: np.ndarray, centers: np.ndarray, sizes: np.ndarray, rots: np.ndarray) -> np.ndarray:

@@ -100,15 +100,24 @@ def slerp_weights(theta, inv_sin, u):
     """Weights ``(s0, s1)`` of the near and far quaternion at fraction ``u`` of an interval
     of half-angle ``theta`` (``inv_sin`` = 1/sin θ; both from :func:`interval_table`).
 
-    θ = 0 (below the slerp threshold) gives the linear weights; the caller normalises.
     On the interval (0 ≤ u ≤ 1) both sine arguments lie in [0, θ] ⊂ [0, π/2] and go
     through :func:`sin_quadrant`; extrapolation (u outside) uses ``math.sin``.
     """
+    if 0.0 <= u <= 1.0:
+        return slerp_weights_from_sines(
+            theta, inv_sin, u, sin_quadrant((1.0 - u) * theta), sin_quadrant(u * theta)
+        )
+    return slerp_weights_from_sines(theta, inv_sin, u, math.sin((1.0 - u) * theta), math.sin(u * theta))
+
+
+@inline
+def slerp_weights_from_sines(theta, inv_sin, u, sin0, sin1):
+    """:func:`slerp_weights` given ``sin0 = sin((1 − u)·θ)`` and ``sin1 = sin(u·θ)`` (for a
+    caller that evaluates many sines in one vectorised loop). θ = 0 (below the slerp
+    threshold) gives the linear weights; the caller normalises."""
     if theta == 0.0:
         return 1.0 - u, u
-    if 0.0 <= u <= 1.0:
-        return sin_quadrant((1.0 - u) * theta) * inv_sin, sin_quadrant(u * theta) * inv_sin
-    return math.sin((1.0 - u) * theta) * inv_sin, math.sin(u * theta) * inv_sin
+    return sin0 * inv_sin, sin1 * inv_sin
 
 
 @inline
