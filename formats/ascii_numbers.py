@@ -207,12 +207,13 @@ def _parse_rows(
     Every number token is scanned by the one piece of code below: sign, integer digits,
     fraction digits (one ``uint64`` mantissa of all digits, so a float is ``mant *
     10**(exponent - fraction digits)``), exponent. Digits are taken 8 bytes at a time
-    (SWAR: no branch per digit, so no mispredicted loop exit per token). The code is
-    written out in this loop, not in helpers: numba's inlining of a helper that takes
-    ``buf`` costs a reference count increment and decrement per call; hot indices are cast
-    to ``uint64``, for which numba adds no negative-index wrap. The mantissa may wrap past
-    19 digits, which only matters (the slow path) when more than 19 of them are
-    significant.
+    (SWAR: no branch per digit, so no mispredicted loop exit per token), and a float of
+    the common shape, digits "." digits within 16 bytes, in one step. The code is written
+    out in this loop, not in helpers: numba's inlining of a helper that takes ``buf`` and
+    branches costs a reference count increment and decrement per call (branch-free ones
+    such as ``_load8`` get theirs pruned); hot indices are cast to ``uint64``, for which
+    numba adds no negative-index wrap. The mantissa may wrap past 19 digits, which only
+    matters (the slow path) when more than 19 of them are significant.
     """
     n_cols = kinds.shape[0]
     n_buf = buf.shape[0]
@@ -261,7 +262,8 @@ def _parse_rows(
                     if n_all < 15 and start + n_all + 1 <= n:
                         lo = (x & low) | (((x >> np.uint64(8)) | (x2 << np.uint64(56))) & ~low)
                         n_hi = max(n_all - 8, 0)
-                        mant = _digits_value(lo, min(n_all, 8)) * _POW10_INT[np.uint64(n_hi)] + _digits_value(x2 >> np.uint64(8), n_hi)
+                        high = _digits_value(lo, min(n_all, 8)) * _POW10_INT[np.uint64(n_hi)]
+                        mant = high + _digits_value(x2 >> np.uint64(8), n_hi)
                         n_int, n_frac = k, n_all - k
                         i = start + n_all + 1
             if n_int < 0:  # any other token: each part's digits, 8 bytes at a time
@@ -414,7 +416,8 @@ def _count_newlines(buf: np.ndarray, a: int, b: int) -> int:
     i = a
     while i + 8 <= b:
         t = _load8(buf, np.uint64(i)) ^ np.uint64(0x0A0A0A0A0A0A0A0A)
-        z = ~(((t & np.uint64(0x7F7F7F7F7F7F7F7F)) + np.uint64(0x7F7F7F7F7F7F7F7F)) | t) & np.uint64(0x8080808080808080)
+        seven = np.uint64(0x7F7F7F7F7F7F7F7F)
+        z = ~(((t & seven) + seven) | t) & np.uint64(0x8080808080808080)
         count += ((z >> np.uint64(7)) * np.uint64(0x0101010101010101)) >> np.uint64(56)
         i += 8
     for i in range(i, b):
@@ -510,7 +513,9 @@ def _parse_lines(
     return _OK, buf.shape[0], n_rows, 0, n_slow
 
 
-def _layout(kinds: np.ndarray, dtypes: list, n_rows: int) -> tuple[np.ndarray, np.ndarray, list[tuple[int, np.dtype]]]:
+def _layout(
+    kinds: np.ndarray, dtypes: list, n_rows: int
+) -> tuple[np.ndarray, np.ndarray, list[tuple[int, np.dtype]]]:
     """Storage of every stored column in one block of memory: ``(meta (C, 2) int64: storage
     code, first element; limits (C, 2) uint64: largest positive, negative integer
     magnitude; (byte offset, native dtype) per stored column)``. Columns start 8-aligned."""
@@ -522,7 +527,10 @@ def _layout(kinds: np.ndarray, dtypes: list, n_rows: int) -> tuple[np.ndarray, n
         if kind == SKIP or kind == SKIP_LIST:
             continue
         dt = np.dtype(dt).newbyteorder("=")
-        code = (_F32 if dt.itemsize == 4 else _F64) if dt.kind == "f" else (_S8, _S16, _S32, _S64)[dt.itemsize.bit_length() - 1]
+        if dt.kind == "f":
+            code = _F32 if dt.itemsize == 4 else _F64
+        else:
+            code = (_S8, _S16, _S32, _S64)[dt.itemsize.bit_length() - 1]
         meta[c] = code, offset // dt.itemsize
         if dt.kind in "iu":
             info = np.iinfo(dt)
