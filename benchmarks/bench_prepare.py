@@ -6,6 +6,12 @@ cameras) at 10 Hz for ``FATHOM_BENCH_DRIVE_S`` seconds (default 20, as the issue
 faster than real time with colourisation (and per-camera visibility), ≥ 5× real time
 without cameras (LiDAR only: no colour, no visibility column).
 
+The stage profile printed is ms per frame and worker summed over the run, so it includes
+each spawned worker's start-up (imports, numba cache loads, pyarrow initialisation: seconds,
+mostly in its first frame's stages); ``finalize`` is the job's final sync and manifest,
+divided by the frames. Bytes per frame are given by file and, for the first frame's points
+file, by column.
+
 Rendering the log is not timed and takes long (about 12 s per second of drive on 2 busy cores),
 so the rendered log is kept under ``benchmarks/.cache/`` and reused by later runs; delete
 that folder to render afresh.

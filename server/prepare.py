@@ -199,8 +199,9 @@ def _box_ids(job: _Job, boxes: FrameBoxes, rows: np.ndarray, xyz: np.ndarray, of
 
     Stationary tracks are tested once for all points. Points inside the region a moving box
     sweeps during the frame (its boxes at every time step, bounded by one inflated box) are
-    tested, in one pass, against the moving boxes at their own time step; a point in a stationary and
-    a moving box belongs to the nearer centre (ties: the lower row), as in
+    tested in one pass against the moving boxes at their own time step
+    (:func:`engine.moving_boxes.points_in_moving_boxes`); a point in a stationary and a moving
+    box belongs to the nearer centre (ties: the lower row), as in
     :func:`engine.points_in_boxes.points_in_boxes`.
     """
     out = np.full(len(xyz), -1, np.int32)
