@@ -2,13 +2,14 @@
 
 The log: the rig's ``road`` preset (two LiDARs, ~170 k points per frame; six 1920×1080
 cameras) at 10 Hz for ``FATHOM_BENCH_DRIVE_S`` seconds (default 20, as the issue asks), on
-``FATHOM_BENCH_WORKERS`` local processes (default 2, the target machine's cores). Goal:
+``FATHOM_BENCH_WORKERS`` local workers (default 2, the target machine's cores): threads, or
+spawned processes with ``FATHOM_BENCH_PROCESSES=1``. Goal:
 faster than real time with colourisation (and per-camera visibility), ≥ 5× real time
 without cameras (LiDAR only: no colour, no visibility column).
 
 The stage profile printed is ms per frame and worker summed over the run, so it includes
-each spawned worker's start-up (imports, numba cache loads, pyarrow initialisation: seconds,
-mostly in its first frame's stages); ``finalize`` is the job's final sync and manifest,
+the first frame's kernel loads (and, with processes, each spawned worker's imports, numba
+cache loads and pyarrow initialisation: seconds under load); ``finalize`` is the job's final sync and manifest,
 divided by the frames. Bytes per frame are given by file and, for the first frame's points
 file, by column.
 
@@ -32,6 +33,7 @@ from server.simulate import write_road_log
 
 DRIVE_S = float(os.environ.get("FATHOM_BENCH_DRIVE_S", "20"))
 WORKERS = int(os.environ.get("FATHOM_BENCH_WORKERS", "2"))
+PROCESSES = os.environ.get("FATHOM_BENCH_PROCESSES", "0") == "1"
 CACHE = Path(__file__).resolve().parent / ".cache"
 SEED = 1
 
@@ -80,7 +82,7 @@ def test_prepare_road_log(benchmark, road_log, tmp_path, colour):
         return (), {}
 
     def run():
-        return prepare(road_log, out, options=options, workers=WORKERS)
+        return prepare(road_log, out, options=options, workers=WORKERS, processes=PROCESSES)
 
     benchmark.group = f"prepare_road_{'colour' if colour else 'no_colour'}"
     goal = 1.0 if colour else 5.0
@@ -89,7 +91,8 @@ def test_prepare_road_log(benchmark, road_log, tmp_path, colour):
     def line(s: float) -> str:
         profile = ", ".join(f"{k} {v:.1f}" for k, v in stages.items())
         sizes = ", ".join(f"{k} {v / 1e6:.2f}" for k, v in benchmark.extra_info.get("bytes_per_frame", {}).items())
-        return (f"{frames} frames in {s:.1f} s on {WORKERS} workers = {frames / s:.2f} frames/s, "
+        return (f"{frames} frames in {s:.1f} s on {WORKERS} {'processes' if PROCESSES else 'threads'} = "
+                f"{frames / s:.2f} frames/s, "
                 f"{DRIVE_S / s:.2f}x real time (goal >= {goal:g}x: {'met' if DRIVE_S / s >= goal else 'NOT met'}); "
                 f"ms per frame and worker: {profile} (finalize: the job's, per frame); MB per frame: {sizes}")
 

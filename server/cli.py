@@ -31,7 +31,8 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
         log = read_log(log_dir)
         scene_dir = out if len(args.logs) == 1 else out / log.log_id
         summary = prepare(log_dir, scene_dir, options=options, workers=args.workers, dask=args.dask,
-                          durable=args.fsync_frames, progress=Progress(len(log.frames)).update)
+                          durable=args.fsync_frames, processes=args.processes,
+                          progress=Progress(len(log.frames)).update)
         for line in summary.lines():
             print(line)
         status = status or (1 if summary.failed else 0)
@@ -102,7 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("logs", nargs="+", help="raw-log directories")
     prep.add_argument("--out", required=True, help="scene directory (one log) or parent directory (several)")
     prep.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                      help="local worker processes (default: the number of CPUs)")
+                      help="local workers (default: the number of CPUs): threads, or processes with --processes")
+    prep.add_argument("--processes", action="store_true", help="local workers are spawned processes")
     prep.add_argument("--dask", default=None, help="dask scheduler address tcp://host:port, or 'local'")
     prep.add_argument("--no-colorize", action="store_true")
     prep.add_argument("--no-visibility", action="store_true", help="no per-camera camera_mask column")

@@ -6,8 +6,11 @@ project into every camera at its exposure time, z-buffer (the ``camera_mask`` co
 = camera k of the log's camera list sees the point) and colour from the most frontal camera
 → label boxes of a labelled log interpolated at the frame timestamp (the frame's boxes file,
 world and ego frame) and each point's ``box_id`` → level-of-detail voxel grids → write
-atomically into the scene store. Frames are independent, so they run on local processes
-(``workers``) or a dask.distributed cluster; the output is byte-identical either way.
+atomically into the scene store. Frames are independent, so they run on local threads
+(``workers``; every heavy step — numba kernels, Arrow, hashing, file writes, JPEG decoding —
+releases the GIL, and threads start at once where a spawned process spends seconds importing
+and loading kernels), local processes (``processes=True``) or a dask.distributed cluster;
+the output is byte-identical either way.
 Finished frames are skipped on a rerun; a frame that fails is reported and the others
 complete.
 
@@ -27,7 +30,7 @@ import sys
 import time
 import traceback
 from collections import deque
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, ThreadPoolExecutor, as_completed, wait
 from dataclasses import dataclass, field
 from functools import lru_cache
 from multiprocessing import get_context
@@ -347,12 +350,14 @@ def prepare(
     workers: int = 1,
     dask: str | None = None,
     durable: bool = False,
+    processes: bool = False,
     progress: Callable[[FrameResult], None] | None = None,
 ) -> Summary:
     """Prepare one raw log into ``scene_dir``; rerunning skips finished frames.
 
-    ``workers`` > 1 uses local processes; ``dask`` is a scheduler address
-    (``tcp://host:port``) or ``"local"`` for a LocalCluster of ``workers`` processes.
+    ``workers`` > 1 uses local threads, or spawned processes with ``processes``; ``dask`` is
+    a scheduler address (``tcp://host:port``) or ``"local"`` for a LocalCluster of
+    ``workers`` processes.
     ``durable``: fsync every frame's files as it is written; by default the frames are
     fsynced once, by the final ``finalize`` (see ``formats.scene_store``).
     """
@@ -367,7 +372,7 @@ def prepare(
     report = progress or (lambda r: None)
     for i in sorted(entries):
         report(FrameResult(i, True, skipped=True))
-    for result in _run(log_dir, scene_dir, todo, options, workers, dask, durable):
+    for result in _run(log_dir, scene_dir, todo, options, workers, dask, durable, processes):
         report(result)
         for name, sec in result.stages.items():
             summary.stage_seconds[name] = summary.stage_seconds.get(name, 0.0) + sec
@@ -386,19 +391,21 @@ def prepare(
 
 
 def _start_worker(threads: int) -> None:
-    """Worker processes share the cores: each runs its numba kernels on ``threads`` threads
-    (the processes, not the threads, are the unit of parallelism)."""
+    """Workers share the cores: each runs its numba kernels on ``threads`` threads (the
+    workers, not numba's threads, are the unit of parallelism)."""
     import numba
 
     numba.set_num_threads(threads)
 
 
 def _run(log_dir: str, scene_dir: str, todo: Sequence[int], options: PrepareOptions, workers: int,
-         dask: str | None, durable: bool) -> Iterable[FrameResult]:
+         dask: str | None, durable: bool, processes: bool) -> Iterable[FrameResult]:
     if dask is not None:
         yield from _run_dask(log_dir, scene_dir, todo, options, workers, dask, durable)
-    elif workers > 1:
+    elif workers > 1 and processes:
         yield from _run_processes(log_dir, scene_dir, todo, options, workers, durable)
+    elif workers > 1:
+        yield from _run_threads(log_dir, scene_dir, todo, options, workers, durable)
     else:
         for i in todo:
             yield prepare_frame(log_dir, scene_dir, i, options, durable)
@@ -420,6 +427,21 @@ def _run_dask(log_dir: str, scene_dir: str, todo: Sequence[int], options: Prepar
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+def _run_threads(log_dir: str, scene_dir: str, todo: Sequence[int], options: PrepareOptions,
+                 workers: int, durable: bool) -> Iterable[FrameResult]:
+    """``workers`` threads of this process, each running its numba kernels on
+    ``cores/workers`` threads (numba's thread count is per calling thread)."""
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    with ThreadPoolExecutor(max_workers=workers, initializer=_start_worker, initargs=(threads,)) as pool:
+        futures = [pool.submit(prepare_frame, log_dir, scene_dir, i, options, durable) for i in todo]
+        try:
+            for fut in as_completed(futures):
+                yield fut.result()
+        finally:
+            for fut in futures:
+                fut.cancel()
 
 
 def _run_processes(log_dir: str, scene_dir: str, todo: Sequence[int], options: PrepareOptions,

@@ -175,9 +175,10 @@ def test_a_corrupt_frame_fails_alone_with_a_clear_report(raw_log, tmp_path):
     ]
 
 
-def test_worker_processes_and_dask_give_identical_output(raw_log, reference_scene, tmp_path):
+def test_worker_threads_processes_and_dask_give_identical_output(raw_log, reference_scene, tmp_path):
     pytest.importorskip("distributed")
-    for name, kwargs in (("procs", {"workers": 2}), ("dask", {"workers": 2, "dask": "local"})):
+    for name, kwargs in (("threads", {"workers": 2}), ("procs", {"workers": 2, "processes": True}),
+                         ("dask", {"workers": 2, "dask": "local"})):
         out = tmp_path / name / "road-0"
         summary = prepare(raw_log, out, **kwargs)
         assert summary.prepared == summary.frames and not summary.failed
