@@ -30,7 +30,8 @@ import numpy as np
 from engine._jit import inline, pjit, prange
 from engine.cuboid import CuboidTrack
 from engine.pose_track import (
-    PoseTrack, find_interval, interval_table, sin_quadrant, slerp_weights, slerp_weights_from_sines,
+    PoseTrack, find_interval, interval_table, sin_quadrant, slerp_combine, slerp_weights,
+    slerp_weights_from_sines,
 )
 from engine.quaternion import q_mul, q_rotate
 from engine.se3 import SE3
@@ -85,16 +86,10 @@ def _store_box(iv, k, u, s0, s1, box, out_c, out_s, out_q, valid):
     """Fraction ``u`` of interval ``k`` into output box ``box`` given the slerp weights
     ``s0, s1``: centre linear, rotation slerped (both extended past the ends for constant
     velocity), size linear but held past the ends."""
-    w = s0 * iv[k, _Q0] + s1 * iv[k, _Q1]
-    x = s0 * iv[k, _Q0 + 1] + s1 * iv[k, _Q1 + 1]
-    y = s0 * iv[k, _Q0 + 2] + s1 * iv[k, _Q1 + 2]
-    z = s0 * iv[k, _Q0 + 3] + s1 * iv[k, _Q1 + 3]
-    if iv[k, _TH] == 0.0:
-        r = 1.0 / math.sqrt(w * w + x * x + y * y + z * z)
-        w *= r
-        x *= r
-        y *= r
-        z *= r
+    w, x, y, z = slerp_combine(
+        s0, s1, iv[k, _TH], iv[k, _Q0], iv[k, _Q0 + 1], iv[k, _Q0 + 2], iv[k, _Q0 + 3],
+        iv[k, _Q1], iv[k, _Q1 + 1], iv[k, _Q1 + 2], iv[k, _Q1 + 3],
+    )
     valid[box] = True
     out_q[box, 0] = w
     out_q[box, 1] = x
@@ -208,7 +203,7 @@ def _interval_table(ts: np.ndarray, centers: np.ndarray, sizes: np.ndarray, rots
     """``(K-1, _INTERVAL_COLS) float64``: row k prepares keyframe interval k → k+1 once (the
     slerp angle, 1/sin and far quaternion of :func:`engine.pose_track.interval_table`,
     1/Δt, the starts and steps of centre and size) so a box reads one contiguous row.
-    Rows that straddle two tracks are never read (their 1/Δt is 0)."""
+    Rows that straddle two tracks are never read (1/Δt is 0 where Δt <= 0)."""
     k = max(len(ts) - 1, 0)
     iv = np.zeros((k, _INTERVAL_COLS))
     q1, theta, inv_sin = interval_table(rots)

@@ -101,7 +101,9 @@ def slerp_weights(theta, inv_sin, u):
     of half-angle ``theta`` (``inv_sin`` = 1/sin θ; both from :func:`interval_table`).
 
     On the interval (0 ≤ u ≤ 1) both sine arguments lie in [0, θ] ⊂ [0, π/2] and go
-    through :func:`sin_quadrant`; extrapolation (u outside) uses ``math.sin``.
+    through :func:`sin_quadrant`; extrapolation (u outside) uses ``math.sin``. θ = 0
+    (below the slerp threshold) gives the linear weights; :func:`slerp_combine` then
+    normalises.
     """
     if 0.0 <= u <= 1.0:
         return slerp_weights_from_sines(
@@ -113,29 +115,37 @@ def slerp_weights(theta, inv_sin, u):
 @inline
 def slerp_weights_from_sines(theta, inv_sin, u, sin0, sin1):
     """:func:`slerp_weights` given ``sin0 = sin((1 − u)·θ)`` and ``sin1 = sin(u·θ)`` (for a
-    caller that evaluates many sines in one vectorised loop). θ = 0 (below the slerp
-    threshold) gives the linear weights; the caller normalises."""
+    caller that evaluates many sines in one vectorised loop)."""
     if theta == 0.0:
         return 1.0 - u, u
     return sin0 * inv_sin, sin1 * inv_sin
 
 
 @inline
-def interval_pose(q, t, q1, theta, inv_sin, k, u):
-    """Pose at fraction ``u`` of interval ``k`` (slerp + lerp; ``u`` outside [0, 1]
-    extrapolates) as ``(w, x, y, z, tx, ty, tz)``; tables from :func:`interval_table`."""
-    th = theta[k]
-    s0, s1 = slerp_weights(th, inv_sin[k], u)
-    w = s0 * q[k, 0] + s1 * q1[k, 0]
-    x = s0 * q[k, 1] + s1 * q1[k, 1]
-    y = s0 * q[k, 2] + s1 * q1[k, 2]
-    z = s0 * q[k, 3] + s1 * q1[k, 3]
-    if th == 0.0:
+def slerp_combine(s0, s1, theta, aw, ax, ay, az, bw, bx, by, bz):
+    """``s0·a + s1·b`` for the weights of :func:`slerp_weights` (``b`` on ``a``'s
+    hemisphere), normalised when θ = 0 (the linear fallback), as ``(w, x, y, z)``."""
+    w = s0 * aw + s1 * bw
+    x = s0 * ax + s1 * bx
+    y = s0 * ay + s1 * by
+    z = s0 * az + s1 * bz
+    if theta == 0.0:
         r = 1.0 / math.sqrt(w * w + x * x + y * y + z * z)
         w *= r
         x *= r
         y *= r
         z *= r
+    return w, x, y, z
+
+
+@inline
+def interval_pose(q, t, q1, theta, inv_sin, k, u):
+    """Pose at fraction ``u`` of interval ``k`` (slerp + lerp; ``u`` outside [0, 1]
+    extrapolates) as ``(w, x, y, z, tx, ty, tz)``; tables from :func:`interval_table`."""
+    s0, s1 = slerp_weights(theta[k], inv_sin[k], u)
+    w, x, y, z = slerp_combine(
+        s0, s1, theta[k], q[k, 0], q[k, 1], q[k, 2], q[k, 3], q1[k, 0], q1[k, 1], q1[k, 2], q1[k, 3]
+    )
     return (
         w, x, y, z,
         t[k, 0] + u * (t[k + 1, 0] - t[k, 0]),
