@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
+from typing import Any
 
 
 class FormatError(ValueError):
@@ -34,3 +36,16 @@ def load_source(source: str | os.PathLike | bytes | bytearray | memoryview) -> t
         return source, Path(source).read_bytes()
     except OSError as err:
         raise FormatError(source, None, f"a readable file ({err.strerror})") from None
+
+
+def load_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
+    """The parsed JSON document at ``path``; an unreadable file or invalid JSON raises
+    :class:`FormatError` naming the file (and the byte offset of a syntax error)."""
+    try:
+        return json.loads(Path(path).read_bytes())
+    except OSError as exc:
+        raise FormatError(path, None, f"a readable {what} ({exc.strerror})") from None
+    except json.JSONDecodeError as exc:
+        raise FormatError(path, exc.pos, f"valid JSON ({exc.msg})") from None
+    except UnicodeDecodeError as exc:
+        raise FormatError(path, exc.start, f"UTF-8 JSON ({exc.reason})") from None

@@ -18,7 +18,6 @@ position rounded to whole metres (x, y; z = 0) so that the prepared scene stays 
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ from engine.camera import Camera, CameraIntrinsics
 from engine.cuboid import CuboidTrack
 from engine.se3 import SE3
 from formats.conventions import lwh_from_nuscenes_wlh
-from formats.errors import FormatError
+from formats.errors import FormatError, load_json
 from formats.pose_files import nuscenes_ego_pose_track
 from formats.raw_log import LogLidar, link_or_copy, write_labels, write_log_manifest, write_pose_table
 from formats.scene_store import SceneOrigin
@@ -43,12 +42,7 @@ def load_tables(dataroot: str | os.PathLike, version: str) -> dict[str, dict[str
     out = {}
     for name in TABLES:
         path = Path(dataroot) / version / f"{name}.json"
-        try:
-            records = json.loads(path.read_bytes())
-        except OSError as exc:
-            raise FormatError(path, None, f"a readable nuScenes table ({exc.strerror})") from None
-        except json.JSONDecodeError as exc:
-            raise FormatError(path, exc.pos, f"valid JSON ({exc.msg})") from None
+        records = load_json(path, "nuScenes table")
         if not isinstance(records, list) or not all(isinstance(r, dict) and "token" in r for r in records):
             raise FormatError(path, None, "a JSON list of records with a 'token'")
         out[name] = {r["token"]: r for r in records}

@@ -25,7 +25,6 @@ data only (unpickling runs code).
 from __future__ import annotations
 
 import gzip
-import json
 import os
 import pickle
 from pathlib import Path
@@ -41,7 +40,7 @@ from engine.pose_track import PoseTrack
 from engine.se3 import SE3
 from engine.sweep import Sweep
 from formats.conventions import lwh_from_pandaset_dimensions, quaternion_from_legacy_heading
-from formats.errors import FormatError
+from formats.errors import FormatError, load_json
 from formats.jpeg import decode_jpeg
 from formats.pcd import write_pcd
 from formats.raw_log import LogLidar, link_or_copy, write_labels, write_log_manifest, write_pose_table
@@ -50,15 +49,6 @@ from formats.scene_store import SceneOrigin
 LIDAR_NAMES = {0: "pandar64", 1: "pandar_gt"}
 _CUBOID_COLUMNS = ("uuid", "label", "yaw", "position.x", "position.y", "position.z",
                    "dimensions.x", "dimensions.y", "dimensions.z")
-
-
-def _json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_bytes())
-    except OSError as exc:
-        raise FormatError(path, None, f"a readable JSON file ({exc.strerror})") from None
-    except json.JSONDecodeError as exc:
-        raise FormatError(path, exc.pos, f"valid JSON ({exc.msg})") from None
 
 
 def _frame(path: Path, columns: tuple[str, ...]):
@@ -74,7 +64,7 @@ def _frame(path: Path, columns: tuple[str, ...]):
 
 
 def _times_ns(path: Path, n: int | None = None) -> np.ndarray:
-    t = np.asarray(_json(path), dtype=object)
+    t = np.asarray(load_json(path), dtype=object)
     try:
         s = t.astype(np.float64)
     except (TypeError, ValueError):
@@ -86,7 +76,7 @@ def _times_ns(path: Path, n: int | None = None) -> np.ndarray:
 
 def _poses(path: Path, n: int) -> tuple[np.ndarray, np.ndarray]:
     """``(translation (n, 3), rotation (n, 4) wxyz)`` from a PandaSet poses.json."""
-    recs = _json(path)
+    recs = load_json(path)
     try:
         t = np.array([[r["position"][k] for k in "xyz"] for r in recs], dtype=np.float64).reshape(-1, 3)
         q = np.array([quaternion_from_legacy_heading(r["heading"]) for r in recs]).reshape(-1, 4)
@@ -137,7 +127,7 @@ def import_pandaset(seq_dir: str | os.PathLike, log_dir: str | os.PathLike, *, i
         jpgs = sorted(cam_dir.glob("*.jpg"))
         if not jpgs:
             continue
-        k = _json(cam_dir / "intrinsics.json")
+        k = load_json(cam_dir / "intrinsics.json")
         cam_times = _times_ns(cam_dir / "timestamps.json", len(jpgs))
         ct, cq = _poses(cam_dir / "poses.json", len(jpgs))
         first = decode_jpeg(jpgs[0].read_bytes(), jpgs[0])

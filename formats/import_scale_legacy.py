@@ -42,7 +42,6 @@ local JPEG files, ``image_url`` relative to ``FRAMES_DIR``.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
@@ -56,7 +55,7 @@ from engine.pose_sources import from_pose_table, with_extra_samples
 from engine.se3 import SE3
 from engine.sweep import Sweep
 from formats.conventions import lwh_from_scale_dimensions, quaternion_from_legacy_heading, rotation_from_scale_yaw
-from formats.errors import FormatError
+from formats.errors import FormatError, load_json
 from formats.jpeg import decode_jpeg
 from formats.pcd import write_pcd
 from formats.raw_log import LogLidar, link_or_copy, write_labels, write_log_manifest, write_pose_table
@@ -66,15 +65,6 @@ _NS = {"ns": 1, "us": 1_000, "ms": 1_000_000, "s": 1_000_000_000}
 _LENS = {"brown_conrady": ("brown_conrady", ("k1", "k2", "p1", "p2", "k3")),
          "pinhole": ("brown_conrady", ("k1", "k2", "p1", "p2", "k3")),
          "fisheye": ("kannala_brandt", ("k1", "k2", "k3", "k4"))}
-
-
-def _json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_bytes())
-    except OSError as exc:
-        raise FormatError(path, None, f"a readable JSON file ({exc.strerror})") from None
-    except json.JSONDecodeError as exc:
-        raise FormatError(path, exc.pos, f"valid JSON ({exc.msg})") from None
 
 
 def _number(obj: Mapping[str, Any], key: str, path: Path, where: str, default: float | None = None) -> float:
@@ -182,7 +172,7 @@ def import_scale_legacy(
     if timestamp_unit not in _NS:
         raise ValueError(f"timestamp_unit must be one of {sorted(_NS)}, got {timestamp_unit!r}")
     files = _frame_files(src, None if annotations is None else Path(annotations).resolve())
-    docs = [_json(p) for p in files]
+    docs = [load_json(p) for p in files]
     for p, d in zip(files, docs):
         if not isinstance(d, dict):
             raise FormatError(p, None, f"a Frame JSON object, got {type(d).__name__}")
@@ -257,7 +247,7 @@ def _read(path: Path, frame: Path, where: str) -> bytes:
 
 def _tracks(path: Path, times: np.ndarray, offset: np.ndarray) -> list[CuboidTrack]:
     """World-frame tracks (centres relative to ``offset``) from the per-frame cuboid lists."""
-    doc = _json(path)
+    doc = load_json(path)
     if not isinstance(doc, list) or len(doc) > len(times):
         raise FormatError(path, None, f"a list of at most {len(times)} per-frame entries {{\"cuboids\": [...]}}")
     rows: dict[str, list[tuple[int, dict]]] = {}

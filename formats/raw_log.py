@@ -74,7 +74,7 @@ from engine.cuboid import CuboidTrack
 from engine.pose_sources import from_pose_table
 from engine.pose_track import PoseTrack
 from engine.se3 import SE3
-from formats.errors import FormatError
+from formats.errors import FormatError, load_json
 from formats.registry import READERS
 from formats.scene_store import SceneOrigin, _camera_from_json, _pose_from_json, camera_to_json, pose_to_json
 
@@ -194,12 +194,7 @@ def read_log(log_dir: str | os.PathLike) -> RawLog:
     """Parse and validate ``LOG_DIR/log.json``; ``FormatError`` names the offending field."""
     root = Path(log_dir).resolve()
     manifest = root / MANIFEST
-    try:
-        doc = json.loads(manifest.read_bytes())
-    except OSError as exc:
-        raise FormatError(manifest, None, f"a readable raw-log manifest ({exc.strerror})") from None
-    except json.JSONDecodeError as exc:
-        raise FormatError(manifest, exc.pos, f"valid JSON ({exc.msg})") from None
+    doc = load_json(manifest, "raw-log manifest")
     if not isinstance(doc, dict) or doc.get("format") != FORMAT or doc.get("version") not in READ_VERSIONS:
         raise FormatError(manifest, None, f'"format": "{FORMAT}" and "version" one of {READ_VERSIONS}')
     try:
@@ -367,12 +362,7 @@ def write_labels(log_dir: str | os.PathLike, tracks: list[CuboidTrack], name: st
 
 def read_labels(path: str | os.PathLike) -> list[CuboidTrack]:
     """Tracks from a ``labels.json``; ``FormatError`` names the track and field at fault."""
-    try:
-        doc = json.loads(Path(path).read_bytes())
-    except OSError as exc:
-        raise FormatError(path, None, f"a readable label document ({exc.strerror})") from None
-    except json.JSONDecodeError as exc:
-        raise FormatError(path, exc.pos, f"valid JSON ({exc.msg})") from None
+    doc = load_json(path, "label document")
     if not isinstance(doc, dict) or not isinstance(doc.get("tracks"), list):
         raise FormatError(path, None, 'a label document {"tracks": [...]}')
     tracks, seen = [], set()

@@ -105,3 +105,19 @@ def test_labels_round_trip(tmp_path):
     path.write_text(json.dumps({"tracks": [{"id": "1", "category": "car", "keyframes": [{"timestamp_ns": 0}]}]}))
     with pytest.raises(FormatError, match=r"tracks\[0\]"):
         read_labels(path)
+
+
+def test_unreadable_or_broken_json_names_the_file(tmp_path):
+    from formats.errors import FormatError, load_json
+
+    with pytest.raises(FormatError, match="a readable raw-log manifest") as err:
+        load_json(tmp_path / "absent.json", "raw-log manifest")
+    assert err.value.path.endswith("absent.json") and err.value.offset is None
+    (tmp_path / "bad.json").write_bytes(b'{"a": 1,\n "b": }')
+    with pytest.raises(FormatError, match="valid JSON") as err:
+        load_json(tmp_path / "bad.json")
+    assert err.value.offset == 15
+    (tmp_path / "latin.json").write_bytes(b'{"a": "\xe9"}')
+    with pytest.raises(FormatError, match="UTF-8 JSON") as err:
+        load_json(tmp_path / "latin.json")
+    assert err.value.offset == 7
