@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+
+from engine._jit import jit
 
 
 def as_points(xyz: np.ndarray, name: str = "xyz", float64: bool = False, finite: bool = False) -> np.ndarray:
@@ -22,3 +26,34 @@ def as_points(xyz: np.ndarray, name: str = "xyz", float64: bool = False, finite:
     if finite and not np.all(np.isfinite(p)):
         raise ValueError(f"{name} contains NaN or infinite values")
     return np.ascontiguousarray(p)
+
+
+@jit
+def _bounds_kernel(xyz, lo, hi):
+    lo[:] = np.inf
+    hi[:] = -np.inf
+    for i in range(xyz.shape[0]):
+        for a in range(3):
+            v = xyz[i, a]
+            if not math.isfinite(v):
+                return False
+            if v < lo[a]:
+                lo[a] = v
+            if v > hi[a]:
+                hi[a] = v
+    return True
+
+
+def finite_bounds(p: np.ndarray, name: str = "xyz") -> tuple[np.ndarray, np.ndarray]:
+    """Per-axis ``(min (3,), max (3,))`` float64 of points from :func:`as_points`, in one pass
+    that also rejects a NaN or infinite coordinate (``ValueError`` naming ``name``).
+    Empty input gives ``(+inf, -inf)``."""
+    lo, hi = np.empty(3), np.empty(3)
+    if not _bounds_kernel(p, lo, hi):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return lo, hi
+
+
+def _warmup() -> None:
+    for dtype in (np.float32, np.float64):
+        finite_bounds(np.zeros((2, 3), dtype))

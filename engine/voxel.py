@@ -22,7 +22,7 @@ import math
 
 import numpy as np
 
-from engine.arrays import as_points
+from engine.arrays import as_points, finite_bounds
 from engine._jit import inline, jit
 
 _DIGIT_BITS = 11  # radix-sort digit: 2048 buckets, whose write heads stay in cache
@@ -206,23 +206,6 @@ def _first_points_kernel(xyz, origin, inv_size, base, dims):
 
 
 @jit
-def _bounds_kernel(xyz, lo, hi):
-    """Per-axis min/max into ``lo``/``hi``; False if any coordinate is NaN or infinite."""
-    lo[:] = np.inf
-    hi[:] = -np.inf
-    for i in range(xyz.shape[0]):
-        for a in range(3):
-            v = xyz[i, a]
-            if not math.isfinite(v):
-                return False
-            if v < lo[a]:
-                lo[a] = v
-            if v > hi[a]:
-                hi[a] = v
-    return True
-
-
-@jit
 def _unpack_kernel(keys, base, dims, out):
     for v in range(keys.shape[0]):
         k = keys[v]
@@ -269,10 +252,7 @@ def _grid(xyz: np.ndarray, voxel_size: float | np.ndarray, origin: np.ndarray | 
     base = np.zeros(3, dtype=np.int64)
     dims = np.ones(3, dtype=np.int64)
     if n:
-        lo = np.empty(3)
-        hi = np.empty(3)
-        if not _bounds_kernel(p, lo, hi):
-            raise ValueError("xyz contains NaN or infinite values")
+        lo, hi = finite_bounds(p)
         # floor((p - o) / s) is monotone in p, so the extreme voxels come from the extremes
         lo = np.floor((lo - o) * inv)
         hi = np.floor((hi - o) * inv)

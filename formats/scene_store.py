@@ -115,7 +115,7 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 
 from engine._jit import jit
-from engine.arrays import as_points
+from engine.arrays import as_points, finite_bounds
 from engine.camera import Camera, CameraIntrinsics
 from engine.pose_track import PoseTrack
 from engine.se3 import SE3
@@ -523,20 +523,6 @@ def _inside(root: Path, rel: str, manifest: Path) -> Path:
 
 
 @jit
-def _bounds_kernel(p, lo):
-    """lo[:] = per-axis minimum of ``p (N, 3)``; False if any coordinate is NaN or infinite."""
-    lo[0] = lo[1] = lo[2] = np.inf
-    for i in range(p.shape[0]):
-        for k in range(3):
-            v = p[i, k]
-            if not np.isfinite(v):
-                return False
-            if v < lo[k]:
-                lo[k] = v
-    return True
-
-
-@jit
 def _quantise_kernel(p, offset, quantum, xyz32, q32):
     """xyz32[k, i] = float32(p[i, k]); q32[k, i] = rint((p[i, k] - offset[k]) / quantum);
     returns the largest quantised value (before the int32 cast)."""
@@ -581,9 +567,7 @@ def points_table(
     if not (math.isfinite(quantum_m) and quantum_m > 0):
         raise ValueError(f"quantum_m must be positive, got {quantum_m}")
     n = len(p)
-    lo = np.empty(3)
-    if not _bounds_kernel(p, lo):
-        raise ValueError("xyz contains NaN or infinite values")
+    lo, _ = finite_bounds(p)
     offset = np.floor(lo / quantum_m) * quantum_m if n else np.zeros(3)
     xyz32 = np.empty((3, n), np.float32)
     q32 = np.empty((3, n), np.int32)
