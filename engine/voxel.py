@@ -23,7 +23,7 @@ import math
 import numpy as np
 
 from engine.arrays import as_points, finite_bounds
-from engine._jit import inline, jit
+from engine._jit import inline, jit, pjit, prange
 
 _DIGIT_BITS = 11  # radix-sort digit: 2048 buckets, whose write heads stay in cache
 _MAX_CELLS = 1 << 62  # voxels in the bounding box, so keys fit int64
@@ -43,45 +43,53 @@ def _voxel_key(xyz, i, origin, inv_size, base, dims):
     return key
 
 
-@jit
-def _keys_kernel(xyz, origin, inv_size, base, dims, shift, passes, keys, count):
-    """``keys[i] = (voxel key << shift) | i`` (or the key alone when ``shift`` is 0) and the
-    histograms of the key's radix digits (all passes in this one pass over the points)."""
-    radix = 1 << _DIGIT_BITS
-    for i in range(xyz.shape[0]):
+@pjit
+def _keys_kernel(xyz, origin, inv_size, base, dims, shift, keys):
+    """``keys[i] = (voxel key << shift) | i`` (or the key alone when ``shift`` is 0)."""
+    for i in prange(xyz.shape[0]):
         key = _voxel_key(xyz, i, origin, inv_size, base, dims)
         keys[i] = (key << shift) | i if shift else key
-        for r in range(passes):
-            count[r, ((key >> (r * _DIGIT_BITS)) & (radix - 1)) + 1] += 1
 
 
-@jit
-def _radix_pass(src, src_idx, dst, dst_idx, shift, count, with_idx):
+@pjit
+def _radix_pass(src, src_idx, dst, dst_idx, shift, with_idx):
+    """One stable counting-sort pass on the digit at ``shift``, in parallel over point
+    chunks: each chunk counts its digits, then scatters from its own offsets (chunk c's
+    elements of a digit follow chunk c - 1's, so the pass stays stable)."""
     radix = 1 << _DIGIT_BITS
+    n = src.shape[0]
+    n_chunks = max(1, min(8, n // 65536))
+    offsets = np.zeros((n_chunks, radix), dtype=np.int64)
+    for c in prange(n_chunks):
+        for i in range(n * c // n_chunks, n * (c + 1) // n_chunks):
+            offsets[c, (src[i] >> shift) & (radix - 1)] += 1
+    start = 0
     for d in range(radix):
-        count[d + 1] += count[d]
-    for i in range(src.shape[0]):
-        x = src[i]
-        d = (x >> shift) & (radix - 1)
-        pos = count[d]
-        count[d] = pos + 1
-        dst[pos] = x
-        if with_idx:
-            dst_idx[pos] = src_idx[i]
+        for c in range(n_chunks):
+            k = offsets[c, d]
+            offsets[c, d] = start
+            start += k
+    for c in prange(n_chunks):
+        for i in range(n * c // n_chunks, n * (c + 1) // n_chunks):
+            x = src[i]
+            d = (x >> shift) & (radix - 1)
+            pos = offsets[c, d]
+            offsets[c, d] = pos + 1
+            dst[pos] = x
+            if with_idx:
+                dst_idx[pos] = src_idx[i]
 
 
 @jit
-def _assign_kernel(xyz, origin, inv_size, base, dims, inverse, means_dtype_like):
-    """Fill ``inverse`` (voxel id per point); return (first index, key, mean) per voxel, the
-    means (summed in float64, in the dtype of ``means_dtype_like``) only when that has rows.
+def _runs_kernel(xyz, origin, inv_size, base, dims, inverse, scratch, run_first, run_keys):
+    """Voxel runs of the points: returns M and fills ``run_first[:M]`` / ``run_keys[:M]``
+    (each voxel's first point and key, voxels in key order) and ``inverse`` (each point's
+    run number). ``scratch`` is ``(N,) int64`` work memory.
 
     Key ``ix + nx * (iy + ny * iz)`` relative to the lowest voxel; an LSD radix sort
-    (stable, so each run of equal keys starts at its voxel's first point). One pass over
-    the runs takes each voxel's first point and key and stores the run number as the
-    point's provisional id; sorting the M first points (a small radix sort) gives the ids
-    by first appearance, and one sequential pass over the points renumbers ``inverse``
-    (summing the centroids on the way). When key and point index fit one int64 together
-    they are sorted as one value (half the memory traffic), otherwise as (key, index) pairs.
+    (stable, so each run of equal keys starts at its voxel's first point), then one pass
+    over the runs. When key and point index fit one int64 together they are sorted as one
+    value (half the memory traffic), otherwise as (key, index) pairs.
     """
     n = xyz.shape[0]
     total = dims[0] * dims[1] * dims[2]
@@ -94,74 +102,106 @@ def _assign_kernel(xyz, origin, inv_size, base, dims, inverse, means_dtype_like)
     pack = key_bits + idx_bits <= 63
     shift0 = idx_bits if pack else 0
     passes = (key_bits + _DIGIT_BITS - 1) // _DIGIT_BITS
-    count = np.zeros((max(passes, 1), (1 << _DIGIT_BITS) + 1), dtype=np.int64)
-    keys = np.empty(n, dtype=np.int64)
-    _keys_kernel(xyz, origin, inv_size, base, dims, shift0, passes, keys, count)
-    keys2 = np.empty(n, dtype=np.int64)
+    # the sort ping-pongs between ``inverse`` and ``scratch``, starting in the one where the
+    # sorted keys do not end (``inverse`` is written while they are read)
+    keys, keys2 = (inverse, scratch) if passes % 2 == 1 else (scratch, inverse)
+    _keys_kernel(xyz, origin, inv_size, base, dims, shift0, keys)
     idx = np.arange(n) if not pack else np.empty(0, dtype=np.int64)
     idx2 = np.empty(n if not pack else 0, dtype=np.int64)
     for r in range(passes):
-        _radix_pass(keys, idx, keys2, idx2, shift0 + r * _DIGIT_BITS, count[r], not pack)
+        _radix_pass(keys, idx, keys2, idx2, shift0 + r * _DIGIT_BITS, not pack)
         keys, keys2 = keys2, keys
         idx, idx2 = idx2, idx
-    mask = (np.int64(1) << shift0) - 1
-    # one pass over the runs of equal keys (voxels in key order r): first point, key, and
-    # inverse = r for now
-    run_first = np.empty(n, dtype=np.int64)
-    run_keys = np.empty(n, dtype=np.int64)
-    r = -1
-    for j in range(n):
-        i = keys[j] & mask if pack else idx[j]
-        if j == 0 or (keys[j] >> shift0) != (keys[j - 1] >> shift0):
-            r += 1
-            run_first[r] = i
-            run_keys[r] = keys[j] >> shift0
-        inverse[i] = r
-    m = r + 1
-    # voxel ids by first appearance: sort the runs' first points (M distinct values < N)
+    return _runs(keys, idx, shift0, pack, inverse, run_first, run_keys)
+
+
+@pjit
+def _runs(keys, idx, shift, pack, inverse, run_first, run_keys):
+    """The runs of equal keys in the sorted ``keys``: each run's first point and key, each
+    point's run number in ``inverse``; returns the number of runs. In parallel over chunks
+    of the sorted keys: count the runs starting in each chunk, then number them."""
+    n = keys.shape[0]
+    mask = (np.int64(1) << shift) - 1
+    n_chunks = max(1, min(8, n // 65536))
+    starts = np.zeros(n_chunks + 1, dtype=np.int64)
+    for c in prange(n_chunks):
+        k = 0
+        for j in range(n * c // n_chunks, n * (c + 1) // n_chunks):
+            if j == 0 or (keys[j] >> shift) != (keys[j - 1] >> shift):
+                k += 1
+        starts[c + 1] = k
+    for c in range(n_chunks):
+        starts[c + 1] += starts[c]
+    for c in prange(n_chunks):
+        r = starts[c] - 1
+        for j in range(n * c // n_chunks, n * (c + 1) // n_chunks):
+            i = keys[j] & mask if pack else idx[j]
+            if j == 0 or (keys[j] >> shift) != (keys[j - 1] >> shift):
+                r += 1
+                run_first[r] = i
+                run_keys[r] = keys[j] >> shift
+            inverse[i] = r
+    return starts[n_chunks]
+
+
+@jit
+def _order_kernel(run_first, run_keys, n, first, voxel_keys, voxel_of_run):
+    """Voxel ids by first appearance: sort the M runs' first points (distinct values < N,
+    a small radix sort) into ``first`` / ``voxel_keys``, and ``voxel_of_run`` maps run → id."""
+    m = run_first.shape[0]
     run_bits = 0
     while (np.int64(1) << run_bits) < m:
         run_bits += 1
+    idx_bits = 0
+    while (np.int64(1) << idx_bits) < n:
+        idx_bits += 1
     order = np.empty(m, dtype=np.int64)
     for q in range(m):
         order[q] = (run_first[q] << run_bits) | q
     order = _sort_small(order, run_bits + idx_bits)
-    with_sums = means_dtype_like.shape[0] > 0
-    sums = np.zeros((m if with_sums else 0, 4))
-    means = np.empty((m if with_sums else 0, 3), dtype=means_dtype_like.dtype)
     run_mask = (np.int64(1) << run_bits) - 1
-    first = np.empty(m, dtype=np.int64)
-    voxel_keys = np.empty(m, dtype=np.int64)
-    voxel_of_run = np.empty(m, dtype=np.int64)
     for v in range(m):
         q = order[v] & run_mask
         first[v] = order[v] >> run_bits
         voxel_keys[v] = run_keys[q]
         voxel_of_run[q] = v
-    for i in range(n):
-        v = voxel_of_run[inverse[i]]
-        inverse[i] = v
-        if with_sums:
-            for a in range(3):
-                sums[v, a] += xyz[i, a]
-            sums[v, 3] += 1.0
-    if with_sums:
-        for v in range(m):
-            for a in range(3):
-                means[v, a] = sums[v, a] / sums[v, 3]
-    return first, voxel_keys, means
+
+
+@jit
+def _means_kernel(sums, means):
+    for v in range(sums.shape[0]):
+        for a in range(3):
+            means[v, a] = sums[v, a] / sums[v, 3]
+
+
+@pjit
+def _renumber(xyz, inverse, voxel_of_run, sums, half):
+    """``inverse[i] = voxel_of_run[inverse[i]]`` and, when ``sums`` has rows, the per-voxel
+    coordinate sums and counts: in parallel over two halves of the points, each summing into
+    its own zeroed table (``half`` is added to ``sums`` at the end, so the result does not
+    depend on scheduling)."""
+    n = xyz.shape[0]
+    with_sums = sums.shape[0] > 0
+    for c in prange(2):
+        acc = sums if c == 0 else half
+        for i in range(n * c // 2, n * (c + 1) // 2):
+            v = voxel_of_run[inverse[i]]
+            inverse[i] = v
+            if with_sums:
+                for a in range(3):
+                    acc[v, a] += xyz[i, a]
+                acc[v, 3] += 1.0
+    for v in range(sums.shape[0]):
+        for a in range(4):
+            sums[v, a] += half[v, a]
 
 
 @jit
 def _sort_small(values, bits):
     """LSD radix sort of non-negative ``values`` below ``2**bits``."""
-    radix = 1 << _DIGIT_BITS
     out = np.empty_like(values)
     for shift in range(0, bits, _DIGIT_BITS):
-        count = np.zeros(radix + 1, dtype=np.int64)
-        for x in values:
-            count[((x >> shift) & (radix - 1)) + 1] += 1
-        _radix_pass(values, values, out, out, shift, count, False)
+        _radix_pass(values, values, out, out, shift, False)
         values, out = out, values
     return values
 
@@ -281,8 +321,18 @@ def _assign(
     n = len(p)
     if n >= _MAX_POINTS:
         raise ValueError(f"at most 2**31 - 1 points per call (first points and voxel numbers share an int64), got {n}")
+    # N-sized work memory comes from NumPy, which asks the kernel for transparent huge pages
+    # (a fresh 4 KiB-paged array costs a page fault per 4 KiB, a third of the time here)
     inverse = np.empty(n, dtype=np.int64)
-    first, keys, means = _assign_kernel(p, o, inv, base, dims, inverse, np.empty((n if centroids else 0, 0), p.dtype))
+    run_first, run_keys = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
+    m = _runs_kernel(p, o, inv, base, dims, inverse, np.empty(n, dtype=np.int64), run_first, run_keys)
+    first, keys, voxel_of_run = np.empty(m, np.int64), np.empty(m, np.int64), np.empty(m, np.int64)
+    _order_kernel(run_first[:m], run_keys[:m], n, first, keys, voxel_of_run)
+    rows = m if centroids else 0
+    sums = np.zeros((rows, 4))
+    _renumber(p, inverse, voxel_of_run, sums, np.zeros((rows, 4)))
+    means = np.empty((rows, 3), dtype=p.dtype)
+    _means_kernel(sums, means)
     coords = np.empty((len(keys), 3), dtype=np.int64)
     _unpack_kernel(keys, base, dims, coords)
     return Voxelization(inverse, first, coords, size, o), means if centroids else None
