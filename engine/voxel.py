@@ -5,10 +5,10 @@ with ``floor((p - o) / s) == (i, j, k)``. Voxels are numbered in order of their 
 in the input, so every result is deterministic. An infinite size along an axis makes that
 axis one layer (``(cell, cell, inf)`` is a 2-D grid of columns, as ground segmentation uses).
 
-The assignment radix-sorts integer voxel keys (a few sequential passes whose write heads
-stay in cache, instead of one cache miss per point into a hash table), so it runs in
-linear time whatever the order of the points; centroids are summed in the assignment's
-last pass over the points. :func:`first_points` needs only each voxel's first point (a
+The assignment radix-sorts integer voxel keys (a few passes whose write heads stay in
+cache, instead of one cache miss per point into a hash table), so it runs in linear time
+whatever the order of the points; each pass, the runs of equal keys and the renumbering
+run in parallel over point chunks; centroids are summed in the renumbering pass. :func:`first_points` needs only each voxel's first point (a
 level of detail): one pass with a hash set of the occupied voxels, whose table stays small
 because it holds voxels, not points.
 """
@@ -27,7 +27,6 @@ from engine._jit import inline, jit, pjit, prange
 
 _DIGIT_BITS = 11  # radix-sort digit: 2048 buckets, whose write heads stay in cache
 _MAX_CELLS = 1 << 62  # voxels in the bounding box, so keys fit int64
-_MAX_POINTS = 1 << 31  # a first point and a voxel number share one int64 in the ordering sort
 _MAX_COORD = 2.0**62  # |floor((p - o) / s)|, so integer voxel coordinates fit int64
 
 
@@ -81,9 +80,9 @@ def _radix_pass(src, src_idx, dst, dst_idx, shift, with_idx):
 
 
 @jit
-def _runs_kernel(xyz, origin, inv_size, base, dims, inverse, scratch, run_first, run_keys):
-    """Voxel runs of the points: returns M and fills ``run_first[:M]`` / ``run_keys[:M]``
-    (each voxel's first point and key, voxels in key order) and ``inverse`` (each point's
+def _runs_kernel(xyz, origin, inv_size, base, dims, inverse, scratch, run_first):
+    """Voxel runs of the points: returns M and fills ``run_first[:M]`` (each voxel's first
+    point, voxels in key order) and ``inverse`` (each point's
     run number). ``scratch`` is ``(N,) int64`` work memory.
 
     Key ``ix + nx * (iy + ny * iz)`` relative to the lowest voxel; an LSD radix sort
@@ -112,12 +111,12 @@ def _runs_kernel(xyz, origin, inv_size, base, dims, inverse, scratch, run_first,
         _radix_pass(keys, idx, keys2, idx2, shift0 + r * _DIGIT_BITS, not pack)
         keys, keys2 = keys2, keys
         idx, idx2 = idx2, idx
-    return _runs(keys, idx, shift0, pack, inverse, run_first, run_keys)
+    return _runs(keys, idx, shift0, pack, inverse, run_first)
 
 
 @pjit
-def _runs(keys, idx, shift, pack, inverse, run_first, run_keys):
-    """The runs of equal keys in the sorted ``keys``: each run's first point and key, each
+def _runs(keys, idx, shift, pack, inverse, run_first):
+    """The runs of equal keys in the sorted ``keys``: each run's first point, each
     point's run number in ``inverse``; returns the number of runs. In parallel over chunks
     of the sorted keys: count the runs starting in each chunk, then number them."""
     n = keys.shape[0]
@@ -139,32 +138,25 @@ def _runs(keys, idx, shift, pack, inverse, run_first, run_keys):
             if j == 0 or (keys[j] >> shift) != (keys[j - 1] >> shift):
                 r += 1
                 run_first[r] = i
-                run_keys[r] = keys[j] >> shift
             inverse[i] = r
     return starts[n_chunks]
 
 
 @jit
-def _order_kernel(run_first, run_keys, n, first, voxel_keys, voxel_of_run):
-    """Voxel ids by first appearance: sort the M runs' first points (distinct values < N,
-    a small radix sort) into ``first`` / ``voxel_keys``, and ``voxel_of_run`` maps run → id."""
-    m = run_first.shape[0]
-    run_bits = 0
-    while (np.int64(1) << run_bits) < m:
-        run_bits += 1
-    idx_bits = 0
-    while (np.int64(1) << idx_bits) < n:
-        idx_bits += 1
-    order = np.empty(m, dtype=np.int64)
-    for q in range(m):
-        order[q] = (run_first[q] << run_bits) | q
-    order = _sort_small(order, run_bits + idx_bits)
-    run_mask = (np.int64(1) << run_bits) - 1
-    for v in range(m):
-        q = order[v] & run_mask
-        first[v] = order[v] >> run_bits
-        voxel_keys[v] = run_keys[q]
-        voxel_of_run[q] = v
+def _order_kernel(run_first, slot, first, voxel_of_run):
+    """Voxel ids by first appearance: the M runs' first points are distinct point indices,
+    so marking them in ``slot`` (``(N,) int64`` work memory) and scanning it in point order
+    lists them sorted; fills ``first`` and ``voxel_of_run`` (run → id)."""
+    slot[:] = -1
+    for q in range(run_first.shape[0]):
+        slot[run_first[q]] = q
+    v = 0
+    for i in range(slot.shape[0]):
+        q = slot[i]
+        if q >= 0:
+            first[v] = i
+            voxel_of_run[q] = v
+            v += 1
 
 
 @jit
@@ -194,16 +186,6 @@ def _renumber(xyz, inverse, voxel_of_run, sums, half):
     for v in range(sums.shape[0]):
         for a in range(4):
             sums[v, a] += half[v, a]
-
-
-@jit
-def _sort_small(values, bits):
-    """LSD radix sort of non-negative ``values`` below ``2**bits``."""
-    out = np.empty_like(values)
-    for shift in range(0, bits, _DIGIT_BITS):
-        _radix_pass(values, values, out, out, shift, False)
-        values, out = out, values
-    return values
 
 
 @jit
@@ -246,12 +228,11 @@ def _first_points_kernel(xyz, origin, inv_size, base, dims):
 
 
 @jit
-def _unpack_kernel(keys, base, dims, out):
-    for v in range(keys.shape[0]):
-        k = keys[v]
+def _coords_kernel(xyz, first, origin, inv_size, out):
+    """Integer coordinates ``floor((p - o) / s)`` of each voxel, from its first point."""
+    for v in range(first.shape[0]):
         for a in range(3):
-            out[v, a] = k % dims[a] + base[a]
-            k //= dims[a]
+            out[v, a] = np.int64(math.floor((xyz[first[v], a] - origin[a]) * inv_size[a]))
 
 
 @dataclass(frozen=True, eq=False)
@@ -319,22 +300,20 @@ def _assign(
     """:func:`voxelize`; with ``centroids`` also the ``(M, 3)`` voxel means in the input dtype."""
     p, size, o, inv, base, dims = _grid(xyz, voxel_size, origin)
     n = len(p)
-    if n >= _MAX_POINTS:
-        raise ValueError(f"at most 2**31 - 1 points per call (first points and voxel numbers share an int64), got {n}")
     # N-sized work memory comes from NumPy, which asks the kernel for transparent huge pages
     # (a fresh 4 KiB-paged array costs a page fault per 4 KiB, a third of the time here)
     inverse = np.empty(n, dtype=np.int64)
-    run_first, run_keys = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
-    m = _runs_kernel(p, o, inv, base, dims, inverse, np.empty(n, dtype=np.int64), run_first, run_keys)
-    first, keys, voxel_of_run = np.empty(m, np.int64), np.empty(m, np.int64), np.empty(m, np.int64)
-    _order_kernel(run_first[:m], run_keys[:m], n, first, keys, voxel_of_run)
+    run_first, scratch = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
+    m = _runs_kernel(p, o, inv, base, dims, inverse, scratch, run_first)
+    first, voxel_of_run = np.empty(m, np.int64), np.empty(m, np.int64)
+    _order_kernel(run_first[:m], scratch, first, voxel_of_run)
     rows = m if centroids else 0
     sums = np.zeros((rows, 4))
     _renumber(p, inverse, voxel_of_run, sums, np.zeros((rows, 4)))
     means = np.empty((rows, 3), dtype=p.dtype)
     _means_kernel(sums, means)
-    coords = np.empty((len(keys), 3), dtype=np.int64)
-    _unpack_kernel(keys, base, dims, coords)
+    coords = np.empty((m, 3), dtype=np.int64)
+    _coords_kernel(p, first, o, inv, coords)
     return Voxelization(inverse, first, coords, size, o), means if centroids else None
 
 
