@@ -401,8 +401,6 @@ def _header_to_json(scene_id: str, origin: SceneOrigin, lidars: Sequence[Lidar],
 
 def _libc(name: str, *argtypes):
     """A Linux libc function through ctypes (``sync_file_range``, ``syncfs``); None elsewhere."""
-    import ctypes
-
     try:
         fn = getattr(ctypes.CDLL(None, use_errno=True), name)
     except (OSError, AttributeError):
