@@ -96,6 +96,18 @@ def scaled_size(width: int, height: int, scale: Scale) -> tuple[int, int]:
     return -(-width * num // denom), -(-height * num // denom)
 
 
+def scale_pixels(uv: np.ndarray, scale: Scale) -> np.ndarray:
+    """Full-size pixel coordinates ``uv`` (any shape, float) moved in place to the image
+    decoded at ``scale`` = s: ``u' = s · (u + 0.5) − 0.5`` (see :func:`scaled_intrinsics`);
+    returns ``uv``."""
+    num, denom = _check_scale(scale)
+    if num != denom:
+        uv += 0.5
+        uv *= num / denom
+        uv -= 0.5
+    return uv
+
+
 def scaled_intrinsics(intrinsics: CameraIntrinsics, scale: Scale) -> CameraIntrinsics:
     """The intrinsics of the image :func:`decode_jpeg` returns at ``scale`` = num/denom = s.
 

@@ -49,7 +49,7 @@ from engine.camera import Camera
 from engine.projection import Projection, project_points
 from engine.voxel import first_points
 from engine.zbuffer import zbuffer
-from formats.jpeg import decode_jpeg, scaled_camera
+from formats.jpeg import decode_jpeg, scale_pixels, scaled_camera
 from formats.raw_log import RawLog, read_log
 from formats.scene_store import MAX_CAMERAS, FrameBoxes, FrameEntry, Lidar, SceneWriter, points_table
 from server.frame_points import world_points
@@ -156,11 +156,8 @@ def _scaled(proj: Projection, cams: Sequence[Camera], scales: Sequence[tuple[int
     if all(num == denom for num, denom in scales):
         return proj, list(cams)
     scaled = [scaled_camera(c, sc)[0] for c, sc in zip(cams, scales)]
-    for rows, (num, denom) in zip(proj.uv, scales):
-        if num != denom:
-            rows += 0.5
-            rows *= num / denom
-            rows -= 0.5
+    for rows, sc in zip(proj.uv, scales):
+        scale_pixels(rows, sc)
     sizes = np.array([[c.intrinsics.width, c.intrinsics.height] for c in scaled], np.int64)
     return Projection(proj.uv, proj.depth, proj.in_image, sizes, proj.cos_view), scaled
 

@@ -11,8 +11,8 @@ from engine.camera import Camera, CameraIntrinsics
 from engine.projection import project_points
 from engine.se3 import SE3
 from formats.errors import FormatError
-from formats.jpeg import (decode_jpeg, encode_jpeg, read_jpeg, scaled_camera, scaled_intrinsics, scaled_size,
-                          write_jpeg)
+from formats.jpeg import (decode_jpeg, encode_jpeg, read_jpeg, scale_pixels, scaled_camera, scaled_intrinsics,
+                          scaled_size, write_jpeg)
 
 
 @pytest.fixture(scope="module")
@@ -133,6 +133,13 @@ def test_scaled_intrinsics_is_exact_for_every_lens(intr, scale):
     ok = full.in_image[0]
     assert ok.sum() > 1000
     np.testing.assert_allclose(part.uv[0][ok], s * (full.uv[0][ok] + 0.5) - 0.5, rtol=0, atol=1e-9)
+    moved = full.uv[0][ok].copy()
+    assert scale_pixels(moved, scale) is moved  # in place, the same mapping
+    np.testing.assert_allclose(moved, part.uv[0][ok], rtol=0, atol=1e-9)
+    same = full.uv[0][ok].copy()
+    np.testing.assert_array_equal(scale_pixels(same, (1, 1)), full.uv[0][ok])
+    with pytest.raises(ValueError, match="scale"):
+        scale_pixels(same, (1, 3))
 
 
 def test_scaled_intrinsics_against_decoded_blob():
