@@ -20,6 +20,7 @@ import numpy as np
 
 from engine._jit import jit
 from engine.cuboid import _check_boxes
+from engine.points_in_boxes import inside_d2
 from engine.quaternion import q_to_matrix
 
 
@@ -41,6 +42,8 @@ def _box_tables(rotations, sizes, margin, valid):
 
 @jit
 def _label_kernel(xyz, steps, centers, rmat, half, valid, labels):
+    """``centers``, ``rmat``, ``half``: the ``(T, B, ...)`` tables flattened to ``(T·B, ...)``."""
+    b_n = valid.shape[1]
     for i in range(xyz.shape[0]):
         labels[i] = -1
         t = steps[i]
@@ -51,23 +54,10 @@ def _label_kernel(xyz, steps, centers, rmat, half, valid, labels):
             continue
         best = -1
         best_d2 = math.inf
-        for b in range(centers.shape[1]):
+        for b in range(b_n):
             if not valid[t, b]:
                 continue
-            dx = px - centers[t, b, 0]
-            dy = py - centers[t, b, 1]
-            dz = pz - centers[t, b, 2]
-            r = rmat[t, b]
-            lx = r[0, 0] * dx + r[1, 0] * dy + r[2, 0] * dz
-            if abs(lx) > half[t, b, 0]:
-                continue
-            ly = r[0, 1] * dx + r[1, 1] * dy + r[2, 1] * dz
-            if abs(ly) > half[t, b, 1]:
-                continue
-            lz = r[0, 2] * dx + r[1, 2] * dy + r[2, 2] * dz
-            if abs(lz) > half[t, b, 2]:
-                continue
-            d2 = dx * dx + dy * dy + dz * dz
+            d2 = inside_d2(px, py, pz, centers, rmat, half, t * b_n + b)
             if d2 < best_d2:
                 best_d2 = d2
                 best = b
@@ -125,7 +115,7 @@ def points_in_moving_boxes(
     if len(pts) == 0 or b_n == 0:
         return labels
     rmat, half = _box_tables(q, s, margin, ok)
-    _label_kernel(pts, st, c, rmat, half, ok, labels)
+    _label_kernel(pts, st, c.reshape(-1, 3), rmat.reshape(-1, 3, 3), half.reshape(-1, 3), ok, labels)
     return labels
 
 

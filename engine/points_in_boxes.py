@@ -85,6 +85,22 @@ def _prepare(q, centers, sizes, margin):
 
 
 @inline
+def inside_d2(px, py, pz, centers, rmat, half, b):
+    """Squared distance from point ``(px, py, pz)`` (float64) to the centre of box ``b`` if
+    the point is inside it (``|Rᵀ (p − c)| ≤ half`` per axis, inclusive), else ``inf``."""
+    dx = px - centers[b, 0]
+    dy = py - centers[b, 1]
+    dz = pz - centers[b, 2]
+    if abs(rmat[b, 0, 0] * dx + rmat[b, 1, 0] * dy + rmat[b, 2, 0] * dz) > half[b, 0]:
+        return math.inf
+    if abs(rmat[b, 0, 1] * dx + rmat[b, 1, 1] * dy + rmat[b, 2, 1] * dz) > half[b, 1]:
+        return math.inf
+    if abs(rmat[b, 0, 2] * dx + rmat[b, 1, 2] * dy + rmat[b, 2, 2] * dz) > half[b, 2]:
+        return math.inf
+    return dx * dx + dy * dy + dz * dz
+
+
+@inline
 def _label_chunk(xyz, centers, rmat, half, x0, y0, cell, nx, ny, start, boxes, chunk, ch, labels, counts):
     """Label points ``[ch·chunk, (ch+1)·chunk)`` and count them into ``counts[ch]``."""
     for i in range(ch * chunk, min((ch + 1) * chunk, xyz.shape[0])):
@@ -103,19 +119,7 @@ def _label_chunk(xyz, centers, rmat, half, x0, y0, cell, nx, ny, start, boxes, c
         best_d2 = math.inf
         for s in range(start[c], start[c + 1]):
             b = boxes[s]
-            dx = px - centers[b, 0]
-            dy = py - centers[b, 1]
-            dz = pz - centers[b, 2]
-            lx = rmat[b, 0, 0] * dx + rmat[b, 1, 0] * dy + rmat[b, 2, 0] * dz
-            if abs(lx) > half[b, 0]:
-                continue
-            ly = rmat[b, 0, 1] * dx + rmat[b, 1, 1] * dy + rmat[b, 2, 1] * dz
-            if abs(ly) > half[b, 1]:
-                continue
-            lz = rmat[b, 0, 2] * dx + rmat[b, 1, 2] * dy + rmat[b, 2, 2] * dz
-            if abs(lz) > half[b, 2]:
-                continue
-            d2 = dx * dx + dy * dy + dz * dz
+            d2 = inside_d2(px, py, pz, centers, rmat, half, b)
             if d2 < best_d2:
                 best_d2 = d2
                 best = b
