@@ -1,6 +1,6 @@
 """The prepared-scene store: what ``fathom prepare`` writes and ``fathom serve`` memory-maps.
 
-Layout of one scene directory (format ``fathom-scene``, version 1)::
+Layout of one scene directory (format ``fathom-scene``, version 2)::
 
     SCENE_DIR/
       scene.json                 manifest: header + the list of finished frames (written last)
@@ -15,7 +15,7 @@ that one directory fsync makes their renames durable.)
 
 ``scene.json``::
 
-    {"format": "fathom-scene", "version": 1, "scene_id": "road-01",
+    {"format": "fathom-scene", "version": 2, "scene_id": "road-01",
      "origin": {"enu_offset_m": [e, n, u], "geodetic": {"lat_deg", "lon_deg", "alt_m"} | null},
      "sensors": {"lidars": [{"name", "sensor_id", "ego_from_sensor": [qw qx qy qz tx ty tz]}],
                  "cameras": [{"name", "width", "height", "fx", "fy", "cx", "cy", "skew", "model",
@@ -27,7 +27,7 @@ that one directory fsync makes their renames durable.)
                    "points": FILE, "lods": [FILE + {"level", "n_points"}, ...],
                    "images": {CAMERA: FILE + {"timestamp_ns"}},
                    "boxes": FILE}                       # optional
-    FILE = {"file": relative path, "bytes": size, "sha256": hex digest}
+    FILE = {"file": relative path, "bytes": size, "xxh3_128": hex digest (32 hex digits)}
 
 Frames: the *world* frame is the local ENU frame whose origin sits at ``origin.enu_offset_m``;
 ``world_from_ego`` translations and all stored point positions are relative to it, so float32
@@ -62,19 +62,26 @@ interpolated there (tracks are not extrapolated beyond their keyframes)::
 
 ``world`` is the scene's world frame (relative to the origin, like the points), ``ego`` the
 ego frame at the frame timestamp; rotations are box → frame. It is one of the frame's files:
-written atomically before the sidecar and listed with its size and SHA-256.
+written atomically before the sidecar and listed with its size and digest.
 
 Atomicity, durability and resumability: every file is written to a temporary file in its
 directory and renamed over its final name (``os.replace``), so no reader ever sees half a
 file. A frame's sidecar ``frames/NNNNNN.json`` is written after its data files (and removed
 first when a frame is rewritten), and a frame counts as *finished* only when its sidecar
-exists and every file it names exists with the recorded size and SHA-256. Each SHA-256 is
+exists and every file it names exists with the recorded size and digest. Each digest is
 computed once, from the bytes while they are written.
 
-Frame files are not fsynced by default. They are derived data whose hashes are recorded and
+Digests are XXH3-128 (``xxhash.xxh3_128``, 32 hex digits; ~0.3 ms per 10 MB where SHA-256
+takes ~6 ms). They guard against accidents, not attackers: a torn, short or zeroed file
+after a crash is caught on resume, and the server uses them as ETags. They are not
+tamper-proofing — anyone who can write the scene directory can rewrite its manifest too.
+Version 1 of the format recorded SHA-256 (key ``sha256``); opening or resuming a version-1
+scene raises :class:`FormatError` (prepare the log again into a new directory).
+
+Frame files are not fsynced by default. They are derived data whose digests are recorded and
 checked on resume: after a power loss a frame file may come back empty, short or zeroed even
 though its rename survived, and its sidecar may be lost or torn — each of these makes the
-frame unfinished (hash mismatch, unreadable or missing sidecar), so the resumed job redoes
+frame unfinished (digest mismatch, unreadable or missing sidecar), so the resumed job redoes
 exactly those frames. A per-file fsync would only move that redo into a slower first run.
 The commit point is the manifest: :meth:`SceneWriter.finalize` makes the files of every
 frame it lists durable (one ``syncfs`` of the scene's filesystem on Linux, else an fsync
@@ -86,7 +93,7 @@ waited for), so that sync finds most of the data written while the job went on c
 sidecar instead, for those who want each sidecar to mean "on disk" on its own.
 
 :meth:`SceneWriter.finished_entries` answers which frames a resumed job may skip
-(verifying their hashes); :meth:`SceneWriter.finalize` rewrites ``scene.json`` with all
+(verifying their digests); :meth:`SceneWriter.finalize` rewrites ``scene.json`` with all
 finished frames, trusting the entries it is given (those a job wrote or verified itself) and
 verifying only the others (call it at the end of a job, or after each batch to publish frames
 incrementally). Frames are independent, so worker processes may each build a ``SceneWriter``
@@ -101,7 +108,6 @@ whose buffers point into the mapping (zero-copy).
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import json
 import math
 import os
@@ -113,6 +119,7 @@ from typing import Any, Literal, Mapping, Sequence
 import numpy as np
 import pyarrow as pa
 import pyarrow.ipc as ipc
+import xxhash
 
 from engine._jit import jit
 from engine.arrays import as_points, finite_bounds
@@ -122,7 +129,7 @@ from engine.se3 import SE3
 from formats.errors import FormatError
 
 FORMAT_NAME = "fathom-scene"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MANIFEST = "scene.json"
 QUANT_KEY = b"fathom.quantisation"
 
@@ -181,11 +188,11 @@ class Lidar:
 
 @dataclass(frozen=True)
 class StoredFile:
-    """A file of the store: path relative to the scene directory, size and SHA-256."""
+    """A file of the store: path relative to the scene directory, size and XXH3-128 (hex)."""
 
     file: str
     bytes: int
-    sha256: str
+    xxh3_128: str
 
 
 @dataclass(frozen=True)
@@ -336,14 +343,14 @@ def _name(value: Any, path: Path, what: str) -> str:
 
 
 def _file_to_json(f: StoredFile) -> dict[str, Any]:
-    return {"file": f.file, "bytes": f.bytes, "sha256": f.sha256}
+    return {"file": f.file, "bytes": f.bytes, "xxh3_128": f.xxh3_128}
 
 
 def _file_from_json(d: Any, path: Path) -> StoredFile:
     try:
-        f = StoredFile(str(d["file"]), int(d["bytes"]), str(d["sha256"]))
+        f = StoredFile(str(d["file"]), int(d["bytes"]), str(d["xxh3_128"]))
     except (KeyError, TypeError, ValueError):
-        raise FormatError(path, None, f"a file entry {{file, bytes, sha256}}, got {d!r}") from None
+        raise FormatError(path, None, f"a file entry {{file, bytes, xxh3_128}}, got {d!r}") from None
     if Path(f.file).is_absolute() or ".." in Path(f.file).parts or "\\" in f.file:
         raise FormatError(path, None, f"a relative path inside the scene, got {f.file!r}")
     return f
@@ -435,7 +442,7 @@ def _replace_files(files: Sequence[tuple[Path, bytes | memoryview | pa.Buffer]],
     """Replace each ``path`` with its ``data`` atomically: every temp file (in the path's
     directory) written, with ``durable`` then every one fsynced (the first fsync's journal
     commit carries most of the others), then each renamed over its path. The caller fsyncs
-    the directories. Returns the :class:`StoredFile` of each (SHA-256 of the bytes written)."""
+    the directories. Returns the :class:`StoredFile` of each (digest of the bytes written)."""
     temps: list[tuple[Path, Path]] = []
     out = []
     try:
@@ -451,7 +458,7 @@ def _replace_files(files: Sequence[tuple[Path, bytes | memoryview | pa.Buffer]],
                     _start_writeback(fd)
             finally:
                 os.close(fd)
-            out.append(StoredFile(str(path), view.nbytes, hashlib.sha256(view).hexdigest()))
+            out.append(StoredFile(str(path), view.nbytes, xxhash.xxh3_128(view).hexdigest()))
         if durable:
             _fsync_files([tmp for _, tmp in temps], directories=False)
         for path, tmp in temps:
@@ -466,7 +473,7 @@ def _replace_files(files: Sequence[tuple[Path, bytes | memoryview | pa.Buffer]],
 def atomic_write(path: Path, data: bytes | memoryview | pa.Buffer, durable: bool = True) -> StoredFile:
     """Write ``data`` to ``path`` atomically (temp file in the same directory, rename; with
     ``durable`` the file and then its directory fsynced). Returns the :class:`StoredFile`
-    (path as given, size, SHA-256)."""
+    (path as given, size, digest)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     [stored] = _replace_files([(path, data)], durable)
     if durable:
@@ -501,8 +508,9 @@ def _fsync_files(paths: Sequence[Path], directories: bool = True) -> None:
         _fsync_dir(d)
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
+def _digest_file(path: Path) -> str:
+    """XXH3-128 (hex) of the file at ``path``, read in 1 MiB chunks."""
+    h = xxhash.xxh3_128()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
@@ -700,7 +708,7 @@ class SceneWriter:
         boxes: FrameBoxes | None = None,
     ) -> FrameEntry:
         """Write one frame's files atomically, then its sidecar; returns its entry as the
-        sidecar records it (with the SHA-256 of every file, computed from the bytes written).
+        sidecar records it (with the digest of every file, computed from the bytes written).
 
         ``points`` and each of ``lods`` (levels 1, 2, ... coarser and coarser) must follow the
         point schema (build them with :func:`points_table`). ``images`` maps camera name →
@@ -751,7 +759,7 @@ class SceneWriter:
         dirs = sorted({(self.dir / rel).parent for rel, _ in files})
         for d in dirs:
             d.mkdir(parents=True, exist_ok=True)
-        stored = {rel: StoredFile(rel, f.bytes, f.sha256)
+        stored = {rel: StoredFile(rel, f.bytes, f.xxh3_128)
                   for (rel, _), f in zip(files, _replace_files([(self.dir / rel, data) for rel, data in files],
                                                                self.durable))}
         if self.durable:
@@ -772,7 +780,7 @@ class SceneWriter:
         # as a resumed job reads it back: the manifest depends on the sidecar's bytes only
         return _entry_from_json(json.loads(text), side)
 
-    def _entries(self, verify: Literal["size", "sha256"], skip: frozenset[int] | set[int] = frozenset()
+    def _entries(self, verify: Literal["size", "digest"], skip: frozenset[int] | set[int] = frozenset()
                  ) -> dict[int, FrameEntry]:
         out = {}
         for side in sorted((self.dir / "frames").glob("[0-9]" * 6 + ".json")):
@@ -795,7 +803,7 @@ class SceneWriter:
                 return False
         except OSError:
             return False
-        return verify == "size" or _sha256_file(path) == f.sha256
+        return verify == "size" or _digest_file(path) == f.xxh3_128
 
     def remove_stale_temporaries(self) -> list[Path]:
         """Delete temporary files left by writers that died mid-write (``kill -9``).
@@ -808,17 +816,17 @@ class SceneWriter:
             p.unlink(missing_ok=True)
         return stale
 
-    def finished_entries(self, verify: Literal["size", "sha256"] = "sha256",
+    def finished_entries(self, verify: Literal["size", "digest"] = "digest",
                          skip: Sequence[int] = ()) -> dict[int, FrameEntry]:
         """Index → entry of the frames whose sidecar exists and whose files match it (size, and
-        hash with ``verify="sha256"``); frames in ``skip`` are not read."""
+        digest with ``verify="digest"``); frames in ``skip`` are not read."""
         return self._entries(verify, set(skip))
 
-    def finished_frames(self, verify: Literal["size", "sha256"] = "sha256") -> set[int]:
-        """Indices of frames whose sidecar exists and whose files match it (size and hash)."""
+    def finished_frames(self, verify: Literal["size", "digest"] = "digest") -> set[int]:
+        """Indices of frames whose sidecar exists and whose files match it (size and digest)."""
         return set(self._entries(verify))
 
-    def finalize(self, verify: Literal["size", "sha256"] = "sha256",
+    def finalize(self, verify: Literal["size", "digest"] = "digest",
                  known: Mapping[int, FrameEntry] | None = None) -> list[FrameEntry]:
         """Rewrite ``scene.json`` atomically and durably listing every finished frame; returns
         them. The commit point: the files of the frames it lists are fsynced first.
@@ -847,7 +855,8 @@ class Scene:
     Attributes:
         dir: the resolved scene directory. scene_id: its id. origin: :class:`SceneOrigin`.
         lidars: :class:`Lidar` list (``sensor_id`` = position). cameras: name → ``Camera``.
-        frames: :class:`FrameEntry` list sorted by index. manifest_sha256: of ``scene.json``.
+        frames: :class:`FrameEntry` list sorted by index. manifest_digest: XXH3-128 (hex) of
+        ``scene.json``.
     """
 
     dir: Path
@@ -856,7 +865,7 @@ class Scene:
     lidars: tuple[Lidar, ...]
     cameras: Mapping[str, Camera]
     frames: tuple[FrameEntry, ...]
-    manifest_sha256: str
+    manifest_digest: str
 
     @staticmethod
     def read_manifest(scene_dir: Path) -> dict[str, Any]:
@@ -871,8 +880,12 @@ class Scene:
             raise FormatError(path, getattr(exc, "pos", None), "JSON") from None
         if not isinstance(doc, dict) or doc.get("format") != FORMAT_NAME:
             raise FormatError(path, None, f'"format": "{FORMAT_NAME}"')
-        if doc.get("version") != FORMAT_VERSION:
-            raise FormatError(path, None, f'"version": {FORMAT_VERSION}, found {doc.get("version")!r}')
+        version = doc.get("version")
+        if version == 1:
+            raise FormatError(path, None, f'"version": {FORMAT_VERSION}, found 1 (a scene of an older Fathom, '
+                              "with SHA-256 digests): prepare the log again into a new directory")
+        if version != FORMAT_VERSION:
+            raise FormatError(path, None, f'"version": {FORMAT_VERSION}, found {version!r}')
         return doc
 
     @staticmethod
@@ -912,7 +925,7 @@ class Scene:
             for sf in f.files():
                 _inside(root, sf.file, path)
         return Scene(root, scene_id, origin, lidars, cameras, frames,
-                     hashlib.sha256(path.read_bytes()).hexdigest())
+                     xxhash.xxh3_128(path.read_bytes()).hexdigest())
 
     def frame(self, index: int) -> FrameEntry:
         """The entry of frame ``index``; ``KeyError`` if the scene has no such frame."""

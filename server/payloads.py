@@ -117,7 +117,7 @@ def points_payload(scene: Scene, index: int, lod: int, fields: list[str], frame:
     stored = scene.points_file(index, lod)
     table = scene.points(index, lod)
     n = table.num_rows
-    etag = _etag(stored.sha256, lod, frame, fmt, ",".join(fields) if fmt == "arrow" else "xyz")
+    etag = _etag(stored.xxh3_128, lod, frame, fmt, ",".join(fields) if fmt == "arrow" else "xyz")
     headers = {"X-Point-Count": str(n), "X-Frame": frame, "X-Timestamp-Ns": str(entry.timestamp_ns)}
     if fmt == "raw":
         if frame == "ego":

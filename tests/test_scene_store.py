@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pyarrow as pa
 import pytest
+import xxhash
 
 from engine.se3 import SE3
 from formats.errors import FormatError
@@ -63,7 +64,7 @@ def test_resume_skips_finished_and_redoes_half_written(tmp_path):
     (root / "frames" / "000001.arrow").write_bytes(b"garbage")
     assert w.finished_frames() == {0, 2}
     assert w.finished_frames(verify="size") == {0, 2}
-    # same size, different bytes: only the hash notices
+    # same size, different bytes: only the digest notices
     good = (root / "frames" / "000002.arrow").read_bytes()
     (root / "frames" / "000002.arrow").write_bytes(bytes(len(good)))
     assert w.finished_frames() == {0}
@@ -137,6 +138,25 @@ def test_open_rejects_bad_manifests(tmp_path, edit, match):
     _edit_manifest(root, edit)
     with pytest.raises(FormatError, match=match):
         Scene.open(root)
+
+
+@pytest.mark.parametrize("resume", [False, True])
+def test_version_1_scene_is_refused_with_advice(tmp_path, resume):
+    """Version 1 recorded SHA-256 digests: neither opened nor resumed, the error says what to do."""
+    root = write_scene(tmp_path)
+    _edit_manifest(root, lambda d: d.update(version=1))
+    with pytest.raises(FormatError, match=r"scene\.json.*version.*found 1.*prepare the log again into a new directory"):
+        if resume:
+            SceneWriter(root, scene_id="demo", cameras=[camera()])
+        else:
+            Scene.open(root)
+
+
+def test_manifest_digest_is_the_manifest_bytes(tmp_path):
+    root = write_scene(tmp_path)
+    assert Scene.open(root).manifest_digest == xxhash.xxh3_128((root / MANIFEST).read_bytes()).hexdigest()
+    doc = json.loads((root / MANIFEST).read_text())
+    assert doc["version"] == 2 and set(doc["frames"][0]["points"]) == {"file", "bytes", "xxh3_128"}
 
 
 def test_symlink_out_of_the_scene_is_refused(tmp_path):
@@ -227,15 +247,14 @@ def test_boxes_file_round_trip_and_box_id_range(tmp_path):
                    np.eye(4)[:1])
 
 
-def test_recorded_hashes_are_the_files_and_finalize_trusts_known_entries(tmp_path):
-    import hashlib
-
+def test_recorded_digests_are_the_files_and_finalize_trusts_known_entries(tmp_path):
     w = SceneWriter(tmp_path / "s", scene_id="s", cameras=[camera()])
     entries = {i: w.write_frame(i, T0 + i * DT, ego_pose(i), points_table(frame_xyz(i)),
                                 [points_table(frame_xyz(i)[::3])], images={"CAM_FRONT": jpeg(i)}) for i in range(3)}
     for e in entries.values():
         for f in e.files():
-            assert hashlib.sha256((tmp_path / "s" / f.file).read_bytes()).hexdigest() == f.sha256
+            assert xxhash.xxh3_128((tmp_path / "s" / f.file).read_bytes()).hexdigest() == f.xxh3_128
+            assert len(f.xxh3_128) == 32
     assert w.finished_entries().keys() == {0, 1, 2} and w.finished_entries(skip=[1]).keys() == {0, 2}
     # frame 2's points change behind the writer's back: a verifying finalize drops it, one
     # told the entries (as a job that just wrote them) lists them without reading the files

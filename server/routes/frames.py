@@ -45,7 +45,7 @@ async def get_points(
         format = "raw" if RAW_XYZ in accept and ARROW_STREAM not in accept else "arrow"
     if lod > len(entry.lods):
         raise invalid(("query", "lod"), f"frame {entry.index} has levels of detail 0..{len(entry.lods)}", lod)
-    key = ("points", scene.scene_id, scene.points_file(entry.index, lod).sha256, lod, frame, format,
+    key = ("points", scene.scene_id, scene.points_file(entry.index, lod).xxh3_128, lod, frame, format,
            fields if format == "arrow" else None)
     payload = state.cache.peek(key)
     if payload is None:  # build off the event loop: it maps the file and serialises it

@@ -25,11 +25,11 @@ def get_image(_: Viewer, scene: SceneDep, entry: FrameDep, camera: str, state: S
     stored = entry.images.get(camera)
     if stored is None:
         raise HTTPException(404, f"frame {entry.index} has no image for camera {camera!r}")
-    key = ("image", scene.scene_id, stored.sha256)
+    key = ("image", scene.scene_id, stored.xxh3_128)
 
     def build() -> Payload:
         body = scene.image_path(entry.index, camera).read_bytes()
-        return Payload(body, "image/jpeg", '"' + stored.sha256[:32] + '"',
+        return Payload(body, "image/jpeg", '"' + stored.xxh3_128[:32] + '"',
                        {"X-Timestamp-Ns": str(entry.image_timestamps_ns[camera])}, compressible=False)
 
     return respond(request, state.cache.get(key, build))

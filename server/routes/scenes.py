@@ -45,11 +45,11 @@ def list_scenes(_: Viewer, state: State) -> list[SceneSummary]:
 @router.get("/scenes/{scene_id}", response_model=SceneDetail,
             responses={304: {"description": "not modified (If-None-Match)"}, 404: {"description": "no such scene"}})
 def get_scene(_: Viewer, scene: SceneDep, state: State, request: Request) -> Response:
-    key = ("scene", scene.scene_id, scene.manifest_sha256)
+    key = ("scene", scene.scene_id, scene.manifest_digest)
 
     def build() -> Payload:
         body = _detail(scene).model_dump_json().encode()
-        return Payload(body, "application/json", '"' + scene.manifest_sha256[:32] + '"')
+        return Payload(body, "application/json", '"' + scene.manifest_digest[:32] + '"')
 
     payload = state.cache.get(key, build)
     return respond(request, payload, state.cache, state.settings.gzip_level, key)
