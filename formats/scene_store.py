@@ -36,7 +36,8 @@ keeps millimetres over tens of kilometres. Point files hold one record batch wit
     x y z            float32  m, world frame relative to the scene origin      (required)
     xq yq zq         int32    quantised positions: x = offset + xq * scale      (required)
     intensity        float32  (optional)        r g b   uint8 colour (optional, all three)
-    time_offset_ns   int64    firing time minus the frame timestamp (optional)
+    time_offset_ns   int32    firing time minus the frame timestamp, ns, so within ±2.147 s
+                              (optional; add it to the int64 frame timestamp as int64)
     sensor_id        uint8    index into sensors.lidars (optional)
     ring             uint16   (optional)
     camera_mask      uint32   bit k set: camera k of sensors.cameras sees the point — it
@@ -139,7 +140,7 @@ COLUMN_TYPES: dict[str, pa.DataType] = {
     "xq": pa.int32(), "yq": pa.int32(), "zq": pa.int32(),
     "intensity": pa.float32(),
     "r": pa.uint8(), "g": pa.uint8(), "b": pa.uint8(),
-    "time_offset_ns": pa.int64(),
+    "time_offset_ns": pa.int32(),
     "sensor_id": pa.uint8(),
     "ring": pa.uint16(),
     "camera_mask": pa.uint32(),
@@ -562,8 +563,8 @@ def points_table(
     Args:
         xyz: ``(N, 3)`` positions in metres, world frame relative to the scene origin; float64
             input gives the most accurate quantised columns.
-        intensity: ``(N,) float32``; rgb: ``(N, 3) uint8``; time_offset_ns: ``(N,) int64`` ns
-            from the frame timestamp; sensor_id: ``(N,) uint8``; ring: ``(N,) uint16``;
+        intensity: ``(N,) float32``; rgb: ``(N, 3) uint8``; time_offset_ns: ``(N,)`` any
+            integer dtype, ns from the frame timestamp, stored as int32 (so within ±2.147 s); sensor_id: ``(N,) uint8``; ring: ``(N,) uint16``;
             camera_mask: ``(N,) uint32`` bit k = camera k sees the point; box_id: ``(N,) int32``
             row of the frame's boxes file, -1 for none.
         quantum_m: quantisation step (the ``scale``); the ``offset`` is the per-axis minimum
@@ -588,11 +589,11 @@ def points_table(
         a = np.asarray(value)
         if a.shape != (n, *shape):
             raise ValueError(f"{name} must have shape {(n, *shape)}, got {a.shape}")
-        if (np.issubdtype(dtype, np.integer) and a.size and np.issubdtype(a.dtype, np.integer)
-                and a.dtype != dtype):
+        if np.issubdtype(dtype, np.integer) and a.size and np.issubdtype(a.dtype, np.integer) and a.dtype != dtype:
             info = np.iinfo(dtype)
             if a.min() < info.min or a.max() > info.max:
-                raise ValueError(f"{name} values outside {np.dtype(dtype).name} range")
+                raise ValueError(f"{name} values outside {np.dtype(dtype).name} range [{info.min}, {info.max}]: "
+                                 f"found [{a.min()}, {a.max()}]")
         if shape:
             for i, c in enumerate("rgb"):
                 cols[c] = np.ascontiguousarray(a[:, i], dtype=dtype)
@@ -601,7 +602,9 @@ def points_table(
 
     column("intensity", intensity, np.float32)
     column("rgb", rgb, np.uint8, (3,))
-    column("time_offset_ns", time_offset_ns, np.int64)
+    if time_offset_ns is not None and not np.issubdtype(np.asarray(time_offset_ns).dtype, np.integer):
+        raise ValueError(f"time_offset_ns must be integer ns, got {np.asarray(time_offset_ns).dtype}")
+    column("time_offset_ns", time_offset_ns, np.int32)
     column("sensor_id", sensor_id, np.uint8)
     column("ring", ring, np.uint16)
     column("camera_mask", camera_mask, np.uint32)

@@ -213,6 +213,22 @@ def test_camera_mask_and_box_id_columns():
         points_table(xyz, box_id=np.zeros(2, np.int32))
 
 
+def test_time_offset_is_stored_as_int32_from_any_integer_dtype():
+    xyz = np.zeros((4, 3))
+    limit = 2**31 - 1
+    for dtype in (np.int64, np.int32, np.uint32, np.int16, np.uint64):
+        info = np.iinfo(dtype)
+        values = np.array([0, 1, max(info.min, -limit - 1), min(info.max, limit)], dtype)
+        t = points_table(xyz, time_offset_ns=values)
+        assert t.schema.field("time_offset_ns").type == pa.int32()
+        np.testing.assert_array_equal(t["time_offset_ns"].to_numpy(), values.astype(np.int64))
+    for bad in (np.array([0, 0, 0, 2**31]), np.array([0, 0, 0, -(2**31) - 1]), np.array([0, 0, 0, 2**32], np.uint64)):
+        with pytest.raises(ValueError, match=r"time_offset_ns values outside int32 range \[-2147483648, 2147483647\]"):
+            points_table(xyz, time_offset_ns=bad)
+    with pytest.raises(ValueError, match="time_offset_ns must be integer ns"):
+        points_table(xyz, time_offset_ns=np.zeros(4))
+
+
 def _boxes(t_ns: int, n: int) -> FrameBoxes:
     rng = np.random.default_rng(n)
     q = from_yaw(rng.uniform(-3, 3, n))

@@ -246,7 +246,7 @@ def test_harbor_soundings_land_on_the_seabed_and_wreck(harbor):
     seen = np.zeros(len(run.truth_hit), bool)
     for i, f in enumerate(scene.frames):
         table = scene.points(i)
-        t = table["time_offset_ns"].to_numpy() + f.timestamp_ns
+        t = table["time_offset_ns"].to_numpy().astype(np.int64) + f.timestamp_ns
         ping = np.searchsorted(ping_ns, t)
         np.testing.assert_array_equal(ping_ns[ping], t)
         assert np.all((t >= f.timestamp_ns) & (t < f.timestamp_ns + 1_000_000_000))
