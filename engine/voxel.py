@@ -5,12 +5,14 @@ with ``floor((p - o) / s) == (i, j, k)``. Voxels are numbered in order of their 
 in the input, so every result is deterministic. An infinite size along an axis makes that
 axis one layer (``(cell, cell, inf)`` is a 2-D grid of columns, as ground segmentation uses).
 
-The assignment radix-sorts integer voxel keys (a few passes whose write heads stay in
-cache, instead of one cache miss per point into a hash table), so it runs in linear time
-whatever the order of the points; each pass, the runs of equal keys and the renumbering
-run in parallel over point chunks; centroids are summed in the renumbering pass. :func:`first_points` needs only each voxel's first point (a
-level of detail): one pass with a hash set of the occupied voxels, whose table stays small
-because it holds voxels, not points.
+The assignment radix-sorts the high bits of integer voxel keys (passes whose write heads
+stay in cache, instead of one cache miss per point into a hash table), which groups the
+points into buckets in input order; a per-chunk table indexed by the keys' low 17 bits then
+finds each bucket's voxels, so a box of up to 2**28 voxels needs one pass. Passes, grouping
+and renumbering run in parallel over chunks; centroids are summed in the renumbering pass.
+:func:`first_points` needs only each voxel's first point (a level of detail): one pass with
+a hash set of the occupied voxels, whose table stays small because it holds voxels, not
+points.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from engine.arrays import as_points, finite_bounds
 from engine._jit import inline, jit, pjit, prange
 
 _DIGIT_BITS = 11  # radix-sort digit: 2048 buckets, whose write heads stay in cache
+_LOW_BITS = 17  # key bits left unsorted: a table of 2**17 runs (1 MiB) per chunk finds them
 _MAX_CELLS = 1 << 62  # voxels in the bounding box, so keys fit int64
 _MAX_COORD = 2.0**62  # |floor((p - o) / s)|, so integer voxel coordinates fit int64
 
@@ -51,11 +54,11 @@ def _keys_kernel(xyz, origin, inv_size, base, dims, shift, keys):
 
 
 @pjit
-def _radix_pass(src, src_idx, dst, dst_idx, shift, with_idx):
-    """One stable counting-sort pass on the digit at ``shift``, in parallel over point
+def _radix_pass(src, src_idx, dst, dst_idx, shift, digit, with_idx):
+    """One stable counting-sort pass on the ``digit`` bits at ``shift``, in parallel over point
     chunks: each chunk counts its digits, then scatters from its own offsets (chunk c's
     elements of a digit follow chunk c - 1's, so the pass stays stable)."""
-    radix = 1 << _DIGIT_BITS
+    radix = 1 << digit
     n = src.shape[0]
     n_chunks = max(1, min(8, n // 65536))
     offsets = np.zeros((n_chunks, radix), dtype=np.int64)
@@ -80,15 +83,18 @@ def _radix_pass(src, src_idx, dst, dst_idx, shift, with_idx):
 
 
 @jit
-def _runs_kernel(xyz, origin, inv_size, base, dims, inverse, scratch, run_first):
-    """Voxel runs of the points: returns M and fills ``run_first[:M]`` (each voxel's first
-    point, voxels in key order) and ``inverse`` (each point's
-    run number). ``scratch`` is ``(N,) int64`` work memory.
+def _runs_kernel(xyz, origin, inv_size, base, dims, inverse, scratch, run_first, spans):
+    """Voxel runs of the points, numbered with gaps: fills ``spans`` (``(C, 2)``: chunk c's
+    runs are ``spans[c, 0] <= r < spans[c, 1]``), ``run_first[r]`` (each run's first point)
+    and ``inverse`` (each point's run number); returns C.
+    ``scratch`` is ``(N,) int64`` work memory.
 
-    Key ``ix + nx * (iy + ny * iz)`` relative to the lowest voxel; an LSD radix sort
-    (stable, so each run of equal keys starts at its voxel's first point), then one pass
-    over the runs. When key and point index fit one int64 together they are sorted as one
-    value (half the memory traffic), otherwise as (key, index) pairs.
+    Key ``ix + nx * (iy + ny * iz)`` relative to the lowest voxel. An LSD radix sort of the
+    keys' high bits (above the low ``_LOW_BITS``) groups the points into buckets, in input
+    order within each (the sort is stable); a table indexed by the low bits then finds each
+    bucket's voxels, so the whole key needs no sort. When key and point index fit one int64
+    together they are sorted as one value (half the memory traffic), otherwise as (key,
+    index) pairs.
     """
     n = xyz.shape[0]
     total = dims[0] * dims[1] * dims[2]
@@ -98,65 +104,97 @@ def _runs_kernel(xyz, origin, inv_size, base, dims, inverse, scratch, run_first)
     idx_bits = 0
     while (np.int64(1) << idx_bits) < n:
         idx_bits += 1
+    low_bits = min(key_bits, _LOW_BITS)
     pack = key_bits + idx_bits <= 63
     shift0 = idx_bits if pack else 0
-    passes = (key_bits + _DIGIT_BITS - 1) // _DIGIT_BITS
-    # the sort ping-pongs between ``inverse`` and ``scratch``, starting in the one where the
-    # sorted keys do not end (``inverse`` is written while they are read)
+    passes = (key_bits - low_bits + _DIGIT_BITS - 1) // _DIGIT_BITS
+    digit = (key_bits - low_bits + passes - 1) // passes if passes else 0
+    # the sort ping-pongs between ``inverse`` and ``scratch``, ending in ``scratch``
+    # (``inverse`` is written while the sorted keys are read)
     keys, keys2 = (inverse, scratch) if passes % 2 == 1 else (scratch, inverse)
     _keys_kernel(xyz, origin, inv_size, base, dims, shift0, keys)
     idx = np.arange(n) if not pack else np.empty(0, dtype=np.int64)
     idx2 = np.empty(n if not pack else 0, dtype=np.int64)
     for r in range(passes):
-        _radix_pass(keys, idx, keys2, idx2, shift0 + r * _DIGIT_BITS, not pack)
+        _radix_pass(keys, idx, keys2, idx2, shift0 + low_bits + r * digit, digit, not pack)
         keys, keys2 = keys2, keys
         idx, idx2 = idx2, idx
-    return _runs(keys, idx, shift0, pack, inverse, run_first)
+    # chunks of whole buckets (the bucket at a chunk's nominal start goes to the chunk before)
+    high = shift0 + low_bits
+    n_chunks = max(1, min(8, n // 65536)) if passes else 1
+    starts = np.empty(n_chunks + 1, dtype=np.int64)
+    starts[0], starts[n_chunks] = 0, n
+    for c in range(1, n_chunks):
+        lo, hi = max(n * c // n_chunks, starts[c - 1]), n
+        if lo > 0:
+            b = keys[lo - 1] >> high
+            while lo < hi:  # first position past bucket b
+                mid = (lo + hi) // 2
+                if (keys[mid] >> high) > b:
+                    hi = mid
+                else:
+                    lo = mid + 1
+        starts[c] = lo
+    _group(keys, idx, shift0, low_bits, pack, starts, inverse, run_first, spans)
+    return n_chunks
 
 
 @pjit
-def _runs(keys, idx, shift, pack, inverse, run_first):
-    """The runs of equal keys in the sorted ``keys``: each run's first point, each
-    point's run number in ``inverse``; returns the number of runs. In parallel over chunks
-    of the sorted keys: count the runs starting in each chunk, then number them."""
-    n = keys.shape[0]
+def _group(keys, idx, shift, low_bits, pack, starts, inverse, run_first, spans):
+    """Runs of equal keys within each bucket of equal high bits, in parallel over chunks of
+    buckets: a run is numbered on its first point (the first of its key in the bucket, so
+    the first in the input) from ``starts[c]`` on; a table indexed by the low ``low_bits``
+    bits holds each key's run, valid when numbered since the bucket began."""
     mask = (np.int64(1) << shift) - 1
-    n_chunks = max(1, min(8, n // 65536))
-    starts = np.zeros(n_chunks + 1, dtype=np.int64)
-    for c in prange(n_chunks):
-        k = 0
-        for j in range(n * c // n_chunks, n * (c + 1) // n_chunks):
-            if j == 0 or (keys[j] >> shift) != (keys[j - 1] >> shift):
-                k += 1
-        starts[c + 1] = k
-    for c in range(n_chunks):
-        starts[c + 1] += starts[c]
-    for c in prange(n_chunks):
-        r = starts[c] - 1
-        for j in range(n * c // n_chunks, n * (c + 1) // n_chunks):
-            i = keys[j] & mask if pack else idx[j]
-            if j == 0 or (keys[j] >> shift) != (keys[j - 1] >> shift):
-                r += 1
+    low_mask = (np.int64(1) << low_bits) - 1
+    high = shift + low_bits
+    for c in prange(starts.shape[0] - 1):
+        table = np.full(1 << low_bits, -1, dtype=np.int64)
+        r = starts[c]
+        bucket_first = r
+        bucket = np.int64(-1)
+        for j in range(starts[c], starts[c + 1]):
+            k = keys[j]
+            i = k & mask if pack else idx[j]
+            if (k >> high) != bucket:
+                bucket = k >> high
+                bucket_first = r
+            low = (k >> shift) & low_mask
+            q = table[low]
+            if q < bucket_first:
+                q = r
+                table[low] = r
                 run_first[r] = i
-            inverse[i] = r
-    return starts[n_chunks]
+                r += 1
+            inverse[i] = q
+        spans[c, 0] = starts[c]
+        spans[c, 1] = r
 
 
 @jit
-def _order_kernel(run_first, slot, first, voxel_of_run):
-    """Voxel ids by first appearance: the M runs' first points are distinct point indices,
+def _order_kernel(spans, run_first, slot, first):
+    """Voxel ids by first appearance: the runs' first points are distinct point indices,
     so marking them in ``slot`` (``(N,) int64`` work memory) and scanning it in point order
-    lists them sorted; fills ``first`` and ``voxel_of_run`` (run → id)."""
+    lists them sorted; fills ``first`` and turns ``run_first`` into run → voxel id."""
     slot[:] = -1
-    for q in range(run_first.shape[0]):
-        slot[run_first[q]] = q
+    for c in range(spans.shape[0]):
+        for q in range(spans[c, 0], spans[c, 1]):
+            slot[run_first[q]] = q
     v = 0
     for i in range(slot.shape[0]):
         q = slot[i]
         if q >= 0:
             first[v] = i
-            voxel_of_run[q] = v
+            run_first[q] = v
             v += 1
+
+
+@pjit
+def _coords_kernel(xyz, first, origin, inv_size, out):
+    """Integer coordinates ``floor((p - o) / s)`` of each voxel, from its first point."""
+    for v in prange(first.shape[0]):
+        for a in range(3):
+            out[v, a] = np.int64(math.floor((xyz[first[v], a] - origin[a]) * inv_size[a]))
 
 
 @jit
@@ -227,14 +265,6 @@ def _first_points_kernel(xyz, origin, inv_size, base, dims):
     return first[:m].copy()
 
 
-@jit
-def _coords_kernel(xyz, first, origin, inv_size, out):
-    """Integer coordinates ``floor((p - o) / s)`` of each voxel, from its first point."""
-    for v in range(first.shape[0]):
-        for a in range(3):
-            out[v, a] = np.int64(math.floor((xyz[first[v], a] - origin[a]) * inv_size[a]))
-
-
 @dataclass(frozen=True, eq=False)
 class Voxelization:
     """Points assigned to the occupied voxels of a grid.
@@ -302,18 +332,19 @@ def _assign(
     n = len(p)
     # N-sized work memory comes from NumPy, which asks the kernel for transparent huge pages
     # (a fresh 4 KiB-paged array costs a page fault per 4 KiB, a third of the time here)
-    inverse = np.empty(n, dtype=np.int64)
-    run_first, scratch = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
-    m = _runs_kernel(p, o, inv, base, dims, inverse, scratch, run_first)
-    first, voxel_of_run = np.empty(m, np.int64), np.empty(m, np.int64)
-    _order_kernel(run_first[:m], scratch, first, voxel_of_run)
+    inverse, scratch = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
+    run_first, spans = np.empty(n, dtype=np.int64), np.zeros((8, 2), dtype=np.int64)
+    chunks = _runs_kernel(p, o, inv, base, dims, inverse, scratch, run_first, spans)
+    spans = spans[:chunks]
+    m = int((spans[:, 1] - spans[:, 0]).sum())
+    first, coords = np.empty(m, np.int64), np.empty((m, 3), dtype=np.int64)
+    _order_kernel(spans, run_first, scratch, first)
+    _coords_kernel(p, first, o, inv, coords)
     rows = m if centroids else 0
     sums = np.zeros((rows, 4))
-    _renumber(p, inverse, voxel_of_run, sums, np.zeros((rows, 4)))
+    _renumber(p, inverse, run_first, sums, np.zeros((rows, 4)))
     means = np.empty((rows, 3), dtype=p.dtype)
     _means_kernel(sums, means)
-    coords = np.empty((m, 3), dtype=np.int64)
-    _coords_kernel(p, first, o, inv, coords)
     return Voxelization(inverse, first, coords, size, o), means if centroids else None
 
 

@@ -180,3 +180,30 @@ def test_first_points_edge_cases():
         first_points(np.array([[0.0, np.nan, 0.0]]), 0.1)
     with pytest.raises(ValueError, match="voxel_size must be positive"):
         first_points(np.zeros((2, 3)), -1.0)
+
+
+@pytest.mark.parametrize("case", ["spread", "one_bucket_dominates", "many_passes"])
+def test_large_inputs_chunked_grouping(case):
+    """Enough points for several parallel chunks: chunk starts move to bucket boundaries,
+    one bucket may hold almost every point, wide keys need several radix passes."""
+    rng = np.random.default_rng(21)
+    n = 300_000
+    if case == "spread":
+        xyz = rng.uniform([-50, -50, -3], [50, 50, 5], (n, 3))
+        size = 0.1
+    elif case == "one_bucket_dominates":
+        # 98 % of the points in one row of voxels (keys within 2**17: one bucket), the rest far away
+        xyz = rng.uniform(0, [200.0, 0.04, 0.04], (n, 3))
+        xyz[::50] = rng.uniform(0, 200, (len(xyz[::50]), 3))
+        size = 0.05
+    else:
+        xyz = rng.uniform(-1e3, 1e3, (n, 3))
+        size = 0.01
+    xyz = xyz[np.repeat(np.arange(n // 3), 3)] + rng.normal(0, 0.01, (n // 3 * 3, 3))  # repeats
+    coords, first, inverse, centroid = _reference(xyz, size)
+    out, vox = voxel_downsample(xyz, size)
+    np.testing.assert_array_equal(vox.first_index, first)
+    np.testing.assert_array_equal(vox.inverse, inverse)
+    np.testing.assert_array_equal(vox.coords, coords)
+    np.testing.assert_allclose(out, centroid, rtol=0, atol=1e-9)
+    np.testing.assert_array_equal(first_points(xyz, size), first)
