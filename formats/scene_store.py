@@ -438,28 +438,60 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def _replace_files(files: Sequence[tuple[Path, bytes | memoryview | pa.Buffer]], durable: bool
-                   ) -> list[StoredFile]:
+class _HashingFile:
+    """A minimal raw, write-only file over an open descriptor that digests (XXH3-128) and
+    counts what it writes; :func:`write_arrow_file` streams into it through ``pa.PythonFile``,
+    so a point table goes to disk without an intermediate full-size buffer."""
+
+    closed = False
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.digest = xxhash.xxh3_128()
+        self.size = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes | memoryview | pa.Buffer) -> int:
+        view = memoryview(data).cast("B")
+        self.digest.update(view)
+        done = 0
+        while done < view.nbytes:
+            done += os.write(self.fd, view[done:])
+        self.size += done
+        return done
+
+    def flush(self) -> None:
+        pass
+
+
+FileData = bytes | memoryview | pa.Buffer | pa.Table  # a table is written as an Arrow IPC file
+
+
+def _replace_files(files: Sequence[tuple[Path, FileData]], durable: bool) -> list[StoredFile]:
     """Replace each ``path`` with its ``data`` atomically: every temp file (in the path's
-    directory) written, with ``durable`` then every one fsynced (the first fsync's journal
-    commit carries most of the others), then each renamed over its path. The caller fsyncs
-    the directories. Returns the :class:`StoredFile` of each (digest of the bytes written)."""
+    directory) written (a ``pa.Table`` serialised by :func:`write_arrow_file` straight into
+    it), with ``durable`` then every one fsynced (the first fsync's journal commit carries
+    most of the others), then each renamed over its path. The caller fsyncs the directories.
+    Returns the :class:`StoredFile` of each (digest of the bytes written)."""
     temps: list[tuple[Path, Path]] = []
     out = []
     try:
         for path, data in files:
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
             temps.append((path, Path(tmp)))
-            view = memoryview(data).cast("B")
+            sink = _HashingFile(fd)
             try:
-                done = 0
-                while done < view.nbytes:
-                    done += os.write(fd, view[done:])
+                if isinstance(data, pa.Table):
+                    write_arrow_file(data, sink)
+                else:
+                    sink.write(data)
                 if not durable:
                     _start_writeback(fd)
             finally:
                 os.close(fd)
-            out.append(StoredFile(str(path), view.nbytes, xxhash.xxh3_128(view).hexdigest()))
+            out.append(StoredFile(str(path), sink.size, sink.digest.hexdigest()))
         if durable:
             _fsync_files([tmp for _, tmp in temps], directories=False)
         for path, tmp in temps:
@@ -471,7 +503,7 @@ def _replace_files(files: Sequence[tuple[Path, bytes | memoryview | pa.Buffer]],
     return out
 
 
-def atomic_write(path: Path, data: bytes | memoryview | pa.Buffer, durable: bool = True) -> StoredFile:
+def atomic_write(path: Path, data: FileData, durable: bool = True) -> StoredFile:
     """Write ``data`` to ``path`` atomically (temp file in the same directory, rename; with
     ``durable`` the file and then its directory fsynced). Returns the :class:`StoredFile`
     (path as given, size, digest)."""
@@ -644,12 +676,12 @@ def check_points_schema(schema: pa.Schema, path: str | os.PathLike | None = None
         raise FormatError(path, None, "quantisation scale (3 positive) and offset (3 finite)")
 
 
-def arrow_file_bytes(table: pa.Table) -> pa.Buffer:
-    """Serialise a point table as one uncompressed Arrow IPC file (one record batch)."""
-    sink = pa.BufferOutputStream()
-    with ipc.new_file(sink, table.schema) as writer:
+def write_arrow_file(table: pa.Table, sink: Any) -> None:
+    """Serialise a point table into ``sink`` (a writable file object or Arrow stream) as one
+    uncompressed Arrow IPC file holding one record batch."""
+    out = sink if isinstance(sink, pa.NativeFile) else pa.PythonFile(sink, mode="w")
+    with ipc.new_file(out, table.schema) as writer:
         writer.write_table(table.combine_chunks(), max_chunksize=max(len(table), 1))
-    return sink.getvalue()
 
 
 # ---------------------------------------------------------------- writer
@@ -752,8 +784,8 @@ class SceneWriter:
                     raise ValueError(f"level {level} box_id must be in [-1, {n_boxes}) (the frame's boxes)")
         self._sidecar(index).unlink(missing_ok=True)
         stem = f"{index:06d}"
-        files: list[tuple[str, bytes | memoryview | pa.Buffer]] = [
-            (f"frames/{stem}.arrow" if level == 0 else f"frames/{stem}.lod{level}.arrow", arrow_file_bytes(t))
+        files: list[tuple[str, FileData]] = [
+            (f"frames/{stem}.arrow" if level == 0 else f"frames/{stem}.lod{level}.arrow", t)
             for level, t in enumerate(tables)
         ]
         files += [(f"frames/{stem}.{cam}.jpg", data) for cam, data in images.items()]

@@ -12,7 +12,8 @@ import xxhash
 from engine.se3 import SE3
 from formats.errors import FormatError
 from engine.quaternion import from_yaw
-from formats.scene_store import MANIFEST, FrameBoxes, Scene, SceneWriter, points_table, quantisation
+from formats.scene_store import (MANIFEST, FrameBoxes, Scene, SceneWriter, points_table, quantisation,
+                                 write_arrow_file)
 from tests.server_scene import T0, DT, camera, ego_pose, frame_xyz, jpeg, write_scene
 
 
@@ -271,6 +272,12 @@ def test_recorded_digests_are_the_files_and_finalize_trusts_known_entries(tmp_pa
         for f in e.files():
             assert xxhash.xxh3_128((tmp_path / "s" / f.file).read_bytes()).hexdigest() == f.xxh3_128
             assert len(f.xxh3_128) == 32
+    # the point files were streamed into their temporaries: the bytes of an in-memory serialisation
+    for i, e in entries.items():
+        for f, t in ((e.points, points_table(frame_xyz(i))), (e.lods[0], points_table(frame_xyz(i)[::3]))):
+            sink = pa.BufferOutputStream()
+            write_arrow_file(t, sink)
+            assert (tmp_path / "s" / f.file).read_bytes() == sink.getvalue().to_pybytes()
     assert w.finished_entries().keys() == {0, 1, 2} and w.finished_entries(skip=[1]).keys() == {0, 2}
     # frame 2's points change behind the writer's back: a verifying finalize drops it, one
     # told the entries (as a job that just wrote them) lists them without reading the files
@@ -325,3 +332,22 @@ def test_frames_are_synced_by_finalize_or_as_written(tmp_path, monkeypatch, dura
     # then the manifest (as its temporary) and the scene directory
     assert ".scene.json." in synced[-2] and synced[-1] == str(tmp_path / "s")
     assert [f.index for f in Scene.open(tmp_path / "s").frames] == [0, 1]
+
+
+def test_failed_serialisation_leaves_no_file_and_no_temporary(tmp_path, monkeypatch):
+    from formats import scene_store
+
+    w = SceneWriter(tmp_path / "s", scene_id="s", cameras=[camera()])
+    w.write_frame(0, T0, ego_pose(0), points_table(frame_xyz(0)))
+    old = (tmp_path / "s" / "frames" / "000000.arrow").read_bytes()
+
+    def broken(table, sink):
+        sink.write(b"ARROW1\0\0half a file")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(scene_store, "write_arrow_file", broken)
+    with pytest.raises(OSError, match="disk full"):
+        w.write_frame(0, T0, ego_pose(0), points_table(frame_xyz(0)))
+    assert not list((tmp_path / "s").rglob("*.tmp"))
+    assert w.finished_frames() == set()  # the rewrite removed the old sidecar first
+    assert (tmp_path / "s" / "frames" / "000000.arrow").read_bytes() == old  # not replaced by half a file
