@@ -264,13 +264,12 @@ class FrameBoxes:
         return len(self.track_ids)
 
     def to_json(self) -> dict[str, Any]:
-        def pose(c: np.ndarray, q: np.ndarray) -> dict[str, list[float]]:
-            return {"center": c.tolist(), "rotation": q.tolist()}
-
+        """The boxes document (module docstring); floats exact (JSON keeps float64 round trip)."""
+        arrays = (self.sizes, self.world_centers, self.world_rotations, self.ego_centers, self.ego_rotations)
         return {"timestamp_ns": int(self.timestamp_ns), "boxes": [
-            {"track_id": t, "category": c, "size": s.tolist(), "world": pose(wc, wq), "ego": pose(ec, eq)}
-            for t, c, s, wc, wq, ec, eq in zip(self.track_ids, self.categories, self.sizes, self.world_centers,
-                                               self.world_rotations, self.ego_centers, self.ego_rotations)
+            {"track_id": t, "category": c, "size": s, "world": {"center": wc, "rotation": wq},
+             "ego": {"center": ec, "rotation": eq}}
+            for t, c, s, wc, wq, ec, eq in zip(self.track_ids, self.categories, *(a.tolist() for a in arrays))
         ]}
 
     @staticmethod
@@ -295,7 +294,7 @@ class FrameBoxes:
 
 
 def pose_to_json(pose: SE3) -> list[float]:
-    return [float(v) for v in (*pose.rotation, *pose.translation)]
+    return np.concatenate([pose.rotation, pose.translation]).tolist()
 
 
 def _pose_from_json(value: Any, path: Path, what: str) -> SE3:

@@ -264,6 +264,28 @@ def test_boxes_file_round_trip_and_box_id_range(tmp_path):
                    np.eye(4)[:1])
 
 
+def test_boxes_json_round_trips_every_float_bit_exactly():
+    awkward = np.array([0.1 + 0.2, 1e-300, 5e-324, -0.0, 2.0**53 + 2, 1 / 3, -123456.789e10, 1e22])
+    n = len(awkward)
+    rng = np.random.default_rng(9)
+    cols = [np.roll(awkward, k)[:, None] * rng.uniform(0.5, 2, (n, w)) for k, w in enumerate((3, 3, 4, 3, 4))]
+    cols[0][:, 0] = awkward  # the awkward values themselves, unscaled
+    boxes = FrameBoxes(T0, tuple(f"t\"{k}é" for k in range(n)), ("car",) * n, *cols)
+    doc = boxes.to_json()
+    # the documented layout, built here from plain Python floats
+    for k, b in enumerate(doc["boxes"]):
+        assert b == {"track_id": boxes.track_ids[k], "category": "car", "size": [float(v) for v in cols[0][k]],
+                     "world": {"center": [float(v) for v in cols[1][k]], "rotation": [float(v) for v in cols[2][k]]},
+                     "ego": {"center": [float(v) for v in cols[3][k]], "rotation": [float(v) for v in cols[4][k]]}}
+    back = FrameBoxes.from_json(json.loads(json.dumps(doc, allow_nan=False)))
+    assert back.track_ids == boxes.track_ids and back.timestamp_ns == T0
+    for name in ("sizes", "world_centers", "world_rotations", "ego_centers", "ego_rotations"):
+        a, b = getattr(back, name), getattr(boxes, name)
+        np.testing.assert_array_equal(a.view(np.int64), b.view(np.int64))  # bits, so -0.0 counts
+    empty = FrameBoxes(T0, (), (), *(np.zeros((0, w)) for w in (3, 3, 4, 3, 4)))
+    assert empty.to_json() == {"timestamp_ns": T0, "boxes": []} and len(FrameBoxes.from_json(empty.to_json())) == 0
+
+
 def test_recorded_digests_are_the_files_and_finalize_trusts_known_entries(tmp_path):
     w = SceneWriter(tmp_path / "s", scene_id="s", cameras=[camera()])
     entries = {i: w.write_frame(i, T0 + i * DT, ego_pose(i), points_table(frame_xyz(i)),
