@@ -12,13 +12,13 @@ finds each bucket's voxels, so a box of up to 2**28 voxels needs one pass. Passe
 and renumbering run in parallel over chunks; centroids are summed in the renumbering pass.
 :func:`first_points` needs only each voxel's first point (a level of detail): one pass with
 a hash set of the occupied voxels, whose table stays small because it holds voxels, not
-points.
+points; :func:`first_points_levels` does several sizes on one validation and bounds pass.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Sequence
 
 import math
 
@@ -30,6 +30,7 @@ from engine._jit import inline, jit, pjit, prange
 _DIGIT_BITS = 11  # radix-sort digit: 2048 buckets, whose write heads stay in cache
 _LOW_BITS = 17  # key bits left unsorted: a table of 2**17 runs (1 MiB) per chunk finds them
 _MAX_CELLS = 1 << 62  # voxels in the bounding box, so keys fit int64
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing: key * 2**64 / golden ratio
 _MAX_COORD = 2.0**62  # |floor((p - o) / s)|, so integer voxel coordinates fit int64
 
 
@@ -227,42 +228,46 @@ def _renumber(xyz, inverse, voxel_of_run, sums, half):
 
 
 @jit
-def _first_points_kernel(xyz, origin, inv_size, base, dims):
-    """Index of each voxel's first point, in order of first appearance: one pass over the
-    points with an open-addressing hash set of voxel keys (grown at half load; a point in
-    the voxel of the point before it, common in scan order, skips the lookup)."""
+def _first_points_kernel(xyz, origin, inv_size, base, dims, keys, first, work):
+    """Fills ``first[:M]`` with the index of each voxel's first point, in order of first
+    appearance; returns M. The voxel keys go to ``keys`` (``(N,) int64`` work memory) in one
+    tight pass, then one pass over them with an open-addressing hash set of keys (linear
+    probing, grown at 1/8 load so a lookup rarely probes twice: a mispredicted probe costs
+    more than the larger table). The set's keys are kept in ``keys[:M]``, so a grown table
+    is rebuilt from them in place, in ``work`` (int64 memory from NumPy, whose huge pages
+    fault far less than fresh small ones) while it fits, else in a new array."""
     n = xyz.shape[0]
-    first = np.empty(n, dtype=np.int64)
-    keys = np.empty(n, dtype=np.int64)
-    bits = 10
-    table = np.full(1 << bits, -1, dtype=np.int64)
-    m = 0
-    last = np.int64(-1)
     for i in range(n):
-        key = _voxel_key(xyz, i, origin, inv_size, base, dims)
-        if key == last:
-            continue
-        last = key
+        keys[i] = _voxel_key(xyz, i, origin, inv_size, base, dims)
+    bits = 12
+    table = work[: 1 << bits] if work.shape[0] >= 1 << bits else np.empty(1 << bits, dtype=np.int64)
+    table[:] = -1
+    m = 0
+    for i in range(n):
+        key = keys[i]
         mask = (1 << bits) - 1
-        h = np.int64((np.uint64(key) * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(64 - bits))
-        while table[h] != -1 and table[h] != key:
+        h = np.int64((np.uint64(key) * _GOLDEN) >> np.uint64(64 - bits))
+        t = table[h]
+        while t != key and t != -1:
             h = (h + 1) & mask
-        if table[h] == key:
+            t = table[h]
+        if t == key:
             continue
         table[h] = key
+        keys[m] = key  # keys[:i] are done with
         first[m] = i
-        keys[m] = key
         m += 1
-        if 2 * m > (1 << bits):  # rehash the keys seen so far into a table twice as large
+        if 8 * m > (1 << bits):  # rehash the keys seen so far into a table twice as large
             bits += 1
             mask = (1 << bits) - 1
-            table = np.full(1 << bits, -1, dtype=np.int64)
+            table = work[: 1 << bits] if work.shape[0] >= 1 << bits else np.empty(1 << bits, dtype=np.int64)
+            table[:] = -1
             for v in range(m):
-                h = np.int64((np.uint64(keys[v]) * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(64 - bits))
+                h = np.int64((np.uint64(keys[v]) * _GOLDEN) >> np.uint64(64 - bits))
                 while table[h] != -1:
                     h = (h + 1) & mask
                 table[h] = keys[v]
-    return first[:m].copy()
+    return m
 
 
 @dataclass(frozen=True, eq=False)
@@ -287,11 +292,17 @@ class Voxelization:
         return len(self.first_index)
 
 
-def _grid(xyz: np.ndarray, voxel_size: float | np.ndarray, origin: np.ndarray | None
-          ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Validated ``(points, size, origin, 1/size, base, dims)``: the voxels' integer
-    coordinates relative to ``base`` span ``dims`` (the points' bounding box)."""
+def _points(xyz: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Validated ``(points, min (3,), max (3,))``: NaN or infinite coordinates raise."""
     p = as_points(xyz)
+    lo, hi = finite_bounds(p)
+    return p, lo, hi
+
+
+def _grid(p: np.ndarray, lo: np.ndarray, hi: np.ndarray, voxel_size: float | np.ndarray,
+          origin: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Validated ``(size, origin, 1/size, base, dims)`` for points from :func:`_points`: the
+    voxels' integer coordinates relative to ``base`` span ``dims`` (the bounding box)."""
     size = np.broadcast_to(np.asarray(voxel_size, dtype=np.float64), (3,)).copy()
     if np.any(np.isnan(size)) or np.any(size <= 0):
         raise ValueError(f"voxel_size must be positive, got {size.tolist()}")
@@ -299,11 +310,9 @@ def _grid(xyz: np.ndarray, voxel_size: float | np.ndarray, origin: np.ndarray | 
     if o.shape != (3,) or not np.all(np.isfinite(o)):
         raise ValueError(f"origin must be a finite (3,) array, got {o.shape}")
     inv = np.where(np.isinf(size), 0.0, 1.0 / size)
-    n = len(p)
     base = np.zeros(3, dtype=np.int64)
     dims = np.ones(3, dtype=np.int64)
-    if n:
-        lo, hi = finite_bounds(p)
+    if len(p):
         # floor((p - o) / s) is monotone in p, so the extreme voxels come from the extremes
         lo = np.floor((lo - o) * inv)
         hi = np.floor((hi - o) * inv)
@@ -321,14 +330,15 @@ def _grid(xyz: np.ndarray, voxel_size: float | np.ndarray, origin: np.ndarray | 
             )
         base = lo.astype(np.int64)
         dims = np.array(extent, dtype=np.int64)
-    return p, size, o, inv, base, dims
+    return size, o, inv, base, dims
 
 
 def _assign(
     xyz: np.ndarray, voxel_size: float | np.ndarray, origin: np.ndarray | None, centroids: bool
 ) -> tuple[Voxelization, np.ndarray | None]:
     """:func:`voxelize`; with ``centroids`` also the ``(M, 3)`` voxel means in the input dtype."""
-    p, size, o, inv, base, dims = _grid(xyz, voxel_size, origin)
+    p, lo, hi = _points(xyz)
+    size, o, inv, base, dims = _grid(p, lo, hi, voxel_size, origin)
     n = len(p)
     # N-sized work memory comes from NumPy, which asks the kernel for transparent huge pages
     # (a fresh 4 KiB-paged array costs a page fault per 4 KiB, a third of the time here)
@@ -367,8 +377,25 @@ def first_points(
     """``(M,) int64`` index of each occupied voxel's first point, in order of first
     appearance: ``voxelize(xyz, voxel_size, origin).first_index`` without assigning every
     point (one hashing pass; a level of detail needs no more). Same arguments and errors."""
-    p, _, o, inv, base, dims = _grid(xyz, voxel_size, origin)
-    return _first_points_kernel(p, o, inv, base, dims)
+    return first_points_levels(xyz, [voxel_size], origin)[0]
+
+
+def first_points_levels(
+    xyz: np.ndarray, voxel_sizes: Sequence[float | np.ndarray], origin: np.ndarray | None = None
+) -> list[np.ndarray]:
+    """:func:`first_points` for each of several voxel sizes (levels of detail), validating
+    the points and finding their bounds once. Returns one ``(M_k,) int64`` array per size."""
+    p, lo, hi = _points(xyz)
+    n = len(p)
+    keys, first = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
+    # room for a table of 8 N slots (at most 2**22: 32 MiB of address space, touched as used)
+    work = np.empty(min(1 << max(12, (8 * n - 1).bit_length()), 1 << 22), dtype=np.int64)
+    levels = []
+    for voxel_size in voxel_sizes:
+        _, o, inv, base, dims = _grid(p, lo, hi, voxel_size, origin)
+        m = _first_points_kernel(p, o, inv, base, dims, keys, first, work)
+        levels.append(first[:m].copy())
+    return levels
 
 
 def voxel_downsample(

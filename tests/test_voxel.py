@@ -6,7 +6,7 @@ import numpy as np
 import open3d as o3d
 import pytest
 
-from engine.voxel import first_points, voxel_downsample, voxelize
+from engine.voxel import first_points, first_points_levels, voxel_downsample, voxelize
 
 
 def _reference(xyz: np.ndarray, size, origin=np.zeros(3)):
@@ -207,3 +207,48 @@ def test_large_inputs_chunked_grouping(case):
     np.testing.assert_array_equal(vox.coords, coords)
     np.testing.assert_allclose(out, centroid, rtol=0, atol=1e-9)
     np.testing.assert_array_equal(first_points(xyz, size), first)
+
+
+def test_first_points_levels_match_reference(cloud):
+    sizes = [0.05, 0.25, np.array([0.5, 0.3, 1.0]), np.array([1.0, 1.0, np.inf])]
+    origin = np.array([0.1, -0.05, 0.2])
+    for pts in (cloud, cloud[::-1].astype(np.float32)):
+        levels = first_points_levels(pts, sizes, origin)
+        assert len(levels) == len(sizes)
+        for size, got in zip(sizes, levels):
+            _, first, _, _ = _reference(pts, size, origin)
+            assert got.dtype == np.int64
+            np.testing.assert_array_equal(got, first)
+            np.testing.assert_array_equal(got, first_points(pts, size, origin))
+
+
+def test_first_points_levels_degenerate():
+    # all points in one voxel, at every size
+    xyz = np.random.default_rng(2).uniform(0.01, 0.09, (5000, 3))
+    for got in first_points_levels(xyz, [0.1, 0.5, 10.0]):
+        np.testing.assert_array_equal(got, [0])
+    assert [a.shape for a in first_points_levels(np.zeros((0, 3)), [0.1, 1.0])] == [(0,), (0,)]
+    assert first_points_levels(xyz, []) == []
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        first_points_levels(np.array([[0.0, 0.0, 0.0], [np.nan, 0.0, 0.0]]), [0.1, 0.2])
+    with pytest.raises(ValueError, match="voxel_size must be positive"):
+        first_points_levels(xyz, [0.1, 0.0])
+    # packed keys beyond 2**62 voxels, integer coordinates beyond int64: the typed error
+    with pytest.raises(ValueError, match=r"2\*\*62"):
+        first_points_levels(np.array([[0.0, 0, 0], [1e5, 1e5, 1e5]]), [1.0, 1e-3])
+    with pytest.raises(ValueError, match=r"beyond 2\*\*62"):
+        first_points(np.array([[1e20, 0.0, 0.0]]), 1e-3)
+    # wide sparse keys (1e16 voxels in the box) still exact
+    xyz = np.repeat(np.random.default_rng(8).uniform(0, 1e5, (2000, 3)) * [1, 1, 0], 2, axis=0)
+    xyz[1::2, :2] += 4e-4
+    size = np.array([1e-3, 1e-3, np.inf])
+    np.testing.assert_array_equal(first_points(xyz, size), _reference(xyz, size)[1])
+
+
+def test_first_points_table_outgrows_work_memory():
+    """More voxels than the preallocated table holds at 1/8 load (2**22 slots): the table
+    moves to new memory and stays exact."""
+    n = 600_000
+    grid = np.stack(np.unravel_index(np.random.default_rng(4).permutation(n), (100, 100, 60)), 1).astype(float)
+    xyz = np.concatenate([grid + 0.5, grid[::-1] + 0.25])  # every voxel twice
+    np.testing.assert_array_equal(first_points(xyz, 1.0), np.arange(n))
