@@ -1,15 +1,17 @@
-"""Which box each point lies in when the boxes move: every point tested against the boxes
+"""Which box each point lies in when some boxes move: every point tested against the boxes
 as they are at the point's own time step.
 
-The boxes are given at T time steps (``(T, B, ...)`` arrays, e.g. tracks interpolated at
-the middle of each millisecond of a LiDAR sweep) and each point names its step. One pass
-over the points tests each against the B boxes of its step, so a sweep's ~100 steps cost
-one call rather than one :func:`engine.points_in_boxes.points_in_boxes` call per step.
-The rules are those of ``points_in_boxes``, per step: inclusive bounds grown by ``margin``,
-``local = Rᵀ (p − centre)`` in float64 from float32 points, a point inside several boxes
-belongs to the nearest centre (exact ties: the lower box index), non-finite points and
-boxes marked not valid at the step hold nothing. Cost O(N·B): meant for the few boxes that
-move (callers pre-select the points near them).
+Moving boxes are given at T time steps (``(T, M, ...)`` arrays, e.g. tracks interpolated at
+the middle of each millisecond of a LiDAR sweep); each point's step follows from its own
+time. One pass over the points: the boxes' bird's-eye footprints (a moving box's is the
+union over its steps) are binned into a uniform grid over the points' extent, and each point
+runs the exact oriented test only against the boxes of its grid cell, a moving box at the
+point's step. Cost O(N + boxes' cells), one call per sweep.
+
+The rules are those of :func:`engine.points_in_boxes.points_in_boxes`, per step: inclusive
+bounds grown by ``margin``, ``local = Rᵀ (p − centre)`` in float64, a point inside several
+boxes belongs to the nearest centre (Euclidean; exact ties: the lower box index),
+non-finite points and boxes not valid at the point's step hold nothing.
 """
 
 from __future__ import annotations
@@ -18,50 +20,129 @@ import math
 
 import numpy as np
 
-from engine._jit import jit
+from engine._jit import inline, jit
 from engine.cuboid import _check_boxes
-from engine.points_in_boxes import inside_d2
-from engine.quaternion import q_to_matrix
+from engine.points_in_boxes import _rows, box_row, build_grid, check_margin, grid_shape, inside_d2
+
+
+@inline
+def _step_index(offset, step_ns, steps):
+    """Row of ``steps`` (ascending, distinct) equal to ``offset // step_ns``, −1 if none."""
+    key = offset // step_ns
+    t_n = steps.shape[0]
+    t = key - steps[0]
+    if t >= 0 and t < t_n and steps[t] == key:
+        return t
+    t = np.searchsorted(steps, key)
+    if t < t_n and steps[t] == key:
+        return t
+    return -1
 
 
 @jit
-def _box_tables(rotations, sizes, margin, valid):
-    """Rotation matrices ``(T, B, 3, 3)`` and inflated half sizes ``(T, B, 3)`` of the valid boxes."""
-    t_n, b_n = valid.shape
-    rmat = np.zeros((t_n, b_n, 3, 3))
-    half = np.zeros((t_n, b_n, 3))
-    for t in range(t_n):
-        for b in range(b_n):
-            if valid[t, b]:
-                q = rotations[t, b]
-                q_to_matrix(q[0], q[1], q[2], q[3], rmat[t, b])
-                for k in range(3):
-                    half[t, b, k] = 0.5 * sizes[t, b, k] + margin
-    return rmat, half
-
-
-@jit
-def _label_kernel(xyz, steps, centers, rmat, half, valid, labels):
-    """``centers``, ``rmat``, ``half``: the ``(T, B, ...)`` tables flattened to ``(T·B, ...)``."""
-    b_n = valid.shape[1]
-    for i in range(xyz.shape[0]):
-        labels[i] = -1
-        t = steps[i]
-        px = np.float64(xyz[i, 0])
-        py = np.float64(xyz[i, 1])
-        pz = np.float64(xyz[i, 2])
+def _label_kernel(xyz, offsets, step_ns, steps, centers, sizes, rotations, slot,
+                  m_centers, m_sizes, m_rotations, m_valid, margin, labels):
+    """Box ``b`` is ``centers[b]``… at every time if ``slot[b] < 0``, else moving box
+    ``m = slot[b]``: ``m_centers[t, m]``… at step ``steps[t]`` where ``m_valid[t, m]``.
+    Writes ``labels`` (N,) (every entry)."""
+    n = xyz.shape[0]
+    b_n = centers.shape[0]
+    t_n = steps.shape[0]
+    labels[:] = -1
+    # box tables: one entry per fixed box, T consecutive entries per moving box (an entry not
+    # valid keeps half = -1: no point passes its test)
+    base = np.empty(b_n, dtype=np.int64)
+    e_n = 0
+    for b in range(b_n):
+        base[b] = e_n
+        e_n += 1 if slot[b] < 0 else t_n
+    cen = np.zeros((e_n, 3))
+    rmat = np.zeros((e_n, 3, 3))
+    half = np.full((e_n, 3), -1.0)
+    lo = np.full((b_n, 2), np.inf)
+    hi = np.full((b_n, 2), -np.inf)
+    side = np.zeros(b_n)
+    for b in range(b_n):
+        m = slot[b]
+        for t in range(1 if m < 0 else t_n):
+            e = base[b] + t
+            if m < 0:
+                c, s, q = centers[b], sizes[b], rotations[b]
+            elif m_valid[t, m]:
+                c, s, q = m_centers[t, m], m_sizes[t, m], m_rotations[t, m]
+            else:
+                continue
+            cen[e] = c
+            side[b] = max(side[b], box_row(c, s, q, margin, rmat[e], half[e], lo[b], hi[b]))
+    # the grid spans the finite points' and the boxes' common bird's-eye extent
+    x0 = y0 = np.inf
+    x1 = y1 = -np.inf
+    for i in range(n):
+        px, py, pz = xyz[i, 0], xyz[i, 1], xyz[i, 2]
+        if math.isfinite(px) and math.isfinite(py) and math.isfinite(pz):
+            x0, x1, y0, y1 = min(x0, px), max(x1, px), min(y0, py), max(y1, py)
+    live = np.flatnonzero(lo[:, 0] <= hi[:, 0])
+    if not len(live):
+        return
+    x0, y0 = max(x0, lo[live, 0].min()), max(y0, lo[live, 1].min())
+    x1, y1 = min(x1, hi[live, 0].max()), min(y1, hi[live, 1].max())
+    if not (x0 <= x1 and y0 <= y1):
+        return
+    cell, nx, ny = grid_shape(x0, y0, x1, y1, np.median(side[live]))
+    start, boxes = build_grid(lo, hi, x0, y0, cell, nx, ny)
+    for i in range(n):
+        px, py, pz = xyz[i, 0], xyz[i, 1], xyz[i, 2]
         if not (math.isfinite(px) and math.isfinite(py) and math.isfinite(pz)):
             continue
+        fx = (px - x0) / cell
+        fy = (py - y0) / cell
+        if not (fx >= 0.0 and fx < nx and fy >= 0.0 and fy < ny):
+            continue
+        c = int(fx) * ny + int(fy)
+        t = -2  # the point's step, found at its first moving box
         best = -1
         best_d2 = math.inf
-        for b in range(b_n):
-            if not valid[t, b]:
-                continue
-            d2 = inside_d2(px, py, pz, centers, rmat, half, t * b_n + b)
+        for k in range(start[c], start[c + 1]):
+            b = boxes[k]
+            e = base[b]
+            if slot[b] >= 0:
+                if t == -2:
+                    t = _step_index(offsets[i], step_ns, steps)
+                if t < 0:
+                    continue
+                e += t
+            d2 = inside_d2(px, py, pz, cen, rmat, half, e)
             if d2 < best_d2:
                 best_d2 = d2
                 best = b
         labels[i] = best
+
+
+def _check_moving(centers, sizes, rotations, valid) -> tuple[np.ndarray, ...]:
+    """``(T, M, ...)`` boxes and ``valid (T, M)``, C-contiguous float64 copies, validated
+    (and rotations normalised) where valid, as ``points_in_boxes`` does."""
+    ok = np.ascontiguousarray(valid, dtype=bool)
+    if ok.ndim != 2:
+        raise ValueError(f"valid must have shape (T, B), got {ok.shape}")
+    t_n, b_n = ok.shape
+    c = np.array(centers, dtype=np.float64, order="C")  # copies: valid rows are normalised in place
+    s = np.array(sizes, dtype=np.float64, order="C")
+    q = np.array(rotations, dtype=np.float64, order="C")
+    for name, a, width in (("centers", c, 3), ("sizes", s, 3), ("rotations", q, 4)):
+        if a.shape != (t_n, b_n, width):
+            raise ValueError(f"{name} must have shape ({t_n}, {b_n}, {width}), got {a.shape}")
+    if ok.any():
+        c[ok], s[ok], q[ok] = _check_boxes(c[ok], s[ok], q[ok])
+    return c, s, q, ok
+
+
+def _points(xyz: np.ndarray) -> np.ndarray:
+    pts = np.ascontiguousarray(xyz, dtype=np.float64)
+    if pts.size == 0:
+        pts = pts.reshape(0, 3)
+    if pts.ndim != 2 or pts.shape[1] != 3:
+        raise ValueError(f"xyz must have shape (N, 3), got {pts.shape}")
+    return pts
 
 
 def points_in_moving_boxes(
@@ -76,7 +157,7 @@ def points_in_moving_boxes(
     """Per-point box index, each point tested against the boxes at its own time step.
 
     Args:
-        xyz: ``(N, 3)`` points (float32, any frame; computed in float64 as ``points_in_boxes``).
+        xyz: ``(N, 3)`` points (any float dtype and frame; computed in float64).
         steps: ``(N,)`` integer step of each point, in ``[0, T)``.
         centers, sizes, rotations: ``(T, B, 3)``, ``(T, B, 3)`` m (l, w, h), ``(T, B, 4)``
             wxyz: box b at step t, in the frame of ``xyz``.
@@ -86,39 +167,99 @@ def points_in_moving_boxes(
     Returns:
         ``(N,) int32`` box index (−1: inside no valid box of the point's step).
     """
-    pts = np.ascontiguousarray(xyz, dtype=np.float32)
-    if pts.size == 0:
-        pts = pts.reshape(0, 3)
-    if pts.ndim != 2 or pts.shape[1] != 3:
-        raise ValueError(f"xyz must have shape (N, 3), got {pts.shape}")
-    ok = np.ascontiguousarray(valid, dtype=bool)
-    if ok.ndim != 2:
-        raise ValueError(f"valid must have shape (T, B), got {ok.shape}")
+    pts = _points(xyz)
+    c, s, q, ok = _check_moving(centers, sizes, rotations, valid)
     t_n, b_n = ok.shape
-    c = np.array(centers, dtype=np.float64, order="C")  # copies: valid rows are normalised in place
-    s = np.array(sizes, dtype=np.float64, order="C")
-    q = np.array(rotations, dtype=np.float64, order="C")
-    for name, a, width in (("centers", c, 3), ("sizes", s, 3), ("rotations", q, 4)):
-        if a.shape != (t_n, b_n, width):
-            raise ValueError(f"{name} must have shape ({t_n}, {b_n}, {width}), got {a.shape}")
-    if ok.any():  # validated (and normalised) where valid, as points_in_boxes does
-        c[ok], s[ok], q[ok] = _check_boxes(c[ok], s[ok], q[ok])
     st = np.ascontiguousarray(steps, dtype=np.int64)
     if st.shape != (len(pts),):
         raise ValueError(f"steps must have shape ({len(pts)},), got {st.shape}")
     if len(st) and (st.min() < 0 or st.max() >= t_n):
         raise ValueError(f"steps must be in [0, {t_n}), got [{st.min()}, {st.max()}]")
-    margin = float(margin)
-    if not (math.isfinite(margin) and margin >= 0.0):
-        raise ValueError(f"margin must be a finite number >= 0, got {margin}")
+    margin = check_margin(margin)
     labels = np.full(len(pts), -1, dtype=np.int32)
     if len(pts) == 0 or b_n == 0:
         return labels
-    rmat, half = _box_tables(q, s, margin, ok)
-    _label_kernel(pts, st, c.reshape(-1, 3), rmat.reshape(-1, 3, 3), half.reshape(-1, 3), ok, labels)
+    fixed = np.zeros((b_n, 3))  # no box is fixed: these are never read
+    _label_kernel(pts, st, 1, np.arange(t_n, dtype=np.int64), fixed, fixed, np.zeros((b_n, 4)),
+                  np.arange(b_n, dtype=np.int64), c, s, q, ok, margin, labels)
+    return labels
+
+
+def points_in_boxes_at_times(
+    xyz: np.ndarray,
+    time_offset_ns: np.ndarray,
+    step_ns: int,
+    centers: np.ndarray,
+    sizes: np.ndarray,
+    rotations: np.ndarray,
+    moving: np.ndarray,
+    steps: np.ndarray,
+    moving_centers: np.ndarray,
+    moving_sizes: np.ndarray,
+    moving_rotations: np.ndarray,
+    moving_valid: np.ndarray,
+    margin: float = 0.0,
+) -> np.ndarray:
+    """Per-point box index, each point against the boxes as they are at its own time step.
+
+    Point i's step is ``time_offset_ns[i] // step_ns`` (floor). Box b is ``centers[b]``,
+    ``sizes[b]``, ``rotations[b]`` at every time unless ``b = moving[m]``: then, for a point
+    whose step equals ``steps[t]``, it is ``moving_centers[t, m]``, ... where
+    ``moving_valid[t, m]``, and no box otherwise (nor for a point whose step is not in
+    ``steps``).
+
+    Args:
+        xyz: ``(N, 3)`` points, float64 (world frame: no float32 rounding), metres.
+        time_offset_ns: ``(N,)`` integer ns, each point's time (any common origin).
+        step_ns: the step length, ns (≥ 1).
+        centers, sizes, rotations: ``(B, 3)``, ``(B, 3)`` m (l, w, h), ``(B, 4)`` wxyz, in
+            the frame of ``xyz`` (a moving box's values here are validated, not used).
+        moving: ``(M,)`` distinct indices into the B boxes.
+        steps: ``(T,)`` strictly increasing integer step numbers.
+        moving_centers, moving_sizes, moving_rotations: ``(T, M, 3)``, ``(T, M, 3)``,
+            ``(T, M, 4)``; ``moving_valid``: ``(T, M) bool`` (values ignored where False).
+        margin: metres added to every half-extent (≥ 0).
+
+    Returns:
+        ``(N,) int32`` box index (−1: inside no box at its step).
+    """
+    pts = _points(xyz)
+    off = np.asarray(time_offset_ns)
+    if off.shape != (len(pts),) or not (np.issubdtype(off.dtype, np.integer) or off.size == 0):
+        raise ValueError(f"time_offset_ns must be ({len(pts)},) integer ns, got {off.dtype} {off.shape}")
+    off = np.ascontiguousarray(off, dtype=np.int64)
+    if int(step_ns) != step_ns or step_ns < 1:
+        raise ValueError(f"step_ns must be an integer >= 1, got {step_ns}")
+    c, s, q = _check_boxes(_rows(centers, 3), _rows(sizes, 3), _rows(rotations, 4))
+    if c.ndim != 2:
+        raise ValueError(f"centers must have shape (B, 3), got {c.shape}")
+    b_n = len(c)
+    mc, ms, mq, ok = _check_moving(moving_centers, moving_sizes, moving_rotations, moving_valid)
+    t_n, m_n = ok.shape
+    mv = np.asarray(moving)
+    if mv.shape != (m_n,) or not (np.issubdtype(mv.dtype, np.integer) or mv.size == 0):
+        raise ValueError(f"moving must be ({m_n},) integer box indices, got {mv.dtype} {mv.shape}")
+    slot = np.full(b_n, -1, dtype=np.int64)
+    if m_n:
+        if mv.min() < 0 or mv.max() >= b_n or len(np.unique(mv)) != m_n:
+            raise ValueError(f"moving must be distinct box indices in [0, {b_n}), got {mv}")
+        slot[mv] = np.arange(m_n)
+    st = np.asarray(steps)
+    if st.shape != (t_n,) or not (np.issubdtype(st.dtype, np.integer) or st.size == 0):
+        raise ValueError(f"steps must be ({t_n},) integer step numbers, got {st.dtype} {st.shape}")
+    st = np.ascontiguousarray(st, dtype=np.int64)
+    if np.any(st[1:] <= st[:-1]):
+        raise ValueError("steps must be strictly increasing")
+    margin = check_margin(margin)
+    labels = np.full(len(pts), -1, dtype=np.int32)
+    if len(pts) and b_n:
+        _label_kernel(pts, off, np.int64(step_ns), st, np.ascontiguousarray(c), np.ascontiguousarray(s),
+                      np.ascontiguousarray(q), slot, mc, ms, mq, ok, margin, labels)
     return labels
 
 
 def _warmup() -> None:
     box = (np.zeros((1, 1, 3)), np.ones((1, 1, 3)), np.array([[[1.0, 0, 0, 0]]]), np.ones((1, 1), bool))
-    points_in_moving_boxes(np.zeros((2, 3), np.float32), np.zeros(2, np.int64), *box)
+    points_in_moving_boxes(np.zeros((2, 3)), np.zeros(2, np.int64), *box)
+    points_in_boxes_at_times(np.zeros((2, 3)), np.zeros(2, np.int64), 1, box[0][0], box[1][0], box[2][0],
+                             np.zeros(1, np.int64), np.zeros(1, np.int64), *box)

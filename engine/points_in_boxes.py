@@ -30,16 +30,25 @@ _CHUNK = 16384
 
 
 @jit
-def _build_grid(lo, hi, x0, y0, cell, nx, ny):
-    """CSR lists: ``start (nx*ny + 1,)``, ``boxes`` — box ids per cell, ascending."""
+def build_grid(lo, hi, x0, y0, cell, nx, ny):
+    """CSR lists: ``start (nx*ny + 1,)``, ``boxes`` — box ids per cell, ascending. A box's
+    rectangle ``lo[b]``–``hi[b]`` is clipped to the grid; an empty one (``lo > hi``, e.g.
+    ``+inf``/``-inf``) or one off the grid is in no cell."""
     n_boxes = lo.shape[0]
-    rng = np.empty((n_boxes, 4), dtype=np.int64)  # i0, i1, j0, j1 (inclusive cell ranges)
+    rng = np.zeros((n_boxes, 4), dtype=np.int64)  # i0, i1, j0, j1 (inclusive cell ranges)
     start = np.zeros(nx * ny + 1, dtype=np.int64)
     for b in range(n_boxes):
-        rng[b, 0] = max(int(math.floor((lo[b, 0] - x0) / cell)), 0)
-        rng[b, 1] = min(int(math.floor((hi[b, 0] - x0) / cell)), nx - 1)
-        rng[b, 2] = max(int(math.floor((lo[b, 1] - y0) / cell)), 0)
-        rng[b, 3] = min(int(math.floor((hi[b, 1] - y0) / cell)), ny - 1)
+        fx0 = (lo[b, 0] - x0) / cell
+        fx1 = (hi[b, 0] - x0) / cell
+        fy0 = (lo[b, 1] - y0) / cell
+        fy1 = (hi[b, 1] - y0) / cell
+        if not (fx0 <= fx1 and fy0 <= fy1 and fx1 >= 0.0 and fx0 < nx and fy1 >= 0.0 and fy0 < ny):
+            rng[b, 1] = rng[b, 3] = -1
+            continue
+        rng[b, 0] = int(math.floor(max(fx0, 0.0)))
+        rng[b, 1] = min(int(math.floor(min(fx1, float(nx)))), nx - 1)
+        rng[b, 2] = int(math.floor(max(fy0, 0.0)))
+        rng[b, 3] = min(int(math.floor(min(fy1, float(ny)))), ny - 1)
         for i in range(rng[b, 0], rng[b, 1] + 1):
             for j in range(rng[b, 2], rng[b, 3] + 1):
                 start[i * ny + j + 1] += 1
@@ -56,31 +65,54 @@ def _build_grid(lo, hi, x0, y0, cell, nx, ny):
     return start, boxes
 
 
+@inline
+def grid_shape(x0, y0, x1, y1, side):
+    """Cell size and cell counts ``(cell, nx, ny)`` of a grid from ``(x0, y0)`` covering
+    ``x1``, ``y1``: cells of ``side`` metres, grown so there are at most ``_MAX_CELLS``."""
+    cell = max(side, max(x1 - x0, y1 - y0) / math.sqrt(_MAX_CELLS), 1e-6)
+    return cell, int((x1 - x0) // cell) + 1, int((y1 - y0) // cell) + 1
+
+
+@inline
+def box_row(c, s, q, margin, rmat, half, lo, hi):
+    """One box's test table row: its rotation matrix into ``rmat (3, 3)`` and half sizes
+    grown by ``margin`` into ``half (3,)``; its bird's-eye bounding rectangle (``|R| @ half``
+    around the centre ``c``) widens ``lo (2,)``/``hi (2,)``. Returns the rectangle's longer side."""
+    q_to_matrix(q[0], q[1], q[2], q[3], rmat)
+    for k in range(3):
+        half[k] = 0.5 * s[k] + margin
+    side = 0.0
+    for a in range(2):
+        ext = abs(rmat[a, 0]) * half[0] + abs(rmat[a, 1]) * half[1] + abs(rmat[a, 2]) * half[2]
+        lo[a] = min(lo[a], c[a] - ext)
+        hi[a] = max(hi[a], c[a] + ext)
+        side = max(side, 2.0 * ext)
+    return side
+
+
+def check_margin(margin: float) -> float:
+    """``margin`` as a float; ``ValueError`` unless finite and ≥ 0."""
+    margin = float(margin)
+    if not (math.isfinite(margin) and margin >= 0.0):
+        raise ValueError(f"margin must be a finite number >= 0, got {margin}")
+    return margin
+
+
 @jit
 def _prepare(q, centers, sizes, margin):
     """Rotation matrices, inflated half sizes and the bird's-eye grid over the boxes."""
     b = q.shape[0]
     rmat = np.empty((b, 3, 3))
     half = np.empty((b, 3))
-    lo = np.empty((b, 2))
-    hi = np.empty((b, 2))
+    lo = np.full((b, 2), np.inf)
+    hi = np.full((b, 2), -np.inf)
     side = np.empty(b)
     for i in range(b):
-        q_to_matrix(q[i, 0], q[i, 1], q[i, 2], q[i, 3], rmat[i])
-        for k in range(3):
-            half[i, k] = 0.5 * sizes[i, k] + margin
-        for a in range(2):  # bird's-eye bounding rectangle of the rotated box: |R| @ half
-            ext = abs(rmat[i, a, 0]) * half[i, 0] + abs(rmat[i, a, 1]) * half[i, 1] + abs(rmat[i, a, 2]) * half[i, 2]
-            lo[i, a] = centers[i, a] - ext
-            hi[i, a] = centers[i, a] + ext
-        side[i] = 2.0 * max(hi[i, 0] - centers[i, 0], hi[i, 1] - centers[i, 1])
+        side[i] = box_row(centers[i], sizes[i], q[i], margin, rmat[i], half[i], lo[i], hi[i])
     x0 = lo[:, 0].min()
     y0 = lo[:, 1].min()
-    span = max(hi[:, 0].max() - x0, hi[:, 1].max() - y0)
-    cell = max(np.median(side), span / math.sqrt(_MAX_CELLS), 1e-6)
-    nx = int((hi[:, 0].max() - x0) // cell) + 1
-    ny = int((hi[:, 1].max() - y0) // cell) + 1
-    start, boxes = _build_grid(lo, hi, x0, y0, cell, nx, ny)
+    cell, nx, ny = grid_shape(x0, y0, hi[:, 0].max(), hi[:, 1].max(), np.median(side))
+    start, boxes = build_grid(lo, hi, x0, y0, cell, nx, ny)
     return rmat, half, x0, y0, cell, nx, ny, start, boxes
 
 
@@ -172,9 +204,7 @@ def points_in_boxes(
     c, s, q = _check_boxes(_rows(centers, 3), _rows(sizes, 3), _rows(rotations, 4))
     if c.ndim != 2:
         raise ValueError(f"centers must have shape (B, 3), got {c.shape}")
-    margin = float(margin)
-    if not (math.isfinite(margin) and margin >= 0.0):
-        raise ValueError(f"margin must be a finite number >= 0, got {margin}")
+    margin = check_margin(margin)
     n, b = len(pts), len(c)
     labels = np.full(n, -1, dtype=np.int32)
     if b == 0 or n == 0:

@@ -39,11 +39,9 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from engine import quaternion as quat
 from engine.colorize import colorize
 from engine.cuboid_interp import TrackTable, interpolate_tracks
-from engine.moving_boxes import points_in_moving_boxes
-from engine.points_in_boxes import points_in_boxes
+from engine.moving_boxes import points_in_boxes_at_times
 from engine.pose_track import PoseTrack
 from engine.camera import Camera
 from engine.projection import Projection, project_points
@@ -182,72 +180,42 @@ def _frame_boxes(job: _Job, t_ns: int) -> tuple[FrameBoxes, np.ndarray]:
     ), rows
 
 
-def _time_steps(offsets_ns: np.ndarray, step_ns: int) -> tuple[np.ndarray, np.ndarray]:
-    """Each point's firing-time step ``offsets_ns // step_ns`` and the sorted distinct steps."""
-    keys = offsets_ns // step_ns
-    if not len(keys):
-        return keys, keys
-    lo, hi = int(keys.min()), int(keys.max())
-    if hi - lo > 1 << 16:  # not a sweep's spread of times: no dense histogram
-        return keys, np.unique(keys)
-    return keys, np.flatnonzero(np.bincount(keys - lo)) + lo
+# a frame's firing-time steps, at most, for which every step of its range gets boxes
+_DENSE_STEPS = 1 << 12
+
+
+def _time_steps(offsets_ns: np.ndarray, step_ns: int) -> np.ndarray:
+    """Ascending distinct firing-time steps covering every ``offsets_ns // step_ns``: the whole
+    range from the first to the last (a sweep fills each step), or just the occupied ones where
+    the range is not a sweep's spread of times."""
+    if not len(offsets_ns):
+        return np.zeros(0, np.int64)
+    lo, hi = int(offsets_ns.min()) // step_ns, int(offsets_ns.max()) // step_ns
+    if hi - lo < _DENSE_STEPS:
+        return np.arange(lo, hi + 1, dtype=np.int64)
+    return np.unique(offsets_ns // step_ns)
 
 
 def _box_ids(job: _Job, boxes: FrameBoxes, rows: np.ndarray, xyz: np.ndarray, offsets_ns: np.ndarray,
              options: PrepareOptions) -> np.ndarray:
-    """``(N,) int32`` row of ``boxes`` holding each world point at its firing time, -1 for none.
+    """``(N,) int32`` row of ``boxes`` holding each world point (``(N, 3) float64``) at its
+    firing time, -1 for none.
 
-    Stationary tracks are tested once for all points. Points inside the region a moving box
-    sweeps during the frame (its boxes at every time step, bounded by one inflated box) are
-    tested in one pass against the moving boxes at their own time step
-    (:func:`engine.moving_boxes.points_in_moving_boxes`); a point in a stationary and a moving
-    box belongs to the nearer centre (ties: the lower row), as in
-    :func:`engine.points_in_boxes.points_in_boxes`.
+    Stationary tracks are their frame-time boxes; a moving track is its box interpolated at the
+    middle of the point's firing-time step (none where the track does not exist then); the
+    boxes are inflated by ``box_margin_m`` and a point in several belongs to the nearest
+    centre (ties: the lower row) — one pass over the points
+    (:func:`engine.moving_boxes.points_in_boxes_at_times`).
     """
-    out = np.full(len(xyz), -1, np.int32)
-    if not len(rows) or not len(xyz):
-        return out
-    margin = options.box_margin_m
-    xyz32 = xyz.astype(np.float32)  # what the box tests compute from, converted once
-    still = np.flatnonzero(job.labels.stationary[rows])
-    if len(still):
-        hit, _ = points_in_boxes(xyz32, boxes.world_centers[still], boxes.sizes[still], boxes.world_rotations[still],
-                                 margin=margin)
-        out = np.where(hit >= 0, still[np.maximum(hit, 0)], -1).astype(np.int32)
     moving = np.flatnonzero(~job.labels.stationary[rows])
-    if not len(moving):
-        return out
     step = int(options.box_time_step_ns)
-    keys, steps = _time_steps(offsets_ns, step)
+    steps = _time_steps(offsets_ns, step) if len(moving) and len(xyz) else np.zeros(0, np.int64)
     at = interpolate_tracks(job.labels, boxes.timestamp_ns + steps * step + step // 2, "none")
-    valid = at.valid[:, rows[moving]]  # (T, M)
-    # one box around each moving box's positions over the steps: its frame-time box grown by
-    # the largest centre shift, size change and rotation (times its half diagonal)
-    c0, s0, q0 = boxes.world_centers[moving], boxes.sizes[moving], boxes.world_rotations[moving]
-    vm = valid[:, :, None]  # where a box does not exist, its frame-time box stands in
-    shift = np.linalg.norm(np.where(vm, at.centers[:, rows[moving]], c0) - c0, axis=2).max(axis=0)
-    grow = np.abs(np.where(vm, at.sizes[:, rows[moving]], s0) - s0).max(axis=(0, 2))
-    turn = quat.angle_between(np.where(vm, at.rotations[:, rows[moving]], q0), q0).max(axis=0)
-    pad = shift + 0.5 * grow + turn * 0.5 * np.linalg.norm(s0 + grow[:, None], axis=1)
-    near, _ = points_in_boxes(xyz32, c0, s0 + 2.0 * pad[:, None], q0, margin=margin)
-    cand = np.flatnonzero(near >= 0)
-    if not len(cand):
-        return out
-    k = np.searchsorted(steps, keys[cand])  # each candidate's step
     r = rows[moving]
-    hit = points_in_moving_boxes(xyz32[cand], k, at.centers[:, r], at.sizes[:, r], at.rotations[:, r], valid,
-                                 margin=margin)
-    got = np.where(hit >= 0, moving[np.maximum(hit, 0)], -1)
-    prior = out[cand]
-    both = np.flatnonzero((got >= 0) & (prior >= 0))
-    if len(both):
-        p = xyz[cand[both]]
-        d_moving = np.linalg.norm(p - at.centers[k[both], rows[got[both]]], axis=1)
-        d_still = np.linalg.norm(p - boxes.world_centers[prior[both]], axis=1)
-        keep = (d_still < d_moving) | ((d_still == d_moving) & (prior[both] < got[both]))
-        got[both[keep]] = prior[both[keep]]
-    out[cand] = np.where(got >= 0, got, prior)
-    return out
+    return points_in_boxes_at_times(
+        xyz, offsets_ns, step, boxes.world_centers, boxes.sizes, boxes.world_rotations, moving, steps,
+        at.centers[:, r], at.sizes[:, r], at.rotations[:, r], at.valid[:, r], margin=options.box_margin_m,
+    )
 
 
 def prepare_frame(log_dir: str, scene_dir: str, index: int, options: PrepareOptions, durable: bool = False

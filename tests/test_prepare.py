@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -20,6 +21,8 @@ import pytest
 import pyarrow as pa
 
 from engine import quaternion as quat
+from engine.cuboid import CuboidTrack
+from engine.cuboid_interp import TrackTable, interpolate_tracks
 from engine.motion import motion_compensate
 from engine.projection import project_points
 from engine.zbuffer import zbuffer
@@ -27,8 +30,9 @@ from formats.raw_log import read_log, write_labels
 from formats.scene_store import Scene
 from server.frame_points import world_points
 from server.payloads import point_fields, points_payload
-from server.prepare import PrepareOptions, prepare
+from server.prepare import PrepareOptions, _box_ids, _frame_boxes, prepare
 from server.simulate import write_drive_log
+from tests.naive_boxes import boxes_at_times
 
 ROOT = Path(__file__).resolve().parents[1]
 SIDECARS = "[0-9]" * 6 + ".json"  # frames/NNNNNN.json, not the boxes files
@@ -296,6 +300,83 @@ def test_box_ids_are_the_objects_the_lidar_hit(drive, labelled_scene):
         agree += ((hit > 0) & (got == hit)).sum()
     assert checked > 5000
     assert agree / checked > 0.995, (agree, checked)
+
+
+def _box_ids_reference(labels: TrackTable, boxes, rows: np.ndarray, xyz: np.ndarray, offsets_ns: np.ndarray,
+                       options: PrepareOptions) -> np.ndarray:
+    """``box_id`` by the plain NumPy reference: stationary tracks at the frame time, moving ones
+    interpolated at the middle of each point's own firing-time step (the occupied steps only)."""
+    step = options.box_time_step_ns
+    moving = np.flatnonzero(~labels.stationary[rows])
+    keys = np.unique(offsets_ns // step)
+    at = interpolate_tracks(labels, boxes.timestamp_ns + keys * step + step // 2, "none")
+    r = rows[moving]
+    return boxes_at_times(xyz, offsets_ns, step, boxes.world_centers, boxes.sizes, boxes.world_rotations, moving,
+                          keys, at.centers[:, r], at.sizes[:, r], at.rotations[:, r], at.valid[:, r],
+                          options.box_margin_m)
+
+
+def test_box_ids_equal_the_numpy_reference_at_each_points_firing_time(drive, labelled_scene):
+    log = read_log(labelled_scene.parent / "log")
+    scene = Scene.open(labelled_scene)
+    options = PrepareOptions()
+    tracks = log.labels()
+    # a variant where the actor hit most (in frame k) stops existing in the middle of its sweep
+    actors = [n for n, t in enumerate(tracks) if not t.stationary]
+    hits = [np.concatenate([drive.sweeps[l.name][i].extra["object_id"] for l in drive.lidars])
+            for i in range(len(log.frames))]
+    k, a = max(((i, n) for i in range(len(hits)) for n in actors),
+               key=lambda kn: (hits[kn[0]] == int(tracks[kn[1]].track_id)).sum())
+    hit, t_k = hits[k], int(drive.frame_times_ns[k])
+    world_from_ego = log.world_from_ego()
+    offsets_k = world_points(log, world_from_ego, k)["time_offset_ns"]
+    cut = int(np.median(offsets_k[hit == int(tracks[a].track_id)]))  # half its hits are later
+    end = interpolate_tracks(tracks[a:a + 1], np.array([t_k + cut]))
+    keep = tracks[a].timestamps_ns <= t_k
+    short = CuboidTrack(tracks[a].track_id, tracks[a].category,
+                        np.append(tracks[a].timestamps_ns[keep], end.times_ns),
+                        np.concatenate([tracks[a].centers[keep], end.centers[0]]),
+                        np.concatenate([tracks[a].sizes[keep], end.sizes[0]]),
+                        np.concatenate([tracks[a].rotations[keep], end.rotations[0]]))
+    categories = tuple(t.category for t in tracks)
+    for variant in (tracks, [*tracks[:a], short, *tracks[a + 1:]]):
+        job = SimpleNamespace(labels=TrackTable.from_tracks(variant), track=world_from_ego, categories=categories)
+        frames = range(len(log.frames)) if variant is tracks else [k]
+        for i in frames:
+            cols = world_points(log, world_from_ego, i)
+            boxes, rows = _frame_boxes(job, log.frames[i].timestamp_ns)
+            got = _box_ids(job, boxes, rows, cols["xyz"], cols["time_offset_ns"], options)
+            expect = _box_ids_reference(job.labels, boxes, rows, cols["xyz"], cols["time_offset_ns"], options)
+            np.testing.assert_array_equal(got, expect)
+            assert got.dtype == np.int32 and (got >= 0).sum() > 100
+            if variant is tracks:  # what prepare wrote
+                np.testing.assert_array_equal(got, scene.points(i)["box_id"].to_numpy())
+            else:  # the shortened track holds points up to its end only
+                mine = got == list(rows).index(a)
+                step = options.box_time_step_ns
+                late = cols["time_offset_ns"] // step * step + step // 2 > cut  # its box at their step: none
+                assert mine[~late].sum() > 10 and not mine[late].any()
+                assert ((hit == int(tracks[a].track_id)) & late).sum() > 10
+
+
+def test_box_ids_of_no_points_and_of_no_boxes(labelled_scene):
+    log = read_log(labelled_scene.parent / "log")
+    t0 = log.frames[0].timestamp_ns
+    # the actors, from their second keyframe on: none exists at frame 0
+    actors = [CuboidTrack(t.track_id, t.category, t.timestamps_ns[1:], t.centers[1:], t.sizes[1:], t.rotations[1:])
+              for t in log.labels() if not t.stationary]
+    assert all(t.timestamps_ns[0] > t0 for t in actors)
+    job = SimpleNamespace(labels=TrackTable.from_tracks(actors), track=log.world_from_ego(),
+                          categories=tuple(t.category for t in actors))
+    cols = world_points(log, job.track, 0)
+    boxes, rows = _frame_boxes(job, log.frames[1].timestamp_ns)
+    assert len(rows) == len(actors)
+    got = _box_ids(job, boxes, rows, cols["xyz"][:0], cols["time_offset_ns"][:0], PrepareOptions())
+    assert got.shape == (0,) and got.dtype == np.int32
+    boxes, rows = _frame_boxes(job, t0)
+    assert len(rows) == 0
+    got = _box_ids(job, boxes, rows, cols["xyz"], cols["time_offset_ns"], PrepareOptions())
+    assert got.dtype == np.int32 and np.all(got == -1) and len(got) == len(cols["xyz"])
 
 
 def test_the_server_serves_the_new_columns(labelled_scene):
