@@ -88,14 +88,14 @@ def _label_kernel(xyz, offsets, step_ns, steps, centers, sizes, rotations, slot,
     x1, y1 = min(x1, hi[live, 0].max()), min(y1, hi[live, 1].max())
     if not (x0 <= x1 and y0 <= y1):
         return
-    cell, nx, ny = grid_shape(x0, y0, x1, y1, np.median(side[live]))
-    start, boxes = build_grid(lo, hi, x0, y0, cell, nx, ny)
+    per_m, nx, ny = grid_shape(x0, y0, x1, y1, np.median(side[live]))
+    start, boxes = build_grid(lo, hi, x0, y0, per_m, nx, ny)
     for i in range(n):
         px, py, pz = xyz[i, 0], xyz[i, 1], xyz[i, 2]
         if not (math.isfinite(px) and math.isfinite(py) and math.isfinite(pz)):
             continue
-        fx = (px - x0) / cell
-        fy = (py - y0) / cell
+        fx = (px - x0) * per_m
+        fy = (py - y0) * per_m
         if not (fx >= 0.0 and fx < nx and fy >= 0.0 and fy < ny):
             continue
         c = int(fx) * ny + int(fy)
@@ -119,21 +119,21 @@ def _label_kernel(xyz, offsets, step_ns, steps, centers, sizes, rotations, slot,
 
 
 def _check_moving(centers, sizes, rotations, valid) -> tuple[np.ndarray, ...]:
-    """``(T, M, ...)`` boxes and ``valid (T, M)``, C-contiguous float64 copies, validated
-    (and rotations normalised) where valid, as ``points_in_boxes`` does."""
+    """``(T, M, ...)`` boxes and ``valid (T, M)`` as C-contiguous float64 arrays, validated (and
+    rotations normalised) where valid, as ``points_in_boxes`` does; where not valid the box is
+    a unit box at the origin (never read)."""
     ok = np.ascontiguousarray(valid, dtype=bool)
     if ok.ndim != 2:
         raise ValueError(f"valid must have shape (T, B), got {ok.shape}")
     t_n, b_n = ok.shape
-    c = np.array(centers, dtype=np.float64, order="C")  # copies: valid rows are normalised in place
-    s = np.array(sizes, dtype=np.float64, order="C")
-    q = np.array(rotations, dtype=np.float64, order="C")
-    for name, a, width in (("centers", c, 3), ("sizes", s, 3), ("rotations", q, 4)):
+    arrays = []
+    for name, a, width, fill in (("centers", centers, 3, 0.0), ("sizes", sizes, 3, 1.0),
+                                 ("rotations", rotations, 4, [1.0, 0.0, 0.0, 0.0])):
+        a = np.asarray(a, dtype=np.float64)
         if a.shape != (t_n, b_n, width):
             raise ValueError(f"{name} must have shape ({t_n}, {b_n}, {width}), got {a.shape}")
-    if ok.any():
-        c[ok], s[ok], q[ok] = _check_boxes(c[ok], s[ok], q[ok])
-    return c, s, q, ok
+        arrays.append(np.where(ok[:, :, None], a, np.asarray(fill)))
+    return (*_check_boxes(*arrays), ok)
 
 
 def _points(xyz: np.ndarray) -> np.ndarray:

@@ -30,18 +30,20 @@ _CHUNK = 16384
 
 
 @jit
-def build_grid(lo, hi, x0, y0, cell, nx, ny):
-    """CSR lists: ``start (nx*ny + 1,)``, ``boxes`` — box ids per cell, ascending. A box's
+def build_grid(lo, hi, x0, y0, per_m, nx, ny):
+    """CSR lists: ``start (nx*ny + 1,)``, ``boxes`` — box ids per cell, ascending; the cell
+    of a point ``p`` is ``(int((px − x0)·per_m), int((py − y0)·per_m))`` (cells per metre,
+    a product rather than a division, in the labellers too: the same rounding). A box's
     rectangle ``lo[b]``–``hi[b]`` is clipped to the grid; an empty one (``lo > hi``, e.g.
     ``+inf``/``-inf``) or one off the grid is in no cell."""
     n_boxes = lo.shape[0]
     rng = np.zeros((n_boxes, 4), dtype=np.int64)  # i0, i1, j0, j1 (inclusive cell ranges)
     start = np.zeros(nx * ny + 1, dtype=np.int64)
     for b in range(n_boxes):
-        fx0 = (lo[b, 0] - x0) / cell
-        fx1 = (hi[b, 0] - x0) / cell
-        fy0 = (lo[b, 1] - y0) / cell
-        fy1 = (hi[b, 1] - y0) / cell
+        fx0 = (lo[b, 0] - x0) * per_m
+        fx1 = (hi[b, 0] - x0) * per_m
+        fy0 = (lo[b, 1] - y0) * per_m
+        fy1 = (hi[b, 1] - y0) * per_m
         if not (fx0 <= fx1 and fy0 <= fy1 and fx1 >= 0.0 and fx0 < nx and fy1 >= 0.0 and fy0 < ny):
             rng[b, 1] = rng[b, 3] = -1
             continue
@@ -67,10 +69,10 @@ def build_grid(lo, hi, x0, y0, cell, nx, ny):
 
 @inline
 def grid_shape(x0, y0, x1, y1, side):
-    """Cell size and cell counts ``(cell, nx, ny)`` of a grid from ``(x0, y0)`` covering
-    ``x1``, ``y1``: cells of ``side`` metres, grown so there are at most ``_MAX_CELLS``."""
-    cell = max(side, max(x1 - x0, y1 - y0) / math.sqrt(_MAX_CELLS), 1e-6)
-    return cell, int((x1 - x0) // cell) + 1, int((y1 - y0) // cell) + 1
+    """Cells per metre and cell counts ``(per_m, nx, ny)`` of a grid from ``(x0, y0)``
+    covering ``x1``, ``y1``: cells of ``side`` metres, grown so there are at most ``_MAX_CELLS``."""
+    per_m = 1.0 / max(side, max(x1 - x0, y1 - y0) / math.sqrt(_MAX_CELLS), 1e-6)
+    return per_m, int((x1 - x0) * per_m) + 1, int((y1 - y0) * per_m) + 1
 
 
 @inline
@@ -111,9 +113,9 @@ def _prepare(q, centers, sizes, margin):
         side[i] = box_row(centers[i], sizes[i], q[i], margin, rmat[i], half[i], lo[i], hi[i])
     x0 = lo[:, 0].min()
     y0 = lo[:, 1].min()
-    cell, nx, ny = grid_shape(x0, y0, hi[:, 0].max(), hi[:, 1].max(), np.median(side))
-    start, boxes = build_grid(lo, hi, x0, y0, cell, nx, ny)
-    return rmat, half, x0, y0, cell, nx, ny, start, boxes
+    per_m, nx, ny = grid_shape(x0, y0, hi[:, 0].max(), hi[:, 1].max(), np.median(side))
+    start, boxes = build_grid(lo, hi, x0, y0, per_m, nx, ny)
+    return rmat, half, x0, y0, per_m, nx, ny, start, boxes
 
 
 @inline
@@ -133,7 +135,7 @@ def inside_d2(px, py, pz, centers, rmat, half, b):
 
 
 @inline
-def _label_chunk(xyz, centers, rmat, half, x0, y0, cell, nx, ny, start, boxes, chunk, ch, labels, counts):
+def _label_chunk(xyz, centers, rmat, half, x0, y0, per_m, nx, ny, start, boxes, chunk, ch, labels, counts):
     """Label points ``[ch·chunk, (ch+1)·chunk)`` and count them into ``counts[ch]``."""
     for i in range(ch * chunk, min((ch + 1) * chunk, xyz.shape[0])):
         labels[i] = -1
@@ -142,8 +144,8 @@ def _label_chunk(xyz, centers, rmat, half, x0, y0, cell, nx, ny, start, boxes, c
         pz = np.float64(xyz[i, 2])
         if not (math.isfinite(px) and math.isfinite(py) and math.isfinite(pz)):
             continue
-        fx = (px - x0) / cell
-        fy = (py - y0) / cell
+        fx = (px - x0) * per_m
+        fy = (py - y0) * per_m
         if not (fx >= 0.0 and fx < nx and fy >= 0.0 and fy < ny):
             continue
         c = int(fx) * ny + int(fy)
@@ -161,15 +163,15 @@ def _label_chunk(xyz, centers, rmat, half, x0, y0, cell, nx, ny, start, boxes, c
 
 
 @pjit
-def _label_parallel(xyz, centers, rmat, half, x0, y0, cell, nx, ny, start, boxes, chunk, labels, counts):
+def _label_parallel(xyz, centers, rmat, half, x0, y0, per_m, nx, ny, start, boxes, chunk, labels, counts):
     for ch in prange(counts.shape[0]):
-        _label_chunk(xyz, centers, rmat, half, x0, y0, cell, nx, ny, start, boxes, chunk, ch, labels, counts)
+        _label_chunk(xyz, centers, rmat, half, x0, y0, per_m, nx, ny, start, boxes, chunk, ch, labels, counts)
 
 
 @jit
-def _label_serial(xyz, centers, rmat, half, x0, y0, cell, nx, ny, start, boxes, chunk, labels, counts):
+def _label_serial(xyz, centers, rmat, half, x0, y0, per_m, nx, ny, start, boxes, chunk, labels, counts):
     """One chunk without waking the thread pool (small sweeps, per-slice calls)."""
-    _label_chunk(xyz, centers, rmat, half, x0, y0, cell, nx, ny, start, boxes, chunk, 0, labels, counts)
+    _label_chunk(xyz, centers, rmat, half, x0, y0, per_m, nx, ny, start, boxes, chunk, 0, labels, counts)
 
 
 def _rows(a, width: int) -> np.ndarray:
@@ -209,12 +211,12 @@ def points_in_boxes(
     labels = np.full(n, -1, dtype=np.int32)
     if b == 0 or n == 0:
         return labels, np.zeros(b, dtype=np.int64)
-    rmat, half, x0, y0, cell, nx, ny, start, boxes = _prepare(np.ascontiguousarray(q), np.ascontiguousarray(c),
+    rmat, half, x0, y0, per_m, nx, ny, start, boxes = _prepare(np.ascontiguousarray(q), np.ascontiguousarray(c),
                                                               np.ascontiguousarray(s), margin)
     n_chunks = (n + _CHUNK - 1) // _CHUNK
     counts = np.zeros((n_chunks, b), dtype=np.int64)
     kernel = _label_serial if n_chunks == 1 else _label_parallel
-    kernel(pts, np.ascontiguousarray(c), rmat, half, x0, y0, cell, nx, ny, start, boxes, _CHUNK, labels, counts)
+    kernel(pts, np.ascontiguousarray(c), rmat, half, x0, y0, per_m, nx, ny, start, boxes, _CHUNK, labels, counts)
     return labels, counts.sum(axis=0)
 
 

@@ -196,6 +196,20 @@ def _time_steps(offsets_ns: np.ndarray, step_ns: int) -> np.ndarray:
     return np.unique(offsets_ns // step_ns)
 
 
+@lru_cache(maxsize=4)
+def _moving_tracks(labels: TrackTable) -> tuple[TrackTable, np.ndarray]:
+    """The tracks of ``labels`` that are not stationary, as a table of their own (only they
+    are interpolated per firing-time step), and their rows in ``labels``."""
+    index = np.flatnonzero(~labels.stationary)
+    keys = np.concatenate([np.arange(labels.offsets[n], labels.offsets[n + 1]) for n in index]
+                          + [np.zeros(0, np.int64)])  # their keyframe rows
+    return TrackTable(
+        tuple(labels.track_ids[n] for n in index), np.concatenate([[0], np.cumsum(np.diff(labels.offsets)[index])]),
+        labels.timestamps_ns[keys], labels.centers[keys], labels.sizes[keys], labels.rotations[keys],
+        np.zeros(len(index), np.bool_),
+    ), index
+
+
 def _box_ids(job: _Job, boxes: FrameBoxes, rows: np.ndarray, xyz: np.ndarray, offsets_ns: np.ndarray,
              options: PrepareOptions) -> np.ndarray:
     """``(N,) int32`` row of ``boxes`` holding each world point (``(N, 3) float64``) at its
@@ -210,8 +224,9 @@ def _box_ids(job: _Job, boxes: FrameBoxes, rows: np.ndarray, xyz: np.ndarray, of
     moving = np.flatnonzero(~job.labels.stationary[rows])
     step = int(options.box_time_step_ns)
     steps = _time_steps(offsets_ns, step) if len(moving) and len(xyz) else np.zeros(0, np.int64)
-    at = interpolate_tracks(job.labels, boxes.timestamp_ns + steps * step + step // 2, "none")
-    r = rows[moving]
+    tracks, index = _moving_tracks(job.labels)
+    at = interpolate_tracks(tracks, boxes.timestamp_ns + steps * step + step // 2, "none")
+    r = np.searchsorted(index, rows[moving])
     return points_in_boxes_at_times(
         xyz, offsets_ns, step, boxes.world_centers, boxes.sizes, boxes.world_rotations, moving, steps,
         at.centers[:, r], at.sizes[:, r], at.rotations[:, r], at.valid[:, r], margin=options.box_margin_m,
