@@ -49,9 +49,10 @@ keeps millimetres over tens of kilometres. Point files hold one record batch wit
                               (optional)
 
 with the quantisation in the schema metadata key ``fathom.quantisation`` as JSON
-``{"scale": [sx, sy, sz], "offset": [ox, oy, oz]}`` (metres, like Potree's scale/offset).
+``{"scale": [sx, sy, sz], "offset": [ox, oy, oz]}`` (metres, like Potree's scale/offset):
+``xq = rint((x - offset) / scale)``, rounding half to even, computed from float64 positions.
 Build tables with :func:`points_table`; levels of detail are row subsets of the full table
-(``table.take(rows)``), so they share its quantisation and every quantised key of a level is
+(:func:`take_rows`), so they share its quantisation and every quantised key of a level is
 a key of the full table.
 
 The boxes file (:class:`FrameBoxes`) holds the label tracks that exist at the frame timestamp,
@@ -146,6 +147,7 @@ COLUMN_TYPES: dict[str, pa.DataType] = {
     "camera_mask": pa.uint32(),
     "box_id": pa.int32(),
 }
+NUMPY_TYPES: dict[str, np.dtype] = {k: np.dtype(t.to_pandas_dtype()) for k, t in COLUMN_TYPES.items()}
 REQUIRED_COLUMNS = ("x", "y", "z", "xq", "yq", "zq")
 QUANTISED_COLUMNS = ("xq", "yq", "zq")
 MAX_CAMERAS = 32  # camera_mask is uint32
@@ -560,20 +562,68 @@ def _inside(root: Path, rel: str, manifest: Path) -> Path:
 # ---------------------------------------------------------------- point tables
 
 
+_ROUND = 4503599627370496.0  # 2**52: for 0 <= q < 2**52, (q + 2**52) - 2**52 == rint(q) (half to even)
+_BLOCK = 512  # points per block of _quantise_kernel (3 float64 rows of it stay in L1)
+
+
 @jit
-def _quantise_kernel(p, offset, quantum, xyz32, q32):
-    """xyz32[k, i] = float32(p[i, k]); q32[k, i] = rint((p[i, k] - offset[k]) / quantum);
-    returns the largest quantised value (before the int32 cast)."""
-    top = 0.0
+def _split_bounds_kernel(p, x, y, z, lo, hi):
+    """x[i], y[i], z[i] = float32 of p[i]; lo, hi = per-axis min, max of p. Returns False if
+    any coordinate is NaN or infinite (lo, hi are then meaningless)."""
+    lx = ly = lz = np.inf
+    hx = hy = hz = -np.inf
+    nonfinite = 0.0  # v - v is 0 for finite v, NaN for NaN and ±inf; NaN sticks in the sum
     for i in range(p.shape[0]):
+        a, b, c = p[i, 0], p[i, 1], p[i, 2]
+        x[i] = a
+        y[i] = b
+        z[i] = c
+        lx, ly, lz = min(lx, a), min(ly, b), min(lz, c)
+        hx, hy, hz = max(hx, a), max(hy, b), max(hz, c)
+        nonfinite += (a - a) + (b - b) + (c - c)
+    lo[0], lo[1], lo[2] = lx, ly, lz
+    hi[0], hi[1], hi[2] = hx, hy, hz
+    return nonfinite == 0.0
+
+
+@jit
+def _quantise_kernel(p, offset, quantum, q32):
+    """q32[k, i] = rint((p[i, k] - offset[k]) / quantum) as int32, rounding half to even via
+    ``(q + 2**52) - 2**52`` (exact for 0 <= q < 2**52; the caller checks the range first).
+    Blocks of points are transposed into a scratch buffer so the arithmetic vectorises."""
+    n = p.shape[0]
+    buf = np.empty((3, _BLOCK))
+    for start in range(0, n, _BLOCK):
+        m = min(_BLOCK, n - start)
+        for j in range(m):
+            buf[0, j] = p[start + j, 0]
+            buf[1, j] = p[start + j, 1]
+            buf[2, j] = p[start + j, 2]
         for k in range(3):
-            v = p[i, k]
-            xyz32[k, i] = v
-            q = np.rint((v - offset[k]) / quantum)
-            if q > top:
-                top = q
-            q32[k, i] = np.int32(q) if q <= 2147483647.0 else 0
-    return top
+            o = offset[k]
+            row = buf[k]
+            out = q32[k, start:start + m]
+            for j in range(m):
+                out[j] = np.int32(((row[j] - o) / quantum + _ROUND) - _ROUND)
+
+
+def _arrow_array(a: np.ndarray, kind: pa.DataType) -> pa.Array:
+    """A non-null Arrow array viewing the contiguous 1-D array ``a`` (no copy, no pandas)."""
+    return pa.Array.from_buffers(kind, len(a), [None, pa.py_buffer(a)])
+
+
+def _integer_column(name: str, value: np.ndarray, dtype: type) -> np.ndarray:
+    """``value`` (any integer dtype) as contiguous ``dtype``; ValueError naming the column and
+    the range if a value does not fit."""
+    if not np.issubdtype(value.dtype, np.integer):
+        raise ValueError(f"{name} must have an integer dtype, got {value.dtype}")
+    if value.dtype != dtype and value.size:
+        info = np.iinfo(dtype)
+        vmin, vmax = value.min(), value.max()
+        if vmin < info.min or vmax > info.max:
+            raise ValueError(f"{name} values outside {np.dtype(dtype).name} range [{info.min}, {info.max}]: "
+                             f"found [{vmin}, {vmax}]")
+    return np.ascontiguousarray(value, dtype=dtype)
 
 
 def points_table(
@@ -588,62 +638,98 @@ def points_table(
     box_id: np.ndarray | None = None,
     quantum_m: float = 1e-3,
 ) -> pa.Table:
-    """An Arrow table in the store's point schema (columns wrap the arrays, no copy where
-    they already have the column's dtype and are contiguous).
+    """An Arrow table in the store's point schema. Columns view NumPy arrays (no copy where an
+    input already has the column's dtype and is contiguous; pandas is never imported).
 
     Args:
         xyz: ``(N, 3)`` positions in metres, world frame relative to the scene origin; float64
-            input gives the most accurate quantised columns.
-        intensity: ``(N,) float32``; rgb: ``(N, 3) uint8``; time_offset_ns: ``(N,)`` any
-            integer dtype, ns from the frame timestamp, stored as int32 (so within ±2.147 s); sensor_id: ``(N,) uint8``; ring: ``(N,) uint16``;
-            camera_mask: ``(N,) uint32`` bit k = camera k sees the point; box_id: ``(N,) int32``
-            row of the frame's boxes file, -1 for none.
+            input gives the most accurate quantised columns (float32 input is used as is).
+        intensity: ``(N,) float32``; rgb: ``(N, 3) uint8``; time_offset_ns: ``(N,)`` ns from
+            the frame timestamp, stored as int32 (so within ±2.147 s); sensor_id: ``(N,)
+            uint8``; ring: ``(N,) uint16``; camera_mask: ``(N,) uint32`` bit k = camera k sees
+            the point; box_id: ``(N,) int32`` row of the frame's boxes file, -1 for none.
+            Integer columns take any integer dtype whose values fit (ValueError naming the
+            column and the range otherwise).
         quantum_m: quantisation step (the ``scale``); the ``offset`` is the per-axis minimum
-            rounded down to a multiple of it, so quantised values are ``>= 0``.
+            rounded down to a multiple of it, so quantised values are ``>= 0``:
+            ``xq = rint((x - offset) / scale)`` (half to even), which must fit int32.
     """
-    p = as_points(xyz, float64=True)
+    p = as_points(xyz)
     if not (math.isfinite(quantum_m) and quantum_m > 0):
         raise ValueError(f"quantum_m must be positive, got {quantum_m}")
     n = len(p)
-    lo, _ = finite_bounds(p)
-    offset = np.floor(lo / quantum_m) * quantum_m if n else np.zeros(3)
     xyz32 = np.empty((3, n), np.float32)
+    lo, hi = np.empty(3), np.empty(3)
+    if not _split_bounds_kernel(p, xyz32[0], xyz32[1], xyz32[2], lo, hi):
+        raise ValueError("xyz contains NaN or infinite values")
+    offset = np.floor(lo / quantum_m) * quantum_m if n else np.zeros(3)
     q32 = np.empty((3, n), np.int32)
-    if _quantise_kernel(p, offset, float(quantum_m), xyz32, q32) > np.iinfo(np.int32).max:
-        raise ValueError(f"extent {np.ptp(p, axis=0)} m does not fit int32 at quantum_m={quantum_m}")
+    if n:
+        # rounding is monotonic, so the largest quantised value is that of the maximum
+        top = ((hi - offset) / quantum_m + _ROUND) - _ROUND
+        if top.max() > np.iinfo(np.int32).max:
+            raise ValueError(f"extent {hi - lo} m does not fit int32 at quantum_m={quantum_m}")
+        _quantise_kernel(p, offset, float(quantum_m), q32)
     cols: dict[str, np.ndarray] = {c: xyz32[i] for i, c in enumerate("xyz")}
     cols.update({c + "q": q32[i] for i, c in enumerate("xyz")})
 
-    def column(name: str, value: np.ndarray | None, dtype, shape: tuple[int, ...] = ()) -> None:
+    def column(name: str, value: np.ndarray | None, shape: tuple[int, ...] = ()) -> np.ndarray | None:
         if value is None:
-            return
+            return None
         a = np.asarray(value)
         if a.shape != (n, *shape):
             raise ValueError(f"{name} must have shape {(n, *shape)}, got {a.shape}")
-        if np.issubdtype(dtype, np.integer) and a.size and np.issubdtype(a.dtype, np.integer) and a.dtype != dtype:
-            info = np.iinfo(dtype)
-            if a.min() < info.min or a.max() > info.max:
-                raise ValueError(f"{name} values outside {np.dtype(dtype).name} range [{info.min}, {info.max}]: "
-                                 f"found [{a.min()}, {a.max()}]")
-        if shape:
-            for i, c in enumerate("rgb"):
-                cols[c] = np.ascontiguousarray(a[:, i], dtype=dtype)
-        else:
-            cols[name] = np.ascontiguousarray(a, dtype=dtype)
+        return a
 
-    column("intensity", intensity, np.float32)
-    column("rgb", rgb, np.uint8, (3,))
-    if time_offset_ns is not None and not np.issubdtype(np.asarray(time_offset_ns).dtype, np.integer):
-        raise ValueError(f"time_offset_ns must be integer ns, got {np.asarray(time_offset_ns).dtype}")
-    column("time_offset_ns", time_offset_ns, np.int32)
-    column("sensor_id", sensor_id, np.uint8)
-    column("ring", ring, np.uint16)
-    column("camera_mask", camera_mask, np.uint32)
-    column("box_id", box_id, np.int32)
+    if (a := column("intensity", intensity)) is not None:
+        cols["intensity"] = np.ascontiguousarray(a, dtype=np.float32)
+    if (a := column("rgb", rgb, (3,))) is not None:
+        a = _integer_column("rgb", a, np.uint8)
+        cols.update({c: np.ascontiguousarray(a[:, i]) for i, c in enumerate("rgb")})
+    for name, value in (("time_offset_ns", time_offset_ns), ("sensor_id", sensor_id), ("ring", ring),
+                        ("camera_mask", camera_mask), ("box_id", box_id)):
+        if (a := column(name, value)) is not None:
+            cols[name] = _integer_column(name, a, NUMPY_TYPES[name])
     quant = {"scale": [quantum_m] * 3, "offset": [float(v) for v in offset]}
     schema = pa.schema([pa.field(k, COLUMN_TYPES[k], nullable=False) for k in cols],
                        metadata={QUANT_KEY: json.dumps(quant).encode()})
-    return pa.Table.from_arrays([pa.array(v) for v in cols.values()], schema=schema)
+    return pa.Table.from_arrays([_arrow_array(v, COLUMN_TYPES[k]) for k, v in cols.items()], schema=schema)
+
+
+def take_rows(table: pa.Table, rows: np.ndarray) -> pa.Table:
+    """The rows ``rows`` of a point table (a level of detail), same schema and quantisation.
+
+    Args:
+        table: a table of :func:`points_table` (any chunking).
+        rows: ``(M,)`` integer row indices in ``[0, N)``, in the order wanted (repeats allowed).
+    Columns are gathered with NumPy from views of the table's buffers (no pandas). ValueError
+    for rows of another shape, dtype or range, or a column outside the point schema.
+    """
+    r = np.asarray(rows)
+    if r.ndim != 1 or not (np.issubdtype(r.dtype, np.integer) or r.size == 0):
+        raise ValueError(f"rows must be a 1-D integer array, got shape {r.shape} dtype {r.dtype}")
+    n = table.num_rows
+    if r.size and (r.min() < 0 or r.max() >= n):
+        raise ValueError(f"rows must be in [0, {n}), found [{r.min()}, {r.max()}]")
+    r = r.astype(np.intp, copy=False)
+    arrays = [_arrow_array(column_values(table, name).take(r), COLUMN_TYPES[name]) for name in table.schema.names]
+    return pa.Table.from_arrays(arrays, schema=table.schema)
+
+
+def column_values(table: pa.Table, name: str) -> np.ndarray:
+    """Column ``name`` of a point table as a 1-D NumPy array of its dtype: a view of its
+    buffer when it has one chunk (else a copy), without pandas. ValueError for a column
+    outside the point schema or with nulls."""
+    col = table.column(name)
+    if COLUMN_TYPES.get(name) != col.type:
+        raise ValueError(f"column {name!r} of type {col.type} is not in the point schema")
+    chunk = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+    if chunk.null_count:
+        raise ValueError(f"column {name!r} has nulls; point tables have none")
+    dtype = NUMPY_TYPES[name]
+    if len(chunk) == 0:
+        return np.empty(0, dtype)
+    return np.frombuffer(chunk.buffers()[1], dtype, len(chunk), chunk.offset * dtype.itemsize)
 
 
 def quantisation(schema: pa.Schema) -> tuple[np.ndarray, np.ndarray]:
@@ -777,7 +863,7 @@ class SceneWriter:
             except FormatError as exc:
                 raise ValueError(str(exc)) from None
             if "box_id" in t.schema.names and len(t):
-                ids = t.column("box_id").to_numpy()
+                ids = column_values(t, "box_id")
                 n_boxes = 0 if boxes is None else len(boxes)
                 if ids.min() < -1 or ids.max() >= n_boxes:
                     raise ValueError(f"level {level} box_id must be in [-1, {n_boxes}) (the frame's boxes)")
@@ -1031,4 +1117,5 @@ class Scene:
 
 
 def _warmup() -> None:
-    points_table(np.zeros((2, 3)))
+    for dtype in (np.float64, np.float32):
+        take_rows(points_table(np.zeros((2, 3), dtype)), np.array([1]))

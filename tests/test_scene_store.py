@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -13,7 +14,7 @@ from engine.se3 import SE3
 from formats.errors import FormatError
 from engine.quaternion import from_yaw
 from formats.scene_store import (MANIFEST, FrameBoxes, Scene, SceneWriter, points_table, quantisation,
-                                 write_arrow_file)
+                                 take_rows, write_arrow_file)
 from tests.server_scene import T0, DT, camera, ego_pose, frame_xyz, jpeg, write_scene
 
 
@@ -226,7 +227,7 @@ def test_time_offset_is_stored_as_int32_from_any_integer_dtype():
     for bad in (np.array([0, 0, 0, 2**31]), np.array([0, 0, 0, -(2**31) - 1]), np.array([0, 0, 0, 2**32], np.uint64)):
         with pytest.raises(ValueError, match=r"time_offset_ns values outside int32 range \[-2147483648, 2147483647\]"):
             points_table(xyz, time_offset_ns=bad)
-    with pytest.raises(ValueError, match="time_offset_ns must be integer ns"):
+    with pytest.raises(ValueError, match="time_offset_ns must have an integer dtype"):
         points_table(xyz, time_offset_ns=np.zeros(4))
 
 
@@ -252,7 +253,7 @@ def test_boxes_file_round_trip_and_box_id_range(tmp_path):
         np.testing.assert_array_equal(getattr(got, name), getattr(boxes, name))  # exact: JSON keeps float64
     assert scene.boxes(1) is None
     assert (tmp_path / "s" / scene.frame(0).boxes.file).name == "000000.boxes.json"
-    for bad, n_boxes in ((np.full(len(xyz), 3), 3), (np.full(len(xyz), -2), 3), (np.zeros(len(xyz)), 0)):
+    for bad, n_boxes in ((np.full(len(xyz), 3), 3), (np.full(len(xyz), -2), 3), (np.zeros(len(xyz), np.int32), 0)):
         with pytest.raises(ValueError, match="box_id must be in"):
             w.write_frame(2, T0, ego_pose(0), points_table(xyz, box_id=bad), boxes=_boxes(T0, n_boxes) if n_boxes else None)
     # a corrupted boxes file unfinishes the frame like any other of its files
@@ -373,3 +374,72 @@ def test_failed_serialisation_leaves_no_file_and_no_temporary(tmp_path, monkeypa
     assert not list((tmp_path / "s").rglob("*.tmp"))
     assert w.finished_frames() == set()  # the rewrite removed the old sidecar first
     assert (tmp_path / "s" / "frames" / "000000.arrow").read_bytes() == old  # not replaced by half a file
+
+
+def test_quantisation_rounds_half_to_even_like_numpy_up_to_the_int32_limit():
+    """The kernel's (q + 2**52) - 2**52 rounding against np.rint, on exact .5 ties (quantum a
+    power of two, so (x - offset) / quantum is exact) and around the int32 limit."""
+    quantum = 0.25
+    q = np.array([0, 0.5, 1.5, 2.5, 3.5, 4.49999999, 4.5, 1e6 + 0.5, 1e6 + 1.5, 2**31 - 1.5, 2**31 - 1, 2**31 - 1.25])
+    xyz = np.column_stack([q * quantum, np.roll(q, 3) * quantum + 8.0, np.roll(q, 5) * quantum - 3.0])
+    t = points_table(xyz, quantum_m=quantum)
+    scale, offset = quantisation(t.schema)
+    np.testing.assert_array_equal(offset, [0.0, 8.0, -3.0])
+    expect = np.rint((xyz - offset) / quantum)
+    assert expect.max() == 2**31 - 1 and {0.0, 2.0, 4.0, 2**31 - 2} <= set(expect[:, 0])  # ties went to even
+    for i, c in enumerate("xyz"):
+        np.testing.assert_array_equal(t[c + "q"].to_numpy(), expect[:, i].astype(np.int32))
+    # 2**31 - 1 fits; 2**31 - 0.5 rounds (to even) to 2**31, which does not
+    assert points_table(np.array([[0.0, 0, 0], [(2**31 - 1) * quantum, 0, 0]]), quantum_m=quantum)["xq"][1].as_py() == 2**31 - 1
+    with pytest.raises(ValueError, match="does not fit int32"):
+        points_table(np.array([[0.0, 0, 0], [(2**31 - 0.5) * quantum, 0, 0]]), quantum_m=quantum)
+    rng = np.random.default_rng(11)
+    for dtype in (np.float64, np.float32):  # random values, odd sizes (partial blocks)
+        xyz = (rng.uniform(-70, 70, (1037, 3)) + [3e4, -1e3, 2]).astype(dtype)
+        t = points_table(xyz, quantum_m=1e-3)
+        _, offset = quantisation(t.schema)
+        ref = np.rint((xyz.astype(np.float64) - offset) / 1e-3).astype(np.int32)
+        np.testing.assert_array_equal(np.column_stack([t[c + "q"].to_numpy() for c in "xyz"]), ref)
+        np.testing.assert_array_equal(np.column_stack([t[c].to_numpy() for c in "xyz"]), xyz.astype(np.float32))
+
+
+def test_take_rows_equals_arrow_take_and_checks_rows():
+    rng = np.random.default_rng(4)
+    n = 700
+    xyz = rng.uniform(-10, 10, (n, 3))
+    t = points_table(xyz, intensity=rng.random(n, dtype=np.float32), rgb=rng.integers(0, 256, (n, 3)),
+                     time_offset_ns=rng.integers(-(10**8), 10**8, n), sensor_id=rng.integers(0, 3, n),
+                     ring=rng.integers(0, 128, n), camera_mask=rng.integers(0, 2**32, n, np.uint64),
+                     box_id=rng.integers(-1, 5, n))
+    rows = rng.integers(0, n, 300)
+    for table, r in ((t, rows), (pa.concat_tables([t.slice(0, 100), t.slice(100)]), rows),
+                     (t.slice(50), rows[rows < n - 50]), (t, np.zeros(0, np.int64))):
+        got = take_rows(table, r)
+        assert got.schema == t.schema and got.schema.metadata == t.schema.metadata
+        assert got.equals(table.take(pa.array(r, pa.int64())))
+    empty = points_table(np.zeros((0, 3)), box_id=np.zeros(0, np.int32))
+    assert take_rows(empty, np.zeros(0, np.int64)).equals(empty)
+    assert take_rows(t, np.array([n - 1, 0], np.uint32))["x"].to_pylist() == [t["x"][n - 1].as_py(), t["x"][0].as_py()]
+    for bad, match in ((np.array([0, n]), r"rows must be in \[0, 700\)"), (np.array([-1]), "rows must be in"),
+                       (np.zeros((2, 2), int), "1-D integer"), (np.array([0.0, 1.0]), "1-D integer")):
+        with pytest.raises(ValueError, match=match):
+            take_rows(t, bad)
+
+
+def test_point_tables_never_import_pandas(tmp_path):
+    """points_table, take_rows and write_frame build Arrow arrays from buffers: no pandas import
+    (300 ms in each worker process)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np\n"
+        "from engine.se3 import SE3\n"
+        "from formats.scene_store import SceneWriter, points_table, take_rows\n"
+        "t = points_table(np.random.rand(50, 3), intensity=np.ones(50, np.float32), time_offset_ns=np.arange(50),\n"
+        "                 rgb=np.zeros((50, 3), np.uint8), box_id=np.full(50, -1))\n"
+        f"w = SceneWriter({str(tmp_path / 's')!r}, scene_id='s')\n"
+        "w.write_frame(0, 0, SE3.identity(), t, [take_rows(t, np.arange(0, 50, 5))])\n"
+        "assert 'pandas' not in sys.modules, 'pandas imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
