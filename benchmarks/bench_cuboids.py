@@ -15,6 +15,11 @@
 - ``points_in_100_boxes_170k``: one 170 k-point sweep, 100 rotated boxes; Fathom's
   :func:`points_in_boxes` vs a loop over open3d ``OrientedBoundingBox.
   get_point_indices_within_bounding_box`` (inclusive bounds, like Fathom's), goal ≥ 5×.
+- ``box_ids_at_times_170k``: the same sweep in float64 with firing times over 100 ms and the
+  same boxes, 20 of them moving (up to 1.5 m in the sweep, two appearing mid-sweep) at 100
+  steps of 1 ms, each point tested against the boxes at its own step (``prepare``'s
+  ``box_id``): Fathom's :func:`points_in_boxes_at_times` (one pass) vs open3d: one call per
+  fixed box on all points plus one per moving box and step on that step's points, goal ≥ 5×.
 """
 
 from __future__ import annotations
@@ -25,10 +30,12 @@ import pytest
 from engine import quaternion as quat
 from engine.cuboid import CuboidTrack
 from engine.cuboid_interp import TrackTable, interpolate_tracks
+from engine.moving_boxes import points_in_boxes_at_times
 from engine.points_in_boxes import points_in_boxes
 
 N_TRACKS, N_KEYS, N_FRAMES = 1000, 20, 200
 N_POINTS, N_BOXES = 170_000, 100
+N_MOVING, N_STEPS, STEP_NS = 20, 100, 1_000_000
 T0_NS = 1_700_000_000_000_000_000
 
 
@@ -138,3 +145,60 @@ def test_open3d_obb_loop(benchmark, sweep_and_boxes):
     fathom_labels, fathom_counts = points_in_boxes(xyz, centers, sizes, rotations)
     # boxes do not overlap much here: the same points are inside
     assert np.array_equal(labels >= 0, fathom_labels >= 0)
+
+
+@pytest.fixture(scope="module")
+def timed_sweep_and_boxes(sweep_and_boxes):
+    xyz, centers, sizes, rotations = sweep_and_boxes
+    rng = np.random.default_rng(29)
+    offsets = np.sort(rng.integers(0, N_STEPS * STEP_NS, N_POINTS))
+    moving = np.arange(0, N_BOXES, N_BOXES // N_MOVING)
+    steps = np.arange(N_STEPS)
+    velocity = rng.uniform(-15, 15, (N_MOVING, 3)) * [1, 1, 0]  # m/s
+    mid_s = (steps * STEP_NS + STEP_NS // 2) * 1e-9
+    m_centers = centers[moving] + mid_s[:, None, None] * velocity
+    m_sizes = np.broadcast_to(sizes[moving], m_centers.shape).copy()
+    m_rotations = np.broadcast_to(rotations[moving], (N_STEPS, N_MOVING, 4)).copy()
+    m_valid = np.ones((N_STEPS, N_MOVING), bool)
+    m_valid[:40, :2] = False  # two tracks start mid-sweep
+    return (xyz.astype(np.float64), offsets, STEP_NS, centers, sizes, rotations, moving, steps,
+            m_centers, m_sizes, m_rotations, m_valid)
+
+
+def test_fathom_points_in_boxes_at_times(benchmark, timed_sweep_and_boxes):
+    benchmark.group = "box_ids_at_times_170k"
+    benchmark.extra_info.update(role="fathom", goal=5, items=N_POINTS, unit="points")
+    labels = benchmark(points_in_boxes_at_times, *timed_sweep_and_boxes)
+    assert (labels >= 0).sum() > N_POINTS // 5
+
+
+def test_open3d_obb_loop_per_step(benchmark, timed_sweep_and_boxes):
+    import open3d as o3d
+
+    xyz, offsets, step_ns, centers, sizes, rotations, moving, steps, m_c, m_s, m_q, m_valid = timed_sweep_and_boxes
+    fixed = np.setdiff1d(np.arange(N_BOXES), moving)
+    obb = o3d.geometry.OrientedBoundingBox
+    fixed_boxes = [obb(centers[b], quat.to_matrix(rotations[b]), sizes[b]) for b in fixed]
+    step_of = offsets // step_ns
+    bounds = np.searchsorted(step_of, steps), np.searchsorted(step_of, steps, side="right")  # sorted offsets
+    moving_boxes = [[obb(m_c[t, m], quat.to_matrix(m_q[t, m]), m_s[t, m]) if m_valid[t, m] else None
+                     for m in range(len(moving))] for t in range(len(steps))]
+    points = o3d.utility.Vector3dVector(xyz)
+    step_points = [o3d.utility.Vector3dVector(xyz[a:b]) for a, b in zip(*bounds)]
+    benchmark.group = "box_ids_at_times_170k"
+    benchmark.extra_info.update(role="peer")
+
+    def run():
+        labels = np.full(len(xyz), -1, np.int32)
+        for b, box in zip(fixed, fixed_boxes):
+            labels[box.get_point_indices_within_bounding_box(points)] = b
+        for t, start in enumerate(bounds[0]):
+            for m, box in enumerate(moving_boxes[t]):
+                if box is not None:
+                    labels[start + np.asarray(box.get_point_indices_within_bounding_box(step_points[t]), int)] = moving[m]
+        return labels
+
+    labels = benchmark(run)
+    # the boxes do not overlap much here: the same points are inside
+    fathom = points_in_boxes_at_times(*timed_sweep_and_boxes)
+    assert np.mean((labels >= 0) == (fathom >= 0)) > 0.999
