@@ -120,6 +120,7 @@ from typing import Any, Literal, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 import xxhash
 
@@ -265,14 +266,29 @@ class FrameBoxes:
     def __len__(self) -> int:
         return len(self.track_ids)
 
+    def to_json_text(self) -> str:
+        """The boxes document (module docstring) as JSON text. Every float is written as the
+        shortest decimal that reads back to the same float64 (Arrow's vectorised float to
+        string cast), so there is no per-float Python work and the round trip is exact."""
+        flat = np.concatenate([self.sizes, self.world_centers, self.world_rotations, self.ego_centers,
+                               self.ego_rotations], axis=1).ravel()  # 17 numbers per box
+        num = pc.cast(_arrow_array(flat, pa.float64()), pa.string()).to_pylist()
+        for i in np.flatnonzero((flat == 0) & np.signbit(flat)):
+            num[i] = "-0.0"  # Arrow writes "-0", which JSON reads as the integer 0
+        quote = json.dumps
+        boxes = []
+        for k, (track, category) in enumerate(zip(self.track_ids, self.categories)):
+            v = num[17 * k:17 * k + 17]
+            boxes.append(
+                f'{{"track_id": {quote(track)}, "category": {quote(category)}, "size": [{v[0]}, {v[1]}, {v[2]}], '
+                f'"world": {{"center": [{v[3]}, {v[4]}, {v[5]}], "rotation": [{v[6]}, {v[7]}, {v[8]}, {v[9]}]}}, '
+                f'"ego": {{"center": [{v[10]}, {v[11]}, {v[12]}], "rotation": [{v[13]}, {v[14]}, {v[15]}, {v[16]}]}}}}')
+        return f'{{"timestamp_ns": {int(self.timestamp_ns)}, "boxes": [{", ".join(boxes)}]}}'
+
     def to_json(self) -> dict[str, Any]:
-        """The boxes document (module docstring); floats exact (JSON keeps float64 round trip)."""
-        arrays = (self.sizes, self.world_centers, self.world_rotations, self.ego_centers, self.ego_rotations)
-        return {"timestamp_ns": int(self.timestamp_ns), "boxes": [
-            {"track_id": t, "category": c, "size": s, "world": {"center": wc, "rotation": wq},
-             "ego": {"center": ec, "rotation": eq}}
-            for t, c, s, wc, wq, ec, eq in zip(self.track_ids, self.categories, *(a.tolist() for a in arrays))
-        ]}
+        """The boxes document (module docstring) as Python objects (parsed from
+        :meth:`to_json_text`, the one definition of the layout)."""
+        return json.loads(self.to_json_text())
 
     @staticmethod
     def from_json(doc: Any, path: str | os.PathLike | None = None) -> "FrameBoxes":
@@ -875,7 +891,7 @@ class SceneWriter:
         ]
         files += [(f"frames/{stem}.{cam}.jpg", data) for cam, data in images.items()]
         if boxes is not None:
-            files.append((f"frames/{stem}.boxes.json", json.dumps(boxes.to_json(), allow_nan=False).encode()))
+            files.append((f"frames/{stem}.boxes.json", boxes.to_json_text().encode()))
         dirs = sorted({(self.dir / rel).parent for rel, _ in files})
         for d in dirs:
             d.mkdir(parents=True, exist_ok=True)

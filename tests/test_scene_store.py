@@ -278,13 +278,25 @@ def test_boxes_json_round_trips_every_float_bit_exactly():
         assert b == {"track_id": boxes.track_ids[k], "category": "car", "size": [float(v) for v in cols[0][k]],
                      "world": {"center": [float(v) for v in cols[1][k]], "rotation": [float(v) for v in cols[2][k]]},
                      "ego": {"center": [float(v) for v in cols[3][k]], "rotation": [float(v) for v in cols[4][k]]}}
-    back = FrameBoxes.from_json(json.loads(json.dumps(doc, allow_nan=False)))
-    assert back.track_ids == boxes.track_ids and back.timestamp_ns == T0
-    for name in ("sizes", "world_centers", "world_rotations", "ego_centers", "ego_rotations"):
-        a, b = getattr(back, name), getattr(boxes, name)
-        np.testing.assert_array_equal(a.view(np.int64), b.view(np.int64))  # bits, so -0.0 counts
+    # random bit patterns: every finite float64 comes back bit for bit from the text written
+    bits = np.random.default_rng(10).integers(0, 2**63, (300, 17), dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+    floats = bits.view(np.float64)
+    floats[~np.isfinite(floats)] = 1.5
+    random = FrameBoxes(T0, tuple(map(str, range(300))), ("x",) * 300, floats[:, :3], floats[:, 3:6], floats[:, 6:10],
+                        floats[:, 10:13], floats[:, 13:])
+
+    def strict(name):
+        raise AssertionError(f"not strict JSON: {name}")
+
+    for original in (boxes, random):
+        back = FrameBoxes.from_json(json.loads(original.to_json_text(), parse_constant=strict))
+        assert back.track_ids == original.track_ids and back.timestamp_ns == T0
+        for name in ("sizes", "world_centers", "world_rotations", "ego_centers", "ego_rotations"):
+            a, b = getattr(back, name), getattr(original, name)
+            np.testing.assert_array_equal(a.view(np.int64), b.view(np.int64))  # bits, so -0.0 counts
     empty = FrameBoxes(T0, (), (), *(np.zeros((0, w)) for w in (3, 3, 4, 3, 4)))
-    assert empty.to_json() == {"timestamp_ns": T0, "boxes": []} and len(FrameBoxes.from_json(empty.to_json())) == 0
+    assert json.loads(empty.to_json_text()) == {"timestamp_ns": T0, "boxes": []}
+    assert len(FrameBoxes.from_json(empty.to_json())) == 0
 
 
 def test_recorded_digests_are_the_files_and_finalize_trusts_known_entries(tmp_path):
@@ -427,19 +439,21 @@ def test_take_rows_equals_arrow_take_and_checks_rows():
 
 
 def test_point_tables_never_import_pandas(tmp_path):
-    """points_table, take_rows and write_frame build Arrow arrays from buffers: no pandas import
-    (300 ms in each worker process)."""
+    """points_table, take_rows and write_frame (with a boxes file) build Arrow arrays from
+    buffers: no pandas import (300 ms in each worker process)."""
     import subprocess
     import sys
 
     code = (
         "import sys, numpy as np\n"
         "from engine.se3 import SE3\n"
-        "from formats.scene_store import SceneWriter, points_table, take_rows\n"
+        "from formats.scene_store import FrameBoxes, SceneWriter, points_table, take_rows\n"
         "t = points_table(np.random.rand(50, 3), intensity=np.ones(50, np.float32), time_offset_ns=np.arange(50),\n"
         "                 rgb=np.zeros((50, 3), np.uint8), box_id=np.full(50, -1))\n"
+        "b = FrameBoxes(0, ('a',), ('car',), np.ones((1, 3)), np.zeros((1, 3)), np.eye(4)[:1], np.zeros((1, 3)),\n"
+        "               np.eye(4)[:1])\n"
         f"w = SceneWriter({str(tmp_path / 's')!r}, scene_id='s')\n"
-        "w.write_frame(0, 0, SE3.identity(), t, [take_rows(t, np.arange(0, 50, 5))])\n"
+        "w.write_frame(0, 0, SE3.identity(), t, [take_rows(t, np.arange(0, 50, 5))], boxes=b)\n"
         "assert 'pandas' not in sys.modules, 'pandas imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
