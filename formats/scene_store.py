@@ -110,10 +110,10 @@ whose buffers point into the mapping (zero-copy).
 from __future__ import annotations
 
 import ctypes
+import itertools
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
@@ -483,6 +483,21 @@ class _HashingFile:
         pass
 
 
+_TEMPORARY_SERIAL = itertools.count()
+
+
+def _create_temporary(path: Path) -> tuple[int, Path]:
+    """Create and open (write-only, mode 0600 like ``mkstemp``) a new temporary file
+    ``.NAME.PID-SERIAL.tmp`` beside ``path``; the name is unique among live writers (process
+    id) and ``O_EXCL`` skips one left by a dead process that had the same id."""
+    while True:
+        tmp = path.parent / f".{path.name}.{os.getpid()}-{next(_TEMPORARY_SERIAL)}.tmp"
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600), tmp
+        except FileExistsError:
+            continue
+
+
 FileData = bytes | memoryview | pa.Buffer | pa.Table  # a table is written as an Arrow IPC file
 
 
@@ -496,8 +511,8 @@ def _replace_files(files: Sequence[tuple[Path, FileData]], durable: bool) -> lis
     out = []
     try:
         for path, data in files:
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-            temps.append((path, Path(tmp)))
+            fd, tmp = _create_temporary(path)
+            temps.append((path, tmp))
             sink = _HashingFile(fd)
             try:
                 if isinstance(data, pa.Table):

@@ -457,3 +457,22 @@ def test_point_tables_never_import_pandas(tmp_path):
         "assert 'pandas' not in sys.modules, 'pandas imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
+
+
+def test_a_stale_temporary_with_our_name_is_skipped_not_overwritten(tmp_path, monkeypatch):
+    """Temporaries are named .NAME.PID-SERIAL.tmp; one left by a dead process with the same
+    id is neither reused nor clobbered, and remove_stale_temporaries deletes it."""
+    import itertools
+    import os
+
+    from formats import scene_store
+
+    monkeypatch.setattr(scene_store, "_TEMPORARY_SERIAL", itertools.count())
+    w = SceneWriter(tmp_path / "s", scene_id="s")
+    stale = tmp_path / "s" / "frames" / f".000000.arrow.{os.getpid()}-0.tmp"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"left by a killed writer")
+    w.write_frame(0, T0, ego_pose(0), points_table(frame_xyz(0)))
+    assert stale.read_bytes() == b"left by a killed writer"
+    assert w.finished_frames() == {0} and Scene.open(tmp_path / "s").frames == ()  # not yet finalized
+    assert w.remove_stale_temporaries() == [stale] and not list((tmp_path / "s").rglob("*.tmp"))
