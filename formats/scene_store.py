@@ -125,7 +125,7 @@ import pyarrow.ipc as ipc
 import xxhash
 
 from engine._jit import jit
-from engine.arrays import as_points, finite_bounds
+from engine.arrays import as_points
 from engine.camera import Camera, CameraIntrinsics
 from engine.pose_track import PoseTrack
 from engine.se3 import SE3
