@@ -5,7 +5,7 @@ Layout of one scene directory (format ``fathom-scene``, version 2)::
     SCENE_DIR/
       scene.json                 manifest: header + the list of finished frames (written last)
       frames/000000.arrow        full-resolution points of frame 0 (Arrow IPC *file*, uncompressed)
-      frames/000000.lod1.arrow   level of detail 1, 2, ... (coarser voxel grids, same schema)
+      frames/000000.lod1.rows    level of detail 1, 2, ... (coarser voxel grids): row numbers
       frames/000000.boxes.json   label boxes at the frame timestamp (only for a labelled log)
       frames/000000.CAM_FRONT.jpg camera images, JPEG bytes as given
       frames/000000.json         the frame's manifest entry ("sidecar"), written after its files
@@ -51,9 +51,13 @@ keeps millimetres over tens of kilometres. Point files hold one record batch wit
 with the quantisation in the schema metadata key ``fathom.quantisation`` as JSON
 ``{"scale": [sx, sy, sz], "offset": [ox, oy, oz]}`` (metres, like Potree's scale/offset):
 ``xq = rint((x - offset) / scale)``, rounding half to even, computed from float64 positions.
-Build tables with :func:`points_table`; levels of detail are row subsets of the full table
-(:func:`take_rows`), so they share its quantisation and every quantised key of a level is
-a key of the full table.
+Build tables with :func:`points_table`.
+
+Levels of detail are row subsets of the full table, stored as the rows alone: a ``.rows`` file
+is the level's row numbers in the frame's points file, strictly increasing, as little-endian
+uint32 (``4 × n_points`` bytes, no header). :meth:`Scene.points` gathers a level from the
+full table (:func:`take_rows`), so a level has every column, the quantisation, and only keys
+of the full table — and costs 4 bytes per point on disk instead of a copy of each row.
 
 The boxes file (:class:`FrameBoxes`) holds the label tracks that exist at the frame timestamp,
 interpolated there (tracks are not extrapolated beyond their keyframes)::
@@ -207,8 +211,8 @@ class FrameEntry:
         index: frame number (0-based, unique). timestamp_ns: frame time, int64 ns.
         world_from_ego: the ego pose at ``timestamp_ns`` (translation relative to the origin).
         n_points: rows of the full-resolution table.
-        points: the full-resolution Arrow file. lods: coarser levels 1, 2, ... in order.
-        lod_points: rows of each level. images: camera name → JPEG file.
+        points: the full-resolution Arrow file. lods: the ``.rows`` files of the coarser
+        levels 1, 2, ... in order. lod_points: rows of each level. images: camera name → JPEG file.
         image_timestamps_ns: camera name → exposure timestamp (int64 ns).
         boxes: the boxes file (:class:`FrameBoxes`), None for an unlabelled frame.
     """
@@ -498,7 +502,7 @@ def _create_temporary(path: Path) -> tuple[int, Path]:
             continue
 
 
-FileData = bytes | memoryview | pa.Buffer | pa.Table  # a table is written as an Arrow IPC file
+FileData = bytes | memoryview | pa.Buffer | np.ndarray | pa.Table  # a table is written as an Arrow IPC file
 
 
 def _replace_files(files: Sequence[tuple[Path, FileData]], durable: bool) -> list[StoredFile]:
@@ -747,6 +751,17 @@ def take_rows(table: pa.Table, rows: np.ndarray) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=table.schema)
 
 
+def _lod_rows(rows: np.ndarray, n: int, level: int) -> np.ndarray:
+    """Level ``level``'s rows as the little-endian uint32 array its ``.rows`` file holds;
+    ValueError unless they are a 1-D integer array, strictly increasing, within ``[0, n)``."""
+    r = np.asarray(rows)
+    if r.ndim != 1 or not (np.issubdtype(r.dtype, np.integer) or r.size == 0):
+        raise ValueError(f"level {level} rows must be a 1-D integer array, got shape {r.shape} dtype {r.dtype}")
+    if r.size and (r[0] < 0 or r[-1] >= n or np.any(r[1:] <= r[:-1])):
+        raise ValueError(f"level {level} rows must be strictly increasing within [0, {n})")
+    return r.astype("<u4", copy=False)
+
+
 def column_values(table: pa.Table, name: str) -> np.ndarray:
     """Column ``name`` of a point table as a 1-D NumPy array of its dtype: a view of its
     buffer when it has one chunk (else a copy), without pandas. ValueError for a column
@@ -853,7 +868,7 @@ class SceneWriter:
         timestamp_ns: int,
         world_from_ego: SE3,
         points: pa.Table,
-        lods: Sequence[pa.Table] = (),
+        lods: Sequence[np.ndarray] = (),
         images: Mapping[str, bytes] | None = None,
         image_timestamps_ns: Mapping[str, int] | None = None,
         boxes: FrameBoxes | None = None,
@@ -861,8 +876,9 @@ class SceneWriter:
         """Write one frame's files atomically, then its sidecar; returns its entry as the
         sidecar records it (with the digest of every file, computed from the bytes written).
 
-        ``points`` and each of ``lods`` (levels 1, 2, ... coarser and coarser) must follow the
-        point schema (build them with :func:`points_table`). ``images`` maps camera name →
+        ``points`` must follow the point schema (build it with :func:`points_table`); ``lods``
+        are the levels 1, 2, ... (coarser and coarser), each a ``(M,)`` integer array of rows
+        of ``points``, strictly increasing (e.g. :func:`engine.voxel.first_points_levels`). ``images`` maps camera name →
         JPEG bytes; ``image_timestamps_ns`` defaults to ``timestamp_ns`` per camera. ``boxes``
         (a labelled frame) is written as the frame's boxes file; a ``box_id`` column must index
         it. Rewriting a finished frame first removes its sidecar, so an interruption leaves it
@@ -885,25 +901,22 @@ class SceneWriter:
                 raise ValueError(f"image_timestamps_ns names camera {cam!r} without an image")
         if boxes is not None and not isinstance(boxes, FrameBoxes):
             raise ValueError(f"boxes must be FrameBoxes, got {type(boxes).__name__}")
-        tables = [points, *lods]
-        for level, t in enumerate(tables):
-            if not isinstance(t, pa.Table):
-                raise ValueError(f"level {level} points must be a pyarrow.Table, got {type(t).__name__}")
-            try:
-                check_points_schema(t.schema, f"<frame {index} level {level}>")
-            except FormatError as exc:
-                raise ValueError(str(exc)) from None
-            if "box_id" in t.schema.names and len(t):
-                ids = column_values(t, "box_id")
-                n_boxes = 0 if boxes is None else len(boxes)
-                if ids.min() < -1 or ids.max() >= n_boxes:
-                    raise ValueError(f"level {level} box_id must be in [-1, {n_boxes}) (the frame's boxes)")
+        if not isinstance(points, pa.Table):
+            raise ValueError(f"points must be a pyarrow.Table, got {type(points).__name__}")
+        try:
+            check_points_schema(points.schema, f"<frame {index} points>")
+        except FormatError as exc:
+            raise ValueError(str(exc)) from None
+        if "box_id" in points.schema.names and len(points):
+            ids = column_values(points, "box_id")
+            n_boxes = 0 if boxes is None else len(boxes)
+            if ids.min() < -1 or ids.max() >= n_boxes:
+                raise ValueError(f"box_id must be in [-1, {n_boxes}) (the frame's boxes)")
+        levels = [_lod_rows(rows, len(points), level) for level, rows in enumerate(lods, start=1)]
         self._sidecar(index).unlink(missing_ok=True)
         stem = f"{index:06d}"
-        files: list[tuple[str, FileData]] = [
-            (f"frames/{stem}.arrow" if level == 0 else f"frames/{stem}.lod{level}.arrow", t)
-            for level, t in enumerate(tables)
-        ]
+        files: list[tuple[str, FileData]] = [(f"frames/{stem}.arrow", points)]
+        files += [(f"frames/{stem}.lod{level}.rows", rows) for level, rows in enumerate(levels, start=1)]
         files += [(f"frames/{stem}.{cam}.jpg", data) for cam, data in images.items()]
         if boxes is not None:
             files.append((f"frames/{stem}.boxes.json", boxes.to_json_text().encode()))
@@ -919,8 +932,8 @@ class SceneWriter:
         entry = FrameEntry(
             index=index, timestamp_ns=int(timestamp_ns), world_from_ego=world_from_ego,
             n_points=len(points), points=stored[files[0][0]],
-            lods=tuple(stored[rel] for rel, _ in files[1:len(tables)]),
-            lod_points=tuple(len(t) for t in lods),
+            lods=tuple(stored[rel] for rel, _ in files[1:1 + len(levels)]),
+            lod_points=tuple(len(r) for r in levels),
             images={cam: stored[f"frames/{stem}.{cam}.jpg"] for cam in images},
             image_timestamps_ns={c: int(stamps.get(c, timestamp_ns)) for c in images},
             boxes=None if boxes is None else stored[f"frames/{stem}.boxes.json"],
@@ -1110,18 +1123,36 @@ class Scene:
             raise FormatError(full, size, f"{f.bytes} bytes as the manifest records")
         return full
 
-    def points_file(self, index: int, lod: int = 0) -> StoredFile:
-        """The stored file of frame ``index`` at level ``lod`` (0 = full); KeyError/IndexError."""
+    def _lod_file(self, index: int, lod: int) -> StoredFile:
         e = self.frame(index)
-        if lod == 0:
-            return e.points
         if not 1 <= lod <= len(e.lods):
             raise IndexError(f"frame {index} has levels of detail 0..{len(e.lods)}, asked {lod}")
         return e.lods[lod - 1]
 
+    def points_version(self, index: int, lod: int = 0) -> str:
+        """What frame ``index`` at level ``lod`` is made of, as a string that changes whenever
+        its data does (the digests of its files; for a cache key or an ETag); KeyError/IndexError."""
+        full = self.frame(index).points.xxh3_128
+        return full if lod == 0 else f"{full}.{self._lod_file(index, lod).xxh3_128}"
+
+    def lod_rows(self, index: int, lod: int) -> np.ndarray:
+        """``(M,) uint32`` rows of the full table that make level ``lod`` (>= 1) of frame
+        ``index``; FormatError for a file of the wrong size or rows not strictly increasing
+        within the frame's points; KeyError/IndexError for a frame or level that is not there."""
+        stored = self._lod_file(index, lod)
+        path = self._file(stored)
+        n = self.frame(index).n_points
+        rows = np.fromfile(path, dtype="<u4").astype(np.uint32, copy=False)
+        if len(rows) and (rows[-1] >= n or np.any(rows[1:] <= rows[:-1])):
+            raise FormatError(path, None, f"strictly increasing uint32 rows below the frame's {n} points")
+        return rows
+
     def points(self, index: int, lod: int = 0) -> pa.Table:
-        """Frame ``index`` at level ``lod`` as a memory-mapped Arrow table (zero-copy)."""
-        full = self._file(self.points_file(index, lod))
+        """Frame ``index`` at level ``lod`` as an Arrow table: the full resolution memory-mapped
+        (zero-copy), a level of detail gathered from it (:meth:`lod_rows`)."""
+        if lod != 0:
+            return take_rows(self.points(index), self.lod_rows(index, lod))
+        full = self._file(self.frame(index).points)
         try:
             reader = ipc.open_file(pa.memory_map(str(full), "r"))
             table = reader.read_all()

@@ -83,10 +83,11 @@ def _etag(*parts: object) -> str:
     return '"' + hashlib.sha256("\x1f".join(map(str, parts)).encode()).hexdigest()[:32] + '"'
 
 
-def point_fields(scene: Scene, index: int, lod: int, fields: list[str] | None, frame: PointFrame) -> list[str]:
-    """The columns to send: ``fields`` checked against the stored schema, or the default
-    (every stored column except the quantised ones). ValueError names a bad field."""
-    names = scene.points(index, lod).schema.names
+def point_fields(scene: Scene, index: int, fields: list[str] | None, frame: PointFrame) -> list[str]:
+    """The columns to send: ``fields`` checked against the stored schema (every level of
+    detail has the full table's), or the default (every stored column except the quantised
+    ones). ValueError names a bad field."""
+    names = scene.points(index).schema.names
     if fields is None:
         return [n for n in names if n not in QUANTISED_COLUMNS]
     for f in fields:
@@ -114,10 +115,9 @@ def points_payload(scene: Scene, index: int, lod: int, fields: list[str], frame:
     interleaved, ``N × 12`` bytes (``fields`` ignored).
     """
     entry = scene.frame(index)
-    stored = scene.points_file(index, lod)
     table = scene.points(index, lod)
     n = table.num_rows
-    etag = _etag(stored.xxh3_128, lod, frame, fmt, ",".join(fields) if fmt == "arrow" else "xyz")
+    etag = _etag(scene.points_version(index, lod), lod, frame, fmt, ",".join(fields) if fmt == "arrow" else "xyz")
     headers = {"X-Point-Count": str(n), "X-Frame": frame, "X-Timestamp-Ns": str(entry.timestamp_ns)}
     if fmt == "raw":
         if frame == "ego":

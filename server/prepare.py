@@ -45,7 +45,7 @@ from engine.moving_boxes import points_in_boxes_at_times
 from engine.pose_track import PoseTrack
 from engine.camera import Camera
 from engine.projection import Projection, project_points
-from engine.voxel import first_points
+from engine.voxel import first_points_levels
 from engine.zbuffer import zbuffer
 from formats.jpeg import decode_jpeg, scale_pixels, scaled_camera
 from formats.raw_log import RawLog, read_log
@@ -287,7 +287,7 @@ def prepare_frame(log_dir: str, scene_dir: str, index: int, options: PrepareOpti
             lap("labels")
         table = points_table(xyz, quantum_m=options.quantum_m, **columns)
         lap("points_table")
-        lods = [table.take(first_points(xyz, size)) for size in options.lod_voxel_m]
+        lods = first_points_levels(xyz, options.lod_voxel_m)
         lap("lod")
         entry = job.writer.write_frame(index, frame.timestamp_ns, track.at(frame.timestamp_ns), table, lods,
                                        images=jpegs, image_timestamps_ns=image_times, boxes=boxes)
@@ -346,7 +346,7 @@ def prepare(
     log = read_log(log_dir)
     writer = scene_writer(log, Path(scene_dir))
     writer.remove_stale_temporaries()  # left by a killed run; no worker is running yet
-    entries = writer.finished_entries()  # verified (sha256) once, here
+    entries = writer.finished_entries()  # verified (digests) once, here
     todo = [i for i in range(len(log.frames)) if i not in entries]
     summary = Summary(Path(scene_dir), frames=len(log.frames), skipped=len(entries))
     report = progress or (lambda r: None)

@@ -76,8 +76,7 @@ def write_scene(root: Path, scene_id: str = "demo", n_frames: int = 3) -> Path:
             time_offset_ns=np.linspace(-50_000_000, 50_000_000, n).astype(np.int64),
             sensor_id=np.zeros(n, np.uint8), ring=(np.arange(n) % 32).astype(np.uint16), **labels,
         )
-        lod1 = points_table(xyz[::4], intensity=np.zeros(len(xyz[::4]), np.float32))
-        writer.write_frame(i, T0 + i * DT, ego_pose(i), full, [lod1], images={"CAM_FRONT": jpeg(i)},
+        writer.write_frame(i, T0 + i * DT, ego_pose(i), full, [np.arange(0, n, 4)], images={"CAM_FRONT": jpeg(i)},
                            image_timestamps_ns={"CAM_FRONT": T0 + i * DT + 5_000_000}, boxes=boxes)
     writer.finalize()
     return root / scene_id

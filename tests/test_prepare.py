@@ -112,14 +112,21 @@ def test_points_take_the_colour_of_the_object_they_hit(drive, reference_scene):
     assert agree / hits >= 0.95
 
 
-def test_level_of_detail_grids_are_subsets(reference_scene):
+def test_level_of_detail_grids_are_the_first_point_of_each_voxel(raw_log, reference_scene):
+    """Level k holds the first point (in the frame's row order) of every occupied voxel of
+    the k-th size, on the world grid ``floor(p * (1 / size))`` (engine.voxel's): a NumPy
+    reference on the frame's float64 world points."""
     scene = Scene.open(reference_scene)
+    log = read_log(raw_log)
+    xyz = world_points(log, log.world_from_ego(), 0)["xyz"]
     full = scene.points(0)
-    sizes = [len(full)] + [len(scene.points(0, lod)) for lod in (1, 2)]
+    sizes = [len(full)]
+    for lod, size in enumerate(PrepareOptions().lod_voxel_m, start=1):
+        keys = np.floor(xyz * (1.0 / size)).astype(np.int64)
+        _, first = np.unique(keys, axis=0, return_index=True)
+        np.testing.assert_array_equal(scene.lod_rows(0, lod), np.sort(first))
+        sizes.append(len(scene.points(0, lod)))
     assert sizes[0] > sizes[1] > sizes[2] > 0
-    keys = set(zip(*(full[c].to_numpy() for c in ("xq", "yq", "zq"))))
-    lod = scene.points(0, 2)
-    assert set(zip(*(lod[c].to_numpy() for c in ("xq", "yq", "zq")))) <= keys
 
 
 def test_rerun_skips_finished_frames(raw_log, reference_scene, tmp_path):
@@ -154,7 +161,7 @@ def test_frame_files_torn_after_the_run_are_redone_alone(raw_log, reference_scen
     frames = out / "frames"
     data = (frames / "000001.arrow").read_bytes()
     (frames / "000001.arrow").write_bytes(data[: len(data) // 2])
-    (frames / "000003.lod1.arrow").write_bytes(bytes((frames / "000003.lod1.arrow").stat().st_size))
+    (frames / "000003.lod1.rows").write_bytes(bytes((frames / "000003.lod1.rows").stat().st_size))
     (frames / "000004.json").write_bytes(b"")
     redone = []
     summary = prepare(raw_log, out, durable=True, progress=lambda r: None if r.skipped else redone.append(r.index))
@@ -386,9 +393,9 @@ def test_box_ids_of_no_points_and_of_no_boxes(labelled_scene):
 
 def test_the_server_serves_the_new_columns(labelled_scene):
     scene = Scene.open(labelled_scene)
+    names = point_fields(scene, 0, None, "world")
+    assert "camera_mask" in names and "box_id" in names
     for lod in (0, 1):
-        names = point_fields(scene, 0, lod, None, "world")
-        assert "camera_mask" in names and "box_id" in names
         payload = points_payload(scene, 0, lod, ["camera_mask", "box_id"], "world", "arrow")
         sent = pa.ipc.open_stream(bytes(payload.body)).read_all()
         stored = scene.points(0, lod)

@@ -34,8 +34,9 @@ def test_round_trip_values_and_manifest(tmp_path):
         got = np.column_stack([t.column(c).to_numpy() for c in "xyz"])
         np.testing.assert_array_equal(got, xyz.astype(np.float32))
         assert e.n_points == len(xyz) == t.num_rows
-        lod = scene.points(i, 1)
-        np.testing.assert_array_equal(lod.column("x").to_numpy(), xyz[::4, 0].astype(np.float32))
+        lod = scene.points(i, 1)  # every 4th row, with all the full table's columns
+        np.testing.assert_array_equal(scene.lod_rows(i, 1), np.arange(0, len(xyz), 4))
+        assert lod.schema == t.schema and lod.equals(t.take(pa.array(np.arange(0, len(xyz), 4))))
         assert scene.image_path(i, "CAM_FRONT").read_bytes() == jpeg(i)
 
 
@@ -93,6 +94,12 @@ def test_writer_refuses_a_different_header(tmp_path):
         (dict(images={"NOPE": b"\xff\xd8\xff"}), "unknown camera"),
         (dict(images={"CAM_FRONT": b"PNG..."}), "not JPEG"),
         (dict(index=-1), "frame index"),
+        (dict(lods=[np.array([0, 2, 2])]), "level 1 rows must be strictly increasing"),
+        (dict(lods=[np.arange(3), np.array([5, 1])]), "level 2 rows must be strictly increasing"),
+        (dict(lods=[np.array([-1, 3])]), r"within \[0, "),
+        (dict(lods=[np.array([0, 10**6])]), r"within \[0, "),
+        (dict(lods=[np.array([0.0, 1.0])]), "1-D integer array"),
+        (dict(lods=[np.zeros((2, 2), int)]), "1-D integer array"),
     ],
 )
 def test_write_frame_bad_input(tmp_path, kwargs, match):
@@ -184,6 +191,16 @@ def test_truncated_or_corrupt_point_file(tmp_path):
         scene.points(0)
     with pytest.raises(IndexError):
         scene.points(1, lod=2)
+    # a level of detail whose rows file is damaged (same size, so only the rows check sees it)
+    rows = root / scene.frame(1).lods[0].file
+    good = rows.read_bytes()
+    for bad in (np.r_[np.arange(len(good) // 4 - 1), 0], np.full(len(good) // 4, scene.frame(1).n_points)):
+        rows.write_bytes(bad.astype("<u4").tobytes())
+        with pytest.raises(FormatError, match="strictly increasing uint32 rows"):
+            scene.points(1, lod=1)
+    rows.write_bytes(good[:-4])
+    with pytest.raises(FormatError, match="bytes as the manifest records"):
+        scene.points(1, lod=1)
     with pytest.raises(KeyError):
         scene.points(7)
 
@@ -302,17 +319,19 @@ def test_boxes_json_round_trips_every_float_bit_exactly():
 def test_recorded_digests_are_the_files_and_finalize_trusts_known_entries(tmp_path):
     w = SceneWriter(tmp_path / "s", scene_id="s", cameras=[camera()])
     entries = {i: w.write_frame(i, T0 + i * DT, ego_pose(i), points_table(frame_xyz(i)),
-                                [points_table(frame_xyz(i)[::3])], images={"CAM_FRONT": jpeg(i)}) for i in range(3)}
+                                [np.arange(0, len(frame_xyz(i)), 3)], images={"CAM_FRONT": jpeg(i)}) for i in range(3)}
     for e in entries.values():
         for f in e.files():
             assert xxhash.xxh3_128((tmp_path / "s" / f.file).read_bytes()).hexdigest() == f.xxh3_128
             assert len(f.xxh3_128) == 32
-    # the point files were streamed into their temporaries: the bytes of an in-memory serialisation
+    # the point files were streamed into their temporaries: the bytes of an in-memory
+    # serialisation; a level of detail is its rows as little-endian uint32
     for i, e in entries.items():
-        for f, t in ((e.points, points_table(frame_xyz(i))), (e.lods[0], points_table(frame_xyz(i)[::3]))):
-            sink = pa.BufferOutputStream()
-            write_arrow_file(t, sink)
-            assert (tmp_path / "s" / f.file).read_bytes() == sink.getvalue().to_pybytes()
+        sink = pa.BufferOutputStream()
+        write_arrow_file(points_table(frame_xyz(i)), sink)
+        assert (tmp_path / "s" / e.points.file).read_bytes() == sink.getvalue().to_pybytes()
+        rows = np.arange(0, len(frame_xyz(i)), 3)
+        assert (tmp_path / "s" / e.lods[0].file).read_bytes() == rows.astype("<u4").tobytes()
     assert w.finished_entries().keys() == {0, 1, 2} and w.finished_entries(skip=[1]).keys() == {0, 2}
     # frame 2's points change behind the writer's back: a verifying finalize drops it, one
     # told the entries (as a job that just wrote them) lists them without reading the files
@@ -349,7 +368,7 @@ def test_frames_are_synced_by_finalize_or_as_written(tmp_path, monkeypatch, dura
     monkeypatch.setattr(os, "fsync", fsync)
     monkeypatch.setattr(scene_store, "_SYNCFS", fake_syncfs if syncfs else None)
     entries = {i: w.write_frame(i, T0 + i * DT, ego_pose(i), points_table(frame_xyz(i)),
-                                [points_table(frame_xyz(i)[::3])], images={"CAM_FRONT": jpeg(i)}) for i in range(2)}
+                                [np.arange(0, len(frame_xyz(i)), 3)], images={"CAM_FRONT": jpeg(i)}) for i in range(2)}
     frames = tmp_path / "s" / "frames"
     if durable:
         # per frame: 3 files (as temporaries), the directory, the sidecar (temporary) and the directory
@@ -453,7 +472,10 @@ def test_point_tables_never_import_pandas(tmp_path):
         "b = FrameBoxes(0, ('a',), ('car',), np.ones((1, 3)), np.zeros((1, 3)), np.eye(4)[:1], np.zeros((1, 3)),\n"
         "               np.eye(4)[:1])\n"
         f"w = SceneWriter({str(tmp_path / 's')!r}, scene_id='s')\n"
-        "w.write_frame(0, 0, SE3.identity(), t, [take_rows(t, np.arange(0, 50, 5))], boxes=b)\n"
+        "w.write_frame(0, 0, SE3.identity(), t, [np.arange(0, 50, 5)], boxes=b)\n"
+        "from formats.scene_store import Scene\n"
+        "w.finalize()\n"
+        "assert Scene.open(w.dir).points(0, 1).equals(take_rows(t, np.arange(0, 50, 5)))\n"
         "assert 'pandas' not in sys.modules, 'pandas imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])

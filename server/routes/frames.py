@@ -45,7 +45,7 @@ async def get_points(
         format = "raw" if RAW_XYZ in accept and ARROW_STREAM not in accept else "arrow"
     if lod > len(entry.lods):
         raise invalid(("query", "lod"), f"frame {entry.index} has levels of detail 0..{len(entry.lods)}", lod)
-    key = ("points", scene.scene_id, scene.points_file(entry.index, lod).xxh3_128, lod, frame, format,
+    key = ("points", scene.scene_id, scene.points_version(entry.index, lod), lod, frame, format,
            fields if format == "arrow" else None)
     payload = state.cache.peek(key)
     if payload is None:  # build off the event loop: it maps the file and serialises it
@@ -59,7 +59,7 @@ async def get_points(
 def _build_points(state, key, scene, index, lod, fields, frame, fmt) -> Payload:
     wanted = None if fields is None else [f.strip() for f in fields.split(",")]
     try:
-        names = point_fields(scene, index, lod, wanted, frame)
+        names = point_fields(scene, index, wanted, frame)
     except ValueError as exc:
         raise invalid(("query", "fields"), str(exc), fields) from None
     return state.cache.get(key, lambda: points_payload(scene, index, lod, names, frame, fmt))
