@@ -92,9 +92,14 @@ exactly those frames. A per-file fsync would only move that redo into a slower f
 The commit point is the manifest: :meth:`SceneWriter.finalize` makes the files of every
 frame it lists durable (one ``syncfs`` of the scene's filesystem on Linux, else an fsync
 per file and directory), then writes ``scene.json`` atomically with fsync of the file and
-the directory, so a durable manifest never names data that is not on disk. Each frame file
-starts its write-back to disk as soon as it is written (Linux ``sync_file_range``, not
-waited for), so that sync finds most of the data written while the job went on computing. ``SceneWriter(durable=True)``
+the directory, so a durable manifest never names data that is not on disk. A frame's points
+file (megabytes, written once and not read back by the job) goes to disk with direct I/O
+where the filesystem offers it (Linux ``O_DIRECT``: serialised into a page-aligned buffer
+that each writing thread reuses, written from there by the device, no page-cache copy); the
+thread waits for the device instead of copying, so the other workers compute meanwhile, and
+the final sync finds that data already written. Other files (and points files where direct
+I/O is refused) are written through the page cache, each starting its write-back as soon
+as it is written (Linux ``sync_file_range``, not waited for). ``SceneWriter(durable=True)``
 (``fathom prepare --fsync-frames``) fsyncs each frame's files and directory before its
 sidecar instead, for those who want each sidecar to mean "on disk" on its own.
 
@@ -114,10 +119,13 @@ whose buffers point into the mapping (zero-copy).
 from __future__ import annotations
 
 import ctypes
+import errno
 import itertools
 import json
 import math
+import mmap
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
@@ -490,31 +498,85 @@ class _HashingFile:
 _TEMPORARY_SERIAL = itertools.count()
 
 
-def _create_temporary(path: Path) -> tuple[int, Path]:
-    """Create and open (write-only, mode 0600 like ``mkstemp``) a new temporary file
-    ``.NAME.PID-SERIAL.tmp`` beside ``path``; the name is unique among live writers (process
-    id) and ``O_EXCL`` skips one left by a dead process that had the same id."""
+def _create_temporary(path: Path, flags: int = 0) -> tuple[int, Path]:
+    """Create and open (write-only, mode 0666 less the umask, plus ``flags``) a new
+    temporary file ``.NAME.PID-SERIAL.tmp`` beside ``path``; the name is unique among live
+    writers (process id) and ``O_EXCL`` skips one left by a dead process that had the same id."""
     while True:
         tmp = path.parent / f".{path.name}.{os.getpid()}-{next(_TEMPORARY_SERIAL)}.tmp"
         try:
-            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600), tmp
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | flags, 0o666), tmp
         except FileExistsError:
             continue
 
 
 FileData = bytes | memoryview | pa.Buffer | np.ndarray | pa.Table  # a table is written as an Arrow IPC file
 
+_DIRECT_ALIGN = 4096  # O_DIRECT: buffer address, length and file offset multiples of the block size
+_DIRECT_MIN_BYTES = 1 << 20  # smaller files go through the page cache
+_direct_buffers = threading.local()  # each writing thread's reusable page-aligned buffer
+
+
+def _direct_buffer(size: int) -> mmap.mmap:
+    """This thread's page-aligned buffer of at least ``size`` bytes (grown in 8 MiB steps,
+    kept for the next file: memory touched once, not faulted in again per frame)."""
+    buf = getattr(_direct_buffers, "buf", None)
+    if buf is None or len(buf) < size:
+        buf = mmap.mmap(-1, -(-size // (8 << 20)) * (8 << 20))
+        _direct_buffers.buf = buf
+    return buf
+
+
+def _write_direct(path: Path, table: pa.Table) -> tuple[StoredFile, Path] | None:
+    """Write ``table`` as an Arrow IPC file to a new temporary beside ``path`` with
+    ``O_DIRECT``: its :class:`StoredFile` (named ``path``) and the temporary; None (nothing
+    left behind) for a small file or where the filesystem refuses direct I/O."""
+    counter = pa.MockOutputStream()  # the file's size, without copying its buffers
+    write_arrow_file(table, counter)
+    size = counter.size()
+    if size < _DIRECT_MIN_BYTES or not hasattr(os, "O_DIRECT"):
+        return None
+    try:
+        fd, tmp = _create_temporary(path, os.O_DIRECT)
+    except OSError as exc:
+        if exc.errno == errno.EINVAL:  # no direct I/O on this filesystem (tmpfs...)
+            return None
+        raise
+    try:
+        padded = -(-size // _DIRECT_ALIGN) * _DIRECT_ALIGN
+        buf = _direct_buffer(padded)
+        write_arrow_file(table, pa.FixedSizeBufferWriter(pa.py_buffer(buf)))
+        view = memoryview(buf)[:padded]
+        done = 0
+        while done < padded:
+            done += os.write(fd, view[done:])
+        os.ftruncate(fd, size)  # drop the block padding
+        digest = xxhash.xxh3_128(view[:size]).hexdigest()
+    except BaseException as exc:
+        os.close(fd)
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno == errno.EINVAL:  # refused at the first write
+            return None
+        raise
+    os.close(fd)
+    return StoredFile(str(path), size, digest), tmp
+
 
 def _replace_files(files: Sequence[tuple[Path, FileData]], durable: bool) -> list[StoredFile]:
     """Replace each ``path`` with its ``data`` atomically: every temp file (in the path's
     directory) written (a ``pa.Table`` serialised by :func:`write_arrow_file` straight into
-    it), with ``durable`` then every one fsynced (the first fsync's journal commit carries
+    it, or with direct I/O: :func:`_write_direct`), with ``durable`` then every one fsynced (the first fsync's journal commit carries
     most of the others), then each renamed over its path. The caller fsyncs the directories.
     Returns the :class:`StoredFile` of each (digest of the bytes written)."""
     temps: list[tuple[Path, Path]] = []
     out = []
     try:
         for path, data in files:
+            direct = _write_direct(path, data) if isinstance(data, pa.Table) else None
+            if direct is not None:
+                out.append(direct[0])
+                temps.append((path, direct[1]))
+                continue
             fd, tmp = _create_temporary(path)
             temps.append((path, tmp))
             sink = _HashingFile(fd)

@@ -498,3 +498,120 @@ def test_a_stale_temporary_with_our_name_is_skipped_not_overwritten(tmp_path, mo
     assert stale.read_bytes() == b"left by a killed writer"
     assert w.finished_frames() == {0} and Scene.open(tmp_path / "s").frames == ()  # not yet finalized
     assert w.remove_stale_temporaries() == [stale] and not list((tmp_path / "s").rglob("*.tmp"))
+
+
+def _direct_writes(monkeypatch) -> list[bool]:
+    """Record, per temporary created, whether it was opened with O_DIRECT."""
+    import os
+
+    from formats import scene_store
+
+    opened: list[bool] = []
+    real = scene_store._create_temporary
+
+    def spy(path, flags=0):
+        opened.append(bool(flags & os.O_DIRECT))
+        return real(path, flags)
+
+    monkeypatch.setattr(scene_store, "_create_temporary", spy)
+    return opened
+
+
+def _big_table() -> pa.Table:
+    """A points table of a few MB (over the direct-I/O threshold), not a block multiple."""
+    rng = np.random.default_rng(11)
+    n = 60_001
+    return points_table(rng.uniform(-50, 50, (n, 3)), intensity=rng.random(n, np.float32),
+                        time_offset_ns=rng.integers(-50_000_000, 50_000_000, n))
+
+
+def _serialised(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    write_arrow_file(table, sink)
+    return sink.getvalue().to_pybytes()
+
+
+def test_points_files_go_to_disk_with_direct_io_and_read_back_equal(tmp_path, monkeypatch):
+    """A points file over the threshold is written with O_DIRECT (block-padded, then cut to
+    its size): the same bytes and digest as the page-cache path, mode 0666 less the umask."""
+    import os
+
+    try:
+        os.close(os.open(tmp_path / "probe", os.O_WRONLY | os.O_CREAT | os.O_DIRECT))
+    except OSError:
+        pytest.skip(f"{tmp_path} is on a filesystem without O_DIRECT")
+    table = _big_table()
+    w = SceneWriter(tmp_path / "s", scene_id="s")
+    opened = _direct_writes(monkeypatch)
+    e = w.write_frame(0, T0, ego_pose(0), table, [np.arange(0, table.num_rows, 7)])
+    path = tmp_path / "s" / e.points.file
+    data = path.read_bytes()
+    assert len(data) % 4096 != 0 and data == _serialised(table)
+    assert e.points.bytes == len(data) and e.points.xxh3_128 == xxhash.xxh3_128(data).hexdigest()
+    assert opened == [True, False, False]  # the rows file and the sidecar: page cache
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+    w.finalize()
+    assert Scene.open(tmp_path / "s").points(0).equals(table)
+    assert not list((tmp_path / "s").rglob("*.tmp"))
+
+
+@pytest.mark.parametrize("refused_at", ["open", "write"])
+def test_direct_io_refused_falls_back_to_the_page_cache(tmp_path, monkeypatch, refused_at):
+    """A filesystem without O_DIRECT (EINVAL at open, or at the first write) gets the file
+    through the page cache: same bytes, no temporary left behind."""
+    import errno
+    import os
+
+    from formats import scene_store
+
+    real_open, real_write = os.open, os.write
+    direct_fds: set[int] = set()
+    refused: list[int] = []
+
+    def fake_open(path, flags, mode=0o777):
+        if flags & os.O_DIRECT:
+            if refused_at == "open":
+                raise OSError(errno.EINVAL, "Invalid argument")
+            fd = real_open(path, flags, mode)
+            direct_fds.add(fd)
+            return fd
+        return real_open(path, flags, mode)
+
+    def fake_write(fd, data):
+        if fd in direct_fds:
+            direct_fds.discard(fd)  # (the number is free for the next open once closed)
+            refused.append(fd)
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(scene_store.os, "open", fake_open)
+    monkeypatch.setattr(scene_store.os, "write", fake_write)
+    table = _big_table()
+    w = SceneWriter(tmp_path / "s", scene_id="s")
+    e = w.write_frame(0, T0, ego_pose(0), table)
+    assert (tmp_path / "s" / e.points.file).read_bytes() == _serialised(table)
+    assert bool(refused) == (refused_at == "write")
+    assert not list((tmp_path / "s").rglob("*.tmp"))
+
+
+def test_a_failing_direct_write_leaves_nothing_and_raises(tmp_path, monkeypatch):
+    """An error other than 'not supported' (a full disk) propagates: no temporary, no sidecar."""
+    import errno
+    import os
+
+    from formats import scene_store
+
+    real_write = os.write
+
+    def full_disk(fd, data):
+        if len(data) > 1 << 20:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(scene_store.os, "write", full_disk)
+    w = SceneWriter(tmp_path / "s", scene_id="s")
+    with pytest.raises(OSError, match="No space left"):
+        w.write_frame(0, T0, ego_pose(0), _big_table())
+    assert not list((tmp_path / "s").rglob("*.tmp")) and w.finished_frames() == set()
