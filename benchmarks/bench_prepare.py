@@ -7,6 +7,11 @@ spawned processes with ``FATHOM_BENCH_PROCESSES=1``. Goal:
 faster than real time with colourisation (and per-camera visibility), ≥ 5× real time
 without cameras (LiDAR only: no colour, no visibility column).
 
+``FATHOM_BENCH_OUT`` names the directory the scenes are written to (default: pytest's
+``tmp_path``); the summary names its filesystem. Without colour the job writes ~1.4 GB per 20 s
+of log and makes it durable before returning, so on a slow disk the disk, not the CPU, sets
+the pace: compare a run on ``/dev/shm`` (RAM) to see the compute alone.
+
 Timed: the whole ``prepare`` call, including its final ``finalize`` (the one sync that makes
 every frame durable before the manifest names it); untimed: an ``os.sync()`` before it, so
 that dirty pages of earlier work (the render, the other variant) are not flushed inside it.
@@ -38,6 +43,7 @@ from server.simulate import write_road_log
 DRIVE_S = float(os.environ.get("FATHOM_BENCH_DRIVE_S", "20"))
 WORKERS = int(os.environ.get("FATHOM_BENCH_WORKERS", "2"))
 PROCESSES = os.environ.get("FATHOM_BENCH_PROCESSES", "0") == "1"
+OUT_DIR = os.environ.get("FATHOM_BENCH_OUT")  # where scenes are written (default: pytest's tmp_path)
 CACHE = Path(__file__).resolve().parent / ".cache"
 SEED = 1
 
@@ -70,6 +76,20 @@ def bytes_per_frame(scene_dir: Path) -> dict[str, float]:
     return out
 
 
+def filesystem(path: Path) -> str:
+    """The type of the filesystem holding ``path`` (the mount with the longest matching prefix
+    in /proc/mounts), e.g. ``ext4`` or ``tmpfs``; ``unknown`` where that cannot be read."""
+    path.mkdir(parents=True, exist_ok=True)
+    real = str(path.resolve())
+    try:
+        mounts = [line.split()[1:3] for line in Path("/proc/mounts").read_text().splitlines()]
+    except OSError:
+        return "unknown"
+    best = max((m for m in mounts if real == m[0] or real.startswith(m[0].rstrip("/") + "/")),
+               key=lambda m: len(m[0]), default=None)
+    return f"{best[1]} ({best[0]})" if best else "unknown"
+
+
 @pytest.fixture(scope="module")
 def road_log() -> Path:
     return cached_road_log(DRIVE_S)
@@ -78,7 +98,7 @@ def road_log() -> Path:
 @pytest.mark.parametrize("colour", [True, False], ids=["with-colour", "no-colour"])
 def test_prepare_road_log(benchmark, road_log, tmp_path, colour):
     frames = len(read_log(road_log).frames)
-    out = tmp_path / "scene"
+    out = (Path(OUT_DIR) / f"bench-prepare-{os.getpid()}-{colour}" if OUT_DIR else tmp_path) / "scene"
     options = PrepareOptions(colorize=colour, visibility=colour)
 
     def fresh():
@@ -96,15 +116,19 @@ def test_prepare_road_log(benchmark, road_log, tmp_path, colour):
     def line(s: float) -> str:
         profile = ", ".join(f"{k} {v:.1f}" for k, v in stages.items())
         sizes = ", ".join(f"{k} {v / 1e6:.2f}" for k, v in benchmark.extra_info.get("bytes_per_frame", {}).items())
-        return (f"{frames} frames in {s:.1f} s on {WORKERS} {'processes' if PROCESSES else 'threads'} = "
+        return (f"{frames} frames in {s:.1f} s on {WORKERS} {'processes' if PROCESSES else 'threads'}, "
+                f"written to {benchmark.extra_info['filesystem']} = "
                 f"{frames / s:.2f} frames/s, "
                 f"{DRIVE_S / s:.2f}x real time (goal >= {goal:g}x: {'met' if DRIVE_S / s >= goal else 'NOT met'}); "
                 f"ms per frame and worker: {profile} (finalize: the job's, per frame); MB per frame: {sizes}")
 
-    benchmark.extra_info.update(role="fathom", frames=frames, drive_s=DRIVE_S, workers=WORKERS, summary=line)
+    benchmark.extra_info.update(role="fathom", frames=frames, drive_s=DRIVE_S, workers=WORKERS, summary=line,
+                                filesystem=filesystem(out.parent))
     summary = benchmark.pedantic(run, setup=fresh, rounds=1, iterations=1)
     assert summary.prepared == frames and not summary.failed
     stages.update({k: 1e3 * v / frames for k, v in summary.stage_seconds.items()})
     stages["total"] = sum(stages.values())
     benchmark.extra_info["stage_ms_per_frame"] = dict(stages)
     benchmark.extra_info["bytes_per_frame"] = bytes_per_frame(out)
+    if OUT_DIR:
+        shutil.rmtree(out.parent, ignore_errors=True)
