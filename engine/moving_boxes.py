@@ -22,7 +22,7 @@ import numpy as np
 
 from engine._jit import inline, jit
 from engine.cuboid import _check_boxes
-from engine.points_in_boxes import _rows, box_row, build_grid, check_margin, grid_shape, inside_d2
+from engine.points_in_boxes import _rows, box_row, build_grid, check_margin, grid_cell, grid_shape, inside_d2
 
 
 @inline
@@ -92,13 +92,9 @@ def _label_kernel(xyz, offsets, step_ns, steps, centers, sizes, rotations, slot,
     start, boxes = build_grid(lo, hi, x0, y0, per_m, nx, ny)
     for i in range(n):
         px, py, pz = xyz[i, 0], xyz[i, 1], xyz[i, 2]
-        if not (math.isfinite(px) and math.isfinite(py) and math.isfinite(pz)):
+        c = grid_cell(px, py, pz, x0, y0, per_m, nx, ny)
+        if c < 0:
             continue
-        fx = (px - x0) * per_m
-        fy = (py - y0) * per_m
-        if not (fx >= 0.0 and fx < nx and fy >= 0.0 and fy < ny):
-            continue
-        c = int(fx) * ny + int(fy)
         t = -2  # the point's step, found at its first moving box
         best = -1
         best_d2 = math.inf

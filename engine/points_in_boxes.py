@@ -119,6 +119,19 @@ def _prepare(q, centers, sizes, margin):
 
 
 @inline
+def grid_cell(px, py, pz, x0, y0, per_m, nx, ny):
+    """The cell of the ``nx × ny`` grid (origin ``x0, y0``, ``per_m`` cells per metre) that
+    holds the point's (x, y); -1 for a point off the grid or with a non-finite coordinate."""
+    if not (math.isfinite(px) and math.isfinite(py) and math.isfinite(pz)):
+        return -1
+    fx = (px - x0) * per_m
+    fy = (py - y0) * per_m
+    if not (fx >= 0.0 and fx < nx and fy >= 0.0 and fy < ny):
+        return -1
+    return int(fx) * ny + int(fy)
+
+
+@inline
 def inside_d2(px, py, pz, centers, rmat, half, b):
     """Squared distance from point ``(px, py, pz)`` (float64) to the centre of box ``b`` if
     the point is inside it (``|Rᵀ (p − c)| ≤ half`` per axis, inclusive), else ``inf``."""
@@ -142,13 +155,9 @@ def _label_chunk(xyz, centers, rmat, half, x0, y0, per_m, nx, ny, start, boxes, 
         px = np.float64(xyz[i, 0])
         py = np.float64(xyz[i, 1])
         pz = np.float64(xyz[i, 2])
-        if not (math.isfinite(px) and math.isfinite(py) and math.isfinite(pz)):
+        c = grid_cell(px, py, pz, x0, y0, per_m, nx, ny)
+        if c < 0:
             continue
-        fx = (px - x0) * per_m
-        fy = (py - y0) * per_m
-        if not (fx >= 0.0 and fx < nx and fy >= 0.0 and fy < ny):
-            continue
-        c = int(fx) * ny + int(fy)
         best = -1
         best_d2 = math.inf
         for s in range(start[c], start[c + 1]):
