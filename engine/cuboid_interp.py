@@ -278,6 +278,19 @@ class TrackTable:
             self, "intervals", _interval_table(self.timestamps_ns, self.centers, self.sizes, self.rotations)
         )
 
+    def select(self, index: np.ndarray) -> "TrackTable":
+        """The tracks at rows ``index`` (``(M,)`` integers, in the order given) as a table of
+        their own: interpolating it gives the columns ``index`` of interpolating this one."""
+        index = np.asarray(index, dtype=np.int64).reshape(-1)
+        lengths = np.diff(self.offsets)[index]
+        keys = np.concatenate([np.arange(self.offsets[n], self.offsets[n + 1]) for n in index]
+                              + [np.zeros(0, np.int64)])
+        return TrackTable(
+            tuple(self.track_ids[n] for n in index), np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+            self.timestamps_ns[keys], self.centers[keys], self.sizes[keys], self.rotations[keys],
+            self.stationary[index],
+        )
+
     @staticmethod
     def from_tracks(tracks: Sequence[CuboidTrack]) -> "TrackTable":
         """Pack validated :class:`CuboidTrack` objects; duplicate ids raise ``ValueError``."""

@@ -201,13 +201,7 @@ def _moving_tracks(labels: TrackTable) -> tuple[TrackTable, np.ndarray]:
     """The tracks of ``labels`` that are not stationary, as a table of their own (only they
     are interpolated per firing-time step), and their rows in ``labels``."""
     index = np.flatnonzero(~labels.stationary)
-    keys = np.concatenate([np.arange(labels.offsets[n], labels.offsets[n + 1]) for n in index]
-                          + [np.zeros(0, np.int64)])  # their keyframe rows
-    return TrackTable(
-        tuple(labels.track_ids[n] for n in index), np.concatenate([[0], np.cumsum(np.diff(labels.offsets)[index])]),
-        labels.timestamps_ns[keys], labels.centers[keys], labels.sizes[keys], labels.rotations[keys],
-        np.zeros(len(index), np.bool_),
-    ), index
+    return labels.select(index), index
 
 
 def _box_ids(job: _Job, boxes: FrameBoxes, rows: np.ndarray, xyz: np.ndarray, offsets_ns: np.ndarray,

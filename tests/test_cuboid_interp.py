@@ -121,6 +121,17 @@ def test_packed_table_equals_each_track_on_its_own():
             for got, want in zip(_fields(packed), _fields(alone)):
                 np.testing.assert_array_equal(got[:, n], want[:, 0])
     assert packed.valid[100, -1] and packed.valid[:, -2].all()
+    # a selection of the table (any order, a repeat, the stationary and the one-key track)
+    # interpolates to the selected columns bit for bit; an empty one to no columns
+    pick = np.array([len(tracks) - 1, 3, len(tracks) - 2, 0, 3])
+    sub = table.select(pick)
+    assert sub.track_ids == tuple(table.track_ids[n] for n in pick)
+    np.testing.assert_array_equal(sub.stationary, table.stationary[pick])
+    for mode in ("none", "hold", "constant_velocity"):
+        full = interpolate_tracks(table, times, mode)
+        for got, want in zip(_fields(interpolate_tracks(sub, times, mode)), _fields(full)):
+            np.testing.assert_array_equal(got, want[:, pick])
+    assert interpolate_tracks(table.select(np.zeros(0, int)), times, "none").valid.shape == (len(times), 0)
 
 
 @pytest.mark.parametrize("mode", ["none", "hold", "constant_velocity"])
