@@ -113,7 +113,7 @@ must run in one place.
 
 Reading: :meth:`Scene.open` validates the manifest (paths may never leave the scene directory,
 symlinks included), :meth:`Scene.points` memory-maps a frame's Arrow file and returns a table
-whose buffers point into the mapping (zero-copy).
+whose buffers point into the mapping (zero-copy), or a level of detail gathered from it.
 """
 
 from __future__ import annotations
@@ -813,13 +813,18 @@ def take_rows(table: pa.Table, rows: np.ndarray) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=table.schema)
 
 
+def _increasing_below(rows: np.ndarray, n: int) -> bool:
+    """Whether the integer ``rows`` are strictly increasing within ``[0, n)`` (a level of detail)."""
+    return not rows.size or (rows[0] >= 0 and rows[-1] < n and not np.any(rows[1:] <= rows[:-1]))
+
+
 def _lod_rows(rows: np.ndarray, n: int, level: int) -> np.ndarray:
     """Level ``level``'s rows as the little-endian uint32 array its ``.rows`` file holds;
     ValueError unless they are a 1-D integer array, strictly increasing, within ``[0, n)``."""
     r = np.asarray(rows)
     if r.ndim != 1 or not (np.issubdtype(r.dtype, np.integer) or r.size == 0):
         raise ValueError(f"level {level} rows must be a 1-D integer array, got shape {r.shape} dtype {r.dtype}")
-    if r.size and (r[0] < 0 or r[-1] >= n or np.any(r[1:] <= r[:-1])):
+    if not _increasing_below(r, n):
         raise ValueError(f"level {level} rows must be strictly increasing within [0, {n})")
     return r.astype("<u4", copy=False)
 
@@ -1205,7 +1210,7 @@ class Scene:
         path = self._file(stored)
         n = self.frame(index).n_points
         rows = np.fromfile(path, dtype="<u4").astype(np.uint32, copy=False)
-        if len(rows) and (rows[-1] >= n or np.any(rows[1:] <= rows[:-1])):
+        if not _increasing_below(rows, n):
             raise FormatError(path, None, f"strictly increasing uint32 rows below the frame's {n} points")
         return rows
 
