@@ -4,7 +4,7 @@ A log directory (``LOG_ID/``)::
 
     city_SE3_egovehicle.feather            timestamp_ns, qw qx qy qz, tx_m ty_m tz_m (city ← ego)
     calibration/egovehicle_SE3_sensor.feather  sensor_name, qw..qz, tx_m..tz_m (ego ← sensor)
-    calibration/intrinsics.feather         sensor_name, fx_px fy_px cx_px cy_px, k1 k2 k3, height_px width_px
+    calibration/intrinsics.feather         sensor_name, fx_px fy_px cx_px cy_px, height_px width_px (k1 k2 k3 unused)
     sensors/lidar/TIMESTAMP_NS.feather     x y z (ego frame), intensity, laser_number, offset_ns
     sensors/cameras/NAME/TIMESTAMP_NS.jpg
     annotations.feather                    timestamp_ns, track_uuid, category, length_m width_m height_m,
@@ -15,10 +15,12 @@ with ``city_SE3_ego`` at the LiDAR time, ``points_lidar_time``), so each sweep b
 of a virtual ``lidar`` at the ego origin (``ego_from_lidar`` = identity) with zero time offsets
 (``fathom prepare`` must not move the points again); ``offset_ns`` is dropped. Cuboid centres
 are the box middles, sizes l w h, rotation ego ← box; they become world-frame tracks
-(id = ``track_uuid``). Cameras are Brown-Conrady with ``(k1, k2, 0, 0, k3)`` (av2-api's
-``PinholeCamera`` ignores the distortion); each frame takes every camera's image nearest in
-time within half a camera period (25 ms, cameras at 20 Hz). The city frame is kept;
-``origin.enu_offset_m`` is the first ego position rounded to whole metres (x, y), label
+(id = ``track_uuid``). Cameras are pinhole with ``K`` from ``fx_px fy_px cx_px cy_px``: AV2
+images are distributed already undistorted and av2-api's ``PinholeCamera`` projects with ``K``
+alone, so ``k1 k2 k3`` are ignored (applying them would distort the images a second time, by
+up to ~160 px at the corners of the ring cameras). Each frame takes every camera's image
+nearest in time within half a camera period (25 ms, cameras at 20 Hz). The city frame is
+kept; ``origin.enu_offset_m`` is the first ego position rounded to whole metres (x, y), label
 centres are relative to it.
 """
 
@@ -132,7 +134,7 @@ def _cameras(src: Path) -> list[Camera]:
     if not (src / "sensors" / "cameras").is_dir():
         return []
     ext = _table(ext_path, ("sensor_name",) + POSE)
-    intr = _table(int_path, ("sensor_name", "fx_px", "fy_px", "cx_px", "cy_px", "k1", "k2", "k3", "height_px", "width_px"))
+    intr = _table(int_path, ("sensor_name", "fx_px", "fy_px", "cx_px", "cy_px", "height_px", "width_px"))
     ego_from = {str(n): _se3(ext, ext_path, i) for i, n in enumerate(ext["sensor_name"])}
     cams = []
     for i, name in enumerate(map(str, intr["sensor_name"])):
@@ -142,9 +144,7 @@ def _cameras(src: Path) -> list[Camera]:
             raise FormatError(ext_path, None, f"an extrinsic row for camera {name!r}")
         try:
             k = CameraIntrinsics(int(intr["width_px"][i]), int(intr["height_px"][i]), float(intr["fx_px"][i]),
-                                 float(intr["fy_px"][i]), float(intr["cx_px"][i]), float(intr["cy_px"][i]),
-                                 model="brown_conrady",
-                                 distortion=(float(intr["k1"][i]), float(intr["k2"][i]), 0.0, 0.0, float(intr["k3"][i])))
+                                 float(intr["fy_px"][i]), float(intr["cx_px"][i]), float(intr["cy_px"][i]))
         except ValueError as exc:
             raise FormatError(int_path, None, f"valid intrinsics for {name!r} ({exc})") from None
         cams.append(Camera(name, k, ego_from[name]))

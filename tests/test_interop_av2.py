@@ -43,7 +43,7 @@ def write_av2_fixture(drive, log):
                           log / "calibration" / "egovehicle_SE3_sensor.feather")
     k = cam.intrinsics
     feather.write_feather(pa.table({"sensor_name": ["ring_front_center"], "fx_px": [k.fx], "fy_px": [k.fy], "cx_px": [k.cx],
-                                    "cy_px": [k.cy], "k1": [-0.1], "k2": [0.02], "k3": [0.0],
+                                    "cy_px": [k.cy], "k1": [-0.1], "k2": [0.02], "k3": [0.004],
                                     "height_px": [k.height], "width_px": [k.width]}),
                           log / "calibration" / "intrinsics.feather")
     # sweeps: both LiDARs, every point moved to the ego frame at the sweep time (AV2 semantics)
@@ -90,7 +90,7 @@ def test_import_av2_log(drive, tmp_path):
     assert [f.timestamp_ns for f in log.frames] == times.tolist()
     assert [f.images["ring_front_center"][1] for f in log.frames] == (times + 10_000_000).tolist()
     cam = log.cameras[0]
-    assert cam.intrinsics.model == "brown_conrady" and cam.intrinsics.distortion == (-0.1, 0.02, 0.0, 0.0, 0.0)
+    assert cam.intrinsics.model == "pinhole" and cam.intrinsics.distortion == ()  # AV2 images are undistorted
     assert cam.ego_from_camera.allclose(drive.cameras[0].ego_from_camera, atol=1e-12)
     # sweeps: the AV2 ego-frame points unchanged, with zero time offsets
     for f, t in zip(log.frames, times):
@@ -179,3 +179,36 @@ def test_import_agrees_with_av2_api(drive, tmp_path):
     np.testing.assert_allclose(cam.ego_SE3_cam.translation, ours_cam.ego_from_camera.translation, atol=1e-12)
     np.testing.assert_allclose(cam.ego_SE3_cam.rotation, _matrix(ours_cam.ego_from_camera.rotation), atol=1e-12)
     assert (cam.width_px, cam.height_px) == (ours_cam.intrinsics.width, ours_cam.intrinsics.height)
+
+
+def test_camera_projects_as_av2_pinhole_camera(drive, tmp_path):
+    """The imported camera projects ego-frame points to av2-api's pixels (``PinholeCamera.from_feather``,
+    ``project_ego_to_img``) although the intrinsics table has non-zero k1..k3: AV2 images are
+    already undistorted, the coefficients must not be applied again."""
+    import dataclasses
+
+    from av2.geometry.camera.pinhole_camera import PinholeCamera
+
+    from engine.camera import Camera
+    from engine.projection import project_points
+    from formats.raw_log import read_log
+
+    write_av2_fixture(drive, tmp_path / "log-id")
+    ours = read_log(import_av2_log(tmp_path / "log-id", tmp_path / "log")).cameras[0]
+    ref = PinholeCamera.from_feather(tmp_path / "log-id", "ring_front_center")
+    # points over the image and 20 % beyond its edges, 0.5 to 80 m deep, moved to the ego frame
+    rng = np.random.default_rng(0)
+    k = ours.intrinsics
+    n = 2000
+    u = rng.uniform(-0.2 * k.width, 1.2 * k.width, n)
+    v = rng.uniform(-0.2 * k.height, 1.2 * k.height, n)
+    z = rng.uniform(0.5, 80.0, n)
+    cam_xyz = np.stack([(u - k.cx) / k.fx * z, (v - k.cy) / k.fy * z, z], axis=1)
+    ego_xyz = ours.ego_from_camera.apply(cam_xyz)
+    uv_ref, _, _ = ref.project_ego_to_img(ego_xyz)
+    uv = project_points(ego_xyz, [ours]).uv[0]
+    np.testing.assert_allclose(uv, uv_ref, rtol=0, atol=1e-6)
+    # the Brown-Conrady reading of the same table lands elsewhere: the check can tell them apart
+    distorted = Camera(ours.name, dataclasses.replace(k, model="brown_conrady", distortion=(-0.1, 0.02, 0, 0, 0.004)),
+                       ours.ego_from_camera)
+    assert np.nanmax(np.abs(project_points(ego_xyz, [distorted]).uv[0] - uv_ref)) > 5.0
