@@ -1,4 +1,4 @@
-"""Shared fixtures: kernels compiled once per session, paths to the shared real data."""
+"""Shared fixtures: kernels compiled once per session, the real sample files of ``tests/data``."""
 
 from __future__ import annotations
 
@@ -9,9 +9,7 @@ import pytest
 import engine
 import formats
 
-_ROOT = Path(__file__).resolve().parents[1]
-# CI clones the project with shared/ beside it; the device machine copies shared/ inside it.
-_CANDIDATES = [_ROOT.parent / "shared" / "data", _ROOT / "shared" / "data"]
+_DATA = Path(__file__).resolve().parent / "data"
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -21,12 +19,9 @@ def _warm_kernels() -> None:
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-    """``../shared/data`` beside the project root (real sensor files; never copied in)."""
-    for path in _CANDIDATES:
-        if path.is_dir():
-            return path
-    pytest.fail(f"shared real-sensor data not found at any of {[str(p) for p in _CANDIDATES]}")
+def real_data() -> Path:
+    """``tests/data``: small files recorded by real sensors (origins and licences in its README)."""
+    return _DATA
 
 
 @pytest.fixture(scope="session")

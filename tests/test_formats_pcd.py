@@ -48,8 +48,8 @@ def pcd_bytes(fields, types, sizes, counts, body: bytes, points: int, width=None
 
 
 @pytest.mark.parametrize("name", [n for n in REAL if n != "pcl_bunny.pcd"])  # pypcd4 rejects VERSION .5
-def test_real_file_matches_pypcd4(shared_data, name):
-    path = shared_data / "pcd" / name
+def test_real_file_matches_pypcd4(real_data, name):
+    path = real_data / "pcd" / name
     ours = read_pcd(path)
     peer = PointCloud.from_path(path)
     data = peer.pc_data
@@ -78,8 +78,8 @@ def test_real_file_matches_pypcd4(shared_data, name):
 
 
 @pytest.mark.parametrize("name", [n for n in REAL if "multi_count" not in n])
-def test_real_file_matches_open3d(shared_data, name):
-    path = shared_data / "pcd" / name
+def test_real_file_matches_open3d(real_data, name):
+    path = real_data / "pcd" / name
     ours = read_pcd(path)
     peer = o3d.io.read_point_cloud(str(path), remove_nan_points=False, remove_infinite_points=False)
     np.testing.assert_array_equal(ours.xyz, np.asarray(peer.points).astype(np.float32))
@@ -87,35 +87,35 @@ def test_real_file_matches_open3d(shared_data, name):
         np.testing.assert_array_equal(ours.extra["rgb"], np.round(np.asarray(peer.colors) * 255))
 
 
-def test_bunny_matches_numpy_loadtxt(shared_data):
-    path = shared_data / "pcd" / "pcl_bunny.pcd"
+def test_bunny_matches_numpy_loadtxt(real_data):
+    path = real_data / "pcd" / "pcl_bunny.pcd"
     expected = np.loadtxt(path, skiprows=10, dtype=np.float64).astype(np.float32)
     np.testing.assert_array_equal(read_pcd(path).xyz, expected)
 
 
-def test_three_encodings_of_one_cloud_agree(shared_data):
-    sweeps = [read_pcd(shared_data / "pcd" / f"pypcd4_{e}.pcd") for e in ("ascii", "binary", "binary_compressed")]
+def test_three_encodings_of_one_cloud_agree(real_data):
+    sweeps = [read_pcd(real_data / "pcd" / f"pypcd4_{e}.pcd") for e in ("ascii", "binary", "binary_compressed")]
     for s in sweeps[1:]:
         np.testing.assert_array_equal(s.xyz, sweeps[0].xyz)
         np.testing.assert_array_equal(s.extra["rgb"], sweeps[0].extra["rgb"])
 
 
-def test_organized_ascii_and_compressed_agree(shared_data):
-    a = read_pcd(shared_data / "pcd" / "pypcd4_ascii_organized.pcd")
-    b = read_pcd(shared_data / "pcd" / "pypcd4_binary_compressed_organized.pcd")
+def test_organized_ascii_and_compressed_agree(real_data):
+    a = read_pcd(real_data / "pcd" / "pypcd4_ascii_organized.pcd")
+    b = read_pcd(real_data / "pcd" / "pypcd4_binary_compressed_organized.pcd")
     np.testing.assert_array_equal(a.xyz, b.xyz)
     np.testing.assert_array_equal(a.intensity, b.intensity)
     np.testing.assert_array_equal(a.extra["row_col"], b.extra["row_col"])
     assert a.extra["row_col"].max(axis=0).tolist() == [1, 3]
 
 
-def test_registry_dispatches_pcd(shared_data):
-    s = read_points(shared_data / "pcd" / "pcl_bunny.pcd")
+def test_registry_dispatches_pcd(real_data):
+    s = read_points(real_data / "pcd" / "pcl_bunny.pcd")
     assert len(s) == 397
 
 
-def test_invalid_header_raises_with_offset(shared_data):
-    path = shared_data / "pcd" / "pypcd4_ascii_invalid_header.pcd"
+def test_invalid_header_raises_with_offset(real_data):
+    path = real_data / "pcd" / "pypcd4_ascii_invalid_header.pcd"
     with pytest.raises(FormatError) as err:
         read_pcd(path)
     raw = path.read_bytes()
@@ -192,8 +192,8 @@ def test_writer_round_trip(tmp_path, encoding):
 
 
 @pytest.mark.parametrize("encoding", ["ascii", "binary", "binary_compressed"])
-def test_organized_round_trip(shared_data, tmp_path, encoding):
-    src = read_pcd(shared_data / "pcd" / "pypcd4_ascii_organized.pcd")
+def test_organized_round_trip(real_data, tmp_path, encoding):
+    src = read_pcd(real_data / "pcd" / "pypcd4_ascii_organized.pcd")
     write_pcd(tmp_path / "org.pcd", src, encoding)
     hdr = read_pcd_header(tmp_path / "org.pcd")
     assert (hdr.width, hdr.height) == (4, 2)
@@ -400,9 +400,9 @@ def test_compressed_size_mismatch(tmp_path):
     raises_at(tmp_path / "c.pcd", start + 4, f"found {size + 1}")
 
 
-def test_corrupt_lzf_never_crashes(shared_data, tmp_path):
+def test_corrupt_lzf_never_crashes(real_data, tmp_path):
     """Mutated compressed bytes: a FormatError naming field and offset, or the exact size decoded."""
-    src = shared_data / "pcd" / "pcl_car6.pcd"
+    src = real_data / "pcd" / "pcl_car6.pcd"
     raw = src.read_bytes()
     start = read_pcd_header(src).data_offset + 8
     good = read_pcd(src)

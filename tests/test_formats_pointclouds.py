@@ -194,8 +194,8 @@ def test_ply_bad_input(tmp_path, raw, match):
 
 
 @pytest.mark.parametrize("name", ["simple.las", "simple.laz"])
-def test_las_matches_laspy(shared_data, name):
-    path = shared_data / "las" / name
+def test_las_matches_laspy(real_data, name):
+    path = real_data / "las" / name
     peer = laspy.read(path)
     s = read_points(path)
     origin = las_origin(path)
@@ -210,21 +210,21 @@ def test_las_matches_laspy(shared_data, name):
     np.testing.assert_array_equal(s.extra["rgb"], np.stack([peer.red, peer.green, peer.blue], axis=1))
 
 
-def test_las_and_laz_agree_and_origin_keyword(shared_data):
-    a = read_las(shared_data / "las" / "simple.las")
-    b = read_las(shared_data / "las" / "simple.laz")
+def test_las_and_laz_agree_and_origin_keyword(real_data):
+    a = read_las(real_data / "las" / "simple.las")
+    b = read_las(real_data / "las" / "simple.laz")
     np.testing.assert_array_equal(a.xyz, b.xyz)
     assert a.extra.keys() == b.extra.keys()
     for k in a.extra:
         np.testing.assert_array_equal(a.extra[k], b.extra[k])
     origin = np.array([637000.5, 849000.25, 400.0])
-    c = read_las(shared_data / "las" / "simple.las", origin=origin)
-    peer = laspy.read(shared_data / "las" / "simple.las")
+    c = read_las(real_data / "las" / "simple.las", origin=origin)
+    peer = laspy.read(real_data / "las" / "simple.las")
     np.testing.assert_array_equal(c.xyz[:, 0], (np.asarray(peer.x) - origin[0]).astype(np.float32))
 
 
-def test_las_bad_input(shared_data, tmp_path):
-    raw = (shared_data / "las" / "simple.las").read_bytes()
+def test_las_bad_input(real_data, tmp_path):
+    raw = (real_data / "las" / "simple.las").read_bytes()
     (tmp_path / "bad.las").write_bytes(b"XXXX" + raw[4:])
     with pytest.raises(FormatError):
         read_las(tmp_path / "bad.las")

@@ -23,8 +23,8 @@ def _walk(data: bytes) -> list[tuple[int, int, int]]:
 
 
 @pytest.fixture(scope="module")
-def real(shared_data):
-    path = shared_data / "sonar" / "belgica_em2040.all"
+def real(real_data):
+    path = real_data / "sonar" / "belgica_em2040.all"
     data = path.read_bytes()
     return data, read_all(path)
 

@@ -44,8 +44,8 @@ def _ref_soundings(data: bytes, o: int) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def real(shared_data):
-    path = shared_data / "sonar" / "em_os03_a.kmall"
+def real(real_data):
+    path = real_data / "sonar" / "em_os03_a.kmall"
     return path, path.read_bytes(), read_kmall(path)
 
 

@@ -31,8 +31,8 @@ def _fields(data: bytes) -> dict:
 
 
 @pytest.fixture(scope="module")
-def raw(shared_data):
-    return (shared_data / "sonar" / "oculus_one_ping_8bit.raw").read_bytes()
+def raw(real_data):
+    return (real_data / "sonar" / "oculus_one_ping_8bit.raw").read_bytes()
 
 
 def test_header_fields_match_liboculus_layout(raw):

@@ -165,8 +165,8 @@ def test_empty_capture_decodes_to_nothing():
 
 
 # ---------------------------------------------------------------- real file
-def test_real_vlp16_file(shared_data, tmp_path):
-    path = shared_data / "lidar_packets" / "vlp16_one_packet.pcap"
+def test_real_vlp16_file(real_data, tmp_path):
+    path = real_data / "lidar_packets" / "vlp16_one_packet.pcap"
     # its one datagram is 1212 bytes, not a 1206-byte data packet: both decoders decode nothing
     sweeps, rep = read_velodyne_pcap(path, model="VLP-16")
     assert sweeps == [] and rep.records == 1 and rep.dropped["payload_size"] == 1 and rep.packets == 0
