@@ -4,6 +4,7 @@ Layout of one scene directory (format ``fathom-scene``, version 2)::
 
     SCENE_DIR/
       scene.json                 manifest: header + the list of finished frames (written last)
+      labels.imported.json       the raw log's labels as the server's first label revision (optional)
       frames/000000.arrow        full-resolution points of frame 0 (Arrow IPC *file*, uncompressed)
       frames/000000.lod1.rows    level of detail 1, 2, ... (coarser voxel grids): row numbers
       frames/000000.boxes.json   label boxes at the frame timestamp (only for a labelled log)
@@ -21,7 +22,17 @@ that one directory fsync makes their renames durable.)
                  "cameras": [{"name", "width", "height", "fx", "fy", "cx", "cy", "skew", "model",
                               "distortion": [...], "near_m", "shutter", "row_readout_ns",
                               "ego_from_camera": [qw qx qy qz tx ty tz]}]},
-     "frames": [FRAME_ENTRY, ...]}            # sorted by index
+     "frames": [FRAME_ENTRY, ...],            # sorted by index
+     "imported_labels": FILE}                 # optional
+
+The scene id is the name of the scene's directory (1-64 ASCII letters, digits, ``_-.``,
+starting with a letter or digit): ``fathom prepare`` names the scene after the directory it
+writes, and the server serves each directory under its name.
+
+``imported_labels`` is the label document (the schema of the raw log's ``labels.json``, see
+:func:`formats.raw_log.labels_document`) of a log that came with labels (an imported dataset,
+the simulator's tracks): the server starts the scene's label history with it as revision 1
+(operation ``import``) while the scene has no label revision yet, and never again after.
 
     FRAME_ENTRY = {"index", "timestamp_ns", "world_from_ego": [qw qx qy qz tx ty tz], "n_points",
                    "points": FILE, "lods": [FILE + {"level", "n_points"}, ...],
@@ -146,6 +157,7 @@ from formats.errors import FormatError
 FORMAT_NAME = "fathom-scene"
 FORMAT_VERSION = 2
 MANIFEST = "scene.json"
+IMPORTED_LABELS = "labels.imported.json"
 QUANT_KEY = b"fathom.quantisation"
 
 # column -> Arrow type; x y z xq yq zq are required, the rest optional
@@ -364,11 +376,19 @@ def _camera_from_json(d: Mapping[str, Any], path: Path) -> Camera:
         raise FormatError(path, None, f"a valid camera entry ({type(exc).__name__}: {exc})") from None
 
 
+NAME_RULE = "1-64 ASCII letters, digits, '_', '-', '.', starting with a letter or digit"
+
+
+def valid_name(value: Any) -> bool:
+    """Whether ``value`` may name a scene or a sensor (:data:`NAME_RULE`): such names become
+    directory and file names, and the strict pattern keeps them inside the scenes directory."""
+    return (isinstance(value, str) and 0 < len(value) <= 64 and value.isascii() and value[0].isalnum()
+            and all(c.isalnum() or c in "_-." for c in value))
+
+
 def _name(value: Any, path: Path, what: str) -> str:
-    """Sensor names become directory names: a strict pattern keeps them inside the scene."""
-    if not (isinstance(value, str) and 0 < len(value) <= 64 and value[0].isalnum()
-            and all(c.isalnum() or c in "_-." for c in value) and value.isascii()):
-        raise FormatError(path, None, f"{what}: 1-64 ASCII letters, digits, '_', '-', '.' starting alnum; got {value!r}")
+    if not valid_name(value):
+        raise FormatError(path, None, f"{what}: {NAME_RULE}; got {value!r}")
     return value
 
 
@@ -1058,20 +1078,29 @@ class SceneWriter:
         return set(self._entries(verify))
 
     def finalize(self, verify: Literal["size", "digest"] = "digest",
-                 known: Mapping[int, FrameEntry] | None = None) -> list[FrameEntry]:
+                 known: Mapping[int, FrameEntry] | None = None,
+                 imported_labels: Mapping[str, Any] | None = None) -> list[FrameEntry]:
         """Rewrite ``scene.json`` atomically and durably listing every finished frame; returns
         them. The commit point: the files of the frames it lists are fsynced first.
 
         ``known``: entries the caller wrote (``write_frame``'s return value) or verified
         (``finished_entries``) itself; they are listed as given, every other sidecar is
-        verified.
+        verified. ``imported_labels``: the log's label document, written as
+        ``labels.imported.json`` and listed in the manifest (see the module docstring).
         """
         known = dict(known or {})
         found = self._entries(verify, set(known))
         found.update(known)
         entries = [e for _, e in sorted(found.items())]
-        _make_durable(self.dir, [self.dir / f.file for e in entries for f in e.files()])
-        doc = dict(self.header, frames=[_entry_to_json(e) for e in entries])
+        files = [self.dir / f.file for e in entries for f in e.files()]
+        extra: dict[str, Any] = {}
+        if imported_labels is not None:
+            body = json.dumps(imported_labels, separators=(",", ":"), allow_nan=False).encode()
+            stored = atomic_write(self.dir / IMPORTED_LABELS, body, durable=False)
+            extra["imported_labels"] = _file_to_json(StoredFile(IMPORTED_LABELS, stored.bytes, stored.xxh3_128))
+            files.append(self.dir / IMPORTED_LABELS)
+        _make_durable(self.dir, files)
+        doc = dict(self.header, frames=[_entry_to_json(e) for e in entries], **extra)
         atomic_write(self.dir / MANIFEST, json.dumps(doc, indent=1).encode())
         return entries
 
@@ -1087,7 +1116,7 @@ class Scene:
         dir: the resolved scene directory. scene_id: its id. origin: :class:`SceneOrigin`.
         lidars: :class:`Lidar` list (``sensor_id`` = position). cameras: name → ``Camera``.
         frames: :class:`FrameEntry` list sorted by index. manifest_digest: XXH3-128 (hex) of
-        ``scene.json``.
+        ``scene.json``. imported_labels: the log's label document file, or None.
     """
 
     dir: Path
@@ -1097,6 +1126,7 @@ class Scene:
     cameras: Mapping[str, Camera]
     frames: tuple[FrameEntry, ...]
     manifest_digest: str
+    imported_labels: StoredFile | None = None
 
     @staticmethod
     def read_manifest(scene_dir: Path) -> dict[str, Any]:
@@ -1140,6 +1170,8 @@ class Scene:
             cameras = {c.name: c for c in (_camera_from_json(c, path) for c in sensors["cameras"])}
             frames = tuple(sorted((_entry_from_json(f, path) for f in doc["frames"]), key=lambda e: e.index))
             scene_id = _name(doc["scene_id"], path, "scene_id")
+            imported = doc.get("imported_labels")
+            imported = None if imported is None else _file_from_json(imported, path)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             if isinstance(exc, FormatError):
                 raise
@@ -1155,8 +1187,10 @@ class Scene:
                     raise FormatError(path, None, f"frame {f.index}: images only for declared cameras, found {cam!r}")
             for sf in f.files():
                 _inside(root, sf.file, path)
+        if imported is not None:
+            _inside(root, imported.file, path)
         return Scene(root, scene_id, origin, lidars, cameras, frames,
-                     xxhash.xxh3_128(path.read_bytes()).hexdigest())
+                     xxhash.xxh3_128(path.read_bytes()).hexdigest(), imported)
 
     def frame(self, index: int) -> FrameEntry:
         """The entry of frame ``index``; ``KeyError`` if the scene has no such frame."""
@@ -1243,6 +1277,25 @@ class Scene:
         except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise FormatError(full, getattr(exc, "pos", None), f"a JSON boxes file ({exc})") from None
         return FrameBoxes.from_json(doc, full)
+
+
+    def read_imported_labels(self) -> dict[str, Any] | None:
+        """The log's label document (see the module docstring), None if the log had none;
+        FormatError if the file is not the one the manifest records (size, digest) or not JSON."""
+        stored = self.imported_labels
+        if stored is None:
+            return None
+        full = self._file(stored)
+        raw = full.read_bytes()
+        if xxhash.xxh3_128(raw).hexdigest() != stored.xxh3_128:
+            raise FormatError(full, None, "the XXH3-128 digest the manifest records")
+        try:
+            doc = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise FormatError(full, getattr(exc, "pos", None), "a JSON label document") from None
+        if not isinstance(doc, dict):
+            raise FormatError(full, 0, 'a label document {"tracks": [...]}')
+        return doc
 
 
 def _warmup() -> None:

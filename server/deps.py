@@ -10,6 +10,7 @@ can only name a scene that is already in that table, so no id can form a path.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from fastapi import Path as PathParam
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from formats.errors import FormatError
-from formats.scene_store import MANIFEST, FrameEntry, Scene
+from formats.scene_store import MANIFEST, NAME_RULE, FrameEntry, Scene, valid_name
 from server.auth import Principal, authenticate
 from server.config import Settings
 from server.label_store import LabelStore
@@ -35,9 +36,11 @@ SCENE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 class SceneRegistry:
     """Scenes found under ``scenes_dir``: directories holding a valid ``scene.json``.
 
-    A directory (or symlink) that resolves outside ``scenes_dir``, a name that does not match
-    :data:`SCENE_ID_PATTERN`, a manifest whose ``scene_id`` differs from the directory name,
-    or an invalid manifest is skipped with a warning.
+    A scene's id is its directory's name (``fathom prepare`` names the scene after the
+    directory it writes); a directory renamed after preparing is served under its new name,
+    with a warning naming the id its manifest records (labels are stored per id). A directory
+    (or symlink) that resolves outside ``scenes_dir``, a name that is not a valid scene id
+    (:data:`SCENE_ID_PATTERN`) or an invalid manifest is skipped with a warning.
     """
 
     def __init__(self, scenes_dir: Path):
@@ -46,11 +49,12 @@ class SceneRegistry:
         self._lock = threading.Lock()
 
     def scan(self) -> int:
-        import re
-
         found: dict[str, Scene] = {}
         for child in sorted(self.root.iterdir()) if self.root.is_dir() else []:
-            if not re.fullmatch(SCENE_ID_PATTERN, child.name) or not (child / MANIFEST).is_file():
+            if not (child / MANIFEST).is_file():
+                continue
+            if not valid_name(child.name):
+                log.warning("skipping scene %r: a scene id (its directory name) must be %s", child.name, NAME_RULE)
                 continue
             if not child.resolve().is_relative_to(self.root):
                 log.warning("skipping scene %s: resolves outside %s", child.name, self.root)
@@ -61,8 +65,9 @@ class SceneRegistry:
                 log.warning("skipping scene %s: %s", child.name, exc)
                 continue
             if scene.scene_id != child.name:
-                log.warning("skipping scene %s: manifest scene_id is %r", child.name, scene.scene_id)
-                continue
+                log.warning("serving scene %s under its directory name; its manifest names it %r (labels "
+                            "written under that id stay with it)", child.name, scene.scene_id)
+                scene = dataclasses.replace(scene, scene_id=child.name)
             found[child.name] = scene
         with self._lock:
             self._scenes = found

@@ -21,6 +21,7 @@ from formats.errors import FormatError
 from server.auth import load_tokens
 from server.config import Settings
 from server.deps import AppState, SceneRegistry
+from server.imported_labels import seed_all
 from server.label_store import LabelStore
 from server.limits import BodySizeLimit
 from server.payloads import PayloadCache
@@ -40,6 +41,7 @@ def create_app(settings: Settings) -> FastAPI:
         settings=settings, scenes=registry, labels=LabelStore(settings.label_db_path),
         tokens=load_tokens(settings.tokens_file, settings.tokens), cache=PayloadCache(settings.cache_bytes),
     )
+    seed_all(state.labels, registry.all())
     if not state.tokens:
         log.warning("no tokens configured: every API request will get 401")
 
@@ -115,4 +117,6 @@ def serve(scenes_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, **s
         config = config.model_copy(update={"tokens": json.dumps({token: "admin"})})
         print(f"fathom serve: no tokens configured; this run's admin token is {token}")
         print(f"fathom serve: viewer at http://{host}:{port}/viewer/<scene>?token={token}")
+        print("fathom serve: for lasting tokens: fathom token create --role viewer|annotator|admin "
+              "--tokens-file PATH, then serve with --tokens-file PATH")
     uvicorn.run(create_app(config), host=host, port=port, log_level="info")

@@ -11,6 +11,9 @@ atomically into the scene store. Frames are independent, so they run on local th
 releases the GIL, and threads start at once where a spawned process spends seconds importing
 and loading kernels), local processes (``processes=True``) or a dask.distributed cluster;
 the output is byte-identical either way.
+The scene is named after its directory (``scene_dir``'s name is its id). A labelled log's
+tracks are also kept whole in the scene (``imported_labels``), from which the server starts
+the scene's label history (:mod:`server.imported_labels`).
 Finished frames are skipped on a rerun; a frame that fails is reported and the others
 complete.
 
@@ -48,8 +51,9 @@ from engine.projection import Projection, project_points
 from engine.voxel import first_points_levels
 from engine.zbuffer import zbuffer
 from formats.jpeg import decode_jpeg, scale_pixels, scaled_camera
-from formats.raw_log import RawLog, read_log
-from formats.scene_store import MAX_CAMERAS, FrameBoxes, FrameEntry, Lidar, SceneWriter, points_table
+from formats.raw_log import RawLog, labels_document, read_log
+from formats.scene_store import (MAX_CAMERAS, NAME_RULE, FrameBoxes, FrameEntry, Lidar, SceneWriter, points_table,
+                                 valid_name)
 from server.frame_points import world_points
 
 
@@ -118,11 +122,15 @@ class Summary:
 
 
 def scene_writer(log: RawLog, scene_dir: Path, durable: bool = False) -> SceneWriter:
+    """The writer of ``log``'s scene in ``scene_dir``; the scene id is the directory's name."""
+    if not valid_name(scene_dir.name):
+        raise ValueError(f"scene directory {str(scene_dir)!r}: a scene is served under its directory's name, "
+                         f"which must be {NAME_RULE}; choose another --out")
     if len(log.cameras) > MAX_CAMERAS:
         raise ValueError(f"log {log.log_id!r} has {len(log.cameras)} cameras; a scene holds at most "
                          f"{MAX_CAMERAS} (camera_mask is a uint32 bit mask)")
     return SceneWriter(
-        scene_dir, scene_id=log.log_id, origin=log.origin,
+        scene_dir, scene_id=scene_dir.name, origin=log.origin,
         lidars=[Lidar(l.name, l.ego_from_sensor) for l in log.lidars], cameras=log.cameras, durable=durable,
     )
 
@@ -357,7 +365,9 @@ def prepare(
         else:
             summary.failed.append(result)
     finalize_start = time.perf_counter()
-    writer.finalize(known=entries)  # the commit point: fsyncs the frames, then the manifest
+    tracks = log.labels()
+    # the commit point: fsyncs the frames (and the log's labels), then the manifest
+    writer.finalize(known=entries, imported_labels=labels_document(tracks) if tracks else None)
     summary.stage_seconds["finalize"] = time.perf_counter() - finalize_start
     summary.failed.sort(key=lambda r: r.index)
     summary.seconds = time.perf_counter() - start

@@ -122,7 +122,9 @@ class LabelsResponse(BaseModel):
 
 class HistoryEntry(BaseModel):
     revision: int
-    op: Literal["put", "patch"]
+    op: Literal["put", "patch", "import", "seed"] = Field(
+        description="put, patch; import: the labels the scene's log came with (revision 1); seed: the same, "
+                    "written by older versions")
     author: str
     at_ns: int
     change: dict

@@ -7,6 +7,7 @@ from fastapi import APIRouter, Request, Response
 
 from formats.scene_store import Scene, camera_to_json, pose_to_json
 from server.deps import Admin, SceneDep, State, Viewer
+from server.imported_labels import seed_all
 from server.payloads import Payload, respond
 from server.schemas import Health, SceneDetail, SceneSummary
 
@@ -57,5 +58,8 @@ def get_scene(_: Viewer, scene: SceneDep, state: State, request: Request) -> Res
 
 @router.post("/admin/rescan", response_model=Health, tags=["admin"])
 def rescan(_: Admin, state: State) -> Health:
-    """Re-list the scenes directory (after ``fathom prepare`` added or changed scenes)."""
-    return Health(status="ok", scenes=state.scenes.scan())
+    """Re-list the scenes directory (after ``fathom prepare`` added or changed scenes); a new
+    scene whose log came with labels starts its label history with them."""
+    n = state.scenes.scan()
+    seed_all(state.labels, state.scenes.all())
+    return Health(status="ok", scenes=n)
