@@ -17,7 +17,8 @@ Finite = Annotated[float, Field(allow_inf_nan=False)]
 NonNegative = Annotated[float, Field(allow_inf_nan=False, ge=0.0)]
 TimestampNs = Annotated[StrictInt, Field(ge=0, le=2**63 - 1)]
 TrackId = Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")]
-AttrValue = StrictBool | StrictInt | Finite | Annotated[StrictStr, Field(max_length=256)]
+AttrValue = (StrictBool | StrictInt | Finite | Annotated[StrictStr, Field(max_length=256)]
+             | Annotated[list[Finite], Field(max_length=16, description="a few numbers, e.g. KITTI's 2D bbox")])
 Attributes = Annotated[dict[Annotated[str, Field(min_length=1, max_length=64)], AttrValue], Field(max_length=64)]
 
 

@@ -11,6 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from formats.errors import FormatError
+from formats.import_kitti import import_kitti_tracking
 from formats.import_pandaset import import_pandaset
 from formats.import_sfs import decode_sfs
 from formats.raw_log import labels_document, read_log
@@ -22,6 +23,7 @@ from server.prepare import prepare
 from server.schemas import LabelDocument
 from server.simulate import write_drive_log
 from tests.server_scene import TOKENS
+from tests.test_interop_kitti import write_kitti_tracking_fixture
 from tests.test_interop_pandaset import write_pandaset_fixture
 
 V = {"Authorization": "Bearer viewer-token-1"}
@@ -162,3 +164,29 @@ def test_an_imported_dataset_keeps_its_labels(drive, tmp_path):
         labels = client.get("/v1/scenes/pandaset-002/labels", headers=V).json()
         assert labels["revision"] == 1 and labels["tracks"] == expected
         assert _sfs_annotation_ids(client, "pandaset-002") == sorted(t["id"] for t in expected)
+
+
+def test_kitti_labels_keep_their_2d_boxes_as_attributes(drive, tmp_path):
+    write_kitti_tracking_fixture(drive, tmp_path / "kitti", sequence=3, images=False)
+    log = import_kitti_tracking(tmp_path / "kitti", 3, tmp_path / "log", images=False)
+    prepare(log, tmp_path / "scenes" / "kitti-0003")
+    with _client(tmp_path / "scenes") as client:
+        tracks = client.get("/v1/scenes/kitti-0003/labels", headers=V).json()["tracks"]
+    truth = read_log(log).labels()
+    assert len(tracks) == len(truth) > 0
+    for t, want in zip(tracks, truth):
+        got = [kf["attributes"]["bbox"] for kf in t["keyframes"]]
+        assert got == [list(a["bbox"]) for a in want.keyframe_attributes]
+
+
+@pytest.mark.parametrize("value, ok", [([1.0, 2.5, 3.0, 4.0], True), ([0.0] * 17, False), (["a"], False),
+                                       ([[1.0]], False), ([], True)])
+def test_attributes_may_be_short_lists_of_numbers(value, ok):
+    doc = {"tracks": [{"id": "t", "category": "car", "keyframes": [
+        {"timestamp_ns": 1, "center": [0, 0, 0], "size": [1, 1, 1], "rotation": [1, 0, 0, 0],
+         "attributes": {"bbox": value}}]}]}
+    if ok:
+        assert LabelDocument.model_validate(doc).tracks[0].keyframes[0].attributes["bbox"] == value
+    else:
+        with pytest.raises(ValueError, match="bbox"):
+            LabelDocument.model_validate(doc)
