@@ -1,4 +1,4 @@
-"""The ``fathom`` command line: demo, simulate, prepare, serve."""
+"""The ``fathom`` command line: demo, simulate, prepare, serve, token."""
 
 from __future__ import annotations
 
@@ -42,17 +42,81 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
 def _cmd_serve(args: argparse.Namespace) -> int:
     from server.main import serve
 
-    serve(args.scenes_dir, host=args.host, port=args.port)
+    # only when given: Settings then still reads FATHOM_TOKENS_FILE from the environment
+    extra = {"tokens_file": args.tokens_file} if args.tokens_file is not None else {}
+    serve(args.scenes_dir, host=args.host, port=args.port, **extra)
+    return 0
+
+
+def _tokens_file(args: argparse.Namespace) -> Path:
+    from server.tokens import default_tokens_file
+
+    return args.tokens_file if args.tokens_file is not None else default_tokens_file()
+
+
+def _cmd_token_create(args: argparse.Namespace) -> int:
+    """Print the new token alone on stdout (for scripts), what was done on stderr."""
+    from datetime import UTC, datetime
+
+    from server.tokens import create_token, parse_expires
+
+    path = _tokens_file(args)
+    now = datetime.now(UTC)
+    expires = parse_expires(args.expires, now) if args.expires else None
+    token, info = create_token(path, args.role, args.name, expires, now=now)
+    until = info.expires.isoformat() if info.expires else "never"
+    print(f"fathom token: added {info.role} token {info.name!r} (id {info.id}, expires {until}) to {path}; "
+          "only its SHA-256 is stored, so keep the token printed below now", file=sys.stderr)
+    print(token)
+    print(f"fathom token: serve with: fathom serve SCENES_DIR --tokens-file {path}", file=sys.stderr)
+    return 0
+
+
+def _cmd_token_list(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from server.tokens import list_tokens
+
+    path = _tokens_file(args)
+    infos = list_tokens(path)
+    if not infos:
+        print(f"fathom token: no tokens in {path}", file=sys.stderr)
+        return 0
+    now = datetime.now(UTC)
+    rows = [("ID", "NAME", "ROLE", "CREATED", "EXPIRES", "STORED")] + [
+        (i.id, i.name, i.role, i.created or "-",
+         (i.expires.isoformat() + (" (expired)" if i.expires <= now else "")) if i.expires else "never",
+         "plain token" if i.plain else "sha256")
+        for i in infos
+    ]
+    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip())
+    return 0
+
+
+def _cmd_token_revoke(args: argparse.Namespace) -> int:
+    from server.tokens import revoke_token
+
+    path = _tokens_file(args)
+    info = revoke_token(path, args.name_or_id)
+    print(f"fathom token: revoked {info.role} token {info.name!r} (id {info.id}) from {path}; "
+          "a running server accepts it until restarted", file=sys.stderr)
     return 0
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    """Generate the built-in synthetic log, prepare it and serve it."""
+    """Generate the built-in synthetic log, prepare it and serve it with a fresh admin token.
+
+    The token (name ``demo``, replacing the previous run's) is kept, as its SHA-256, in
+    ``WORKDIR/tokens.json``, and printed with the viewer URL, with ``--no-serve`` too.
+    """
     from formats.raw_log import read_log
     from server.config import Settings
     from server.main import serve
     from server.prepare import Progress, prepare
     from server.simulate import seed_labels, write_road_log
+    from server.tokens import create_token
 
     work = Path(args.workdir)
     log_dir, scenes = work / "log", work / "scenes"
@@ -68,9 +132,15 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     # the scene's first label revision only: a rerun keeps what annotators did since
     if tracks and seed_labels(Settings(scenes_dir=scenes).label_db_path, scene_dir.name, tracks):
         print(f"fathom demo: seeded {len(tracks)} simulated tracks as the labels of {scene_dir.name}")
+    tokens_file = work / "tokens.json"
+    token, _ = create_token(tokens_file, "admin", "demo", replace=True)
+    print(f"fathom demo: admin token (name 'demo', in {tokens_file}): {token}")
+    print(f"fathom demo: viewer at http://{args.host}:{args.port}/viewer/{scene_dir.name}?token={token}")
     if args.no_serve:
+        print(f"fathom demo: serve it with: fathom serve {scenes} --tokens-file {tokens_file} "
+              f"--host {args.host} --port {args.port}")
         return 1 if summary.failed else 0
-    serve(scenes, host=args.host, port=args.port)
+    serve(scenes, host=args.host, port=args.port, tokens_file=tokens_file)
     return 0
 
 
@@ -116,13 +186,46 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("scenes_dir")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--tokens-file", type=Path, default=None,
+                       help="JSON/YAML tokens file, e.g. made by 'fathom token create' (default: $FATHOM_TOKENS_FILE)")
     serve.set_defaults(func=_cmd_serve)
+
+    _add_token_parser(sub)
     return parser
 
 
+def _add_token_parser(sub: argparse._SubParsersAction) -> None:
+    from server.auth import ROLES
+
+    token = sub.add_parser("token", help="create, list or revoke API tokens in a tokens file")
+    actions = token.add_subparsers(dest="token_command", required=True)
+    files = argparse.ArgumentParser(add_help=False)
+    files.add_argument("--tokens-file", type=Path, default=None,
+                       help="the tokens file (default: $FATHOM_TOKENS_FILE, else ./fathom-tokens.json)")
+    create = actions.add_parser("create", parents=[files], help="add a random token; prints it once")
+    create.add_argument("--role", required=True, choices=ROLES,
+                        help="viewer: read; annotator: + write labels; admin: + label history, rescans")
+    create.add_argument("--name", default=None, help="who holds it, shown in the label history (default ROLE-ID)")
+    create.add_argument("--expires", default=None,
+                        help="a duration (90m, 12h, 30d, 2w) or an ISO 8601 date/time, UTC unless zoned "
+                             "(default: never)")
+    create.set_defaults(func=_cmd_token_create)
+    actions.add_parser("list", parents=[files], help="list the tokens' ids, names, roles, expiry").set_defaults(
+        func=_cmd_token_list)
+    revoke = actions.add_parser("revoke", parents=[files], help="remove a token by name or id")
+    revoke.add_argument("name_or_id")
+    revoke.set_defaults(func=_cmd_token_revoke)
+
+
 def main(argv: list[str] | None = None) -> int:
+    from server.auth import TokensError
+
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except TokensError as exc:
+        print(f"fathom {args.command}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -1,9 +1,12 @@
 """Server settings (pydantic-settings): from arguments, or ``FATHOM_*`` environment variables.
 
-Tokens come from ``tokens_file`` (JSON or YAML) and/or ``tokens`` (the ``FATHOM_TOKENS``
-environment variable, JSON); both take either a mapping ``{"<token>": "<role>"}`` or a list
-``[{"token": "...", "role": "...", "name": "..."}]``. Roles: ``viewer`` (read), ``annotator``
-(read + write labels), ``admin`` (everything, including history and rescans).
+Tokens come from ``tokens_file`` (``fathom serve --tokens-file`` or ``FATHOM_TOKENS_FILE``; JSON
+when named ``*.json``, else YAML) and/or ``tokens`` (the ``FATHOM_TOKENS`` environment variable,
+JSON). Both take a mapping ``{"<token>": "<role>"}`` or a list (bare or under ``"tokens"``) of
+plain entries ``{"token", "role", "name"}`` or digest entries ``{"sha256", "role", "name",
+"expires"}``; ``fathom token create`` writes digest entries, never the token (see
+:mod:`server.auth`, :mod:`server.tokens`). Roles: ``viewer`` (read scenes, frames, images, labels,
+exports), ``annotator`` (+ write labels), ``admin`` (+ label history and rescans).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ class Settings(BaseSettings):
 
     scenes_dir: Path = Field(description="directory holding one sub-directory per prepared scene")
     label_db: Path | None = Field(None, description="SQLite label database (default SCENES_DIR/labels.sqlite3)")
-    tokens_file: Path | None = Field(None, description="JSON/YAML token → role file")
+    tokens_file: Path | None = Field(None, description="JSON/YAML tokens file (env FATHOM_TOKENS_FILE)")
     tokens: str | None = Field(None, description="JSON token → role mapping or list (env FATHOM_TOKENS)")
     max_body_bytes: int = Field(8 << 20, gt=0, description="request bodies above this get 413")
     cache_bytes: int = Field(256 << 20, ge=0, description="LRU of serialised frame payloads")
