@@ -21,11 +21,14 @@ ego frame is KITTI's IMU (oxts) frame: ``world_from_ego`` from
 rectified reference camera ``ref_from_ego = R_rect · Tr_velo_cam · Tr_imu_velo`` and camera 2
 ``cam2_from_ref = [I | K⁻¹ P2[:, 3]]``. Labels (``DontCare`` dropped) become world-frame
 tracks in ``labels.json``: id = KITTI track id, category = type in lower case, keyframe
-attributes ``truncated`` and ``occluded``. PNG images are re-encoded as JPEG (quality 95).
+attributes ``truncated``, ``occluded``, ``alpha`` (rad) and ``bbox`` (left, top, right, bottom
+pixels of image 2) as in the file. PNG images are re-encoded as JPEG (quality 95): the raw log
+carries JPEG camera images (:mod:`formats.jpeg`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +38,9 @@ import numpy as np
 from engine import quaternion as quat
 from engine.camera import Camera, CameraIntrinsics
 from engine.cuboid import CuboidTrack
+from engine.geodesy import Origin
 from engine.pose_sources import from_kitti_oxts
+from engine.pose_track import PoseTrack
 from engine.se3 import SE3
 from formats.conventions import camera_boxes_from_kitti
 from formats.errors import FormatError
@@ -45,6 +50,8 @@ from formats.raw_log import LogLidar, link_or_copy, write_labels, write_log_mani
 from formats.scene_store import SceneOrigin
 
 LABEL_FIELDS = 17
+OBJECT_FIELDS = 15  # type truncated occluded alpha bbox(4) h w l x y z rotation_y
+TRACKING_CALIB_KEYS = ("P2", "R_rect", "Tr_velo_cam", "Tr_imu_velo")
 FRAME_PERIOD_NS = 100_000_000
 JPEG_QUALITY = 95
 
@@ -64,12 +71,14 @@ class KittiCalibration:
 
 @dataclass(frozen=True)
 class KittiLabel:
-    """One label line; ``xyz`` bottom centre in the rectified reference camera, metres, radians."""
+    """One label line; ``xyz`` bottom centre in the rectified reference camera, metres, radians;
+    ``bbox`` left top right bottom in pixels of image 2; ``truncated`` the tracking level 0, 1, 2
+    or the object benchmark's fraction in [0, 1]."""
 
     frame: int
     track_id: int
     type: str
-    truncated: int
+    truncated: float
     occluded: int
     alpha: float
     bbox: tuple[float, float, float, float]
@@ -127,13 +136,17 @@ def _calibration(path: Path, p2: np.ndarray, rect_from_cam0: SE3, cam0_from_velo
                             float(k[0, 0]), float(k[1, 1]), float(k[0, 2]), float(k[1, 2]))
 
 
-def read_tracking_calib(path: str | os.PathLike) -> KittiCalibration:
-    """``calib/SSSS.txt`` of KITTI tracking → :class:`KittiCalibration`."""
+def read_tracking_calib(path: str | os.PathLike, keys: tuple[str, str, str, str] = TRACKING_CALIB_KEYS
+                        ) -> KittiCalibration:
+    """``calib/SSSS.txt`` of KITTI tracking → :class:`KittiCalibration`. ``keys`` name camera 2's
+    projection, the rectification, Velodyne → camera 0 and IMU → Velodyne (the object layout
+    spells them ``P2 R0_rect Tr_velo_to_cam Tr_imu_to_velo``)."""
     path = Path(path)
     c = read_calib_file(path)
-    return _calibration(path, _se3(path, c, "P2")[:3], _rigid(path, _se3(path, c, "R_rect", 9), "R_rect"),
-                        _rigid(path, _se3(path, c, "Tr_velo_cam"), "Tr_velo_cam"),
-                        _rigid(path, _se3(path, c, "Tr_imu_velo"), "Tr_imu_velo"))
+    p2, rect, velo_cam, imu_velo = keys
+    return _calibration(path, _se3(path, c, p2)[:3], _rigid(path, _se3(path, c, rect, 9), rect),
+                        _rigid(path, _se3(path, c, velo_cam), velo_cam),
+                        _rigid(path, _se3(path, c, imu_velo), imu_velo), p2)
 
 
 def _rt(path: Path) -> SE3:
@@ -166,15 +179,29 @@ def read_tracking_labels(path: str | os.PathLike) -> list[KittiLabel]:
         if len(f) not in (LABEL_FIELDS, LABEL_FIELDS + 1):
             raise FormatError(path, offset, f"{LABEL_FIELDS} fields (frame id type ... rotation_y [score]), got {len(f)}")
         try:
-            frame, tid, trunc, occ = int(f[0]), int(f[1]), int(float(f[3])), int(f[4])
+            frame, tid = int(f[0]), int(f[1])
         except ValueError:
-            raise FormatError(path, offset, "integer frame, track_id, truncated and occluded fields") from None
-        v = parse_floats(path, offset, f[5:17], "alpha bbox h w l x y z rotation_y")
-        if frame < 0 or np.any(v[5:8] < 0):
-            raise FormatError(path, offset, "a non-negative frame index and non-negative h w l")
-        out.append(KittiLabel(frame, tid, f[2], trunc, occ, float(v[0]), tuple(v[1:5]), tuple(v[5:8]),
-                              tuple(v[8:11]), float(v[11])))
+            raise FormatError(path, offset, "integer frame and track_id fields") from None
+        if frame < 0:
+            raise FormatError(path, offset, f"a non-negative frame index, got {frame}")
+        lab = object_label(path, offset, f[2:LABEL_FIELDS], frame, tid)
+        out.append(dataclasses.replace(lab, truncated=int(lab.truncated)))  # tracking: integer levels 0, 1, 2
     return out
+
+
+def object_label(path: Path, offset: int, f: list[str], frame: int, track_id: int) -> KittiLabel:
+    """The :data:`OBJECT_FIELDS` fields ``type truncated occluded alpha bbox(4) h w l x y z
+    rotation_y`` of a label line (``offset`` its byte offset in ``path``) as a :class:`KittiLabel`.
+    ``DontCare`` rows (h w l −1 or −1000 in KITTI's files) skip the non-negative size check."""
+    try:
+        occ = int(f[2])
+    except ValueError:
+        raise FormatError(path, offset, f"an integer occluded field, got {f[2]!r}") from None
+    v = parse_floats(path, offset, f[1:2] + f[3:OBJECT_FIELDS], "truncated alpha bbox h w l x y z rotation_y")
+    if f[0] != "DontCare" and np.any(v[6:9] < 0):
+        raise FormatError(path, offset, f"non-negative h w l, got {v[6:9].tolist()}")
+    x = v.tolist()
+    return KittiLabel(frame, track_id, f[0], x[0], occ, x[1], tuple(x[2:6]), tuple(x[6:9]), tuple(x[9:12]), x[12])
 
 
 def tracks_from_labels(labels: list[KittiLabel], frame_times_ns: np.ndarray, world_from_ego_at,
@@ -204,14 +231,18 @@ def tracks_from_labels(labels: list[KittiLabel], frame_times_ns: np.ndarray, wor
         tracks.append(CuboidTrack(
             str(tid), labs[0].type.lower(), np.asarray(frame_times_ns, np.int64)[[x.frame for x in labs]],
             centers, s, rotations,
-            keyframe_attributes=[{"truncated": x.truncated, "occluded": x.occluded} for x in labs],
+            keyframe_attributes=[{"truncated": x.truncated, "occluded": x.occluded, "alpha": x.alpha,
+                                  "bbox": list(x.bbox)} for x in labs],
         ))
     return tracks
 
 
-def _write_log(out: Path, log_id: str, calib: KittiCalibration, track, origin, times: np.ndarray,
-               sweeps: list[Path], images: list[tuple[Path, int] | None], tracks: list[CuboidTrack]) -> Path:
-    """The raw log: poses, one KITTI sweep per frame, camera 2 JPEGs, ``labels.json``."""
+def write_kitti_log(out: Path, log_id: str, calib: KittiCalibration, track: PoseTrack, origin: Origin | None,
+                    times: np.ndarray, sweeps: list[Path], images: list[tuple[Path, int] | None],
+                    tracks: list[CuboidTrack]) -> Path:
+    """The raw log in ``out``: ``poses.csv`` from ``track`` (world ← ego), one KITTI sweep per
+    frame time (linked), camera 2 as JPEG (re-encoded PNG, size from the first image),
+    ``labels.json`` of world-frame ``tracks``; ``origin`` the geodetic scene origin, if any."""
     out.mkdir(parents=True, exist_ok=True)
     write_pose_table(out, track)
     cameras: list[Camera] = []
@@ -240,8 +271,9 @@ def _write_log(out: Path, log_id: str, calib: KittiCalibration, track, origin, t
         frames.append(entry)
     if tracks:
         write_labels(out, tracks)
+    geodetic = None if origin is None else (origin.lat_deg, origin.lon_deg, origin.alt_m)
     write_log_manifest(
-        out, log_id=log_id, origin=SceneOrigin(geodetic=(origin.lat_deg, origin.lon_deg, origin.alt_m)),
+        out, log_id=log_id, origin=SceneOrigin(geodetic=geodetic),
         lidars=[LogLidar("velodyne", 0, calib.ego_from_lidar, "kitti")], cameras=cameras, frames=frames,
         labels="labels.json" if tracks else None,
     )
@@ -294,7 +326,7 @@ def import_kitti_tracking(
         poses = track.interpolate(times)
         tracks = tracks_from_labels(read_tracking_labels(label_path), times, lambda i: poses[i],
                                     calib.ego_from_reference, label_path)
-    return _write_log(Path(log_dir), f"kitti-tracking-{split}-{seq}", calib, track, origin, times, sweeps,
+    return write_kitti_log(Path(log_dir), f"kitti-tracking-{split}-{seq}", calib, track, origin, times, sweeps,
                       [(p, t) if images and p.exists() else None for p, t in zip(pngs, times)], tracks)
 
 
@@ -315,4 +347,4 @@ def import_kitti_raw(date_dir: str | os.PathLike, drive: str, log_dir: str | os.
         image_times = read_timestamps(d / "image_02" / "timestamps.txt")
         pngs = [d / "image_02" / "data" / f"{i:010d}.png" for i in range(min(len(sweeps), len(image_times)))]
         image_list[: len(pngs)] = [(p, int(t)) if p.exists() else None for p, t in zip(pngs, image_times)]
-    return _write_log(Path(log_dir), f"kitti-raw-{drive}", calib, track, origin, times, sweeps, image_list, [])
+    return write_kitti_log(Path(log_dir), f"kitti-raw-{drive}", calib, track, origin, times, sweeps, image_list, [])

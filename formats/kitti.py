@@ -10,14 +10,21 @@ from engine.sweep import Sweep
 from formats.errors import FormatError
 
 
-def read_float_records(path: str | os.PathLike, n_fields: int) -> np.ndarray:
-    """The file as an ``(N, n_fields) float32`` array; ``FormatError`` if not whole records."""
+def count_float_records(path: str | os.PathLike, n_fields: int) -> int:
+    """Number of ``n_fields``-float32 records in the file (from its size, nothing read);
+    ``FormatError`` at the first incomplete record's byte offset if the size is not a multiple."""
     file_size = os.path.getsize(path)
     record = 4 * n_fields
     if file_size % record:
         raise FormatError(
             path, file_size - file_size % record, f"whole {record}-byte records ({n_fields} float32 each), file has {file_size} bytes"
         )
+    return file_size // record
+
+
+def read_float_records(path: str | os.PathLike, n_fields: int) -> np.ndarray:
+    """The file as an ``(N, n_fields) float32`` array; ``FormatError`` if not whole records."""
+    count_float_records(path, n_fields)
     return np.fromfile(path, dtype="<f4").reshape(-1, n_fields)
 
 
