@@ -160,4 +160,5 @@ def import_kitti_object(
             raise FormatError(base / "calib" / f"{f.index:06d}.txt", None,
                               f"the calibration of frame {read[0].index} (layout 'sequence' needs one calibration; "
                               "use layout 'per_frame' or frames of one calibration)")
-    return [_write(out, f"kitti-object-{split}", read, start_ns, period_ns, base / "label_2")]
+    name = f"kitti-object-{split}" + (f"-{read[0].index:06d}" if len(read) == 1 else "")  # one frame: as per_frame
+    return [_write(out, name, read, start_ns, period_ns, base / "label_2")]

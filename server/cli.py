@@ -39,6 +39,19 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     return status
 
 
+def _cmd_import(args: argparse.Namespace) -> int:
+    from server.import_datasets import ImportOptions, import_jobs, run_imports
+
+    options = ImportOptions(version=args.version, split=args.split, layout=args.layout,
+                            annotations=None if args.annotations is None else Path(args.annotations),
+                            images=not args.no_images)
+    jobs = import_jobs(args.source, args.src, args.scene, options)
+    summary = run_imports(jobs, args.out, stream=sys.stderr)
+    for line in summary.lines():
+        print(line)
+    return 1 if summary.failed else 0
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     from server.main import serve
 
@@ -112,10 +125,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     ``WORKDIR/tokens.json``, and printed with the viewer URL, with ``--no-serve`` too.
     """
     from formats.raw_log import read_log
+    from formats.scene_store import Scene
     from server.config import Settings
+    from server.imported_labels import seed_imported_labels
+    from server.label_store import LabelStore
     from server.main import serve
     from server.prepare import Progress, prepare
-    from server.simulate import seed_labels, write_road_log
+    from server.simulate import write_road_log
     from server.tokens import create_token
 
     work = Path(args.workdir)
@@ -128,10 +144,14 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     summary = prepare(log_dir, scene_dir, progress=Progress(len(log.frames)).update)
     for line in summary.lines():
         print(line)
-    tracks = log.labels()
-    # the scene's first label revision only: a rerun keeps what annotators did since
-    if tracks and seed_labels(Settings(scenes_dir=scenes).label_db_path, scene_dir.name, tracks):
-        print(f"fathom demo: seeded {len(tracks)} simulated tracks as the labels of {scene_dir.name}")
+    # the scene's first label revision only (as the server does): a rerun keeps what annotators did since
+    store = LabelStore(Settings(scenes_dir=scenes).label_db_path)
+    try:
+        seeded = seed_imported_labels(store, Scene.open(scene_dir))
+    finally:
+        store.close()
+    if seeded:
+        print(f"fathom demo: the {seeded} simulated tracks are the first label revision of {scene_dir.name}")
     tokens_file = work / "tokens.json"
     token, _ = create_token(tokens_file, "admin", "demo", replace=True)
     print(f"fathom demo: admin token (name 'demo', in {tokens_file}): {token}")
@@ -145,6 +165,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from server.import_datasets import SOURCES
+
     parser = argparse.ArgumentParser(prog="fathom", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -182,6 +204,21 @@ def build_parser() -> argparse.ArgumentParser:
                       help="fsync each frame's files as written (default: once, before the manifest)")
     prep.set_defaults(func=_cmd_prepare)
 
+    imp = sub.add_parser("import", help="a dataset (nuScenes, KITTI, AV2, PandaSet, SFS, Scale) → raw log(s)",
+                         description="One raw log per scene: --out itself for one scene, --out/NAME for several.")
+    imp.add_argument("source", choices=SOURCES)
+    imp.add_argument("src", help="the dataset: a dataroot, sequence, log directory or file (see the README)")
+    imp.add_argument("--out", required=True, help="raw-log directory (one scene) or parent directory (several)")
+    imp.add_argument("--scene", nargs="+", default=None, metavar="NAME",
+                     help="scenes/sequences/logs to import (default: every one found)")
+    imp.add_argument("--version", default=None, help="nuscenes: the table version (e.g. v1.0-mini)")
+    imp.add_argument("--split", default="training", help="kitti, kitti-object: training or testing")
+    imp.add_argument("--layout", default="per_frame", choices=["per_frame", "sequence"],
+                     help="kitti-object: one log per frame, or the chosen frames as one log (one calibration)")
+    imp.add_argument("--annotations", default=None, help="scale-legacy: the cuboid annotations JSON")
+    imp.add_argument("--no-images", action="store_true", help="leave the camera images out")
+    imp.set_defaults(func=_cmd_import)
+
     serve = sub.add_parser("serve", help="serve prepared scenes over HTTP")
     serve.add_argument("scenes_dir")
     serve.add_argument("--host", default="127.0.0.1")
@@ -218,12 +255,13 @@ def _add_token_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from formats.errors import FormatError
     from server.auth import TokensError
 
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except TokensError as exc:
+    except (TokensError, FormatError, ValueError) as exc:
         print(f"fathom {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -7,8 +7,6 @@
 - Harbor (:func:`write_harbor_log`): the survey vessel's multibeam as one KMALL file
   (``#SKM`` attitude/position, ``#MRZ`` pings), frames of one second of pings, the wreck as a
   label.
-
-:func:`seed_labels` puts a log's labels into the server's label store once (the demo).
 """
 
 from __future__ import annotations
@@ -31,7 +29,7 @@ from formats.jpeg import encode_jpeg
 from formats.kmall import MrzPings, SkmSamples, write_kmall
 from formats.pcap import udp_pcap_bytes
 from formats.pcd import write_pcd
-from formats.raw_log import LogLidar, labels_document, write_labels, write_log_manifest, write_pose_table
+from formats.raw_log import LogLidar, write_labels, write_log_manifest, write_pose_table
 from formats.scene_store import SceneOrigin
 from formats.velodyne import Firings, get_model, velodyne_packets
 
@@ -258,22 +256,3 @@ def write_harbor_log(log_dir: str | os.PathLike, *, seed: int = 0, duration_s: f
 
 
 # ---------------------------------------------------------------- label store
-
-
-def seed_labels(label_db: str | os.PathLike, scene_id: str, tracks: list[CuboidTrack]) -> bool:
-    """Store ``tracks`` as the first label revision of ``scene_id`` in the SQLite label store
-    ``label_db``, only if the scene has never had labels written (revision 0), atomically:
-    a rerun never overwrites an annotator's later edits (nor re-adds tracks they deleted).
-    The document is validated as the server validates a PUT. Returns whether it seeded."""
-    from server.label_store import LabelStore, StaleRevision
-    from server.schemas import LabelDocument
-
-    doc = LabelDocument.model_validate(labels_document(tracks)).model_dump(mode="json")
-    store = LabelStore(label_db)
-    try:
-        store.write(scene_id, 0, lambda _: doc, op="seed", author="fathom", record={"seeded_tracks": len(doc["tracks"])})
-        return True
-    except StaleRevision:
-        return False
-    finally:
-        store.close()

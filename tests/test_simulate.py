@@ -20,7 +20,6 @@ from server.label_store import LabelStore
 from server.prepare import PrepareOptions, prepare
 from server.simulate import (
     drive_labels,
-    seed_labels,
     velodyne_pattern,
     velodyne_rig,
     write_drive_log,
@@ -66,37 +65,6 @@ def test_drive_log_writes_true_tracks_as_keyframed_labels(drive, tmp_path):
             np.testing.assert_array_equal(t.timestamps_ns, [t0, t0 + 300_000_000, t0 + 600_000_000, t1])
             c, _ = _truth_at(truth[t.track_id], t.timestamps_ns)
             np.testing.assert_array_equal(t.centers, c)
-
-
-def test_seed_labels_only_into_a_scene_never_labelled(drive, tmp_path):
-    db = tmp_path / "labels.sqlite3"
-    tracks = drive_labels(drive)
-    assert seed_labels(db, "road-0", tracks)
-    store = LabelStore(db)
-    rev, doc = store.get("road-0")
-    assert rev == 1 and sorted(t["id"] for t in doc["tracks"]) == sorted(t.track_id for t in tracks)
-    # an annotator deletes every track but one: a rerun must not bring them back
-    keep = doc["tracks"][:1]
-    store.write("road-0", 1, lambda d: {"tracks": keep}, op="put", author="ann", record={})
-    assert not seed_labels(db, "road-0", tracks)
-    assert store.get("road-0") == (2, {"tracks": keep})
-    # emptied entirely: still the annotator's document
-    store.write("road-0", 2, lambda d: {"tracks": []}, op="put", author="ann", record={})
-    assert not seed_labels(db, "road-0", tracks)
-    assert store.get("road-0") == (3, {"tracks": []})
-    assert seed_labels(db, "other", tracks)  # another scene is independent
-    store.close()
-
-
-def test_seed_labels_validates_like_the_server(drive, tmp_path):
-    from pydantic import ValidationError
-
-    from dataclasses import replace
-
-    bad = [replace(drive_labels(drive)[0], track_id="not an id!")]  # the server's TrackId pattern refuses it
-    with pytest.raises(ValidationError, match="id"):
-        seed_labels(tmp_path / "l.sqlite3", "road-0", bad)
-    assert LabelStore(tmp_path / "l.sqlite3").get("road-0")[0] == 0
 
 
 def test_demo_seeds_labels_once(tmp_path, capsys):
