@@ -72,9 +72,14 @@ def test_near_wall_hides_far_wall():
     assert behind.sum() > 20 and clear.sum() > 100
     assert not vis_far[behind].any()
     assert vis_far[clear].all()
-    # the depth image holds the near wall's depth at the centre, inf where nothing landed
-    assert occ.depth_images[0][50, 100] == pytest.approx(5.0)
-    assert np.isinf(occ.depth_images[0][0, 0]) or occ.depth_images[0][0, 0] == pytest.approx(10.0)
+    # the depth image holds the near wall's depth at the centre, the far wall's beside it (the
+    # far wall spans |u - cx| <= 40 px, |v - cy| <= 20 px), inf where nothing landed
+    img = occ.depth_images[0]
+    assert img[50, 100] == pytest.approx(5.0) and img[50, 130] == pytest.approx(10.0)
+    assert np.isinf(img[0, 0]) and np.isinf(img[50, 160]) and np.isinf(img[90, 100])
+    ref, ref_visible = zbuffer_numpy(proj.uv[0], proj.depth[0], proj.in_image[0], 200, 100, 2, 0.1, 0.02)
+    np.testing.assert_array_equal(img, ref)
+    np.testing.assert_array_equal(occ.visible[0], ref_visible)
 
 
 def test_empty_nan_and_bad_input():
