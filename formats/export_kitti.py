@@ -11,7 +11,9 @@ converted by :func:`formats.conventions.kitti_from_camera_boxes` (bottom centre,
 ``rotation_y``, ``alpha``). The 2D box is the exact pinhole projection into ``camera``
 (:func:`engine.cuboid_projection.project_cuboids`), clipped to the image; only boxes visible
 in ``camera`` are written, as in KITTI. Track ids are kept when all are decimal
-integers, otherwise numbered 0.. in the given order (the mapping is returned).
+integers, otherwise numbered 0.. in the given order (the mapping is returned). Categories
+become KITTI types through :data:`formats.categories.KITTI` (unmapped ones are refused,
+passed or dropped: :mod:`formats.categories`); ids are numbered over all tracks, dropped or not.
 
 Estimates (KITTI annotators judged these by eye):
 
@@ -45,13 +47,8 @@ from engine.pose_track import Extrapolation, PoseTrack
 from engine.projection import project_points
 from engine.se3 import SE3
 from engine.zbuffer import zbuffer
+from formats.categories import KITTI, Unmapped
 from formats.conventions import kitti_from_camera_boxes
-
-KITTI_TYPES: dict[str, str] = {
-    "car": "Car", "van": "Van", "truck": "Truck", "pedestrian": "Pedestrian",
-    "person_sitting": "Person_sitting", "cyclist": "Cyclist", "tram": "Tram", "misc": "Misc",
-}
-
 
 OCCLUSION_LEVELS = (0.2, 0.6)  # hidden fraction upper bounds of levels 0 and 1
 
@@ -129,15 +126,19 @@ def kitti_tracking_lines(
     camera: Camera,
     *,
     ego_from_reference: SE3 | None = None,
-    types: Mapping[str, str] = KITTI_TYPES,
+    types: Mapping[str, str | None] | None = None,
+    unmapped: Unmapped = "refuse",
     sweeps: Sequence[np.ndarray] | None = None,
 ) -> list[str]:
     """The label lines (frame index = position in ``frame_times_ns``), frame-major, ids ascending.
 
-    ``sweeps``: per frame the LiDAR points ``(N, 3)`` in the ego frame at the frame time (for
-    ``occluded``; without them it is 3)."""
+    ``types`` / ``unmapped``: categories → KITTI types (the default table updated by
+    ``types``; see :mod:`formats.categories`, whose ``UnmappedCategoryError`` names the
+    categories refused). ``sweeps``: per frame the LiDAR points ``(N, 3)`` in the ego frame at
+    the frame time (for ``occluded``; without them it is 3)."""
     times = np.asarray(frame_times_ns, dtype=np.int64)
     ids = kitti_track_ids(tracks)
+    kinds = KITTI.resolve((t.category for t in tracks), types, unmapped)
     if not tracks or not len(times):
         return []
     if sweeps is not None and len(sweeps) != len(times):
@@ -145,7 +146,8 @@ def kitti_tracking_lines(
     ego = interpolate_tracks(tracks, times).to_ego(world_from_ego)
     ref_from_ego = (camera.ego_from_camera if ego_from_reference is None else ego_from_reference).inverse()
     width, height = camera.intrinsics.width, camera.intrinsics.height
-    order = sorted(range(len(tracks)), key=lambda n: ids[tracks[n].track_id])
+    kept = [n for n, t in enumerate(tracks) if kinds[t.category] is not None]
+    order = sorted(kept, key=lambda n: ids[tracks[n].track_id])
     lines: list[str] = []
     for f in range(len(times)):
         live = [n for n in order if ego.valid[f, n]]
@@ -165,7 +167,7 @@ def kitti_tracking_lines(
             if not proj.visible[j, 0]:
                 continue
             track = tracks[n]
-            kind = types.get(track.category, track.category.replace(" ", "_"))
+            kind = kinds[track.category]
             values = (k["alpha"][j], *proj.boxes[j, 0], k["h"][j], k["w"][j], k["l"][j],
                       k["x"][j], k["y"][j], k["z"][j], k["rotation_y"][j])
             lines.append(f"{f} {ids[track.track_id]} {kind} {truncated[j]} {occluded[j]} "
@@ -181,12 +183,13 @@ def write_kitti_tracking(
     camera: Camera,
     *,
     ego_from_reference: SE3 | None = None,
-    types: Mapping[str, str] = KITTI_TYPES,
+    types: Mapping[str, str | None] | None = None,
+    unmapped: Unmapped = "refuse",
     sweeps: Sequence[np.ndarray] | None = None,
 ) -> Path:
     """Write ``label_02/SSSS.txt`` (see :func:`kitti_tracking_lines`); returns the path."""
     out = Path(path)
-    lines = kitti_tracking_lines(tracks, frame_times_ns, world_from_ego, camera,
-                                 ego_from_reference=ego_from_reference, types=types, sweeps=sweeps)
+    lines = kitti_tracking_lines(tracks, frame_times_ns, world_from_ego, camera, ego_from_reference=ego_from_reference,
+                                 types=types, unmapped=unmapped, sweeps=sweeps)
     out.write_text("".join(line + "\n" for line in lines))
     return out

@@ -388,3 +388,40 @@ def test_timestamps_are_exact_nanoseconds(tmp_path):
     # 2011-09-26 is day 15243 of the UNIX epoch
     expect = (15243 * 86400 + 13 * 3600 + 2 * 60 + 25) * 10**9 + 964389445
     assert read_timestamps(tmp_path / "t.txt").tolist() == [expect, 1_500_000_000]
+
+
+def test_export_maps_types(drive):
+    """Categories become KITTI types through formats.categories: the rig's names, nuScenes' and
+    KITTI's own spellings; unmapped ones are refused by name, passed or dropped; lines of the
+    kept tracks do not change, nor do the ids."""
+    import dataclasses
+
+    from formats.categories import UnmappedCategoryError
+
+    cam = drive.cameras[0]
+    times = drive.frame_times_ns
+    plain = list(drive.actor_tracks)
+    baseline = {(p["frame"], p["id"]): line.split()[3:] for line in kitti_tracking_lines(plain, times, drive.gnss, cam)
+                for p in [parse(line)]}
+    seen = {i for _, i in baseline}
+    ids = kitti_track_ids(plain)
+    relabel = ["pole", "vehicle.truck", "Person_sitting", "building", "road sign", "wreck"]
+    visible = [n for n, t in enumerate(plain) if ids[t.track_id] in seen]
+    assert len(visible) >= len(relabel), "enough actors in view to relabel"
+    tracks = list(plain)
+    for n, category in zip(visible, relabel):
+        tracks[n] = dataclasses.replace(plain[n], category=category)
+    with pytest.raises(UnmappedCategoryError, match="KITTI has no category for 'road sign'"):
+        kitti_tracking_lines(tracks, times, drive.gnss, cam)
+    want = {"car": "Car", "pedestrian": "Pedestrian", "pole": "Misc", "vehicle.truck": "Truck",
+            "Person_sitting": "Person_sitting", "building": None, "wreck": "Misc"}
+    for option, sign in [({"types": {"Road Sign": "Misc"}}, "Misc"), ({"unmapped": "pass"}, "road_sign"),
+                         ({"unmapped": "drop"}, None)]:
+        lines = kitti_tracking_lines(tracks, times, drive.gnss, cam, **option)
+        kind = {ids[t.track_id]: {**want, "road sign": sign}[t.category] for t in tracks}
+        assert {(p["frame"], p["id"]) for p in map(parse, lines)} == {k for k in baseline if kind[k[1]]}
+        for line in lines:
+            p = parse(line)
+            assert p["type"] == kind[p["id"]] and line.split()[3:] == baseline[p["frame"], p["id"]]
+    with pytest.raises(ValueError, match="'car': 'Bus'.*values must be KITTI names"):
+        kitti_tracking_lines(tracks, times, drive.gnss, cam, types={"car": "Bus"})
