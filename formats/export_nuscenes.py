@@ -18,6 +18,14 @@ bins the fraction of the box's LiDAR points visible in at least one camera of th
 :func:`formats.export_kitti.box_point_visibility`) into "1".."4" = 0–40, 40–60, 60–80,
 80–100 % (nuScenes' levels, there judged by annotators across the six cameras); ``""``
 (unknown) for a box without LiDAR points or a sample without cameras.
+
+Categories: :mod:`formats.categories` (a default table to nuScenes names, overridable;
+unmapped categories refused, passed or dropped). Lenses: nuScenes' ``camera_intrinsic`` is a
+3×3 matrix; a fisheye or distorted camera is written as its matrix alone and named in a
+:class:`LensWarning` (images are not undistorted).
+
+A prepared scene as a whole DATAROOT (tables and sample files):
+:mod:`formats.export_nuscenes_dataroot`.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -37,14 +46,10 @@ from engine.cuboid_interp import interpolate_tracks
 from engine.pose_track import Extrapolation, PoseTrack
 from engine.se3 import SE3
 from engine.points_in_boxes import points_in_boxes
+from formats.categories import NUSCENES, Unmapped
 from formats.conventions import nuscenes_wlh_from_lwh
 from formats.export_kitti import box_point_visibility
 
-NUSCENES_CATEGORIES: dict[str, str] = {
-    "car": "vehicle.car", "truck": "vehicle.truck", "bus": "vehicle.bus.rigid", "trailer": "vehicle.trailer",
-    "bicycle": "vehicle.bicycle", "motorcycle": "vehicle.motorcycle", "pedestrian": "human.pedestrian.adult",
-    "barrier": "movable_object.barrier", "traffic_cone": "movable_object.trafficcone",
-}
 _VISIBILITY = [("1", "v0-40"), ("2", "v40-60"), ("3", "v60-80"), ("4", "v80-100")]
 VISIBILITY_BOUNDS = (0.4, 0.6, 0.8)  # visible-fraction upper bounds of levels 1, 2, 3
 
@@ -66,12 +71,31 @@ class NuScenesSensorFiles:
     camera: Camera | None = None
 
 
+class LensWarning(UserWarning):
+    """A camera whose lens nuScenes cannot describe was exported as its 3×3 matrix alone."""
+
+
+def lens_notes(sensors: Sequence[NuScenesSensorFiles]) -> list[str]:
+    """One line per camera whose lens is not a plain pinhole (Kannala-Brandt, or Brown-Conrady
+    with a nonzero coefficient): nuScenes' ``camera_intrinsic`` is a 3×3 matrix, so tools that
+    project with it (the devkit's ``view_points``) miss the distortion."""
+    notes = []
+    for s in sensors:
+        lens = s.camera.intrinsics if s.camera is not None else None
+        if lens is not None and (lens.model == "kannala_brandt" or any(lens.distortion)):
+            notes.append(f"camera {s.channel}: {lens.model} lens (distortion {list(lens.distortion)}) written as its "
+                         "3x3 matrix alone; nuScenes has no distortion model, so projections with camera_intrinsic "
+                         "are off away from the image centre (images are not undistorted)")
+    return notes
+
+
 def token(*parts: object) -> str:
     """A deterministic 32-hex-digit token."""
     return hashlib.md5("/".join(map(str, parts)).encode()).hexdigest()
 
 
-def _us(t_ns: int) -> int:
+def us_from_ns(t_ns: int) -> int:
+    """nuScenes ``timestamp``: int64 ns → µs, rounded half up."""
     return (int(t_ns) + 500) // 1000
 
 
@@ -90,22 +114,30 @@ def nuscenes_tables(
     *,
     scene_name: str = "scene-0001",
     location: str = "unknown",
-    categories: Mapping[str, str] = NUSCENES_CATEGORIES,
+    categories: Mapping[str, str | None] | None = None,
+    unmapped: Unmapped = "refuse",
     num_lidar_pts: np.ndarray | None = None,
     lidar_points: Sequence[np.ndarray] | None = None,
     radar_points: Sequence[np.ndarray] | None = None,
     extrapolate: Extrapolation = "none",
+    map_filename: str = "",
 ) -> dict[str, list[dict]]:
     """The nuScenes tables as lists of records (see the module docstring).
 
-    ``num_lidar_pts``: optional ``(S, N) int`` points per box (sample × track).
-    ``lidar_points`` / ``radar_points``: optional per sample ``(P, 3)`` world-frame points
-    (the estimates of the module docstring). ``extrapolate``: pose-track policy for data
-    timestamps outside ``world_from_ego`` (e.g. an image exposed just after the last pose).
-    Raises ``ValueError`` for unordered or merging sample times or mismatched file lists.
+    ``categories`` / ``unmapped``: track categories → nuScenes names
+    (:data:`formats.categories.NUSCENES`: the default table updated by ``categories``; tracks
+    of a dropped category are left out). ``num_lidar_pts``: optional ``(S, N) int`` points per
+    box (sample × track, all of ``tracks``). ``lidar_points`` / ``radar_points``: optional per
+    sample ``(P, 3)`` world-frame points (the estimates of the module docstring).
+    ``extrapolate``: pose-track policy for data timestamps outside ``world_from_ego`` (e.g. an
+    image exposed just after the last pose). ``map_filename``: the map record's raster (the
+    devkit needs one map record; ``""`` names DATAROOT itself, enough to load the tables).
+    Raises ``ValueError`` for unordered or merging sample times or mismatched file lists,
+    :class:`formats.categories.UnmappedCategoryError` naming unmapped categories; warns
+    (:class:`LensWarning`) for each camera of :func:`lens_notes`.
     """
     times = np.asarray(sample_times_ns, dtype=np.int64)
-    us = [_us(t) for t in times]
+    us = [us_from_ns(t) for t in times]
     if len(times) == 0 or np.any(np.diff(us) <= 0):
         raise ValueError("sample_times_ns must be non-empty and strictly increasing at 1 µs resolution")
     for s in sensors:
@@ -113,6 +145,13 @@ def nuscenes_tables(
             raise ValueError(f"sensor {s.channel}: {len(s.files)} files for {len(times)} samples")
     if num_lidar_pts is not None and np.shape(num_lidar_pts) != (len(times), len(tracks)):
         raise ValueError(f"num_lidar_pts must be ({len(times)}, {len(tracks)}), got {np.shape(num_lidar_pts)}")
+    names = NUSCENES.resolve((t.category for t in tracks), categories, unmapped)
+    keep = [n for n, t in enumerate(tracks) if names[t.category] is not None]
+    tracks = [tracks[n] for n in keep]
+    if num_lidar_pts is not None:
+        num_lidar_pts = np.asarray(num_lidar_pts)[:, keep]
+    for note in lens_notes(sensors):
+        warnings.warn(note, LensWarning, stacklevel=2)
     for name, pts in (("lidar_points", lidar_points), ("radar_points", radar_points)):
         if pts is not None and len(pts) != len(times):
             raise ValueError(f"{name}: one array per sample ({len(times)}), got {len(pts)}")
@@ -137,18 +176,18 @@ def nuscenes_tables(
             filename, t_ns = entry
             sd_token = token("sample_data", scene_name, s.channel, i)
             pose = world_from_ego.at(int(t_ns), extrapolate)
-            tables["ego_pose"].append({"token": sd_token, "timestamp": _us(t_ns),
+            tables["ego_pose"].append({"token": sd_token, "timestamp": us_from_ns(t_ns),
                                        "rotation": pose.rotation.tolist(), "translation": pose.translation.tolist()})
             records.append({
                 "token": sd_token, "sample_token": samples[i]["token"], "ego_pose_token": sd_token,
-                "calibrated_sensor_token": calib_token, "timestamp": _us(t_ns),
+                "calibrated_sensor_token": calib_token, "timestamp": us_from_ns(t_ns),
                 "fileformat": "jpg" if s.camera else "pcd", "is_key_frame": True,
                 "height": s.camera.intrinsics.height if s.camera else 0,
                 "width": s.camera.intrinsics.width if s.camera else 0, "filename": filename,
             })
         tables["sample_data"] += _linked(records)
-    names = sorted({categories.get(t.category, t.category) for t in tracks})
-    tables["category"] = [{"token": token("category", n), "name": n, "description": ""} for n in names]
+    tables["category"] = [{"token": token("category", n), "name": n, "description": ""}
+                          for n in sorted({names[t.category] for t in tracks})]
     if tracks:
         boxes = interpolate_tracks(tracks, times)
         wlh = nuscenes_wlh_from_lwh(boxes.sizes)
@@ -169,7 +208,7 @@ def nuscenes_tables(
                 continue
             tables["sample_annotation"] += anns
             tables["instance"].append({
-                "token": inst, "category_token": token("category", categories.get(t.category, t.category)),
+                "token": inst, "category_token": token("category", names[t.category]),
                 "nbr_annotations": len(anns), "first_annotation_token": anns[0]["token"],
                 "last_annotation_token": anns[-1]["token"],
             })
@@ -181,7 +220,7 @@ def nuscenes_tables(
                       "location": location}]
     # the devkit indexes maps by their log_tokens and needs one record; no raster is written
     tables["map"] = [{"token": token("map", scene_name), "log_tokens": [log_token], "category": "semantic_prior",
-                      "filename": ""}]
+                      "filename": map_filename}]
     tables["attribute"] = []
     tables["visibility"] = [{"token": k, "level": v, "description": ""} for k, v in _VISIBILITY]
     return tables
@@ -223,3 +262,4 @@ def write_nuscenes(dataroot: str | os.PathLike, version: str, tables: Mapping[st
     for name, records in tables.items():
         (out / f"{name}.json").write_text(json.dumps(records, indent=0, allow_nan=False))
     return out
+

@@ -310,3 +310,225 @@ def test_import_fixture_loads_in_devkit(drive, tmp_path):
     assert run.returncode == 0, run.stderr[-2000:]
     out = json.loads(run.stdout)
     assert out["lidar"].keys() == {a["token"] for a in tables["sample_annotation"]}
+
+
+# ---------------------------------------------------------------- categories and lenses
+
+
+def _recategorised(drive, *categories: str) -> list:
+    """The drive's actor tracks with the given categories in turn (the rest kept)."""
+    import dataclasses
+
+    tracks = list(drive.actor_tracks)
+    return [dataclasses.replace(t, category=categories[n]) if n < len(categories) else t
+            for n, t in enumerate(tracks)]
+
+
+def _devkit_colormap() -> dict:
+    """nuscenes-devkit's ``get_colormap()`` (its category names), loaded from the file: importing
+    the package would import matplotlib here."""
+    import importlib.util
+
+    package = Path(importlib.util.find_spec("nuscenes").submodule_search_locations[0])
+    spec = importlib.util.spec_from_file_location("devkit_color_map", package / "utils" / "color_map.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_colormap()
+
+
+def test_category_tables_cover_the_devkit_and_the_rigs(drive):
+    from formats.categories import NUSCENES
+    from server.simulate import LABEL_CATEGORIES
+
+    assert NUSCENES.names == set(_devkit_colormap())
+    rig = {t.category for t in drive.static_tracks + drive.actor_tracks} | set(LABEL_CATEGORIES) | {"wreck"}
+    assert rig == {"building", "pole", "car", "pedestrian", "wreck"}  # the harbor rig labels its wreck
+    names = NUSCENES.resolve(rig)
+    assert names == {"building": "static.manmade", "pole": "static.manmade", "car": "vehicle.car",
+                     "pedestrian": "human.pedestrian.adult", "wreck": "static.other"}
+    # nuScenes' own names map to themselves, any case and spacing of a key is the same key
+    assert NUSCENES.resolve(["vehicle.bus.bendy", "Traffic Cone", "PICKUP-truck"]) == {
+        "vehicle.bus.bendy": "vehicle.bus.bendy", "Traffic Cone": "movable_object.trafficcone",
+        "PICKUP-truck": "vehicle.truck"}
+
+
+def test_unmapped_categories_are_refused_by_name(drive):
+    from formats.categories import UnmappedCategoryError
+
+    times = drive.frame_times_ns
+    tracks = _recategorised(drive, "sign", "car", "Road Sign", "sign")
+    with pytest.raises(UnmappedCategoryError, match="nuScenes has no category for 'Road Sign', 'sign'") as err:
+        nuscenes_tables(tracks, times, drive.gnss, [])
+    assert err.value.categories == ("Road Sign", "sign")
+    with pytest.raises(ValueError, match="'sign': 'pole'.*values must be nuScenes names"):
+        nuscenes_tables(tracks, times, drive.gnss, [], categories={"sign": "pole"})
+    with pytest.raises(ValueError, match="unmapped must be one of"):
+        nuscenes_tables(tracks, times, drive.gnss, [], unmapped="ignore")
+
+
+@pytest.mark.parametrize("option, want", [
+    ({"categories": {"sign": "static.manmade", "road sign": None}}, {"sign": "static.manmade", "Road Sign": None}),
+    ({"unmapped": "pass"}, {"sign": "sign", "Road Sign": "Road_Sign"}),
+    ({"unmapped": "drop"}, {"sign": None, "Road Sign": None}),
+])
+def test_unmapped_categories_mapped_passed_or_dropped(drive, option, want):
+    from formats.export_nuscenes import token
+
+    times = drive.frame_times_ns
+    tracks = _recategorised(drive, "sign", "car", "Road Sign", "building")
+    counts = np.arange(len(times) * len(tracks)).reshape(len(times), len(tracks))
+    tables = nuscenes_tables(tracks, times, drive.gnss, [], num_lidar_pts=counts, **option)
+    cat = {r["token"]: r["name"] for r in tables["category"]}
+    got = {r["token"]: cat[r["category_token"]] for r in tables["instance"]}
+    default = {"car": "vehicle.car", "building": "static.manmade", "pedestrian": "human.pedestrian.adult"}
+    boxes = interpolate_tracks(tracks, times)
+    assert boxes.valid[:, :4].any(axis=0).all()
+    for n, t in enumerate(tracks):
+        expected = want[t.category] if t.category in want else default[t.category]
+        assert got.get(token("instance", "scene-0001", t.track_id)) == expected, t.category
+        for i in np.flatnonzero(boxes.valid[:, n]) if expected else []:  # the track's own column of counts
+            ann = next(a for a in tables["sample_annotation"] if a["token"] == _ann_token(t.track_id, i))
+            assert ann["num_lidar_pts"] == counts[i, n]
+    assert sorted(cat.values()) == sorted(set(got.values()))
+
+
+def test_distorted_cameras_warn(drive):
+    import dataclasses
+    import warnings
+
+    from formats.export_nuscenes import LensWarning
+
+    cam = drive.cameras[0]
+    times = drive.frame_times_ns[:2]
+
+    def sensors(model: str, distortion: tuple) -> list:
+        lens = dataclasses.replace(cam.intrinsics, model=model, distortion=distortion)
+        c = dataclasses.replace(cam, intrinsics=lens)
+        return [NuScenesSensorFiles(cam.name, cam.ego_from_camera, [(f"{i}.jpg", int(t)) for i, t in enumerate(times)],
+                                    camera=c)]
+
+    with pytest.warns(LensWarning, match=f"camera {cam.name}: kannala_brandt lens .*3x3 matrix alone"):
+        nuscenes_tables([], times, drive.gnss, sensors("kannala_brandt", (0.0, 0.0, 0.0, 0.0)))
+    with pytest.warns(LensWarning, match=r"brown_conrady lens \(distortion \[-0.1"):
+        nuscenes_tables([], times, drive.gnss, sensors("brown_conrady", (-0.1, 0.01)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        nuscenes_tables([], times, drive.gnss, sensors("brown_conrady", (0.0, 0.0)))  # a pinhole in effect
+        nuscenes_tables([], times, drive.gnss, sensors("pinhole", ()))
+
+
+# ---------------------------------------------------------------- complete export of a prepared scene
+
+_DEVKIT_RENDER = r"""
+import json, sys
+import matplotlib
+matplotlib.use("Agg")
+import numpy as np
+from nuscenes.nuscenes import NuScenes
+from nuscenes.utils.data_classes import LidarPointCloud
+root, version, out_dir = sys.argv[1:4]
+nusc = NuScenes(version=version, dataroot=root, verbose=False)
+out = []
+for sample in nusc.sample:
+    data = {}
+    for channel, sd in sample["data"].items():
+        png = f"{out_dir}/{channel}-{sample['timestamp']}.png"
+        # underlay_map: the devkit's map crop calls int() on a 1-element array, an error on NumPy 2
+        nusc.render_sample_data(sd, underlay_map=False, out_path=png, verbose=False)
+        path, boxes, k = nusc.get_sample_data(sd)
+        data[channel] = {"png": png, "path": path, "boxes": {b.token: b.corners().T.tolist() for b in boxes},
+                         "names": {b.token: b.name for b in boxes}}
+        if k is None:
+            data[channel]["points"] = f"{out_dir}/{channel}-{sample['timestamp']}.npy"
+            np.save(data[channel]["points"], LidarPointCloud.from_file(path).points.T)
+    out.append({"timestamp": sample["timestamp"], "data": data})
+print(json.dumps(out))
+"""
+
+
+def _lidar_from_world(xyz: np.ndarray, world_from_ego, ego_from_lidar) -> np.ndarray:
+    """NumPy reference: world points ``(N, 3)`` → ego → LiDAR frame, row vectors."""
+    ego = (xyz - world_from_ego.translation) @ _matrix(world_from_ego.rotation)
+    return (ego - ego_from_lidar.translation) @ _matrix(ego_from_lidar.rotation)
+
+
+def check_complete_dataroot(root: Path, scene, tracks, names: dict, out_dir: Path, version: str = VERSION) -> None:
+    """``root`` loads in nuscenes-devkit, every sample's LiDAR and camera data renders to a PNG,
+    the LiDAR files hold the scene's points in the LiDAR frame (NumPy reference), the camera
+    files are the stored JPEGs, and ``get_sample_data`` boxes are ``tracks`` (categories
+    ``names``, ``None`` = dropped) in the sensor frame."""
+    from formats.export_nuscenes import token
+
+    run = subprocess.run([DEVKIT_PYTHON, "-c", _DEVKIT_RENDER, str(root), version, str(out_dir)],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    out = json.loads(run.stdout)
+    times = np.array([f.timestamp_ns for f in scene.frames], np.int64)
+    boxes = interpolate_tracks(tracks, times)
+    lidar, (cam_name, cam) = scene.lidars[0], next(iter(scene.cameras.items()))
+    assert [s["timestamp"] for s in out] == [(int(t) + 500) // 1000 for t in times]
+    for i, (frame, sample) in enumerate(zip(scene.frames, out)):
+        assert set(sample["data"]) == {lidar.name} | ({cam_name} if cam_name in frame.images else set())
+        for d in sample["data"].values():
+            assert Path(d["png"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        # points: the stored world points in the LiDAR frame at the frame time, intensity, ring
+        table = scene.points(frame.index)
+        ref = _lidar_from_world(np.column_stack([table.column(c).to_numpy() for c in "xyz"]).astype(np.float64),
+                                frame.world_from_ego, lidar.ego_from_sensor)
+        d = sample["data"][lidar.name]
+        np.testing.assert_allclose(np.load(d["points"])[:, :3], ref, rtol=0, atol=2e-5)
+        raw = np.fromfile(d["path"], "<f4").reshape(-1, 5)
+        np.testing.assert_array_equal(raw[:, 3], table.column("intensity").to_numpy())
+        np.testing.assert_array_equal(raw[:, 4], table.column("ring").to_numpy())
+        # boxes: every kept track's box in the LiDAR frame with its nuScenes category
+        kept = [n for n, t in enumerate(tracks) if boxes.valid[i, n] and names[t.category] is not None]
+        tok = {token("sample_annotation", scene.scene_id, tracks[n].track_id, i): n for n in kept}
+        assert set(d["boxes"]) == set(tok)
+        for a, n in tok.items():
+            corners = box_corners(boxes.centers[i, n], boxes.sizes[i, n], boxes.rotations[i, n])
+            same_corner_set(np.array(d["boxes"][a]),
+                            _lidar_from_world(corners, frame.world_from_ego, lidar.ego_from_sensor), 1e-6)
+            assert d["names"][a] == names[tracks[n].category]
+        if cam_name in frame.images:
+            assert Path(sample["data"][cam_name]["path"]).read_bytes() == scene.image_path(frame.index, cam_name).read_bytes()
+            assert set(sample["data"][cam_name]["boxes"]) <= set(tok)
+
+
+def scene_tracks(t0: int, dt: int) -> list:
+    """Labels for :func:`tests.server_scene.write_scene`: the parked car over its block of points,
+    a truck turning past it and a pole."""
+    from engine.cuboid import CuboidTrack
+
+    turn = quat.from_yaw(np.array([0.0, 0.2]))
+    return [CuboidTrack("car-1", "car", np.array([t0, t0 + 2 * dt]), np.array([[10.0, 0.0, 0.7]] * 2),
+                        np.array([[4.2, 1.9, 1.5]] * 2), np.array([[1.0, 0, 0, 0]] * 2)),
+            CuboidTrack("truck-2", "truck", np.array([t0, t0 + 2 * dt]), np.array([[14.0, 3.0, 1.0], [17.0, 3.5, 1.0]]),
+                        np.array([[7.0, 2.4, 3.0]] * 2), turn),
+            CuboidTrack("pole-3", "pole", np.array([t0]), np.array([[12.0, -3.0, 2.5]]), np.array([[0.3, 0.3, 5.0]]),
+                        np.array([[1.0, 0, 0, 0]]), stationary=True)]
+
+
+def test_complete_export_loads_and_renders_in_devkit(tmp_path):
+    import cv2
+
+    from formats.export_nuscenes_dataroot import write_nuscenes_dataroot
+    from formats.scene_store import Scene
+    from tests.server_scene import DT, T0, write_scene
+
+    scene = Scene.open(write_scene(tmp_path / "scenes"))
+    tracks = scene_tracks(T0, DT)
+    root = write_nuscenes_dataroot(tmp_path / "nusc", scene, tracks, unmapped="drop",
+                                   categories={"truck": None})
+    names = {"car": "vehicle.car", "truck": None, "pole": "static.manmade"}
+    (tmp_path / "renders").mkdir()
+    check_complete_dataroot(root, scene, tracks, names, tmp_path / "renders")
+    sample_data = json.loads((root / VERSION / "sample_data.json").read_text())
+    files = {str(p.relative_to(root)) for p in (root / "samples").rglob("*") if p.is_file()}
+    assert files == {sd["filename"] for sd in sample_data} and len(files) == 2 * len(scene.frames)
+    assert not (root / "sweeps").exists()
+    mask = cv2.imdecode(np.frombuffer((root / "maps" / "fathom-blank.png").read_bytes(), np.uint8),
+                        cv2.IMREAD_UNCHANGED)
+    assert mask.shape == (1, 1) and mask[0, 0] == 0  # the devkit's background value
+    notes = (root / "NOTES.txt").read_text()
+    assert "category 'pole' -> 'static.manmade'" in notes and "category 'truck': dropped" in notes
+    assert "no sweeps" in notes

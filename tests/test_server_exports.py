@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -33,13 +34,34 @@ VAN = {"id": "van-2", "category": "truck", "attributes": {}, "keyframes": [
 ]}
 
 
+# categories nuScenes and KITTI have no name for (a sign) and a pole (mapped by the default table)
+SIGN = {"id": "sign-3", "category": "Road Sign", "attributes": {}, "keyframes": [
+    {"timestamp_ns": T0, "center": [12.0, -3.0, 2.0], "size": [0.2, 0.8, 0.8], "rotation": [1, 0, 0, 0]},
+    {"timestamp_ns": T0 + 2 * DT, "center": [12.0, -3.0, 2.0], "size": [0.2, 0.8, 0.8], "rotation": [1, 0, 0, 0]}]}
+POLE = {**SIGN, "id": "pole-4", "category": "pole",
+        "keyframes": [dict(k, center=[12.0, 3.0, 2.5], size=[0.3, 0.3, 5.0]) for k in SIGN["keyframes"]]}
+
+
+def write_fisheye_scene(root) -> None:
+    """``root/fish``: the demo scene with its camera turned into a Kannala-Brandt fisheye."""
+    shutil.copytree(root / "demo", root / "fish")
+    doc = json.loads((root / "fish" / "scene.json").read_text())
+    doc["scene_id"] = "fish"
+    doc["sensors"]["cameras"][0].update(model="kannala_brandt", distortion=[0.02, -0.01, 0.0, 0.0])
+    (root / "fish" / "scene.json").write_text(json.dumps(doc))
+
+
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     root = tmp_path_factory.mktemp("scenes")
     write_scene(root)
+    write_fisheye_scene(root)
     app = create_app(Settings(scenes_dir=root, tokens=json.dumps(TOKENS)))
     with TestClient(app, raise_server_exceptions=False) as client:
         r = client.put("/v1/scenes/demo/labels", headers={**A, "If-Match": "*"}, json={"tracks": [car_track(), VAN]})
+        assert r.status_code == 200
+        r = client.put("/v1/scenes/fish/labels", headers={**A, "If-Match": "*"},
+                       json={"tracks": [car_track(), SIGN, POLE]})
         assert r.status_code == 200
         yield client, Scene.open(root / "demo")
     assert app.state.fathom.server_errors == 0
@@ -209,3 +231,72 @@ def test_errors(env, url, headers, status):
     r = client.get(url, headers=headers)
     assert r.status_code == status, r.text
     assert "detail" in r.json()
+
+
+@pytest.mark.parametrize("fmt", ["nuscenes", "kitti"])
+def test_unmapped_category_is_refused_with_its_name(env, fmt):
+    client, _ = env
+    r = client.get(f"/v1/scenes/fish/export/{fmt}", headers=V)
+    assert r.status_code == 422, r.text
+    detail = r.json()["detail"]
+    assert "no category for 'Road Sign'" in detail and "unmapped=drop" in detail and "pole" not in detail
+    assert client.get(f"/v1/scenes/fish/export/{fmt}?unmapped=ignore", headers=V).status_code == 422
+
+
+def _zip_tables(content: bytes) -> tuple[dict, list[str]]:
+    with zipfile.ZipFile(io.BytesIO(content)) as z:
+        tables = {n.split("/")[1][:-5]: json.loads(z.read(n)) for n in z.namelist() if n.startswith("v1.0-fathom/")}
+        return tables, z.namelist()
+
+
+@pytest.mark.filterwarnings("ignore::formats.export_nuscenes.LensWarning")  # the fisheye: tested below
+@pytest.mark.parametrize("unmapped, sign", [("pass", "Road_Sign"), ("drop", None)])
+def test_unmapped_option_passes_or_drops(env, unmapped, sign):
+    client, _ = env
+    r = client.get(f"/v1/scenes/fish/export/nuscenes?unmapped={unmapped}", headers=V)
+    assert r.status_code == 200 and f"-{unmapped}" in r.headers["etag"]
+    tables, _ = _zip_tables(r.content)
+    cat = {c["token"]: c["name"] for c in tables["category"]}
+    assert sorted(cat[i["category_token"]] for i in tables["instance"]) == sorted(
+        n for n in ("vehicle.car", "static.manmade", sign) if n)
+    k = client.get(f"/v1/scenes/fish/export/kitti?unmapped={unmapped}", headers=V)
+    assert k.status_code == 200
+    types = {line.split()[1]: line.split()[2] for line in k.text.splitlines()}
+    assert set(types.values()) == {"Car", "Misc"} | ({sign} if sign else set())  # ids 0 car, 1 sign, 2 pole
+    assert (types.get("1") == sign) if sign else "1" not in types
+
+
+def test_fisheye_camera_is_named_in_header_and_notes(env):
+    client, _ = env
+    r = client.get("/v1/scenes/fish/export/nuscenes?unmapped=drop", headers=V)
+    warning = r.headers["x-export-warnings"]
+    assert warning.startswith("camera CAM_FRONT: kannala_brandt lens") and "3x3 matrix alone" in warning
+    with zipfile.ZipFile(io.BytesIO(r.content)) as z:
+        notes = z.read("NOTES.txt").decode()
+    assert warning in notes and "category 'Road Sign': dropped" in notes
+    assert "x-export-warnings" not in client.get("/v1/scenes/demo/export/nuscenes", headers=V).headers
+
+
+def test_complete_nuscenes_export_loads_and_renders(env, tmp_path):
+    from tests.test_interop_nuscenes import check_complete_dataroot
+
+    client, scene = env
+    _, tracks = _stored(client)
+    with client.stream("GET", "/v1/scenes/demo/export/nuscenes?complete=true", headers=V) as r:
+        assert r.status_code == 200 and r.headers["content-type"] == "application/zip"
+        assert "demo-nuscenes-complete.zip" in r.headers["content-disposition"]
+        chunks = list(r.iter_bytes())
+    assert len(chunks) > 1  # streamed as it is written
+    with zipfile.ZipFile(io.BytesIO(b"".join(chunks))) as z:
+        z.extractall(tmp_path / "nusc")
+        names = z.namelist()
+    assert sum(n.startswith("samples/LIDAR_TOP/") for n in names) == len(scene.frames)
+    (tmp_path / "renders").mkdir()
+    check_complete_dataroot(tmp_path / "nusc", scene, tracks, {"car": "vehicle.car", "truck": "vehicle.truck"},
+                            tmp_path / "renders")
+    # the same files as the formats function writes
+    from formats.export_nuscenes_dataroot import write_nuscenes_dataroot
+
+    root = write_nuscenes_dataroot(tmp_path / "direct", scene, tracks)
+    for n in names:
+        assert (root / n).read_bytes() == (tmp_path / "nusc" / n).read_bytes(), n

@@ -1,4 +1,4 @@
-"""Exports: the scene's current labels in a delivery format (SFS, nuScenes tables, KITTI tracking).
+"""Exports: the scene's current labels in a delivery format (SFS, nuScenes, KITTI tracking).
 
 ``GET /v1/scenes/{id}/export/{format}`` (viewer role). Boxes are in the scene frame (the
 stored world frame: ENU minus ``origin.enu_offset_m``, see the scene detail), times in the
@@ -8,28 +8,38 @@ changes with every label write (``If-None-Match`` → 304).
 - ``sfs``: a Scale Sensor Fusion Scene (``application/octet-stream``, ``<id>.sfs``) with the
   label tracks and a ``lidar`` sensor carrying the ego poses and, with ``points=true``
   (default), every frame's full-resolution points (:mod:`formats.export_sfs`).
-- ``nuscenes``: a zip of ``<version>/*.json`` tables (:mod:`formats.export_nuscenes`), one
-  sample per frame; sample_data rows name ``samples/<sensor>/<frame>.pcd.bin`` / ``.jpg`` but
-  the zip holds the tables only. ``num_lidar_pts`` and ``visibility`` are estimated from each
-  frame's points and the scene's cameras; ego poses at image times past the last frame are
-  extrapolated linearly (the scene stores poses at frame times only).
+- ``nuscenes``: a zip of a nuScenes DATAROOT (:func:`formats.export_nuscenes_dataroot.nuscenes_scene_export`):
+  ``NOTES.txt`` (what was exported, the category mapping, lens caveats), ``v1.0-fathom/*.json``
+  tables with one sample per frame and a blank ``maps/`` mask. ``num_lidar_pts`` and
+  ``visibility`` are estimated from each frame's points and the scene's cameras; ego poses at
+  image times past the last frame are extrapolated linearly (the scene stores poses at frame
+  times only). ``complete=true`` adds the ``samples/`` files (each LiDAR's points in its own
+  frame as ``.pcd.bin``, the camera JPEGs as stored) and streams the zip as it is written
+  (one frame in memory at a time; not cached, no ``ETag``); without it the zip holds the
+  tables only. A camera whose lens nuScenes cannot describe (fisheye, distortion) is named
+  in ``NOTES.txt`` and in the ``X-Export-Warnings`` header.
 - ``kitti``: ``label_02`` text of one camera (``camera``, default the first; 404 without
   one), with ``occluded`` from the frame's points (:mod:`formats.export_kitti`).
+
+Categories (``nuscenes``, ``kitti``) are mapped by :mod:`formats.categories`; a category with
+no nuScenes / KITTI name is refused with 422 naming it unless ``unmapped=pass`` (write the
+name as it is) or ``unmapped=drop`` (leave its tracks out).
 """
 
 from __future__ import annotations
 
-import io
-import json
 import zipfile
-from typing import Annotated, Literal
+from typing import Annotated, Iterable, Iterator, Literal
 
 import numpy as np
 from fastapi import APIRouter, HTTPException, Query, Request, Response
+from fastapi.responses import StreamingResponse
 
 from engine.cuboid import CuboidTrack
+from formats.categories import Unmapped, UnmappedCategoryError
 from formats.export_kitti import kitti_tracking_lines
-from formats.export_nuscenes import NuScenesSensorFiles, nuscenes_tables
+from formats.export_nuscenes import lens_notes
+from formats.export_nuscenes_dataroot import NuScenesSceneExport, ScenePoints, nuscenes_scene_export
 from formats.export_sfs import encode_sfs, scene_to_sfs
 from formats.scene_store import Scene
 from server.boxes import tracks_from_document
@@ -42,40 +52,55 @@ ExportFormat = Literal["sfs", "nuscenes", "kitti"]
 NUSCENES_VERSION = "v1.0-fathom"
 
 
-def _xyz(scene: Scene, index: int) -> np.ndarray:
-    table = scene.points(index)
-    return np.column_stack([table.column(c).to_numpy() for c in "xyz"]).astype(np.float64)
+class _Chunks:
+    """A write-only, unseekable file for :class:`zipfile.ZipFile` that keeps what is written
+    until :meth:`take`."""
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+
+    def write(self, data: bytes) -> int:
+        self._parts.append(bytes(data))
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def take(self) -> bytes:
+        out = b"".join(self._parts)
+        self._parts.clear()
+        return out
+
+
+def _zip(files: Iterable[tuple[str, bytes]]) -> Iterator[bytes]:
+    """A zip archive of ``(name, bytes)`` entries, yielded entry by entry as it is written
+    (text deflated; point files and JPEGs stored)."""
+    sink = _Chunks()
+    with zipfile.ZipFile(sink, "w") as z:
+        for name, data in files:
+            z.writestr(name, data, zipfile.ZIP_DEFLATED if name.endswith((".json", ".txt")) else zipfile.ZIP_STORED)
+            yield sink.take()
+    yield sink.take()
 
 
 def _sfs(scene: Scene, tracks: list[CuboidTrack], points: bool) -> bytes:
-    track = scene.world_from_ego()
-    frames = [(f.timestamp_ns, _xyz(scene, f.index) if points else np.zeros((0, 3))) for f in scene.frames]
-    return encode_sfs(scene_to_sfs(tracks, track, frames))
+    xyz = ScenePoints(scene)
+    frames = [(f.timestamp_ns, xyz[i] if points else np.zeros((0, 3))) for i, f in enumerate(scene.frames)]
+    return encode_sfs(scene_to_sfs(tracks, scene.world_from_ego(), frames))
 
 
-def _nuscenes(scene: Scene, tracks: list[CuboidTrack]) -> bytes:
+def _kitti(scene: Scene, tracks: list[CuboidTrack], camera: str, unmapped: Unmapped) -> bytes:
     times = np.array([f.timestamp_ns for f in scene.frames], np.int64)
-    sensors = [NuScenesSensorFiles(l.name, l.ego_from_sensor,
-                                   [(f"samples/{l.name}/{f.index:06d}.pcd.bin", f.timestamp_ns) for f in scene.frames])
-               for l in scene.lidars]
-    sensors += [NuScenesSensorFiles(name, cam.ego_from_camera,
-                                    [(f"samples/{name}/{f.index:06d}.jpg", f.image_timestamps_ns[name])
-                                     if name in f.images else None for f in scene.frames], camera=cam)
-                for name, cam in scene.cameras.items()]
-    tables = nuscenes_tables(tracks, times, scene.world_from_ego(), sensors, scene_name=scene.scene_id,
-                             lidar_points=[_xyz(scene, f.index) for f in scene.frames], extrapolate="linear")
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
-        for name, records in tables.items():
-            z.writestr(f"{NUSCENES_VERSION}/{name}.json", json.dumps(records, allow_nan=False))
-    return buf.getvalue()
-
-
-def _kitti(scene: Scene, tracks: list[CuboidTrack], camera: str) -> bytes:
-    times = np.array([f.timestamp_ns for f in scene.frames], np.int64)
-    sweeps = [f.world_from_ego.inverse().apply(_xyz(scene, f.index)) for f in scene.frames]
-    lines = kitti_tracking_lines(tracks, times, scene.world_from_ego(), scene.cameras[camera], sweeps=sweeps)
+    lines = kitti_tracking_lines(tracks, times, scene.world_from_ego(), scene.cameras[camera],
+                                 sweeps=ScenePoints(scene, "ego"), unmapped=unmapped)
     return "".join(line + "\n" for line in lines).encode()
+
+
+def _unmapped_error(fmt: str, exc: UnmappedCategoryError) -> HTTPException:
+    names = ", ".join(map(repr, exc.categories))
+    return HTTPException(422, f"{fmt} export: {exc.dataset} has no category for {names}; relabel them, or "
+                              "export with unmapped=pass (write the names as they are) or unmapped=drop "
+                              "(leave those tracks out)")
 
 
 @router.get(
@@ -89,6 +114,8 @@ def export_labels(
     _: Viewer, scene: SceneDep, state: State, request: Request, fmt: ExportFormat,
     camera: Annotated[str | None, Query(max_length=64, description="kitti: the labelled camera")] = None,
     points: Annotated[bool, Query(description="sfs: include every frame's points")] = True,
+    complete: Annotated[bool, Query(description="nuscenes: with the samples/ files (streamed)")] = False,
+    unmapped: Annotated[Unmapped, Query(description="nuscenes, kitti: categories without a name there")] = "refuse",
 ) -> Response:
     """The current labels exported as ``fmt`` (see the module docstring)."""
     if fmt == "kitti":
@@ -98,18 +125,41 @@ def export_labels(
     if not scene.frames:
         raise HTTPException(404, f"scene {scene.scene_id!r} has no frames to export")
     revision, doc = state.labels.get(scene.scene_id)
-    variant = {"sfs": f"-points{int(points)}", "kitti": f"-{camera}", "nuscenes": ""}[fmt]
+    if fmt == "nuscenes" and complete:
+        try:
+            export = nuscenes_scene_export(scene, tracks_from_document(doc), version=NUSCENES_VERSION,
+                                           unmapped=unmapped, complete=True)
+        except UnmappedCategoryError as exc:
+            raise _unmapped_error(fmt, exc) from None
+        return StreamingResponse(_zip(export.files()), media_type="application/zip",
+                                 headers=_nuscenes_headers(export, f"{scene.scene_id}-nuscenes-complete.zip"))
+    variant = {"sfs": f"-points{int(points)}", "kitti": f"-{camera}-{unmapped}", "nuscenes": f"-{unmapped}"}[fmt]
     key = ("export", scene.scene_id, revision, fmt, variant)
+    etag = f'"r{revision}-{fmt}{variant}"'
 
     def build() -> Payload:
         tracks = tracks_from_document(doc)
-        if fmt == "sfs":
-            body, media, name = _sfs(scene, tracks, points), "application/octet-stream", f"{scene.scene_id}.sfs"
-        elif fmt == "nuscenes":
-            body, media, name = _nuscenes(scene, tracks), "application/zip", f"{scene.scene_id}-nuscenes.zip"
-        else:
-            body, media, name = _kitti(scene, tracks, camera), "text/plain", f"{scene.scene_id}-{camera}.txt"
-        return Payload(body, media, f'"r{revision}-{fmt}{variant}"',
-                       {"Content-Disposition": f'attachment; filename="{name}"'}, compressible=fmt != "nuscenes")
+        try:
+            if fmt == "sfs":
+                return Payload(_sfs(scene, tracks, points), "application/octet-stream", etag,
+                               _attachment(f"{scene.scene_id}.sfs"))
+            if fmt == "kitti":
+                return Payload(_kitti(scene, tracks, camera, unmapped), "text/plain", etag,
+                               _attachment(f"{scene.scene_id}-{camera}.txt"))
+            export = nuscenes_scene_export(scene, tracks, version=NUSCENES_VERSION, unmapped=unmapped, complete=False)
+        except UnmappedCategoryError as exc:
+            raise _unmapped_error(fmt, exc) from None
+        return Payload(b"".join(_zip(export.files())), "application/zip", etag,
+                       _nuscenes_headers(export, f"{scene.scene_id}-nuscenes.zip"), compressible=False)
 
     return respond(request, state.cache.get(key, build), state.cache, state.settings.gzip_level, key)
+
+
+def _attachment(name: str) -> dict[str, str]:
+    return {"Content-Disposition": f'attachment; filename="{name}"'}
+
+
+def _nuscenes_headers(export: NuScenesSceneExport, name: str) -> dict[str, str]:
+    """The attachment name and, for cameras nuScenes cannot describe, ``X-Export-Warnings``."""
+    notes = lens_notes(export.sensors)
+    return _attachment(name) | ({"X-Export-Warnings": " | ".join(notes)} if notes else {})
