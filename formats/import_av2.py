@@ -44,7 +44,7 @@ from formats.av2 import read_av2_sweep
 from formats.errors import FormatError
 from formats.pcd import write_pcd
 from formats.raw_log import LogLidar, link_or_copy, write_labels, write_log_manifest, write_pose_table
-from formats.scene_store import SceneOrigin
+from formats.rig import SceneOrigin
 
 POSE = ("qw", "qx", "qy", "qz", "tx_m", "ty_m", "tz_m")
 IMAGE_TOLERANCE_NS = 25_000_000

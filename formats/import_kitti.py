@@ -47,7 +47,7 @@ from formats.errors import FormatError
 from formats.pose_files import parse_floats, read_kitti_oxts, read_oxts, read_text_lines
 from formats.pose_files import read_kitti_timestamps as read_timestamps
 from formats.raw_log import LogLidar, link_or_copy, write_labels, write_log_manifest, write_pose_table
-from formats.scene_store import SceneOrigin
+from formats.rig import SceneOrigin
 
 LABEL_FIELDS = 17
 OBJECT_FIELDS = 15  # type truncated occluded alpha bbox(4) h w l x y z rotation_y

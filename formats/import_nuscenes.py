@@ -31,7 +31,7 @@ from formats.conventions import lwh_from_nuscenes_wlh
 from formats.errors import FormatError, load_json
 from formats.pose_files import nuscenes_ego_pose_track
 from formats.raw_log import LogLidar, link_or_copy, write_labels, write_log_manifest, write_pose_table
-from formats.scene_store import SceneOrigin
+from formats.rig import SceneOrigin
 
 TABLES = ("scene", "sample", "sample_data", "ego_pose", "calibrated_sensor", "sensor", "sample_annotation",
           "instance", "category")

@@ -44,7 +44,7 @@ from formats.errors import FormatError, load_json
 from formats.jpeg import decode_jpeg
 from formats.pcd import write_pcd
 from formats.raw_log import LogLidar, link_or_copy, write_labels, write_log_manifest, write_pose_table
-from formats.scene_store import SceneOrigin
+from formats.rig import SceneOrigin
 
 LIDAR_NAMES = {0: "pandar64", 1: "pandar_gt"}
 _CUBOID_COLUMNS = ("uuid", "label", "yaw", "position.x", "position.y", "position.z",

@@ -59,7 +59,7 @@ from formats.errors import FormatError, load_json
 from formats.jpeg import decode_jpeg
 from formats.pcd import write_pcd
 from formats.raw_log import LogLidar, link_or_copy, write_labels, write_log_manifest, write_pose_table
-from formats.scene_store import SceneOrigin
+from formats.rig import SceneOrigin
 
 _NS = {"ns": 1, "us": 1_000, "ms": 1_000_000, "s": 1_000_000_000}
 _LENS = {"brown_conrady": ("brown_conrady", ("k1", "k2", "p1", "p2", "k3")),

@@ -30,7 +30,7 @@ from formats.conventions import pose_from_sfs_row
 from formats.errors import FormatError
 from formats.pcd import write_pcd
 from formats.raw_log import LogLidar, write_labels, write_log_manifest, write_pose_table
-from formats.scene_store import SceneOrigin
+from formats.rig import SceneOrigin
 from formats.sfs_cuboids import _NS_PER_UNIT, track_from_sfs
 
 _DTYPES = {"float32", "float64", "uint8", "uint16", "uint32", "uint64", "int32", "int64"}

@@ -22,7 +22,7 @@ One log is a directory::
               | {..., "format": "velodyne_pcap", "path": "lidar/NAME.pcap", "model": "VLP-16",
                  "calibration": "lidar/NAME.yaml"}        # calibration optional
               | {..., "format": "kmall", "path": "sonar/NAME.kmall"}],
-     "cameras": [CAMERA],                      # as formats.scene_store.camera_to_json
+     "cameras": [CAMERA],                      # as formats.rig.camera_to_json
      "frames": [{"timestamp_ns",
                  "lidar": {NAME: "lidar/NAME/000000.pcd"            # a per-frame file
                            | {"start_ns": a, "end_ns": b}},          # a stream sensor's window
@@ -76,7 +76,7 @@ from engine.pose_track import PoseTrack
 from engine.se3 import SE3
 from formats.errors import FormatError, load_json
 from formats.registry import READERS
-from formats.scene_store import SceneOrigin, _camera_from_json, _pose_from_json, camera_to_json, pose_to_json
+from formats.rig import Lidar, SceneOrigin, camera_from_json, camera_to_json, lidar_to_json, pose_from_json
 
 FORMAT = "fathom-log"
 VERSION = 2
@@ -206,7 +206,7 @@ def read_log(log_dir: str | os.PathLike) -> RawLog:
             raise FormatError(manifest, None, f"poses.kind one of {POSE_KINDS}, got {poses.get('kind')!r}")
         poses_path = _inside(root, poses.get("path"), manifest, "poses.path")
         lidars = [_lidar_from_json(root, manifest, i, d) for i, d in enumerate(doc.get("lidars", []))]
-        cameras = tuple(_camera_from_json(d, manifest) for d in doc.get("cameras", []))
+        cameras = tuple(camera_from_json(d, manifest) for d in doc.get("cameras", []))
         by_name = {l.name: l for l in lidars}
         lidar_names = set(by_name)
         camera_names = {c.name for c in cameras}
@@ -256,7 +256,7 @@ def _lidar_from_json(root: Path, manifest: Path, i: int, d: dict[str, Any]) -> L
             raise FormatError(manifest, None, f"lidars[{i}].model: {exc}") from None
         if d.get("calibration") is not None:
             calibration = _inside(root, d["calibration"], manifest, f"lidars[{i}].calibration")
-    pose = _pose_from_json(d.get("ego_from_sensor"), manifest, f"lidars[{i}].ego_from_sensor")
+    pose = pose_from_json(d.get("ego_from_sensor"), manifest, f"lidars[{i}].ego_from_sensor")
     return LogLidar(str(d["name"]), sid, pose, fmt, path, model, calibration)
 
 
@@ -304,8 +304,7 @@ def write_log_manifest(
 
 
 def _lidar_to_json(lidar: LogLidar) -> dict[str, Any]:
-    out = {"name": lidar.name, "sensor_id": lidar.sensor_id, "ego_from_sensor": pose_to_json(lidar.ego_from_sensor),
-           "format": lidar.format}
+    out = dict(lidar_to_json(Lidar(lidar.name, lidar.ego_from_sensor), lidar.sensor_id), format=lidar.format)
     for key in ("path", "model", "calibration"):
         value = getattr(lidar, key)
         if value is not None:

@@ -351,7 +351,7 @@ def test_frames_are_synced_by_finalize_or_as_written(tmp_path, monkeypatch, dura
     fsynced as it is written."""
     import os
 
-    from formats import scene_store
+    from formats.scene_store import durable as store_files
 
     w = SceneWriter(tmp_path / "s", scene_id="s", cameras=[camera()], durable=durable)
     synced: list[str] = []
@@ -366,7 +366,7 @@ def test_frames_are_synced_by_finalize_or_as_written(tmp_path, monkeypatch, dura
         return 0
 
     monkeypatch.setattr(os, "fsync", fsync)
-    monkeypatch.setattr(scene_store, "_SYNCFS", fake_syncfs if syncfs else None)
+    monkeypatch.setattr(store_files, "_SYNCFS", fake_syncfs if syncfs else None)
     entries = {i: w.write_frame(i, T0 + i * DT, ego_pose(i), points_table(frame_xyz(i)),
                                 [np.arange(0, len(frame_xyz(i)), 3)], images={"CAM_FRONT": jpeg(i)}) for i in range(2)}
     frames = tmp_path / "s" / "frames"
@@ -389,7 +389,7 @@ def test_frames_are_synced_by_finalize_or_as_written(tmp_path, monkeypatch, dura
 
 
 def test_failed_serialisation_leaves_no_file_and_no_temporary(tmp_path, monkeypatch):
-    from formats import scene_store
+    from formats.scene_store import durable
 
     w = SceneWriter(tmp_path / "s", scene_id="s", cameras=[camera()])
     w.write_frame(0, T0, ego_pose(0), points_table(frame_xyz(0)))
@@ -399,7 +399,7 @@ def test_failed_serialisation_leaves_no_file_and_no_temporary(tmp_path, monkeypa
         sink.write(b"ARROW1\0\0half a file")
         raise OSError("disk full")
 
-    monkeypatch.setattr(scene_store, "write_arrow_file", broken)
+    monkeypatch.setattr(durable, "write_arrow_file", broken)
     with pytest.raises(OSError, match="disk full"):
         w.write_frame(0, T0, ego_pose(0), points_table(frame_xyz(0)))
     assert not list((tmp_path / "s").rglob("*.tmp"))
@@ -487,9 +487,9 @@ def test_a_stale_temporary_with_our_name_is_skipped_not_overwritten(tmp_path, mo
     import itertools
     import os
 
-    from formats import scene_store
+    from formats.scene_store import durable
 
-    monkeypatch.setattr(scene_store, "_TEMPORARY_SERIAL", itertools.count())
+    monkeypatch.setattr(durable, "_TEMPORARY_SERIAL", itertools.count())
     w = SceneWriter(tmp_path / "s", scene_id="s")
     stale = tmp_path / "s" / "frames" / f".000000.arrow.{os.getpid()}-0.tmp"
     stale.parent.mkdir(parents=True)
@@ -504,16 +504,16 @@ def _direct_writes(monkeypatch) -> list[bool]:
     """Record, per temporary created, whether it was opened with O_DIRECT."""
     import os
 
-    from formats import scene_store
+    from formats.scene_store import durable
 
     opened: list[bool] = []
-    real = scene_store._create_temporary
+    real = durable._create_temporary
 
     def spy(path, flags=0):
         opened.append(bool(flags & os.O_DIRECT))
         return real(path, flags)
 
-    monkeypatch.setattr(scene_store, "_create_temporary", spy)
+    monkeypatch.setattr(durable, "_create_temporary", spy)
     return opened
 
 
@@ -564,7 +564,7 @@ def test_direct_io_refused_falls_back_to_the_page_cache(tmp_path, monkeypatch, r
     import errno
     import os
 
-    from formats import scene_store
+    from formats.scene_store import durable
 
     real_open, real_write = os.open, os.write
     direct_fds: set[int] = set()
@@ -586,8 +586,8 @@ def test_direct_io_refused_falls_back_to_the_page_cache(tmp_path, monkeypatch, r
             raise OSError(errno.EINVAL, "Invalid argument")
         return real_write(fd, data)
 
-    monkeypatch.setattr(scene_store.os, "open", fake_open)
-    monkeypatch.setattr(scene_store.os, "write", fake_write)
+    monkeypatch.setattr(durable.os, "open", fake_open)
+    monkeypatch.setattr(durable.os, "write", fake_write)
     table = _big_table()
     w = SceneWriter(tmp_path / "s", scene_id="s")
     e = w.write_frame(0, T0, ego_pose(0), table)
@@ -601,7 +601,7 @@ def test_a_failing_direct_write_leaves_nothing_and_raises(tmp_path, monkeypatch)
     import errno
     import os
 
-    from formats import scene_store
+    from formats.scene_store import durable
 
     real_write = os.write
 
@@ -610,7 +610,7 @@ def test_a_failing_direct_write_leaves_nothing_and_raises(tmp_path, monkeypatch)
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_write(fd, data)
 
-    monkeypatch.setattr(scene_store.os, "write", full_disk)
+    monkeypatch.setattr(durable.os, "write", full_disk)
     w = SceneWriter(tmp_path / "s", scene_id="s")
     with pytest.raises(OSError, match="No space left"):
         w.write_frame(0, T0, ego_pose(0), _big_table())
