@@ -62,14 +62,16 @@ def scene():
 
 @pytest.mark.parametrize("frame", ["sensor", "ego", "world"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_matches_matrix_reference(scene, frame, dtype):
+@pytest.mark.parametrize("max_error_m", [0.0, 1e-6], ids=["exact", "table"])
+def test_matches_matrix_reference(scene, frame, dtype, max_error_m):
     track, ext, xyz, times = scene
     t_ref = int(times[len(times) // 3])
-    out = motion_compensate(xyz.astype(dtype), times, track, ext, t_ref, frame)
+    out = motion_compensate(xyz.astype(dtype), times, track, ext, t_ref, frame, max_error_m=max_error_m)
     ref = _reference(xyz, times, track, ext, t_ref, frame)
     assert out.dtype == (np.float64 if frame == "world" else np.float32)
-    # float32 output rounds at ~4e-6 m for 60 m; world float64 output keeps 1e-9
-    np.testing.assert_allclose(out, ref, atol=1e-9 if frame == "world" else 2e-5, rtol=0)
+    # float32 output rounds at ~4e-6 m for 60 m; world float64 output keeps 1e-9 (exact)
+    # or the table's bound
+    np.testing.assert_allclose(out, ref, atol=max(max_error_m, 1e-9) if frame == "world" else 2e-5, rtol=0)
 
 
 def test_out_receives_the_result_in_place(scene):
@@ -94,7 +96,7 @@ def test_repeated_firing_times_match_reference(scene):
     shuffled = np.random.default_rng(0).permutation(len(xyz))  # and in no particular order
     out = motion_compensate(xyz[shuffled], column_times[shuffled], track, ext, t_ref, "world")
     ref = _reference(xyz[shuffled], column_times[shuffled], track, ext, t_ref, "world")
-    np.testing.assert_allclose(out, ref, atol=1e-9, rtol=0)
+    np.testing.assert_allclose(out, ref, atol=1e-6, rtol=0)
 
 
 def test_point_at_reference_time_is_unchanged(scene):
@@ -161,6 +163,112 @@ def test_motion_compensate_bad_input(scene):
         motion_compensate(xyz, times, track, ext, int(times[0]), "camera")
     with pytest.raises(ValueError, match="single SE3"):
         motion_compensate(xyz, times, track, SE3.identity(2), int(times[0]))
+    with pytest.raises(ValueError, match="max_error_m"):
+        motion_compensate(xyz, times, track, ext, out_frame="world", max_error_m=-1e-6)
+    with pytest.raises(ValueError, match="max_error_m"):
+        motion_compensate(xyz, times, track, ext, out_frame="world", max_error_m=float("nan"))
+
+
+# ---------------------------------------------------------------- staggered (per-laser) times: the table
+
+
+@pytest.fixture(scope="module")
+def fast_yaw():
+    """1 rad/s yaw (plus pitch/roll wobble) at 30 m/s, poses every ~10 ms with jitter; a
+    Velodyne-like 100 ms sweep: 32 lasers staggered 2.3 µs within each 110.6 µs column, so
+    every point has its own time; ranges up to 200 m, a 1.6 m lever arm."""
+    rng = np.random.default_rng(9)
+    ts = T0 + np.cumsum(np.r_[0, rng.integers(8_000_000, 12_000_000, 40)]).astype(np.int64)
+    s = (ts - T0) * 1e-9
+    q = quat.from_euler_zyx(0.05 * np.sin(9 * s), 0.03 * np.cos(7 * s), 1.0 * s)
+    t = np.column_stack([30 * s, 2 * s * s, 0.1 * np.sin(5 * s)])
+    track = PoseTrack(ts, q, t)
+    ext = SE3(quat.from_euler_zyx(0.0, 0.0, np.pi / 2), np.array([1.2, 0.1, 1.0]))
+    columns = np.arange(904, dtype=np.int64) * 110_600
+    times = T0 + 50_000_000 + (columns[:, None] + np.arange(32) * 2_304).ravel()  # spans ~10 pose samples
+    az = rng.uniform(-np.pi, np.pi, len(times))
+    rng_m = np.where(rng.random(len(times)) < 0.3, 200.0, rng.uniform(1, 200, len(times)))
+    el = rng.uniform(-0.3, 0.1, len(times))
+    xyz = np.column_stack([rng_m * np.cos(el) * np.cos(az), rng_m * np.cos(el) * np.sin(az), rng_m * np.sin(el)])
+    return track, ext, xyz, times
+
+
+def test_table_meets_its_bound_at_fast_yaw_and_200_m(fast_yaw):
+    track, ext, xyz, times = fast_yaw
+    assert len(np.unique(times)) == len(times)
+    ref = _reference(xyz, times, track, ext, None, "world")
+    exact = motion_compensate(xyz, times, track, ext, out_frame="world", max_error_m=0.0)
+    np.testing.assert_allclose(exact, ref, atol=1e-9, rtol=0)
+    for bound in (1e-6, 1e-5, 1e-3):
+        err = np.linalg.norm(motion_compensate(xyz, times, track, ext, out_frame="world", max_error_m=bound) - ref,
+                             axis=1).max()
+        # the table is used (not the exact path) and its steps are as long as the bound allows
+        assert 0.5 * bound < err <= bound, (bound, err)
+
+
+@pytest.mark.parametrize("frame", ["sensor", "ego"])
+def test_table_in_the_reference_frames(fast_yaw, frame):
+    track, ext, xyz, times = fast_yaw
+    t_ref = int(times[-1])
+    got = motion_compensate(xyz, times, track, ext, t_ref, frame)
+    exact = _reference(xyz, times, track, ext, t_ref, frame)
+    # the bound, plus the float32 output's rounding
+    assert np.all(np.abs(got - exact) <= 1e-6 + np.spacing(np.abs(exact).astype(np.float32)))
+
+
+@pytest.mark.parametrize("extrapolate", ["hold", "linear"])
+def test_table_beyond_the_track(fast_yaw, extrapolate):
+    track, ext, xyz, times = fast_yaw
+    late = times + (track.end_ns - int(times[len(times) // 2]))  # the second half after the last pose
+    exact = motion_compensate(xyz, late, track, ext, out_frame="world", extrapolate=extrapolate, max_error_m=0.0)
+    got = motion_compensate(xyz, late, track, ext, out_frame="world", extrapolate=extrapolate)
+    err = np.linalg.norm(got - exact, axis=1)
+    assert err.max() <= 1e-6
+    after = late > track.end_ns
+    if extrapolate == "hold":  # one pose after the track: nothing to interpolate there
+        assert err[after].max() < 1e-9
+    else:
+        assert err[after].max() > 1e-8
+
+
+def test_nan_points_stay_nan_and_leave_the_table_to_the_others(fast_yaw):
+    track, ext, xyz, times = fast_yaw
+    bad = xyz.copy()
+    bad[7] = np.nan
+    bad[9, 2] = -np.nan  # sign bit set
+    got = motion_compensate(bad, times, track, ext, out_frame="world")
+    assert np.all(np.isnan(got[[7, 9]]))
+    np.testing.assert_array_equal(np.delete(got, [7, 9], 0),
+                                  np.delete(motion_compensate(xyz, times, track, ext, out_frame="world"), [7, 9], 0))
+
+
+def test_table_shuffled_times_match_firing_order(fast_yaw):
+    track, ext, xyz, times = fast_yaw
+    order = np.random.default_rng(3).permutation(len(times))
+    sorted_out = motion_compensate(xyz, times, track, ext, out_frame="world")
+    shuffled = motion_compensate(xyz[order], times[order], track, ext, out_frame="world")
+    np.testing.assert_allclose(shuffled, sorted_out[order], atol=1e-12, rtol=0)
+
+
+def test_exact_path_where_the_table_does_not_pay(fast_yaw):
+    track, ext, xyz, times = fast_yaw
+    # one time (a single-time sweep), two times, a column-synchronous sweep with fewer
+    # columns than nodes: the exact slerp at every distinct time
+    for t in (np.full(len(times), times[100]), np.where(np.arange(len(times)) < 500, times[0], times[-1]),
+              np.repeat(times[::3200], 3200)[: len(times)]):
+        got = motion_compensate(xyz, t, track, ext, out_frame="world")
+        np.testing.assert_array_equal(got, motion_compensate(xyz, t, track, ext, out_frame="world", max_error_m=0.0))
+        np.testing.assert_allclose(got, _reference(xyz, t, track, ext, None, "world"), atol=1e-9, rtol=0)
+    # an infinite point leaves no lever arm to bound: exact path for the others
+    bad = xyz.copy()
+    bad[7, 0] = np.inf
+    got = motion_compensate(bad, times, track, ext, out_frame="world")
+    assert not np.all(np.isfinite(got[7]))
+    np.testing.assert_array_equal(np.delete(got, 7, 0),
+                                  np.delete(motion_compensate(xyz, times, track, ext, out_frame="world",
+                                                              max_error_m=0.0), 7, 0))
+    empty = motion_compensate(np.zeros((0, 3)), np.zeros(0, np.int64), track, ext, out_frame="world")
+    assert empty.shape == (0, 3)
 
 
 # ---------------------------------------------------------------- synthetic rig: 15 m/s, 30°/s
