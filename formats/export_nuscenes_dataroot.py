@@ -33,6 +33,7 @@ import pyarrow as pa
 from engine.cuboid import CuboidTrack
 from formats.categories import NUSCENES, Unmapped
 from formats.export_nuscenes import NuScenesSensorFiles, lens_notes, nuscenes_tables, us_from_ns
+from formats.nuscenes import pcd_bin_bytes
 from formats.scene_store import Scene, column_values
 
 MAP_MASK = "maps/fathom-blank.png"
@@ -82,12 +83,8 @@ def lidar_sample_bytes(scene: Scene, position: int, lidar: int) -> bytes:
     rows = (column_values(table, "sensor_id") == lidar if "sensor_id" in names
             else np.full(n, lidar == 0))
     lidar_from_world = (entry.world_from_ego @ scene.lidars[lidar].ego_from_sensor).inverse()
-    rec = np.zeros((int(rows.sum()), 5), "<f4")
-    rec[:, :3] = lidar_from_world.apply(_world_xyz(table)[rows])
-    for k, column in ((3, "intensity"), (4, "ring")):
-        if column in names:
-            rec[:, k] = column_values(table, column)[rows]
-    return rec.tobytes()
+    intensity, ring = (column_values(table, c)[rows] if c in names else None for c in ("intensity", "ring"))
+    return pcd_bin_bytes(lidar_from_world.apply(_world_xyz(table)[rows]), intensity, ring)
 
 
 def scene_sensor_files(scene: Scene) -> list[NuScenesSensorFiles]:

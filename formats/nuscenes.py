@@ -38,12 +38,19 @@ def read_nuscenes_pcd_bin(path: str | os.PathLike, *, timestamp_ns: int | None =
     return Sweep(xyz=rec[:, :3], intensity=rec[:, 3], ring=ring, timestamp_ns=timestamp_ns, frame="lidar")
 
 
+def pcd_bin_bytes(xyz: np.ndarray, intensity: np.ndarray | None = None, ring: np.ndarray | None = None) -> bytes:
+    """nuScenes ``.pcd.bin`` bytes: little-endian float32 records ``x y z intensity ring`` of
+    ``(N, 3)`` positions (metres, the LiDAR frame) and ``(N,)`` intensity and ring (0 where None)."""
+    rec = np.zeros((len(xyz), 5), dtype="<f4")
+    rec[:, :3] = xyz
+    if intensity is not None:
+        rec[:, 3] = intensity
+    if ring is not None:
+        rec[:, 4] = ring
+    return rec.tobytes()
+
+
 def write_nuscenes_pcd_bin(path: str | os.PathLike, sweep: Sweep) -> None:
     """Write ``xyz``, ``intensity`` and ``ring`` (0 where absent) as nuScenes float32 records."""
-    rec = np.zeros((len(sweep), 5), dtype="<f4")
-    rec[:, :3] = sweep.xyz
-    if sweep.intensity is not None:
-        rec[:, 3] = sweep.intensity
-    if sweep.ring is not None:
-        rec[:, 4] = sweep.ring
-    rec.tofile(path)
+    with open(path, "wb") as f:
+        f.write(pcd_bin_bytes(sweep.xyz, sweep.intensity, sweep.ring))
