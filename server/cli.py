@@ -52,6 +52,35 @@ def _cmd_import(args: argparse.Namespace) -> int:
     return 1 if summary.failed else 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    """A prepared scene's current labels as a nuScenes DATAROOT (the HTTP export, on disk)."""
+    from formats.export_nuscenes_dataroot import write_nuscenes_dataroot
+    from formats.scene_store import Scene
+    from server.boxes import tracks_from_document
+    from server.config import Settings
+
+    scene_dir = Path(args.scene_dir)
+    scene = Scene.open(scene_dir)
+    db = Path(args.label_db) if args.label_db else Settings(scenes_dir=scene_dir.parent).label_db_path
+    revision, doc = (0, {"tracks": []}) if not db.exists() else _labels(db, scene.scene_id)
+    if revision == 0:  # never served: the labels the server would start with
+        doc = scene.read_imported_labels() or doc
+    root = write_nuscenes_dataroot(args.out, scene, tracks_from_document(doc), version=args.version,
+                                   unmapped=args.unmapped, complete=not args.tables_only)
+    print(f"fathom export: {scene.scene_id} (label revision {revision}, {len(doc['tracks'])} tracks) → {root}")
+    return 0
+
+
+def _labels(db: Path, scene_id: str) -> tuple[int, dict]:
+    from server.label_store import LabelStore
+
+    store = LabelStore(db)
+    try:
+        return store.get(scene_id)
+    finally:
+        store.close()
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     from server.main import serve
 
@@ -218,6 +247,18 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--annotations", default=None, help="scale-legacy: the cuboid annotations JSON")
     imp.add_argument("--no-images", action="store_true", help="leave the camera images out")
     imp.set_defaults(func=_cmd_import)
+
+    exp = sub.add_parser("export", help="a prepared scene's labels as a nuScenes DATAROOT on disk")
+    exp.add_argument("format", choices=["nuscenes"])
+    exp.add_argument("scene_dir", help="a prepared scene directory")
+    exp.add_argument("--out", required=True, help="the DATAROOT directory to write")
+    exp.add_argument("--label-db", default=None,
+                     help="the server's label database (default: labels.sqlite3 beside the scene directory)")
+    exp.add_argument("--version", default="v1.0-fathom", help="the table version directory")
+    exp.add_argument("--unmapped", default="refuse", choices=["refuse", "pass", "drop"],
+                     help="categories with no nuScenes name: refuse (default), pass the name, or drop the track")
+    exp.add_argument("--tables-only", action="store_true", help="the tables without samples/")
+    exp.set_defaults(func=_cmd_export)
 
     serve = sub.add_parser("serve", help="serve prepared scenes over HTTP")
     serve.add_argument("scenes_dir")
