@@ -1,26 +1,28 @@
-"""JPEG images ⇄ ``(H, W, 3)`` / ``(H, W)`` uint8 arrays through libjpeg-turbo (PyTurboJPEG).
+"""JPEG images ⇄ ``(H, W, 3)`` / ``(H, W)`` uint8 arrays through libjpeg-turbo (simplejpeg,
+whose wheels carry their own libjpeg-turbo: no system library is needed).
 
-Decoding can run at a DCT scale ``(num, denom)`` (libjpeg-turbo's scaling factors, e.g.
+Decoding can run at a DCT scale ``(num, denom)`` ≤ 1 (libjpeg-turbo's scaling factors, e.g.
 ``(1, 2)``): the inverse DCT itself produces the smaller image, several times faster than a
 full decode. The image is then ``ceil(W · num / denom)`` × ``ceil(H · num / denom)`` and
-:func:`scaled_intrinsics` / :func:`scaled_camera` give the lens that matches it.
+:func:`scaled_intrinsics` / :func:`scaled_camera` give the lens that matches it (they also
+take the factors above 1, which libjpeg-turbo offers but the decoder here does not).
 
 Before decoding, the marker segments up to the first scan (SOS) are walked so that a
 broken header is reported with its byte offset. libjpeg-turbo reports corrupt or
 truncated entropy-coded data only as warnings (it would return a partly grey image);
-here any such warning is a :class:`FormatError` too.
+here any such warning is a :class:`FormatError` too (simplejpeg's ``strict`` mode).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-import warnings
-from functools import lru_cache
+from math import gcd
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
+import simplejpeg
 
 from engine.camera import Camera, CameraIntrinsics
 from formats.errors import FormatError
@@ -28,19 +30,17 @@ from formats.errors import FormatError
 Subsampling = Literal["444", "422", "420"]
 Scale = tuple[int, int]
 
+# libjpeg-turbo's DCT scaling factors (tjGetScalingFactors): m/8 for m = 1..16, reduced
+SCALES = frozenset((m // gcd(m, 8), 8 // gcd(m, 8)) for m in range(1, 17))
+# those the decoder produces (simplejpeg picks a factor by output size and never enlarges)
+DECODE_SCALES = frozenset((num, denom) for num, denom in SCALES if num <= denom)
+
 _SOI = b"\xff\xd8"
 _EOI = b"\xff\xd9"
 _SOS = 0xDA
 # frame headers: SOF0..SOF15 except DHT (C4), JPG (C8), DAC (CC)
 _SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 _STANDALONE = frozenset([0x01, *range(0xD0, 0xD8)])
-
-
-@lru_cache(maxsize=1)
-def _turbo():
-    from turbojpeg import TurboJPEG
-
-    return TurboJPEG()
 
 
 def _scan_header(data: bytes, path: str | os.PathLike | None) -> int:
@@ -79,14 +79,13 @@ def _scan_header(data: bytes, path: str | os.PathLike | None) -> int:
         pos += 2 + length
 
 
-def _check_scale(scale: Scale) -> Scale:
+def _check_scale(scale: Scale, allowed: frozenset[Scale] = SCALES) -> Scale:
     try:
         num, denom = (int(v) for v in scale)
     except (TypeError, ValueError):
         raise ValueError(f"scale must be a (num, denom) pair, got {scale!r}") from None
-    allowed = sorted(_turbo().scaling_factors)
     if (num, denom) not in allowed:
-        raise ValueError(f"scale must be one of libjpeg-turbo's {allowed}, got {scale!r}")
+        raise ValueError(f"scale must be one of libjpeg-turbo's {sorted(allowed)}, got {scale!r}")
     return num, denom
 
 
@@ -155,30 +154,29 @@ def decode_jpeg(data: bytes, path: str | os.PathLike | None = None, gray: bool =
                 scale: Scale = (1, 1)) -> np.ndarray:
     """Decode JPEG bytes to ``(H, W, 3) uint8`` RGB (or ``(H, W) uint8`` with ``gray``).
 
-    ``scale``: a libjpeg-turbo DCT scaling factor ``(num, denom)``; the image is then
-    :func:`scaled_size` and :func:`scaled_intrinsics` gives its lens. ``path`` only names
-    the source in errors. Raises :class:`FormatError` on a broken header (with its byte
-    offset), truncated or corrupt image data; ``ValueError`` on an unsupported scale.
+    ``scale``: a libjpeg-turbo DCT scaling factor ``(num, denom)`` ≤ 1 (:data:`DECODE_SCALES`);
+    the image is then :func:`scaled_size` and :func:`scaled_intrinsics` gives its lens.
+    ``path`` only names the source in errors. Raises :class:`FormatError` on a broken header
+    (with its byte offset), truncated or corrupt image data; ``ValueError`` on an unsupported
+    scale.
     """
-    from turbojpeg import TJPF_GRAY, TJPF_RGB
-
-    factor = _check_scale(scale)
+    factor = _check_scale(scale, DECODE_SCALES)
     data = bytes(data)
     sos = _scan_header(data, path)
     if data.rfind(_EOI) < sos:
         raise FormatError(path, len(data), "JPEG EOI marker FF D9 after the image data (file truncated)")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            image = _turbo().decode(data, pixel_format=TJPF_GRAY if gray else TJPF_RGB,
-                                    scaling_factor=None if factor == (1, 1) else factor)
-        except OSError as exc:
-            raise FormatError(path, sos, f"decodable JPEG image data ({exc})") from None
-    problems = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
-    if problems:
-        raise FormatError(path, sos, f"valid JPEG image data ({'; '.join(problems)})")
-    if image.ndim != 3 or image.shape[0] == 0 or image.shape[1] == 0:
-        raise FormatError(path, sos, f"a non-empty image, decoded shape {image.shape}")
+    try:
+        height, width, _, _ = simplejpeg.decode_jpeg_header(data)
+        # asked for exactly this size, simplejpeg passes it on to libjpeg-turbo, which decodes
+        # at the largest factor giving that size (the requested one unless the image is under
+        # 8 pixels both ways), as it did for PyTurboJPEG
+        size = scaled_size(width, height, factor)
+        image = simplejpeg.decode_jpeg(data, colorspace="gray" if gray else "rgb", fastdct=False,
+                                       fastupsample=False, min_width=size[0], min_height=size[1], strict=True)
+    except ValueError as exc:
+        raise FormatError(path, sos, f"valid JPEG image data ({exc})") from None
+    if image.shape[:2] != size[::-1] or 0 in size:
+        raise FormatError(path, sos, f"a non-empty {size[0]}×{size[1]} image, decoded shape {image.shape}")
     return image[:, :, 0] if gray else image
 
 
@@ -192,8 +190,6 @@ def encode_jpeg(image: np.ndarray, quality: int = 90, subsampling: Subsampling =
 
     ``quality`` 1..100; ``subsampling`` of the chroma planes (ignored for gray).
     """
-    from turbojpeg import TJPF_GRAY, TJPF_RGB, TJSAMP_420, TJSAMP_422, TJSAMP_444, TJSAMP_GRAY
-
     img = np.asarray(image)
     if img.dtype != np.uint8:
         raise ValueError(f"image must be uint8, got {img.dtype}")
@@ -201,17 +197,13 @@ def encode_jpeg(image: np.ndarray, quality: int = 90, subsampling: Subsampling =
         raise ValueError(f"image must have shape (H, W, 3) or (H, W) with H, W > 0, got {img.shape}")
     if not (1 <= int(quality) <= 100):
         raise ValueError(f"quality must be in 1..100, got {quality}")
-    samp = {"444": TJSAMP_444, "422": TJSAMP_422, "420": TJSAMP_420}
-    if subsampling not in samp:
-        raise ValueError(f"subsampling must be one of {sorted(samp)}, got {subsampling!r}")
+    if subsampling not in get_args(Subsampling):
+        raise ValueError(f"subsampling must be one of {sorted(get_args(Subsampling))}, got {subsampling!r}")
     if img.ndim == 2:
-        return _turbo().encode(
-            np.ascontiguousarray(img[:, :, None]), quality=int(quality), pixel_format=TJPF_GRAY,
-            jpeg_subsample=TJSAMP_GRAY,
-        )
-    return _turbo().encode(
-        np.ascontiguousarray(img), quality=int(quality), pixel_format=TJPF_RGB, jpeg_subsample=samp[subsampling]
-    )
+        return simplejpeg.encode_jpeg(np.ascontiguousarray(img[:, :, None]), quality=int(quality),
+                                      colorspace="gray", colorsubsampling="gray")
+    return simplejpeg.encode_jpeg(np.ascontiguousarray(img), quality=int(quality), colorspace="rgb",
+                                  colorsubsampling=subsampling)
 
 
 def write_jpeg(path: str | os.PathLike, image: np.ndarray, quality: int = 90, subsampling: Subsampling = "420") -> None:

@@ -1,5 +1,5 @@
-"""formats.jpeg: libjpeg-turbo decode/encode against OpenCV, corrupt data → FormatError, DCT-scaled
-decoding and its intrinsics."""
+"""formats.jpeg: libjpeg-turbo decode/encode against OpenCV and PyTurboJPEG, corrupt data →
+FormatError, DCT-scaled decoding and its intrinsics."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from engine.camera import Camera, CameraIntrinsics
 from engine.projection import project_points
 from engine.se3 import SE3
 from formats.errors import FormatError
-from formats.jpeg import (decode_jpeg, encode_jpeg, read_jpeg, scale_pixels, scaled_camera, scaled_intrinsics,
-                          scaled_size, write_jpeg)
+from formats.jpeg import (DECODE_SCALES, SCALES, decode_jpeg, encode_jpeg, read_jpeg, scale_pixels, scaled_camera,
+                          scaled_intrinsics, scaled_size, write_jpeg)
 
 
 @pytest.fixture(scope="module")
@@ -116,6 +116,38 @@ def test_decode_at_scale_matches_opencv_reduced(image, scale):
         decode_jpeg(data, scale=(1, 3))
     with pytest.raises(ValueError, match="scale"):
         decode_jpeg(data, scale=2)
+    with pytest.raises(ValueError, match="scale"):  # a libjpeg-turbo factor, but it enlarges
+        decode_jpeg(data, scale=(2, 1))
+
+
+@pytest.mark.parametrize("size", [(641, 481), (37, 23), (5, 3)])
+@pytest.mark.parametrize("subsampling", ["444", "422", "420"])
+def test_matches_pyturbojpeg_at_every_scale(size, subsampling):
+    # the test extra's PyTurboJPEG (Debian's system libjpeg-turbo) as the peer: the same
+    # scaling factors, byte-identical encodes and bit-identical decodes at every DCT scale
+    # (scaled_size's ceil included), colour and gray, down to images smaller than a block
+    turbojpeg = pytest.importorskip("turbojpeg")
+    tj = turbojpeg.TurboJPEG()
+    assert SCALES == tj.scaling_factors
+    assert DECODE_SCALES == {f for f in tj.scaling_factors if f[0] <= f[1]}
+    w, h = size
+    rng = np.random.default_rng(w)
+    y, x = np.mgrid[0:h, 0:w]
+    rgb = (rng.integers(0, 64, (h, w, 3)) + ((x + 2 * y) % 192)[..., None]).astype(np.uint8)
+    samp = {"444": turbojpeg.TJSAMP_444, "422": turbojpeg.TJSAMP_422, "420": turbojpeg.TJSAMP_420}[subsampling]
+    data = encode_jpeg(rgb, 90, subsampling)
+    assert data == tj.encode(rgb, quality=90, pixel_format=turbojpeg.TJPF_RGB, jpeg_subsample=samp)
+    gray = encode_jpeg(rgb[:, :, 1], 90)
+    assert gray == tj.encode(np.ascontiguousarray(rgb[:, :, 1:2]), quality=90, pixel_format=turbojpeg.TJPF_GRAY,
+                             jpeg_subsample=turbojpeg.TJSAMP_GRAY)
+    for scale in sorted(DECODE_SCALES):
+        factor = None if scale == (1, 1) else scale
+        for blob in (data, gray):
+            ours = decode_jpeg(blob, scale=scale)
+            assert ours.shape == (*scaled_size(w, h, scale)[::-1], 3)
+            np.testing.assert_array_equal(ours, tj.decode(blob, pixel_format=turbojpeg.TJPF_RGB, scaling_factor=factor))
+            np.testing.assert_array_equal(decode_jpeg(blob, gray=True, scale=scale),
+                                          tj.decode(blob, pixel_format=turbojpeg.TJPF_GRAY, scaling_factor=factor)[:, :, 0])
 
 
 @pytest.mark.parametrize("intr", _SCALE_LENSES, ids=lambda i: i.model)
