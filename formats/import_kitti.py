@@ -248,11 +248,9 @@ def write_kitti_log(out: Path, log_id: str, calib: KittiCalibration, track: Pose
     cameras: list[Camera] = []
     first = next((im for im in images if im is not None), None)
     if first is not None:
-        import cv2
-
         from formats.jpeg import encode_jpeg
 
-        shape = _png(first[0], cv2).shape
+        shape = read_png_rgb(first[0]).shape
         cameras.append(Camera("image_02", CameraIntrinsics(shape[1], shape[0], calib.fx, calib.fy, calib.cx, calib.cy),
                               calib.ego_from_cam2))
     frames = []
@@ -261,12 +259,12 @@ def write_kitti_log(out: Path, log_id: str, calib: KittiCalibration, track: Pose
         link_or_copy(src, out / rel)
         entry = {"timestamp_ns": int(t), "lidar": {"velodyne": rel}, "images": {}}
         if cameras and image is not None:
-            bgr = _png(image[0], cv2)
-            if bgr.shape[:2] != (cameras[0].intrinsics.height, cameras[0].intrinsics.width):
+            rgb = read_png_rgb(image[0])
+            if rgb.shape[:2] != (cameras[0].intrinsics.height, cameras[0].intrinsics.width):
                 raise FormatError(image[0], None, f"a {cameras[0].intrinsics.width}x{cameras[0].intrinsics.height} image")
             rel_img = f"camera/image_02/{i:06d}.jpg"
             (out / rel_img).parent.mkdir(parents=True, exist_ok=True)
-            (out / rel_img).write_bytes(encode_jpeg(np.ascontiguousarray(bgr[:, :, ::-1]), quality=JPEG_QUALITY))
+            (out / rel_img).write_bytes(encode_jpeg(rgb, quality=JPEG_QUALITY))
             entry["images"]["image_02"] = {"path": rel_img, "timestamp_ns": int(image[1])}
         frames.append(entry)
     if tracks:
@@ -280,11 +278,17 @@ def write_kitti_log(out: Path, log_id: str, calib: KittiCalibration, track: Pose
     return out
 
 
-def _png(path: Path, cv2) -> np.ndarray:
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise FormatError(path, None, "a readable PNG image")
-    return bgr
+def read_png_rgb(path: Path) -> np.ndarray:
+    """An 8-bit PNG as ``(H, W, 3) uint8`` RGB (gray repeated in the three channels), read with
+    open3d's image reader; FormatError for an unreadable or non-8-bit image."""
+    import open3d as o3d
+
+    image = np.asarray(o3d.io.read_image(str(path)))
+    if image.ndim not in (2, 3) or image.size == 0 or image.dtype != np.uint8:
+        raise FormatError(path, None, f"a readable 8-bit PNG image (read {image.dtype} {image.shape})")
+    if image.ndim == 2:
+        image = np.repeat(image[:, :, None], 3, axis=2)
+    return np.ascontiguousarray(image[:, :, :3])
 
 
 def _sweeps(directory: Path, width: int) -> list[Path]:

@@ -199,3 +199,20 @@ def test_bad_input_raises_format_error(drive, tmp_path, what):
         import_kitti_object(tmp_path / "object", tmp_path / "logs")
     assert (err.value.path, err.value.offset) == (str(path), offset)
     assert not (tmp_path / "logs").exists()  # every frame is checked before anything is written
+
+
+def test_png_images_read_as_rgb_like_opencv(tmp_path):
+    import cv2
+
+    from formats.import_kitti import read_png_rgb
+
+    rng = np.random.default_rng(4)
+    rgb = rng.integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    cv2.imwrite(str(tmp_path / "c.png"), rgb[:, :, ::-1])
+    np.testing.assert_array_equal(read_png_rgb(tmp_path / "c.png"), rgb)
+    gray = rng.integers(0, 256, (4, 6), dtype=np.uint8)
+    cv2.imwrite(str(tmp_path / "g.png"), gray)
+    np.testing.assert_array_equal(read_png_rgb(tmp_path / "g.png"), np.repeat(gray[:, :, None], 3, axis=2))
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG garbage")
+    with pytest.raises(FormatError, match="8-bit PNG"):
+        read_png_rgb(tmp_path / "bad.png")
