@@ -27,11 +27,13 @@ from typing import Sequence
 import numpy as np
 
 from engine._jit import pjit, prange
-from engine.camera import KANNALA_BRANDT, Camera, cameras_from_ego, lens_project
+from engine.camera import KANNALA_BRANDT, Camera, lens_project
 from engine.cuboid import EDGES, box_corners
 from engine.pose_track import Extrapolation, PoseTrack
+from engine.projection import camera_setup
 from engine.quaternion import q_rotate
 from engine.se3 import SE3
+from engine.typing import BoolArray, Float64Array, Quaternions, TimesNs, Vectors3
 
 # The clipped segment ends stay this far (m, and relative along the edge) inside the
 # near plane / field-of-view cone, so rounding never pushes an end sample out.
@@ -53,12 +55,12 @@ class CuboidProjection:
         visible: ``(M, C) bool``.
     """
 
-    corners_uv: np.ndarray
-    edges_uv: np.ndarray
-    boxes: np.ndarray
-    visible: np.ndarray
+    corners_uv: Float64Array
+    edges_uv: Float64Array
+    boxes: Float64Array
+    visible: BoolArray
 
-    def paths(self, m: int, c: int) -> list[np.ndarray]:
+    def paths(self, m: int, c: int) -> list[Float64Array]:
         """Polylines ``(k, 2)`` of cuboid ``m`` in camera ``c`` (one per visible edge piece)."""
         out = []
         for edge in self.edges_uv[m, c]:
@@ -190,13 +192,13 @@ def _cuboid_kernel(corners, edges, models, params, cw_q, cw_t, sizes, n_seg, cor
 
 
 def project_cuboids(
-    centers: np.ndarray,
-    sizes: np.ndarray,
-    rotations: np.ndarray,
+    centers: Vectors3,
+    sizes: Vectors3,
+    rotations: Quaternions,
     cameras: Sequence[Camera],
     *,
     world_from_ego: PoseTrack | None = None,
-    camera_times_ns: np.ndarray | Sequence[int] | None = None,
+    camera_times_ns: TimesNs | Sequence[int] | None = None,
     extrapolate: Extrapolation = "none",
     samples_per_edge: int = 16,
 ) -> CuboidProjection:
@@ -215,39 +217,20 @@ def project_cuboids(
     if c3.ndim != 2 or c3.shape[1:] != (3,):
         raise ValueError(f"centers must have shape (M, 3), got {c3.shape}")
     corners = np.ascontiguousarray(box_corners(c3, sizes, rotations).reshape(-1, 8, 3))
-    cameras = list(cameras)
-    for cam in cameras:
-        if not isinstance(cam, Camera):
-            raise ValueError(f"cameras must be Camera objects, got {type(cam).__name__}")
     if int(samples_per_edge) != samples_per_edge or samples_per_edge < 1:
         raise ValueError(f"samples_per_edge must be a positive integer, got {samples_per_edge}")
-    n_cam = len(cameras)
-    if world_from_ego is None:
-        ego_poses = SE3.identity(n_cam)
-    else:
-        if camera_times_ns is None:
-            raise ValueError("camera_times_ns is needed with world_from_ego")
-        times = world_from_ego.check_times(np.asarray(camera_times_ns), extrapolate)
-        if times.shape != (n_cam,):
-            raise ValueError(f"camera_times_ns must have shape ({n_cam},), got {np.shape(camera_times_ns)}")
-        ego_poses = world_from_ego.interpolate(times, extrapolate)
-    if n_cam:
-        camera_from_ego = cameras_from_ego(cameras)
-        cw = camera_from_ego @ ego_poses.inverse()
-    else:
-        cw = SE3.identity(0)
-    n_seg = 1 if all(c.intrinsics.model == "pinhole" for c in cameras) else int(samples_per_edge)
-    models = np.array([c.model_code for c in cameras], np.int64)
-    params = np.ascontiguousarray(np.stack([c.params for c in cameras]) if n_cam else np.zeros((0, 16)))
-    img = np.array([[c.intrinsics.width, c.intrinsics.height] for c in cameras], np.int64).reshape(n_cam, 2)
+    setup = camera_setup(cameras, world_from_ego, camera_times_ns, extrapolate)
+    n_cam = len(setup.cameras)
+    n_seg = 1 if all(c.intrinsics.model == "pinhole" for c in setup.cameras) else int(samples_per_edge)
     m = len(corners)
     corners_uv = np.empty((m, n_cam, 8, 2))
     edges_uv = np.empty((m, n_cam, len(EDGES), n_seg + 1, 2))
     boxes = np.empty((m, n_cam, 4))
     visible = np.empty((m, n_cam), np.bool_)
+    cw = setup.camera_from_src
     _cuboid_kernel(
-        corners, np.ascontiguousarray(EDGES, dtype=np.int64), models, params,
-        np.ascontiguousarray(cw.rotation), np.ascontiguousarray(cw.translation), img, n_seg,
+        corners, np.ascontiguousarray(EDGES, dtype=np.int64), setup.models, setup.params,
+        np.ascontiguousarray(cw.rotation), np.ascontiguousarray(cw.translation), setup.sizes, n_seg,
         corners_uv, edges_uv, boxes, visible,
     )
     return CuboidProjection(corners_uv=corners_uv, edges_uv=edges_uv, boxes=boxes, visible=visible)

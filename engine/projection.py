@@ -41,12 +41,13 @@ import numpy as np
 
 from engine.arrays import as_points
 from engine._jit import inline, pjit, prange
-from engine.camera import (BROWN_CONRADY, KANNALA_BRANDT, Camera, _P_CX, _P_CY, _P_FX, _P_FY, _P_LIMIT, _P_NEAR,
-                           _P_SKEW, _bc_distort, cameras_from_ego, lens_project)
+from engine.camera import (BROWN_CONRADY, KANNALA_BRANDT, N_PARAMS, Camera, _P_CX, _P_CY, _P_FX, _P_FY, _P_LIMIT,
+                           _P_NEAR, _P_SKEW, _bc_distort, cameras_from_ego, lens_project)
 from engine.pose_track import EXTRAPOLATION_CODES, Extrapolation, PoseTrack, interval_table, pose_at
 from engine import quaternion as quat
 from engine.quaternion import q_rotate
 from engine.se3 import SE3
+from engine.typing import BoolArray, Float32Array, Float64Array, Int64Array, Points3, TimesNs
 
 PointFrame = Literal["sensor", "world"]
 _CHUNK = 2048  # points per parallel work item (their float64 positions stay in L1/L2)
@@ -68,11 +69,11 @@ class Projection:
             the point and the optical axis (``z / |p_cam|``); NaN where ``uv`` is NaN.
     """
 
-    uv: np.ndarray
-    depth: np.ndarray
-    in_image: np.ndarray
-    image_sizes: np.ndarray
-    cos_view: np.ndarray
+    uv: Float64Array
+    depth: Float32Array
+    in_image: BoolArray
+    image_sizes: Int64Array
+    cos_view: Float32Array
 
 
 @inline
@@ -213,13 +214,82 @@ def _project_kernel(xyz, times, per_point_pose, ext_q, ext_t, ts, q, t, q1, thet
                     in_image[c, i] = False
 
 
+@dataclass(frozen=True, eq=False)
+class CameraSetup:
+    """``C`` cameras as the projection kernels take them (one set-up for points and cuboids).
+
+    Attributes:
+        cameras: the cameras, in order.
+        models: ``(C,) int64`` lens model codes (:mod:`engine.camera`).
+        params: ``(C, 16) float64`` lens parameters, C-contiguous.
+        sizes: ``(C, 2) int64`` image (width, height) in pixels.
+        camera_from_ego: ``(C,)`` inverse camera mounts.
+        times_ns: ``(C,) int64`` exposure time of each camera (row 0 of a rolling shutter);
+            zeros in a static scene.
+        camera_from_src: ``(C,)`` transforms from the source frame into each camera at
+            ``times_ns``: the world frame with a pose track (``camera_from_ego ·
+            world_from_ego(t_c)⁻¹``), else the sensor frame (``camera_from_ego ·
+            ego_from_sensor``).
+    """
+
+    cameras: list[Camera]
+    models: Int64Array
+    params: Float64Array
+    sizes: Int64Array
+    camera_from_ego: SE3
+    times_ns: TimesNs
+    camera_from_src: SE3
+
+
+def camera_setup(
+    cameras: Sequence[Camera],
+    world_from_ego: PoseTrack | None = None,
+    camera_times_ns: TimesNs | Sequence[int] | None = None,
+    extrapolate: Extrapolation = "none",
+    ego_from_sensor: SE3 | None = None,
+) -> CameraSetup:
+    """Check ``cameras`` and their exposure times, and gather their kernel arrays.
+
+    Without ``world_from_ego`` the scene is static (``camera_times_ns`` ignored) and the
+    sensor mount ``ego_from_sensor`` (default identity) folds into each camera's transform.
+    With it, ``camera_times_ns`` ``(C,)`` is required and checked against the track for
+    ``extrapolate``. Raises ``ValueError`` naming the bad argument.
+    """
+    cameras = list(cameras)
+    for cam in cameras:
+        if not isinstance(cam, Camera):
+            raise ValueError(f"cameras must be Camera objects, got {type(cam).__name__}")
+    n_cam = len(cameras)
+    camera_from_ego = cameras_from_ego(cameras)
+    if world_from_ego is None:
+        times = np.zeros(n_cam, np.int64)
+        camera_from_src = camera_from_ego @ (SE3.identity() if ego_from_sensor is None else ego_from_sensor)
+    else:
+        if camera_times_ns is None:
+            raise ValueError("camera_times_ns is needed with world_from_ego")
+        times = world_from_ego.check_times(np.asarray(camera_times_ns), extrapolate)
+        if times.shape != (n_cam,):
+            raise ValueError(f"camera_times_ns must have shape ({n_cam},), got {np.shape(camera_times_ns)}")
+        ego_poses = world_from_ego.interpolate(times, extrapolate) if n_cam else SE3.identity(0)
+        camera_from_src = camera_from_ego @ ego_poses.inverse()
+    return CameraSetup(
+        cameras=cameras,
+        models=np.array([c.model_code for c in cameras], np.int64),
+        params=np.ascontiguousarray(np.stack([c.params for c in cameras]) if n_cam else np.zeros((0, N_PARAMS))),
+        sizes=np.array([[c.intrinsics.width, c.intrinsics.height] for c in cameras], np.int64).reshape(n_cam, 2),
+        camera_from_ego=camera_from_ego,
+        times_ns=times.astype(np.int64),
+        camera_from_src=camera_from_src,
+    )
+
+
 def project_points(
-    xyz: np.ndarray,
+    xyz: Points3,
     cameras: Sequence[Camera],
     *,
     world_from_ego: PoseTrack | None = None,
-    times_ns: np.ndarray | None = None,
-    camera_times_ns: np.ndarray | Sequence[int] | None = None,
+    times_ns: TimesNs | None = None,
+    camera_times_ns: TimesNs | Sequence[int] | None = None,
     ego_from_sensor: SE3 | None = None,
     frame: PointFrame = "sensor",
     extrapolate: Extrapolation = "none",
@@ -249,37 +319,27 @@ def project_points(
         raise ValueError(f"frame must be 'sensor' or 'world', got {frame!r}")
     p = as_points(xyz)
     n = len(p)
-    cameras = list(cameras)
-    for cam in cameras:
-        if not isinstance(cam, Camera):
-            raise ValueError(f"cameras must be Camera objects, got {type(cam).__name__}")
-    n_cam = len(cameras)
     if rolling_iterations < 0:
         raise ValueError(f"rolling_iterations must be >= 0, got {rolling_iterations}")
     ext = SE3.identity() if ego_from_sensor is None else ego_from_sensor
     if ext.shape != ():
         raise ValueError("ego_from_sensor must be a single SE3")
-    camera_from_ego = cameras_from_ego(cameras)
+    if world_from_ego is None and frame == "world":
+        raise ValueError("frame='world' needs world_from_ego")
+    setup = camera_setup(cameras, world_from_ego, camera_times_ns, extrapolate, ext)
+    cameras = setup.cameras
+    n_cam = len(cameras)
     rolling = np.array([c.shutter == "rolling" for c in cameras], np.bool_)
 
     if world_from_ego is None:
-        if frame == "world":
-            raise ValueError("frame='world' needs world_from_ego")
         track = PoseTrack(np.zeros(1, np.int64), np.array([[1.0, 0.0, 0.0, 0.0]]), np.zeros((1, 3)))
         times = np.zeros(0, np.int64)
-        cam_times = np.zeros(n_cam, np.int64)
-        camera_from_src = camera_from_ego @ ext  # static: the mount folds into each camera
         rolling[:] = False  # nothing moves, so every row sees the same scene
     else:
         track = world_from_ego
-        if camera_times_ns is None:
-            raise ValueError("camera_times_ns is needed with world_from_ego")
-        cam_times = track.check_times(np.asarray(camera_times_ns), extrapolate)
-        if cam_times.shape != (n_cam,):
-            raise ValueError(f"camera_times_ns must have shape ({n_cam},), got {np.shape(camera_times_ns)}")
         ends = [
             int(tc) + (c.row_readout_ns * (c.intrinsics.height - 1) if c.shutter == "rolling" else 0)
-            for tc, c in zip(cam_times, cameras)
+            for tc, c in zip(setup.times_ns, cameras)
         ]
         track.check_times(np.asarray(ends, np.int64), extrapolate)
         if frame == "sensor":
@@ -290,29 +350,24 @@ def project_points(
                 raise ValueError(f"times_ns must have shape ({n},), got {np.shape(times_ns)}")
         else:
             times = np.zeros(0, np.int64)
-        ego_poses = track.interpolate(cam_times, extrapolate) if n_cam else SE3.identity(0)
-        camera_from_src = camera_from_ego @ ego_poses.inverse()
 
     row_ns = np.array([float(c.row_readout_ns) for c in cameras]) * rolling
-    sizes = np.array([[c.intrinsics.width, c.intrinsics.height] for c in cameras], np.int64).reshape(n_cam, 2)
-    models = np.array([c.model_code for c in cameras], np.int64)
-    params = np.stack([c.params for c in cameras]) if n_cam else np.zeros((0, 16))
-
     uv = np.empty((n_cam, n, 2))
     depth = np.empty((n_cam, n), np.float32)
     in_image = np.empty((n_cam, n), np.bool_)
     cos_view = np.empty((n_cam, n), np.float32)
     q1, theta, inv_sin = interval_table(track.rotation)
+    cfs, cfe = setup.camera_from_src, setup.camera_from_ego
     _project_kernel(
         p, np.ascontiguousarray(times, np.int64), len(times) > 0, ext.rotation, ext.translation,
         track.timestamps_ns, track.rotation, track.translation, q1, theta, inv_sin,
-        EXTRAPOLATION_CODES[extrapolate], models, params,
-        np.ascontiguousarray(quat.to_matrix(camera_from_src.rotation).reshape(n_cam, 3, 3)),
-        np.ascontiguousarray(camera_from_src.translation),
-        np.ascontiguousarray(camera_from_ego.rotation), np.ascontiguousarray(camera_from_ego.translation),
-        cam_times.astype(np.int64), row_ns, sizes, int(rolling_iterations), uv, depth, in_image, cos_view,
+        EXTRAPOLATION_CODES[extrapolate], setup.models, setup.params,
+        np.ascontiguousarray(quat.to_matrix(cfs.rotation).reshape(n_cam, 3, 3)),
+        np.ascontiguousarray(cfs.translation),
+        np.ascontiguousarray(cfe.rotation), np.ascontiguousarray(cfe.translation),
+        setup.times_ns, row_ns, setup.sizes, int(rolling_iterations), uv, depth, in_image, cos_view,
     )
-    return Projection(uv=uv, depth=depth, in_image=in_image, image_sizes=sizes, cos_view=cos_view)
+    return Projection(uv=uv, depth=depth, in_image=in_image, image_sizes=setup.sizes, cos_view=cos_view)
 
 
 def _warmup() -> None:
