@@ -89,6 +89,11 @@ def _poses(path: Path, n: int) -> tuple[np.ndarray, np.ndarray]:
 
 def import_pandaset(seq_dir: str | os.PathLike, log_dir: str | os.PathLike, *, images: bool = True) -> Path:
     """Write the PandaSet sequence in ``seq_dir`` as a raw log in ``log_dir``; returns ``log_dir``."""
+    try:
+        import pandas  # noqa: F401  (PandaSet's frames are pandas pickles)
+    except ImportError:
+        raise ModuleNotFoundError("reading PandaSet needs pandas (its frames are pickled DataFrames): "
+                                  "pip install 'fathom3d[pandaset]'") from None
     seq = Path(seq_dir)
     files = sorted((seq / "lidar").glob("*.pkl.gz"))
     if not files:

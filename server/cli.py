@@ -302,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (TokensError, FormatError, ValueError) as exc:
+    except (TokensError, FormatError, ValueError, ModuleNotFoundError) as exc:
         print(f"fathom {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

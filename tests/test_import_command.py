@@ -106,3 +106,11 @@ def test_unknown_scenes_and_sources_are_clear_errors(pandaset_root, tmp_path, ca
     assert main(["import", "pandaset", str(pandaset_root), "--scene", "007", "--out", str(tmp_path / "o")]) == 2
     assert "007" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_pandaset_without_pandas_says_what_to_install(pandaset_root, tmp_path, capsys, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "pandas", None)  # as in a runtime-only install
+    assert main(["import", "pandaset", str(pandaset_root), "--scene", "002", "--out", str(tmp_path / "o")]) == 2
+    assert "pip install 'fathom3d[pandaset]'" in capsys.readouterr().err
