@@ -7,17 +7,25 @@ each sweep mapped to the ego frame by its mount, both concatenated, float32, in 
 order (azimuth-major, as a LiDAR stores a sweep — which is what branch predictors and
 caches see in use). All sides get exactly these points and the same cameras.
 
-Fathom (``project_points`` + ``zbuffer``) against a vectorised NumPy implementation (goal
-≥ 5×) and against six ``cv2.projectPoints`` calls plus the same NumPy z-buffer (goal
-≥ 30×). All three do the same work per camera: float32 ego points → float64 camera frame
-(rotation + translation), near plane, Brown-Conrady distortion, float64 pixels, in-image
-test, a radius-1 splatted depth buffer and the nearest-surface test (visibility out).
-NumPy and Fathom also apply the fold-back guard (OpenCV has none). The cv2 side: per
-camera ``cv2.Rodrigues`` + ``cv2.projectPoints`` (transform and lens inside OpenCV), the
-depth as a separate ``p @ r[2] + t[2]``, then the NumPy z-buffer. The NumPy z-buffer splats
-with ``np.minimum.at`` into a dense per-camera image (the vectorised way); Fathom's sweeps
-the rows with a small ring buffer and builds dense depth images only when asked. Fathom's
-side also computes the viewing-angle cosine for colourisation, which the peers do not.
+``projection_170k_6cams``: Fathom (``project_points`` + ``zbuffer``) against a vectorised
+NumPy implementation doing the same work (goal ≥ 5×). Per camera: float32 ego points →
+float64 camera frame (rotation + translation), near plane, fold-back guard, Brown-Conrady
+distortion, float64 pixels, in-image test, a radius-1 splatted depth buffer and the
+nearest-surface test (visibility out). The NumPy z-buffer splats with ``np.minimum.at``
+into a dense per-camera image (the vectorised way); Fathom's sweeps the rows with a small
+ring buffer and builds dense depth images only when asked. Fathom also computes the
+viewing-angle cosine for colourisation, which NumPy does not. Asserted: the same in-image
+points, pixels to 1e-9 px, the same visible points.
+
+``projection_170k_6cams_opencv`` is information, not a comparison (no ratio): per camera
+``cv2.Rodrigues`` + ``cv2.projectPoints`` (transform and lens inside OpenCV), the depth as a
+separate ``p @ r[2] + t[2]``, then the NumPy z-buffer. ``cv2.projectPoints`` does more work:
+from Python it always computes and returns the 2N×15 Jacobian (OpenCV skips it only for a
+C++ caller passing ``noArray()``), and OpenCV has no projection-only path for this lens
+(``cv2.fisheye`` is another model, ``undistortPoints`` the inverse). It also has no fold-back
+guard. Asserted: its pixels equal Fathom's to 1e-9 px where both are in the image, and its
+extra in-image points are exactly those past Fathom's fold-back radius.
+
 The z-buffer alone (radius 1 and 2, on Fathom's projection of the same points) is a
 separate group against the same NumPy z-buffer, with identical visibility asserted.
 """
@@ -86,7 +94,12 @@ def _numpy_zbuffer(uv, depth, ok, radius=RADIUS):
     return visible, img
 
 
+def _in_image(uv, front):
+    return front & (uv[:, 0] >= -0.5) & (uv[:, 0] < W - 0.5) & (uv[:, 1] >= -0.5) & (uv[:, 1] < H - 0.5)
+
+
 def numpy_pipeline(xyz, cams):
+    """Per camera ``(uv (N, 2) float64, in_image (N,) bool, visible (N,) bool)``."""
     p = xyz.astype(np.float64)
     out = []
     for cam in cams:
@@ -98,27 +111,28 @@ def numpy_pipeline(xyz, cams):
         x, y = pc[:, 0] / zs, pc[:, 1] / zs
         k1, k2, p1, p2, k3 = cam.intrinsics.distortion
         r2 = x * x + y * y
-        front &= r2 <= cam.params[13]
+        front &= r2 <= cam.params[13]  # fold-back guard: beyond it the lens polynomial turns back
         rad = 1 + r2 * (k1 + r2 * (k2 + r2 * k3))
         xd = x * rad + 2 * p1 * x * y + p2 * (r2 + 2 * x * x)
         yd = y * rad + p1 * (r2 + 2 * y * y) + 2 * p2 * x * y
         uv = np.column_stack([cam.intrinsics.fx * xd + cam.intrinsics.cx, cam.intrinsics.fy * yd + cam.intrinsics.cy])
-        ok = front & (uv[:, 0] >= -0.5) & (uv[:, 0] < W - 0.5) & (uv[:, 1] >= -0.5) & (uv[:, 1] < H - 0.5)
-        out.append(_numpy_zbuffer(uv, z, ok))
+        ok = _in_image(uv, front)
+        out.append((uv, ok, _numpy_zbuffer(uv, z, ok)[0]))
     return out
 
 
 def opencv_pipeline(xyz, cams):
+    """Per camera ``(uv (N, 2) float64, in_image (N,) bool, visible (N,) bool)``."""
     p = xyz.astype(np.float64)
     out = []
     for cam in cams:
         r, t = _extrinsics(cam)
         rvec, _ = cv2.Rodrigues(r)
-        uv, _ = cv2.projectPoints(p, rvec, t, cam.intrinsics.K, np.array(cam.intrinsics.distortion))
+        uv, _jacobian = cv2.projectPoints(p, rvec, t, cam.intrinsics.K, np.array(cam.intrinsics.distortion))
         uv = uv.reshape(-1, 2)
         z = p @ r[2] + t[2]
-        ok = (z > cam.near_m) & (uv[:, 0] >= -0.5) & (uv[:, 0] < W - 0.5) & (uv[:, 1] >= -0.5) & (uv[:, 1] < H - 0.5)
-        out.append(_numpy_zbuffer(uv, z, ok))
+        ok = _in_image(uv, z > cam.near_m)
+        out.append((uv, ok, _numpy_zbuffer(uv, z, ok)[0]))
     return out
 
 
@@ -129,35 +143,41 @@ def fathom_pipeline(xyz, cams):
 
 def test_fathom_project_zbuffer(benchmark, scene):
     xyz, cams = scene
-    benchmark.group = "projection_170k_6cams_numpy"
+    benchmark.group = "projection_170k_6cams"
     benchmark.extra_info.update(role="fathom", goal=5, items=len(xyz) * len(cams), unit="point-cameras")
     proj, occ = benchmark(fathom_pipeline, xyz, cams)
-    ref = numpy_pipeline(xyz, cams)
-    for c, (vis, img) in enumerate(ref):
-        assert abs(int(occ.visible[c].sum()) - int(vis.sum())) <= 5
     assert occ.visible.sum() > 0.2 * len(xyz)
 
 
 def test_numpy_project_zbuffer(benchmark, scene):
     xyz, cams = scene
-    benchmark.group = "projection_170k_6cams_numpy"
+    benchmark.group = "projection_170k_6cams"
     benchmark.extra_info.update(role="peer")
-    benchmark.pedantic(numpy_pipeline, args=(xyz, cams), rounds=5, iterations=1, warmup_rounds=1)
-
-
-def test_fathom_project_zbuffer_vs_opencv(benchmark, scene):
-    xyz, cams = scene
-    benchmark.group = "projection_170k_6cams_opencv"
-    benchmark.extra_info.update(role="fathom", goal=30, items=len(xyz) * len(cams), unit="point-cameras")
-    benchmark(fathom_pipeline, xyz, cams)
+    out = benchmark.pedantic(numpy_pipeline, args=(xyz, cams), rounds=5, iterations=1, warmup_rounds=1)
+    proj, occ = fathom_pipeline(xyz, cams)
+    for c, (uv, ok, visible) in enumerate(out):
+        np.testing.assert_array_equal(ok, proj.in_image[c])
+        np.testing.assert_allclose(uv[ok], proj.uv[c][ok], atol=1e-9, rtol=0)
+        np.testing.assert_array_equal(visible, occ.visible[c])
 
 
 def test_opencv_project_zbuffer(benchmark, scene):
     xyz, cams = scene
     benchmark.group = "projection_170k_6cams_opencv"
-    benchmark.extra_info.update(role="peer")
+    benchmark.extra_info.update(
+        role="information", summary=lambda median: f"cv2.projectPoints + NumPy z-buffer {median * 1e3:.1f} ms "
+        "(computes a 2N×15 Jacobian per camera besides the projection: no ratio)")
     out = benchmark.pedantic(opencv_pipeline, args=(xyz, cams), rounds=5, iterations=1, warmup_rounds=1)
-    assert sum(int(v.sum()) for v, _ in out) > 0.2 * len(xyz)
+    proj = project_points(xyz, cams)
+    p = xyz.astype(np.float64)
+    for c, (uv, ok, _) in enumerate(out):
+        both = ok & proj.in_image[c]
+        np.testing.assert_array_equal(both, proj.in_image[c])
+        np.testing.assert_allclose(uv[both], proj.uv[c][both], atol=1e-9, rtol=0)
+        r, t = _extrinsics(cams[c])
+        pc = p @ r.T + t
+        folded = (pc[:, 0] ** 2 + pc[:, 1] ** 2) > cams[c].params[13] * pc[:, 2] ** 2
+        np.testing.assert_array_equal(ok & ~both, ok & folded)
 
 
 @pytest.fixture(scope="module")
