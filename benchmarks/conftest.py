@@ -65,7 +65,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
     for line in extra:
         tr.write_line(line)
     for group, fname, fm, pname, pm, ratio, goal, rate in rows:
-        line = f"{group}: fathom {fm * 1e3:.3f} ms"
+        line = f"{group}: {fname} {fm * 1e3:.3f} ms"
         if pm is not None:
             line += f" | {pname} {pm * 1e3:.3f} ms | ratio {ratio:.1f}x"
         if goal is not None and ratio is not None:
