@@ -1,7 +1,7 @@
 """points_in_moving_boxes: each point against the boxes of its own time step, by the rules
 of points_in_boxes (checked against it, called once per step); points_in_boxes_at_times:
 fixed and moving boxes, each point's step from its time (checked against the plain NumPy
-reference of tests/naive_boxes.py and hand-made edge cases)."""
+reference of tests/naive.py and hand-made edge cases)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from engine.moving_boxes import points_in_boxes_at_times, points_in_moving_boxes
 from engine.points_in_boxes import points_in_boxes
 from engine.quaternion import from_yaw
-from tests.naive_boxes import boxes_at_times
+from tests.naive import boxes_at_times
 
 
 def _scene(rng, t_n=7, b_n=5, n=4000):

@@ -32,7 +32,7 @@ from server.frame_points import world_points
 from server.payloads import point_fields, points_payload
 from server.prepare import PrepareOptions, _box_ids, _frame_boxes, prepare
 from server.simulate import write_drive_log
-from tests.naive_boxes import boxes_at_times
+from tests.naive import boxes_at_times
 
 ROOT = Path(__file__).resolve().parents[1]
 SIDECARS = "[0-9]" * 6 + ".json"  # frames/NNNNNN.json, not the boxes files
