@@ -1,4 +1,16 @@
-"""PoseTrack interpolation of 1 M per-point times vs scipy ``Slerp`` (goal ≥ 30×)."""
+"""PoseTrack interpolation of 1 M per-point times vs scipy ``Slerp`` (goal ≥ 30×).
+
+The track: 20 s of 100 Hz poses (random-walk rotation and translation); the queries: 1 M
+int64 times inside it, in firing (increasing) order or shuffled.
+
+- Fathom: :meth:`PoseTrack.interpolate` → ``SE3`` with ``rotation (N, 4)`` (slerp) and
+  ``translation (N, 3)`` float64.
+- Peer: scipy ``Slerp`` (built before timing) on the times as float64 ns, ``as_quat
+  (scalar_first=True)``, and ``np.interp`` per translation axis: the same two arrays.
+
+Asserted: the same rotations (up to the quaternion's sign) to 1e-12 and translations to
+1e-9 m.
+"""
 
 from __future__ import annotations
 
@@ -54,5 +66,8 @@ def test_scipy_slerp(benchmark, track_and_times, order):
             [np.interp(t, slerp.times, track.translation[:, c]) for c in range(3)], axis=1
         )
 
-    q, _ = benchmark(run)
-    assert q.shape == (N_QUERIES, 4)
+    q, t = benchmark(run)
+    ours = track.interpolate(times)
+    sign = np.sign(np.sum(q * ours.rotation, axis=1))[:, None]
+    np.testing.assert_allclose(sign * q, ours.rotation, atol=1e-12, rtol=0)
+    np.testing.assert_allclose(t, ours.translation, atol=1e-9, rtol=0)
