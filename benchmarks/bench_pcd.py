@@ -1,8 +1,15 @@
 """PCD reading, 170 k-point sweep (x y z intensity ring time), Fathom vs pypcd4 / Open3D.
 
-Goals (issue 3): binary ≥ pypcd4, binary_compressed ≥ pypcd4 (``PointCloud.from_path`` +
-``.numpy()``), ascii ≥ 10× Open3D ``read_point_cloud``. The files are written once by
-Fathom's writer (both peers read them, see tests/test_formats_pcd.py).
+Goals (issue 3): binary ≥ pypcd4, binary_compressed ≥ pypcd4, ascii ≥ 10× Open3D. The files
+are written once by Fathom's writer (fields ``x y z intensity time_offset_ns ring``); every
+side reads the file from its path.
+
+- Fathom: :func:`read_pcd` → a ``Sweep`` (``xyz (N, 3) float32``, ``intensity float32``,
+  ``time_offset_ns int64``, ``ring uint16``).
+- pypcd4: ``PointCloud.from_path(path).numpy()`` → ``(N, 6) float64`` of all fields.
+  Asserted: every column equals Fathom's.
+- Open3D (ascii): ``read_point_cloud`` → ``points (N, 3) float64`` (x y z only; it parses
+  and skips the other fields). Asserted: the points, rounded to float32, equal Fathom's xyz.
 """
 
 from __future__ import annotations
@@ -54,7 +61,13 @@ def test_pypcd4_read_pcd(benchmark, pcd_files, encoding):
     benchmark.group = f"pcd_{encoding}_170k"
     benchmark.extra_info.update(role="peer")
     arr = benchmark(lambda: PointCloud.from_path(pcd_files[encoding]).numpy())
-    assert arr.shape == (N_POINTS, 6)
+    fields = PointCloud.from_path(pcd_files[encoding]).fields
+    ours = read_pcd(pcd_files[encoding])
+    expect = {"x": ours.xyz[:, 0], "y": ours.xyz[:, 1], "z": ours.xyz[:, 2], "intensity": ours.intensity,
+              "time_offset_ns": ours.time_offset_ns, "ring": ours.ring}
+    assert sorted(fields) == sorted(expect)
+    for k, name in enumerate(fields):
+        np.testing.assert_array_equal(arr[:, k], expect[name], err_msg=name)
 
 
 def test_fathom_read_pcd_ascii(benchmark, pcd_files):
@@ -68,4 +81,4 @@ def test_open3d_read_pcd_ascii(benchmark, pcd_files):
     benchmark.group = "pcd_ascii_170k"
     benchmark.extra_info.update(role="peer")
     pc = benchmark(o3d.io.read_point_cloud, str(pcd_files["ascii"]))
-    assert len(pc.points) == N_POINTS
+    np.testing.assert_array_equal(np.asarray(pc.points).astype(np.float32), read_pcd(pcd_files["ascii"]).xyz)
