@@ -38,49 +38,17 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from engine import quaternion as quat
+from engine.box_visibility import box_point_visibility
 from engine.camera import Camera
 from engine.cuboid import CuboidTrack
 from engine.cuboid_interp import interpolate_tracks
 from engine.cuboid_projection import project_cuboids
-from engine.points_in_boxes import points_in_boxes
-from engine.pose_track import Extrapolation, PoseTrack
-from engine.projection import project_points
+from engine.pose_track import PoseTrack
 from engine.se3 import SE3
-from engine.zbuffer import zbuffer
 from formats.categories import KITTI, Unmapped
 from formats.conventions import kitti_from_camera_boxes
 
 OCCLUSION_LEVELS = (0.2, 0.6)  # hidden fraction upper bounds of levels 0 and 1
-
-
-def box_point_visibility(
-    xyz: np.ndarray,
-    centers: np.ndarray,
-    sizes: np.ndarray,
-    rotations: np.ndarray,
-    cameras: Sequence[Camera],
-    *,
-    world_from_ego: PoseTrack | None = None,
-    camera_times_ns: np.ndarray | None = None,
-    extrapolate: Extrapolation = "none",
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """LiDAR evidence of ``B`` boxes: ``(inside, in_image, visible)``, each ``(B,) int64``.
-
-    ``inside``: points in the box; ``in_image``: of those, points inside some camera's image;
-    ``visible``: points on the nearest surface of some camera's z-buffer. Points and boxes
-    are in the ego frame (static, ``world_from_ego`` None) or the world frame (cameras at
-    ``camera_times_ns`` on ``world_from_ego``, beyond it by ``extrapolate``).
-    """
-    b = len(np.asarray(centers).reshape(-1, 3))
-    labels, counts = points_in_boxes(xyz, centers, sizes, rotations)
-    if not cameras:
-        return counts, np.zeros(b, np.int64), np.zeros(b, np.int64)
-    proj = project_points(xyz, cameras, world_from_ego=world_from_ego, camera_times_ns=camera_times_ns,
-                          frame="sensor" if world_from_ego is None else "world", extrapolate=extrapolate)
-    visible = zbuffer(proj).visible.any(axis=0)
-    hit = labels >= 0
-    return (counts, np.bincount(labels[hit & proj.in_image.any(axis=0)], minlength=b),
-            np.bincount(labels[hit & visible], minlength=b))
 
 
 def truncation(corners_uv: np.ndarray, width: int, height: int) -> np.ndarray:

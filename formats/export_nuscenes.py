@@ -15,7 +15,7 @@ Estimates from the points of each sample (world frame), when given: ``num_lidar_
 -1 / 0 without points, or ``num_lidar_pts`` given by the caller); ``visibility_token``
 bins the fraction of the box's LiDAR points visible in at least one camera of the sample
 (inside its image and on the nearest surface of its z-buffer, at the image's timestamp:
-:func:`formats.export_kitti.box_point_visibility`) into "1".."4" = 0–40, 40–60, 60–80,
+:func:`engine.box_visibility.box_point_visibility`) into "1".."4" = 0–40, 40–60, 60–80,
 80–100 % (nuScenes' levels, there judged by annotators across the six cameras); ``""``
 (unknown) for a box without LiDAR points or a sample without cameras.
 
@@ -40,6 +40,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from engine.box_visibility import box_point_visibility
 from engine.camera import Camera
 from engine.cuboid import CuboidTrack
 from engine.cuboid_interp import interpolate_tracks
@@ -48,7 +49,6 @@ from engine.se3 import SE3
 from engine.points_in_boxes import points_in_boxes
 from formats.categories import NUSCENES, Unmapped
 from formats.conventions import nuscenes_wlh_from_lwh
-from formats.export_kitti import box_point_visibility
 
 _VISIBILITY = [("1", "v0-40"), ("2", "v40-60"), ("3", "v60-80"), ("4", "v80-100")]
 VISIBILITY_BOUNDS = (0.4, 0.6, 0.8)  # visible-fraction upper bounds of levels 1, 2, 3
