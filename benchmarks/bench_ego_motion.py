@@ -43,7 +43,7 @@ import open3d as o3d
 import pytest
 from scipy.spatial.transform import Rotation, Slerp
 
-from engine import PoseTrack, SE3, Sweep
+from engine import SE3, PoseTrack, Sweep
 from engine import quaternion as quat
 from engine.accumulate import accumulate
 from engine.motion import deskew

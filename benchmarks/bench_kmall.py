@@ -36,7 +36,7 @@ FIELDS = ("x_m", "y_m", "z_m", "beam_angle_deg", "two_way_travel_time_s", "refle
 def log_file(tmp_path_factory):
     rng = np.random.default_rng(0)
     t = 1_700_000_000_000_000_000 + np.arange(PINGS, dtype=np.int64) * 250_000_000
-    f32 = lambda *a: rng.uniform(*a, N).astype(np.float32)  # noqa: E731
+    f32 = lambda *a: rng.uniform(*a, N).astype(np.float32)
     pings = MrzPings(
         time_ns=t, ping_counter=np.arange(PINGS), rx_fan_index=np.zeros(PINGS), heading_deg=np.full(PINGS, 42.0),
         sound_speed_m_s=np.full(PINGS, 1500.0), tx_transducer_depth_m=np.ones(PINGS),
@@ -141,7 +141,7 @@ def pykmall_soundings(path) -> dict[str, list]:
 
 def test_pykmall(benchmark, log_file):
     pytest.importorskip("KMALL.kmall")
-    path, data = log_file
+    path, _ = log_file
     benchmark.group = "kmall_vs_pykmall"
     benchmark.extra_info.update(role="peer", items=N, unit="soundings")
     cols = benchmark.pedantic(pykmall_soundings, args=(path,), rounds=3, warmup_rounds=0)

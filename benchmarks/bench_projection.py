@@ -145,7 +145,7 @@ def test_fathom_project_zbuffer(benchmark, scene):
     xyz, cams = scene
     benchmark.group = "projection_170k_6cams"
     benchmark.extra_info.update(role="fathom", goal=5, items=len(xyz) * len(cams), unit="point-cameras")
-    proj, occ = benchmark(fathom_pipeline, xyz, cams)
+    _, occ = benchmark(fathom_pipeline, xyz, cams)
     assert occ.visible.sum() > 0.2 * len(xyz)
 
 

@@ -105,7 +105,7 @@ def servers(tmp_path_factory):
            "FATHOM_TOKENS": json.dumps({TOKEN: "viewer"})}
     fathom, fathom_url = _start(["--factory", "server.main:app_from_env"], env)
     cold, cold_url = _start(["--factory", "server.main:app_from_env"],
-                            dict(env, FATHOM_CACHE_BYTES="0", FATHOM_LABEL_DB=str(tmp / "labels-cold.sqlite3")))
+                            {**env, "FATHOM_CACHE_BYTES": "0", "FATHOM_LABEL_DB": str(tmp / "labels-cold.sqlite3")})
     static_dir = tmp / "static"
     static_dir.mkdir()
     for i in range(N_FRAMES):  # exactly the bytes Fathom serves
@@ -152,12 +152,14 @@ def _run(benchmark, urls: list[str], sizes: list[int], role: str) -> None:
     pool.shutdown()
     for c in clients:
         c.close()
+    if benchmark.stats is None:  # --benchmark-disable: one untimed round, nothing to report
+        return
     median = benchmark.stats.stats.median
     n = CLIENTS * PER_CLIENT
     total = sum(sizes[(k + j * CLIENTS) % len(urls)] for k in range(CLIENTS) for j in range(PER_CLIENT))
     lat = np.array(latencies[n:])  # without the warm-up round
-    info = dict(frames_per_s=n / median, MB_per_s=total / median / 1e6,
-                p50_ms=float(np.percentile(lat, 50) * 1e3), p99_ms=float(np.percentile(lat, 99) * 1e3))
+    info = {"frames_per_s": n / median, "MB_per_s": total / median / 1e6,
+            "p50_ms": float(np.percentile(lat, 50) * 1e3), "p99_ms": float(np.percentile(lat, 99) * 1e3)}
     benchmark.extra_info.update(info)
     print(f"\n{role}: " + ", ".join(f"{k} {v:.1f}" for k, v in info.items()))
 

@@ -140,5 +140,5 @@ def test_fathom_drive_generation(benchmark, road):
     """A 1 s road drive: trajectory, world, 10 frames of both LiDARs, GNSS (per-frame = median / 10)."""
     benchmark.group = "sim_drive_1s_road"
     benchmark.extra_info.update(role="fathom", items=10, unit="frames")
-    drive = benchmark.pedantic(simulate_drive, kwargs=dict(seed=0, duration_s=1.0, preset="road"), rounds=3)
+    drive = benchmark.pedantic(simulate_drive, kwargs={"seed": 0, "duration_s": 1.0, "preset": "road"}, rounds=3)
     assert len(drive.frame_times_ns) == 10

@@ -34,7 +34,7 @@ def capture(request, tmp_path_factory):
                       (np.arange(s) * period_ns * 1e-9 * 3600.0) % 360.0, dist, rng.integers(0, 256, dist.shape))
     path = tmp_path_factory.mktemp("velodyne") / f"{model}.pcap"
     write_velodyne_pcap(path, firings, model)
-    sweeps, rep = read_velodyne_pcap(path)
+    _, rep = read_velodyne_pcap(path)
     assert rep.points >= 170_000
     return model, path, rep.points
 
@@ -43,7 +43,7 @@ def test_fathom_velodyne_pcap(benchmark, capture):
     model, path, n = capture
     benchmark.group = f"velodyne_pcap_{model}"
     benchmark.extra_info.update(role="fathom", goal=2, items=n, unit="points")
-    sweeps, rep = benchmark(read_velodyne_pcap, path)
+    _, rep = benchmark(read_velodyne_pcap, path)
     assert rep.points == n
 
 
@@ -59,7 +59,7 @@ def test_velodyne_decoder_pcap(benchmark, capture):
     pts = np.concatenate(benchmark(run))
     scans = list(vd.read_pcap(str(path), vd.Config(model=PEER[model], min_range=0.0, max_range=1000.0)))
     sweeps, _ = read_velodyne_pcap(path)
-    cat = lambda name: np.concatenate([getattr(s, name) for s in sweeps])  # noqa: E731
+    cat = lambda name: np.concatenate([getattr(s, name) for s in sweeps])
     assert len(pts) == n
     np.testing.assert_array_equal(pts[:, 3], cat("intensity"))
     np.testing.assert_array_equal(pts[:, 6], cat("ring"))

@@ -35,10 +35,16 @@ from typing import Literal
 
 import numpy as np
 
-from engine.arrays import as_points
 from engine._jit import inline, jit
+from engine.arrays import as_points
 from engine.pose_track import (
-    EXTRAPOLATION_CODES, Extrapolation, PoseTrack, find_interval, interval_pose, interval_table, pose_at,
+    EXTRAPOLATION_CODES,
+    Extrapolation,
+    PoseTrack,
+    find_interval,
+    interval_pose,
+    interval_table,
+    pose_at,
 )
 from engine.quaternion import q_mul, q_rotate, q_to_matrix
 from engine.se3 import SE3
@@ -233,8 +239,8 @@ def _compensate_table(p, times, nodes, deltas, bounds, steps, o):
         j = min(int(float(ti - t0) * inv_step), steps[s] - 1)
         # the step's times [c0, c1): its points share node j (one off by rounding still
         # interpolates, u a hair outside [0, 1])
-        c0 = min(t0 + int(math.ceil(j * step)), ti)
-        c1 = bounds[s + 1] + (s == spans - 1) if j == steps[s] - 1 else t0 + int(math.ceil((j + 1) * step))
+        c0 = min(t0 + math.ceil(j * step), ti)
+        c1 = bounds[s + 1] + (s == spans - 1) if j == steps[s] - 1 else t0 + math.ceil((j + 1) * step)
         e = i + 1
         while e < n and c0 <= times[e] < c1:
             e += 1

@@ -4,36 +4,23 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy.spatial.transform import Rotation, Slerp
 
-from engine import PoseTrack, SE3, Sweep
+from engine import SE3, PoseTrack, Sweep
 from engine import quaternion as quat
 from engine.motion import deskew, motion_compensate, sweep_reference_time
 from engine.pose_track import OutOfRangeError
+from tests.naive import interpolate_poses, transform_matrix
 
 T0 = 1_700_000_000_000_000_000
 
 
-def _matrix(q, t):
-    m = np.eye(4)
-    m[:3, :3] = Rotation.from_quat(q, scalar_first=True).as_matrix()
-    m[:3, 3] = t
-    return m
-
-
 def _reference(xyz, times, track: PoseTrack, ext: SE3, t_ref, frame):
     """p_ref = E⁻¹ · W(t_ref)⁻¹ · W(t_i) · E · p_i with scipy Slerp and 4×4 matrices."""
-    rel = (track.timestamps_ns - track.start_ns).astype(np.float64)
-    slerp = Slerp(rel, Rotation.from_quat(track.rotation, scalar_first=True))
-
     def world_from_ego(t):
-        tt = np.atleast_1d(np.asarray(t - track.start_ns, dtype=np.float64))
-        m = np.tile(np.eye(4), (len(tt), 1, 1))
-        m[:, :3, :3] = slerp(tt).as_matrix()
-        m[:, :3, 3] = np.stack([np.interp(tt, rel, track.translation[:, c]) for c in range(3)], 1)
-        return m
+        q, tr = interpolate_poses(track.timestamps_ns, track.rotation, track.translation, t)
+        return transform_matrix(tr, q)
 
-    e = _matrix(ext.rotation, ext.translation)
+    e = transform_matrix(ext.translation, ext.rotation)
     chain = world_from_ego(times) @ e
     if frame != "world":
         chain = np.linalg.inv(world_from_ego(t_ref)[0]) @ chain
