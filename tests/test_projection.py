@@ -230,7 +230,7 @@ def test_motion_compensation_matches_motion_chain():
     proj = project_points(
         xyz, cams, world_from_ego=track, times_ns=times, camera_times_ns=cam_times, ego_from_sensor=lidar
     )
-    world = motion_compensate(xyz, times, track, lidar, out_frame="world")
+    world = motion_compensate(xyz, times, track, lidar, out_frame="world", max_error_m=0.0)  # the exact chain
     proj_w = project_points(world, cams, world_from_ego=track, camera_times_ns=cam_times, frame="world")
     for c, cam in enumerate(cams):
         pc = _reference_camera_points(world, track, cam, cam_times[c])
