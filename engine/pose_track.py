@@ -154,18 +154,35 @@ def interval_pose(q, t, q1, theta, inv_sin, k, u):
     )
 
 
+@inline
+def _store_pose(ts, q, t, q1, theta, inv_sin, query, mode, out_q, out_t, i):
+    w, x, y, z, tx, ty, tz = pose_at(ts, q, t, q1, theta, inv_sin, query[i], mode)
+    out_q[i, 0] = w
+    out_q[i, 1] = x
+    out_q[i, 2] = y
+    out_q[i, 3] = z
+    out_t[i, 0] = tx
+    out_t[i, 1] = ty
+    out_t[i, 2] = tz
+
+
 @pjit
 def _interpolate_kernel(ts, q, t, query, mode, out_q, out_t):
     q1, theta, inv_sin = interval_table(q)
     for i in prange(query.shape[0]):
-        w, x, y, z, tx, ty, tz = pose_at(ts, q, t, q1, theta, inv_sin, query[i], mode)
-        out_q[i, 0] = w
-        out_q[i, 1] = x
-        out_q[i, 2] = y
-        out_q[i, 3] = z
-        out_t[i, 0] = tx
-        out_t[i, 1] = ty
-        out_t[i, 2] = tz
+        _store_pose(ts, q, t, q1, theta, inv_sin, query, mode, out_q, out_t, i)
+
+
+@jit
+def _interpolate_few_kernel(ts, q, t, query, mode, out_q, out_t):
+    """:func:`_interpolate_kernel` on the calling thread: for a few queries, waking the
+    parallel workers costs more than the work."""
+    q1, theta, inv_sin = interval_table(q)
+    for i in range(query.shape[0]):
+        _store_pose(ts, q, t, q1, theta, inv_sin, query, mode, out_q, out_t, i)
+
+
+_FEW = 1024  # queries below which the serial kernel runs
 
 
 @dataclass(frozen=True, eq=False)
@@ -238,10 +255,9 @@ class PoseTrack:
         query = self.check_times(times_ns, extrapolate)
         out_q = np.empty((len(query), 4))
         out_t = np.empty((len(query), 3))
-        _interpolate_kernel(
-            self.timestamps_ns, self.rotation, self.translation, query,
-            EXTRAPOLATION_CODES[extrapolate], out_q, out_t,
-        )
+        kernel = _interpolate_few_kernel if len(query) < _FEW else _interpolate_kernel
+        kernel(self.timestamps_ns, self.rotation, self.translation, query, EXTRAPOLATION_CODES[extrapolate],
+               out_q, out_t)
         if scalar:
             return SE3._trusted(out_q[0], out_t[0])
         return SE3._trusted(out_q, out_t)
@@ -308,4 +324,5 @@ def unwrap_hemisphere(q: np.ndarray) -> np.ndarray:
 
 def _warmup() -> None:
     track = PoseTrack(np.array([0, 1]), np.array([[1.0, 0, 0, 0]] * 2), np.zeros((2, 3)))
-    track.interpolate(np.array([0, 1], dtype=np.int64))
+    for n in (2, _FEW):  # the serial and the parallel kernel
+        track.interpolate(np.zeros(n, dtype=np.int64))

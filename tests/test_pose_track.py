@@ -143,3 +143,16 @@ def test_bad_queries_raise(track):
         track.interpolate(np.array([1.5]))
     with pytest.raises(ValueError, match="extrapolate"):
         track.interpolate(track.timestamps_ns, extrapolate="wild")
+
+
+def test_few_and_many_queries_give_the_same_poses(track):
+    """Below ``_FEW`` queries the serial kernel runs, from it the parallel one: bit-identical."""
+    from engine.pose_track import _FEW
+
+    rng = np.random.default_rng(5)
+    times = rng.integers(track.start_ns, track.end_ns + 1, _FEW)
+    many = track.interpolate(times)
+    for k in (0, 1, 7, _FEW - 1):
+        few = track.interpolate(times[:k])
+        np.testing.assert_array_equal(few.rotation.reshape(-1, 4), many.rotation[:k])
+        np.testing.assert_array_equal(few.translation.reshape(-1, 3), many.translation[:k])
