@@ -20,7 +20,9 @@ The stage profile printed is ms per frame and worker summed over the run, so it 
 the first frame's kernel loads (and, with processes, each spawned worker's imports, numba
 cache loads and pyarrow initialisation: seconds under load); ``finalize`` is the job's final sync and manifest,
 divided by the frames. Bytes per frame are given by file and, for the first frame's points
-file, by column.
+file, by column (as stored: quantised positions, narrow integer columns); bytes per point are
+the points files' and, separately, the level-of-detail rows files' bytes over the frames'
+full-resolution points.
 
 Rendering the log is not timed and takes long (about 12 s per second of drive on 2 busy cores),
 so the rendered log is kept under ``benchmarks/.cache/`` and reused by later runs; delete
@@ -71,9 +73,18 @@ def bytes_per_frame(scene_dir: Path) -> dict[str, float]:
     out["images"] = sum(sum(i.bytes for i in f.images.values()) for f in scene.frames) / n
     out["boxes"] = sum(f.boxes.bytes for f in scene.frames if f.boxes) / n
     out["total"] = sum(out.values())
-    table = scene.points(scene.frames[0].index)
+    table = scene.stored_points(scene.frames[0].index)
     out.update({f"points.{c}": table[c].nbytes for c in table.column_names})
     return out
+
+
+def bytes_per_point(scene_dir: Path) -> dict[str, float]:
+    """Bytes on disk per full-resolution point: the points files, and the level-of-detail rows
+    files (4 bytes per row of a level) as their own share."""
+    scene = Scene.open(scene_dir)
+    n = sum(f.n_points for f in scene.frames)
+    return {"points": sum(f.points.bytes for f in scene.frames) / n,
+            "lod_rows": sum(l.bytes for f in scene.frames for l in f.lods) / n}
 
 
 def filesystem(path: Path) -> str:
@@ -116,11 +127,13 @@ def test_prepare_road_log(benchmark, road_log, tmp_path, colour):
     def line(s: float) -> str:
         profile = ", ".join(f"{k} {v:.1f}" for k, v in stages.items())
         sizes = ", ".join(f"{k} {v / 1e6:.2f}" for k, v in benchmark.extra_info.get("bytes_per_frame", {}).items())
+        per_point = ", ".join(f"{k} {v:.2f}" for k, v in benchmark.extra_info.get("bytes_per_point", {}).items())
         return (f"{frames} frames in {s:.1f} s on {WORKERS} {'processes' if PROCESSES else 'threads'}, "
                 f"written to {benchmark.extra_info['filesystem']} = "
                 f"{frames / s:.2f} frames/s, "
                 f"{DRIVE_S / s:.2f}x real time (goal >= {goal:g}x: {'met' if DRIVE_S / s >= goal else 'NOT met'}); "
-                f"ms per frame and worker: {profile} (finalize: the job's, per frame); MB per frame: {sizes}")
+                f"ms per frame and worker: {profile} (finalize: the job's, per frame); MB per frame: {sizes}; "
+                f"bytes per point: {per_point}")
 
     benchmark.extra_info.update(role="fathom", frames=frames, drive_s=DRIVE_S, workers=WORKERS, summary=line,
                                 filesystem=filesystem(out.parent))
@@ -130,5 +143,6 @@ def test_prepare_road_log(benchmark, road_log, tmp_path, colour):
     stages["total"] = sum(stages.values())
     benchmark.extra_info["stage_ms_per_frame"] = dict(stages)
     benchmark.extra_info["bytes_per_frame"] = bytes_per_frame(out)
+    benchmark.extra_info["bytes_per_point"] = bytes_per_point(out)
     if OUT_DIR:
         shutil.rmtree(out.parent, ignore_errors=True)

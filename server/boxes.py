@@ -10,7 +10,7 @@ from engine.cuboid import CuboidTrack
 from engine.cuboid_interp import interpolate_tracks
 from engine.points_in_boxes import points_in_boxes
 from engine.se3 import SE3
-from formats.scene_store import FrameEntry, Scene
+from formats.scene_store import FrameEntry, Scene, column_values, positions
 from server.schemas import Box
 
 
@@ -37,8 +37,7 @@ def frame_boxes(scene: Scene, entry: FrameEntry, doc: dict[str, Any], frame: str
     tracks = tracks_from_document(doc)
     boxes = interpolate_tracks(tracks, np.array([entry.timestamp_ns], np.int64), "none")
     valid = boxes.valid[0]
-    table = scene.points(entry.index)
-    xyz = np.column_stack([table.column(c).to_numpy() for c in "xyz"])
+    xyz = positions(scene.stored_points(entry.index))
     # counts do not depend on the frame (a rigid motion), so count in the stored world frame
     _, counts = points_in_boxes(xyz, boxes.centers[0, valid], boxes.sizes[0, valid], boxes.rotations[0, valid])
     if frame == "ego":
@@ -62,7 +61,7 @@ def prepared_boxes(scene: Scene, entry: FrameEntry, frame: str) -> list[Box] | N
     boxes = scene.boxes(entry.index)
     if boxes is None:
         return None
-    ids = scene.points(entry.index).column("box_id").to_numpy()
+    ids = column_values(scene.stored_points(entry.index), "box_id")
     counts = np.bincount(ids[ids >= 0], minlength=len(boxes.track_ids))
     centers, rotations = ((boxes.world_centers, boxes.world_rotations) if frame == "world"
                           else (boxes.ego_centers, boxes.ego_rotations))

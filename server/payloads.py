@@ -1,7 +1,7 @@
 """Response bodies built once and cached: frame points as Arrow streams or raw float32.
 
 A :class:`Payload` is the serialised body plus a strong ETag derived from what it was made
-of (the stored file's SHA-256 and the request options), so a revalidation (``If-None-Match``)
+of (the stored files' digests and the request options), so a revalidation (``If-None-Match``)
 never needs the body. :class:`PayloadCache` keeps recently served bodies (LRU by bytes);
 :func:`respond` answers 304 on a matching ETag and gzips when the client accepts it.
 """
@@ -20,12 +20,13 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 from fastapi import Request, Response
 
-from formats.scene_store import QUANTISED_COLUMNS, Scene
+from formats.scene_store import QUANTISED_COLUMNS, XYZ_COLUMNS, Scene, arrow_array, positions
 
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
 RAW_XYZ = "application/octet-stream"
 PointFormat = Literal["arrow", "raw"]
 PointFrame = Literal["world", "ego"]
+Compression = Literal["lz4", "zstd"]  # Arrow IPC buffer compression (LZ4 frame, Zstandard)
 
 
 @dataclass(frozen=True)
@@ -84,10 +85,10 @@ def _etag(*parts: object) -> str:
 
 
 def point_fields(scene: Scene, index: int, fields: list[str] | None, frame: PointFrame) -> list[str]:
-    """The columns to send: ``fields`` checked against the stored schema (every level of
-    detail has the full table's), or the default (every stored column except the quantised
-    ones). ValueError names a bad field."""
-    names = scene.points(index).schema.names
+    """The columns to send: ``fields`` checked against ``x y z`` and the stored schema (every
+    level of detail has the full table's), or the default (``x y z`` and every stored column
+    except the quantised ones). ValueError names a bad field."""
+    names = [*XYZ_COLUMNS, *scene.stored_points(index).schema.names]
     if fields is None:
         return [n for n in names if n not in QUANTISED_COLUMNS]
     for f in fields:
@@ -100,46 +101,48 @@ def point_fields(scene: Scene, index: int, fields: list[str] | None, frame: Poin
     return fields
 
 
-def _ego_xyz(scene: Scene, index: int, table: pa.Table) -> np.ndarray:
-    """``(N, 3) float32`` points in the ego frame of frame ``index``."""
-    world = np.column_stack([table.column(c).to_numpy() for c in "xyz"])
-    return scene.frame(index).world_from_ego.inverse().apply(world).astype(np.float32)
+def _xyz_rows(scene: Scene, index: int, table: pa.Table, frame: PointFrame) -> np.ndarray:
+    """``(3, N) float32`` rows x, y, z of a stored table's positions in the world frame (the
+    float32 nearest to ``offset + q * scale``) or in the ego frame of frame ``index`` (the
+    float32 nearest to that float64 position moved to the ego frame)."""
+    if frame == "world":
+        return positions(table, np.float32).T
+    ego = scene.frame(index).world_from_ego.inverse().apply(positions(table))
+    return np.ascontiguousarray(ego.T, dtype=np.float32)
 
 
 def points_payload(scene: Scene, index: int, lod: int, fields: list[str], frame: PointFrame,
-                   fmt: PointFormat) -> Payload:
+                   fmt: PointFormat, compression: Compression | None = None) -> Payload:
     """Serialise frame ``index`` (level ``lod``) from the memory-mapped store.
 
-    ``arrow``: an Arrow IPC stream of ``fields`` (schema metadata: the store's quantisation,
-    ``fathom.frame``, ``fathom.timestamp_ns``). ``raw``: little-endian float32 ``x y z``
-    interleaved, ``N × 12`` bytes (``fields`` ignored).
+    ``arrow``: an Arrow IPC stream of ``fields`` (``x y z`` float32 computed from the quantised
+    positions, the other columns as stored; schema metadata: the store's quantisation,
+    ``fathom.frame``, ``fathom.timestamp_ns``, ``fathom.frame_index``), its buffers compressed
+    with ``compression`` (Arrow IPC LZ4 frame or Zstandard, which Arrow readers undo
+    themselves; such a payload is not gzipped on top). ``raw``: little-endian float32 ``x y z``
+    interleaved, ``N × 12`` bytes (``fields`` and ``compression`` ignored).
     """
     entry = scene.frame(index)
-    table = scene.points(index, lod)
+    table = scene.stored_points(index, lod)
     n = table.num_rows
-    etag = _etag(scene.points_version(index, lod), lod, frame, fmt, ",".join(fields) if fmt == "arrow" else "xyz")
+    etag = _etag(scene.points_version(index, lod), lod, frame, fmt,
+                 ",".join(fields) if fmt == "arrow" else "xyz", compression if fmt == "arrow" else None)
     headers = {"X-Point-Count": str(n), "X-Frame": frame, "X-Timestamp-Ns": str(entry.timestamp_ns)}
     if fmt == "raw":
-        if frame == "ego":
-            xyz = _ego_xyz(scene, index, table)
-        else:
-            xyz = np.column_stack([table.column(c).to_numpy() for c in "xyz"])
-        return Payload(np.ascontiguousarray(xyz, dtype="<f4").tobytes(), RAW_XYZ, etag, headers)
-    columns = {f: table.column(f) for f in fields}
-    if frame == "ego" and any(c in columns for c in "xyz"):
-        xyz = _ego_xyz(scene, index, table)
-        for i, c in enumerate("xyz"):
-            if c in columns:
-                columns[c] = pa.array(xyz[:, i])
+        rows = _xyz_rows(scene, index, table, frame)
+        return Payload(np.ascontiguousarray(rows.T, dtype="<f4").tobytes(), RAW_XYZ, etag, headers)
+    rows = _xyz_rows(scene, index, table, frame) if set(fields) & set(XYZ_COLUMNS) else None
+    columns = [arrow_array(rows[XYZ_COLUMNS.index(f)], pa.float32()) if f in XYZ_COLUMNS else table.column(f)
+               for f in fields]
     metadata = dict(table.schema.metadata or {})
     metadata.update({b"fathom.frame": frame.encode(), b"fathom.timestamp_ns": str(entry.timestamp_ns).encode(),
                      b"fathom.frame_index": str(index).encode()})
-    schema = pa.schema([table.schema.field(f) for f in fields], metadata=metadata)
-    out = pa.Table.from_arrays(list(columns.values()), schema=schema)
+    schema = pa.schema([pa.field(f, c.type, nullable=False) for f, c in zip(fields, columns)], metadata=metadata)
+    out = pa.Table.from_arrays(columns, schema=schema)
     sink = pa.BufferOutputStream()
-    with ipc.new_stream(sink, schema) as writer:
+    with ipc.new_stream(sink, schema, options=ipc.IpcWriteOptions(compression=compression)) as writer:
         writer.write_table(out, max_chunksize=max(n, 1))
-    return Payload(memoryview(sink.getvalue()), ARROW_STREAM, etag, headers)
+    return Payload(memoryview(sink.getvalue()), ARROW_STREAM, etag, headers, compressible=compression is None)
 
 
 def accepts_gzip(request: Request) -> bool:

@@ -9,7 +9,7 @@ import numpy as np
 from engine.cuboid_interp import interpolate_tracks
 from engine.cuboid_projection import project_cuboids
 from engine.projection import project_points
-from formats.scene_store import FrameEntry, Scene
+from formats.scene_store import FrameEntry, Scene, positions
 from server.boxes import tracks_from_document
 
 
@@ -21,8 +21,7 @@ def camera_projection(scene: Scene, entry: FrameEntry, camera: str, lod: int, do
     cam = scene.cameras[camera]
     t_cam = entry.image_timestamps_ns[camera]
     track = scene.world_from_ego()
-    table = scene.points(entry.index, lod)
-    xyz = np.column_stack([table.column(c).to_numpy() for c in "xyz"])
+    xyz = positions(scene.stored_points(entry.index, lod))
     proj = project_points(xyz, [cam], world_from_ego=track, camera_times_ns=[t_cam], frame="world",
                           extrapolate="hold")
     keep = np.flatnonzero(proj.in_image[0])

@@ -35,6 +35,15 @@ def frame_xyz(i: int, n: int = 2000) -> np.ndarray:
     return np.vstack([clutter, block]) + np.array([0.0, 0.0, 0.0])
 
 
+def millimetres(xyz: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The store's 1 mm quantisation of ``(N, 3)`` float64 positions in plain NumPy: ``(q (N, 3)
+    int32, offset + q * 1e-3 (N, 3) float64)``, the offset the per-axis minimum rounded down to
+    a millimetre (``formats.scene_store.points_table``'s rule)."""
+    offset = np.floor(xyz.min(axis=0) / 1e-3) * 1e-3
+    q = np.rint((xyz - offset) / 1e-3)
+    return q.astype(np.int32), offset + q * 1e-3
+
+
 def camera() -> Camera:
     return Camera("CAM_FRONT", CameraIntrinsics(64, 48, 40.0, 40.0, 31.5, 23.5),
                   SE3(CAM_ROT, np.array([1.0, 0.0, 0.0])))

@@ -13,9 +13,9 @@ import xxhash
 from engine.se3 import SE3
 from formats.errors import FormatError
 from engine.quaternion import from_yaw
-from formats.scene_store import (MANIFEST, FrameBoxes, Scene, SceneWriter, points_table, quantisation,
-                                 take_rows, write_arrow_file)
-from tests.server_scene import T0, DT, camera, ego_pose, frame_xyz, jpeg, write_scene
+from formats.scene_store import (MANIFEST, FrameBoxes, Scene, SceneWriter, points_table, positions, quantisation,
+                                 take_rows, with_xyz, write_arrow_file)
+from tests.server_scene import T0, DT, camera, ego_pose, frame_xyz, jpeg, millimetres, write_scene
 
 
 def test_round_trip_values_and_manifest(tmp_path):
@@ -31,8 +31,13 @@ def test_round_trip_values_and_manifest(tmp_path):
         assert e.world_from_ego.allclose(ego_pose(i))
         t = scene.points(i)
         xyz = frame_xyz(i)
-        got = np.column_stack([t.column(c).to_numpy() for c in "xyz"])
-        np.testing.assert_array_equal(got, xyz.astype(np.float32))
+        q, expect = millimetres(xyz)
+        # float64 in, the 1 mm quantisation back: float64 exactly, float32 x y z its nearest float32
+        np.testing.assert_array_equal(np.column_stack([t.column(c).to_numpy() for c in ("xq", "yq", "zq")]), q)
+        np.testing.assert_array_equal(positions(scene.stored_points(i)), expect)
+        np.testing.assert_array_equal(np.column_stack([t.column(c).to_numpy() for c in "xyz"]),
+                                      expect.astype(np.float32))
+        assert t.schema.names[:3] == ["x", "y", "z"] and "x" not in scene.stored_points(i).schema.names
         assert e.n_points == len(xyz) == t.num_rows
         lod = scene.points(i, 1)  # every 4th row, with all the full table's columns
         np.testing.assert_array_equal(scene.lod_rows(i, 1), np.arange(0, len(xyz), 4))
@@ -53,7 +58,7 @@ def test_quantised_columns_within_half_a_quantum(tmp_path):
 def test_points_are_memory_mapped_zero_copy(tmp_path):
     scene = Scene.open(write_scene(tmp_path, n_frames=1))
     before = pa.total_allocated_bytes()
-    t = scene.points(0)
+    t = scene.stored_points(0)
     assert pa.total_allocated_bytes() == before  # buffers live in the mapping, nothing allocated
     assert t.num_rows == scene.frame(0).n_points
 
@@ -90,7 +95,10 @@ def test_writer_refuses_a_different_header(tmp_path):
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(points=pa.table({"x": [1.0]})), "required columns|of type"),
+        (dict(points=pa.table({"x": [1.0]})), "computed on read"),
+        (dict(points=pa.table({"xq": pa.array([1], pa.int64())})), "column 'xq' of type int32, found int64"),
+        (dict(points=pa.table({"intensity": pa.array([1], pa.int8())})),
+         "column 'intensity' of type uint8 or uint16 or float, found int8"),
         (dict(images={"NOPE": b"\xff\xd8\xff"}), "unknown camera"),
         (dict(images={"CAM_FRONT": b"PNG..."}), "not JPEG"),
         (dict(index=-1), "frame index"),
@@ -120,7 +128,8 @@ def test_points_table_bad_input():
     with pytest.raises(ValueError, match="int32"):
         points_table(np.array([[0.0, 0, 0], [1e7, 0, 0]]), quantum_m=1e-3)
     empty = points_table(np.zeros((0, 3)))
-    assert empty.num_rows == 0 and empty.schema.names[:6] == ["x", "y", "z", "xq", "yq", "zq"]
+    assert empty.num_rows == 0 and empty.schema.names == ["xq", "yq", "zq"]
+    assert with_xyz(empty).schema.names == ["x", "y", "z", "xq", "yq", "zq"] and positions(empty).shape == (0, 3)
 
 
 def _edit_manifest(root, fn):
@@ -150,11 +159,14 @@ def test_open_rejects_bad_manifests(tmp_path, edit, match):
 
 
 @pytest.mark.parametrize("resume", [False, True])
-def test_version_1_scene_is_refused_with_advice(tmp_path, resume):
-    """Version 1 recorded SHA-256 digests: neither opened nor resumed, the error says what to do."""
+@pytest.mark.parametrize("version, what", [(1, "SHA-256 digests"), (2, "float32 x y z columns")])
+def test_older_versions_are_refused_with_advice(tmp_path, resume, version, what):
+    """Version 1 recorded SHA-256 digests, version 2 float32 x y z beside the quantised
+    positions: neither opened nor resumed, the error says what it is and what to do."""
     root = write_scene(tmp_path)
-    _edit_manifest(root, lambda d: d.update(version=1))
-    with pytest.raises(FormatError, match=r"scene\.json.*version.*found 1.*prepare the log again into a new directory"):
+    _edit_manifest(root, lambda d: d.update(version=version))
+    with pytest.raises(FormatError, match=rf"scene\.json.*version.*found {version} \(a scene of an older Fathom, "
+                                          rf"with {what}.*\): prepare the log again into a new directory"):
         if resume:
             SceneWriter(root, scene_id="demo", cameras=[camera()])
         else:
@@ -165,7 +177,7 @@ def test_manifest_digest_is_the_manifest_bytes(tmp_path):
     root = write_scene(tmp_path)
     assert Scene.open(root).manifest_digest == xxhash.xxh3_128((root / MANIFEST).read_bytes()).hexdigest()
     doc = json.loads((root / MANIFEST).read_text())
-    assert doc["version"] == 2 and set(doc["frames"][0]["points"]) == {"file", "bytes", "xxh3_128"}
+    assert doc["version"] == 3 and set(doc["frames"][0]["points"]) == {"file", "bytes", "xxh3_128"}
 
 
 def test_symlink_out_of_the_scene_is_refused(tmp_path):
@@ -212,24 +224,68 @@ def test_quantisation_kernel_equals_numpy(tmp_path):
     offset = np.floor(xyz.min(axis=0) / 2e-3) * 2e-3
     q = np.rint((xyz - offset) / 2e-3).astype(np.int32)
     np.testing.assert_array_equal(quantisation(t.schema)[1], offset)
+    read = with_xyz(t)
     for i, c in enumerate("xyz"):
         np.testing.assert_array_equal(t[c + "q"].to_numpy(), q[:, i])
-        np.testing.assert_array_equal(t[c].to_numpy(), xyz[:, i].astype(np.float32))
+        np.testing.assert_array_equal(read[c].to_numpy(), (offset[i] + q[:, i] * 2e-3).astype(np.float32))
+    np.testing.assert_array_equal(positions(t), offset + q * 2e-3)
     with pytest.raises(ValueError, match="NaN"):
         points_table(np.array([[0.0, 0.0, np.inf]]))
 
 
-def test_camera_mask_and_box_id_columns():
+@pytest.mark.parametrize("column, values, kind", [
+    ("ring", [0, 7, 255], pa.uint8()),  # 256 rings: 0..255
+    ("ring", [0, 7, 256], pa.uint16()),
+    ("camera_mask", [0, 1, 2**8 - 1], pa.uint8()),  # 8 cameras: bits 0..7
+    ("camera_mask", [0, 1, 2**9 - 1], pa.uint16()),  # 9 cameras
+    ("camera_mask", [0, 1, 2**16 - 1], pa.uint16()),
+    ("camera_mask", [0, 1, 2**16], pa.uint32()),
+    ("camera_mask", [0, 1, 2**31 + 5], pa.uint32()),
+    ("box_id", [-1, 0, 127], pa.int8()),  # 128 boxes: ids 0..127
+    ("box_id", [-1, 0, 128], pa.int16()),  # 129 boxes
+    ("box_id", [-1, 0, 2**15 - 1], pa.int16()),
+    ("box_id", [-1, 0, 2**15], pa.int32()),
+    ("intensity", [0.0, 17.0, 255.0], pa.uint8()),  # an 8-bit sensor's values as float32 (Velodyne)
+    ("intensity", [0, 17, 255], pa.uint8()),
+    ("intensity", [0.0, 17.0, 256.0], pa.uint16()),
+    ("intensity", [0, 17, 65535], pa.uint16()),
+    ("intensity", [0.0, 17.0, 65536.0], pa.float32()),
+    ("intensity", [0.0, 17.5, 3.0], pa.float32()),  # fractional (a PCD's F4 values)
+    ("intensity", [-1.0, 17.0, 3.0], pa.float32()),
+    ("intensity", [0.0, np.nan, 3.0], pa.float32()),
+])
+def test_columns_take_the_narrowest_type_of_their_values_and_read_back_equal(tmp_path, column, values, kind):
+    """Each narrowable column at its boundaries, through a written and reopened scene: the
+    type the file records, the values read back equal to the input (NaN included)."""
+    values = np.array(values)
+    xyz = np.arange(9.0).reshape(3, 3)
+    table = points_table(xyz, **{column: values}, **({"box_id": np.array([-1, 0, 0])} if column != "box_id" else {}))
+    assert table.schema.field(column).type == kind
+    w = SceneWriter(tmp_path / "s", scene_id="s")
+    n_boxes = int(max(values.max() + 1, 1)) if column == "box_id" else 1
+    w.write_frame(0, T0, ego_pose(0), table, [np.array([0, 2])], boxes=_boxes(T0, n_boxes))
+    w.finalize()
+    scene = Scene.open(tmp_path / "s")
+    for lod, rows in ((0, [0, 1, 2]), (1, [0, 2])):
+        read = scene.points(0, lod)
+        assert read.schema.field(column).type == kind
+        np.testing.assert_array_equal(read[column].to_numpy(), values[rows])
+
+
+def test_narrowing_refuses_what_no_type_holds():
     xyz = np.zeros((3, 3))
-    t = points_table(xyz, camera_mask=np.array([0, 1, 2**31 + 5]), box_id=np.array([-1, 0, 7]))
-    assert t.schema.field("camera_mask").type == pa.uint32() and t.schema.field("box_id").type == pa.int32()
-    np.testing.assert_array_equal(t["camera_mask"].to_numpy(), [0, 1, 2**31 + 5])
-    with pytest.raises(ValueError, match="camera_mask values outside uint32"):
+    with pytest.raises(ValueError, match=r"camera_mask values outside uint32 range \[0, 4294967295\]: found \[-1, 0\]"):
         points_table(xyz, camera_mask=np.array([0, -1, 0]))
     with pytest.raises(ValueError, match="box_id values outside int32"):
         points_table(xyz, box_id=np.array([0, 2**31, 0]))
+    with pytest.raises(ValueError, match="ring values outside uint16"):
+        points_table(xyz, ring=np.array([0, 2**16, 0]))
+    with pytest.raises(ValueError, match="rgb values outside uint8"):
+        points_table(xyz, rgb=np.full((3, 3), 256))
     with pytest.raises(ValueError, match="box_id must have shape"):
         points_table(xyz, box_id=np.zeros(2, np.int32))
+    with pytest.raises(ValueError, match="intensity must be numeric"):
+        points_table(xyz, intensity=np.array(["a", "b", "c"]))
 
 
 def test_time_offset_is_stored_as_int32_from_any_integer_dtype():
@@ -431,22 +487,26 @@ def test_quantisation_rounds_half_to_even_like_numpy_up_to_the_int32_limit():
         _, offset = quantisation(t.schema)
         ref = np.rint((xyz.astype(np.float64) - offset) / 1e-3).astype(np.int32)
         np.testing.assert_array_equal(np.column_stack([t[c + "q"].to_numpy() for c in "xyz"]), ref)
-        np.testing.assert_array_equal(np.column_stack([t[c].to_numpy() for c in "xyz"]), xyz.astype(np.float32))
+        np.testing.assert_array_equal(np.column_stack([with_xyz(t)[c].to_numpy() for c in "xyz"]),
+                                      (offset + ref * 1e-3).astype(np.float32))
 
 
 def test_take_rows_equals_arrow_take_and_checks_rows():
     rng = np.random.default_rng(4)
     n = 700
     xyz = rng.uniform(-10, 10, (n, 3))
-    t = points_table(xyz, intensity=rng.random(n, dtype=np.float32), rgb=rng.integers(0, 256, (n, 3)),
-                     time_offset_ns=rng.integers(-(10**8), 10**8, n), sensor_id=rng.integers(0, 3, n),
-                     ring=rng.integers(0, 128, n), camera_mask=rng.integers(0, 2**32, n, np.uint64),
-                     box_id=rng.integers(-1, 5, n))
+    stored = points_table(xyz, intensity=rng.random(n, dtype=np.float32), rgb=rng.integers(0, 256, (n, 3)),
+                          time_offset_ns=rng.integers(-(10**8), 10**8, n), sensor_id=rng.integers(0, 3, n),
+                          ring=rng.integers(0, 128, n), camera_mask=rng.integers(0, 2**32, n, np.uint64),
+                          box_id=rng.integers(-1, 5, n))
+    narrow = points_table(xyz, intensity=rng.integers(0, 256, n), ring=rng.integers(0, 128, n),
+                          camera_mask=rng.integers(0, 64, n), box_id=rng.integers(-1, 5, n))
+    t = with_xyz(stored)
     rows = rng.integers(0, n, 300)
     for table, r in ((t, rows), (pa.concat_tables([t.slice(0, 100), t.slice(100)]), rows),
-                     (t.slice(50), rows[rows < n - 50]), (t, np.zeros(0, np.int64))):
+                     (t.slice(50), rows[rows < n - 50]), (t, np.zeros(0, np.int64)), (stored, rows), (narrow, rows)):
         got = take_rows(table, r)
-        assert got.schema == t.schema and got.schema.metadata == t.schema.metadata
+        assert got.schema == table.schema and got.schema.metadata == table.schema.metadata
         assert got.equals(table.take(pa.array(r, pa.int64())))
     empty = points_table(np.zeros((0, 3)), box_id=np.zeros(0, np.int32))
     assert take_rows(empty, np.zeros(0, np.int64)).equals(empty)
@@ -466,7 +526,7 @@ def test_point_tables_never_import_pandas(tmp_path):
     code = (
         "import sys, numpy as np\n"
         "from engine.se3 import SE3\n"
-        "from formats.scene_store import FrameBoxes, SceneWriter, points_table, take_rows\n"
+        "from formats.scene_store import FrameBoxes, SceneWriter, points_table, take_rows, with_xyz\n"
         "t = points_table(np.random.rand(50, 3), intensity=np.ones(50, np.float32), time_offset_ns=np.arange(50),\n"
         "                 rgb=np.zeros((50, 3), np.uint8), box_id=np.full(50, -1))\n"
         "b = FrameBoxes(0, ('a',), ('car',), np.ones((1, 3)), np.zeros((1, 3)), np.eye(4)[:1], np.zeros((1, 3)),\n"
@@ -475,7 +535,9 @@ def test_point_tables_never_import_pandas(tmp_path):
         "w.write_frame(0, 0, SE3.identity(), t, [np.arange(0, 50, 5)], boxes=b)\n"
         "from formats.scene_store import Scene\n"
         "w.finalize()\n"
-        "assert Scene.open(w.dir).points(0, 1).equals(take_rows(t, np.arange(0, 50, 5)))\n"
+        "scene = Scene.open(w.dir)\n"
+        "assert scene.stored_points(0, 1).equals(take_rows(t, np.arange(0, 50, 5)))\n"
+        "assert scene.points(0, 1).equals(with_xyz(take_rows(t, np.arange(0, 50, 5))))\n"
         "assert 'pandas' not in sys.modules, 'pandas imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
@@ -553,7 +615,7 @@ def test_points_files_go_to_disk_with_direct_io_and_read_back_equal(tmp_path, mo
     os.umask(umask)
     assert path.stat().st_mode & 0o777 == 0o666 & ~umask
     w.finalize()
-    assert Scene.open(tmp_path / "s").points(0).equals(table)
+    assert Scene.open(tmp_path / "s").stored_points(0).equals(table)
     assert not list((tmp_path / "s").rglob("*.tmp"))
 
 

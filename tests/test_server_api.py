@@ -15,7 +15,7 @@ from engine.quaternion import to_matrix
 from formats.scene_store import Scene
 from server.config import Settings
 from server.main import create_app
-from tests.server_scene import DT, T0, TOKENS, car_track, ego_pose, frame_xyz, jpeg, write_scene
+from tests.server_scene import DT, T0, TOKENS, car_track, ego_pose, frame_xyz, jpeg, millimetres, write_scene
 
 V = {"Authorization": "Bearer viewer-token-1"}
 A = {"Authorization": "Bearer annotator-token-1"}
@@ -72,12 +72,39 @@ def test_arrow_stream_is_exactly_the_stored_values(env):
     r = client.get("/v1/scenes/demo/frames/1/points", headers=V)
     assert r.status_code == 200 and r.headers["content-type"] == "application/vnd.apache.arrow.stream"
     got = _arrow(r.content)
-    stored = scene.points(1)
-    assert got.schema.names == [n for n in stored.schema.names if n not in ("xq", "yq", "zq")]
-    for name in got.schema.names:
+    stored = scene.stored_points(1)
+    assert got.schema.names == ["x", "y", "z", *(n for n in stored.schema.names if n not in ("xq", "yq", "zq"))]
+    # x y z: the float32 of the 1 mm quantisation of the positions written (float64)
+    xyz = millimetres(frame_xyz(1))[1].astype(np.float32)
+    for k, name in enumerate("xyz"):
+        assert got.schema.field(name).type == pa.float32()
+        np.testing.assert_array_equal(got.column(name).to_numpy(), xyz[:, k])
+    for name in got.schema.names[3:]:  # the other columns as stored, in their stored (narrowest) types
+        assert got.schema.field(name).type == stored.schema.field(name).type
         np.testing.assert_array_equal(got.column(name).to_numpy(), stored.column(name).to_numpy())
+    assert got.schema.field("ring").type == pa.uint8() and got.schema.field("box_id").type == pa.int8()
     assert got.schema.metadata[b"fathom.frame"] == b"world"
     assert int(r.headers["x-point-count"]) == stored.num_rows
+
+
+@pytest.mark.parametrize("codec", ["lz4", "zstd"])
+def test_compressed_arrow_stream_decodes_to_the_uncompressed_one(env, codec):
+    client, _, _ = env
+    url = "/v1/scenes/demo/frames/1/points"
+    for query in ("", "?lod=1", "?frame=ego&fields=x,y,z,intensity,box_id"):
+        sep = "&" if query else "?"
+        plain = client.get(url + query, headers={**V, "Accept-Encoding": "identity"})
+        packed = client.get(f"{url}{query}{sep}compression={codec}", headers={**V, "Accept-Encoding": "gzip"})
+        assert packed.status_code == 200 and "content-encoding" not in packed.headers  # not gzipped on top
+        assert len(packed.content) < len(plain.content) and packed.headers["etag"] != plain.headers["etag"]
+        assert _arrow(packed.content).equals(_arrow(plain.content))
+        assert _arrow(packed.content).schema.metadata == _arrow(plain.content).schema.metadata
+        again = client.get(f"{url}{query}{sep}compression={codec}",
+                           headers={**V, "If-None-Match": packed.headers["etag"]})
+        assert again.status_code == 304
+    for bad in ("format=raw&compression=lz4", "compression=brotli"):
+        r = client.get(f"{url}?{bad}", headers=V)
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"][-1] == "compression"
 
 
 def test_fields_and_lod(env):
@@ -93,10 +120,8 @@ def test_fields_and_lod(env):
         assert r.json()["detail"][0]["loc"][-1] == loc
 
 
-def test_raw_float32_equals_stored_xyz(env):
-    client, scene, _ = env
-    stored = scene.points(2)
-    want = np.column_stack([stored.column(c).to_numpy() for c in "xyz"]).astype("<f4").tobytes()
+def test_raw_float32_equals_stored_xyz(client):
+    want = millimetres(frame_xyz(2))[1].astype("<f4").tobytes()
     assert client.get("/v1/scenes/demo/frames/2/points?format=raw", headers=V).content == want
     r = client.get("/v1/scenes/demo/frames/2/points", headers={**V, "Accept": "application/octet-stream"})
     assert r.headers["content-type"] == "application/octet-stream" and r.content == want
@@ -104,8 +129,8 @@ def test_raw_float32_equals_stored_xyz(env):
 
 def test_ego_frame_matches_numpy_reference(env):
     client, scene, _ = env
-    stored = scene.points(1)
-    world = np.column_stack([stored.column(c).to_numpy() for c in "xyz"]).astype(np.float64)
+    stored = scene.stored_points(1)
+    world = millimetres(frame_xyz(1))[1]  # the stored positions (float64)
     pose = ego_pose(1)
     r = to_matrix(pose.rotation)
     ego_ref = (world - pose.translation) @ r  # Rᵀ (p − t), row vectors
@@ -164,8 +189,7 @@ def test_labels_put_get_and_cuboids(env):
     box = c["boxes"][0]
     assert box["center"] == [10.0, 0.0, 0.7] and c["revision"] == rev + 1
     # points-in-box reference: plain NumPy inclusive test on the stored points (axis-aligned box)
-    t = scene.points(1)
-    xyz = np.column_stack([t.column(k).to_numpy() for k in "xyz"]).astype(np.float64)
+    xyz = millimetres(frame_xyz(1))[1]
     inside = np.all(np.abs(xyz - [10.0, 0.0, 0.7]) <= np.array([4.2, 1.9, 1.5]) / 2, axis=1)
     assert box["points_in_box"] == int(inside.sum()) >= 200
     ego = client.get("/v1/scenes/demo/frames/1/cuboids?frame=ego", headers=V).json()["boxes"][0]
@@ -183,8 +207,7 @@ def test_prepared_cuboids_come_from_the_boxes_file_whatever_the_label_store_hold
         assert c["source"] == "prepared" and c["revision"] is None and len(c["boxes"]) == 1
         box = c["boxes"][0]
         assert box["track_id"] == "car-1" and box["center"] == [10.0, 0.0, 0.7]
-        t = scene.points(i)
-        xyz = np.column_stack([t.column(k).to_numpy() for k in "xyz"]).astype(np.float64)
+        xyz = millimetres(frame_xyz(i))[1]
         inside = np.all(np.abs(xyz - [10.0, 0.0, 0.7]) <= np.array([4.2, 1.9, 1.5]) / 2, axis=1)
         assert box["points_in_box"] == int(inside.sum()) >= 200
         ego = client.get(f"/v1/scenes/demo/frames/{i}/cuboids?source=prepared&frame=ego", headers=V).json()["boxes"][0]

@@ -1,6 +1,6 @@
 """The prepared-scene store: what ``fathom prepare`` writes and ``fathom serve`` memory-maps.
 
-Layout of one scene directory (format ``fathom-scene``, version 2)::
+Layout of one scene directory (format ``fathom-scene``, version 3)::
 
     SCENE_DIR/
       scene.json                 manifest: header + the list of finished frames (written last)
@@ -16,7 +16,7 @@ that one directory fsync makes their renames durable.)
 
 ``scene.json``::
 
-    {"format": "fathom-scene", "version": 2, "scene_id": "road-01",
+    {"format": "fathom-scene", "version": 3, "scene_id": "road-01",
      "origin": {"enu_offset_m": [e, n, u], "geodetic": {"lat_deg", "lon_deg", "alt_m"} | null},
      "sensors": {"lidars": [{"name", "sensor_id", "ego_from_sensor": [qw qx qy qz tx ty tz]}],
                  "cameras": [{"name", "width", "height", "fx", "fy", "cx", "cy", "skew", "model",
@@ -41,32 +41,46 @@ the simulator's tracks): the server starts the scene's label history with it as 
     FILE = {"file": relative path, "bytes": size, "xxh3_128": hex digest (32 hex digits)}
 
 Frames: the *world* frame is the local ENU frame whose origin sits at ``origin.enu_offset_m``;
-``world_from_ego`` translations and all stored point positions are relative to it, so float32
-keeps millimetres over tens of kilometres. Point files hold one record batch with the columns
+``world_from_ego`` translations and all stored point positions are relative to it. Point
+files hold one record batch with the columns below; a column that may take several types
+has, in each file, the narrowest that holds that frame's values (the file's Arrow schema
+says which; readers accept every listed type and widen where they need a fixed one)::
 
-    x y z            float32  m, world frame relative to the scene origin      (required)
-    xq yq zq         int32    quantised positions: x = offset + xq * scale      (required)
-    intensity        float32  (optional)        r g b   uint8 colour (optional, all three)
+    xq yq zq         int32    positions quantised: x = offset + xq * scale      (required)
+    intensity        uint8 | uint16 | float32: uint8 / uint16 when every value is a whole
+                              number in its range (an 8- or 16-bit sensor: Velodyne), else
+                              float32 as read (e.g. a PCD's fractional F4 intensities) (optional)
+    r g b            uint8    colour (optional, all three)
     time_offset_ns   int32    firing time minus the frame timestamp, ns, so within ±2.147 s
                               (optional; add it to the int64 frame timestamp as int64)
     sensor_id        uint8    index into sensors.lidars (optional)
-    ring             uint16   (optional)
-    camera_mask      uint32   bit k set: camera k of sensors.cameras sees the point — it
-                              projects into that camera's image of this frame and survives
-                              its z-buffer (engine.zbuffer); 0 for no camera (optional;
-                              so a scene has at most 32 cameras)
-    box_id           int32    index into the "boxes" list of the frame's boxes file, the
-                              box holding the point at its own firing time; -1 for none
-                              (optional)
+    ring             uint8 | uint16   laser / beam number (optional)
+    camera_mask      uint8 | uint16 | uint32   bit k set: camera k of sensors.cameras sees
+                              the point — it projects into that camera's image of this frame
+                              and survives its z-buffer (engine.zbuffer); 0 for no camera
+                              (optional; so a scene has at most 32 cameras, and a frame whose
+                              points only cameras 0-7 see has uint8)
+    box_id           int8 | int16 | int32   index into the "boxes" list of the frame's boxes
+                              file, the box holding the point at its own firing time; -1 for
+                              none (optional; int8 while the ids are below 128)
 
 with the quantisation in the schema metadata key ``fathom.quantisation`` as JSON
-``{"scale": [sx, sy, sz], "offset": [ox, oy, oz]}`` (metres, like Potree's scale/offset):
+``{"scale": [sx, sy, sz], "offset": [ox, oy, oz]}`` (metres, like Potree's and LAS's
+scale/offset; ``fathom prepare`` uses 1 mm and the per-axis minimum rounded down to it):
 ``xq = rint((x - offset) / scale)``, rounding half to even, computed from float64 positions.
-Build tables with :func:`points_table`.
+Build tables with :func:`points_table`. Positions are not stored as floats: :meth:`Scene.points`
+adds float32 ``x y z`` columns computed on read, each the float32 nearest to the float64
+``offset + xq * scale`` (so within half a step of the position prepared, plus float32's
+rounding), and :func:`positions` gives that float64 sum. Version 2 also stored float32
+``x y z`` (the float32 of the unquantised position) and fixed-width columns: 46 bytes per point
+of a road frame with every column; version 3 stores 24 (two LiDARs, six cameras, fewer than
+128 boxes, 8-bit intensities as a Velodyne reports them; 27 with float32 intensities).
+Opening or resuming a version-2 scene raises :class:`FormatError` (prepare the log again
+into a new directory).
 
 Levels of detail are row subsets of the full table, stored as the rows alone: a ``.rows`` file
 is the level's row numbers in the frame's points file, strictly increasing, as little-endian
-uint32 (``4 × n_points`` bytes, no header). :meth:`Scene.points` gathers a level from the
+uint32 (``4 × n_points`` bytes, no header). :meth:`Scene.stored_points` gathers a level from the
 full table (:func:`take_rows`), so a level has every column, the quantisation, and only keys
 of the full table — and costs 4 bytes per point on disk instead of a copy of each row.
 
@@ -123,10 +137,10 @@ on the same directory and header and write different frames concurrently; only `
 must run in one place.
 
 Reading: :meth:`Scene.open` validates the manifest (paths may never leave the scene directory,
-symlinks included), :meth:`Scene.points` memory-maps a frame's Arrow file and returns a table
-whose buffers point into the mapping (zero-copy), or a level of detail gathered from it.
+symlinks included), :meth:`Scene.stored_points` memory-maps a frame's Arrow file and returns a
+table whose buffers point into the mapping (zero-copy), or a level of detail gathered from
+it; :meth:`Scene.points` adds the float32 ``x y z`` columns.
 """
-
 
 from __future__ import annotations
 
@@ -135,16 +149,17 @@ from formats.scene_store.boxes import FrameBoxes
 from formats.scene_store.durable import atomic_write, write_arrow_file
 from formats.scene_store.manifest import (FORMAT_NAME, FORMAT_VERSION, IMPORTED_LABELS, MANIFEST, FrameEntry,
                                           StoredFile, read_manifest)
-from formats.scene_store.points import (COLUMN_TYPES, MAX_CAMERAS, NUMPY_TYPES, QUANT_KEY, QUANTISED_COLUMNS,
-                                        REQUIRED_COLUMNS, check_points_schema, column_values, points_table,
-                                        quantisation, take_rows)
+from formats.scene_store.points import (COLUMN_TYPES, MAX_CAMERAS, QUANTISED_COLUMNS, REQUIRED_COLUMNS,
+                                        STORED_TYPES, XYZ_COLUMNS, arrow_array, check_points_schema, column_values,
+                                        points_table, positions, take_rows, with_xyz)
+from formats.scene_store.quantise import QUANT_KEY, quantisation
 from formats.scene_store.reader import Scene
 from formats.scene_store.writer import SceneWriter
 
 __all__ = [
     "COLUMN_TYPES", "FORMAT_NAME", "FORMAT_VERSION", "IMPORTED_LABELS", "MANIFEST", "MAX_CAMERAS", "NAME_RULE",
-    "NUMPY_TYPES", "QUANT_KEY", "QUANTISED_COLUMNS", "REQUIRED_COLUMNS", "FrameBoxes", "FrameEntry", "Lidar",
-    "Scene", "SceneOrigin", "SceneWriter", "StoredFile", "atomic_write", "camera_to_json", "check_points_schema",
-    "column_values", "points_table", "pose_to_json", "quantisation", "read_manifest", "take_rows", "valid_name",
-    "write_arrow_file",
+    "QUANT_KEY", "QUANTISED_COLUMNS", "REQUIRED_COLUMNS", "STORED_TYPES", "XYZ_COLUMNS", "FrameBoxes",
+    "FrameEntry", "Lidar", "Scene", "SceneOrigin", "SceneWriter", "StoredFile", "arrow_array", "atomic_write",
+    "camera_to_json", "check_points_schema", "column_values", "points_table", "pose_to_json", "positions",
+    "quantisation", "read_manifest", "take_rows", "valid_name", "with_xyz", "write_arrow_file",
 ]

@@ -18,7 +18,12 @@ from formats.rig import (Lidar, SceneOrigin, camera_from_json, camera_to_json, c
                          lidar_to_json, pose_from_json, pose_to_json)
 
 FORMAT_NAME = "fathom-scene"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+# what each older version stored differently; a scene of one is refused with this and the advice
+OLDER_VERSIONS = {
+    1: "with SHA-256 digests",
+    2: "with float32 x y z columns beside the quantised positions",
+}
 MANIFEST = "scene.json"
 IMPORTED_LABELS = "labels.imported.json"
 
@@ -87,9 +92,9 @@ def read_manifest(scene_dir: Path) -> dict[str, Any]:
     if not isinstance(doc, dict) or doc.get("format") != FORMAT_NAME:
         raise FormatError(path, None, f'"format": "{FORMAT_NAME}"')
     version = doc.get("version")
-    if version == 1:
-        raise FormatError(path, None, f'"version": {FORMAT_VERSION}, found 1 (a scene of an older Fathom, '
-                          "with SHA-256 digests): prepare the log again into a new directory")
+    if version in OLDER_VERSIONS:
+        raise FormatError(path, None, f'"version": {FORMAT_VERSION}, found {version} (a scene of an older Fathom, '
+                          f"{OLDER_VERSIONS[version]}): prepare the log again into a new directory")
     if version != FORMAT_VERSION:
         raise FormatError(path, None, f'"version": {FORMAT_VERSION}, found {version!r}')
     return doc

@@ -1,83 +1,37 @@
 """Point tables: the Arrow schema of a frame's points file, building one from NumPy
-(:func:`points_table`, with the int32 quantisation), gathering rows (:func:`take_rows`),
-reading columns back (:func:`column_values`) and checking a schema read from a file.
+(:func:`points_table`: positions quantised, each column in the narrowest type its values
+allow), gathering rows (:func:`take_rows`), reading columns (:func:`column_values`) and
+positions (:func:`positions`, :func:`with_xyz`) back, and checking a schema read from a file.
 """
 
 from __future__ import annotations
 
-import json
-import math
 import os
 
 import numpy as np
 import pyarrow as pa
 
-from engine._jit import jit
 from engine.arrays import as_points
 from formats.errors import FormatError
+from formats.scene_store.quantise import QUANT_KEY, dequantise, quantisation, quantisation_metadata, quantise
 
-QUANT_KEY = b"fathom.quantisation"
-
-# column -> Arrow type; x y z xq yq zq are required, the rest optional
-COLUMN_TYPES: dict[str, pa.DataType] = {
-    "x": pa.float32(), "y": pa.float32(), "z": pa.float32(),
-    "xq": pa.int32(), "yq": pa.int32(), "zq": pa.int32(),
-    "intensity": pa.float32(),
-    "r": pa.uint8(), "g": pa.uint8(), "b": pa.uint8(),
-    "time_offset_ns": pa.int32(),
-    "sensor_id": pa.uint8(),
-    "ring": pa.uint16(),
-    "camera_mask": pa.uint32(),
-    "box_id": pa.int32(),
+# stored column -> the Arrow types it may have, narrowest first (points_table picks the first
+# that holds the frame's values); xq yq zq are required, the rest optional
+STORED_TYPES: dict[str, tuple[pa.DataType, ...]] = {
+    "xq": (pa.int32(),), "yq": (pa.int32(),), "zq": (pa.int32(),),
+    "intensity": (pa.uint8(), pa.uint16(), pa.float32()),
+    "r": (pa.uint8(),), "g": (pa.uint8(),), "b": (pa.uint8(),),
+    "time_offset_ns": (pa.int32(),),
+    "sensor_id": (pa.uint8(),),
+    "ring": (pa.uint8(), pa.uint16()),
+    "camera_mask": (pa.uint8(), pa.uint16(), pa.uint32()),
+    "box_id": (pa.int8(), pa.int16(), pa.int32()),
 }
-NUMPY_TYPES: dict[str, np.dtype] = {k: np.dtype(t.to_pandas_dtype()) for k, t in COLUMN_TYPES.items()}
-REQUIRED_COLUMNS = ("x", "y", "z", "xq", "yq", "zq")
-QUANTISED_COLUMNS = ("xq", "yq", "zq")
-MAX_CAMERAS = 32  # camera_mask is uint32
-
-_ROUND = 4503599627370496.0  # 2**52: for 0 <= q < 2**52, (q + 2**52) - 2**52 == rint(q) (half to even)
-_BLOCK = 512  # points per block of _quantise_kernel (3 float64 rows of it stay in L1)
-
-
-@jit
-def _split_bounds_kernel(p, x, y, z, lo, hi):
-    """x[i], y[i], z[i] = float32 of p[i]; lo, hi = per-axis min, max of p. Returns False if
-    any coordinate is NaN or infinite (lo, hi are then meaningless)."""
-    lx = ly = lz = np.inf
-    hx = hy = hz = -np.inf
-    nonfinite = 0.0  # v - v is 0 for finite v, NaN for NaN and ±inf; NaN sticks in the sum
-    for i in range(p.shape[0]):
-        a, b, c = p[i, 0], p[i, 1], p[i, 2]
-        x[i] = a
-        y[i] = b
-        z[i] = c
-        lx, ly, lz = min(lx, a), min(ly, b), min(lz, c)
-        hx, hy, hz = max(hx, a), max(hy, b), max(hz, c)
-        nonfinite += (a - a) + (b - b) + (c - c)
-    lo[0], lo[1], lo[2] = lx, ly, lz
-    hi[0], hi[1], hi[2] = hx, hy, hz
-    return nonfinite == 0.0
-
-
-@jit
-def _quantise_kernel(p, offset, quantum, q32):
-    """q32[k, i] = rint((p[i, k] - offset[k]) / quantum) as int32, rounding half to even via
-    ``(q + 2**52) - 2**52`` (exact for 0 <= q < 2**52; the caller checks the range first).
-    Blocks of points are transposed into a scratch buffer so the arithmetic vectorises."""
-    n = p.shape[0]
-    buf = np.empty((3, _BLOCK))
-    for start in range(0, n, _BLOCK):
-        m = min(_BLOCK, n - start)
-        for j in range(m):
-            buf[0, j] = p[start + j, 0]
-            buf[1, j] = p[start + j, 1]
-            buf[2, j] = p[start + j, 2]
-        for k in range(3):
-            o = offset[k]
-            row = buf[k]
-            out = q32[k, start:start + m]
-            for j in range(m):
-                out[j] = np.int32(((row[j] - o) / quantum + _ROUND) - _ROUND)
+XYZ_COLUMNS = ("x", "y", "z")  # float32, computed on read (with_xyz), never stored
+COLUMN_TYPES: dict[str, tuple[pa.DataType, ...]] = {**{c: (pa.float32(),) for c in XYZ_COLUMNS}, **STORED_TYPES}
+REQUIRED_COLUMNS = ("xq", "yq", "zq")
+QUANTISED_COLUMNS = REQUIRED_COLUMNS
+MAX_CAMERAS = 32  # camera_mask is at most uint32
 
 
 def arrow_array(a: np.ndarray, kind: pa.DataType) -> pa.Array:
@@ -85,18 +39,40 @@ def arrow_array(a: np.ndarray, kind: pa.DataType) -> pa.Array:
     return pa.Array.from_buffers(kind, len(a), [None, pa.py_buffer(a)])
 
 
-def _integer_column(name: str, value: np.ndarray, dtype: type) -> np.ndarray:
-    """``value`` (any integer dtype) as contiguous ``dtype``; ValueError naming the column and
-    the range if a value does not fit."""
+def _narrowest(value: np.ndarray, kinds: tuple[pa.DataType, ...]) -> np.dtype | None:
+    """The first integer dtype of ``kinds`` that holds every (integer-valued) ``value``; None if none does."""
+    vmin, vmax = (value.min(), value.max()) if value.size else (0, 0)
+    for kind in kinds:
+        dtype = np.dtype(kind.to_pandas_dtype())
+        if dtype.kind in "iu" and np.iinfo(dtype).min <= vmin and vmax <= np.iinfo(dtype).max:
+            return dtype
+    return None
+
+
+def _integer_column(name: str, value: np.ndarray, kinds: tuple[pa.DataType, ...]) -> np.ndarray:
+    """``value`` (any integer dtype) as a contiguous array of the narrowest of ``kinds`` that
+    holds it; ValueError naming the column and the range if none does."""
     if not np.issubdtype(value.dtype, np.integer):
         raise ValueError(f"{name} must have an integer dtype, got {value.dtype}")
-    if value.dtype != dtype and value.size:
-        info = np.iinfo(dtype)
-        vmin, vmax = value.min(), value.max()
-        if vmin < info.min or vmax > info.max:
-            raise ValueError(f"{name} values outside {np.dtype(dtype).name} range [{info.min}, {info.max}]: "
-                             f"found [{vmin}, {vmax}]")
+    dtype = _narrowest(value, kinds)
+    if dtype is None:
+        widest = np.iinfo(kinds[-1].to_pandas_dtype())
+        raise ValueError(f"{name} values outside {widest.dtype} range [{widest.min}, {widest.max}]: "
+                         f"found [{value.min()}, {value.max()}]")
     return np.ascontiguousarray(value, dtype=dtype)
+
+
+def _intensity_column(value: np.ndarray) -> np.ndarray:
+    """Intensities as uint8 or uint16 when they are whole numbers in that range (what an 8- or
+    16-bit sensor reports, in whichever dtype its reader gave), else as float32."""
+    if value.dtype.kind not in "iuf":
+        raise ValueError(f"intensity must be numeric, got {value.dtype}")
+    if value.dtype.kind == "f":
+        value = np.ascontiguousarray(value, dtype=np.float32)
+        if not np.all(np.rint(value) == value):
+            return value  # fractional, NaN or infinite values (or none): float32 as given
+    dtype = _narrowest(value, STORED_TYPES["intensity"])
+    return np.ascontiguousarray(value, dtype=np.float32 if dtype is None else dtype)
 
 
 def points_table(
@@ -111,40 +87,29 @@ def points_table(
     box_id: np.ndarray | None = None,
     quantum_m: float = 1e-3,
 ) -> pa.Table:
-    """An Arrow table in the store's point schema. Columns view NumPy arrays (no copy where an
-    input already has the column's dtype and is contiguous; pandas is never imported).
+    """An Arrow table in the store's point schema (what a points file holds). Columns view
+    NumPy arrays (no copy where an input already has the column's stored dtype and is
+    contiguous; pandas is never imported).
 
     Args:
         xyz: ``(N, 3)`` positions in metres, world frame relative to the scene origin; float64
             input gives the most accurate quantised columns (float32 input is used as is).
-        intensity: ``(N,) float32``; rgb: ``(N, 3) uint8``; time_offset_ns: ``(N,)`` ns from
-            the frame timestamp, stored as int32 (so within ±2.147 s); sensor_id: ``(N,)
-            uint8``; ring: ``(N,) uint16``; camera_mask: ``(N,) uint32`` bit k = camera k sees
-            the point; box_id: ``(N,) int32`` row of the frame's boxes file, -1 for none.
-            Integer columns take any integer dtype whose values fit (ValueError naming the
-            column and the range otherwise).
+        intensity: ``(N,)`` any numeric dtype: stored as uint8 or uint16 when every value is
+            a whole number in that range, else as float32. rgb: ``(N, 3) uint8``.
+            time_offset_ns: ``(N,)`` ns from the frame timestamp, stored as int32 (so within
+            ±2.147 s). sensor_id: ``(N,) uint8``. ring: ``(N,)`` uint8 or uint16.
+            camera_mask: ``(N,)`` bit k = camera k sees the point, uint8, uint16 or uint32.
+            box_id: ``(N,)`` row of the frame's boxes file, -1 for none, int8, int16 or int32.
+            Integer columns take any integer dtype and are stored in the narrowest of their
+            types that holds the values (ValueError naming the column and the range if none does).
         quantum_m: quantisation step (the ``scale``); the ``offset`` is the per-axis minimum
             rounded down to a multiple of it, so quantised values are ``>= 0``:
             ``xq = rint((x - offset) / scale)`` (half to even), which must fit int32.
     """
     p = as_points(xyz)
-    if not (math.isfinite(quantum_m) and quantum_m > 0):
-        raise ValueError(f"quantum_m must be positive, got {quantum_m}")
+    q32, offset = quantise(p, quantum_m)
     n = len(p)
-    xyz32 = np.empty((3, n), np.float32)
-    lo, hi = np.empty(3), np.empty(3)
-    if not _split_bounds_kernel(p, xyz32[0], xyz32[1], xyz32[2], lo, hi):
-        raise ValueError("xyz contains NaN or infinite values")
-    offset = np.floor(lo / quantum_m) * quantum_m if n else np.zeros(3)
-    q32 = np.empty((3, n), np.int32)
-    if n:
-        # rounding is monotonic, so the largest quantised value is that of the maximum
-        top = ((hi - offset) / quantum_m + _ROUND) - _ROUND
-        if top.max() > np.iinfo(np.int32).max:
-            raise ValueError(f"extent {hi - lo} m does not fit int32 at quantum_m={quantum_m}")
-        _quantise_kernel(p, offset, float(quantum_m), q32)
-    cols: dict[str, np.ndarray] = {c: xyz32[i] for i, c in enumerate("xyz")}
-    cols.update({c + "q": q32[i] for i, c in enumerate("xyz")})
+    cols: dict[str, np.ndarray] = {c: q32[i] for i, c in enumerate(QUANTISED_COLUMNS)}
 
     def column(name: str, value: np.ndarray | None, shape: tuple[int, ...] = ()) -> np.ndarray | None:
         if value is None:
@@ -155,18 +120,22 @@ def points_table(
         return a
 
     if (a := column("intensity", intensity)) is not None:
-        cols["intensity"] = np.ascontiguousarray(a, dtype=np.float32)
+        cols["intensity"] = _intensity_column(a)
     if (a := column("rgb", rgb, (3,))) is not None:
-        a = _integer_column("rgb", a, np.uint8)
+        a = _integer_column("rgb", a, STORED_TYPES["r"])
         cols.update({c: np.ascontiguousarray(a[:, i]) for i, c in enumerate("rgb")})
     for name, value in (("time_offset_ns", time_offset_ns), ("sensor_id", sensor_id), ("ring", ring),
                         ("camera_mask", camera_mask), ("box_id", box_id)):
         if (a := column(name, value)) is not None:
-            cols[name] = _integer_column(name, a, NUMPY_TYPES[name])
-    quant = {"scale": [quantum_m] * 3, "offset": [float(v) for v in offset]}
-    schema = pa.schema([pa.field(k, COLUMN_TYPES[k], nullable=False) for k in cols],
-                       metadata={QUANT_KEY: json.dumps(quant).encode()})
-    return pa.Table.from_arrays([arrow_array(v, COLUMN_TYPES[k]) for k, v in cols.items()], schema=schema)
+            cols[name] = _integer_column(name, a, STORED_TYPES[name])
+    return _table(cols, {QUANT_KEY: quantisation_metadata(quantum_m, offset)})
+
+
+def _table(cols: dict[str, np.ndarray], metadata: dict[bytes, bytes] | None) -> pa.Table:
+    """A non-null table of the 1-D arrays ``cols`` (no copies), each typed as its dtype."""
+    arrays = [arrow_array(v, pa.from_numpy_dtype(v.dtype)) for v in cols.values()]
+    schema = pa.schema([pa.field(k, a.type, nullable=False) for k, a in zip(cols, arrays)], metadata=metadata)
+    return pa.Table.from_arrays(arrays, schema=schema)
 
 
 def take_rows(table: pa.Table, rows: np.ndarray) -> pa.Table:
@@ -185,7 +154,8 @@ def take_rows(table: pa.Table, rows: np.ndarray) -> pa.Table:
     if r.size and (r.min() < 0 or r.max() >= n):
         raise ValueError(f"rows must be in [0, {n}), found [{r.min()}, {r.max()}]")
     r = r.astype(np.intp, copy=False)
-    arrays = [arrow_array(column_values(table, name).take(r), COLUMN_TYPES[name]) for name in table.schema.names]
+    arrays = [arrow_array(column_values(table, name).take(r), table.schema.field(name).type)
+              for name in table.schema.names]
     return pa.Table.from_arrays(arrays, schema=table.schema)
 
 
@@ -206,37 +176,48 @@ def checked_lod_rows(rows: np.ndarray, n: int, level: int) -> np.ndarray:
 
 
 def column_values(table: pa.Table, name: str) -> np.ndarray:
-    """Column ``name`` of a point table as a 1-D NumPy array of its dtype: a view of its
-    buffer when it has one chunk (else a copy), without pandas. ValueError for a column
-    outside the point schema or with nulls."""
+    """Column ``name`` of a point table as a 1-D NumPy array of its stored dtype (one of the
+    column's types: widen it where a fixed type is needed): a view of its buffer when it has
+    one chunk (else a copy), without pandas. ValueError for a column outside the point schema
+    or with nulls."""
     col = table.column(name)
-    if COLUMN_TYPES.get(name) != col.type:
+    if col.type not in COLUMN_TYPES.get(name, ()):
         raise ValueError(f"column {name!r} of type {col.type} is not in the point schema")
     chunk = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
     if chunk.null_count:
         raise ValueError(f"column {name!r} has nulls; point tables have none")
-    dtype = NUMPY_TYPES[name]
+    dtype = np.dtype(col.type.to_pandas_dtype())
     if len(chunk) == 0:
         return np.empty(0, dtype)
     return np.frombuffer(chunk.buffers()[1], dtype, len(chunk), chunk.offset * dtype.itemsize)
 
 
-def quantisation(schema: pa.Schema) -> tuple[np.ndarray, np.ndarray]:
-    """``(scale (3,), offset (3,))`` float64 of a point table: ``x = offset + xq * scale``."""
-    raw = (schema.metadata or {}).get(QUANT_KEY)
-    if raw is None:
-        raise ValueError("schema has no fathom.quantisation metadata")
-    d = json.loads(raw)
-    return np.asarray(d["scale"], float), np.asarray(d["offset"], float)
+def positions(table: pa.Table, dtype: type = np.float64) -> np.ndarray:
+    """``(N, 3)`` positions of a point table in metres (world frame, scene origin):
+    ``offset + q * scale`` in float64 from its quantised columns and metadata, as ``dtype``
+    (float32: the float32 nearest to each; see :func:`quantise.dequantise`)."""
+    scale, offset = quantisation(table.schema)
+    return dequantise(tuple(column_values(table, c) for c in QUANTISED_COLUMNS), scale, offset, dtype)
+
+
+def with_xyz(table: pa.Table) -> pa.Table:
+    """``table`` with float32 ``x y z`` columns (:func:`positions`) in front of its own."""
+    xyz = positions(table, np.float32)
+    cols = {c: xyz[:, k] for k, c in enumerate(XYZ_COLUMNS)}
+    cols.update({c: column_values(table, c) for c in table.schema.names})
+    return _table(cols, table.schema.metadata)
 
 
 def check_points_schema(schema: pa.Schema, path: str | os.PathLike | None = None) -> None:
-    """FormatError unless ``schema`` is the store's point schema (required columns, dtypes)."""
+    """FormatError unless ``schema`` is the store's point schema: only stored columns, each of
+    one of its types, the required ones, all or none of r g b, the quantisation metadata."""
     for name in schema.names:
-        if name not in COLUMN_TYPES:
-            raise FormatError(path, None, f"only columns {list(COLUMN_TYPES)}, found {name!r}")
-        if schema.field(name).type != COLUMN_TYPES[name]:
-            raise FormatError(path, None, f"column {name!r} of type {COLUMN_TYPES[name]}, found {schema.field(name).type}")
+        if name not in STORED_TYPES:
+            raise FormatError(path, None, f"only columns {list(STORED_TYPES)} (x y z are computed on read), "
+                                          f"found {name!r}")
+        if schema.field(name).type not in STORED_TYPES[name]:
+            kinds = " or ".join(map(str, STORED_TYPES[name]))
+            raise FormatError(path, None, f"column {name!r} of type {kinds}, found {schema.field(name).type}")
     missing = [c for c in REQUIRED_COLUMNS if c not in schema.names]
     if missing:
         raise FormatError(path, None, f"required columns {missing}")
@@ -252,4 +233,4 @@ def check_points_schema(schema: pa.Schema, path: str | os.PathLike | None = None
 
 def _warmup() -> None:
     for dtype in (np.float64, np.float32):
-        take_rows(points_table(np.zeros((2, 3), dtype)), np.array([1]))
+        with_xyz(take_rows(points_table(np.zeros((2, 3), dtype)), np.array([1])))

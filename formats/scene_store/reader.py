@@ -20,7 +20,7 @@ from formats.rig import Lidar, SceneOrigin
 from formats.scene_store.boxes import FrameBoxes
 from formats.scene_store.manifest import (MANIFEST, FrameEntry, StoredFile, entry_from_json, header_from_json,
                                           read_manifest)
-from formats.scene_store.points import check_points_schema, increasing_below, take_rows
+from formats.scene_store.points import check_points_schema, increasing_below, take_rows, with_xyz
 
 
 def _inside(root: Path, rel: str, manifest: Path) -> Path:
@@ -134,11 +134,12 @@ class Scene:
             raise FormatError(path, None, f"strictly increasing uint32 rows below the frame's {n} points")
         return rows
 
-    def points(self, index: int, lod: int = 0) -> pa.Table:
-        """Frame ``index`` at level ``lod`` as an Arrow table: the full resolution memory-mapped
-        (zero-copy), a level of detail gathered from it (:meth:`lod_rows`)."""
+    def stored_points(self, index: int, lod: int = 0) -> pa.Table:
+        """Frame ``index`` at level ``lod`` as stored (:func:`points_table`'s schema: quantised
+        positions, each column in its own type): the full resolution memory-mapped (zero-copy),
+        a level of detail gathered from it (:meth:`lod_rows`)."""
         if lod != 0:
-            return take_rows(self.points(index), self.lod_rows(index, lod))
+            return take_rows(self.stored_points(index), self.lod_rows(index, lod))
         full = self._file(self.frame(index).points)
         try:
             reader = ipc.open_file(pa.memory_map(str(full), "r"))
@@ -147,6 +148,11 @@ class Scene:
             raise FormatError(full, None, f"an Arrow IPC file ({exc})") from None
         check_points_schema(table.schema, full)
         return table
+
+    def points(self, index: int, lod: int = 0) -> pa.Table:
+        """:meth:`stored_points` with float32 ``x y z`` in front (:func:`with_xyz`: the float32
+        nearest to ``offset + q * scale``, metres, world frame relative to the scene origin)."""
+        return with_xyz(self.stored_points(index, lod))
 
     def image_path(self, index: int, camera: str) -> Path:
         """Path of frame ``index``'s JPEG for ``camera``; KeyError if there is none."""

@@ -15,8 +15,7 @@ from engine.se3 import SE3
 from formats.errors import FormatError
 from formats.rig import Lidar, SceneOrigin, checked_name
 from formats.scene_store.boxes import FrameBoxes
-from formats.scene_store.durable import (FileData, atomic_write, digest_file, fsync_dir, make_durable,
-                                         replace_files)
+from formats.scene_store.durable import FileData, atomic_write, digest_file, fsync_dir, make_durable, replace_files
 from formats.scene_store.manifest import (IMPORTED_LABELS, MANIFEST, FrameEntry, StoredFile, entry_from_json,
                                           entry_to_json, file_to_json, header_to_json, read_manifest)
 from formats.scene_store.points import check_points_schema, checked_lod_rows, column_values

@@ -10,7 +10,8 @@ from starlette.concurrency import run_in_threadpool
 from server.boxes import frame_boxes, prepared_boxes
 from server.deps import FrameDep, SceneDep, State, Viewer
 from server.errors import invalid
-from server.payloads import ARROW_STREAM, RAW_XYZ, Payload, accepts_gzip, point_fields, points_payload, respond
+from server.payloads import (ARROW_STREAM, RAW_XYZ, Compression, Payload, accepts_gzip, point_fields, points_payload,
+                             respond)
 from server.schemas import CuboidsResponse
 
 router = APIRouter(prefix="/v1", tags=["frames"])
@@ -23,7 +24,9 @@ FrameQuery = Annotated[Literal["world", "ego"], Query(description="world (relati
     response_class=Response,
     responses={
         200: {"content": {ARROW_STREAM: {}, RAW_XYZ: {}},
-              "description": "Arrow IPC stream (default) or little-endian float32 x y z (N × 12 bytes)"},
+              "description": "Arrow IPC stream (default; buffers LZ4- or Zstandard-compressed with "
+                             "?compression=) or little-endian float32 x y z (N × 12 bytes)"},
+        422: {"description": "bad query (unknown field, a level the frame lacks, compression with format=raw)"},
         304: {"description": "not modified (If-None-Match)"},
         404: {"description": "no such scene or frame"},
     },
@@ -38,31 +41,51 @@ async def get_points(
     lod: Annotated[int, Query(ge=0, le=16, description="0 = full resolution, 1.. coarser")] = 0,
     frame: FrameQuery = "world",
     fields: Annotated[str | None, Query(max_length=200, description="comma-separated columns (arrow only)")] = None,
+    compression: Annotated[Compression | None, Query(
+        description="arrow only: compress the stream's buffers (Arrow IPC LZ4 frame or Zstandard; "
+                    "Arrow readers decompress them; not gzipped on top)")] = None,
 ) -> Response:
-    """Points of one frame from the memory-mapped store (headers ``X-Point-Count``, ``X-Frame``)."""
+    """Points of one frame from the memory-mapped store (headers ``X-Point-Count``, ``X-Frame``,
+    ``X-Timestamp-Ns``).
+
+    ``arrow`` (default): an Arrow IPC stream, by default the columns ``x y z`` (float32, metres,
+    in ``frame``: the float32 nearest to the stored position ``offset + q * scale``, which is
+    the prepared position rounded to the store's 1 mm quantisation) and every stored column
+    but the quantised ones, each in its stored type (the narrowest of the types
+    ``formats.scene_store`` allows it, e.g. ``intensity`` uint8, uint16 or float32, ``box_id``
+    int8, int16 or int32: the stream's schema says which); ``fields`` picks columns, among
+    them the quantised ``xq yq zq`` (int32, world frame only) with the schema metadata
+    ``fathom.quantisation`` ``{"scale", "offset"}``. ``compression=lz4|zstd`` compresses the
+    stream's buffers (Arrow IPC body compression; pyarrow and Arrow C++ readers decompress;
+    the decoded table equals the uncompressed one). ``raw``: little-endian float32 ``x y z``
+    interleaved, ``N × 12`` bytes (the same values as the Arrow columns).
+    """
     if format is None:
         accept = request.headers.get("accept", "")
         format = "raw" if RAW_XYZ in accept and ARROW_STREAM not in accept else "arrow"
     if lod > len(entry.lods):
         raise invalid(("query", "lod"), f"frame {entry.index} has levels of detail 0..{len(entry.lods)}", lod)
+    if compression is not None and format == "raw":
+        raise invalid(("query", "compression"), "compression applies to format=arrow only", compression)
     key = ("points", scene.scene_id, scene.points_version(entry.index, lod), lod, frame, format,
-           fields if format == "arrow" else None)
+           fields if format == "arrow" else None, compression)
     payload = state.cache.peek(key)
     if payload is None:  # build off the event loop: it maps the file and serialises it
-        payload = await run_in_threadpool(_build_points, state, key, scene, entry.index, lod, fields, frame, format)
+        payload = await run_in_threadpool(_build_points, state, key, scene, entry.index, lod, fields, frame, format,
+                                          compression)
     args = (request, payload, state.cache, state.settings.gzip_level, key)
-    if accepts_gzip(request) and state.cache.peek(key + ("gzip",)) is None:
+    if payload.compressible and accepts_gzip(request) and state.cache.peek(key + ("gzip",)) is None:
         return await run_in_threadpool(respond, *args)  # compressing takes a while
     return respond(*args)
 
 
-def _build_points(state, key, scene, index, lod, fields, frame, fmt) -> Payload:
+def _build_points(state, key, scene, index, lod, fields, frame, fmt, compression) -> Payload:
     wanted = None if fields is None else [f.strip() for f in fields.split(",")]
     try:
         names = point_fields(scene, index, wanted, frame)
     except ValueError as exc:
         raise invalid(("query", "fields"), str(exc), fields) from None
-    return state.cache.get(key, lambda: points_payload(scene, index, lod, names, frame, fmt))
+    return state.cache.get(key, lambda: points_payload(scene, index, lod, names, frame, fmt, compression))
 
 
 @router.get("/scenes/{scene_id}/frames/{index}/cuboids", response_model=CuboidsResponse)
