@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from functools import reduce
-
 import numpy as np
 import pytest
 
@@ -12,65 +10,9 @@ from engine import quaternion as quat
 from engine.accumulate import accumulate, ground_mask_grid, ground_mask_ransac, outside_ego_box
 from engine.motion import motion_compensate
 from engine.pose_sources import from_nuscenes_ego_poses
+from tests.naive import nuscenes_multisweep
 
-# ---------------------------------------------------------------- nuScenes reference
-
-
-def _rotation_matrix(q):
-    """pyquaternion Quaternion(q).rotation_matrix (normalises first)."""
-    w, x, y, z = np.asarray(q, float) / np.linalg.norm(q)
-    return np.array([
-        [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
-        [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
-        [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
-    ])
-
-
-def _transform_matrix(translation, rotation, inverse=False):
-    """nuscenes.utils.geometry_utils.transform_matrix."""
-    tm = np.eye(4)
-    if inverse:
-        rot_inv = _rotation_matrix(rotation).T
-        tm[:3, :3] = rot_inv
-        tm[:3, 3] = rot_inv.dot(np.transpose(-np.array(translation)))
-    else:
-        tm[:3, :3] = _rotation_matrix(rotation)
-        tm[:3, 3] = np.transpose(np.array(translation))
-    return tm
-
-
-def nuscenes_multisweep(sample_datas, ref_index, nsweeps, min_distance):
-    """LidarPointCloud.from_file_multisweep's transform chain on in-memory sample_data.
-
-    ``sample_datas``: list of dicts with ``points (4, N) float32``, ``timestamp`` (µs),
-    ``ego_pose`` and ``calibrated_sensor`` records; ``prev`` is the previous list index.
-    """
-    points = np.zeros((4, 0), dtype=np.float32)
-    all_times = np.zeros((1, 0))
-    ref = sample_datas[ref_index]
-    ref_time = 1e-6 * ref["timestamp"]
-    ref_from_car = _transform_matrix(ref["calibrated_sensor"]["translation"], ref["calibrated_sensor"]["rotation"], True)
-    car_from_global = _transform_matrix(ref["ego_pose"]["translation"], ref["ego_pose"]["rotation"], True)
-    current = ref_index
-    for _ in range(nsweeps):
-        sd = sample_datas[current]
-        pts = sd["points"].copy()
-        # remove_close
-        x_filt = np.abs(pts[0, :]) < min_distance
-        y_filt = np.abs(pts[1, :]) < min_distance
-        pts = pts[:, np.logical_not(np.logical_and(x_filt, y_filt))]
-        global_from_car = _transform_matrix(sd["ego_pose"]["translation"], sd["ego_pose"]["rotation"], False)
-        car_from_current = _transform_matrix(sd["calibrated_sensor"]["translation"], sd["calibrated_sensor"]["rotation"], False)
-        trans_matrix = reduce(np.dot, [ref_from_car, car_from_global, global_from_car, car_from_current])
-        # transform (float32 storage, float64 product)
-        pts[:3, :] = trans_matrix.dot(np.vstack((pts[:3, :], np.ones(pts.shape[1]))))[:3, :]
-        time_lag = ref_time - 1e-6 * sd["timestamp"]
-        all_times = np.hstack((all_times, time_lag * np.ones((1, pts.shape[1]))))
-        points = np.hstack((points, pts))
-        if current == 0:
-            break
-        current -= 1
-    return points, all_times
+# ---------------------------------------------------------------- vs nuScenes multisweep
 
 
 def _drive(n_sweeps, ext_q, ext_t, seed=0):

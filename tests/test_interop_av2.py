@@ -15,15 +15,9 @@ from engine.sweep import Sweep
 from formats.av2 import read_av2_sweep, write_av2_sweep
 from formats.errors import FormatError
 from formats.import_av2 import import_av2_log
+from tests.naive import quat_to_matrix
 
 CITY = np.array([2500.3, -1200.7, 30.0])  # AV2 city coordinates are far from 0
-
-
-def _matrix(q) -> np.ndarray:
-    w, x, y, z = np.asarray(q, float) / np.linalg.norm(q)
-    return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
-                     [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
-                     [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)]])
 
 
 def _pose_columns(q, t) -> dict:
@@ -107,8 +101,8 @@ def test_import_av2_log(drive, tmp_path):
         ts = rows["timestamp_ns"][j]
         k = int(np.flatnonzero(t.timestamps_ns == ts)[0])
         p = pose[ts]
-        r_city = _matrix(p.rotation) @ _matrix([rows[c][j] for c in ("qw", "qx", "qy", "qz")])
-        c_city = _matrix(p.rotation) @ np.array([rows[c][j] for c in ("tx_m", "ty_m", "tz_m")]) + p.translation + CITY
+        r_city = quat_to_matrix(p.rotation) @ quat_to_matrix([rows[c][j] for c in ("qw", "qx", "qy", "qz")])
+        c_city = quat_to_matrix(p.rotation) @ np.array([rows[c][j] for c in ("tx_m", "ty_m", "tz_m")]) + p.translation + CITY
         lwh = np.array([rows[c][j] for c in ("length_m", "width_m", "height_m")])
         ref = (r_city @ (0.5 * lwh * np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)])).T).T + c_city
         ours = box_corners(t.centers[k] + offset, t.sizes[k], t.rotations[k])
@@ -158,7 +152,7 @@ def test_import_agrees_with_av2_api(drive, tmp_path):
         city_SE3_ego = api.get_city_SE3_ego("log-id", t)
         pose = track.at(t)
         np.testing.assert_allclose(pose.translation + offset, city_SE3_ego.translation, atol=1e-9)
-        np.testing.assert_allclose(_matrix(pose.rotation), city_SE3_ego.rotation, atol=1e-12)
+        np.testing.assert_allclose(quat_to_matrix(pose.rotation), city_SE3_ego.rotation, atol=1e-12)
         # the sweep in the city frame: av2-api's points and transform vs ours
         ref = city_SE3_ego.transform_point_cloud(read_lidar_sweep(api.get_lidar_fpath("log-id", t), "xyz"))
         ours = pose.apply(read_points(f.lidar["lidar"], format="pcd").xyz.astype(np.float64)) + offset
@@ -177,7 +171,7 @@ def test_import_agrees_with_av2_api(drive, tmp_path):
     ours_cam = log.cameras[0]
     np.testing.assert_allclose(cam.intrinsics.K, ours_cam.intrinsics.K, atol=1e-12)
     np.testing.assert_allclose(cam.ego_SE3_cam.translation, ours_cam.ego_from_camera.translation, atol=1e-12)
-    np.testing.assert_allclose(cam.ego_SE3_cam.rotation, _matrix(ours_cam.ego_from_camera.rotation), atol=1e-12)
+    np.testing.assert_allclose(cam.ego_SE3_cam.rotation, quat_to_matrix(ours_cam.ego_from_camera.rotation), atol=1e-12)
     assert (cam.width_px, cam.height_px) == (ours_cam.intrinsics.width, ours_cam.intrinsics.height)
 
 

@@ -5,8 +5,6 @@ and ``visibility_token`` (visible fraction of the box's points across the camera
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 
@@ -14,41 +12,19 @@ from engine.cuboid import box_corners
 from engine.cuboid_interp import interpolate_tracks
 from formats.export_kitti import kitti_track_ids, kitti_tracking_lines, truncation, truncation_level
 from formats.export_nuscenes import NuScenesSensorFiles, nuscenes_tables, token
-
-
-def _matrix(q) -> np.ndarray:
-    w, x, y, z = np.asarray(q, float) / np.linalg.norm(q)
-    return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
-                     [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
-                     [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)]])
-
-
-def ref_inside(xyz, center, size, rotation) -> np.ndarray:
-    """Points ``(N,) bool`` inside one box (inclusive faces), computed in float64."""
-    local = (np.asarray(xyz, np.float64) - center) @ _matrix(rotation)
-    return np.all(np.abs(local) <= 0.5 * np.asarray(size), axis=1)
+from tests import naive
 
 
 def ref_visible(xyz, camera, world_from_cam, radius=2, tol_m=0.1, tol_rel=0.02):
     """``(in_image (N,), visible (N,))`` of a pinhole camera: z-buffer with disc splats."""
     k = camera.intrinsics
-    cam = (np.asarray(xyz, np.float64) - world_from_cam.translation) @ _matrix(world_from_cam.rotation)
+    r = naive.quat_to_matrix(world_from_cam.rotation)
+    cam = (np.asarray(xyz, np.float64) - world_from_cam.translation) @ r
     z = cam[:, 2]
     with np.errstate(divide="ignore", invalid="ignore"):
-        u = k.fx * cam[:, 0] / z + k.cx
-        v = k.fy * cam[:, 1] / z + k.cy
-    in_image = (z > camera.near_m) & (u >= -0.5) & (u < k.width - 0.5) & (v >= -0.5) & (v < k.height - 0.5)
-    depth = z.astype(np.float32)
-    pu, pv = np.rint(np.where(in_image, u, 0)).astype(int), np.rint(np.where(in_image, v, 0)).astype(int)
-    buf = np.full((k.height, k.width), np.inf, np.float32)
-    for dv in range(-radius, radius + 1):
-        half = math.isqrt(radius * radius - dv * dv)
-        for du in range(-half, half + 1):
-            x, y = pu + du, pv + dv
-            ok = in_image & (x >= 0) & (x < k.width) & (y >= 0) & (y < k.height)
-            np.minimum.at(buf, (y[ok], x[ok]), depth[ok])
-    visible = in_image & (depth - buf[pv, pu] <= tol_m + tol_rel * depth)
-    return in_image, visible
+        uv = naive.brown_conrady(cam[:, 0] / z, cam[:, 1] / z, k)
+    in_image = (z > camera.near_m) & naive.in_image(uv, k.width, k.height)
+    return in_image, naive.zbuffer(uv, z, in_image, k.width, k.height, radius, tol_m, tol_rel)[1]
 
 
 def _ego_sweep(drive, f: int) -> np.ndarray:
@@ -74,10 +50,11 @@ def test_kitti_truncated_and_occluded_match_numpy(drive):
         f, n = r["frame"], by_id[r["id"]]
         c, s, q = boxes.centers[f, n], boxes.sizes[f, n], boxes.rotations[f, n]
         # truncated: corner rectangle vs the image, NumPy pinhole
-        corners = (box_corners(c, s, q) - cam.ego_from_camera.translation) @ _matrix(cam.ego_from_camera.rotation)
+        r_cam = naive.quat_to_matrix(cam.ego_from_camera.rotation)
+        corners = (box_corners(c, s, q) - cam.ego_from_camera.translation) @ r_cam
         k = cam.intrinsics
         if np.all(corners[:, 2] > cam.near_m):
-            uv = corners[:, :2] / corners[:, 2:] * [k.fx, k.fy] + [k.cx, k.cy]
+            uv = naive.brown_conrady(corners[:, 0] / corners[:, 2], corners[:, 1] / corners[:, 2], k)
             lo, hi = uv.min(0), uv.max(0)
             inside = np.clip(np.minimum(hi, [k.width - 0.5, k.height - 0.5]) - np.maximum(lo, -0.5), 0, None)
             want = 1 - np.prod(inside) / np.prod(hi - lo)
@@ -87,7 +64,7 @@ def test_kitti_truncated_and_occluded_match_numpy(drive):
         levels_t.add(r["truncated"])
         # occluded: hidden fraction of the box's in-image points
         pts = sweeps[f].astype(np.float64)
-        box_pts = ref_inside(pts, c, s, q)
+        box_pts = naive.points_in_box(pts, c, s, q)
         in_image, visible = ref_visible(pts, cam, cam.ego_from_camera)
         n_img, n_vis = np.sum(box_pts & in_image), np.sum(box_pts & visible)
         hidden = 1 - n_vis / max(n_img, 1)
@@ -131,9 +108,9 @@ def test_nuscenes_counts_and_visibility_match_numpy(drive):
         i, n = sample_index[ann["sample_token"]], track_of[ann["instance_token"]]
         assert ann["instance_token"] in inst
         c, s, q = boxes.centers[i, n], boxes.sizes[i, n], boxes.rotations[i, n]
-        inside = ref_inside(world[i], c, s, q)
+        inside = naive.points_in_box(world[i], c, s, q)
         assert ann["num_lidar_pts"] == inside.sum()
-        assert ann["num_radar_pts"] == ref_inside(radar[i], c, s, q).sum()
+        assert ann["num_radar_pts"] == naive.points_in_box(radar[i], c, s, q).sum()
         vis_any = np.zeros(len(world[i]), bool)
         for j, cam in enumerate(cams):
             t_cam = int(times[i]) + 20_000_000 * (j + 1)

@@ -17,6 +17,7 @@ from engine import quaternion as quat
 from engine.cuboid import box_corners
 from engine.cuboid_interp import interpolate_tracks
 from formats.export_nuscenes import NuScenesSensorFiles, nuscenes_tables, write_nuscenes
+from tests.naive import quat_to_matrix
 
 DEVKIT_PYTHON = sys.executable
 VERSION = "v1.0-fathom"
@@ -28,18 +29,8 @@ def devkit_box_corners(translation, size_wlh, rotation_wxyz) -> np.ndarray:
     x = l / 2 * np.array([1, 1, 1, 1, -1, -1, -1, -1])
     y = w / 2 * np.array([1, -1, -1, 1, 1, -1, -1, 1])
     z = h / 2 * np.array([1, 1, -1, -1, 1, 1, -1, -1])
-    r = _matrix(rotation_wxyz)
+    r = quat_to_matrix(rotation_wxyz)
     return (r @ np.vstack([x, y, z])).T + np.asarray(translation)
-
-
-def _matrix(q) -> np.ndarray:
-    """pyquaternion's rotation matrix of a wxyz quaternion (written out, not engine code)."""
-    w, x, y, z = np.asarray(q, float) / np.linalg.norm(q)
-    return np.array([
-        [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
-        [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
-        [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
-    ])
 
 
 def same_corner_set(a: np.ndarray, b: np.ndarray, atol: float) -> None:
@@ -88,8 +79,8 @@ def test_tables_follow_devkit_box_conventions(drive, tmp_path):
         sd = lidar_sd[ann["sample_token"]]
         ep, cs = poses[sd["ego_pose_token"]], calib[sd["calibrated_sensor_token"]]
         kit = devkit_box_corners(ann["translation"], ann["size"], ann["rotation"])
-        kit = (kit - ep["translation"]) @ _matrix(ep["rotation"])
-        kit = (kit - cs["translation"]) @ _matrix(cs["rotation"])
+        kit = (kit - ep["translation"]) @ quat_to_matrix(ep["rotation"])
+        kit = (kit - cs["translation"]) @ quat_to_matrix(cs["rotation"])
         lidar_from_world = (drive.gnss.at(int(times[i])) @ sensors[0].ego_from_sensor).inverse()
         same_corner_set(kit, lidar_from_world.apply(ours), 1e-9)
     # linked lists and counts as the devkit's reverse index expects
@@ -448,8 +439,8 @@ print(json.dumps(out))
 
 def _lidar_from_world(xyz: np.ndarray, world_from_ego, ego_from_lidar) -> np.ndarray:
     """NumPy reference: world points ``(N, 3)`` → ego → LiDAR frame, row vectors."""
-    ego = (xyz - world_from_ego.translation) @ _matrix(world_from_ego.rotation)
-    return (ego - ego_from_lidar.translation) @ _matrix(ego_from_lidar.rotation)
+    ego = (xyz - world_from_ego.translation) @ quat_to_matrix(world_from_ego.rotation)
+    return (ego - ego_from_lidar.translation) @ quat_to_matrix(ego_from_lidar.rotation)
 
 
 def check_complete_dataroot(root: Path, scene, tracks, names: dict, out_dir: Path, version: str = VERSION) -> None:

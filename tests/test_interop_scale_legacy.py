@@ -16,16 +16,10 @@ from engine.cuboid_interp import interpolate_tracks
 from formats.errors import FormatError
 from formats.import_scale_legacy import import_scale_legacy
 from formats.jpeg import encode_jpeg
+from tests.naive import quat_to_matrix
 
 N_FRAMES = 4
 SCALE = 2.0  # stored images at full size, intrinsics given for a 2× larger original
-
-
-def _matrix(q) -> np.ndarray:
-    w, x, y, z = np.asarray(q, float) / np.linalg.norm(q)
-    return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
-                     [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
-                     [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)]])
 
 
 def _heading(q) -> dict:
@@ -74,7 +68,7 @@ def write_scale_fixture(drive, root):
         for n, tr in enumerate(tracks):
             if not boxes.valid[f, n]:
                 continue
-            r = _matrix(boxes.rotations[f, n])
+            r = quat_to_matrix(boxes.rotations[f, n])
             yaw_front = np.arctan2(r[1, 0], r[0, 0])  # Fathom front = box +x
             l, w, h = boxes.sizes[f, n]
             cuboids.append({"uuid": tr.track_id, "label": tr.category, "position": _vec(boxes.centers[f, n]),

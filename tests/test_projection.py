@@ -12,6 +12,7 @@ from engine.motion import motion_compensate
 from engine.pose_track import OutOfRangeError, PoseTrack
 from engine.projection import project_points
 from engine.se3 import SE3
+from tests import naive
 
 # camera frame (x right, y down, z forward) looking along ego +x
 _CAM_IN_EGO = quat.from_euler_zyx(-np.pi / 2, 0.0, -np.pi / 2)
@@ -73,8 +74,7 @@ def test_matches_opencv(intr):
     np.testing.assert_allclose(proj.depth[0], pts_cam[:, 2].astype(np.float32), rtol=1e-6)
     # the in-image test is exactly the pixel-area test on OpenCV's pixels (where defined)
     front = np.isfinite(proj.uv[0, :, 0])
-    inside = (ref[:, 0] >= -0.5) & (ref[:, 0] < intr.width - 0.5) & (ref[:, 1] >= -0.5) & (ref[:, 1] < intr.height - 0.5)
-    np.testing.assert_array_equal(ok, front & inside)
+    np.testing.assert_array_equal(ok, front & naive.in_image(ref, intr.width, intr.height))
 
 
 def test_extrinsic_matches_opencv_rvec_tvec():
@@ -256,15 +256,8 @@ def test_static_scene_ignores_times():
 
 
 def _lens_numpy(pc: np.ndarray, intr: CameraIntrinsics) -> np.ndarray:
-    """Brown-Conrady (k1, k2, p1, p2) projection in NumPy, camera-frame points (..., 3)."""
-    k1, k2, p1, p2 = (tuple(intr.distortion) + (0.0,) * 4)[:4]
-    x = pc[..., 0] / pc[..., 2]
-    y = pc[..., 1] / pc[..., 2]
-    r2 = x * x + y * y
-    rad = 1 + k1 * r2 + k2 * r2 * r2
-    xd = x * rad + 2 * p1 * x * y + p2 * (r2 + 2 * x * x)
-    yd = y * rad + p1 * (r2 + 2 * y * y) + 2 * p2 * x * y
-    return np.stack([intr.fx * xd + intr.skew * yd + intr.cx, intr.fy * yd + intr.cy], axis=-1)
+    """Pixels ``(..., 2)`` of camera-frame points ``(..., 3)`` in front of the camera."""
+    return naive.brown_conrady(pc[..., 0] / pc[..., 2], pc[..., 1] / pc[..., 2], intr)
 
 
 def test_rolling_shutter_matches_brute_force_row_search():

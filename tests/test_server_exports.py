@@ -21,6 +21,7 @@ from formats.scene_store import Scene
 from server.boxes import tracks_from_document
 from server.config import Settings
 from server.main import create_app
+from tests.naive import points_in_box
 from tests.server_scene import DT, T0, TOKENS, car_track, write_scene
 
 V = {"Authorization": "Bearer viewer-token-1"}
@@ -164,18 +165,10 @@ def test_nuscenes_export_loads_in_devkit(env, tmp_path):
         assert d.min(axis=0).max() < 1e-9 and d.min(axis=1).max() < 1e-9
         # points in the box: a NumPy count on the stored frame
         xyz = np.column_stack([scene.points(f).column(c).to_numpy() for c in "xyz"]).astype(np.float64)
-        r_box = _matrix(boxes.rotations[f, n])
-        local = (xyz - boxes.centers[f, n]) @ r_box
-        assert ann["num_lidar_pts"] == np.sum(np.all(np.abs(local) <= boxes.sizes[f, n] / 2, axis=1))
+        inside = points_in_box(xyz, boxes.centers[f, n], boxes.sizes[f, n], boxes.rotations[f, n])
+        assert ann["num_lidar_pts"] == inside.sum()
         assert ann["visibility"] in {"", "1", "2", "3", "4"}
     assert min(a["num_lidar_pts"] for a in out if a["category"] == "vehicle.car") >= 200  # the block of points
-
-
-def _matrix(q) -> np.ndarray:
-    w, x, y, z = q
-    return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
-                     [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
-                     [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)]])
 
 
 def test_kitti_export_boxes_equal_stored_labels(env):

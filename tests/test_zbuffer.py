@@ -9,24 +9,7 @@ from engine.camera import Camera, CameraIntrinsics
 from engine.projection import Projection, project_points
 from engine.se3 import SE3
 from engine.zbuffer import zbuffer
-
-
-def zbuffer_numpy(uv, depth, in_image, width, height, radius, tol_m, tol_rel):
-    """Reference: splat with np.minimum.at over the disc offsets, then compare."""
-    img = np.full(height * width, np.inf, np.float32)
-    pu = np.round(uv[in_image, 0]).astype(np.int64)
-    pv = np.round(uv[in_image, 1]).astype(np.int64)
-    d = depth[in_image]
-    for dv in range(-radius, radius + 1):
-        for du in range(-radius, radius + 1):
-            if du * du + dv * dv > radius * radius:
-                continue
-            x, y = pu + du, pv + dv
-            keep = (x >= 0) & (x < width) & (y >= 0) & (y < height)
-            np.minimum.at(img, y[keep] * width + x[keep], d[keep])
-    visible = np.zeros(len(depth), bool)
-    visible[in_image] = d - img[pv * width + pu] <= tol_m + tol_rel * d
-    return img.reshape(height, width), visible
+from tests import naive
 
 
 def _random_projection(rng, n, sizes):
@@ -36,7 +19,7 @@ def _random_projection(rng, n, sizes):
         uv[k, :, 0] = rng.uniform(-3, w + 3, n)
         uv[k, :, 1] = rng.uniform(-3, h + 3, n)
     sizes = np.array(sizes, np.int64)
-    in_image = (uv[..., 0] >= -0.5) & (uv[..., 0] < sizes[:, :1] - 0.5) & (uv[..., 1] >= -0.5) & (uv[..., 1] < sizes[:, 1:] - 0.5)
+    in_image = naive.in_image(uv, sizes[:, :1], sizes[:, 1:])
     depth = rng.uniform(1, 50, (c, n)).astype(np.float32)
     return Projection(uv, depth, in_image, sizes, np.ones((c, n), np.float32))
 
@@ -48,7 +31,7 @@ def test_matches_numpy_reference(radius):
     proj = _random_projection(rng, 3000, [(64, 48), (40, 30), (9, 4)])
     occ = zbuffer(proj, radius_px=radius, tolerance_m=0.3, tolerance_rel=0.01)
     for c, (w, h) in enumerate(proj.image_sizes):
-        img, vis = zbuffer_numpy(proj.uv[c], proj.depth[c], proj.in_image[c], w, h, radius, 0.3, 0.01)
+        img, vis = naive.zbuffer(proj.uv[c], proj.depth[c], proj.in_image[c], w, h, radius, 0.3, 0.01)
         assert occ.depth_images[c].shape == (h, w)
         np.testing.assert_array_equal(occ.depth_images[c], img)
         np.testing.assert_array_equal(occ.visible[c], vis)
@@ -77,7 +60,7 @@ def test_near_wall_hides_far_wall():
     img = occ.depth_images[0]
     assert img[50, 100] == pytest.approx(5.0) and img[50, 130] == pytest.approx(10.0)
     assert np.isinf(img[0, 0]) and np.isinf(img[50, 160]) and np.isinf(img[90, 100])
-    ref, ref_visible = zbuffer_numpy(proj.uv[0], proj.depth[0], proj.in_image[0], 200, 100, 2, 0.1, 0.02)
+    ref, ref_visible = naive.zbuffer(proj.uv[0], proj.depth[0], proj.in_image[0], 200, 100, 2, 0.1, 0.02)
     np.testing.assert_array_equal(img, ref)
     np.testing.assert_array_equal(occ.visible[0], ref_visible)
 
