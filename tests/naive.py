@@ -159,6 +159,16 @@ def points_in_box(xyz, center, size, rotation) -> np.ndarray:
     return np.all(np.abs(local) <= 0.5 * np.asarray(size), axis=1)
 
 
+def points_in_boxes(xyz, centers, sizes, rotations, margin: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """``(labels (N,) int32, counts (B,) int64)`` of points ``(N, 3)`` among fixed boxes
+    ``(B, 3)``, ``(B, 3)``, ``(B, 4)`` by the rules of :func:`boxes_at_times` (no moving box)."""
+    none = np.zeros(0, np.int64)
+    labels = boxes_at_times(xyz, np.zeros(len(xyz), np.int64), 1, centers, sizes, rotations, none, none,
+                            np.zeros((0, 0, 3)), np.zeros((0, 0, 3)), np.zeros((0, 0, 4)), np.zeros((0, 0), bool),
+                            margin)
+    return labels, np.bincount(labels[labels >= 0], minlength=len(centers))
+
+
 def boxes_at_times(xyz, time_offset_ns, step_ns, centers, sizes, rotations, moving, steps,
                    moving_centers, moving_sizes, moving_rotations, moving_valid, margin) -> np.ndarray:
     """``(N,) int32`` box of each point, every point against every box as it is at the point's

@@ -8,26 +8,7 @@ from scipy.spatial.transform import Rotation
 
 from engine import quaternion as quat
 from engine.points_in_boxes import points_in_boxes
-
-
-def _reference(xyz, centers, sizes, rotations, margin=0.0):
-    """B passes over the points; same float64 formula, nearest centre wins, ties → lower index."""
-    p = xyz.astype(np.float64)
-    r = quat.to_matrix(rotations)
-    half = 0.5 * sizes + margin
-    best = np.full(len(p), -1)
-    best_d2 = np.full(len(p), np.inf)
-    for b in range(len(centers)):
-        dx, dy, dz = (p - centers[b]).T
-        inside = np.ones(len(p), bool)
-        for k in range(3):
-            local = r[b, 0, k] * dx + r[b, 1, k] * dy + r[b, 2, k] * dz
-            inside &= np.abs(local) <= half[b, k]
-        d2 = dx * dx + dy * dy + dz * dz
-        take = inside & (d2 < best_d2)
-        best[take] = b
-        best_d2[take] = d2[take]
-    return best, np.bincount(best[best >= 0], minlength=len(centers))
+from tests import naive
 
 
 def _scene(rng, n_boxes=60, n_points=30_000, full_3d=False):
@@ -51,7 +32,7 @@ def test_matches_brute_force(full_3d, margin):
     xyz, c, s, q = _scene(np.random.default_rng(11), full_3d=full_3d)
     c[-1] = [300.0, -300.0, 0.0]  # far from every point: stretches the grid, stays empty
     labels, counts = points_in_boxes(xyz, c, s, q, margin=margin)
-    ref_labels, ref_counts = _reference(xyz, c, s, q, margin)
+    ref_labels, ref_counts = naive.points_in_boxes(xyz, c, s, q, margin)
     assert labels.dtype == np.int32 and counts.dtype == np.int64
     np.testing.assert_array_equal(labels, ref_labels)
     np.testing.assert_array_equal(counts, ref_counts)
@@ -104,7 +85,7 @@ def test_mixed_box_sizes_and_empty_inputs():
     s[0] = [80.0, 80.0, 10.0]  # one box spanning the scene among small ones
     s[1:5] = 0.05
     labels, counts = points_in_boxes(xyz, c, s, q)
-    np.testing.assert_array_equal(labels, _reference(xyz, c, s, q)[0])
+    np.testing.assert_array_equal(labels, naive.points_in_boxes(xyz, c, s, q)[0])
     labels, counts = points_in_boxes(np.zeros((0, 3), np.float32), c, s, q)
     assert labels.shape == (0,) and np.array_equal(counts, np.zeros(len(c)))
     labels, counts = points_in_boxes(xyz, np.zeros((0, 3)), np.zeros((0, 3)), np.zeros((0, 4)))
