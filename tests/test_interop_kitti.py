@@ -11,6 +11,7 @@ from engine import quaternion as quat
 from engine.cuboid import CuboidTrack, box_corners
 from engine.cuboid_interp import interpolate_tracks
 from formats.export_kitti import kitti_track_ids, kitti_tracking_lines
+from tests.naive import same_corner_set
 
 
 def devkit_corners(h, w, l, x, y, z, ry) -> np.ndarray:
@@ -21,11 +22,6 @@ def devkit_corners(h, w, l, x, y, z, ry) -> np.ndarray:
     ys = [0, 0, 0, 0, -h, -h, -h, -h]
     zs = [w / 2, -w / 2, -w / 2, w / 2, w / 2, -w / 2, -w / 2, w / 2]
     return (r @ np.array([xs, ys, zs])).T + [x, y, z]
-
-
-def same_corner_set(a: np.ndarray, b: np.ndarray, atol: float) -> None:
-    d = np.linalg.norm(a[:, None, :] - b[None, :, :], axis=-1)
-    assert d.min(axis=1).max() < atol and d.min(axis=0).max() < atol, d.min(axis=1)
 
 
 def parse(line: str) -> dict:
@@ -47,7 +43,7 @@ def test_export_matches_devkit_geometry(drive):
     boxes = interpolate_tracks(tracks, times).to_ego(drive.gnss)
     cam_from_ego = cam.ego_from_camera.inverse()
     k = cam.intrinsics.K
-    seen = set()
+    seen, levels = set(), set()
     for line in lines:
         r = parse(line)
         n = by_kitti[r["id"]]
@@ -61,19 +57,22 @@ def test_export_matches_devkit_geometry(drive):
         x, _, z = r["xyz"]
         assert np.isclose(np.angle(np.exp(1j * (r["alpha"] + np.arctan2(x, z) - r["ry"]))), 0, atol=2e-6)
         # the 2D box: pinhole projection of the corners, clipped to the image
-        if np.all(kitti[:, 2] > 0.1):
+        if np.all(kitti[:, 2] > cam.near_m):
             uv = (k @ kitti.T).T
             uv = uv[:, :2] / uv[:, 2:]
             lo = np.maximum(uv.min(0), -0.5)
             hi = np.minimum(uv.max(0), [cam.intrinsics.width - 0.5, cam.intrinsics.height - 0.5])
             np.testing.assert_allclose(r["bbox"], [*lo, *hi], atol=2e-5)
-            # truncated: the footprint (corner rectangle) fraction outside the image
-            area = np.prod(uv.max(0) - uv.min(0))
-            frac = 1 - np.prod(np.clip(hi - lo, 0, None)) / area
-            assert r["truncated"] == (0 if frac <= 1e-9 else 1 if frac <= 0.5 else 2), (r, frac)
+            # the footprint (corner rectangle) fraction outside the image
+            frac = 1 - np.prod(np.clip(hi - lo, 0, None)) / np.prod(uv.max(0) - uv.min(0))
         else:
-            assert r["truncated"] == 2
+            frac = 1.0  # a corner behind the camera: the footprint is unbounded
+        # truncated: the tracking readme's levels 0 (none), 1 (up to half), 2 (more)
+        level = 0 if frac <= 1e-9 else 1 if frac <= 0.5 else 2
+        assert r["truncated"] == level, (r, frac)
+        levels.add(level)
         assert r["occluded"] == 3  # no sweeps given
+    assert levels == {0, 1, 2}, levels  # every level is met, each checked against the footprint
     # every box with its centre well inside the view is written
     for f in range(len(times)):
         for n, t in enumerate(tracks):
