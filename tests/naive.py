@@ -153,6 +153,13 @@ def zbuffer(uv, depth, inside, width: int, height: int, radius: int, tol_m: floa
 # ---------------------------------------------------------------- boxes
 
 
+def same_corner_set(a, b, atol: float) -> None:
+    """Assert that point sets ``a (K, 3)`` and ``b (M, 3)`` (box corners in any order) are
+    the same within ``atol``: every point of each has one of the other that close."""
+    d = np.linalg.norm(np.asarray(a)[:, None, :] - np.asarray(b)[None, :, :], axis=-1)
+    assert d.min(axis=1).max() < atol and d.min(axis=0).max() < atol, (d.min(axis=1), d.min(axis=0))
+
+
 def points_in_box(xyz, center, size, rotation) -> np.ndarray:
     """``(N,) bool``: points ``(N, 3)`` inside one box (inclusive faces), in float64."""
     local = (np.asarray(xyz, np.float64) - center) @ quat_to_matrix(rotation)

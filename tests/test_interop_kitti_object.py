@@ -18,7 +18,8 @@ from formats.conventions import kitti_from_camera_boxes
 from formats.errors import FormatError
 from formats.import_kitti_object import import_kitti_object
 from formats.raw_log import read_log
-from tests.test_interop_kitti import BASELINE, devkit_corners, same_corner_set, write_kitti_tracking_fixture
+from tests.naive import same_corner_set
+from tests.test_interop_kitti import BASELINE, devkit_corners, write_kitti_tracking_fixture
 
 FRAMES = (0, 4, 9)  # KITTI frame indices = frames of the drive
 OBJECT_KEYS = {"R_rect": "R0_rect", "Tr_velo_cam": "Tr_velo_to_cam", "Tr_imu_velo": "Tr_imu_to_velo"}

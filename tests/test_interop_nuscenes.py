@@ -17,7 +17,7 @@ from engine import quaternion as quat
 from engine.cuboid import box_corners
 from engine.cuboid_interp import interpolate_tracks
 from formats.export_nuscenes import NuScenesSensorFiles, nuscenes_tables, write_nuscenes
-from tests.naive import quat_to_matrix
+from tests.naive import quat_to_matrix, same_corner_set
 
 DEVKIT_PYTHON = sys.executable
 VERSION = "v1.0-fathom"
@@ -31,11 +31,6 @@ def devkit_box_corners(translation, size_wlh, rotation_wxyz) -> np.ndarray:
     z = h / 2 * np.array([1, 1, -1, -1, 1, 1, -1, -1])
     r = quat_to_matrix(rotation_wxyz)
     return (r @ np.vstack([x, y, z])).T + np.asarray(translation)
-
-
-def same_corner_set(a: np.ndarray, b: np.ndarray, atol: float) -> None:
-    d = np.linalg.norm(a[:, None, :] - b[None, :, :], axis=-1)
-    assert d.min(axis=1).max() < atol and d.min(axis=0).max() < atol
 
 
 def _export(drive, root: Path):

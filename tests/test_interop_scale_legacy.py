@@ -16,7 +16,7 @@ from engine.cuboid_interp import interpolate_tracks
 from formats.errors import FormatError
 from formats.import_scale_legacy import import_scale_legacy
 from formats.jpeg import encode_jpeg
-from tests.naive import quat_to_matrix
+from tests.naive import quat_to_matrix, same_corner_set
 
 N_FRAMES = 4
 SCALE = 2.0  # stored images at full size, intrinsics given for a 2× larger original
@@ -90,11 +90,6 @@ def scale_corners(c: dict) -> np.ndarray:
     return half @ rz.T + np.array([c["position"][k] for k in "xyz"])
 
 
-def _same_corners(a: np.ndarray, b: np.ndarray, atol: float) -> None:
-    d = np.linalg.norm(a[:, None] - b[None], axis=-1)
-    assert d.min(axis=0).max() < atol and d.min(axis=1).max() < atol
-
-
 def _angle_deg(q1: np.ndarray, q2: np.ndarray) -> np.ndarray:
     dot = np.clip(np.abs(np.sum(q1 * q2, axis=-1)), 0.0, 1.0)
     return np.degrees(2 * np.arccos(dot))
@@ -139,7 +134,7 @@ def test_import_scale_legacy(drive, tmp_path):
         for c in entry["cuboids"]:
             tr = tracks[c["uuid"]]
             kf = int(np.flatnonzero(tr.timestamps_ns == times[f])[0])
-            _same_corners(box_corners(tr.centers[kf] + offset, tr.sizes[kf], tr.rotations[kf]), scale_corners(c), 1e-9)
+            same_corner_set(box_corners(tr.centers[kf] + offset, tr.sizes[kf], tr.rotations[kf]), scale_corners(c), 1e-9)
             assert tr.category == c["label"] and tr.keyframe_attributes[kf] == {"frame": f}
     boxes = interpolate_tracks(list(drive.actor_tracks), times)
     for n, t in enumerate(drive.actor_tracks):
