@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from engine import quaternion as quat
+from engine.typing import Float64Array, Quaternions, TimesNs, Vectors3
 
 # Corner order: bit 0 → +x (front), bit 1 → +y (left), bit 2 → +z (top).
 # Corner i has local coordinates (±l/2, ±w/2, ±h/2) with signs from the bits of i.
@@ -39,7 +40,7 @@ def _check_boxes(centers, sizes, rotations) -> tuple[np.ndarray, np.ndarray, np.
     return c, s, q
 
 
-def box_corners(centers: np.ndarray, sizes: np.ndarray, rotations: np.ndarray) -> np.ndarray:
+def box_corners(centers: Vectors3, sizes: Vectors3, rotations: Quaternions) -> Float64Array:
     """Corners ``(..., 8, 3) float64`` of boxes ``centers (..., 3)``, ``sizes (..., 3)``,
     ``rotations (..., 4)``, in :data:`CORNER_SIGNS` order."""
     c, s, q = _check_boxes(centers, sizes, rotations)
@@ -52,9 +53,9 @@ def box_corners(centers: np.ndarray, sizes: np.ndarray, rotations: np.ndarray) -
 class Cuboid:
     """One box: ``center (3,)`` m, ``size (3,)`` m (l, w, h), ``rotation (4,)`` wxyz, world frame."""
 
-    center: np.ndarray
-    size: np.ndarray
-    rotation: np.ndarray
+    center: Vectors3
+    size: Vectors3
+    rotation: Quaternions
 
     def __post_init__(self) -> None:
         c, s, q = _check_boxes(self.center, self.size, self.rotation)
@@ -64,7 +65,7 @@ class Cuboid:
         object.__setattr__(self, "size", s)
         object.__setattr__(self, "rotation", q)
 
-    def corners(self) -> np.ndarray:
+    def corners(self) -> Float64Array:
         """``(8, 3) float64`` corners in the world frame."""
         return box_corners(self.center, self.size, self.rotation)
 
@@ -86,10 +87,10 @@ class CuboidTrack:
 
     track_id: str
     category: str
-    timestamps_ns: np.ndarray
-    centers: np.ndarray
-    sizes: np.ndarray
-    rotations: np.ndarray
+    timestamps_ns: TimesNs
+    centers: Vectors3
+    sizes: Vectors3
+    rotations: Quaternions
     stationary: bool = False
     attributes: dict[str, Any] = field(default_factory=dict)
     keyframe_attributes: list[dict[str, Any]] | None = None

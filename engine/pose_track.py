@@ -13,6 +13,7 @@ from engine import quaternion as quat
 from engine._jit import inline, jit, pjit, prange
 from engine.quaternion import _SLERP_LINEAR_BELOW
 from engine.se3 import SE3
+from engine.typing import Quaternions, TimesNs, Vectors3
 
 Extrapolation = Literal["none", "hold", "linear"]
 EXTRAPOLATION_CODES = {"none": 0, "hold": 1, "linear": 2}
@@ -197,9 +198,9 @@ class PoseTrack:
     Interpolation is linear in translation and slerp (shortest arc) in rotation.
     """
 
-    timestamps_ns: np.ndarray
-    rotation: np.ndarray
-    translation: np.ndarray
+    timestamps_ns: TimesNs
+    rotation: Quaternions
+    translation: Vectors3
 
     def __post_init__(self) -> None:
         ts = np.ascontiguousarray(self.timestamps_ns)
@@ -226,7 +227,7 @@ class PoseTrack:
             object.__setattr__(self, name, arr)
 
     @staticmethod
-    def from_poses(timestamps_ns: np.ndarray, poses: SE3) -> "PoseTrack":
+    def from_poses(timestamps_ns: TimesNs, poses: SE3) -> "PoseTrack":
         return PoseTrack(timestamps_ns, poses.rotation, poses.translation)
 
     def __len__(self) -> int:
@@ -244,7 +245,7 @@ class PoseTrack:
     def poses(self) -> SE3:
         return SE3(self.rotation, self.translation)
 
-    def interpolate(self, times_ns: np.ndarray | int, extrapolate: Extrapolation = "none") -> SE3:
+    def interpolate(self, times_ns: TimesNs | int, extrapolate: Extrapolation = "none") -> SE3:
         """Poses at ``times_ns`` (``int64`` ns, scalar or ``(M,)``), as an ``SE3`` batch.
 
         ``extrapolate``: ``"none"`` raises :class:`OutOfRangeError` for any time outside
@@ -262,7 +263,7 @@ class PoseTrack:
             return SE3._trusted(out_q[0], out_t[0])
         return SE3._trusted(out_q, out_t)
 
-    def check_times(self, times_ns: np.ndarray | int, extrapolate: Extrapolation) -> np.ndarray:
+    def check_times(self, times_ns: TimesNs | int, extrapolate: Extrapolation) -> TimesNs:
         """Validate query times for ``extrapolate``; return them as ``(M,) int64``.
 
         Raises :class:`OutOfRangeError` for a time outside the track when ``extrapolate``
@@ -313,7 +314,7 @@ class PoseTrack:
         return PoseTrack(self.timestamps_ns[i0:i1], self.rotation[i0:i1], self.translation[i0:i1])
 
 
-def unwrap_hemisphere(q: np.ndarray) -> np.ndarray:
+def unwrap_hemisphere(q: Quaternions) -> Quaternions:
     """Flip signs so consecutive quaternions ``(K, 4)`` have non-negative dot products."""
     q = quat.as_quaternions(q).copy()
     for i in range(1, len(q)):

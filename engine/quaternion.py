@@ -10,8 +10,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import numpy.typing as npt
 
 from engine._jit import inline, jit, pjit, prange
+from engine.typing import Float64Array, Points3, Points3F64, Quaternions, RotationMatrices
 
 # Below this angle between two quaternions slerp falls back to normalised lerp.
 _SLERP_LINEAR_BELOW = 1e-6
@@ -118,7 +120,7 @@ def _slerp_kernel(a, b, u, out):
 # ---------------------------------------------------------------- public API
 
 
-def as_quaternions(q: np.ndarray, name: str = "q", normalize: bool = True) -> np.ndarray:
+def as_quaternions(q: npt.ArrayLike, name: str = "q", normalize: bool = True) -> Quaternions:
     """Validate ``(..., 4)`` quaternions and return them as float64, unit length.
 
     Raises ``ValueError`` for a wrong shape, non-finite values or a (near) zero norm.
@@ -139,7 +141,7 @@ def as_quaternions(q: np.ndarray, name: str = "q", normalize: bool = True) -> np
     return arr
 
 
-def multiply(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def multiply(a: Quaternions, b: Quaternions) -> Quaternions:
     """Hamilton product ``a ⊗ b``, broadcasting ``(..., 4)`` arrays."""
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
@@ -156,13 +158,13 @@ def multiply(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     )
 
 
-def conjugate(q: np.ndarray) -> np.ndarray:
+def conjugate(q: Quaternions) -> Quaternions:
     """Conjugate (the inverse of a unit quaternion), ``(..., 4)``."""
     q = np.asarray(q, dtype=np.float64)
     return q * np.array([1.0, -1.0, -1.0, -1.0])
 
 
-def rotate(q: np.ndarray, points: np.ndarray) -> np.ndarray:
+def rotate(q: Quaternions, points: Points3) -> Points3F64:
     """Rotate ``(N, 3)`` points by one ``(4,)`` quaternion or by ``(N, 4)`` quaternions.
 
     Returns ``(N, 3) float64``.
@@ -178,7 +180,7 @@ def rotate(q: np.ndarray, points: np.ndarray) -> np.ndarray:
     return out
 
 
-def to_matrix(q: np.ndarray) -> np.ndarray:
+def to_matrix(q: Quaternions) -> RotationMatrices:
     """Rotation matrices ``(..., 3, 3)`` of unit quaternions ``(..., 4)``."""
     w, x, y, z = np.moveaxis(as_quaternions(q), -1, 0)
     m = np.empty(w.shape + (3, 3))
@@ -194,7 +196,7 @@ def to_matrix(q: np.ndarray) -> np.ndarray:
     return m
 
 
-def from_matrix(m: np.ndarray) -> np.ndarray:
+def from_matrix(m: RotationMatrices) -> Quaternions:
     """Unit quaternions ``(..., 4)`` with ``w >= 0`` from rotation matrices ``(..., 3, 3)``.
 
     Uses Shepperd's method (largest diagonal pivot), stable for every rotation.
@@ -233,7 +235,7 @@ def from_matrix(m: np.ndarray) -> np.ndarray:
     return q.reshape(m.shape[:-2] + (4,))
 
 
-def slerp(a: np.ndarray, b: np.ndarray, u: np.ndarray | float) -> np.ndarray:
+def slerp(a: Quaternions, b: Quaternions, u: Float64Array | float) -> Quaternions:
     """Shortest-arc spherical interpolation from ``a`` (u=0) to ``b`` (u=1).
 
     ``a`` and ``b`` are ``(4,)`` or ``(N, 4)``; ``u`` is a scalar or ``(N,)``. Returns
@@ -256,14 +258,16 @@ def slerp(a: np.ndarray, b: np.ndarray, u: np.ndarray | float) -> np.ndarray:
     return out[0] if scalar else out
 
 
-def from_yaw(yaw_rad: np.ndarray | float) -> np.ndarray:
+def from_yaw(yaw_rad: Float64Array | float) -> Quaternions:
     """Quaternions of rotations about +z by ``yaw_rad``: shape ``(..., 4)``."""
     half = 0.5 * np.asarray(yaw_rad, dtype=np.float64)
     zero = np.zeros_like(half)
     return np.stack([np.cos(half), zero, zero, np.sin(half)], axis=-1)
 
 
-def from_euler_zyx(roll_rad, pitch_rad, yaw_rad) -> np.ndarray:
+def from_euler_zyx(
+    roll_rad: Float64Array | float, pitch_rad: Float64Array | float, yaw_rad: Float64Array | float
+) -> Quaternions:
     """Quaternion of intrinsic z-y'-x'' (yaw, then pitch, then roll) rotations: ``(..., 4)``.
 
     This is the aerospace / ISO 8855 convention ``R = Rz(yaw) · Ry(pitch) · Rx(roll)``.
@@ -283,7 +287,7 @@ def from_euler_zyx(roll_rad, pitch_rad, yaw_rad) -> np.ndarray:
     )
 
 
-def to_euler_zyx(q: np.ndarray) -> np.ndarray:
+def to_euler_zyx(q: Quaternions) -> Float64Array:
     """Inverse of :func:`from_euler_zyx`: ``(..., 3)`` (roll, pitch, yaw) in radians."""
     w, x, y, z = np.moveaxis(as_quaternions(q), -1, 0)
     roll = np.arctan2(2 * (w * x + y * z), 1 - 2 * (x * x + y * y))
@@ -292,7 +296,7 @@ def to_euler_zyx(q: np.ndarray) -> np.ndarray:
     return np.stack([roll, pitch, yaw], axis=-1)
 
 
-def angle_between(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def angle_between(a: Quaternions, b: Quaternions) -> Float64Array:
     """Rotation angle in radians of ``a⁻¹ ⊗ b`` (0..π), broadcasting ``(..., 4)``.
 
     Uses ``2 atan2(|v|, |w|)`` of the relative quaternion, accurate near zero (an arccos

@@ -15,6 +15,7 @@ import numpy as np
 from engine import quaternion as quat
 from engine._jit import pjit, prange
 from engine.quaternion import q_rotate
+from engine.typing import Float64Array, Points3, Points3F64, Quaternions, Vectors3
 
 
 @pjit
@@ -38,8 +39,8 @@ class SE3:
         translation: ``(..., 3) float64`` metres.
     """
 
-    rotation: np.ndarray
-    translation: np.ndarray
+    rotation: Quaternions
+    translation: Vectors3
 
     def __post_init__(self) -> None:
         q = quat.as_quaternions(self.rotation, "SE3.rotation")
@@ -77,7 +78,7 @@ class SE3:
         return SE3(q, np.zeros(shape + (3,)))
 
     @staticmethod
-    def from_matrix(m: np.ndarray) -> "SE3":
+    def from_matrix(m: Float64Array) -> "SE3":
         """From homogeneous ``(..., 4, 4)`` matrices (the last row is not checked)."""
         m = np.asarray(m, dtype=np.float64)
         if m.shape[-2:] != (4, 4):
@@ -110,7 +111,7 @@ class SE3:
         qi = quat.conjugate(self.rotation)
         return SE3(qi, -_rotate_broadcast(qi, self.translation))
 
-    def as_matrix(self) -> np.ndarray:
+    def as_matrix(self) -> Float64Array:
         """Homogeneous matrices ``(..., 4, 4) float64``."""
         m = np.zeros(self.shape + (4, 4))
         m[..., :3, :3] = quat.to_matrix(self.rotation)
@@ -118,7 +119,7 @@ class SE3:
         m[..., 3, 3] = 1.0
         return m
 
-    def apply(self, points: np.ndarray) -> np.ndarray:
+    def apply(self, points: Points3) -> Points3F64:
         """Transform ``(N, 3)`` points: by one transform, or row ``i`` by transform ``i``.
 
         Computes in float64 and returns ``(N, 3) float64`` (world coordinates need it).
