@@ -49,6 +49,7 @@ from engine.pose_track import (
 from engine.quaternion import q_mul, q_rotate, q_to_matrix
 from engine.se3 import SE3
 from engine.sweep import Sweep
+from engine.typing import FloatArray, Points3, TimesNs
 
 OutFrame = Literal["sensor", "ego", "world"]
 # default bound (m) on the distance between a tabulated and the exact chain's point
@@ -302,16 +303,16 @@ def _compensate_kernel(xyz, times, ts, q, t, mode, ext_q, ext_t, ref_time, out_f
 
 
 def motion_compensate(
-    xyz: np.ndarray,
-    times_ns: np.ndarray,
+    xyz: Points3,
+    times_ns: TimesNs,
     world_from_ego: PoseTrack,
     ego_from_sensor: SE3,
     ref_time_ns: int | None = None,
     out_frame: OutFrame = "ego",
     extrapolate: Extrapolation = "none",
-    out: np.ndarray | None = None,
+    out: FloatArray | None = None,
     max_error_m: float = MAX_ERROR_M,
-) -> np.ndarray:
+) -> FloatArray:
     """Move sensor-frame points fired at ``times_ns`` to one reference time.
 
     Args:
