@@ -25,7 +25,8 @@ a street (ground, walls 8 m either side) by a 64-beam LiDAR, 2656 columns per 10
 - ``accumulate_10x170k``: the 10 sweeps, one pose per sweep (its timestamp), into the
   newest sweep's sensor frame, points within 1 m (x and y) of the sensor removed: Fathom's
   :func:`accumulate` vs a NumPy copy of nuScenes' ``LidarPointCloud.from_file_multisweep``
-  transform chain on in-memory clouds (file reading excluded). Both give float32 xyz,
+  transform chain on in-memory clouds (``tests.naive.nuscenes_multisweep``, the reference
+  the accumulation tests use; file reading excluded). Both give float32 xyz,
   intensity and each point's time lag; the same points and coordinates are asserted.
   ``accumulate_10x170k_deskewed`` times Fathom with each point at its own firing time, for
   information (no peer does that; the deskew groups compare it per point).
@@ -35,8 +36,6 @@ a street (ground, walls 8 m either side) by a 64-beam LiDAR, 2656 columns per 10
 """
 
 from __future__ import annotations
-
-from functools import reduce
 
 import numpy as np
 import open3d as o3d
@@ -48,6 +47,7 @@ from engine import quaternion as quat
 from engine.accumulate import accumulate
 from engine.motion import deskew
 from engine.voxel import voxel_downsample
+from tests.naive import nuscenes_multisweep
 
 T0 = 1_700_000_000_000_000_000
 SWEEP_NS = 100_000_000
@@ -145,40 +145,6 @@ def test_scipy_deskew(benchmark, sweep_layout):
 # ---------------------------------------------------------------- accumulation
 
 
-def _matrix(rotation, translation, inverse=False):
-    """nuScenes transform_matrix (pyquaternion rotation matrix)."""
-    r = quat.to_matrix(np.asarray(rotation))
-    m = np.eye(4)
-    if inverse:
-        m[:3, :3] = r.T
-        m[:3, 3] = r.T.dot(-np.asarray(translation))
-    else:
-        m[:3, :3] = r
-        m[:3, 3] = translation
-    return m
-
-
-def _nuscenes_multisweep(records, points, min_distance=1.0):
-    """from_file_multisweep's loop on in-memory (4, N) float32 clouds, newest sweep first."""
-    ref = records[-1]
-    ref_from_car = _matrix(*ref["calibrated_sensor"], inverse=True)
-    car_from_global = _matrix(*ref["ego_pose"], inverse=True)
-    all_pc = np.zeros((4, 0), dtype=np.float32)
-    all_times = np.zeros((1, 0))
-    for rec, pts in zip(records[::-1], points[::-1]):
-        pc = pts.copy()
-        close = (np.abs(pc[0]) < min_distance) & (np.abs(pc[1]) < min_distance)
-        pc = pc[:, ~close]
-        global_from_car = _matrix(*rec["ego_pose"])
-        car_from_current = _matrix(*rec["calibrated_sensor"])
-        trans = reduce(np.dot, [ref_from_car, car_from_global, global_from_car, car_from_current])
-        pc[:3, :] = trans.dot(np.vstack((pc[:3, :], np.ones(pc.shape[1]))))[:3, :]
-        time_lag = 1e-6 * ref["timestamp"] - 1e-6 * rec["timestamp"]
-        all_times = np.hstack((all_times, time_lag * np.ones((1, pc.shape[1]))))
-        all_pc = np.hstack((all_pc, pc))
-    return all_pc, all_times
-
-
 @pytest.mark.parametrize("per_point_times", [False, True], ids=["one_pose_per_sweep", "deskewed"])
 def test_fathom_accumulate(benchmark, drive, per_point_times):
     track, ext, sweeps = drive
@@ -192,13 +158,15 @@ def test_nuscenes_multisweep(benchmark, drive):
     track, ext, sweeps = drive
     benchmark.group = "accumulate_10x170k"
     benchmark.extra_info.update(role="peer")
-    records = []
+    sample_datas = []
     for s in sweeps:
         pose = track.at(s.timestamp_ns)
-        records.append({"timestamp": s.timestamp_ns // 1000, "ego_pose": (pose.rotation, pose.translation),
-                        "calibrated_sensor": (ext.rotation, ext.translation)})
-    points = [np.vstack([s.xyz.T, s.intensity[None]]).astype(np.float32) for s in sweeps]
-    pc, times = benchmark(_nuscenes_multisweep, records, points)
+        sample_datas.append({"timestamp": s.timestamp_ns // 1000,
+                             "points": np.vstack([s.xyz.T, s.intensity[None]]).astype(np.float32),
+                             "ego_pose": {"translation": pose.translation, "rotation": pose.rotation},
+                             "calibrated_sensor": {"translation": ext.translation, "rotation": ext.rotation}})
+    n = len(sample_datas)
+    pc, times = benchmark(nuscenes_multisweep, sample_datas, n - 1, n, 1.0)
     ours = accumulate(sweeps, track, ext, None, "sensor", False, EGO_BOX)
     # the peer stacks the newest sweep first
     order = np.argsort(-ours.extra["sweep_index"], kind="stable")

@@ -14,8 +14,9 @@ distortion, float64 pixels, in-image test, a radius-1 splatted depth buffer and 
 nearest-surface test (visibility out). The NumPy z-buffer splats with ``np.minimum.at``
 into a dense per-camera image (the vectorised way); Fathom's sweeps the rows with a small
 ring buffer and builds dense depth images only when asked. Fathom also computes the
-viewing-angle cosine for colourisation, which NumPy does not. Asserted: the same in-image
-points, pixels to 1e-9 px, the same visible points.
+viewing-angle cosine for colourisation, which NumPy does not. The NumPy lens, in-image
+test and z-buffer are the references of ``tests/naive.py`` the tests hold Fathom to.
+Asserted: the same in-image points, pixels to 1e-9 px, the same visible points.
 
 ``projection_170k_6cams_opencv`` is information, not a comparison (no ratio): per camera
 ``cv2.Rodrigues`` + ``cv2.projectPoints`` (transform and lens inside OpenCV), the depth as a
@@ -42,15 +43,11 @@ from engine.projection import project_points
 from engine.se3 import SE3
 from engine.sim.road import simulate_drive
 from engine.zbuffer import zbuffer
+from tests import naive
 
 W, H = 1920, 1080
 RADIUS = 1
 TOL_M, TOL_REL = 0.1, 0.02
-
-
-def _disc(radius):
-    return [(du, dv) for dv in range(-radius, radius + 1) for du in range(-radius, radius + 1)
-            if du * du + dv * dv <= radius**2]
 
 
 def road_sweep() -> np.ndarray:
@@ -80,22 +77,12 @@ def _extrinsics(cam):
 
 
 def _numpy_zbuffer(uv, depth, ok, radius=RADIUS):
-    """Depth image by np.minimum.at over the splat disc, then the nearest-surface test."""
-    pu = np.round(uv[ok, 0]).astype(np.int64)
-    pv = np.round(uv[ok, 1]).astype(np.int64)
-    d = depth[ok].astype(np.float32)
-    img = np.full(H * W, np.inf, np.float32)
-    for du, dv in _disc(radius):
-        x, y = pu + du, pv + dv
-        keep = (x >= 0) & (x < W) & (y >= 0) & (y < H)
-        np.minimum.at(img, y[keep] * W + x[keep], d[keep])
-    visible = np.zeros(len(depth), bool)
-    visible[ok] = d - img[pv * W + pu] <= TOL_M + TOL_REL * d
-    return visible, img
+    """Visibility ``(N,) bool``: the np.minimum.at z-buffer of ``tests.naive`` (the tests' reference)."""
+    return naive.zbuffer(uv, depth, ok, W, H, radius, TOL_M, TOL_REL)[1]
 
 
 def _in_image(uv, front):
-    return front & (uv[:, 0] >= -0.5) & (uv[:, 0] < W - 0.5) & (uv[:, 1] >= -0.5) & (uv[:, 1] < H - 0.5)
+    return front & naive.in_image(uv, W, H)
 
 
 def numpy_pipeline(xyz, cams):
@@ -109,15 +96,10 @@ def numpy_pipeline(xyz, cams):
         front = z > cam.near_m
         zs = np.where(front, z, 1.0)
         x, y = pc[:, 0] / zs, pc[:, 1] / zs
-        k1, k2, p1, p2, k3 = cam.intrinsics.distortion
-        r2 = x * x + y * y
-        front &= r2 <= cam.params[13]  # fold-back guard: beyond it the lens polynomial turns back
-        rad = 1 + r2 * (k1 + r2 * (k2 + r2 * k3))
-        xd = x * rad + 2 * p1 * x * y + p2 * (r2 + 2 * x * x)
-        yd = y * rad + p1 * (r2 + 2 * y * y) + 2 * p2 * x * y
-        uv = np.column_stack([cam.intrinsics.fx * xd + cam.intrinsics.cx, cam.intrinsics.fy * yd + cam.intrinsics.cy])
+        front &= x * x + y * y <= cam.params[13]  # fold-back guard: beyond it the lens polynomial turns back
+        uv = naive.brown_conrady(x, y, cam.intrinsics)
         ok = _in_image(uv, front)
-        out.append((uv, ok, _numpy_zbuffer(uv, z, ok)[0]))
+        out.append((uv, ok, _numpy_zbuffer(uv, z, ok)))
     return out
 
 
@@ -132,7 +114,7 @@ def opencv_pipeline(xyz, cams):
         uv = uv.reshape(-1, 2)
         z = p @ r[2] + t[2]
         ok = _in_image(uv, z > cam.near_m)
-        out.append((uv, ok, _numpy_zbuffer(uv, z, ok)[0]))
+        out.append((uv, ok, _numpy_zbuffer(uv, z, ok)))
     return out
 
 
@@ -192,7 +174,7 @@ def test_fathom_zbuffer(benchmark, projection, radius):
     benchmark.extra_info.update(role="fathom", items=projection.in_image.size, unit="point-cameras")
     occ = benchmark(zbuffer, projection, radius_px=radius, tolerance_m=TOL_M, tolerance_rel=TOL_REL)
     for c in range(len(projection.image_sizes)):
-        vis, _ = _numpy_zbuffer(projection.uv[c], projection.depth[c], projection.in_image[c], radius)
+        vis = _numpy_zbuffer(projection.uv[c], projection.depth[c], projection.in_image[c], radius)
         np.testing.assert_array_equal(occ.visible[c], vis)
 
 
