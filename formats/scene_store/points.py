@@ -70,7 +70,7 @@ def _intensity_column(value: np.ndarray) -> np.ndarray:
     if value.dtype.kind == "f":
         value = np.ascontiguousarray(value, dtype=np.float32)
         if not np.all(np.rint(value) == value):
-            return value  # fractional, NaN or infinite values (or none): float32 as given
+            return value  # fractional, NaN or infinite values: float32 as given
     dtype = _narrowest(value, STORED_TYPES["intensity"])
     return np.ascontiguousarray(value, dtype=np.float32 if dtype is None else dtype)
 
