@@ -8,7 +8,7 @@ faster than real time with colourisation (and per-camera visibility), ≥ 5× re
 without cameras (LiDAR only: no colour, no visibility column).
 
 ``FATHOM_BENCH_OUT`` names the directory the scenes are written to (default: pytest's
-``tmp_path``); the summary names its filesystem. Without colour the job writes ~1.4 GB per 20 s
+``tmp_path``); the summary names its filesystem. Without colour the job writes ~0.9 GB per 20 s
 of log and makes it durable before returning, so on a slow disk the disk, not the CPU, sets
 the pace: compare a run on ``/dev/shm`` (RAM) to see the compute alone.
 
