@@ -3,15 +3,17 @@
 Each function is the obvious, vectorised-but-unclever way to compute what an engine kernel
 computes, written from the convention it implements (or from the peer library's source it
 mirrors, named in its docstring) and not from engine code. Rotation interpolation uses
-scipy's ``Slerp``. Conventions are the engine's: quaternions ``(w, x, y, z)`` Hamilton,
-``dst_from_src`` transforms, camera frame x right / y down / z forward, pixel (0, 0) the
-centre of the top-left pixel, box sizes ``(length along x, width along y, height along z)``.
+scipy's ``Slerp``; :func:`opencv_project` is OpenCV's own projection, the lenses' peer.
+Conventions are the engine's: quaternions ``(w, x, y, z)`` Hamilton, ``dst_from_src``
+transforms, camera frame x right / y down / z forward, pixel (0, 0) the centre of the
+top-left pixel, box sizes ``(length along x, width along y, height along z)``.
 """
 
 from __future__ import annotations
 
 from functools import reduce
 
+import cv2
 import numpy as np
 from scipy.spatial.transform import Rotation, Slerp
 
@@ -117,6 +119,24 @@ def brown_conrady(x, y, intrinsics) -> np.ndarray:
     yd = y * rad + p1 * (r2 + 2 * y * y) + 2 * p2 * x * y
     k = intrinsics
     return np.stack([k.fx * xd + k.skew * yd + k.cx, k.fy * yd + k.cy], axis=-1)
+
+
+def opencv_project(points_cam, intrinsics) -> np.ndarray:
+    """OpenCV's pixels ``(N, 2)`` of camera-frame points ``(N, 3)`` (identity extrinsic):
+    ``cv2.projectPoints`` for pinhole / Brown-Conrady (8 coefficients, missing ones zero),
+    ``cv2.fisheye.projectPoints`` with ``alpha = skew / fx`` for Kannala-Brandt."""
+    obj = np.asarray(points_cam, np.float64).reshape(-1, 1, 3)
+    zero = np.zeros(3)
+    k = intrinsics
+    if k.model == "kannala_brandt":
+        d = np.zeros(4)
+        d[: len(k.distortion)] = k.distortion
+        uv, _ = cv2.fisheye.projectPoints(obj, zero, zero, k.K, d, alpha=k.skew / k.fx)
+    else:
+        d = np.zeros(8)
+        d[: len(k.distortion)] = k.distortion
+        uv, _ = cv2.projectPoints(obj, zero, zero, k.K, d)
+    return uv.reshape(-1, 2)
 
 
 def in_image(uv, width: int, height: int) -> np.ndarray:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 import pytest
 
@@ -12,6 +11,7 @@ from engine.cuboid import EDGES, box_corners
 from engine.cuboid_projection import project_cuboids
 from engine.pose_track import PoseTrack
 from engine.se3 import SE3
+from tests import naive
 
 _PIN = CameraIntrinsics(1280, 720, 700.0, 700.0, 639.5, 359.5)
 _BC = CameraIntrinsics(1280, 720, 700.0, 705.0, 641.0, 357.0, model="brown_conrady",
@@ -21,13 +21,6 @@ _CAM_IN_EGO = quat.from_euler_zyx(-np.pi / 2, 0.0, -np.pi / 2)
 
 def _cam(intr, yaw=0.0, name="c"):
     return Camera(name, intr, SE3(quat.multiply(quat.from_yaw(yaw), _CAM_IN_EGO), [1.5, 0.0, 1.5]))
-
-
-def _cv2(points_cam, intr):
-    d = np.zeros(5)
-    d[: len(intr.distortion)] = intr.distortion
-    uv, _ = cv2.projectPoints(points_cam.reshape(-1, 1, 3), np.zeros(3), np.zeros(3), intr.K, d)
-    return uv.reshape(-1, 2)
 
 
 def _box(center, size=(4.5, 1.9, 1.6), yaw=0.3):
@@ -40,19 +33,19 @@ def test_box_in_front_matches_opencv(intr):
     c, s, r = _box([15.0, 1.0, 0.8])
     res = project_cuboids(c, s, r, [cam, _cam(intr, yaw=np.pi, name="back")], samples_per_edge=8)
     corners_cam = cam.ego_from_camera.inverse().apply(box_corners(c, s, r)[0])
-    np.testing.assert_allclose(res.corners_uv[0, 0], _cv2(corners_cam, intr), atol=1e-6)
+    np.testing.assert_allclose(res.corners_uv[0, 0], naive.opencv_project(corners_cam, intr), atol=1e-6)
     # every edge sample is the projection of the matching point of the 3D edge
     n_seg = res.edges_uv.shape[3] - 1
     assert n_seg == (1 if intr.model == "pinhole" else 8)
     t = np.linspace(0, 1, n_seg + 1)[:, None]
     for e, (a, b) in enumerate(EDGES):
         pts = corners_cam[a] + t * (corners_cam[b] - corners_cam[a])
-        np.testing.assert_allclose(res.edges_uv[0, 0, e], _cv2(pts, intr), atol=1e-6)
+        np.testing.assert_allclose(res.edges_uv[0, 0, e], naive.opencv_project(pts, intr), atol=1e-6)
     # fully inside the image: the box is the bbox of the edge samples (pinhole: of the corners)
     ref = res.edges_uv[0, 0].reshape(-1, 2)
     np.testing.assert_allclose(res.boxes[0, 0], [*ref.min(0), *ref.max(0)], atol=1e-9)
     if intr.model == "pinhole":
-        cv = _cv2(corners_cam, intr)
+        cv = naive.opencv_project(corners_cam, intr)
         np.testing.assert_allclose(res.boxes[0, 0], [*cv.min(0), *cv.max(0)], atol=1e-6)
     assert res.visible[0].tolist() == [True, False]
     assert np.isnan(res.boxes[0, 1]).all() and np.isnan(res.corners_uv[0, 1]).all()
@@ -76,7 +69,7 @@ def test_near_plane_clipping_is_exact():
             tn = (0.5 - za) / (zb - za)
             p = corners[a] + tn * (corners[b] - corners[a])
             end = uv[0] if za < zb else uv[-1]
-            np.testing.assert_allclose(end, _cv2(p[None], _PIN)[0], rtol=1e-6)
+            np.testing.assert_allclose(end, naive.opencv_project(p[None], _PIN)[0], rtol=1e-6)
         elif max(za, zb) < 0.5:
             assert np.isnan(uv).all()
     # the box is clipped to the image area

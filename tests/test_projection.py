@@ -23,21 +23,6 @@ def _camera(intr: CameraIntrinsics, yaw: float = 0.0, **kw) -> Camera:
     return Camera("cam", intr, SE3(q, [1.2, -0.3, 1.6]), **kw)
 
 
-def _cv2_project(points_cam: np.ndarray, intr: CameraIntrinsics) -> np.ndarray:
-    """OpenCV projection of camera-frame points (identity extrinsic)."""
-    obj = points_cam.reshape(-1, 1, 3).astype(np.float64)
-    zero = np.zeros(3)
-    if intr.model == "kannala_brandt":
-        d = np.zeros(4)
-        d[: len(intr.distortion)] = intr.distortion
-        uv, _ = cv2.fisheye.projectPoints(obj, zero, zero, intr.K, d, alpha=intr.skew / intr.fx)
-    else:
-        d = np.zeros(8)
-        d[: len(intr.distortion)] = intr.distortion
-        uv, _ = cv2.projectPoints(obj, zero, zero, intr.K, d)
-    return uv.reshape(-1, 2)
-
-
 def _random_ego_points(rng, n=4000):
     return rng.uniform([-5.0, -40.0, -4.0], [60.0, 40.0, 6.0], (n, 3))
 
@@ -67,7 +52,7 @@ def test_matches_opencv(intr):
     ego = _random_ego_points(rng)
     proj = project_points(ego, [cam])
     pts_cam = cam.ego_from_camera.inverse().apply(ego)
-    ref = _cv2_project(pts_cam, intr)
+    ref = naive.opencv_project(pts_cam, intr)
     ok = proj.in_image[0]
     assert ok.sum() > 500
     np.testing.assert_allclose(proj.uv[0][ok], ref[ok], rtol=0, atol=1e-6)
@@ -106,7 +91,7 @@ def test_behind_and_near_plane_never_project():
     assert proj.in_image[0].tolist() == [False, False, False, True, False]
     assert np.isnan(proj.uv[0, [0, 1, 2, 4]]).all()
     # OpenCV happily "projects" the point behind the camera (mirrored) into the image
-    ref = _cv2_project(pts[:1], intr)[0]
+    ref = naive.opencv_project(pts[:1], intr)[0]
     assert 0 <= ref[0] < intr.width and 0 <= ref[1] < intr.height
 
 
@@ -116,7 +101,7 @@ def test_brown_conrady_fold_back_rejected():
     cam = Camera("c", intr, SE3.identity())
     assert cam.params[13] == pytest.approx(2.0 / 3.0, rel=1e-3)
     pts = np.array([[1.2, 0.0, 1.0], [0.0, 1.0, 1.0], [0.5, 0.3, 1.0]])
-    ref = _cv2_project(pts, intr)
+    ref = naive.opencv_project(pts, intr)
     # OpenCV folds the far points back into the image ...
     assert np.all((ref[:2, 0] > 0) & (ref[:2, 0] < 1920) & (ref[:2, 1] > 0) & (ref[:2, 1] < 1080))
     proj = project_points(pts, [cam])
@@ -132,7 +117,7 @@ def test_kannala_brandt_fold_back_rejected():
     assert cam.params[13] == pytest.approx(1.0 / np.sqrt(0.9), rel=1e-3)
     theta = np.array([1.3, 0.8])
     pts = np.stack([np.sin(theta), np.zeros(2), np.cos(theta)], axis=1)
-    ref = _cv2_project(pts, intr)
+    ref = naive.opencv_project(pts, intr)
     assert 0 < ref[0, 0] < 1280  # folded back inside
     proj = project_points(pts, [cam])
     assert proj.in_image[0].tolist() == [False, True]
@@ -234,7 +219,7 @@ def test_motion_compensation_matches_motion_chain():
     proj_w = project_points(world, cams, world_from_ego=track, camera_times_ns=cam_times, frame="world")
     for c, cam in enumerate(cams):
         pc = _reference_camera_points(world, track, cam, cam_times[c])
-        ref = _cv2_project(pc, cam.intrinsics)
+        ref = naive.opencv_project(pc, cam.intrinsics)
         ok = proj.in_image[c]
         assert ok.sum() > 200
         np.testing.assert_allclose(proj.uv[c][ok], ref[ok], atol=1e-6)
