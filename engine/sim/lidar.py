@@ -199,7 +199,8 @@ def simulate_sweep(
 
     Returns a :class:`Sweep` in the LiDAR frame (``frame="lidar"``, ``timestamp_ns=start_ns``)
     holding only the returns: ``xyz (N, 3) float32`` m, ``intensity`` ``255 · reflectivity ·
-    |cos incidence|``, ``time_offset_ns`` (firing time − ``start_ns``), ``ring`` (beam index),
+    |cos incidence|`` rounded to a whole number (an 8-bit calibrated reflectivity, as
+    Velodyne and Hesai sensors report it), ``time_offset_ns`` (firing time − ``start_ns``), ``ring`` (beam index),
     ``sensor_id``, and extra columns ``object_id (N,) int32``, ``azimuth_rad (N,) float32`` in
     ``[0, 2π)`` and ``range_m (N,) float32`` (noisy when the pattern has range noise).
     Points are in firing order. ``world_from_ego`` must cover the whole sweep.
@@ -237,7 +238,7 @@ def simulate_sweep(
     return Sweep(
         xyz=(out_dir[keep] * r[:, None]).astype(np.float32),
         timestamp_ns=int(start_ns),
-        intensity=(255.0 * refl * out_cos[keep]).astype(np.float32),
+        intensity=np.rint(255.0 * refl * out_cos[keep]).astype(np.float32),
         time_offset_ns=offsets[keep],
         ring=(np.flatnonzero(keep) % pat.n_beams).astype(np.uint16),
         sensor_id=np.full(len(r), lidar.sensor_id, np.uint8),
