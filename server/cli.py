@@ -1,4 +1,4 @@
-"""The ``fathom`` command line: demo, simulate, prepare, serve, token."""
+"""The ``fathom`` command line: demo, simulate, prepare, import, inspect, export, serve, token."""
 
 from __future__ import annotations
 
@@ -20,14 +20,27 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bag_options(args: argparse.Namespace):
+    """The ``formats.ros.BagOptions`` of the bag arguments (:func:`_add_bag_options`)."""
+    from formats.ros import BagOptions, parse_topic_options
+
+    return BagOptions(topics=tuple(args.topics) if args.topics else None, reference=args.reference_sensor,
+                      frame_rate_hz=args.frame_rate, pose_topic=args.pose_topic, base_frame=args.base_frame,
+                      topic_options=parse_topic_options(args.topic_option))
+
+
 def _cmd_prepare(args: argparse.Namespace) -> int:
     from server.prepare import PrepareOptions, Progress, prepare
     from formats.raw_log import read_log
+    from formats.ros import bag_name, is_bag, raw_log_for_prepare
 
     options = PrepareOptions(colorize=not args.no_colorize, visibility=not args.no_visibility)
     out = Path(args.out)
     status = 0
     for log_dir in args.logs:
+        if is_bag(log_dir):  # converted once into SCENE_DIR.rawlog/ beside the scene, then prepared
+            scene_dir = out if len(args.logs) == 1 else out / bag_name(log_dir)
+            log_dir = raw_log_for_prepare(log_dir, scene_dir, _bag_options(args), stream=sys.stderr)
         log = read_log(log_dir)
         scene_dir = out if len(args.logs) == 1 else out / log.log_id
         summary = prepare(log_dir, scene_dir, options=options, workers=args.workers, dask=args.dask,
@@ -44,12 +57,21 @@ def _cmd_import(args: argparse.Namespace) -> int:
 
     options = ImportOptions(version=args.version, split=args.split, layout=args.layout,
                             annotations=None if args.annotations is None else Path(args.annotations),
-                            images=not args.no_images)
+                            images=not args.no_images, rosbag=_bag_options(args) if args.source == "rosbag" else None)
     jobs = import_jobs(args.source, args.src, args.scene, options)
     summary = run_imports(jobs, args.out, stream=sys.stderr)
     for line in summary.lines():
         print(line)
     return 1 if summary.failed else 0
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    """A bag's topics and what Fathom will do with each (nothing written)."""
+    from formats.ros import inspect_lines
+
+    for line in inspect_lines(args.bag, _bag_options(args)):
+        print(line)
+    return 0
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -220,8 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="road: one PCD per sweep, or one Velodyne pcap per LiDAR (HDL-32E roof, VLP-16 bumper)")
     sim.set_defaults(func=_cmd_simulate)
 
-    prep = sub.add_parser("prepare", help="raw log(s) → prepared scene(s)")
-    prep.add_argument("logs", nargs="+", help="raw-log directories")
+    prep = sub.add_parser("prepare", help="raw log(s) or ROS bag(s) → prepared scene(s)")
+    prep.add_argument("logs", nargs="+", help="raw-log directories, or ROS bags (converted into SCENE_DIR.rawlog/)")
     prep.add_argument("--out", required=True, help="scene directory (one log) or parent directory (several)")
     prep.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                       help="local workers (default: the number of CPUs): threads, or processes with --processes")
@@ -231,9 +253,10 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--no-visibility", action="store_true", help="no per-camera camera_mask column")
     prep.add_argument("--fsync-frames", action="store_true",
                       help="fsync each frame's files as written (default: once, before the manifest)")
+    _add_bag_options(prep)
     prep.set_defaults(func=_cmd_prepare)
 
-    imp = sub.add_parser("import", help="a dataset (nuScenes, KITTI, AV2, PandaSet, SFS, Scale) → raw log(s)",
+    imp = sub.add_parser("import", help="a dataset (nuScenes, KITTI, AV2, PandaSet, SFS, Scale, ROS bag) → raw log(s)",
                          description="One raw log per scene: --out itself for one scene, --out/NAME for several.")
     imp.add_argument("source", choices=SOURCES)
     imp.add_argument("src", help="the dataset: a dataroot, sequence, log directory or file (see the README)")
@@ -246,7 +269,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="kitti-object: one log per frame, or the chosen frames as one log (one calibration)")
     imp.add_argument("--annotations", default=None, help="scale-legacy: the cuboid annotations JSON")
     imp.add_argument("--no-images", action="store_true", help="leave the camera images out")
+    _add_bag_options(imp)
     imp.set_defaults(func=_cmd_import)
+
+    insp = sub.add_parser("inspect", help="a ROS bag's topics, rates, time ranges and what Fathom will do with each")
+    insp.add_argument("bag", help="a ROS 1 .bag, a ROS 2 bag directory, or a .db3/.mcap file")
+    _add_bag_options(insp)
+    insp.set_defaults(func=_cmd_inspect)
 
     exp = sub.add_parser("export", help="a prepared scene's labels as a nuScenes DATAROOT on disk")
     exp.add_argument("format", choices=["nuscenes"])
@@ -270,6 +299,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_token_parser(sub)
     return parser
+
+
+def _add_bag_options(parser: argparse.ArgumentParser) -> None:
+    """The options of a ROS bag input (``formats.ros.BagOptions``)."""
+    bag = parser.add_argument_group("ROS bags")
+    bag.add_argument("--topics", nargs="+", default=None, metavar="TOPIC",
+                     help="sensor topics to use, in sensor order (default: every PointCloud2, VelodyneScan and "
+                          "image topic)")
+    bag.add_argument("--reference-sensor", default=None, metavar="TOPIC",
+                     help="the topic whose messages cut frames (default: the first LiDAR topic)")
+    bag.add_argument("--frame-rate", type=float, default=None, metavar="HZ",
+                     help="frames at most this often: the reference message nearest each tick (default: every one)")
+    bag.add_argument("--pose-topic", default=None, metavar="TOPIC",
+                     help="the ego pose source (default: Odometry, PoseStamped, /tf, NavSatFix+Imu, in that order)")
+    bag.add_argument("--base-frame", default="base_link", help="the vehicle frame (default base_link)")
+    bag.add_argument("--topic-option", nargs=2, action="append", default=None, metavar=("TOPIC", "KEY=VALUE"),
+                     help="per topic: name, frame, time (FIELD:UNIT:relative|absolute or none), model, calibration, "
+                          "camera_info, row_readout_ns, max_fov_deg")
 
 
 def _add_token_parser(sub: argparse._SubParsersAction) -> None:

@@ -12,6 +12,7 @@ Sources and what ``SRC`` and ``--scene`` name (without ``--scene``, every scene 
 | ``pandaset`` | one sequence (``002/``), or the dataset root | a sequence (``002``) |
 | ``sfs`` | one ``.sfs`` file, or a directory of them | a file name without ``.sfs`` |
 | ``scale-legacy`` | the directory of LidarFrame JSON files (``--annotations`` for the cuboids) | — |
+| ``rosbag`` | a ROS 1 ``.bag``, a ROS 2 bag directory (sqlite3 or MCAP) or its ``.db3``/``.mcap`` file (``formats.ros``; ``--topics``, ``--reference-sensor``, ``--frame-rate``, ``--pose-topic``, ``--base-frame``, ``--topic-option``) | — |
 
 One scene is written to ``--out`` itself; several go to ``--out/NAME`` each. A scene that fails
 (a :class:`~formats.errors.FormatError` naming the file and field) is reported and the others
@@ -21,15 +22,16 @@ are still imported.
 from __future__ import annotations
 
 import re
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, TextIO
+from typing import Any, Callable, TextIO
 
 from formats.errors import FormatError
 from formats.raw_log import read_log
 
-SOURCES = ("nuscenes", "kitti", "kitti-object", "kitti-raw", "av2", "pandaset", "sfs", "scale-legacy")
+SOURCES = ("nuscenes", "kitti", "kitti-object", "kitti-raw", "av2", "pandaset", "sfs", "scale-legacy", "rosbag")
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,7 @@ class ImportOptions:
     layout: str = "per_frame"  # kitti-object: one log per frame, or "sequence"
     annotations: Path | None = None  # scale-legacy
     images: bool = True
+    rosbag: Any = None  # rosbag: a formats.ros.BagOptions (None: its defaults)
 
 
 @dataclass(frozen=True)
@@ -165,9 +168,29 @@ def _scale_legacy(src: Path, scenes: list[str] | None, o: ImportOptions) -> list
     return [Job(src.name, lambda out: import_scale_legacy(src, out, annotations=o.annotations, images=o.images))]
 
 
+def _rosbag(src: Path, scenes: list[str] | None, o: ImportOptions) -> list[Job]:
+    from dataclasses import replace
+
+    from formats.ros import BagOptions, bag_name, bag_to_raw_log, is_bag
+
+    if scenes:
+        raise ValueError("rosbag imports one bag as one log: --scene does not apply (choose topics with --topics)")
+    if not is_bag(src):
+        raise FormatError(src, None, "a ROS bag: a .bag, .db3 or .mcap file, or a ROS 2 bag directory with metadata.yaml")
+    options = replace(o.rosbag or BagOptions(), images=o.images)
+
+    def run(out: Path) -> Path:
+        result = bag_to_raw_log(src, out, options)
+        for line in result.lines():  # the pose source, then every gap, jump and unreadable message
+            sys.stderr.write(f"  {line}\n")
+        return result.log_dir
+
+    return [Job(bag_name(src), run)]
+
+
 _JOBS: dict[str, Callable[[Path, list[str] | None, ImportOptions], list[Job]]] = {
     "nuscenes": _nuscenes, "kitti": _kitti, "kitti-object": _kitti_object, "kitti-raw": _kitti_raw, "av2": _av2, "pandaset": _pandaset,
-    "sfs": _sfs, "scale-legacy": _scale_legacy,
+    "sfs": _sfs, "scale-legacy": _scale_legacy, "rosbag": _rosbag,
 }
 
 
