@@ -22,10 +22,24 @@ from server.auth import load_tokens
 from server.config import Settings
 from server.deps import AppState, SceneRegistry
 from server.imported_labels import seed_all
-from server.label_store import LabelStore
+from server.label_events import LabelEvents
+from server.label_http import conflict, stale
+from server.label_store import LabelStore, StaleRevision, TrackConflict
 from server.limits import BodySizeLimit
 from server.payloads import PayloadCache
-from server.routes import exports, frames, health, images, labels, scenes, viewer
+from server.responses import errors
+from server.routes import (
+    events,
+    exports,
+    frames,
+    health,
+    images,
+    label_history,
+    labels,
+    ontology,
+    scenes,
+    viewer,
+)
 
 log = logging.getLogger("fathom.server")
 
@@ -44,14 +58,18 @@ def create_app(settings: Settings) -> FastAPI:
     seed_all(state.labels, registry.all())
     if not state.tokens:
         log.warning("no tokens configured: every API request will get 401")
+    label_events = LabelEvents()
+    state.labels.listeners.append(label_events.publish)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        label_events.start()
         if settings.warmup:
             import engine
 
             engine.warmup()
         yield
+        label_events.close()
         state.labels.close()
 
     app = FastAPI(
@@ -59,16 +77,27 @@ def create_app(settings: Settings) -> FastAPI:
         description="Prepared sensor-fusion scenes out, labels in. Bearer tokens: viewer < annotator < admin.",
     )
     app.state.fathom = state
+    app.state.label_events = label_events
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
-    for module in (health, scenes, frames, images, labels, viewer, exports):
+    for module in (health, viewer):
         app.include_router(module.router)
+    for module in (scenes, frames, images, labels, label_history, events, ontology, exports):
+        app.include_router(module.router, responses=errors(401))  # every /v1 route needs a token
     app.mount("/static", StaticFiles(directory=viewer.STATIC), name="static")
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        # FastAPI's own handler would echo a NaN input back and fail to encode it as JSON
-        errors = [{k: _json_safe(v) for k, v in e.items() if k != "url"} for e in jsonable_encoder(exc.errors())]
-        return JSONResponse({"detail": errors}, status_code=422)
+        # FastAPI's own handler would echo a NaN input or a lone surrogate back and fail to encode it
+        detail = [{k: _json_safe(v) for k, v in e.items() if k != "url"} for e in jsonable_encoder(exc.errors())]
+        return JSONResponse({"detail": detail}, status_code=422)
+
+    @app.exception_handler(StaleRevision)
+    async def stale_revision(request: Request, exc: StaleRevision) -> JSONResponse:
+        return stale(exc)
+
+    @app.exception_handler(TrackConflict)
+    async def track_conflict(request: Request, exc: TrackConflict) -> JSONResponse:
+        return conflict(exc)
 
     @app.exception_handler(FormatError)
     async def store_error(request: Request, exc: FormatError) -> JSONResponse:
@@ -85,11 +114,14 @@ def create_app(settings: Settings) -> FastAPI:
 
 
 def _json_safe(value: Any) -> Any:
-    """``value`` with non-finite floats replaced by their names ("nan", "inf")."""
+    """``value`` with non-finite floats replaced by their names ("nan", "inf") and lone
+    surrogates in strings (keys too) by "?", so that it encodes as UTF-8 JSON."""
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
+    if isinstance(value, str):
+        return value.encode("utf-8", "replace").decode("utf-8")
     if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
+        return {_json_safe(k): _json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_json_safe(v) for v in value]
     return value

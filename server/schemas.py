@@ -1,36 +1,79 @@
 """Request and response bodies (pydantic). Label keyframes are in the world frame.
 
 Validation is strict so that bad input gets a 422 naming the field and never reaches the
-engine: finite numbers only (``NaN``/``Infinity`` rejected), sizes ``>= 0``, rotations
-non-zero (normalised on input), keyframe timestamps strictly increasing, track ids unique.
+engine or the label store: numbers must be JSON numbers (no numeric strings), finite
+(``NaN``/``Infinity`` rejected) and within physical bounds (centres within ±10,000 km of the
+scene origin, sizes 0 to 10 km); rotations are non-zero quaternions, normalised on input
+without overflow or underflow; integers (timestamps, revisions) may be written as integral
+numbers such as ``101074.0`` only up to 2^53, where a float is still exact; text must be valid
+Unicode (pydantic refuses lone surrogates); keyframe timestamps strictly increasing; track ids
+unique.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
-Finite = Annotated[float, Field(allow_inf_nan=False)]
-NonNegative = Annotated[float, Field(allow_inf_nan=False, ge=0.0)]
-TimestampNs = Annotated[StrictInt, Field(ge=0, le=2**63 - 1)]
-TrackId = Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")]
-AttrValue = (StrictBool | StrictInt | Finite | Annotated[StrictStr, Field(max_length=256)]
-             | Annotated[list[Finite], Field(max_length=16, description="a few numbers, e.g. KITTI's 2D bbox")])
-Attributes = Annotated[dict[Annotated[str, Field(min_length=1, max_length=64)], AttrValue], Field(max_length=64)]
+MAX_COORDINATE_M = 1e7
+MAX_SIZE_M = 1e4
+_EXACT_FLOAT_INT = 2**53
+
+
+def _integral(value: Any) -> Any:
+    """An integral JSON number written as a float (``101074.0``) as an int, when exact."""
+    if isinstance(value, float) and value.is_integer():
+        if abs(value) > _EXACT_FLOAT_INT:
+            raise PydanticCustomError("inexact_integer",
+                                      "{value} is written as a float above 2^53, where floats are not exact: "
+                                      "write it as an integer", {"value": value})
+        return int(value)
+    return value
+
+
+Finite = Annotated[float, Strict(), Field(allow_inf_nan=False)]
+Coordinate = Annotated[float, Strict(), Field(allow_inf_nan=False, ge=-MAX_COORDINATE_M, le=MAX_COORDINATE_M)]
+SizeM = Annotated[float, Strict(), Field(allow_inf_nan=False, ge=0.0, le=MAX_SIZE_M)]
+TimestampNs = Annotated[int, Strict(), Field(ge=0, le=2**63 - 1, description=(
+    "ns; an integer (an integral number written as a float is accepted up to 2^53)")), BeforeValidator(_integral)]
+Revision = Annotated[int, Strict(), Field(ge=0, le=2**62, description="a label revision (0: none)"),
+                     BeforeValidator(_integral)]
+TRACK_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
+TrackId = Annotated[StrictStr, Field(pattern=TRACK_ID_PATTERN)]
+Category = Annotated[StrictStr, Field(min_length=1, max_length=64)]
+AttrName = Annotated[StrictStr, Field(min_length=1, max_length=64)]
+AttrScalar = StrictBool | StrictInt | Finite | Annotated[StrictStr, Field(max_length=256)]
+AttrValue = AttrScalar | Annotated[list[Finite], Field(max_length=16, description="a few numbers, e.g. KITTI's 2D bbox")]
+Attributes = Annotated[dict[AttrName, AttrValue], Field(max_length=64)]
 
 
 def _unit(q: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
-    n = math.sqrt(sum(v * v for v in q))
-    if not n > 1e-9:
+    """``q / |q|``, computed on ``q / max|q_i|`` so that neither 1e200 nor 1e-200 over- or underflows."""
+    m = max(abs(v) for v in q)
+    if m == 0.0:
         raise PydanticCustomError("zero_quaternion", "rotation must be a non-zero quaternion (w, x, y, z)")
-    return (q[0] / n, q[1] / n, q[2] / n, q[3] / n)
+    s = tuple(v / m for v in q)
+    n = math.sqrt(sum(v * v for v in s))  # in [1, 2]
+    return (s[0] / n, s[1] / n, s[2] / n, s[3] / n)
 
 
-Vec3 = tuple[Finite, Finite, Finite]
-Size3 = tuple[NonNegative, NonNegative, NonNegative]
+Vec3 = tuple[Coordinate, Coordinate, Coordinate]
+Size3 = tuple[SizeM, SizeM, SizeM]
 Quaternion = Annotated[tuple[Finite, Finite, Finite, Finite], AfterValidator(_unit)]
 Pose7 = Annotated[list[float], Field(min_length=7, max_length=7, description="[qw qx qy qz tx ty tz]")]
 
@@ -45,7 +88,7 @@ class Keyframe(_Strict):
     timestamp_ns: TimestampNs
     center: Vec3 = Field(description="box centre, m, world frame relative to the scene origin")
     size: Size3 = Field(description="length (x), width (y), height (z), m")
-    rotation: Quaternion = Field(description="box → world, (w, x, y, z)")
+    rotation: Quaternion = Field(description="box → world, (w, x, y, z); any non-zero scale, stored normalised")
     attributes: Attributes = {}
 
 
@@ -61,11 +104,13 @@ def _increasing(keyframes: list[Keyframe]) -> list[Keyframe]:
 
 
 Keyframes = Annotated[list[Keyframe], Field(min_length=1, max_length=100_000), AfterValidator(_increasing)]
+TrackRevisions = Annotated[dict[TrackId, Revision], Field(max_length=10_000, json_schema_extra={
+    "propertyNames": {"pattern": TRACK_ID_PATTERN}})]
 
 
 class Track(_Strict):
     id: TrackId
-    category: Annotated[StrictStr, Field(min_length=1, max_length=64)]
+    category: Category
     attributes: Attributes = {}
     stationary: StrictBool = False
     keyframes: Keyframes
@@ -91,10 +136,16 @@ class TrackUpdate(_Strict):
     """Fields of an existing track to replace (absent fields stay)."""
 
     id: TrackId
-    category: Annotated[StrictStr, Field(min_length=1, max_length=64)] | None = None
+    category: Category | None = None
     attributes: Attributes | None = None
     stationary: StrictBool | None = None
     keyframes: Keyframes | None = None
+
+
+_BASE = ("track id → the revision of that track the change was based on (``track_revisions`` of a GET; "
+         "0: the track must not exist yet). Given, it must name every track the request changes, and the "
+         "request is refused with 412 if any named track changed since, whatever else changed; send it with "
+         "``If-Match: *`` to let edits of other tracks through")
 
 
 class LabelPatch(_Strict):
@@ -103,32 +154,144 @@ class LabelPatch(_Strict):
     upsert: Annotated[list[Track], Field(max_length=10_000)] = []
     update: Annotated[list[TrackUpdate], Field(max_length=10_000)] = []
     delete: Annotated[list[TrackId], Field(max_length=10_000)] = []
+    base: TrackRevisions | None = Field(None, description=_BASE)
 
-    @field_validator("delete")
-    @classmethod
-    def _once(cls, delete: list[str], info) -> list[str]:
-        ids = [t.id for t in info.data.get("upsert", [])] + [t.id for t in info.data.get("update", [])] + delete
-        dup = {i for i in ids if ids.count(i) > 1}
+    @model_validator(mode="after")
+    def _once(self) -> LabelPatch:
+        ids = self.ids()
+        dup = sorted({i for i in ids if ids.count(i) > 1})
         if dup:
             raise PydanticCustomError("duplicate_track", "track ids {ids} appear more than once in the patch",
-                                      {"ids": sorted(dup)})
-        return delete
+                                      {"ids": dup})
+        _check_base(self.base, ids)
+        return self
+
+    def ids(self) -> list[str]:
+        """The ids of every track the patch names, in the order upsert, update, delete."""
+        return [t.id for t in self.upsert] + [t.id for t in self.update] + list(self.delete)
+
+
+def _check_base(base: dict[str, int] | None, ids: list[str]) -> None:
+    missing = [] if base is None else sorted(set(ids) - base.keys())
+    if missing:
+        raise PydanticCustomError("missing_base", "base names no revision for the changed tracks {ids}",
+                                  {"ids": missing})
+
+
+class RevertRequest(_Strict):
+    """Make the labels (or some tracks) what they were at ``revision``: a new revision, op ``revert``."""
+
+    revision: Revision = Field(description="the revision to go back to")
+    tracks: Annotated[list[TrackId], Field(min_length=1, max_length=10_000)] | None = Field(
+        None, description="only these tracks (default: the whole document)")
+    base: TrackRevisions | None = Field(None, description=_BASE + " (only with ``tracks``)")
+
+    @model_validator(mode="after")
+    def _base_needs_tracks(self) -> RevertRequest:
+        if self.base is not None and self.tracks is None:
+            raise PydanticCustomError("missing_tracks", "base needs tracks (a document revert names no tracks)")
+        _check_base(self.base, self.tracks or [])
+        return self
 
 
 class LabelsResponse(BaseModel):
+    """The whole label document (tracks in id order) at ``revision``."""
+
     scene_id: str
     revision: int
     tracks: list[Track]
+    track_revisions: dict[str, int] = Field(description="track id → the revision that last changed it")
+
+
+class TracksResponse(BaseModel):
+    """What a write did: the new revision, the tracks it named (as they are now) and those it deleted."""
+
+    scene_id: str
+    revision: int
+    tracks: list[Track]
+    track_revisions: dict[str, int] = Field(description="track id → the revision that last changed it")
+    deleted: list[str]
+
+
+class TrackConflict(BaseModel):
+    id: str
+    base: int = Field(description="the revision the request was based on")
+    revision: int = Field(description="the track's revision now (0: it does not exist)")
+    track: Track | None = Field(description="the track now (null: it does not exist)")
+
+
+class ConflictResponse(BaseModel):
+    """412: nothing was written."""
+
+    detail: str
+    revision: int = Field(description="the document's revision now")
+    conflicts: list[TrackConflict] = Field(description="tracks changed since their base revision (empty when "
+                                                       "If-Match named a stale document revision)")
+
+
+class ErrorResponse(BaseModel):
+    detail: str
+
+
+Op = Literal["put", "patch", "revert", "import", "seed"]
+_OPS = ("put, patch, revert; import: the labels the scene's log came with (revision 1); seed: the same, "
+        "written by older versions")
 
 
 class HistoryEntry(BaseModel):
+    """One revision of a scene's labels."""
+
     revision: int
-    op: Literal["put", "patch", "import", "seed"] = Field(
-        description="put, patch; import: the labels the scene's log came with (revision 1); seed: the same, "
-                    "written by older versions")
+    op: Op = Field(description=_OPS)
+    author: str = Field(description="the name of the token that wrote it")
+    at_ns: int
+    tracks: list[str] = Field(description="ids of the tracks it changed")
+    note: dict[str, Any] | None = Field(description="import: {imported_tracks}; revert: {revision}; revisions "
+                                                    "from before per-track history: the request as recorded")
+
+
+class TrackHistoryEntry(BaseModel):
+    """One change of one track: its body before and after (null: absent)."""
+
+    revision: int
+    op: Op = Field(description=_OPS)
     author: str
     at_ns: int
-    change: dict
+    before_revision: int = Field(description="the track's revision before this change (0: it did not exist)")
+    before: Track | None
+    after: Track | None
+
+
+class AttributeSpec(_Strict):
+    name: AttrName
+    values: Annotated[list[AttrScalar], Field(min_length=1, max_length=1000)] | None = Field(
+        None, description="the allowed values (default: any value)")
+
+
+def _unique_names(items: list[Any], what: str) -> list[Any]:
+    names = [i.name for i in items]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise PydanticCustomError("duplicate_name", "{what} {names} appear more than once",
+                                  {"what": what, "names": dup})
+    return items
+
+
+AttributeSpecs = Annotated[list[AttributeSpec], Field(max_length=64),
+                           AfterValidator(lambda v: _unique_names(v, "attributes"))]
+
+
+class LabelClass(_Strict):
+    name: Category
+    attributes: AttributeSpecs = Field([], description="the track attributes this class may have")
+    keyframe_attributes: AttributeSpecs = Field([], description="the keyframe attributes this class may have")
+
+
+class Ontology(_Strict):
+    """A scene's label classes: tracks must have one of these categories, and only the attributes
+    (and values) their class lists."""
+
+    classes: Annotated[list[LabelClass], Field(max_length=1000), AfterValidator(lambda v: _unique_names(v, "classes"))]
 
 
 class Origin(BaseModel):

@@ -70,7 +70,8 @@ def test_a_prepared_labelled_log_starts_its_label_history_with_its_tracks(short_
         assert history.status_code == 200
         [entry] = history.json()
         assert (entry["revision"], entry["op"], entry["author"]) == (1, "import", "fathom")
-        assert entry["change"] == {"imported_tracks": len(labels["tracks"])}
+        assert entry["note"] == {"imported_tracks": len(labels["tracks"])}
+        assert entry["tracks"] == sorted(t["id"] for t in labels["tracks"])
         assert _sfs_annotation_ids(client, "drive-a") == sorted(t["id"] for t in labels["tracks"])
         # an annotator deletes all but one track
         keep = {"tracks": labels["tracks"][:1]}
@@ -93,7 +94,8 @@ def test_an_emptied_document_stays_empty(short_log, tmp_path):
         r = client.put("/v1/scenes/s/labels", headers={**A, "If-Match": '"r1"'}, json={"tracks": []})
         assert r.status_code == 200
     with _client(scenes) as client:
-        assert client.get("/v1/scenes/s/labels", headers=V).json() == {"scene_id": "s", "revision": 2, "tracks": []}
+        assert client.get("/v1/scenes/s/labels", headers=V).json() == {"scene_id": "s", "revision": 2, "tracks": [],
+                                                                        "track_revisions": {}}
 
 
 def test_a_scene_prepared_while_serving_is_seeded_by_the_rescan(short_log, tmp_path):

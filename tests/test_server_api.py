@@ -251,7 +251,7 @@ def test_patch_per_track_and_history(client):
     hist = client.get(f"/v1/scenes/demo/labels/history?after={rev}", headers=ADMIN).json()
     assert [(h["revision"], h["op"], h["author"]) for h in hist] == [
         (rev + 1, "patch", "annotator-" + hist[0]["author"].split("-")[1]), (rev + 2, "patch", hist[1]["author"])]
-    assert hist[1]["change"] == {"update": [{"id": "car-1", "category": "truck"}], "delete": ["ped-1"]}
+    assert hist[1]["tracks"] == ["car-1", "ped-1"] and hist[1]["note"] is None
 
 
 def _kf(**over):
@@ -299,7 +299,7 @@ def test_put_bad_input_422_names_the_field(client, body, loc):
     [
         ({"update": [{"id": "ghost", "category": "car"}]}, ["body", "update", 0, "id"]),
         ({"delete": ["car-1", "ghost"]}, ["body", "delete", 1]),
-        ({"upsert": [car_track()], "delete": ["car-1"]}, ["body", "delete"]),
+        ({"upsert": [car_track()], "delete": ["car-1"]}, ["body"]),
         ({"update": [{"id": "car-1", "keyframes": [_kf(timestamp_ns=0)]}]},
          ["body", "update", 0, "keyframes", 0, "timestamp_ns"]),
     ],
