@@ -24,7 +24,7 @@ from engine.geodesy import (
     geodetic_to_ecef_scalar,
     geodetic_to_enu,
 )
-from engine.pose_track import PoseTrack
+from engine.pose_track import EXTRAPOLATION_CODES, Extrapolation, PoseTrack
 
 _DEG = math.pi / 180.0
 # ego (x fwd, y left, z up) → vessel (x fwd, y stbd, z down), and NED → ENU axes
@@ -50,7 +50,9 @@ def vessel_pose_track(time_ns: np.ndarray, lat_deg: np.ndarray, lon_deg: np.ndar
     All inputs ``(K,)``: ``time_ns`` int64, angles in degrees (Kongsberg signs), ``height_m``
     above the ellipsoid. ``heave_m`` (positive down), when given, is subtracted from the
     height (use it with a constant ``height_m`` where no GNSS height is logged). Samples
-    are sorted by time; repeated timestamps keep the first sample.
+    are sorted by time; repeated timestamps keep the first sample. Every sample becomes a
+    pose: drop the ones a sensor flags invalid first (e.g.
+    :attr:`formats.kmall_sensors.SkmSamples.pose_valid`).
     """
     t = np.asarray(time_ns)
     if t.ndim != 1 or len(t) == 0 or not np.issubdtype(t.dtype, np.integer):
@@ -90,6 +92,68 @@ def world_from_ego_rotation(lat_deg: np.ndarray, lon_deg: np.ndarray, roll_deg: 
     ecef_from_local = np.transpose(np.stack([enu_rotation(a, b) for a, b in
                                              zip(np.atleast_1d(lat_deg), np.atleast_1d(lon_deg))]), (0, 2, 1))
     return origin.enu_from_ecef @ ecef_from_local @ _ENU_FROM_NED @ ned_from_frd @ _FRD_FROM_FLU
+
+
+FIX_INTERPOLATED, FIX_EXTRAPOLATED, FIX_BEYOND_SPAN, FIX_IN_GAP = 0, 1, -1, -2
+
+
+def interpolate_fixes(fix_time_ns: np.ndarray, lat_deg: np.ndarray, lon_deg: np.ndarray, query_ns: np.ndarray,
+                      extrapolate: Extrapolation = "none", max_extrapolation_ns: int = 0,
+                      max_gap_ns: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Latitude/longitude at ``query_ns`` from position fixes, under the pose track's policy.
+
+    Fixes ``(K,)`` (``int64`` ns, degrees; sorted here, repeated times keep the first) are
+    interpolated linearly (longitude unwrapped across ±180°). A query outside the fixes'
+    span is refused under ``extrapolate="none"`` (:class:`engine.pose_track.PoseTrack`'s
+    default), and under ``"hold"`` (the end fix) or ``"linear"`` (the end interval
+    continued) when it lies more than ``max_extrapolation_ns`` beyond the span. A query
+    between two fixes more than ``max_gap_ns`` apart is refused (no fix near it).
+
+    Returns ``lat (Q,) float64``, ``lon (Q,) float64`` (NaN where refused) and
+    ``status (Q,) int8``: :data:`FIX_INTERPOLATED`, :data:`FIX_EXTRAPOLATED`,
+    :data:`FIX_BEYOND_SPAN` or :data:`FIX_IN_GAP`.
+    """
+    if extrapolate not in EXTRAPOLATION_CODES:
+        raise ValueError(f"extrapolate must be one of {sorted(EXTRAPOLATION_CODES)}, got {extrapolate!r}")
+    t = np.asarray(fix_time_ns)
+    q = np.asarray(query_ns)
+    for name, arr in (("fix_time_ns", t), ("query_ns", q)):
+        if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer):
+            raise ValueError(f"{name} must be a (K,) integer array, got {arr.dtype} {arr.shape}")
+    if len(t) == 0:
+        raise ValueError("interpolate_fixes needs at least one fix")
+    if max_extrapolation_ns < 0 or (max_gap_ns is not None and max_gap_ns <= 0):
+        raise ValueError(f"max_extrapolation_ns must be >= 0 and max_gap_ns > 0, got {max_extrapolation_ns}, "
+                         f"{max_gap_ns}")
+    lat, lon, _, _ = _geodetic_arrays(lat_deg, lon_deg, 0.0)
+    if lat.shape != t.shape:
+        raise ValueError(f"lat_deg/lon_deg must have shape {t.shape} like fix_time_ns, got {lat.shape}")
+    order = np.argsort(t, kind="stable")
+    t = t[order].astype(np.int64)
+    first = np.concatenate([[True], np.diff(t) > 0])
+    t, lat, lon = t[first], lat[order][first], np.unwrap(lon[order][first], period=360.0)
+    q = q.astype(np.int64)
+    tf, qf = (t - t[0]).astype(np.float64), (q - t[0]).astype(np.float64)  # exact int64 differences
+    out_lat, out_lon = np.interp(qf, tf, lat), np.interp(qf, tf, lon)
+    status = np.zeros(len(q), np.int8)
+    beyond = np.where(q < t[0], t[0] - q, np.where(q > t[-1], q - t[-1], 0))
+    outside = beyond > 0
+    if extrapolate == "linear" and len(t) > 1:
+        for side, (a, b) in ((q < t[0], (0, 1)), (q > t[-1], (-2, -1))):
+            u = (qf[side] - tf[a]) / (tf[b] - tf[a])
+            out_lat[side] = lat[a] + u * (lat[b] - lat[a])
+            out_lon[side] = lon[a] + u * (lon[b] - lon[a])
+    status[outside] = FIX_EXTRAPOLATED
+    status[outside & ((beyond > max_extrapolation_ns) | (extrapolate == "none"))] = FIX_BEYOND_SPAN
+    if max_gap_ns is not None and len(t) > 1:
+        k = np.clip(np.searchsorted(t, q, side="right") - 1, 0, len(t) - 2)
+        on_fix = (t[k] == q) | (t[k + 1] == q)
+        status[~outside & ~on_fix & (t[k + 1] - t[k] > max_gap_ns)] = FIX_IN_GAP
+    refused = status < 0
+    out_lat[refused] = np.nan
+    out_lon[refused] = np.nan
+    out_lon = (out_lon + 180.0) % 360.0 - 180.0
+    return out_lat, out_lon, status
 
 
 @pjit

@@ -4,13 +4,21 @@ Reading indexes the datagram offsets once (one small header unpack per datagram)
 decodes each sub-struct at the sizes the file states (``numBytes*`` fields), so datagram
 versions 0–3 parse and unknown trailing fields are skipped. Soundings and sensor samples
 are read with NumPy structured views over the file bytes (``np.frombuffer``, no per-sounding
-Python). Multi-part ``#MRZ``/``#MWC`` datagrams (``numOfDgms > 1``) are re-joined.
+Python). Multi-part ``#MRZ``/``#MWC`` datagrams (``numOfDgms > 1``) are re-joined; one
+whose parts do not all arrive is an error (or a ``corrupt`` entry with ``recover``).
+
+Nothing a size field says is believed unchecked: an ``#MRZ``'s soundings and seabed-image
+samples must end exactly at the datagram's end and every detection type must be 0–2;
+``#SKM`` samples must fill their datagram and each start with ``#KMB``
+(:mod:`formats.kmall_sensors`, which also holds the sensor validity flags).
 
 Frames: ``#MRZ`` x/y/z are metres from the vessel reference point in Kongsberg's surface
 coordinate system (SCS): x forward along the heading, y starboard, z down, levelled (roll,
 pitch, ray bending and lever arms already applied). :meth:`MrzPings.ping_sweep` converts
 them to the ego convention (x forward, y left, z up); :func:`read_kmall_world` places them
 in the scene's ENU world frame through :mod:`engine.georeference`.
+
+Water column (``#MWC``) is decoded by :mod:`formats.water_column_kmall`.
 
 The writer produces ``#IIP``, ``#SKM`` (version 1, 132-byte samples) and ``#MRZ`` (version
 3, one tx sector, no seabed image) datagrams, split into partitions on request.
@@ -23,14 +31,26 @@ import re
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Iterator
 from typing import BinaryIO
 
 import numpy as np
 
 from engine.geodesy import Origin
-from engine.georeference import vessel_to_ego, soundings_to_world
+from engine.georeference import vessel_to_ego
 from engine.sweep import Sweep
 from formats.errors import FormatError, load_source
+from formats.kmall_sensors import (
+    UNAVAILABLE_DEG,
+    SkmSamples,
+    SpoSamples,
+    skm_body,
+    skm_result,
+    skm_samples,
+    spo_result,
+    spo_row,
+)
+from formats.sonar_world import PingPoses, SonarWorld, place_soundings
 
 PathLike = str | os.PathLike
 
@@ -38,15 +58,17 @@ _HEADER = struct.Struct("<I4sBBHII")  # numBytesDgm, dgmType, dgmVersion, system
 _TYPE_RE = re.compile(rb"#[A-Z]{3}")
 _MIN_DGM = _HEADER.size + 4  # header + trailing length
 DETECTION_REJECTED = 2
+SENSOR_INVALID = 1  # #MRZ posSensorStatus / attitudeSensorStatus: 0 valid, 1 invalid, 2 reduced performance
 
 # #MRZ sub-structs: minimum sizes (version 0) and the offsets of the fields read.
 _CMN = struct.Struct("<HH8B")  # numBytesCmnPart, pingCnt, rxFansPerPing, rxFanIndex, swathsPerPing, ...
 _PING_INFO_MIN = 144
 _PING_INFO = np.dtype({
     "names": ["num_bytes", "num_tx_sectors", "bytes_per_tx_sector", "heading_deg", "sound_speed_m_s",
-              "tx_transducer_depth_m", "z_water_level_m", "latitude_deg", "longitude_deg", "ellipsoid_height_m"],
-    "formats": ["<u2", "<u2", "<u2", "<f4", "<f4", "<f4", "<f4", "<f8", "<f8", "<f4"],
-    "offsets": [0, 92, 94, 96, 100, 104, 108, 124, 132, 140],
+              "tx_transducer_depth_m", "z_water_level_m", "pos_sensor_status", "attitude_sensor_status",
+              "latitude_deg", "longitude_deg", "ellipsoid_height_m"],
+    "formats": ["<u2", "<u2", "<u2", "<f4", "<f4", "<f4", "<f4", "u1", "u1", "<f8", "<f8", "<f4"],
+    "offsets": [0, 92, 94, 96, 100, 104, 108, 121, 122, 124, 132, 140],
     "itemsize": _PING_INFO_MIN,
 })
 _RX_INFO = struct.Struct("<4H4f4H")
@@ -69,21 +91,6 @@ def _sounding_dtype(itemsize: int) -> np.dtype:
     })
 
 
-# #SKM: info part, then KM binary samples (120 bytes) + delayed heave (12 bytes).
-_SKM_INFO = struct.Struct("<HBBHHHH")
-_KMB_MIN = 120
-_KMB_FIELDS = [
-    ("time_sec", "<u4", 8), ("time_nanosec", "<u4", 12), ("status", "<u4", 16),
-    ("latitude_deg", "<f8", 20), ("longitude_deg", "<f8", 28), ("ellipsoid_height_m", "<f4", 36),
-    ("roll_deg", "<f4", 40), ("pitch_deg", "<f4", 44), ("heading_deg", "<f4", 48), ("heave_m", "<f4", 52),
-]
-_DELAYED_HEAVE_FIELDS = [("dh_time_sec", "<u4", 120), ("dh_time_nanosec", "<u4", 124), ("delayed_heave_m", "<f4", 128)]
-
-# #SPO: common part, then the position data block (40 bytes + raw sensor text).
-_S_CMN = struct.Struct("<4H")
-_SPO = struct.Struct("<IIfddfff")
-
-
 @dataclass
 class MrzPings:
     """All ``#MRZ`` swaths of a log, one row per datagram (ping × rx fan), soundings in CSR form.
@@ -92,8 +99,11 @@ class MrzPings:
     ``ping_counter uint16``, ``rx_fan_index uint8``, ``heading_deg``, ``sound_speed_m_s``,
     ``tx_transducer_depth_m`` (below the waterline), ``z_water_level_m`` (waterline z re the
     reference point, SCS, down positive) as ``float32``; ``latitude_deg``/``longitude_deg``
-    ``float64`` and ``ellipsoid_height_m float32`` of the reference point;
-    ``sounding_start (P + 1,) int64``: ping p owns soundings ``sounding_start[p]:sounding_start[p+1]``.
+    ``float64`` (200 = unavailable) and ``ellipsoid_height_m float32`` of the reference point;
+    ``sounding_start (P + 1,) int64``: ping p owns soundings ``sounding_start[p]:sounding_start[p+1]``;
+    optional (zeros / -1 when not given): ``pos_sensor_status``, ``attitude_sensor_status``
+    ``uint8`` (0 valid, 1 invalid, 2 reduced performance) and ``datagram_offset int64`` (the
+    ping's first datagram in the file, -1 when not read from one).
 
     Per sounding ``(N,)``: ``x_m, y_m, z_m float32`` (SCS: forward, starboard, down, metres
     from the reference point), ``beam_angle_deg`` (re the rx array, positive port),
@@ -126,6 +136,9 @@ class MrzPings:
     detection_method: np.ndarray
     sounding_index: np.ndarray
     tx_sector: np.ndarray
+    pos_sensor_status: np.ndarray | None = None
+    attitude_sensor_status: np.ndarray | None = None
+    datagram_offset: np.ndarray | None = None
 
     PING_FIELDS = ("time_ns", "ping_counter", "rx_fan_index", "heading_deg", "sound_speed_m_s",
                    "tx_transducer_depth_m", "z_water_level_m", "latitude_deg", "longitude_deg",
@@ -137,16 +150,21 @@ class MrzPings:
         "time_ns": np.int64, "ping_counter": np.uint16, "rx_fan_index": np.uint8, "latitude_deg": np.float64,
         "longitude_deg": np.float64, "sounding_start": np.int64, "detection_type": np.uint8,
         "detection_method": np.uint8, "sounding_index": np.uint16, "tx_sector": np.uint8,
+        "pos_sensor_status": np.uint8, "attitude_sensor_status": np.uint8, "datagram_offset": np.int64,
     }
+    OPTIONAL_PING_FIELDS = {"pos_sensor_status": 0, "attitude_sensor_status": 0, "datagram_offset": -1}
 
     def __post_init__(self) -> None:
-        for name in (*self.PING_FIELDS, "sounding_start", *self.SOUNDING_FIELDS):
+        for name, fill in self.OPTIONAL_PING_FIELDS.items():
+            if getattr(self, name) is None:
+                setattr(self, name, np.full(len(np.atleast_1d(self.time_ns)), fill))
+        for name in (*self.PING_FIELDS, *self.OPTIONAL_PING_FIELDS, "sounding_start", *self.SOUNDING_FIELDS):
             arr = np.ascontiguousarray(getattr(self, name), dtype=self.DTYPES.get(name, np.float32))
             if arr.ndim != 1:
                 raise ValueError(f"MrzPings.{name} must be 1-D, got shape {arr.shape}")
             setattr(self, name, arr)
         p = len(self.time_ns)
-        for name in self.PING_FIELDS:
+        for name in (*self.PING_FIELDS, *self.OPTIONAL_PING_FIELDS):
             if len(getattr(self, name)) != p:
                 raise ValueError(f"MrzPings.{name} has {len(getattr(self, name))} rows, expected {p} pings")
         s = self.sounding_start
@@ -189,77 +207,16 @@ class MrzPings:
         sweep = Sweep(
             xyz=xyz, timestamp_ns=int(self.time_ns[ping]), intensity=self.reflectivity_db[sl],
             time_offset_ns=np.zeros(sl.stop - sl.start, np.int64), frame="vessel_level",
-            extra=_sounding_extra(self, sl, np.full(sl.stop - sl.start, ping, np.int32)),
+            extra={"ping_index": np.full(sl.stop - sl.start, ping, np.int32),
+                   **{k: v[sl] for k, v in _sounding_extra(self).items()}},
         )
         return sweep if include_rejected else sweep.select(sweep.extra["detection_type"] != DETECTION_REJECTED)
 
 
-def _sounding_extra(pings: MrzPings, sel, ping_index: np.ndarray) -> dict[str, np.ndarray]:
-    return {
-        "ping_index": ping_index,
-        "beam_angle_deg": pings.beam_angle_deg[sel],
-        "two_way_travel_time_s": pings.two_way_travel_time_s[sel],
-        "quality_factor": pings.quality_factor[sel],
-        "detection_type": pings.detection_type[sel],
-        "detection_method": pings.detection_method[sel],
-        "sounding_index": pings.sounding_index[sel],
-    }
-
-
-@dataclass
-class SkmSamples:
-    """``#SKM`` KM-binary samples ``(K,)`` in file order, uncorrected sensor values.
-
-    ``time_ns int64`` (sensor time, UNIX ns), ``status uint32``, ``latitude_deg``/
-    ``longitude_deg float64``, ``ellipsoid_height_m``, ``roll_deg`` (positive port up),
-    ``pitch_deg`` (positive bow up), ``heading_deg`` (clockwise from north), ``heave_m``
-    (positive down) ``float32``; ``delayed_heave_time_ns int64`` and ``delayed_heave_m
-    float32`` (NaN/0 where the samples carry none).
-    """
-
-    time_ns: np.ndarray
-    status: np.ndarray
-    latitude_deg: np.ndarray
-    longitude_deg: np.ndarray
-    ellipsoid_height_m: np.ndarray
-    roll_deg: np.ndarray
-    pitch_deg: np.ndarray
-    heading_deg: np.ndarray
-    heave_m: np.ndarray
-    delayed_heave_time_ns: np.ndarray
-    delayed_heave_m: np.ndarray
-
-    DTYPES = {"time_ns": np.int64, "status": np.uint32, "latitude_deg": np.float64,
-              "longitude_deg": np.float64, "delayed_heave_time_ns": np.int64}
-
-    def __post_init__(self) -> None:
-        k = len(np.atleast_1d(self.time_ns))
-        for f in self.__dataclass_fields__:
-            arr = np.ascontiguousarray(getattr(self, f), dtype=self.DTYPES.get(f, np.float32))
-            if arr.shape != (k,):
-                raise ValueError(f"SkmSamples.{f} must have shape ({k},), got {arr.shape}")
-            setattr(self, f, arr)
-
-    def __len__(self) -> int:
-        return len(self.time_ns)
-
-
-@dataclass
-class SpoSamples:
-    """``#SPO`` position samples ``(K,)``: ``time_ns int64`` (sensor time), ``latitude_deg``,
-    ``longitude_deg float64`` (motion-corrected, reference point), ``ellipsoid_height_m``,
-    ``speed_over_ground_m_s``, ``course_over_ground_deg``, ``fix_quality_m float32``."""
-
-    time_ns: np.ndarray
-    latitude_deg: np.ndarray
-    longitude_deg: np.ndarray
-    ellipsoid_height_m: np.ndarray
-    speed_over_ground_m_s: np.ndarray
-    course_over_ground_deg: np.ndarray
-    fix_quality_m: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.time_ns)
+def _sounding_extra(pings: MrzPings) -> dict[str, np.ndarray]:
+    return {name: getattr(pings, name) for name in (
+        "beam_angle_deg", "two_way_travel_time_s", "quality_factor", "detection_type", "detection_method",
+        "sounding_index")}
 
 
 @dataclass
@@ -275,6 +232,7 @@ class KmallLog:
         counts: datagrams found per type (multi-part datagrams count once, as re-joined).
         skipped: datagrams of types this reader does not decode, per type.
         corrupt: ``(offset, reason)`` of damaged stretches skipped (only with ``recover=True``).
+        path: the file read (None for bytes), named by later errors about its values.
     """
 
     pings: MrzPings
@@ -285,6 +243,7 @@ class KmallLog:
     counts: dict[str, int] = field(default_factory=dict)
     skipped: dict[str, int] = field(default_factory=dict)
     corrupt: list[tuple[int, str]] = field(default_factory=list)
+    path: str | os.PathLike | None = None
 
 
 # ---------------------------------------------------------------- indexing
@@ -359,6 +318,53 @@ def _rejoin(buf: memoryview, parts: list[tuple[int, int]]) -> bytes:
     return bytes(joined)
 
 
+def joined_datagrams(buf: memoryview, index: list[tuple[int, int, str]], path, recover: bool,
+                     corrupt: list[tuple[int, str]]) -> Iterator[tuple[int, memoryview, int, int, str]]:
+    """Each datagram as ``(file offset, buffer, offset in it, numBytes, type)``, multi-part M
+    datagrams re-joined into one buffer (file offset: their first part).
+
+    The parts of a multi-part datagram must arrive in order 1..numOfDgms with the same
+    ``numOfDgms`` and header time. One cut short (by the next part 1, a part out of order or
+    the end of the file) raises :class:`FormatError` at its first part, or with ``recover``
+    is listed in ``corrupt`` and dropped.
+    """
+    pending: dict[str, tuple[int, bytes, list[tuple[int, int]]]] = {}  # type -> (numOfDgms, time, parts)
+
+    def report(at: int, why: str) -> None:
+        if not recover:
+            raise FormatError(path, at, why)
+        corrupt.append((at, why))
+
+    def cut_short(t: str) -> None:
+        num, _, parts = pending.pop(t)
+        report(parts[0][0], f"all {num} parts of the multi-part {t} starting here, "
+                            f"found parts 1..{len(parts)} only")
+
+    for o, n, t in index:
+        if t[1] == "M" and n >= _HEADER.size + 8:
+            num, part = struct.unpack_from("<HH", buf, o + _HEADER.size)
+            when = bytes(buf[o + 12: o + 20])
+            if t in pending:
+                want_num, want_when, parts = pending[t]
+                if part == len(parts) + 1 and num == want_num and when == want_when:
+                    parts.append((o, n))
+                    if part == num:
+                        del pending[t]
+                        target = memoryview(_rejoin(buf, parts))
+                        yield parts[0][0], target, 0, len(target), t
+                    continue
+                cut_short(t)
+            if num != 1 or part != 1:
+                if part != 1 or num == 0:
+                    report(o, f"part 1 of a {t} in 1..numOfDgms, found part {part} of {num}")
+                else:
+                    pending[t] = (num, when, [(o, n)])
+                continue
+        yield o, buf, o, n, t
+    for t in list(pending):
+        cut_short(t)
+
+
 # ---------------------------------------------------------------- decoding
 
 
@@ -371,7 +377,9 @@ class _MrzCollector:
         self.ping_rows: list[tuple] = []
         self.sounding_blocks: list[np.ndarray] = []  # (count, numBytesPerSounding) uint8 views
 
-    def add(self, buf, o: int, n: int, path) -> None:
+    def add(self, buf, o: int, n: int, path, file_offset: int) -> None:
+        """Decode the ``#MRZ`` at ``o`` of ``buf`` (``n`` bytes; ``file_offset`` its first
+        datagram's offset in the file)."""
         end = o + n - 4
         _, _, _, _, _, sec, nsec = _HEADER.unpack_from(buf, o)
         c = o + _HEADER.size + 4
@@ -397,17 +405,30 @@ class _MrzCollector:
             raise FormatError(path, r + 6, f"#MRZ numBytesPerSounding >= {_SOUNDING_MIN}, found {per_sounding}")
         s = r + nbytes_rx + n_classes * per_class
         need(s, count * per_sounding, f"{count} #MRZ soundings of {per_sounding} bytes")
-        self.sounding_blocks.append(np.frombuffer(buf, np.uint8, count * per_sounding, s).reshape(count, -1)
-                                    if count else np.zeros((0, _SOUNDING_MIN), np.uint8))
+        block = (np.frombuffer(buf, np.uint8, count * per_sounding, s).reshape(count, -1)
+                 if count else np.zeros((0, _SOUNDING_MIN), np.uint8))
+        # the soundings, then their seabed-image samples (int16), fill the datagram exactly
+        si_end = s + count * per_sounding + 2 * int(block[:, 118:120].copy().view("<u2").sum())
+        if si_end != end:
+            raise FormatError(path, r, f"#MRZ soundings ({count} of {per_sounding} bytes after a {nbytes_rx}-byte "
+                                       f"rxInfo) and seabed-image samples ending at the datagram's end (byte {end}), "
+                                       f"they end at byte {si_end}")
+        bad = np.flatnonzero(block[:, 3] > DETECTION_REJECTED)
+        if len(bad):
+            k = int(bad[0])
+            raise FormatError(path, s + k * per_sounding + 3,
+                              f"#MRZ sounding {k}: detectionType 0, 1 or 2, found {int(block[k, 3])}")
+        self.sounding_blocks.append(block)
         self.ping_rows.append((
             _time_ns(sec, nsec), cmn[1], cmn[3], info["heading_deg"], info["sound_speed_m_s"],
             info["tx_transducer_depth_m"], info["z_water_level_m"], info["latitude_deg"],
-            info["longitude_deg"], info["ellipsoid_height_m"], count,
+            info["longitude_deg"], info["ellipsoid_height_m"], count, info["pos_sensor_status"],
+            info["attitude_sensor_status"], file_offset,
         ))
 
     def result(self) -> MrzPings:
         rows = self.ping_rows
-        cols = list(zip(*rows)) if rows else [()] * 11
+        cols = list(zip(*rows)) if rows else [()] * 14
         counts = np.asarray(cols[10], dtype=np.int64)
         start = np.zeros(len(rows) + 1, np.int64)
         np.cumsum(counts, out=start[1:])
@@ -424,43 +445,14 @@ class _MrzCollector:
             time_ns=np.asarray(cols[0], np.int64), ping_counter=cols[1], rx_fan_index=cols[2],
             heading_deg=cols[3], sound_speed_m_s=cols[4], tx_transducer_depth_m=cols[5],
             z_water_level_m=cols[6], latitude_deg=cols[7], longitude_deg=cols[8],
-            ellipsoid_height_m=cols[9], sounding_start=start, **sounding,
+            ellipsoid_height_m=cols[9], sounding_start=start, pos_sensor_status=cols[11],
+            attitude_sensor_status=cols[12], datagram_offset=cols[13], **sounding,
         )
 
 
 def _need(path, at: int, size: int, end: int, what: str) -> None:
     if at + size > end:
         raise FormatError(path, at, f"{what} ({size} bytes) inside the datagram, which ends at byte {end}")
-
-
-def _skm_samples(buf, o: int, n: int, path) -> np.ndarray:
-    end = o + n - 4
-    i = o + _HEADER.size
-    _need(path, i, _SKM_INFO.size, end, "#SKM info part")
-    nbytes_info, _, _, _, count, per_sample, _ = _SKM_INFO.unpack_from(buf, i)
-    if nbytes_info < _SKM_INFO.size:
-        raise FormatError(path, i, f"#SKM numBytesInfoPart >= {_SKM_INFO.size}, found {nbytes_info}")
-    if count and per_sample < _KMB_MIN:
-        raise FormatError(path, i + 8, f"#SKM numBytesPerSample >= {_KMB_MIN}, found {per_sample}")
-    s = i + nbytes_info
-    _need(path, s, count * per_sample, end, f"{count} #SKM samples of {per_sample} bytes")
-    fields = _KMB_FIELDS + (_DELAYED_HEAVE_FIELDS if per_sample >= 132 else [])
-    dt = np.dtype({"names": [f[0] for f in fields], "formats": [f[1] for f in fields],
-                   "offsets": [f[2] for f in fields], "itemsize": max(per_sample, _KMB_MIN)})
-    return np.frombuffer(buf, dt, count, s)
-
-
-def _spo_row(buf, o: int, n: int, path) -> tuple:
-    end = o + n - 4
-    c = o + _HEADER.size
-    _need(path, c, _S_CMN.size, end, "#SPO common part")
-    nbytes = _S_CMN.unpack_from(buf, c)[0]
-    if nbytes < _S_CMN.size:
-        raise FormatError(path, c, f"#SPO numBytesCmnPart >= {_S_CMN.size}, found {nbytes}")
-    d = c + nbytes
-    _need(path, d, _SPO.size, end, "#SPO data block")
-    sec, nsec, fix, lat, lon, sog, cog, h = _SPO.unpack_from(buf, d)
-    return _time_ns(sec, nsec), lat, lon, h, sog, cog, fix
 
 
 def _iip_text(buf, o: int, n: int, path) -> str:
@@ -506,34 +498,15 @@ def read_kmall(source: PathLike | bytes, recover: bool = False) -> KmallLog:
     skm: list[np.ndarray] = []
     spo: list[tuple] = []
     install_text = ""
-    pending: dict[str, list[tuple[int, int]]] = {}
-    for o, n, t in index:
-        target, at, size = buf, o, n
-        if t[1] == "M" and n >= _HEADER.size + 8:
-            num, part = struct.unpack_from("<HH", buf, o + _HEADER.size)
-            if num > 1:
-                parts = pending.setdefault(t, [])
-                if part != len(parts) + 1:
-                    why = f"part {len(parts) + 1} of a {num}-part {t}, found part {part}"
-                    if not recover:
-                        raise FormatError(path, o, why)
-                    corrupt.append((o, why))
-                    parts.clear()
-                    continue
-                parts.append((o, n))
-                if part < num:
-                    continue
-                target = memoryview(_rejoin(buf, parts))
-                at, size = 0, len(target)
-                parts.clear()
+    for o, target, at, size, t in joined_datagrams(buf, index, path, recover, corrupt):
         counts[t] = counts.get(t, 0) + 1
         try:
             if t == "#MRZ":
-                mrz.add(target, at, size, path)
+                mrz.add(target, at, size, path, o)
             elif t == "#SKM":
-                skm.append(_skm_samples(target, at, size, path))
+                skm.append(skm_samples(target, at, size, path))
             elif t == "#SPO":
-                spo.append(_spo_row(target, at, size, path))
+                spo.append(spo_row(target, at, size, path))
             elif t == "#IIP":
                 if not install_text:
                     install_text = _iip_text(target, at, size, path)
@@ -546,54 +519,27 @@ def read_kmall(source: PathLike | bytes, recover: bool = False) -> KmallLog:
                 raise
             corrupt.append((o, err.expected))
     return KmallLog(
-        pings=mrz.result(), attitude=_skm_result(skm), positions=_spo_result(spo),
+        pings=mrz.result(), attitude=skm_result(skm), positions=spo_result(spo),
         install_text=install_text, install=parse_install_text(install_text),
-        counts=counts, skipped=skipped, corrupt=corrupt,
-    )
-
-
-def _skm_result(views: list[np.ndarray]) -> SkmSamples:
-    def col(name, dtype=None):
-        parts = [v[name] if name in v.dtype.names else np.zeros(len(v)) for v in views]
-        return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)
-
-    sec, nsec = col("time_sec", np.int64), col("time_nanosec", np.int64)
-    dsec, dnsec = col("dh_time_sec", np.int64), col("dh_time_nanosec", np.int64)
-    dh = np.concatenate([
-        v["delayed_heave_m"] if "delayed_heave_m" in v.dtype.names else np.full(len(v), np.nan, np.float32)
-        for v in views
-    ]) if views else np.zeros(0, np.float32)
-    return SkmSamples(
-        time_ns=sec * 1_000_000_000 + nsec, status=col("status", np.uint32),
-        latitude_deg=col("latitude_deg", np.float64), longitude_deg=col("longitude_deg", np.float64),
-        ellipsoid_height_m=col("ellipsoid_height_m", np.float32), roll_deg=col("roll_deg", np.float32),
-        pitch_deg=col("pitch_deg", np.float32), heading_deg=col("heading_deg", np.float32),
-        heave_m=col("heave_m", np.float32), delayed_heave_time_ns=dsec * 1_000_000_000 + dnsec,
-        delayed_heave_m=dh,
-    )
-
-
-def _spo_result(rows: list[tuple]) -> SpoSamples:
-    cols = list(zip(*rows)) if rows else [()] * 7
-    f32 = lambda c: np.asarray(c, np.float32)  # noqa: E731
-    return SpoSamples(
-        time_ns=np.asarray(cols[0], np.int64), latitude_deg=np.asarray(cols[1], np.float64),
-        longitude_deg=np.asarray(cols[2], np.float64), ellipsoid_height_m=f32(cols[3]),
-        speed_over_ground_m_s=f32(cols[4]), course_over_ground_deg=f32(cols[5]), fix_quality_m=f32(cols[6]),
+        counts=counts, skipped=skipped, corrupt=corrupt, path=path,
     )
 
 
 def read_kmall_world(source: PathLike | bytes | KmallLog, origin: Origin, vertical: str = "waterline",
-                     include_rejected: bool = False) -> tuple[Sweep, np.ndarray]:
-    """All soundings in the scene's ENU world frame: ``(sweep, xyz_world_f64)``.
+                     include_rejected: bool = False) -> SonarWorld:
+    """All soundings of the pings with a valid pose, in the scene's ENU world frame.
 
-    ``sweep.xyz`` is ``(N, 3) float32`` world metres relative to ``origin`` (frame
-    ``"world"``), ``timestamp_ns`` the first ping time, ``time_offset_ns`` each sounding's
-    ping time minus it; extras carry ``ping_index``, ``beam_angle_deg``, ``quality_factor``,
-    ``detection_type``... ``xyz_world_f64`` is the same ``(N, 3) float64``. ``vertical``:
-    ``"waterline"`` puts the waterline at the origin's height, ``"ellipsoid"`` uses the
-    reference point's ellipsoid height from the ping. Rejected detections are dropped
-    unless ``include_rejected`` (then ``extra["detection_type"] == 2`` flags them).
+    A ping is placed from its own ``#MRZ`` position and heading unless the processing unit
+    flagged its position or attitude sensor invalid (``posSensorStatus`` /
+    ``attitudeSensorStatus`` 1) or wrote the unavailable position (200°): such pings are
+    listed in :attr:`SonarWorld.unplaced` with the reason. ``vertical``: ``"waterline"``
+    puts the waterline at the origin's height, ``"ellipsoid"`` uses the reference point's
+    ellipsoid height from the ping. Rejected detections are dropped unless
+    ``include_rejected`` (then ``extra["detection_type"] == 2`` flags them). Extras:
+    ``ping_index``, ``pose_extrapolated`` (always False), ``beam_angle_deg``,
+    ``two_way_travel_time_s``, ``quality_factor``, ``detection_type``, ``detection_method``,
+    ``sounding_index``. An impossible value of a placed ping (NaN heading, latitude beyond
+    ±90°, infinite waterline) raises :class:`FormatError` at the ping's datagram offset.
     """
     if vertical not in ("waterline", "ellipsoid"):
         raise ValueError(f"vertical must be 'waterline' or 'ellipsoid', got {vertical!r}")
@@ -603,17 +549,24 @@ def read_kmall_world(source: PathLike | bytes | KmallLog, origin: Origin, vertic
         base, z_offset = np.full(p.num_pings, origin.alt_m), p.z_water_level_m
     else:
         base, z_offset = p.ellipsoid_height_m, np.zeros(p.num_pings)
-    world = soundings_to_world(p.latitude_deg, p.longitude_deg, p.heading_deg, base, z_offset,
-                               p.sounding_start, p.x_m, p.y_m, p.z_m, origin)
-    ping = p.ping_of_sounding
-    t0 = int(p.time_ns[0]) if p.num_pings else 0
-    keep = slice(None) if include_rejected else p.detection_type != DETECTION_REJECTED
-    sweep = Sweep(
-        xyz=world[keep], timestamp_ns=t0, intensity=p.reflectivity_db[keep],
-        time_offset_ns=(p.time_ns[ping] - t0)[keep], frame="world",
-        extra=_sounding_extra(p, keep, ping[keep]),
-    )
-    return sweep, np.ascontiguousarray(world[keep])
+    unavailable = (p.latitude_deg == UNAVAILABLE_DEG) | (p.longitude_deg == UNAVAILABLE_DEG)
+    reasons = [
+        (p.pos_sensor_status == SENSOR_INVALID, "position sensor flagged invalid (posSensorStatus 1)"),
+        (unavailable, "position unavailable (latitude/longitude 200)"),
+        (p.attitude_sensor_status == SENSOR_INVALID, "attitude sensor flagged invalid (attitudeSensorStatus 1)"),
+    ]
+    placed = np.ones(p.num_pings, bool)
+    unplaced = []
+    for i in range(p.num_pings):
+        why = [text for mask, text in reasons if mask[i]]
+        if why:
+            placed[i] = False
+            unplaced.append((i, "; ".join(why)))
+    poses = PingPoses(p.latitude_deg, p.longitude_deg, p.heading_deg, base, z_offset, p.time_ns,
+                      p.datagram_offset, placed, np.zeros(p.num_pings, bool), unplaced)
+    keep = np.ones(p.num_soundings, bool) if include_rejected else p.detection_type != DETECTION_REJECTED
+    return place_soundings(log.path, poses, p.sounding_start, p.x_m, p.y_m, p.z_m, keep, p.reflectivity_db,
+                           _sounding_extra(p), origin)
 
 
 # ---------------------------------------------------------------- writer
@@ -643,8 +596,6 @@ def _split_m(dgm: bytes, max_bytes: int) -> list[bytes]:
 _PING_INFO_V3 = struct.Struct("<2H1f6B1H11f2h2B1H1I3f2H1f2H6f4B2d1ff2BH")  # 152 bytes
 _TX_SECTOR_V1 = struct.Struct("<4B7f2B1H3f")  # 48 bytes
 _SOUNDING = struct.Struct("<1H8B1H6f2H18f4H")  # 120 bytes
-_KMB = struct.Struct("<4sHHIIIdd21f")  # 120 bytes
-_DELAYED = struct.Struct("<IIf")
 
 
 def _mrz_body(p: MrzPings, i: int) -> bytes:
@@ -667,20 +618,6 @@ def _mrz_body(p: MrzPings, i: int) -> bytes:
     return struct.pack("<HH", 1, 1) + cmn + info + tx + rx + s.tobytes()
 
 
-def _skm_body(att: SkmSamples, a: int, b: int) -> bytes:
-    info = _SKM_INFO.pack(_SKM_INFO.size, 0, 0, 1, b - a, _KMB.size + _DELAYED.size, 0b1111111)
-    parts = [info]
-    for k in range(a, b):
-        sec, nsec = divmod(int(att.time_ns[k]), 1_000_000_000)
-        dsec, dnsec = divmod(int(att.delayed_heave_time_ns[k]), 1_000_000_000)
-        floats = [float(att.ellipsoid_height_m[k]), float(att.roll_deg[k]), float(att.pitch_deg[k]),
-                  float(att.heading_deg[k]), float(att.heave_m[k])] + [0.0] * 16
-        parts.append(_KMB.pack(b"#KMB", _KMB.size, 1, sec, nsec, int(att.status[k]),
-                               float(att.latitude_deg[k]), float(att.longitude_deg[k]), *floats))
-        parts.append(_DELAYED.pack(dsec, dnsec, float(np.nan_to_num(att.delayed_heave_m[k]))))
-    return b"".join(parts)
-
-
 def write_kmall(target: PathLike | BinaryIO, pings: MrzPings, attitude: SkmSamples | None = None,
                 install_text: str = "", echo_sounder_id: int = 2040, samples_per_skm: int = 100,
                 max_datagram_bytes: int | None = None) -> int:
@@ -699,7 +636,7 @@ def write_kmall(target: PathLike | BinaryIO, pings: MrzPings, attitude: SkmSampl
         for a in range(0, len(attitude), samples_per_skm):
             b = min(a + samples_per_skm, len(attitude))
             t = int(attitude.time_ns[a])
-            records.append((t, 1, _datagram(b"#SKM", 1, t, _skm_body(attitude, a, b), echo_sounder_id, 0)))
+            records.append((t, 1, _datagram(b"#SKM", 1, t, skm_body(attitude, a, b), echo_sounder_id, 0)))
     for i in range(pings.num_pings):
         t = int(pings.time_ns[i])
         dgm = _datagram(b"#MRZ", 3, t, _mrz_body(pings, i), echo_sounder_id, 0)
@@ -717,5 +654,5 @@ def write_kmall(target: PathLike | BinaryIO, pings: MrzPings, attitude: SkmSampl
 
 __all__ = [
     "KmallLog", "MrzPings", "SkmSamples", "SpoSamples", "read_kmall", "read_kmall_world", "write_kmall",
-    "index_datagrams", "parse_install_text",
+    "index_datagrams", "joined_datagrams", "parse_install_text",
 ]

@@ -6,10 +6,18 @@ then the body, ``ETX 0x03`` and a 16-bit checksum of the bytes between STX and E
 The byte order is detected from the first datagram. Bodies are read with NumPy
 structured views; nothing is copied per beam.
 
+Counts are not believed unchecked: the beams of an XYZ 88 or raw 78 datagram, the entries of
+an attitude datagram and the input text of a position datagram must end exactly where the
+datagram does (before one optional spare byte and ETX). A position fix is invalid when the
+latitude or longitude holds the unavailable value ``0x7FFFFFFF``, when it is (0, 0), or when
+the GGA sentence it was decoded from reports fix quality 0 (no fix).
+
 XYZ 88 soundings are in the levelled, heading-aligned vessel frame: ``x`` along, ``y``
 across (starboard), ``z`` down from the transmit transducer; x/y are relative to the
 active position sensor's reference. :func:`read_all_world` georeferences them with the
-position datagrams (interpolated at ping time) through :mod:`engine.georeference`.
+valid position fixes (interpolated at ping time under a stated extrapolation policy)
+through :mod:`engine.georeference`. Water column (datagram 'k', ``.wcd`` files) is decoded
+by :mod:`formats.water_column_all`.
 """
 
 from __future__ import annotations
@@ -22,9 +30,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from engine.geodesy import Origin
-from engine.georeference import soundings_to_world
-from engine.sweep import Sweep
+from engine.georeference import FIX_EXTRAPOLATED, FIX_IN_GAP, interpolate_fixes
+from engine.pose_track import Extrapolation
 from formats.errors import FormatError, load_source
+from formats.kmall_sensors import plausible_position
+from formats.sonar_world import PingPoses, SonarWorld, place_soundings
 
 PathLike = str | os.PathLike
 STX, ETX = 0x02, 0x03
@@ -34,6 +44,7 @@ _HEAD_LEN = 20  # length field + STX .. serial number
 _TAIL_LEN = 3  # ETX + checksum
 INVALID_DETECTION = 0x80  # detection-information bit 7: not a valid sounding
 ACTIVE_POSITION_SYSTEM = 0x80  # position-system descriptor bit 7: the active system
+UNAVAILABLE_I32 = 0x7FFFFFFF  # a 4-byte signed field with no value
 
 
 def _dtype(fields: list[tuple[str, str]], order: str) -> np.dtype:
@@ -48,6 +59,8 @@ _RAW_TX = [("tilt_angle", "i2"), ("focus_range", "u2"), ("signal_length_s", "f4"
 _RAW_RX = [("beam_angle", "i2"), ("tx_sector", "u1"), ("detection_info", "u1"), ("detection_window", "u2"),
            ("quality_factor", "u1"), ("d_corr", "i1"), ("two_way_travel_time_s", "f4"), ("reflectivity", "i2"),
            ("cleaning_info", "i1"), ("spare", "u1")]
+_XYZ_PING = ("time_ns", "counter", "serial", "heading_deg", "sound_speed_m_s", "tx_depth_m", "offset")
+_RAW_PING = ("time_ns", "counter", "serial", "sound_speed_m_s", "offset")
 _ATT = [("dt_ms", "u2"), ("status", "u2"), ("roll", "i2"), ("pitch", "i2"), ("heave", "i2"), ("heading", "u2")]
 
 
@@ -80,7 +93,9 @@ class AllPings:
 class AllLog:
     """A decoded ``.all`` file: ``xyz`` (XYZ 88), ``raw`` (raw range and angle 78),
     ``attitude`` / ``position`` columns ``(K,)``, ``install`` (key → value text),
-    ``counts`` per datagram type byte, ``skipped`` types not decoded, ``byte_order``."""
+    ``counts`` per datagram type byte, ``skipped`` types not decoded, ``byte_order``,
+    ``path`` (None for bytes). Per ping, ``ping["offset"]`` is the datagram's byte offset;
+    ``position`` holds ``valid`` (bool, see the module docstring) and ``offset`` per fix."""
 
     xyz: AllPings
     raw: AllPings
@@ -90,9 +105,11 @@ class AllLog:
     counts: dict[int, int] = field(default_factory=dict)
     skipped: dict[int, int] = field(default_factory=dict)
     byte_order: str = "<"
+    path: str | os.PathLike | None = None
 
 
-def _epoch_ns(date: int, ms: int) -> int:
+def epoch_ns(date: int, ms: int) -> int:
+    """UNIX ns of a ``YYYYMMDD`` date and milliseconds since midnight; -1 for an invalid date."""
     try:
         day = _dt.date(date // 10000, date // 100 % 100, date % 100)
     except ValueError:
@@ -100,7 +117,8 @@ def _epoch_ns(date: int, ms: int) -> int:
     return (day - _dt.date(1970, 1, 1)).days * 86_400_000_000_000 + int(ms) * 1_000_000
 
 
-def _byte_order(buf: bytes, path) -> str:
+def byte_order(buf: bytes, path) -> str:
+    """``"<"`` or ``">"``: the byte order in which the first datagram's length and ETX agree."""
     for order in "<>":
         if len(buf) >= _HEAD_LEN + _TAIL_LEN:
             n = struct.unpack_from(order + "I", buf, 0)[0]
@@ -141,11 +159,10 @@ class _Pings:
         self.rows: list[dict] = []
         self.views: list[np.ndarray] = []
 
-    def result(self, beam_fields: list[tuple[str, str]], convert) -> AllPings:
+    def result(self, beam_fields: list[tuple[str, str]], convert, names: tuple[str, ...]) -> AllPings:
         start = np.zeros(len(self.rows) + 1, np.int64)
         np.cumsum([len(v) for v in self.views], out=start[1:])
-        names = list(self.rows[0]) if self.rows else ["time_ns", "counter", "serial"]
-        ping = {k: np.array([r[k] for r in self.rows], dtype=np.int64 if k == "time_ns" else
+        ping = {k: np.array([r[k] for r in self.rows], dtype=np.int64 if k in ("time_ns", "offset") else
                             (np.uint16 if k in ("counter", "serial") else np.float64)) for k in names}
         raw = {}
         for name, code in beam_fields:
@@ -177,7 +194,7 @@ def _raw_beams(raw: dict) -> dict:
 def read_all(source: PathLike | bytes, verify_checksum: bool = True) -> AllLog:
     """Decode a ``.all`` file (path or bytes). Bad input raises :class:`FormatError`."""
     path, buf = load_source(source)
-    order = _byte_order(buf, path)
+    order = byte_order(buf, path)
     head = struct.Struct(order + "HIIHH")  # model, date, time_ms, counter, serial
     xyz_beam, raw_tx, raw_rx, att = (_dtype(f, order) for f in (_XYZ_BEAM, _RAW_TX, _RAW_RX, _ATT))
     xyz, raw = _Pings(), _Pings()
@@ -190,33 +207,40 @@ def read_all(source: PathLike | bytes, verify_checksum: bool = True) -> AllLog:
         counts[t] = counts.get(t, 0) + 1
         end = o + 4 + n - _TAIL_LEN
         _, date, ms, counter, serial = head.unpack_from(buf, o + 6)
-        t_ns = _epoch_ns(date, ms)
+        t_ns = epoch_ns(date, ms)
         if t_ns < 0 and t in DECODED_TYPES:
             raise FormatError(path, o + 8, f"a date YYYYMMDD, found {date}")
         b = o + _HEAD_LEN
         if t == TYPE_XYZ88:
             _need(path, b, 20, end, "XYZ 88 ping info")
             hd, ss, txd, nb = struct.unpack_from(order + "HHfH", buf, b)
-            _need(path, b + 20, nb * xyz_beam.itemsize, end, f"{nb} XYZ 88 beams")
+            check_body_end(path, b + 8, b + 20 + nb * xyz_beam.itemsize, end, f"{nb} XYZ 88 beams")
             xyz.views.append(np.frombuffer(buf, xyz_beam, nb, b + 20))
             xyz.rows.append({"time_ns": t_ns, "counter": counter, "serial": serial, "heading_deg": hd * 0.01,
-                             "sound_speed_m_s": ss * 0.1, "tx_depth_m": txd})
+                             "sound_speed_m_s": ss * 0.1, "tx_depth_m": txd, "offset": o})
         elif t == TYPE_RAW78:
             _need(path, b, 16, end, "raw range and angle 78 ping info")
             ss, ntx, nrx = struct.unpack_from(order + "HHH", buf, b)
             rx_at = b + 16 + ntx * raw_tx.itemsize
-            _need(path, rx_at, nrx * raw_rx.itemsize, end, f"{ntx} tx sectors and {nrx} rx beams")
+            check_body_end(path, b + 2, rx_at + nrx * raw_rx.itemsize, end, f"{ntx} tx sectors and {nrx} rx beams")
             raw.views.append(np.frombuffer(buf, raw_rx, nrx, rx_at))
-            raw.rows.append({"time_ns": t_ns, "counter": counter, "serial": serial, "sound_speed_m_s": ss * 0.1})
+            raw.rows.append({"time_ns": t_ns, "counter": counter, "serial": serial, "sound_speed_m_s": ss * 0.1,
+                             "offset": o})
         elif t == TYPE_ATTITUDE:
             _need(path, b, 2, end, "attitude entry count")
             m = struct.unpack_from(order + "H", buf, b)[0]
-            _need(path, b + 2, m * att.itemsize, end, f"{m} attitude entries")
+            # the entries, then the sensor system descriptor byte
+            check_body_end(path, b, b + 2 + m * att.itemsize + 1, end, f"{m} attitude entries")
             att_rows.append((np.frombuffer(buf, att, m, b + 2), t_ns))
         elif t == TYPE_POSITION:
             _need(path, b, 18, end, "position data")
             lat, lon, fix, sog, cog, hd, desc, nin = struct.unpack_from(order + "iiHHHHBB", buf, b)
-            pos_rows.append((t_ns, lat / 2e7, lon / 1e7, fix * 0.01, sog * 0.01, cog * 0.01, hd * 0.01, desc))
+            check_body_end(path, b + 17, b + 18 + nin, end, f"a position input datagram of {nin} bytes")
+            unavailable = UNAVAILABLE_I32 in (lat, lon) or _gga_without_fix(buf[b + 18: b + 18 + nin])
+            if not unavailable and abs(lat) > 90 * 20_000_000:
+                raise FormatError(path, b, f"a latitude within ±90° (or 0x7FFFFFFF, unavailable), found {lat / 2e7}")
+            pos_rows.append((t_ns, lat / 2e7, lon / 1e7, fix * 0.01, sog * 0.01, cog * 0.01, hd * 0.01, desc,
+                             not unavailable, o))
         elif t == TYPE_INSTALL:
             text = buf[b + 2: end].split(b"\0", 1)[0].decode("ascii", errors="replace")
             if not install:
@@ -224,15 +248,29 @@ def read_all(source: PathLike | bytes, verify_checksum: bool = True) -> AllLog:
         else:
             skipped[t] = skipped.get(t, 0) + 1
     return AllLog(
-        xyz=xyz.result(_XYZ_BEAM, _xyz_beams), raw=raw.result(_RAW_RX, _raw_beams),
+        xyz=xyz.result(_XYZ_BEAM, _xyz_beams, _XYZ_PING), raw=raw.result(_RAW_RX, _raw_beams, _RAW_PING),
         attitude=_attitude(att_rows), position=_position(pos_rows), install=install,
-        counts=counts, skipped=skipped, byte_order=order,
+        counts=counts, skipped=skipped, byte_order=order, path=path,
     )
 
 
 def _need(path, at: int, size: int, end: int, what: str) -> None:
     if at + size > end:
         raise FormatError(path, at, f"{what} ({size} bytes) before the datagram's ETX at byte {end}")
+
+
+def check_body_end(path, count_at: int, body_end: int, etx: int, what: str) -> None:
+    """The body a count implies must end at the ETX at ``etx``, or one spare byte before it;
+    else :class:`FormatError` at the count's offset ``count_at``."""
+    if not 0 <= etx - body_end <= 1:
+        raise FormatError(path, count_at, f"{what} ending at the datagram's ETX (byte {etx}, or one spare byte "
+                                          f"before), they end at byte {body_end}")
+
+
+def _gga_without_fix(text: bytes) -> bool:
+    """True for an NMEA GGA sentence whose fix quality (field 6) is 0: no position."""
+    fields = bytes(text).split(b"*", 1)[0].split(b",")
+    return fields[0].endswith(b"GGA") and len(fields) > 6 and fields[6].strip() == b"0"
 
 
 def _attitude(rows: list[tuple[np.ndarray, int]]) -> dict[str, np.ndarray]:
@@ -249,41 +287,56 @@ def _attitude(rows: list[tuple[np.ndarray, int]]) -> dict[str, np.ndarray]:
 
 def _position(rows: list[tuple]) -> dict[str, np.ndarray]:
     names = ("time_ns", "latitude_deg", "longitude_deg", "fix_quality_m", "speed_m_s", "course_deg",
-             "heading_deg", "descriptor")
+             "heading_deg", "descriptor", "valid", "offset")
     cols = list(zip(*rows)) if rows else [()] * len(names)
-    return {k: np.asarray(c, dtype=np.int64 if k in ("time_ns", "descriptor") else np.float64)
-            for k, c in zip(names, cols)}
+    types = {"time_ns": np.int64, "descriptor": np.int64, "offset": np.int64, "valid": bool}
+    return {k: np.asarray(c, dtype=types.get(k, np.float64)) for k, c in zip(names, cols)}
 
 
-def read_all_world(source: PathLike | bytes | AllLog, origin: Origin, include_invalid: bool = False
-                   ) -> tuple[Sweep, np.ndarray]:
-    """XYZ 88 soundings in the world ENU frame: ``(sweep, xyz_world_f64)``.
+def read_all_world(source: PathLike | bytes | AllLog, origin: Origin, include_invalid: bool = False,
+                   extrapolate: Extrapolation = "none", max_extrapolation_s: float = 0.0,
+                   max_fix_gap_s: float = 5.0) -> SonarWorld:
+    """XYZ 88 soundings of the pings with a position near them, in the world ENU frame.
 
     The ping position is the active system's (descriptor bit 7; all systems if none is
-    flagged) position datagrams' latitude/longitude interpolated linearly
-    at the ping time (held at the ends); heading from the XYZ 88 ping; depth below the
-    waterline ``z + tx_depth``, the waterline at the origin's height. Soundings flagged
-    invalid (detection-information bit 7) are dropped unless ``include_invalid``.
+    flagged) valid fixes interpolated linearly at the ping time
+    (:func:`engine.georeference.interpolate_fixes`). A ping before the first or after the
+    last fix is refused under ``extrapolate="none"`` (the default, as
+    :class:`engine.pose_track.PoseTrack`); ``"hold"`` / ``"linear"`` place it within
+    ``max_extrapolation_s`` of the span and mark its soundings ``pose_extrapolated``. A ping
+    between fixes more than ``max_fix_gap_s`` apart is refused. Refused pings are listed in
+    :attr:`SonarWorld.unplaced`. Heading from the XYZ 88 ping; depth below the waterline
+    ``z + tx_depth``, the waterline at the origin's height. Soundings flagged invalid
+    (detection-information bit 7) are dropped unless ``include_invalid``. A log without
+    valid position fixes raises :class:`FormatError`.
     """
     log = source if isinstance(source, AllLog) else read_all(source)
     x, pos = log.xyz, log.position
-    if len(pos["time_ns"]) == 0:
-        raise ValueError("read_all_world: the log has no position datagrams")
-    t = x.ping["time_ns"]
     active = (pos["descriptor"] & ACTIVE_POSITION_SYSTEM) != 0
-    use = np.flatnonzero(active) if active.any() else np.arange(len(active))
-    use = use[np.argsort(pos["time_ns"][use], kind="stable")]
-    lat = np.interp(t, pos["time_ns"][use], pos["latitude_deg"][use])
-    lon = np.interp(t, pos["time_ns"][use], pos["longitude_deg"][use])
-    world = soundings_to_world(lat, lon, x.ping["heading_deg"], np.full(len(t), origin.alt_m),
-                               -x.ping["tx_depth_m"], x.start, x.beam["x_m"], x.beam["y_m"], x.beam["z_m"], origin)
-    keep = slice(None) if include_invalid else (x.beam["detection_info"] & INVALID_DETECTION) == 0
-    ping = x.ping_of_beam
-    t0 = int(t[0]) if len(t) else 0
-    sweep = Sweep(
-        xyz=world[keep], timestamp_ns=t0, intensity=x.beam["reflectivity_db"][keep],
-        time_offset_ns=(t[ping] - t0)[keep], frame="world",
-        extra={"ping_index": ping[keep], "quality_factor": x.beam["quality_factor"][keep],
-               "detection_info": x.beam["detection_info"][keep]},
-    )
-    return sweep, np.ascontiguousarray(world[keep])
+    use = active if active.any() else np.ones(len(active), bool)
+    use &= pos["valid"] & plausible_position(pos["latitude_deg"], pos["longitude_deg"])
+    if not use.any():
+        raise FormatError(log.path, None, f"at least one valid position fix of the active system "
+                                          f"({len(pos['time_ns'])} position datagrams)")
+    t = x.ping["time_ns"]
+    lat, lon, status = interpolate_fixes(
+        pos["time_ns"][use], pos["latitude_deg"][use], pos["longitude_deg"][use], t, extrapolate,
+        round(max_extrapolation_s * 1e9), round(max_fix_gap_s * 1e9))
+    fix_t = pos["time_ns"][use]
+    unplaced = []
+    for i in np.flatnonzero(status < 0):
+        if status[i] == FIX_IN_GAP:
+            why = f"no valid position fix within {max_fix_gap_s} s (between fixes more than that apart)"
+        else:
+            off = (fix_t.min() - t[i]) if t[i] < fix_t.min() else (t[i] - fix_t.max())
+            side = "before the first" if t[i] < fix_t.min() else "after the last"
+            why = (f"{off / 1e9:.3f} s {side} valid position fix (extrapolate={extrapolate!r}, "
+                   f"max_extrapolation_s={max_extrapolation_s})")
+        unplaced.append((int(i), why))
+    poses = PingPoses(lat, lon, x.ping["heading_deg"], np.full(len(t), origin.alt_m), -x.ping["tx_depth_m"], t,
+                      x.ping["offset"], status >= 0, status == FIX_EXTRAPOLATED, unplaced)
+    keep = np.ones(len(x.beam["x_m"]), bool) if include_invalid else (x.beam["detection_info"] & INVALID_DETECTION) == 0
+    return place_soundings(log.path, poses, x.start, x.beam["x_m"], x.beam["y_m"], x.beam["z_m"], keep,
+                           x.beam["reflectivity_db"],
+                           {"quality_factor": x.beam["quality_factor"], "detection_info": x.beam["detection_info"]},
+                           origin)

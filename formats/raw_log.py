@@ -164,8 +164,10 @@ class RawLog:
 
 
     def _skm_track(self) -> PoseTrack:
-        from engine.georeference import vessel_pose_track
+        """The valid ``#SKM`` samples only (status bits and position checked, see
+        :func:`formats.kmall_sensors.skm_pose_track`)."""
         from formats.kmall import read_kmall
+        from formats.kmall_sensors import skm_pose_track
 
         path = self.poses_path
         if self.origin.geodetic is None:
@@ -174,8 +176,9 @@ class RawLog:
         if len(a.time_ns) == 0:
             raise FormatError(path, None, "at least one #SKM attitude/position sample")
         try:
-            track = vessel_pose_track(a.time_ns, a.latitude_deg, a.longitude_deg, a.ellipsoid_height_m, a.roll_deg,
-                                      a.pitch_deg, a.heading_deg, Origin(*self.origin.geodetic))
+            track = skm_pose_track(a, Origin(*self.origin.geodetic), path)
+        except FormatError:
+            raise
         except ValueError as exc:
             raise FormatError(path, None, f"valid #SKM samples: {exc}") from None
         return track

@@ -109,7 +109,8 @@ def test_raw_range_angle_agrees_with_xyz88(real):
 def test_world_georeferencing(real):
     _, log = real
     origin = Origin(51.3685, 3.1393, 0.0)
-    sweep, world = read_all_world(log, origin)
+    placed = read_all_world(log, origin, extrapolate="hold", max_extrapolation_s=2.5)
+    sweep, world = placed.sweep, placed.xyz_world
     x = log.xyz
     depth = x.beam["z_m"] + np.repeat(x.ping["tx_depth_m"], np.diff(x.start))
     np.testing.assert_allclose(world[:, 2], -depth, atol=1e-3)  # curvature over < 100 m: sub-mm

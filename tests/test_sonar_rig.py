@@ -27,7 +27,8 @@ def log(run):
 
 
 def test_round_trip_recovers_seabed_within_1cm(run, log):
-    sweep, world = read_kmall_world(log, run.origin)
+    placed = read_kmall_world(log, run.origin)
+    sweep, world = placed.sweep, placed.xyz_world
     keep = log.pings.detection_type != 2
     truth = run.truth_hit[keep]
     obj = run.truth_object[keep]
@@ -48,9 +49,10 @@ def test_round_trip_recovers_seabed_within_1cm(run, log):
 def test_rejected_soundings_never_drawn(run, log):
     rejected = log.pings.detection_type == 2
     assert rejected.sum() > 10
-    sweep, _ = read_kmall_world(log, run.origin)
+    sweep = read_kmall_world(log, run.origin).sweep
     assert sweep.xyz[:, 2].max() < -10  # the bogus z = 500 m soundings are gone
-    flagged, world = read_kmall_world(log, run.origin, include_rejected=True)
+    flagged_world = read_kmall_world(log, run.origin, include_rejected=True)
+    flagged, world = flagged_world.sweep, flagged_world.xyz_world
     assert len(flagged) == log.pings.num_soundings and np.all(flagged.extra["detection_type"][rejected] == 2)
 
 
