@@ -29,9 +29,9 @@ from __future__ import annotations
 import os
 import re
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Iterator
 from typing import BinaryIO
 
 import numpy as np
@@ -541,10 +541,20 @@ def read_kmall_world(source: PathLike | bytes | KmallLog, origin: Origin, vertic
     ``sounding_index``. An impossible value of a placed ping (NaN heading, latitude beyond
     ±90°, infinite waterline) raises :class:`FormatError` at the ping's datagram offset.
     """
-    if vertical not in ("waterline", "ellipsoid"):
-        raise ValueError(f"vertical must be 'waterline' or 'ellipsoid', got {vertical!r}")
     log = source if isinstance(source, KmallLog) else read_kmall(source)
     p = log.pings
+    poses = mrz_ping_poses(p, origin, vertical)
+    keep = np.ones(p.num_soundings, bool) if include_rejected else p.detection_type != DETECTION_REJECTED
+    return place_soundings(log.path, poses, p.sounding_start, p.x_m, p.y_m, p.z_m, keep, p.reflectivity_db,
+                           _sounding_extra(p), origin)
+
+
+def mrz_ping_poses(p: MrzPings, origin: Origin, vertical: str = "waterline") -> PingPoses:
+    """Each ``#MRZ`` ping's pose for :func:`formats.sonar_world.place_soundings` (see
+    :func:`read_kmall_world`): placed unless its position/attitude sensor is flagged invalid
+    or its position is unavailable."""
+    if vertical not in ("waterline", "ellipsoid"):
+        raise ValueError(f"vertical must be 'waterline' or 'ellipsoid', got {vertical!r}")
     if vertical == "waterline":
         base, z_offset = np.full(p.num_pings, origin.alt_m), p.z_water_level_m
     else:
@@ -562,11 +572,8 @@ def read_kmall_world(source: PathLike | bytes | KmallLog, origin: Origin, vertic
         if why:
             placed[i] = False
             unplaced.append((i, "; ".join(why)))
-    poses = PingPoses(p.latitude_deg, p.longitude_deg, p.heading_deg, base, z_offset, p.time_ns,
-                      p.datagram_offset, placed, np.zeros(p.num_pings, bool), unplaced)
-    keep = np.ones(p.num_soundings, bool) if include_rejected else p.detection_type != DETECTION_REJECTED
-    return place_soundings(log.path, poses, p.sounding_start, p.x_m, p.y_m, p.z_m, keep, p.reflectivity_db,
-                           _sounding_extra(p), origin)
+    return PingPoses(p.latitude_deg, p.longitude_deg, p.heading_deg, base, z_offset, p.time_ns,
+                     p.datagram_offset, placed, np.zeros(p.num_pings, bool), unplaced)
 
 
 # ---------------------------------------------------------------- writer

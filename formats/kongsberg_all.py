@@ -311,14 +311,34 @@ def read_all_world(source: PathLike | bytes | AllLog, origin: Origin, include_in
     valid position fixes raises :class:`FormatError`.
     """
     log = source if isinstance(source, AllLog) else read_all(source)
-    x, pos = log.xyz, log.position
+    x = log.xyz
+    poses = all_ping_poses(log, origin, extrapolate, max_extrapolation_s, max_fix_gap_s)
+    keep = np.ones(len(x.beam["x_m"]), bool) if include_invalid else (x.beam["detection_info"] & INVALID_DETECTION) == 0
+    return place_soundings(log.path, poses, x.start, x.beam["x_m"], x.beam["y_m"], x.beam["z_m"], keep,
+                           x.beam["reflectivity_db"],
+                           {"quality_factor": x.beam["quality_factor"], "detection_info": x.beam["detection_info"]},
+                           origin)
+
+
+def active_fixes(log: AllLog) -> np.ndarray:
+    """``(K,) bool``: the valid fixes of the active position system (all systems if none is
+    flagged active)."""
+    pos = log.position
     active = (pos["descriptor"] & ACTIVE_POSITION_SYSTEM) != 0
     use = active if active.any() else np.ones(len(active), bool)
-    use &= pos["valid"] & plausible_position(pos["latitude_deg"], pos["longitude_deg"])
+    return use & pos["valid"] & plausible_position(pos["latitude_deg"], pos["longitude_deg"])
+
+
+def all_ping_poses(log: AllLog, origin: Origin, extrapolate: Extrapolation = "none",
+                   max_extrapolation_s: float = 0.0, max_fix_gap_s: float = 5.0) -> PingPoses:
+    """The XYZ 88 pings' poses for :func:`formats.sonar_world.place_soundings` (see
+    :func:`read_all_world`)."""
+    x, pos = log.xyz, log.position
+    t = x.ping["time_ns"]
+    use = active_fixes(log)
     if not use.any():
         raise FormatError(log.path, None, f"at least one valid position fix of the active system "
                                           f"({len(pos['time_ns'])} position datagrams)")
-    t = x.ping["time_ns"]
     lat, lon, status = interpolate_fixes(
         pos["time_ns"][use], pos["latitude_deg"][use], pos["longitude_deg"][use], t, extrapolate,
         round(max_extrapolation_s * 1e9), round(max_fix_gap_s * 1e9))
@@ -333,10 +353,5 @@ def read_all_world(source: PathLike | bytes | AllLog, origin: Origin, include_in
             why = (f"{off / 1e9:.3f} s {side} valid position fix (extrapolate={extrapolate!r}, "
                    f"max_extrapolation_s={max_extrapolation_s})")
         unplaced.append((int(i), why))
-    poses = PingPoses(lat, lon, x.ping["heading_deg"], np.full(len(t), origin.alt_m), -x.ping["tx_depth_m"], t,
-                      x.ping["offset"], status >= 0, status == FIX_EXTRAPOLATED, unplaced)
-    keep = np.ones(len(x.beam["x_m"]), bool) if include_invalid else (x.beam["detection_info"] & INVALID_DETECTION) == 0
-    return place_soundings(log.path, poses, x.start, x.beam["x_m"], x.beam["y_m"], x.beam["z_m"], keep,
-                           x.beam["reflectivity_db"],
-                           {"quality_factor": x.beam["quality_factor"], "detection_info": x.beam["detection_info"]},
-                           origin)
+    return PingPoses(lat, lon, x.ping["heading_deg"], np.full(len(t), origin.alt_m), -x.ping["tx_depth_m"], t,
+                     x.ping["offset"], status >= 0, status == FIX_EXTRAPOLATED, unplaced)

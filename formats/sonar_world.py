@@ -61,7 +61,8 @@ class PingPoses:
     unplaced: list[tuple[int, str]]
 
 
-def _check_pose_values(path: str | os.PathLike | None, poses: PingPoses) -> None:
+def check_pose_values(path: str | os.PathLike | None, poses: PingPoses) -> None:
+    """:class:`FormatError` at the datagram of the first placed ping with an impossible pose value."""
     checks = (("latitude", poses.lat_deg, 90.0), ("longitude", poses.lon_deg, 360.0),
               ("heading", poses.heading_deg, None), ("vertical base height", poses.base_height_m, None),
               ("waterline z", poses.z_offset_m, None))
@@ -86,7 +87,7 @@ def place_soundings(path: str | os.PathLike | None, poses: PingPoses, start: np.
     the soundings to return (e.g. not rejected); ``intensity (N,)`` and ``extra`` per
     sounding. Raises :class:`FormatError` for an impossible pose value of a placed ping.
     """
-    _check_pose_values(path, poses)
+    check_pose_values(path, poses)
     start = np.asarray(start, np.int64)
     counts = np.diff(start)
     ping = np.repeat(np.arange(len(counts), dtype=np.int32), counts)

@@ -1,0 +1,212 @@
+"""Multibeam water column: the per-beam amplitude samples of a ping, as KMALL ``#MWC``
+(:mod:`formats.water_column_kmall`) and ``.all`` datagram 'k' (:mod:`formats.water_column_all`)
+store them, and their conversion to a labelable point cloud.
+
+Both formats store, per beam, a small header (pointing angle, first sample's range, sample
+count, ...) followed by that beam's samples, so beam ``k + 1`` starts where beam ``k``'s
+samples end. :func:`walk_beams` follows that chain in a compiled loop, checking every step
+against the datagram's end; :func:`gather_samples` then copies all samples into one array.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from engine._jit import jit, pjit, prange
+from engine.geodesy import Origin
+from engine.georeference import soundings_to_world
+from engine.sweep import Sweep
+from engine.water_column import sample_points, select_samples
+from formats.errors import FormatError
+from formats.sonar_world import PingPoses, SonarWorld, check_pose_values
+
+AMPLITUDE_DB_PER_UNIT = 0.5  # both formats store amplitudes as int8 in 0.5 dB
+
+
+@dataclass
+class WaterColumn:
+    """Water-column pings in CSR form (pings → beams → samples).
+
+    Per ping ``(P,)``: ``time_ns int64``, ``ping_counter uint16``, ``head uint16`` (KMALL
+    ``rxFanIndex``, ``.all`` system serial number), ``sound_speed_m_s`` and
+    ``sample_rate_hz float32``, ``datagram_offset int64`` (the ping's first datagram),
+    ``beam_start (P + 1,) int64``. Per beam ``(B,)``: ``beam_angle_deg float32`` (re
+    vertical, positive port), ``tilt_deg float32`` (its tx sector's along-ship tilt),
+    ``start_sample uint16`` (range of its sample 0, in samples), ``detected_range_samples
+    float32`` (bottom detection, 0 = none), ``tx_sector uint8``, ``sample_start (B + 1,)
+    int64``. Per sample ``(S,)``: ``amplitude int8`` in 0.5 dB units. ``path``: the file
+    read (None for bytes); ``corrupt``: ``(offset, reason)`` of datagrams or pings skipped
+    (only when read with ``recover=True``).
+    """
+
+    time_ns: np.ndarray
+    ping_counter: np.ndarray
+    head: np.ndarray
+    sound_speed_m_s: np.ndarray
+    sample_rate_hz: np.ndarray
+    datagram_offset: np.ndarray
+    beam_start: np.ndarray
+    beam_angle_deg: np.ndarray
+    tilt_deg: np.ndarray
+    start_sample: np.ndarray
+    detected_range_samples: np.ndarray
+    tx_sector: np.ndarray
+    sample_start: np.ndarray
+    amplitude: np.ndarray
+    path: str | os.PathLike | None = None
+    corrupt: list[tuple[int, str]] = field(default_factory=list)
+
+    @property
+    def num_pings(self) -> int:
+        return len(self.time_ns)
+
+    @property
+    def metres_per_sample(self) -> np.ndarray:
+        """``(P,) float64``: one sample of two-way range, ``c / (2 fs)``."""
+        return self.sound_speed_m_s.astype(np.float64) / (2.0 * self.sample_rate_hz.astype(np.float64))
+
+    @property
+    def ping_sample_start(self) -> np.ndarray:
+        """``(P + 1,) int64``: ping p owns samples ``[start[p], start[p + 1])``."""
+        return self.sample_start[self.beam_start]
+
+    def amplitude_db(self) -> np.ndarray:
+        """``(S,) float32`` amplitudes in dB."""
+        return self.amplitude.astype(np.float32) * np.float32(AMPLITUDE_DB_PER_UNIT)
+
+
+@jit
+def _walk_kernel(buf, at, end, num_beams, header_bytes, count_at, sample_bytes, big_endian, beam_at, counts):
+    """Follow ``num_beams`` beam records from ``at``; fill their offsets and sample counts.
+    Returns the offset after the last beam's samples, or ``-1 - k`` if beam k overruns ``end``."""
+    for k in range(num_beams):
+        beam_at[k] = at
+        if at + header_bytes > end:
+            return -1 - k
+        lo = np.int64(buf[at + count_at])
+        hi = np.int64(buf[at + count_at + 1])
+        n = hi * 256 + lo if not big_endian else lo * 256 + hi
+        counts[k] = n
+        at += header_bytes + n * sample_bytes
+        if at > end:
+            return -1 - k
+    return at
+
+
+def walk_beams(buf: np.ndarray, at: int, end: int, num_beams: int, header_bytes: int, count_at: int,
+               sample_bytes: int, big_endian: bool, path, what: str) -> tuple[np.ndarray, np.ndarray, int]:
+    """Offsets ``(num_beams,) int64`` of the beam records starting at ``at``, their sample
+    counts (the ``uint16`` at ``count_at`` in each header; each sample ``sample_bytes``
+    long) and the offset after the last one. ``FormatError`` where a beam overruns ``end``."""
+    beam_at = np.empty(num_beams, np.int64)
+    counts = np.empty(num_beams, np.int64)
+    after = _walk_kernel(buf, at, end, num_beams, header_bytes, count_at, sample_bytes, big_endian, beam_at, counts)
+    if after < 0:
+        k = -1 - after
+        raise FormatError(path, int(beam_at[k]), f"{what}: beam {k} of {num_beams} (header and samples) inside the datagram, "
+                                       f"which ends at byte {end}")
+    return beam_at, counts, after
+
+
+@pjit
+def _gather_kernel(buf, src, counts, dst, out):
+    for k in prange(src.shape[0]):
+        s = src[k]
+        d = dst[k]
+        for i in range(counts[k]):
+            out[d + i] = buf[s + i]
+
+
+def gather_samples(buf: np.ndarray, src: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Copy ``counts[k]`` bytes from ``buf[src[k]:]`` for every beam into one ``int8`` array;
+    returns it and the beams' ``(B + 1,)`` start offsets in it."""
+    start = np.zeros(len(counts) + 1, np.int64)
+    np.cumsum(counts, out=start[1:])
+    out = np.empty(int(start[-1]), np.uint8)
+    _gather_kernel(buf, np.ascontiguousarray(src, np.int64), np.ascontiguousarray(counts, np.int64), start, out)
+    return out.view(np.int8), start
+
+
+def water_column_world(wc: WaterColumn, poses: PingPoses, origin_m: np.ndarray, origin: Origin,
+                       threshold_db: float | None = None, top_k: int | None = None) -> SonarWorld:
+    """The selected samples of the placed pings as world points.
+
+    ``poses`` (rows aligned with ``wc``'s pings) places each ping as for its soundings;
+    ``origin_m (P, 3)`` is the beams' acoustic origin in the soundings' frame (x fwd,
+    y stbd, z down). Samples with ``amplitude_db >= threshold_db`` are kept (all when
+    None), with ``top_k`` only each ping's ``top_k`` strongest of those. The sweep's
+    intensity is the amplitude in dB; extras ``ping_index``, ``pose_extrapolated``,
+    ``beam_index`` (within the ping), ``sample_index`` (within the beam), ``range_m``.
+    """
+    check_pose_values(wc.path, poses)
+    origin_m = np.array(origin_m, np.float64)
+    bad = np.flatnonzero(poses.placed & ~np.isfinite(origin_m).all(axis=1))
+    if len(bad):
+        raise FormatError(wc.path, int(poses.offset[bad[0]]), f"ping {bad[0]}: a finite acoustic origin (transducer "
+                                                              f"depth and offsets), found {origin_m[bad[0]]}")
+    origin_m[~poses.placed] = 0.0
+    thr = None if threshold_db is None else threshold_db / AMPLITUDE_DB_PER_UNIT
+    pss = wc.ping_sample_start
+    placed_samples = np.repeat(poses.placed, np.diff(pss))
+    samples = select_samples(wc.amplitude, pss, thr, top_k)
+    samples = samples[placed_samples[samples]]
+    xyz, beam = sample_points(samples, wc.sample_start, wc.beam_start, wc.start_sample, wc.beam_angle_deg,
+                              wc.tilt_deg, wc.metres_per_sample, origin_m)
+    ping = np.searchsorted(wc.beam_start, beam, side="right") - 1
+    sel = np.flatnonzero(poses.placed)
+    counts = np.bincount(ping, minlength=wc.num_pings)[sel]
+    start = np.zeros(len(sel) + 1, np.int64)
+    np.cumsum(counts, out=start[1:])
+    pick = lambda a: np.asarray(a)[sel]
+    world = soundings_to_world(pick(poses.lat_deg), pick(poses.lon_deg), pick(poses.heading_deg),
+                               pick(poses.base_height_m), pick(poses.z_offset_m), start, xyz[:, 0], xyz[:, 1],
+                               xyz[:, 2], origin)
+    t = np.asarray(poses.time_ns, np.int64)
+    t0 = int(t[sel[0]]) if len(sel) else 0
+    in_beam = samples - wc.sample_start[beam]
+    sweep = Sweep(
+        xyz=world, timestamp_ns=t0, intensity=wc.amplitude[samples].astype(np.float32) * np.float32(AMPLITUDE_DB_PER_UNIT),
+        time_offset_ns=t[ping] - t0, frame="world",
+        extra={"ping_index": ping.astype(np.int32), "pose_extrapolated": np.asarray(poses.extrapolated, bool)[ping],
+               "beam_index": (beam - wc.beam_start[ping]).astype(np.int32), "sample_index": in_beam.astype(np.int32),
+               "range_m": ((wc.start_sample[beam] + in_beam) * wc.metres_per_sample[ping]).astype(np.float32)},
+    )
+    return SonarWorld(sweep=sweep, xyz_world=world, unplaced=list(poses.unplaced))
+
+
+def ping_rows(keys: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """For each ``keys[i]`` (a structured/tuple key per water-column ping), the row of
+    ``table`` with the same key, or -1."""
+    index = {tuple(k): i for i, k in enumerate(table.tolist())}
+    return np.array([index.get(tuple(k), -1) for k in keys.tolist()], np.int64)
+
+
+def poses_for(poses: PingPoses, rows: np.ndarray, time_ns: np.ndarray, offset: np.ndarray,
+              missing: str) -> PingPoses:
+    """``poses`` of the sounding pings at ``rows`` (-1: none), re-indexed for the water-column
+    pings (their ``time_ns`` and ``offset``); a ping without a row is unplaced with ``missing``,
+    one whose sounding ping is unplaced with that ping's reason."""
+    rows = np.asarray(rows, np.int64)
+    n = len(rows)
+    has = rows >= 0
+    r = np.where(has, rows, 0)
+    if len(poses.placed) == 0:
+        has[:] = False
+    cols = [np.where(has, np.asarray(a, np.float64)[r], np.nan) if has.any() else np.full(n, np.nan)
+            for a in (poses.lat_deg, poses.lon_deg, poses.heading_deg, poses.base_height_m, poses.z_offset_m)]
+    placed = has & np.asarray(poses.placed, bool)[r] if has.any() else np.zeros(n, bool)
+    extrapolated = has & np.asarray(poses.extrapolated, bool)[r] if has.any() else np.zeros(n, bool)
+    reasons = dict(poses.unplaced)
+    unplaced = [(int(i), reasons.get(int(rows[i]), "") if has[i] else missing) for i in np.flatnonzero(~placed)]
+    return PingPoses(*cols, np.asarray(time_ns, np.int64), np.asarray(offset, np.int64), placed, extrapolated,
+                     unplaced)
+
+
+def _warmup() -> None:
+    buf = np.zeros(16, np.uint8)
+    buf[2] = 2
+    walk_beams(buf, 0, 16, 1, 4, 2, 1, False, None, "warmup")
+    gather_samples(buf, np.array([4]), np.array([2]))

@@ -1,0 +1,192 @@
+"""Kongsberg ``.all`` water column: datagram 'k' (0x6B), stored in ``.wcd`` files.
+
+Body (EM datagram formats, "Water column datagram"): number of datagrams and this one's
+number (a ping's beams may be split over several), number of tx sectors ``Ntx``, total rx
+beams, beams in this datagram ``Nrx``, sound speed (0.1 m/s), sampling frequency
+(0.01 Hz), tx-time heave (cm), TVG function and offset, scanning info, 3 spare (24 bytes);
+``Ntx`` × (tilt angle re tx array, 0.01°; centre frequency, 10 Hz; tx sector number;
+spare); ``Nrx`` × (beam pointing angle re vertical, 0.01°, positive port; start range
+sample number; number of samples ``Ns``; detected range in samples; tx sector number; beam
+number; ``Ns`` int8 amplitudes in 0.5 dB); one spare byte for an even length; ETX and
+checksum. A ping's datagrams must arrive numbered 1..N and add up to its total beams.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+
+import numpy as np
+
+from engine.geodesy import Origin
+from engine.pose_track import Extrapolation
+from formats.errors import FormatError, load_source
+from formats.kongsberg_all import (
+    AllLog,
+    active_fixes,
+    all_ping_poses,
+    byte_order,
+    check_body_end,
+    epoch_ns,
+    index_datagrams,
+)
+from formats.sonar_world import SonarWorld
+from formats.water_column import (
+    WaterColumn,
+    gather_samples,
+    ping_rows,
+    poses_for,
+    walk_beams,
+    water_column_world,
+)
+
+PathLike = str | os.PathLike
+TYPE_WATER_COLUMN = 0x6B
+_INFO_SIZE = 24
+_SECTOR_SIZE = 6
+_BEAM_HEADER = 10
+
+
+def _beam_dtype(order: str) -> np.dtype:
+    return np.dtype([("angle", order + "i2"), ("start", order + "u2"), ("count", order + "u2"),
+                     ("detected", order + "u2"), ("tx_sector", "u1"), ("beam_number", "u1")])
+
+
+def read_all_water_column(source: PathLike | bytes, verify_checksum: bool = True, recover: bool = False
+                          ) -> WaterColumn:
+    """All water-column pings of a ``.wcd``/``.all`` file (path or bytes), a ping's
+    datagrams joined in order. Bad input raises :class:`FormatError`; with ``recover`` a
+    ping whose datagrams do not all arrive (e.g. the recording stopped) is dropped and
+    listed in :attr:`WaterColumn.corrupt` instead."""
+    path, data = load_source(source)
+    order = byte_order(data, path)
+    arr = np.frombuffer(data, np.uint8)
+    head = struct.Struct(order + "HIIHH")
+    info = struct.Struct(order + "6HIhBbB")
+    beam_dtype = _beam_dtype(order)
+    pending: dict[tuple[int, int], dict] = {}
+    done: list[dict] = []
+    for o, n, t in index_datagrams(data, path, order, verify_checksum):
+        if t != TYPE_WATER_COLUMN:
+            continue
+        end = o + 4 + n - 3
+        _, date, ms, counter, serial = head.unpack_from(data, o + 6)
+        b = o + 20
+        if b + _INFO_SIZE > end:
+            raise FormatError(path, b, f"a {_INFO_SIZE}-byte water-column ping info before the ETX at byte {end}")
+        ndg, dgn, ntx, total, nrx, ss, sf, _, _, _, _ = info.unpack_from(data, b)
+        key = (counter, serial)
+        ping = pending.get(key)
+        if ping is None:
+            if dgn != 1 or ndg < 1:
+                raise FormatError(path, o, f"datagram 1 of a water-column ping, found {dgn} of {ndg}")
+            t_ns = epoch_ns(date, ms)
+            if t_ns < 0:
+                raise FormatError(path, o + 8, f"a date YYYYMMDD, found {date}")
+            if ss == 0 or sf == 0:
+                raise FormatError(path, b + 10, f"a positive sound speed and sampling frequency, found {ss}, {sf}")
+            ping = pending[key] = {"row": (t_ns, counter, serial, ss * 0.1, sf * 0.01, o), "ndg": ndg, "total": total,
+                                   "next": 1, "parts": []}
+        if dgn != ping["next"] or ndg != ping["ndg"] or total != ping["total"]:
+            raise FormatError(path, o, f"datagram {ping['next']} of {ping['ndg']} of water-column ping {counter} "
+                                       f"(serial {serial}), found {dgn} of {ndg}")
+        s = b + _INFO_SIZE
+        sectors = arr[s: s + ntx * _SECTOR_SIZE]
+        if s + ntx * _SECTOR_SIZE > end:
+            raise FormatError(path, s, f"{ntx} tx sectors before the ETX at byte {end}")
+        tilt = sectors.reshape(ntx, _SECTOR_SIZE)[:, :2].copy().view(order + "i2").reshape(-1) * np.float32(0.01)
+        sector_no = sectors.reshape(ntx, _SECTOR_SIZE)[:, 4]
+        beam_at, counts, after = walk_beams(arr, s + ntx * _SECTOR_SIZE, end, nrx, _BEAM_HEADER, 4, 1, order == ">",
+                                            path, "water column")
+        check_body_end(path, b + 8, after, end, f"{nrx} water-column beams")
+        hdr = arr[beam_at[:, None] + np.arange(_BEAM_HEADER)].reshape(-1).view(beam_dtype)
+        lookup = {int(k): v for k, v in zip(sector_no.tolist(), tilt.tolist())}
+        missing = np.flatnonzero(~np.isin(hdr["tx_sector"], list(lookup)))
+        if len(missing):
+            k = int(missing[0])
+            raise FormatError(path, int(beam_at[k]) + 8, f"water-column beam {k}: a tx sector number of the "
+                                                         f"datagram's {sorted(lookup)}, found {int(hdr['tx_sector'][k])}")
+        samples, _ = gather_samples(arr, beam_at + _BEAM_HEADER, counts)
+        ping["parts"].append({
+            "beam_angle_deg": hdr["angle"].astype(np.float32) * np.float32(0.01),
+            "tilt_deg": np.array([lookup[k] for k in hdr["tx_sector"].tolist()], np.float32),
+            "start_sample": hdr["start"].astype(np.uint16), "detected_range_samples": hdr["detected"].astype(np.float32),
+            "tx_sector": hdr["tx_sector"], "counts": counts, "samples": samples})
+        ping["next"] += 1
+        if dgn == ndg:
+            beams = sum(len(p["counts"]) for p in ping["parts"])
+            if beams != total:
+                raise FormatError(path, o, f"{total} beams in water-column ping {counter} (serial {serial}), "
+                                           f"its {ndg} datagrams hold {beams}")
+            done.append(pending.pop(key))
+    corrupt = []
+    for ping in sorted(pending.values(), key=lambda p: p["row"][5]):
+        why = (f"all {ping['ndg']} datagrams of water-column ping {ping['row'][1]} (serial {ping['row'][2]}), "
+               f"found {len(ping['parts'])}")
+        if not recover:
+            raise FormatError(path, ping["row"][5], why)
+        corrupt.append((ping["row"][5], why))
+    done.sort(key=lambda p: p["row"][5])
+    wc = _collect(done, path)
+    wc.corrupt = corrupt
+    return wc
+
+
+def _collect(pings: list[dict], path) -> WaterColumn:
+    rows = [p["row"] for p in pings]
+    parts = [part for p in pings for part in p["parts"]]
+    cols = list(zip(*rows)) if rows else [()] * 6
+    beam_start = np.zeros(len(pings) + 1, np.int64)
+    np.cumsum([sum(len(x["counts"]) for x in p["parts"]) for p in pings], out=beam_start[1:])
+    cat = lambda name, dtype: np.concatenate([x[name] for x in parts]).astype(dtype) if parts else np.zeros(0, dtype)
+    sample_start = np.zeros(int(beam_start[-1]) + 1, np.int64)
+    np.cumsum(cat("counts", np.int64), out=sample_start[1:])
+    return WaterColumn(
+        time_ns=np.asarray(cols[0], np.int64), ping_counter=np.asarray(cols[1], np.uint16),
+        head=np.asarray(cols[2], np.uint16), sound_speed_m_s=np.asarray(cols[3], np.float32),
+        sample_rate_hz=np.asarray(cols[4], np.float32), datagram_offset=np.asarray(cols[5], np.int64),
+        beam_start=beam_start, beam_angle_deg=cat("beam_angle_deg", np.float32), tilt_deg=cat("tilt_deg", np.float32),
+        start_sample=cat("start_sample", np.uint16), detected_range_samples=cat("detected_range_samples", np.float32),
+        tx_sector=cat("tx_sector", np.uint8), sample_start=sample_start, amplitude=cat("samples", np.int8), path=path,
+    )
+
+
+def _install_offsets(log: AllLog, wc: WaterColumn) -> np.ndarray:
+    """Per ping ``(P, 3)``: the rx head's position in the XYZ 88 frame (x, y re the active
+    position sensor, z re the tx transducer), from the installation datagram."""
+    ins = log.install
+    pos = log.position
+    use = active_fixes(log)
+    system = int(pos["descriptor"][use][0] & 0x03) if use.any() else 1
+    heads = {}
+    for k, rx in (("R1S", "S2"), ("R2S", "S3")):
+        if k in ins:
+            heads[int(ins[k])] = rx
+    need = ["S1X", "S1Z", f"P{system}X", f"P{system}Y"] + [f"{rx}{a}" for rx in heads.values() for a in "YZ"]
+    missing = [k for k in need if k not in ins] or ([] if heads else ["R1S"])
+    if missing:
+        raise FormatError(log.path, None, f"installation parameters {', '.join(missing)} to place the water column")
+    out = np.zeros((wc.num_pings, 3))
+    for i, serial in enumerate(wc.head.tolist()):
+        rx = heads.get(serial)
+        if rx is None:
+            raise FormatError(wc.path, int(wc.datagram_offset[i]), f"a water-column serial number of the installed rx "
+                                                                   f"heads {sorted(heads)}, found {serial}")
+        out[i] = (float(ins["S1X"]) - float(ins[f"P{system}X"]), float(ins[f"{rx}Y"]) - float(ins[f"P{system}Y"]),
+                  float(ins[f"{rx}Z"]) - float(ins["S1Z"]))
+    return out
+
+
+def all_water_column_world(wc: WaterColumn, log: AllLog, origin: Origin, threshold_db: float | None = None,
+                           top_k: int | None = None, extrapolate: Extrapolation = "none",
+                           max_extrapolation_s: float = 0.0, max_fix_gap_s: float = 5.0) -> SonarWorld:
+    """Water-column samples as world points, each ping placed as the XYZ 88 ping of the same
+    counter and serial number in ``log`` (the chain and fix policy of
+    :func:`formats.kongsberg_all.read_all_world`); pings without one are unplaced. The beams
+    start at their rx head (installation datagram). See
+    :func:`formats.water_column.water_column_world` for the selection."""
+    x = log.xyz
+    rows = ping_rows(np.stack([wc.ping_counter, wc.head], axis=1), np.stack([x.ping["counter"], x.ping["serial"]], 1))
+    poses = poses_for(all_ping_poses(log, origin, extrapolate, max_extrapolation_s, max_fix_gap_s), rows, wc.time_ns,
+                      wc.datagram_offset, "no XYZ 88 ping of this counter and serial number in the log")
+    return water_column_world(wc, poses, _install_offsets(log, wc), origin, threshold_db, top_k)
