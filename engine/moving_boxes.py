@@ -4,9 +4,11 @@ as they are at the point's own time step.
 Moving boxes are given at T time steps (``(T, M, ...)`` arrays, e.g. tracks interpolated at
 the middle of each millisecond of a LiDAR sweep); each point's step follows from its own
 time. One pass over the points: the boxes' bird's-eye footprints (a moving box's is the
-union over its steps) are binned into a uniform grid over the points' extent, and each point
-runs the exact oriented test only against the boxes of its grid cell, a moving box at the
-point's step. Cost O(N + boxes' cells), one call per sweep.
+union over its steps) are binned into :func:`engine.points_in_boxes.make_grid`'s grid over
+the points' extent, and each point runs the exact oriented test only against the boxes of
+its grid cell and the few big boxes left out of the cells, a moving box at the point's step.
+Cost O(N + boxes' cells) for the usual sizes, memory O(N + boxes) whatever the sizes, one
+call per sweep.
 
 The rules are those of :func:`engine.points_in_boxes.points_in_boxes`, per step: inclusive
 bounds grown by ``margin``, ``local = Rᵀ (p − centre)`` in float64, a point inside several
@@ -22,7 +24,15 @@ import numpy as np
 
 from engine._jit import inline, jit
 from engine.cuboid import _check_boxes
-from engine.points_in_boxes import _rows, box_row, build_grid, check_margin, grid_cell, grid_shape, inside_d2
+from engine.points_in_boxes import (
+    _rows,
+    box_row,
+    check_margin,
+    grid_cell,
+    inside_d2,
+    make_grid,
+    nearer,
+)
 
 
 @inline
@@ -37,6 +47,27 @@ def _step_index(offset, step_ns, steps):
     if t < t_n and steps[t] == key:
         return t
     return -1
+
+
+@inline
+def _nearest_at_step(px, py, pz, step, t, slot, base, cen, rmat, half, ids, k0, k1, best, best_d2):
+    """``(box, squared distance, t)``: the nearer (:func:`nearer`) of ``best`` at ``best_d2``
+    and the boxes ``ids[k0:k1]`` that hold the point, a moving one at the point's step row
+    ``t`` (−2: not yet looked up from ``step = (offset, step_ns, steps)``; −1: none)."""
+    for k in range(k0, k1):
+        b = ids[k]
+        e = base[b]
+        if slot[b] >= 0:
+            if t == -2:
+                t = _step_index(step[0], step[1], step[2])
+            if t < 0:
+                continue
+            e += t
+        d2 = inside_d2(px, py, pz, cen, rmat, half, e)
+        if nearer(d2, b, best_d2, best):
+            best_d2 = d2
+            best = b
+    return best, best_d2, t
 
 
 @jit
@@ -74,44 +105,17 @@ def _label_kernel(xyz, offsets, step_ns, steps, centers, sizes, rotations, slot,
                 continue
             cen[e] = c
             side[b] = max(side[b], box_row(c, s, q, margin, rmat[e], half[e], lo[b], hi[b]))
-    # the grid spans the finite points' and the boxes' common bird's-eye extent
-    x0 = y0 = np.inf
-    x1 = y1 = -np.inf
-    for i in range(n):
-        px, py, pz = xyz[i, 0], xyz[i, 1], xyz[i, 2]
-        if math.isfinite(px) and math.isfinite(py) and math.isfinite(pz):
-            x0, x1, y0, y1 = min(x0, px), max(x1, px), min(y0, py), max(y1, py)
-    live = np.flatnonzero(lo[:, 0] <= hi[:, 0])
-    if not len(live):
-        return
-    x0, y0 = max(x0, lo[live, 0].min()), max(y0, lo[live, 1].min())
-    x1, y1 = min(x1, hi[live, 0].max()), min(y1, hi[live, 1].max())
-    if not (x0 <= x1 and y0 <= y1):
-        return
-    per_m, nx, ny = grid_shape(x0, y0, x1, y1, np.median(side[live]))
-    start, boxes = build_grid(lo, hi, x0, y0, per_m, nx, ny)
+    x0, y0, per_m, nx, ny, start, boxes, big = make_grid(xyz, lo, hi, side)
     for i in range(n):
         px, py, pz = xyz[i, 0], xyz[i, 1], xyz[i, 2]
         c = grid_cell(px, py, pz, x0, y0, per_m, nx, ny)
         if c < 0:
             continue
-        t = -2  # the point's step, found at its first moving box
-        best = -1
-        best_d2 = math.inf
-        for k in range(start[c], start[c + 1]):
-            b = boxes[k]
-            e = base[b]
-            if slot[b] >= 0:
-                if t == -2:
-                    t = _step_index(offsets[i], step_ns, steps)
-                if t < 0:
-                    continue
-                e += t
-            d2 = inside_d2(px, py, pz, cen, rmat, half, e)
-            if d2 < best_d2:
-                best_d2 = d2
-                best = b
-        labels[i] = best
+        step = (offsets[i], step_ns, steps)
+        best, best_d2, t = _nearest_at_step(px, py, pz, step, -2, slot, base, cen, rmat, half, boxes, start[c],
+                                            start[c + 1], -1, math.inf)
+        labels[i] = _nearest_at_step(px, py, pz, step, t, slot, base, cen, rmat, half, big, 0, big.shape[0],
+                                     best, best_d2)[0]
 
 
 def _check_moving(centers, sizes, rotations, valid) -> tuple[np.ndarray, ...]:

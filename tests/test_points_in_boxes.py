@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
+from engine import points_in_boxes as pib
 from engine import quaternion as quat
+from engine.moving_boxes import points_in_boxes_at_times
 from engine.points_in_boxes import points_in_boxes
 from tests import naive
 
@@ -139,3 +141,53 @@ def test_rig_point_labels_equal_simulator_hits(drive):
                                           np.bincount(box_hits, minlength=object_ids.max() + 1))
             checked += len(box_hits)
     assert checked > 500
+
+
+def _huge_among_small(rng, n_huge: int, n_small: int, n_points: int, extent_m: float = 200.0):
+    """A sweep over ±``extent_m`` and labels as one annotator could send them: ``n_huge`` boxes
+    0.5 to 1000 km wide around it (first), then ``n_small`` cars among the points."""
+    centers = np.vstack([rng.uniform(-50, 50, (n_huge, 3)), rng.uniform(-extent_m, extent_m, (n_small, 3))])
+    centers[:, 2] = rng.uniform(-1, 2, len(centers))
+    sizes = np.vstack([rng.uniform(5e2, 1e6, (n_huge, 3)), np.tile([4.5, 1.9, 1.6], (n_small, 1))])
+    sizes[:n_huge, 2] = rng.uniform(0.5, 3, n_huge)  # thin slabs: their heights decide which points they hold
+    rotations = quat.from_yaw(rng.uniform(-np.pi, np.pi, len(centers)))
+    xyz = rng.uniform([-extent_m, -extent_m, -3], [extent_m, extent_m, 5], (n_points, 3)).astype(np.float32)
+    return xyz, centers, sizes, rotations
+
+
+@pytest.mark.parametrize("n_huge, n_small", [(200, 201), (10_000, 0), (5_000, 5_001)])
+def test_huge_boxes_keep_the_grid_small_and_the_labels_exact(n_huge, n_small):
+    """Huge boxes among small ones leave the grid's cells (its entries stay within the
+    budget, O(B)) for the big list, and every label is still the reference's."""
+    xyz, c, s, q = _huge_among_small(np.random.default_rng(n_huge), n_huge, n_small, 3000)
+    labels, counts = points_in_boxes(xyz, c, s, q)
+    ref_labels, ref_counts = naive.points_in_boxes(xyz, c, s, q)
+    np.testing.assert_array_equal(labels, ref_labels)
+    np.testing.assert_array_equal(counts, ref_counts)
+    assert np.count_nonzero(counts[:n_huge]) > min(n_huge, 100) // 2
+    *_, nx, ny, start, boxes, big = pib._prepare(xyz, q, c, s, 0.0)
+    b = len(c)
+    assert start.shape == (nx * ny + 1,) and nx * ny <= pib._MAX_CELLS
+    assert len(boxes) <= pib._ENTRIES_PER_BOX * b + pib._MIN_ENTRIES
+    assert np.all(big < n_huge) and np.all(np.diff(big) > 0)  # only huge boxes are big, ascending
+    if n_small:
+        assert len(big) > n_huge // 2
+
+
+def test_huge_moving_boxes_match_the_reference():
+    """The moving-box labeller shares the bounded grid: huge and small boxes, half of them
+    moving over 3 steps (one step without them), each point at its own step."""
+    rng = np.random.default_rng(3)
+    xyz, c, s, q = _huge_among_small(rng, 200, 201, 3000)
+    n_b, t_n = len(c), 3
+    moving = np.arange(0, n_b, 2)
+    shift = np.array([0.0, 7.0, -40.0])[:, None, None] * np.array([1.0, 0.5, 0.0])
+    valid = np.ones((t_n, len(moving)), bool)
+    valid[2, ::3] = False
+    offsets = rng.integers(0, 3 * t_n, len(xyz))  # steps at 0, 3, 6 ns: a point at another time is in no moving box
+    args = (1, c, s, q, moving, np.arange(t_n) * 3, c[moving] + shift, np.broadcast_to(s[moving], (t_n, len(moving), 3)),
+            np.broadcast_to(q[moving], (t_n, len(moving), 4)), valid)
+    got = points_in_boxes_at_times(xyz.astype(np.float64), offsets, *args)
+    ref = naive.boxes_at_times(xyz.astype(np.float64), offsets, *args, 0.0)
+    np.testing.assert_array_equal(got, ref)
+    assert np.count_nonzero(got >= 0) > 100
