@@ -20,7 +20,7 @@ Log times are the header stamps plus :data:`LOG_DELAY_NS` (a scan: its last pack
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import numpy as np
 
@@ -148,11 +148,13 @@ def camera_info(w: BagWriter, cam: Any, stamp_ns: int, frame: str) -> Any:
 
 def write_drive_bag(path: str | Path, drive: Drive, storage: Storage, *, lidar: str = "points",
                     layouts: dict[str, str] | None = None, images: dict[str, str] | None = None,
-                    nan_points: int = 0, odometry: bool = True) -> Path:
+                    nan_points: int = 0, odometry: bool = True,
+                    jpegs: Callable[[str, int], bytes] | None = None) -> Path:
     """Write ``drive`` as a bag (module docstring). ``lidar``: ``"points"`` or
     ``"velodyne"``; ``layouts``: LiDAR name → one of :data:`LAYOUTS` (default the first);
     ``images``: camera name → ``"rgb8"``, ``"bgr8"`` or ``"compressed"`` (default: every
-    camera compressed)."""
+    camera compressed); ``jpegs(camera, frame)``: the compressed images' bytes (default:
+    rendered and encoded here), e.g. the files of the drive's raw log."""
     path = Path(path)
     w = BagWriter(path, storage)
     t0 = int(drive.frame_times_ns[0])
@@ -189,7 +191,8 @@ def write_drive_bag(path: str | Path, drive: Drive, storage: Storage, *, lidar: 
                 w.write(f"/{l.name}/points", "sensor_msgs/msg/PointCloud2", t + LOG_DELAY_NS, m)
         for c in drive.cameras:
             if c.name in images:
-                _write_image(w, drive, c, t + EXPOSURE_OFFSET_NS, images[c.name])
+                jpeg = None if jpegs is None else jpegs(c.name, i)
+                _write_image(w, drive, c, t + EXPOSURE_OFFSET_NS, images[c.name], jpeg)
     w.close()
     return path
 
@@ -207,14 +210,17 @@ def _write_scan(w: BagWriter, lidar: Any, sweep: Sweep) -> None:
             msg(w.store, "velodyne_msgs/msg/VelodyneScan", header=w.header(last, lidar.name.lower()), packets=items))
 
 
-def _write_image(w: BagWriter, drive: Drive, cam: Any, t_img: int, kind: str) -> None:
+def _write_image(w: BagWriter, drive: Drive, cam: Any, t_img: int, kind: str, jpeg: bytes | None) -> None:
+    if jpeg is not None and kind != "compressed":
+        raise ValueError(f"JPEG bytes given for the {kind} images of {cam.name}")
     frame = f"{cam.name.lower()}_optical"
-    rgb = drive.render(cam.name, t_img).rgb
+    rgb = drive.render(cam.name, t_img).rgb if jpeg is None else None
     head = w.header(t_img, frame)
     if kind == "compressed":
+        data = encode_jpeg(rgb, quality=92) if jpeg is None else jpeg
         w.write(f"/{cam.name}/image_raw/compressed", "sensor_msgs/msg/CompressedImage", t_img + LOG_DELAY_NS,
                 msg(w.store, "sensor_msgs/msg/CompressedImage", header=head, format="jpeg",
-                    data=np.frombuffer(encode_jpeg(rgb, quality=92), np.uint8)))
+                    data=np.frombuffer(data, np.uint8)))
     else:
         pixels = rgb[:, :, ::-1] if kind == "bgr8" else rgb
         h, wd, _ = rgb.shape

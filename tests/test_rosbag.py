@@ -131,6 +131,11 @@ def test_cli_import_prepare_and_inspect(bags, drive, capsys):
     assert main(["import", "rosbag", str(bag), "--out", str(bags / "cli_log"), *_bag_args()]) == 0
     assert len(read_log(bags / "cli_log").frames) == len(drive.frame_times_ns)
     assert "imported 1 of 1 scenes" in capsys.readouterr().out
+    assert main(["import", "rosbag", str(bag), "--out", str(bags / "cli_lidar"), "--no-images", *_bag_args()]) == 0
+    lidar_only = read_log(bags / "cli_lidar")
+    assert lidar_only.cameras == () and [l.name for l in lidar_only.lidars] == ["LIDAR_TOP", "LIDAR_FRONT"]
+    assert main(["import", "rosbag", str(bag), "--out", str(bags / "x"), "--scene", "a"]) == 2
+    assert "--scene does not apply" in capsys.readouterr().err
     scene = bags / "cli_scenes" / "drive"
     assert main(["prepare", str(bag), "--out", str(scene), "--workers", "1", *_bag_args()]) == 0
     assert (bags / "cli_scenes" / "drive.rawlog" / "log.json").exists()

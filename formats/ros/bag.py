@@ -27,8 +27,14 @@ SHIPPED_MSGS = {
     "velodyne_msgs/msg/VelodynePacket": "builtin_interfaces/Time stamp\nuint8[1206] data",
     "velodyne_msgs/msg/VelodyneScan": "std_msgs/Header header\nvelodyne_msgs/VelodynePacket[] packets",
 }
-FAST_TYPES = ("std_msgs/msg/Header", "sensor_msgs/msg/PointCloud2", "sensor_msgs/msg/PointField",
-              "sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage", *SHIPPED_MSGS)
+_HEADER = "std_msgs/msg/Header"
+# the types parsed from their bytes (formats.ros.wire) and the types their layout includes
+FAST_TYPES = {
+    "sensor_msgs/msg/PointCloud2": (_HEADER, "sensor_msgs/msg/PointField"),
+    "sensor_msgs/msg/Image": (_HEADER,),
+    "sensor_msgs/msg/CompressedImage": (_HEADER,),
+    "velodyne_msgs/msg/VelodyneScan": (_HEADER, "velodyne_msgs/msg/VelodynePacket", "builtin_interfaces/msg/Time"),
+}
 
 
 class BagReadError(FormatError):
@@ -180,30 +186,43 @@ def _definitions(conn: Any) -> dict[str, Any]:
 
 def _typestore(path: Path, connections: list[Any], ros1: bool) -> tuple[Any, dict[str, str]]:
     """The bag's definitions + the standard store's + :data:`SHIPPED_MSGS`, and the fast-parsed
-    types the bag redefines (type -> why it cannot be read)."""
+    types the bag redefines (type -> why it cannot be read). The common case — the bag agrees
+    with the standard definitions — only generates code for the types the standard lacks."""
     from rosbags.typesys import Stores, TypesysError, get_types_from_msg, get_typestore
 
-    standard = get_typestore(Stores.ROS1_NOETIC if ros1 else Stores.ROS2_HUMBLE)
-    shipped: dict[str, Any] = {}
-    for name, text in SHIPPED_MSGS.items():
-        shipped.update(get_types_from_msg(text, name))
-    standard.register(shipped)
-    store = get_typestore(Stores.EMPTY)
+    kind = Stores.ROS1_NOETIC if ros1 else Stores.ROS2_HUMBLE
+    standard = get_typestore(kind)  # a fresh copy of rosbags' module: registering stays local
     own: dict[str, Any] = {}
+    parsed: set[tuple[Any, str]] = set()
     for conn in connections:
+        if (conn.msgdef.format, conn.msgdef.data) in parsed:
+            continue
+        parsed.add((conn.msgdef.format, conn.msgdef.data))
         try:
             own.update(_definitions(conn))
         except TypesysError as exc:
             raise FormatError(path, None, f"topic {conn.topic}: a parsable {conn.msgtype} definition ({exc})") from None
+    shipped: dict[str, Any] = {}
+    for name, text in SHIPPED_MSGS.items():
+        shipped.update(get_types_from_msg(text, name))
+
+    def fields(defs: Any) -> list:
+        return [(f[0].lower(), f[1]) for f in defs[1]]
+
+    differ = {k for k, v in own.items() if k in standard.fielddefs and fields(v) != fields(standard.fielddefs[k])}
     try:
-        store.register(own)
+        if differ:  # the bag's own definitions win: a store of them, then the standard rest
+            store = get_typestore(Stores.EMPTY)
+            store.register(own)
+            store.register({k: v for k, v in {**standard.fielddefs, **shipped}.items() if k not in store.fielddefs})
+        else:
+            store = get_typestore(kind)
+            store.register({k: v for k, v in {**shipped, **own}.items() if k not in store.fielddefs})
     except TypesysError as exc:
         raise FormatError(path, None, f"consistent message definitions ({exc})") from None
-    store.register({k: v for k, v in standard.fielddefs.items() if k not in store.fielddefs})
-
-    def fields(s: Any, name: str) -> list:
-        return [(f[0].lower(), f[1]) for f in s.fielddefs[name][1]]
-
-    broken = {t: f"the bag defines {t} differently from the standard definition Fathom parses"
-              for t in FAST_TYPES if fields(store, t) != fields(standard, t)}
+    standard.register(shipped)
+    redefined = {t for t in standard.fielddefs if t in store.fielddefs
+                 and fields(store.fielddefs[t]) != fields(standard.fielddefs[t])}
+    broken = {t: f"the bag defines {sorted(redefined & {t, *deps})} differently from the standard definitions "
+                 f"Fathom parses" for t, deps in FAST_TYPES.items() if redefined & {t, *deps}}
     return store, broken

@@ -34,7 +34,7 @@ from engine.se3 import SE3
 from engine.sweep import Sweep
 from formats.errors import FormatError
 from formats.jpeg import encode_jpeg
-from formats.pcap import udp_pcap_bytes
+from formats.pcap import GLOBAL_HEADER_SIZE, udp_pcap_bytes
 from formats.pcd import write_pcd
 from formats.raw_log import LogLidar, write_log_manifest, write_pose_table
 from formats.ros.bag import Bag, bag_name
@@ -96,7 +96,7 @@ def camera(idx: BagIndex, s: SensorIndex) -> Camera:
     try:
         fov = idx.options.number(s.topic, "max_fov_deg")
         k = camera_intrinsics(idx.camera_infos[info_topic], "image_rect" in s.topic,
-                              None if fov is None else float(np.radians(fov)))
+                              None if fov is None else float(np.radians(fov)), s.size)
     except MessageError as exc:
         raise FormatError(idx.bag.path, None, f"topic {info_topic} message #0: {exc}") from None
     if s.size is not None and s.size != (k.width, k.height):
@@ -161,20 +161,33 @@ def bag_to_raw_log(bag_path: str | os.PathLike, log_dir: str | os.PathLike, opti
                 lidars.append(s)
             else:
                 cameras.append(camera(idx, s))
-        if root.exists():
-            shutil.rmtree(root)
-        root.mkdir(parents=True)
-        log_lidars = [_log_lidar(idx, s, i, root) for i, s in enumerate(lidars)]
-        frames, issues = _write_frames(idx, plan, root, strict)
+        work = _fresh(root)
+        log_lidars = [_log_lidar(idx, s, i, work) for i, s in enumerate(lidars)]
+        frames, issues = _write_frames(idx, plan, work, strict)
     issues = idx.issues + frame_issues + issues + [Issue("(poses)", None, n) for n in notes]
     covered = [(i, f["timestamp_ns"]) for i, f in enumerate(frames)
                if not poses.track.start_ns <= f["timestamp_ns"] <= poses.track.end_ns]
     issues += [Issue("(poses)", t, f"frame {i} lies outside the pose track "
                                    f"[{poses.track.start_ns}, {poses.track.end_ns}] ns") for i, t in covered]
-    write_pose_table(root, poses.track)
-    write_log_manifest(root, log_id=log_id or bag_name(bag_path), origin=poses.origin,
+    write_pose_table(work, poses.track)
+    write_log_manifest(work, log_id=log_id or bag_name(bag_path), origin=poses.origin,
                        lidars=log_lidars, cameras=cameras, frames=frames)
+    if root.exists():
+        shutil.rmtree(root)
+    work.rename(root)
     return Conversion(root, len(frames), poses.source, issues, idx.start_ns)
+
+
+def _fresh(root: Path) -> Path:
+    """An empty work directory beside ``root``, renamed to it once the log is complete;
+    ValueError when ``root`` holds something other than a raw log (it would be replaced)."""
+    if root.exists() and (not root.is_dir() or (any(root.iterdir()) and not (root / "log.json").exists())):
+        raise ValueError(f"{root} exists and is not a raw log: the conversion replaces its output directory")
+    work = root.with_name(root.name + ".converting")
+    if work.exists():
+        shutil.rmtree(work)  # left by a conversion that did not finish
+    work.mkdir(parents=True)
+    return work
 
 
 def _log_lidar(idx: BagIndex, s: SensorIndex, sensor_id: int, root: Path) -> LogLidar:
@@ -204,33 +217,43 @@ def _write_frames(idx: BagIndex, plan: FramePlan, root: Path, strict: bool) -> t
             if r >= 0:
                 wanted.setdefault((topic, s.index[r]), []).append(f)
     entries = [{"timestamp_ns": int(t), "lidar": {}, "images": {}} for t in plan.times_ns]
-    packets = {t: [] for t, s in idx.sensors.items() if s.msgtype == "velodyne_msgs/msg/VelodyneScan"}
-    good = {t: set(idx.sensors[t].index) for t in packets}
-    issues: list[Issue] = []
-    for topic, k, log_ns, raw in idx.bag.messages(idx.sensors, stop_ns=idx.stop_log_ns):
-        s = idx.sensors[topic]
-        try:
-            if topic in packets:
-                if k not in good[topic]:
-                    continue  # reported by the first pass
-                scan = read_velodyne_scan(raw, ros1)
-                packets[topic].append((scan.packets.copy(), scan.packet_stamps_ns))
-                continue
-            for f in wanted.get((topic, k), []):
-                _write_one(root, s, entries[f], f, raw, ros1, quality, idx)
-        except (MessageError, ValueError) as exc:
-            err = idx.fail(topic, k, str(exc))
-            if strict:
-                raise err from None
-            issues.append(Issue(topic, log_ns, f"message #{k} left out: {exc}", err))
-    for topic, parts in packets.items():
-        name = idx.sensors[topic].name
-        stamps = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.int64)
-        data = np.concatenate([p[0] for p in parts]) if parts else np.zeros((0, 1206), np.uint8)
+    scans = [t for t, s in idx.sensors.items() if s.msgtype == "velodyne_msgs/msg/VelodyneScan"]
+    good = {t: set(idx.sensors[t].index) for t in scans}
+    stamps: dict[str, list[np.ndarray]] = {t: [] for t in scans}
+    if scans:
         (root / "lidar").mkdir(exist_ok=True)
-        (root / f"lidar/{name}.pcap").write_bytes(udp_pcap_bytes(data, stamps, nanosecond=True))
-        for f, (a, b) in enumerate(plan.windows_ns.tolist()):
-            if np.any((stamps >= a) & (stamps < b)):
+    pcaps = {t: open(root / f"lidar/{idx.sensors[t].name}.pcap", "wb") for t in scans}
+    issues: list[Issue] = []
+    try:
+        for topic, k, log_ns, raw in idx.bag.messages(idx.sensors, stop_ns=idx.stop_log_ns):
+            s = idx.sensors[topic]
+            try:
+                if topic in pcaps:
+                    if k in good[topic]:  # the others are reported by the first pass
+                        scan = read_velodyne_scan(raw, ros1)
+                        data = udp_pcap_bytes(scan.packets, scan.packet_stamps_ns, nanosecond=True)
+                        pcaps[topic].write(data if not stamps[topic] else data[GLOBAL_HEADER_SIZE:])
+                        stamps[topic].append(scan.packet_stamps_ns)
+                    continue
+                for f in wanted.get((topic, k), []):
+                    _write_one(root, s, entries[f], f, raw, ros1, quality)
+            except (MessageError, ValueError) as exc:
+                err = idx.fail(topic, k, str(exc))
+                if strict:
+                    raise err from None
+                issues.append(Issue(topic, log_ns, f"message #{k} left out: {exc}", err))
+    finally:
+        for fh in pcaps.values():
+            fh.close()
+    for topic in scans:
+        name = idx.sensors[topic].name
+        times = np.sort(np.concatenate(stamps[topic])) if stamps[topic] else np.zeros(0, np.int64)
+        if not stamps[topic]:
+            (root / f"lidar/{name}.pcap").write_bytes(udp_pcap_bytes(np.zeros((0, 1206), np.uint8), times,
+                                                                     nanosecond=True))
+        counts = np.searchsorted(times, plan.windows_ns[:, 1]) - np.searchsorted(times, plan.windows_ns[:, 0])
+        for f, ((a, b), n) in enumerate(zip(plan.windows_ns.tolist(), counts.tolist())):
+            if n:
                 entries[f]["lidar"][name] = {"start_ns": int(a), "end_ns": int(b)}
             else:
                 issues.append(Issue(topic, int(a), f"frame {f} has no packet in its window; the frame goes without "
@@ -241,8 +264,7 @@ def _write_frames(idx: BagIndex, plan: FramePlan, root: Path, strict: bool) -> t
     return kept, issues
 
 
-def _write_one(root: Path, s: SensorIndex, entry: dict, f: int, raw: bytes, ros1: bool, quality: int,
-               idx: BagIndex) -> None:
+def _write_one(root: Path, s: SensorIndex, entry: dict, f: int, raw: bytes, ros1: bool, quality: int) -> None:
     """Write one message's file for frame ``f`` and enter it in the frame's manifest entry."""
     frame_ns = entry["timestamp_ns"]
     if s.msgtype == "sensor_msgs/msg/PointCloud2":

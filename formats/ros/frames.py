@@ -82,7 +82,11 @@ def match(centres_ns: np.ndarray, targets_ns: np.ndarray, tolerance_ns: int) -> 
 
 
 def plan_frames(idx: BagIndex) -> tuple[FramePlan, list[Issue]]:
-    """The frames and matches of the module docstring, and an issue per frame missing a topic."""
+    """The frames and matches of the module docstring, and an issue per frame missing a topic
+    (no frames without a reference topic)."""
+    if idx.reference is None:
+        none = np.zeros(0, np.int64)
+        return FramePlan(none, none, DEFAULT_PERIOD_NS, {}, np.zeros((0, 2), np.int64)), []
     ref = idx.sensors[idx.reference]
     rows = _reference_rows(ref, idx.options.frame_rate_hz)
     times = np.array(ref.stamp_ns, np.int64)[rows]

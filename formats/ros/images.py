@@ -105,15 +105,18 @@ def _field(info: Any, name: str) -> Any:
     return getattr(info, name) if hasattr(info, name) else getattr(info, name.upper())
 
 
-def camera_intrinsics(info: Any, rectified_topic: bool = False, max_fov_rad: float | None = None
-                      ) -> CameraIntrinsics:
+def camera_intrinsics(info: Any, rectified_topic: bool = False, max_fov_rad: float | None = None,
+                      image_size: tuple[int, int] | None = None) -> CameraIntrinsics:
     """A deserialised CameraInfo → intrinsics (see the module docstring for the models);
+    ``image_size`` ``(width, height)`` stands in for a CameraInfo that leaves its size 0.
     MessageError for what Fathom does not model."""
     model = str(info.distortion_model).strip().lower()
     d = np.asarray(_field(info, "d"), np.float64).ravel()
     k = np.asarray(_field(info, "k"), np.float64).ravel()
     p = np.asarray(_field(info, "p"), np.float64).ravel()
     width, height = int(info.width), int(info.height)
+    if (width == 0 or height == 0) and image_size is not None:
+        width, height = image_size
     if int(info.binning_x) > 1 or int(info.binning_y) > 1:
         raise MessageError(f"an unbinned camera, found binning {info.binning_x}x{info.binning_y}")
     roi = info.roi

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import simplejpeg
 
 from formats.errors import FormatError
 from formats.ros.bag import Bag, BagReadError
@@ -62,7 +63,8 @@ class SensorIndex:
     log_ns: list[int] = field(default_factory=list)
     stamp_ns: list[int] = field(default_factory=list)   # frame time it would give (scan: first packet)
     centre_ns: list[int] = field(default_factory=list)
-    frame_id: str = ""
+    frame_id: str = ""                                   # the first message's
+    other_frame: str = ""                                # a different one seen later (reported once)
     rule: PointTime | None = None                        # PointCloud2 per-point time
     product_ids: dict[int, int] = field(default_factory=dict)  # VelodyneScan product id -> packets
     size: tuple[int, int] | None = None                  # images: (width, height) of the first one
@@ -86,7 +88,7 @@ class BagIndex:
     bag: Bag
     options: BagOptions
     sensors: dict[str, SensorIndex]
-    reference: str
+    reference: str | None  # None: no sensor topic (inspect only)
     camera_infos: dict[str, Any] = field(default_factory=dict)      # topic -> first CameraInfo
     info_frames: dict[str, str] = field(default_factory=dict)       # topic -> its frame_id
     tree: TransformTree = field(default_factory=TransformTree)
@@ -106,7 +108,9 @@ class BagIndex:
 def sensor_topics(bag: Bag, options: BagOptions) -> list[str]:
     """The sensor topics to use (FormatError naming a missing or unreadable one)."""
     types = {t: i.msgtype for t, i in bag.topics.items()}
-    topics = list(options.topics) if options.topics else default_sensor_topics(types)
+    # by default the topics Fathom cannot parse are left out (index_bag reports them)
+    topics = list(options.topics) if options.topics else [t for t in default_sensor_topics(types)
+                                                            if not bag.topics[t].definition_error]
     for t in topics:
         if t not in bag.topics:
             raise FormatError(bag.path, None, f"topic {t} in the bag (it has {sorted(bag.topics)})")
@@ -123,15 +127,16 @@ def sensor_topics(bag: Bag, options: BagOptions) -> list[str]:
 
 
 def index_bag(bag: Bag, options: BagOptions, every_topic: bool = False) -> BagIndex:
-    """The first pass (module docstring); ``every_topic`` also counts topics Fathom ignores."""
+    """The first pass (module docstring); ``every_topic`` (inspect) also counts the topics
+    Fathom ignores and accepts a bag without sensor topics."""
     topics = sensor_topics(bag, options)
     names = sensor_names(topics, options)
     lidars = [t for t in topics if bag.topics[t].msgtype in LIDAR_TYPES]
     reference = options.reference or (lidars[0] if lidars else (topics[0] if topics else None))
-    if reference is None:
+    if reference is None and not every_topic:
         raise FormatError(bag.path, None, f"a LiDAR or camera topic ({', '.join(SENSOR_TYPES)}); the bag has "
                                           f"{ {t: i.msgtype for t, i in bag.topics.items()} }")
-    if reference not in topics:
+    if reference is not None and reference not in topics:
         raise FormatError(bag.path, None, f"--reference-sensor {reference}: one of the sensor topics {topics}")
     idx = BagIndex(bag, options, {t: SensorIndex(t, bag.topics[t].msgtype, names[t]) for t in topics}, reference)
     small = {t for t, i in bag.topics.items()
@@ -155,6 +160,8 @@ def index_bag(bag: Bag, options: BagOptions, every_topic: bool = False) -> BagIn
                                                           f"{exc.expected}", exc))
     for s in idx.sensors.values():
         idx.issues += timing_issues(s)
+    idx.issues += [Issue(t, None, f"left out: {i.definition_error}") for t, i in bag.topics.items()
+                   if i.definition_error and i.msgtype in SENSOR_TYPES and t not in idx.sensors]
     return idx
 
 
@@ -185,6 +192,9 @@ def _sensor(idx: BagIndex, s: SensorIndex, k: int, log_ns: int, raw: bytes) -> N
             cim = read_compressed_image(raw, ros1)
             stamp, frame = cim.stamp_ns, cim.frame_id
             centre = stamp
+            if s.size is None and cim.data[:2].tobytes() == b"\xff\xd8":
+                height, width = simplejpeg.decode_jpeg_header(cim.data.tobytes())[:2]
+                s.size = (width, height)
     except (MessageError, ValueError) as exc:
         err = idx.fail(s.topic, k, str(exc))
         idx.issues.append(Issue(s.topic, log_ns, f"message #{k} left out: {exc}", err))
@@ -193,10 +203,11 @@ def _sensor(idx: BagIndex, s: SensorIndex, k: int, log_ns: int, raw: bytes) -> N
     s.log_ns.append(log_ns)
     s.stamp_ns.append(stamp)
     s.centre_ns.append(centre)
-    if not s.frame_id:
-        s.frame_id = frame.lstrip("/")
-    elif frame.lstrip("/") != s.frame_id and len(s.index) > 1 and not any(
-            i.topic == s.topic and "frame_id" in i.text for i in idx.issues):
+    frame = frame.lstrip("/")
+    if len(s.index) == 1:
+        s.frame_id = frame
+    elif frame != s.frame_id and not s.other_frame:
+        s.other_frame = frame
         idx.issues.append(Issue(s.topic, stamp, f"message #{k} has frame_id {frame!r}, the first had {s.frame_id!r}; "
                                                 f"the first is used"))
 

@@ -71,7 +71,8 @@ def inspect_lines(bag_path: str | os.PathLike, options: BagOptions = BagOptions(
         out += ["  ".join(v.ljust(w) for v, w in zip(r[:6], widths)) + "  " + r[6] for r in rows]
         plan, frame_issues = plan_frames(idx)
         out.append(f"poses: {poses}")
-        out.append(f"frames: {len(plan.times_ns)} cut by {idx.reference} every {plan.period_ns / 1e6:g} ms")
+        out.append(f"frames: {len(plan.times_ns)} cut by {idx.reference} every {plan.period_ns / 1e6:g} ms"
+                   if idx.reference else "frames: none (no LiDAR or camera topic Fathom reads)")
         issues = idx.issues + frame_issues
         out.append(f"issues: {len(issues) + len(notes)}")
         out += [f"  {i.line(start)}" for i in issues] + [f"  (poses): {n}" for n in notes]

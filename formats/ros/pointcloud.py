@@ -21,11 +21,13 @@ the topic and message.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 
+from engine._jit import jit
 from engine.sweep import Sweep
 from formats.ros.wire import POINT_FIELD_TYPES, MessageError, PointCloud2
 
@@ -146,13 +148,14 @@ def detect_time(rec: np.ndarray, stamp_ns: int) -> PointTime:
                        f"under 1 s in ns nor a UNIX time in µs or ns (header stamp {stamp_ns} ns): give its unit")
 
 
-def time_offsets_ns(rec: np.ndarray, rule: PointTime, stamp_ns: int) -> np.ndarray | None:
-    """``(N,) int64`` per-point time minus ``stamp_ns`` by ``rule`` (None without a time field)."""
-    if rule.field is None:
-        return None
+def _field(rec: np.ndarray, rule: PointTime) -> np.ndarray:
     if rule.field not in (rec.dtype.names or ()):
         raise MessageError(f"the per-point time field {rule.field!r} (fields: {list(rec.dtype.names or ())})")
-    v = rec[rule.field]
+    return rec[rule.field]
+
+
+def _offsets_ns(v: np.ndarray, rule: PointTime, stamp_ns: int) -> np.ndarray:
+    """Per-point times ``v`` (the field's values) → int64 ns from ``stamp_ns``."""
     scale = _NS_PER[rule.unit]
     if v.dtype.kind == "f":
         v = v.astype(np.float64)
@@ -165,6 +168,11 @@ def time_offsets_ns(rec: np.ndarray, rule: PointTime, stamp_ns: int) -> np.ndarr
     return ns if rule.relative else ns - np.int64(stamp_ns)
 
 
+def time_offsets_ns(rec: np.ndarray, rule: PointTime, stamp_ns: int) -> np.ndarray | None:
+    """``(N,) int64`` per-point time minus ``stamp_ns`` by ``rule`` (None without a time field)."""
+    return None if rule.field is None else _offsets_ns(_field(rec, rule), rule, stamp_ns)
+
+
 def _points(msg: PointCloud2) -> tuple[np.ndarray, np.ndarray]:
     """The records of the points with a return and their ``(N, 3) float32`` positions."""
     rec = cloud_records(msg)
@@ -175,8 +183,21 @@ def _points(msg: PointCloud2) -> tuple[np.ndarray, np.ndarray]:
     xyz = np.empty((len(rec), 3), np.float32)
     for k, axis in enumerate("xyz"):
         xyz[:, k] = rec[axis]
-    keep = np.isfinite(xyz).all(axis=1) & (xyz != 0).any(axis=1)
-    return (rec, xyz) if keep.all() else (rec[keep], xyz[keep])
+    keep = np.empty(len(rec), np.bool_)
+    n = _with_return(xyz, keep)
+    return (rec, xyz) if n == len(rec) else (rec[keep], xyz[keep])
+
+
+@jit
+def _with_return(xyz, keep):
+    """``keep[i]``: point ``i`` has finite coordinates and is not the origin; returns how many."""
+    n = 0
+    for i in range(xyz.shape[0]):
+        x, y, z = xyz[i, 0], xyz[i, 1], xyz[i, 2]
+        ok = math.isfinite(x) and math.isfinite(y) and math.isfinite(z) and (x != 0.0 or y != 0.0 or z != 0.0)
+        keep[i] = ok
+        n += ok
+    return n
 
 
 def cloud_sweep(msg: PointCloud2, rule: PointTime | None = None) -> Sweep:
@@ -197,16 +218,24 @@ def cloud_sweep(msg: PointCloud2, rule: PointTime | None = None) -> Sweep:
 
 
 def cloud_time_rule(msg: PointCloud2) -> PointTime:
-    """:func:`detect_time` on the cloud's points with a return."""
-    rec, _ = _points(msg)
-    return detect_time(rec, msg.stamp_ns)
+    """:func:`detect_time` on the cloud's records."""
+    return detect_time(cloud_records(msg), msg.stamp_ns)
 
 
 def time_span_ns(msg: PointCloud2, rule: PointTime) -> tuple[int, int]:
-    """``(first, last)`` absolute per-point time of the cloud's points with a return (the
-    header stamp twice without per-point times or points)."""
-    rec, _ = _points(msg)
-    offsets = time_offsets_ns(rec, rule, msg.stamp_ns)
-    if offsets is None or len(offsets) == 0:
+    """``(first, last)`` absolute per-point time of the cloud (the header stamp twice without
+    per-point times or points); rows whose time is not finite are left out. One strided pass
+    over the time field: no point is copied."""
+    if rule.field is None:
         return msg.stamp_ns, msg.stamp_ns
-    return msg.stamp_ns + int(offsets.min()), msg.stamp_ns + int(offsets.max())
+    v = _field(cloud_records(msg), rule)
+    if v.dtype.kind == "f":
+        v = v[np.isfinite(v)]
+    if len(v) == 0:
+        return msg.stamp_ns, msg.stamp_ns
+    lo, hi = _offsets_ns(np.array([v.min(), v.max()], v.dtype), rule, msg.stamp_ns)
+    return msg.stamp_ns + int(lo), msg.stamp_ns + int(hi)
+
+
+def _warmup() -> None:
+    _with_return(np.zeros((2, 3), np.float32), np.empty(2, np.bool_))
