@@ -11,10 +11,13 @@ exports), ``annotator`` (+ write labels), ``admin`` (+ label history and rescans
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_ORIGIN = re.compile(r"https?://[^/?#\s]+", re.ASCII)  # an Origin header's value: no path, no trailing slash
 
 
 class Settings(BaseSettings):
@@ -30,8 +33,21 @@ class Settings(BaseSettings):
     cache_bytes: int = Field(256 << 20, ge=0, description="LRU of serialised frame payloads")
     gzip_level: int = Field(1, ge=1, le=9, description="gzip level when a client accepts gzip")
     warmup: bool = Field(True, description="compile the engine kernels at start-up (off only for quick test servers)")
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="browser origins (scheme://host[:port]) allowed to call the API from another site, or [\"*\"] "
+                    "for any (env FATHOM_CORS_ORIGINS, a JSON list); empty: no CORS headers")
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, origins: list[str]) -> list[str]:
+        for origin in origins:
+            if origin != "*" and not _ORIGIN.fullmatch(origin):
+                raise ValueError(f"a CORS origin is scheme://host[:port] with no path or trailing slash (or '*'), "
+                                 f"got {origin!r}")
+        return origins
 
     @property
     def label_db_path(self) -> Path:

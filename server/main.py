@@ -18,8 +18,10 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from formats.errors import FormatError
+from server.access_log import install as redact_tokens_in_access_log
 from server.auth import load_tokens
 from server.config import Settings
+from server.cors import add_cors
 from server.deps import AppState, SceneRegistry
 from server.imported_labels import seed_all
 from server.label_events import LabelEvents
@@ -40,6 +42,7 @@ from server.routes import (
     scenes,
     viewer,
 )
+from server.store_errors import DamagedScene, damaged_scene
 
 log = logging.getLogger("fathom.server")
 
@@ -79,6 +82,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.fathom = state
     app.state.label_events = label_events
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    add_cors(app, settings.cors_origins)  # outside the size limit: a 413 carries CORS headers too
+    redact_tokens_in_access_log()  # a viewer link's ?token= never reaches the access log
     for module in (health, viewer):
         app.include_router(module.router)
     for module in (scenes, frames, images, labels, label_history, events, ontology, exports):
@@ -99,10 +104,14 @@ def create_app(settings: Settings) -> FastAPI:
     async def track_conflict(request: Request, exc: TrackConflict) -> JSONResponse:
         return conflict(exc)
 
+    app.add_exception_handler(DamagedScene, damaged_scene)
+
     @app.exception_handler(FormatError)
     async def store_error(request: Request, exc: FormatError) -> JSONResponse:
+        # the message names a server path: the log gets it, the client does not
         log.error("scene store error on %s %s: %s", request.method, request.url.path, exc)
-        return JSONResponse({"detail": f"stored scene data is invalid: {exc.expected}"}, status_code=500)
+        return JSONResponse({"detail": "stored scene data is damaged or unreadable (the server log has the details)"},
+                            status_code=500)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -3,7 +3,8 @@
 A :class:`Payload` is the serialised body plus a strong ETag derived from what it was made
 of (the stored files' digests and the request options), so a revalidation (``If-None-Match``)
 never needs the body. :class:`PayloadCache` keeps recently served bodies (LRU by bytes);
-:func:`respond` answers 304 on a matching ETag and gzips when the client accepts it.
+:func:`respond` answers 304 on a matching ETag, 206 to a byte range, and gzips when the client
+accepts it.
 """
 
 from __future__ import annotations
@@ -21,12 +22,23 @@ import pyarrow.ipc as ipc
 from fastapi import Request, Response
 
 from formats.scene_store import QUANTISED_COLUMNS, XYZ_COLUMNS, Scene, arrow_array, positions
+from server.byte_ranges import UNSATISFIABLE, byte_range, if_range_holds
+from server.responses import errors
+from server.store_errors import DAMAGED
 
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
 RAW_XYZ = "application/octet-stream"
 PointFormat = Literal["arrow", "raw"]
 PointFrame = Literal["world", "ego"]
 Compression = Literal["lz4", "zstd"]  # Arrow IPC buffer compression (LZ4 frame, Zstandard)
+# OpenAPI ``responses`` of a route answered by :func:`respond`, besides 200
+DATA_RESPONSES: dict[int | str, dict] = {
+    206: {"description": "the byte range asked (Range: bytes=a-b, a- or -n; If-Range honoured) of the unencoded "
+                         "body, Content-Range says which"},
+    304: {"description": "not modified (If-None-Match)"},
+    416: {"description": "the Range starts past the end of the body (Content-Range: bytes */size)"},
+    **errors((500, DAMAGED)),
+}
 
 
 @dataclass(frozen=True)
@@ -164,10 +176,20 @@ def _matches(request: Request, etag: str) -> bool:
 
 def respond(request: Request, payload: Payload, cache: PayloadCache | None = None, gzip_level: int = 1,
             key: tuple | None = None) -> Response:
-    """304 if ``If-None-Match`` matches, else the body — gzipped (ETag suffixed ``-gz``)
-    when the client accepts gzip and the payload is compressible."""
-    use_gzip = payload.compressible and accepts_gzip(request)
-    if use_gzip:
+    """The answer to a GET or HEAD of ``payload``.
+
+    304 if ``If-None-Match`` matches. A GET with a single byte ``Range`` (and an ``If-Range``
+    naming this ETag, if any) gets 206 with that part of the unencoded payload (a range
+    request is never gzipped: the offsets are the payload's own) or 416 with
+    ``Content-Range: bytes */size``. Otherwise the whole body, gzipped (ETag suffixed ``-gz``)
+    when the client accepts gzip and the payload is compressible. HEAD gets the headers a
+    GET would (``Content-Length`` included) and no body; it ignores ``Range``.
+    """
+    span = None
+    if request.method == "GET" and "range" in request.headers and if_range_holds(
+            request.headers.get("if-range"), payload.etag):
+        span = byte_range(request.headers["range"], payload.size)
+    if span is None and payload.compressible and accepts_gzip(request):
         plain = payload
         gz_etag = plain.etag[:-1] + '-gz"'
 
@@ -177,8 +199,16 @@ def respond(request: Request, payload: Payload, cache: PayloadCache | None = Non
 
         payload = cache.get(key + ("gzip",), build) if cache is not None and key is not None else build()
     headers = {"ETag": payload.etag, "Vary": "Accept-Encoding, Authorization",
-               "Cache-Control": "private, no-cache"}
+               "Cache-Control": "private, no-cache", "Accept-Ranges": "bytes"}
     if _matches(request, payload.etag):
         return Response(status_code=304, headers=headers)
     headers.update(payload.headers)
+    if span == UNSATISFIABLE:
+        return Response(status_code=416, headers={**headers, "Content-Range": f"bytes */{payload.size}"})
+    if span is not None:
+        first, last = span
+        return Response(memoryview(payload.body)[first:last + 1], status_code=206, media_type=payload.media_type,
+                        headers={**headers, "Content-Range": f"bytes {first}-{last}/{payload.size}"})
+    if request.method == "HEAD":
+        return Response(media_type=payload.media_type, headers={**headers, "Content-Length": str(payload.size)})
     return Response(payload.body, media_type=payload.media_type, headers=headers)

@@ -1,5 +1,5 @@
 """The viewer page in a real browser: Debian's headless Chromium driven by Playwright
-(never a downloaded browser), against a real uvicorn process."""
+(never a downloaded browser), against a real ``fathom serve`` process with its access log."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from tests.server_scene import car_track, write_scene
-from tests.test_server_process import Server
+from tests.test_server_data_process import Serve
 
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -35,7 +35,7 @@ def test_viewer_draws_points_boxes_and_camera(tmp_path):
     from playwright.sync_api import sync_playwright
 
     write_scene(tmp_path / "scenes")
-    server = Server(tmp_path / "scenes", tmp_path / "labels.sqlite3")
+    server = Serve(tmp_path / "scenes", tmp_path / "labels.sqlite3", tmp_path / "serve.log")
     url = server.start()
     try:
         r = httpx.put(url + "/v1/scenes/demo/labels", json={"tracks": [car_track()]},
@@ -70,10 +70,18 @@ def test_viewer_draws_points_boxes_and_camera(tmp_path):
                 assert page.evaluate("document.getElementById('camera-image').naturalWidth") == 64
                 assert not problems, problems
                 assert not outside, outside
+                # the link's token left the address bar at once; the tab keeps it for reloads
+                assert page.url == f"{url}/viewer/demo", page.url
+                assert page.evaluate("sessionStorage.getItem('fathom-token')") == "viewer-token-1"
+                page.reload()
+                state = _wait(page, "ready")
+                assert state["error"] is None and state["points"] > 1000 and "token" not in page.url, state
                 # a wrong token shows an error, not a broken page
                 page.goto(f"{url}/viewer/demo?token=wrong-token-xyz")
                 assert "401" in _wait(page, "error")["error"]
+                assert "token" not in page.url
             finally:
                 ctx.close()
     finally:
-        server.stop()
+        log = server.stop()
+    assert "/viewer/demo?token=***" in log and "viewer-token-1" not in log and "wrong-token-xyz" not in log

@@ -7,30 +7,43 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
+from formats.errors import FormatError
 from server.boxes import frame_boxes, prepared_boxes
 from server.deps import FrameDep, SceneDep, State, Viewer
 from server.errors import invalid
-from server.payloads import (ARROW_STREAM, RAW_XYZ, Compression, Payload, accepts_gzip, point_fields, points_payload,
-                             respond)
+from server.payloads import (
+    ARROW_STREAM,
+    DATA_RESPONSES,
+    RAW_XYZ,
+    Compression,
+    Payload,
+    accepts_gzip,
+    point_fields,
+    points_payload,
+    respond,
+)
+from server.responses import errors
 from server.schemas import CuboidsResponse
+from server.store_errors import DAMAGED, reading
 
 router = APIRouter(prefix="/v1", tags=["frames"])
 
 FrameQuery = Annotated[Literal["world", "ego"], Query(description="world (relative to the scene origin) or ego")]
 
 
-@router.get(
-    "/scenes/{scene_id}/frames/{index}/points",
-    response_class=Response,
-    responses={
-        200: {"content": {ARROW_STREAM: {}, RAW_XYZ: {}},
-              "description": "Arrow IPC stream (default; buffers LZ4- or Zstandard-compressed with "
-                             "?compression=) or little-endian float32 x y z (N × 12 bytes)"},
-        422: {"description": "bad query (unknown field, a level the frame lacks, compression with format=raw)"},
-        304: {"description": "not modified (If-None-Match)"},
-        404: {"description": "no such scene or frame"},
-    },
-)
+POINTS = "/scenes/{scene_id}/frames/{index}/points"
+POINTS_RESPONSES = {
+    200: {"content": {ARROW_STREAM: {}, RAW_XYZ: {}},
+          "description": "Arrow IPC stream (default; buffers LZ4- or Zstandard-compressed with "
+                         "?compression=) or little-endian float32 x y z (N × 12 bytes)"},
+    422: {"description": "bad query (unknown field, a level the frame lacks, compression with format=raw)"},
+    404: {"description": "no such scene or frame"},
+    **DATA_RESPONSES,
+}
+
+
+@router.head(POINTS, response_class=Response, responses=POINTS_RESPONSES)
+@router.get(POINTS, response_class=Response, responses=POINTS_RESPONSES)
 async def get_points(
     _: Viewer,
     scene: SceneDep,
@@ -46,7 +59,7 @@ async def get_points(
                     "Arrow readers decompress them; not gzipped on top)")] = None,
 ) -> Response:
     """Points of one frame from the memory-mapped store (headers ``X-Point-Count``, ``X-Frame``,
-    ``X-Timestamp-Ns``).
+    ``X-Timestamp-Ns``; HEAD: the headers alone; ``Range: bytes=…``: part of the unencoded body).
 
     ``arrow`` (default): an Arrow IPC stream, by default the columns ``x y z`` (float32, metres,
     in ``frame``: the float32 nearest to the stored position ``offset + q * scale``, which is
@@ -71,7 +84,7 @@ async def get_points(
            fields if format == "arrow" else None, compression)
     payload = state.cache.peek(key)
     if payload is None:  # build off the event loop: it maps the file and serialises it
-        payload = await run_in_threadpool(_build_points, state, key, scene, entry.index, lod, fields, frame, format,
+        payload = await run_in_threadpool(_build_points, state, key, scene, entry, lod, fields, frame, format,
                                           compression)
     args = (request, payload, state.cache, state.settings.gzip_level, key)
     if payload.compressible and accepts_gzip(request) and state.cache.peek(key + ("gzip",)) is None:
@@ -79,16 +92,20 @@ async def get_points(
     return respond(*args)
 
 
-def _build_points(state, key, scene, index, lod, fields, frame, fmt, compression) -> Payload:
+def _build_points(state, key, scene, entry, lod, fields, frame, fmt, compression) -> Payload:
     wanted = None if fields is None else [f.strip() for f in fields.split(",")]
-    try:
-        names = point_fields(scene, index, wanted, frame)
-    except ValueError as exc:
-        raise invalid(("query", "fields"), str(exc), fields) from None
-    return state.cache.get(key, lambda: points_payload(scene, index, lod, names, frame, fmt, compression))
+    with reading(scene, entry):
+        try:
+            names = point_fields(scene, entry.index, wanted, frame)
+        except FormatError:
+            raise
+        except ValueError as exc:
+            raise invalid(("query", "fields"), str(exc), fields) from None
+        return state.cache.get(key, lambda: points_payload(scene, entry.index, lod, names, frame, fmt, compression))
 
 
-@router.get("/scenes/{scene_id}/frames/{index}/cuboids", response_model=CuboidsResponse)
+@router.get("/scenes/{scene_id}/frames/{index}/cuboids", response_model=CuboidsResponse,
+            responses=errors((500, DAMAGED)))
 def get_cuboids(
     _: Viewer,
     scene: SceneDep,
@@ -103,9 +120,12 @@ def get_cuboids(
     overlapping boxes counts for the box with the nearest centre)."""
     head = dict(scene_id=scene.scene_id, frame_index=entry.index, timestamp_ns=entry.timestamp_ns, frame=frame)
     if source == "prepared":
-        boxes = prepared_boxes(scene, entry, frame)
+        with reading(scene, entry, "boxes file"):
+            boxes = prepared_boxes(scene, entry, frame)
         if boxes is None:
             raise HTTPException(404, f"frame {entry.index} of scene {scene.scene_id!r} was prepared without labels")
         return CuboidsResponse(**head, source=source, revision=None, boxes=boxes)
     revision, doc = state.labels.get(scene.scene_id)
-    return CuboidsResponse(**head, source=source, revision=revision, boxes=frame_boxes(scene, entry, doc, frame))
+    with reading(scene, entry):
+        boxes = frame_boxes(scene, entry, doc, frame)
+    return CuboidsResponse(**head, source=source, revision=revision, boxes=boxes)

@@ -19,7 +19,8 @@ CSP = ("default-src 'self'; img-src 'self' blob: data:; script-src 'self'; style
 @router.get("/viewer/{scene_id}", response_class=FileResponse)
 def viewer(scene_id: SceneIdParam) -> FileResponse:
     """Bird's-eye view of a scene's frames with cuboids and a camera image. The page reads the
-    token from ``?token=`` (or asks for it) and sends it as a bearer header."""
+    token from ``?token=`` (or asks for it), keeps it in the tab's sessionStorage, removes it
+    from the address bar and sends it as a bearer header; the access log shows ``token=***``."""
     return FileResponse(STATIC / "viewer.html", media_type="text/html",
                         headers={"Content-Security-Policy": CSP, "Cache-Control": "no-cache",
                                  "Referrer-Policy": "no-referrer"})

@@ -22,9 +22,16 @@ async function api(path, kind) {
   return res.arrayBuffer();
 }
 
+// A link's ?token= is read once, kept in this tab's sessionStorage and removed from the address
+// bar (history, bookmarks, shared screenshots); the token then travels only as a bearer header.
 function token() {
-  const params = new URLSearchParams(location.search);
-  let t = params.get("token") || sessionStorage.getItem("fathom-token");
+  const url = new URL(location.href);
+  const fromLink = url.searchParams.get("token");
+  if (fromLink !== null) {
+    url.searchParams.delete("token");
+    history.replaceState(history.state, "", url.pathname + url.search + url.hash);
+  }
+  let t = fromLink || sessionStorage.getItem("fathom-token");
   if (!t) t = window.prompt("Fathom access token");
   if (t) sessionStorage.setItem("fathom-token", t);
   return t;
