@@ -12,6 +12,7 @@ from engine.points_in_boxes import points_in_boxes
 from engine.se3 import SE3
 from formats.scene_store import FrameEntry, Scene, column_values, positions
 from server.schemas import Box
+from server.store_errors import reading
 
 
 def tracks_from_document(doc: dict[str, Any]) -> list[CuboidTrack]:
@@ -33,11 +34,13 @@ def tracks_from_document(doc: dict[str, Any]) -> list[CuboidTrack]:
 
 def frame_boxes(scene: Scene, entry: FrameEntry, doc: dict[str, Any], frame: str) -> list[Box]:
     """Boxes of every track that exists at the frame's timestamp (no extrapolation), in the
-    ``world`` or ``ego`` frame, each with the number of the frame's points inside it."""
+    ``world`` or ``ego`` frame, each with the number of the frame's points inside it;
+    :class:`~server.store_errors.DamagedScene` if the points file cannot be read."""
     tracks = tracks_from_document(doc)
     boxes = interpolate_tracks(tracks, np.array([entry.timestamp_ns], np.int64), "none")
     valid = boxes.valid[0]
-    xyz = positions(scene.stored_points(entry.index))
+    with reading(scene, entry):
+        xyz = positions(scene.stored_points(entry.index))
     # counts do not depend on the frame (a rigid motion), so count in the stored world frame
     _, counts = points_in_boxes(xyz, boxes.centers[0, valid], boxes.sizes[0, valid], boxes.rotations[0, valid])
     if frame == "ego":
@@ -57,11 +60,13 @@ def prepared_boxes(scene: Scene, entry: FrameEntry, frame: str) -> list[Box] | N
     """The boxes file ``fathom prepare`` wrote for the frame (None: prepared without labels),
     in the ``world`` or ``ego`` frame, counts from the stored ``box_id`` column (each point
     tested at its own firing time, so a moving box's count can differ slightly from the
-    label-store route's count at the frame timestamp)."""
-    boxes = scene.boxes(entry.index)
+    label-store route's count at the frame timestamp); DamagedScene if a file cannot be read."""
+    with reading(scene, entry, "boxes file"):
+        boxes = scene.boxes(entry.index)
     if boxes is None:
         return None
-    ids = column_values(scene.stored_points(entry.index), "box_id")
+    with reading(scene, entry):
+        ids = column_values(scene.stored_points(entry.index), "box_id")
     counts = np.bincount(ids[ids >= 0], minlength=len(boxes.track_ids))
     centers, rotations = ((boxes.world_centers, boxes.world_rotations) if frame == "world"
                           else (boxes.ego_centers, boxes.ego_rotations))

@@ -11,17 +11,20 @@ from engine.cuboid_projection import project_cuboids
 from engine.projection import project_points
 from formats.scene_store import FrameEntry, Scene, positions
 from server.boxes import tracks_from_document
+from server.store_errors import reading
 
 
 def camera_projection(scene: Scene, entry: FrameEntry, camera: str, lod: int, doc: dict[str, Any]) -> dict[str, Any]:
     """Points of level ``lod`` that land in the image of ``camera`` at its exposure time
     (``u``, ``v`` pixels, ``depth`` m, ``index`` = row in the level's table) and the visible
     label boxes as polylines. The ego pose at the exposure time is interpolated from the
-    scene's frame poses (held beyond the first / last frame)."""
+    scene's frame poses (held beyond the first / last frame). DamagedScene if the points
+    cannot be read."""
     cam = scene.cameras[camera]
     t_cam = entry.image_timestamps_ns[camera]
     track = scene.world_from_ego()
-    xyz = positions(scene.stored_points(entry.index, lod))
+    with reading(scene, entry, "points file" if lod == 0 else f"level-of-detail {lod} rows file"):
+        xyz = positions(scene.stored_points(entry.index, lod))
     proj = project_points(xyz, [cam], world_from_ego=track, camera_times_ns=[t_cam], frame="world",
                           extrapolate="hold")
     keep = np.flatnonzero(proj.in_image[0])

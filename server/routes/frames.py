@@ -120,12 +120,9 @@ def get_cuboids(
     overlapping boxes counts for the box with the nearest centre)."""
     head = dict(scene_id=scene.scene_id, frame_index=entry.index, timestamp_ns=entry.timestamp_ns, frame=frame)
     if source == "prepared":
-        with reading(scene, entry, "boxes file"):
-            boxes = prepared_boxes(scene, entry, frame)
+        boxes = prepared_boxes(scene, entry, frame)
         if boxes is None:
             raise HTTPException(404, f"frame {entry.index} of scene {scene.scene_id!r} was prepared without labels")
         return CuboidsResponse(**head, source=source, revision=None, boxes=boxes)
     revision, doc = state.labels.get(scene.scene_id)
-    with reading(scene, entry):
-        boxes = frame_boxes(scene, entry, doc, frame)
-    return CuboidsResponse(**head, source=source, revision=revision, boxes=boxes)
+    return CuboidsResponse(**head, source=source, revision=revision, boxes=frame_boxes(scene, entry, doc, frame))

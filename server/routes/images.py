@@ -59,6 +59,4 @@ def get_projection(
     if lod > len(entry.lods):
         raise invalid(("query", "lod"), f"frame {entry.index} has levels of detail 0..{len(entry.lods)}", lod)
     _, doc = state.labels.get(scene.scene_id)
-    with reading(scene, entry, "points file" if lod == 0 else f"level-of-detail {lod} rows file"):
-        projection = camera_projection(scene, entry, camera, lod, doc)
-    return ProjectionResponse.model_validate(projection)
+    return ProjectionResponse.model_validate(camera_projection(scene, entry, camera, lod, doc))
