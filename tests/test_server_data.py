@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from formats.scene_store import Scene
 from server.access_log import ACCESS_LOGGER, redact
+from server.byte_ranges import UNSATISFIABLE, byte_range, if_range_holds
 from server.config import Settings
 from server.main import create_app
 from tests import naive
@@ -66,6 +67,13 @@ def test_single_byte_ranges(client, url):
     for ignored in ("bytes=5-2", "bytes=0-1,4-5", "items=0-1", "bytes=abc", "bytes=-"):
         r = client.get(url, headers={**PLAIN, "Range": ignored})
         assert r.status_code == 200 and r.content == body, ignored
+
+
+def test_byte_range_edges():
+    assert byte_range("bytes=0-", 0) == byte_range("bytes=-5", 0) == UNSATISFIABLE  # an empty body has no byte
+    assert byte_range(" Bytes = 2 - 4 ", 10) == (2, 4) and byte_range("bytes=0-0", 1) == (0, 0)
+    assert byte_range("bytes=0009-" + "9" * 5000, 10) == (9, 9)  # no 5000-digit int conversion
+    assert if_range_holds(None, '"a"') and if_range_holds(' "a" ', '"a"') and not if_range_holds('W/"a"', '"a"')
 
 
 def test_ranges_are_of_the_unencoded_body_and_if_range(client):
