@@ -72,17 +72,24 @@ def select_samples(amplitude: np.ndarray, ping_sample_start: np.ndarray, thresho
 
 
 @pjit
-def _points_kernel(sample, beam, ping_of_beam, beam_sample_start, start_sample, angle, tilt, scale, origin, out):
-    for j in prange(sample.shape[0]):
-        b = beam[j]
+def _points_kernel(sample, lo, hi, ping_of_beam, beam_sample_start, start_sample, angle, tilt, scale, origin,
+                   out, beam_out):
+    for b in prange(lo.shape[0]):
+        if lo[b] == hi[b]:
+            continue
         p = ping_of_beam[b]
-        r = (np.float64(start_sample[b]) + np.float64(sample[j] - beam_sample_start[b])) * scale[p]
-        th = np.float64(angle[b]) * _DEG
-        ta = np.float64(tilt[b]) * _DEG
-        ct = math.cos(ta)
-        out[j, 0] = origin[p, 0] + r * math.sin(ta)
-        out[j, 1] = origin[p, 1] - r * math.sin(th) * ct
-        out[j, 2] = origin[p, 2] + r * math.cos(th) * ct
+        th = angle[b] * _DEG
+        ta = tilt[b] * _DEG
+        ux = math.sin(ta)
+        uy = -math.sin(th) * math.cos(ta)
+        uz = math.cos(th) * math.cos(ta)
+        r0 = start_sample[b] - np.float64(beam_sample_start[b])
+        for j in range(lo[b], hi[b]):
+            r = (r0 + np.float64(sample[j])) * scale[p]
+            out[j, 0] = origin[p, 0] + r * ux
+            out[j, 1] = origin[p, 1] + r * uy
+            out[j, 2] = origin[p, 2] + r * uz
+            beam_out[j] = b
 
 
 def sample_points(samples: np.ndarray, beam_sample_start: np.ndarray, ping_beam_start: np.ndarray,
@@ -90,19 +97,21 @@ def sample_points(samples: np.ndarray, beam_sample_start: np.ndarray, ping_beam_
                   metres_per_sample: np.ndarray, origin_m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Vessel-frame positions of water-column samples.
 
-    ``samples (M,)`` sample indices; per beam ``(B,)``: ``beam_sample_start (B + 1,)``,
-    ``start_sample`` (range of sample 0, in samples), ``beam_angle_deg`` (re vertical,
-    positive port), ``tilt_deg``; per ping ``(P,)``: ``ping_beam_start (P + 1,)``,
-    ``metres_per_sample`` (``c / (2 fs)``) and ``origin_m (P, 3)`` the acoustic origin in
-    the frame of the result (x fwd, y stbd, z down). Returns ``xyz (M, 3) float64`` and the
-    beam of each sample ``(M,) int64``.
+    ``samples (M,)`` increasing sample indices (as :func:`select_samples` returns); per beam
+    ``(B,)``: ``beam_sample_start (B + 1,)``, ``start_sample`` (range of sample 0, in
+    samples), ``beam_angle_deg`` (re vertical, positive port), ``tilt_deg``; per ping
+    ``(P,)``: ``ping_beam_start (P + 1,)``, ``metres_per_sample`` (``c / (2 fs)``) and
+    ``origin_m (P, 3)`` the acoustic origin in the frame of the result (x fwd, y stbd,
+    z down). Returns ``xyz (M, 3) float64`` and the beam of each sample ``(M,) int64``.
     """
     s = np.ascontiguousarray(samples, dtype=np.int64)
     bstart = np.ascontiguousarray(beam_sample_start, dtype=np.int64)
     pstart = np.ascontiguousarray(ping_beam_start, dtype=np.int64)
     b, p = len(bstart) - 1, len(pstart) - 1
-    if len(s) and (s.min() < 0 or s.max() >= bstart[-1]):
-        raise ValueError(f"samples must lie in [0, {bstart[-1]})")
+    if len(s) and (s[0] < 0 or s[-1] >= bstart[-1] or np.any(np.diff(s) <= 0)):
+        raise ValueError(f"samples must be increasing within [0, {bstart[-1]})")
+    if pstart[-1] != b:
+        raise ValueError(f"ping_beam_start must end at the {b} beams, got {pstart[-1]}")
     cols = {}
     for name, arr, n in (("start_sample", start_sample, b), ("beam_angle_deg", beam_angle_deg, b),
                          ("tilt_deg", tilt_deg, b), ("metres_per_sample", metres_per_sample, p)):
@@ -113,11 +122,13 @@ def sample_points(samples: np.ndarray, beam_sample_start: np.ndarray, ping_beam_
     origin = np.ascontiguousarray(origin_m, dtype=np.float64)
     if origin.shape != (p, 3) or not np.all(np.isfinite(origin)):
         raise ValueError(f"origin_m must be ({p}, 3) and finite, got shape {origin.shape}")
-    beam = np.searchsorted(bstart, s, side="right") - 1
+    lo = np.searchsorted(s, bstart[:-1])
+    hi = np.searchsorted(s, bstart[1:])
     ping_of_beam = np.repeat(np.arange(p, dtype=np.int64), np.diff(pstart))
     out = np.empty((len(s), 3))
-    _points_kernel(s, beam, ping_of_beam, bstart, cols["start_sample"], cols["beam_angle_deg"], cols["tilt_deg"],
-                   cols["metres_per_sample"], origin, out)
+    beam = np.empty(len(s), np.int64)
+    _points_kernel(s, lo, hi, ping_of_beam, bstart, cols["start_sample"], cols["beam_angle_deg"], cols["tilt_deg"],
+                   cols["metres_per_sample"], origin, out, beam)
     return out, beam
 
 

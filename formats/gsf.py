@@ -60,8 +60,8 @@ class GsfPings:
     ``depth_corrector_m``, ``heading_deg``, ``pitch_deg``, ``roll_deg``, ``heave_m``,
     ``course_deg``, ``speed_knots``, ``height_m``, ``separation_m`` (NaN before version 3).
     ``start (P + 1,) int64`` splits the beams. ``beam``: per beam ``(N,)`` ``float64`` arrays
-    named in :data:`ARRAYS` (NaN where a ping lacks that array; metres, seconds, degrees
-    from vertical, dB) and ``beam_flags uint8`` (0 where absent). ``version``: the header's
+    named in :data:`ARRAYS` (metres, seconds, degrees from vertical, dB) and ``beam_flags
+    uint8``, each only if some ping has it (NaN / 0 in the pings without it). ``version``: the header's
     ``GSF-vMM.mm`` text; ``counts``: records per type; ``path``: the file (None for bytes).
     """
 
@@ -77,32 +77,34 @@ class GsfPings:
         return len(self.start) - 1
 
 
-def _array(buf: bytes, at: int, nbeams: int, size: int, signed: bool, scale: tuple[float, float] | None,
-           path, sid: int) -> np.ndarray:
+def _array(buf: bytes, at: int, nbeams: int, size: int, signed: bool, scale: np.ndarray, path,
+           sid: int) -> np.ndarray:
     if size not in (nbeams, 2 * nbeams, 4 * nbeams):
         raise FormatError(path, at - 4, f"beam array {sid}: 1, 2 or 4 bytes for each of {nbeams} beams, "
                                         f"found a {size}-byte subrecord")
-    if scale is None or not scale[0] > 0:
+    if not scale[0] > 0:
         raise FormatError(path, at - 4, f"beam array {sid}: a positive scale factor multiplier before it")
     kind = ("i" if signed else "u") + str(size // nbeams)
     raw = np.frombuffer(buf, ">" + kind, nbeams, at)
     return raw / scale[0] - scale[1]
 
 
-def _scale_factors(buf: bytes, at: int, size: int, path, table: dict[int, tuple[float, float]]) -> None:
+def _scale_factors(buf: bytes, at: int, size: int, path, table: np.ndarray) -> None:
+    """Update ``table (_MAX_ARRAY_ID + 1, 2)`` (multiplier, offset per array id) from the
+    scale-factor subrecord at ``at``."""
     n = struct.unpack_from(">I", buf, at)[0] if size >= 4 else -1
     if not 1 <= n <= _MAX_ARRAY_ID or 4 + 12 * n > size:
         raise FormatError(path, at, f"1..{_MAX_ARRAY_ID} scale factors of 12 bytes in the {size}-byte subrecord, "
                                     f"found a count of {n}")
     rows = np.frombuffer(buf, ">u4", 3 * n, at + 4).reshape(n, 3)
-    for word, mult, off in rows.tolist():
-        sid = word >> 24
-        if not 1 <= sid <= _MAX_ARRAY_ID:
-            raise FormatError(path, at, f"scale factors for array ids 1..{_MAX_ARRAY_ID}, found id {sid}")
-        table[sid] = (float(mult), float(np.int32(np.uint32(off))))
+    ids = rows[:, 0] >> 24
+    if ids.min() < 1 or ids.max() > _MAX_ARRAY_ID:
+        raise FormatError(path, at, f"scale factors for array ids 1..{_MAX_ARRAY_ID}, found ids {ids.tolist()}")
+    table[ids, 0] = rows[:, 1]
+    table[ids, 1] = rows[:, 2].astype(np.uint32).view(np.int32)
 
 
-def _ping(buf: bytes, p: int, end: int, major: int, path, table: dict, offset: int) -> tuple[tuple, dict, int]:
+def _ping(buf: bytes, p: int, end: int, major: int, path, table: np.ndarray, offset: int) -> tuple[tuple, dict, int]:
     """One swath ping record at ``p`` (ending at ``end``): ``(ping row, beam arrays, beams)``."""
     fixed = _PING_V2.size + (_PING_V3_EXTRA.size if major > 2 else 0)
     if p + fixed > end:
@@ -129,7 +131,7 @@ def _ping(buf: bytes, p: int, end: int, major: int, path, table: dict, offset: i
         if sid == SCALE_FACTORS:
             _scale_factors(buf, body, size, path, table)
         elif sid in ARRAYS:
-            arrays[ARRAYS[sid][0]] = _array(buf, body, nbeams, size, ARRAYS[sid][1], table.get(sid), path, sid)
+            arrays[ARRAYS[sid][0]] = _array(buf, body, nbeams, size, ARRAYS[sid][1], table[sid], path, sid)
         elif sid == _BEAM_FLAGS_ID:
             if size != nbeams:
                 raise FormatError(path, q, f"beam flags: one byte for each of {nbeams} beams, found {size} bytes")
@@ -146,7 +148,7 @@ def read_gsf(source: PathLike | bytes) -> GsfPings:
     o, end = 0, len(buf)
     counts: dict[int, int] = {}
     version, major = "", 0
-    table: dict[int, tuple[float, float]] = {}
+    table = np.zeros((_MAX_ARRAY_ID + 1, 2))  # scale factors (multiplier, offset) by array id, 0: none yet
     rows, per_ping, nbeams = [], [], []
     while o < end:
         if o + 8 > end:
@@ -185,13 +187,11 @@ def _collect(rows: list[tuple], per_ping: list[dict], nbeams: list[int], version
     np.cumsum(nbeams, out=start[1:])
     beam = {}
     for name in [n for n, _ in ARRAYS.values()] + ["beam_flags"]:
-        dtype = np.uint8 if name == "beam_flags" else np.float64
-        fill = 0 if name == "beam_flags" else np.nan
-        out = np.full(int(start[-1]), fill, dtype)
-        for a, b, arrays in zip(start[:-1], start[1:], per_ping):
-            if name in arrays:
-                out[a:b] = arrays[name]
-        beam[name] = out
+        dtype, fill = (np.uint8, 0) if name == "beam_flags" else (np.float64, np.nan)
+        if not any(name in arrays for arrays in per_ping):
+            continue
+        beam[name] = np.concatenate([arrays[name] if name in arrays else np.full(n, fill, dtype)
+                                     for arrays, n in zip(per_ping, nbeams)]).astype(dtype, copy=False)
     return GsfPings(ping=ping, start=start, beam=beam, version=version, counts=counts, path=path)
 
 
@@ -202,7 +202,8 @@ def read_gsf_world(source: PathLike | bytes | GsfPings, origin: Origin, include_
     Each ping is placed at its latitude/longitude and heading; depth below the waterline
     puts the waterline at the origin's height. Pings flagged ignore (ping flags bit 0) or
     without a position (91°/181°) are unplaced; beams flagged ignore (beam flags bit 0) or
-    without a depth are dropped unless ``include_flagged``. Extras: ``ping_index``,
+    without a depth are dropped unless ``include_flagged``; along-track is 0 in pings
+    without that array, intensity the mean calibrated amplitude (NaN without it). Extras: ``ping_index``,
     ``pose_extrapolated`` (always False), ``beam_flags``, ``beam_angle_deg``,
     ``travel_time_s``.
     """
@@ -210,17 +211,21 @@ def read_gsf_world(source: PathLike | bytes | GsfPings, origin: Origin, include_
     pg, n = g.ping, g.num_pings
     null = (pg["latitude_deg"] == NULL_LATITUDE) | (pg["longitude_deg"] == NULL_LONGITUDE)
     ignored = (pg["ping_flags"] & IGNORE_PING) != 0
-    if "depth_m" not in g.beam or np.isnan(g.beam["depth_m"]).all():
-        raise FormatError(g.path, None, "a depth array (subrecord 1) in the swath pings")
+    b = g.beam
+    for name, sid in (("depth_m", 1), ("across_track_m", 2)):
+        if name not in b:
+            raise FormatError(g.path, None, f"a {name} array (subrecord {sid}) in the swath pings")
     unplaced = [(int(i), "ping flagged ignore (ping flags bit 0)" if ignored[i] else "no position (91/181)")
                 for i in np.flatnonzero(null | ignored)]
     poses = PingPoses(pg["latitude_deg"], pg["longitude_deg"], pg["heading_deg"], np.full(n, origin.alt_m),
                       np.zeros(n), pg["time_ns"], pg["record_offset"], ~(null | ignored), np.zeros(n, bool), unplaced)
-    b = g.beam
+    total = int(g.start[-1])
+    nan = np.full(total, np.nan)
+    flags = b.get("beam_flags", np.zeros(total, np.uint8))
     has_xyz = ~(np.isnan(b["depth_m"]) | np.isnan(b["across_track_m"]))
-    keep = has_xyz if include_flagged else has_xyz & ((b["beam_flags"] & IGNORE_BEAM) == 0)
-    along = np.nan_to_num(b["along_track_m"], nan=0.0)
+    keep = has_xyz if include_flagged else has_xyz & ((flags & IGNORE_BEAM) == 0)
+    along = np.nan_to_num(b.get("along_track_m", nan), nan=0.0)
     return place_soundings(g.path, poses, g.start, along, np.nan_to_num(b["across_track_m"]),
-                           np.nan_to_num(b["depth_m"]), keep, b["mean_cal_amplitude_db"],
-                           {"beam_flags": b["beam_flags"], "beam_angle_deg": b["beam_angle_deg"],
-                            "travel_time_s": b["travel_time_s"]}, origin)
+                           np.nan_to_num(b["depth_m"]), keep, b.get("mean_cal_amplitude_db", nan),
+                           {"beam_flags": flags, "beam_angle_deg": b.get("beam_angle_deg", nan),
+                            "travel_time_s": b.get("travel_time_s", nan)}, origin)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from engine._jit import jit, pjit, prange
+from engine._jit import jit
 from engine.geodesy import Origin
 from engine.georeference import soundings_to_world
 from engine.sweep import Sweep
@@ -111,13 +111,11 @@ def walk_beams(buf: np.ndarray, at: int, end: int, num_beams: int, header_bytes:
     return beam_at, counts, after
 
 
-@pjit
+@jit
 def _gather_kernel(buf, src, counts, dst, out):
-    for k in prange(src.shape[0]):
-        s = src[k]
-        d = dst[k]
-        for i in range(counts[k]):
-            out[d + i] = buf[s + i]
+    # serial: one datagram's beams are a few hundred short copies; waking parallel workers costs more
+    for k in range(src.shape[0]):
+        out[dst[k]:dst[k] + counts[k]] = buf[src[k]:src[k] + counts[k]]
 
 
 def gather_samples(buf: np.ndarray, src: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -155,7 +153,7 @@ def water_column_world(wc: WaterColumn, poses: PingPoses, origin_m: np.ndarray, 
     samples = samples[placed_samples[samples]]
     xyz, beam = sample_points(samples, wc.sample_start, wc.beam_start, wc.start_sample, wc.beam_angle_deg,
                               wc.tilt_deg, wc.metres_per_sample, origin_m)
-    ping = np.searchsorted(wc.beam_start, beam, side="right") - 1
+    ping = np.repeat(np.arange(wc.num_pings), np.diff(wc.beam_start))[beam]
     sel = np.flatnonzero(poses.placed)
     counts = np.bincount(ping, minlength=wc.num_pings)[sel]
     start = np.zeros(len(sel) + 1, np.int64)

@@ -86,14 +86,18 @@ def _mwc(arr: np.ndarray, o: int, n: int, path, file_offset: int) -> tuple[tuple
     detected = head["detected"].astype(np.float32)
     if per_beam >= 16:
         detected = arr[beam_at[:, None] + np.arange(12, 16)].reshape(-1).view("<f4").astype(np.float32)
-    missing = np.flatnonzero(~np.isin(head["tx_sector"], list(sectors)))
+    lut = np.full(max(sectors, default=0) + 1, np.nan, np.float32)  # tilt by sector number (uint16 keys)
+    lut[list(sectors)] = list(sectors.values())
+    tx = head["tx_sector"].astype(np.int64)
+    tilt = np.where(tx < len(lut), lut[np.minimum(tx, len(lut) - 1)], np.float32(np.nan))
+    missing = np.flatnonzero(np.isnan(tilt))
     if len(missing):
         k = int(missing[0])
         raise FormatError(path, int(beam_at[k]) + 8, f"#MWC beam {k}: a beamTxSectorNum of the ping's tx sectors "
                                                      f"{sorted(sectors)}, found {int(head['tx_sector'][k])}")
     samples, _ = gather_samples(arr, beam_at + per_beam, counts)
     beams = {"beam_angle_deg": head["angle"].astype(np.float32),
-             "tilt_deg": np.array([sectors[k] for k in head["tx_sector"].tolist()], np.float32),
+             "tilt_deg": tilt,
              "start_sample": head["start"].astype(np.uint16), "detected_range_samples": detected,
              "tx_sector": head["tx_sector"].astype(np.uint8), "counts": counts}
     return (sec * 1_000_000_000 + nsec, ping_cnt, fan, c_ms, fs, file_offset), beams, samples
