@@ -11,6 +11,7 @@ against the datagram's end; :func:`gather_samples` then copies all samples into 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -79,53 +80,122 @@ class WaterColumn:
 
 
 @jit
-def _walk_kernel(buf, at, end, num_beams, header_bytes, count_at, sample_bytes, big_endian, beam_at, counts):
-    """Follow ``num_beams`` beam records from ``at``; fill their offsets and sample counts.
-    Returns the offset after the last beam's samples, or ``-1 - k`` if beam k overruns ``end``."""
+def _walk_kernel(buf, at, end, num_beams, header_bytes, count_at, sample_bytes, big_endian, sector_at, sector_bytes,
+                 sector_ids, sector_tilts, beam_at, counts, tilt):
+    """Follow ``num_beams`` beam records from ``at``: fill their offsets, sample counts and
+    their tx sector's tilt (NaN for a sector number not in ``sector_ids``). Returns the
+    offset after the last beam's samples, or ``-1 - k`` if beam k overruns ``end``."""
     for k in range(num_beams):
         beam_at[k] = at
         if at + header_bytes > end:
             return -1 - k
         lo = np.int64(buf[at + count_at])
         hi = np.int64(buf[at + count_at + 1])
-        n = hi * 256 + lo if not big_endian else lo * 256 + hi
-        counts[k] = n
-        at += header_bytes + n * sample_bytes
+        counts[k] = hi * 256 + lo if not big_endian else lo * 256 + hi
+        sector = np.int64(buf[at + sector_at])
+        if sector_bytes == 2:
+            other = np.int64(buf[at + sector_at + 1])
+            sector = other * 256 + sector if not big_endian else sector * 256 + other
+        tilt[k] = np.nan
+        for j in range(sector_ids.shape[0]):
+            if sector_ids[j] == sector:
+                tilt[k] = sector_tilts[j]
+                break
+        at += header_bytes + counts[k] * sample_bytes
         if at > end:
             return -1 - k
     return at
 
 
+@dataclass
+class BeamWalk:
+    """One datagram's beam records: ``beam_at`` (header offsets), ``sample_at``, ``counts``
+    (samples) ``(n,) int64``, ``tilt (n,) float32`` (their tx sector's), ``header_bytes``
+    and ``after`` (the offset after the last record)."""
+
+    beam_at: np.ndarray
+    sample_at: np.ndarray
+    counts: np.ndarray
+    tilt: np.ndarray
+    header_bytes: int
+    after: int
+
+
 def walk_beams(buf: np.ndarray, at: int, end: int, num_beams: int, header_bytes: int, count_at: int,
-               sample_bytes: int, big_endian: bool, path, what: str) -> tuple[np.ndarray, np.ndarray, int]:
-    """Offsets ``(num_beams,) int64`` of the beam records starting at ``at``, their sample
-    counts (the ``uint16`` at ``count_at`` in each header; each sample ``sample_bytes``
-    long) and the offset after the last one. ``FormatError`` where a beam overruns ``end``."""
+               sample_bytes: int, big_endian: bool, sectors: tuple[np.ndarray, np.ndarray, int, int], path,
+               what: str) -> BeamWalk:
+    """Follow the beam records starting at ``at``: each a ``header_bytes`` header with its
+    ``uint16`` sample count at ``count_at``, then that many samples of ``sample_bytes``.
+    ``sectors``: the datagram's tx sector numbers and tilts, and where (offset, 1 or 2
+    bytes) a beam header names its sector. :class:`FormatError` where a beam overruns
+    ``end`` or names a sector the datagram does not have."""
     beam_at = np.empty(num_beams, np.int64)
     counts = np.empty(num_beams, np.int64)
-    after = _walk_kernel(buf, at, end, num_beams, header_bytes, count_at, sample_bytes, big_endian, beam_at, counts)
+    tilt = np.empty(num_beams, np.float32)
+    ids, tilts, sector_at, sector_bytes = sectors
+    after = _walk_kernel(buf, at, end, num_beams, header_bytes, count_at, sample_bytes, big_endian, sector_at,
+                         sector_bytes, ids, tilts, beam_at, counts, tilt)
     if after < 0:
         k = -1 - after
-        raise FormatError(path, int(beam_at[k]), f"{what}: beam {k} of {num_beams} (header and samples) inside the datagram, "
-                                       f"which ends at byte {end}")
-    return beam_at, counts, after
+        raise FormatError(path, int(beam_at[k]), f"{what}: beam {k} of {num_beams} (header and samples) inside the "
+                                                 f"datagram, which ends at byte {end}")
+    missing = np.flatnonzero(np.isnan(tilt))
+    if len(missing):
+        k = int(missing[0])
+        raise FormatError(path, int(beam_at[k]) + sector_at, f"{what} beam {k}: a tx sector number of the "
+                                                             f"datagram's {sorted(ids.tolist())}")
+    return BeamWalk(beam_at, beam_at + header_bytes, counts, tilt, header_bytes, after)
 
 
 @jit
 def _gather_kernel(buf, src, counts, dst, out):
-    # serial: one datagram's beams are a few hundred short copies; waking parallel workers costs more
+    # serial: a few hundred short copies per ping; waking parallel workers costs more
     for k in range(src.shape[0]):
         out[dst[k]:dst[k] + counts[k]] = buf[src[k]:src[k] + counts[k]]
 
 
-def gather_samples(buf: np.ndarray, src: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Copy ``counts[k]`` bytes from ``buf[src[k]:]`` for every beam into one ``int8`` array;
-    returns it and the beams' ``(B + 1,)`` start offsets in it."""
-    start = np.zeros(len(counts) + 1, np.int64)
-    np.cumsum(counts, out=start[1:])
-    out = np.empty(int(start[-1]), np.uint8)
-    _gather_kernel(buf, np.ascontiguousarray(src, np.int64), np.ascontiguousarray(counts, np.int64), start, out)
-    return out.view(np.int8), start
+HeaderReader = Callable[[np.ndarray, np.ndarray, np.ndarray], dict[str, np.ndarray]]
+
+
+def assemble(rows: list[tuple], walks: list[list[tuple[int, BeamWalk]]], buffers: list[np.ndarray],
+             read_headers: HeaderReader, path) -> WaterColumn:
+    """A :class:`WaterColumn` from per-ping ``rows`` ``(time_ns, counter, head, sound speed,
+    sample rate, datagram offset)`` and, per ping, its datagrams' ``(buffer index, walk)``
+    in order. ``read_headers(buffer, beam_at, header_bytes)`` returns the beams'
+    ``beam_angle_deg``, ``start_sample``, ``detected_range_samples`` and ``tx_sector``.
+    Headers are gathered and samples copied once per buffer, straight into the result."""
+    flat = [w for ping in walks for w in ping]
+    counts = np.concatenate([w.counts for _, w in flat]) if flat else np.zeros(0, np.int64)
+    walk_start = np.zeros(len(flat) + 1, np.int64)
+    np.cumsum([len(w.counts) for _, w in flat], out=walk_start[1:])
+    beam_start = walk_start[np.concatenate([[0], np.cumsum([len(ping) for ping in walks])]).astype(np.int64)]
+    sample_start = np.zeros(len(counts) + 1, np.int64)
+    np.cumsum(counts, out=sample_start[1:])
+    amplitude = np.empty(int(sample_start[-1]), np.uint8)
+    columns: dict[str, np.ndarray] = {}
+    which = np.array([b for b, _ in flat], np.int64)
+    for b, buf in enumerate(buffers):
+        idx = np.flatnonzero(which == b).tolist()
+        if not idx:
+            continue
+        part = [flat[i][1] for i in idx]
+        dest = np.concatenate([np.arange(walk_start[i], walk_start[i + 1]) for i in idx])
+        beam_at = np.concatenate([w.beam_at for w in part])
+        header_bytes = np.repeat([w.header_bytes for w in part], [len(w.counts) for w in part])
+        for name, col in read_headers(buf, beam_at, header_bytes).items():
+            columns.setdefault(name, np.empty(len(counts), col.dtype))[dest] = col
+        _gather_kernel(buf, np.concatenate([w.sample_at for w in part]), counts[dest], sample_start[dest], amplitude)
+    cols = list(zip(*rows)) if rows else [()] * 6
+    empty = {"beam_angle_deg": np.float32, "start_sample": np.uint16, "detected_range_samples": np.float32,
+             "tx_sector": np.uint8}
+    beam = {name: columns.get(name, np.zeros(0, dtype)) for name, dtype in empty.items()}
+    return WaterColumn(
+        time_ns=np.asarray(cols[0], np.int64), ping_counter=np.asarray(cols[1], np.uint16),
+        head=np.asarray(cols[2], np.uint16), sound_speed_m_s=np.asarray(cols[3], np.float32),
+        sample_rate_hz=np.asarray(cols[4], np.float32), datagram_offset=np.asarray(cols[5], np.int64),
+        beam_start=beam_start, tilt_deg=np.concatenate([w.tilt for _, w in flat]) if flat else np.zeros(0, np.float32),
+        sample_start=sample_start, amplitude=amplitude.view(np.int8), path=path, **beam,
+    )
 
 
 def water_column_world(wc: WaterColumn, poses: PingPoses, origin_m: np.ndarray, origin: Origin,
@@ -206,5 +276,6 @@ def poses_for(poses: PingPoses, rows: np.ndarray, time_ns: np.ndarray, offset: n
 def _warmup() -> None:
     buf = np.zeros(16, np.uint8)
     buf[2] = 2
-    walk_beams(buf, 0, 16, 1, 4, 2, 1, False, None, "warmup")
-    gather_samples(buf, np.array([4]), np.array([2]))
+    walk = walk_beams(buf, 0, 16, 1, 4, 2, 1, False, (np.zeros(1, np.int64), np.zeros(1, np.float32), 3, 1), None,
+                      "warmup")
+    _gather_kernel(buf, walk.sample_at, walk.counts, np.zeros(1, np.int64), np.empty(2, np.uint8))

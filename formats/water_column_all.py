@@ -33,7 +33,7 @@ from formats.kongsberg_all import (
 from formats.sonar_world import SonarWorld
 from formats.water_column import (
     WaterColumn,
-    gather_samples,
+    assemble,
     ping_rows,
     poses_for,
     walk_beams,
@@ -86,35 +86,22 @@ def read_all_water_column(source: PathLike | bytes, verify_checksum: bool = True
             if ss == 0 or sf == 0:
                 raise FormatError(path, b + 10, f"a positive sound speed and sampling frequency, found {ss}, {sf}")
             ping = pending[key] = {"row": (t_ns, counter, serial, ss * 0.1, sf * 0.01, o), "ndg": ndg, "total": total,
-                                   "next": 1, "parts": []}
+                                   "next": 1, "walks": []}
         if dgn != ping["next"] or ndg != ping["ndg"] or total != ping["total"]:
             raise FormatError(path, o, f"datagram {ping['next']} of {ping['ndg']} of water-column ping {counter} "
                                        f"(serial {serial}), found {dgn} of {ndg}")
         s = b + _INFO_SIZE
-        sectors = arr[s: s + ntx * _SECTOR_SIZE]
         if s + ntx * _SECTOR_SIZE > end:
             raise FormatError(path, s, f"{ntx} tx sectors before the ETX at byte {end}")
-        tilt = sectors.reshape(ntx, _SECTOR_SIZE)[:, :2].copy().view(order + "i2").reshape(-1) * np.float32(0.01)
-        sector_no = sectors.reshape(ntx, _SECTOR_SIZE)[:, 4]
-        beam_at, counts, after = walk_beams(arr, s + ntx * _SECTOR_SIZE, end, nrx, _BEAM_HEADER, 4, 1, order == ">",
-                                            path, "water column")
-        check_body_end(path, b + 8, after, end, f"{nrx} water-column beams")
-        hdr = arr[beam_at[:, None] + np.arange(_BEAM_HEADER)].reshape(-1).view(beam_dtype)
-        lookup = {int(k): v for k, v in zip(sector_no.tolist(), tilt.tolist())}
-        missing = np.flatnonzero(~np.isin(hdr["tx_sector"], list(lookup)))
-        if len(missing):
-            k = int(missing[0])
-            raise FormatError(path, int(beam_at[k]) + 8, f"water-column beam {k}: a tx sector number of the "
-                                                         f"datagram's {sorted(lookup)}, found {int(hdr['tx_sector'][k])}")
-        samples, _ = gather_samples(arr, beam_at + _BEAM_HEADER, counts)
-        ping["parts"].append({
-            "beam_angle_deg": hdr["angle"].astype(np.float32) * np.float32(0.01),
-            "tilt_deg": np.array([lookup[k] for k in hdr["tx_sector"].tolist()], np.float32),
-            "start_sample": hdr["start"].astype(np.uint16), "detected_range_samples": hdr["detected"].astype(np.float32),
-            "tx_sector": hdr["tx_sector"], "counts": counts, "samples": samples})
+        sectors = arr[s: s + ntx * _SECTOR_SIZE].reshape(ntx, _SECTOR_SIZE)
+        tilt = sectors[:, :2].copy().view(order + "i2").reshape(-1) * np.float32(0.01)
+        walk = walk_beams(arr, s + ntx * _SECTOR_SIZE, end, nrx, _BEAM_HEADER, 4, 1, order == ">",
+                          (sectors[:, 4].astype(np.int64), tilt.astype(np.float32), 8, 1), path, "water column")
+        check_body_end(path, b + 8, walk.after, end, f"{nrx} water-column beams")
+        ping["walks"].append((0, walk))
         ping["next"] += 1
         if dgn == ndg:
-            beams = sum(len(p["counts"]) for p in ping["parts"])
+            beams = sum(len(w.counts) for _, w in ping["walks"])
             if beams != total:
                 raise FormatError(path, o, f"{total} beams in water-column ping {counter} (serial {serial}), "
                                            f"its {ndg} datagrams hold {beams}")
@@ -122,33 +109,21 @@ def read_all_water_column(source: PathLike | bytes, verify_checksum: bool = True
     corrupt = []
     for ping in sorted(pending.values(), key=lambda p: p["row"][5]):
         why = (f"all {ping['ndg']} datagrams of water-column ping {ping['row'][1]} (serial {ping['row'][2]}), "
-               f"found {len(ping['parts'])}")
+               f"found {len(ping['walks'])}")
         if not recover:
             raise FormatError(path, ping["row"][5], why)
         corrupt.append((ping["row"][5], why))
     done.sort(key=lambda p: p["row"][5])
-    wc = _collect(done, path)
+
+    def read_headers(buf: np.ndarray, beam_at: np.ndarray, _: np.ndarray) -> dict[str, np.ndarray]:
+        h = buf[beam_at[:, None] + np.arange(_BEAM_HEADER)].reshape(-1).view(beam_dtype)
+        return {"beam_angle_deg": h["angle"].astype(np.float32) * np.float32(0.01),
+                "start_sample": h["start"].astype(np.uint16), "detected_range_samples": h["detected"].astype(np.float32),
+                "tx_sector": h["tx_sector"]}
+
+    wc = assemble([p["row"] for p in done], [p["walks"] for p in done], [arr], read_headers, path)
     wc.corrupt = corrupt
     return wc
-
-
-def _collect(pings: list[dict], path) -> WaterColumn:
-    rows = [p["row"] for p in pings]
-    parts = [part for p in pings for part in p["parts"]]
-    cols = list(zip(*rows)) if rows else [()] * 6
-    beam_start = np.zeros(len(pings) + 1, np.int64)
-    np.cumsum([sum(len(x["counts"]) for x in p["parts"]) for p in pings], out=beam_start[1:])
-    cat = lambda name, dtype: np.concatenate([x[name] for x in parts]).astype(dtype) if parts else np.zeros(0, dtype)
-    sample_start = np.zeros(int(beam_start[-1]) + 1, np.int64)
-    np.cumsum(cat("counts", np.int64), out=sample_start[1:])
-    return WaterColumn(
-        time_ns=np.asarray(cols[0], np.int64), ping_counter=np.asarray(cols[1], np.uint16),
-        head=np.asarray(cols[2], np.uint16), sound_speed_m_s=np.asarray(cols[3], np.float32),
-        sample_rate_hz=np.asarray(cols[4], np.float32), datagram_offset=np.asarray(cols[5], np.int64),
-        beam_start=beam_start, beam_angle_deg=cat("beam_angle_deg", np.float32), tilt_deg=cat("tilt_deg", np.float32),
-        start_sample=cat("start_sample", np.uint16), detected_range_samples=cat("detected_range_samples", np.float32),
-        tx_sector=cat("tx_sector", np.uint8), sample_start=sample_start, amplitude=cat("samples", np.int8), path=path,
-    )
 
 
 def _install_offsets(log: AllLog, wc: WaterColumn) -> np.ndarray:

@@ -20,13 +20,15 @@ import struct
 
 import numpy as np
 
+from engine._jit import jit
 from engine.geodesy import Origin
 from formats.errors import FormatError, load_source
 from formats.kmall import KmallLog, index_datagrams, joined_datagrams, mrz_ping_poses
 from formats.sonar_world import SonarWorld
 from formats.water_column import (
+    BeamWalk,
     WaterColumn,
-    gather_samples,
+    assemble,
     ping_rows,
     poses_for,
     walk_beams,
@@ -40,8 +42,6 @@ _TX_INFO = struct.Struct("<3Hhf")
 _TX_SECTOR_MIN = 16
 _RX_INFO = struct.Struct("<2H3Bb2f")
 _BEAM_MIN = 12
-_BEAM = np.dtype({"names": ["angle", "start", "detected", "tx_sector", "count"],
-                  "formats": ["<f4", "<u2", "<u2", "<u2", "<u2"], "offsets": [0, 4, 6, 8, 10], "itemsize": _BEAM_MIN})
 _PHASE_BYTES = {0: 0, 1: 1, 2: 2}
 
 
@@ -50,8 +50,8 @@ def _need(path, at: int, size: int, end: int, what: str) -> None:
         raise FormatError(path, at, f"{what} ({size} bytes) inside the datagram, which ends at byte {end}")
 
 
-def _mwc(arr: np.ndarray, o: int, n: int, path, file_offset: int) -> tuple[tuple, dict, np.ndarray]:
-    """One (re-joined) ``#MWC``: ``(ping row, beam columns, samples)``."""
+def _mwc(arr: np.ndarray, o: int, n: int, path, file_offset: int) -> tuple[tuple, BeamWalk]:
+    """One (re-joined) ``#MWC``: ``(ping row, its beams)``."""
     end = o + n - 4
     sec, nsec = struct.unpack_from("<II", arr, o + 12)
     c = o + _HEADER_SIZE + 4
@@ -67,8 +67,8 @@ def _mwc(arr: np.ndarray, o: int, n: int, path, file_offset: int) -> tuple[tuple
                                    f"{_TX_SECTOR_MIN}, found {ntx_bytes} and {per_tx}")
     s = t + ntx_bytes
     _need(path, s, ntx * per_tx, end, f"{ntx} #MWC tx sectors")
-    sectors = {struct.unpack_from("<H", arr, s + k * per_tx + 12)[0]: struct.unpack_from("<f", arr, s + k * per_tx)[0]
-               for k in range(ntx)}
+    ids = np.array([struct.unpack_from("<H", arr, s + k * per_tx + 12)[0] for k in range(ntx)], np.int64)
+    tilts = np.array([struct.unpack_from("<f", arr, s + k * per_tx)[0] for k in range(ntx)], np.float32)
     r = s + ntx * per_tx
     _need(path, r, _RX_INFO.size, end, "#MWC rxInfo")
     nrx_bytes, nbeams, per_beam, phase, _, _, fs, c_ms = _RX_INFO.unpack_from(arr, r)
@@ -77,79 +77,72 @@ def _mwc(arr: np.ndarray, o: int, n: int, path, file_offset: int) -> tuple[tuple
                                    f"phaseFlag 0-2, found {nrx_bytes}, {per_beam}, {phase}")
     if not (fs > 0 and np.isfinite(fs) and c_ms > 0 and np.isfinite(c_ms)):
         raise FormatError(path, r + 8, f"#MWC positive sampleFreq_Hz and soundVelocity_mPerSec, found {fs}, {c_ms}")
-    beam_at, counts, after = walk_beams(arr, r + nrx_bytes, end, nbeams, per_beam, 10, 1 + _PHASE_BYTES[phase],
-                                        False, path, "#MWC")
-    if after != end:
+    walk = walk_beams(arr, r + nrx_bytes, end, nbeams, per_beam, 10, 1 + _PHASE_BYTES[phase], False,
+                      (ids, tilts, 8, 2), path, "#MWC")
+    if walk.after != end:
         raise FormatError(path, r + 2, f"{nbeams} #MWC beams ending at the datagram's end (byte {end}), "
-                                       f"they end at byte {after}")
-    head = arr[beam_at[:, None] + np.arange(_BEAM_MIN)].reshape(-1).view(_BEAM)
-    detected = head["detected"].astype(np.float32)
-    if per_beam >= 16:
-        detected = arr[beam_at[:, None] + np.arange(12, 16)].reshape(-1).view("<f4").astype(np.float32)
-    lut = np.full(max(sectors, default=0) + 1, np.nan, np.float32)  # tilt by sector number (uint16 keys)
-    lut[list(sectors)] = list(sectors.values())
-    tx = head["tx_sector"].astype(np.int64)
-    tilt = np.where(tx < len(lut), lut[np.minimum(tx, len(lut) - 1)], np.float32(np.nan))
-    missing = np.flatnonzero(np.isnan(tilt))
-    if len(missing):
-        k = int(missing[0])
-        raise FormatError(path, int(beam_at[k]) + 8, f"#MWC beam {k}: a beamTxSectorNum of the ping's tx sectors "
-                                                     f"{sorted(sectors)}, found {int(head['tx_sector'][k])}")
-    samples, _ = gather_samples(arr, beam_at + per_beam, counts)
-    beams = {"beam_angle_deg": head["angle"].astype(np.float32),
-             "tilt_deg": tilt,
-             "start_sample": head["start"].astype(np.uint16), "detected_range_samples": detected,
-             "tx_sector": head["tx_sector"].astype(np.uint8), "counts": counts}
-    return (sec * 1_000_000_000 + nsec, ping_cnt, fan, c_ms, fs, file_offset), beams, samples
+                                       f"they end at byte {walk.after}")
+    return (sec * 1_000_000_000 + nsec, ping_cnt, fan, c_ms, fs, file_offset), walk
+
+
+@jit
+def _headers_kernel(buf, beam_at, header_bytes, angle, start, detected, sector):
+    for k in range(beam_at.shape[0]):
+        at = beam_at[k]
+        angle[k] = buf[at:at + 4].view(np.float32)[0]
+        start[k] = buf[at + 4] | (np.uint16(buf[at + 5]) << 8)
+        sector[k] = buf[at + 8]
+        if header_bytes[k] >= 16:  # version 2: detectedRangeInSamplesHighResolution
+            detected[k] = buf[at + 12:at + 16].view(np.float32)[0]
+        else:
+            detected[k] = np.float32(np.int64(buf[at + 6]) | (np.int64(buf[at + 7]) << 8))
+
+
+def _read_headers(buf: np.ndarray, beam_at: np.ndarray, header_bytes: np.ndarray) -> dict[str, np.ndarray]:
+    """The beam-entry fields (``EMdgmMWCrxBeamData``) of the beams at ``beam_at``."""
+    n = len(beam_at)
+    out = {"beam_angle_deg": np.empty(n, np.float32), "start_sample": np.empty(n, np.uint16),
+           "detected_range_samples": np.empty(n, np.float32), "tx_sector": np.empty(n, np.uint8)}
+    _headers_kernel(buf, np.ascontiguousarray(beam_at, np.int64), np.ascontiguousarray(header_bytes, np.int64),
+                    *out.values())
+    return out
+
+
+def _warmup() -> None:
+    buf = np.zeros(32, np.uint8)
+    _read_headers(buf, np.array([0, 16]), np.array([16, 12]))
 
 
 def read_kmall_water_column(source: PathLike | bytes, recover: bool = False) -> WaterColumn:
     """All ``#MWC`` pings of a KMALL/KMWCD file (path or bytes), multi-part datagrams re-joined.
 
-    Damaged datagrams raise :class:`FormatError`; with ``recover`` they are skipped."""
+    Damaged datagrams raise :class:`FormatError`; with ``recover`` they are skipped and
+    listed in :attr:`WaterColumn.corrupt`."""
     path, data = load_source(source)
     buf = memoryview(data)
-    whole = np.frombuffer(data, np.uint8)
+    buffers = [np.frombuffer(data, np.uint8)]
     index, corrupt = index_datagrams(buf, path, recover)
-    rows, beams, samples = [], [], []
+    rows, walks = [], []
     for o, target, at, size, t in joined_datagrams(buf, index, path, recover, corrupt):
         if t != "#MWC":
             continue
-        arr = whole if target is buf else np.frombuffer(target, np.uint8)
+        arr = buffers[0] if target is buf else np.frombuffer(target, np.uint8)
         try:
-            row, b, s = _mwc(arr, at, size, path, o)
+            row, walk = _mwc(arr, at, size, path, o)
         except FormatError as err:
             if recover:
                 corrupt.append((o, err.expected))
                 continue
-            if arr is not whole:
+            if arr is not buffers[0]:
                 raise FormatError(path, o, f"(in re-joined #MWC) {err.expected}") from None
             raise
+        if arr is not buffers[0]:
+            buffers.append(arr)
         rows.append(row)
-        beams.append(b)
-        samples.append(s)
-    wc = _collect(rows, beams, samples, path)
+        walks.append([(0 if arr is buffers[0] else len(buffers) - 1, walk)])
+    wc = assemble(rows, walks, buffers, _read_headers, path)
     wc.corrupt = corrupt
     return wc
-
-
-def _collect(rows: list[tuple], beams: list[dict], samples: list[np.ndarray], path) -> WaterColumn:
-    cols = list(zip(*rows)) if rows else [()] * 6
-    beam_start = np.zeros(len(rows) + 1, np.int64)
-    np.cumsum([len(b["beam_angle_deg"]) for b in beams], out=beam_start[1:])
-    sample_start = np.zeros(int(beam_start[-1]) + 1, np.int64)
-    per_beam = np.concatenate([b["counts"] for b in beams]) if beams else np.zeros(0, np.int64)
-    np.cumsum(per_beam, out=sample_start[1:])
-    cat = lambda name, dtype: np.concatenate([b[name] for b in beams]) if beams else np.zeros(0, dtype)
-    return WaterColumn(
-        time_ns=np.asarray(cols[0], np.int64), ping_counter=np.asarray(cols[1], np.uint16),
-        head=np.asarray(cols[2], np.uint16), sound_speed_m_s=np.asarray(cols[3], np.float32),
-        sample_rate_hz=np.asarray(cols[4], np.float32), datagram_offset=np.asarray(cols[5], np.int64),
-        beam_start=beam_start, beam_angle_deg=cat("beam_angle_deg", np.float32), tilt_deg=cat("tilt_deg", np.float32),
-        start_sample=cat("start_sample", np.uint16), detected_range_samples=cat("detected_range_samples", np.float32),
-        tx_sector=cat("tx_sector", np.uint8), sample_start=sample_start,
-        amplitude=np.concatenate(samples) if samples else np.zeros(0, np.int8), path=path,
-    )
 
 
 def kmall_water_column_world(wc: WaterColumn, log: KmallLog, origin: Origin, threshold_db: float | None = None,
