@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from engine.geodesy import Origin
+from engine.sweep import Sweep
 from formats.errors import FormatError, load_source
 from formats.sonar_world import PingPoses, SonarWorld, place_soundings
 
@@ -229,3 +230,15 @@ def read_gsf_world(source: PathLike | bytes | GsfPings, origin: Origin, include_
                            np.nan_to_num(b["depth_m"]), keep, b.get("mean_cal_amplitude_db", nan),
                            {"beam_flags": flags, "beam_angle_deg": b.get("beam_angle_deg", nan),
                             "travel_time_s": b.get("travel_time_s", nan)}, origin)
+
+
+def read_gsf_sweep(path: PathLike, origin: Origin | None = None, include_flagged: bool = False) -> Sweep:
+    """:func:`read_gsf_world`'s sweep, for :mod:`formats.registry`: the world frame around
+    ``origin``, by default the first placed ping's position at height 0."""
+    g = read_gsf(path)
+    if origin is None:
+        ok = np.flatnonzero((g.ping["latitude_deg"] != NULL_LATITUDE) & ((g.ping["ping_flags"] & IGNORE_PING) == 0))
+        if not len(ok):
+            raise FormatError(path, None, "a swath ping with a position to centre the scene on")
+        origin = Origin(float(g.ping["latitude_deg"][ok[0]]), float(g.ping["longitude_deg"][ok[0]]), 0.0)
+    return read_gsf_world(g, origin, include_flagged).sweep

@@ -171,3 +171,14 @@ def test_gsf_damaged(gsf_path):
     assert err.value.offset == d + 60
     with pytest.raises(FormatError, match="header record"):
         read_gsf(data[recs[1][0]:])
+
+
+def test_gsf_through_the_registry(gsf_path):
+    from formats.registry import format_for, read_points
+
+    assert format_for(gsf_path) == "gsf"
+    sweep = read_points(gsf_path)
+    g = read_gsf(gsf_path)
+    origin = Origin(float(g.ping["latitude_deg"][0]), float(g.ping["longitude_deg"][0]), 0.0)
+    np.testing.assert_array_equal(sweep.xyz, read_gsf_world(g, origin).sweep.xyz)
+    assert sweep.frame == "world"
