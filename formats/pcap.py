@@ -1,14 +1,17 @@
-"""Classic libpcap files: UDP payloads indexed in one numba pass over the whole file buffer.
+"""Packet captures (classic libpcap and pcapng): UDP payloads indexed in one numba pass.
 
-Supports both byte orders and both timestamp resolutions (magic ``0xA1B2C3D4`` for
-microseconds, ``0xA1B23C4D`` for nanoseconds), link types Ethernet (1, with 802.1Q/802.1ad
-VLAN tags), raw IPv4 (101, 228) and Linux cooked capture (113). IPv4 fragments are not
-reassembled: they are counted and skipped (Velodyne data packets are never fragmented).
+Classic pcap: both byte orders and both timestamp resolutions (magic ``0xA1B2C3D4`` for
+microseconds, ``0xA1B23C4D`` for nanoseconds). pcapng (Wireshark's default) is walked by
+:mod:`formats.pcapng`. Link types Ethernet (1, with 802.1Q/802.1ad VLAN tags), raw IPv4 (101,
+228) and Linux cooked capture (113). IPv4 fragments are not reassembled: they are counted and
+skipped (LiDAR data packets are never fragmented).
 
 There is no per-packet Python loop: :func:`read_udp_payloads` reads the file into one
 ``uint8`` buffer, a serial numba kernel walks the record headers (each record's offset
 depends on the previous one) and returns per-record payload offsets, lengths, timestamps
-and a status code; selection by port and payload size is NumPy on those arrays.
+and a status code; selection by port and payload size is NumPy on those arrays. Every
+length read from the file is checked against the buffer before use; a truncated last record
+is counted (``truncated_at``), a damaged pcapng block structure raises :class:`FormatError`.
 """
 
 from __future__ import annotations
@@ -30,15 +33,16 @@ LINKTYPE_LINUX_SLL = 113
 LINKTYPE_IPV4 = 228
 _LINKTYPES = {LINKTYPE_ETHERNET: 0, LINKTYPE_RAW: 1, LINKTYPE_IPV4: 1, LINKTYPE_LINUX_SLL: 2}
 
-# per-record status codes (the kernel's output), with the report's reason names
+# per-record status codes (the kernels' output), with the report's reason names
 OK = 0
 NOT_IPV4_UDP = 1
 IP_FRAGMENT = 2
 MALFORMED = 3
 TRUNCATED = 4
+NO_TIMESTAMP = 5
+UNSUPPORTED_LINK = 6
 REASONS = {NOT_IPV4_UDP: "not_ipv4_udp", IP_FRAGMENT: "ip_fragment", MALFORMED: "malformed_headers",
-           TRUNCATED: "truncated_record"}
-
+           TRUNCATED: "truncated_record", NO_TIMESTAMP: "no_timestamp", UNSUPPORTED_LINK: "unsupported_link"}
 
 @jit
 def _u16(buf, pos, big):
@@ -57,9 +61,57 @@ def _u32(buf, pos, big):
 
 
 @jit
+def _udp_payload(buf, start, end, link):
+    """``(status, payload offset, payload length, destination port)`` of the frame in
+    ``buf[start:end]`` captured on link code ``link`` (0 Ethernet, 1 raw IPv4, 2 Linux SLL)."""
+    ip = start
+    if link == 0:
+        ethertype = -1
+        p = start + 12
+        while p + 2 <= end:
+            ethertype = _u16(buf, p, True)
+            if ethertype == 0x8100 or ethertype == 0x88A8:
+                p += 4
+            else:
+                break
+        if p + 2 > end:
+            return MALFORMED, 0, 0, 0
+        if ethertype != 0x0800:
+            return NOT_IPV4_UDP, 0, 0, 0
+        ip = p + 2
+    elif link == 2:
+        if start + 16 > end:
+            return MALFORMED, 0, 0, 0
+        if _u16(buf, start + 14, True) != 0x0800:
+            return NOT_IPV4_UDP, 0, 0, 0
+        ip = start + 16
+    elif link != 1:
+        return UNSUPPORTED_LINK, 0, 0, 0
+    if ip + 20 > end:
+        return MALFORMED, 0, 0, 0
+    if (buf[ip] >> 4) != 4:
+        return NOT_IPV4_UDP, 0, 0, 0
+    ihl = np.int64(buf[ip] & 15) * 4
+    total = _u16(buf, ip + 2, True)
+    if ihl < 20 or total < ihl or ip + total > end:
+        return MALFORMED, 0, 0, 0
+    if buf[ip + 9] != 17:
+        return NOT_IPV4_UDP, 0, 0, 0
+    if (_u16(buf, ip + 6, True) & 0x3FFF) != 0:  # more-fragments flag or fragment offset
+        return IP_FRAGMENT, 0, 0, 0
+    udp = ip + ihl
+    if udp + 8 > ip + total:
+        return MALFORMED, 0, 0, 0
+    udp_len = _u16(buf, udp + 4, True)
+    if udp_len < 8 or udp + udp_len > ip + total:
+        return MALFORMED, 0, 0, 0
+    return OK, udp + 8, udp_len - 8, _u16(buf, udp + 2, True)
+
+
+@jit
 def _index_records(buf, big, nano, link):
-    """Walk every record. Returns (n, payload_offset, payload_len, ts_ns, dst_port, status,
-    record_offset); arrays are sized for the most records the file could hold."""
+    """Walk every classic pcap record. Returns (n, payload_offset, payload_len, ts_ns, dst_port,
+    status, record_offset); arrays are sized for the most records the file could hold."""
     size = buf.shape[0]
     cap = (size - GLOBAL_HEADER_SIZE) // RECORD_HEADER_SIZE + 1
     off = np.zeros(cap, np.int64)
@@ -86,72 +138,7 @@ def _index_records(buf, big, nano, link):
             n += 1
             break
         pos = end
-        # link layer -> offset of the IPv4 header
-        ip = start
-        if link == 0:
-            ethertype = -1
-            p = start + 12
-            while p + 2 <= end:
-                ethertype = _u16(buf, p, True)
-                if ethertype == 0x8100 or ethertype == 0x88A8:
-                    p += 4
-                else:
-                    break
-            if p + 2 > end:
-                status[n] = MALFORMED
-                n += 1
-                continue
-            if ethertype != 0x0800:
-                status[n] = NOT_IPV4_UDP
-                n += 1
-                continue
-            ip = p + 2
-        elif link == 2:
-            if start + 16 > end:
-                status[n] = MALFORMED
-                n += 1
-                continue
-            if _u16(buf, start + 14, True) != 0x0800:
-                status[n] = NOT_IPV4_UDP
-                n += 1
-                continue
-            ip = start + 16
-        if ip + 20 > end:
-            status[n] = MALFORMED
-            n += 1
-            continue
-        if (buf[ip] >> 4) != 4:
-            status[n] = NOT_IPV4_UDP
-            n += 1
-            continue
-        ihl = np.int64(buf[ip] & 15) * 4
-        total = _u16(buf, ip + 2, True)
-        if ihl < 20 or total < ihl or ip + total > end:
-            status[n] = MALFORMED
-            n += 1
-            continue
-        if buf[ip + 9] != 17:
-            status[n] = NOT_IPV4_UDP
-            n += 1
-            continue
-        if (_u16(buf, ip + 6, True) & 0x3FFF) != 0:  # more-fragments flag or fragment offset
-            status[n] = IP_FRAGMENT
-            n += 1
-            continue
-        udp = ip + ihl
-        if udp + 8 > ip + total:
-            status[n] = MALFORMED
-            n += 1
-            continue
-        udp_len = _u16(buf, udp + 4, True)
-        if udp_len < 8 or udp + udp_len > ip + total:
-            status[n] = MALFORMED
-            n += 1
-            continue
-        port[n] = _u16(buf, udp + 2, True)
-        off[n] = udp + 8
-        length[n] = udp_len - 8
-        status[n] = OK
+        status[n], off[n], length[n], port[n] = _udp_payload(buf, start, end, link)
         n += 1
     return n, off, length, ts, port, status, rec_off
 
@@ -168,7 +155,7 @@ def _gather(buf, offsets, width):
 
 @dataclass(eq=False)
 class UdpPayloads:
-    """The selected UDP payloads of a pcap file, still inside the file buffer.
+    """The selected UDP payloads of a capture file, still inside the file buffer.
 
     Attributes:
         path: the file.
@@ -176,10 +163,12 @@ class UdpPayloads:
         offsets: ``(P,) int64`` byte offset of each selected payload in ``buffer``.
         timestamps_ns: ``(P,) int64`` capture timestamps (UNIX epoch ns, from the record headers).
         size: payload size in bytes (all selected payloads have it).
-        records: number of records in the file.
+        records: number of records (pcapng: packet blocks) in the file.
         dropped: reason -> number of records not selected (``not_ipv4_udp``, ``ip_fragment``,
-            ``malformed_headers``, ``truncated_record``, ``wrong_port``, ``payload_size``).
+            ``malformed_headers``, ``truncated_record``, ``no_timestamp``, ``unsupported_link``,
+            ``wrong_port``, ``payload_size``).
         truncated_at: byte offset of a truncated final record, or None.
+        ports: ``(P,) int64`` UDP destination port of each selected payload.
     """
 
     path: str
@@ -190,6 +179,7 @@ class UdpPayloads:
     records: int
     dropped: dict[str, int]
     truncated_at: int | None = None
+    ports: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.offsets)
@@ -214,9 +204,8 @@ def _parse_global_header(buf: np.ndarray, path: str) -> tuple[bool, bool, int]:
     kinds = {b"\xd4\xc3\xb2\xa1": (False, False), b"\xa1\xb2\xc3\xd4": (True, False),
              b"\x4d\x3c\xb2\xa1": (False, True), b"\xa1\xb2\x3c\x4d": (True, True)}
     if magic not in kinds:
-        if magic == b"\x0a\x0d\x0d\x0a":
-            raise FormatError(path, 0, "classic pcap magic (pcapng is not supported; convert with editcap -F pcap)")
-        raise FormatError(path, 0, f"pcap magic a1b2c3d4 or a1b23c4d in either byte order, got {magic.hex()}")
+        raise FormatError(path, 0, f"pcap magic a1b2c3d4 or a1b23c4d in either byte order, or a pcapng "
+                                   f"section header 0a0d0d0a, got {magic.hex()}")
     big, nano = kinds[magic]
     order = ">" if big else "<"
     major = int(np.frombuffer(buf[4:6].tobytes(), order + "u2")[0])
@@ -228,20 +217,52 @@ def _parse_global_header(buf: np.ndarray, path: str) -> tuple[bool, bool, int]:
     return big, nano, _LINKTYPES[link]
 
 
-def read_udp_payloads(
-    path: str | os.PathLike, payload_size: int, port: int | None = None, data: bytes | None = None
-) -> UdpPayloads:
-    """Index a pcap file and select the UDP payloads of ``payload_size`` bytes.
+@dataclass(eq=False)
+class UdpIndex:
+    """Every record of a capture file, indexed (payloads still inside the file buffer).
 
-    Args:
-        path: the pcap file (also used in error messages when ``data`` is given).
-        payload_size: keep only UDP payloads of exactly this many bytes.
-        port: keep only datagrams to this UDP destination port (None: any).
-        data: the file's bytes, if already in memory.
+    Attributes:
+        path: the file; buffer: ``(B,) uint8`` the whole file.
+        offsets, lengths, timestamps_ns, ports: ``(R,) int64`` UDP payload offset in ``buffer``,
+            payload length, capture time (UNIX ns) and destination port of each record (0 where
+            ``status`` is not OK).
+        status: ``(R,) uint8`` per-record code (``OK`` or a key of :data:`REASONS`).
+        truncated_at: byte offset of a truncated final record, or None.
+    """
+
+    path: str
+    buffer: np.ndarray
+    offsets: np.ndarray
+    lengths: np.ndarray
+    timestamps_ns: np.ndarray
+    ports: np.ndarray
+    status: np.ndarray
+    truncated_at: int | None = None
+
+    def select(self, payload_size: int | None, port: int | None = None) -> UdpPayloads:
+        """The UDP payloads of ``payload_size`` bytes (None: the most frequent size among the
+        port's datagrams) sent to ``port`` (None: any), with why the other records were dropped."""
+        status = self.status
+        dropped = {name: int(np.count_nonzero(status == code)) for code, name in REASONS.items()}
+        udp = status == OK
+        port_ok = udp if port is None else udp & (self.ports == port)
+        dropped["wrong_port"] = int(np.count_nonzero(udp & ~port_ok))
+        if payload_size is None:
+            sizes, counts = np.unique(self.lengths[port_ok], return_counts=True)
+            payload_size = int(sizes[np.argmax(counts)]) if len(sizes) else 0
+        keep = port_ok & (self.lengths == payload_size)
+        dropped["payload_size"] = int(np.count_nonzero(port_ok & ~keep))
+        return UdpPayloads(self.path, self.buffer, np.ascontiguousarray(self.offsets[keep]),
+                           np.ascontiguousarray(self.timestamps_ns[keep]), payload_size, len(status), dropped,
+                           self.truncated_at, np.ascontiguousarray(self.ports[keep]))
+
+
+def index_udp(path: str | os.PathLike, data: bytes | None = None) -> UdpIndex:
+    """Index every record of a pcap or pcapng file (``data``: the file's bytes, if in memory).
 
     Raises:
         FormatError: a file-level problem (short or unknown global header, unsupported link
-            type). Bad records are counted in ``dropped``, never raised.
+            type, a damaged pcapng block structure). Bad records get a status, never raise.
     """
     spath = os.fspath(path)
     if data is None:
@@ -251,18 +272,24 @@ def read_udp_payloads(
             raise FormatError(spath, None, f"a readable pcap file ({exc})") from exc
     else:
         buf = np.frombuffer(data, dtype=np.uint8)
-    big, nano, link = _parse_global_header(buf, spath)
-    n, off, length, ts, dport, status, rec_off = _index_records(buf, big, nano, link)
-    off, length, ts, dport, status = off[:n], length[:n], ts[:n], dport[:n], status[:n]
-    dropped = {name: int(np.count_nonzero(status == code)) for code, name in REASONS.items()}
-    udp = status == OK
-    port_ok = udp if port is None else udp & (dport == port)
-    dropped["wrong_port"] = int(np.count_nonzero(udp & ~port_ok))
-    keep = port_ok & (length == payload_size)
-    dropped["payload_size"] = int(np.count_nonzero(port_ok & ~keep))
-    truncated_at = int(rec_off[n - 1]) if n and status[n - 1] == TRUNCATED else None
-    return UdpPayloads(spath, buf, np.ascontiguousarray(off[keep]), np.ascontiguousarray(ts[keep]),
-                       payload_size, int(n), dropped, truncated_at)
+    if len(buf) >= 4 and bytes(buf[:4]) == b"\x0a\x0d\x0d\x0a":
+        from formats.pcapng import index_pcapng
+
+        n, off, length, ts, dport, status, truncated_at = index_pcapng(buf, spath)
+    else:
+        big, nano, link = _parse_global_header(buf, spath)
+        n, off, length, ts, dport, status, rec_off = _index_records(buf, big, nano, link)
+        off, length, ts, dport, status = off[:n], length[:n], ts[:n], dport[:n], status[:n]
+        truncated_at = int(rec_off[n - 1]) if n and status[n - 1] == TRUNCATED else None
+    return UdpIndex(spath, buf, off, length, ts, dport, status, truncated_at)
+
+
+def read_udp_payloads(
+    path: str | os.PathLike, payload_size: int | None, port: int | None = None, data: bytes | None = None
+) -> UdpPayloads:
+    """Index a pcap or pcapng file and select UDP payloads of ``payload_size`` bytes to ``port``
+    (:func:`index_udp` then :meth:`UdpIndex.select`)."""
+    return index_udp(path, data).select(payload_size, port)
 
 
 def udp_pcap_bytes(

@@ -20,10 +20,11 @@ from engine.pose_track import PoseTrack
 from engine.sweep import Sweep
 from formats.errors import FormatError
 from formats.kmall import DETECTION_REJECTED, KmallLog, read_kmall
-from formats.pcap import UdpPayloads, read_udp_payloads, udp_pcap_bytes
+from formats.pcap import UdpPayloads, index_udp, udp_pcap_bytes
 from formats.raw_log import LogLidar, RawLog
 from formats.registry import read_points
-from formats.velodyne import PACKET_SIZE, read_velodyne_pcap
+from formats.velodyne import PACKET_SIZE, read_velodyne_pcap, velodyne_stream_times
+from formats.velodyne_time import position_packets
 
 
 def world_points(log: RawLog, track: PoseTrack, index: int) -> dict[str, np.ndarray]:
@@ -85,27 +86,31 @@ def _version(path: Path) -> tuple[str, int, int]:
 
 
 @lru_cache(maxsize=8)
-def _pcap_index_cached(key: tuple[str, int, int]) -> tuple[UdpPayloads, np.ndarray]:
-    udp = read_udp_payloads(key[0], PACKET_SIZE)
+def _pcap_index_cached(key: tuple[str, int, int]) -> tuple[UdpPayloads, np.ndarray, np.ndarray]:
+    index = index_udp(key[0])
+    udp = index.select(PACKET_SIZE)
     order = np.argsort(udp.timestamps_ns, kind="stable")
-    return udp, order
+    return udp, order, velodyne_stream_times(udp, position_packets(index))
 
 
-def _pcap_index(path: Path) -> tuple[UdpPayloads, np.ndarray]:
-    """The pcap's 1206-byte UDP payloads (file buffer, offsets, record times) and their time order."""
+def _pcap_index(path: Path) -> tuple[UdpPayloads, np.ndarray, np.ndarray]:
+    """The pcap's 1206-byte UDP payloads (file buffer, offsets, record times), their time order
+    and each packet's time from the whole stream's clock (``formats.velodyne_time``, "auto")."""
     return _pcap_index_cached(_version(path))
 
 
 def _velodyne_window(lidar: LogLidar, start_ns: int, end_ns: int):
     """Decode the data packets recorded in ``[start_ns, end_ns)``: ``(absolute times (N,) int64,
     sweep in the LiDAR frame)``."""
-    udp, order = _pcap_index(lidar.path)
+    udp, order, stream_ns = _pcap_index(lidar.path)
     ts = udp.timestamps_ns[order]
     rows = order[np.searchsorted(ts, start_ns, "left"):np.searchsorted(ts, end_ns, "left")]
     rows = np.sort(rows)  # file order, as the decoder expects
     payloads = udp.buffer[udp.offsets[rows, None] + np.arange(PACKET_SIZE)[None, :]]
-    data = udp_pcap_bytes(payloads, udp.timestamps_ns[rows], nanosecond=True)
-    sweeps, _ = read_velodyne_pcap(lidar.path, lidar.model, calibration=lidar.calibration, data=data)
+    # the window's packets stamped with the stream's packet times, which the decoder then takes
+    data = udp_pcap_bytes(payloads, stream_ns[rows], nanosecond=True)
+    sweeps, _ = read_velodyne_pcap(lidar.path, lidar.model, calibration=lidar.calibration, data=data,
+                                   time_source="pcap")
     if not sweeps:
         empty = Sweep(np.zeros((0, 3), np.float32), start_ns, np.zeros(0, np.float32), np.zeros(0, np.int64),
                       np.zeros(0, np.uint16), frame="lidar")

@@ -31,11 +31,13 @@ from formats.velodyne_calibration import (
 
 T0 = 1_700_000_000_000_000_000
 PEER_MODEL = {"VLP-16": vd.Model.VLP16, "HDL-32E": vd.Model.HDL32E, "VLP-32C": vd.Model.VLP32C,
-              "HDL-64E_S2": vd.Model.HDL64E_S2, "HDL-64E_S3": vd.Model.HDL64E_S3}
+              "HDL-64E_S2": vd.Model.HDL64E_S2, "HDL-64E_S3": vd.Model.HDL64E_S3,
+              "Puck Hi-Res": vd.Model.PuckHiRes, "VLS-128": vd.Model.VLS128}
 
 
 def _firings(model: str, n_packets: int, mode: str = "strongest", seed: int = 0, rpm: float = 600.0,
-             max_range: float = 80.0) -> Firings:
+             max_range: float = 80.0, same: float = 0.0) -> Firings:
+    """Random firings; in dual mode a fraction ``same`` of them has identical returns."""
     mdl = get_model(model)
     per = mdl.sequences_per_packet // (2 if mode == "dual" else 1)
     s = per * n_packets
@@ -46,41 +48,51 @@ def _firings(model: str, n_packets: int, mode: str = "strongest", seed: int = 0,
     shape = (s, 2, mdl.n_lasers) if mode == "dual" else (s, mdl.n_lasers)
     dist = rng.uniform(0.5, max_range, shape)
     dist[rng.random(shape) < 0.1] = 0.0  # no return
+    if mode == "dual":
+        both = rng.random((s, mdl.n_lasers)) < same
+        dist[:, 1][both] = dist[:, 0][both]
     return Firings(ts, az, dist, rng.integers(0, 256, shape))
 
 
-def _ours(sweeps: list[Sweep]):
+def _ours(sweeps: list[Sweep], since_ns: float = -np.inf):
+    """(xyz, ring, time ns, return_index, intensity, return_type) of the points fired from ``since_ns``."""
     a = Sweep.concatenate(sweeps)
     t = np.concatenate([s.timestamp_ns + s.time_offset_ns for s in sweeps]).astype(np.float64)
-    return a.xyz, a.ring, t, a.return_index, a.intensity
+    k = t >= since_ns
+    return a.xyz[k], a.ring[k], t[k], a.return_index[k], a.intensity[k], a.extra["return_type"][k]
 
 
-def _peer(path, model: str, calibration=None, **cfg):
+def _peer(path, model: str, calibration=None, skip_scans: int = 0, **cfg):
+    """The peer's points as :func:`_ours` (its first ``skip_scans`` scans left out)."""
     config = vd.Config(model=PEER_MODEL[model], min_range=0.0, max_range=1000.0, **cfg)
     if calibration is not None:
         config.calibration = calibration
-    scans = list(vd.read_pcap(str(path), config))
+    scans = list(vd.read_pcap(str(path), config))[skip_scans:]
     pts = np.concatenate([s.points for s in scans])
     # scan stamps are pcap record times (whole µs); relative times float32 seconds -> ns, 100 ns grid
     t = np.concatenate([np.rint(s.stamp.host * 1e6) * 1000 + np.rint(s.points[:, 4].astype(np.float64) * 1e7) * 100
                         for s in scans])
-    # peer return_type: 1 strongest, 2 last
-    return pts[:, :3], pts[:, 6].astype(np.uint16), t, (pts[:, 7] == 2).astype(np.uint8), pts[:, 3]
+    # peer return_type: 1 strongest, 2 last, 3 both (an identical dual return, reported once)
+    kind = pts[:, 7].astype(np.uint8)
+    return pts[:, :3], pts[:, 6].astype(np.uint16), t, (kind == 2).astype(np.uint8), pts[:, 3], kind
 
 
-def _match(ours, peer, xyz_tol=1e-3):
-    """Same points in the same firing (time, ring, return): positions within ``xyz_tol``."""
-    oxyz, oring, ot, oret, oint = ours
-    pxyz, pring, pt, pret, pint = peer
+def _match(ours, peer, xyz_tol=1e-3, t_tol=100.0, az_tol_deg=0.0):
+    """Same points in the same firing (time, ring, return): positions within ``xyz_tol`` plus
+    ``az_tol_deg`` of azimuth at their range, times within ``t_tol`` ns."""
+    oxyz, oring, ot, oret, oint, otype = ours
+    pxyz, pring, pt, pret, pint, ptype = peer
     assert len(oxyz) == len(pxyz) > 0
-    oi = np.lexsort((oret, oring, np.rint(ot / 100) * 100))
-    pi = np.lexsort((pret, pring, pt))
+    oi = np.lexsort((oret, ot, oring))  # a ring fires once per sequence: (ring, time) names a firing
+    pi = np.lexsort((pret, pt, pring))
     np.testing.assert_array_equal(oring[oi], pring[pi])
     np.testing.assert_array_equal(oret[oi], pret[pi])
-    np.testing.assert_allclose(ot[oi], pt[pi], atol=100.0)  # ns
+    np.testing.assert_array_equal(otype[oi], ptype[pi])
+    np.testing.assert_allclose(ot[oi], pt[pi], atol=t_tol)  # ns
     np.testing.assert_allclose(oint[oi], pint[pi], atol=1e-3)
-    err = np.abs(oxyz[oi] - pxyz[pi]).max()
-    assert err <= xyz_tol, err
+    err = np.linalg.norm(oxyz[oi] - pxyz[pi], axis=1)
+    r = np.linalg.norm(pxyz[pi], axis=1)
+    assert np.all(err <= xyz_tol + r * np.radians(az_tol_deg)), err.max()
     return oxyz[oi], pxyz[pi]
 
 
@@ -137,14 +149,14 @@ def test_pcap_skips_other_traffic_and_counts_why():
     np.testing.assert_array_equal(u.array(), np.full((2, 1206), 7, np.uint8))
     assert u.records == 8
     assert u.dropped == {"not_ipv4_udp": 2, "ip_fragment": 1, "malformed_headers": 1, "truncated_record": 1,
-                         "wrong_port": 1, "payload_size": 0}
+                         "no_timestamp": 0, "unsupported_link": 0, "wrong_port": 1, "payload_size": 0}
     assert u.truncated_at == len(header) + sum(len(r) for r in recs)
 
 
 @pytest.mark.parametrize("data, offset, what", [
     (b"\xd4\xc3\xb2", 0, "global header"),
     (b"\x00" * 24, 0, "magic"),
-    (b"\x0a\x0d\x0d\x0a" + b"\x00" * 20, 0, "pcapng"),
+    (b"\x0a\x0d\x0d\x0a" + b"\x00" * 24, 8, "byte-order magic"),
     (struct.pack("<IHHiIII", 0xA1B2C3D4, 3, 4, 0, 0, 65535, 1), 4, "major version"),
     (struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 147), 20, "link type"),
 ])
@@ -351,8 +363,9 @@ def test_writer_round_trip_recovers_firings(model):
     mdl = get_model(model)
     firings = _firings(model, 25, seed=4)
     packets, ts = velodyne_packets(firings, model)
-    sweeps, rep = read_velodyne_pcap("<mem>", data=udp_pcap_bytes(packets, ts, nanosecond=True), cut_angle_deg=0.0)
-    xyz, ring, t, ret, inten = _ours(sweeps)
+    sweeps, rep = read_velodyne_pcap("<mem>", data=udp_pcap_bytes(packets, ts, nanosecond=True), cut_angle_deg=0.0,
+                                     time_source="pcap")
+    xyz, ring, t, ret, inten, _ = _ours(sweeps)
     cal = mdl.default_calibration()
     beams = mdl.beam_table()
     # expected, in NumPy: every firing with a return, in packet order
@@ -520,7 +533,7 @@ def test_simulated_rig_to_pcap_round_trip():
     # decode with the pattern's own beams (the simulator has no per-laser origin offsets)
     cal = VelodyneCalibration(beams.azimuth_offset_rad, beams.elevation_rad, mdl.distance_resolution_m)
     sweeps, rep = read_velodyne_pcap("<mem>", data=udp_pcap_bytes(*velodyne_packets(firings, mdl), nanosecond=True),
-                                     calibration=cal, cut_angle_deg=359.0)
+                                     calibration=cal, cut_angle_deg=359.0, time_source="pcap")
     out = Sweep.concatenate(sweeps)
     t = np.concatenate([s.timestamp_ns + s.time_offset_ns for s in sweeps])
     assert len(out) == len(sim) > 10_000
@@ -533,3 +546,228 @@ def test_simulated_rig_to_pcap_round_trip():
     err = np.linalg.norm(out.xyz[o].astype(np.float64) - sim.xyz[e], axis=1)
     # 4 mm range step, 0.01° encoder step on the block azimuth and on the packet's rotation rate
     assert np.all(err <= mdl.distance_resolution_m / 2 + r * np.radians(0.01) + 1e-4), err.max()
+
+
+# ---------------------------------------------------------------- Puck Hi-Res, VLS-128, dual returns
+@pytest.mark.parametrize("model", ["Puck Hi-Res", "VLS-128"])
+@pytest.mark.parametrize("mode", ["strongest", "last", "dual"])
+def test_hires_and_vls128_match_velodyne_decoder(tmp_path, model, mode):
+    """Product id 0x24 / 0xA1 packets against the peer: ring, return type, intensity, time and
+    position. The peer has no rotation rate in its first VLS-128 packet and stretched times in
+    its first VLS-128 scan: those are compared from its second scan on, to 300 ns (its scan
+    stamps are float seconds) and one 0.01° encoder step (it takes the rate between packets)."""
+    path = tmp_path / "m.pcap"
+    n = write_velodyne_pcap(path, _firings(model, 120, mode, same=0.3), model, mode)
+    sweeps, rep = read_velodyne_pcap(path, quantize_azimuth=True, cut_angle_deg=40.0)
+    assert rep.model == model and rep.decoded == n and rep.dropped_total == 0
+    if model == "Puck Hi-Res":
+        _match(_ours(sweeps), _peer(path, model))
+        return
+    # (the peer does not cut dual-return VLS-128 scans: there, from its third packet)
+    peer = _peer(path, model, skip_scans=0 if mode == "dual" else 1, cut_angle=40.0)
+    # from halfway between two firing groups (2.67 µs apart)
+    since = peer[2].min() + 1333 + (2 * 53_333 if mode == "dual" else 0)
+    keep = peer[2] >= since
+    _match(_ours(sweeps, since), tuple(c[keep] for c in peer), t_tol=300.0, az_tol_deg=0.0101)
+
+
+@pytest.mark.parametrize("model", ["VLP-16", "HDL-32E", "VLP-32C"])
+def test_identical_dual_returns_are_kept_once(tmp_path, model):
+    """Half the firings have equal strongest and last distances (reflectivities differ): one
+    point each, flagged return_type 3 with the strongest return's intensity, as the peer."""
+    path = tmp_path / "d.pcap"
+    firings = _firings(model, 30, "dual", same=0.5, seed=12)
+    write_velodyne_pcap(path, firings, model, "dual")
+    sweeps, rep = read_velodyne_pcap(path, quantize_azimuth=True)
+    ours = _ours(sweeps)
+    d = firings.distance_m
+    hit = d > 0
+    same = hit[:, 0] & (np.rint(d[:, 0] / MODELS[model].distance_resolution_m)
+                        == np.rint(d[:, 1] / MODELS[model].distance_resolution_m))
+    assert rep.points == len(ours[0]) == np.count_nonzero(hit) - np.count_nonzero(same)
+    types = np.bincount(ours[5], minlength=4)
+    assert types[3] == np.count_nonzero(same) > 0
+    assert types[1] == np.count_nonzero(hit[:, 0]) - types[3] and types[2] == np.count_nonzero(hit[:, 1]) - types[3]
+    assert np.all(ours[3][ours[5] == 3] == 0)  # return_index: the strongest return
+    _match(ours, _peer(path, model))
+
+
+def test_hdl64e_identical_dual_returns(tmp_path):
+    packets, ts = _hdl64e_packets(20, True, seed=13)
+    # the last-return block pairs (2, 3) repeat the strongest pairs' (0, 1) distances for half the channels
+    rng = np.random.default_rng(13)
+    blocks = packets[:, :1200].reshape(20, 3, 4, 100)
+    copy = rng.random((20, 3, 2, 32)) < 0.5
+    for c in range(2):
+        dist = blocks[:, :, c, 4:].reshape(20, 3, 32, 3)[..., :2]
+        last = blocks[:, :, 2 + c, 4:].reshape(20, 3, 32, 3)
+        last[..., :2] = np.where(copy[:, :, c, :, None], dist, last[..., :2])
+        blocks[:, :, 2 + c, 4:] = last.reshape(20, 3, 96)
+    packets[:, :1200] = blocks.reshape(20, 1200)
+    path = tmp_path / "h.pcap"
+    path.write_bytes(udp_pcap_bytes(packets, ts))
+    cal = vd.calibrations.get_bundled_calibration("HDL-64E_S3-VeloView.yml")
+    calib_path = tmp_path / "c.yaml"
+    calib_path.write_text(cal.to_string())
+    sweeps, _ = read_velodyne_pcap(path, model="HDL-64E_S3", calibration=calib_path, quantize_azimuth=True)
+    ours = _ours(sweeps)
+    assert np.count_nonzero(ours[5] == 3) > 0
+    _match(ours, _peer(path, "HDL-64E_S3", calibration=cal))
+
+
+def test_model_names_and_vls128_tables():
+    assert get_model("Alpha Prime") is get_model("vls128") is MODELS["VLS-128"]
+    assert get_model("VLP-16 Hi-Res") is get_model("puck hi-res") is MODELS["Puck Hi-Res"]
+    vls = MODELS["VLS-128"].beam_table()
+    assert vls.sequence_period_ns == 53_333 and len(vls.elevation_rad) == 128
+    # eight lasers per firing group, groups 0-7 then two maintenance slots, then 8-15
+    slot = np.arange(128) // 8 + np.arange(128) // 64 * 2
+    np.testing.assert_array_equal(vls.firing_offset_ns, np.rint(slot * 2666.66).astype(np.int64))
+    # the peer's default calibrations hold the same beams
+    for name, peer_model in (("VLS-128", vd.Model.VLS128), ("Puck Hi-Res", vd.Model.PuckHiRes)):
+        doc = yaml.safe_load(vd.Calibration.default_calibs[peer_model].to_string())
+        cal = MODELS[name].default_calibration()
+        for key in ("vert_correction", "rot_correction", "vert_offset_correction"):
+            np.testing.assert_allclose(getattr(cal, key), [laser[key] for laser in doc["lasers"]], atol=2e-6)
+
+
+# ---------------------------------------------------------------- time sources, position packets
+def _rmc(t_ns: int) -> str:
+    """The $GPRMC sentence of the whole UTC second before ``t_ns`` (valid fix, checksum)."""
+    import datetime
+    import functools
+
+    d = datetime.datetime.fromtimestamp(t_ns // 10**9, datetime.timezone.utc)
+    body = f"GPRMC,{d:%H%M%S}.00,A,5922.4400,N,02439.1800,E,0.0,0.0,{d:%d%m%y},,,A"
+    return f"${body}*{functools.reduce(lambda a, c: a ^ ord(c), body, 0):02X}\r\n"
+
+
+def _timed_capture(skew_ns: int, jitter_us: float, seed: int, t0: int = 1_700_002_799_000_000_000,
+                   positions: bool = False, clock=lambda t: t):
+    """VLP-16 packets fired from ``t0`` (2 s crossing the top of an hour) whose µs stamps read
+    ``clock(true time)``, recorded ``skew_ns`` late plus 0..``jitter_us`` of jitter; with position
+    packets every 100 ms. Returns (pcap bytes, true packet times)."""
+    from formats.velodyne_time import position_packet
+
+    rng = np.random.default_rng(seed)
+    firings = _firings("VLP-16", 1500, seed=seed)
+    firings.timestamp_ns = t0 + (firings.timestamp_ns - T0)
+    firings.distance_m[firings.distance_m == 0] = 5.0  # every laser returns: one point per firing
+    packets, true_ns = velodyne_packets(firings, "VLP-16")
+    usec = (clock(true_ns) // 1000) % 3_600_000_000
+    packets[:, 1200:1204] = usec.astype("<u4").view(np.uint8).reshape(-1, 4)
+    capture = true_ns + skew_ns + rng.uniform(0, jitter_us * 1000, len(true_ns)).astype(np.int64)
+    data = udp_pcap_bytes(packets, capture, nanosecond=True)
+    if positions:
+        pos_true = np.arange(true_ns[0], true_ns[-1], 100_000_000)
+        pos = np.stack([position_packet(int(clock(t) // 1000 % 3_600_000_000), _rmc(int(t))) for t in pos_true])
+        extra = udp_pcap_bytes(pos, pos_true + skew_ns, dst_port=8308, nanosecond=True)[24:]
+        data += extra
+    return data, true_ns
+
+
+def _packet_starts(sweeps: list[Sweep]) -> np.ndarray:
+    """Packet times (the first firing of each 24-sequence packet) of decoded sweeps."""
+    first_laser = MODELS["VLP-16"].beam_table().ring[0]
+    t = np.concatenate([s.timestamp_ns + s.time_offset_ns[s.ring == first_laser] for s in sweeps])
+    return np.unique(t)[::24]
+
+
+def test_auto_time_takes_the_sensor_clock_without_capture_jitter():
+    data, true_ns = _timed_capture(skew_ns=0, jitter_us=230.0, seed=20)
+    for source, used in (("auto", "gps_capture"), ("gps", "gps_capture"), ("pcap", "pcap")):
+        sweeps, rep = read_velodyne_pcap("<mem>", data=data, time_source=source, cut_angle_deg=0.0)
+        assert rep.time_source == used
+        t = _packet_starts(sweeps)
+        if source == "pcap":  # the record times: the jitter is there
+            assert np.ptp(t - true_ns) > 100_000
+        else:  # the packets' own µs stamps, across the top of the hour
+            np.testing.assert_array_equal(t, true_ns // 1000 * 1000)
+
+
+def test_auto_time_keeps_jitter_free_capture_times():
+    """Capture times within the µs of each packet's stamp (a simulated capture): kept, with their ns."""
+    data, true_ns = _timed_capture(skew_ns=0, jitter_us=0.0, seed=25)
+    assert np.any(true_ns % 1000)
+    sweeps, rep = read_velodyne_pcap("<mem>", data=data, cut_angle_deg=0.0)
+    assert rep.time_source == "pcap"
+    np.testing.assert_array_equal(_packet_starts(sweeps), true_ns)
+
+
+def test_free_running_sensor_clock_is_fitted_to_the_capture_clock():
+    # the sensor counts from its power-up, 17 minutes off the hour, and runs 40 ppm fast
+    clock = lambda t: (t - 1_700_000_000_000_000_000 + 17 * 60 * 10**9) * (1 + 40e-6)  # noqa: E731
+    data, true_ns = _timed_capture(skew_ns=0, jitter_us=230.0, seed=21, clock=lambda t: np.int64(clock(t)))
+    sweeps, rep = read_velodyne_pcap("<mem>", data=data, cut_angle_deg=0.0)
+    assert rep.time_source == "sensor_fit"
+    err = (_packet_starts(sweeps) - true_ns).astype(np.float64)
+    # on the capture clock (a mean latency of 115 µs later), its drift fitted, jitter-free
+    assert abs(err.mean() - 115_000) < 10_000 and err.std() < 1_500
+    sweeps_pcap, _ = read_velodyne_pcap("<mem>", data=data, cut_angle_deg=0.0, time_source="pcap")
+    assert (_packet_starts(sweeps_pcap) - true_ns).std() > 40 * err.std()
+
+
+def test_position_packets_name_the_hour():
+    """A capture host 25 minutes off: the position packets' RMC fix puts the sensor's µs stamps
+    in the right hour (the capture time alone would put them in the wrong one)."""
+    skew = 25 * 60 * 10**9
+    data, true_ns = _timed_capture(skew_ns=skew, jitter_us=230.0, seed=22, positions=True)
+    sweeps, rep = read_velodyne_pcap("<mem>", data=data, cut_angle_deg=0.0)
+    assert rep.time_source == "gps_fix"
+    pos = rep.position_packets
+    assert len(pos) == 20 and np.all(pos.pps_status == 2)
+    np.testing.assert_allclose(pos.latitude_deg, 59 + 22.44 / 60)
+    np.testing.assert_allclose(pos.longitude_deg, 24 + 39.18 / 60)
+    np.testing.assert_array_equal(_packet_starts(sweeps), true_ns // 1000 * 1000)
+    # the peer reads the same stamp and fix from the position packets
+    from formats.pcap import read_udp_payloads
+
+    raw = read_udp_payloads("<mem>", 512, port=8308, data=data).array()
+    for k in (0, 11, 19):
+        peer = vd.TelemetryPacket(raw[k].tobytes())
+        fix = peer.parse_nmea()
+        assert peer.usec_since_toh == pos.usec_since_hour[k]
+        whole = (pos.fix_ns[k] // 10**9) % 86400
+        assert (fix.utc_hours, fix.utc_minutes, fix.utc_seconds) == (whole // 3600, whole // 60 % 60, whole % 60)
+    # without the position packets the hour comes from the (wrong) capture clock: "gps" is off
+    # by an hour, "auto" sees the disagreement and fits the clock
+    plain = data[: len(data) - 20 * (16 + 42 + 512)]
+    (*_, ), rep_gps = read_velodyne_pcap("<mem>", data=plain, time_source="gps")
+    assert rep_gps.time_source == "gps_capture"
+    _, rep_auto = read_velodyne_pcap("<mem>", data=plain)
+    assert rep_auto.time_source == "sensor_fit"
+
+
+# ---------------------------------------------------------------- full rotations, azimuth crop
+def test_full_rotation_cut():
+    firings = _firings("VLP-16", 240, seed=23, rpm=600.0)
+    data = udp_pcap_bytes(*velodyne_packets(firings, "VLP-16"))
+    sweeps, _ = read_velodyne_pcap("<mem>", data=data, cut_angle_deg=None)
+    first = np.rint(firings.azimuth_deg[0] * 100) / 100
+    ref, _ = read_velodyne_pcap("<mem>", data=data, cut_angle_deg=first)
+    assert len(sweeps) == len(ref) == 4  # 3.2 rotations
+    for a, b in zip(sweeps, ref):
+        np.testing.assert_array_equal(a.xyz, b.xyz)
+    # the first sweep is a whole rotation: 0.1 s at 600 rpm, starting with the first firing
+    assert sweeps[0].timestamp_ns == firings.timestamp_ns[0] // 1000 * 1000
+    assert 0.0999 < sweeps[0].time_offset_ns.max() * 1e-9 < 0.1 + 111e-6  # up to the last firing pair
+
+
+@pytest.mark.parametrize("crop", [(10.0, 200.0), (300.0, 60.0)])
+def test_azimuth_crop_matches_velodyne_decoder(tmp_path, crop):
+    path = tmp_path / "c.pcap"
+    write_velodyne_pcap(path, _firings("VLP-16", 60, seed=24), "VLP-16")
+    sweeps, _ = read_velodyne_pcap(path, quantize_azimuth=True, azimuth_range_deg=crop)
+    ours = _ours(sweeps)
+    yaw = np.degrees(np.arctan2(-ours[0][:, 1], ours[0][:, 0])) % 360  # encoder azimuth (no rot correction)
+    lo, hi = crop
+    inside = ((yaw >= lo - 0.01) & (yaw <= hi + 0.01)) if lo < hi else ((yaw >= lo - 0.01) | (yaw <= hi + 0.01))
+    assert np.all(inside)
+    full, _ = read_velodyne_pcap(path)
+    assert 0 < len(ours[0]) < sum(len(s) for s in full)
+    # the peer reads (a, b) as an unordered pair: a wrapping range is its two halves
+    halves = [(lo, hi)] if lo < hi else [(lo, 359.99), (0.0, hi)]
+    peer = [_peer(path, "VLP-16", min_angle=a, max_angle=b) for a, b in halves]
+    _match(ours, tuple(np.concatenate(cols) for cols in zip(*peer)))
+    with pytest.raises(ValueError, match="azimuth_range_deg"):
+        read_velodyne_pcap(path, azimuth_range_deg=(0.0, np.nan))
