@@ -71,7 +71,10 @@ def drive_bag() -> tuple[Path, Path, int]:
         shutil.rmtree(base, ignore_errors=True)
         shutil.copytree(source, log)
         doc = json.loads((log / "log.json").read_text())
-        doc.pop("labels", None)  # a bag carries none: both sides prepare without labels
+        doc.pop("labels", None)  # the bag records neither labels nor radar: both sides prepare without them
+        doc.pop("radars", None)
+        for frame in doc["frames"]:
+            frame.pop("radar", None)
         (log / "log.json").write_text(json.dumps(doc))
         drive = simulate_drive(seed=SEED, duration_s=duration_s, preset="road")
         write_drive_bag(bag, drive, STORAGE, jpegs=lambda cam, i: (log / f"camera/{cam}/{i:06d}.jpg").read_bytes())

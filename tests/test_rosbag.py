@@ -34,9 +34,12 @@ def bag_path(root: Path, storage: str) -> Path:
 
 
 def without_labels(log_dir: Path) -> Path:
-    """The raw log without its labels.json (a bag carries none)."""
+    """The raw log without what the bag does not record: labels.json and radar scans."""
     doc = json.loads((log_dir / "log.json").read_text())
     doc.pop("labels")
+    doc.pop("radars", None)
+    for frame in doc["frames"]:
+        frame.pop("radar", None)
     (log_dir / "log.json").write_text(json.dumps(doc))
     return log_dir
 

@@ -109,6 +109,14 @@ class Bag:
             self._reader.open()
         except _reader_errors() as exc:
             raise BagReadError(self.path, f"a readable bag{_repair_hint(self.path)}: {type(exc).__name__}: {exc}") from None
+        try:
+            self._describe()
+        except BaseException:
+            self._reader.close()
+            raise
+
+    def _describe(self) -> None:
+        """Connections, time range, type store and topics of the open reader."""
         self.connections = list(self._reader.connections)
         some = bool(self._reader.message_count)
         self.start_ns = int(self._reader.start_time) if some else 0  # first log time

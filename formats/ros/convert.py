@@ -41,7 +41,7 @@ from formats.ros.bag import Bag, bag_name
 from formats.ros.frames import FramePlan, plan_frames
 from formats.ros.images import camera_intrinsics, compressed_jpeg, image_pixels
 from formats.ros.index import BagIndex, Issue, SensorIndex, index_bag
-from formats.ros.options import CAMERA_INFO, NAV_SAT_FIX, ODOMETRY, BagOptions, camera_info_topic
+from formats.ros.options import CAMERA_INFO, IMU, NAV_SAT_FIX, ODOMETRY, BagOptions, camera_info_topic
 from formats.ros.pointcloud import cloud_sweep
 from formats.ros.poses import EgoPoses, at_rest, choose_pose_topic, navsat_poses, odometry_poses, pose_stamped_poses, tf_poses
 from formats.ros.tf import TransformError
@@ -123,10 +123,11 @@ def ego_poses(idx: BagIndex, notes: list[str]) -> EgoPoses:
         if types[topic] == ODOMETRY:
             return odometry_poses(msgs, idx.tree, base, topic)
         if types[topic] == NAV_SAT_FIX:
-            imus = [m for t, ms in idx.pose_messages.items() if types[t] == "sensor_msgs/msg/Imu" for m in ms]
-            return navsat_poses(msgs, imus, idx.tree, base, topic, notes)
+            imu = max((t for t in idx.pose_messages if types[t] == IMU), default=None,
+                      key=lambda t: (len(idx.pose_messages[t]), t))
+            return navsat_poses(msgs, idx.pose_messages.get(imu, []), idx.tree, base, topic, notes)
         return pose_stamped_poses(msgs, topic)
-    except (ValueError, StopIteration) as exc:
+    except ValueError as exc:
         raise FormatError(bag.path, None, f"ego poses from {topic}: {exc}") from None
 
 

@@ -107,6 +107,9 @@ def pose_stamped_poses(msgs: list[Any], topic: str) -> EgoPoses:
 def tf_poses(tree: TransformTree, base: str) -> EgoPoses:
     """The ``/tf`` chain from its root down to ``base`` (see the module docstring)."""
     edges = tree.dynamic_chain(base)
+    if not edges:
+        raise ValueError(f"a /tf chain from a root frame down to {base!r} with a moving edge (the tree holds "
+                         f"{tree.frames()})")
     lowest = next(c for _, c, s in edges if not s)
     times = tree.edge_track(lowest).timestamps_ns
     out = SE3.identity(len(times))
