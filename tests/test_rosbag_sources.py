@@ -352,3 +352,24 @@ def test_storage_file_alone_and_an_output_that_is_not_a_log(tmp_path):
     with pytest.raises(ValueError, match="is not a raw log"):
         bag_to_raw_log(mcap, tmp_path / "mine", BagOptions())
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+
+
+def test_a_bag_that_breaks_off_converts_what_came_before(tmp_path, monkeypatch):
+    """The container failing part-way (rosbags' ReaderError on a damaged chunk): the messages
+    logged before it are converted, the break is reported with its time."""
+    from rosbags.rosbag2 import Reader, ReaderError
+
+    bag = base_bag(tmp_path / "t").close()
+    real = Reader.messages
+
+    def breaking(self, *args, **kwargs):
+        for item in real(self, *args, **kwargs):
+            if item[1] >= T0 + 550 * MS:
+                raise ReaderError("Chunk checksum mismatch.")
+            yield item
+
+    monkeypatch.setattr(Reader, "messages", breaking)
+    result = bag_to_raw_log(bag, tmp_path / "log", BagOptions())
+    assert result.frames == 6  # the sweeps logged at 0 .. 500 ms
+    [issue] = [i for i in result.issues if i.topic == "(bag)"]
+    assert issue.time_ns == T0 + 500 * MS and "after 7 messages" in issue.text and "Chunk checksum mismatch" in issue.text
