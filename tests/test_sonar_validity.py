@@ -372,3 +372,41 @@ def test_all_world_without_positions_is_a_format_error(all_bytes, tmp_path):
     with pytest.raises(FormatError, match="valid position fix") as err:
         read_all_world(path, Origin(51.3685, 3.1393, 0.0))
     assert err.value.path == str(path)
+
+
+# ---------------------------------------------------------------- random damage
+
+
+@pytest.mark.parametrize("name", ["gsf3_08_test_file.gsf", "em_os03_a.kmwcd", "belgica_em2040.wcd", "em_os03_a.kmall",
+                                  "belgica_em2040.all"])
+def test_random_damage_raises_format_errors_only(real_data, name):
+    """Byte flips, truncations and extreme 32-bit values: a result or a FormatError, nothing else."""
+    from formats.gsf import read_gsf_world
+    from formats.water_column_all import read_all_water_column
+    from formats.water_column_kmall import read_kmall_water_column
+
+    readers = {
+        ".gsf": lambda d: read_gsf_world(d, Origin(8.7, 167.4, 0.0)),
+        ".kmwcd": lambda d: read_kmall_water_column(d, recover=True),
+        ".wcd": lambda d: read_all_water_column(d, verify_checksum=False, recover=True),
+        ".kmall": lambda d: read_kmall_world(read_kmall(d, recover=True), Origin(51.2, 2.9, 0.0)),
+        ".all": lambda d: read_all_world(read_all(d, verify_checksum=False), Origin(51.3, 3.1, 0.0),
+                                         extrapolate="linear", max_extrapolation_s=5.0),
+    }
+    read = readers["." + name.split(".")[-1]]
+    data = (real_data / "sonar" / name).read_bytes()
+    rng = np.random.default_rng(11)
+    for i in range(60):
+        bad = bytearray(data)
+        if i % 3 == 0:
+            for k in rng.integers(0, len(bad), 4):
+                bad[k] = int(rng.integers(0, 256))
+        elif i % 3 == 1:
+            bad = bad[: int(rng.integers(0, len(bad)))]
+        else:
+            value = int(rng.choice([0, 1, 255, 65535, 2**31 - 1, 2**32 - 1]))
+            struct.pack_into("<I", bad, int(rng.integers(0, len(bad) - 4)), value)
+        try:
+            read(bytes(bad))
+        except FormatError:
+            pass
