@@ -612,7 +612,8 @@ def _mrz_body(p: MrzPings, i: int) -> bytes:
     info = _PING_INFO_V3.pack(
         _PING_INFO_V3.size, 0, 0.0, 0, 0, 0, 0, 0, 0, 0, *([0.0] * 11), 0, 0, 0, 0, 0, 0, 0.0, 0.0, 0.0, 0, 0, 0.0,
         1, _TX_SECTOR_V1.size, float(p.heading_deg[i]), float(p.sound_speed_m_s[i]),
-        float(p.tx_transducer_depth_m[i]), float(p.z_water_level_m[i]), 0.0, 0.0, 1, 0, 0, 0,
+        float(p.tx_transducer_depth_m[i]), float(p.z_water_level_m[i]), 0.0, 0.0, 1,
+        int(p.pos_sensor_status[i]), int(p.attitude_sensor_status[i]), 0,
         float(p.latitude_deg[i]), float(p.longitude_deg[i]), float(p.ellipsoid_height_m[i]), 0.0, 0, 0, 0,
     )
     tx = _TX_SECTOR_V1.pack(0, 0, 0, 0, *([0.0] * 7), 0, 0, 0, 0.0, 0.0, 0.0)

@@ -60,6 +60,12 @@ class PingPoses:
     extrapolated: np.ndarray
     unplaced: list[tuple[int, str]]
 
+    def select(self, index: np.ndarray) -> "PingPoses":
+        """The poses of the pings ``index`` (in that order); ``unplaced`` left empty."""
+        per_ping = (self.lat_deg, self.lon_deg, self.heading_deg, self.base_height_m, self.z_offset_m,
+                    self.time_ns, self.offset, self.placed, self.extrapolated)
+        return PingPoses(*(np.asarray(v)[index] for v in per_ping), unplaced=[])
+
 
 def check_pose_values(path: str | os.PathLike | None, poses: PingPoses) -> None:
     """:class:`FormatError` at the datagram of the first placed ping with an impossible pose value."""

@@ -14,15 +14,15 @@ from pathlib import Path
 import numpy as np
 
 from engine.geodesy import Origin
-from engine.georeference import soundings_to_world
 from engine.motion import motion_compensate
 from engine.pose_track import PoseTrack
 from engine.sweep import Sweep
 from formats.errors import FormatError
-from formats.kmall import DETECTION_REJECTED, KmallLog, read_kmall
+from formats.kmall import DETECTION_REJECTED, KmallLog, mrz_ping_poses, read_kmall
 from formats.pcap import UdpPayloads, index_udp, udp_pcap_bytes
 from formats.raw_log import LogLidar, RawLog
 from formats.registry import read_points
+from formats.sonar_world import PingPoses, place_soundings
 from formats.velodyne import PACKET_SIZE, read_velodyne_pcap, velodyne_stream_times
 from formats.velodyne_time import position_packets
 
@@ -134,26 +134,32 @@ def _kmall_log(path: Path) -> KmallLog:
     return _kmall_cached(_version(path))
 
 
+@lru_cache(maxsize=4)
+def _kmall_poses(key: tuple[str, int, int], origin: Origin) -> PingPoses:
+    return mrz_ping_poses(_kmall_cached(key).pings, origin)
+
+
 def _kmall_points(log: RawLog, lidar: LogLidar, window: tuple[int, int], frame_ns: int) -> dict[str, np.ndarray]:
-    """The non-rejected soundings of the pings in ``window``, georeferenced into the scene frame."""
+    """The non-rejected soundings of the pings in ``window`` with a valid pose (as
+    :func:`formats.kmall.read_kmall_world` places them: pings whose position or attitude the
+    echosounder flagged invalid are left out), georeferenced into the scene frame with the
+    waterline at the origin's height."""
     if log.origin.geodetic is None:
         raise FormatError(log.root / "log.json", None, f"origin.geodetic for the kmall sensor {lidar.name!r}")
     origin = Origin(*log.origin.geodetic)
-    p = _kmall_log(lidar.path).pings
+    key = _version(lidar.path)
+    p = _kmall_cached(key).pings
+    poses = _kmall_poses(key, origin)
     sel = np.flatnonzero((p.time_ns >= window[0]) & (p.time_ns < window[1]))
     a, b = (int(p.sounding_start[sel[0]]), int(p.sounding_start[sel[-1] + 1])) if len(sel) else (0, 0)
     start = p.sounding_start[np.append(sel, sel[-1] + 1)] - a if len(sel) else np.zeros(1, np.int64)
-    # waterline at the origin's height, as formats.kmall.read_kmall_world(vertical="waterline")
-    world = soundings_to_world(p.latitude_deg[sel], p.longitude_deg[sel], p.heading_deg[sel],
-                               np.full(len(sel), origin.alt_m), p.z_water_level_m[sel], start,
-                               p.x_m[a:b], p.y_m[a:b], p.z_m[a:b], origin)
-    ping = np.repeat(sel, np.diff(start))
-    keep = p.detection_type[a:b] != DETECTION_REJECTED
-    n = int(np.count_nonzero(keep))
+    placed = place_soundings(lidar.path, poses.select(sel), start, p.x_m[a:b], p.y_m[a:b], p.z_m[a:b],
+                             p.detection_type[a:b] != DETECTION_REJECTED, p.reflectivity_db[a:b],
+                             {"ring": p.sounding_index[a:b]}, origin).sweep
     return {
-        "xyz": world[keep],
-        "intensity": np.asarray(p.reflectivity_db[a:b][keep], np.float32),
-        "time_offset_ns": p.time_ns[ping[keep]] - np.int64(frame_ns),
-        "sensor_id": np.full(n, lidar.sensor_id, np.uint8),
-        "ring": np.asarray(p.sounding_index[a:b][keep], np.uint16),
+        "xyz": placed.xyz,
+        "intensity": np.asarray(placed.intensity, np.float32),
+        "time_offset_ns": placed.time_offset_ns + np.int64(placed.timestamp_ns - frame_ns),
+        "sensor_id": np.full(len(placed), lidar.sensor_id, np.uint8),
+        "ring": np.asarray(placed.extra["ring"], np.uint16),
     }

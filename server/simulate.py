@@ -253,6 +253,3 @@ def write_harbor_log(log_dir: str | os.PathLike, *, seed: int = 0, duration_s: f
         poses={"kind": "kmall_skm", "path": rel},
     )
     return root, run
-
-
-# ---------------------------------------------------------------- label store

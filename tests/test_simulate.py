@@ -231,6 +231,32 @@ def test_harbor_soundings_land_on_the_seabed_and_wreck(harbor):
     assert (run.truth_object[seen] == HIT_WRECK).sum() > 20
 
 
+def test_pings_flagged_invalid_are_not_placed(harbor, tmp_path):
+    """The echosounder flags ping 3's position sensor and ping 8's attitude sensor invalid: the
+    prepared frames hold every other ping's soundings and none of theirs."""
+    import shutil
+
+    from formats.kmall import MrzPings, SkmSamples, write_kmall
+
+    log_dir, run, scene = harbor
+    log = tmp_path / "log"
+    shutil.copytree(log_dir, log)
+    mrz = dict(run.mrz)
+    mrz["pos_sensor_status"] = np.zeros(len(mrz["time_ns"]), np.uint8)
+    mrz["attitude_sensor_status"] = np.zeros(len(mrz["time_ns"]), np.uint8)
+    mrz["pos_sensor_status"][3] = 1
+    mrz["attitude_sensor_status"][8] = 1
+    write_kmall(log / "sonar" / "MBES.kmall", MrzPings(**mrz), SkmSamples(**run.skm))
+    prepare(log, tmp_path / "scene", options=NO_COLOR)
+    flagged = Scene.open(tmp_path / "scene")
+    bad = run.mrz["time_ns"][[3, 8]]
+    for i, f in enumerate(flagged.frames):
+        t = flagged.points(i)["time_offset_ns"].to_numpy().astype(np.int64) + f.timestamp_ns
+        t_ref = scene.points(i)["time_offset_ns"].to_numpy().astype(np.int64) + f.timestamp_ns
+        assert not np.isin(t, bad).any()
+        np.testing.assert_array_equal(t, t_ref[~np.isin(t_ref, bad)])
+
+
 def test_harbor_poses_come_from_skm(harbor):
     from engine import quaternion as quat
 
