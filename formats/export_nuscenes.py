@@ -3,7 +3,8 @@
 Writes ``DATAROOT/VERSION/{log, scene, sample, sample_data, sample_annotation, instance,
 category, attribute, visibility, sensor, calibrated_sensor, ego_pose, map}.json`` as
 ``nuscenes-devkit`` loads them. One scene; one sample (key frame) per ``sample_times_ns``
-entry, with one LiDAR ``sample_data`` (and one per camera that has an image) whose
+entry, with one ``sample_data`` per LiDAR (and one per camera that has an image, per radar
+that has a scan; a radar's modality is ``"radar"``, its files nuScenes radar ``.pcd``) whose
 ``ego_pose`` is ``world_from_ego`` at the data's timestamp. Fathom's world frame is the
 nuScenes global frame. Boxes are the tracks interpolated at the sample times (no
 extrapolation), ``size = [w, l, h]`` (:func:`formats.conventions.nuscenes_wlh_from_lwh`),
@@ -59,16 +60,23 @@ class NuScenesSensorFiles:
     """One sensor's files, one per sample (``None`` where it has none).
 
     Attributes:
-        channel: nuScenes channel name (``"LIDAR_TOP"``, ``"CAM_FRONT"``).
-        ego_from_sensor: the extrinsic (nuScenes LiDAR: x right, y forward, z up; camera: OpenCV).
+        channel: nuScenes channel name (``"LIDAR_TOP"``, ``"CAM_FRONT"``, ``"RADAR_FRONT"``).
+        ego_from_sensor: the extrinsic (nuScenes LiDAR: x right, y forward, z up; camera: OpenCV;
+            radar: x forward, y left, z up).
         files: per sample, ``(filename relative to DATAROOT, timestamp_ns)`` or ``None``.
         camera: the camera (intrinsics, image size) for a camera channel, else ``None``.
+        radar: whether the channel is a radar (modality ``"radar"``, nuScenes radar ``.pcd`` files).
     """
 
     channel: str
     ego_from_sensor: SE3
     files: Sequence[tuple[str, int] | None]
     camera: Camera | None = None
+    radar: bool = False
+
+    @property
+    def modality(self) -> str:
+        return "camera" if self.camera else "radar" if self.radar else "lidar"
 
 
 class LensWarning(UserWarning):
@@ -163,7 +171,7 @@ def nuscenes_tables(
     for s in sensors:
         sensor_token, calib_token = token("sensor", s.channel), token("calibrated_sensor", scene_name, s.channel)
         tables["sensor"].append({"token": sensor_token, "channel": s.channel,
-                                 "modality": "camera" if s.camera else "lidar"})
+                                 "modality": s.modality})
         tables["calibrated_sensor"].append({
             "token": calib_token, "sensor_token": sensor_token,
             "translation": s.ego_from_sensor.translation.tolist(), "rotation": s.ego_from_sensor.rotation.tolist(),
