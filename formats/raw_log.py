@@ -10,6 +10,7 @@ One log is a directory::
       lidar/NAME.pcap       or one Velodyne pcap per LiDAR for the whole log (version 2)
       lidar/NAME.yaml       its ROS velodyne_pointcloud calibration (optional)
       sonar/NAME.kmall      or one KMALL file per multibeam for the whole log (version 2)
+      radar/NAME/NNNNNN.pcd one radar scan per frame and radar, in the sensor frame (formats.radar)
       camera/NAME/NNNNNN.jpg one image per frame and camera
 
 ``log.json``::
@@ -23,10 +24,13 @@ One log is a directory::
                  "calibration": "lidar/NAME.yaml"}        # calibration optional
               | {..., "format": "kmall", "path": "sonar/NAME.kmall"}],
      "cameras": [CAMERA],                      # as formats.rig.camera_to_json
+     "radars": [{"name", "ego_from_sensor": [qw qx qy qz tx ty tz],
+                 "format": "nuscenes_radar" | "radar_pcd"}],   # optional
      "frames": [{"timestamp_ns",
                  "lidar": {NAME: "lidar/NAME/000000.pcd"            # a per-frame file
                            | {"start_ns": a, "end_ns": b}},          # a stream sensor's window
-                 "images": {NAME: {"path": "camera/NAME/000000.jpg", "timestamp_ns"}}}],
+                 "images": {NAME: {"path": "camera/NAME/000000.jpg", "timestamp_ns"}},
+                 "radar": {NAME: {"path": "radar/NAME/000000.pcd", "timestamp_ns"}}}],  # optional
      "labels": "labels.json"}                  # optional: world-frame tracks (below)
 
 ``lidars`` lists every point sensor (a multibeam echosounder too: its soundings are points).
@@ -41,6 +45,11 @@ soundings are georeferenced from each ping's own position and heading (its extri
 informative only) and need ``origin.geodetic``, the scene origin: soundings and poses are
 georeferenced straight into the ENU frame tangent there. ``poses.kind`` ``"kmall_skm"`` takes
 the ego poses from that file's ``#SKM`` attitude/position samples (ellipsoid heights).
+
+``radars`` lists the radars (:mod:`formats.radar`: ``nuscenes_radar`` is nuScenes' 18-field
+radar PCD, ``radar_pcd`` a PCD with ``x y z radial_velocity rcs``); a radar's id is its
+position in the list. A frame names each radar's scan of that frame and the scan's own time
+(radars run unsynchronised with the LiDARs; a bare path means the frame's ``timestamp_ns``).
 
 Version 1 manifests (per-frame files and a pose table only) are still read; the writer
 writes version 2.
@@ -62,7 +71,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -75,6 +84,7 @@ from engine.pose_sources import from_pose_table
 from engine.pose_track import PoseTrack
 from engine.se3 import SE3
 from formats.errors import FormatError, load_json
+from formats.radar import LogRadar, radar_from_json, radar_to_json
 from formats.registry import READERS
 from formats.rig import Lidar, SceneOrigin, camera_from_json, camera_to_json, lidar_to_json, pose_from_json
 
@@ -109,11 +119,12 @@ class LogLidar:
 @dataclass(frozen=True)
 class LogFrame:
     """One frame: its timestamp, per LiDAR a sweep file or a stream's ``(start_ns, end_ns)``
-    window, an image (path, time) per camera."""
+    window, an image (path, time) per camera, a scan (path, time) per radar."""
 
     timestamp_ns: int
     lidar: Mapping[str, Path | tuple[int, int]]
     images: Mapping[str, tuple[Path, int]]
+    radar: Mapping[str, tuple[Path, int]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, eq=False)
@@ -129,6 +140,7 @@ class RawLog:
     frames: tuple[LogFrame, ...]
     labels_path: Path | None = None
     poses_kind: str = "table"
+    radars: tuple[LogRadar, ...] = ()
 
     def labels(self) -> list[CuboidTrack]:
         """The tracks of ``labels.json`` (empty without one)."""
@@ -210,6 +222,8 @@ def read_log(log_dir: str | os.PathLike) -> RawLog:
         poses_path = _inside(root, poses.get("path"), manifest, "poses.path")
         lidars = [_lidar_from_json(root, manifest, i, d) for i, d in enumerate(doc.get("lidars", []))]
         cameras = tuple(camera_from_json(d, manifest) for d in doc.get("cameras", []))
+        radars = tuple(radar_from_json(d, manifest, f"radars[{i}]") for i, d in enumerate(doc.get("radars", [])))
+        radar_names = {r.name for r in radars}
         by_name = {l.name: l for l in lidars}
         lidar_names = set(by_name)
         camera_names = {c.name for c in cameras}
@@ -218,7 +232,8 @@ def read_log(log_dir: str | os.PathLike) -> RawLog:
             ts = f.get("timestamp_ns")
             if not isinstance(ts, int):
                 raise FormatError(manifest, None, f"frames[{i}].timestamp_ns an integer, got {ts!r}")
-            if set(f.get("lidar", {})) - lidar_names or set(f.get("images", {})) - camera_names:
+            if (set(f.get("lidar", {})) - lidar_names or set(f.get("images", {})) - camera_names
+                    or set(f.get("radar", {})) - radar_names):
                 raise FormatError(manifest, None, f"frames[{i}] to name only declared sensors")
             lidar = {n: _frame_source(root, manifest, f"frames[{i}].lidar.{n}", by_name[n], p)
                      for n, p in f.get("lidar", {}).items()}
@@ -226,7 +241,9 @@ def read_log(log_dir: str | os.PathLike) -> RawLog:
                 n: (_inside(root, im.get("path"), manifest, f"frames[{i}].images.{n}"), int(im["timestamp_ns"]))
                 for n, im in f.get("images", {}).items()
             }
-            frames.append(LogFrame(ts, lidar, images))
+            radar = {n: _radar_scan(root, manifest, f"frames[{i}].radar.{n}", r, ts)
+                     for n, r in f.get("radar", {}).items()}
+            frames.append(LogFrame(ts, lidar, images, radar))
     except (KeyError, TypeError, AttributeError, ValueError) as exc:
         if isinstance(exc, FormatError):
             raise
@@ -236,7 +253,7 @@ def read_log(log_dir: str | os.PathLike) -> RawLog:
         raise FormatError(manifest, None, "frames in strictly increasing timestamp_ns order")
     labels = None if doc.get("labels") is None else _inside(root, doc["labels"], manifest, "labels")
     return RawLog(root, str(doc.get("log_id", root.name)), origin, poses_path, tuple(lidars), cameras, tuple(frames),
-                  labels, poses["kind"])
+                  labels, poses["kind"], radars)
 
 
 def _lidar_from_json(root: Path, manifest: Path, i: int, d: dict[str, Any]) -> LogLidar:
@@ -274,6 +291,16 @@ def _frame_source(root: Path, manifest: Path, what: str, lidar: LogLidar, value:
     return a, b
 
 
+def _radar_scan(root: Path, manifest: Path, what: str, value: Any, frame_ns: int) -> tuple[Path, int]:
+    """A frame's radar scan: ``"path"`` (at the frame time) or ``{"path", "timestamp_ns"}``."""
+    if isinstance(value, str):
+        return _inside(root, value, manifest, what), frame_ns
+    ts = value.get("timestamp_ns") if isinstance(value, dict) else None
+    if not isinstance(ts, int):
+        raise FormatError(manifest, None, f'{what}: a path or {{"path", "timestamp_ns": integer}}, got {value!r}')
+    return _inside(root, value.get("path"), manifest, f"{what}.path"), ts
+
+
 def write_log_manifest(
     log_dir: str | os.PathLike,
     *,
@@ -284,9 +311,11 @@ def write_log_manifest(
     frames: list[dict[str, Any]],
     labels: str | None = None,
     poses: dict[str, str] | None = None,
+    radars: list[LogRadar] | tuple[LogRadar, ...] = (),
 ) -> Path:
     """Write ``log.json`` (paths in ``frames``, ``labels``, ``poses`` and the lidars' ``path``
-    / ``calibration`` relative to ``log_dir``); ``poses`` defaults to the ``poses.csv`` table."""
+    / ``calibration`` relative to ``log_dir``); ``poses`` defaults to the ``poses.csv`` table;
+    ``radars`` (listed when there are any) as :func:`formats.radar.radar_to_json`."""
     root = Path(log_dir)
     doc = {
         "format": FORMAT, "version": VERSION, "log_id": log_id,
@@ -297,6 +326,8 @@ def write_log_manifest(
         "cameras": [camera_to_json(c) for c in cameras],
         "frames": frames,
     }
+    if radars:
+        doc["radars"] = [radar_to_json(r) for r in radars]
     if labels is not None:
         doc["labels"] = labels
     path = root / MANIFEST

@@ -5,8 +5,10 @@ at its own firing time (deskew and world transform in one pass, ``engine.motion`
 project into every camera at its exposure time, z-buffer (the ``camera_mask`` column: bit k
 = camera k of the log's camera list sees the point) and colour from the most frontal camera
 → label boxes of a labelled log interpolated at the frame timestamp (the frame's boxes file,
-world and ego frame) and each point's ``box_id`` → level-of-detail voxel grids → write
-atomically into the scene store. Frames are independent, so they run on local threads
+world and ego frame) and each point's ``box_id`` → level-of-detail voxel grids → the radar
+scans of a log with radars, each moved to the world frame at its own scan time with its radial
+velocity compensated for the ego's motion (``engine.radar``; the frame's radar file, apart
+from the points) → write atomically into the scene store. Frames are independent, so they run on local threads
 (``workers``; every heavy step — numba kernels, Arrow, hashing, file writes, JPEG decoding —
 releases the GIL, and threads start at once where a spawned process spends seconds importing
 and loading kernels), local processes (``processes=True``) or a dask.distributed cluster;
@@ -41,6 +43,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
+import pyarrow as pa
 
 from engine.colorize import colorize
 from engine.cuboid_interp import TrackTable, interpolate_tracks
@@ -48,12 +51,14 @@ from engine.moving_boxes import points_in_boxes_at_times
 from engine.pose_track import PoseTrack
 from engine.camera import Camera
 from engine.projection import Projection, project_points
+from engine.radar import radar_to_world
 from engine.voxel import first_points_levels
 from engine.zbuffer import zbuffer
 from formats.jpeg import decode_jpeg, scale_pixels, scaled_camera
+from formats.radar import read_radar
 from formats.raw_log import RawLog, labels_document, read_log
 from formats.scene_store import (MAX_CAMERAS, NAME_RULE, FrameBoxes, FrameEntry, Lidar, SceneWriter, points_table,
-                                 valid_name)
+                                 radar_table, valid_name)
 from server.frame_points import world_points
 
 
@@ -132,6 +137,7 @@ def scene_writer(log: RawLog, scene_dir: Path, durable: bool = False) -> SceneWr
     return SceneWriter(
         scene_dir, scene_id=scene_dir.name, origin=log.origin,
         lidars=[Lidar(l.name, l.ego_from_sensor) for l in log.lidars], cameras=log.cameras, durable=durable,
+        radars=[Lidar(r.name, r.ego_from_sensor) for r in log.radars],
     )
 
 
@@ -235,6 +241,26 @@ def _box_ids(job: _Job, boxes: FrameBoxes, rows: np.ndarray, xyz: np.ndarray, of
     )
 
 
+def _radar_table(log: RawLog, track: PoseTrack, index: int, options: PrepareOptions) -> pa.Table | None:
+    """Frame ``index``'s radar scans as the scene's radar table (None without any): each read
+    in its sensor frame, moved to the world frame at its scan time and its radial velocity
+    compensated (:func:`engine.radar.radar_to_world`); ``sensor_id`` = position in ``log.radars``."""
+    frame = log.frames[index]
+    columns: tuple[list[np.ndarray], ...] = ([], [], [], [], [], [])  # radar_table's arguments in order
+    for k, radar in enumerate(log.radars):
+        if radar.name in frame.radar:
+            path, t_ns = frame.radar[radar.name]
+            sweep = read_radar(path, radar.format, timestamp_ns=t_ns)
+            xyz, comp = radar_to_world(sweep, track, radar.ego_from_sensor)
+            n = len(sweep)
+            for column, value in zip(columns, (xyz, sweep.radial_velocity_mps, comp, sweep.rcs_dbsm,
+                                               np.full(n, k, np.uint8), np.full(n, t_ns - frame.timestamp_ns))):
+                column.append(value)
+    if not columns[0]:
+        return None
+    return radar_table(*(np.concatenate(c) for c in columns), quantum_m=options.quantum_m)
+
+
 def prepare_frame(log_dir: str, scene_dir: str, index: int, options: PrepareOptions, durable: bool = False
                   ) -> FrameResult:
     """Prepare frame ``index`` of the log into the scene; never raises (errors are reported).
@@ -291,8 +317,10 @@ def prepare_frame(log_dir: str, scene_dir: str, index: int, options: PrepareOpti
         lap("points_table")
         lods = first_points_levels(xyz, options.lod_voxel_m)
         lap("lod")
+        radar = _radar_table(log, track, index, options) if log.radars else None
+        lap("radar")
         entry = job.writer.write_frame(index, frame.timestamp_ns, track.at(frame.timestamp_ns), table, lods,
-                                       images=jpegs, image_timestamps_ns=image_times, boxes=boxes)
+                                       images=jpegs, image_timestamps_ns=image_times, boxes=boxes, radar=radar)
         lap("write")
         return FrameResult(index, True, n_points=len(xyz), seconds=time.perf_counter() - start, entry=entry,
                            stages=stages)

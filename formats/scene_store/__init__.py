@@ -8,6 +8,7 @@ Layout of one scene directory (format ``fathom-scene``, version 3)::
       frames/000000.arrow        full-resolution points of frame 0 (Arrow IPC *file*, uncompressed)
       frames/000000.lod1.rows    level of detail 1, 2, ... (coarser voxel grids): row numbers
       frames/000000.boxes.json   label boxes at the frame timestamp (only for a labelled log)
+      frames/000000.radar.arrow  radar returns of the frame (only for a log with radars)
       frames/000000.CAM_FRONT.jpg camera images, JPEG bytes as given
       frames/000000.json         the frame's manifest entry ("sidecar"), written after its files
 
@@ -21,7 +22,8 @@ that one directory fsync makes their renames durable.)
      "sensors": {"lidars": [{"name", "sensor_id", "ego_from_sensor": [qw qx qy qz tx ty tz]}],
                  "cameras": [{"name", "width", "height", "fx", "fy", "cx", "cy", "skew", "model",
                               "distortion": [...], "near_m", "shutter", "row_readout_ns",
-                              "ego_from_camera": [qw qx qy qz tx ty tz]}]},
+                              "ego_from_camera": [qw qx qy qz tx ty tz]}],
+                 "radars": [{"name", "sensor_id", "ego_from_sensor": [...]}]},   # only with radars
      "frames": [FRAME_ENTRY, ...],            # sorted by index
      "imported_labels": FILE}                 # optional
 
@@ -37,7 +39,8 @@ the simulator's tracks): the server starts the scene's label history with it as 
     FRAME_ENTRY = {"index", "timestamp_ns", "world_from_ego": [qw qx qy qz tx ty tz], "n_points",
                    "points": FILE, "lods": [FILE + {"level", "n_points"}, ...],
                    "images": {CAMERA: FILE + {"timestamp_ns"}},
-                   "boxes": FILE}                       # optional
+                   "boxes": FILE,                       # optional
+                   "radar": FILE + {"n_points"}}        # optional
     FILE = {"file": relative path, "bytes": size, "xxh3_128": hex digest (32 hex digits)}
 
 Frames: the *world* frame is the local ENU frame whose origin sits at ``origin.enu_offset_m``;
@@ -94,6 +97,20 @@ interpolated there (tracks are not extrapolated beyond their keyframes)::
 ``world`` is the scene's world frame (relative to the origin, like the points), ``ego`` the
 ego frame at the frame timestamp; rotations are box → frame. It is one of the frame's files:
 written atomically before the sidecar and listed with its size and digest.
+
+The radar file (a log with radars) is an Arrow IPC file of one record batch, a row per
+radar return of the frame, all radars together, never mixed into the points or their levels
+of detail (:mod:`formats.scene_store.radar`)::
+
+    xq yq zq                 int32    world positions, quantised as the points are (own metadata)
+    radial_velocity_mps      float32  range rate as measured (m/s, positive receding)
+    radial_velocity_comp_mps float32  ego motion removed (0 for a static target; engine.radar)
+    rcs_dbsm                 float32  radar cross-section (dBsm)
+    sensor_id                uint8    index into sensors.radars
+    time_offset_ns           int32    the radar's scan time minus the frame timestamp
+
+Each return is moved to the world frame with the ego pose at its scan's time (radars scan
+unsynchronised with the LiDARs). :meth:`Scene.radar` reads it with float32 ``x y z`` added.
 
 Atomicity, durability and resumability: every file is written to a temporary file in its
 directory and renamed over its final name (``os.replace``), so no reader ever sees half a
@@ -153,13 +170,15 @@ from formats.scene_store.points import (COLUMN_TYPES, MAX_CAMERAS, QUANTISED_COL
                                         STORED_TYPES, XYZ_COLUMNS, arrow_array, check_points_schema, column_values,
                                         points_table, positions, take_rows, with_xyz)
 from formats.scene_store.quantise import QUANT_KEY, quantisation
+from formats.scene_store.radar import RADAR_COLUMNS, check_radar_schema, radar_table, radar_with_xyz
 from formats.scene_store.reader import Scene
 from formats.scene_store.writer import SceneWriter
 
 __all__ = [
     "COLUMN_TYPES", "FORMAT_NAME", "FORMAT_VERSION", "IMPORTED_LABELS", "MANIFEST", "MAX_CAMERAS", "NAME_RULE",
-    "QUANT_KEY", "QUANTISED_COLUMNS", "REQUIRED_COLUMNS", "STORED_TYPES", "XYZ_COLUMNS", "FrameBoxes",
+    "QUANT_KEY", "QUANTISED_COLUMNS", "RADAR_COLUMNS", "REQUIRED_COLUMNS", "STORED_TYPES", "XYZ_COLUMNS", "FrameBoxes",
     "FrameEntry", "Lidar", "Scene", "SceneOrigin", "SceneWriter", "StoredFile", "arrow_array", "atomic_write",
-    "camera_to_json", "check_points_schema", "column_values", "points_table", "pose_to_json", "positions",
-    "quantisation", "read_manifest", "take_rows", "valid_name", "with_xyz", "write_arrow_file",
+    "camera_to_json", "check_points_schema", "check_radar_schema", "column_values", "points_table", "pose_to_json",
+    "positions", "quantisation", "radar_table", "radar_with_xyz", "read_manifest", "take_rows", "valid_name",
+    "with_xyz", "write_arrow_file",
 ]

@@ -49,6 +49,8 @@ class FrameEntry:
         levels 1, 2, ... in order. lod_points: rows of each level. images: camera name → JPEG file.
         image_timestamps_ns: camera name → exposure timestamp (int64 ns).
         boxes: the boxes file (:class:`FrameBoxes`), None for an unlabelled frame.
+        radar: the radar file (:mod:`formats.scene_store.radar`), None for a frame without
+        radar scans. n_radar_points: its rows.
     """
 
     index: int
@@ -61,9 +63,12 @@ class FrameEntry:
     images: Mapping[str, StoredFile] = field(default_factory=dict)
     image_timestamps_ns: Mapping[str, int] = field(default_factory=dict)
     boxes: StoredFile | None = None
+    radar: StoredFile | None = None
+    n_radar_points: int = 0
 
     def files(self) -> list[StoredFile]:
-        return [self.points, *self.lods, *self.images.values(), *([self.boxes] if self.boxes else [])]
+        return [self.points, *self.lods, *self.images.values(), *([self.boxes] if self.boxes else []),
+                *([self.radar] if self.radar else [])]
 
 
 @dataclass(frozen=True)
@@ -75,6 +80,7 @@ class SceneHeader:
     lidars: tuple[Lidar, ...]
     cameras: Mapping[str, Camera]
     imported_labels: StoredFile | None
+    radars: tuple[Lidar, ...] = ()
 
 
 def read_manifest(scene_dir: Path) -> dict[str, Any]:
@@ -122,6 +128,7 @@ def entry_to_json(e: FrameEntry) -> dict[str, Any]:
         "lods": [dict(file_to_json(f), level=i + 1, n_points=n) for i, (f, n) in enumerate(zip(e.lods, e.lod_points))],
         "images": {c: dict(file_to_json(f), timestamp_ns=e.image_timestamps_ns[c]) for c, f in e.images.items()},
         **({"boxes": file_to_json(e.boxes)} if e.boxes is not None else {}),
+        **({"radar": dict(file_to_json(e.radar), n_points=e.n_radar_points)} if e.radar is not None else {}),
     }
 
 
@@ -141,6 +148,8 @@ def entry_from_json(d: Any, path: Path) -> FrameEntry:
                     for c, f in d.get("images", {}).items()},
             image_timestamps_ns={c: int(f["timestamp_ns"]) for c, f in d.get("images", {}).items()},
             boxes=None if d.get("boxes") is None else file_from_json(d["boxes"], path),
+            radar=None if d.get("radar") is None else file_from_json(d["radar"], path),
+            n_radar_points=0 if d.get("radar") is None else int(d["radar"]["n_points"]),
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         if isinstance(exc, FormatError):
@@ -148,9 +157,10 @@ def entry_from_json(d: Any, path: Path) -> FrameEntry:
         raise FormatError(path, None, f"a valid frame entry ({type(exc).__name__}: {exc})") from None
 
 
-def header_to_json(scene_id: str, origin: SceneOrigin, lidars: Sequence[Lidar], cameras: Sequence[Camera]
-                   ) -> dict[str, Any]:
-    """The manifest without its frames (``format``, ``version``, ``scene_id``, ``origin``, ``sensors``)."""
+def header_to_json(scene_id: str, origin: SceneOrigin, lidars: Sequence[Lidar], cameras: Sequence[Camera],
+                   radars: Sequence[Lidar] = ()) -> dict[str, Any]:
+    """The manifest without its frames (``format``, ``version``, ``scene_id``, ``origin``,
+    ``sensors``; ``sensors.radars`` only when there are radars, entries like the LiDARs')."""
     geo = origin.geodetic
     return {
         "format": FORMAT_NAME, "version": FORMAT_VERSION, "scene_id": scene_id,
@@ -161,6 +171,7 @@ def header_to_json(scene_id: str, origin: SceneOrigin, lidars: Sequence[Lidar], 
         "sensors": {
             "lidars": [lidar_to_json(l, i) for i, l in enumerate(lidars)],
             "cameras": [camera_to_json(c) for c in cameras],
+            **({"radars": [lidar_to_json(r, i) for i, r in enumerate(radars)]} if radars else {}),
         },
     }
 
@@ -177,9 +188,10 @@ def header_from_json(doc: Mapping[str, Any], path: Path) -> SceneHeader:
         sensors = doc["sensors"]
         lidars = tuple(lidar_from_json(l, path, f"sensors.lidars[{i}]") for i, l in enumerate(sensors["lidars"]))
         cameras = {c.name: c for c in (camera_from_json(c, path) for c in sensors["cameras"])}
+        radars = tuple(lidar_from_json(r, path, f"sensors.radars[{i}]") for i, r in enumerate(sensors.get("radars", [])))
         imported = doc.get("imported_labels")
         return SceneHeader(checked_name(doc["scene_id"], path, "scene_id"), origin, lidars, cameras,
-                           None if imported is None else file_from_json(imported, path))
+                           None if imported is None else file_from_json(imported, path), radars)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         if isinstance(exc, FormatError):
             raise

@@ -7,6 +7,7 @@ positions (:func:`positions`, :func:`with_xyz`) back, and checking a schema read
 from __future__ import annotations
 
 import os
+from typing import Mapping
 
 import numpy as np
 import pyarrow as pa
@@ -175,14 +176,16 @@ def checked_lod_rows(rows: np.ndarray, n: int, level: int) -> np.ndarray:
     return r.astype("<u4", copy=False)
 
 
-def column_values(table: pa.Table, name: str) -> np.ndarray:
-    """Column ``name`` of a point table as a 1-D NumPy array of its stored dtype (one of the
+def column_values(table: pa.Table, name: str,
+                  types: Mapping[str, tuple[pa.DataType, ...]] = COLUMN_TYPES) -> np.ndarray:
+    """Column ``name`` of a point table (or of another store table whose column types are
+    ``types``, e.g. the radar schema) as a 1-D NumPy array of its stored dtype (one of the
     column's types: widen it where a fixed type is needed): a view of its buffer when it has
-    one chunk (else a copy), without pandas. ValueError for a column outside the point schema
+    one chunk (else a copy), without pandas. ValueError for a column outside the schema
     or with nulls."""
     col = table.column(name)
-    if col.type not in COLUMN_TYPES.get(name, ()):
-        raise ValueError(f"column {name!r} of type {col.type} is not in the point schema")
+    if col.type not in types.get(name, ()):
+        raise ValueError(f"column {name!r} of type {col.type} is not in the schema")
     chunk = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
     if chunk.null_count:
         raise ValueError(f"column {name!r} has nulls; point tables have none")

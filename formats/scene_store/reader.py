@@ -21,6 +21,7 @@ from formats.scene_store.boxes import FrameBoxes
 from formats.scene_store.manifest import (MANIFEST, FrameEntry, StoredFile, entry_from_json, header_from_json,
                                           read_manifest)
 from formats.scene_store.points import check_points_schema, increasing_below, take_rows, with_xyz
+from formats.scene_store.radar import check_radar_schema, radar_with_xyz
 
 
 def _inside(root: Path, rel: str, manifest: Path) -> Path:
@@ -40,6 +41,8 @@ class Scene:
         lidars: :class:`Lidar` list (``sensor_id`` = position). cameras: name → ``Camera``.
         frames: :class:`FrameEntry` list sorted by index. manifest_digest: XXH3-128 (hex) of
         ``scene.json``. imported_labels: the log's label document file, or None.
+        radars: the radars as :class:`Lidar` entries (name, extrinsic; ``sensor_id`` of the
+        radar tables = position).
     """
 
     dir: Path
@@ -50,6 +53,7 @@ class Scene:
     frames: tuple[FrameEntry, ...]
     manifest_digest: str
     imported_labels: StoredFile | None = None
+    radars: tuple[Lidar, ...] = ()
 
     @staticmethod
     def open(scene_dir: str | os.PathLike) -> "Scene":
@@ -76,7 +80,7 @@ class Scene:
         if head.imported_labels is not None:
             _inside(root, head.imported_labels.file, path)
         return Scene(root, head.scene_id, head.origin, head.lidars, head.cameras, frames,
-                     xxhash.xxh3_128(path.read_bytes()).hexdigest(), head.imported_labels)
+                     xxhash.xxh3_128(path.read_bytes()).hexdigest(), head.imported_labels, head.radars)
 
     def frame(self, index: int) -> FrameEntry:
         """The entry of frame ``index``; ``KeyError`` if the scene has no such frame."""
@@ -153,6 +157,27 @@ class Scene:
         """:meth:`stored_points` with float32 ``x y z`` in front (:func:`with_xyz`: the float32
         nearest to ``offset + q * scale``, metres, world frame relative to the scene origin)."""
         return with_xyz(self.stored_points(index, lod))
+
+    def stored_radar(self, index: int) -> pa.Table | None:
+        """Frame ``index``'s radar returns as stored (:mod:`formats.scene_store.radar`: quantised
+        world positions, velocities, RCS, radar id, scan time), memory-mapped; None for a frame
+        without radar scans. FormatError for a file that is not a radar table; KeyError."""
+        stored = self.frame(index).radar
+        if stored is None:
+            return None
+        full = self._file(stored)
+        try:
+            table = ipc.open_file(pa.memory_map(str(full), "r")).read_all()
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise FormatError(full, None, f"an Arrow IPC file ({exc})") from None
+        check_radar_schema(table.schema, full)
+        return table
+
+    def radar(self, index: int) -> pa.Table | None:
+        """:meth:`stored_radar` with float32 ``x y z`` in front (world frame, scene origin:
+        the float32 nearest to ``offset + q * scale``); None for a frame without radar."""
+        table = self.stored_radar(index)
+        return None if table is None else radar_with_xyz(table)
 
     def image_path(self, index: int, camera: str) -> Path:
         """Path of frame ``index``'s JPEG for ``camera``; KeyError if there is none."""

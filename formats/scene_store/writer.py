@@ -19,6 +19,7 @@ from formats.scene_store.durable import FileData, atomic_write, digest_file, fsy
 from formats.scene_store.manifest import (IMPORTED_LABELS, MANIFEST, FrameEntry, StoredFile, entry_from_json,
                                           entry_to_json, file_to_json, header_to_json, read_manifest)
 from formats.scene_store.points import check_points_schema, checked_lod_rows, column_values
+from formats.scene_store.radar import RADAR_TYPES, check_radar_schema
 
 
 class SceneWriter:
@@ -39,20 +40,23 @@ class SceneWriter:
         lidars: Sequence[Lidar] = (),
         cameras: Sequence[Camera] = (),
         durable: bool = False,
+        radars: Sequence[Lidar] = (),
     ) -> None:
         self.dir = Path(scene_dir).resolve()
         self.durable = bool(durable)
         manifest = self.dir / MANIFEST
         checked_name(scene_id, manifest, "scene_id")
-        names = [l.name for l in lidars] + [c.name for c in cameras]
+        names = [l.name for l in lidars] + [c.name for c in cameras] + [r.name for r in radars]
         for nm in names:
             checked_name(nm, manifest, "sensor name")
         if len(set(names)) != len(names):
             raise ValueError(f"sensor names must be unique, got {names}")
-        if len(lidars) > 256:
-            raise ValueError(f"at most 256 lidars (sensor_id is uint8), got {len(lidars)}")
+        if len(lidars) > 256 or len(radars) > 256:
+            raise ValueError(f"at most 256 lidars and 256 radars (sensor_id is uint8), got {len(lidars)} and "
+                             f"{len(radars)}")
+        self.n_radars = len(radars)
         self.cameras = {c.name: c for c in cameras}
-        self.header = header_to_json(scene_id, origin, lidars, cameras)
+        self.header = header_to_json(scene_id, origin, lidars, cameras, radars)
         if manifest.exists():
             existing = read_manifest(self.dir)
             old = {k: existing[k] for k in self.header}
@@ -75,6 +79,7 @@ class SceneWriter:
         images: Mapping[str, bytes] | None = None,
         image_timestamps_ns: Mapping[str, int] | None = None,
         boxes: FrameBoxes | None = None,
+        radar: pa.Table | None = None,
     ) -> FrameEntry:
         """Write one frame's files atomically, then its sidecar; returns its entry as the
         sidecar records it (with the digest of every file, computed from the bytes written).
@@ -84,7 +89,9 @@ class SceneWriter:
         of ``points``, strictly increasing (e.g. :func:`engine.voxel.first_points_levels`). ``images`` maps camera name →
         JPEG bytes; ``image_timestamps_ns`` defaults to ``timestamp_ns`` per camera. ``boxes``
         (a labelled frame) is written as the frame's boxes file; a ``box_id`` column must index
-        it. Rewriting a finished frame first removes its sidecar, so an interruption leaves it
+        it. ``radar`` (a frame with radar scans) is written as the frame's radar file; build it
+        with :func:`formats.scene_store.radar.radar_table` (``sensor_id`` indexes the radars).
+        Rewriting a finished frame first removes its sidecar, so an interruption leaves it
         unfinished.
         """
         index = int(index)
@@ -115,6 +122,8 @@ class SceneWriter:
             n_boxes = 0 if boxes is None else len(boxes)
             if ids.min() < -1 or ids.max() >= n_boxes:
                 raise ValueError(f"box_id must be in [-1, {n_boxes}) (the frame's boxes)")
+        if radar is not None:
+            self._check_radar(index, radar)
         levels = [checked_lod_rows(rows, len(points), level) for level, rows in enumerate(lods, start=1)]
         self._sidecar(index).unlink(missing_ok=True)
         stem = f"{index:06d}"
@@ -123,6 +132,8 @@ class SceneWriter:
         files += [(f"frames/{stem}.{cam}.jpg", data) for cam, data in images.items()]
         if boxes is not None:
             files.append((f"frames/{stem}.boxes.json", boxes.to_json_text().encode()))
+        if radar is not None:
+            files.append((f"frames/{stem}.radar.arrow", radar))
         dirs = sorted({(self.dir / rel).parent for rel, _ in files})
         for d in dirs:
             d.mkdir(parents=True, exist_ok=True)
@@ -140,12 +151,26 @@ class SceneWriter:
             images={cam: stored[f"frames/{stem}.{cam}.jpg"] for cam in images},
             image_timestamps_ns={c: int(stamps.get(c, timestamp_ns)) for c in images},
             boxes=None if boxes is None else stored[f"frames/{stem}.boxes.json"],
+            radar=None if radar is None else stored[f"frames/{stem}.radar.arrow"],
+            n_radar_points=0 if radar is None else len(radar),
         )
         side = self._sidecar(index)
         text = json.dumps(entry_to_json(entry))
         atomic_write(side, text.encode(), durable=self.durable)
         # as a resumed job reads it back: the manifest depends on the sidecar's bytes only
         return entry_from_json(json.loads(text), side)
+
+    def _check_radar(self, index: int, radar: pa.Table) -> None:
+        """ValueError unless ``radar`` is a radar table whose ``sensor_id`` indexes the radars."""
+        if not isinstance(radar, pa.Table):
+            raise ValueError(f"radar must be a pyarrow.Table, got {type(radar).__name__}")
+        try:
+            check_radar_schema(radar.schema, f"<frame {index} radar>")
+        except FormatError as exc:
+            raise ValueError(str(exc)) from None
+        ids = column_values(radar, "sensor_id", RADAR_TYPES)
+        if len(ids) and ids.max() >= self.n_radars:
+            raise ValueError(f"radar sensor_id must be below the scene's {self.n_radars} radars, found {ids.max()}")
 
     def _entries(self, verify: Literal["size", "digest"], skip: frozenset[int] | set[int] = frozenset()
                  ) -> dict[int, FrameEntry]:

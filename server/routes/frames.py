@@ -1,13 +1,16 @@
-"""Frame data: points (Arrow stream or raw float32) and interpolated cuboids."""
+"""Frame data: points (Arrow stream or raw float32), radar returns (Arrow stream) and interpolated cuboids."""
 
 from __future__ import annotations
 
 from typing import Annotated, Literal
 
+import pyarrow as pa
+import pyarrow.ipc as ipc
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from formats.errors import FormatError
+from formats.scene_store import FrameEntry, Scene, radar_with_xyz
 from server.boxes import frame_boxes, prepared_boxes
 from server.deps import FrameDep, SceneDep, State, Viewer
 from server.errors import invalid
@@ -126,3 +129,53 @@ def get_cuboids(
         return CuboidsResponse(**head, source=source, revision=None, boxes=boxes)
     revision, doc = state.labels.get(scene.scene_id)
     return CuboidsResponse(**head, source=source, revision=revision, boxes=frame_boxes(scene, entry, doc, frame))
+
+
+RADAR = "/scenes/{scene_id}/frames/{index}/radar"
+RADAR_RESPONSES = {
+    200: {"content": {ARROW_STREAM: {}}, "description": "Arrow IPC stream of the frame's radar returns"},
+    404: {"description": "no such scene or frame, or a frame without radar"},
+    **DATA_RESPONSES,
+}
+
+
+@router.head(RADAR, response_class=Response, responses=RADAR_RESPONSES)
+@router.get(RADAR, response_class=Response, responses=RADAR_RESPONSES)
+async def get_radar(_: Viewer, scene: SceneDep, entry: FrameDep, state: State, request: Request,
+                    frame: FrameQuery = "world") -> Response:
+    """The frame's radar returns (every radar's scan of the frame; headers ``X-Point-Count``,
+    ``X-Frame``, ``X-Timestamp-Ns``) as an Arrow IPC stream: ``x y z`` (float32, metres, in
+    ``frame``, each return where it was at its scan's time), ``radial_velocity_mps`` (float32,
+    the range rate as measured, positive receding), ``radial_velocity_comp_mps`` (float32, with
+    the ego's motion removed: 0 for a static target), ``rcs_dbsm`` (float32), ``sensor_id``
+    (uint8, index into the scene's radars) and ``time_offset_ns`` (int32, the scan's time minus
+    the frame timestamp). 404 for a frame prepared without radar.
+    """
+    if entry.radar is None:
+        raise HTTPException(404, f"frame {entry.index} of scene {scene.scene_id!r} has no radar returns")
+    key = ("radar", scene.scene_id, entry.radar.xxh3_128, frame)
+    payload = state.cache.peek(key)
+    if payload is None:
+        payload = await run_in_threadpool(_build_radar, state, key, scene, entry, frame)
+    return respond(request, payload, state.cache, state.settings.gzip_level, key)
+
+
+def _build_radar(state, key, scene: Scene, entry: FrameEntry, frame: str) -> Payload:
+    with reading(scene, entry, "radar file"):
+        return state.cache.get(key, lambda: _radar_payload(scene, entry, frame))
+
+
+def _radar_payload(scene: Scene, entry: FrameEntry, frame: str) -> Payload:
+    """The Arrow IPC stream of :meth:`Scene.stored_radar` in ``frame`` (the quantised columns
+    left out; schema metadata ``fathom.frame``, ``fathom.timestamp_ns``, ``fathom.frame_index``)."""
+    stored = scene.stored_radar(entry.index)
+    table = radar_with_xyz(stored, None if frame == "world" else entry.world_from_ego.inverse())
+    table = table.drop_columns([c for c in ("xq", "yq", "zq") if c in table.schema.names])
+    table = table.replace_schema_metadata({"fathom.frame": frame, "fathom.timestamp_ns": str(entry.timestamp_ns),
+                                           "fathom.frame_index": str(entry.index)})
+    sink = pa.BufferOutputStream()
+    with ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table, max_chunksize=max(table.num_rows, 1))
+    headers = {"X-Point-Count": str(table.num_rows), "X-Frame": frame, "X-Timestamp-Ns": str(entry.timestamp_ns)}
+    etag = '"radar-' + entry.radar.xxh3_128 + "-" + frame + '"'
+    return Payload(memoryview(sink.getvalue()), ARROW_STREAM, etag, headers)
