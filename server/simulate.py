@@ -2,8 +2,9 @@
 
 - Road (:func:`write_road_log`, :func:`write_drive_log`): GNSS/INS poses, LiDAR sweeps as
   per-frame PCDs or as one Velodyne pcap per LiDAR (``lidar_format="pcap"``, with the rig's
-  LiDARs replaced by VLP-16 / HDL-32E beam patterns, :func:`velodyne_rig`), camera JPEGs, and
-  the true object tracks as ``labels.json`` keyframed at 1 Hz.
+  LiDARs replaced by VLP-16 / HDL-32E beam patterns, :func:`velodyne_rig`), radar scans as
+  nuScenes radar PCDs, camera JPEGs, and the true object tracks as ``labels.json`` keyframed
+  at 1 Hz.
 - Harbor (:func:`write_harbor_log`): the survey vessel's multibeam as one KMALL file
   (``#SKM`` attitude/position, ``#MRZ`` pings), frames of one second of pings, the wreck as a
   label.
@@ -29,6 +30,7 @@ from formats.jpeg import encode_jpeg
 from formats.kmall import MrzPings, SkmSamples, write_kmall
 from formats.pcap import udp_pcap_bytes
 from formats.pcd import write_pcd
+from formats.radar import LogRadar, write_nuscenes_radar
 from formats.raw_log import LogLidar, write_labels, write_log_manifest, write_pose_table
 from formats.scene_store import SceneOrigin
 from formats.velodyne import Firings, get_model, velodyne_packets
@@ -91,8 +93,9 @@ def write_drive_log(log_dir: str | os.PathLike, drive: Drive, *, cameras: bool =
     sweep (sensor frame, per-point ``time_offset_ns``, no ground-truth columns) or, with
     ``lidar_format="pcap"``, one Velodyne pcap for the whole log (:func:`write_velodyne_stream`;
     the LiDARs must have Velodyne patterns, :func:`velodyne_rig`); one JPEG per camera and
-    frame exposed :data:`EXPOSURE_OFFSET_NS` after the sweep start; ``labels.json`` with the
-    true tracks (:func:`drive_labels`)."""
+    frame exposed :data:`EXPOSURE_OFFSET_NS` after the sweep start; per radar one nuScenes radar
+    PCD per scan (:func:`write_radar_scans`); ``labels.json`` with the true tracks
+    (:func:`drive_labels`)."""
     if lidar_format not in ("pcd", "pcap"):
         raise ValueError(f"lidar_format must be 'pcd' or 'pcap', got {lidar_format!r}")
     root = Path(log_dir)
@@ -127,12 +130,27 @@ def write_drive_log(log_dir: str | os.PathLike, drive: Drive, *, cameras: bool =
                 (root / rel).parent.mkdir(parents=True, exist_ok=True)
                 (root / rel).write_bytes(encode_jpeg(drive.render(cam.name, t_img).rgb, quality=jpeg_quality))
                 entry["images"][cam.name] = {"path": rel, "timestamp_ns": t_img}
+    log_radars = write_radar_scans(root, drive, frames)
     labels = write_labels(root, drive_labels(drive))
     write_log_manifest(
         root, log_id=f"road-{drive.seed}", origin=SceneOrigin(), lidars=log_lidars,
-        cameras=list(drive.cameras) if cameras else [], frames=frames, labels=labels.name,
+        cameras=list(drive.cameras) if cameras else [], frames=frames, labels=labels.name, radars=log_radars,
     )
     return root
+
+
+def write_radar_scans(root: Path, drive: Drive, frames: list[dict]) -> list[LogRadar]:
+    """Each radar scan of the drive as ``radar/NAME/NNNNNN.pcd`` in nuScenes' radar layout
+    (sensor frame; ``vx vy`` the measured radial velocity, ``vx_comp vy_comp`` the true
+    compensated one, the states :data:`formats.radar.WRITE_DEFAULTS`), named with its own time
+    in ``frames[i]["radar"]``; returns the log's radar entries."""
+    for radar in drive.radars:
+        for i, (scan, entry) in enumerate(zip(drive.radar_sweeps[radar.name], frames)):
+            rel = f"radar/{radar.name}/{i:06d}.pcd"
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            write_nuscenes_radar(root / rel, scan, scan.extra["target_radial_velocity_mps"])
+            entry.setdefault("radar", {})[radar.name] = {"path": rel, "timestamp_ns": scan.timestamp_ns}
+    return [LogRadar(r.name, r.ego_from_radar, "nuscenes_radar") for r in drive.radars]
 
 
 def drive_labels(drive: Drive, period_ns: int = LABEL_PERIOD_NS) -> list[CuboidTrack]:

@@ -10,7 +10,7 @@ ground truth and the LiDAR sweeps (computed eagerly); camera images render on re
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -19,10 +19,12 @@ from engine import quaternion as quat
 from engine.camera import Camera, CameraIntrinsics
 from engine.cuboid import CuboidTrack
 from engine.pose_track import PoseTrack
+from engine.radar import RadarSweep
 from engine.se3 import SE3
 from engine.sim.camera_render import RenderedImage, render_camera
 from engine.sim.gnss import gnss_track
 from engine.sim.lidar import BeamPattern, Lidar, simulate_sweep
+from engine.sim.radar import Radar, simulate_radar_sweep
 from engine.sim.trajectory import EgoTrajectory, TrajectoryConfig, ego_trajectory
 from engine.sim.world import ObjectTable, World
 from engine.sweep import Sweep
@@ -107,6 +109,18 @@ def rig(preset: Preset) -> tuple[tuple[Lidar, ...], tuple[Camera, ...]]:
             Camera("CAM_LEFT_FISHEYE", fish, camera_mount(1.0, 0.9, 1.0, 90.0, 15.0)),
         )
         return lidars, cameras
+    raise ValueError(f"preset must be 'test' or 'road', got {preset!r}")
+
+
+def radar_rig(preset: Preset) -> tuple[Radar, ...]:
+    """The radars of a preset: a front radar in the bumper (``"test"``: 91 rays over 90°,
+    100 m; ``"road"``: 181 rays over 120°, 150 m), ``"road"`` also a rear one."""
+    if preset == "test":
+        return (Radar("RADAR_FRONT", lidar_mount(3.8, 0.0, 0.5)),)
+    if preset == "road":
+        wide = dict(fov_rad=math.radians(120.0), n_rays=181, max_range_m=150.0)
+        return (Radar("RADAR_FRONT", lidar_mount(3.8, 0.0, 0.5), **wide),
+                Radar("RADAR_BACK", lidar_mount(-1.0, 0.0, 0.5, yaw_deg=180.0), **wide))
     raise ValueError(f"preset must be 'test' or 'road', got {preset!r}")
 
 
@@ -241,6 +255,8 @@ class Drive:
         cameras: the cameras; render with :meth:`render`.
         gnss: GNSS/INS pose samples ``world_from_ego`` (100 Hz, noisy if asked).
         static_tracks, actor_tracks: world-frame cuboid tracks, track id = object id.
+        radars: the radars; radar_sweeps: per radar name, ``F`` scans in the radar frame, scan
+            ``i`` at ``frame_times_ns[i] + radar.time_offset_ns`` (:func:`simulate_radar_sweep`).
     """
 
     seed: int
@@ -256,6 +272,8 @@ class Drive:
     gnss: PoseTrack
     static_tracks: tuple[CuboidTrack, ...]
     actor_tracks: tuple[CuboidTrack, ...]
+    radars: tuple[Radar, ...] = ()
+    radar_sweeps: dict[str, tuple[RadarSweep, ...]] = field(default_factory=dict)
 
     @property
     def world_from_ego(self) -> PoseTrack:
@@ -293,12 +311,14 @@ def simulate_drive(
     gnss_position_sigma_m: float = 0.0,
     gnss_attitude_sigma_rad: float = 0.0,
     lidars: tuple[Lidar, ...] | None = None,
+    radars: tuple[Radar, ...] | None = None,
 ) -> Drive:
     """Simulate a drive of ``duration_s`` seconds (at least one 10 Hz sweep).
 
     Everything is a deterministic function of the arguments: the trajectory, the world,
     range noise and GNSS noise are drawn from ``seed``. ``lidars`` replaces the preset's
     LiDARs (e.g. with patterns of real sensor models); the cameras stay the preset's.
+    ``radars`` replaces the preset's radars (:func:`radar_rig`; ``()`` for none).
     """
     if not (math.isfinite(duration_s) and duration_s * 1e9 >= FRAME_PERIOD_NS):
         raise ValueError(f"duration_s must be at least {FRAME_PERIOD_NS * 1e-9} s, got {duration_s}")
@@ -323,7 +343,10 @@ def simulate_drive(
     sweeps = {
         l.name: tuple(simulate_sweep(world, traj.world_from_ego, l, int(t), seed) for t in frames) for l in lidars
     }
+    radars = radar_rig(preset) if radars is None else tuple(radars)
+    radar_sweeps = {r.name: tuple(simulate_radar_sweep(world, traj.world_from_ego, r, int(t) + r.time_offset_ns)
+                                  for t in frames) for r in radars}
     gnss = gnss_track(traj.world_from_ego, gnss_rate_hz, gnss_position_sigma_m, gnss_attitude_sigma_rad, seed)
     static_tracks, actor_tracks = world.cuboid_tracks()
     return Drive(int(seed), preset, int(start_ns), end_ns, traj, world, lidars, frames, sweeps, cameras, gnss,
-                 tuple(static_tracks), tuple(actor_tracks))
+                 tuple(static_tracks), tuple(actor_tracks), radars, radar_sweeps)
