@@ -6,10 +6,16 @@ that nuscenes-devkit loads (``NuScenes(version=..., dataroot=...)``) and renders
     samples/<LIDAR>/<scene>-<frame>__<LIDAR>__<µs>.pcd.bin   float32 x y z intensity ring,
                               LiDAR frame at the frame time (the devkit's LidarPointCloud.from_file)
     samples/<CAM>/<scene>-<frame>__<CAM>__<µs>.jpg           the stored JPEG bytes
+    samples/<RADAR>/<scene>-<frame>__<RADAR>__<µs>.pcd       nuScenes radar PCD (formats.radar), the
+                              radar frame at the scan's time (the devkit's RadarPointCloud.from_file)
     maps/fathom-blank.png     a 1-pixel empty semantic prior (the devkit's map underlay)
 
 The global frame is the scene's world frame (ENU relative to the scene origin). Every frame
-is a key frame, so there are no sweeps (no ``sweeps/``). ``render_sample_data``'s map
+is a key frame, so there are no sweeps (no ``sweeps/``). A radar's sample_data carries its scan
+time and the ego pose there (the scene's frame poses, interpolated or continued linearly);
+its file holds the frame's returns of that radar moved into the radar frame by that pose, so
+the devkit puts them back where the scene has them. ``vx vy`` / ``vx_comp vy_comp`` are the
+measured / compensated radial velocities along the line of sight in the radar's x-y plane. ``render_sample_data``'s map
 underlay is blank (nuscenes-devkit on NumPy 2 fails in it regardless of the map: pass
 ``underlay_map=False``). Files are produced one frame at a time (:meth:`NuScenesSceneExport.files`),
 for a directory (:func:`write_nuscenes_dataroot`) or a streamed archive.
@@ -33,8 +39,12 @@ import pyarrow as pa
 from engine.cuboid import CuboidTrack
 from formats.categories import NUSCENES, Unmapped
 from formats.export_nuscenes import NuScenesSensorFiles, lens_notes, nuscenes_tables, us_from_ns
+from engine.radar import RadarSweep
+from engine.se3 import SE3
 from formats.nuscenes import pcd_bin_bytes
-from formats.scene_store import Scene, column_values
+from formats.radar import nuscenes_radar_bytes
+from formats.scene_store import Scene, column_values, positions
+from formats.scene_store.radar import RADAR_TYPES
 
 MAP_MASK = "maps/fathom-blank.png"
 
@@ -54,19 +64,24 @@ def _world_xyz(table: pa.Table) -> np.ndarray:
 
 
 class ScenePoints(SequenceABC):
-    """The points of a prepared scene's frames (by position in ``scene.frames``) as ``(N, 3)
-    float64``, in the world frame (relative to the scene origin) or in each frame's ego frame;
-    read from the store when indexed, so one frame is in memory at a time."""
+    """The points (or, with ``radar``, the radar returns: ``(0, 3)`` for a frame without) of a
+    prepared scene's frames (by position in ``scene.frames``) as ``(N, 3) float64``, in the
+    world frame (relative to the scene origin) or in each frame's ego frame; read from the
+    store when indexed, so one frame is in memory at a time."""
 
-    def __init__(self, scene: Scene, frame: Literal["world", "ego"] = "world"):
-        self.scene, self.frame = scene, frame
+    def __init__(self, scene: Scene, frame: Literal["world", "ego"] = "world", radar: bool = False):
+        self.scene, self.frame, self.radar = scene, frame, radar
 
     def __len__(self) -> int:
         return len(self.scene.frames)
 
     def __getitem__(self, i: int) -> np.ndarray:
         entry = self.scene.frames[i]
-        xyz = _world_xyz(self.scene.points(entry.index))
+        if self.radar:
+            table = self.scene.stored_radar(entry.index)
+            xyz = np.zeros((0, 3)) if table is None else positions(table)
+        else:
+            xyz = _world_xyz(self.scene.points(entry.index))
         return xyz if self.frame == "world" else entry.world_from_ego.inverse().apply(xyz)
 
 
@@ -87,19 +102,60 @@ def lidar_sample_bytes(scene: Scene, position: int, lidar: int) -> bytes:
     return pcd_bin_bytes(lidar_from_world.apply(_world_xyz(table)[rows]), intensity, ring)
 
 
+def _radar_rows(scene: Scene, position: int, radar: int) -> tuple[int, dict[str, np.ndarray]] | None:
+    """``(scan time ns, world positions and the stored columns of its rows)`` of ``radar``'s
+    returns in frame ``scene.frames[position]``; None where the frame has none of it."""
+    entry = scene.frames[position]
+    table = scene.stored_radar(entry.index)
+    if table is None:
+        return None
+    rows = np.flatnonzero(column_values(table, "sensor_id", RADAR_TYPES) == radar)
+    if not len(rows):
+        return None
+    cols = {n: column_values(table, n, RADAR_TYPES)[rows] for n in RADAR_TYPES if n not in ("xq", "yq", "zq")}
+    cols["xyz"] = positions(table)[rows]
+    return entry.timestamp_ns + int(cols["time_offset_ns"][0]), cols
+
+
+def _scan_pose(scene: Scene, t_ns: int, radar: int) -> SE3:
+    """``world_from_radar`` at ``t_ns``: the scene's frame poses, interpolated or continued linearly."""
+    return scene.world_from_ego().at(t_ns, "linear") @ scene.radars[radar].ego_from_sensor
+
+
+def radar_sample_bytes(scene: Scene, position: int, radar: int) -> bytes:
+    """The nuScenes radar ``.pcd`` of ``scene.radars[radar]`` in frame ``scene.frames[position]``
+    (:func:`formats.radar.nuscenes_radar_bytes`): its returns in the radar frame at the scan
+    time (:func:`_scan_pose`), measured and compensated radial velocities, RCS. ValueError
+    when the frame has none of that radar's returns."""
+    found = _radar_rows(scene, position, radar)
+    if found is None:
+        raise ValueError(f"frame {scene.frames[position].index} has no returns of radar {radar}")
+    t_ns, cols = found
+    local = _scan_pose(scene, t_ns, radar).inverse().apply(cols["xyz"])
+    sweep = RadarSweep(local, cols["radial_velocity_mps"], cols["rcs_dbsm"], t_ns)
+    return nuscenes_radar_bytes(sweep, cols["radial_velocity_comp_mps"])
+
+
 def scene_sensor_files(scene: Scene) -> list[NuScenesSensorFiles]:
-    """One channel per LiDAR (a file every frame) and per camera (a file where the frame has its
-    image), named as nuScenes names them: ``samples/<ch>/<scene>-<frame>__<ch>__<µs>.pcd.bin``
-    / ``.jpg`` (the frame number keeps names unique)."""
+    """One channel per LiDAR (a file every frame), per camera (a file where the frame has its
+    image) and per radar (a file where the frame has its returns, at the scan time), named as
+    nuScenes names them: ``samples/<ch>/<scene>-<frame>__<ch>__<µs>.pcd.bin`` / ``.jpg`` /
+    ``.pcd`` (the frame number keeps names unique)."""
     def name(f, ch: str, t_ns: int, ext: str) -> str:
         return f"samples/{ch}/{scene.scene_id}-{f.index:06d}__{ch}__{us_from_ns(t_ns)}.{ext}"
 
     sensors = [NuScenesSensorFiles(l.name, l.ego_from_sensor,
                                    [(name(f, l.name, f.timestamp_ns, "pcd.bin"), f.timestamp_ns) for f in scene.frames])
                for l in scene.lidars]
-    return sensors + [NuScenesSensorFiles(c, cam.ego_from_camera, [
+    sensors += [NuScenesSensorFiles(c, cam.ego_from_camera, [
         (name(f, c, f.image_timestamps_ns[c], "jpg"), f.image_timestamps_ns[c]) if c in f.images else None
         for f in scene.frames], camera=cam) for c, cam in scene.cameras.items()]
+    for k, r in enumerate(scene.radars):
+        scans = [_radar_rows(scene, i, k) for i in range(len(scene.frames))]
+        sensors.append(NuScenesSensorFiles(r.name, r.ego_from_sensor, [
+            None if scan is None else (name(f, r.name, scan[0], "pcd"), scan[0])
+            for f, scan in zip(scene.frames, scans)], radar=True))
+    return sensors
 
 
 @dataclass(frozen=True, eq=False)
@@ -121,19 +177,26 @@ class NuScenesSceneExport:
 
     def files(self) -> Iterator[tuple[str, bytes]]:
         """``(path relative to DATAROOT, bytes)``: ``NOTES.txt``, ``VERSION/*.json``, the blank
-        map mask, then (complete) frame by frame each LiDAR's ``.pcd.bin`` and each camera's
-        JPEG as stored — one frame's data in memory at a time."""
+        map mask, then (complete) frame by frame each LiDAR's ``.pcd.bin``, each camera's
+        JPEG as stored and each radar's ``.pcd`` — one frame's data in memory at a time."""
         yield "NOTES.txt", "".join(line + "\n" for line in self.notes).encode()
         for name, records in self.tables.items():
             yield f"{self.version}/{name}.json", json.dumps(records, allow_nan=False).encode()
         yield MAP_MASK, _blank_png()
         if not self.complete:
             return
+        lidars = {l.name: k for k, l in enumerate(self.scene.lidars)}
+        radars = {r.name: k for k, r in enumerate(self.scene.radars)}
         for i, entry in enumerate(self.scene.frames):
-            for k, s in enumerate(self.sensors):  # the LiDARs first, in scene.lidars order
-                if s.files[i] is not None:
-                    yield s.files[i][0], (lidar_sample_bytes(self.scene, i, k) if s.camera is None
-                                          else self.scene.image_path(entry.index, s.channel).read_bytes())
+            for s in self.sensors:
+                if s.files[i] is None:
+                    continue
+                if s.camera is not None:
+                    yield s.files[i][0], self.scene.image_path(entry.index, s.channel).read_bytes()
+                elif s.radar:
+                    yield s.files[i][0], radar_sample_bytes(self.scene, i, radars[s.channel])
+                else:
+                    yield s.files[i][0], lidar_sample_bytes(self.scene, i, lidars[s.channel])
 
 
 def nuscenes_scene_export(
@@ -157,8 +220,9 @@ def nuscenes_scene_export(
     sensors = scene_sensor_files(scene)
     tables = nuscenes_tables(tracks, np.array([f.timestamp_ns for f in scene.frames], np.int64),
                              scene.world_from_ego(), sensors, scene_name=scene.scene_id, categories=categories,
-                             unmapped=unmapped, lidar_points=ScenePoints(scene), extrapolate="linear",
-                             map_filename=MAP_MASK)
+                             unmapped=unmapped, lidar_points=ScenePoints(scene),
+                             radar_points=ScenePoints(scene, radar=True) if scene.radars else None,
+                             extrapolate="linear", map_filename=MAP_MASK)
     notes = [
         f"Fathom nuScenes export of scene {scene.scene_id}: tables in {version}/, "
         + ("sample files in samples/." if complete else "the samples/ files they name are not included."),
@@ -166,6 +230,9 @@ def nuscenes_scene_export(
         f"Global frame: the scene's world frame, ENU metres relative to {list(scene.origin.enu_offset_m)}"
         + ("" if scene.origin.geodetic is None else f" (lat, lon, alt {list(scene.origin.geodetic)})") + ".",
         f"{MAP_MASK}: a blank 1-pixel semantic-prior mask so the devkit's map underlay draws; no map data.",
+        *(["Radars: each radar's returns of a frame in its .pcd at the scan time (nuScenes' 18-field radar "
+           "layout); vx_comp/vy_comp are Fathom's ego-motion compensation, the state fields defaults."]
+          if scene.radars else []),
         *(f"category {k!r} -> {v!r}" if v else f"category {k!r}: dropped" for k, v in sorted(names.items())),
         *lens_notes(sensors),
     ]

@@ -5,7 +5,11 @@ and, when frames are given, a ``lidar`` sensor (``coordinates: "world"``) with o
 world-frame float32 points per timestamp and the ``world_from_ego`` poses as its pose path
 (``PosePath`` rows ``x y z qx qy qz qw``, scalar last). ``scale_sensor_fusion_io``'s
 parser accepts only camera, lidar and radar sensors, and a lidar needs at least one frame,
-so the poses travel on the lidar. Timestamps are integer microseconds relative
+so the poses travel on the lidar. Radars (``radars``, e.g. :func:`scene_radar_frames` of a
+prepared scene) become one ``radar`` sensor each (``id`` the radar's name, ``coordinates:
+"world"``, the same ego poses), a frame per timestamp with the returns' world-frame float32
+``positions`` and ``directions``: the compensated radial velocity as a world-frame vector
+(m/s) along the line of sight from the radar (zero for a static target). Timestamps are integer microseconds relative
 to the scene's ``time_offset`` (µs since the epoch), because ``scale_sensor_fusion_io``'s
 validator rejects a first timestamp over 100 s. The file is Scale's JSON-binary container
 (``scale_json_binary``): a JSON header padded with spaces to 4 bytes whose ``$items`` list
@@ -19,16 +23,19 @@ import json
 import os
 from dataclasses import replace
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
 from engine.cuboid import CuboidTrack
 from engine.pose_track import PoseTrack
 from formats.conventions import sfs_pose_row
+from formats.scene_store import Scene, column_values, positions
+from formats.scene_store.radar import RADAR_TYPES
 from formats.sfs_cuboids import track_to_sfs
 
 LIDAR_ID = "lidar"
+RadarFrame = tuple[int, np.ndarray, np.ndarray]  # (timestamp_ns, positions (N, 3), velocities (N, 3)), world frame
 
 
 def _us(times_ns: np.ndarray, offset_ns: int, what: str) -> list[int]:
@@ -44,22 +51,29 @@ def scene_to_sfs(
     frames: Sequence[tuple[int, np.ndarray]] = (),
     *,
     time_offset_us: int | None = None,
+    radars: Mapping[str, Sequence[RadarFrame]] | None = None,
 ) -> dict:
     """The SFS scene as a dict (``time_unit`` microseconds; points as float32 arrays).
 
     Args:
         tracks: world-frame cuboid tracks.
-        world_from_ego: ego poses; needed with ``frames``.
+        world_from_ego: ego poses; needed with ``frames`` or ``radars``.
         frames: ``(timestamp_ns, xyz (N, 3))`` LiDAR frames, points in the world frame.
         time_offset_us: defaults to the earliest track, pose or frame time, floored to 1 µs.
+        radars: radar name → its frames ``(timestamp_ns, positions (N, 3), velocities (N, 3))``
+            (world frame; a radar needs at least one frame).
 
     Raises ``ValueError`` when a time precedes the offset or two keyframes/poses/frames
-    round to the same microsecond.
+    round to the same microsecond, or for a radar id that repeats another sensor's.
     """
-    if frames and world_from_ego is None:
-        raise ValueError("LiDAR frames need world_from_ego (the lidar sensor's pose path)")
+    radars = dict(radars or {})
+    if (frames or radars) and world_from_ego is None:
+        raise ValueError("LiDAR and radar frames need world_from_ego (the sensors' pose path)")
+    if LIDAR_ID in radars or any(not r for r in radars.values()):
+        raise ValueError(f"radar ids must differ from {LIDAR_ID!r} and each radar needs a frame")
     starts = [int(t.timestamps_ns[0]) for t in tracks] + [int(f[0]) for f in frames[:1]]
-    if frames:
+    starts += [int(min(f[0] for f in r)) for r in radars.values()]
+    if frames or radars:
         starts.append(int(world_from_ego.timestamps_ns[0]))
     if time_offset_us is None:
         time_offset_us = min(starts) // 1000 if starts else 0
@@ -69,17 +83,49 @@ def scene_to_sfs(
     annotations = [track_to_sfs(replace(t, timestamps_ns=t.timestamps_ns - offset_ns)) for t in tracks]
     scene: dict = {"version": "1.0", "time_unit": "microseconds", "time_offset": int(time_offset_us),
                    "annotations": annotations, "sensors": []}
+    if frames or radars:
+        poses = {"timestamps": _us(world_from_ego.timestamps_ns, offset_ns, "world_from_ego"),
+                 "values": sfs_pose_row(world_from_ego.translation, world_from_ego.rotation).tolist()}
     if frames:
-        rows = sfs_pose_row(world_from_ego.translation, world_from_ego.rotation)
         frame_us = _us([f[0] for f in frames], offset_ns, "frames")
         scene["sensors"].append({
-            "id": LIDAR_ID, "type": "lidar", "coordinates": "world",
-            "poses": {"timestamps": _us(world_from_ego.timestamps_ns, offset_ns, "world_from_ego"),
-                      "values": rows.tolist()},
+            "id": LIDAR_ID, "type": "lidar", "coordinates": "world", "poses": poses,
             "frames": [{"timestamp": t, "points": {"positions": _positions(xyz, i)}}
                        for i, (t, (_, xyz)) in enumerate(zip(frame_us, frames))],
         })
+    for name, radar in radars.items():
+        radar_us = _us([f[0] for f in radar], offset_ns, f"radar {name}")
+        scene["sensors"].append({
+            "id": name, "type": "radar", "coordinates": "world", "poses": poses,
+            "frames": [{"timestamp": t, "points": {"positions": _positions(xyz, i), "directions": _positions(v, i)}}
+                       for i, (t, (_, xyz, v)) in enumerate(zip(radar_us, radar))],
+        })
     return scene
+
+
+def scene_radar_frames(scene: Scene) -> dict[str, list[RadarFrame]]:
+    """Each radar of a prepared scene → one frame per scene frame (at the frame timestamp):
+    its returns' world positions and compensated radial velocities as world vectors along the
+    line of sight from the radar at the scan time (the scene's frame poses, interpolated or
+    continued linearly). A frame without returns of a radar has an empty one."""
+    track = scene.world_from_ego()
+    out: dict[str, list[RadarFrame]] = {r.name: [] for r in scene.radars}
+    for entry in scene.frames:
+        table = scene.stored_radar(entry.index)
+        if table is None:
+            for frames in out.values():
+                frames.append((entry.timestamp_ns, np.zeros((0, 3)), np.zeros((0, 3))))
+            continue
+        xyz = positions(table)
+        ids, comp, offset = (column_values(table, c, RADAR_TYPES)
+                             for c in ("sensor_id", "radial_velocity_comp_mps", "time_offset_ns"))
+        for k, radar in enumerate(scene.radars):
+            rows = np.flatnonzero(ids == k)
+            poses = track.interpolate(entry.timestamp_ns + offset[rows].astype(np.int64), "linear")
+            sight = xyz[rows] - (poses @ radar.ego_from_sensor).translation.reshape(-1, 3)
+            unit = sight / np.maximum(np.linalg.norm(sight, axis=1, keepdims=True), 1e-12)
+            out[radar.name].append((entry.timestamp_ns, xyz[rows], unit * comp[rows, None]))
+    return out
 
 
 def _positions(xyz: np.ndarray, i: int) -> np.ndarray:
@@ -122,8 +168,10 @@ def write_sfs(
     frames: Sequence[tuple[int, np.ndarray]] = (),
     *,
     time_offset_us: int | None = None,
+    radars: Mapping[str, Sequence[RadarFrame]] | None = None,
 ) -> Path:
     """Write an ``.sfs`` file (see :func:`scene_to_sfs`); returns the path."""
     out = Path(path)
-    out.write_bytes(encode_sfs(scene_to_sfs(tracks, world_from_ego, frames, time_offset_us=time_offset_us)))
+    out.write_bytes(encode_sfs(scene_to_sfs(tracks, world_from_ego, frames, time_offset_us=time_offset_us,
+                                            radars=radars)))
     return out
