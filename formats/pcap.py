@@ -109,11 +109,24 @@ def _udp_payload(buf, start, end, link):
 
 
 @jit
-def _index_records(buf, big, nano, link):
-    """Walk every classic pcap record. Returns (n, payload_offset, payload_len, ts_ns, dst_port,
-    status, record_offset); arrays are sized for the most records the file could hold."""
+def _count_records(buf, big):
+    """Records of a classic pcap (a truncated last one included): the record headers' chain."""
     size = buf.shape[0]
-    cap = (size - GLOBAL_HEADER_SIZE) // RECORD_HEADER_SIZE + 1
+    pos = GLOBAL_HEADER_SIZE
+    n = 0
+    while pos < size:
+        n += 1
+        if pos + RECORD_HEADER_SIZE > size:
+            break
+        pos += RECORD_HEADER_SIZE + _u32(buf, pos + 8, big)
+    return n
+
+
+@jit
+def _index_records(buf, big, nano, link, cap):
+    """Walk the ``cap`` records of a classic pcap (:func:`_count_records`). Returns (n,
+    payload_offset, payload_len, ts_ns, dst_port, status, record_offset)."""
+    size = buf.shape[0]
     off = np.zeros(cap, np.int64)
     length = np.zeros(cap, np.int64)
     ts = np.zeros(cap, np.int64)
@@ -123,7 +136,7 @@ def _index_records(buf, big, nano, link):
     frac_scale = 1 if nano else 1000
     pos = GLOBAL_HEADER_SIZE
     n = 0
-    while pos < size:
+    while pos < size and n < cap:
         rec_off[n] = pos
         if pos + RECORD_HEADER_SIZE > size:
             status[n] = TRUNCATED
@@ -278,7 +291,8 @@ def index_udp(path: str | os.PathLike, data: bytes | None = None) -> UdpIndex:
         n, off, length, ts, dport, status, truncated_at = index_pcapng(buf, spath)
     else:
         big, nano, link = _parse_global_header(buf, spath)
-        n, off, length, ts, dport, status, rec_off = _index_records(buf, big, nano, link)
+        n, off, length, ts, dport, status, rec_off = _index_records(buf, big, nano, link,
+                                                                    _count_records(buf, big))
         off, length, ts, dport, status = off[:n], length[:n], ts[:n], dport[:n], status[:n]
         truncated_at = int(rec_off[n - 1]) if n and status[n - 1] == TRUNCATED else None
     return UdpIndex(spath, buf, off, length, ts, dport, status, truncated_at)
