@@ -1,0 +1,253 @@
+"""The map octree: Morton codes, voxel merging and level-of-detail selection against plain NumPy
+references; the out-of-core builder (chunked or not, interrupted and resumed) against them;
+damaged layers."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from engine.map_octree import merge_voxels, morton_codes, node_xyz, sort_order
+from formats.errors import FormatError
+from formats.octree import ENTRY, HIERARCHY, METADATA, OCTREE, OctreeLayer
+from formats.octree_build import OctreeBuilder, OctreeOptions
+
+VOXEL = 20
+
+
+def frames(n_frames: int = 6, n: int = 20_000, seed: int = 1) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Frames of mm positions on a ground plane and two walls, revisited frame after frame
+    (so voxels merge), with integer intensities and colours."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for f in range(n_frames):
+        ground = np.column_stack([rng.uniform(-30e3, 40e3, n), rng.uniform(-8e3, 8e3, n), rng.normal(0, 5, n)])
+        wall = np.column_stack([rng.uniform(-30e3, 40e3, n // 2), np.full(n // 2, 9e3), rng.uniform(0, 6e3, n // 2)])
+        pole = np.column_stack([np.full(n // 4, 1234.0), np.full(n // 4, -5e3), rng.uniform(0, 4e3, n // 4)])
+        q = np.floor(np.vstack([ground, wall, pole]) + f * 3).astype(np.int64)
+        out.append((q, rng.integers(0, 256, len(q)).astype(np.float32), rng.integers(0, 256, (len(q), 3), np.uint8)))
+    return out
+
+
+def build(path, options: OctreeOptions, data) -> OctreeLayer:
+    builder = OctreeBuilder(path, options)
+    for f, (q, i, rgb) in enumerate(data):
+        builder.add(f, q, i, rgb)
+    builder.finish()
+    return OctreeLayer.open(path)
+
+
+def reference_map(data, origin: np.ndarray) -> dict[str, np.ndarray]:
+    """Every voxel's merged point in plain NumPy (sorted by voxel): floor of the mean position,
+    rounded mean colour and intensity, count and frame range."""
+    q = np.vstack([d[0] for d in data]) - origin
+    inten = np.concatenate([d[1] for d in data]).astype(np.float64)
+    rgb = np.vstack([d[2] for d in data]).astype(np.int64)
+    frame = np.concatenate([np.full(len(d[0]), f) for f, d in enumerate(data)])
+    vox, inv = np.unique(q // VOXEL, axis=0, return_inverse=True)
+    count = np.bincount(inv)
+    out = {"count": count, "first": np.full(len(vox), 1 << 30), "last": np.zeros(len(vox), np.int64)}
+    for a, name in enumerate("xyz"):  # float64 sums of these integers are exact (below 2**53)
+        out[name] = np.bincount(inv, q[:, a].astype(np.float64)).round().astype(np.int64) // count
+    for c, name in enumerate("rgb"):
+        out[name] = (2 * np.bincount(inv, rgb[:, c]).round().astype(np.int64) + count) // (2 * count)
+    out["intensity16"] = np.rint(np.bincount(inv, inten) / count).astype(np.int64)
+    np.minimum.at(out["first"], inv, frame)
+    np.maximum.at(out["last"], inv, frame)
+    return out
+
+
+def by_voxel(points: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    order = np.lexsort((points["z"] // VOXEL, points["y"] // VOXEL, points["x"] // VOXEL))
+    return {k: np.asarray(v)[order].astype(np.int64) for k, v in points.items()}
+
+
+# ---------------------------------------------------------------- kernels
+
+
+def test_morton_codes_interleave_bits():
+    rng = np.random.default_rng(0)
+    v = rng.integers(0, 1 << 21, (1000, 3))
+    codes = morton_codes(v[:, 0] * 7, v[:, 1] * 7 + 6, v[:, 2] * 7 + 3, 7)
+    naive = np.zeros(1000, np.int64)
+    for bit in range(21):
+        for a in range(3):
+            naive |= ((v[:, a] >> bit) & 1) << (3 * bit + a)
+    assert np.array_equal(codes, naive)
+    assert np.array_equal(node_xyz(codes), v)
+
+
+@pytest.mark.parametrize("n,bits", [(0, 10), (1, 10), (5000, 12), (70_000, 40), (70_000, 62)])
+def test_sort_order_is_a_stable_argsort(n, bits):
+    codes = np.random.default_rng(n).integers(0, 1 << bits, n) >> max(0, bits - 8)  # many ties
+    assert np.array_equal(sort_order(codes, bits), np.argsort(codes, kind="stable"))
+
+
+def test_merge_voxels_against_numpy():
+    data = frames(3, 3000)
+    q = np.vstack([d[0] for d in data])
+    q -= q.min(axis=0) // VOXEL * VOXEL
+    ref = reference_map(data, np.vstack([d[0] for d in data]).min(axis=0) // VOXEL * VOXEL)
+    codes = morton_codes(q[:, 0], q[:, 1], q[:, 2], VOXEL)
+    order = np.argsort(codes, kind="stable")
+    cols = {a: q[order, i] for i, a in enumerate("xyz")}
+    cols["intensity"] = np.concatenate([d[1] for d in data])[order]
+    rgb = np.vstack([d[2] for d in data])[order]
+    cols.update(r=rgb[:, 0], g=rgb[:, 1], b=rgb[:, 2], count=np.ones(len(q), np.uint32))
+    cols["first"] = cols["last"] = np.concatenate([np.full(len(d[0]), f, np.uint32) for f, d in enumerate(data)])[order]
+    merged_codes, merged = merge_voxels(codes[order], cols)
+    assert np.all(np.diff(merged_codes) > 0) and len(merged_codes) == len(ref["count"])
+    merged["intensity16"] = np.rint(merged.pop("intensity"))
+    got = by_voxel(merged)
+    for k in ("x", "y", "z", "r", "g", "b", "count", "first", "last"):
+        assert np.array_equal(got[k], ref[k]), k
+    assert np.abs(got["intensity16"] - ref["intensity16"]).max() <= 1  # float32 mean vs float64
+
+
+# ---------------------------------------------------------------- the built layer
+
+
+def check_layer(layer: OctreeLayer, data) -> None:
+    """Exactly the reference map's points, each node's inside its cube, every inner node
+    holding one point per occupied cell of its grid, leaves within leaf_max."""
+    meta = layer.metadata
+    origin = np.array(meta["origin_q"], np.int64)
+    ref = reference_map(data, origin)
+    nodes = layer.nodes
+    keys = {(int(e["level"]), int(e["x"]), int(e["y"]), int(e["z"])) for e in nodes}
+    assert len(keys) == len(nodes) == meta["nodes"]
+    assert sum(int(e["point_count"]) for e in nodes) == meta["points"] == len(ref["count"])
+    decoded = [layer.node(r) for r in range(len(nodes))]
+    got = by_voxel({k: np.concatenate([d[k] for d in decoded]) for k in decoded[0]})
+    for k in ("x", "y", "z", "r", "g", "b", "count", "first", "last", "intensity16"):
+        assert np.array_equal(got[k], ref[k]), k
+    assert np.array_equal(got["intensity8"], ref["intensity16"] >> meta["intensity"]["shift"])
+    g = meta["grid_bits"]
+    parents = {(k[0] - 1, k[1] >> 1, k[2] >> 1, k[3] >> 1) for k in keys if k[0]}
+    allp = {a: np.concatenate([d[a] for d in decoded]) for a in "xyz"}
+    level = np.repeat(nodes["level"], nodes["point_count"])
+    for e, d in zip(nodes, decoded):
+        lv = int(e["level"])
+        side = meta["side_q"] >> lv
+        assert all(np.all(d[a] // side == e[a]) for a in "xyz"), (lv, e)
+        if (lv, int(e["x"]), int(e["y"]), int(e["z"])) not in parents:  # a leaf
+            assert e["point_count"] <= meta["leaf_max"] or lv >= meta["depth"] - g
+            continue
+        # an inner node: it and its ancestors hold one point in each occupied level-(l + g)
+        # cell of its cube (the view down to level l has the grid's spacing)
+        inside = np.all([(allp[a] // side) == e[a] for a in "xyz"], axis=0)
+        fine = meta["side_q"] >> (lv + g)
+        occupied = np.unique(np.stack([allp[a][inside] // fine for a in "xyz"], 1), axis=0)
+        view = np.stack([allp[a][inside & (level <= lv)] // fine for a in "xyz"], 1)
+        assert len(np.unique(view, axis=0)) == len(view) == len(occupied), (lv, len(view), len(occupied))
+
+
+@pytest.mark.parametrize("chunk_max", [10**9, 20_000])
+def test_octree_holds_exactly_the_merged_map(tmp_path, chunk_max):
+    data = frames()
+    layer = build(tmp_path / "lidar", OctreeOptions(leaf_max=3000, chunk_max=chunk_max, segment_points=30_000,
+                                                    cell_bits=6), data)
+    check_layer(layer, data)
+    assert layer.metadata["input_points"] == sum(len(d[0]) for d in data)
+    assert layer.metadata["max_level"] >= 3
+    assert not (tmp_path / "lidar" / ".work").exists()
+
+
+def test_interrupted_builds_resume_byte_identical(tmp_path, monkeypatch):
+    data = frames()
+    options = OctreeOptions(leaf_max=3000, chunk_max=20_000, segment_points=50_000, cell_bits=6)
+    build(tmp_path / "clean", options, data)
+    # a crash while pooling (35,000 points a frame): frames of committed segments are not added again
+    first = OctreeBuilder(tmp_path / "resumed", options)
+    for f, (q, i, rgb) in enumerate(data[:3]):
+        first.add(f, q, i, rgb)
+    del first
+    again = OctreeBuilder(tmp_path / "resumed", options)
+    assert again.next_frame == 2
+    for f in range(again.next_frame, len(data)):
+        again.add(f, *data[f])
+    # a crash after two chunks, then a rerun that does only the rest
+    calls = []
+    real = OctreeBuilder._process_chunk
+
+    def crash(self, *args):
+        calls.append(args[0])
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(self, *args)
+
+    monkeypatch.setattr(OctreeBuilder, "_process_chunk", crash)
+    with pytest.raises(KeyboardInterrupt):
+        again.finish()
+    monkeypatch.setattr(OctreeBuilder, "_process_chunk", lambda self, *a: calls.append(a[0]) or real(self, *a))
+    done = len(calls)
+    last = OctreeBuilder(tmp_path / "resumed", options)
+    assert last.next_frame == len(data)
+    last.finish()
+    assert calls[done] == 2 and len(set(calls[done:])) == len(calls[done:])
+    for name in (METADATA, HIERARCHY, OCTREE):
+        assert (tmp_path / "clean" / name).read_bytes() == (tmp_path / "resumed" / name).read_bytes(), name
+
+
+def test_float_intensities_are_mapped_to_16_bits(tmp_path):
+    q = np.array([[0, 0, 0], [100, 0, 0], [200, 0, 0]], np.int64)
+    builder = OctreeBuilder(tmp_path / "l", OctreeOptions())
+    builder.add(0, q, np.array([-30.5, -10.0, 2.25], np.float32), None)
+    meta = builder.finish()
+    pts = OctreeLayer.open(tmp_path / "l").points()
+    assert meta["intensity"] == {"source_range": [-30.5, 2.25], "shift": 8} and not meta["rgb"]
+    assert sorted(pts["intensity16"].tolist()) == [0, round(20.5 / 32.75 * 65535), 65535]
+
+
+def test_empty_layer(tmp_path):
+    meta = OctreeBuilder(tmp_path / "l", OctreeOptions()).finish()
+    layer = OctreeLayer.open(tmp_path / "l")
+    assert meta["points"] == 0 and len(layer.nodes) == 1 and layer.nodes[0]["point_count"] == 0
+
+
+def test_bad_input_is_refused(tmp_path):
+    builder = OctreeBuilder(tmp_path / "l", OctreeOptions())
+    q = np.zeros((2, 3), np.int64)
+    with pytest.raises(ValueError, match="xyz_q"):
+        builder.add(0, q[:, :2], np.zeros(2), None)
+    with pytest.raises(ValueError, match="NaN"):
+        builder.add(0, q, np.array([0.0, np.nan]), None)
+    with pytest.raises(ValueError, match="int32"):
+        builder.add(0, q + 2**31, np.zeros(2), None)
+    builder.add(3, q, np.zeros(2), None)
+    with pytest.raises(ValueError, match="frame 2 added after frame 3"):
+        builder.add(2, q, np.zeros(2), None)
+
+
+def test_damaged_layers_raise_format_errors(tmp_path):
+    data = frames(2, 5000)
+    build(tmp_path / "l", OctreeOptions(leaf_max=500, step=1), data)
+    root = tmp_path / "l"
+    meta = json.loads((root / METADATA).read_bytes())
+    hierarchy = (root / HIERARCHY).read_bytes()
+    entries = np.frombuffer(hierarchy, ENTRY)
+    assert np.any(entries["point_count"] == -1)  # step 1: every level its own page
+
+    def damaged(edit) -> FormatError:
+        (root / HIERARCHY).write_bytes(hierarchy)
+        (root / METADATA).write_text(json.dumps(meta))
+        edit()
+        with pytest.raises(FormatError) as info:
+            OctreeLayer.open(root).points()
+        return info.value
+
+    err = damaged(lambda: (root / HIERARCHY).write_bytes(hierarchy[:-5]))
+    assert err.path.endswith(HIERARCHY) and "bytes" in err.expected
+    bad = entries.copy()
+    bad[np.flatnonzero(bad["point_count"] == -1)[0]]["offset"] = len(hierarchy)
+    err = damaged(lambda: ((root / HIERARCHY).write_bytes(bad.tobytes())))
+    assert "hierarchy page" in err.expected
+    bad = entries.copy()
+    bad[1]["x"] = 5
+    assert "keys inside" in damaged(lambda: (root / HIERARCHY).write_bytes(bad.tobytes())).expected
+    bad = entries.copy()
+    bad[0]["point_count"] += 1
+    assert "node 0-0-0-0" in damaged(lambda: (root / HIERARCHY).write_bytes(bad.tobytes())).expected
+    assert '"format"' in damaged(lambda: (root / METADATA).write_text(json.dumps(dict(meta, version=9)))).expected
