@@ -160,36 +160,32 @@ def radar_to_world(sweep: RadarSweep, world_from_ego: PoseTrack, ego_from_sensor
 
 
 @jit
-def _chain_kernel(ref_q, ref_t, ref_eq, ref_et, q, t, eq, et, out_q, out_t):
-    """Per sweep k: ``(ref_world_from_ego @ ref_ego_from_sensor)⁻¹ @ world_from_ego[k] @
-    ego_from_sensor[k]`` as a quaternion and translation (``eq``/``et`` of one row apply to all)."""
-    # reference sensor in the world, then its inverse
-    rw, rx, ry, rz = q_mul(ref_q[0], ref_q[1], ref_q[2], ref_q[3], ref_eq[0], ref_eq[1], ref_eq[2], ref_eq[3])
-    ox, oy, oz = q_rotate(ref_q[0], ref_q[1], ref_q[2], ref_q[3], ref_et[0], ref_et[1], ref_et[2])
-    ox, oy, oz = ox + ref_t[0], oy + ref_t[1], oz + ref_t[2]
-    for k in range(q.shape[0]):
+def _multisweep_kernel(xyz, counts, lag_ns, q, t, eq, et, rq, rt, req, ret, min_distance, out, rows, sweep, lag):
+    """Sweep k's points (``counts[k]`` rows of ``xyz`` each, in order) through ``(rq, rt) ∘
+    (req, ret)`` inverted ∘ ``(q, t)[k]`` ∘ ``(eq, et)[k]`` (one extrinsic row: all sweeps),
+    skipping those with |x| and |y| both below ``min_distance`` in the sensor frame; the kept
+    ones go to ``out`` (float32) with their input row, sweep and time lag ``lag_ns[k]`` in
+    seconds. Returns how many were kept."""
+    # the reference sensor's pose in the world: its inverse is (rw, -rx, -ry, -rz) after -o
+    rw, rx, ry, rz = q_mul(rq[0], rq[1], rq[2], rq[3], req[0], req[1], req[2], req[3])
+    ox, oy, oz = q_rotate(rq[0], rq[1], rq[2], rq[3], ret[0], ret[1], ret[2])
+    ox, oy, oz = ox + rt[0], oy + rt[1], oz + rt[2]
+    i = m = 0
+    for k in range(counts.shape[0]):
         e = 0 if eq.shape[0] == 1 else k
         sw, sx, sy, sz = q_mul(q[k, 0], q[k, 1], q[k, 2], q[k, 3], eq[e, 0], eq[e, 1], eq[e, 2], eq[e, 3])
         px, py, pz = q_rotate(q[k, 0], q[k, 1], q[k, 2], q[k, 3], et[e, 0], et[e, 1], et[e, 2])
-        px, py, pz = px + t[k, 0] - ox, py + t[k, 1] - oy, pz + t[k, 2] - oz
-        out_q[k, 0], out_q[k, 1], out_q[k, 2], out_q[k, 3] = q_mul(rw, -rx, -ry, -rz, sw, sx, sy, sz)
-        out_t[k, 0], out_t[k, 1], out_t[k, 2] = q_rotate(rw, -rx, -ry, -rz, px, py, pz)
-
-
-@jit
-def _multisweep_kernel(xyz, counts, q, t, min_distance, out, keep):
-    """out[i] = R_k xyz[i] + t_k for point i of sweep k (``counts[k]`` points each, in order);
-    keep[i] unless |x| and |y| are both below ``min_distance`` in the sensor frame."""
-    i = 0
-    for k in range(counts.shape[0]):
+        cw, cx, cy, cz = q_mul(rw, -rx, -ry, -rz, sw, sx, sy, sz)
+        tx, ty, tz = q_rotate(rw, -rx, -ry, -rz, px + t[k, 0] - ox, py + t[k, 1] - oy, pz + t[k, 2] - oz)
         for _ in range(counts[k]):
             x, y, z = float(xyz[i, 0]), float(xyz[i, 1]), float(xyz[i, 2])
-            keep[i] = not (abs(x) < min_distance and abs(y) < min_distance)
-            rx, ry, rz = q_rotate(q[k, 0], q[k, 1], q[k, 2], q[k, 3], x, y, z)
-            out[i, 0] = rx + t[k, 0]
-            out[i, 1] = ry + t[k, 1]
-            out[i, 2] = rz + t[k, 2]
+            if not (abs(x) < min_distance and abs(y) < min_distance):
+                ax, ay, az = q_rotate(cw, cx, cy, cz, x, y, z)
+                out[m, 0], out[m, 1], out[m, 2] = ax + tx, ay + ty, az + tz
+                rows[m], sweep[m], lag[m] = i, k, lag_ns[k] * 1e-9
+                m += 1
             i += 1
+    return m
 
 
 def _concatenate(arrays: list[np.ndarray]) -> np.ndarray:
@@ -243,26 +239,24 @@ def radar_multisweep(
     for name, pose in (("ref_world_from_ego", ref_world_from_ego), ("ref_ego_from_sensor", ref_ego_from_sensor)):
         if pose.shape != ():
             raise ValueError(f"{name} must be a single SE3")
-    chain_q, chain_t = np.empty((k, 4)), np.empty((k, 3))
-    _chain_kernel(ref_world_from_ego.rotation, ref_world_from_ego.translation, ref_ego_from_sensor.rotation,
-                  ref_ego_from_sensor.translation, np.ascontiguousarray(q[:k]), np.ascontiguousarray(t[:k]),
-                  np.ascontiguousarray(eq[:k]), np.ascontiguousarray(et[:k]), chain_q, chain_t)
     counts = np.array([len(s) for s in used], np.int64)
+    lag_ns = int(ref_time_ns) - np.array([s.timestamp_ns for s in used], np.int64)
     xyz = np.concatenate([s.xyz for s in used]) if k > 1 else used[0].xyz
-    out = np.empty((len(xyz), 3))
-    keep = np.empty(len(xyz), np.bool_)
-    _multisweep_kernel(xyz, counts, chain_q, chain_t, float(min_distance_m), out, keep)
-    rows = np.flatnonzero(keep)
-    sweep = np.repeat(np.arange(k, dtype=np.int32), counts).take(rows)
-    lag = (int(ref_time_ns) - np.array([s.timestamp_ns for s in used], np.int64)) * 1e-9
+    n = len(xyz)
+    out, rows, sweep, lag = np.empty((n, 3), np.float32), np.empty(n, np.int64), np.empty(n, np.int32), np.empty(n)
+    m = _multisweep_kernel(xyz, counts, lag_ns, np.ascontiguousarray(q[:k]), np.ascontiguousarray(t[:k]),
+                           np.ascontiguousarray(eq[:k]), np.ascontiguousarray(et[:k]), ref_world_from_ego.rotation,
+                           ref_world_from_ego.translation, ref_ego_from_sensor.rotation,
+                           ref_ego_from_sensor.translation, float(min_distance_m), out, rows, sweep, lag)
+    rows = rows[:m]
 
     def gather(arrays: list[np.ndarray]) -> np.ndarray:
         return _concatenate(arrays).take(rows, axis=0)
 
     extra = {n: gather([s.extra[n] for s in used]) for n in used[0].extra if all(n in s.extra for s in used)}
-    extra.update(sweep_index=sweep, time_lag_s=lag[sweep])
-    return RadarSweep(out.take(rows, axis=0), gather([s.radial_velocity_mps for s in used]),
-                      gather([s.rcs_dbsm for s in used]), int(ref_time_ns), "reference", extra)
+    extra.update(sweep_index=sweep[:m], time_lag_s=lag[:m])
+    return RadarSweep(out[:m], gather([s.radial_velocity_mps for s in used]), gather([s.rcs_dbsm for s in used]),
+                      int(ref_time_ns), "reference", extra)
 
 
 def _warmup() -> None:

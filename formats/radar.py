@@ -171,7 +171,7 @@ def read_nuscenes_radar_sweeps(
     if m < n:  # gathered as raw bytes (NumPy copies structured rows field by field)
         rec = raw.take(rows[:m], axis=0).view(NUSCENES_RADAR_DTYPE).reshape(-1)
     return [RadarSweep(xyz[a:b], radial[a:b], rcs[a:b], _timestamp(f[0], t), "radar", {RECORDS: rec[a:b]})
-            for f, t, a, b in zip(files, stamps, bounds[:-1], bounds[1:])]
+            for f, t, a, b in zip(files, stamps, bounds[:-1].tolist(), bounds[1:].tolist())]
 
 
 @jit
