@@ -274,31 +274,34 @@ def test_prepared_radar_layer(drive, radar_scene):
         assert set(table.column("time_offset_ns").to_numpy()) == {scan.timestamp_ns - entry.timestamp_ns}
 
 
-def test_radar_route(radar_scene):
+def radar_client(scenes_dir: Path) -> TestClient:
+    """A client of the app serving ``scenes_dir``, sending a viewer's token."""
     from server.config import Settings
     from server.main import create_app
 
+    app = create_app(Settings(scenes_dir=scenes_dir, tokens=json.dumps({"viewer-token-1": "viewer"})))
+    return TestClient(app, raise_server_exceptions=False, headers={"Authorization": "Bearer viewer-token-1"})
+
+
+def test_radar_route(radar_scene):
     scene = Scene.open(radar_scene)
-    tokens = {"viewer-token-1": "viewer"}
-    app = create_app(Settings(scenes_dir=radar_scene.parent, tokens=json.dumps(tokens)))
-    auth = {"Authorization": "Bearer viewer-token-1"}
-    with TestClient(app) as client:
+    with radar_client(radar_scene.parent) as client:
         url = "/v1/scenes/road-radar/frames/3/radar"
-        r = client.get(url, headers=auth)
+        r = client.get(url)
         assert r.status_code == 200 and r.headers["x-point-count"] == str(scene.frames[3].n_radar_points)
         got = pa.ipc.open_stream(r.content).read_all()
         want = scene.radar(3)
         assert got.schema.names == [n for n in want.schema.names if n not in ("xq", "yq", "zq")]
         for name in got.schema.names:
             assert got.column(name).equals(want.column(name))
-        assert client.get(url, headers={**auth, "If-None-Match": r.headers["etag"]}).status_code == 304
-        ego = pa.ipc.open_stream(client.get(url + "?frame=ego", headers=auth).content).read_all()
+        assert client.get(url, headers={"If-None-Match": r.headers["etag"]}).status_code == 304
+        ego = pa.ipc.open_stream(client.get(url + "?frame=ego").content).read_all()
         world = np.column_stack([want.column(c).to_numpy() for c in "xyz"]).astype(np.float64)
         pose = scene.frames[3].world_from_ego
         ref = (world - pose.translation) @ quat_to_matrix(pose.rotation)  # R^T (p - t), row vectors
-        np.testing.assert_allclose(np.column_stack([ego.column(c).to_numpy() for c in "xyz"]), ref, atol=2e-3)
-        assert client.get(url, headers={}).status_code == 401
-        assert client.get("/v1/scenes/road-radar/frames/99/radar", headers=auth).status_code == 404
+        np.testing.assert_allclose(np.column_stack([ego.column(c).to_numpy() for c in "xyz"]), ref, atol=1e-5)
+        assert client.get(url, headers={"Authorization": "Bearer nope"}).status_code == 401
+        assert client.get("/v1/scenes/road-radar/frames/99/radar").status_code == 404
 
 
 def test_frame_without_radar_and_bad_tables(tmp_path):
@@ -320,6 +323,10 @@ def test_frame_without_radar_and_bad_tables(tmp_path):
     (tmp_path / "s" / scene.frames[1].radar.file).write_bytes(b"x" * scene.frames[1].radar.bytes)
     with pytest.raises(FormatError, match="Arrow IPC"):
         scene.radar(1)
+    with radar_client(tmp_path) as client:  # no radar in frame 0: 404; a damaged radar file: 500 naming it
+        assert client.get("/v1/scenes/s/frames/0/radar").status_code == 404
+        r = client.get("/v1/scenes/s/frames/1/radar")
+        assert r.status_code == 500 and "radar file" in r.json()["detail"] and str(tmp_path) not in r.text
 
 
 def test_raw_log_radar_entries_checked(radar_scene, tmp_path):
