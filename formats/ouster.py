@@ -37,7 +37,7 @@ from engine._jit import jit
 from engine.sweep import Sweep
 from formats.errors import FormatError
 from formats.ouster_metadata import PROFILES, OusterMetadata, read_ouster_metadata
-from formats.pcap import OK, UdpPayloads, index_udp
+from formats.pcap import OK, UdpPayloads, index_udp, udp_pcap_bytes
 from formats.sensor_clock import align_to_capture
 
 TIME_SOURCES = ("auto", "sensor", "pcap")
@@ -300,3 +300,12 @@ def read_ouster_sweep(path: str | os.PathLike, index: int = 0, *, metadata: Oust
         raise FormatError(path, None, f"sweep {index} of an Ouster capture; it decodes to {len(sweeps)} sweeps "
                                       f"({report.decoded} of {report.packets} packets)")
     return sweeps[index]
+
+
+def _warmup() -> None:
+    meta = OusterMetadata(16, 4, 16, (0, 15), "RNG19_RFL8_SIG16_NIR16", np.zeros(16), np.zeros(16), np.eye(4),
+                          np.eye(4))
+    packet = np.zeros((1, meta.packet_size), np.uint8)
+    packet[0, 32 + 10] = 1  # column 0 valid
+    packet[0, 32 + 12] = 100  # a 100 mm range
+    read_ouster_pcap("<warmup>", meta, data=udp_pcap_bytes(packet, np.zeros(1, np.int64)))
