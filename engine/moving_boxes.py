@@ -19,11 +19,14 @@ non-finite points and boxes not valid at the point's step hold nothing.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 
 from engine._jit import inline, jit
 from engine.cuboid import _check_boxes
+from engine.cuda import Device, resolve
+from engine.pose_track import find_interval
 from engine.points_in_boxes import (
     _rows,
     box_row,
@@ -40,13 +43,13 @@ def _step_index(offset, step_ns, steps):
     """Row of ``steps`` (ascending, distinct) equal to ``offset // step_ns``, −1 if none."""
     key = offset // step_ns
     t_n = steps.shape[0]
+    if t_n == 0:
+        return -1
     t = key - steps[0]
     if t >= 0 and t < t_n and steps[t] == key:
         return t
-    t = np.searchsorted(steps, key)
-    if t < t_n and steps[t] == key:
-        return t
-    return -1
+    t = find_interval(steps, 0, t_n, key)  # the last step <= key (a binary search that compiles for CUDA too)
+    return t if steps[t] == key else -1
 
 
 @inline
@@ -71,17 +74,14 @@ def _nearest_at_step(px, py, pz, step, t, slot, base, cen, rmat, half, ids, k0, 
 
 
 @jit
-def _label_kernel(xyz, offsets, step_ns, steps, centers, sizes, rotations, slot,
-                  m_centers, m_sizes, m_rotations, m_valid, margin, labels):
-    """Box ``b`` is ``centers[b]``… at every time if ``slot[b] < 0``, else moving box
-    ``m = slot[b]``: ``m_centers[t, m]``… at step ``steps[t]`` where ``m_valid[t, m]``.
-    Writes ``labels`` (N,) (every entry)."""
-    n = xyz.shape[0]
+def _box_tables(xyz, centers, sizes, rotations, slot, m_centers, m_sizes, m_rotations, m_valid, margin):
+    """The boxes' test tables and the grid over ``xyz``: ``(base, cen, rmat, half, x0, y0,
+    per_m, nx, ny, start, boxes, big)``. Box ``b`` is ``centers[b]``… at every time if
+    ``slot[b] < 0``, else moving box ``m = slot[b]``: ``m_centers[t, m]``… at step row ``t``
+    where ``m_valid[t, m]``. One entry per fixed box, T consecutive entries from ``base[b]``
+    per moving box (an entry not valid keeps half = -1: no point passes its test)."""
     b_n = centers.shape[0]
-    t_n = steps.shape[0]
-    labels[:] = -1
-    # box tables: one entry per fixed box, T consecutive entries per moving box (an entry not
-    # valid keeps half = -1: no point passes its test)
+    t_n = m_valid.shape[0]
     base = np.empty(b_n, dtype=np.int64)
     e_n = 0
     for b in range(b_n):
@@ -105,17 +105,53 @@ def _label_kernel(xyz, offsets, step_ns, steps, centers, sizes, rotations, slot,
                 continue
             cen[e] = c
             side[b] = max(side[b], box_row(c, s, q, margin, rmat[e], half[e], lo[b], hi[b]))
-    x0, y0, per_m, nx, ny, start, boxes, big = make_grid(xyz, lo, hi, side)
-    for i in range(n):
-        px, py, pz = xyz[i, 0], xyz[i, 1], xyz[i, 2]
-        c = grid_cell(px, py, pz, x0, y0, per_m, nx, ny)
-        if c < 0:
-            continue
-        step = (offsets[i], step_ns, steps)
-        best, best_d2, t = _nearest_at_step(px, py, pz, step, -2, slot, base, cen, rmat, half, boxes, start[c],
-                                            start[c + 1], -1, math.inf)
-        labels[i] = _nearest_at_step(px, py, pz, step, t, slot, base, cen, rmat, half, big, 0, big.shape[0],
-                                     best, best_d2)[0]
+    return (base, cen, rmat, half, *make_grid(xyz, lo, hi, side))
+
+
+@inline
+def label_point(px, py, pz, offset, step_ns, steps, slot, base, cen, rmat, half, x0, y0, per_m, nx, ny, start, boxes,
+                big):
+    """The box holding point ``(px, py, pz)`` (float64) fired at ``offset`` ns, -1 for none
+    (tables from :func:`_box_tables`)."""
+    c = grid_cell(px, py, pz, x0, y0, per_m, nx, ny)
+    if c < 0:
+        return -1
+    step = (offset, step_ns, steps)
+    best, best_d2, t = _nearest_at_step(px, py, pz, step, -2, slot, base, cen, rmat, half, boxes, start[c],
+                                        start[c + 1], -1, math.inf)
+    return _nearest_at_step(px, py, pz, step, t, slot, base, cen, rmat, half, big, 0, big.shape[0], best, best_d2)[0]
+
+
+@jit
+def _label_kernel(xyz, offsets, step_ns, steps, centers, sizes, rotations, slot,
+                  m_centers, m_sizes, m_rotations, m_valid, margin, labels):
+    """Writes ``labels`` (N,) (every entry); boxes as :func:`_box_tables`."""
+    base, cen, rmat, half, x0, y0, per_m, nx, ny, start, boxes, big = _box_tables(
+        xyz, centers, sizes, rotations, slot, m_centers, m_sizes, m_rotations, m_valid, margin)
+    for i in range(xyz.shape[0]):
+        labels[i] = label_point(xyz[i, 0], xyz[i, 1], xyz[i, 2], offsets[i], step_ns, steps, slot, base, cen, rmat,
+                                half, x0, y0, per_m, nx, ny, start, boxes, big)
+
+
+class LabelInputs(NamedTuple):
+    """The labeller's inputs in :func:`_label_kernel`'s order (then the ``(N,) int32`` output):
+    float64 points ``(N, 3)``, their time offsets ``(N,) int64``, ``step_ns``, the steps
+    ``(T,) int64``, the boxes ``(B, ·)``, each box's moving slot ``(B,) int64`` (−1: fixed),
+    the moving boxes ``(T, M, ·)`` and their validity ``(T, M)``, the margin (m)."""
+
+    xyz: np.ndarray
+    offsets: np.ndarray
+    step_ns: int
+    steps: np.ndarray
+    centers: np.ndarray
+    sizes: np.ndarray
+    rotations: np.ndarray
+    slot: np.ndarray
+    m_centers: np.ndarray
+    m_sizes: np.ndarray
+    m_rotations: np.ndarray
+    m_valid: np.ndarray
+    margin: float
 
 
 def _check_moving(centers, sizes, rotations, valid) -> tuple[np.ndarray, ...]:
@@ -153,6 +189,7 @@ def points_in_moving_boxes(
     rotations: np.ndarray,
     valid: np.ndarray,
     margin: float = 0.0,
+    device: Device | None = None,
 ) -> np.ndarray:
     """Per-point box index, each point tested against the boxes at its own time step.
 
@@ -163,6 +200,7 @@ def points_in_moving_boxes(
             wxyz: box b at step t, in the frame of ``xyz``.
         valid: ``(T, B) bool``: box b exists at step t (its other values are then ignored).
         margin: metres added to every half-extent (≥ 0).
+        device: ``"cpu"``, ``"cuda"`` or ``"auto"`` (default :func:`engine.cuda.get_device`).
 
     Returns:
         ``(N,) int32`` box index (−1: inside no valid box of the point's step).
@@ -176,13 +214,9 @@ def points_in_moving_boxes(
     if len(st) and (st.min() < 0 or st.max() >= t_n):
         raise ValueError(f"steps must be in [0, {t_n}), got [{st.min()}, {st.max()}]")
     margin = check_margin(margin)
-    labels = np.full(len(pts), -1, dtype=np.int32)
-    if len(pts) == 0 or b_n == 0:
-        return labels
     fixed = np.zeros((b_n, 3))  # no box is fixed: these are never read
-    _label_kernel(pts, st, 1, np.arange(t_n, dtype=np.int64), fixed, fixed, np.zeros((b_n, 4)),
-                  np.arange(b_n, dtype=np.int64), c, s, q, ok, margin, labels)
-    return labels
+    return label_points(LabelInputs(pts, st, 1, np.arange(t_n, dtype=np.int64), fixed, fixed, np.zeros((b_n, 4)),
+                                    np.arange(b_n, dtype=np.int64), c, s, q, ok, margin), device)
 
 
 def points_in_boxes_at_times(
@@ -199,6 +233,7 @@ def points_in_boxes_at_times(
     moving_rotations: np.ndarray,
     moving_valid: np.ndarray,
     margin: float = 0.0,
+    device: Device | None = None,
 ) -> np.ndarray:
     """Per-point box index, each point against the boxes as they are at its own time step.
 
@@ -219,10 +254,21 @@ def points_in_boxes_at_times(
         moving_centers, moving_sizes, moving_rotations: ``(T, M, 3)``, ``(T, M, 3)``,
             ``(T, M, 4)``; ``moving_valid``: ``(T, M) bool`` (values ignored where False).
         margin: metres added to every half-extent (≥ 0).
+        device: ``"cpu"``, ``"cuda"`` or ``"auto"`` (default :func:`engine.cuda.get_device`).
 
     Returns:
         ``(N,) int32`` box index (−1: inside no box at its step).
     """
+    return label_points(at_times_inputs(xyz, time_offset_ns, step_ns, centers, sizes, rotations, moving, steps,
+                                        moving_centers, moving_sizes, moving_rotations, moving_valid, margin), device)
+
+
+def at_times_inputs(xyz: np.ndarray, time_offset_ns: np.ndarray, step_ns: int, centers: np.ndarray,
+                    sizes: np.ndarray, rotations: np.ndarray, moving: np.ndarray, steps: np.ndarray,
+                    moving_centers: np.ndarray, moving_sizes: np.ndarray, moving_rotations: np.ndarray,
+                    moving_valid: np.ndarray, margin: float = 0.0) -> LabelInputs:
+    """:func:`points_in_boxes_at_times`' checks (``ValueError`` naming the argument) and
+    its labeller's inputs."""
     pts = _points(xyz)
     off = np.asarray(time_offset_ns)
     if off.shape != (len(pts),) or not (np.issubdtype(off.dtype, np.integer) or off.size == 0):
@@ -251,11 +297,22 @@ def points_in_boxes_at_times(
     if np.any(st[1:] <= st[:-1]):
         raise ValueError("steps must be strictly increasing")
     margin = check_margin(margin)
-    labels = np.full(len(pts), -1, dtype=np.int32)
-    if len(pts) and b_n:
-        _label_kernel(pts, off, np.int64(step_ns), st, np.ascontiguousarray(c), np.ascontiguousarray(s),
-                      np.ascontiguousarray(q), slot, mc, ms, mq, ok, margin, labels)
-    return labels
+    return LabelInputs(pts, off, int(step_ns), st, np.ascontiguousarray(c), np.ascontiguousarray(s),
+                       np.ascontiguousarray(q), slot, mc, ms, mq, ok, margin)
+
+
+def label_points(args: LabelInputs, device: Device | None = None) -> np.ndarray:
+    """``(N,) int32`` box of each point (−1: none) for checked inputs, on ``device``."""
+    on_gpu = resolve(device) == "cuda"
+    if len(args.xyz) == 0 or len(args.centers) == 0:
+        return np.full(len(args.xyz), -1, dtype=np.int32)
+    if on_gpu:
+        from engine.cuda.boxes import labels
+
+        return labels(args)
+    out = np.empty(len(args.xyz), dtype=np.int32)
+    _label_kernel(*args, out)
+    return out
 
 
 def _warmup() -> None:

@@ -35,11 +35,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Literal, NamedTuple, Sequence
 
 import numpy as np
 
 from engine.arrays import as_points
+from engine.cuda import Device, resolve
 from engine._jit import inline, pjit, prange
 from engine.camera import (BROWN_CONRADY, KANNALA_BRANDT, N_PARAMS, Camera, _P_CX, _P_CY, _P_FX, _P_FY, _P_LIMIT,
                            _P_NEAR, _P_SKEW, _bc_distort, cameras_from_ego, lens_project)
@@ -74,6 +75,71 @@ class Projection:
     in_image: BoolArray
     image_sizes: Int64Array
     cos_view: Float32Array
+
+
+@inline
+def source_point(xyz, i, times, per_point_pose, ext_q, ext_t, ts, q, t, q1, theta, inv_sin, mode):
+    """Point ``i`` of ``xyz`` as float64 in the source frame: the world frame at its firing
+    time ``times[i]`` with per-point poses (mount ``ext``, then the ego pose), else as given."""
+    px = float(xyz[i, 0])
+    py = float(xyz[i, 1])
+    pz = float(xyz[i, 2])
+    if per_point_pose:
+        px, py, pz = q_rotate(ext_q[0], ext_q[1], ext_q[2], ext_q[3], px, py, pz)
+        px += ext_t[0]
+        py += ext_t[1]
+        pz += ext_t[2]
+        w, x, y, z, tx, ty, tz = pose_at(ts, q, t, q1, theta, inv_sin, times[i], mode)
+        px, py, pz = q_rotate(w, x, y, z, px, py, pz)
+        px += tx
+        py += ty
+        pz += tz
+    return px, py, pz
+
+
+@inline
+def project_one(model, p, px, py, pz, r00, r01, r02, r10, r11, r12, r20, r21, r22, t0, t1, t2, ce_q, ce_t,
+                cam_time, rns, last_row, n_iter, ts, q, t, q1, theta, inv_sin, mode):
+    """Source point ``(px, py, pz)`` into one camera: ``(u, v, ok, cx, cy, cz)``, the pixel,
+    whether the lens projects it and the camera-frame point. ``r··``/``t·`` map the source
+    frame to the camera at its exposure time; a rolling shutter (``rns`` ns per row > 0)
+    re-projects ``n_iter`` times at the time of the row found (``ce_q``/``ce_t`` the
+    camera's ``camera_from_ego``, module docstring)."""
+    cx = r00 * px + r01 * py + r02 * pz + t0
+    cy = r10 * px + r11 * py + r12 * pz + t1
+    cz = r20 * px + r21 * py + r22 * pz + t2
+    u, v, ok = lens_project(model, p, cx, cy, cz)
+    if ok and rns > 0.0:
+        for _ in range(n_iter):
+            row = min(max(v, 0.0), last_row)
+            tq = cam_time + np.int64(round(row * rns))
+            w, x, y, z, tx, ty, tz = pose_at(ts, q, t, q1, theta, inv_sin, tq, mode)
+            ex, ey, ez = q_rotate(w, -x, -y, -z, px - tx, py - ty, pz - tz)
+            cx, cy, cz = q_rotate(ce_q[0], ce_q[1], ce_q[2], ce_q[3], ex, ey, ez)
+            cx += ce_t[0]
+            cy += ce_t[1]
+            cz += ce_t[2]
+            u, v, ok = lens_project(model, p, cx, cy, cz)
+            if not ok:
+                break
+    return u, v, ok, cx, cy, cz
+
+
+@inline
+def store_projection(c, i, u, v, ok, cx, cy, cz, width, height, uv, depth, in_image, cos_view):
+    """Write :func:`project_one`'s result for camera ``c`` and point ``i`` into the
+    :class:`Projection` arrays (NaN pixel and cosine, not in the image, where not ``ok``)."""
+    depth[c, i] = cz
+    if ok:
+        uv[c, i, 0] = u
+        uv[c, i, 1] = v
+        cos_view[c, i] = cz / math.sqrt(cx * cx + cy * cy + cz * cz)
+        in_image[c, i] = u >= -0.5 and u < width - 0.5 and v >= -0.5 and v < height - 0.5
+    else:
+        uv[c, i, 0] = np.nan
+        uv[c, i, 1] = np.nan
+        cos_view[c, i] = np.nan
+        in_image[c, i] = False
 
 
 @inline
@@ -148,19 +214,7 @@ def _project_kernel(xyz, times, per_point_pose, ext_q, ext_t, ts, q, t, q1, thet
         front = np.empty(hi - lo, np.int64)
         back = np.empty(hi - lo, np.int64)
         for i in range(lo, hi):
-            px = float(xyz[i, 0])
-            py = float(xyz[i, 1])
-            pz = float(xyz[i, 2])
-            if per_point_pose:
-                px, py, pz = q_rotate(ext_q[0], ext_q[1], ext_q[2], ext_q[3], px, py, pz)
-                px += ext_t[0]
-                py += ext_t[1]
-                pz += ext_t[2]
-                w, x, y, z, tx, ty, tz = pose_at(ts, q, t, q1, theta, inv_sin, times[i], mode)
-                px, py, pz = q_rotate(w, x, y, z, px, py, pz)
-                px += tx
-                py += ty
-                pz += tz
+            px, py, pz = source_point(xyz, i, times, per_point_pose, ext_q, ext_t, ts, q, t, q1, theta, inv_sin, mode)
             src[i - lo, 0] = px
             src[i - lo, 1] = py
             src[i - lo, 2] = pz
@@ -181,37 +235,11 @@ def _project_kernel(xyz, times, per_point_pose, ext_q, ext_t, ts, q, t, q1, thet
                                  r20, r21, r22, t0, t1, t2, width, height, uv, depth, in_image, cos_view)
                 continue
             for i in range(lo, hi):
-                px = src[i - lo, 0]
-                py = src[i - lo, 1]
-                pz = src[i - lo, 2]
-                cx = r00 * px + r01 * py + r02 * pz + t0
-                cy = r10 * px + r11 * py + r12 * pz + t1
-                cz = r20 * px + r21 * py + r22 * pz + t2
-                u, v, ok = lens_project(model, p, cx, cy, cz)
-                if ok and rns > 0.0:
-                    for _ in range(n_iter):
-                        row = min(max(v, 0.0), last_row)
-                        tq = cam_times[c] + np.int64(round(row * rns))
-                        w, x, y, z, tx, ty, tz = pose_at(ts, q, t, q1, theta, inv_sin, tq, mode)
-                        ex, ey, ez = q_rotate(w, -x, -y, -z, px - tx, py - ty, pz - tz)
-                        cx, cy, cz = q_rotate(ce_q[c, 0], ce_q[c, 1], ce_q[c, 2], ce_q[c, 3], ex, ey, ez)
-                        cx += ce_t[c, 0]
-                        cy += ce_t[c, 1]
-                        cz += ce_t[c, 2]
-                        u, v, ok = lens_project(model, p, cx, cy, cz)
-                        if not ok:
-                            break
-                depth[c, i] = cz
-                if ok:
-                    uv[c, i, 0] = u
-                    uv[c, i, 1] = v
-                    cos_view[c, i] = cz / math.sqrt(cx * cx + cy * cy + cz * cz)
-                    in_image[c, i] = u >= -0.5 and u < width - 0.5 and v >= -0.5 and v < height - 0.5
-                else:
-                    uv[c, i, 0] = np.nan
-                    uv[c, i, 1] = np.nan
-                    cos_view[c, i] = np.nan
-                    in_image[c, i] = False
+                u, v, ok, cx, cy, cz = project_one(
+                    model, p, src[i - lo, 0], src[i - lo, 1], src[i - lo, 2], r00, r01, r02, r10, r11, r12, r20,
+                    r21, r22, t0, t1, t2, ce_q[c], ce_t[c], cam_times[c], rns, last_row, n_iter,
+                    ts, q, t, q1, theta, inv_sin, mode)
+                store_projection(c, i, u, v, ok, cx, cy, cz, width, height, uv, depth, in_image, cos_view)
 
 
 @dataclass(frozen=True, eq=False)
@@ -283,7 +311,35 @@ def camera_setup(
     )
 
 
-def project_points(
+class ProjectionInputs(NamedTuple):
+    """The projection kernels' inputs, checked and converted by :func:`projection_inputs`
+    (the CPU and the GPU kernel take them in this order, then the four outputs)."""
+
+    xyz: np.ndarray  # (N, 3) float32/float64, C-contiguous
+    times: Int64Array  # (N,) firing times with per-point poses, else (0,)
+    per_point_pose: bool
+    ext_q: Float64Array  # (4,) ego_from_sensor
+    ext_t: Float64Array  # (3,)
+    ts: Int64Array  # pose track (a single identity pose in a static scene)
+    q: Float64Array
+    t: Float64Array
+    q1: Float64Array  # slerp tables of the track (interval_table)
+    theta: Float64Array
+    inv_sin: Float64Array
+    mode: int  # extrapolation code
+    models: Int64Array  # (C,)
+    params: Float64Array  # (C, 16)
+    rot: Float64Array  # (C, 3, 3) camera_from_src at each exposure time
+    trans: Float64Array  # (C, 3)
+    ce_q: Float64Array  # (C, 4) camera_from_ego
+    ce_t: Float64Array  # (C, 3)
+    cam_times: Int64Array  # (C,)
+    row_ns: Float64Array  # (C,) rolling-shutter row time, 0 for a global shutter
+    sizes: Int64Array  # (C, 2) width, height
+    n_iter: int
+
+
+def projection_inputs(
     xyz: Points3,
     cameras: Sequence[Camera],
     *,
@@ -294,27 +350,9 @@ def project_points(
     frame: PointFrame = "sensor",
     extrapolate: Extrapolation = "none",
     rolling_iterations: int = 3,
-) -> Projection:
-    """Project ``(N, 3)`` points into every camera, each at its own exposure time.
-
-    Args:
-        xyz: ``(N, 3)`` float32/float64 metres, in the sensor frame (``frame="sensor"``,
-            mounted by ``ego_from_sensor``, default the ego frame itself) or in the world
-            frame (``frame="world"``). NaN points are allowed and never project.
-        cameras: the ``C`` cameras.
-        world_from_ego: ego poses. ``None`` means a static scene: points and cameras share
-            one ego frame and no motion compensation happens (``times_ns`` and
-            ``camera_times_ns`` are then ignored; ``frame`` must be ``"sensor"``).
-        times_ns: ``(N,) int64`` absolute firing time of each point (needed for
-            ``frame="sensor"`` with a pose track).
-        camera_times_ns: ``(C,) int64`` exposure time of each camera (row 0 of a
-            rolling-shutter camera); needed with a pose track.
-        extrapolate: pose-track policy for times outside the track.
-        rolling_iterations: fixed-point re-projections for rolling-shutter cameras.
-
-    Returns:
-        :class:`Projection` with ``(C, N)`` leading axes.
-    """
+) -> ProjectionInputs:
+    """:func:`project_points`' checks (``ValueError`` naming the bad argument) and its
+    kernels' inputs."""
     if frame not in ("sensor", "world"):
         raise ValueError(f"frame must be 'sensor' or 'world', got {frame!r}")
     p = as_points(xyz)
@@ -352,22 +390,67 @@ def project_points(
             times = np.zeros(0, np.int64)
 
     row_ns = np.array([float(c.row_readout_ns) for c in cameras]) * rolling
-    uv = np.empty((n_cam, n, 2))
-    depth = np.empty((n_cam, n), np.float32)
-    in_image = np.empty((n_cam, n), np.bool_)
-    cos_view = np.empty((n_cam, n), np.float32)
     q1, theta, inv_sin = interval_table(track.rotation)
     cfs, cfe = setup.camera_from_src, setup.camera_from_ego
-    _project_kernel(
+    return ProjectionInputs(
         p, np.ascontiguousarray(times, np.int64), len(times) > 0, ext.rotation, ext.translation,
         track.timestamps_ns, track.rotation, track.translation, q1, theta, inv_sin,
         EXTRAPOLATION_CODES[extrapolate], setup.models, setup.params,
         np.ascontiguousarray(quat.to_matrix(cfs.rotation).reshape(n_cam, 3, 3)),
         np.ascontiguousarray(cfs.translation),
         np.ascontiguousarray(cfe.rotation), np.ascontiguousarray(cfe.translation),
-        setup.times_ns, row_ns, setup.sizes, int(rolling_iterations), uv, depth, in_image, cos_view,
+        setup.times_ns, row_ns, setup.sizes, int(rolling_iterations),
     )
-    return Projection(uv=uv, depth=depth, in_image=in_image, image_sizes=setup.sizes, cos_view=cos_view)
+
+
+def project_points(
+    xyz: Points3,
+    cameras: Sequence[Camera],
+    *,
+    world_from_ego: PoseTrack | None = None,
+    times_ns: TimesNs | None = None,
+    camera_times_ns: TimesNs | Sequence[int] | None = None,
+    ego_from_sensor: SE3 | None = None,
+    frame: PointFrame = "sensor",
+    extrapolate: Extrapolation = "none",
+    rolling_iterations: int = 3,
+    device: Device | None = None,
+) -> Projection:
+    """Project ``(N, 3)`` points into every camera, each at its own exposure time.
+
+    Args:
+        xyz: ``(N, 3)`` float32/float64 metres, in the sensor frame (``frame="sensor"``,
+            mounted by ``ego_from_sensor``, default the ego frame itself) or in the world
+            frame (``frame="world"``). NaN points are allowed and never project.
+        cameras: the ``C`` cameras.
+        world_from_ego: ego poses. ``None`` means a static scene: points and cameras share
+            one ego frame and no motion compensation happens (``times_ns`` and
+            ``camera_times_ns`` are then ignored; ``frame`` must be ``"sensor"``).
+        times_ns: ``(N,) int64`` absolute firing time of each point (needed for
+            ``frame="sensor"`` with a pose track).
+        camera_times_ns: ``(C,) int64`` exposure time of each camera (row 0 of a
+            rolling-shutter camera); needed with a pose track.
+        extrapolate: pose-track policy for times outside the track.
+        rolling_iterations: fixed-point re-projections for rolling-shutter cameras.
+        device: ``"cpu"``, ``"cuda"`` or ``"auto"`` (default :func:`engine.cuda.get_device`).
+
+    Returns:
+        :class:`Projection` with ``(C, N)`` leading axes.
+    """
+    args = projection_inputs(xyz, cameras, world_from_ego=world_from_ego, times_ns=times_ns,
+                             camera_times_ns=camera_times_ns, ego_from_sensor=ego_from_sensor, frame=frame,
+                             extrapolate=extrapolate, rolling_iterations=rolling_iterations)
+    if resolve(device) == "cuda":
+        from engine.cuda.projection import project
+
+        return project(args)
+    n_cam, n = len(args.models), len(args.xyz)
+    uv = np.empty((n_cam, n, 2))
+    depth = np.empty((n_cam, n), np.float32)
+    in_image = np.empty((n_cam, n), np.bool_)
+    cos_view = np.empty((n_cam, n), np.float32)
+    _project_kernel(*args, uv, depth, in_image, cos_view)
+    return Projection(uv=uv, depth=depth, in_image=in_image, image_sizes=args.sizes, cos_view=cos_view)
 
 
 def _warmup() -> None:

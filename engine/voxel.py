@@ -25,6 +25,7 @@ import math
 import numpy as np
 
 from engine.arrays import as_points, finite_bounds
+from engine.cuda import Device, resolve
 from engine._jit import inline, jit, pjit, prange
 
 _DIGIT_BITS = 11  # radix-sort digit: 2048 buckets, whose write heads stay in cache
@@ -44,6 +45,12 @@ def _voxel_key(xyz, i, origin, inv_size, base, dims):
         key += c * mul
         mul *= dims[a]
     return key
+
+
+@inline
+def hash_slot(key, bits):
+    """Slot of voxel ``key`` in a hash table of ``2**bits`` slots (Fibonacci hashing)."""
+    return np.int64((np.uint64(key) * _GOLDEN) >> np.uint64(64 - bits))
 
 
 @pjit
@@ -246,7 +253,7 @@ def _first_points_kernel(xyz, origin, inv_size, base, dims, keys, first, work):
     for i in range(n):
         key = keys[i]
         mask = (1 << bits) - 1
-        h = np.int64((np.uint64(key) * _GOLDEN) >> np.uint64(64 - bits))
+        h = hash_slot(key, bits)
         t = table[h]
         while t != key and t != -1:
             h = (h + 1) & mask
@@ -263,7 +270,7 @@ def _first_points_kernel(xyz, origin, inv_size, base, dims, keys, first, work):
             table = work[: 1 << bits] if work.shape[0] >= 1 << bits else np.empty(1 << bits, dtype=np.int64)
             table[:] = -1
             for v in range(m):
-                h = np.int64((np.uint64(keys[v]) * _GOLDEN) >> np.uint64(64 - bits))
+                h = hash_slot(keys[v], bits)
                 while table[h] != -1:
                     h = (h + 1) & mask
                 table[h] = keys[v]
@@ -372,27 +379,42 @@ def voxelize(
 
 
 def first_points(
-    xyz: np.ndarray, voxel_size: float | np.ndarray, origin: np.ndarray | None = None
+    xyz: np.ndarray, voxel_size: float | np.ndarray, origin: np.ndarray | None = None,
+    device: Device | None = None,
 ) -> np.ndarray:
     """``(M,) int64`` index of each occupied voxel's first point, in order of first
     appearance: ``voxelize(xyz, voxel_size, origin).first_index`` without assigning every
-    point (one hashing pass; a level of detail needs no more). Same arguments and errors."""
-    return first_points_levels(xyz, [voxel_size], origin)[0]
+    point (one hashing pass; a level of detail needs no more). Same arguments and errors;
+    ``device`` as :func:`first_points_levels`."""
+    return first_points_levels(xyz, [voxel_size], origin, device)[0]
+
+
+def level_grids(xyz: np.ndarray, voxel_sizes: Sequence[float | np.ndarray], origin: np.ndarray | None = None
+                ) -> tuple[np.ndarray, list[tuple[np.ndarray, ...]]]:
+    """The checked points (:func:`_points`) and, per voxel size, the kernels' grid
+    ``(origin, 1/size, base, dims)`` (:func:`_grid`); raises as :func:`voxelize`."""
+    p, lo, hi = _points(xyz)
+    return p, [_grid(p, lo, hi, size, origin)[1:] for size in voxel_sizes]
 
 
 def first_points_levels(
-    xyz: np.ndarray, voxel_sizes: Sequence[float | np.ndarray], origin: np.ndarray | None = None
+    xyz: np.ndarray, voxel_sizes: Sequence[float | np.ndarray], origin: np.ndarray | None = None,
+    device: Device | None = None,
 ) -> list[np.ndarray]:
     """:func:`first_points` for each of several voxel sizes (levels of detail), validating
-    the points and finding their bounds once. Returns one ``(M_k,) int64`` array per size."""
-    p, lo, hi = _points(xyz)
+    the points and finding their bounds once. Returns one ``(M_k,) int64`` array per size.
+    ``device``: ``"cpu"``, ``"cuda"`` or ``"auto"`` (default :func:`engine.cuda.get_device`)."""
+    p, grids = level_grids(xyz, voxel_sizes, origin)
+    if resolve(device) == "cuda":
+        from engine.cuda.voxel import first_points_levels as on_gpu
+
+        return on_gpu(p, grids)
     n = len(p)
     keys, first = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
     # room for a table of 8 N slots (at most 2**22: 32 MiB of address space, touched as used)
     work = np.empty(min(1 << max(12, (8 * n - 1).bit_length()), 1 << 22), dtype=np.int64)
     levels = []
-    for voxel_size in voxel_sizes:
-        _, o, inv, base, dims = _grid(p, lo, hi, voxel_size, origin)
+    for o, inv, base, dims in grids:
         m = _first_points_kernel(p, o, inv, base, dims, keys, first, work)
         levels.append(first[:m].copy())
     return levels

@@ -29,6 +29,7 @@ from functools import cached_property
 import numpy as np
 
 from engine._jit import pjit, prange
+from engine.cuda import Device, resolve
 from engine.projection import Projection
 
 
@@ -145,11 +146,24 @@ class Occlusion:
         return [images[o : o + w * h].reshape(h, w) for o, (w, h) in zip(offsets, sizes)]
 
 
+def splat_half(radius_px: int, tolerance_m: float, tolerance_rel: float) -> np.ndarray:
+    """:func:`zbuffer`'s checks of its parameters (``ValueError`` naming the bad one) and the
+    splat disc: ``(2R + 1,) int64`` half widths, ``half[dv + R]`` on row offset ``dv``."""
+    if int(radius_px) != radius_px or radius_px < 0:
+        raise ValueError(f"radius_px must be a non-negative integer, got {radius_px}")
+    for name, value in (("tolerance_m", tolerance_m), ("tolerance_rel", tolerance_rel)):
+        if not (np.isfinite(value) and value >= 0):
+            raise ValueError(f"{name} must be finite and >= 0, got {value}")
+    r = int(radius_px)
+    return np.array([math.isqrt(r * r - dv * dv) for dv in range(-r, r + 1)], np.int64)
+
+
 def zbuffer(
     projection: Projection,
     radius_px: int = 2,
     tolerance_m: float = 0.1,
     tolerance_rel: float = 0.02,
+    device: Device | None = None,
 ) -> Occlusion:
     """Occlusion test of projected points, per camera.
 
@@ -158,19 +172,19 @@ def zbuffer(
         radius_px: splat radius in pixels (0: the point's own pixel only).
         tolerance_m, tolerance_rel: a point is visible if its depth exceeds the depth image
             at its pixel by at most ``tolerance_m + tolerance_rel · depth`` (metres).
+        device: ``"cpu"``, ``"cuda"`` or ``"auto"`` (default :func:`engine.cuda.get_device`);
+            the depth images are built on the CPU either way, when read.
 
     Returns:
         :class:`Occlusion` (visibility ``(C, N)`` and one depth image per camera).
     """
     if not isinstance(projection, Projection):
         raise ValueError(f"projection must be a Projection, got {type(projection).__name__}")
-    if int(radius_px) != radius_px or radius_px < 0:
-        raise ValueError(f"radius_px must be a non-negative integer, got {radius_px}")
-    for name, value in (("tolerance_m", tolerance_m), ("tolerance_rel", tolerance_rel)):
-        if not (np.isfinite(value) and value >= 0):
-            raise ValueError(f"{name} must be finite and >= 0, got {value}")
-    r = int(radius_px)
-    half = np.array([math.isqrt(r * r - dv * dv) for dv in range(-r, r + 1)], np.int64)
+    half = splat_half(radius_px, tolerance_m, tolerance_rel)
+    if resolve(device) == "cuda":
+        from engine.cuda.zbuffer import visibility
+
+        return Occlusion(visibility(projection, half, tolerance_m, tolerance_rel), projection, half)
     visible = np.empty(projection.in_image.shape, np.bool_)
     _zbuffer_kernel(
         projection.uv, projection.depth, projection.in_image, projection.image_sizes, half,
