@@ -404,3 +404,22 @@ def test_sfs_export_carries_the_radar(radar_scene, tmp_path):
         unit = sight / np.linalg.norm(sight, axis=1, keepdims=True)
         np.testing.assert_allclose(frame.points.directions, unit * table.column("radial_velocity_comp_mps").to_numpy()[:, None],
                                    atol=1e-4)
+
+
+def test_the_served_sfs_export_carries_the_radar(radar_scene, tmp_path):
+    from scale_sensor_fusion_io.loaders.sfs_loader import SFSLoader
+
+    from formats.export_sfs import scene_radar_frames, write_sfs
+
+    scene = Scene.open(radar_scene)
+    with radar_client(radar_scene.parent) as client:
+        r = client.get("/v1/scenes/road-radar/export/sfs?points=false")
+    assert r.status_code == 200
+    (tmp_path / "served.sfs").write_bytes(r.content)
+    write_sfs(tmp_path / "direct.sfs", [], scene.world_from_ego(), radars=scene_radar_frames(scene))
+    served = {s.id: s for s in SFSLoader(str(tmp_path / "served.sfs")).load_as_sfs().sensors}
+    direct = {s.id: s for s in SFSLoader(str(tmp_path / "direct.sfs")).load_as_sfs().sensors}
+    assert served["RADAR_FRONT"].type == "radar"
+    for a, b in zip(served["RADAR_FRONT"].frames, direct["RADAR_FRONT"].frames):
+        np.testing.assert_array_equal(a.points.positions, b.points.positions)
+        np.testing.assert_array_equal(a.points.directions, b.points.directions)

@@ -6,8 +6,9 @@ scene's nanoseconds converted by each format. The ``ETag`` is ``"r<revision>-<fo
 changes with every label write (``If-None-Match`` → 304).
 
 - ``sfs``: a Scale Sensor Fusion Scene (``application/octet-stream``, ``<id>.sfs``) with the
-  label tracks and a ``lidar`` sensor carrying the ego poses and, with ``points=true``
-  (default), every frame's full-resolution points (:mod:`formats.export_sfs`).
+  label tracks, a ``lidar`` sensor carrying the ego poses and, with ``points=true``
+  (default), every frame's full-resolution points, and one ``radar`` sensor per radar
+  (:mod:`formats.export_sfs`).
 - ``nuscenes``: a zip of a nuScenes DATAROOT (:func:`formats.export_nuscenes_dataroot.nuscenes_scene_export`):
   ``NOTES.txt`` (what was exported, the category mapping, lens caveats), ``v1.0-fathom/*.json``
   tables with one sample per frame and a blank ``maps/`` mask. ``num_lidar_pts`` and
@@ -40,7 +41,7 @@ from formats.categories import Unmapped, UnmappedCategoryError
 from formats.export_kitti import kitti_tracking_lines
 from formats.export_nuscenes import lens_notes
 from formats.export_nuscenes_dataroot import NuScenesSceneExport, ScenePoints, nuscenes_scene_export
-from formats.export_sfs import encode_sfs, scene_to_sfs
+from formats.export_sfs import encode_sfs, scene_radar_frames, scene_to_sfs
 from formats.scene_store import Scene
 from server.boxes import tracks_from_document
 from server.deps import SceneDep, State, Viewer
@@ -86,7 +87,7 @@ def _zip(files: Iterable[tuple[str, bytes]]) -> Iterator[bytes]:
 def _sfs(scene: Scene, tracks: list[CuboidTrack], points: bool) -> bytes:
     xyz = ScenePoints(scene)
     frames = [(f.timestamp_ns, xyz[i] if points else np.zeros((0, 3))) for i, f in enumerate(scene.frames)]
-    return encode_sfs(scene_to_sfs(tracks, scene.world_from_ego(), frames))
+    return encode_sfs(scene_to_sfs(tracks, scene.world_from_ego(), frames, radars=scene_radar_frames(scene)))
 
 
 def _kitti(scene: Scene, tracks: list[CuboidTrack], camera: str, unmapped: Unmapped) -> bytes:
