@@ -49,7 +49,7 @@ from formats.hesai_calibration import (
     read_angle_correction_csv,
     read_at128_correction,
 )
-from formats.pcap import index_udp, udp_pcap_bytes
+from formats.pcap import UdpPayloads, index_udp, udp_pcap_bytes
 from formats.sensor_clock import align_to_capture
 
 MODELS = {(6, 1): "XT32", (3, 2): "QT128", (4, 3): "AT128"}
@@ -276,6 +276,17 @@ def read_hesai_pcap(
     sweeps = _split(starts.ravel(), key.ravel(), n, cols, at128)
     report.points, report.sweeps = n, len(sweeps)
     return sweeps, report
+
+
+def hesai_stream_times(udp: UdpPayloads, time_source: str = "auto") -> np.ndarray:
+    """``(P,) int64`` each selected packet's time by ``time_source`` over the whole stream (decode
+    a window consistently: write its packets with these record times and decode it with
+    ``time_source="pcap"``)."""
+    rows = udp.array()
+    if len(rows) == 0:
+        return np.zeros(0, np.int64)
+    stamps, _ = _tail_fields(rows, _layout(rows[0], udp.path))
+    return _times(stamps, udp.timestamps_ns, time_source)[0]
 
 
 def _times(stamps: np.ndarray, capture: np.ndarray, source: str) -> tuple[np.ndarray, str]:

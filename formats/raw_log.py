@@ -7,8 +7,9 @@ One log is a directory::
       poses.csv             world_from_ego samples: timestamp_ns,tx,ty,tz,qw,qx,qy,qz (ENU, m)
       lidar/NAME/NNNNNN.pcd one sweep per frame and LiDAR, in the sensor frame, with a
                             per-point time_offset_ns column (any reader of formats.registry)
-      lidar/NAME.pcap       or one Velodyne pcap per LiDAR for the whole log (version 2)
-      lidar/NAME.yaml       its ROS velodyne_pointcloud calibration (optional)
+      lidar/NAME.pcap       or one Velodyne, Ouster or Hesai pcap/pcapng per LiDAR for the whole log
+      lidar/NAME.yaml       its calibration: Velodyne ROS YAML (optional), Ouster metadata JSON,
+                            Hesai angle correction CSV or AT128 .dat
       sonar/NAME.kmall      or one KMALL file per multibeam for the whole log (version 2)
       radar/NAME/NNNNNN.pcd one radar scan per frame and radar, in the sensor frame (formats.radar)
       camera/NAME/NNNNNN.jpg one image per frame and camera
@@ -22,6 +23,9 @@ One log is a directory::
      "lidars": [{"name", "sensor_id", "ego_from_sensor": [qw qx qy qz tx ty tz], "format": "pcd"}
               | {..., "format": "velodyne_pcap", "path": "lidar/NAME.pcap", "model": "VLP-16",
                  "calibration": "lidar/NAME.yaml"}        # calibration optional
+              | {..., "format": "ouster_pcap", "path": "lidar/NAME.pcap", "calibration": "lidar/NAME.json"}
+              | {..., "format": "hesai_pcap", "path": "lidar/NAME.pcap",
+                 "calibration": "lidar/NAME.csv"}         # AT128: its .dat correction
               | {..., "format": "kmall", "path": "sonar/NAME.kmall"}],
      "cameras": [CAMERA],                      # as formats.rig.camera_to_json
      "radars": [{"name", "ego_from_sensor": [qw qx qy qz tx ty tz],
@@ -35,12 +39,14 @@ One log is a directory::
 
 ``lidars`` lists every point sensor (a multibeam echosounder too: its soundings are points).
 A per-frame file sensor names one file per frame. A stream sensor (``velodyne_pcap``,
-``kmall``) has one file for the whole log and each frame names a half-open time window
-``[start_ns, end_ns)``: the frame holds the Velodyne data packets whose pcap record time
-(the time of the packet's first firing) lies in it, or the ``#MRZ`` pings whose time lies
-in it. Windows of consecutive frames of a simulated log tile time, so every packet/ping
-belongs to exactly one frame. A Velodyne entry names the model (``formats.velodyne.MODELS``)
-and optionally a calibration YAML (else the model's default table). A ``kmall`` sensor's
+``ouster_pcap``, ``hesai_pcap``, ``kmall``) has one file for the whole log and each frame
+names a half-open time window ``[start_ns, end_ns)``: the frame holds the LiDAR data packets
+whose pcap record time lies in it (their points timed by the sensor's clock over the whole
+stream, see the decoders' "auto" time source), or the ``#MRZ`` pings whose time lies in it.
+Windows of consecutive frames of a simulated log tile time, so every packet/ping belongs to
+exactly one frame. A Velodyne entry names the model (``formats.velodyne.MODELS``) and
+optionally a calibration YAML (else the model's default table); an Ouster entry needs the
+sensor's metadata JSON and a Hesai entry its angle correction as ``calibration``. A ``kmall`` sensor's
 soundings are georeferenced from each ping's own position and heading (its extrinsic is
 informative only) and need ``origin.geodetic``, the scene origin: soundings and poses are
 georeferenced straight into the ENU frame tangent there. ``poses.kind`` ``"kmall_skm"`` takes
@@ -91,7 +97,8 @@ from formats.rig import Lidar, SceneOrigin, camera_from_json, camera_to_json, li
 FORMAT = "fathom-log"
 VERSION = 2
 READ_VERSIONS = (1, 2)
-STREAM_FORMATS = ("velodyne_pcap", "kmall")
+PCAP_FORMATS = ("velodyne_pcap", "ouster_pcap", "hesai_pcap")
+STREAM_FORMATS = (*PCAP_FORMATS, "kmall")
 POSE_KINDS = ("table", "kmall_skm")
 MANIFEST = "log.json"
 POSE_COLUMNS = "timestamp_ns,tx,ty,tz,qw,qx,qy,qz"
@@ -276,6 +283,8 @@ def _lidar_from_json(root: Path, manifest: Path, i: int, d: dict[str, Any]) -> L
             raise FormatError(manifest, None, f"lidars[{i}].model: {exc}") from None
         if d.get("calibration") is not None:
             calibration = _inside(root, d["calibration"], manifest, f"lidars[{i}].calibration")
+    elif fmt in ("ouster_pcap", "hesai_pcap"):  # the sensor's metadata JSON / angle correction: required
+        calibration = _inside(root, d.get("calibration"), manifest, f"lidars[{i}].calibration")
     pose = pose_from_json(d.get("ego_from_sensor"), manifest, f"lidars[{i}].ego_from_sensor")
     return LogLidar(str(d["name"]), sid, pose, fmt, path, model, calibration)
 

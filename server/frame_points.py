@@ -1,7 +1,7 @@
 """Decode one frame of a raw log into world-frame point columns (the first step of prepare).
 
-Per-frame files are read whole. Stream files (one Velodyne pcap or one KMALL file for the
-whole log) are indexed once per process and file version (:func:`_pcap_index`,
+Per-frame files are read whole. Stream files (one Velodyne, Ouster or Hesai pcap, or one KMALL
+file for the whole log) are indexed once per process and file version (:func:`_pcap_index`,
 :func:`_kmall_log`, cached); a frame then decodes only the packets / pings in its window.
 """
 
@@ -20,9 +20,12 @@ from engine.sweep import Sweep
 from formats.errors import FormatError
 from formats.kmall import DETECTION_REJECTED, KmallLog, mrz_ping_poses, read_kmall
 from formats.pcap import UdpPayloads, index_udp, udp_pcap_bytes
-from formats.raw_log import LogLidar, RawLog
+from formats.raw_log import PCAP_FORMATS, LogLidar, RawLog
 from formats.registry import read_points
 from formats.sonar_world import PingPoses, place_soundings
+from formats.hesai import hesai_stream_times, read_hesai_pcap
+from formats.ouster import ouster_stream_times, read_ouster_pcap
+from formats.ouster_metadata import read_ouster_metadata
 from formats.velodyne import PACKET_SIZE, read_velodyne_pcap, velodyne_stream_times
 from formats.velodyne_time import position_packets
 
@@ -43,8 +46,8 @@ def world_points(log: RawLog, track: PoseTrack, index: int) -> dict[str, np.ndar
         if lidar.format == "kmall":
             parts.append((lidar, _kmall_points(log, lidar, source, frame.timestamp_ns)))
             continue
-        if lidar.format == "velodyne_pcap":
-            times, sweep = _velodyne_window(lidar, *source)
+        if lidar.format in PCAP_FORMATS:
+            times, sweep = _pcap_window(lidar, *source)
             offsets = times - np.int64(frame.timestamp_ns)
         else:
             sweep = read_points(source, format=lidar.format)
@@ -86,31 +89,47 @@ def _version(path: Path) -> tuple[str, int, int]:
 
 
 @lru_cache(maxsize=8)
-def _pcap_index_cached(key: tuple[str, int, int]) -> tuple[UdpPayloads, np.ndarray, np.ndarray]:
+def _pcap_index_cached(key: tuple[str, int, int], fmt: str, calibration: Path | None,
+                       ) -> tuple[UdpPayloads, np.ndarray, np.ndarray]:
     index = index_udp(key[0])
-    udp = index.select(PACKET_SIZE)
-    order = np.argsort(udp.timestamps_ns, kind="stable")
-    return udp, order, velodyne_stream_times(udp, position_packets(index))
+    if fmt == "velodyne_pcap":
+        udp = index.select(PACKET_SIZE)
+        stream_ns = velodyne_stream_times(udp, position_packets(index))
+    elif fmt == "ouster_pcap":
+        meta = read_ouster_metadata(calibration)
+        udp = index.select(meta.packet_size, meta.udp_port_lidar)
+        stream_ns = ouster_stream_times(udp, meta)
+    else:
+        udp = index.select(None)
+        stream_ns = hesai_stream_times(udp)
+    return udp, np.argsort(udp.timestamps_ns, kind="stable"), stream_ns
 
 
-def _pcap_index(path: Path) -> tuple[UdpPayloads, np.ndarray, np.ndarray]:
-    """The pcap's 1206-byte UDP payloads (file buffer, offsets, record times), their time order
-    and each packet's time from the whole stream's clock (``formats.velodyne_time``, "auto")."""
-    return _pcap_index_cached(_version(path))
+def _pcap_index(lidar: LogLidar) -> tuple[UdpPayloads, np.ndarray, np.ndarray]:
+    """The stream's data packets (file buffer, offsets, record times), their time order and each
+    packet's time from the whole stream's clock (the decoders' "auto" time source)."""
+    return _pcap_index_cached(_version(lidar.path), lidar.format, lidar.calibration)
 
 
-def _velodyne_window(lidar: LogLidar, start_ns: int, end_ns: int):
+def _pcap_window(lidar: LogLidar, start_ns: int, end_ns: int):
     """Decode the data packets recorded in ``[start_ns, end_ns)``: ``(absolute times (N,) int64,
     sweep in the LiDAR frame)``."""
-    udp, order, stream_ns = _pcap_index(lidar.path)
+    udp, order, stream_ns = _pcap_index(lidar)
     ts = udp.timestamps_ns[order]
     rows = order[np.searchsorted(ts, start_ns, "left"):np.searchsorted(ts, end_ns, "left")]
-    rows = np.sort(rows)  # file order, as the decoder expects
-    payloads = udp.buffer[udp.offsets[rows, None] + np.arange(PACKET_SIZE)[None, :]]
+    rows = np.sort(rows)  # file order, as the decoders expect
+    payloads = udp.buffer[udp.offsets[rows, None] + np.arange(udp.size)[None, :]]
     # the window's packets stamped with the stream's packet times, which the decoder then takes
-    data = udp_pcap_bytes(payloads, stream_ns[rows], nanosecond=True)
-    sweeps, _ = read_velodyne_pcap(lidar.path, lidar.model, calibration=lidar.calibration, data=data,
-                                   time_source="pcap")
+    data = udp_pcap_bytes(payloads, stream_ns[rows], nanosecond=True, dst_port=2368)
+    if lidar.format == "velodyne_pcap":
+        sweeps, _ = read_velodyne_pcap(lidar.path, lidar.model, calibration=lidar.calibration, data=data,
+                                       time_source="pcap")
+    elif len(rows) == 0:
+        sweeps = []
+    elif lidar.format == "ouster_pcap":
+        sweeps, _ = read_ouster_pcap(lidar.path, lidar.calibration, data=data, time_source="pcap", port=2368)
+    else:
+        sweeps, _ = read_hesai_pcap(lidar.path, lidar.calibration, data=data, time_source="pcap")
     if not sweeps:
         empty = Sweep(np.zeros((0, 3), np.float32), start_ns, np.zeros(0, np.float32), np.zeros(0, np.int64),
                       np.zeros(0, np.uint16), frame="lidar")

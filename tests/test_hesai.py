@@ -246,3 +246,23 @@ def test_bad_packets_and_corrections(tmp_path):
             read_at128_correction(dat)
     dat.write_bytes(raw)
     np.testing.assert_array_equal(read_at128_correction(dat).start_frame, [30 * 25600, 150 * 25600, 270 * 25600])
+
+
+def test_raw_log_stream_decodes_as_the_capture(tmp_path):
+    """A ``hesai_pcap`` stream in a raw log (an AT128 with its .dat): each frame's window of
+    packets decodes to the capture's points."""
+    from tests.stream_log import frame_points, write_stream_log
+
+    az, dist, refl, stamp = _scene("AT128", 200, seed=9)
+    data = _capture(_packets("AT128", az, dist, refl, stamp), stamp)
+    raw, _ = _at128_correction()
+    (tmp_path / "c.dat").write_bytes(raw)
+    sweeps, _ = read_hesai_pcap("<mem>", tmp_path / "c.dat", data=data)
+    mid = int(stamp[100]) + 30_000
+    root = write_stream_log(tmp_path / "log", "hesai_pcap", data, ("L.dat", raw),
+                            [(int(stamp[0]) - 10**6, mid), (mid, int(stamp[-1]) + 10**6)])
+    frames = frame_points(root)
+    want = np.concatenate([s.xyz for s in sweeps])
+    got = np.concatenate([f["xyz"] for f in frames])
+    assert len(frames[0]["xyz"]) == 100 * 2 * 128 - np.count_nonzero(dist[:100] == 0)
+    np.testing.assert_allclose(got, want, atol=1e-6)

@@ -313,3 +313,27 @@ def test_sweep_columns():
     with pytest.raises(FormatError, match="sweep 3"):
         read_ouster_sweep("<mem>", 3, metadata=parse_ouster_metadata(doc),
                           data=_capture(_np_packets(doc, np.full((512, 16), 7000))))
+
+
+def test_raw_log_stream_decodes_as_the_capture(tmp_path):
+    """An ``ouster_pcap`` stream in a raw log: each frame's window of packets decodes to the
+    capture's points (times from the whole stream's clock), in the log's frames."""
+    from formats.raw_log import read_log
+    from tests.stream_log import frame_points, write_stream_log
+
+    doc = _doc(16, "RNG19_RFL8_SIG16_NIR16", w=512)
+    rng = np.random.default_rng(8)
+    ranges = rng.integers(500, 50_000, (512, 16))
+    data = _capture(np.concatenate([_np_packets(doc, ranges, frame=f) for f in range(2)]))
+    sweeps, _ = read_ouster_pcap("<mem>", parse_ouster_metadata(doc), data=data)
+    mid = T0 + 32 * 1_562_500  # between the two frames' packets
+    root = write_stream_log(tmp_path, "ouster_pcap", data, ("L.json", json.dumps(doc).encode()),
+                            [(T0 - 10**6, mid), (mid, T0 + 10**9)])
+    frames = frame_points(root)
+    for got, want in zip(frames, sweeps):
+        assert len(got["xyz"]) == len(want) > 0 and np.all(got["sensor_id"] == 3)
+        np.testing.assert_allclose(got["xyz"], want.xyz, atol=1e-6)
+        np.testing.assert_array_equal(got["ring"], want.ring)
+    (tmp_path / "log.json").write_text((tmp_path / "log.json").read_text().replace(', "calibration": "lidar/L.json"', ""))
+    with pytest.raises(FormatError, match=r"lidars\[0\].calibration"):
+        read_log(tmp_path)
