@@ -74,9 +74,10 @@ def _blocks(raw: np.ndarray, refl: np.ndarray, block_az: np.ndarray, mdl: Velody
 
 def velodyne_packets(firings: Firings, model: str | VelodyneModel = "VLP-16", return_mode: str = "strongest",
                      ) -> tuple[np.ndarray, np.ndarray]:
-    """Pack firing sequences into ``(P, 1206) uint8`` data packets and their ``(P,) int64`` times
-    (the first sequence's). A trailing partial packet is padded with empty sequences whose
-    azimuth continues the mean rotation rate."""
+    """Pack firing sequences into ``(P, 1206) uint8`` data packets and their ``(P,) int64`` time
+    stamps (the first sequence's first firing; VLS-128: 7 µs after it, the stamp's reference).
+    A trailing partial packet is padded with empty sequences whose azimuth continues the mean
+    rotation rate."""
     mdl = model if isinstance(model, VelodyneModel) else get_model(model)
     if mdl.kind == 2:
         raise ValueError("writing HDL-64E packets is not supported")
