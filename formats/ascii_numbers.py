@@ -306,6 +306,8 @@ def _parse_rows(
                 if kind == SKIP_LIST:
                     if st != _OK:
                         return _BAD_TOKEN, pos, r, c, n_slow
+                    if mant > np.uint64(n - i):  # more items than bytes left
+                        return _EOF, n, r, c, n_slow
                     for _ in range(np.int64(mant)):
                         i = _skip(buf, i, n, line_rows)
                         if i >= n:
@@ -559,9 +561,16 @@ def parse_columns(
     skip, in order. ``names[c]`` names column ``c`` in errors. One row per line with nothing
     after the last (``line_rows`` and ``check_end``, as PCD) is parsed in parallel, in
     chunks of about :data:`CHUNK_BYTES`. Bad input raises ``FormatError`` with the byte
-    offset, the row and the field that was expected.
+    offset, the row and the field that was expected. Nothing is sized by ``n_rows`` beyond
+    the rows the bytes left can hold (``2 * len(kinds) - 1`` bytes a row at least): a larger
+    count is parsed up to one row more, which the data cannot hold, so it ends in the
+    precise error of a short file. No columns: rows hold no tokens and nothing is read.
     """
     kinds = np.ascontiguousarray(kinds, dtype=np.int64)
+    if not len(kinds):
+        return [], start
+    declared = n_rows
+    n_rows = min(n_rows, (len(buf) - start + 1) // (2 * len(kinds)) + 1)
     meta, limits, where = _layout(kinds, dtypes, n_rows)
     mem = np.empty(max(8, sum(-(-n_rows * dt.itemsize // 8) * 8 for _, dt in where)), dtype=np.uint8)
     views = [mem.view(v) for v in _VIEWS]
@@ -580,11 +589,11 @@ def parse_columns(
         dtype = np.dtype(dtypes[col]) if col < len(dtypes) and dtypes[col] is not None else None
         what = {
             _BAD_TOKEN: f"a number for field {field!r} (row {row})",
-            _EOF: f"{n_rows} rows of {len(kinds)} values; the data ends in row {row} at field {field!r}",
+            _EOF: f"{declared} rows of {len(kinds)} values; the data ends in row {row} at field {field!r}",
             _SHORT_ROW: f"a value for field {field!r} before the end of line (row {row})",
             _LONG_ROW: f"the end of line after {len(kinds)} values (row {row})",
             _RANGE: f"an integer for field {field!r} within the {dtype} range (row {row})",
-            _TRAILING: f"no data after the {n_rows} declared rows",
+            _TRAILING: f"no data after the {declared} declared rows",
         }[status]
         if status in (_BAD_TOKEN, _RANGE):
             token = bytes(buf[pos : pos + 24]).split(None, 1)[0] if pos < len(buf) else b""

@@ -10,10 +10,18 @@ from engine.sweep import Sweep
 from formats.errors import FormatError
 
 
+def _unreadable(path: str | os.PathLike, err: OSError) -> FormatError:
+    return FormatError(path, None, f"a readable file ({err.strerror})")
+
+
 def count_float_records(path: str | os.PathLike, n_fields: int) -> int:
     """Number of ``n_fields``-float32 records in the file (from its size, nothing read);
-    ``FormatError`` at the first incomplete record's byte offset if the size is not a multiple."""
-    file_size = os.path.getsize(path)
+    ``FormatError`` at the first incomplete record's byte offset if the size is not a multiple,
+    or naming the file if it cannot be read."""
+    try:
+        file_size = os.path.getsize(path)
+    except OSError as err:
+        raise _unreadable(path, err) from None
     record = 4 * n_fields
     if file_size % record:
         raise FormatError(
@@ -23,9 +31,16 @@ def count_float_records(path: str | os.PathLike, n_fields: int) -> int:
 
 
 def read_float_records(path: str | os.PathLike, n_fields: int) -> np.ndarray:
-    """The file as an ``(N, n_fields) float32`` array; ``FormatError`` if not whole records."""
-    count_float_records(path, n_fields)
-    return np.fromfile(path, dtype="<f4").reshape(-1, n_fields)
+    """The file as an ``(N, n_fields) float32`` array; ``FormatError`` if not whole records
+    or not readable."""
+    n = count_float_records(path, n_fields)
+    try:
+        rec = np.fromfile(path, dtype="<f4", count=n * n_fields)
+    except OSError as err:
+        raise _unreadable(path, err) from None
+    if len(rec) != n * n_fields:  # the file shrank since its size was taken
+        raise FormatError(path, 4 * len(rec), f"{n} records of {n_fields} float32, found {len(rec)} values")
+    return rec.reshape(n, n_fields)
 
 
 def read_kitti_bin(path: str | os.PathLike, *, timestamp_ns: int = 0, drop_nan: bool = False) -> Sweep:

@@ -19,12 +19,14 @@ TRUNCATED_INPUT = 1  # a literal run or back reference needs bytes past the inpu
 OUTPUT_OVERFLOW = 2  # the stream would write past the expected decompressed size
 BAD_REFERENCE = 3  # a back reference points before the start of the output
 SHORT_OUTPUT = 4  # the stream ended before the expected decompressed size was produced
+TOO_LARGE = 5  # no stream of the input's length decodes to the expected size (nothing allocated)
 
 MESSAGES = {
     TRUNCATED_INPUT: "more LZF input (the stream ends inside a literal run or back reference)",
     OUTPUT_OVERFLOW: "an LZF stream no longer than the stated uncompressed size",
     BAD_REFERENCE: "an LZF back reference within the bytes decoded so far",
     SHORT_OUTPUT: "an LZF stream that fills the stated uncompressed size",
+    TOO_LARGE: "an uncompressed size that LZF can reach from the compressed bytes (at most 88 times as many)",
 }
 
 _HLOG = 14
@@ -160,14 +162,23 @@ def max_compressed_size(n: int) -> int:
     return n + n // _MAX_LIT + 2
 
 
+def max_decompressed_size(n: int) -> int:
+    """Largest output of ``n`` LZF input bytes (an upper bound): 3-byte back references of 264
+    bytes each, and a 2-byte one of 8 bytes for the remainder."""
+    return n // 3 * _MAX_REF + (8 if n % 3 == 2 else 0)
+
+
 def decompress(src: bytes | np.ndarray, size: int) -> tuple[np.ndarray, int, int, int]:
     """Decode an LZF stream expected to produce exactly ``size`` bytes.
 
     Returns ``(uint8 array of size bytes, status, input offset, output offset)``: status is
     ``OK`` or a key of ``MESSAGES``, the offsets say where the problem was found. Callers
-    turn a bad status into a ``FormatError``.
+    turn a bad status into a ``FormatError``. A ``size`` beyond :func:`max_decompressed_size`
+    of the input is ``TOO_LARGE`` with an empty array: nothing is sized by it.
     """
     buf = np.frombuffer(src, dtype=np.uint8) if isinstance(src, (bytes, bytearray, memoryview)) else src
+    if size > max_decompressed_size(len(buf)):
+        return np.empty(0, dtype=np.uint8), TOO_LARGE, 0, 0
     dst = np.empty(size, dtype=np.uint8)
     status, in_offset, out_offset = _decompress(np.ascontiguousarray(buf, dtype=np.uint8), dst)
     return dst, int(status), int(in_offset), int(out_offset)

@@ -26,12 +26,13 @@ def read_nuscenes_pcd_bin(path: str | os.PathLike, *, timestamp_ns: int | None =
         drop_nan: drop points whose x, y or z is not finite.
     """
     rec = read_float_records(path, 5)
-    if drop_nan:
-        rec = rec[np.isfinite(rec[:, :3]).all(axis=1)]
     ring = rec[:, 4]
     if ring.size and not (np.array_equal(ring, np.round(ring)) and ring.min() >= 0 and ring.max() <= 65535):
         bad = int(np.argmax((ring != np.round(ring)) | (ring < 0) | (ring > 65535) | ~np.isfinite(ring)))
         raise FormatError(path, bad * 20 + 16, f"an integral ring index in [0, 65535], found {ring[bad]}")
+    if drop_nan:
+        rec = rec[np.isfinite(rec[:, :3]).all(axis=1)]
+        ring = rec[:, 4]
     if timestamp_ns is None:
         m = _STAMP.search(os.fspath(path))
         timestamp_ns = int(m.group(1)) * 1000 if m else 0

@@ -9,7 +9,12 @@ WIDTH, HEIGHT and VIEWPOINT.
 
 Binary data is read through NumPy views of the file bytes; binary_compressed is
 LZF-decoded in numba (:mod:`formats.lzf`) and laid out field by field; ascii is parsed
-by the numba kernel of :mod:`formats.ascii_numbers`.
+by the numba kernel of :mod:`formats.ascii_numbers`. Nothing is sized by a header number
+the file cannot hold: binary needs ``POINTS * row`` bytes, binary_compressed an
+uncompressed size LZF can reach from its bytes, ascii two bytes per value.
+
+Positions are float32; ``origin=`` stores them relative to a float64 origin, and without
+one float64 ``x y z`` that float32 would move by over 1 mm raise (:mod:`formats.positions`).
 """
 
 from __future__ import annotations
@@ -17,19 +22,20 @@ from __future__ import annotations
 import os
 import struct
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from engine.sweep import Sweep
 from formats import ascii_numbers, lzf
-from formats.errors import FormatError
+from formats.errors import FormatError, load_source
 from formats.point_columns import columns_to_sweep, pack_rgb
+from formats.positions import check_origin, with_relative_xyz
 
 ENCODINGS = ("ascii", "binary", "binary_compressed")
 _KEYWORDS = ("VERSION", "FIELDS", "COLUMNS", "SIZE", "TYPE", "COUNT", "WIDTH", "HEIGHT", "VIEWPOINT", "POINTS", "DATA")
 _SIZES = {"I": (1, 2, 4, 8), "U": (1, 2, 4, 8), "F": (4, 8)}
 _PAD = "_"
+_MAX_ROW_BYTES = 1 << 40  # beyond any file; keeps the shapes of zero-point columns valid
 
 
 @dataclass(frozen=True)
@@ -104,6 +110,8 @@ def _parse_header(path: str, data: bytes) -> PcdHeader:
         raise FormatError(path, where["DATA"], "a FIELDS line in the header")
     fields = values["FIELDS"]
     n_fields = len(fields)
+    if not n_fields:
+        raise FormatError(path, where["FIELDS"], "at least one field name after FIELDS")
     sizes, counts = ints("SIZE"), ints("COUNT", [1] * n_fields)
     types = values.get("TYPE")
     if types is None:
@@ -118,6 +126,8 @@ def _parse_header(path: str, data: bytes) -> PcdHeader:
             raise FormatError(path, where["SIZE"], f"SIZE in {_SIZES[t]} for TYPE {t} field {name!r}, found {s}")
         if c < 1:
             raise FormatError(path, where["COUNT"], f"COUNT >= 1 for field {name!r}, found {c}")
+    if sum(s * c for s, c in zip(sizes, counts)) > _MAX_ROW_BYTES:
+        raise FormatError(path, where.get("COUNT"), f"a point of at most {_MAX_ROW_BYTES} bytes (SIZE x COUNT summed), found {sizes} x {counts}")
     named = [f for f in fields if f != _PAD]
     if len(set(named)) != len(named):
         raise FormatError(path, where["FIELDS"], f"distinct field names, found {fields}")
@@ -160,10 +170,13 @@ def _single(path: str, key: str, vals: list[int], where: dict[str, int]) -> list
 
 def read_pcd_header(path: str | os.PathLike) -> PcdHeader:
     """Parse only the header of a PCD file (reads at most the first 64 KiB, then more if needed)."""
-    with open(path, "rb") as fh:
-        head = fh.read(65536)
-        if b"\nDATA" not in head and b"DATA" not in head[:5]:
-            head += fh.read()
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(65536)
+            if b"\nDATA" not in head and b"DATA" not in head[:5]:
+                head += fh.read()
+    except OSError as err:
+        raise FormatError(path, None, f"a readable file ({err.strerror})") from None
     return _parse_header(os.fspath(path), head)
 
 
@@ -172,14 +185,21 @@ def _columns_binary(path: str, hdr: PcdHeader, data: bytes) -> dict[str, np.ndar
     have = len(data) - hdr.data_offset
     if have < n * row:
         raise FormatError(path, len(data), f"{n} points x {row} bytes = {n * row} bytes of binary data, found {have}")
+    if n == 0:
+        return _no_points(hdr)
     cols: dict[str, np.ndarray] = {}
     offset = 0
     for name, dt, c in zip(hdr.fields, hdr.dtypes(), hdr.counts):
         if name != _PAD:
             shape = (n, c) if c > 1 else (n,)
-            cols[name] = np.empty(shape, dt) if n == 0 else np.ndarray(shape, dt, data, hdr.data_offset + offset, (row, dt.itemsize) if c > 1 else (row,))
+            cols[name] = np.ndarray(shape, dt, data, hdr.data_offset + offset, (row, dt.itemsize) if c > 1 else (row,))
         offset += dt.itemsize * c
     return cols
+
+
+def _no_points(hdr: PcdHeader) -> dict[str, np.ndarray]:
+    """Empty ``(0,)`` or ``(0, COUNT)`` columns of every field."""
+    return {name: np.empty((0, c) if c > 1 else (0,), dt) for name, dt, c in zip(hdr.fields, hdr.dtypes(), hdr.counts) if name != _PAD}
 
 
 def _columns_compressed(path: str, hdr: PcdHeader, data: bytes) -> dict[str, np.ndarray]:
@@ -204,6 +224,8 @@ def _columns_compressed(path: str, hdr: PcdHeader, data: bytes) -> dict[str, np.
         raw = np.empty(0, dtype=np.uint8)
     else:
         raw, status, in_off, out_off = lzf.decompress(src, size)
+        if status == lzf.TOO_LARGE:
+            raise FormatError(path, start + 4, f"{lzf.MESSAGES[status]}: {size} bytes from {packed}")
         if status != lzf.OK:
             k = min(int(np.searchsorted(blocks, out_off, side="right")) - 1, len(fields) - 1)
             raise FormatError(
@@ -218,6 +240,11 @@ def _columns_compressed(path: str, hdr: PcdHeader, data: bytes) -> dict[str, np.
 
 
 def _columns_ascii(path: str, hdr: PcdHeader, data: bytes) -> dict[str, np.ndarray]:
+    if hdr.points == 0:
+        return _no_points(hdr)
+    have, per_point = len(data) - hdr.data_offset, sum(hdr.counts)
+    if 2 * per_point - 1 > have:  # a token and a separator per value
+        raise FormatError(path, len(data), f"a point of {per_point} ascii values (at least {2 * per_point - 1} bytes), found {have} bytes")
     kinds, dtypes, names = [], [], []
     for name, t, s, c, dt in zip(hdr.fields, hdr.types, hdr.sizes, hdr.counts, hdr.dtypes()):
         if name == _PAD:
@@ -243,18 +270,26 @@ def _columns_ascii(path: str, hdr: PcdHeader, data: bytes) -> dict[str, np.ndarr
 _READERS = {"ascii": _columns_ascii, "binary": _columns_binary, "binary_compressed": _columns_compressed}
 
 
-def read_pcd(path: str | os.PathLike, *, drop_nan: bool = False, timestamp_ns: int = 0) -> Sweep:
+def read_pcd(
+    path: str | os.PathLike, *, origin: np.ndarray | None = None, drop_nan: bool = False, timestamp_ns: int = 0
+) -> Sweep:
     """Read a PCD file into a Sweep (``frame="sensor"``).
 
     Args:
+        origin: ``(3,) float64`` metres subtracted from ``x y z`` in float64 before they are
+            stored as float32 (``xyz = float32(position - origin)``; pass the scene origin
+            for positions far from zero, e.g. a map in UTM). None: the positions as stored;
+            float64 (or 32/64-bit integer) ``x y z`` that float32 would move by over 1 mm
+            raise ``FormatError`` asking for an origin (:mod:`formats.positions`).
         drop_nan: drop points whose x, y or z is not finite (default: keep every point, as
             an organized cloud needs).
         timestamp_ns: the sweep timestamp to record (PCD has none).
     """
+    origin = None if origin is None else check_origin(origin)
     p = os.fspath(path)
-    data = Path(p).read_bytes()
+    _, data = load_source(path)
     hdr = _parse_header(p, data)
-    cols = _READERS[hdr.data](p, hdr, data)
+    cols = with_relative_xyz(p, _READERS[hdr.data](p, hdr, data), origin)
     return columns_to_sweep(
         p, cols, width=hdr.width, height=hdr.height, drop_nan=drop_nan, timestamp_ns=timestamp_ns
     )

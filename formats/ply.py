@@ -3,8 +3,14 @@
 Only the ``vertex`` element becomes the Sweep; elements before it (with or without list
 properties) are walked and skipped, elements after it are ignored. Vertex scalar
 properties map to Sweep columns by the rule of :mod:`formats.point_columns`, with
-``red green blue`` (uchar) combined into ``extra["rgb"]`` ``(N, 3) uint8``. List
-properties of the vertex element are skipped (a Sweep column needs one row per point).
+``red green blue`` (uchar) combined into ``extra["rgb"]`` ``(N, 3) uint8``, except ``t``:
+in PLY it is the texture coordinate of ``s t``, kept in ``extra["t"]``, never a time (a
+time comes from ``time``, ``time_offset_s`` or ``time_offset_ns``). List properties of the
+vertex element are skipped (a Sweep column needs one row per point). Positions are
+float32, relative to ``origin`` when one is given (:mod:`formats.positions`).
+
+Every count in the header is checked against the bytes left before anything is sized by
+it; a repeated property name raises ``FormatError``.
 
 Binary rows are NumPy views of the file bytes when the vertex has no list property; rows
 with lists are located by a numba walk (bounds-checked), ascii by the numba parser of
@@ -15,15 +21,15 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from engine._jit import jit
 from engine.sweep import Sweep
 from formats import ascii_numbers
-from formats.errors import FormatError
+from formats.errors import FormatError, load_source
 from formats.point_columns import columns_to_sweep
+from formats.positions import check_origin, with_relative_xyz
 
 _TYPES = {
     "char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1",
@@ -84,9 +90,13 @@ def _parse_header(path: str, data: bytes) -> tuple[str, list[_Element], int]:
                 else:
                     prop = _Property(words[2], np.dtype(_TYPES[words[1]]), None)
                 last = elements[-1]
+                if any(q.name == prop.name for q in last.properties):
+                    raise FormatError(path, at, f"one property {prop.name!r} in element {last.name!r}, found a second")
                 elements[-1] = _Element(last.name, last.count, last.properties + (prop,))
             else:
                 raise ValueError
+        except FormatError:
+            raise
         except (ValueError, IndexError, KeyError):
             raise FormatError(
                 path, at, f"a PLY header line (format <encoding> 1.0 | element <name> <count> | property <type> <name> | property list <type> <type> <name>), found {raw!r}"
@@ -137,20 +147,25 @@ def _binary_vertex(path: str, buf: np.ndarray, pos: int, elements: list[_Element
     for el in elements:
         props = el.properties
         has_list = any(p.count_dtype is not None for p in props)
+        least = sum((p.dtype if p.count_dtype is None else p.count_dtype).itemsize for p in props)
+        if el.count * least > len(buf) - pos:
+            raise FormatError(
+                path, len(buf), f"{el.count} rows of element {el.name!r} of at least {least} bytes, found {len(buf) - pos} bytes"
+            )
+        if not props:  # rows of no bytes
+            if el.name == "vertex":
+                return {}
+            continue
         if el.name == "vertex":
             if not has_list:
                 dt = np.dtype([(p.name, p.dtype.newbyteorder(order)) for p in props])
-                if pos + el.count * dt.itemsize > len(buf):
-                    raise FormatError(
-                        path, len(buf), f"{el.count} vertex rows of {dt.itemsize} bytes, found {len(buf) - pos} bytes"
-                    )
                 rows = np.frombuffer(buf, dtype=dt, count=el.count, offset=pos)
                 return {p.name: rows[p.name].astype(p.dtype, copy=False) for p in props}
             starts = np.empty((el.count, len(props)), dtype=np.int64)
         else:
             starts = np.empty((0, len(props)), dtype=np.int64)
             if not has_list:
-                pos += el.count * sum(p.dtype.itemsize for p in props)
+                pos += el.count * least
                 continue
         sizes = np.array([p.dtype.itemsize for p in props], dtype=np.int64)
         count_sizes = np.array([0 if p.count_dtype is None else p.count_dtype.itemsize for p in props], dtype=np.int64)
@@ -189,15 +204,23 @@ def _ascii_vertex(path: str, buf: np.ndarray, pos: int, elements: list[_Element]
     raise FormatError(path, None, "a 'vertex' element")
 
 
-def read_ply(path: str | os.PathLike, *, drop_nan: bool = False, timestamp_ns: int = 0) -> Sweep:
+def read_ply(
+    path: str | os.PathLike, *, origin: np.ndarray | None = None, drop_nan: bool = False, timestamp_ns: int = 0
+) -> Sweep:
     """Read the vertex element of a PLY file into a Sweep (``frame="sensor"``).
 
     Args:
+        origin: ``(3,) float64`` metres subtracted from ``x y z`` in float64 before they are
+            stored as float32 (``xyz = float32(position - origin)``; pass the scene origin
+            for positions far from zero). None: the positions as stored; double (or 32-bit
+            integer) ``x y z`` that float32 would move by over 1 mm raise ``FormatError``
+            asking for an origin (:mod:`formats.positions`).
         drop_nan: drop points whose x, y or z is not finite.
         timestamp_ns: the sweep timestamp to record (PLY has none).
     """
+    origin = None if origin is None else check_origin(origin)
     p = os.fspath(path)
-    data = Path(p).read_bytes()
+    _, data = load_source(path)
     encoding, elements, pos = _parse_header(p, data)
     buf = np.frombuffer(data, dtype=np.uint8)
     if encoding == "ascii":
@@ -207,7 +230,12 @@ def read_ply(path: str | os.PathLike, *, drop_nan: bool = False, timestamp_ns: i
     if all(c in cols and cols[c].dtype == np.uint8 for c in ("red", "green", "blue")):
         cols["rgb"] = np.stack([cols.pop(c) for c in ("red", "green", "blue")], axis=1)
     n = len(next(iter(cols.values()))) if cols else 0
-    return columns_to_sweep(p, cols, width=n, height=1, drop_nan=drop_nan, timestamp_ns=timestamp_ns)
+    cols = with_relative_xyz(p, cols, origin)
+    texture_t = cols.pop("t", None)
+    sweep = columns_to_sweep(p, cols, width=n, height=1, drop_nan=drop_nan, timestamp_ns=timestamp_ns)
+    if texture_t is not None:
+        sweep.extra["t"] = texture_t[np.isfinite(cols["xyz"]).all(axis=1)] if drop_nan else texture_t
+    return sweep
 
 
 def write_ply(path: str | os.PathLike, sweep: Sweep, encoding: str = "binary_little_endian") -> None:

@@ -1,16 +1,19 @@
 """Maps a format name or file suffix to its point-cloud reader.
 
 Readers are named as ``"module:function"`` and imported on first use, so reading a PCD
-never imports laspy. Each reader takes a path and keyword options and returns a
-:class:`engine.sweep.Sweep`.
+never imports laspy. Each reader takes a path and keyword options (``timestamp_ns``,
+``drop_nan``; ``origin`` for the formats whose positions can exceed float32: PCD, PLY,
+LAS/LAZ) and returns a :class:`engine.sweep.Sweep`. A file that is missing, unreadable
+or damaged raises :class:`FormatError` naming it, whatever its format.
 """
 
 from __future__ import annotations
 
 import importlib
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from engine.sweep import Sweep
 from formats.errors import FormatError

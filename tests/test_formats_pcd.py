@@ -230,8 +230,10 @@ def test_ascii_tokens_match_python_float(tmp_path):
     (tmp_path / "t.pcd").write_bytes(pcd_bytes(["x", "y", "z"], "FFF", [8, 4, 4], [1] * 3, body, len(tokens)))
     hdr = read_pcd_header(tmp_path / "t.pcd")
     assert hdr.sizes == (8, 4, 4)
-    s = read_pcd(tmp_path / "t.pcd")
-    assert s.xyz.dtype == np.float32  # F8 x is narrowed into Sweep.xyz
+    with pytest.raises(FormatError, match="pass origin="):  # float32 would move 3.4028235e38 by 3.4e30 m
+        read_pcd(tmp_path / "t.pcd")
+    s = read_pcd(tmp_path / "t.pcd", origin=np.zeros(3))
+    assert s.xyz.dtype == np.float32  # F8 x is narrowed into Sweep.xyz, relative to the origin given
     expected = np.array([float(t) for t in tokens], dtype=np.float64).astype(np.float32)
     np.testing.assert_array_equal(s.xyz[:, 0], expected)
 
@@ -454,6 +456,10 @@ def test_lzf_decoder_status_codes():
     # a back reference at output position 0 points before the start
     _, status, in_off, out_off = lzf.decompress(bytes([0x20, 0x05]), 3)
     assert (status, in_off, out_off) == (lzf.BAD_REFERENCE, 0, 0)
+    zeros = bytes(100_000)
+    packed = lzf.compress(zeros)  # the best LZF does: 264 bytes per 3-byte back reference
+    assert len(zeros) <= lzf.max_decompressed_size(len(packed)) < len(zeros) * 1.01
+    assert lzf.decompress(packed, lzf.max_decompressed_size(len(packed)) + 1)[:2][1] == lzf.TOO_LARGE
 
 
 # ---------------------------------------------------------------- ascii parsed in parallel chunks
