@@ -25,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -122,32 +122,31 @@ def _edit_text_line(data: bytes, end: int, rng: random.Random) -> tuple[str, byt
     return f"line-{op}@{k}", b"\n".join(lines) + data[end:]
 
 
-def mutations(data: bytes, kind: str, n: int, rng: random.Random) -> Iterator[tuple[str, bytes]]:
-    """``n`` damaged copies of ``data``: (what was done, bytes)."""
+_OPS = {"bin": ["flip", "truncate"], "las": ["flip", "truncate", "number", "number", "number"]}
+_TEXT_OPS = ["flip", "truncate", "number", "number", "line"]  # PCD and PLY headers
+
+
+def mutate(data: bytes, kind: str, rng: random.Random) -> tuple[str, bytes]:
+    """A damaged copy of ``data``: (what was done, bytes)."""
     end = _header_end(data, kind)
-    for _ in range(n):
-        op = rng.choice({"bin": ["flip", "truncate"], "las": ["flip", "truncate", "number", "number", "number"]}.get(
-            kind, ["flip", "truncate", "number", "number", "line"]
-        ))  # fmt: skip
-        if op == "flip":
-            region = end if end and rng.random() < 0.7 else len(data)
-            out = bytearray(data)
-            spots = [rng.randrange(region) for _ in range(rng.randint(1, 4))]
-            for at in spots:
-                out[at] ^= rng.randint(1, 255)
-            yield f"flip@{spots}", bytes(out)
-        elif op == "truncate":
-            cut = rng.randrange(min(len(data), 2 * end + 64) if rng.random() < 0.5 else len(data))
-            yield f"truncate@{cut}", data[:cut]
-        elif op == "number":
-            if kind == "las":
-                yield _edit_binary_number(data, rng)
-            elif kind == "pcd" and rng.random() < 0.5:
-                yield _edit_pcd_points(data, end, rng)
-            else:
-                yield _edit_text_number(data, end, rng)
-        else:
-            yield _edit_text_line(data, end, rng)
+    op = rng.choice(_OPS.get(kind, _TEXT_OPS))
+    if op == "flip":
+        region = end if end and rng.random() < 0.7 else len(data)
+        out = bytearray(data)
+        spots = [rng.randrange(region) for _ in range(rng.randint(1, 4))]
+        for at in spots:
+            out[at] ^= rng.randint(1, 255)
+        return f"flip@{spots}", bytes(out)
+    if op == "truncate":
+        cut = rng.randrange(min(len(data), 2 * end + 64) if rng.random() < 0.5 else len(data))
+        return f"truncate@{cut}", data[:cut]
+    if op == "line":
+        return _edit_text_line(data, end, rng)
+    if kind == "las":
+        return _edit_binary_number(data, rng)
+    if kind == "pcd" and rng.random() < 0.5:
+        return _edit_pcd_points(data, end, rng)
+    return _edit_text_number(data, end, rng)
 
 
 # ---------------------------------------------------------------- peers (worker side)
@@ -236,7 +235,7 @@ def run_worker(kind: str, seeds: list[str], n_cases: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         for k in range(n_cases):
             s = k % len(seeds)
-            what, data = next(mutations(originals[s], kind, 1, rng))
+            what, data = mutate(originals[s], kind, rng)
             case = f"case {k} {Path(seeds[s]).name} {what}"
             print(case, file=sys.stderr, flush=True)
             path = os.path.join(tmp, Path(seeds[s]).name)
