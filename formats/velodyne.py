@@ -95,12 +95,13 @@ def _bank(buf, base, kind):
 
 @jit
 def _decode(buf, offsets, modes, rates, rates32, kind, timing, res, cal, min_r, max_r, quantize, crop_lo, crop_hi,
-            fill, counts, starts, packet_ns, ring, xyz, intensity, rings, time_ns, rindex, rtype):
-    """Count (``fill`` False: into ``counts`` ``(P, 12)``, per block group) or write (``fill``
-    True: from ``starts`` ``(P, 12)``, each group's first row) every kept point."""
+            starts, packet_ns, ring, xyz, intensity, rings, time_ns, rindex, rtype):
+    """Write every kept point in stream order (columns sized for every channel of every packet),
+    each block group's first row into ``starts`` ``(P, 12)`` (the blocks of a group are
+    consecutive, so each group's points are too); returns the point count."""
     deg = math.pi / 18000.0
     crop = crop_lo != 0.0 or crop_hi != 36000.0
-    pos = np.zeros(BLOCKS, np.int64)
+    i = 0
     for k in range(offsets.shape[0]):
         mode = modes[k]
         if mode < 0:
@@ -108,13 +109,12 @@ def _decode(buf, offsets, modes, rates, rates32, kind, timing, res, cal, min_r, 
         off = offsets[k]
         rate = rates[k]
         rate32 = rates32[k]
-        if fill:
-            for g in range(BLOCKS):
-                pos[g] = starts[k, g]
         for b in range(BLOCKS):
             tb, ri, g, bpg, partner = block_layout(kind, mode, b)
             if tb < 0:
                 continue
+            if b == g * bpg:
+                starts[k, g] = i
             base = off + b * BLOCK_SIZE
             bank = _bank(buf, base, kind)
             az0 = _u16(buf, base + 2)
@@ -144,9 +144,6 @@ def _decode(buf, offsets, modes, rates, rates32, kind, timing, res, cal, min_r, 
                     inside = (crop_lo <= a <= crop_hi) if crop_lo <= crop_hi else (a >= crop_lo or a <= crop_hi)
                     if not inside:
                         continue
-                if not fill:
-                    counts[k, g] += 1
-                    continue
                 a = az * deg
                 sa = math.sin(a)
                 ca = math.cos(a)
@@ -156,8 +153,6 @@ def _decode(buf, offsets, modes, rates, rates32, kind, timing, res, cal, min_r, 
                 sin_v = cal[laser, 0]
                 cos_v = cal[laser, 1]
                 refl = np.float64(buf[base + 6 + 3 * j])
-                i = pos[g]
-                pos[g] = i + 1
                 # laser origin offset vertically by vo and sideways by ho from the rotation axis;
                 # HDL-64E two-point distance correction: the near (2.4 m in x, 1.93 m in y) and far
                 # (25.04 m) corrections interpolated linearly by the point's |x| and |y|, for
@@ -185,6 +180,8 @@ def _decode(buf, offsets, modes, rates, rates32, kind, timing, res, cal, min_r, 
                 time_ns[i] = packet_ns[k] + np.int64(math.floor(t * 1000.0 + 0.5))
                 rindex[i] = ri
                 rtype[i] = 3 if both else ri + 1
+                i += 1
+    return i
 
 
 # ---------------------------------------------------------------- decoding
@@ -271,22 +268,19 @@ def read_velodyne_pcap(
 
 
 def _decode_packets(buf, offsets, modes, usec, packet_ns, mdl, cal, cut_angle_deg, crop, min_r, max_r, quantize):
-    """Sweeps of the alive packets (the kernels' two passes, then the cut)."""
+    """Sweeps of the alive packets (the kernel's pass, then the cut)."""
     table = cal.table()
     res = cal.distance_resolution_m
     timing = mdl.timing_us
     rate, rate32 = rotation_rates(buf, offsets, modes, usec, mdl)
-    counts = np.zeros((len(offsets), BLOCKS), np.int64)
-    args = (buf, offsets, modes, rate, rate32, mdl.kind, timing, res, table, min_r, max_r, bool(quantize), *crop)
-    _decode(*args, False, counts, counts, packet_ns, cal.ring, np.zeros((0, 3), np.float32), np.zeros(0, np.float32),
-            cal.ring[:0], packet_ns[:0], np.zeros(0, np.uint8), np.zeros(0, np.uint8))
-    flat = counts.ravel()
-    starts = (np.cumsum(flat) - flat).reshape(counts.shape)
-    n = int(flat.sum())
-    cols = {"xyz": np.empty((n, 3), np.float32), "intensity": np.empty(n, np.float32),
-            "ring": np.empty(n, np.uint16), "time_ns": np.empty(n, np.int64),
-            "return_index": np.empty(n, np.uint8), "return_type": np.empty(n, np.uint8)}
-    _decode(*args, True, counts, starts, packet_ns, cal.ring, *cols.values())
+    cap = len(offsets) * BLOCKS * CHANNELS
+    cols = {"xyz": np.empty((cap, 3), np.float32), "intensity": np.empty(cap, np.float32),
+            "ring": np.empty(cap, np.uint16), "time_ns": np.empty(cap, np.int64),
+            "return_index": np.empty(cap, np.uint8), "return_type": np.empty(cap, np.uint8)}
+    starts = np.zeros((len(offsets), BLOCKS), np.int64)
+    n = _decode(buf, offsets, modes, rate, rate32, mdl.kind, timing, res, table, min_r, max_r, bool(quantize), *crop,
+                starts, packet_ns, cal.ring, *cols.values())
+    cols = {k: v[:n] for k, v in cols.items()}
     return _split(buf, offsets, modes, packet_ns, starts, mdl, cut_angle_deg, cols)
 
 
