@@ -76,7 +76,8 @@ def read_angle_correction_csv(path: str | os.PathLike) -> AngleCorrection:
         try:
             cid, el, az = int(parts[0]), float(parts[1]), float(parts[2])
         except (ValueError, IndexError):
-            raise FormatError(spath, None, f"line {k}: 'channel, elevation, azimuth' numbers, got {line[:60]!r}") from None
+            raise FormatError(spath, None, f"line {k}: 'channel, elevation, azimuth' numbers, "
+                                           f"got {line[:60]!r}") from None
         if cid != len(rows) + 1 or not (np.isfinite(el) and np.isfinite(az)):
             raise FormatError(spath, None, f"line {k}: channel {len(rows) + 1} with finite angles, got {line[:60]!r}")
         rows.append((el, az))

@@ -93,7 +93,7 @@ class OusterMetadata:
         the sensor frame (ouster-sdk's XYZ look-up table: encoder angle ``2π (1 - m / W)``, beam
         azimuth and altitude, the beam origin ``beam_to_lidar`` away from the axis, then
         ``lidar_to_sensor``)."""
-        w, h = self.columns_per_frame, self.pixels_per_column
+        w = self.columns_per_frame
         encoder = 2.0 * np.pi * (1.0 - np.arange(w) / w)[:, None]
         azimuth = -np.radians(self.beam_azimuth_deg)[None, :]
         altitude = np.radians(self.beam_altitude_deg)[None, :]

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import math
 import os
+
 import numpy as np
 
 from engine._jit import jit
@@ -67,7 +68,14 @@ from formats.velodyne_models import (  # noqa: F401  (re-exported: the package's
     VelodyneModel,
     get_model,
 )
-from formats.velodyne_packets import DecodeReport, block_layout, packet_modes, resolve_model, rotation_rates, u16s
+from formats.velodyne_packets import (
+    DecodeReport,
+    block_layout,
+    packet_modes,
+    resolve_model,
+    rotation_rates,
+    u16s,
+)
 from formats.velodyne_time import POSITION_PORT, PositionPackets, packet_times, position_packets
 from formats.velodyne_writer import Firings, velodyne_packets, write_velodyne_pcap  # noqa: F401
 

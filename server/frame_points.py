@@ -18,14 +18,14 @@ from engine.motion import motion_compensate
 from engine.pose_track import PoseTrack
 from engine.sweep import Sweep
 from formats.errors import FormatError
+from formats.hesai import hesai_stream_times, read_hesai_pcap
 from formats.kmall import DETECTION_REJECTED, KmallLog, mrz_ping_poses, read_kmall
+from formats.ouster import ouster_stream_times, read_ouster_pcap
+from formats.ouster_metadata import read_ouster_metadata
 from formats.pcap import UdpPayloads, index_udp, udp_pcap_bytes
 from formats.raw_log import PCAP_FORMATS, LogLidar, RawLog
 from formats.registry import read_points
 from formats.sonar_world import PingPoses, place_soundings
-from formats.hesai import hesai_stream_times, read_hesai_pcap
-from formats.ouster import ouster_stream_times, read_ouster_pcap
-from formats.ouster_metadata import read_ouster_metadata
 from formats.velodyne import PACKET_SIZE, read_velodyne_pcap, velodyne_stream_times
 from formats.velodyne_time import position_packets
 

@@ -100,7 +100,7 @@ def _sdk_points(sdk, doc: dict, path) -> list[dict[str, np.ndarray]]:
     out = []
     for frames in pcap.PcapFrameSetSource(str(path), meta=[str(meta)]):
         scan = frames[0]
-        lut = core.XYZLut(scan.sensor_info) if hasattr(scan, "sensor_info") else core.XYZLut(core.SensorInfo(json.dumps(doc)))
+        lut = core.XYZLut(core.SensorInfo(json.dumps(doc)))
         fields = set(scan.fields)
         for r, suffix in enumerate(("", "2")):
             if "RANGE" + suffix not in fields:
@@ -232,7 +232,8 @@ def test_numpy_packets_and_formula_with_a_column_window(tmp_path):
     current = read_ouster_metadata(meta)
     for key in ("beam_altitude_deg", "beam_azimuth_deg", "beam_to_lidar_mm", "lidar_to_sensor_mm"):
         np.testing.assert_array_equal(getattr(legacy, key), getattr(current, key))
-    assert (legacy.packet_size, legacy.column_window) == (current.packet_size, current.column_window) == (3328, (400, 100))
+    assert (legacy.packet_size, legacy.column_window) == (current.packet_size, current.column_window)
+    assert current.packet_size == 3328 and current.column_window == (400, 100)
 
 
 def test_invalid_columns_other_sensors_and_ranges():
@@ -334,6 +335,7 @@ def test_raw_log_stream_decodes_as_the_capture(tmp_path):
         assert len(got["xyz"]) == len(want) > 0 and np.all(got["sensor_id"] == 3)
         np.testing.assert_allclose(got["xyz"], want.xyz, atol=1e-6)
         np.testing.assert_array_equal(got["ring"], want.ring)
-    (tmp_path / "log.json").write_text((tmp_path / "log.json").read_text().replace(', "calibration": "lidar/L.json"', ""))
+    manifest = tmp_path / "log.json"
+    manifest.write_text(manifest.read_text().replace(', "calibration": "lidar/L.json"', ""))
     with pytest.raises(FormatError, match=r"lidars\[0\].calibration"):
         read_log(tmp_path)
