@@ -108,13 +108,14 @@ class LabelEvents:
 
 
 def _before_exit_signals(callback: Callable[[], None]) -> None:
-    """Call ``callback`` before the handler of SIGINT/SIGTERM installed now (uvicorn's, which
-    restores its predecessors when it exits). Only from the main thread, only over a handler."""
+    """Call ``callback`` before the handler of SIGINT/SIGTERM installed now, where a server
+    installed one (uvicorn does, and restores its predecessors when it exits); from the main
+    thread only, and not over Python's defaults."""
     if threading.current_thread() is not threading.main_thread():
         return
     for sig in (signal.SIGINT, signal.SIGTERM):
         previous = signal.getsignal(sig)
-        if callable(previous):
+        if callable(previous) and previous is not signal.default_int_handler:
             def handler(signum: int, frame: Any, previous: Callable[..., Any] = previous) -> None:
                 callback()
                 previous(signum, frame)

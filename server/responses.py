@@ -9,6 +9,7 @@ from server.schemas import ConflictResponse, ErrorResponse
 
 _WHAT = {
     304: "not modified (If-None-Match)",
+    400: "the body could not be parsed (not UTF-8)",
     401: "missing, unknown or expired bearer token",
     403: "the token's role is below the one this needs",
     404: "no such scene",
@@ -16,7 +17,7 @@ _WHAT = {
     413: "request body too large",
     428: "If-Match is required for writes",
 }
-WRITE = (412, 413, 428)  # what every label write can answer besides 401/403/404/422
+WRITE = (400, 412, 413, 428)  # what every label write can answer besides 401/403/404/422
 
 
 def errors(*codes: int | tuple[int, str]) -> dict[int | str, dict[str, Any]]:

@@ -195,7 +195,7 @@ class RevertRequest(_Strict):
 
 
 class LabelsResponse(BaseModel):
-    """The whole label document (tracks in id order) at ``revision``."""
+    """The whole label document at ``revision``, tracks in the order they were created."""
 
     scene_id: str
     revision: int

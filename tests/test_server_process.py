@@ -114,23 +114,35 @@ def test_concurrent_read_modify_write_loses_no_update(server):
 
 
 def test_kill_9_loses_no_acknowledged_write(server):
+    """Writers PATCH per track (``If-Match: *`` + base): each creates tracks (base 0) and moves
+    its own counter track on from the revision it got back. After SIGKILL and a restart every
+    acknowledged write is there and the history has no gap."""
     url = server.start()
     acked: list[tuple[int, str]] = []
+    counters: dict[int, list[int]] = {}
     stop = threading.Event()
 
-    def writer() -> None:
-        with httpx.Client(base_url=url, headers=A, timeout=10) as c:
+    def writer(k: int) -> None:
+        counter, rev, done = f"w{k}", 0, counters.setdefault(k, [])
+        with httpx.Client(base_url=url, headers={**A, "If-Match": "*"}, timeout=10) as c:
             i = 0
             while not stop.is_set():
+                name = f"t{k}-{i}"
+                body = ({"upsert": [_track(name)], "base": {name: 0}} if i % 2 else
+                        {"upsert": [dict(_track(counter), attributes={"n": i})], "base": {counter: rev}})
                 try:
-                    r = c.patch("/v1/scenes/demo/labels", json={"upsert": [_track(f"t{i}")]}, headers={"If-Match": "*"})
+                    r = c.patch("/v1/scenes/demo/labels", json=body)
                 except httpx.TransportError:
                     return  # the server died mid-request: not acknowledged
-                if r.status_code == 200:
-                    acked.append((r.json()["revision"], f"t{i}"))
+                assert r.status_code == 200, r.text
+                if i % 2:
+                    acked.append((r.json()["revision"], name))
+                else:
+                    rev = r.json()["track_revisions"][counter]
+                    done.append(i)
                 i += 1
 
-    threads = [threading.Thread(target=writer) for _ in range(3)]
+    threads = [threading.Thread(target=writer, args=(k,)) for k in range(3)]
     for t in threads:
         t.start()
     deadline = time.monotonic() + 30
@@ -143,9 +155,23 @@ def test_kill_9_loses_no_acknowledged_write(server):
     assert len(acked) >= 30
     url = server.start()
     doc = httpx.get(url + "/v1/scenes/demo/labels", headers=A).json()
-    present = {t["id"] for t in doc["tracks"]}
-    assert {name for _, name in acked} <= present
+    present = {t["id"]: t for t in doc["tracks"]}
+    assert {name for _, name in acked} <= present.keys()
+    for k, done in counters.items():  # the last acknowledged value, or the one sent when the server died
+        assert present[f"w{k}"]["attributes"]["n"] in (done[-1], done[-1] + 2)
     assert doc["revision"] >= max(rev for rev, _ in acked)
     history = httpx.get(url + "/v1/scenes/demo/labels/history?limit=1000",
                         headers={"Authorization": "Bearer admin-token-1"}).json()
     assert [h["revision"] for h in history] == list(range(1, doc["revision"] + 1))
+
+
+def test_sigterm_ends_the_event_streams_and_the_server(server):
+    """uvicorn waits for open responses before it stops: the label event stream must end."""
+    url = server.start()
+    with httpx.stream("GET", url + "/v1/scenes/demo/labels/events", headers=A, timeout=5) as r:
+        lines = r.iter_lines()
+        assert next(lines) == "event: hello"
+        server.proc.send_signal(signal.SIGTERM)
+        rest = list(lines)  # the stream ends (a stream left open raises ReadTimeout: nothing within 5 s)
+    assert "event: close" in rest and 'data: {"reason":"shutdown"}' in rest
+    assert server.proc.wait(10) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal it handled

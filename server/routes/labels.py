@@ -1,8 +1,9 @@
 """Labels: the whole document (GET, PUT) and per-track changes (PATCH).
 
-A GET answers the document (tracks in id order), its revision (ETag ``"r<revision>"``) and
-each track's revision (``track_revisions``: the revision that last changed it); with
-``?revision=k``, the document as it was at revision k.
+A GET answers the document (tracks in the order they were created; a PUT adds its new tracks
+in its order), its revision (ETag ``"r<revision>"``) and each track's revision
+(``track_revisions``: the revision that last changed it); with ``?revision=k``, the document
+as it was at revision k.
 
 Every write must carry ``If-Match``: the ETag of a GET (the gzip variant ``"r<n>-gz"`` too),
 refused with 412 once the document changed, or ``*`` (no document check); no ``If-Match`` →
@@ -21,7 +22,7 @@ from fastapi import APIRouter, HTTPException, Query, Request, Response
 
 from server.deps import Annotator, SceneDep, State, Viewer
 from server.errors import invalid
-from server.label_http import IF_MATCH, check_times, document_json, expected_revision, written
+from server.label_http import IF_MATCH, check_times, document_json, etag, expected_revision, written
 from server.label_store import Bodies, UnknownRevision
 from server.ontology import OntologyCheck, checker
 from server.payloads import Payload, respond
@@ -44,7 +45,7 @@ def get_labels(
     except UnknownRevision as exc:
         raise HTTPException(404, str(exc)) from None
     body = document_json(scene.scene_id, current, rows)
-    return respond(request, Payload(body, "application/json", f'"r{current}"'), None, state.settings.gzip_level)
+    return respond(request, Payload(body, "application/json", etag(current)), None, state.settings.gzip_level)
 
 
 @router.put("/scenes/{scene_id}/labels", response_model=LabelsResponse, openapi_extra=IF_MATCH,
@@ -62,7 +63,7 @@ def put_labels(who: Annotator, scene: SceneDep, state: State, document: LabelDoc
     revision, _ = state.labels.write(scene.scene_id, expected, lambda _: new, op="put", author=who.name)
     _, rows = state.labels.document(scene.scene_id, revision)
     return Response(document_json(scene.scene_id, revision, rows), media_type="application/json",
-                    headers={"ETag": f'"r{revision}"'})
+                    headers={"ETag": etag(revision)})
 
 
 @router.patch("/scenes/{scene_id}/labels", response_model=TracksResponse, openapi_extra=IF_MATCH,

@@ -23,7 +23,8 @@ def get_ontology(_: Viewer, scene: SceneDep, state: State) -> Ontology:
     return Ontology.model_validate(ontology)
 
 
-@router.put("/scenes/{scene_id}/ontology", response_model=Ontology, tags=["admin"], responses=errors(403, 404, 413))
+@router.put("/scenes/{scene_id}/ontology", response_model=Ontology, tags=["admin"],
+            responses=errors(400, 403, 404, 413))
 def put_ontology(_: Admin, scene: SceneDep, state: State, ontology: Ontology) -> Ontology:
     """Set (replace) the scene's ontology."""
     state.labels.set_ontology(scene.scene_id, ontology.model_dump(mode="json"))

@@ -9,6 +9,7 @@ from formats.scene_store import Scene, camera_to_json, pose_to_json
 from server.deps import Admin, SceneDep, State, Viewer
 from server.imported_labels import seed_all
 from server.payloads import Payload, respond
+from server.responses import errors
 from server.schemas import Health, SceneDetail, SceneSummary
 
 router = APIRouter(prefix="/v1", tags=["scenes"])
@@ -43,8 +44,7 @@ def list_scenes(_: Viewer, state: State) -> list[SceneSummary]:
     return [_summary(s) for s in state.scenes.all()]
 
 
-@router.get("/scenes/{scene_id}", response_model=SceneDetail,
-            responses={304: {"description": "not modified (If-None-Match)"}, 404: {"description": "no such scene"}})
+@router.get("/scenes/{scene_id}", response_model=SceneDetail, responses=errors(304, 404))
 def get_scene(_: Viewer, scene: SceneDep, state: State, request: Request) -> Response:
     key = ("scene", scene.scene_id, scene.manifest_digest)
 
@@ -56,7 +56,7 @@ def get_scene(_: Viewer, scene: SceneDep, state: State, request: Request) -> Res
     return respond(request, payload, state.cache, state.settings.gzip_level, key)
 
 
-@router.post("/admin/rescan", response_model=Health, tags=["admin"])
+@router.post("/admin/rescan", response_model=Health, tags=["admin"], responses=errors(403))
 def rescan(_: Admin, state: State) -> Health:
     """Re-list the scenes directory (after ``fathom prepare`` added or changed scenes); a new
     scene whose log came with labels starts its label history with them."""
