@@ -30,11 +30,15 @@ def _bag_options(args: argparse.Namespace):
 
 
 def _cmd_prepare(args: argparse.Namespace) -> int:
+    from engine.cuda import describe, resolve
     from server.prepare import PrepareOptions, Progress, prepare
     from formats.raw_log import read_log
     from formats.ros import bag_name, is_bag, raw_log_for_prepare
 
-    options = PrepareOptions(colorize=not args.no_colorize, visibility=not args.no_visibility)
+    device = resolve(args.device)  # CudaUnavailableError for cuda without a GPU
+    if args.device != "cpu":  # which device auto picked, and what cuda runs on
+        print(f"fathom prepare: device {device} (CUDA: {describe()})", file=sys.stderr)
+    options = PrepareOptions(colorize=not args.no_colorize, visibility=not args.no_visibility, device=device)
     out = Path(args.out)
     status = 0
     for log_dir in args.logs:
@@ -253,6 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--no-visibility", action="store_true", help="no per-camera camera_mask column")
     prep.add_argument("--fsync-frames", action="store_true",
                       help="fsync each frame's files as written (default: once, before the manifest)")
+    prep.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"],
+                      help="where the per-point work runs: cpu (default), cuda (a GPU; an error without one) "
+                           "or auto (cuda where a GPU is usable; says which it picked)")
     _add_bag_options(prep)
     prep.set_defaults(func=_cmd_prepare)
 
@@ -343,13 +350,14 @@ def _add_token_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from engine.cuda import CudaUnavailableError
     from formats.errors import FormatError
     from server.auth import TokensError
 
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (TokensError, FormatError, ValueError, ModuleNotFoundError) as exc:
+    except (TokensError, FormatError, ValueError, ModuleNotFoundError, CudaUnavailableError) as exc:
         print(f"fathom {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -36,7 +36,7 @@ import time
 import traceback
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, ThreadPoolExecutor, as_completed, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from multiprocessing import get_context
 from pathlib import Path
@@ -45,16 +45,13 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 import pyarrow as pa
 
-from engine.colorize import colorize
 from engine.cuboid_interp import TrackTable, interpolate_tracks
+from engine.cuda import Device, resolve, use_device
+from engine.frame_stages import frame_stages
 from engine.moving_boxes import points_in_boxes_at_times
 from engine.pose_track import PoseTrack
-from engine.camera import Camera
-from engine.projection import Projection, project_points
 from engine.radar import radar_to_world
-from engine.voxel import first_points_levels
-from engine.zbuffer import zbuffer
-from formats.jpeg import decode_jpeg, scale_pixels, scaled_camera
+from formats.jpeg import decode_jpeg, scaled_camera
 from formats.radar import read_radar
 from formats.raw_log import RawLog, labels_document, read_log
 from formats.scene_store import (MAX_CAMERAS, NAME_RULE, FrameBoxes, FrameEntry, Lidar, SceneWriter, points_table,
@@ -76,6 +73,11 @@ class PrepareOptions:
         quantum_m: step of the int32 quantised positions.
         box_margin_m: tolerance of the ``box_id`` test (added to every half-extent), metres.
         box_time_step_ns: firing-time step at which boxes are interpolated for ``box_id``.
+        device: where the per-point work runs (deskew, projection, z-buffer, colour, box ids,
+            levels of detail): ``"cpu"``, ``"cuda"`` (a GPU, with each frame's data kept on it;
+            :class:`engine.cuda.CudaUnavailableError` without one) or ``"auto"`` (CUDA where a
+            GPU is usable); :func:`prepare` resolves it once for the job. The output is the
+            same to within the GPU backend's stated bounds (``engine.cuda``).
     """
 
     colorize: bool = True
@@ -85,6 +87,7 @@ class PrepareOptions:
     quantum_m: float = 1e-3
     box_margin_m: float = 0.02
     box_time_step_ns: int = 1_000_000
+    device: Device = "cpu"
 
 
 @dataclass(frozen=True)
@@ -160,28 +163,6 @@ def _job(log_dir: str, scene_dir: str, durable: bool) -> _Job:
                 TrackTable.from_tracks(tracks) if tracks else None, tuple(t.category for t in tracks))
 
 
-def _scaled(proj: Projection, cams: Sequence[Camera], scales: Sequence[tuple[int, int]]
-            ) -> tuple[Projection, list[Camera]]:
-    """The projection and cameras of images decoded at ``scales`` (one per camera; ``proj``
-    is reused, its pixel coordinates mapped in place: ``u' = s (u + 0.5) - 0.5``, exact for
-    every lens and shutter, see ``formats.jpeg.scaled_intrinsics``)."""
-    if all(num == denom for num, denom in scales):
-        return proj, list(cams)
-    scaled = [scaled_camera(c, sc)[0] for c, sc in zip(cams, scales)]
-    for rows, sc in zip(proj.uv, scales):
-        scale_pixels(rows, sc)
-    sizes = np.array([[c.intrinsics.width, c.intrinsics.height] for c in scaled], np.int64)
-    return Projection(proj.uv, proj.depth, proj.in_image, sizes, proj.cos_view), scaled
-
-
-def _camera_mask(visible: np.ndarray, bits: Sequence[int]) -> np.ndarray:
-    """``(N,) uint32`` with bit ``bits[c]`` set where ``visible[c]`` (``(C, N) bool``)."""
-    mask = np.zeros(visible.shape[1], np.uint32)
-    for row, bit in zip(visible, bits):
-        mask |= row.view(np.uint8).astype(np.uint32) << np.uint32(bit)
-    return mask
-
-
 def _frame_boxes(job: _Job, t_ns: int) -> tuple[FrameBoxes, np.ndarray]:
     """The label boxes existing at ``t_ns`` and their rows in ``job.labels``."""
     world = interpolate_tracks(job.labels, np.array([t_ns], np.int64), "none")
@@ -229,16 +210,21 @@ def _box_ids(job: _Job, boxes: FrameBoxes, rows: np.ndarray, xyz: np.ndarray, of
     centre (ties: the lower row) — one pass over the points
     (:func:`engine.moving_boxes.points_in_boxes_at_times`).
     """
+    return points_in_boxes_at_times(xyz, offsets_ns, **_box_query(job, boxes, rows, offsets_ns, options))
+
+
+def _box_query(job: _Job, boxes: FrameBoxes, rows: np.ndarray, offsets_ns: np.ndarray,
+               options: PrepareOptions) -> dict:
+    """:func:`_box_ids`' boxes: the arguments of ``points_in_boxes_at_times`` after the points."""
     moving = np.flatnonzero(~job.labels.stationary[rows])
     step = int(options.box_time_step_ns)
-    steps = _time_steps(offsets_ns, step) if len(moving) and len(xyz) else np.zeros(0, np.int64)
+    steps = _time_steps(offsets_ns, step) if len(moving) and len(offsets_ns) else np.zeros(0, np.int64)
     tracks, index = _moving_tracks(job.labels)
     at = interpolate_tracks(tracks, boxes.timestamp_ns + steps * step + step // 2, "none")
     r = np.searchsorted(index, rows[moving])
-    return points_in_boxes_at_times(
-        xyz, offsets_ns, step, boxes.world_centers, boxes.sizes, boxes.world_rotations, moving, steps,
-        at.centers[:, r], at.sizes[:, r], at.rotations[:, r], at.valid[:, r], margin=options.box_margin_m,
-    )
+    return dict(step_ns=step, centers=boxes.world_centers, sizes=boxes.sizes, rotations=boxes.world_rotations,
+                moving=moving, steps=steps, moving_centers=at.centers[:, r], moving_sizes=at.sizes[:, r],
+                moving_rotations=at.rotations[:, r], moving_valid=at.valid[:, r], margin=options.box_margin_m)
 
 
 def _radar_table(log: RawLog, track: PoseTrack, index: int, options: PrepareOptions) -> pa.Table | None:
@@ -278,8 +264,10 @@ def prepare_frame(log_dir: str, scene_dir: str, index: int, options: PrepareOpti
         job = _job(log_dir, scene_dir, durable)
         log, track = job.log, job.track
         frame = log.frames[index]
-        columns = world_points(log, track, index)
+        with use_device(options.device):  # the deskew, on the job's device
+            columns = world_points(log, track, index)
         xyz = columns.pop("xyz")
+        fused = frame_stages(xyz, columns["time_offset_ns"], options.device)
         lap("points")
         image_times, jpegs = {}, {}
         for cam in log.cameras:
@@ -291,32 +279,35 @@ def prepare_frame(log_dir: str, scene_dir: str, index: int, options: PrepareOpti
         bits = [k for k, c in enumerate(log.cameras) if c.name in jpegs]
         if bits and (options.colorize or options.visibility):
             cams = [log.cameras[k] for k in bits]
-            proj = project_points(xyz, cams, world_from_ego=track, frame="world",
-                                  camera_times_ns=np.array([image_times[c.name] for c in cams]))
+            fused.project(cams, world_from_ego=track, camera_times_ns=np.array([image_times[c.name] for c in cams]))
             lap("projection")
-            visible = zbuffer(proj).visible
+            fused.zbuffer()
             lap("zbuffer")
             if options.visibility:
-                columns["camera_mask"] = _camera_mask(visible, bits)
+                fused.camera_mask(bits)
                 lap("camera_mask")
             if options.colorize:
                 scales = [(1, 2) if c.intrinsics.width >= 2 * options.colour_min_width_px else (1, 1) for c in cams]
                 images = [decode_jpeg(jpegs[c.name], frame.images[c.name][0], scale=sc) for c, sc in zip(cams, scales)]
                 lap("decode_jpeg")
-                scaled_proj, scaled_cams = _scaled(proj, cams, scales)
-                columns["rgb"] = colorize(scaled_proj, visible, scaled_cams, images).colors
+                # the images' cameras; the projection's pixels move to them (u' = s (u + 0.5) - 0.5)
+                fused.colorize([c if num == denom else scaled_camera(c, (num, denom))[0]
+                                for c, (num, denom) in zip(cams, scales)], images, [num / denom for num, denom in scales])
                 lap("colorize")
         elif options.visibility:
             columns["camera_mask"] = np.zeros(len(xyz), np.uint32)
         boxes = None
         if job.labels is not None:
             boxes, rows = _frame_boxes(job, frame.timestamp_ns)
-            columns["box_id"] = _box_ids(job, boxes, rows, xyz, columns["time_offset_ns"], options)
+            fused.box_ids(**_box_query(job, boxes, rows, columns["time_offset_ns"], options))
             lap("labels")
+        fused.lods(options.lod_voxel_m)
+        lap("lod")
+        columns.update(fused.fetch())
+        lods = columns.pop("lods")
+        lap("fetch")
         table = points_table(xyz, quantum_m=options.quantum_m, **columns)
         lap("points_table")
-        lods = first_points_levels(xyz, options.lod_voxel_m)
-        lap("lod")
         radar = _radar_table(log, track, index, options) if log.radars else None
         lap("radar")
         entry = job.writer.write_frame(index, frame.timestamp_ns, track.at(frame.timestamp_ns), table, lods,
@@ -370,7 +361,9 @@ def prepare(
     ``workers`` processes.
     ``durable``: fsync every frame's files as it is written; by default the frames are
     fsynced once, by the final ``finalize`` (see ``formats.scene_store``).
+    ``options.device`` is resolved once, here (``"auto"``: CUDA where a GPU is usable).
     """
+    options = replace(options, device=resolve(options.device))
     log_dir, scene_dir = str(Path(log_dir).resolve()), str(Path(scene_dir).resolve())
     start = time.perf_counter()
     log = read_log(log_dir)
