@@ -123,9 +123,10 @@ def encode_nodes(points: dict[str, np.ndarray], order: np.ndarray, starts: np.nd
     return buf, offsets, sizes
 
 
-def hierarchy_pages(nodes: np.ndarray, step: int) -> tuple[bytes, int]:
-    """``(hierarchy.bin bytes, root page size)`` of ``nodes`` (an :data:`ENTRY` array of every
-    node, node entries only); the root page first, then the subtree pages."""
+def hierarchy_pages(nodes: np.ndarray, step: int, base: int = 0) -> tuple[bytes, int]:
+    """``(hierarchy bytes, root page size)`` of ``nodes`` (an :data:`ENTRY` array of every
+    node, node entries only): the root page first, then the subtree pages, whose pointer
+    entries give their offset as ``base`` + offset in these bytes."""
     children: dict[tuple[int, int, int, int], list[int]] = {}
     for i, e in enumerate(nodes):
         lv, x, y, z = int(e["level"]), int(e["x"]), int(e["y"]), int(e["z"])
@@ -156,7 +157,7 @@ def hierarchy_pages(nodes: np.ndarray, step: int) -> tuple[bytes, int]:
                     queue.append((c, (len(pages), len(rows) - 1)))
         pages.append(np.array(rows, ENTRY))
         pointers.append(parent_ref)
-    offsets = np.concatenate([[0], np.cumsum([p.nbytes for p in pages])[:-1]])
+    offsets = base + np.concatenate([[0], np.cumsum([p.nbytes for p in pages])[:-1]])
     for k, ref in enumerate(pointers):
         if ref is not None:
             pages[ref[0]][ref[1]]["offset"] = offsets[k]

@@ -15,8 +15,9 @@
 Memory: a block of ``BLOCK_POINTS`` records, one chunk (about 100 bytes per input point of
 it) and the chunk roots' points. Temporaries live in ``LAYER_DIR/.work``. Resuming: frames
 in committed pool segments are not added again (:attr:`OctreeBuilder.next_frame`), a finished
-distribution and finished chunks are kept (``octree.bin`` is cut back to the last finished
-chunk); the output is byte-identical to an uninterrupted build's.
+distribution and finished chunks are kept (the partial ``octree.bin`` in ``.work`` is cut back
+to the last finished chunk); the output is byte-identical to an uninterrupted build's. The
+finished files replace the old ones by renames, ``metadata.json`` last.
 """
 
 from __future__ import annotations
@@ -77,8 +78,10 @@ class OctreeBuilder:
         self.options = options
         self.work.mkdir(parents=True, exist_ok=True)
         self.counter = CellCounter(options.voxel_q << options.cell_bits)
-        self.state: dict[str, Any] = {"options": asdict(options), "segments": [], "stats": None, "distributed": False}
+        self.state: dict[str, Any] = {"options": asdict(options), "segments": [], "stats": None, "distributed": False,
+                                      "tally": {}}
         self._buffer: list[np.ndarray] = []
+        self._tally: dict[str, int] = {}
         self._last_frame = -1
         saved = self._load_state()
         if saved is not None:
@@ -106,9 +109,19 @@ class OctreeBuilder:
         segs = self.state["segments"]
         return segs[-1]["last_frame"] + 1 if segs else 0
 
-    def add(self, frame: int, xyz_q: np.ndarray, intensity: np.ndarray, rgb: np.ndarray | None) -> None:
+    @property
+    def tally(self) -> dict[str, int]:
+        """The counts given to :meth:`add` so far, summed (those of pooled frames survive a resume)."""
+        out = dict(self.state["tally"])
+        for k, v in self._tally.items():
+            out[k] = out.get(k, 0) + v
+        return out
+
+    def add(self, frame: int, xyz_q: np.ndarray, intensity: np.ndarray, rgb: np.ndarray | None,
+            tally: dict[str, int] | None = None) -> None:
         """Pool frame ``frame``'s points: ``xyz_q`` ``(N, 3)`` integer quanta (world frame,
-        scene origin; |v| < 2**31), ``intensity`` ``(N,)`` float, ``rgb`` ``(N, 3) uint8`` or None."""
+        scene origin; |v| < 2**31), ``intensity`` ``(N,)`` float, ``rgb`` ``(N, 3) uint8`` or None;
+        ``tally``: counts to sum with the frame (e.g. points left out, by reason)."""
         if frame < max(self.next_frame, self._last_frame + 1):
             raise ValueError(f"frame {frame} added after frame {max(self.next_frame - 1, self._last_frame)}")
         q = np.asarray(xyz_q)
@@ -121,6 +134,8 @@ class OctreeBuilder:
             raise ValueError("intensity contains NaN or infinite values")
         rec, stats = pack_records(frame, q, np.asarray(intensity), rgb)
         self._last_frame = frame
+        for k, v in (tally or {}).items():
+            self._tally[k] = self._tally.get(k, 0) + int(v)
         if len(rec):
             self.counter.add(rec["x"], rec["y"], rec["z"])
             self._stats(len(rec), frame, stats, rgb is not None)
@@ -149,8 +164,9 @@ class OctreeBuilder:
             np.savez(fh, keys=keys, counts=counts)
         os.replace(self.work / "counts.tmp.npz", self.work / "counts.npz")
         self.state["segments"].append({"file": path.name, "points": len(data), "last_frame": self._last_frame})
+        self.state["tally"] = self.tally
         self._save_state()
-        self._buffer = []
+        self._buffer, self._tally = [], {}
 
     # ---------------------------------------------------------------- steps 2-4
 
@@ -170,7 +186,7 @@ class OctreeBuilder:
                        self._chunk_path)
             self.state["distributed"] = True
             self._save_state()
-        writer = _NodeWriter(self.dir / OCTREE, self._resume_point(len(chunks)))
+        writer = _NodeWriter(self.work / "octree.partial", self._resume_point(len(chunks)))
         entries, roots = [], []
         for k, (level, prefix, _) in enumerate(chunks):
             done = self.work / f"chunk-{k:05d}.done.npz"
@@ -250,6 +266,7 @@ class OctreeBuilder:
                           "root_bytes": root_bytes, "step": o.step},
             "octree": {"file": OCTREE, "bytes": writer.end, "xxh3_128": writer.digest()}, **extra,
         }
+        os.replace(writer.path, self.dir / OCTREE)  # a new file: a reader's mapping of the old one stays valid
         atomic_write(self.dir / METADATA, json.dumps(meta, indent=1).encode(), durable=False)
         shutil.rmtree(self.work)
         return meta

@@ -38,6 +38,7 @@ from server.routes import (
     images,
     label_history,
     labels,
+    maps,
     ontology,
     scenes,
     viewer,
@@ -86,7 +87,7 @@ def create_app(settings: Settings) -> FastAPI:
     redact_tokens_in_access_log()  # a viewer link's ?token= never reaches the access log
     for module in (health, viewer):
         app.include_router(module.router)
-    for module in (scenes, frames, images, labels, label_history, events, ontology, exports):
+    for module in (scenes, frames, images, labels, label_history, events, ontology, exports, maps):
         app.include_router(module.router, responses=errors(401))  # every /v1 route needs a token
     app.mount("/static", StaticFiles(directory=viewer.STATIC), name="static")
 

@@ -251,3 +251,32 @@ def test_damaged_layers_raise_format_errors(tmp_path):
     bad[0]["point_count"] += 1
     assert "node 0-0-0-0" in damaged(lambda: (root / HIERARCHY).write_bytes(bad.tobytes())).expected
     assert '"format"' in damaged(lambda: (root / METADATA).write_text(json.dumps(dict(meta, version=9)))).expected
+
+
+def test_copc_reads_back_exactly_in_laspy(tmp_path):
+    import laspy
+
+    from formats.copc import write_copc
+
+    data = frames(3, 4000)
+    # one chunk per counting cell: chunk roots the top levels empty entirely stay as 0-point nodes
+    layer = build(tmp_path / "l", OctreeOptions(leaf_max=300, chunk_max=1, cell_bits=9, step=2), data)
+    assert np.any(layer.nodes["point_count"] == 0)
+    info = write_copc(tmp_path / "l", tmp_path / "m.copc.laz")
+    pts = by_voxel(layer.points())
+    with laspy.CopcReader.open(tmp_path / "m.copc.laz") as reader:
+        assert reader.header.point_count == info["points"] == len(pts["x"])
+        assert np.allclose(reader.header.scales, 1e-3) and reader.header.version.minor == 4
+        got = reader.query()
+        per_level = [len(reader.query(level=lv)) for lv in range(layer.metadata["max_level"] + 1)]
+    got = by_voxel({"x": got.X, "y": got.Y, "z": got.Z, "intensity16": got.intensity, "r": got.red,
+                    "g": got.green, "b": got.blue, "count": got["count"], "first": got["first_frame"],
+                    "last": got["last_frame"]})
+    for k in ("x", "y", "z", "intensity16", "count", "first", "last"):
+        assert np.array_equal(got[k], pts[k]), k
+    for k in "rgb":
+        assert np.array_equal(got[k], pts[k] * 257), k
+    levels = layer.nodes["level"]
+    assert per_level == [int(layer.nodes["point_count"][levels == lv].sum()) for lv in range(len(per_level))]
+    plain = laspy.read(tmp_path / "m.copc.laz")  # an ordinary LAZ 1.4 reader (chunk table) too
+    assert np.array_equal(np.sort(plain.X), np.sort(pts["x"]))
