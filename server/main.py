@@ -41,6 +41,7 @@ from server.routes import (
     maps,
     ontology,
     scenes,
+    segmentation,
     viewer,
 )
 from server.store_errors import DamagedScene, damaged_scene
@@ -75,6 +76,7 @@ def create_app(settings: Settings) -> FastAPI:
         yield
         label_events.close()
         state.labels.close()
+        seg.store.close()
 
     app = FastAPI(
         title="Fathom", version="1", lifespan=lifespan,
@@ -89,6 +91,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.include_router(module.router)
     for module in (scenes, frames, images, labels, label_history, events, ontology, exports, maps):
         app.include_router(module.router, responses=errors(401))  # every /v1 route needs a token
+    seg = segmentation.install(app, settings)  # per-point labels: their own store and routes
     app.mount("/static", StaticFiles(directory=viewer.STATIC), name="static")
 
     @app.exception_handler(RequestValidationError)
