@@ -26,7 +26,6 @@ import numpy as np
 from engine._jit import inline, jit
 from engine.cuboid import _check_boxes
 from engine.cuda import Device, resolve
-from engine.pose_track import find_interval
 from engine.points_in_boxes import (
     _rows,
     box_row,
@@ -36,6 +35,7 @@ from engine.points_in_boxes import (
     make_grid,
     nearer,
 )
+from engine.pose_track import find_interval
 
 
 @inline

@@ -37,8 +37,8 @@ def launch_labels(args: LabelInputs, xyz_dev: Any, offsets_dev: Any, prefix: str
                                        args.m_sizes, args.m_rotations, args.m_valid, args.margin)
     dev = [ws.upload(f"{prefix}.t{k}", a) if isinstance(a, np.ndarray) else a for k, a in enumerate(tables)]
     out = ws.device(f"{prefix}.out", (len(args.xyz),), np.int32)
-    launch(_label, len(args.xyz), xyz_dev, offsets_dev, np.int64(args.step_ns), ws.upload(f"{prefix}.steps", args.steps),
-           ws.upload(f"{prefix}.slot", args.slot), *dev, out)
+    steps, slot = ws.upload(f"{prefix}.steps", args.steps), ws.upload(f"{prefix}.slot", args.slot)
+    launch(_label, len(args.xyz), xyz_dev, offsets_dev, np.int64(args.step_ns), steps, slot, *dev, out)
     return out
 
 

@@ -16,9 +16,9 @@ import numpy as np
 from numba import cuda
 
 from engine import colorize as _colorize
+from engine.colorize import ColorizeInputs
 from engine.cuda._jit import device, kernel, launch, workspace
 from engine.cuda.projection import DeviceProjection
-from engine.colorize import ColorizeInputs
 from engine.projection import Projection
 
 best_camera = device(_colorize.best_camera)

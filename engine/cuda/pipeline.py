@@ -106,9 +106,9 @@ class DeviceFrame(FrameStages):
 
 def warmup() -> None:
     """Compile (or load from the cache) every GPU kernel on tiny inputs."""
+    from engine.camera import CameraIntrinsics
     from engine.pose_track import PoseTrack
     from engine.se3 import SE3
-    from engine.camera import CameraIntrinsics
 
     track = PoseTrack(np.array([0, 10]), np.array([[1.0, 0, 0, 0]] * 2), np.zeros((2, 3)))
     cams = [Camera("a", CameraIntrinsics(4, 4, 2.0, 2.0, 2.0, 2.0), SE3.identity())]

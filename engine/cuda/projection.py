@@ -56,7 +56,8 @@ class DeviceProjection:
     def to_host(self, prefix: str) -> Projection:
         """The host :class:`Projection` (waits for the stream)."""
         ws = workspace()
-        parts = [ws.download(f"{prefix}.{name}", getattr(self, name)) for name in ("uv", "depth", "in_image", "cos_view")]
+        names = ("uv", "depth", "in_image", "cos_view")
+        parts = [ws.download(f"{prefix}.{name}", getattr(self, name)) for name in names]
         ws.sync()
         uv, depth, in_image, cos_view = (np.array(a) for a in parts)
         return Projection(uv, depth, in_image, self.image_sizes, cos_view)
