@@ -38,7 +38,8 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     device = resolve(args.device)  # CudaUnavailableError for cuda without a GPU
     if args.device != "cpu":  # which device auto picked, and what cuda runs on
         print(f"fathom prepare: device {device} (CUDA: {describe()})", file=sys.stderr)
-    options = PrepareOptions(colorize=not args.no_colorize, visibility=not args.no_visibility, device=device)
+    options = PrepareOptions(colorize=not args.no_colorize, visibility=not args.no_visibility, device=device,
+                             map=args.map, map_options=_map_options(args))
     out = Path(args.out)
     status = 0
     for log_dir in args.logs:
@@ -54,6 +55,33 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
             print(line)
         status = status or (1 if summary.failed else 0)
     return status
+
+
+def _map_options(args: argparse.Namespace):
+    """The ``server.scene_map.MapOptions`` of the map arguments (:func:`_add_map_options`)."""
+    from server.scene_map import MapOptions
+
+    return MapOptions(voxel_m=args.map_voxel, moving=args.map_moving, copc=not args.no_copc)
+
+
+def _add_map_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--map-voxel", type=float, default=0.02, metavar="M",
+                        help="map voxel: points merged per voxel of this side, metres (default 0.02)")
+    parser.add_argument("--map-moving", default="auto", choices=["auto", "labels", "filter", "off"],
+                        help="moving objects: labels (moving tracks' boxes), filter (the dynamic-point filter), "
+                             "auto (labels when the log has them, else the filter; default) or off")
+    parser.add_argument("--no-copc", action="store_true", help="no COPC copy of the map layers")
+
+
+def _cmd_map(args: argparse.Namespace) -> int:
+    """Build or update the map of a prepared scene (poses: the frames' own)."""
+    from server.scene_map import build_scene_map
+
+    summary = build_scene_map(args.scene_dir, sonar_sensors=set(args.sonar), options=_map_options(args),
+                              progress=lambda line: print(line, file=sys.stderr))
+    for line in summary.lines():
+        print(line)
+    return 0
 
 
 def _cmd_import(args: argparse.Namespace) -> int:
@@ -260,6 +288,10 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"],
                       help="where the per-point work runs: cpu (default), cuda (a GPU; an error without one) "
                            "or auto (cuda where a GPU is usable; says which it picked)")
+    prep.add_argument("--map", action=argparse.BooleanOptionalAction, default=None,
+                      help="the whole sequence's map as streamed level-of-detail tiles and COPC, in SCENE_DIR/map "
+                           "(default: for a log with a LiDAR)")
+    _add_map_options(prep)
     _add_bag_options(prep)
     prep.set_defaults(func=_cmd_prepare)
 
@@ -295,6 +327,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="categories with no nuScenes name: refuse (default), pass the name, or drop the track")
     exp.add_argument("--tables-only", action="store_true", help="the tables without samples/")
     exp.set_defaults(func=_cmd_export)
+
+    mp = sub.add_parser("map", help="build or update a prepared scene's map (level-of-detail tiles, COPC)")
+    mp.add_argument("scene_dir", help="a prepared scene directory")
+    mp.add_argument("--sonar", nargs="*", default=[], metavar="NAME", help="point sensors that are sonars")
+    _add_map_options(mp)
+    mp.set_defaults(func=_cmd_map)
 
     serve = sub.add_parser("serve", help="serve prepared scenes over HTTP")
     serve.add_argument("scenes_dir")

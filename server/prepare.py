@@ -26,6 +26,11 @@ tested against the boxes interpolated at the middle of its step, inflated by
 millimetres and the motion within half a step would otherwise drop half of them). Only
 tracks that exist at the frame timestamp (the boxes file) are used; ``box_id`` is the row of
 the boxes file.
+
+The map (``options.map``; by default for a log with a LiDAR): once the frames are finalized,
+the whole sequence's points in one level-of-detail octree per layer, ego vehicle and moving
+objects removed, duplicates merged, also as COPC (:func:`server.scene_map.build_scene_map`;
+``SCENE_DIR/map/``), resumable like the frames and kept while the scene does not change.
 """
 
 from __future__ import annotations
@@ -57,6 +62,7 @@ from formats.raw_log import RawLog, labels_document, read_log
 from formats.scene_store import (MAX_CAMERAS, NAME_RULE, FrameBoxes, FrameEntry, Lidar, SceneWriter, points_table,
                                  radar_table, valid_name)
 from server.frame_points import world_points
+from server.scene_map import MapOptions, MapSummary, build_scene_map, sonar_sensors
 
 
 @dataclass(frozen=True)
@@ -78,6 +84,8 @@ class PrepareOptions:
             :class:`engine.cuda.CudaUnavailableError` without one) or ``"auto"`` (CUDA where a
             GPU is usable); :func:`prepare` resolves it once for the job. The output is the
             same to within the GPU backend's stated bounds (``engine.cuda``).
+        map: build the scene's map after the frames (None: when the log has a LiDAR, not
+            for a sonar-only log). map_options: what the map keeps (:class:`MapOptions`).
     """
 
     colorize: bool = True
@@ -88,6 +96,8 @@ class PrepareOptions:
     box_margin_m: float = 0.02
     box_time_step_ns: int = 1_000_000
     device: Device = "cpu"
+    map: bool | None = None
+    map_options: MapOptions = field(default_factory=MapOptions)
 
 
 @dataclass(frozen=True)
@@ -117,6 +127,7 @@ class Summary:
     points: int = 0
     seconds: float = 0.0
     stage_seconds: dict[str, float] = field(default_factory=dict)  # summed over frames; "finalize" once
+    map: MapSummary | None = None
 
     def lines(self) -> list[str]:
         rate = self.prepared / self.seconds if self.seconds > 0 else 0.0
@@ -126,7 +137,7 @@ class Summary:
             f"{self.seconds:.1f} s ({rate:.2f} frames/s)"
         ]
         out += [f"  frame {r.index} FAILED: {r.error}" for r in self.failed]
-        return out
+        return out + (self.map.lines() if self.map is not None else [])
 
 
 def scene_writer(log: RawLog, scene_dir: Path, durable: bool = False) -> SceneWriter:
@@ -291,8 +302,8 @@ def prepare_frame(log_dir: str, scene_dir: str, index: int, options: PrepareOpti
                 images = [decode_jpeg(jpegs[c.name], frame.images[c.name][0], scale=sc) for c, sc in zip(cams, scales)]
                 lap("decode_jpeg")
                 # the images' cameras; the projection's pixels move to them (u' = s (u + 0.5) - 0.5)
-                fused.colorize([c if num == denom else scaled_camera(c, (num, denom))[0] for c, (num, denom)
-                                in zip(cams, scales)], images, [num / denom for num, denom in scales])
+                fused.colorize([c if num == denom else scaled_camera(c, (num, denom))[0]
+                                for c, (num, denom) in zip(cams, scales)], images, [num / denom for num, denom in scales])
                 lap("colorize")
         elif options.visibility:
             columns["camera_mask"] = np.zeros(len(xyz), np.uint32)
@@ -390,6 +401,12 @@ def prepare(
     # the commit point: fsyncs the frames (and the log's labels), then the manifest
     writer.finalize(known=entries, imported_labels=labels_document(tracks) if tracks else None)
     summary.stage_seconds["finalize"] = time.perf_counter() - finalize_start
+    sonars = sonar_sensors(log)
+    if options.map if options.map is not None else len(sonars) < len(log.lidars):
+        map_start = time.perf_counter()
+        summary.map = build_scene_map(scene_dir, sonar_sensors=sonars, options=options.map_options,
+                                      track=log.world_from_ego())
+        summary.stage_seconds["map"] = time.perf_counter() - map_start
     summary.failed.sort(key=lambda r: r.index)
     summary.seconds = time.perf_counter() - start
     return summary

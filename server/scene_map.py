@@ -51,6 +51,7 @@ from formats.copc import write_copc
 from formats.errors import FormatError
 from formats.octree import METADATA
 from formats.octree_build import OctreeBuilder, OctreeOptions
+from formats.raw_log import RawLog
 from formats.scene_store import Scene, atomic_write, column_values
 from formats.scene_store.durable import digest_file
 from formats.scene_store.quantise import quantisation
@@ -58,6 +59,7 @@ from server.boxes import tracks_from_document
 
 MAP_DIR, MAP_MANIFEST, MAP_FORMAT = "map", "map.json", "fathom-map"
 LAYERS = ("lidar", "sonar")
+SONAR_FORMATS = ("kmall",)  # raw-log point-sensor formats whose points are sonar soundings
 Moving = Literal["auto", "labels", "filter", "off"]
 
 
@@ -189,6 +191,11 @@ class MapFrames:
             flt.observe(f["xyz"][k], f["origins"][k], f["sensor_id"][k])
         flt.classify()
         return flt
+
+
+def sonar_sensors(log: RawLog) -> set[str]:
+    """Names of the log's point sensors that are sonars (the ``sonar`` layer)."""
+    return {lidar.name for lidar in log.lidars if lidar.format in SONAR_FORMATS}
 
 
 def map_is_current(scene_dir: str | os.PathLike, options: MapOptions = MapOptions()) -> bool:

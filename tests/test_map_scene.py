@@ -138,3 +138,24 @@ def test_sonar_soundings_are_their_own_layer(tmp_path):
 def test_voxel_must_be_whole_quanta(rig):
     with pytest.raises(ValueError, match="multiple"):
         build_scene_map(rig[0] / "scene", options=MapOptions(voxel_m=0.0205))
+
+
+def test_prepare_builds_the_map_unless_told_not_to(tmp_path, capsys):
+    from server.cli import main
+
+    drive = simulate_drive(seed=1, duration_s=0.5, preset="test")
+    write_drive_log(tmp_path / "log", drive, cameras=False)
+    assert main(["prepare", str(tmp_path / "log"), "--out", str(tmp_path / "a"), "--workers", "1",
+                 "--map-voxel", "0.05", "--no-copc"]) == 0
+    out = capsys.readouterr().out
+    assert "map " in out and (tmp_path / "a" / MAP_DIR / MAP_MANIFEST).is_file()
+    doc = json.loads((tmp_path / "a" / MAP_DIR / MAP_MANIFEST).read_bytes())
+    assert doc["options"]["voxel_m"] == 0.05 and doc["layers"]["lidar"]["copc"] is None
+    assert main(["prepare", str(tmp_path / "log"), "--out", str(tmp_path / "b"), "--workers", "1", "--no-map"]) == 0
+    assert not (tmp_path / "b" / MAP_DIR).exists()
+    assert main(["map", str(tmp_path / "b"), "--map-moving", "off"]) == 0  # later, from the scene alone
+    doc = json.loads((tmp_path / "b" / MAP_DIR / MAP_MANIFEST).read_bytes())
+    assert doc["moving"] == "off" and doc["layers"]["lidar"]["removed"]["moving"] == 0
+    assert (tmp_path / "b" / MAP_DIR / "lidar.copc.laz").is_file()
+    assert main(["map", str(tmp_path / "b"), "--map-voxel", "0.0205"]) == 2  # refused, named
+    assert "multiple" in capsys.readouterr().err
