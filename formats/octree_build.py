@@ -157,13 +157,13 @@ class OctreeBuilder:
         if self._last_frame < self.next_frame:
             return
         path = self.work / f"pool-{len(self.state['segments']):05d}.bin"
-        data = np.concatenate(self._buffer) if self._buffer else np.zeros(0, RAW)
-        _write_temporary(path, data.view(np.uint8))
+        _write_temporary(path, self._buffer)
         keys, counts = self.counter.items()
         with open(self.work / "counts.tmp.npz", "wb") as fh:
             np.savez(fh, keys=keys, counts=counts)
         os.replace(self.work / "counts.tmp.npz", self.work / "counts.npz")
-        self.state["segments"].append({"file": path.name, "points": len(data), "last_frame": self._last_frame})
+        self.state["segments"].append({"file": path.name, "points": sum(len(b) for b in self._buffer),
+                                       "last_frame": self._last_frame})
         self.state["tally"] = self.tally
         self._save_state()
         self._buffer, self._tally = [], {}
@@ -179,7 +179,7 @@ class OctreeBuilder:
                            o.voxel_q, o.cell_bits)
         keys, counts = self.counter.items()
         chunks, chunk_of_cell = plan_chunks(cube, keys, counts, o.chunk_max)
-        if not self.state["distributed"]:
+        if not self.state["distributed"] and len(chunks) > 1:  # one chunk: the pool is its file
             of_slot = np.full(len(self.counter.keys), -1, np.int64)
             of_slot[self.counter.keys != -1] = chunk_of_cell
             distribute([self.work / s["file"] for s in self.state["segments"]], self.counter, of_slot, len(chunks),
@@ -203,6 +203,11 @@ class OctreeBuilder:
     def _chunk_path(self, k: int) -> Path:
         return self.work / f"chunk-{k:05d}.bin"
 
+    def _chunk_files(self, k: int) -> list[Path]:
+        """The files holding chunk ``k``'s records: its own, or the pool when it is the only chunk."""
+        own = self._chunk_path(k)
+        return [own] if self.state["distributed"] else [self.work / s["file"] for s in self.state["segments"]]
+
     def _resume_point(self, n_chunks: int) -> int:
         """Bytes of ``octree.bin`` that finished chunks wrote (0 before any)."""
         end = 0
@@ -215,7 +220,7 @@ class OctreeBuilder:
         return end
 
     def _process_chunk(self, k: int, level: int, cube: Cube, stats: dict, writer: "_NodeWriter", done: Path) -> None:
-        words = np.fromfile(self._chunk_path(k), np.int32).reshape(-1, RAW_WORDS)
+        words = np.concatenate([np.fromfile(f, np.int32) for f in self._chunk_files(k)]).reshape(-1, RAW_WORDS)
         raw = words.view(RAW).reshape(-1)
         codes = morton_codes(raw["x"], raw["y"], raw["z"], cube.voxel_q, cube.origin_q)
         bits = 3 * (cube.depth - level)
@@ -237,7 +242,7 @@ class OctreeBuilder:
             np.savez(fh, entries=body.view(np.uint8), end=writer.end, root_codes=codes[pool],
                      **{"root_" + c: v for c, v in root.items()})
         os.replace(done.with_suffix(".tmp"), done)
-        self._chunk_path(k).unlink()
+        self._chunk_path(k).unlink(missing_ok=True)
 
     def _top(self, chunks: list, roots: list[dict], cube: Cube, stats: dict, writer: "_NodeWriter") -> np.ndarray:
         """The levels above the chunks and the chunk roots, written; their entries."""
@@ -272,11 +277,13 @@ class OctreeBuilder:
         return meta
 
 
-def _write_temporary(path: Path, data: np.ndarray) -> None:
-    """``data`` to ``path`` through a temporary file and a rename (no fsync: a temporary)."""
+def _write_temporary(path: Path, parts: list[np.ndarray]) -> None:
+    """The arrays ``parts`` one after the other to ``path``, through a temporary file and a
+    rename (no fsync: a temporary)."""
     tmp = path.with_suffix(".tmp")
     with open(tmp, "wb") as fh:
-        fh.write(data)
+        for part in parts:
+            fh.write(part.view(np.uint8))
     os.replace(tmp, path)
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from engine._jit import inline, jit
-from engine.map_octree import MAX_DEPTH, group_by_node, morton_codes
+from engine.map_octree import MAX_DEPTH, gather_rows, group_by_node, morton_codes
 
 RAW = np.dtype([("x", "<i4"), ("y", "<i4"), ("z", "<i4"), ("intensity", "<f4"), ("r", "u1"), ("g", "u1"),
                 ("b", "u1"), ("pad", "u1"), ("frame", "<u4")])
@@ -253,9 +253,9 @@ def distribute(pool: list[Path], counter: CellCounter, chunk_of_slot: np.ndarray
                 block = np.fromfile(path, RAW, min(BLOCK_POINTS, n - start), offset=start * RAW.itemsize)
                 ids = counter.lookup(block["x"], block["y"], block["z"], chunk_of_slot)
                 order, starts = group_by_node(ids, n_chunks)
-                grouped = block[order]
+                grouped = gather_rows(block.view(np.int32).reshape(-1, RAW_WORDS), order)
                 for k in np.flatnonzero(np.diff(starts)):
-                    os.write(fds[k], grouped[starts[k]:starts[k + 1]].view(np.uint8))
+                    os.write(fds[k], grouped[starts[k]:starts[k + 1]])
     finally:
         for fd in fds:
             os.close(fd)
