@@ -13,6 +13,8 @@ One log is a directory::
       sonar/NAME.kmall      or one KMALL file per multibeam for the whole log (version 2)
       radar/NAME/NNNNNN.pcd one radar scan per frame and radar, in the sensor frame (formats.radar)
       camera/NAME/NNNNNN.jpg one image per frame and camera
+      acoustic/NAME.wav     one multi-channel hydrophone recording per array (WAV, FLAC or
+                            raw PCM, formats.hydrophone)
 
 ``log.json``::
 
@@ -30,6 +32,7 @@ One log is a directory::
      "cameras": [CAMERA],                      # as formats.rig.camera_to_json
      "radars": [{"name", "ego_from_sensor": [qw qx qy qz tx ty tz],
                  "format": "nuscenes_radar" | "radar_pcd"}],   # optional
+     "hydrophones": [HYDROPHONE_ARRAY],        # optional, as formats.hydrophone.array_from_json
      "frames": [{"timestamp_ns",
                  "lidar": {NAME: "lidar/NAME/000000.pcd"            # a per-frame file
                            | {"start_ns": a, "end_ns": b}},          # a stream sensor's window
@@ -56,6 +59,11 @@ the ego poses from that file's ``#SKM`` attitude/position samples (ellipsoid hei
 radar PCD, ``radar_pcd`` a PCD with ``x y z radial_velocity rcs``); a radar's id is its
 position in the list. A frame names each radar's scan of that frame and the scan's own time
 (radars run unsynchronised with the LiDARs; a bare path means the frame's ``timestamp_ns``).
+
+``hydrophones`` lists the passive arrays: each names one recording for the whole log, the
+time of its first sample, its sample rate, per-element gains and where the elements sit
+(hull-mounted positions, or a towed line's tow point, cable and element offsets) in the
+vessel frame (:mod:`formats.hydrophone`); frames name no hydrophone data.
 
 Version 1 manifests (per-frame files and a pose table only) are still read; the writer
 writes version 2.
@@ -90,6 +98,7 @@ from engine.pose_sources import from_pose_table
 from engine.pose_track import PoseTrack
 from engine.se3 import SE3
 from formats.errors import FormatError, load_json
+from formats.hydrophone import HydrophoneArray, array_from_json, array_to_json
 from formats.radar import LogRadar, radar_from_json, radar_to_json
 from formats.registry import READERS
 from formats.rig import Lidar, SceneOrigin, camera_from_json, camera_to_json, lidar_to_json, pose_from_json
@@ -148,6 +157,7 @@ class RawLog:
     labels_path: Path | None = None
     poses_kind: str = "table"
     radars: tuple[LogRadar, ...] = ()
+    hydrophones: tuple[HydrophoneArray, ...] = ()
 
     def labels(self) -> list[CuboidTrack]:
         """The tracks of ``labels.json`` (empty without one)."""
@@ -231,6 +241,10 @@ def read_log(log_dir: str | os.PathLike) -> RawLog:
         cameras = tuple(camera_from_json(d, manifest) for d in doc.get("cameras", []))
         radars = tuple(radar_from_json(d, manifest, f"radars[{i}]") for i, d in enumerate(doc.get("radars", [])))
         radar_names = {r.name for r in radars}
+        hydrophones = tuple(array_from_json(d, root, manifest, f"hydrophones[{i}]")
+                            for i, d in enumerate(doc.get("hydrophones", [])))
+        if len({h.name for h in hydrophones}) != len(hydrophones):
+            raise FormatError(manifest, None, "hydrophones with unique names")
         by_name = {l.name: l for l in lidars}
         lidar_names = set(by_name)
         camera_names = {c.name for c in cameras}
@@ -260,7 +274,7 @@ def read_log(log_dir: str | os.PathLike) -> RawLog:
         raise FormatError(manifest, None, "frames in strictly increasing timestamp_ns order")
     labels = None if doc.get("labels") is None else _inside(root, doc["labels"], manifest, "labels")
     return RawLog(root, str(doc.get("log_id", root.name)), origin, poses_path, tuple(lidars), cameras, tuple(frames),
-                  labels, poses["kind"], radars)
+                  labels, poses["kind"], radars, hydrophones)
 
 
 def _lidar_from_json(root: Path, manifest: Path, i: int, d: dict[str, Any]) -> LogLidar:
@@ -321,10 +335,12 @@ def write_log_manifest(
     labels: str | None = None,
     poses: dict[str, str] | None = None,
     radars: list[LogRadar] | tuple[LogRadar, ...] = (),
+    hydrophones: list[HydrophoneArray] | tuple[HydrophoneArray, ...] = (),
 ) -> Path:
     """Write ``log.json`` (paths in ``frames``, ``labels``, ``poses`` and the lidars' ``path``
     / ``calibration`` relative to ``log_dir``); ``poses`` defaults to the ``poses.csv`` table;
-    ``radars`` (listed when there are any) as :func:`formats.radar.radar_to_json`."""
+    ``radars`` (listed when there are any) as :func:`formats.radar.radar_to_json`, ``hydrophones``
+    (likewise) as :func:`formats.hydrophone.array_to_json`."""
     root = Path(log_dir)
     doc = {
         "format": FORMAT, "version": VERSION, "log_id": log_id,
@@ -337,6 +353,8 @@ def write_log_manifest(
     }
     if radars:
         doc["radars"] = [radar_to_json(r) for r in radars]
+    if hydrophones:
+        doc["hydrophones"] = [array_to_json(h, root) for h in hydrophones]
     if labels is not None:
         doc["labels"] = labels
     path = root / MANIFEST

@@ -7,7 +7,8 @@
   at 1 Hz.
 - Harbor (:func:`write_harbor_log`): the survey vessel's multibeam as one KMALL file
   (``#SKM`` attitude/position, ``#MRZ`` pings), frames of one second of pings, the wreck as a
-  label.
+  label; with ``hydrophones=True`` also the hull ring array's recording of two passing ships
+  (``acoustic/HULL.wav``, 24-bit, gain :data:`HYDROPHONE_GAIN_DB`).
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ from engine.cuboid import CuboidTrack
 from engine.se3 import SE3
 from engine.sim.lidar import BeamPattern, Lidar
 from engine.sim.road import FRAME_PERIOD_NS, Drive, Preset, rig, simulate_drive
-from engine.sim.vessel import MBES_LEVER_ARM_M, VesselRun, simulate_survey
+from engine.sim.vessel import MBES_LEVER_ARM_M, VesselRun, simulate_passive, simulate_survey
 from engine.sweep import Sweep
+from formats.hydrophone import ArrayMount, HydrophoneArray, write_hydrophone
 from formats.jpeg import encode_jpeg
 from formats.kmall import MrzPings, SkmSamples, write_kmall
 from formats.pcap import udp_pcap_bytes
@@ -43,6 +45,7 @@ LABEL_CATEGORIES = ("car", "pedestrian", "pole")  # buildings are scenery, not l
 VELODYNE_MODELS = {"LIDAR_TOP": "HDL-32E", "LIDAR_FRONT": "VLP-16"}
 VELODYNE_MAX_RANGE_M = 100.0
 HARBOR_FRAME_PERIOD_NS = 1_000_000_000
+HYDROPHONE_GAIN_DB = 12.0  # recorded = pressure × 10^(gain/20), every element
 LidarFormat = Literal["pcd", "pcap"]
 
 
@@ -241,11 +244,14 @@ def _core(sweep: Sweep) -> Sweep:
 
 
 def write_harbor_log(log_dir: str | os.PathLike, *, seed: int = 0, duration_s: float = 10.0, beams: int = 128,
-                     ping_rate_hz: float = 2.0) -> tuple[Path, VesselRun]:
+                     ping_rate_hz: float = 2.0, hydrophones: bool = False,
+                     hydrophone_snr_db: float = 10.0) -> tuple[Path, VesselRun]:
     """Simulate a survey line (``engine.sim.vessel.simulate_survey``) and write it as a raw log:
     ``sonar/MBES.kmall`` (``#SKM`` + ``#MRZ``) as the pose source and the multibeam, frames of
-    :data:`HARBOR_FRAME_PERIOD_NS` of pings, the wreck as a stationary label. Returns the log
-    directory and the run (its ground truth)."""
+    :data:`HARBOR_FRAME_PERIOD_NS` of pings, the wreck as a stationary label; with
+    ``hydrophones`` the hull array's recording over the same ``duration_s``
+    (``engine.sim.vessel.simulate_passive`` at array SNR ``hydrophone_snr_db``, in
+    ``run.passive``). Returns the log directory and the run (its ground truth)."""
     num_pings = int(round(duration_s * ping_rate_hz))
     if num_pings < 1:
         raise ValueError(f"duration_s * ping_rate_hz must give at least one ping, got {duration_s} s at {ping_rate_hz} Hz")
@@ -265,9 +271,19 @@ def write_harbor_log(log_dir: str | os.PathLike, *, seed: int = 0, duration_s: f
     wreck = CuboidTrack("wreck", "wreck", starts[:1], w.centre[None], w.size[None], quat.from_yaw(np.array([w.yaw_rad])),
                         stationary=True)
     labels = write_labels(root, [wreck])
+    arrays = []
+    if hydrophones:
+        run.passive = simulate_passive(seed=seed, duration_s=duration_s, snr_db=hydrophone_snr_db, origin=o)
+        p = run.passive
+        wav = "acoustic/HULL.wav"
+        gain = 10.0 ** (HYDROPHONE_GAIN_DB / 20.0)
+        write_hydrophone(root / wav, p.samples * gain, p.sample_rate_hz, subtype="PCM_24")
+        arrays.append(HydrophoneArray("HULL", Path(wav), p.start_ns, p.sample_rate_hz,
+                                      np.full(len(p.elements_vessel), HYDROPHONE_GAIN_DB),
+                                      ArrayMount("hull", p.elements_vessel)))
     write_log_manifest(
         root, log_id=f"harbor-{seed}", origin=SceneOrigin((0.0, 0.0, 0.0), (o.lat_deg, o.lon_deg, o.alt_m)),
         lidars=[LogLidar("MBES", 0, mount, "kmall", Path(rel))], cameras=[], frames=frames, labels=labels.name,
-        poses={"kind": "kmall_skm", "path": rel},
+        poses={"kind": "kmall_skm", "path": rel}, hydrophones=arrays,
     )
     return root, run

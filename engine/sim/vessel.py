@@ -9,6 +9,10 @@ metres from the reference point, plus the ping's latitude/longitude, heading and
 waterline offset. The forward-looking sonar renders a polar intensity image. Ground
 truth (world hit points, which object each ray hit, the vessel poses) comes alongside.
 
+A hull-mounted ring of hydrophones records the ships passing (:func:`simulate_passive`,
+propagation in :mod:`engine.sim.acoustic`), with the truth a passive-sonar analyst needs:
+each ship's bearing as the array hears it, its position and its Doppler-shifted tonal.
+
 Everything is deterministic for a seed; NumPy only (the rig is not a hot path).
 """
 
@@ -22,6 +26,8 @@ import numpy as np
 from engine import quaternion as quat
 from engine.geodesy import Origin, enu_rotation, enu_to_ecef, enu_to_geodetic
 from engine.georeference import world_from_ego_rotation
+from engine.pose_track import PoseTrack
+from engine.sim.acoustic import Ship, element_tracks, received, retarded_time
 
 HIT_NONE, HIT_SEABED, HIT_WRECK, HIT_PIPE = -1, 0, 1, 2
 REJECTED = 2  # Kongsberg detection type of a rejected sounding
@@ -74,6 +80,7 @@ class VesselRun:
     ``fls_image (R, B) uint8``, ``fls_bearings_deg (B,)``, ``fls_range_resolution_m``,
     ``fls_ego_from_sonar`` (quaternion, translation), ``fls_truth_range_m (B,)``: nearest
     hit along each beam's centre ray (NaN for none), for the first ping.
+    ``passive``: the hull array's recording when one was simulated (:func:`simulate_passive`).
     """
 
     origin: Origin
@@ -91,6 +98,7 @@ class VesselRun:
     fls_range_resolution_m: float
     fls_ego_from_sonar: tuple[np.ndarray, np.ndarray]
     fls_truth_range_m: np.ndarray
+    passive: "PassiveRun | None" = None
 
 
 # ---------------------------------------------------------------- ray casting
@@ -169,6 +177,20 @@ def cast_rays(o: np.ndarray, d: np.ndarray, seabed: Seabed, wreck: Wreck, pipe: 
 
 
 _FRD_FROM_FLU = np.diag([1.0, -1.0, -1.0])
+T0_NS = 1_700_000_000_000_000_000  # the survey's start
+_SPEED_M_S, _HEADING0_RAD, _REF_ABOVE_WATER_M = 2.0, math.radians(10.0), 1.0
+
+
+def _vessel_state(t_s: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Roll, pitch, heading (rad), heave (m, down) and ENU position ``(N, 3)`` of the reference
+    point ``t_s`` seconds after :data:`T0_NS` (the waterline is the origin's level)."""
+    roll = np.radians(4.0) * np.sin(2 * np.pi * t_s / 7.0 + 0.3)
+    pitch = np.radians(2.0) * np.sin(2 * np.pi * t_s / 5.0 + 1.1)
+    heading = _HEADING0_RAD + np.radians(3.0) * np.sin(2 * np.pi * t_s / 11.0)
+    heave = 0.4 * np.sin(2 * np.pi * t_s / 6.0 + 0.7)  # positive down
+    e = -5.0 + _SPEED_M_S * math.sin(_HEADING0_RAD) * t_s
+    n = _SPEED_M_S * math.cos(_HEADING0_RAD) * t_s
+    return roll, pitch, heading, heave, np.stack([e, n, _REF_ABOVE_WATER_M - heave], axis=1)
 
 
 def simulate_survey(seed: int = 0, num_pings: int = 20, beams: int = 128, ping_rate_hz: float = 2.0,
@@ -188,44 +210,31 @@ def simulate_survey(seed: int = 0, num_pings: int = 20, beams: int = 128, ping_r
     wreck = Wreck(wreck_c, np.array([25.0, 7.0, 4.0]), 0.4)
     p0 = np.array([-30.0, 8.0, 0.0])
     p1 = np.array([30.0, 4.0, 0.0])
-    for p in (p0, p1):
-        p[2] = seabed.height(p[:1], p[1:2])[0] + 0.2
+    for end in (p0, p1):
+        end[2] = seabed.height(end[:1], end[1:2])[0] + 0.2
     pipe = Pipe(p0, p1, 0.5)
-
-    speed, heading0 = 2.0, math.radians(10.0)
-    ref_above_water = 1.0
-    t0_ns = 1_700_000_000_000_000_000
-
-    def vessel_state(t_s: np.ndarray):
-        roll = np.radians(4.0) * np.sin(2 * np.pi * t_s / 7.0 + 0.3)
-        pitch = np.radians(2.0) * np.sin(2 * np.pi * t_s / 5.0 + 1.1)
-        heading = heading0 + np.radians(3.0) * np.sin(2 * np.pi * t_s / 11.0)
-        heave = 0.4 * np.sin(2 * np.pi * t_s / 6.0 + 0.7)  # positive down
-        e = -5.0 + speed * math.sin(heading0) * t_s
-        n = speed * math.cos(heading0) * t_s
-        u = origin.alt_m + ref_above_water - heave  # geodetic-ish height above the origin's level
-        return roll, pitch, heading, heave, np.stack([e, n, u - origin.alt_m], axis=1)
 
     # attitude/position samples
     t_skm = np.arange(0.0, num_pings / ping_rate_hz + 1.0, 1.0 / skm_rate_hz)
-    roll, pitch, heading, heave, pos = vessel_state(t_skm)
+    roll, pitch, heading, heave, pos = _vessel_state(t_skm)
     lat, lon, h = enu_to_geodetic(pos, origin)
     skm = {
-        "time_ns": t0_ns + np.round(t_skm * 1e9).astype(np.int64), "status": np.zeros(len(t_skm), np.uint32),
+        "time_ns": T0_NS + np.round(t_skm * 1e9).astype(np.int64), "status": np.zeros(len(t_skm), np.uint32),
         "latitude_deg": lat, "longitude_deg": lon, "ellipsoid_height_m": h,
         "roll_deg": np.degrees(roll), "pitch_deg": np.degrees(pitch), "heading_deg": np.degrees(heading),
-        "heave_m": heave, "delayed_heave_time_ns": t0_ns + np.round(t_skm * 1e9).astype(np.int64),
+        "heave_m": heave, "delayed_heave_time_ns": T0_NS + np.round(t_skm * 1e9).astype(np.int64),
         "delayed_heave_m": heave,
     }
 
     # pings
     t_ping = 0.5 + np.arange(num_pings) / ping_rate_hz
-    roll, pitch, heading, heave, pos = vessel_state(t_ping)
+    roll, pitch, heading, heave, pos = _vessel_state(t_ping)
     lat, lon, h = enu_to_geodetic(pos, origin)
     lever = MBES_LEVER_ARM_M
     across = np.radians(np.linspace(-60.0, 60.0, beams))
     fan_frd = np.stack([np.zeros(beams), np.sin(across), np.cos(across)], axis=1)  # vessel frame, +angle → starboard
-    rows = {k: [] for k in ("x_m", "y_m", "z_m", "beam_angle_deg", "two_way_travel_time_s", "detection_type")}
+    columns = ("x_m", "y_m", "z_m", "beam_angle_deg", "two_way_travel_time_s", "detection_type")
+    rows: dict[str, list[np.ndarray]] = {k: [] for k in columns}
     hits, objects, q_truth = [], [], []
     for p in range(num_pings):
         world_from_ego = world_from_ego_rotation(lat[p], lon[p], np.degrees(roll[p]), np.degrees(pitch[p]),
@@ -261,7 +270,7 @@ def simulate_survey(seed: int = 0, num_pings: int = 20, beams: int = 128, ping_r
     # the waterline is the level surface at the origin's height; its z re the reference point
     # (SCS, down positive) is the reference point's height above it
     mrz.update(
-        time_ns=t0_ns + np.round(t_ping * 1e9).astype(np.int64), ping_counter=np.arange(num_pings),
+        time_ns=T0_NS + np.round(t_ping * 1e9).astype(np.int64), ping_counter=np.arange(num_pings),
         rx_fan_index=np.zeros(num_pings), heading_deg=np.degrees(heading) % 360.0,
         sound_speed_m_s=np.full(num_pings, 1500.0), tx_transducer_depth_m=np.full(num_pings, 1.0),
         z_water_level_m=h - origin.alt_m, latitude_deg=lat, longitude_deg=lon, ellipsoid_height_m=h,
@@ -307,3 +316,91 @@ def _render_fls(ref_world: np.ndarray, world_from_ego: np.ndarray, seabed: Seabe
         "fls_image": np.clip(image, 0, 255).astype(np.uint8), "fls_bearings_deg": bearings,
         "fls_range_resolution_m": res, "fls_ego_from_sonar": (q, lever), "fls_truth_range_m": truth,
     }
+
+
+# ---------------------------------------------------------------- passive sonar
+
+HYDROPHONE_CENTRE_M = np.array([2.0, 0.0, 3.0])  # hull array centre, vessel frame (fwd, stbd, down)
+HYDROPHONE_RADIUS_M = 1.5
+HYDROPHONE_COUNT = 32
+PASSIVE_BAND_HZ = (100.0, 3000.0)  # of the ships' broadband noise and the ambient noise
+AMBIENT_RMS = 0.02  # full scale, per element
+
+
+def hydrophone_elements(count: int = HYDROPHONE_COUNT, radius_m: float = HYDROPHONE_RADIUS_M) -> np.ndarray:
+    """``(count, 3)`` elements of the hull-mounted horizontal ring array, vessel frame
+    (x fwd, y stbd, z down), element 0 ahead, then clockwise seen from above."""
+    a = 2 * np.pi * np.arange(count) / count
+    return HYDROPHONE_CENTRE_M + radius_m * np.stack([np.cos(a), np.sin(a), np.zeros(count)], axis=1)
+
+
+def harbor_ships(snr_db: float = 10.0) -> tuple[Ship, ...]:
+    """Two ships ~800 m off, one on the starboard bow, one on the port quarter, tonals at
+    437.3 Hz and 611.7 Hz, sources 4 m deep, both at array SNR ``snr_db``."""
+    return (Ship("ferry", np.array([600.0, 500.0, -4.0]), np.array([-4.0, 3.0, 0.0]), 60.0, 437.3, snr_db),
+            Ship("tanker", np.array([-700.0, 300.0, -4.0]), np.array([5.0, 0.0, 0.0]), 120.0, 611.7, snr_db))
+
+
+def vessel_pose_track(start_s: float, end_s: float, rate_hz: float = 100.0, origin: Origin = Origin(51.2, 2.9, 0.0)
+                      ) -> PoseTrack:
+    """``world_from_ego`` of the survey vessel (ENU around ``origin``) sampled at ``rate_hz``
+    over ``[start_s, end_s]`` seconds after :data:`T0_NS`."""
+    t = np.arange(start_s, end_s + 0.5 / rate_hz, 1.0 / rate_hz)
+    roll, pitch, heading, _, pos = _vessel_state(t)
+    lat, lon, _ = enu_to_geodetic(pos, origin)
+    r = world_from_ego_rotation(lat, lon, np.degrees(roll), np.degrees(pitch), np.degrees(heading), origin)
+    return PoseTrack(T0_NS + np.round(t * 1e9).astype(np.int64), quat.from_matrix(r), pos)
+
+
+@dataclass
+class PassiveRun:
+    """The hull array's recording and its truth: ``samples (C, N) float32`` pressure (full scale,
+    before any gain) from :data:`T0_NS` at ``sample_rate_hz``; ``elements_vessel (C, 3)``; the
+    ``ships``; ``world_from_ego`` the vessel's true pose track."""
+
+    samples: np.ndarray
+    sample_rate_hz: float
+    start_ns: int
+    elements_vessel: np.ndarray
+    ships: tuple[Ship, ...]
+    world_from_ego: PoseTrack
+
+    @property
+    def centre_ego(self) -> np.ndarray:
+        return self.elements_vessel.mean(axis=0) * np.array([1.0, -1.0, -1.0])
+
+    def truth(self, ship: Ship, times_ns: np.ndarray, frame_s: float = 1.0, steps: int = 21) -> dict[str, np.ndarray]:
+        """Per time (a frame's middle): the ship's ego-frame ``azimuth_rad`` as the array centre
+        hears it (circular mean over the frame of the direction to the ship's retarded
+        position), that ``position_m (M, 3)`` at the middle, and the received tonal
+        ``tonal_hz`` (Doppler-shifted: ``f0 dτ/dt``)."""
+        offsets = np.r_[np.linspace(-frame_s / 2, frame_s / 2, steps), -1e-3, 1e-3]  # + 2 for the Doppler rate
+        t_ns = np.asarray(times_ns, np.int64)[:, None] + np.round(offsets * 1e9).astype(np.int64)
+        t_s = (t_ns - T0_NS) / 1e9
+        pose = self.world_from_ego.interpolate(t_ns.ravel())
+        r = quat.to_matrix(pose.rotation)
+        centre = np.einsum("nij,j->ni", r, self.centre_ego) + pose.translation
+        tau, _ = retarded_time(ship, centre, t_s.ravel())
+        ego = np.einsum("nji,nj->ni", r, ship.position(tau) - centre)
+        heard = np.exp(1j * np.arctan2(ego[:, 1], ego[:, 0])).reshape(t_s.shape)[:, :steps]
+        az = np.angle(heard.mean(axis=1))
+        tau = tau.reshape(t_s.shape)
+        rate = (tau[:, -1] - tau[:, -2]) / (t_s[:, -1] - t_s[:, -2])
+        return {"azimuth_rad": az, "position_m": ship.position(tau[:, steps // 2]), "tonal_hz": ship.tonal_hz * rate}
+
+
+def simulate_passive(seed: int = 0, duration_s: float = 10.0, sample_rate_hz: float = 8000.0, snr_db: float = 10.0,
+                     ships: tuple[Ship, ...] | None = None, origin: Origin = Origin(51.2, 2.9, 0.0)) -> PassiveRun:
+    """The hull ring array (:func:`hydrophone_elements`) recording :func:`harbor_ships` (or
+    ``ships``) for ``duration_s`` from :data:`T0_NS` while the vessel sails its survey line
+    (see :mod:`engine.sim.acoustic` for the propagation and the SNR rule)."""
+    rng = np.random.default_rng(seed)
+    ships = harbor_ships(snr_db) if ships is None else ships
+    n = int(round(duration_s * sample_rate_hz))
+    track = vessel_pose_track(-1.0, duration_s + 1.0, origin=origin)
+    times_s = np.arange(n) / sample_rate_hz
+    elements = hydrophone_elements()
+    times_ns = T0_NS + np.round(times_s * 1e9).astype(np.int64)
+    world = element_tracks(track, elements * np.array([1.0, -1.0, -1.0]), times_ns)
+    x = received(list(ships), world, times_s, sample_rate_hz, PASSIVE_BAND_HZ, AMBIENT_RMS, rng)
+    return PassiveRun(x.astype(np.float32), sample_rate_hz, T0_NS, elements, tuple(ships), track)
