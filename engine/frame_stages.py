@@ -45,8 +45,8 @@ class FrameStages:
         self.offsets_ns = np.ascontiguousarray(offsets_ns, np.int64)
         if self.offsets_ns.shape != (len(self.xyz),):
             raise ValueError(f"offsets_ns must have shape ({len(self.xyz)},), got {self.offsets_ns.shape}")
-        self._projection: Projection | None = None
-        self._visible: np.ndarray | None = None
+        self._projection: Any = None  # a Projection (a device one on the GPU)
+        self._visible: Any = None  # (C, N) bool (on the device on the GPU)
         self._results: dict[str, Any] = {}
 
     def project(self, cameras: Sequence[Camera], **kwargs: Any) -> None:

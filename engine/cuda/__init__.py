@@ -42,7 +42,7 @@ class CudaUnavailableError(RuntimeError):
     """``device="cuda"`` was asked for where numba-cuda or a usable GPU is missing."""
 
 
-_default = "cpu"
+_default: Literal["cpu", "cuda"] = "cpu"
 _local = threading.local()
 
 
@@ -91,7 +91,7 @@ def resolve(device: Device | None = None) -> Literal["cpu", "cuda"]:
     Raises ``ValueError`` for an unknown name, :class:`CudaUnavailableError` for ``"cuda"``
     without CUDA."""
     if device is None:
-        device = getattr(_local, "device", None) or _default
+        device = get_device()
     if device not in _DEVICES:
         raise ValueError(f"device must be one of {list(_DEVICES)}, got {device!r}")
     if device == "auto":
@@ -112,7 +112,8 @@ def set_device(device: Device) -> Literal["cpu", "cuda"]:
 
 def get_device() -> Literal["cpu", "cuda"]:
     """The calling thread's current default device."""
-    return getattr(_local, "device", None) or _default
+    device: Literal["cpu", "cuda"] | None = getattr(_local, "device", None)
+    return device or _default
 
 
 @contextlib.contextmanager

@@ -15,14 +15,14 @@ from typing import Any, Sequence
 import numpy as np
 from numba import cuda
 
-from engine import colorize as _colorize
+from engine import colorize as cpu_colorize
 from engine.colorize import ColorizeInputs
 from engine.cuda._jit import device, kernel, launch, workspace
 from engine.cuda.projection import DeviceProjection
 from engine.projection import Projection
 
-best_camera = device(_colorize.best_camera)
-sample_point = device(_colorize.sample_point)
+best_camera = device(cpu_colorize.best_camera)
+sample_point = device(cpu_colorize.sample_point)
 
 
 @kernel
@@ -79,6 +79,7 @@ def colorize_points(projection: Projection, args: ColorizeInputs) -> tuple[np.nd
     ws = workspace()
     proj = DeviceProjection(ws.upload("colorize.uv", projection.uv), None, None,
                             ws.upload("colorize.cos_view", projection.cos_view), projection.image_sizes)
+    assert args.visible is not None  # colorize() passes its checked visibility
     vis = ws.upload("colorize.visible", args.visible)
     out, best = launch_colorize(proj, vis, args, [1.0] * len(args.images), "colorize")
     parts = ws.download("colorize.out", out), ws.download("colorize.best", best)
