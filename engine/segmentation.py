@@ -36,7 +36,7 @@ from engine.arrays import as_points
 from engine.camera import Camera
 from engine.pose_track import PoseTrack
 from engine.projection import project_points
-from engine.segmentation_map import VoxelLabels, key_of, lookup_packed
+from engine.segmentation_map import BIAS, MapCloud, VoxelLabels, key_of, lookup_packed
 from engine.zbuffer import zbuffer
 
 UNLABELLED = 0
@@ -63,11 +63,12 @@ def _in_polygon(x, y, poly):
 
 
 @pjit
-def _prism_kernel(xyz, poly, lo, hi, z_min, z_max, out):
-    for i in prange(xyz.shape[0]):
-        x, y, z = np.float64(xyz[i, 0]), np.float64(xyz[i, 1]), np.float64(xyz[i, 2])
-        out[i] = (z >= z_min and z <= z_max and x >= lo[0] and x <= hi[0] and y >= lo[1] and y <= hi[1]
-                  and _in_polygon(x, y, poly))
+def _prism_kernel(xyz, starts, ends, poly, lo, hi, z_min, z_max, out):
+    for r in prange(starts.shape[0]):
+        for i in range(starts[r], ends[r]):
+            x, y, z = np.float64(xyz[i, 0]), np.float64(xyz[i, 1]), np.float64(xyz[i, 2])
+            out[i] = (z >= z_min and z <= z_max and x >= lo[0] and x <= hi[0] and y >= lo[1] and y <= hi[1]
+                      and _in_polygon(x, y, poly))
 
 
 @pjit
@@ -78,26 +79,37 @@ def _polygon_kernel(uv, ok, poly, lo, hi, out):
 
 
 @pjit
-def _box_kernel(xyz, center, rmat, half, out):
-    for i in prange(xyz.shape[0]):
-        dx = np.float64(xyz[i, 0]) - center[0]
-        dy = np.float64(xyz[i, 1]) - center[1]
-        dz = np.float64(xyz[i, 2]) - center[2]
-        inside = True
-        for a in range(3):
-            local = rmat[0, a] * dx + rmat[1, a] * dy + rmat[2, a] * dz
-            if not abs(local) <= half[a]:
-                inside = False
-        out[i] = inside
+def _box_kernel(xyz, starts, ends, center, rmat, half, out):
+    for r in prange(starts.shape[0]):
+        for i in range(starts[r], ends[r]):
+            dx = np.float64(xyz[i, 0]) - center[0]
+            dy = np.float64(xyz[i, 1]) - center[1]
+            dz = np.float64(xyz[i, 2]) - center[2]
+            inside = True
+            for a in range(3):
+                local = rmat[0, a] * dx + rmat[1, a] * dy + rmat[2, a] * dz
+                if not abs(local) <= half[a]:
+                    inside = False
+            out[i] = inside
 
 
 @pjit
-def _sphere_kernel(xyz, center, r2, out):
-    for i in prange(xyz.shape[0]):
-        dx = np.float64(xyz[i, 0]) - center[0]
-        dy = np.float64(xyz[i, 1]) - center[1]
-        dz = np.float64(xyz[i, 2]) - center[2]
-        out[i] = dx * dx + dy * dy + dz * dz <= r2
+def _sphere_kernel(xyz, starts, ends, center, r2, out):
+    for r in prange(starts.shape[0]):
+        for i in range(starts[r], ends[r]):
+            dx = np.float64(xyz[i, 0]) - center[0]
+            dy = np.float64(xyz[i, 1]) - center[1]
+            dz = np.float64(xyz[i, 2]) - center[2]
+            out[i] = dx * dx + dy * dy + dz * dz <= r2
+
+
+@jit
+def _slab_ranges(keys, i0, j0, j1, starts, ends):
+    """Rows of ``keys`` (sorted voxel keys) in voxel columns ``(i0 + s, j0..j1)``: ``starts[s]:ends[s]``."""
+    for s in range(starts.shape[0]):
+        x = np.int64(i0 + s + BIAS) << 42
+        starts[s] = np.searchsorted(keys, x | (np.int64(j0 + BIAS) << 21))
+        ends[s] = np.searchsorted(keys, x + (np.int64(j1 + 1 + BIAS) << 21))  # j1 + 1 == 2**20: the next slab
 
 
 @pjit
@@ -169,44 +181,70 @@ def _finite(value: Sequence[float] | np.ndarray | float, shape: tuple[int, ...],
 
 # ---------------------------------------------------------------- selections
 
+Points = np.ndarray | MapCloud
+_CHUNK = 1 << 14  # points per parallel work item of an unsorted cloud
 
-def select_prism(xyz: np.ndarray, polygon_xy: np.ndarray, z_min: float, z_max: float) -> np.ndarray:
-    """``(N,) bool``: points (``(N, 3)`` float32/64, metres, same frame as the polygon) whose
-    ``(x, y)`` lie in ``polygon_xy (K, 2)`` and ``z_min <= z <= z_max``."""
-    p = as_points(xyz)
+
+def _work(points: Points, lo_xy: np.ndarray, hi_xy: np.ndarray) -> tuple[np.ndarray, ...]:
+    """``(xyz, starts, ends, out)``: the rows a selection within ``lo_xy..hi_xy`` must test.
+    A :class:`MapCloud` (rows sorted by voxel key, each centroid in its voxel) gives only its
+    voxel columns that the bounding box meets (one slab of x per range, its y span found by
+    binary search; one voxel of slack for rounding), the others stay False; an array gives
+    every row in chunks."""
+    if not isinstance(points, MapCloud):
+        xyz = as_points(points)
+        starts = np.arange(0, len(xyz), _CHUNK, dtype=np.int64)
+        return xyz, starts, np.minimum(starts + _CHUNK, len(xyz)), np.empty(len(xyz), np.bool_)
+    cloud = points
+    out = np.zeros(len(cloud), np.bool_)
+    if not len(cloud):
+        return cloud.centroids, np.zeros(0, np.int64), np.zeros(0, np.int64), out
+    first, last = (int(k >> 42) - BIAS for k in (cloud.keys[0], cloud.keys[-1]))
+    i0, j0 = np.clip(np.floor(lo_xy / cloud.voxel_m) - 1, -BIAS, BIAS - 1).astype(np.int64)
+    i1, j1 = np.clip(np.floor(hi_xy / cloud.voxel_m) + 1, -BIAS, BIAS - 1).astype(np.int64)
+    i0, i1 = max(int(i0), first), min(int(i1), last)
+    n = max(i1 - i0 + 1, 0)
+    starts, ends = np.empty(n, np.int64), np.empty(n, np.int64)
+    _slab_ranges(cloud.keys, i0, int(j0), int(j1), starts, ends)
+    return cloud.centroids, starts, ends, out
+
+
+def select_prism(points: Points, polygon_xy: np.ndarray, z_min: float, z_max: float) -> np.ndarray:
+    """``(N,) bool``: points (``(N, 3)`` float32/64 or a :class:`MapCloud`'s centroids, metres,
+    same frame as the polygon) whose ``(x, y)`` lie in ``polygon_xy (K, 2)`` and
+    ``z_min <= z <= z_max``."""
     poly, lo, hi = _polygon(polygon_xy, "polygon")
     z = _finite([z_min, z_max], (2,), "z range")
     if z[0] > z[1]:
         raise ValueError(f"z_min must not exceed z_max, got {z[0]} > {z[1]}")
-    out = np.empty(len(p), np.bool_)
-    _prism_kernel(p, poly, lo, hi, z[0], z[1], out)
+    xyz, starts, ends, out = _work(points, lo, hi)
+    _prism_kernel(xyz, starts, ends, poly, lo, hi, z[0], z[1], out)
     return out
 
 
-def select_box(xyz: np.ndarray, center: Sequence[float], size: Sequence[float], rotation: Sequence[float]
+def select_box(points: Points, center: Sequence[float], size: Sequence[float], rotation: Sequence[float]
                ) -> np.ndarray:
-    """``(N,) bool``: points inside the box ``center (3,)``, ``size (3,)`` (l, w, h, metres),
-    ``rotation (4,)`` wxyz (box → frame of ``xyz``), bounds inclusive."""
-    p = as_points(xyz)
+    """``(N,) bool``: points (as :func:`select_prism`) inside the box ``center (3,)``, ``size
+    (3,)`` (l, w, h, metres), ``rotation (4,)`` wxyz (box → frame of the points), bounds inclusive."""
     c = _finite(center, (3,), "center")
     s = _finite(size, (3,), "size")
     if np.any(s < 0):
         raise ValueError(f"size must be non-negative, got {s.tolist()}")
-    q = quat.as_quaternions(_finite(rotation, (4,), "rotation"), "rotation")
-    out = np.empty(len(p), np.bool_)
-    _box_kernel(p, c, np.ascontiguousarray(quat.to_matrix(q)), 0.5 * s, out)
+    rmat = np.ascontiguousarray(quat.to_matrix(quat.as_quaternions(_finite(rotation, (4,), "rotation"), "rotation")))
+    reach = np.abs(rmat[:2]) @ (0.5 * s)  # the box's half extent along world x and y
+    xyz, starts, ends, out = _work(points, c[:2] - reach, c[:2] + reach)
+    _box_kernel(xyz, starts, ends, c, rmat, 0.5 * s, out)
     return out
 
 
-def select_sphere(xyz: np.ndarray, center: Sequence[float], radius_m: float) -> np.ndarray:
-    """``(N,) bool``: points within ``radius_m`` (inclusive) of ``center (3,)``."""
-    p = as_points(xyz)
+def select_sphere(points: Points, center: Sequence[float], radius_m: float) -> np.ndarray:
+    """``(N,) bool``: points (as :func:`select_prism`) within ``radius_m`` (inclusive) of ``center (3,)``."""
     c = _finite(center, (3,), "center")
     r = float(_finite(radius_m, (), "radius"))
     if r < 0:
         raise ValueError(f"radius must be non-negative, got {r}")
-    out = np.empty(len(p), np.bool_)
-    _sphere_kernel(p, c, r * r, out)
+    xyz, starts, ends, out = _work(points, c[:2] - r, c[:2] + r)
+    _sphere_kernel(xyz, starts, ends, c, r * r, out)
     return out
 
 
@@ -241,8 +279,8 @@ def select_lasso(
 
 
 def apply_labels(
-    class_id: np.ndarray, instance_id: np.ndarray, group: np.ndarray, group_class: np.ndarray,
-    group_instance: np.ndarray, current_class: np.ndarray | None = None, *, only_unlabelled: bool = False,
+    class_id: np.ndarray, instance_id: np.ndarray, group: np.ndarray, group_class: np.ndarray | int,
+    group_instance: np.ndarray | int, current_class: np.ndarray | None = None, *, only_unlabelled: bool = False,
     only_class: int | None = None,
 ) -> int:
     """Write labels in place: point i with ``g = group[i] >= 0`` gets ``group_class[g]``,
@@ -313,7 +351,7 @@ def transfer_labels(
 
 
 def _warmup() -> None:
-    from engine.segmentation_map import voxel_labels
+    from engine.segmentation_map import map_cloud, voxel_labels
 
     tri = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
     for dtype in (np.float32, np.float64):
@@ -326,5 +364,9 @@ def _warmup() -> None:
         transfer_labels(p, labels, np.zeros(2, np.int32), np.ones(1, np.uint16), np.ones(1, np.uint32),
                         np.full(2, INHERIT, np.uint16), np.zeros(2, np.uint32))
     select_polygon_2d(np.zeros((2, 2)), np.ones(2, bool), tri)
+    cloud = map_cloud([np.zeros((2, 3))], 0.1)
+    select_prism(cloud, tri, -1.0, 1.0)
+    select_box(cloud, [0, 0, 0], [1, 1, 1], [1, 0, 0, 0])
+    select_sphere(cloud, [0, 0, 0], 1.0)
     c, i = np.zeros(2, np.uint16), np.zeros(2, np.uint32)
     apply_labels(c, i, np.ones(2, bool), 1, 1)

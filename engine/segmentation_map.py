@@ -9,9 +9,11 @@ coordinate has key −1 and no voxel.
 
 :class:`MapCloud` is the scene's map: one entry per occupied voxel of all frames' world
 points (their centroid and count), keys sorted. :class:`VoxelLabels` holds labels per voxel
-key (only labelled voxels) with an open-addressing hash table (linear probing, Fibonacci
-hashing, load 1/3 to 2/3, each slot ``[key, class << 32 | instance]`` so a lookup touches one
-cache line) that :func:`engine.segmentation.transfer_labels` reads per point.
+key (only labelled voxels) with an open-addressing hash table (linear probing from a
+home slot that keeps the voxels of a 4×4×4 brick together, Fibonacci hashing of the brick,
+load 1/3 to 2/3, each slot ``[key, class << 32 | instance]`` so a lookup touches one cache
+line, and successive points of a LiDAR ring mostly the same lines) that
+:func:`engine.segmentation.transfer_labels` reads per point.
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ from engine._jit import inline, jit, pjit, prange
 from engine.arrays import as_points
 from engine.voxel import hash_slot
 
-_BIAS = 1 << 20
+BIAS = 1 << 20
 _FIELD = (1 << 21) - 1
+_BRICK = ~((3 << 42) | (3 << 21) | 3)  # a key with its voxel's place in its 4×4×4 brick cleared
 
 
 @inline
@@ -35,9 +38,17 @@ def key_of(x, y, z, inv_size):
     fx = np.floor(np.float64(x) * inv_size)
     fy = np.floor(np.float64(y) * inv_size)
     fz = np.floor(np.float64(z) * inv_size)
-    if not (-_BIAS <= fx < _BIAS and -_BIAS <= fy < _BIAS and -_BIAS <= fz < _BIAS):  # NaN fails too
+    if not (-BIAS <= fx < BIAS and -BIAS <= fy < BIAS and -BIAS <= fz < BIAS):  # NaN fails too
         return np.int64(-1)
-    return ((np.int64(fx) + _BIAS) << 42) | ((np.int64(fy) + _BIAS) << 21) | (np.int64(fz) + _BIAS)
+    return ((np.int64(fx) + BIAS) << 42) | ((np.int64(fy) + BIAS) << 21) | (np.int64(fz) + BIAS)
+
+
+@inline
+def _home(key, bits):
+    """Home slot of ``key``: its brick's hashed slot plus the voxel's place in the brick, so
+    the voxels of one 4×4×4 brick (neighbours along a LiDAR ring) share a few cache lines."""
+    local = (key & 3) | (((key >> 21) & 3) << 2) | (((key >> 42) & 3) << 4)
+    return (hash_slot(key & _BRICK, bits) + local) & ((1 << bits) - 1)
 
 
 @inline
@@ -46,7 +57,7 @@ def lookup_packed(table, bits, key):
     if key < 0:
         return np.int64(-1)
     mask = (1 << bits) - 1
-    h = hash_slot(key, bits)
+    h = _home(key, bits)
     while True:
         k = table[h, 0]
         if k == key:
@@ -66,7 +77,7 @@ def _keys_kernel(xyz, inv_size, out):
 def _build_table(keys, class_id, instance_id, table, bits):
     mask = (1 << bits) - 1
     for r in range(keys.shape[0]):
-        h = hash_slot(keys[r], bits)
+        h = _home(keys[r], bits)
         while table[h, 0] != -1:
             h = (h + 1) & mask
         table[h, 0] = keys[r]
@@ -103,7 +114,7 @@ def voxel_keys(xyz: np.ndarray, voxel_m: float) -> np.ndarray:
 def key_centers(keys: np.ndarray, voxel_m: float) -> np.ndarray:
     """``(M, 3) float64`` centres (metres) of the voxels ``keys (M,)`` (each >= 0)."""
     k = np.asarray(keys, np.int64)
-    idx = np.stack([(k >> 42) & _FIELD, (k >> 21) & _FIELD, k & _FIELD], axis=1) - _BIAS
+    idx = np.stack([(k >> 42) & _FIELD, (k >> 21) & _FIELD, k & _FIELD], axis=1) - BIAS
     return (idx + 0.5) * _voxel_size(voxel_m)
 
 

@@ -29,14 +29,21 @@ import numpy as np
 from engine.cuboid_interp import TrackTable
 from engine.moving_boxes import points_in_boxes_at_times
 from engine.pose_track import OutOfRangeError
-from engine.segmentation import (INHERIT, apply_labels, select_box, select_lasso, select_prism, select_sphere,
-                                 transfer_labels)
+from engine.segmentation import (
+    INHERIT,
+    apply_labels,
+    select_box,
+    select_lasso,
+    select_prism,
+    select_sphere,
+    transfer_labels,
+)
 from engine.segmentation_map import MapCloud, VoxelLabels, map_cloud, voxel_labels
 from formats.scene_store import Scene, column_values, positions
 from formats.segmentation import SegClass, classes_from_json, decode_labels, decode_map, encode_labels, encode_map
 from server.boxes import tracks_from_document
-from server.prepare import PrepareOptions, _box_query, _frame_boxes
 from server.errors import invalid
+from server.prepare import PrepareOptions, _box_query, _frame_boxes
 from server.segmentation_store import MAP_LAYER, Frozen, Snapshot
 
 
@@ -239,8 +246,9 @@ class EditSession:
         return self.header, layers
 
 
-def _mask_3d(selection: Any, xyz: np.ndarray, loc: tuple[str | int, ...]) -> np.ndarray:
-    """The points of ``xyz`` a world-space selection (indices, prism, box, sphere) selects."""
+def _mask_3d(selection: Any, xyz: np.ndarray | MapCloud, loc: tuple[str | int, ...]) -> np.ndarray:
+    """The points of ``xyz`` (a frame's points or the map cloud's voxels) a world-space
+    selection (indices, prism, box, sphere) selects."""
     kind = selection.kind
     try:
         if kind == "indices":
@@ -268,8 +276,8 @@ def _lasso(session: EditSession, state: _FrameState, selection: Any, loc: tuple[
         raise invalid(loc + ("selection", "camera"), f"frame {entry.index} has no image of camera "
                       f"{selection.camera!r}; it has {sorted(entry.image_timestamps_ns)}", selection.camera)
     try:
-        return select_lasso(state.points.xyz, camera, scene.world_from_ego(), entry.image_timestamps_ns[selection.camera],
-                            np.array(selection.polygon))
+        return select_lasso(state.points.xyz, camera, scene.world_from_ego(),
+                            entry.image_timestamps_ns[selection.camera], np.array(selection.polygon))
     except (ValueError, OutOfRangeError) as exc:
         raise invalid(loc + ("selection",), str(exc)) from None
 
@@ -314,7 +322,7 @@ def apply_edit(session: EditSession, edit: Any, loc: tuple[str | int, ...]) -> i
         if edit.class_id is None:
             raise invalid(loc + ("class_id",), "a map edit needs a class (class 0 clears)", None)
         cloud, cls, inst = session.map_state()
-        mask = _mask_3d(edit.selection, cloud.centroids, loc)
+        mask = _mask_3d(edit.selection, cloud, loc)
         return apply_labels(cls, inst, mask, edit.class_id, edit.instance_id, **filters)
     try:
         session.scene.frame(edit.frame)

@@ -7,8 +7,16 @@ import numpy as np
 import pytest
 
 from engine.pose_track import PoseTrack
-from engine.segmentation import (INHERIT, apply_labels, select_box, select_lasso, select_polygon_2d, select_prism,
-                                 select_sphere, transfer_labels)
+from engine.segmentation import (
+    INHERIT,
+    apply_labels,
+    select_box,
+    select_lasso,
+    select_polygon_2d,
+    select_prism,
+    select_sphere,
+    transfer_labels,
+)
 from engine.segmentation_map import key_centers, map_cloud, voxel_keys, voxel_labels
 from formats.errors import FormatError
 from formats.segmentation import classes_from_json, decode_labels, decode_map, encode_labels, encode_map
@@ -55,6 +63,19 @@ def test_box_and_sphere_match_numpy():
     d2 = ((p - [1.0, 1.0, 0.0]) ** 2).sum(axis=1)
     np.testing.assert_array_equal(select_sphere(p, [1.0, 1.0, 0.0], 2.5), d2 <= 2.5**2)
     assert select_sphere(p[:0], [0, 0, 0], 1.0).shape == (0,)
+
+
+def test_selections_on_a_map_cloud_use_its_key_order_and_agree():
+    p = np.vstack([RNG.uniform([-40, -30, -2], [60, 50, 8], (60_000, 3)), [[-9e4, 9e4, 0.0], [9e4, -9e4, 1.0]]])
+    cl = map_cloud([p], 0.1)
+    poly = STAR * 6 + [10, 5]
+    q = np.array([np.cos(0.3), 0.0, 0.0, np.sin(0.3)])
+    for got, want in [(select_prism(cl, poly, -1, 5), select_prism(cl.centroids, poly, -1, 5)),
+                      (select_box(cl, [5, 5, 1], [20, 8, 4], q), select_box(cl.centroids, [5, 5, 1], [20, 8, 4], q)),
+                      (select_sphere(cl, [-9e4, 9e4, 0], 3), select_sphere(cl.centroids, [-9e4, 9e4, 0], 3)),
+                      (select_prism(cl, poly + 1e5, -1, 5), np.zeros(len(cl), bool))]:
+        np.testing.assert_array_equal(got, want)
+    assert select_prism(cl, poly, -1, 5).sum() > 1000
 
 
 def test_bad_selections_name_the_argument():
