@@ -35,7 +35,7 @@ from typing import Any
 
 from server.label_store import StaleRevision, UnknownRevision
 
-__all__ = ["MAP_LAYER", "Change", "SegmentationStore", "Snapshot", "StaleRevision", "UnknownRevision",
+__all__ = ["MAP_LAYER", "Change", "Frozen", "SegmentationStore", "Snapshot", "StaleRevision", "UnknownRevision",
            "default_header"]
 
 MAP_LAYER = -1
@@ -84,6 +84,23 @@ class Snapshot:
             "WHERE scene_id = ? AND revision <= ? GROUP BY layer) m ON l.layer = m.layer AND l.revision = m.r "
             "WHERE l.scene_id = ? AND l.data IS NOT NULL", (self.scene_id, self.revision, self.scene_id)).fetchall()
         return dict(rows)
+
+    def freeze(self, layers: list[int]) -> Frozen:
+        """The header and the bytes of ``layers``, usable after the transaction."""
+        return Frozen(self.scene_id, self.revision, self.header, {k: self.layer(k) for k in layers})
+
+
+@dataclass(frozen=True)
+class Frozen:
+    """Some layers of a snapshot, read out of its transaction (:meth:`Snapshot.freeze`)."""
+
+    scene_id: str
+    revision: int
+    header: dict[str, Any]
+    layers: dict[int, bytes | None]
+
+    def layer(self, layer: int) -> bytes | None:
+        return self.layers[layer]
 
 
 def _snapshot(db: sqlite3.Connection, scene_id: str, at: int | None) -> Snapshot:

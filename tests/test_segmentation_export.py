@@ -16,8 +16,15 @@ from fastapi.testclient import TestClient
 from formats.export_nuscenes import token
 from formats.scene_store import Scene, column_values
 from formats.segmentation import classes_from_json
-from formats.segmentation_export import (EXPORTERS, IMPORTERS, NUSCENES_VERSION, SceneLabels, export_nuscenes,
-                                         export_semantickitti, export_sfs)
+from formats.segmentation_export import (
+    EXPORTERS,
+    IMPORTERS,
+    NUSCENES_VERSION,
+    SceneLabels,
+    export_nuscenes,
+    export_semantickitti,
+    export_sfs,
+)
 from server.config import Settings
 from server.main import create_app
 from tests.segmentation_scene import ADMIN, ANNOTATOR, TOKENS, category_classes, labelled_scene, true_objects

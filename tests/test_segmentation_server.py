@@ -22,7 +22,7 @@ from server.config import Settings
 from server.main import create_app
 from server.segmentation_edits import frame_points
 from server.segmentation_store import Change, SegmentationStore, StaleRevision
-from tests.segmentation_scene import ANNOTATOR, ADMIN, TOKENS, category_classes, labelled_scene, true_objects
+from tests.segmentation_scene import ADMIN, ANNOTATOR, TOKENS, category_classes, labelled_scene, true_objects
 
 URL = "/v1/scenes/road-0/segmentation"
 
@@ -210,7 +210,7 @@ import sys
 from server.segmentation_store import Change, SegmentationStore, StaleRevision
 store = SegmentationStore(sys.argv[1])
 while True:
-    rev = store.write("s", None, lambda snap: Change(None, {snap.revision % 7: bytes(300) + str(snap.revision).encode()}),
+    rev = store.write("s", None, lambda s: Change(None, {s.revision % 7: bytes(300) + str(s.revision).encode()}),
                       op="edit", author="w")
     print(rev, flush=True)
 """

@@ -166,7 +166,8 @@ def scene_labels(scene, seg: Segmentation, tracks: list[dict], revision: int | N
     return SceneLabels(classes_from_json(frozen.header["classes"]), frames, frozen.revision)
 
 
-@router.get("/export/{fmt}", responses={**errors(404, (422, "labels the format cannot hold")), 200: {"content": {"application/zip": {}}}})
+@router.get("/export/{fmt}", responses={**errors(404, (422, "labels the format cannot hold")),
+                                        200: {"content": {"application/zip": {}}}})
 def export(_: Viewer, scene: SceneDep, state: State, seg: Seg, fmt: Literal["semantickitti", "nuscenes", "sfs"],
            revision: RevisionQuery = None) -> Response:
     """The effective labels of every frame as a zip: SemanticKITTI ``.label`` files + label
@@ -201,10 +202,10 @@ async def import_labels(who: Annotator, scene: SceneDep, state: State, seg: Seg,
     except (zipfile.BadZipFile, ValueError) as exc:
         raise invalid(("body",), f"a {fmt} segmentation zip: {exc}") from None
     tracks = state.labels.get(scene.scene_id)[1]["tracks"]
+    layers: dict[int, bytes | None] = {i: encode_labels(*labels) for i, labels in imported.frames.items()}
     revision = seg.store.write(scene.scene_id, expected, lambda snap: Change(
-        {**snap.header, "classes": [c.to_json() for c in imported.classes], "instances": instances(snap.header, tracks)},
-        {i: encode_labels(*labels) for i, labels in imported.frames.items()}), op="import", author=who.name,
-        note={"format": fmt})
+        {**snap.header, "classes": [c.to_json() for c in imported.classes],
+         "instances": instances(snap.header, tracks)}, layers), op="import", author=who.name, note={"format": fmt})
     written = [{"frame": i, "points": int(len(labels[0]))} for i, labels in sorted(imported.frames.items())]
     out = EditsResponse(scene_id=scene.scene_id, revision=revision, written=written)
     return Response(out.model_dump_json(), media_type="application/json", headers={"ETag": etag(revision)})
