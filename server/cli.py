@@ -12,7 +12,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     from server.simulate import write_harbor_log, write_road_log
 
     if args.scenario == "harbor":
-        path, _ = write_harbor_log(args.out, seed=args.seed, duration_s=args.duration)
+        path, _ = write_harbor_log(args.out, seed=args.seed, duration_s=args.duration, hydrophones=args.hydrophones)
     else:
         path = write_road_log(args.out, seed=args.seed, duration_s=args.duration, preset=args.preset,
                               cameras=not args.no_cameras, lidar_format=args.lidar_format)
@@ -270,6 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--duration", type=float, default=2.0, help="seconds (harbor: of pings at 2 Hz)")
     sim.add_argument("--preset", default="test", choices=["test", "road"])
     sim.add_argument("--no-cameras", action="store_true")
+    sim.add_argument("--hydrophones", action="store_true",
+                     help="harbor: also the hull hydrophone array's recording of two passing ships")
     sim.add_argument("--lidar-format", default="pcd", choices=["pcd", "pcap"],
                      help="road: one PCD per sweep, or one Velodyne pcap per LiDAR (HDL-32E roof, VLP-16 bumper)")
     sim.set_defaults(func=_cmd_simulate)

@@ -40,6 +40,7 @@ from server.routes import (
     labels,
     maps,
     ontology,
+    passive,
     scenes,
     segmentation,
     viewer,
@@ -77,6 +78,7 @@ def create_app(settings: Settings) -> FastAPI:
         label_events.close()
         state.labels.close()
         seg.store.close()
+        app.state.documents.close()
 
     app = FastAPI(
         title="Fathom", version="1", lifespan=lifespan,
@@ -92,6 +94,7 @@ def create_app(settings: Settings) -> FastAPI:
     for module in (scenes, frames, images, labels, label_history, events, ontology, exports, maps):
         app.include_router(module.router, responses=errors(401))  # every /v1 route needs a token
     seg = segmentation.install(app, settings)  # per-point labels: their own store and routes
+    passive.install(app, settings)  # bearing tracks: revisioned documents (server.doc_store)
     app.mount("/static", StaticFiles(directory=viewer.STATIC), name="static")
 
     @app.exception_handler(RequestValidationError)
