@@ -16,21 +16,30 @@ Outside a track's keyframe range the ``extrapolation`` policy of the call decide
 A ``stationary`` track holds its first keyframe's pose at every time and is always valid,
 whatever the policy. A non-stationary one-keyframe track exists only at that instant under
 ``"none"``.
+
+Each track has an interpolation mode: ``"linear"`` (the default, as above), or a
+motion-aware ``"ctrv"`` / ``"hermite"`` for keyframes far apart on a curved path (see
+:mod:`engine.cuboid_motion`; they change the boxes inside the keyframe range only).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal, Sequence
-
-import math
 
 import numpy as np
 
 from engine._jit import inline, pjit, prange
 from engine.cuboid import CuboidTrack
+from engine.cuboid_motion import INTERPOLATION, motion_box, motion_table
 from engine.pose_track import (
-    PoseTrack, find_interval, interval_table, sin_quadrant, slerp_combine, slerp_weights,
+    PoseTrack,
+    find_interval,
+    interval_table,
+    sin_quadrant,
+    slerp_combine,
+    slerp_weights,
     slerp_weights_from_sines,
 )
 from engine.quaternion import q_mul, q_rotate
@@ -38,6 +47,7 @@ from engine.se3 import SE3
 
 Extrapolation = Literal["none", "hold", "constant_velocity"]
 _EXTRAPOLATION = {"none": 0, "hold": 1, "constant_velocity": 2}
+Interpolation = Literal["linear", "ctrv", "hermite"]
 
 
 # ---------------------------------------------------------------- kernels
@@ -103,7 +113,7 @@ def _store_box(iv, k, u, s0, s1, box, out_c, out_s, out_q, valid):
 
 
 @inline
-def _fill_box(offsets, ts, iv, centers, sizes, rots, stationary, mode, n, k, tq, box,
+def _fill_box(offsets, ts, iv, mt, modes, centers, sizes, rots, stationary, mode, n, k, tq, box,
               out_c, out_s, out_q, valid):
     """Track ``n`` at time ``tq`` into output box ``box``, any case. ``k`` is the track's
     interval cursor (at or before ``tq``'s interval). Returns ``(k, last)``: the cursor
@@ -135,11 +145,13 @@ def _fill_box(offsets, ts, iv, centers, sizes, rots, stationary, mode, n, k, tq,
     _store_box(iv, k, u, s0, s1, box, out_c, out_s, out_q, valid)
     if tq < ts[a] or tq > ts[b - 1]:
         return k, _ALWAYS_CHECK  # constant-velocity extrapolation
+    if modes[n] != 0:
+        motion_box(iv, mt, modes[n], k, u, box, out_c, out_q)
     return k, (ts[k + 1] - 1 if k < b - 2 else ts[b - 1])
 
 
 @pjit
-def _interpolate_kernel(offsets, ts, iv, centers, sizes, rots, stationary,
+def _interpolate_kernel(offsets, ts, iv, mt, modes, centers, sizes, rots, stationary,
                         times, order, mode, out_c, out_s, out_q, valid):
     """Boxes of every track at every time into ``out_c (T·N, 3)``, ``out_s (T·N, 3)``,
     ``out_q (T·N, 4)``, ``valid (T·N,)`` (the ``(T, N, ...)`` outputs, flattened: box
@@ -159,8 +171,10 @@ def _interpolate_kernel(offsets, ts, iv, centers, sizes, rots, stationary,
         # per track: interval cursor, and the last time the cursor's interval covers
         cursor = np.empty(m, np.int64)
         last = np.full(m, _ALWAYS_CHECK, np.int64)
+        motion = False  # a motion-aware track in the block (engine.cuboid_motion)
         for n in range(n0, n1):
             cursor[n - n0] = find_interval(ts, offsets[n], offsets[n + 1] - 1, times[j0])
+            motion = motion or modes[n] != 0
         # per track at the current time: fast path or not, fraction, slerp sine arguments
         fast = np.empty(m, np.bool_)
         frac = np.empty(m)
@@ -184,7 +198,7 @@ def _interpolate_kernel(offsets, ts, iv, centers, sizes, rots, stationary,
                 else:
                     arg0[i] = 0.0
                     arg1[i] = 0.0
-                    cursor[i], last[i] = _fill_box(offsets, ts, iv, centers, sizes, rots, stationary, mode,
+                    cursor[i], last[i] = _fill_box(offsets, ts, iv, mt, modes, centers, sizes, rots, stationary, mode,
                                                    n0 + i, cursor[i], tq, row + i, out_c, out_s, out_q, valid)
             # 2. the slerp sines of the row in one branch-free (vectorised) loop
             for i in range(m):
@@ -197,6 +211,11 @@ def _interpolate_kernel(offsets, ts, iv, centers, sizes, rots, stationary,
                     u = frac[i]
                     s0, s1 = slerp_weights_from_sines(iv[k, _TH], iv[k, _INV_SIN], u, sin0[i], sin1[i])
                     _store_box(iv, k, u, s0, s1, row + i, out_c, out_s, out_q, valid)
+            # 4. motion-aware fast-path boxes again, while the row is in cache
+            if motion:
+                for i in range(m):
+                    if fast[i] and modes[n0 + i] != 0:
+                        motion_box(iv, mt, modes[n0 + i], cursor[i], frac[i], row + i, out_c, out_q)
 
 
 def _interval_table(ts: np.ndarray, centers: np.ndarray, sizes: np.ndarray, rots: np.ndarray) -> np.ndarray:
@@ -259,9 +278,13 @@ class TrackTable:
         centers: ``(K, 3) float64`` m, world frame. sizes: ``(K, 3) float64`` m (l, w, h).
         rotations: ``(K, 4) float64`` unit wxyz, box → world.
         stationary: ``(N,) bool``.
+        interpolation: ``(N,) uint8`` mode codes (:data:`engine.cuboid_motion.INTERPOLATION`:
+            0 linear, 1 ctrv, 2 hermite); None: all linear.
         intervals: ``(K-1, 24) float64``, per keyframe row k the interval k → k+1 prepared
             once for interpolation (slerp table, 1/Δt, centre and size steps; see
             :func:`_interval_table`). Computed at construction.
+        motion: ``(K-1, 13) float64``, the motion-aware modes' interval table
+            (:func:`engine.cuboid_motion.motion_table`; zero for linear tracks).
     """
 
     track_ids: tuple[str, ...]
@@ -271,12 +294,22 @@ class TrackTable:
     sizes: np.ndarray
     rotations: np.ndarray
     stationary: np.ndarray
+    interpolation: np.ndarray | None = None
     intervals: np.ndarray = field(init=False, repr=False)
+    motion: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
+        n = len(self.track_ids)
+        modes = np.zeros(n, np.uint8) if self.interpolation is None else np.asarray(self.interpolation)
+        if modes.shape != (n,) or not np.isin(modes, list(INTERPOLATION.values())).all():
+            raise ValueError(f"interpolation must be ({n},) codes in {sorted(INTERPOLATION.values())}, got {modes!r}")
+        modes = np.ascontiguousarray(modes, dtype=np.uint8)
+        object.__setattr__(self, "interpolation", modes)
         object.__setattr__(
             self, "intervals", _interval_table(self.timestamps_ns, self.centers, self.sizes, self.rotations)
         )
+        object.__setattr__(self, "motion", motion_table(self.timestamps_ns, self.centers, self.rotations,
+                                                        self.offsets, modes))
 
     def select(self, index: np.ndarray) -> "TrackTable":
         """The tracks at rows ``index`` (``(M,)`` integers, in the order given) as a table of
@@ -288,12 +321,16 @@ class TrackTable:
         return TrackTable(
             tuple(self.track_ids[n] for n in index), np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
             self.timestamps_ns[keys], self.centers[keys], self.sizes[keys], self.rotations[keys],
-            self.stationary[index],
+            self.stationary[index], self.interpolation[index],
         )
 
     @staticmethod
-    def from_tracks(tracks: Sequence[CuboidTrack]) -> "TrackTable":
-        """Pack validated :class:`CuboidTrack` objects; duplicate ids raise ``ValueError``."""
+    def from_tracks(
+        tracks: Sequence[CuboidTrack], interpolation: Interpolation | Sequence[Interpolation] | None = None,
+    ) -> "TrackTable":
+        """Pack validated :class:`CuboidTrack` objects; duplicate ids raise ``ValueError``.
+
+        ``interpolation``: one mode for every track, one per track, or None (linear)."""
         ids = tuple(t.track_id for t in tracks)
         if len(set(ids)) != len(ids):
             dup = next(i for i in ids if ids.count(i) > 1)
@@ -318,6 +355,7 @@ class TrackTable:
             sizes=cat("sizes", 3, np.float64),
             rotations=cat("rotations", 4, np.float64),
             stationary=np.array([bool(t.stationary) for t in tracks], dtype=np.bool_),
+            interpolation=_mode_codes(interpolation, ids),
         )
 
     def __len__(self) -> int:
@@ -375,6 +413,20 @@ class BoxFrames:
 # ---------------------------------------------------------------- public API
 
 
+def _mode_codes(interpolation: str | Sequence[str] | None, ids: tuple[str, ...]) -> np.ndarray:
+    """``(N,) uint8`` codes of one mode name for all tracks or one per track."""
+    if interpolation is None or isinstance(interpolation, str):
+        names = [interpolation or "linear"] * len(ids)
+    else:
+        names = list(interpolation)
+    if len(names) != len(ids):
+        raise ValueError(f"interpolation: one mode per track ({len(ids)}), got {len(names)}")
+    for tid, name in zip(ids, names):
+        if name not in INTERPOLATION:
+            raise ValueError(f"track {tid}: interpolation must be one of {sorted(INTERPOLATION)}, got {name!r}")
+    return np.array([INTERPOLATION[m] for m in names], np.uint8)
+
+
 def _allocate_boxes(t: int, n: int, dtype: np.dtype) -> tuple[np.ndarray, ...]:
     """Uninitialised C-contiguous ``centers (t, n, 3)``, ``sizes (t, n, 3)``,
     ``rotations (t, n, 4)`` of ``dtype`` and ``valid (t, n) bool``: consecutive,
@@ -398,6 +450,7 @@ def interpolate_tracks(
     times_ns: np.ndarray,
     extrapolation: Extrapolation = "none",
     dtype: type[np.floating] = np.float64,
+    interpolation: Interpolation | Sequence[Interpolation] | None = None,
 ) -> BoxFrames:
     """Boxes of every track at every time ``times_ns`` (``(T,)`` int64 ns, any order).
 
@@ -410,13 +463,21 @@ def interpolate_tracks(
     (half the output for serving; computed in float64 and rounded once on store, so fine for
     the local world frame around the scene origin and for ego-relative boxes, not for
     coordinates far from the origin).
+
+    ``interpolation`` (for a sequence of tracks; a :class:`TrackTable` carries its own): one
+    mode for all tracks or one per track, default linear.
     """
     if extrapolation not in _EXTRAPOLATION:
         raise ValueError(f"extrapolation must be one of {sorted(_EXTRAPOLATION)}, got {extrapolation!r}")
     out_dtype = np.dtype(dtype)
     if out_dtype not in (np.float32, np.float64):
         raise ValueError(f"dtype must be float32 or float64, got {out_dtype}")
-    table = tracks if isinstance(tracks, TrackTable) else TrackTable.from_tracks(tracks)
+    if isinstance(tracks, TrackTable):
+        if interpolation is not None:
+            raise ValueError("interpolation is set when packing the TrackTable (TrackTable.from_tracks)")
+        table = tracks
+    else:
+        table = TrackTable.from_tracks(tracks, interpolation)
     times = np.asarray(times_ns)
     if times.ndim != 1 or not (np.issubdtype(times.dtype, np.integer) or times.size == 0):
         raise ValueError(f"times_ns must be a (T,) integer array of nanoseconds, got {times.dtype} {times.shape}")
@@ -430,7 +491,8 @@ def interpolate_tracks(
     t, n = len(times), len(table)
     out_c, out_s, out_q, valid = _allocate_boxes(t, n, out_dtype)
     _interpolate_kernel(
-        table.offsets, table.timestamps_ns, table.intervals, table.centers, table.sizes, table.rotations,
+        table.offsets, table.timestamps_ns, table.intervals, table.motion, table.interpolation,
+        table.centers, table.sizes, table.rotations,
         table.stationary, sorted_times, order, _EXTRAPOLATION[extrapolation],
         out_c.reshape(-1, 3), out_s.reshape(-1, 3), out_q.reshape(-1, 4), valid.reshape(-1),
     )
@@ -443,3 +505,5 @@ def _warmup() -> None:
     )
     for dtype in (np.float64, np.float32):
         interpolate_tracks([track], np.array([5], dtype=np.int64), dtype=dtype).to_ego(SE3.identity(1))
+        for mode in ("ctrv", "hermite"):
+            interpolate_tracks([track], np.array([5], dtype=np.int64), dtype=dtype, interpolation=mode)

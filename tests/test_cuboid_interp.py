@@ -302,3 +302,127 @@ def test_rig_boxes_from_every_10th_keyframe_match_true_tracks(drive):
         true = box_corners(center, np.broadcast_to(world.actor_size[j], center.shape), quat.from_yaw(yaw))
         got = box_corners(out.centers[:, j], out.sizes[:, j], out.rotations[:, j])
         assert np.max(np.linalg.norm(got - true, axis=-1)) < 0.05
+
+
+# ---------------------------------------------------------------- motion-aware modes
+
+
+def _turning_car(v_mps=10.0, w_radps=0.3, keys_s=np.arange(0.0, 7.0)):
+    """A car at constant speed and yaw rate (truth at any time) and its 1 Hz keyframe track."""
+    def truth(t_ns):
+        s = np.asarray(t_ns) * 1e-9
+        return (np.column_stack([v_mps / w_radps * np.sin(w_radps * s), v_mps / w_radps * (1 - np.cos(w_radps * s)),
+                                 np.full(len(s), 0.8)]), w_radps * s)
+
+    ts = (keys_s * 1e9).astype(np.int64)
+    c, yaw = truth(ts)
+    return CuboidTrack("car", "car", ts, c, np.tile([4.5, 1.9, 1.6], (len(ts), 1)), quat.from_yaw(yaw)), truth
+
+
+def _yaw_error(q, yaw):
+    return np.abs(np.angle(np.exp(1j * (quat.to_euler_zyx(q)[:, 2] - yaw))))
+
+
+def test_turning_car_mid_way_linear_is_a_third_of_a_metre_off_motion_aware_within_2_cm():
+    track, truth = _turning_car()
+    mid = track.timestamps_ns[:-1] + 500_000_000
+    c_true, yaw_true = truth(mid)
+    linear = interpolate_tracks([track], mid)
+    assert np.linalg.norm(linear.centers[:, 0] - c_true, axis=1).min() > 0.37  # the corner linear cuts
+    ctrv = interpolate_tracks([track], mid, interpolation="ctrv")
+    assert np.linalg.norm(ctrv.centers[:, 0] - c_true, axis=1).max() < 1e-9  # the truth is a CTRV arc
+    assert _yaw_error(ctrv.rotations[:, 0], yaw_true).max() < 1e-9
+    hermite = interpolate_tracks([track], mid, interpolation="hermite")
+    err = np.linalg.norm(hermite.centers[:, 0] - c_true, axis=1)
+    assert err[1:-1].max() < 0.02  # between interior keyframes (one-sided tangents at the ends)
+    assert err.max() < 0.1
+    assert np.degrees(_yaw_error(hermite.rotations[:, 0], yaw_true)[1:-1]).max() < 0.5  # heading follows the path
+
+
+def _reference_motion(track: CuboidTrack, times: np.ndarray, mode: str) -> np.ndarray:
+    """Centres inside the keyframe range by plain formulas: ctrv rotates the start about the
+    centre of the circle through both keyframes that turns by the heading change; hermite is
+    scipy's CubicHermiteSpline with tangents from np.polyfit parabolas over three keyframes."""
+    from scipy.interpolate import CubicHermiteSpline
+
+    t = track.timestamps_ns.astype(np.float64) * 1e-9
+    c = track.centers
+    s = times.astype(np.float64) * 1e-9
+    if mode == "hermite":
+        slopes = []
+        for j in range(len(t)):
+            i = min(max(j, 1), len(t) - 2)
+            fit = [np.polyfit(t[i - 1:i + 2] - t[j], c[i - 1:i + 2, a], 2) for a in range(3)]
+            slopes.append([f[1] for f in fit])
+        return CubicHermiteSpline(t, c, np.array(slopes))(s)
+    psi = quat.to_euler_zyx(track.rotations)[:, 2]
+    k = np.clip(np.searchsorted(t, s, side="right") - 1, 0, len(t) - 2)
+    u = (s - t[k]) / (t[k + 1] - t[k])
+    turn = np.angle(np.exp(1j * (psi[k + 1] - psi[k])))
+    p0, p1 = c[k, :2], c[k + 1, :2]
+    mid, chord = 0.5 * (p0 + p1), p1 - p0
+    normal = np.column_stack([-chord[:, 1], chord[:, 0]])
+    centre = mid + normal / (2 * np.tan(turn / 2))[:, None]
+    a = u * turn
+    rel = p0 - centre
+    xy = centre + np.column_stack([np.cos(a) * rel[:, 0] - np.sin(a) * rel[:, 1],
+                                   np.sin(a) * rel[:, 0] + np.cos(a) * rel[:, 1]])
+    return np.column_stack([xy, c[k, 2] + u * (c[k + 1, 2] - c[k, 2])])
+
+
+@pytest.mark.parametrize("mode", ["ctrv", "hermite"])
+def test_motion_aware_modes_match_plain_references_inside_and_linear_outside(mode):
+    rng = np.random.default_rng(31)
+    for n in range(6):
+        k = int(rng.integers(3, 8))
+        ts = np.cumsum(rng.integers(200_000_000, 2_000_000_000, k))
+        yaw = np.cumsum(rng.uniform(-0.8, 0.8, k))
+        track = CuboidTrack(f"t{n}", "car", ts, rng.normal(0, 20, (k, 3)), rng.uniform(1, 5, (k, 3)),
+                            quat.from_yaw(yaw))
+        times = np.sort(rng.integers(ts[0] - 10**9, ts[-1] + 10**9, 300))
+        times[:k] = ts  # the keyframes themselves
+        times.sort()
+        out = interpolate_tracks([track], times, "constant_velocity", interpolation=mode)
+        linear = interpolate_tracks([track], times, "constant_velocity")
+        inside = (times >= ts[0]) & (times <= ts[-1])
+        np.testing.assert_allclose(out.centers[inside, 0], _reference_motion(track, times[inside], mode), atol=1e-8)
+        np.testing.assert_array_equal(out.centers[~inside], linear.centers[~inside])
+        np.testing.assert_array_equal(out.sizes, linear.sizes)
+        at_keys = np.isin(times, ts)
+        np.testing.assert_allclose(out.centers[at_keys, 0], track.centers, atol=1e-9)
+        assert np.all(quat.angle_between(out.rotations[at_keys, 0], track.rotations) < 1e-9)
+        if mode == "ctrv":  # the rotation stays the slerp
+            np.testing.assert_array_equal(out.rotations, linear.rotations)
+
+
+def test_modes_are_per_track_and_survive_select_and_float32():
+    rng = np.random.default_rng(37)
+    tracks = _random_tracks(rng, 9)
+    modes = ["linear", "ctrv", "hermite"] * 3
+    table = TrackTable.from_tracks(tracks, modes)
+    lo = min(t.timestamps_ns[0] for t in tracks)
+    hi = max(t.timestamps_ns[-1] for t in tracks)
+    times = rng.integers(lo, hi, 120)
+    mixed = interpolate_tracks(table, times, "hold")
+    for n, (track, mode) in enumerate(zip(tracks, modes)):
+        alone = interpolate_tracks([track], times, "hold", interpolation=mode)
+        for got, want in zip(_fields(mixed), _fields(alone)):
+            np.testing.assert_array_equal(got[:, n], want[:, 0])
+    pick = np.array([2, 1, 0])
+    np.testing.assert_array_equal(table.select(pick).interpolation, table.interpolation[pick])
+    f32 = interpolate_tracks(table, times, "hold", np.float32)
+    for got, full in zip(_fields(f32)[:3], _fields(mixed)[:3]):
+        np.testing.assert_array_equal(got, full.astype(np.float32))
+
+
+def test_interpolation_mode_errors():
+    track, _ = _turning_car()
+    with pytest.raises(ValueError, match="track car: interpolation must be one of"):
+        interpolate_tracks([track], np.array([0]), interpolation="spline")
+    with pytest.raises(ValueError, match="one mode per track"):
+        TrackTable.from_tracks([track], ["ctrv", "hermite"])
+    with pytest.raises(ValueError, match="when packing"):
+        interpolate_tracks(TrackTable.from_tracks([track]), np.array([0]), interpolation="ctrv")
+    with pytest.raises(ValueError, match="interpolation must be"):
+        TrackTable(("a",), np.array([0, 1]), np.array([0]), np.zeros((1, 3)), np.ones((1, 3)),
+                   np.array([[1.0, 0, 0, 0]]), np.zeros(1, bool), np.array([7]))
