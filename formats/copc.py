@@ -26,7 +26,7 @@ from pathlib import Path
 import lazrs
 import numpy as np
 
-from formats.octree import ENTRY, OctreeLayer, hierarchy_pages
+from formats.octree import OctreeLayer, hierarchy_pages
 
 POINT = np.dtype([("X", "<i4"), ("Y", "<i4"), ("Z", "<i4"), ("intensity", "<u2"), ("returns", "u1"),
                   ("flags", "u1"), ("classification", "u1"), ("user_data", "u1"), ("scan_angle", "<i2"),
@@ -53,7 +53,8 @@ def _extra_bytes_vlr() -> bytes:
     return _vlr("LASF_Spec", 4, body, "extra bytes")
 
 
-def _header(meta: dict, n_points: int, offset_to_points: int, n_vlrs: int, evlr_start: int, bounds: np.ndarray) -> bytes:
+def _header(meta: dict, n_points: int, offset_to_points: int, n_vlrs: int, evlr_start: int,
+            bounds: np.ndarray) -> bytes:
     today = datetime.date.today()
     q, origin = meta["quantum_m"], meta["origin_m"]
     mins, maxs = bounds[0] * q + origin, bounds[1] * q + origin
@@ -132,4 +133,4 @@ def write_copc(layer_dir: str | os.PathLike, path: str | os.PathLike) -> dict[st
     return {"points": int(nodes["point_count"].sum()), "nodes": len(nodes), "bytes": total}
 
 
-__all__ = ["ENTRY", "POINT", "write_copc"]
+__all__ = ["POINT", "write_copc"]

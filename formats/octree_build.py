@@ -34,9 +34,10 @@ import xxhash
 
 from engine.map_octree import (gather_rows, group_by_node, merge_voxels, morton_codes, node_xyz, octree_shape,
                                select_lod, sort_order)
-from formats.octree import ENTRY, FORMAT_NAME, FORMAT_VERSION, HIERARCHY, METADATA, OCTREE, encode_nodes, hierarchy_pages
+from formats.octree import (ENTRY, FORMAT_NAME, FORMAT_VERSION, HIERARCHY, METADATA, OCTREE, encode_nodes,
+                            hierarchy_pages)
 from formats.octree_chunks import RAW, RAW_WORDS, CellCounter, Cube, distribute, pack_records, plan_chunks
-from formats.scene_store.durable import atomic_write, digest_file
+from formats.scene_store.durable import atomic_write
 
 COLUMNS = ("x", "y", "z", "intensity16", "r", "g", "b", "count", "first", "last")
 
@@ -175,8 +176,8 @@ class OctreeBuilder:
         self._commit_segment()
         stats = self.state["stats"]
         o = self.options
-        cube = Cube.around(np.array(stats["lo_q"] if stats else [0, 0, 0]), np.array(stats["hi_q"] if stats else [0, 0, 0]),
-                           o.voxel_q, o.cell_bits)
+        lo, hi = (np.array(stats[k] if stats else [0, 0, 0]) for k in ("lo_q", "hi_q"))
+        cube = Cube.around(lo, hi, o.voxel_q, o.cell_bits)
         keys, counts = self.counter.items()
         chunks, chunk_of_cell = plan_chunks(cube, keys, counts, o.chunk_max)
         if not self.state["distributed"] and len(chunks) > 1:  # one chunk: the pool is its file
@@ -377,4 +378,4 @@ class _NodeWriter:
         self._fh.close()
 
 
-__all__ = ["OctreeBuilder", "OctreeOptions", "digest_file", "intensity16", "intensity_info", "upper_nodes"]
+__all__ = ["OctreeBuilder", "OctreeOptions", "intensity16", "intensity_info", "upper_nodes"]

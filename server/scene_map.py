@@ -52,9 +52,8 @@ from formats.errors import FormatError
 from formats.octree import METADATA
 from formats.octree_build import OctreeBuilder, OctreeOptions
 from formats.raw_log import RawLog
-from formats.scene_store import Scene, atomic_write, column_values
+from formats.scene_store import Scene, atomic_write, column_values, quantisation
 from formats.scene_store.durable import digest_file
-from formats.scene_store.quantise import quantisation
 from server.boxes import tracks_from_document
 
 MAP_DIR, MAP_MANIFEST, MAP_FORMAT = "map", "map.json", "fathom-map"
@@ -156,7 +155,8 @@ class MapFrames:
         n = len(out["q"])
         out["ego"], out["moving"], out["origins"] = np.zeros(n, np.bool_), np.zeros(n, np.bool_), np.zeros((0, 3))
         if layer == "lidar" and n:
-            ego, out["origins"] = ego_and_origins(out["xyz"], out["times"], self.track, out["sensor_id"], self.extrinsics)
+            ego, out["origins"] = ego_and_origins(out["xyz"], out["times"], self.track, out["sensor_id"],
+                                                  self.extrinsics)
             out["ego"] = ~outside_box(ego, self.options.ego_box)
             if self.moving is not None:
                 out["moving"] = self._in_moving_boxes(out["xyz"], out["times"] - entry.timestamp_ns,
@@ -175,7 +175,8 @@ class MapFrames:
         mid = t0_ns + steps * step + step // 2
         at = interpolate_tracks(table, mid, "constant_velocity")
         first, last = table.timestamps_ns[table.offsets[:-1]], table.timestamps_ns[table.offsets[1:] - 1]
-        valid = at.valid & (mid[:, None] >= first - o.moving_extrapolate_ns) & (mid[:, None] <= last + o.moving_extrapolate_ns)
+        reach = o.moving_extrapolate_ns
+        valid = at.valid & (mid[:, None] >= first - reach) & (mid[:, None] <= last + reach)
         b = len(first)
         unit = (np.zeros((b, 3)), np.ones((b, 3)), np.tile([1.0, 0, 0, 0], (b, 1)))  # validated, never used
         labels = points_in_boxes_at_times(xyz, offsets_ns, step, *unit, np.arange(b), steps, at.centers, at.sizes,

@@ -30,7 +30,8 @@ def rig(tmp_path_factory):
     drive = simulate_drive(seed=3, duration_s=4.0, preset="test")
     write_drive_log(root / "log", drive, cameras=False)
     write_labels(root / "log", drive_labels(drive, period_ns=FRAME_PERIOD_NS))
-    summary = prepare(root / "log", root / "scene", options=PrepareOptions(colorize=False, visibility=False), workers=2)
+    summary = prepare(root / "log", root / "scene", options=PrepareOptions(colorize=False, visibility=False, map=False),
+                      workers=2)
     assert not summary.failed
     log = read_log(root / "log")
     actors = drive.world.actor_ids
@@ -124,6 +125,7 @@ def test_map_build_copc_and_rerun(rig, tmp_path, monkeypatch):
 def test_sonar_soundings_are_their_own_layer(tmp_path):
     log_dir, _ = write_harbor_log(tmp_path / "log", duration_s=4.0, beams=64)
     assert not prepare(log_dir, tmp_path / "scene", options=PrepareOptions(colorize=False, visibility=False)).failed
+    assert not (tmp_path / "scene" / MAP_DIR).exists()  # a sonar-only log: no map unless asked
     sonar = {lidar.name for lidar in read_log(log_dir).lidars if lidar.format == "kmall"}
     summary = build_scene_map(tmp_path / "scene", sonar_sensors=sonar, options=MapOptions(copc=False))
     assert set(summary.layers) == {"sonar"}

@@ -65,10 +65,12 @@ def test_nodes_by_byte_range_decode_to_the_layer(served):
             continue
         w = position_width(meta["side_q"], lv)
         size = node_sections(n, w)["viewer"]
-        r = client.get(layer["files"]["octree.bin"], headers={**V, "Range": f"bytes={e['offset']}-{e['offset'] + size - 1}"})
+        span = f"bytes={e['offset']}-{e['offset'] + size - 1}"
+        r = client.get(layer["files"]["octree.bin"], headers={**V, "Range": span})
         assert r.status_code == 206 and len(r.content) == size <= 16 * n
         pos = np.frombuffer(r.content, f"<u{w}", 3 * n).reshape(n, 3).astype(np.int64)
-        got[(lv, int(e["x"]), int(e["y"]), int(e["z"]))] = pos + np.array([e["x"], e["y"], e["z"]]) * (meta["side_q"] >> lv)
+        corner = np.array([e["x"], e["y"], e["z"]]) * (meta["side_q"] >> lv)
+        got[(lv, int(e["x"]), int(e["y"]), int(e["z"]))] = pos + corner
     for k, e in enumerate(truth.nodes):
         if e["point_count"]:
             d = truth.node(k)
@@ -118,7 +120,8 @@ def test_files_ranges_etags_and_caching(served):
     assert client.get(plain_url, headers={**V, "If-None-Match": f'"{digest}"'}).status_code == 304
     assert client.get(f"{MAP}/lidar/other.bin", headers=V).status_code == 422
     assert client.get(f"{MAP}/sonar/octree.bin", headers=V).status_code == 404
-    assert client.get("/v1/scenes/nomap/map", headers=V).status_code == 404
+    assert client.get("/v1/scenes/nomap/map", headers=V).json() == {"scene_id": "nomap", "moving": None, "layers": {}}
+    assert client.get("/v1/scenes/nomap/map/lidar/hierarchy.bin", headers=V).status_code == 404
     assert client.get(MAP).status_code == 401
 
 

@@ -44,12 +44,13 @@ def _manifest(path: str, mtime_ns: int, size: int) -> dict[str, Any]:
     return doc
 
 
-def _map(scene) -> dict[str, Any]:
+def _map(scene) -> dict[str, Any] | None:
+    """The scene's map manifest, None when it has no (complete) map."""
     path = scene.dir / MAP_DIR / MAP_MANIFEST
     try:
         st = path.stat()
     except OSError:
-        raise HTTPException(404, f"scene {scene.scene_id!r} has no map (prepare it with --map)") from None
+        return None
     try:
         return _manifest(str(path), st.st_mtime_ns, st.st_size)
     except (OSError, ValueError) as exc:
@@ -67,9 +68,9 @@ def _layer(path: str, digest: str) -> tuple[OctreeLayer, dict[tuple[int, int, in
 
 def _open_layer(scene, layer: str) -> tuple[OctreeLayer, dict[str, Any], dict[tuple[int, int, int, int], int]]:
     doc = _map(scene)
-    entry = doc["layers"].get(layer)
+    entry = None if doc is None else doc["layers"].get(layer)
     if entry is None:
-        raise HTTPException(404, f"the map of scene {scene.scene_id!r} has no {layer} layer")
+        raise HTTPException(404, f"scene {scene.scene_id!r} has no {layer} map layer (prepare it with --map)")
     opened, rows = _layer(str(scene.dir / MAP_DIR / layer), entry["metadata_xxh3_128"])
     return opened, entry, rows
 
@@ -92,12 +93,13 @@ def _file_payload(path: Path, size: int, digest: str, media_type: str, version: 
     return Payload(body, media_type, f'"{digest}"', {"Cache-Control": cache}, compressible=False)
 
 
-@router.get("/scenes/{scene_id}/map", responses={404: {"description": "no map"}})
+@router.get("/scenes/{scene_id}/map")
 def get_map(_: Viewer, scene: SceneDep) -> dict[str, Any]:
-    """The map's layers: each layer's octree metadata (:mod:`formats.octree`: cube, quantum,
-    spacing, points, nodes, root hierarchy page, intensity mapping), what was removed and
-    the URLs of its files (with ``?v=`` digests) and of its COPC file, if any."""
-    doc = _map(scene)
+    """The map's layers (none for a scene prepared without a map, or while it is rebuilt):
+    each layer's octree metadata (:mod:`formats.octree`: cube, quantum, spacing, points,
+    nodes, root hierarchy page, intensity mapping), what was removed and the URLs of its
+    files (with ``?v=`` digests) and of its COPC file, if any."""
+    doc = _map(scene) or {"layers": {}}
     base = f"/v1/scenes/{scene.scene_id}/map"
     out = {}
     for name, entry in doc["layers"].items():
@@ -143,7 +145,8 @@ def get_map_node(
     key: Annotated[str, PathParam(pattern=r"^\d{1,2}-\d{1,7}-\d{1,7}-\d{1,7}$", description="LEVEL-X-Y-Z")],
     part: Annotated[Literal["viewer", "full"], Query(description="the viewer part or the whole node")] = "viewer",
     compression: Annotated[Literal["lz4", "zstd"] | None, Query(
-        description="compress the body (an LZ4 frame or a Zstandard frame; X-Uncompressed-Length gives its size)")] = None,
+        description="compress the body (an LZ4 frame or a Zstandard frame; X-Uncompressed-Length gives its "
+                    "size)")] = None,
 ) -> Response:
     """One node's bytes (:mod:`formats.octree`; headers ``X-Point-Count``, ``X-Position-Bytes``
     (w), ``X-Node-Level``)."""
