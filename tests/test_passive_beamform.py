@@ -157,3 +157,17 @@ def test_bad_shapes_are_refused():
 def test_shorter_than_a_frame_gives_no_frames():
     btr = bearing_time_record(np.zeros((4, 100)), FS, _ring(4), np.zeros(3), [[100.0, 900.0]])
     assert btr.power.shape == (0, 1, 3) and btr.times_ns.shape == (0,)
+
+
+@pytest.mark.parametrize("method", ["bartlett", "mvdr"])
+def test_opposite_beams_and_workers_do_not_change_the_result(method):
+    # a full circle pairs each beam with its opposite (one phase table for both); half circles do not
+    pos = _ring(7, wobble=0.4, seed=8)
+    az = np.radians(np.arange(-180.0, 180.0, 10.0))
+    x = _plane_wave(pos, 2.5, int(3 * FS), 0.4, seed=9)
+    args = (x, FS, pos)
+    kw = dict(bands_hz=[[100.0, 900.0], [700.0, 1800.0]], method=method, nfft=128)
+    full = bearing_time_record(*args, az, workers=1, **kw)
+    halves = [bearing_time_record(*args, part, workers=1, **kw).power for part in (az[:18], az[18:])]
+    np.testing.assert_allclose(full.power, np.concatenate(halves, axis=2), rtol=1e-12)
+    np.testing.assert_array_equal(bearing_time_record(*args, az, workers=3, **kw).power, full.power)

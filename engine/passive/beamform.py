@@ -18,19 +18,26 @@ Directions are azimuths in the ego frame (x forward, y left, z up): ``0`` ahead,
 port, measured from x towards y, at a fixed elevation (0: the array's horizontal plane).
 
 The quadratic form uses only the upper triangle of ``R``:
-``aᴴ R a = (trace R + 2 Σ_{i<j} Re(R_ij e^{iΔ_ij})) / C`` with ``Δ_ij = 2π f (p_j − p_i)·u / c``;
-the phase tables are advanced from bin to bin by one complex multiplication (refreshed
-exactly every :data:`_REFRESH` bins) and shared by all frames of a chunk.
+``aᴴ R a = (trace R + 2 Σ_{i<j} Re(R_ij e^{iΔ_ij})) / C`` with ``Δ_ij = 2π f (p_j − p_i)·u / c``.
+Per bin, the frames' triangles ``(F, 2P)`` (real parts, imaginary parts) multiply the phase
+table ``(B, 2P)`` (``cos Δ``, ``−sin Δ``) in one matrix product; the table is advanced from bin
+to bin by one complex multiplication per entry (recomputed exactly every :data:`_REFRESH` bins)
+and shared by a chunk of frames. A horizontal look direction and its opposite have opposite
+``Δ``, so on a full circle of beams (elevation 0, an even count, beam ``k + B/2`` opposite beam
+``k``) one half-table serves both: ``Σ Re R cos Δ ∓ Σ Im R sin Δ``.
 """
 
 from __future__ import annotations
 
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterator, Literal
 
 import numpy as np
 import numpy.typing as npt
+from threadpoolctl import threadpool_limits
 
 from engine._jit import jit
 from engine.typing import Float64Array, FloatArray, Int64Array
@@ -67,6 +74,20 @@ def _gather_upper(csm, pair_i, pair_j, stack, trace):
                 v = csm[f, n, pair_i[p], pair_j[p]]
                 stack[n, f, p] = v.real
                 stack[n, f, p_count + p] = v.imag
+
+
+@jit
+def _accumulate(q_re, q_im, sign, trace, n_elements, member, inverse, out):
+    """``out[f, k, b] += 2 aᴴRa`` (or ``2 / aᴴRa``) for the bands ``k`` in ``member (NB,)``, with
+    ``aᴴRa = (trace[f] + 2 (q_re + sign · q_im)[f, b]) / C`` (``q (F, B)``, ``out (F, NB, B)``)."""
+    f_count, b_count = q_re.shape
+    for k in range(member.shape[0]):
+        if not member[k]:
+            continue
+        for f in range(f_count):
+            for b in range(b_count):
+                q = (trace[f] + 2.0 * (q_re[f, b] + sign * q_im[f, b])) / n_elements
+                out[f, k, b] += 2.0 / q if inverse else 2.0 * q
 
 
 @jit
@@ -207,11 +228,16 @@ def bearing_time_record(samples: FloatArray, sample_rate_hz: float, positions_m:
                         azimuth_rad: FloatArray, bands_hz: npt.ArrayLike, *, start_ns: int = 0, frame_s: float = 1.0,
                         nfft: int = 256, overlap: int | None = None, window: str | None = "hann",
                         method: Method = "bartlett", loading: float = 1e-2, elevation_rad: float = 0.0,
-                        sound_speed_m_s: float = 1500.0) -> BearingTimeRecord:
+                        sound_speed_m_s: float = 1500.0, workers: int | None = None) -> BearingTimeRecord:
     """Beamform ``samples (C, N)`` (any float dtype; element ``c`` at ``positions_m[c]``, ego
     frame, m) into a :class:`BearingTimeRecord` of whole frames of ``frame_s`` (a trailing
     partial frame is left out). ``overlap`` defaults to ``nfft // 2``; ``window`` is a
-    ``scipy.signal.get_window`` name or None (rectangular)."""
+    ``scipy.signal.get_window`` name or None (rectangular).
+
+    ``workers`` threads (default: the CPUs this process may use) share each chunk of frames:
+    the cross-spectra by frames, then the beams by direction. The BLAS pool is held at one
+    thread meanwhile (its own spinning threads would compete with these, and thrash on a
+    busy machine)."""
     x = np.asarray(samples)
     if x.ndim != 2 or not np.issubdtype(x.dtype, np.floating):
         raise ValueError(f"samples must be a float (C, N) array, got {x.dtype} {x.shape}")
@@ -246,42 +272,67 @@ def bearing_time_record(samples: FloatArray, sample_rate_hz: float, positions_m:
     out = np.zeros((n_frames, len(bands), len(az)))
     frames = x[:, :n_frames * length].reshape(c, n_frames, length)
     p = len(iu[0])
-    for c0 in range(0, n_frames, _CHUNK_FRAMES):
-        c1 = min(c0 + _CHUNK_FRAMES, n_frames)
-        stack = np.empty((len(bins), c1 - c0, 2 * p))  # pair real parts then imaginary parts
-        trace = np.empty((len(bins), c1 - c0))
-        for f0, csm in _csm_pieces(frames[:, c0:c1], nfft, overlap, win, bins):
-            if method == "mvdr":
+    workers = max(1, len(os.sched_getaffinity(0)) if workers is None else int(workers))
+    # a horizontal look direction and its opposite have opposite delays: one table serves both
+    half = len(az) // 2
+    mirrored = (elevation_rad == 0.0 and len(az) % 2 == 0 and half > 0
+                and np.allclose(np.angle(np.exp(1j * (az[half:] - az[:half] - math.pi))), 0.0, atol=1e-9))
+    beams = _spans(half if mirrored else len(az), workers)
+    delays = [np.ascontiguousarray(pair_delays[:, b0:b1]) for b0, b1 in beams]
+    mvdr = method == "mvdr"
+
+    def triangles(c0: int, f0: int, f1: int, stack: Float64Array, trace: Float64Array) -> None:
+        for g0, csm in _csm_pieces(frames[:, c0 + f0:c0 + f1], nfft, overlap, win, bins):
+            if mvdr:
                 csm = _loaded_inverse(csm, loading)
-            _gather_upper(csm, iu[0], iu[1], stack[:, f0:f0 + len(csm)], trace[:, f0:f0 + len(csm)])
-        _beamform_chunk(stack, trace, c, bins, fs / nfft, pair_delays, member, method == "mvdr", out[c0:c1])
+            g = slice(f0 + g0, f0 + g0 + len(csm))
+            _gather_upper(csm, iu[0], iu[1], stack[:, g], trace[:, g])
+
+    with ThreadPoolExecutor(workers) as pool, threadpool_limits(1, user_api="blas"):
+        for c0 in range(0, n_frames, _CHUNK_FRAMES):
+            c1 = min(c0 + _CHUNK_FRAMES, n_frames)
+            stack = np.empty((len(bins), c1 - c0, 2 * p))  # pair real parts then imaginary parts
+            trace = np.empty((len(bins), c1 - c0))
+            list(pool.map(lambda span: triangles(c0, span[0], span[1], stack, trace), _spans(c1 - c0, workers)))
+            list(pool.map(lambda k: _beamform_chunk(
+                stack, trace, c, bins, fs / nfft, delays[k], member, mvdr, out[c0:c1, :, beams[k][0]:beams[k][1]],
+                out[c0:c1, :, half + beams[k][0]:half + beams[k][1]] if mirrored else None), range(len(beams))))
     mid = np.arange(n_frames) * length + length / 2
     times = start_ns + np.rint(mid * (1e9 / fs)).astype(np.int64)
     return BearingTimeRecord(times, az, bands, out, method)
 
 
+def _spans(n: int, parts: int) -> list[tuple[int, int]]:
+    """``[a, b)`` ranges cutting ``range(n)`` into at most ``parts`` near-equal non-empty pieces."""
+    edges = np.linspace(0, n, min(parts, max(n, 1)) + 1).round().astype(int)
+    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:]) if b > a]
+
+
 def _beamform_chunk(stack: Float64Array, trace: Float64Array, c: int, bins: Int64Array, df_hz: float,
-                    pair_delays: Float64Array, member: np.ndarray, inverse: bool, out: Float64Array) -> None:
+                    pair_delays: Float64Array, member: np.ndarray, inverse: bool, out: Float64Array,
+                    mirror: Float64Array | None) -> None:
     """Add ``2 aᴴRa`` (or ``2 / aᴴRa`` when ``inverse``) of the matrices whose upper triangles are
     ``stack (nb, F, 2P)`` and traces ``trace (nb, F)`` at ``bins`` for the directions of
-    ``pair_delays (P, B)`` into the bands ``member (nb, NB)`` of ``out (F, NB, B)``: per bin one
-    matrix product of the frames' triangles with the phase table ``(B, 2P)``."""
-    nb, f, _ = stack.shape
+    ``pair_delays (P, B)`` into the bands ``member (nb, NB)`` of ``out (F, NB, B)``, and, when
+    ``mirror`` is given, for the opposite directions (delays negated) into it: per bin two
+    matrix products of the frames' triangles with the phase table ``(B, 2P)``."""
+    nb, f, p2 = stack.shape
     p, b = pair_delays.shape
     table = np.empty((b, 2 * p))
     step = np.empty((b, 2 * p))
     _phase_table(pair_delays, df_hz, step)
-    q = np.empty((f, b))
+    q_re = np.empty((f, b))
+    q_im = np.empty((f, b))
     for n in range(nb):
         if n % _REFRESH == 0 or bins[n] - bins[n - 1] != 1:
             _phase_table(pair_delays, bins[n] * df_hz, table)
         else:
             _advance_table(table, step)
-        np.matmul(stack[n], table.T, out=q)
-        power = (trace[n, :, None] + 2.0 * q) / c  # aᴴRa, (F, B)
-        power = 2.0 / power if inverse else 2.0 * power
-        for k in np.flatnonzero(member[n]):
-            out[:, k] += power
+        np.matmul(stack[n, :, :p], table[:, :p].T, out=q_re)  # Σ Re R cos
+        np.matmul(stack[n, :, p:], table[:, p:].T, out=q_im)  # −Σ Im R sin: odd in the delays
+        _accumulate(q_re, q_im, 1.0, trace[n], c, member[n], inverse, out)
+        if mirror is not None:
+            _accumulate(q_re, q_im, -1.0, trace[n], c, member[n], inverse, mirror)
 
 
 def _loaded_inverse(csm: np.ndarray, loading: float) -> np.ndarray:
@@ -297,4 +348,6 @@ def _warmup() -> None:
     x = np.random.default_rng(0).normal(size=(3, 64))
     pos = np.array([[0.0, 0, 0], [0.5, 0, 0], [0, 0.5, 0]])
     for method in ("bartlett", "mvdr"):
-        bearing_time_record(x, 64.0, pos, np.array([0.0, 1.0]), [[4.0, 12.0]], nfft=16, method=method)
+        for workers in (1, 2):
+            bearing_time_record(x, 64.0, pos, np.array([0.0, 1.0]), [[4.0, 12.0]], nfft=16, method=method,
+                                workers=workers)
