@@ -125,6 +125,44 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_prelabel(args: argparse.Namespace) -> int:
+    """Store a detector's output as a prepared scene's pre-labels (what the upload route does)."""
+    from engine.tracker import TrackerParams
+    from formats.detections import SceneFrames, read_detections
+    from formats.import_kitti import TRACKING_CALIB_KEYS, read_tracking_calib
+    from formats.import_kitti_object import OBJECT_CALIB_KEYS
+    from formats.scene_store import Scene
+    from server.config import Settings
+    from server.prelabel_store import PrelabelStore, build_prelabels
+
+    scene_dir = Path(args.scene_dir)
+    scene = Scene.open(scene_dir)
+    reference = None
+    if args.kitti_calib is not None:
+        text = Path(args.kitti_calib).read_text(errors="replace")  # the object layout spells its keys R0_rect ...
+        keys = OBJECT_CALIB_KEYS if "R0_rect" in text else TRACKING_CALIB_KEYS
+        reference = read_tracking_calib(args.kitti_calib, keys).ego_from_reference
+    elif args.camera is not None:
+        if args.camera not in scene.cameras:
+            raise ValueError(f"scene {scene.scene_id!r} has no camera {args.camera!r}; it has {sorted(scene.cameras)}")
+        reference = scene.cameras[args.camera].ego_from_camera
+    frames = SceneFrames.of(scene)
+    detections = read_detections(args.detections, frames, args.format, samples=args.nuscenes_samples,
+                                 reference=reference, coordinates=args.coordinates)
+    prelabels, tracked = build_prelabels(frames, detections, args.track, TrackerParams(min_score=args.min_score))
+    db = Path(args.label_db) if args.label_db else Settings(scenes_dir=scene_dir.parent).label_db_path
+    store = PrelabelStore(db)
+    try:
+        store.replace(scene.scene_id, prelabels, f"{args.format or 'guessed format'} {Path(args.detections).name}",
+                      len(detections), tracked)
+    finally:
+        store.close()
+    how = "tracked" if tracked else "grouped by their track ids"
+    print(f"fathom prelabel: {scene.scene_id}: {len(detections)} detections {how} into {len(prelabels)} pre-label "
+          f"tracks in {db}")
+    return 0
+
+
 def _labels(db: Path, scene_id: str) -> tuple[int, dict]:
     from server.label_store import LabelStore
 
@@ -329,6 +367,25 @@ def build_parser() -> argparse.ArgumentParser:
                      help="categories with no nuScenes name: refuse (default), pass the name, or drop the track")
     exp.add_argument("--tables-only", action="store_true", help="the tables without samples/")
     exp.set_defaults(func=_cmd_export)
+
+    pre = sub.add_parser("prelabel", help="a detector's per-frame detections → a prepared scene's pre-label tracks")
+    pre.add_argument("scene_dir", help="a prepared scene directory")
+    pre.add_argument("detections", help="nuScenes results JSON, KITTI results file or directory, SFS, Arrow/Parquet")
+    pre.add_argument("--format", default=None, choices=["nuscenes", "kitti", "sfs", "table"],
+                     help="the detections' format (default: guessed from the name and first bytes)")
+    pre.add_argument("--label-db", default=None,
+                     help="the server's label database (default: labels.sqlite3 beside the scene directory)")
+    pre.add_argument("--nuscenes-samples", default=None, metavar="SAMPLE_JSON",
+                     help="nuscenes: the dataset's sample.json, for results on the original dataset's tokens")
+    ref = pre.add_mutually_exclusive_group()
+    ref.add_argument("--kitti-calib", default=None, help="kitti: the calibration file (tracking or object layout)")
+    ref.add_argument("--camera", default=None, help="kitti: the scene camera whose frame is KITTI's reference camera")
+    pre.add_argument("--coordinates", default="world", choices=["world", "ego"],
+                     help="table: boxes in the scene's world frame (default) or each frame's ego frame")
+    pre.add_argument("--track", action=argparse.BooleanOptionalAction, default=None,
+                     help="run the 3D tracker (default: unless every detection has a track id)")
+    pre.add_argument("--min-score", type=float, default=0.0, help="ignore detections scoring below")
+    pre.set_defaults(func=_cmd_prelabel)
 
     mp = sub.add_parser("map", help="build or update a prepared scene's map (level-of-detail tiles, COPC)")
     mp.add_argument("scene_dir", help="a prepared scene directory")

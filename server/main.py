@@ -29,6 +29,7 @@ from server.label_http import conflict, stale
 from server.label_store import LabelStore, StaleRevision, TrackConflict
 from server.limits import BodySizeLimit
 from server.payloads import PayloadCache
+from server.prelabel_store import PrelabelStore
 from server.responses import errors
 from server.routes import (
     events,
@@ -41,6 +42,8 @@ from server.routes import (
     maps,
     ontology,
     passive,
+    prelabels,
+    propagate,
     scenes,
     segmentation,
     viewer,
@@ -66,6 +69,7 @@ def create_app(settings: Settings) -> FastAPI:
         log.warning("no tokens configured: every API request will get 401")
     label_events = LabelEvents()
     state.labels.listeners.append(label_events.publish)
+    prelabel_store = PrelabelStore(settings.label_db_path)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -77,6 +81,7 @@ def create_app(settings: Settings) -> FastAPI:
         yield
         label_events.close()
         state.labels.close()
+        prelabel_store.close()
         seg.store.close()
         app.state.documents.close()
 
@@ -86,12 +91,14 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.fathom = state
     app.state.label_events = label_events
+    app.state.prelabels = prelabel_store
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     add_cors(app, settings.cors_origins)  # outside the size limit: a 413 carries CORS headers too
     redact_tokens_in_access_log()  # a viewer link's ?token= never reaches the access log
     for module in (health, viewer):
         app.include_router(module.router)
-    for module in (scenes, frames, images, labels, label_history, events, ontology, exports, maps):
+    for module in (scenes, frames, images, labels, label_history, events, ontology, exports, maps, prelabels,
+                   propagate):
         app.include_router(module.router, responses=errors(401))  # every /v1 route needs a token
     seg = segmentation.install(app, settings)  # per-point labels: their own store and routes
     passive.install(app, settings)  # bearing tracks: revisioned documents (server.doc_store)

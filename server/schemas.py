@@ -108,11 +108,20 @@ TrackRevisions = Annotated[dict[TrackId, Revision], Field(max_length=10_000, jso
     "propertyNames": {"pattern": TRACK_ID_PATTERN}})]
 
 
+Interpolation = Literal["linear", "ctrv", "hermite"]
+_INTERPOLATION = ("how boxes between keyframes are interpolated (engine.cuboid_motion): linear (centre lerp, "
+                  "rotation slerp), ctrv (constant turn rate: along the arc the heading change describes) or "
+                  "hermite (a cubic through the neighbouring keyframes, heading following the path); stored only "
+                  "when not linear")
+
+
 class Track(_Strict):
     id: TrackId
     category: Category
     attributes: Attributes = {}
     stationary: StrictBool = False
+    interpolation: Interpolation = Field("linear", description=_INTERPOLATION,
+                                         exclude_if=lambda mode: mode == "linear")
     keyframes: Keyframes
 
 
@@ -139,6 +148,7 @@ class TrackUpdate(_Strict):
     category: Category | None = None
     attributes: Attributes | None = None
     stationary: StrictBool | None = None
+    interpolation: Interpolation | None = None
     keyframes: Keyframes | None = None
 
 
