@@ -169,15 +169,15 @@ def normals(pts, rows, lo, cell, dims, start, items, radius, half, tol, out):
 def icp(tp, pose, prior, prior_m, prior_z_m, prior_rad, mp, mn, lo, cell, dims, start, items, dmax, max_iter, huber):
     """Point-to-plane ICP of world points ``tp (T, 3)`` onto the model: ``pose`` ``[cx, cy, cz,
     yaw]`` refined in place (Gauss-Newton, Huber weights, ``prior`` a Gaussian prior of σ
-    ``prior_m`` (x, y), ``prior_z_m`` and ``prior_rad``). Correspondences within ``2 dmax`` for the first three
-    iterations, then ``dmax``. Returns ``(fitness, rmse, along)`` at the final pose: the
+    ``prior_m`` (x, y), ``prior_z_m`` and ``prior_rad``). Correspondences within ``2 dmax``
+    for the first two iterations, then ``dmax``. Returns ``(fitness, rmse, along)`` at the final pose: the
     fraction of points with a model point within ``dmax``, the RMS point-to-plane distance of
     those (model points without a normal, zero in ``mn``, count for the fitness only), and
     how well they pin the position along the heading (the sum of their normals' squared
     local x components: points on a front or back face count 1, on a side 0)."""
     inv_r2 = 1.0 / (huber * huber)
     for it in range(max_iter):
-        d_lim = 2.0 * dmax if it < 3 else dmax
+        d_lim = 2.0 * dmax if it < 2 else dmax
         h = np.zeros((4, 4))
         g = np.zeros(4)
         for k in range(4):
@@ -212,7 +212,7 @@ def icp(tp, pose, prior, prior_m, prior_z_m, prior_rad, mp, mn, lo, cell, dims, 
         delta = np.linalg.solve(h, -g)
         for k in range(4):
             pose[k] += delta[k]
-        if it >= 3 and abs(delta[0]) + abs(delta[1]) + abs(delta[2]) < 1e-5 and abs(delta[3]) < 1e-6:
+        if it >= 2 and abs(delta[0]) + abs(delta[1]) + abs(delta[2]) < 1e-5 and abs(delta[3]) < 1e-6:
             break
     c = math.cos(pose[3])
     s = math.sin(pose[3])
