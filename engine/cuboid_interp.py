@@ -33,6 +33,7 @@ import numpy as np
 from engine._jit import inline, pjit, prange
 from engine.cuboid import CuboidTrack
 from engine.cuboid_motion import INTERPOLATION, motion_box, motion_table
+from engine.pose_track import Extrapolation as PoseExtrapolation
 from engine.pose_track import (
     PoseTrack,
     find_interval,
@@ -321,7 +322,7 @@ class TrackTable:
         return TrackTable(
             tuple(self.track_ids[n] for n in index), np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
             self.timestamps_ns[keys], self.centers[keys], self.sizes[keys], self.rotations[keys],
-            self.stationary[index], self.interpolation[index],
+            self.stationary[index], None if self.interpolation is None else self.interpolation[index],
         )
 
     @staticmethod
@@ -383,7 +384,7 @@ class BoxFrames:
     valid: np.ndarray
     frame: str = "world"
 
-    def to_ego(self, world_from_ego: PoseTrack | SE3, extrapolate: str = "none") -> "BoxFrames":
+    def to_ego(self, world_from_ego: PoseTrack | SE3, extrapolate: PoseExtrapolation = "none") -> "BoxFrames":
         """The boxes in each frame's ego frame: ``ego_box = inverse(world_from_ego(t)) ∘ world_box``.
 
         ``world_from_ego`` is a :class:`PoseTrack` (interpolated at ``times_ns`` with its

@@ -168,13 +168,12 @@ def _local(p: np.ndarray, center: np.ndarray, yaw: float) -> np.ndarray:
 def _object_points(frame: FramePoints, st: _State, half: np.ndarray, grow: float, clearance: float) -> np.ndarray:
     """World points of ``frame`` in the box ``st`` grown by ``grow`` (not below its bottom +
     ``clearance``) once moved to the frame time with the state's velocity."""
-    moving = st.velocity is not None and frame.time_offset_ns is not None and len(frame.xyz)
-    slack = float(np.linalg.norm(st.velocity)) * np.abs(frame.time_offset_ns).max() * 1e-9 if moving else 0.0
+    offsets, v = frame.time_offset_ns, st.velocity
+    if offsets is None or v is None or not len(frame.xyz):
+        return frame.xyz[crop(frame.xyz, st.center, st.yaw, half + grow, -half[2] + clearance)].astype(np.float64)
+    slack = float(np.linalg.norm(v)) * np.abs(offsets).max() * 1e-9
     idx = crop(frame.xyz, st.center, st.yaw, half + grow + slack, -half[2] + clearance - slack)
-    p = frame.xyz[idx].astype(np.float64)
-    if not moving:
-        return p
-    p -= (frame.time_offset_ns[idx] * 1e-9)[:, None] * st.velocity
+    p = frame.xyz[idx].astype(np.float64) - (offsets[idx] * 1e-9)[:, None] * v
     local = _local(p, st.center, st.yaw)
     keep = np.all(np.abs(local) <= half + grow, axis=1) & (local[:, 2] >= -half[2] + clearance)
     return p[keep]
@@ -298,6 +297,7 @@ def propagate_track(
     if velocity is not None and not np.all(np.isfinite(velocity)) or not math.isfinite(yaw_rate_radps):
         raise ValueError("velocity_mps and yaw_rate_radps must be finite")
     (a, box_a), (b, box_b) = seeds[0], seeds[-1]
+    priors: dict[int, tuple[np.ndarray | None, float]]
     if velocity is not None:
         priors = {a: (velocity, yaw_rate_radps), b: (velocity, yaw_rate_radps)}
     elif b != a:
@@ -321,7 +321,7 @@ def propagate_track(
 
 
 def _seed_priors(frames: Sequence[FramePoints], seeds: list[tuple[int, Cuboid]]
-                 ) -> dict[int, tuple[np.ndarray, float]]:
+                 ) -> dict[int, tuple[np.ndarray | None, float]]:
     """Two seeds' motion priors: their mean speed (the chord over the time between them)
     along each seed's heading (backwards where the chord points backwards), and their yaw
     rate."""
@@ -330,7 +330,7 @@ def _seed_priors(frames: Sequence[FramePoints], seeds: list[tuple[int, Cuboid]]
     chord = (box_b.center - box_a.center) * _HORIZONTAL
     yaw = heading(np.stack([box_a.rotation, box_b.rotation]))
     rate = float(np.angle(np.exp(1j * (yaw[1] - yaw[0])))) / span
-    out = {}
+    out: dict[int, tuple[np.ndarray | None, float]] = {}
     for f, h in ((a, yaw[0]), (b, yaw[1])):
         unit = np.array([math.cos(h), math.sin(h), 0.0])
         out[f] = (math.copysign(float(np.linalg.norm(chord)), float(chord @ unit)) / span * unit, rate)

@@ -69,7 +69,7 @@ class Detections:
             a = np.ascontiguousarray(getattr(self, name), dtype=np.float64)
             if a.shape != (d, *tail):
                 raise ValueError(f"{name} must have shape {(d, *tail)}, got {a.shape}")
-            bad = ~np.isfinite(a.reshape(d, -1)).all(axis=1)
+            bad = ~np.isfinite(a.reshape(d, max(1, int(np.prod(tail))))).all(axis=1)
             if bad.any():
                 raise ValueError(f"detection {int(np.argmax(bad))}: {name} contains NaN or infinite values")
             object.__setattr__(self, name, a)
@@ -397,7 +397,7 @@ def tracks_from_source_ids(detections: Detections, frame_times_ns: np.ndarray) -
         f = detections.frame[rows]
         if np.any(np.diff(f) == 0):
             raise ValueError(f"track {tid!r}: two detections in frame {int(f[np.argmax(np.diff(f) == 0)])}")
-        tracks.append(CuboidTrack(tid, detections.categories[rows[0]], times[f], detections.centers[rows],
+        tracks.append(CuboidTrack(str(tid), detections.categories[rows[0]], times[f], detections.centers[rows],
                                   detections.sizes[rows], detections.rotations[rows]))
         scores.append(float(detections.scores[rows].mean()))
         hits.append(len(rows))

@@ -117,7 +117,7 @@ class _Rows:
                     if np.shape(v) != ((width,) if width else ()):
                         self._fail(i, f"{name[:-1]} with {width or 1} numbers, got {v!r}"[:200])
                 raise
-            bad = ~np.isfinite(a.reshape(n, -1)).all(axis=1)
+            bad = ~np.isfinite(a.reshape(n, width or 1)).all(axis=1)
             if bad.any():
                 self._fail(int(np.argmax(bad)), f"finite {name}, got {a[np.argmax(bad)].tolist()}")
             arrays[name] = a
@@ -218,13 +218,13 @@ def _lines(data: bytes, path: Any) -> list[tuple[int, str]]:
     return out
 
 
-def _kitti(source: Source, frames: SceneFrames, reference: SE3) -> Detections:
+def _kitti(source: Source, frames: SceneFrames, reference: SE3 | None) -> Detections:
     files: list[tuple[Any, bytes, int | None]] = []
     if not isinstance(source, bytes) and Path(source).is_dir():
-        for f in sorted(Path(source).glob("*.txt")):
-            if not f.stem.isdigit():
-                raise FormatError(f, None, "an object results file named by its frame (NNNNNN.txt)")
-            files.append((f, load_source(f)[1], int(f.stem)))
+        for name in sorted(Path(source).glob("*.txt")):
+            if not name.stem.isdigit():
+                raise FormatError(name, None, "an object results file named by its frame (NNNNNN.txt)")
+            files.append((name, load_source(name)[1], int(name.stem)))
     else:
         path, data = load_source(source)
         stem = None if path is None else Path(path).stem
@@ -254,7 +254,7 @@ def _kitti(source: Source, frames: SceneFrames, reference: SE3) -> Detections:
                     score = float(f[OBJECT_FIELDS])
                 except ValueError:
                     raise FormatError(path, offset, f"a numeric score, got {f[OBJECT_FIELDS]!r}") from None
-            c, s, q = camera_boxes_from_kitti(*lab.hwl, *lab.xyz, lab.rotation_y)
+            c, s, q = camera_boxes_from_kitti(*(np.array([v]) for v in (*lab.hwl, *lab.xyz, lab.rotation_y)))
             rows.add((path, offset, f"frame {frame} line"), frame, c[0], s[0], q[0], lab.type.lower(), score, tid)
         _to_world(rows, frames, first, reference)
     return rows.done(frames)
@@ -262,13 +262,14 @@ def _kitti(source: Source, frames: SceneFrames, reference: SE3) -> Detections:
 
 def _sfs(path: Any, data: bytes, frames: SceneFrames) -> Detections:
     from formats.import_sfs import decode_sfs
-    from formats.sfs_cuboids import _NS_PER_UNIT, track_from_sfs
+    from formats.sfs_cuboids import _NS_PER_UNIT, TimeUnit, track_from_sfs
 
     doc = decode_sfs(data, path) if b"\0" in data else _json(path, data)
     anns = doc.get("annotations") if isinstance(doc, dict) else doc
-    unit = doc.get("time_unit") or "microseconds" if isinstance(doc, dict) else "microseconds"
-    if not isinstance(anns, list) or unit not in _NS_PER_UNIT:
+    given = doc.get("time_unit") or "microseconds" if isinstance(doc, dict) else "microseconds"
+    if not isinstance(anns, list) or given not in _NS_PER_UNIT:
         raise FormatError(path, None, "SFS cuboid annotations (a list, or a scene with annotations and a time_unit)")
+    unit: TimeUnit = "nanoseconds" if given == "nanoseconds" else "microseconds"
     offset_ns = int(doc.get("time_offset") or 0) * _NS_PER_UNIT[unit] if isinstance(doc, dict) else 0
     by_us = {us_from_ns(t): i for i, t in enumerate(frames.timestamps_ns)}
     rows = _Rows.empty()
@@ -331,8 +332,9 @@ def _table(path: Any, data: bytes, frames: SceneFrames, coordinates: str) -> Det
         rotations = np.column_stack([col(c) for c in _TABLE_COLUMNS["quat"]])
     categories = col("category", object).astype(str).tolist()
     scores = col("score") if "score" in names else np.ones(n)
-    ids = [None if t is None else str(t) for t in table.column("track_id").to_pylist()] if "track_id" in names \
-        else [None] * n
+    ids: list[str | None] = [None] * n
+    if "track_id" in names:
+        ids = [None if t is None else str(t) for t in table.column("track_id").to_pylist()]
     rows = _Rows(frame.tolist(), list(centers), list(sizes), list(rotations), categories, scores.tolist(),
                  ids, [(path, None, f"row {i}") for i in range(n)])
     if coordinates == "ego":
@@ -369,9 +371,12 @@ def read_detections(
         raise ValueError(f"coordinates must be 'world' or 'ego', got {coordinates!r}")
     if format is not None and format not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
-    is_dir = not isinstance(source, bytes) and Path(source).is_dir()
-    path, data = (source, b"") if is_dir else load_source(source)
-    fmt = format or ("kitti" if is_dir else guess_format(None if path is None else os.fspath(path), data[:4096]))
+    path: str | os.PathLike | None
+    if not isinstance(source, bytes) and Path(source).is_dir():
+        path, data, fmt = source, b"", format or "kitti"
+    else:
+        path, data = load_source(source)
+        fmt = format or guess_format(None if path is None else str(path), data[:4096])
     if fmt == "kitti" and reference is None:
         raise ValueError("KITTI boxes need the reference camera: a calibration file or a scene camera")
     try:

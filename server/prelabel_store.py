@@ -84,8 +84,11 @@ def build_prelabels(frames: SceneFrames, detections: Detections, track: bool | N
     track is no valid label track (e.g. a centre beyond the API's bounds)."""
     use_tracker = track if track is not None else detections.source_ids is None or None in detections.source_ids
     try:
-        result: TrackingResult = (track_detections(detections, frames.timestamps_ns, params, id_prefix=PREFIX)
-                                  if use_tracker else tracks_from_source_ids(detections, frames.timestamps_ns))
+        if use_tracker:
+            result: TrackingResult = track_detections(detections, frames.timestamps_ns, params, id_prefix=PREFIX)
+        else:  # the tracker's score threshold applies here too
+            kept = detections.select(detections.scores >= (params or TrackerParams()).min_score)
+            result = tracks_from_source_ids(kept, frames.timestamps_ns)
     except ValueError as exc:
         raise PrelabelError(str(exc)) from None
     out = []

@@ -268,6 +268,9 @@ def test_fathom_prelabel_command(scene_dir, tmp_path, capsys):
     assert fathom(["prelabel", str(scene_dir), str(kitti), "--camera", "CAM_FRONT", "--label-db", str(db)]) == 0
     stored = PrelabelStore(db).get("demo")
     assert not stored.tracked and [p.track_id for p in stored.prelabels] == ["pre-0", "pre-1"]
+    assert fathom(["prelabel", str(scene_dir), str(kitti), "--camera", "CAM_FRONT", "--label-db", str(db),
+                   "--min-score", "0.95"]) == 0  # every score is 0.9
+    assert PrelabelStore(db).get("demo").prelabels == []
     bad = tmp_path / "bad.arrow"
     bad.write_bytes(table_bytes(length=np.r_[np.ones(5), -1.0, np.ones(6)]))
     assert fathom(["prelabel", str(scene_dir), str(bad), "--label-db", str(db)]) == 2

@@ -196,6 +196,10 @@ def test_birth_and_death_rules():
     assert len(track_detections(gap, times, TrackerParams(max_misses=3)).tracks) == 2
     assert len(track_detections(gap, times, TrackerParams(max_misses=5)).tracks) == 1
     assert track_detections(base, times, TrackerParams(min_score=2.0)).tracks == []
+    none = base.select(np.zeros(0, np.int64))
+    assert len(none) == 0 and track_detections(none, times).tracks == []
+    assert tracks_from_source_ids(Detections(none.frame, none.centers, none.sizes, none.rotations, (), none.scores, ()),
+                                  times).tracks == []
 
 
 def test_tracks_from_source_ids():
