@@ -37,7 +37,8 @@ def frame_boxes(scene: Scene, entry: FrameEntry, doc: dict[str, Any], frame: str
     ``world`` or ``ego`` frame, each with the number of the frame's points inside it;
     :class:`~server.store_errors.DamagedScene` if the points file cannot be read."""
     tracks = tracks_from_document(doc)
-    boxes = interpolate_tracks(tracks, np.array([entry.timestamp_ns], np.int64), "none")
+    boxes = interpolate_tracks(tracks, np.array([entry.timestamp_ns], np.int64), "none",
+                               interpolation=[t.get("interpolation", "linear") for t in doc["tracks"]])
     valid = boxes.valid[0]
     with reading(scene, entry):
         xyz = positions(scene.stored_points(entry.index))
