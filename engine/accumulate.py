@@ -15,8 +15,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from engine.arrays import as_points
 from engine._jit import jit
+from engine.arrays import as_points
 from engine.motion import OutFrame, motion_compensate
 from engine.pose_track import Extrapolation, PoseTrack
 from engine.quaternion import q_rotate
@@ -137,7 +137,8 @@ def accumulate(
         xyz = np.empty((len(times), 3), dtype=np.float64 if out_frame == "world" else np.float32)
         for k, ext in enumerate(extrinsics):
             a, b = bounds[k], bounds[k + 1]
-            xyz[a:b] = motion_compensate(stacked.xyz[a:b], times[a:b], world_from_ego, ext, t_ref, out_frame, extrapolate)
+            xyz[a:b] = motion_compensate(stacked.xyz[a:b], times[a:b], world_from_ego, ext, t_ref, out_frame,
+                                         extrapolate)
     keep = None
     if ego_box is not None:
         keep = np.empty(len(times), dtype=np.bool_)

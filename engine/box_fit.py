@@ -15,10 +15,9 @@ face, since the object stands on the ground those points show.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Sequence
-
-import math
 
 import numpy as np
 
@@ -27,7 +26,6 @@ from engine._jit import jit, pjit, prange
 from engine.cuboid import _check_boxes
 from engine.cuboid_interp import BoxFrames
 from engine.points_in_boxes import points_in_boxes
-
 
 # ---------------------------------------------------------------- kernels
 

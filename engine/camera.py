@@ -296,5 +296,6 @@ class Camera:
 
 
 def _warmup() -> None:
-    for model, dist in (("brown_conrady", (0.1,)), ("kannala_brandt", (0.1,))):
+    lenses: tuple[tuple[LensModel, tuple[float, ...]], ...] = (("brown_conrady", (0.1,)), ("kannala_brandt", (0.1,)))
+    for model, dist in lenses:
         CameraIntrinsics(2, 2, 1.0, 1.0, 1.0, 1.0, model=model, distortion=dist).params(0.1)

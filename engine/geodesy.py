@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -25,6 +26,10 @@ WGS84_E2 = WGS84_F * (2.0 - WGS84_F)  #: first eccentricity squared
 WGS84_B = WGS84_A * (1.0 - WGS84_F)  #: semi-minor axis, metres
 
 _DEG = math.pi / 180.0
+
+# (lat_deg, lon_deg, alt_m): (N,) float64 arrays for (N, 3) points, floats for one (3,) point; the
+# two cases differ only in the input's shape, which the annotation cannot tell apart
+GeodeticTriple = tuple[Any, Any, Any]
 
 
 # ---------------------------------------------------------------- numba scalar helpers
@@ -218,7 +223,7 @@ def geodetic_to_ecef(lat_deg, lon_deg, alt_m) -> np.ndarray:
     return out[0] if scalar else out
 
 
-def ecef_to_geodetic(xyz: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def ecef_to_geodetic(xyz: np.ndarray) -> GeodeticTriple:
     """``(lat_deg, lon_deg, alt_m)`` float64 arrays ``(N,)`` (or floats) of ECEF ``(N, 3)``/``(3,)``."""
     p, scalar = _points(xyz, "xyz")
     if len(p) and np.min(np.linalg.norm(p, axis=1)) < 100e3:
@@ -239,7 +244,7 @@ def geodetic_to_enu(lat_deg, lon_deg, alt_m, origin: Origin) -> np.ndarray:
     return out[0] if scalar else out
 
 
-def enu_to_geodetic(enu: np.ndarray, origin: Origin) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def enu_to_geodetic(enu: np.ndarray, origin: Origin) -> GeodeticTriple:
     """``(lat_deg, lon_deg, alt_m)`` of local ENU points ``(N, 3)``/``(3,)`` around ``origin``."""
     p, scalar = _points(enu, "enu")
     o = origin.ecef

@@ -63,7 +63,9 @@ def vessel_pose_track(time_ns: np.ndarray, lat_deg: np.ndarray, lon_deg: np.ndar
                       ("pitch_deg", pitch_deg), ("heading_deg", heading_deg), ("heave_m", heave_m)):
         if arr is None:
             continue
-        a = np.broadcast_to(np.asarray(arr, dtype=np.float64), (k,)) if np.ndim(arr) == 0 else np.asarray(arr, np.float64)
+        a = np.asarray(arr, dtype=np.float64)
+        if a.ndim == 0:
+            a = np.broadcast_to(a, (k,))
         if a.shape != (k,):
             raise ValueError(f"{name} must have shape ({k},) like time_ns, got {a.shape}")
         if not np.all(np.isfinite(a)):

@@ -133,7 +133,8 @@ def refine_poses(
     translation = given.translation.copy()
     reg = o3d.pipelines.registration
     estimation = reg.TransformationEstimationPointToPlane()
-    stages = [(2.0 * voxel_m, max_correspondence_m), (voxel_m, max_correspondence_m / 2), (voxel_m, max_correspondence_m / 4)]
+    stages = [(2.0 * voxel_m, max_correspondence_m), (voxel_m, max_correspondence_m / 2),
+              (voxel_m, max_correspondence_m / 4)]
     final_distance = stages[-1][1]
 
     def world_points(k: int, voxel: float) -> np.ndarray:

@@ -55,7 +55,7 @@ from engine.typing import FloatArray, Points3, TimesNs
 OutFrame = Literal["sensor", "ego", "world"]
 # default bound (m) on the distance between a tabulated and the exact chain's point
 MAX_ERROR_M = 1e-6
-_OUT_FRAME = {"sensor": 0, "ego": 1, "world": 2}
+_OUT_FRAME: dict[OutFrame, int] = {"sensor": 0, "ego": 1, "world": 2}
 
 
 @inline

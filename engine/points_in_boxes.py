@@ -278,8 +278,8 @@ def points_in_boxes(
     labels = np.full(n, -1, dtype=np.int32)
     if b == 0 or n == 0:
         return labels, np.zeros(b, dtype=np.int64)
-    rmat, half, x0, y0, per_m, nx, ny, start, boxes, big = _prepare(pts, np.ascontiguousarray(q),
-                                                                   np.ascontiguousarray(c), np.ascontiguousarray(s), margin)
+    rmat, half, x0, y0, per_m, nx, ny, start, boxes, big = _prepare(
+        pts, np.ascontiguousarray(q), np.ascontiguousarray(c), np.ascontiguousarray(s), margin)
     n_chunks = (n + _CHUNK - 1) // _CHUNK
     counts = np.zeros((n_chunks, b), dtype=np.int64)
     kernel = _label_serial if n_chunks == 1 else _label_parallel

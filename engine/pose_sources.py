@@ -210,5 +210,7 @@ def with_extra_samples(track: PoseTrack, extra: Iterable[tuple[np.ndarray, SE3]]
     for times, poses in extra:
         new = np.array([x not in seen for x in times.tolist()], dtype=bool)
         seen.update(times[new].tolist())
-        ts.append(times[new]), t.append(poses.translation[new]), q.append(poses.rotation[new])
+        ts.append(times[new])
+        t.append(poses.translation[new])
+        q.append(poses.rotation[new])
     return from_pose_table(np.concatenate(ts), np.hstack([np.vstack(t), np.vstack(q)]))

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
-
-import math
 
 import numpy as np
 
@@ -222,9 +221,9 @@ class PoseTrack:
                 f"and translation {pose.translation.shape}"
             )
         for name, arr in (("timestamps_ns", ts), ("rotation", pose.rotation), ("translation", pose.translation)):
-            arr = np.ascontiguousarray(arr)
-            arr.setflags(write=False)
-            object.__setattr__(self, name, arr)
+            frozen = np.ascontiguousarray(arr)
+            frozen.setflags(write=False)
+            object.__setattr__(self, name, frozen)
 
     @staticmethod
     def from_poses(timestamps_ns: TimesNs, poses: SE3) -> "PoseTrack":

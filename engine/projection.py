@@ -39,13 +39,27 @@ from typing import Literal, NamedTuple, Sequence
 
 import numpy as np
 
-from engine.arrays import as_points
-from engine.cuda import Device, resolve
-from engine._jit import inline, pjit, prange
-from engine.camera import (BROWN_CONRADY, KANNALA_BRANDT, N_PARAMS, Camera, _P_CX, _P_CY, _P_FX, _P_FY, _P_LIMIT,
-                           _P_NEAR, _P_SKEW, _bc_distort, cameras_from_ego, lens_project)
-from engine.pose_track import EXTRAPOLATION_CODES, Extrapolation, PoseTrack, interval_table, pose_at
 from engine import quaternion as quat
+from engine._jit import inline, pjit, prange
+from engine.arrays import as_points
+from engine.camera import (
+    _P_CX,
+    _P_CY,
+    _P_FX,
+    _P_FY,
+    _P_LIMIT,
+    _P_NEAR,
+    _P_SKEW,
+    BROWN_CONRADY,
+    KANNALA_BRANDT,
+    N_PARAMS,
+    Camera,
+    _bc_distort,
+    cameras_from_ego,
+    lens_project,
+)
+from engine.cuda import Device, resolve
+from engine.pose_track import EXTRAPOLATION_CODES, Extrapolation, PoseTrack, interval_table, pose_at
 from engine.quaternion import q_rotate
 from engine.se3 import SE3
 from engine.typing import BoolArray, Float32Array, Float64Array, Int64Array, Points3, TimesNs
@@ -461,8 +475,7 @@ def _warmup() -> None:
         Camera("b", CameraIntrinsics(4, 4, 2.0, 2.0, 2.0, 2.0), SE3.identity(), shutter="rolling", row_readout_ns=1),
     ]
     track = PoseTrack(np.array([0, 10]), np.array([[1.0, 0, 0, 0]] * 2), np.zeros((2, 3)))
-    for dtype in (np.float32, np.float64):
-        pts = np.array([[0.0, 0.0, 1.0]], dtype)
+    for pts in (np.array([[0.0, 0.0, 1.0]], np.float32), np.array([[0.0, 0.0, 1.0]], np.float64)):
         project_points(pts, cams)
         project_points(pts, cams, world_from_ego=track, times_ns=np.array([5]), camera_times_ns=[5, 5])
         project_points(pts, cams, world_from_ego=track, camera_times_ns=[5, 5], frame="world")

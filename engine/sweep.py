@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -91,7 +92,7 @@ class Sweep:
                 raise ValueError(f"Sweep.select mask must have shape ({len(self)},), got {idx.shape}")
             idx = np.flatnonzero(idx)
         # take() is several times faster than fancy indexing for (N, 3) rows
-        kwargs = {
+        kwargs: dict[str, Any] = {
             name: (None if getattr(self, name) is None else getattr(self, name).take(idx, axis=0))
             for name in _COLUMNS
         }
@@ -111,7 +112,7 @@ class Sweep:
         frames = {s.frame for s in sweeps}
         if len(frames) != 1:
             raise ValueError(f"Sweep.concatenate: sweeps are in different frames {sorted(frames)}")
-        kwargs = {}
+        kwargs: dict[str, Any] = {}
         for name in _COLUMNS:
             parts = [getattr(s, name) for s in sweeps]
             kwargs[name] = None if any(p is None for p in parts) else np.concatenate(parts)

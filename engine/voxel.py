@@ -17,16 +17,15 @@ points; :func:`first_points_levels` does several sizes on one validation and bou
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal, Sequence
 
-import math
-
 import numpy as np
 
+from engine._jit import inline, jit, pjit, prange
 from engine.arrays import as_points, finite_bounds
 from engine.cuda import Device, resolve
-from engine._jit import inline, jit, pjit, prange
 
 _DIGIT_BITS = 11  # radix-sort digit: 2048 buckets, whose write heads stay in cache
 _LOW_BITS = 17  # key bits left unsorted: a table of 2**17 runs (1 MiB) per chunk finds them

@@ -39,14 +39,14 @@ def _select_kernel(amp, ping_start, thr, top_k, keep):
                     break
                 above += c
         for s in range(a, b):
-            v = np.int64(amp[s])
-            keep[s] = v > cut
-            if v == cut and extra > 0:
+            value = np.int64(amp[s])
+            keep[s] = value > cut
+            if value == cut and extra > 0:
                 keep[s] = True
                 extra -= 1
 
 
-def select_samples(amplitude: np.ndarray, ping_sample_start: np.ndarray, threshold: int | None = None,
+def select_samples(amplitude: np.ndarray, ping_sample_start: np.ndarray, threshold: float | None = None,
                    top_k: int | None = None) -> np.ndarray:
     """Indices ``(M,) int64`` (increasing) of the samples to turn into points.
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from engine._jit import pjit, prange
-from engine.camera import Camera, CameraIntrinsics, lens_unproject
+from engine.camera import Camera, CameraIntrinsics, LensModel, lens_unproject
 from engine.pose_track import PoseTrack
 from engine.quaternion import q_rotate
 from engine.se3 import SE3
@@ -201,6 +201,7 @@ def render_camera(world: World, world_from_ego: PoseTrack, camera: Camera, time_
 def _warmup() -> None:
     track = PoseTrack(np.array([0, 10**9]), np.array([[1.0, 0, 0, 0]] * 2), np.array([[0, 0, 1.0], [1, 0, 1]]))
     ego_from_cam = SE3(np.array([0.5, -0.5, 0.5, -0.5]), np.zeros(3))  # z forward = ego x
-    for model, dist in (("pinhole", ()), ("kannala_brandt", (0.01,))):
+    lenses: tuple[tuple[LensModel, tuple[float, ...]], ...] = (("pinhole", ()), ("kannala_brandt", (0.01,)))
+    for model, dist in lenses:
         cam = Camera("warm", CameraIntrinsics(4, 3, 2.0, 2.0, 1.5, 1.0, model=model, distortion=dist), ego_from_cam)
         render_camera(_tiny_world(), track, cam, 0, tile_px=2)

@@ -104,6 +104,7 @@ def simulate_radar_sweep(world: World, world_from_ego: PoseTrack, radar: Radar, 
     rcs = np.array([RCS_DBSM.get(category[i], 0.0) for i in oid], np.float32)
     return RadarSweep(
         local[keep] * r[:, None], np.sum((v_target - v_sensor) * u, axis=1), rcs, int(time_ns), "radar",
-        {"object_id": oid.astype(np.int32), "target_radial_velocity_mps": np.sum(v_target * u, axis=1).astype(np.float32),
+        {"object_id": oid.astype(np.int32),
+         "target_radial_velocity_mps": np.sum(v_target * u, axis=1).astype(np.float32),
          "sensor_velocity_mps": np.tile(v_sensor, (len(r), 1)).astype(np.float32)},
     )

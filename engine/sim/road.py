@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -81,7 +81,7 @@ def rig(preset: Preset) -> tuple[tuple[Lidar, ...], tuple[Camera, ...]]:
         wide = CameraIntrinsics(w, h, 800.0, 800.0, 959.5, 539.5)
         fish = CameraIntrinsics(w, h, 520.0, 520.0, 959.5, 539.5, model="kannala_brandt",
                                 distortion=(0.02, -0.005, 0.001, 0.0), max_fov_rad=math.radians(190.0))
-        cameras = (
+        cameras: tuple[Camera, ...] = (
             Camera("CAM_FRONT", pin, camera_mount(1.7, 0.0, 1.55, 0.0)),
             Camera("CAM_FRONT_LEFT", pin, camera_mount(1.5, 0.5, 1.55, 55.0)),
             Camera("CAM_FRONT_RIGHT", pin, camera_mount(1.5, -0.5, 1.55, -55.0)),
@@ -118,7 +118,7 @@ def radar_rig(preset: Preset) -> tuple[Radar, ...]:
     if preset == "test":
         return (Radar("RADAR_FRONT", lidar_mount(3.8, 0.0, 0.5)),)
     if preset == "road":
-        wide = dict(fov_rad=math.radians(120.0), n_rays=181, max_range_m=150.0)
+        wide: dict[str, Any] = dict(fov_rad=math.radians(120.0), n_rays=181, max_range_m=150.0)
         return (Radar("RADAR_FRONT", lidar_mount(3.8, 0.0, 0.5), **wide),
                 Radar("RADAR_BACK", lidar_mount(-1.0, 0.0, 0.5, yaw_deg=180.0), **wide))
     raise ValueError(f"preset must be 'test' or 'road', got {preset!r}")

@@ -17,6 +17,7 @@ grid the motion extrapolates the first/last interval.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -107,8 +108,8 @@ class World:
             raise ValueError(f"actor_dt_ns must be positive, got {self.actor_dt_ns}")
         if len(ac) and np.any(np.abs(np.diff(ay, axis=1)) >= math.pi):
             raise ValueError("actor yaw changes by π or more between keyframes (slerp would be ambiguous)")
-        for name, arr in (("static", (sc, ss, sy)), ("actor", (ac, ay, asz))):
-            if not all(np.all(np.isfinite(a)) for a in arr):
+        for name, boxes in (("static", (sc, ss, sy)), ("actor", (ac, ay, asz))):
+            if not all(np.all(np.isfinite(a)) for a in boxes):
                 raise ValueError(f"{name} boxes contain NaN or infinite values")
         if np.any(ss <= 0) or np.any(asz <= 0):
             raise ValueError("box sizes must be positive")
@@ -243,13 +244,15 @@ class World:
         width = 2 * np.pi / n_sectors
         members: list[list[int]] = [[] for _ in range(n_sectors)]
         for i in order:
+            sectors: Iterable[int]
             if dh[i] <= slack[i] * 1.000001:
                 sectors = range(n_sectors)
             else:
                 hw = np.arcsin(slack[i] / dh[i])
                 k0 = int(np.floor((az[i] - hw) / width))
                 k1 = int(np.floor((az[i] + hw) / width))
-                sectors = (k % n_sectors for k in range(k0 - 1, k1 + 2)) if k1 - k0 + 3 < n_sectors else range(n_sectors)
+                covers_all = k1 - k0 + 3 >= n_sectors
+                sectors = range(n_sectors) if covers_all else (k % n_sectors for k in range(k0 - 1, k1 + 2))
             for k in sectors:
                 members[k].append(int(i))
         starts = np.zeros(n_sectors + 1, np.int64)
@@ -401,7 +404,9 @@ def cast_rays(world: World, origins: np.ndarray, dirs: np.ndarray, times_ns: np.
     d = np.ascontiguousarray(dirs, dtype=np.float64)
     t = np.ascontiguousarray(times_ns, dtype=np.int64)
     if o.ndim != 2 or o.shape[1] != 3 or d.shape != o.shape or t.shape != (len(o),):
-        raise ValueError(f"cast_rays needs origins (N, 3), dirs (N, 3), times (N,); got {o.shape}, {d.shape}, {t.shape}")
+        raise ValueError(
+            f"cast_rays needs origins (N, 3), dirs (N, 3), times (N,); got {o.shape}, {d.shape}, {t.shape}"
+        )
     if not (max_range_m > 0):
         raise ValueError(f"max_range_m must be positive, got {max_range_m}")
     out_t = np.empty(len(o))
