@@ -151,7 +151,7 @@ def _scan_exponent(buf: np.ndarray, i: int, n: int) -> tuple[int, int, int]:
         if d < 0 or d > 9:
             break
         if e < _BIG_EXP:
-            e = e * 10 + d
+            e = e * 10 + d  # type: ignore[assignment]  # numba: all int64
         i += 1
     if i == start:
         return 1, 0, i
@@ -262,9 +262,10 @@ def _parse_rows(
                     if n_all < 15 and start + n_all + 1 <= n:
                         lo = (x & low) | (((x >> np.uint64(8)) | (x2 << np.uint64(56))) & ~low)
                         n_hi = max(n_all - 8, 0)
-                        high = _digits_value(lo, min(n_all, 8)) * _POW10_INT[np.uint64(n_hi)]
+                        scale = _POW10_INT[np.uint64(n_hi)]  # type: ignore[arg-type]  # numba: all int64
+                        high = _digits_value(lo, min(n_all, 8)) * scale
                         mant = high + _digits_value(x2 >> np.uint64(8), n_hi)
-                        n_int, n_frac = k, n_all - k
+                        n_int, n_frac = k, n_all - k  # type: ignore[assignment]  # numba: all int64
                         i = start + n_all + 1
             if n_int < 0:  # any other token: each part's digits, 8 bytes at a time
                 n_run = 0  # digits of the current part so far
@@ -276,7 +277,7 @@ def _parse_rows(
                     x = w ^ np.uint64(0x3030303030303030)  # digit bytes become 0..9
                     k = min(np.int64(trailing_zeros(_nondigits(x)) >> np.uint64(3)), n - i)
                     mant = mant * _POW10_INT[np.uint64(k)] + _digits_value(x, k)
-                    n_run += k
+                    n_run += k  # type: ignore[assignment]  # numba: all int64
                     i += k
                     if k == 8:
                         continue
@@ -354,7 +355,7 @@ def _parse_rows(
                     or (n_digits > 19 and _significant_digits(buf, start, i) > 19)
                     or (mant > np.uint64(_TWO53) or exp10 > 22 or exp10 < -22) and mant != np.uint64(0)
                 ):
-                    k = slow0 + n_slow
+                    k = slow0 + n_slow  # type: ignore[assignment]  # numba: all int64
                     slow[k, 0] = pos
                     slow[k, 1] = i
                     slow[k, 2] = r
@@ -408,7 +409,7 @@ def _parse_table(
 
 
 @jit
-def _count_newlines(buf: np.ndarray, a: int, b: int) -> int:
+def _count_newlines(buf: np.ndarray, a: int, b: int) -> np.int64:
     """Newlines in ``buf[a:b]``, 8 bytes at a time (an exact zero-byte test of ``w ^ "\\n" * 8``).
 
     A function of its own, not the body of a ``prange`` loop: there, numba keeps the
@@ -616,4 +617,5 @@ def _warmup() -> None:
         parse_columns("<warmup>", buf, 0, 2, kinds, dtypes, names, True, True)
     except FormatError:
         pass
-    parse_columns("<warmup>", np.frombuffer(b"1 2 3", dtype=np.uint8), 0, 1, np.array([FLOAT] * 3), [np.float64] * 3, names, False, False)
+    parse_columns("<warmup>", np.frombuffer(b"1 2 3", dtype=np.uint8), 0, 1, np.array([FLOAT] * 3), [np.float64] * 3,
+                  names, False, False)

@@ -1,17 +1,66 @@
-"""Dataset conventions converted at the import/export boundary (the one table).
+"""Dataset conventions converted at the import/export boundary (the one reference).
 
 Fathom boxes: centre of the box middle, size ``(l, w, h)`` along the box's own x (forward),
 y (left), z (up), rotation wxyz box → frame; poses ``dst_from_src``; int64 ns timestamps.
 
-| dataset | box size | box centre / frame | rotation | time | Fathom side |
-|---|---|---|---|---|---|
-| nuScenes | ``size = [w, l, h]`` | middle of the box, global (map) frame in ``sample_annotation``; sweeps in the LiDAR frame (x right, y forward, z up on the roof LiDAR) | ``rotation`` wxyz box → global | ``timestamp`` µs | :func:`lwh_from_nuscenes_wlh` / :func:`nuscenes_wlh_from_lwh`; ``ego_from_lidar`` from ``calibrated_sensor`` |
-| KITTI object/tracking | ``h w l`` | ``x y z`` = **bottom** centre in the rectified reference camera (x right, y down, z forward) | ``rotation_y`` about camera y, 0 = box forward along camera +x; ``alpha = rotation_y − atan2(x, z)`` | none (tracking: 10 Hz frame index; raw: ``timestamps.txt``) | :func:`kitti_from_camera_boxes` / :func:`camera_boxes_from_kitti` |
-| KITTI raw | — | velodyne ``.bin`` in the LiDAR frame; ``calib_velo_to_cam`` (R, T), ``calib_imu_to_velo``, ``R_rect_00``; oxts = world ← IMU | oxts roll/pitch/yaw (ENU) | ``timestamps.txt`` | :func:`engine.pose_sources.from_kitti_oxts` |
-| Argoverse 2 | ``length_m width_m height_m`` | middle, **ego frame at the annotation time** (``annotations.feather``); sweeps in the ego frame, placed with the pose at the sweep time as av2-api does (``offset_ns`` unused) | ``qw qx qy qz`` ego ← box; poses ``city_SE3_egovehicle`` | ``timestamp_ns`` | :mod:`formats.import_av2` |
-| PandaSet | ``dimensions.x`` = **width**, ``dimensions.y`` = **length** (swapped) | ``position`` middle, world frame; points are **world-frame** | ``yaw`` about world z, 0 = box forward along world +y | seconds (float) | :func:`lwh_from_pandaset_dimensions`, yaw + π/2 |
-| Scale SFS | ``[dx dy dz]`` = l w h | middle, world frame | Euler ``Rx(roll)·Ry(pitch)·Rz(yaw)`` (:mod:`formats.sfs_cuboids`); ``PosePath`` rows ``x y z qx qy qz qw`` (**scalar last**) | integer **µs** relative to ``time_offset`` (the validator wants the first stamp ≤ 100 s) | :func:`sfs_pose_row`, :func:`pose_from_sfs_row` |
-| Scale legacy LidarFrame | ``dimensions.x`` = **width**, ``.y`` = **length**, ``.z`` = height (as PandaSet) | cuboid ``position`` middle, world frame; frame ``points``, ``device_position`` and image ``position`` are **world-frame** | cuboid ``yaw`` about world z, 0 = front along world +y (CCW); ``device_heading`` / image ``heading`` ``{w, x, y, z}`` objects | frame ``timestamp`` ns | :func:`lwh_from_scale_dimensions`, :func:`rotation_from_scale_yaw`, :func:`quaternion_from_legacy_heading`; :mod:`formats.import_scale_legacy` |
+nuScenes
+  - size: ``size = [w, l, h]``
+  - centre / frame: middle of the box, global (map) frame in ``sample_annotation``; sweeps in the
+    LiDAR frame (x right, y forward, z up on the roof LiDAR)
+  - rotation: ``rotation`` wxyz box → global
+  - time: ``timestamp`` µs
+  - Fathom side: :func:`lwh_from_nuscenes_wlh` / :func:`nuscenes_wlh_from_lwh`; ``ego_from_lidar``
+    from ``calibrated_sensor``
+
+KITTI object/tracking
+  - size: ``h w l``
+  - centre / frame: ``x y z`` = **bottom** centre in the rectified reference camera (x right, y
+    down, z forward)
+  - rotation: ``rotation_y`` about camera y, 0 = box forward along camera +x;
+    ``alpha = rotation_y − atan2(x, z)``
+  - time: none (tracking: 10 Hz frame index; raw: ``timestamps.txt``)
+  - Fathom side: :func:`kitti_from_camera_boxes` / :func:`camera_boxes_from_kitti`
+
+KITTI raw
+  - size: —
+  - centre / frame: velodyne ``.bin`` in the LiDAR frame; ``calib_velo_to_cam`` (R, T),
+    ``calib_imu_to_velo``, ``R_rect_00``; oxts = world ← IMU
+  - rotation: oxts roll/pitch/yaw (ENU)
+  - time: ``timestamps.txt``
+  - Fathom side: :func:`engine.pose_sources.from_kitti_oxts`
+
+Argoverse 2
+  - size: ``length_m width_m height_m``
+  - centre / frame: middle, **ego frame at the annotation time** (``annotations.feather``); sweeps
+    in the ego frame, placed with the pose at the sweep time as av2-api does (``offset_ns`` unused)
+  - rotation: ``qw qx qy qz`` ego ← box; poses ``city_SE3_egovehicle``
+  - time: ``timestamp_ns``
+  - Fathom side: :mod:`formats.import_av2`
+
+PandaSet
+  - size: ``dimensions.x`` = **width**, ``dimensions.y`` = **length** (swapped)
+  - centre / frame: ``position`` middle, world frame; points are **world-frame**
+  - rotation: ``yaw`` about world z, 0 = box forward along world +y
+  - time: seconds (float)
+  - Fathom side: :func:`lwh_from_pandaset_dimensions`, yaw + π/2
+
+Scale SFS
+  - size: ``[dx dy dz]`` = l w h
+  - centre / frame: middle, world frame
+  - rotation: Euler ``Rx(roll)·Ry(pitch)·Rz(yaw)`` (:mod:`formats.sfs_cuboids`); ``PosePath`` rows
+    ``x y z qx qy qz qw`` (**scalar last**)
+  - time: integer **µs** relative to ``time_offset`` (the validator wants the first stamp ≤ 100 s)
+  - Fathom side: :func:`sfs_pose_row`, :func:`pose_from_sfs_row`
+
+Scale legacy LidarFrame
+  - size: ``dimensions.x`` = **width**, ``.y`` = **length**, ``.z`` = height (as PandaSet)
+  - centre / frame: cuboid ``position`` middle, world frame; frame ``points``, ``device_position``
+    and image ``position`` are **world-frame**
+  - rotation: cuboid ``yaw`` about world z, 0 = front along world +y (CCW); ``device_heading`` /
+    image ``heading`` ``{w, x, y, z}`` objects
+  - time: frame ``timestamp`` ns
+  - Fathom side: :func:`lwh_from_scale_dimensions`, :func:`rotation_from_scale_yaw`,
+    :func:`quaternion_from_legacy_heading`; :mod:`formats.import_scale_legacy`
 
 Sources: nuScenes devkit ``Box``; KITTI object devkit readme; av2-api ``SE3``/``Cuboid``;
 pandaset-devkit ``geometry.center_box_to_corners``; ``scale_sensor_fusion_io``; Scale's

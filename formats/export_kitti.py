@@ -55,7 +55,7 @@ def truncation(corners_uv: np.ndarray, width: int, height: int) -> np.ndarray:
     """Fraction ``(M,)`` of each footprint (bounding rectangle of ``(M, 8, 2)`` corner pixels)
     outside the image ``[-0.5, width - 0.5] × [-0.5, height - 0.5]``; 1 where a corner is NaN."""
     uv = np.asarray(corners_uv, dtype=np.float64).reshape(-1, 8, 2)
-    ok = np.isfinite(uv).all(axis=(1, 2))
+    ok = np.asarray(np.isfinite(uv).all(axis=(1, 2)))
     safe = np.where(ok[:, None, None], uv, 0.0)
     lo, hi = safe.min(axis=1), safe.max(axis=1)
     area = np.prod(hi - lo, axis=1)

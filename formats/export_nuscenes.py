@@ -45,9 +45,9 @@ from engine.box_visibility import box_point_visibility
 from engine.camera import Camera
 from engine.cuboid import CuboidTrack
 from engine.cuboid_interp import interpolate_tracks
+from engine.points_in_boxes import points_in_boxes
 from engine.pose_track import Extrapolation, PoseTrack
 from engine.se3 import SE3
-from engine.points_in_boxes import points_in_boxes
 from formats.categories import NUSCENES, Unmapped
 from formats.conventions import nuscenes_wlh_from_lwh
 
@@ -194,8 +194,8 @@ def nuscenes_tables(
                 "width": s.camera.intrinsics.width if s.camera else 0, "filename": filename,
             })
         tables["sample_data"] += _linked(records)
-    tables["category"] = [{"token": token("category", n), "name": n, "description": ""}
-                          for n in sorted({names[t.category] for t in tracks})]
+    kept_names = {n for n in (names[t.category] for t in tracks) if n is not None}  # all mapped: tracks kept above
+    tables["category"] = [{"token": token("category", n), "name": n, "description": ""} for n in sorted(kept_names)]
     if tracks:
         boxes = interpolate_tracks(tracks, times)
         wlh = nuscenes_wlh_from_lwh(boxes.sizes)
@@ -251,7 +251,7 @@ def _estimates(boxes, times: np.ndarray, world_from_ego: PoseTrack, sensors: Seq
             radar_n[i, live] = points_in_boxes(radar_points[i], c, sz, q)[1]
         if lidar_points is None:
             continue
-        cams = [(s.camera, s.files[i][1]) for s in sensors if s.camera is not None and s.files[i] is not None]
+        cams = [(s.camera, file[1]) for s in sensors if s.camera is not None and (file := s.files[i]) is not None]
         inside, _, visible = box_point_visibility(
             lidar_points[i], c, sz, q, [cam for cam, _ in cams], world_from_ego=world_from_ego,
             camera_times_ns=np.array([t for _, t in cams], np.int64), extrapolate=extrapolate)

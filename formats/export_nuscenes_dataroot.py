@@ -31,16 +31,16 @@ import zlib
 from collections.abc import Sequence as SequenceABC
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Literal, Mapping, Sequence
+from typing import Iterator, Literal, Mapping, Sequence, overload
 
 import numpy as np
 import pyarrow as pa
 
 from engine.cuboid import CuboidTrack
-from formats.categories import NUSCENES, Unmapped
-from formats.export_nuscenes import NuScenesSensorFiles, lens_notes, nuscenes_tables, us_from_ns
 from engine.radar import RadarSweep
 from engine.se3 import SE3
+from formats.categories import NUSCENES, Unmapped
+from formats.export_nuscenes import NuScenesSensorFiles, lens_notes, nuscenes_tables, us_from_ns
 from formats.nuscenes import pcd_bin_bytes
 from formats.radar import nuscenes_radar_bytes
 from formats.scene_store import Scene, column_values, positions
@@ -75,7 +75,15 @@ class ScenePoints(SequenceABC):
     def __len__(self) -> int:
         return len(self.scene.frames)
 
-    def __getitem__(self, i: int) -> np.ndarray:
+    @overload
+    def __getitem__(self, i: int) -> np.ndarray: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[np.ndarray]: ...
+
+    def __getitem__(self, i: int | slice) -> np.ndarray | list[np.ndarray]:
+        if isinstance(i, slice):
+            return [self[k] for k in range(len(self))[i]]
         entry = self.scene.frames[i]
         if self.radar:
             table = self.scene.stored_radar(entry.index)
@@ -189,14 +197,15 @@ class NuScenesSceneExport:
         radars = {r.name: k for k, r in enumerate(self.scene.radars)}
         for i, entry in enumerate(self.scene.frames):
             for s in self.sensors:
-                if s.files[i] is None:
+                file = s.files[i]
+                if file is None:
                     continue
                 if s.camera is not None:
-                    yield s.files[i][0], self.scene.image_path(entry.index, s.channel).read_bytes()
+                    yield file[0], self.scene.image_path(entry.index, s.channel).read_bytes()
                 elif s.radar:
-                    yield s.files[i][0], radar_sample_bytes(self.scene, i, radars[s.channel])
+                    yield file[0], radar_sample_bytes(self.scene, i, radars[s.channel])
                 else:
-                    yield s.files[i][0], lidar_sample_bytes(self.scene, i, lidars[s.channel])
+                    yield file[0], lidar_sample_bytes(self.scene, i, lidars[s.channel])
 
 
 def nuscenes_scene_export(

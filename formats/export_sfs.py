@@ -38,7 +38,7 @@ LIDAR_ID = "lidar"
 RadarFrame = tuple[int, np.ndarray, np.ndarray]  # (timestamp_ns, positions (N, 3), velocities (N, 3)), world frame
 
 
-def _us(times_ns: np.ndarray, offset_ns: int, what: str) -> list[int]:
+def _us(times_ns: np.ndarray | Sequence[int], offset_ns: int, what: str) -> list[int]:
     stamps = (np.asarray(times_ns, dtype=np.int64) - offset_ns + 500) // 1000
     if np.any(np.diff(stamps) <= 0):
         raise ValueError(f"{what}: timestamps closer than 1 µs (or unordered) merge in SFS")
@@ -74,6 +74,7 @@ def scene_to_sfs(
     starts = [int(t.timestamps_ns[0]) for t in tracks] + [int(f[0]) for f in frames[:1]]
     starts += [int(min(f[0] for f in r)) for r in radars.values()]
     if frames or radars:
+        assert world_from_ego is not None  # checked above
         starts.append(int(world_from_ego.timestamps_ns[0]))
     if time_offset_us is None:
         time_offset_us = min(starts) // 1000 if starts else 0
@@ -84,6 +85,7 @@ def scene_to_sfs(
     scene: dict = {"version": "1.0", "time_unit": "microseconds", "time_offset": int(time_offset_us),
                    "annotations": annotations, "sensors": []}
     if frames or radars:
+        assert world_from_ego is not None
         poses = {"timestamps": _us(world_from_ego.timestamps_ns, offset_ns, "world_from_ego"),
                  "values": sfs_pose_row(world_from_ego.translation, world_from_ego.rotation).tolist()}
     if frames:

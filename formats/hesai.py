@@ -263,9 +263,9 @@ def read_hesai_pcap(
     empty_i, empty_f = np.zeros(2, np.int64), np.zeros(lay.channels)
     el = np.radians(cor.elevation_deg) if not at128 else empty_f
     cap = len(rows) * lay.blocks * lay.channels
-    cols = {"xyz": np.empty((cap, 3), np.float32), "intensity": np.empty(cap, np.float32),
-            "ring": np.empty(cap, np.uint16), "return_index": np.empty(cap, np.uint8),
-            "time_ns": np.empty(cap, np.int64)}
+    cols: dict[str, np.ndarray] = {
+        "xyz": np.empty((cap, 3), np.float32), "intensity": np.empty(cap, np.float32),
+        "ring": np.empty(cap, np.uint16), "return_index": np.empty(cap, np.uint8), "time_ns": np.empty(cap, np.int64)}
     starts = np.zeros((len(rows), lay.blocks), np.int64)
     key = np.zeros((len(rows), lay.blocks), np.int64)
     n = _decode(udp.buffer, np.ascontiguousarray(offsets), packet_ns, at128, lay.channels, lay.blocks, lay.az_bytes,

@@ -70,7 +70,7 @@ def read_angle_correction_csv(path: str | os.PathLike) -> AngleCorrection:
             lines = [ln.strip() for ln in f if ln.strip()]
     except (OSError, UnicodeDecodeError) as exc:
         raise FormatError(spath, None, f"a readable angle correction CSV ({exc})") from None
-    rows = []
+    rows: list[tuple[float, float]] = []  # (elevation, azimuth) degrees per channel
     for k, line in enumerate(lines[1:], start=2):
         parts = [p.strip() for p in line.split(",")]
         try:

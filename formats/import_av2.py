@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -107,7 +108,7 @@ def import_av2_log(log_path: str | os.PathLike, log_dir: str | os.PathLike, *, i
         (out / rel).parent.mkdir(parents=True, exist_ok=True)
         n = len(sweep)
         write_pcd(out / rel, Sweep(sweep.xyz, t_ns, sweep.intensity, np.zeros(n, np.int64), sweep.ring, frame="ego"))
-        entry = {"timestamp_ns": t_ns, "lidar": {"lidar": rel}, "images": {}}
+        entry: dict[str, Any] = {"timestamp_ns": t_ns, "lidar": {"lidar": rel}, "images": {}}
         for name, stamps in cam_times.items():
             if not stamps:
                 continue

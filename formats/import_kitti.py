@@ -32,6 +32,7 @@ import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -177,7 +178,8 @@ def read_tracking_labels(path: str | os.PathLike) -> list[KittiLabel]:
     for offset, line in read_text_lines(path):
         f = line.split()
         if len(f) not in (LABEL_FIELDS, LABEL_FIELDS + 1):
-            raise FormatError(path, offset, f"{LABEL_FIELDS} fields (frame id type ... rotation_y [score]), got {len(f)}")
+            raise FormatError(path, offset,
+                              f"{LABEL_FIELDS} fields (frame id type ... rotation_y [score]), got {len(f)}")
         try:
             frame, tid = int(f[0]), int(f[1])
         except ValueError:
@@ -257,11 +259,12 @@ def write_kitti_log(out: Path, log_id: str, calib: KittiCalibration, track: Pose
     for i, (t, src, image) in enumerate(zip(times, sweeps, images)):
         rel = f"lidar/velodyne/{i:06d}.bin"
         link_or_copy(src, out / rel)
-        entry = {"timestamp_ns": int(t), "lidar": {"velodyne": rel}, "images": {}}
+        entry: dict[str, Any] = {"timestamp_ns": int(t), "lidar": {"velodyne": rel}, "images": {}}
         if cameras and image is not None:
             rgb = read_png_rgb(image[0])
-            if rgb.shape[:2] != (cameras[0].intrinsics.height, cameras[0].intrinsics.width):
-                raise FormatError(image[0], None, f"a {cameras[0].intrinsics.width}x{cameras[0].intrinsics.height} image")
+            lens = cameras[0].intrinsics
+            if rgb.shape[:2] != (lens.height, lens.width):
+                raise FormatError(image[0], None, f"a {lens.width}x{lens.height} image")
             rel_img = f"camera/image_02/{i:06d}.jpg"
             (out / rel_img).parent.mkdir(parents=True, exist_ok=True)
             (out / rel_img).write_bytes(encode_jpeg(rgb, quality=JPEG_QUALITY))
@@ -283,7 +286,7 @@ def read_png_rgb(path: Path) -> np.ndarray:
     open3d's image reader; FormatError for an unreadable or non-8-bit image."""
     import open3d as o3d
 
-    image = np.asarray(o3d.io.read_image(str(path)))
+    image = np.asarray(o3d.io.read_image(Path(path)))
     if image.ndim not in (2, 3) or image.size == 0 or image.dtype != np.uint8:
         raise FormatError(path, None, f"a readable 8-bit PNG image (read {image.dtype} {image.shape})")
     if image.ndim == 2:

@@ -44,8 +44,16 @@ import numpy as np
 from engine.pose_track import PoseTrack
 from engine.se3 import SE3
 from formats.errors import FormatError
-from formats.import_kitti import (FRAME_PERIOD_NS, OBJECT_FIELDS, KittiCalibration, KittiLabel, object_label,
-                                  read_tracking_calib, tracks_from_labels, write_kitti_log)
+from formats.import_kitti import (
+    FRAME_PERIOD_NS,
+    OBJECT_FIELDS,
+    KittiCalibration,
+    KittiLabel,
+    object_label,
+    read_tracking_calib,
+    tracks_from_labels,
+    write_kitti_log,
+)
 from formats.kitti import count_float_records
 from formats.pose_files import read_text_lines
 

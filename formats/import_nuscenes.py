@@ -84,8 +84,9 @@ def import_nuscenes_scene(
         samples.append(get("sample", tok))
         tok = get("sample", tok, "next")
     sample_tokens = {s["token"] for s in samples}
-    channel = {c["token"]: get("sensor", c.get("sensor_token", ""), "channel") for c in t["calibrated_sensor"].values()}
-    modality = {c["token"]: get("sensor", c.get("sensor_token", ""), "modality") for c in t["calibrated_sensor"].values()}
+    calibrated = t["calibrated_sensor"].values()
+    channel = {c["token"]: get("sensor", c.get("sensor_token", ""), "channel") for c in calibrated}
+    modality = {c["token"]: get("sensor", c.get("sensor_token", ""), "modality") for c in calibrated}
     data = [d for d in t["sample_data"].values() if d.get("sample_token") in sample_tokens]
     for d in data:
         for f in ("calibrated_sensor_token", "ego_pose_token", "timestamp", "filename", "is_key_frame"):
@@ -97,7 +98,7 @@ def import_nuscenes_scene(
     cam_data = [d for d in data if modality.get(d["calibrated_sensor_token"]) == "camera" and d["is_key_frame"]] \
         if images else []
     used = lidar_data + cam_data
-    poses = {}
+    poses: dict[int, dict[str, Any]] = {}  # ego_pose records by timestamp (µs)
     for d in used:
         rec = get("ego_pose", d["ego_pose_token"])
         poses.setdefault(int(rec["timestamp"]), rec)
@@ -125,7 +126,7 @@ def import_nuscenes_scene(
     for i, d in enumerate(lidar_data):
         rel = f"lidar/{lidar}/{i:06d}.pcd.bin"
         link_or_copy(root / d["filename"], out / rel)
-        entry = {"timestamp_ns": int(d["timestamp"]) * 1000, "lidar": {lidar: rel}, "images": {}}
+        entry: dict[str, Any] = {"timestamp_ns": int(d["timestamp"]) * 1000, "lidar": {lidar: rel}, "images": {}}
         if d["is_key_frame"]:
             for name, img in sorted(key_images.get(d["sample_token"], {}).items()):
                 rel_img = f"camera/{name}/{i:06d}.jpg"
@@ -155,8 +156,9 @@ def _tracks(t: dict, samples: list[dict], offset: np.ndarray, get, path: Path) -
         try:
             centers = np.array([a["translation"] for a in anns], dtype=np.float64).reshape(-1, 3) - offset
             sizes = lwh_from_nuscenes_wlh(np.array([a["size"] for a in anns], dtype=np.float64).reshape(-1, 3))
-            track = CuboidTrack(inst, category, np.array([stamp[a["sample_token"]] for a in anns], np.int64),
-                                centers, sizes, np.array([a["rotation"] for a in anns], dtype=np.float64).reshape(-1, 4))
+            times = np.array([stamp[a["sample_token"]] for a in anns], np.int64)
+            rotations = np.array([a["rotation"] for a in anns], dtype=np.float64).reshape(-1, 4)
+            track = CuboidTrack(inst, category, times, centers, sizes, rotations)
         except (KeyError, ValueError) as exc:
             raise FormatError(path, None, f"instance {inst}: valid boxes ({exc})") from None
         tracks.append(track)

@@ -16,10 +16,10 @@ identity, ``world_from_ego`` = ``lidar/poses.json``); each frame's points are mo
 ego frame with the frame pose and written as a binary PCD per sensor (``d``) with zero time
 offsets, so that ``fathom prepare`` puts them back exactly. A camera's ``ego_from_camera``
 comes from its pose nearest in time to a LiDAR frame (exact when the times coincide); its
-other poses then add ego poses at the camera times to ``world_from_ego``. Cuboids duplicated for the PandarGT overlap (``cuboids.sensor_id`` 1)
-are dropped; ``uuid`` is the track id. Seconds become int64 ns (rounded to 1 µs: float
-seconds since 1970 hold no finer time). The ``.pkl.gz`` files are pickles: import trusted
-data only (unpickling runs code).
+other poses then add ego poses at the camera times to ``world_from_ego``. Cuboids duplicated
+for the PandarGT overlap (``cuboids.sensor_id`` 1) are dropped; ``uuid`` is the track id.
+Seconds become int64 ns (rounded to 1 µs: float seconds since 1970 hold no finer time). The
+``.pkl.gz`` files are pickles: import trusted data only (unpickling runs code).
 """
 
 from __future__ import annotations
@@ -36,7 +36,6 @@ from engine import quaternion as quat
 from engine.camera import Camera, CameraIntrinsics
 from engine.cuboid import CuboidTrack
 from engine.pose_sources import from_pose_table, with_extra_samples
-from engine.pose_track import PoseTrack
 from engine.se3 import SE3
 from engine.sweep import Sweep
 from formats.conventions import lwh_from_pandaset_dimensions, quaternion_from_legacy_heading
@@ -115,7 +114,7 @@ def import_pandaset(seq_dir: str | os.PathLike, log_dir: str | os.PathLike, *, i
         if not np.all(np.isin(d, list(LIDAR_NAMES))):
             raise FormatError(path, None, f"sensor column d in {sorted(LIDAR_NAMES)}")
         local = track.at(int(t_ns)).inverse().apply(xyz).astype(np.float32)
-        entry = {"timestamp_ns": int(t_ns), "lidar": {}, "images": {}}
+        entry: dict[str, Any] = {"timestamp_ns": int(t_ns), "lidar": {}, "images": {}}
         for sid, name in LIDAR_NAMES.items():
             keep = d == sid
             if not keep.any():

@@ -49,7 +49,7 @@ from typing import Any, Literal, Mapping
 
 import numpy as np
 
-from engine.camera import Camera, CameraIntrinsics
+from engine.camera import Camera, CameraIntrinsics, LensModel
 from engine.cuboid import CuboidTrack
 from engine.pose_sources import from_pose_table, with_extra_samples
 from engine.se3 import SE3
@@ -62,9 +62,11 @@ from formats.raw_log import LogLidar, link_or_copy, write_labels, write_log_mani
 from formats.rig import SceneOrigin
 
 _NS = {"ns": 1, "us": 1_000, "ms": 1_000_000, "s": 1_000_000_000}
-_LENS = {"brown_conrady": ("brown_conrady", ("k1", "k2", "p1", "p2", "k3")),
-         "pinhole": ("brown_conrady", ("k1", "k2", "p1", "p2", "k3")),
-         "fisheye": ("kannala_brandt", ("k1", "k2", "k3", "k4"))}
+_LENS: dict[str, tuple[LensModel, tuple[str, ...]]] = {
+    "brown_conrady": ("brown_conrady", ("k1", "k2", "p1", "p2", "k3")),
+    "pinhole": ("brown_conrady", ("k1", "k2", "p1", "p2", "k3")),
+    "fisheye": ("kannala_brandt", ("k1", "k2", "k3", "k4")),
+}
 
 
 def _number(obj: Mapping[str, Any], key: str, path: Path, where: str, default: float | None = None) -> float:
@@ -120,8 +122,9 @@ def _points(doc: Mapping[str, Any], path: Path) -> tuple[np.ndarray, np.ndarray,
         inten = np.array([p.get("i", 0.0) for p in pts], dtype=np.float32)
         dev = np.array([p.get("d", 0) for p in pts], dtype=np.float64)
     except (KeyError, TypeError, ValueError, AttributeError):
-        bad = next(i for i, p in enumerate(pts) if not _is_point(p))
-        raise FormatError(path, None, f"points[{bad}]: a LidarPoint {{x, y, z, i?, d?}} of numbers, got {pts[bad]!r}") from None
+        at = next(i for i, p in enumerate(pts) if not _is_point(p))
+        raise FormatError(path, None,
+                          f"points[{at}]: a LidarPoint {{x, y, z, i?, d?}} of numbers, got {pts[at]!r}") from None
     bad = np.flatnonzero(~np.isfinite(xyz).all(axis=1) | ~np.isfinite(inten))
     if len(bad):
         raise FormatError(path, None, f"points[{bad[0]}]: finite x, y, z and i")
@@ -187,7 +190,8 @@ def import_scale_legacy(
     offset = np.array([round(t[0, 0]), round(t[0, 1]), 0.0])
     out = Path(log_dir)
     out.mkdir(parents=True, exist_ok=True)
-    frames, devices, first_jpg, cam_poses = [], set(), {}, {}
+    frames, devices, first_jpg = [], set(), {}
+    cam_poses: dict[str, list[tuple[int, int, SE3]]] = {}  # camera → (|t_img - t_frame|, t_img, world_from_cam)
     for i, (path, doc, t_ns) in enumerate(zip(files, docs, times)):
         xyz, inten, dev = _points(doc, path)
         local = track.at(int(t_ns)).inverse().apply(xyz).astype(np.float32)

@@ -18,7 +18,7 @@ import json
 import os
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -31,7 +31,7 @@ from formats.errors import FormatError
 from formats.pcd import write_pcd
 from formats.raw_log import LogLidar, write_labels, write_log_manifest, write_pose_table
 from formats.rig import SceneOrigin
-from formats.sfs_cuboids import _NS_PER_UNIT, track_from_sfs
+from formats.sfs_cuboids import _NS_PER_UNIT, TimeUnit, track_from_sfs
 
 _DTYPES = {"float32", "float64", "uint8", "uint16", "uint32", "uint64", "int32", "int64"}
 
@@ -54,7 +54,8 @@ def decode_sfs(data: bytes, path: str | os.PathLike | None = None) -> dict[str, 
             shape = tuple(item.get("shape") or (-1,))
         except (KeyError, TypeError, ValueError):
             raise FormatError(path, 0, f"$items[{n}] with keys, offset, length, dtype") from None
-        if dtype not in _DTYPES or off < 0 or length < 0 or off + length > len(blob) or length % np.dtype(dtype).itemsize:
+        if (dtype not in _DTYPES or off < 0 or length < 0 or off + length > len(blob)
+                or length % np.dtype(dtype).itemsize):
             raise FormatError(path, end + max(off, 0), f"$items[{n}]: {length} bytes of {dtype} inside the file")
         try:
             value = np.frombuffer(blob[off:off + length], dtype=dtype).reshape(shape).copy()
@@ -63,7 +64,8 @@ def decode_sfs(data: bytes, path: str | os.PathLike | None = None) -> dict[str, 
                 target = target[k]
             target[keys[-1]] = value
         except (KeyError, IndexError, TypeError, ValueError):
-            raise FormatError(path, end + off, f"$items[{n}]: keys {keys} and shape {shape} that fit the header") from None
+            raise FormatError(path, end + off,
+                              f"$items[{n}]: keys {keys} and shape {shape} that fit the header") from None
     return doc
 
 
@@ -89,7 +91,8 @@ def import_sfs(path: str | os.PathLike, log_dir: str | os.PathLike, *, lidar_id:
         t, q = pose_from_sfs_row(np.asarray(lidar["poses"]["values"], dtype=np.float64))
         track = from_pose_table(stamps, np.hstack([t, q]))
     except (KeyError, TypeError, ValueError) as exc:
-        raise FormatError(src, None, f"sensor {name}: a pose path of timestamps and x y z qx qy qz qw rows ({exc})") from None
+        raise FormatError(src, None,
+                          f"sensor {name}: a pose path of timestamps and x y z qx qy qz qw rows ({exc})") from None
     origin = np.array([round(track.translation[0, 0]), round(track.translation[0, 1]), 0.0])
     out = Path(log_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -120,7 +123,7 @@ def import_sfs(path: str | os.PathLike, log_dir: str | os.PathLike, *, lidar_id:
     tracks = []
     for ann in scene.get("annotations") or []:
         if isinstance(ann, dict) and ann.get("type") == "cuboid":
-            tr = track_from_sfs(ann, unit, source=os.fspath(src))
+            tr = track_from_sfs(ann, cast(TimeUnit, unit), source=os.fspath(src))  # a unit checked above
             tracks.append(replace(tr, timestamps_ns=tr.timestamps_ns + offset_ns, centers=tr.centers - origin))
     write_labels(out, tracks)
     write_log_manifest(out, log_id=src.stem, origin=SceneOrigin(enu_offset_m=tuple(origin)),

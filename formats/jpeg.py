@@ -69,7 +69,8 @@ def _scan_header(data: bytes, path: str | os.PathLike | None) -> int:
             raise FormatError(path, pos + 2, "a 2-byte segment length (file truncated)")
         length = (data[pos + 2] << 8) | data[pos + 3]
         if length < 2 or pos + 2 + length > n:
-            raise FormatError(path, pos + 2, f"a segment length within the file, got {length} at marker FF {marker:02X}")
+            raise FormatError(path, pos + 2,
+                              f"a segment length within the file, got {length} at marker FF {marker:02X}")
         if marker in _SOF:
             seen_frame = True
         if marker == _SOS:

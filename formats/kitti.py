@@ -25,7 +25,8 @@ def count_float_records(path: str | os.PathLike, n_fields: int) -> int:
     record = 4 * n_fields
     if file_size % record:
         raise FormatError(
-            path, file_size - file_size % record, f"whole {record}-byte records ({n_fields} float32 each), file has {file_size} bytes"
+            path, file_size - file_size % record,
+            f"whole {record}-byte records ({n_fields} float32 each), file has {file_size} bytes"
         )
     return file_size // record
 

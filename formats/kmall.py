@@ -428,7 +428,7 @@ class _MrzCollector:
 
     def result(self) -> MrzPings:
         rows = self.ping_rows
-        cols = list(zip(*rows)) if rows else [()] * 14
+        cols = [np.asarray(c) for c in zip(*rows)] if rows else [np.empty(0)] * 14
         counts = np.asarray(cols[10], dtype=np.int64)
         start = np.zeros(len(rows) + 1, np.int64)
         np.cumsum(counts, out=start[1:])
@@ -572,6 +572,7 @@ def mrz_ping_poses(p: MrzPings, origin: Origin, vertical: str = "waterline") -> 
         if why:
             placed[i] = False
             unplaced.append((i, "; ".join(why)))
+    assert p.datagram_offset is not None  # MrzPings.__post_init__ fills every optional column
     return PingPoses(p.latitude_deg, p.longitude_deg, p.heading_deg, base, z_offset, p.time_ns,
                      p.datagram_offset, placed, np.zeros(p.num_pings, bool), unplaced)
 
@@ -608,6 +609,7 @@ _SOUNDING = struct.Struct("<1H8B1H6f2H18f4H")  # 120 bytes
 def _mrz_body(p: MrzPings, i: int) -> bytes:
     a, b = int(p.sounding_start[i]), int(p.sounding_start[i + 1])
     count = b - a
+    assert p.pos_sensor_status is not None and p.attitude_sensor_status is not None  # filled by __post_init__
     cmn = _CMN.pack(_CMN.size, int(p.ping_counter[i]), 1, int(p.rx_fan_index[i]), 1, 0, 0, 0, 1, 0)
     info = _PING_INFO_V3.pack(
         _PING_INFO_V3.size, 0, 0.0, 0, 0, 0, 0, 0, 0, 0, *([0.0] * 11), 0, 0, 0, 0, 0, 0, 0.0, 0.0, 0.0, 0, 0, 0.0,

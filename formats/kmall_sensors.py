@@ -33,7 +33,8 @@ SENSOR_STATUS_INVALID = 1 << 4  # #SPO / #SKM info sensorStatus: invalid data
 UNAVAILABLE_DEG = 200.0  # KMALL's UNAVAILABLE_LATITUDE / UNAVAILABLE_LONGITUDE
 
 _HEADER_SIZE = 20
-_SKM_INFO = struct.Struct("<HBBHHHH")  # numBytesInfoPart, sensorSystem, sensorStatus, format, count, per sample, contents
+# numBytesInfoPart, sensorSystem, sensorStatus, format, count, per sample, contents
+_SKM_INFO = struct.Struct("<HBBHHHH")
 _KMB_MIN = 120
 _KMB_FIELDS = [
     ("marker", "S4", 0), ("kmb_num_bytes", "<u2", 4),
@@ -184,13 +185,13 @@ def spo_row(buf, o: int, n: int, path) -> tuple:
 def skm_result(views: list[np.ndarray]) -> SkmSamples:
     """Concatenate :func:`skm_samples` views into :class:`SkmSamples`."""
     def col(name, dtype):
-        parts = [v[name] if name in v.dtype.names else np.zeros(len(v)) for v in views]
+        parts = [v[name] if name in (v.dtype.names or ()) else np.zeros(len(v)) for v in views]
         return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)
 
     sec, nsec = col("time_sec", np.int64), col("time_nanosec", np.int64)
     dsec, dnsec = col("dh_time_sec", np.int64), col("dh_time_nanosec", np.int64)
     dh = np.concatenate([
-        v["delayed_heave_m"] if "delayed_heave_m" in v.dtype.names else np.full(len(v), np.nan, np.float32)
+        v["delayed_heave_m"] if "delayed_heave_m" in (v.dtype.names or ()) else np.full(len(v), np.nan, np.float32)
         for v in views
     ]) if views else np.zeros(0, np.float32)
     return SkmSamples(

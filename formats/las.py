@@ -64,9 +64,11 @@ def _check_layout(path: str, data: bytes) -> _Layout:
         raise FormatError(path, 24, f"LAS version 1.0 to 1.4, found {major}.{minor}")
     header_size, offset, n_vlrs, format_id, point_size, count = struct.unpack_from("<HIIBHI", data, 94)
     if not _HEADER_SIZE[minor] <= header_size <= size:
-        raise FormatError(path, 94, f"a header size from {_HEADER_SIZE[minor]} (LAS 1.{minor}) to the file size {size}, found {header_size}")
+        raise FormatError(path, 94, f"a header size from {_HEADER_SIZE[minor]} (LAS 1.{minor}) to the file size "
+                                    f"{size}, found {header_size}")
     if not header_size <= offset <= size:
-        raise FormatError(path, 96, f"an offset to point data from the header size {header_size} to the file size {size}, found {offset}")
+        raise FormatError(path, 96, f"an offset to point data from the header size {header_size} to the file size "
+                                    f"{size}, found {offset}")
     scales, offsets = struct.unpack_from("<3d", data, 131), struct.unpack_from("<3d", data, 155)
     if not all(math.isfinite(s) and s != 0 for s in scales) or not all(map(math.isfinite, offsets)):
         raise FormatError(path, 131, f"finite non-zero scales and finite offsets, found {scales} and {offsets}")
@@ -94,7 +96,8 @@ def _check_layout(path: str, data: bytes) -> _Layout:
             (n_chunks,) = struct.unpack_from("<I", data, table_at + 4)
             if n_chunks > table_at - offset - 8:  # every chunk holds at least one byte
                 raise FormatError(
-                    path, table_at + 4, f"at most {table_at - offset - 8} LAZ chunks (one per compressed byte), found {n_chunks}"
+                    path, table_at + 4,
+                    f"at most {table_at - offset - 8} LAZ chunks (one per compressed byte), found {n_chunks}"
                 )
     return _Layout(point_count=count, compressed=compressed)
 
@@ -143,8 +146,9 @@ def _read_record(path: str | os.PathLike) -> laspy.ScaleAwarePointRecord:
             n = sum(map(len, parts))
             if n < layout.point_count:
                 raise FormatError(p, None, f"{layout.point_count} point records as the header declares, found {n}")
-            array = np.concatenate([r.array for r in parts]) if parts else np.empty(0, reader.header.point_format.dtype())
-            return laspy.ScaleAwarePointRecord(array, reader.header.point_format, reader.header.scales, reader.header.offsets)
+            header = reader.header
+            array = np.concatenate([r.array for r in parts]) if parts else np.empty(0, header.point_format.dtype())
+            return laspy.ScaleAwarePointRecord(array, header.point_format, header.scales, header.offsets)
     except BaseException as exc:
         if not _is_failure(exc):
             raise
@@ -156,7 +160,8 @@ def _positions(path: str, record: laspy.ScaleAwarePointRecord) -> list[np.ndarra
     with np.errstate(over="ignore"):
         xyz = [np.asarray(record[axis], dtype=np.float64) for axis in "xyz"]
     if not all(np.isfinite(c).all() for c in xyz):
-        raise FormatError(path, 131, f"scales and offsets that give finite coordinates, found {record.scales} and {record.offsets}")
+        raise FormatError(path, 131, "scales and offsets that give finite coordinates, "
+                                     f"found {record.scales} and {record.offsets}")
     return xyz
 
 

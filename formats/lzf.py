@@ -36,7 +36,7 @@ _MAX_REF = (1 << 8) + (1 << 3)
 
 
 @jit
-def _decompress(src: np.ndarray, dst: np.ndarray) -> tuple[int, int, int]:
+def _decompress(src: np.ndarray, dst: np.ndarray) -> tuple[int, np.uint64, np.uint64]:
     """Decode ``src`` (uint8) into ``dst`` (uint8, exact expected size).
 
     Returns ``(status, input offset, output offset)``; status ``OK`` means ``dst`` is exactly
@@ -186,7 +186,8 @@ def decompress(src: bytes | np.ndarray, size: int) -> tuple[np.ndarray, int, int
 
 def compress(src: bytes | np.ndarray) -> bytes:
     """LZF-encode ``src``; always succeeds (incompressible data grows by at most 1/32)."""
-    buf = np.ascontiguousarray(np.frombuffer(src, dtype=np.uint8) if isinstance(src, bytes) else src.view(np.uint8).ravel())
+    raw = np.frombuffer(src, dtype=np.uint8) if isinstance(src, bytes) else src.view(np.uint8).ravel()
+    buf = np.ascontiguousarray(raw)
     dst = np.empty(max_compressed_size(len(buf)), dtype=np.uint8)
     n = _compress(buf, dst)
     return dst[:n].tobytes()

@@ -98,7 +98,8 @@ def _decode(buf: bytes, o: int, path) -> tuple[OculusPing, int]:
     image = np.ascontiguousarray(pix).view("<u2" if bpp == 2 else np.uint8).reshape(n_ranges, n_beams)
     if bpp == 2:
         image = image.astype(np.uint16)
-    row_gain = np.ascontiguousarray(rows[:, :4]).view("<f4").reshape(n_ranges).astype(np.float32) if gain_bytes else None
+    row_gain = (np.ascontiguousarray(rows[:, :4]).view("<f4").reshape(n_ranges).astype(np.float32) if gain_bytes
+                else None)
     ping = OculusPing(
         ping_id=ping_id, status=status, master_mode=mode, flags=flags, range_m=range_m, gain_percent=gain,
         frequency_hz=freq, speed_of_sound_m_s=sos, range_resolution_m=res, ping_start_time=start_time,

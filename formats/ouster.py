@@ -234,9 +234,10 @@ def read_ouster_pcap(
     lo, hi = meta.column_window
     limits = (float(math.ceil(min_range_m * 1000 - 1e-9)), float(max_range_m * 1000))
     cap = len(offsets) * meta.columns_per_packet * meta.pixels_per_column * PROFILES[meta.profile][1]
-    cols = {"xyz": np.empty((cap, 3), np.float32), "intensity": np.empty(cap, np.float32),
-            "signal": np.empty(cap, np.uint16), "near_ir": np.empty(cap, np.uint16), "ring": np.empty(cap, np.uint16),
-            "return_index": np.empty(cap, np.uint8), "time_ns": np.empty(cap, np.int64)}
+    cols: dict[str, np.ndarray] = {
+        "xyz": np.empty((cap, 3), np.float32), "intensity": np.empty(cap, np.float32),
+        "signal": np.empty(cap, np.uint16), "near_ir": np.empty(cap, np.uint16), "ring": np.empty(cap, np.uint16),
+        "return_index": np.empty(cap, np.uint8), "time_ns": np.empty(cap, np.int64)}
     starts = np.zeros(len(offsets), np.int64)
     n = _decode(buf, offsets, _layout(meta), meta.pixels_per_column, meta.columns_per_frame, lo, hi, *limits,
                 direction, offset, shift, starts, *cols.values())

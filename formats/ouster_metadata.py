@@ -144,7 +144,8 @@ def parse_ouster_metadata(doc: object, path: str | os.PathLike = "<metadata>") -
     if nested:
         beams, fmt = doc.get("beam_intrinsics"), doc.get("lidar_data_format")
         lidar, config, info = doc.get("lidar_intrinsics"), doc.get("config_params") or {}, doc.get("sensor_info") or {}
-        if not all(isinstance(d, dict) for d in (beams, fmt, lidar, config, info)):
+        if not (isinstance(beams, dict) and isinstance(fmt, dict) and isinstance(lidar, dict)
+                and isinstance(config, dict) and isinstance(info, dict)):
             raise FormatError(path, None, "beam_intrinsics, lidar_data_format and lidar_intrinsics objects")
         prefix = ("beam_intrinsics.", "lidar_data_format.", "lidar_intrinsics.")
     else:

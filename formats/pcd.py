@@ -127,7 +127,8 @@ def _parse_header(path: str, data: bytes) -> PcdHeader:
         if c < 1:
             raise FormatError(path, where["COUNT"], f"COUNT >= 1 for field {name!r}, found {c}")
     if sum(s * c for s, c in zip(sizes, counts)) > _MAX_ROW_BYTES:
-        raise FormatError(path, where.get("COUNT"), f"a point of at most {_MAX_ROW_BYTES} bytes (SIZE x COUNT summed), found {sizes} x {counts}")
+        raise FormatError(path, where.get("COUNT"),
+                          f"a point of at most {_MAX_ROW_BYTES} bytes (SIZE x COUNT summed), found {sizes} x {counts}")
     named = [f for f in fields if f != _PAD]
     if len(set(named)) != len(named):
         raise FormatError(path, where["FIELDS"], f"distinct field names, found {fields}")
@@ -136,7 +137,7 @@ def _parse_header(path: str, data: bytes) -> PcdHeader:
     (points,) = _single(path, "POINTS", ints("POINTS", [width * height]), where)
     if points != width * height:
         raise FormatError(path, where.get("POINTS"), f"POINTS = WIDTH * HEIGHT = {width * height}, found {points}")
-    viewpoint = (0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0)
+    viewpoint: tuple[float, ...] = (0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0)
     if "VIEWPOINT" in values:
         try:
             viewpoint = tuple(float(v) for v in values["VIEWPOINT"])
@@ -199,7 +200,8 @@ def _columns_binary(path: str, hdr: PcdHeader, data: bytes) -> dict[str, np.ndar
 
 def _no_points(hdr: PcdHeader) -> dict[str, np.ndarray]:
     """Empty ``(0,)`` or ``(0, COUNT)`` columns of every field."""
-    return {name: np.empty((0, c) if c > 1 else (0,), dt) for name, dt, c in zip(hdr.fields, hdr.dtypes(), hdr.counts) if name != _PAD}
+    return {name: np.empty((0, c) if c > 1 else (0,), dt)
+            for name, dt, c in zip(hdr.fields, hdr.dtypes(), hdr.counts) if name != _PAD}
 
 
 def _columns_compressed(path: str, hdr: PcdHeader, data: bytes) -> dict[str, np.ndarray]:
@@ -229,7 +231,8 @@ def _columns_compressed(path: str, hdr: PcdHeader, data: bytes) -> dict[str, np.
         if status != lzf.OK:
             k = min(int(np.searchsorted(blocks, out_off, side="right")) - 1, len(fields) - 1)
             raise FormatError(
-                path, start + 8 + in_off, f"{lzf.MESSAGES[status]} (decoding field {fields[k][0]!r}, output byte {out_off})"
+                path, start + 8 + in_off,
+                f"{lzf.MESSAGES[status]} (decoding field {fields[k][0]!r}, output byte {out_off})"
             )
     cols = {}
     for (name, dt, c), b in zip(fields, blocks):
@@ -244,7 +247,8 @@ def _columns_ascii(path: str, hdr: PcdHeader, data: bytes) -> dict[str, np.ndarr
         return _no_points(hdr)
     have, per_point = len(data) - hdr.data_offset, sum(hdr.counts)
     if 2 * per_point - 1 > have:  # a token and a separator per value
-        raise FormatError(path, len(data), f"a point of {per_point} ascii values (at least {2 * per_point - 1} bytes), found {have} bytes")
+        raise FormatError(path, len(data), f"a point of {per_point} ascii values (at least {2 * per_point - 1} bytes), "
+                                           f"found {have} bytes")
     kinds, dtypes, names = [], [], []
     for name, t, s, c, dt in zip(hdr.fields, hdr.types, hdr.sizes, hdr.counts, hdr.dtypes()):
         if name == _PAD:
@@ -257,7 +261,8 @@ def _columns_ascii(path: str, hdr: PcdHeader, data: bytes) -> dict[str, np.ndarr
         dtypes += [dt] * c
         names += [name] * c
     buf = np.frombuffer(data, dtype=np.uint8)
-    values, _ = ascii_numbers.parse_columns(path, buf, hdr.data_offset, hdr.points, np.array(kinds), dtypes, names, True, True)
+    values, _ = ascii_numbers.parse_columns(path, buf, hdr.data_offset, hdr.points, np.array(kinds), dtypes, names,
+                                            True, True)
     cols: dict[str, np.ndarray] = {}
     k = 0  # stored column (padding fields have tokens, no stored column)
     for name, c in zip(hdr.fields, hdr.counts):
@@ -315,14 +320,18 @@ def _sweep_fields(sweep: Sweep) -> tuple[list[tuple[str, np.ndarray]], int, int]
             height = int(value[:, 0].max()) + 1 if n else 1
             width = n // height
             idx = np.arange(n)
-            if width * height != n or not (np.array_equal(value[:, 0], idx // width) and np.array_equal(value[:, 1], idx % width)):
-                raise ValueError("Sweep.extra['row_col'] is not a complete row-major grid; drop it to write unorganized")
+            if width * height != n or not (np.array_equal(value[:, 0], idx // width)
+                                           and np.array_equal(value[:, 1], idx % width)):
+                raise ValueError(
+                    "Sweep.extra['row_col'] is not a complete row-major grid; drop it to write unorganized")
             continue
-        if name in ("rgb", "rgba") and value.dtype == np.uint8 and value.ndim == 2 and value.shape[1] == (3 if name == "rgb" else 4):
+        channels = 3 if name == "rgb" else 4
+        if name in ("rgb", "rgba") and value.dtype == np.uint8 and value.ndim == 2 and value.shape[1] == channels:
             value = pack_rgb(value)
         kind = value.dtype.kind
         if kind not in "iuf" or value.ndim > 2 or value.dtype.itemsize not in _SIZES["F" if kind == "f" else "I"]:
-            raise ValueError(f"Sweep.extra[{name!r}] has dtype {value.dtype} shape {value.shape}; PCD needs int/uint 1-8 or float 4/8 bytes, (N,) or (N, count)")
+            raise ValueError(f"Sweep.extra[{name!r}] has dtype {value.dtype} shape {value.shape}; "
+                             "PCD needs int/uint 1-8 or float 4/8 bytes, (N,) or (N, count)")
         if not name or any(ch.isspace() for ch in name):
             raise ValueError(f"Sweep.extra name {name!r} cannot be a PCD field name")
         fields.append((name, value))

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -37,7 +38,8 @@ _TYPES = {
     "int": "i4", "int32": "i4", "uint": "u4", "uint32": "u4",
     "float": "f4", "float32": "f4", "double": "f8", "float64": "f8",
 }  # fmt: skip
-_WRITE_TYPES = {"i1": "char", "u1": "uchar", "i2": "short", "u2": "ushort", "i4": "int", "u4": "uint", "f4": "float", "f8": "double"}
+_WRITE_TYPES = {"i1": "char", "u1": "uchar", "i2": "short", "u2": "ushort", "i4": "int", "u4": "uint",
+                "f4": "float", "f8": "double"}
 ENCODINGS = ("ascii", "binary_little_endian", "binary_big_endian")
 
 
@@ -84,9 +86,10 @@ def _parse_header(path: str, data: bytes) -> tuple[str, list[_Element], int]:
                     raise ValueError
             elif key == "property" and elements:
                 if words[1] == "list":
-                    prop = _Property(words[4], np.dtype(_TYPES[words[3]]), np.dtype(_TYPES[words[2]]))
-                    if prop.count_dtype.kind == "f":
+                    item_dtype, count_dtype = np.dtype(_TYPES[words[3]]), np.dtype(_TYPES[words[2]])
+                    if count_dtype.kind == "f":
                         raise ValueError
+                    prop = _Property(words[4], item_dtype, count_dtype)
                 else:
                     prop = _Property(words[2], np.dtype(_TYPES[words[1]]), None)
                 last = elements[-1]
@@ -99,7 +102,8 @@ def _parse_header(path: str, data: bytes) -> tuple[str, list[_Element], int]:
             raise
         except (ValueError, IndexError, KeyError):
             raise FormatError(
-                path, at, f"a PLY header line (format <encoding> 1.0 | element <name> <count> | property <type> <name> | property list <type> <type> <name>), found {raw!r}"
+                path, at, "a PLY header line (format <encoding> 1.0 | element <name> <count> | property <type> <name>"
+                f" | property list <type> <type> <name>), found {raw!r}"
             ) from None
     if encoding is None:
         raise FormatError(path, 0, "a 'format' line in the PLY header")
@@ -132,7 +136,7 @@ def _walk_binary(
             else:
                 if pos + cs > n:
                     return _TRUNCATED, n, r
-                length = 0
+                length = np.int64(0)
                 for b in range(cs):
                     byte = np.int64(buf[pos + (b if big else cs - 1 - b)])
                     length = (length << 8) | byte
@@ -143,14 +147,15 @@ def _walk_binary(
 
 
 def _binary_vertex(path: str, buf: np.ndarray, pos: int, elements: list[_Element], big: bool) -> dict[str, np.ndarray]:
-    order = ">" if big else "<"
+    order: Literal[">", "<"] = ">" if big else "<"
     for el in elements:
         props = el.properties
         has_list = any(p.count_dtype is not None for p in props)
         least = sum((p.dtype if p.count_dtype is None else p.count_dtype).itemsize for p in props)
         if el.count * least > len(buf) - pos:
             raise FormatError(
-                path, len(buf), f"{el.count} rows of element {el.name!r} of at least {least} bytes, found {len(buf) - pos} bytes"
+                path, len(buf),
+                f"{el.count} rows of element {el.name!r} of at least {least} bytes, found {len(buf) - pos} bytes"
             )
         if not props:  # rows of no bytes
             if el.name == "vertex":
@@ -197,7 +202,8 @@ def _ascii_vertex(path: str, buf: np.ndarray, pos: int, elements: list[_Element]
                 kinds.append({"f": ascii_numbers.FLOAT, "i": ascii_numbers.INT, "u": ascii_numbers.UINT}[p.dtype.kind])
             dtypes.append(p.dtype)
             names.append(p.name)
-        values, pos = ascii_numbers.parse_columns(path, buf, pos, el.count, np.array(kinds, dtype=np.int64), dtypes, names, False, False)
+        values, pos = ascii_numbers.parse_columns(path, buf, pos, el.count, np.array(kinds, dtype=np.int64), dtypes,
+                                                  names, False, False)
         if is_vertex:
             stored = [p for p in props if p.count_dtype is None]
             return {p.name: v for p, v in zip(stored, values)}
@@ -265,8 +271,9 @@ def write_ply(path: str | os.PathLike, sweep: Sweep, encoding: str = "binary_lit
         elif value.ndim == 1 and value.dtype.str[1:] in _WRITE_TYPES:
             props.append((name, value))
         else:
-            raise ValueError(f"Sweep.extra[{name!r}] (dtype {value.dtype}, shape {value.shape}) has no PLY property type")
-    order = ">" if encoding == "binary_big_endian" else "<"
+            raise ValueError(
+                f"Sweep.extra[{name!r}] (dtype {value.dtype}, shape {value.shape}) has no PLY property type")
+    order: Literal[">", "<"] = ">" if encoding == "binary_big_endian" else "<"
     dt = np.dtype([(name, np.dtype(v.dtype.str[1:]).newbyteorder(order)) for name, v in props])
     header = ["ply", f"format {encoding} 1.0", f"element vertex {len(sweep)}"]
     header += [f"property {_WRITE_TYPES[dt[name].str[1:]]} {name}" for name, _ in props]

@@ -45,7 +45,13 @@ from pathlib import Path
 import numpy as np
 
 from engine.geodesy import Origin
-from engine.pose_sources import KITTI_OXTS_FIELDS, YawConvention, from_gnss_ins, from_kitti_oxts, from_nuscenes_ego_poses
+from engine.pose_sources import (
+    KITTI_OXTS_FIELDS,
+    YawConvention,
+    from_gnss_ins,
+    from_kitti_oxts,
+    from_nuscenes_ego_poses,
+)
 from engine.pose_track import PoseTrack
 from formats.errors import FormatError, load_source
 

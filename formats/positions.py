@@ -57,7 +57,8 @@ def relative_xyz(
         xyz = xyz64.astype(np.float32)
         if np.isinf(xyz).sum() != np.isinf(xyz64).sum():  # a finite position beyond float32
             reach = np.abs(xyz64[np.isfinite(xyz64)]).max()
-            raise FormatError(path, None, f"positions within float32's range (3.4e38 m) of the origin, found {reach:.6g} m")
+            raise FormatError(path, None,
+                              f"positions within float32's range (3.4e38 m) of the origin, found {reach:.6g} m")
         if origin is not None:
             return xyz
         moved = np.abs(xyz.astype(np.float64) - xyz64)

@@ -5,11 +5,14 @@ Both are PCD files (the container of :mod:`formats.pcd`); readers return an
 radars).
 
 **nuScenes radar** (``"nuscenes_radar"``, Continental ARS408 clusters, ``DATA binary``), the
-layout of nuscenes-devkit's ``RadarPointCloud.from_file``::
+layout of nuscenes-devkit's ``RadarPointCloud.from_file`` (each header line split in two here)::
 
-    FIELDS x y z dyn_prop id rcs vx vy vx_comp vy_comp is_quality_valid ambig_state x_rms y_rms invalid_state pdh0 vx_rms vy_rms
-    SIZE   4 4 4 1        2  4   4  4  4       4       1                1           1     1     1             1    1      1
-    TYPE   F F F I        I  F   F  F  F       F       I                I           I     I     I             I    I      I
+    FIELDS x y z dyn_prop id rcs vx vy vx_comp vy_comp
+    SIZE   4 4 4 1        2  4   4  4  4       4
+    TYPE   F F F I        I  F   F  F  F       F
+           ... is_quality_valid ambig_state x_rms y_rms invalid_state pdh0 vx_rms vy_rms
+           ... 1                1           1     1     1             1    1      1
+           ... I                I           I     I     I             I    I      I
 
 ``x y z`` metres, ``rcs`` dBsm, ``vx vy`` the radial velocity's components along x and y
 (m/s, relative to the sensor), ``vx_comp vy_comp`` the same compensated by the sensor for the

@@ -105,7 +105,8 @@ def cuboids_from_sfs_values(
 def _timestamps_to_ns(timestamps: Any, time_unit: TimeUnit, source: str) -> np.ndarray:
     ts = np.asarray(timestamps)
     if ts.ndim != 1 or len(ts) == 0 or not np.issubdtype(ts.dtype, np.integer):
-        raise FormatError(source, None, f"CuboidPath.timestamps as a non-empty list of integers, got {ts.dtype} {ts.shape}")
+        raise FormatError(source, None,
+                          f"CuboidPath.timestamps as a non-empty list of integers, got {ts.dtype} {ts.shape}")
     bad = np.flatnonzero(np.diff(ts) <= 0)
     if len(bad):
         i = int(bad[0])
@@ -135,11 +136,12 @@ def track_to_sfs(track: CuboidTrack, time_unit: TimeUnit = "microseconds", degre
         {"name": name, "timestamps": stamps[:1], "values": [value], "static": True}
         for name, value in track.attributes.items()
     ]
-    for name in dict.fromkeys(k for kf in track.keyframe_attributes or [] for k in kf):
-        keys = [i for i, kf in enumerate(track.keyframe_attributes) if name in kf]
+    keyframe_attributes = track.keyframe_attributes or []
+    for name in dict.fromkeys(k for kf in keyframe_attributes for k in kf):
+        keys = [i for i, kf in enumerate(keyframe_attributes) if name in kf]
         attributes.append({
             "name": name, "timestamps": [stamps[i] for i in keys],
-            "values": [track.keyframe_attributes[i][name] for i in keys], "static": False,
+            "values": [keyframe_attributes[i][name] for i in keys], "static": False,
         })
     annotation = {
         "id": track.track_id,
@@ -181,6 +183,8 @@ def track_from_sfs(
     for attr in get("attributes") or []:
         aget = attr.get if isinstance(attr, Mapping) else lambda k, d=None: getattr(attr, k, d)
         name, a_ts, a_values = aget("name"), aget("timestamps") or [], aget("values") or []
+        if not isinstance(name, str):
+            raise FormatError(where, None, f"attribute names as strings, got {name!r}")
         if len(a_ts) != len(a_values):
             raise FormatError(where, None, f"attribute {name!r}: as many timestamps as values")
         if aget("static", False):

@@ -64,7 +64,9 @@ class PingPoses:
         """The poses of the pings ``index`` (in that order); ``unplaced`` left empty."""
         per_ping = (self.lat_deg, self.lon_deg, self.heading_deg, self.base_height_m, self.z_offset_m,
                     self.time_ns, self.offset, self.placed, self.extrapolated)
-        return PingPoses(*(np.asarray(v)[index] for v in per_ping), unplaced=[])
+        lat, lon, heading, base, z_offset, time_ns, offset, placed, extrapolated = (
+            np.asarray(v)[index] for v in per_ping)
+        return PingPoses(lat, lon, heading, base, z_offset, time_ns, offset, placed, extrapolated, unplaced=[])
 
 
 def check_pose_values(path: str | os.PathLike | None, poses: PingPoses) -> None:

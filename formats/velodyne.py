@@ -282,9 +282,10 @@ def _decode_packets(buf, offsets, modes, usec, packet_ns, mdl, cal, cut_angle_de
     timing = mdl.timing_us
     rate, rate32 = rotation_rates(buf, offsets, modes, usec, mdl)
     cap = len(offsets) * BLOCKS * CHANNELS
-    cols = {"xyz": np.empty((cap, 3), np.float32), "intensity": np.empty(cap, np.float32),
-            "ring": np.empty(cap, np.uint16), "time_ns": np.empty(cap, np.int64),
-            "return_index": np.empty(cap, np.uint8), "return_type": np.empty(cap, np.uint8)}
+    cols: dict[str, np.ndarray] = {
+        "xyz": np.empty((cap, 3), np.float32), "intensity": np.empty(cap, np.float32),
+        "ring": np.empty(cap, np.uint16), "time_ns": np.empty(cap, np.int64),
+        "return_index": np.empty(cap, np.uint8), "return_type": np.empty(cap, np.uint8)}
     starts = np.zeros((len(offsets), BLOCKS), np.int64)
     n = _decode(buf, offsets, modes, rate, rate32, mdl.kind, timing, res, table, min_r, max_r, bool(quantize), *crop,
                 starts, packet_ns, cal.ring, *cols.values())

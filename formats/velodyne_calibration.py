@@ -90,7 +90,7 @@ class VelodyneCalibration:
             self.dist_correction, self.dist_correction_x, self.dist_correction_y,
             self.vert_offset_correction, self.horiz_offset_correction,
             self.focal_distance, self.focal_slope, self.min_intensity, self.max_intensity,
-        ] + [self.two_pt_correction.astype(np.float64)], axis=1))
+        ] + [np.asarray(self.two_pt_correction, dtype=np.float64)], axis=1))
 
 
 def read_calibration_yaml(path: str | os.PathLike) -> VelodyneCalibration:
@@ -133,10 +133,12 @@ def calibration_from_dict(doc: object, path: str = "<dict>") -> VelodyneCalibrat
             two[i] = bool(laser.get("two_pt_correction_available",
                                     cols["dist_correction_x"][i] != 0 or cols["dist_correction_y"][i] != 0))
         except (KeyError, TypeError, ValueError) as exc:
-            raise FormatError(path, None, f"lasers[{k}] with laser_id, rot_correction, vert_correction ({exc})") from exc
+            raise FormatError(path, None,
+                              f"lasers[{k}] with laser_id, rot_correction, vert_correction ({exc})") from exc
         seen[i] = True
     if not seen.all():
-        raise FormatError(path, None, f"calibration for every laser 0..{n - 1}, missing {np.flatnonzero(~seen).tolist()}")
+        raise FormatError(path, None,
+                          f"calibration for every laser 0..{n - 1}, missing {np.flatnonzero(~seen).tolist()}")
     try:
         res = float(doc.get("distance_resolution", 0.002))
         return VelodyneCalibration(distance_resolution_m=res, two_pt_correction=two, **cols)
@@ -186,7 +188,8 @@ def calibration_from_hdl64e_status(status_type: np.ndarray, status_value: np.nda
         expected = int.from_bytes(cycle[-2:], "little")
         ok = (_crc16(b"".join(r[1:] for r in records)) == expected) if is_s3 else expected == _CALIB_CYCLE
         if ok:
-            raw = np.frombuffer(b"".join(records), np.dtype([("id", "u1"), ("v", "<i2", 9), ("lo", "u1"), ("hi", "u1")]))
+            record_dtype = np.dtype([("id", "u1"), ("v", "<i2", 9), ("lo", "u1"), ("hi", "u1")])
+            raw = np.frombuffer(b"".join(records), record_dtype)
             if np.array_equal(raw["id"], np.arange(64)):
                 v = raw["v"].astype(np.float64)
                 cal = VelodyneCalibration(

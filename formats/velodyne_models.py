@@ -143,7 +143,8 @@ class VelodyneModel:
         if self.name not in _ELEVATION_DEG:
             raise ValueError(f"{self.name} has no default calibration: give a YAML or read it from the packets")
         rot = _ROT_DEG.get(self.name, [0.0] * self.n_lasers)
-        return VelodyneCalibration(rot_correction=np.radians(rot), vert_correction=np.radians(_ELEVATION_DEG[self.name]),
+        return VelodyneCalibration(rot_correction=np.radians(rot),
+                                   vert_correction=np.radians(_ELEVATION_DEG[self.name]),
                                    vert_offset_correction=np.asarray(_VERT_OFFSET_MM[self.name]) / 1000.0,
                                    distance_resolution_m=self.distance_resolution_m)
 

@@ -79,7 +79,7 @@ def velodyne_packets(firings: Firings, model: str | VelodyneModel = "VLP-16", re
     A trailing partial packet is padded with empty sequences whose azimuth continues the mean
     rotation rate."""
     mdl = model if isinstance(model, VelodyneModel) else get_model(model)
-    if mdl.kind == 2:
+    if mdl.kind == 2 or mdl.product_id is None:  # the HDL-64E: status bytes where the product id goes
         raise ValueError("writing HDL-64E packets is not supported")
     if return_mode not in _MODE_BYTE:
         raise ValueError(f"return_mode must be one of {sorted(_MODE_BYTE)}, got {return_mode!r}")
@@ -103,7 +103,8 @@ def velodyne_packets(firings: Firings, model: str | VelodyneModel = "VLP-16", re
     if pad:
         step = (np.diff(np.unwrap(np.radians(az))).mean() * 180 / math.pi) if s > 1 else 0.0
         az = np.concatenate([az, az[-1] + step * np.arange(1, pad + 1)])
-        ts = np.concatenate([ts, ts[-1] + np.rint(mdl.sequence_period_us * 1000 * np.arange(1, pad + 1)).astype(np.int64)])
+        pad_ns = np.rint(mdl.sequence_period_us * 1000 * np.arange(1, pad + 1)).astype(np.int64)
+        ts = np.concatenate([ts, ts[-1] + pad_ns])
         dist = np.concatenate([dist, np.zeros((pad, *dist.shape[1:]))])
         refl = np.concatenate([refl, np.zeros((pad, *refl.shape[1:]), np.uint8)])
     p = len(ts) // per_packet

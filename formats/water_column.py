@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -188,7 +189,7 @@ def assemble(rows: list[tuple], walks: list[list[tuple[int, BeamWalk]]], buffers
     cols = list(zip(*rows)) if rows else [()] * 6
     empty = {"beam_angle_deg": np.float32, "start_sample": np.uint16, "detected_range_samples": np.float32,
              "tx_sector": np.uint8}
-    beam = {name: columns.get(name, np.zeros(0, dtype)) for name, dtype in empty.items()}
+    beam: dict[str, Any] = {name: columns.get(name, np.zeros(0, dtype)) for name, dtype in empty.items()}
     return WaterColumn(
         time_ns=np.asarray(cols[0], np.int64), ping_counter=np.asarray(cols[1], np.uint16),
         head=np.asarray(cols[2], np.uint16), sound_speed_m_s=np.asarray(cols[3], np.float32),
@@ -236,7 +237,8 @@ def water_column_world(wc: WaterColumn, poses: PingPoses, origin_m: np.ndarray, 
     t0 = int(t[sel[0]]) if len(sel) else 0
     in_beam = samples - wc.sample_start[beam]
     sweep = Sweep(
-        xyz=world, timestamp_ns=t0, intensity=wc.amplitude[samples].astype(np.float32) * np.float32(AMPLITUDE_DB_PER_UNIT),
+        xyz=world, timestamp_ns=t0,
+        intensity=wc.amplitude[samples].astype(np.float32) * np.float32(AMPLITUDE_DB_PER_UNIT),
         time_offset_ns=t[ping] - t0, frame="world",
         extra={"ping_index": ping.astype(np.int32), "pose_extrapolated": np.asarray(poses.extrapolated, bool)[ping],
                "beam_index": (beam - wc.beam_start[ping]).astype(np.int32), "sample_index": in_beam.astype(np.int32),
@@ -263,14 +265,15 @@ def poses_for(poses: PingPoses, rows: np.ndarray, time_ns: np.ndarray, offset: n
     r = np.where(has, rows, 0)
     if len(poses.placed) == 0:
         has[:] = False
-    cols = [np.where(has, np.asarray(a, np.float64)[r], np.nan) if has.any() else np.full(n, np.nan)
-            for a in (poses.lat_deg, poses.lon_deg, poses.heading_deg, poses.base_height_m, poses.z_offset_m)]
+    lat, lon, heading, base, z_offset = [
+        np.where(has, np.asarray(a, np.float64)[r], np.nan) if has.any() else np.full(n, np.nan)
+        for a in (poses.lat_deg, poses.lon_deg, poses.heading_deg, poses.base_height_m, poses.z_offset_m)]
     placed = has & np.asarray(poses.placed, bool)[r] if has.any() else np.zeros(n, bool)
     extrapolated = has & np.asarray(poses.extrapolated, bool)[r] if has.any() else np.zeros(n, bool)
     reasons = dict(poses.unplaced)
     unplaced = [(int(i), reasons.get(int(rows[i]), "") if has[i] else missing) for i in np.flatnonzero(~placed)]
-    return PingPoses(*cols, np.asarray(time_ns, np.int64), np.asarray(offset, np.int64), placed, extrapolated,
-                     unplaced)
+    return PingPoses(lat, lon, heading, base, z_offset, np.asarray(time_ns, np.int64), np.asarray(offset, np.int64),
+                     placed, extrapolated, unplaced)
 
 
 def _warmup() -> None:

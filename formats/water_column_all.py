@@ -118,8 +118,8 @@ def read_all_water_column(source: PathLike | bytes, verify_checksum: bool = True
     def read_headers(buf: np.ndarray, beam_at: np.ndarray, _: np.ndarray) -> dict[str, np.ndarray]:
         h = buf[beam_at[:, None] + np.arange(_BEAM_HEADER)].reshape(-1).view(beam_dtype)
         return {"beam_angle_deg": h["angle"].astype(np.float32) * np.float32(0.01),
-                "start_sample": h["start"].astype(np.uint16), "detected_range_samples": h["detected"].astype(np.float32),
-                "tx_sector": h["tx_sector"]}
+                "start_sample": h["start"].astype(np.uint16),
+                "detected_range_samples": h["detected"].astype(np.float32), "tx_sector": h["tx_sector"]}
 
     wc = assemble([p["row"] for p in done], [p["walks"] for p in done], [arr], read_headers, path)
     wc.corrupt = corrupt
@@ -143,12 +143,12 @@ def _install_offsets(log: AllLog, wc: WaterColumn) -> np.ndarray:
         raise FormatError(log.path, None, f"installation parameters {', '.join(missing)} to place the water column")
     out = np.zeros((wc.num_pings, 3))
     for i, serial in enumerate(wc.head.tolist()):
-        rx = heads.get(serial)
-        if rx is None:
+        head = heads.get(serial)
+        if head is None:
             raise FormatError(wc.path, int(wc.datagram_offset[i]), f"a water-column serial number of the installed rx "
                                                                    f"heads {sorted(heads)}, found {serial}")
-        out[i] = (float(ins["S1X"]) - float(ins[f"P{system}X"]), float(ins[f"{rx}Y"]) - float(ins[f"P{system}Y"]),
-                  float(ins[f"{rx}Z"]) - float(ins["S1Z"]))
+        out[i] = (float(ins["S1X"]) - float(ins[f"P{system}X"]), float(ins[f"{head}Y"]) - float(ins[f"P{system}Y"]),
+                  float(ins[f"{head}Z"]) - float(ins["S1Z"]))
     return out
 
 

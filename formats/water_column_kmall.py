@@ -53,25 +53,26 @@ def _need(path, at: int, size: int, end: int, what: str) -> None:
 def _mwc(arr: np.ndarray, o: int, n: int, path, file_offset: int) -> tuple[tuple, BeamWalk]:
     """One (re-joined) ``#MWC``: ``(ping row, its beams)``."""
     end = o + n - 4
-    sec, nsec = struct.unpack_from("<II", arr, o + 12)
+    data = arr.data  # the bytes as a memoryview, for struct
+    sec, nsec = struct.unpack_from("<II", data, o + 12)
     c = o + _HEADER_SIZE + 4
     _need(path, c, _CMN.size, end, "#MWC common part")
-    ncmn, ping_cnt, _, fan = _CMN.unpack_from(arr, c)
+    ncmn, ping_cnt, _, fan = _CMN.unpack_from(data, c)
     if ncmn < _CMN.size:
         raise FormatError(path, c, f"#MWC numBytesCmnPart >= {_CMN.size}, found {ncmn}")
     t = c + ncmn
     _need(path, t, _TX_INFO.size, end, "#MWC txInfo")
-    ntx_bytes, ntx, per_tx, _, _ = _TX_INFO.unpack_from(arr, t)
+    ntx_bytes, ntx, per_tx, _, _ = _TX_INFO.unpack_from(data, t)
     if ntx_bytes < _TX_INFO.size or (ntx and per_tx < _TX_SECTOR_MIN):
         raise FormatError(path, t, f"#MWC numBytesTxInfo >= {_TX_INFO.size} and numBytesPerTxSector >= "
                                    f"{_TX_SECTOR_MIN}, found {ntx_bytes} and {per_tx}")
     s = t + ntx_bytes
     _need(path, s, ntx * per_tx, end, f"{ntx} #MWC tx sectors")
-    ids = np.array([struct.unpack_from("<H", arr, s + k * per_tx + 12)[0] for k in range(ntx)], np.int64)
-    tilts = np.array([struct.unpack_from("<f", arr, s + k * per_tx)[0] for k in range(ntx)], np.float32)
+    ids = np.array([struct.unpack_from("<H", data, s + k * per_tx + 12)[0] for k in range(ntx)], np.int64)
+    tilts = np.array([struct.unpack_from("<f", data, s + k * per_tx)[0] for k in range(ntx)], np.float32)
     r = s + ntx * per_tx
     _need(path, r, _RX_INFO.size, end, "#MWC rxInfo")
-    nrx_bytes, nbeams, per_beam, phase, _, _, fs, c_ms = _RX_INFO.unpack_from(arr, r)
+    nrx_bytes, nbeams, per_beam, phase, _, _, fs, c_ms = _RX_INFO.unpack_from(data, r)
     if nrx_bytes < _RX_INFO.size or per_beam < _BEAM_MIN or phase not in _PHASE_BYTES:
         raise FormatError(path, r, f"#MWC numBytesRxInfo >= {_RX_INFO.size}, numBytesPerBeamEntry >= {_BEAM_MIN} and "
                                    f"phaseFlag 0-2, found {nrx_bytes}, {per_beam}, {phase}")
@@ -101,8 +102,9 @@ def _headers_kernel(buf, beam_at, header_bytes, angle, start, detected, sector):
 def _read_headers(buf: np.ndarray, beam_at: np.ndarray, header_bytes: np.ndarray) -> dict[str, np.ndarray]:
     """The beam-entry fields (``EMdgmMWCrxBeamData``) of the beams at ``beam_at``."""
     n = len(beam_at)
-    out = {"beam_angle_deg": np.empty(n, np.float32), "start_sample": np.empty(n, np.uint16),
-           "detected_range_samples": np.empty(n, np.float32), "tx_sector": np.empty(n, np.uint8)}
+    out: dict[str, np.ndarray] = {
+        "beam_angle_deg": np.empty(n, np.float32), "start_sample": np.empty(n, np.uint16),
+        "detected_range_samples": np.empty(n, np.float32), "tx_sector": np.empty(n, np.uint8)}
     _headers_kernel(buf, np.ascontiguousarray(beam_at, np.int64), np.ascontiguousarray(header_bytes, np.int64),
                     *out.values())
     return out

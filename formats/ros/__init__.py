@@ -28,5 +28,5 @@ from formats.ros.convert import Conversion, bag_to_raw_log, raw_log_for_prepare
 from formats.ros.inspect import inspect_lines
 from formats.ros.options import BagOptions, parse_topic_options
 
-__all__ = ["Bag", "BagOptions", "bag_name", "Conversion", "bag_to_raw_log", "inspect_lines", "is_bag", "parse_topic_options",
-           "raw_log_for_prepare"]
+__all__ = ["Bag", "BagOptions", "bag_name", "Conversion", "bag_to_raw_log", "inspect_lines", "is_bag",
+           "parse_topic_options", "raw_log_for_prepare"]

@@ -108,7 +108,8 @@ class Bag:
             self._reader: Any = (Reader1 if self.ros1 else Reader2)(self.path)
             self._reader.open()
         except _reader_errors() as exc:
-            raise BagReadError(self.path, f"a readable bag{_repair_hint(self.path)}: {type(exc).__name__}: {exc}") from None
+            raise BagReadError(self.path,
+                               f"a readable bag{_repair_hint(self.path)}: {type(exc).__name__}: {exc}") from None
         try:
             self._describe()
         except BaseException:

@@ -25,7 +25,7 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import numpy as np
 
@@ -43,7 +43,15 @@ from formats.ros.images import camera_intrinsics, compressed_jpeg, image_pixels
 from formats.ros.index import BagIndex, Issue, SensorIndex, index_bag
 from formats.ros.options import CAMERA_INFO, IMU, NAV_SAT_FIX, ODOMETRY, BagOptions, camera_info_topic
 from formats.ros.pointcloud import cloud_sweep
-from formats.ros.poses import EgoPoses, at_rest, choose_pose_topic, navsat_poses, odometry_poses, pose_stamped_poses, tf_poses
+from formats.ros.poses import (
+    EgoPoses,
+    at_rest,
+    choose_pose_topic,
+    navsat_poses,
+    odometry_poses,
+    pose_stamped_poses,
+    tf_poses,
+)
 from formats.ros.tf import TransformError
 from formats.ros.wire import MessageError, read_compressed_image, read_image, read_pointcloud2, read_velodyne_scan
 from formats.velodyne import MODELS, get_model
@@ -78,7 +86,8 @@ def sensor_pose(idx: BagIndex, s: SensorIndex) -> SE3:
         return idx.tree.static_transform(base, frame)
     except TransformError as exc:
         raise _fail(idx, s, f"frame_id {frame!r}: {exc}; name the vehicle frame with --base-frame, the sensor's "
-                            f"frame with --topic-option {s.topic} frame=FRAME, or leave the topic out with --topics") from None
+                            f"frame with --topic-option {s.topic} frame=FRAME, or leave the topic out with "
+                            "--topics") from None
 
 
 def camera(idx: BagIndex, s: SensorIndex) -> Camera:
@@ -125,7 +134,8 @@ def ego_poses(idx: BagIndex, notes: list[str]) -> EgoPoses:
         if types[topic] == NAV_SAT_FIX:
             imu = max((t for t in idx.pose_messages if types[t] == IMU), default=None,
                       key=lambda t: (len(idx.pose_messages[t]), t))
-            return navsat_poses(msgs, idx.pose_messages.get(imu, []), idx.tree, base, topic, notes)
+            imu_msgs = idx.pose_messages.get(imu, []) if imu is not None else []
+            return navsat_poses(msgs, imu_msgs, idx.tree, base, topic, notes)
         return pose_stamped_poses(msgs, topic)
     except ValueError as exc:
         raise FormatError(bag.path, None, f"ego poses from {topic}: {exc}") from None
@@ -217,7 +227,7 @@ def _write_frames(idx: BagIndex, plan: FramePlan, root: Path, strict: bool) -> t
         for f, r in enumerate(rows.tolist()):
             if r >= 0:
                 wanted.setdefault((topic, s.index[r]), []).append(f)
-    entries = [{"timestamp_ns": int(t), "lidar": {}, "images": {}} for t in plan.times_ns]
+    entries: list[dict[str, Any]] = [{"timestamp_ns": int(t), "lidar": {}, "images": {}} for t in plan.times_ns]
     scans = [t for t, s in idx.sensors.items() if s.msgtype == "velodyne_msgs/msg/VelodyneScan"]
     good = {t: set(idx.sensors[t].index) for t in scans}
     stamps: dict[str, list[np.ndarray]] = {t: [] for t in scans}

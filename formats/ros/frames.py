@@ -76,8 +76,8 @@ def match(centres_ns: np.ndarray, targets_ns: np.ndarray, tolerance_ns: int) -> 
         r = int(near[k])
         if r not in best or dist[k] < dist[best[r]]:
             best[r] = int(k)
-    for r, k in best.items():
-        out[k] = order[r]
+    for r, j in best.items():
+        out[j] = order[r]
     return out
 
 

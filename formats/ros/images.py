@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.camera import CameraIntrinsics
+from engine.camera import CameraIntrinsics, LensModel
 from formats.ros.wire import CompressedImage, Image, MessageError
 
 BAYER = {"bayer_rggb8": "RGGB", "bayer_bggr8": "BGGR", "bayer_gbrg8": "GBRG", "bayer_grbg8": "GRBG"}
@@ -125,7 +125,9 @@ def camera_intrinsics(info: Any, rectified_topic: bool = False, max_fov_rad: flo
                            f"{roi.x_offset}+{roi.y_offset}")
     if len(k) != 9 or len(p) != 12:
         raise MessageError(f"K of 9 and P of 12 numbers, found {len(k)} and {len(p)}")
-    lens, dist, src = "pinhole", (), k
+    lens: LensModel = "pinhole"
+    dist: tuple[float, ...] = ()
+    src = k
     if rectified_topic:
         src = np.array([p[0], p[1], p[2], 0.0, p[5], p[6]])
     elif np.any(d != 0):

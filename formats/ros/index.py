@@ -24,13 +24,20 @@ import simplejpeg
 
 from formats.errors import FormatError
 from formats.ros.bag import Bag, BagReadError
-from formats.ros.options import (CAMERA_INFO, CAMERA_TYPES, IMU, LIDAR_TYPES, TF_MESSAGE, BagOptions,
-                                 default_sensor_topics, sensor_names)
+from formats.ros.options import (
+    CAMERA_INFO,
+    CAMERA_TYPES,
+    IMU,
+    LIDAR_TYPES,
+    TF_MESSAGE,
+    BagOptions,
+    default_sensor_topics,
+    sensor_names,
+)
 from formats.ros.pointcloud import PointTime, cloud_time_rule, parse_point_time, time_span_ns
 from formats.ros.poses import POSE_TYPES
 from formats.ros.tf import TransformTree
-from formats.ros.wire import (MessageError, read_compressed_image, read_image, read_pointcloud2,
-                              read_velodyne_scan)
+from formats.ros.wire import MessageError, read_compressed_image, read_image, read_pointcloud2, read_velodyne_scan
 
 CLOCK_JUMP_NS = 1_000_000_000
 GAP_FACTOR = 1.5
@@ -48,7 +55,10 @@ class Issue:
     error: FormatError | None = None
 
     def line(self, start_ns: int = 0) -> str:
-        at = "" if self.time_ns is None else f" at {self.time_ns / 1e9:.3f} s (+{(self.time_ns - start_ns) / 1e9:.3f} s)"
+        if self.time_ns is None:
+            at = ""
+        else:
+            at = f" at {self.time_ns / 1e9:.3f} s (+{(self.time_ns - start_ns) / 1e9:.3f} s)"
         return f"{self.topic}{at}: {self.text}"
 
 

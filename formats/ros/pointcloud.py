@@ -55,7 +55,8 @@ class PointTime:
     def describe(self) -> str:
         if self.field is None:
             return "no per-point time (every point at the header stamp)"
-        return f"per-point time {self.field!r} {'relative to the header stamp' if self.relative else 'absolute'}, {self.unit}"
+        reference = "relative to the header stamp" if self.relative else "absolute"
+        return f"per-point time {self.field!r} {reference}, {self.unit}"
 
 
 def parse_point_time(text: str) -> PointTime:

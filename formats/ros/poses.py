@@ -77,8 +77,8 @@ def choose_pose_topic(types: dict[str, str], counts: dict[str, int], pose_topic:
 def _local(times: list[int], poses: list[SE3], source: str) -> EgoPoses:
     rows = np.array([[*p.translation, *p.rotation] for p in poses], float).reshape(-1, 7)
     track = from_pose_table(np.array(times, np.int64), rows)
-    offset = tuple(float(v) for v in np.round(track.translation[0] / _ORIGIN_GRID_M) * _ORIGIN_GRID_M)
-    return EgoPoses(track, SceneOrigin(offset), source)
+    x, y, z = (float(v) for v in np.round(track.translation[0] / _ORIGIN_GRID_M) * _ORIGIN_GRID_M)
+    return EgoPoses(track, SceneOrigin((x, y, z)), source)
 
 
 def odometry_poses(msgs: list[Any], tree: TransformTree, base: str, topic: str) -> EgoPoses:

@@ -164,11 +164,30 @@ from __future__ import annotations
 from formats.rig import NAME_RULE, Lidar, SceneOrigin, camera_to_json, pose_to_json, valid_name
 from formats.scene_store.boxes import FrameBoxes
 from formats.scene_store.durable import atomic_write, write_arrow_file
-from formats.scene_store.manifest import (FORMAT_NAME, FORMAT_VERSION, IMPORTED_LABELS, MANIFEST, FrameEntry,
-                                          StoredFile, read_manifest)
-from formats.scene_store.points import (COLUMN_TYPES, MAX_CAMERAS, QUANTISED_COLUMNS, REQUIRED_COLUMNS,
-                                        STORED_TYPES, XYZ_COLUMNS, arrow_array, check_points_schema, column_values,
-                                        points_table, positions, take_rows, with_xyz)
+from formats.scene_store.manifest import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    IMPORTED_LABELS,
+    MANIFEST,
+    FrameEntry,
+    StoredFile,
+    read_manifest,
+)
+from formats.scene_store.points import (
+    COLUMN_TYPES,
+    MAX_CAMERAS,
+    QUANTISED_COLUMNS,
+    REQUIRED_COLUMNS,
+    STORED_TYPES,
+    XYZ_COLUMNS,
+    arrow_array,
+    check_points_schema,
+    column_values,
+    points_table,
+    positions,
+    take_rows,
+    with_xyz,
+)
 from formats.scene_store.quantise import QUANT_KEY, quantisation
 from formats.scene_store.radar import RADAR_COLUMNS, check_radar_schema, radar_table, radar_with_xyz
 from formats.scene_store.reader import Scene

@@ -16,7 +16,7 @@ import mmap
 import os
 import threading
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Sequence, TypeAlias
 
 import numpy as np
 import pyarrow as pa
@@ -25,7 +25,7 @@ import xxhash
 
 from formats.scene_store.manifest import StoredFile
 
-FileData = bytes | memoryview | pa.Buffer | np.ndarray | pa.Table  # a table is written as an Arrow IPC file
+FileData: TypeAlias = bytes | memoryview | pa.Buffer | np.ndarray | pa.Table  # a table is written as an Arrow IPC file
 
 
 def write_arrow_file(table: pa.Table, sink: Any) -> None:

@@ -14,8 +14,17 @@ from typing import Any, Mapping, Sequence
 from engine.camera import Camera
 from engine.se3 import SE3
 from formats.errors import FormatError
-from formats.rig import (Lidar, SceneOrigin, camera_from_json, camera_to_json, checked_name, lidar_from_json,
-                         lidar_to_json, pose_from_json, pose_to_json)
+from formats.rig import (
+    Lidar,
+    SceneOrigin,
+    camera_from_json,
+    camera_to_json,
+    checked_name,
+    lidar_from_json,
+    lidar_to_json,
+    pose_from_json,
+    pose_to_json,
+)
 
 FORMAT_NAME = "fathom-scene"
 FORMAT_VERSION = 3
@@ -188,7 +197,8 @@ def header_from_json(doc: Mapping[str, Any], path: Path) -> SceneHeader:
         sensors = doc["sensors"]
         lidars = tuple(lidar_from_json(l, path, f"sensors.lidars[{i}]") for i, l in enumerate(sensors["lidars"]))
         cameras = {c.name: c for c in (camera_from_json(c, path) for c in sensors["cameras"])}
-        radars = tuple(lidar_from_json(r, path, f"sensors.radars[{i}]") for i, r in enumerate(sensors.get("radars", [])))
+        radars = tuple(lidar_from_json(r, path, f"sensors.radars[{i}]")
+                       for i, r in enumerate(sensors.get("radars", [])))
         imported = doc.get("imported_labels")
         return SceneHeader(checked_name(doc["scene_id"], path, "scene_id"), origin, lidars, cameras,
                            None if imported is None else file_from_json(imported, path), radars)

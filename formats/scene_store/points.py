@@ -200,7 +200,8 @@ def positions(table: pa.Table, dtype: type = np.float64) -> np.ndarray:
     ``offset + q * scale`` in float64 from its quantised columns and metadata, as ``dtype``
     (float32: the float32 nearest to each; see :func:`quantise.dequantise`)."""
     scale, offset = quantisation(table.schema)
-    return dequantise(tuple(column_values(table, c) for c in QUANTISED_COLUMNS), scale, offset, dtype)
+    xq, yq, zq = (column_values(table, c) for c in QUANTISED_COLUMNS)
+    return dequantise((xq, yq, zq), scale, offset, dtype)
 
 
 def with_xyz(table: pa.Table) -> pa.Table:
@@ -230,7 +231,8 @@ def check_points_schema(schema: pa.Schema, path: str | os.PathLike | None = None
         scale, offset = quantisation(schema)
     except (ValueError, KeyError, TypeError):
         raise FormatError(path, None, "schema metadata fathom.quantisation {scale: [3], offset: [3]}") from None
-    if scale.shape != (3,) or offset.shape != (3,) or not np.all(np.isfinite(np.r_[scale, offset])) or np.any(scale <= 0):
+    if (scale.shape != (3,) or offset.shape != (3,) or not np.all(np.isfinite(np.r_[scale, offset]))
+            or np.any(scale <= 0)):
         raise FormatError(path, None, "quantisation scale (3 positive) and offset (3 finite)")
 
 

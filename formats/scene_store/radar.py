@@ -72,7 +72,8 @@ def check_radar_schema(schema: pa.Schema, path: str | os.PathLike | None = None)
         scale, offset = quantisation(schema)
     except (ValueError, KeyError, TypeError):
         raise FormatError(path, None, "schema metadata fathom.quantisation {scale: [3], offset: [3]}") from None
-    if scale.shape != (3,) or offset.shape != (3,) or not np.all(np.isfinite(np.r_[scale, offset])) or np.any(scale <= 0):
+    if (scale.shape != (3,) or offset.shape != (3,) or not np.all(np.isfinite(np.r_[scale, offset]))
+            or np.any(scale <= 0)):
         raise FormatError(path, None, "quantisation scale (3 positive) and offset (3 finite)")
 
 

@@ -18,8 +18,14 @@ from engine.pose_track import PoseTrack
 from formats.errors import FormatError
 from formats.rig import Lidar, SceneOrigin
 from formats.scene_store.boxes import FrameBoxes
-from formats.scene_store.manifest import (MANIFEST, FrameEntry, StoredFile, entry_from_json, header_from_json,
-                                          read_manifest)
+from formats.scene_store.manifest import (
+    MANIFEST,
+    FrameEntry,
+    StoredFile,
+    entry_from_json,
+    header_from_json,
+    read_manifest,
+)
 from formats.scene_store.points import check_points_schema, increasing_below, take_rows, with_xyz
 from formats.scene_store.radar import check_radar_schema, radar_with_xyz
 

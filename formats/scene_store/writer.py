@@ -16,8 +16,17 @@ from formats.errors import FormatError
 from formats.rig import Lidar, SceneOrigin, checked_name
 from formats.scene_store.boxes import FrameBoxes
 from formats.scene_store.durable import FileData, atomic_write, digest_file, fsync_dir, make_durable, replace_files
-from formats.scene_store.manifest import (IMPORTED_LABELS, MANIFEST, FrameEntry, StoredFile, entry_from_json,
-                                          entry_to_json, file_to_json, header_to_json, read_manifest)
+from formats.scene_store.manifest import (
+    IMPORTED_LABELS,
+    MANIFEST,
+    FrameEntry,
+    StoredFile,
+    entry_from_json,
+    entry_to_json,
+    file_to_json,
+    header_to_json,
+    read_manifest,
+)
 from formats.scene_store.points import check_points_schema, checked_lod_rows, column_values
 from formats.scene_store.radar import RADAR_TYPES, check_radar_schema
 
@@ -86,8 +95,9 @@ class SceneWriter:
 
         ``points`` must follow the point schema (build it with :func:`points_table`); ``lods``
         are the levels 1, 2, ... (coarser and coarser), each a ``(M,)`` integer array of rows
-        of ``points``, strictly increasing (e.g. :func:`engine.voxel.first_points_levels`). ``images`` maps camera name →
-        JPEG bytes; ``image_timestamps_ns`` defaults to ``timestamp_ns`` per camera. ``boxes``
+        of ``points``, strictly increasing (e.g. :func:`engine.voxel.first_points_levels`).
+        ``images`` maps camera name → JPEG bytes; ``image_timestamps_ns`` defaults to
+        ``timestamp_ns`` per camera. ``boxes``
         (a labelled frame) is written as the frame's boxes file; a ``box_id`` column must index
         it. ``radar`` (a frame with radar scans) is written as the frame's radar file; build it
         with :func:`formats.scene_store.radar.radar_table` (``sensor_id`` indexes the radars).
