@@ -2,17 +2,22 @@
 
 Sources and what ``SRC`` and ``--scene`` name (without ``--scene``, every scene found):
 
-| source | SRC | a scene |
-|---|---|---|
-| ``nuscenes`` | the dataroot (holding ``v1.0-*/``; ``--version`` picks one when there are several) | a scene name (``scene-0061``) |
-| ``kitti`` | the tracking root (``training/``, ``testing/``; ``--split``) | a sequence number (``3`` or ``0003``) |
-| ``kitti-object`` | the object root (``training/``, ``testing/``; ``--split``) | a frame number (``7`` or ``000007``); ``--layout sequence`` makes the chosen frames one log |
-| ``kitti-raw`` | a day directory (``2011_09_26/`` with its calibration files) | a drive (``2011_09_26_drive_0001_sync``) |
-| ``av2`` | one sensor log, or a directory of logs | a log id |
-| ``pandaset`` | one sequence (``002/``), or the dataset root | a sequence (``002``) |
-| ``sfs`` | one ``.sfs`` file, or a directory of them | a file name without ``.sfs`` |
-| ``scale-legacy`` | the directory of LidarFrame JSON files (``--annotations`` for the cuboids) | — |
-| ``rosbag`` | a ROS 1 ``.bag``, a ROS 2 bag directory (sqlite3 or MCAP) or its ``.db3``/``.mcap`` file (``formats.ros``; ``--topics``, ``--reference-sensor``, ``--frame-rate``, ``--pose-topic``, ``--base-frame``, ``--topic-option``) | — |
+- ``nuscenes``: SRC the dataroot (holding ``v1.0-*/``; ``--version`` picks one when there are
+  several); a scene is a scene name (``scene-0061``)
+- ``kitti``: SRC the tracking root (``training/``, ``testing/``; ``--split``); a scene is a
+  sequence number (``3`` or ``0003``)
+- ``kitti-object``: SRC the object root (``training/``, ``testing/``; ``--split``); a scene is a
+  frame number (``7`` or ``000007``); ``--layout sequence`` makes the chosen frames one log
+- ``kitti-raw``: SRC a day directory (``2011_09_26/`` with its calibration files); a scene is a
+  drive (``2011_09_26_drive_0001_sync``)
+- ``av2``: SRC one sensor log, or a directory of logs; a scene is a log id
+- ``pandaset``: SRC one sequence (``002/``), or the dataset root; a scene is a sequence (``002``)
+- ``sfs``: SRC one ``.sfs`` file, or a directory of them; a scene is a file name without ``.sfs``
+- ``scale-legacy``: SRC the directory of LidarFrame JSON files (``--annotations`` for the
+  cuboids); no scenes
+- ``rosbag``: SRC a ROS 1 ``.bag``, a ROS 2 bag directory (sqlite3 or MCAP) or its
+  ``.db3``/``.mcap`` file (``formats.ros``; ``--topics``, ``--reference-sensor``,
+  ``--frame-rate``, ``--pose-topic``, ``--base-frame``, ``--topic-option``); no scenes
 
 One scene is written to ``--out`` itself; several go to ``--out/NAME`` each. A scene that fails
 (a :class:`~formats.errors.FormatError` naming the file and field) is reported and the others
@@ -176,7 +181,8 @@ def _rosbag(src: Path, scenes: list[str] | None, o: ImportOptions) -> list[Job]:
     if scenes:
         raise ValueError("rosbag imports one bag as one log: --scene does not apply (choose topics with --topics)")
     if not is_bag(src):
-        raise FormatError(src, None, "a ROS bag: a .bag, .db3 or .mcap file, or a ROS 2 bag directory with metadata.yaml")
+        raise FormatError(src, None,
+                          "a ROS bag: a .bag, .db3 or .mcap file, or a ROS 2 bag directory with metadata.yaml")
     options = replace(o.rosbag or BagOptions(), images=o.images)
 
     def run(out: Path) -> Path:
@@ -189,8 +195,8 @@ def _rosbag(src: Path, scenes: list[str] | None, o: ImportOptions) -> list[Job]:
 
 
 _JOBS: dict[str, Callable[[Path, list[str] | None, ImportOptions], list[Job]]] = {
-    "nuscenes": _nuscenes, "kitti": _kitti, "kitti-object": _kitti_object, "kitti-raw": _kitti_raw, "av2": _av2, "pandaset": _pandaset,
-    "sfs": _sfs, "scale-legacy": _scale_legacy, "rosbag": _rosbag,
+    "nuscenes": _nuscenes, "kitti": _kitti, "kitti-object": _kitti_object, "kitti-raw": _kitti_raw,
+    "av2": _av2, "pandaset": _pandaset, "sfs": _sfs, "scale-legacy": _scale_legacy, "rosbag": _rosbag,
 }
 
 

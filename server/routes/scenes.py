@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from fastapi import APIRouter, Request, Response
 
 from formats.scene_store import Scene, camera_to_json, pose_to_json
