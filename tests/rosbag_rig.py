@@ -71,7 +71,8 @@ class BagWriter:
 
     def __init__(self, path: Path, storage: Storage) -> None:
         from rosbags.rosbag1 import Writer as Writer1
-        from rosbags.rosbag2 import StoragePlugin, Writer as Writer2
+        from rosbags.rosbag2 import StoragePlugin
+        from rosbags.rosbag2 import Writer as Writer2
 
         self.ros1 = storage == "ros1"
         self.store = typestore(self.ros1)
@@ -175,7 +176,8 @@ def write_drive_bag(path: str | Path, drive: Drive, storage: Storage, *, lidar: 
             pose = msg(w.store, "geometry_msgs/msg/PoseWithCovariance",
                        pose=_pose(w, "geometry_msgs/msg/Pose", q, t), covariance=zero)
             twist = msg(w.store, "geometry_msgs/msg/TwistWithCovariance", covariance=zero, twist=msg(
-                w.store, "geometry_msgs/msg/Twist", linear=msg(w.store, "geometry_msgs/msg/Vector3", x=0.0, y=0.0, z=0.0),
+                w.store, "geometry_msgs/msg/Twist",
+                linear=msg(w.store, "geometry_msgs/msg/Vector3", x=0.0, y=0.0, z=0.0),
                 angular=msg(w.store, "geometry_msgs/msg/Vector3", x=0.0, y=0.0, z=0.0)))
             w.write("/odom", "nav_msgs/msg/Odometry", int(ts) + LOG_DELAY_NS,
                     msg(w.store, "nav_msgs/msg/Odometry", header=w.header(int(ts), "map"), child_frame_id="base_link",
@@ -198,8 +200,8 @@ def write_drive_bag(path: str | Path, drive: Drive, storage: Storage, *, lidar: 
 
 
 def _write_scan(w: BagWriter, lidar: Any, sweep: Sweep) -> None:
-    from server.simulate import _velodyne_model_of
     from formats.velodyne import velodyne_packets
+    from server.simulate import _velodyne_model_of
 
     packets, times = velodyne_packets(velodyne_firings(sweep, lidar.pattern), _velodyne_model_of(lidar))
     items = [msg(w.store, "velodyne_msgs/msg/VelodynePacket",

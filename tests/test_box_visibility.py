@@ -12,8 +12,15 @@ from engine.box_visibility import box_point_visibility
 from engine.camera import Camera, CameraIntrinsics
 from engine.pose_track import PoseTrack
 from engine.se3 import SE3
-from tests.naive import (brown_conrady, in_image, interpolate_poses, points_in_box, quat_to_matrix,
-                         transform_matrix, zbuffer)
+from tests.naive import (
+    brown_conrady,
+    in_image,
+    interpolate_poses,
+    points_in_box,
+    quat_to_matrix,
+    transform_matrix,
+    zbuffer,
+)
 
 _CAM_IN_EGO = quat.from_euler_zyx(-np.pi / 2, 0.0, -np.pi / 2)
 # lenses whose radial map is increasing everywhere: no fold-back guard to mirror
@@ -111,5 +118,6 @@ def test_bad_input():
     with pytest.raises(ValueError, match=r"\(N, 3\)"):
         box_point_visibility(np.zeros((5, 2)), CENTERS, SIZES, ROTATIONS, _CAMERAS)
     with pytest.raises(ValueError, match="camera_times_ns"):
-        box_point_visibility(np.zeros((5, 3)), CENTERS, SIZES, ROTATIONS, _CAMERAS,
-                             world_from_ego=PoseTrack(np.array([0, 10]), np.array([[1.0, 0, 0, 0]] * 2), np.zeros((2, 3))))
+        box_point_visibility(
+            np.zeros((5, 3)), CENTERS, SIZES, ROTATIONS, _CAMERAS,
+            world_from_ego=PoseTrack(np.array([0, 10]), np.array([[1.0, 0, 0, 0]] * 2), np.zeros((2, 3))))

@@ -212,11 +212,11 @@ def test_occluder_in_front_of_far_box_seen_from_a_lower_camera():
     # a roof LiDAR (3 m) sees over a low near box onto the far box behind it; a camera at
     # 0.8 m sees the near box hide the lower part of the far box. The LiDAR's near-box
     # points must block the far-box points hidden behind it in the camera's z-buffer.
+    from engine.pose_track import PoseTrack
     from engine.sim.camera_render import render_camera
     from engine.sim.lidar import BeamPattern, Lidar, simulate_sweep
     from engine.sim.road import camera_mount, lidar_mount
     from engine.sim.world import ObjectTable, World
-    from engine.pose_track import PoseTrack
 
     near_id, far_id = 1, 2
     objects = ObjectTable(("ground", "building", "building"),

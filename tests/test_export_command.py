@@ -22,7 +22,8 @@ def scene(drive, tmp_path_factory):
     prepare(log, out, options=PrepareOptions(colorize=False))
     times = [f.timestamp_ns for f in read_log(log).frames]
     # the tracks that exist at a frame time (nuScenes annotates samples only)
-    return out, [t for t in read_log(log).labels() if any(t.timestamps_ns[0] <= x <= t.timestamps_ns[-1] for x in times)]
+    return out, [t for t in read_log(log).labels()
+                 if any(t.timestamps_ns[0] <= x <= t.timestamps_ns[-1] for x in times)]
 
 
 def _annotated_instances(dataroot) -> set[str]:

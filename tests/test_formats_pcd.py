@@ -183,7 +183,8 @@ def test_writer_round_trip(tmp_path, encoding):
         planes = python_lzf.decompress(raw[start + 8 : start + 8 + packed], size)
         n = len(sweep)
         normal_at = n * (4 * 3 + 4 + 8 + 2 + 4)  # after the x, y, z, intensity, time, ring, rgb planes
-        np.testing.assert_array_equal(np.frombuffer(planes, "<f8", n * 3, normal_at).reshape(n, 3), sweep.extra["normal"])
+        np.testing.assert_array_equal(np.frombuffer(planes, "<f8", n * 3, normal_at).reshape(n, 3),
+                                      sweep.extra["normal"])
     else:
         np.testing.assert_array_equal(np.stack([peer[f"normal__{k:04d}"] for k in range(3)], 1), sweep.extra["normal"])
     o3d_pc = o3d.io.read_point_cloud(str(path), remove_nan_points=False, remove_infinite_points=False)
@@ -225,7 +226,8 @@ def test_organized_nan_drop_keeps_grid_positions(tmp_path):
 
 def test_ascii_tokens_match_python_float(tmp_path):
     tokens = ["0", "-0", "+.5", "1.", "1e-30", "-2.5E+7", "123456789012345678901234", "0.1234567890123456789012",
-              "nan", "-inf", "Infinity", "3.4028235e38", "4.9e-324", "1e400", "007.25", "2.2250738585072014e-308"]  # fmt: skip
+              "nan", "-inf", "Infinity", "3.4028235e38", "4.9e-324", "1e400", "007.25",
+              "2.2250738585072014e-308"]  # fmt: skip
     body = "".join(f"{t} 0 0\n" for t in tokens).encode()
     (tmp_path / "t.pcd").write_bytes(pcd_bytes(["x", "y", "z"], "FFF", [8, 4, 4], [1] * 3, body, len(tokens)))
     hdr = read_pcd_header(tmp_path / "t.pcd")
@@ -240,7 +242,8 @@ def test_ascii_tokens_match_python_float(tmp_path):
 
 def test_ascii_float64_extra_is_exact(tmp_path):
     rng = np.random.default_rng(3)
-    vals = np.concatenate([rng.normal(size=200) * 10.0 ** rng.integers(-40, 40, 200), [np.pi, -1e-310, 1.7976931348623157e308]])
+    vals = np.concatenate([rng.normal(size=200) * 10.0 ** rng.integers(-40, 40, 200),
+                           [np.pi, -1e-310, 1.7976931348623157e308]])
     body = "".join(f"0 0 0 {float(v)!r}\n" for v in vals).encode()
     (tmp_path / "d.pcd").write_bytes(pcd_bytes(["x", "y", "z", "d"], "FFFF", [4, 4, 4, 8], [1] * 4, body, len(vals)))
     np.testing.assert_array_equal(read_pcd(tmp_path / "d.pcd").extra["d"], vals)
@@ -277,7 +280,8 @@ def test_time_field_rule(tmp_path):
     np.testing.assert_array_equal(s.time_offset_ns, np.round(np.float32([0.05, 0.1]).astype(np.float64) * 1e9))
     np.testing.assert_array_equal(s.extra["t"], [250000, 0])
     np.testing.assert_array_equal(s.extra["timestamp"], [1700000000.5, 1700000000.6])
-    (tmp_path / "b.pcd").write_bytes(pcd_bytes(["x", "y", "z", "t", "ring"], "FFFUU", [4, 4, 4, 4, 1], [1] * 5, b"1 2 3 250000 7\n", 1))
+    (tmp_path / "b.pcd").write_bytes(
+        pcd_bytes(["x", "y", "z", "t", "ring"], "FFFUU", [4, 4, 4, 4, 1], [1] * 5, b"1 2 3 250000 7\n", 1))
     s = read_pcd(tmp_path / "b.pcd")
     assert s.time_offset_ns.tolist() == [250000] and s.ring.tolist() == [7]
 
@@ -359,7 +363,8 @@ def test_ascii_integer_errors(tmp_path, types, sizes, body, match):
     [
         (lambda h: h.replace(b"TYPE F F F", b"TYPE F X F"), "TYPE I, U or F for field 'y'"),
         (lambda h: h.replace(b"SIZE 4 4 4", b"SIZE 4 3 4"), "SIZE in (4, 8)"),
-        (lambda h: h.replace(b"TYPE F F F", b"TYPE F F U").replace(b"SIZE 4 4 4", b"SIZE 4 4 16"), "SIZE in (1, 2, 4, 8)"),
+        (lambda h: h.replace(b"TYPE F F F", b"TYPE F F U").replace(b"SIZE 4 4 4", b"SIZE 4 4 16"),
+         "SIZE in (1, 2, 4, 8)"),
         (lambda h: h.replace(b"POINTS 2", b"POINTS 3"), "POINTS = WIDTH * HEIGHT"),
         (lambda h: h.replace(b"COUNT 1 1 1", b"COUNT 1 1"), "3 COUNT values"),
         (lambda h: h.replace(b"DATA binary", b"DATA zip"), "DATA ascii, binary or binary_compressed"),
@@ -581,7 +586,8 @@ def test_ascii_scanner_matches_python_float(small_chunks, parallel):
     rows = [" ".join(tokens[k : k + 3]) for k in range(0, len(tokens), 3)]
     buf = np.frombuffer(("\n".join(rows) + "\n").encode(), dtype=np.uint8)
     dtypes = [np.float64, np.float32, np.float64]
-    cols, _ = an.parse_columns("<t>", buf, 0, len(rows), np.array([an.FLOAT] * 3), dtypes, ["a", "b", "c"], parallel, parallel)
+    cols, _ = an.parse_columns("<t>", buf, 0, len(rows), np.array([an.FLOAT] * 3), dtypes, ["a", "b", "c"],
+                               parallel, parallel)
     expected = np.array([float(t) for t in tokens]).reshape(-1, 3)
     for c, dt in enumerate(dtypes):
         with np.errstate(over="ignore"):
@@ -598,8 +604,10 @@ def test_ascii_integers_match_python_int(dtype):
 
     info = np.iinfo(dtype)
     rng = np.random.default_rng(6)
-    values = [int(v) for v in rng.integers(info.min, info.max, 500, dtype=dtype, endpoint=True)] + [info.min, info.max, 0]
-    tokens = [("+" if v >= 0 and rng.random() < 0.2 else "") + ("-" if v < 0 else "") + "0" * int(rng.integers(0, 25)) * (rng.random() < 0.2) + str(abs(v)) for v in values]
+    values = [int(v) for v in rng.integers(info.min, info.max, 500, dtype=dtype, endpoint=True)]
+    values += [info.min, info.max, 0]
+    tokens = [("+" if v >= 0 and rng.random() < 0.2 else "") + ("-" if v < 0 else "")
+              + "0" * int(rng.integers(0, 25)) * (rng.random() < 0.2) + str(abs(v)) for v in values]
     kind = an.INT if info.min < 0 else an.UINT
     buf = np.frombuffer((" \n".join(tokens) + "\n").encode(), dtype=np.uint8)
     (col,), _ = an.parse_columns("<t>", buf, 0, len(tokens), np.array([kind]), [np.dtype(dtype)], ["a"], True, True)
@@ -610,5 +618,6 @@ def test_ascii_integers_match_python_int(dtype):
             continue
         text = f"1\n{bad}\n".encode()
         with pytest.raises(FormatError, match=f"field 'a' within the {np.dtype(dtype)} range \\(row 1\\)") as err:
-            an.parse_columns("<t>", np.frombuffer(text, dtype=np.uint8), 0, 2, np.array([kind]), [np.dtype(dtype)], ["a"], True, True)
+            an.parse_columns("<t>", np.frombuffer(text, dtype=np.uint8), 0, 2, np.array([kind]), [np.dtype(dtype)],
+                             ["a"], True, True)
         assert err.value.offset == 2

@@ -181,7 +181,8 @@ def test_ply_truncated(tmp_path, encoding):
         (b"ply\nformat ascii 1.0\nelement vertex 1\nproperty float x\n", "end_header"),
         (b"ply\nformat ascii 1.0\nelement vertex 1\nproperty quad x\nend_header\n1\n", "PLY header line"),
         (b"ply\nformat binary_middle_endian 1.0\nend_header\n", "PLY header line"),
-        (b"ply\nformat ascii 1.0\nelement vertex 1\nproperty float x\nproperty float y\nproperty float z\nend_header\n1 two 3\n", "field 'y'"),
+        (b"ply\nformat ascii 1.0\nelement vertex 1\nproperty float x\nproperty float y\nproperty float z\n"
+         b"end_header\n1 two 3\n", "field 'y'"),
     ],
 )
 def test_ply_bad_input(tmp_path, raw, match):
@@ -245,7 +246,8 @@ def test_av2_matches_pyarrow(tmp_path):
     assert table.schema.field("x").type == pa.float16()
     r = read_points(path)
     assert r.timestamp_ns == 315967376859506000 and r.frame == "ego"
-    np.testing.assert_array_equal(r.xyz, np.stack([table["x"].to_numpy(), table["y"].to_numpy(), table["z"].to_numpy()], 1).astype(np.float32))
+    xyz = np.stack([table["x"].to_numpy(), table["y"].to_numpy(), table["z"].to_numpy()], 1)
+    np.testing.assert_array_equal(r.xyz, xyz.astype(np.float32))
     np.testing.assert_array_equal(r.intensity, table["intensity"].to_numpy())
     np.testing.assert_array_equal(r.ring, table["laser_number"].to_numpy())
     np.testing.assert_array_equal(r.time_offset_ns, table["offset_ns"].to_numpy())
@@ -254,7 +256,8 @@ def test_av2_matches_pyarrow(tmp_path):
 
 
 def test_av2_extra_columns_and_errors(tmp_path):
-    table = pa.table({"x": np.float16([1, np.nan]), "y": np.float16([2, 3]), "z": np.float16([3, 4]), "w": np.float16([0.5, 1])})
+    table = pa.table({"x": np.float16([1, np.nan]), "y": np.float16([2, 3]), "z": np.float16([3, 4]),
+                      "w": np.float16([0.5, 1])})
     feather.write_feather(table, tmp_path / "a.feather")
     r = read_av2_sweep(tmp_path / "a.feather")
     assert r.timestamp_ns == 0 and r.extra["w"].dtype == np.float32 and len(r) == 2

@@ -6,8 +6,16 @@ import numpy as np
 import pytest
 
 from engine.geodesy import (
-    WGS84_A, WGS84_B, WGS84_E2, Origin, ecef_to_enu, ecef_to_geodetic, enu_to_ecef, enu_to_geodetic,
-    geodetic_to_ecef, geodetic_to_enu,
+    WGS84_A,
+    WGS84_B,
+    WGS84_E2,
+    Origin,
+    ecef_to_enu,
+    ecef_to_geodetic,
+    enu_to_ecef,
+    enu_to_geodetic,
+    geodetic_to_ecef,
+    geodetic_to_enu,
 )
 
 

@@ -8,11 +8,11 @@ import pytest
 
 from formats.errors import FormatError
 from formats.import_kitti import import_kitti_tracking
+from formats.import_kitti_object import import_kitti_object
 from formats.import_pandaset import import_pandaset
 from formats.raw_log import read_log
 from server.cli import main
 from server.import_datasets import ImportOptions, import_jobs
-from formats.import_kitti_object import import_kitti_object
 from tests.test_interop_kitti import write_kitti_tracking_fixture
 from tests.test_interop_kitti_object import FRAMES, write_kitti_object_fixture
 from tests.test_interop_nuscenes import VERSION, write_nuscenes_fixture

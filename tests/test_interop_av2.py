@@ -21,23 +21,26 @@ CITY = np.array([2500.3, -1200.7, 30.0])  # AV2 city coordinates are far from 0
 
 
 def _pose_columns(q, t) -> dict:
-    return {"qw": q[:, 0], "qx": q[:, 1], "qy": q[:, 2], "qz": q[:, 3], "tx_m": t[:, 0], "ty_m": t[:, 1], "tz_m": t[:, 2]}
+    return {"qw": q[:, 0], "qx": q[:, 1], "qy": q[:, 2], "qz": q[:, 3],
+            "tx_m": t[:, 0], "ty_m": t[:, 1], "tz_m": t[:, 2]}
 
 
 def write_av2_fixture(drive, log):
     times = drive.frame_times_ns
     g = drive.gnss
     log.mkdir(parents=True)
-    feather.write_feather(pa.table({"timestamp_ns": g.timestamps_ns, **_pose_columns(g.rotation, g.translation + CITY)}),
-                          log / "city_SE3_egovehicle.feather")
+    feather.write_feather(
+        pa.table({"timestamp_ns": g.timestamps_ns, **_pose_columns(g.rotation, g.translation + CITY)}),
+        log / "city_SE3_egovehicle.feather")
     (log / "calibration").mkdir()
     cam = drive.cameras[0]
     e = cam.ego_from_camera
-    feather.write_feather(pa.table({"sensor_name": ["ring_front_center"], **_pose_columns(e.rotation[None], e.translation[None])}),
-                          log / "calibration" / "egovehicle_SE3_sensor.feather")
+    feather.write_feather(
+        pa.table({"sensor_name": ["ring_front_center"], **_pose_columns(e.rotation[None], e.translation[None])}),
+        log / "calibration" / "egovehicle_SE3_sensor.feather")
     k = cam.intrinsics
-    feather.write_feather(pa.table({"sensor_name": ["ring_front_center"], "fx_px": [k.fx], "fy_px": [k.fy], "cx_px": [k.cx],
-                                    "cy_px": [k.cy], "k1": [-0.1], "k2": [0.02], "k3": [0.004],
+    feather.write_feather(pa.table({"sensor_name": ["ring_front_center"], "fx_px": [k.fx], "fy_px": [k.fy],
+                                    "cx_px": [k.cx], "cy_px": [k.cy], "k1": [-0.1], "k2": [0.02], "k3": [0.004],
                                     "height_px": [k.height], "width_px": [k.width]}),
                           log / "calibration" / "intrinsics.feather")
     # sweeps: both LiDARs, every point moved to the ego frame at the sweep time (AV2 semantics)
@@ -46,11 +49,13 @@ def write_av2_fixture(drive, log):
         parts = []
         for lidar in drive.lidars:
             s = drive.sweeps[lidar.name][i]
-            parts.append(motion_compensate(s.xyz, s.time_offset_ns + int(t), g, lidar.ego_from_lidar, ref_time_ns=int(t)))
+            parts.append(motion_compensate(s.xyz, s.time_offset_ns + int(t), g, lidar.ego_from_lidar,
+                                           ref_time_ns=int(t)))
         xyz = np.vstack(parts).astype(np.float32)
         n = len(xyz)
         write_av2_sweep(log / "sensors" / "lidar" / f"{int(t)}.feather",
-                        Sweep(xyz, int(t), np.full(n, 7, np.float32), np.arange(n, dtype=np.int64), np.zeros(n, np.uint16)))
+                        Sweep(xyz, int(t), np.full(n, 7, np.float32), np.arange(n, dtype=np.int64),
+                              np.zeros(n, np.uint16)))
     cdir = log / "sensors" / "cameras" / "ring_front_center"
     cdir.mkdir(parents=True)
     from formats.jpeg import encode_jpeg
@@ -102,9 +107,11 @@ def test_import_av2_log(drive, tmp_path):
         k = int(np.flatnonzero(t.timestamps_ns == ts)[0])
         p = pose[ts]
         r_city = quat_to_matrix(p.rotation) @ quat_to_matrix([rows[c][j] for c in ("qw", "qx", "qy", "qz")])
-        c_city = quat_to_matrix(p.rotation) @ np.array([rows[c][j] for c in ("tx_m", "ty_m", "tz_m")]) + p.translation + CITY
+        c_box = np.array([rows[c][j] for c in ("tx_m", "ty_m", "tz_m")])
+        c_city = quat_to_matrix(p.rotation) @ c_box + p.translation + CITY
         lwh = np.array([rows[c][j] for c in ("length_m", "width_m", "height_m")])
-        ref = (r_city @ (0.5 * lwh * np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)])).T).T + c_city
+        signs = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)])
+        ref = (r_city @ (0.5 * lwh * signs).T).T + c_city
         ours = box_corners(t.centers[k] + offset, t.sizes[k], t.rotations[k])
         d = np.linalg.norm(ours[:, None] - ref[None], axis=-1)
         assert d.min(axis=0).max() < 1e-6 and d.min(axis=1).max() < 1e-6

@@ -80,7 +80,8 @@ def test_export_matches_devkit_geometry(drive):
                 continue
             c = cam_from_ego.apply(boxes.centers[f, n][None])[0]
             uv = k @ c
-            if c[2] > 2 and 5 < uv[0] / uv[2] < cam.intrinsics.width - 5 and 5 < uv[1] / uv[2] < cam.intrinsics.height - 5:
+            lens = cam.intrinsics
+            if c[2] > 2 and 5 < uv[0] / uv[2] < lens.width - 5 and 5 < uv[1] / uv[2] < lens.height - 5:
                 assert (f, int(t.track_id)) in seen
     frames = [parse(line)["frame"] for line in lines]
     assert frames == sorted(frames)
@@ -182,7 +183,9 @@ def write_kitti_tracking_fixture(drive, root, sequence=3, labels=True, images=Tr
         h, w = cam.intrinsics.height, cam.intrinsics.width
         for i in range(len(times)):
             img = np.zeros((h, w, 3), np.uint8)
-            img[..., 0], img[..., 1], img[..., 2] = (np.arange(w) * 255 // w)[None], (np.arange(h) * 255 // h)[:, None], 20 * i
+            img[..., 0] = (np.arange(w) * 255 // w)[None]
+            img[..., 1] = (np.arange(h) * 255 // h)[:, None]
+            img[..., 2] = 20 * i
             cv2.imwrite(str(base / "image_02" / seq / f"{i:06d}.png"), img)
     if labels:
         (base / "label_02").mkdir(parents=True)
@@ -193,15 +196,16 @@ def write_kitti_tracking_fixture(drive, root, sequence=3, labels=True, images=Tr
 
 
 def test_calibration_and_poses_from_fixture(drive, tmp_path):
-    from formats.import_kitti import read_oxts, read_tracking_calib
     from engine.pose_sources import from_kitti_oxts
+    from formats.import_kitti import read_oxts, read_tracking_calib
 
     base = write_kitti_tracking_fixture(drive, tmp_path, labels=False, images=False)
     calib = read_tracking_calib(base / "calib" / "0003.txt")
     lidar, cam = drive.lidars[0], drive.cameras[0]
     assert calib.ego_from_lidar.allclose(lidar.ego_from_lidar, atol=1e-12)
     assert calib.ego_from_cam2.allclose(cam.ego_from_camera, atol=1e-12)
-    assert (calib.fx, calib.fy, calib.cx, calib.cy) == (cam.intrinsics.fx, cam.intrinsics.fy, cam.intrinsics.cx, cam.intrinsics.cy)
+    k = cam.intrinsics
+    assert (calib.fx, calib.fy, calib.cx, calib.cy) == (k.fx, k.fy, k.cx, k.cy)
     track, _ = from_kitti_oxts(read_oxts(base / "oxts" / "0003.txt"), drive.frame_times_ns)
     truth = drive.gnss.interpolate(drive.frame_times_ns)
     # relative motion is world-independent: ego_0 ← ego_i equal to 0.1 mm / 1e-6 rad
@@ -217,12 +221,13 @@ def _ego_boxes(tracks, times, world_from_ego):
 
 
 def test_import_tracking_then_prepare_export_import_round_trip(drive, tmp_path):
+    import json
+
     from formats.export_kitti import write_kitti_tracking
     from formats.import_kitti import import_kitti_tracking, read_tracking_calib
     from formats.raw_log import read_log
     from server.prepare import prepare
     from server.schemas import LabelDocument
-    import json
 
     base = write_kitti_tracking_fixture(drive, tmp_path / "kitti")
     log_dir = import_kitti_tracking(tmp_path / "kitti", 3, tmp_path / "log", start_ns=int(drive.start_ns))
@@ -279,7 +284,8 @@ def shutil_copy(src, dst):
     ("label", "0 1 Car 0 0 0 1 2 3 4 1 1 1 1 1 nan 0\n", "finite"),
     ("oxts", "1 2 3\n", "30 oxts fields"),
     ("oxts", "", "at least one oxts row"),
-    ("calib", "P2: 1 0 0 0 0 1 0 0 0 0 1 0\nR_rect 1 0 0 0 1 0 0 0 1\nTr_velo_cam 1 0 0 0 0 1 0 0 0 0 1 0\n", "Tr_imu_velo"),
+    ("calib", "P2: 1 0 0 0 0 1 0 0 0 0 1 0\nR_rect 1 0 0 0 1 0 0 0 1\nTr_velo_cam 1 0 0 0 0 1 0 0 0 0 1 0\n",
+     "Tr_imu_velo"),
     ("calib", "P2: 1 0 0 0 0 1 0 0 0 0 1 0\nR_rect 2 0 0 0 1 0 0 0 1\nTr_velo_cam 1 0 0 0 0 1 0 0 0 0 1 0\n"
               "Tr_imu_velo 1 0 0 0 0 1 0 0 0 0 1 0\n", "R_rect: a rotation"),
 ])
@@ -317,10 +323,12 @@ def write_kitti_raw_fixture(drive, root):
     base = write_kitti_tracking_fixture(drive, root / "tracking", labels=False)
     day = root / "2011_09_26"
     sync = day / "2011_09_26_drive_0001_sync"
-    c = {line.split()[0].rstrip(":"): line.split()[1:] for line in (base / "calib" / "0003.txt").read_text().splitlines()}
+    c = {line.split()[0].rstrip(":"): line.split()[1:]
+         for line in (base / "calib" / "0003.txt").read_text().splitlines()}
     rt = lambda v: f"R: {' '.join(v[i] for i in (0, 1, 2, 4, 5, 6, 8, 9, 10))}\nT: {v[3]} {v[7]} {v[11]}\n"  # noqa: E731
     day.mkdir(parents=True)
-    (day / "calib_velo_to_cam.txt").write_text("calib_time: 15-Mar-2012 11:37:16\n" + rt(c["Tr_velo_cam"]) + "delta_f: 0 0\n")
+    (day / "calib_velo_to_cam.txt").write_text(
+        "calib_time: 15-Mar-2012 11:37:16\n" + rt(c["Tr_velo_cam"]) + "delta_f: 0 0\n")
     (day / "calib_imu_to_velo.txt").write_text("calib_time: 25-May-2012 16:47:16\n" + rt(c["Tr_imu_velo"]))
     (day / "calib_cam_to_cam.txt").write_text(
         "calib_time: 09-Jan-2012 13:57:47\ncorner_dist: 9.950000e-02\n"

@@ -66,8 +66,8 @@ def test_tables_follow_devkit_box_conventions(drive, tmp_path):
         i = samples[ann["sample_token"]]
         n = track_of[ann["token"]]
         assert boxes.valid[i, n] and ann["instance_token"] == inst[ann["instance_token"]]["token"]
-        assert cat[inst[ann["instance_token"]]["category_token"]] == {"car": "vehicle.car",
-                                                                     "pedestrian": "human.pedestrian.adult"}[tracks[n].category]
+        expected = {"car": "vehicle.car", "pedestrian": "human.pedestrian.adult"}[tracks[n].category]
+        assert cat[inst[ann["instance_token"]]["category_token"]] == expected
         ours = box_corners(boxes.centers[i, n], boxes.sizes[i, n], boxes.rotations[i, n])
         same_corner_set(devkit_box_corners(ann["translation"], ann["size"], ann["rotation"]), ours, 1e-9)
         # get_sample_data: global → ego (ego_pose) → sensor (calibrated_sensor)
@@ -103,7 +103,8 @@ def test_bad_arguments(drive):
     with pytest.raises(ValueError, match="1 files for 2 samples"):
         nuscenes_tables([], drive.frame_times_ns[:2], drive.gnss, [s])
     with pytest.raises(ValueError, match="num_lidar_pts"):
-        nuscenes_tables(list(drive.actor_tracks), drive.frame_times_ns[:1], drive.gnss, [], num_lidar_pts=np.zeros((2, 2)))
+        nuscenes_tables(list(drive.actor_tracks), drive.frame_times_ns[:1], drive.gnss, [],
+                        num_lidar_pts=np.zeros((2, 2)))
 
 
 _DEVKIT_SCRIPT = r"""
@@ -172,7 +173,8 @@ def write_nuscenes_fixture(drive, root: Path) -> dict:
     keys = times[::2]
     sensors = [
         NuScenesSensorFiles(lidar.name, lidar.ego_from_lidar,
-                            [(f"samples/{lidar.name}/n{i}__{int(t) // 1000}.pcd.bin", int(t)) for i, t in enumerate(keys)]),
+                            [(f"samples/{lidar.name}/n{i}__{int(t) // 1000}.pcd.bin", int(t))
+                             for i, t in enumerate(keys)]),
         NuScenesSensorFiles(cam.name, cam.ego_from_camera,
                             [(f"samples/{cam.name}/n{i}__{int(t) // 1000 + 50_000}.jpg", int(t) + 50_000_000)
                              for i, t in enumerate(keys)], camera=cam),
@@ -451,7 +453,7 @@ def check_complete_dataroot(root: Path, scene, tracks, names: dict, out_dir: Pat
     out = json.loads(run.stdout)
     times = np.array([f.timestamp_ns for f in scene.frames], np.int64)
     boxes = interpolate_tracks(tracks, times)
-    lidar, (cam_name, cam) = scene.lidars[0], next(iter(scene.cameras.items()))
+    lidar, cam_name = scene.lidars[0], next(iter(scene.cameras))
     assert [s["timestamp"] for s in out] == [(int(t) + 500) // 1000 for t in times]
     for i, (frame, sample) in enumerate(zip(scene.frames, out)):
         assert set(sample["data"]) == {lidar.name} | ({cam_name} if cam_name in frame.images else set())
@@ -476,7 +478,8 @@ def check_complete_dataroot(root: Path, scene, tracks, names: dict, out_dir: Pat
                             _lidar_from_world(corners, frame.world_from_ego, lidar.ego_from_sensor), 1e-6)
             assert d["names"][a] == names[tracks[n].category]
         if cam_name in frame.images:
-            assert Path(sample["data"][cam_name]["path"]).read_bytes() == scene.image_path(frame.index, cam_name).read_bytes()
+            image = scene.image_path(frame.index, cam_name).read_bytes()
+            assert Path(sample["data"][cam_name]["path"]).read_bytes() == image
             assert set(sample["data"][cam_name]["boxes"]) <= set(tok)
 
 

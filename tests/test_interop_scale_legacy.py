@@ -47,7 +47,8 @@ def write_scale_fixture(drive, root):
             s = drive.sweeps[lidar.name][i]
             xyz = (ego @ lidar.ego_from_lidar).apply(s.xyz.astype(np.float64))
             xyz_all.append(xyz)
-            points += [{"x": p[0], "y": p[1], "z": p[2], "i": float(v), "d": d} for p, v in zip(xyz.tolist(), s.intensity)]
+            points += [{"x": p[0], "y": p[1], "z": p[2], "i": float(v), "d": d}
+                       for p, v in zip(xyz.tolist(), s.intensity)]
         world[int(t)] = np.vstack(xyz_all)
         (frames_dir / "images" / f"{i}.jpg").write_bytes(encode_jpeg(np.full((k.height, k.width, 3), 40 * i, np.uint8)))
         t_img = int(t) + (5_000_000 if i else 0)  # frame 0: no image timestamp (= the frame's)
@@ -134,7 +135,8 @@ def test_import_scale_legacy(drive, tmp_path):
         for c in entry["cuboids"]:
             tr = tracks[c["uuid"]]
             kf = int(np.flatnonzero(tr.timestamps_ns == times[f])[0])
-            same_corner_set(box_corners(tr.centers[kf] + offset, tr.sizes[kf], tr.rotations[kf]), scale_corners(c), 1e-9)
+            same_corner_set(box_corners(tr.centers[kf] + offset, tr.sizes[kf], tr.rotations[kf]), scale_corners(c),
+                            1e-9)
             assert tr.category == c["label"] and tr.keyframe_attributes[kf] == {"frame": f}
     boxes = interpolate_tracks(list(drive.actor_tracks), times)
     for n, t in enumerate(drive.actor_tracks):

@@ -56,7 +56,8 @@ def test_sfs_file_validates_and_loads_back(drive, tmp_path):
                                Rotation.from_quat(drive.gnss.rotation[:, [1, 2, 3, 0]]).as_matrix(), atol=1e-12)
     model = SFSLoader(str(path)).load()
     model_odom = next(s for s in model.sensors if s.id == LIDAR_ID)
-    np.testing.assert_array_equal(np.asarray(model_odom.poses.index), (drive.gnss.timestamps_ns - drive.start_ns) // 1000)
+    np.testing.assert_array_equal(np.asarray(model_odom.poses.index),
+                                  (drive.gnss.timestamps_ns - drive.start_ns) // 1000)
 
 
 def test_sfs_pose_rows_are_scalar_last():
@@ -86,7 +87,8 @@ def test_bad_inputs(drive):
     t = drive.actor_tracks[0]
     with pytest.raises(ValueError, match="precedes"):
         scene_to_sfs([t], time_offset_us=int(t.timestamps_ns[0]) // 1000 + 1)
-    close = CuboidTrack("a", "car", np.array([0, 100]), np.zeros((2, 3)), np.ones((2, 3)), np.tile([1.0, 0, 0, 0], (2, 1)))
+    close = CuboidTrack("a", "car", np.array([0, 100]), np.zeros((2, 3)), np.ones((2, 3)),
+                        np.tile([1.0, 0, 0, 0], (2, 1)))
     with pytest.raises(ValueError, match="merge"):
         scene_to_sfs([close])
     with pytest.raises(ValueError, match="need world_from_ego"):

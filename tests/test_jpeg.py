@@ -11,8 +11,18 @@ from engine.camera import Camera, CameraIntrinsics
 from engine.projection import project_points
 from engine.se3 import SE3
 from formats.errors import FormatError
-from formats.jpeg import (DECODE_SCALES, SCALES, decode_jpeg, encode_jpeg, read_jpeg, scale_pixels, scaled_camera,
-                          scaled_intrinsics, scaled_size, write_jpeg)
+from formats.jpeg import (
+    DECODE_SCALES,
+    SCALES,
+    decode_jpeg,
+    encode_jpeg,
+    read_jpeg,
+    scale_pixels,
+    scaled_camera,
+    scaled_intrinsics,
+    scaled_size,
+    write_jpeg,
+)
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +117,8 @@ _SCALE_LENSES = [
 def test_decode_at_scale_matches_opencv_reduced(image, scale):
     data = encode_jpeg(image, quality=95, subsampling="444")
     half = decode_jpeg(data, scale=scale)
-    assert half.shape[:2][::-1] == scaled_size(128, 96, scale) == (-(-128 * scale[0] // scale[1]), -(-96 * scale[0] // scale[1]))
+    assert half.shape[:2][::-1] == scaled_size(128, 96, scale) == (-(-128 * scale[0] // scale[1]),
+                                                                   -(-96 * scale[0] // scale[1]))
     if scale == (1, 2):  # OpenCV reads reduced images through libjpeg's own DCT scaling
         ref = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_REDUCED_COLOR_2)[:, :, ::-1]
         assert np.abs(half.astype(int) - ref).max() <= 2
@@ -146,8 +157,8 @@ def test_matches_pyturbojpeg_at_every_scale(size, subsampling):
             ours = decode_jpeg(blob, scale=scale)
             assert ours.shape == (*scaled_size(w, h, scale)[::-1], 3)
             np.testing.assert_array_equal(ours, tj.decode(blob, pixel_format=turbojpeg.TJPF_RGB, scaling_factor=factor))
-            np.testing.assert_array_equal(decode_jpeg(blob, gray=True, scale=scale),
-                                          tj.decode(blob, pixel_format=turbojpeg.TJPF_GRAY, scaling_factor=factor)[:, :, 0])
+            peer = tj.decode(blob, pixel_format=turbojpeg.TJPF_GRAY, scaling_factor=factor)
+            np.testing.assert_array_equal(decode_jpeg(blob, gray=True, scale=scale), peer[:, :, 0])
 
 
 @pytest.mark.parametrize("intr", _SCALE_LENSES, ids=lambda i: i.model)

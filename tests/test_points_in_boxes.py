@@ -185,8 +185,9 @@ def test_huge_moving_boxes_match_the_reference():
     valid = np.ones((t_n, len(moving)), bool)
     valid[2, ::3] = False
     offsets = rng.integers(0, 3 * t_n, len(xyz))  # steps at 0, 3, 6 ns: a point at another time is in no moving box
-    args = (1, c, s, q, moving, np.arange(t_n) * 3, c[moving] + shift, np.broadcast_to(s[moving], (t_n, len(moving), 3)),
-            np.broadcast_to(q[moving], (t_n, len(moving), 4)), valid)
+    args = (1, c, s, q, moving, np.arange(t_n) * 3, c[moving] + shift,
+            np.broadcast_to(s[moving], (t_n, len(moving), 3)), np.broadcast_to(q[moving], (t_n, len(moving), 4)),
+            valid)
     got = points_in_boxes_at_times(xyz.astype(np.float64), offsets, *args)
     ref = naive.boxes_at_times(xyz.astype(np.float64), offsets, *args, 0.0)
     np.testing.assert_array_equal(got, ref)

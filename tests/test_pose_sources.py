@@ -242,7 +242,8 @@ def test_pose_table():
 
 
 def test_extra_samples_fill_only_missing_times_and_the_first_source_wins():
-    base = from_pose_table(np.array([0, 200], np.int64), np.array([[0, 0, 0, 1, 0, 0, 0], [2, 0, 0, 1, 0, 0, 0]], float))
+    base = from_pose_table(np.array([0, 200], np.int64),
+                           np.array([[0, 0, 0, 1, 0, 0, 0], [2, 0, 0, 1, 0, 0, 0]], float))
     q = quat.from_yaw(np.array([0.3, 0.6]))
     extra = (np.array([200, 100], np.int64), SE3(q, np.array([[9.0, 9, 9], [1.0, 5, 0]])))
     got = with_extra_samples(base, [extra])

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation, Slerp
 
-from engine import OutOfRangeError, PoseTrack, SE3
+from engine import SE3, OutOfRangeError, PoseTrack
 from engine import quaternion as quat
 from tests.naive import interpolate_poses
 

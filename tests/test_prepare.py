@@ -14,9 +14,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
-import pytest
-
 import pyarrow as pa
+import pytest
 
 from engine import quaternion as quat
 from engine.cuboid import CuboidTrack

@@ -38,7 +38,9 @@ _LENSES = [
         1600, 1200, 800.0, 810.0, 801.0, 598.0, model="brown_conrady",
         distortion=(0.42, -0.05, 5e-4, 9e-4, 0.003, 0.75, -0.02, 0.012),
     ),
-    CameraIntrinsics(1280, 960, 420.0, 418.0, 640.5, 481.0, model="kannala_brandt", distortion=(0.05, -0.01, 0.004, -0.0007)),
+    CameraIntrinsics(
+        1280, 960, 420.0, 418.0, 640.5, 481.0, model="kannala_brandt", distortion=(0.05, -0.01, 0.004, -0.0007),
+    ),
     CameraIntrinsics(
         1280, 960, 420.0, 418.0, 640.5, 481.0, skew=0.8, model="kannala_brandt", distortion=(-0.02, 0.003),
     ),
@@ -291,7 +293,8 @@ def test_rolling_shutter_matches_brute_force_row_search():
     assert far.sum() > 300
     np.testing.assert_allclose(proj.uv[0, idx[far]], ref[far], atol=2e-3)
     # ... and more iterations converge for points a few decimetres from the lens too
-    proj8 = project_points(world, [cam], world_from_ego=track, camera_times_ns=[t_cam], frame="world", rolling_iterations=8)
+    proj8 = project_points(world, [cam], world_from_ego=track, camera_times_ns=[t_cam], frame="world",
+                           rolling_iterations=8)
     np.testing.assert_allclose(proj8.uv[0, idx], ref, atol=2e-3)
     # the effect is real: a global shutter at the image timestamp is pixels off
     glob = _camera(intr, yaw=1.2)

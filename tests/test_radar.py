@@ -171,7 +171,8 @@ def test_sensor_velocity_matches_numpy(drive):
     track, ext = drive.gnss, drive.radars[0].ego_from_radar
     times = drive.frame_times_ns + 37_500_000
     h = 10_000_000
-    q, t = interpolate_poses(track.timestamps_ns, track.rotation, track.translation, np.concatenate([times - h, times + h]))
+    q, t = interpolate_poses(track.timestamps_ns, track.rotation, track.translation,
+                             np.concatenate([times - h, times + h]))
     origin = t + np.einsum("nij,j->ni", quat_to_matrix(q), ext.translation)
     ref = (origin[len(times):] - origin[:len(times)]) / (2 * h * 1e-9)
     np.testing.assert_allclose(sensor_velocity(track, ext, times), ref, atol=1e-9)
@@ -255,7 +256,8 @@ def radar_scene(drive, tmp_path_factory) -> Path:
 def test_prepared_radar_layer(drive, radar_scene):
     scene = Scene.open(radar_scene)
     radar = drive.radars[0]
-    assert [r.name for r in scene.radars] == [radar.name] and scene.radars[0].ego_from_sensor.allclose(radar.ego_from_radar)
+    assert [r.name for r in scene.radars] == [radar.name]
+    assert scene.radars[0].ego_from_sensor.allclose(radar.ego_from_radar)
     for entry, scan in zip(scene.frames, drive.radar_sweeps[radar.name]):
         assert entry.radar.file == f"frames/{entry.index:06d}.radar.arrow" and entry.radar in entry.files()
         raw = (radar_scene / entry.radar.file).read_bytes()
@@ -362,7 +364,8 @@ def test_nuscenes_export_reads_back_with_the_devkit(drive, radar_scene, tmp_path
     for i, sample in enumerate(nusc.sample):
         sd = nusc.get("sample_data", sample["data"]["RADAR_FRONT"])
         pc = RadarPointCloud.from_file(str(root / sd["filename"]))  # the devkit's default filters keep them all
-        ego, cs = nusc.get("ego_pose", sd["ego_pose_token"]), nusc.get("calibrated_sensor", sd["calibrated_sensor_token"])
+        ego = nusc.get("ego_pose", sd["ego_pose_token"])
+        cs = nusc.get("calibrated_sensor", sd["calibrated_sensor_token"])
         m = transform_matrix(ego["translation"], ego["rotation"]) @ transform_matrix(cs["translation"], cs["rotation"])
         world = (m[:3, :3] @ pc.points[:3] + m[:3, 3:]).T
         table = scene.radar(scene.frames[i].index)
@@ -402,8 +405,8 @@ def test_sfs_export_carries_the_radar(radar_scene, tmp_path):
         pose = scene.world_from_ego().at(entry.timestamp_ns + table.column("time_offset_ns")[0].as_py(), "linear")
         sight = xyz - (pose @ scene.radars[0].ego_from_sensor).translation
         unit = sight / np.linalg.norm(sight, axis=1, keepdims=True)
-        np.testing.assert_allclose(frame.points.directions, unit * table.column("radial_velocity_comp_mps").to_numpy()[:, None],
-                                   atol=1e-4)
+        radial = table.column("radial_velocity_comp_mps").to_numpy()
+        np.testing.assert_allclose(frame.points.directions, unit * radial[:, None], atol=1e-4)
 
 
 def test_the_served_sfs_export_carries_the_radar(radar_scene, tmp_path):

@@ -42,7 +42,8 @@ def test_stream_lidar_round_trip(tmp_path):
     top, front = log.lidars
     assert top.is_stream and not front.is_stream
     assert top.model == "VLP-16"  # normalised to the decoder's model name
-    assert top.path == tmp_path.resolve() / "lidar/TOP.pcap" and top.calibration == tmp_path.resolve() / "lidar/TOP.yaml"
+    assert top.path == tmp_path.resolve() / "lidar/TOP.pcap"
+    assert top.calibration == tmp_path.resolve() / "lidar/TOP.yaml"
     assert log.frames[0].lidar == {"TOP": (0, 100), "FRONT": tmp_path.resolve() / "lidar/FRONT/0.pcd"}
     assert log.poses_kind == "table"
     np.testing.assert_allclose(log.world_from_ego().translation, [[0.0, 0.0, 3.0], [0.5, 0.0, 3.0]])

@@ -123,14 +123,16 @@ def test_las_fewer_points_than_declared(real_data, tmp_path, name):
     "bounds",
     [
         {187: 1e30},  # min x: every x came back -1e30
-        {187: 635587.15, 203: 848867.0, 211: 598.88, 219: 414.84},  # off by metres (simple.las: min 635619.85 848899.70 406.59, max z 586.38)
+        # off by metres (simple.las: min 635619.85 848899.70 406.59, max z 586.38)
+        {187: 635587.15, 203: 848867.0, 211: 598.88, 219: 414.84},
         {at: 0.0 for at in range(179, 227, 8)},  # never filled in
     ],
 )
 def test_las_origin_from_the_points_not_the_header_bounds(real_data, tmp_path, bounds):
     raw = (real_data / "las" / "simple.las").read_bytes()
     path = tmp_path / "bounds.las"
-    path.write_bytes(edited(raw, *((at, "<d", v) for at, v in bounds.items())))  # max x, min x, max y, ... at 179, 187, ...
+    # max x, min x, max y, ... at 179, 187, ...
+    path.write_bytes(edited(raw, *((at, "<d", v) for at, v in bounds.items())))
     peer = laspy.read(path)
     xyz64 = np.stack([peer.x, peer.y, peer.z], axis=1)
     assert not np.array_equal(peer.header.mins, xyz64.min(axis=0))
@@ -158,7 +160,8 @@ def header_edited(path, **values) -> bytes:
 @pytest.mark.parametrize(
     "name, values, match",
     [
-        ("pypcd4_ascii.pcd", {"WIDTH": 10**9, "POINTS": 10**9}, "1000000000 rows of 4 values; the data ends in row 213"),  # asked for 11 GiB
+        ("pypcd4_ascii.pcd", {"WIDTH": 10**9, "POINTS": 10**9},  # asked for 11 GiB
+         "1000000000 rows of 4 values; the data ends in row 213"),
         ("pypcd4_ascii.pcd", {"HEIGHT": 2**63, "POINTS": 213 * 2**63}, "the data ends in row 213"),  # OverflowError
         ("pypcd4_ascii.pcd", {"COUNT": "1 1 1 2147483647"}, "a point of 2147483650 ascii values"),
         ("pypcd4_ascii.pcd", {"COUNT": f"1 1 1 {2**62}"}, "a point of at most"),
@@ -241,7 +244,8 @@ def test_ply_counts_beyond_the_file(bunny_ply, tmp_path, ascii_):
 
 
 def test_ply_list_of_10e12_items(tmp_path):
-    head = b"ply\nformat ascii 1.0\nelement vertex 1\nproperty list uchar float w\nproperty float x\nproperty float y\nproperty float z\nend_header\n"
+    head = (b"ply\nformat ascii 1.0\nelement vertex 1\nproperty list uchar float w\n"
+            b"property float x\nproperty float y\nproperty float z\nend_header\n")
     read_fails(tmp_path / "l.ply", head + b"1000000000000 1 2 3\n", "data ends in row 0")
 
 
@@ -271,7 +275,8 @@ def test_ply_far_coordinates_need_an_origin(bunny_ply, tmp_path, ascii_, offset)
     if ascii_:  # Open3D writes 6 digits in ascii: the same header, every digit of the doubles
         head = header_edit(path, b"binary_little_endian", b"ascii")
         path = tmp_path / "far_ascii.ply"
-        path.write_bytes(head[: head.index(b"end_header\n") + 11] + "".join(f"{x!r} {y!r} {z!r}\n" for x, y, z in xyz64.tolist()).encode())
+        rows = "".join(f"{x!r} {y!r} {z!r}\n" for x, y, z in xyz64.tolist())
+        path.write_bytes(head[: head.index(b"end_header\n") + 11] + rows.encode())
     with pytest.raises(FormatError, match="pass origin="):
         read_ply(path)
     origin = np.floor(xyz64.min(axis=0))

@@ -97,7 +97,8 @@ def _edit_pcd_points(data: bytes, end: int, rng: random.Random) -> tuple[str, by
     """Declare another point count consistently: WIDTH, HEIGHT and POINTS (and, in
     binary_compressed, the uncompressed size word) all agree."""
     head = data[:end].decode("ascii", "replace")
-    width, height = (int(m.group(1)) if (m := re.search(rf"^{key} (\d+)", head, re.MULTILINE)) else 1 for key in ("WIDTH", "HEIGHT"))
+    width, height = (int(m.group(1)) if (m := re.search(rf"^{key} (\d+)", head, re.MULTILINE)) else 1
+                     for key in ("WIDTH", "HEIGHT"))
     new_w, new_h = rng.choice([(v, height) for v in _INTS + [width + 1, 2 * width]] + [(width, 2**63), (width, 10**9)])
     for key, value in (("WIDTH", new_w), ("HEIGHT", new_h), ("POINTS", new_w * new_h)):
         head = re.sub(rf"^{key} \d+", f"{key} {value}", head, flags=re.MULTILINE)
@@ -315,7 +316,8 @@ def run_reader_fuzz(kind: str, seeds: list[Path], report: Path) -> dict:
     except subprocess.TimeoutExpired as exc:
         last = (exc.stderr or b"").decode(errors="replace").strip().splitlines()[-1:]
         raise AssertionError(f"{kind} fuzz worker hung past {WALL_S} s in {last}") from None
-    assert done.returncode == 0, f"{kind} fuzz worker died ({done.returncode}) after {done.stderr.strip().splitlines()[-3:]}"
+    assert done.returncode == 0, \
+        f"{kind} fuzz worker died ({done.returncode}) after {done.stderr.strip().splitlines()[-3:]}"
     return json.loads(report.read_text())
 
 

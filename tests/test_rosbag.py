@@ -78,7 +78,8 @@ def test_bag_prepares_into_the_raw_logs_scene(bags, drive, storage):
     assert result.poses == "nav_msgs/Odometry /odom (world frame 'map')"
     rig = read_log(bags / "rig")
     ours = read_log(log)
-    assert [l.name for l in ours.lidars] == ["LIDAR_TOP", "LIDAR_FRONT"] and [l.sensor_id for l in ours.lidars] == [0, 1]
+    assert [l.name for l in ours.lidars] == ["LIDAR_TOP", "LIDAR_FRONT"]
+    assert [l.sensor_id for l in ours.lidars] == [0, 1]
     assert [camera_to_json(c) for c in ours.cameras] == [camera_to_json(c) for c in rig.cameras]
     # images: the recorded JPEG as it is, the raw ones encoded as the simulator encodes them
     for f_rig, f_bag in zip(rig.frames, ours.frames):

@@ -15,8 +15,7 @@ from engine.se3 import SE3
 from formats.jpeg import encode_jpeg
 from formats.ros.images import camera_intrinsics, compressed_jpeg, debayer, image_pixels
 from formats.ros.pointcloud import PointTime, cloud_sweep, detect_time, parse_point_time
-from formats.ros.wire import (MessageError, read_compressed_image, read_image, read_pointcloud2,
-                              read_velodyne_scan)
+from formats.ros.wire import MessageError, read_compressed_image, read_image, read_pointcloud2, read_velodyne_scan
 from tests.rosbag_rig import msg, typestore
 
 STAMP = 1_700_000_000_123_456_789
@@ -53,7 +52,8 @@ def cloud_bytes(codec, fields, step, values, *, big=False, width=None, height=1,
     raw = rec.tobytes() if data is None else data
     pf = [msg(store, "sensor_msgs/msg/PointField", name=f[0], offset=f[1], datatype=f[2], count=1) for f in fields]
     return serialise(ros1, little, "sensor_msgs/msg/PointCloud2", header=header(ros1), height=height, width=width,
-                     fields=pf, is_bigendian=big, point_step=step, row_step=step * width if row_step is None else row_step,
+                     fields=pf, is_bigendian=big, point_step=step,
+                     row_step=step * width if row_step is None else row_step,
                      data=np.frombuffer(raw, np.uint8), is_dense=False)
 
 
@@ -289,7 +289,8 @@ def test_camera_info_rectified_and_refused():
     k = camera_intrinsics(camera_info("plumb_bob", [0.0] * 5))
     assert (k.model, k.fx, k.fy, k.cx, k.cy) == ("pinhole", 800.0, 790.0, 640.5, 360.25)
     rect = camera_intrinsics(camera_info("plumb_bob", [-0.2, 0.1, 0, 0, 0]), rectified_topic=True)
-    assert (rect.model, rect.fx, rect.fy, rect.cx, rect.cy, rect.distortion) == ("pinhole", 700.0, 700.0, 600.0, 350.0, ())
+    assert (rect.model, rect.fx, rect.fy, rect.cx, rect.cy, rect.distortion) == (
+        "pinhole", 700.0, 700.0, 600.0, 350.0, ())
     with pytest.raises(MessageError, match="'double_sphere'"):
         camera_intrinsics(camera_info("double_sphere", [0.1, 0.2, 0.3, 0.4]))
     with pytest.raises(MessageError, match="binning 2x0"):

@@ -44,17 +44,19 @@ class SmallBag:
 
     def transforms(self, topic: str, edges, stamp: int = T0) -> None:
         w = self.w
-        items = [msg(w.store, "geometry_msgs/msg/TransformStamped", header=w.header(stamp, parent), child_frame_id=child,
+        items = [msg(w.store, "geometry_msgs/msg/TransformStamped", header=w.header(stamp, parent),
+                     child_frame_id=child,
                      transform=msg(w.store, "geometry_msgs/msg/Transform",
                                    translation=msg(w.store, "geometry_msgs/msg/Vector3", x=t[0], y=t[1], z=t[2]),
-                                   rotation=msg(w.store, "geometry_msgs/msg/Quaternion", w=q[0], x=q[1], y=q[2], z=q[3])))
+                                   rotation=msg(w.store, "geometry_msgs/msg/Quaternion",
+                                                w=q[0], x=q[1], y=q[2], z=q[3])))
                  for parent, child, q, t in edges]
         w.write(topic, "tf2_msgs/msg/TFMessage", stamp, msg(w.store, "tf2_msgs/msg/TFMessage", transforms=items))
 
     def sweeps(self, stamps, topic="/lidar/points", frame="lidar", point_step_bug_at=None) -> None:
         for k, s in enumerate(stamps):
-            sweep = Sweep(np.array([[1.0, 2, 3], [4, 5, 6], [7, 8, 9]]) * (k + 1), s, np.ones(3), np.array([0, 40, 90]) * MS,
-                          np.arange(3))
+            sweep = Sweep(np.array([[1.0, 2, 3], [4, 5, 6], [7, 8, 9]]) * (k + 1), s, np.ones(3),
+                          np.array([0, 40, 90]) * MS, np.arange(3))
             m = cloud_message(self.w, sweep, frame, "ouster")
             if k == point_step_bug_at:
                 m.point_step = 24  # fields reach byte 28: they do not fit
@@ -80,7 +82,8 @@ class SmallBag:
 
 def base_bag(path: Path, storage: str = "mcap", **sweep_kw) -> SmallBag:
     b = SmallBag(path, storage)
-    b.transforms("/tf_static", [("base_link", "lidar", q_of(30), [1.0, 0, 2]), ("base_link", "cam_optical", q_of(), [0.0, 0, 1])])
+    b.transforms("/tf_static", [("base_link", "lidar", q_of(30), [1.0, 0, 2]),
+                                ("base_link", "cam_optical", q_of(), [0.0, 0, 1])])
     b.sweeps(T0 + np.arange(10) * 100 * MS, **sweep_kw)
     return b
 
@@ -146,10 +149,12 @@ def test_pointcloud_that_does_not_fit_its_point_step(tmp_path):
     lines = result.lines()
     assert any("/lidar/points" in line and "message #3 left out: field 'reflectivity'" in line for line in lines)
     assert any("gap of 0.200 s after message #2" in line and "~1 missing" in line for line in lines)
-    assert [f.timestamp_ns for f in read_log(tmp_path / "log").frames] == [T0 + k * 100 * MS for k in (0, 1, 2, 4, 5, 6, 7, 8, 9)]
+    assert [f.timestamp_ns for f in read_log(tmp_path / "log").frames] == [
+        T0 + k * 100 * MS for k in (0, 1, 2, 4, 5, 6, 7, 8, 9)]
 
 
-@pytest.mark.parametrize("storage, hint", [("ros1", "rosbag reindex"), ("sqlite3", ".recover"), ("mcap", "mcap recover")])
+@pytest.mark.parametrize("storage, hint",
+                         [("ros1", "rosbag reindex"), ("sqlite3", ".recover"), ("mcap", "mcap recover")])
 def test_truncated_bag(tmp_path, storage, hint):
     path = tmp_path / ("t.bag" if storage == "ros1" else "t")
     bag = base_bag(path, storage).close()
@@ -167,7 +172,8 @@ def test_truncated_bag(tmp_path, storage, hint):
 def _odometry(b: SmallBag, stamps, child="base_link", topic="/odom"):
     w = b.w
     for k, s in enumerate(stamps):
-        pose = msg(w.store, "geometry_msgs/msg/Pose", position=msg(w.store, "geometry_msgs/msg/Point", x=10.0 * k, y=2.0, z=0.5),
+        pose = msg(w.store, "geometry_msgs/msg/Pose",
+                   position=msg(w.store, "geometry_msgs/msg/Point", x=10.0 * k, y=2.0, z=0.5),
                    orientation=msg(w.store, "geometry_msgs/msg/Quaternion", **dict(zip("wxyz", q_of(5 * k)))))
         zero = np.zeros(36)
         vec = msg(w.store, "geometry_msgs/msg/Vector3", x=0.0, y=0.0, z=0.0)
@@ -181,7 +187,8 @@ def _odometry(b: SmallBag, stamps, child="base_link", topic="/odom"):
 def _pose_stamped(b: SmallBag, stamps):
     w = b.w
     for s in stamps:
-        pose = msg(w.store, "geometry_msgs/msg/Pose", position=msg(w.store, "geometry_msgs/msg/Point", x=-1.0, y=0.0, z=0.0),
+        pose = msg(w.store, "geometry_msgs/msg/Pose",
+                   position=msg(w.store, "geometry_msgs/msg/Point", x=-1.0, y=0.0, z=0.0),
                    orientation=msg(w.store, "geometry_msgs/msg/Quaternion", w=1.0, x=0.0, y=0.0, z=0.0))
         w.write("/pose", "geometry_msgs/msg/PoseStamped", s,
                 msg(w.store, "geometry_msgs/msg/PoseStamped", header=w.header(s, "map"), pose=pose))
@@ -305,7 +312,8 @@ def test_frames_match_images_and_report_what_is_missing(tmp_path):
     assert [f.timestamp_ns - T0 for f in read_log(tmp_path / "five").frames] == [k * 200 * MS for k in range(5)]
     by_camera = bag_to_raw_log(bag, tmp_path / "cam", BagOptions(reference="/cam/image_raw/compressed"))
     assert by_camera.frames == 9
-    assert [f.timestamp_ns - T0 for f in read_log(tmp_path / "cam").frames][:4] == [50 * MS, 150 * MS, 250 * MS, 350 * MS]
+    assert [f.timestamp_ns - T0 for f in read_log(tmp_path / "cam").frames][:4] == [
+        50 * MS, 150 * MS, 250 * MS, 350 * MS]
 
 
 def test_clock_jump_is_reported_with_topic_and_time(tmp_path):
@@ -313,7 +321,8 @@ def test_clock_jump_is_reported_with_topic_and_time(tmp_path):
     b.transforms("/tf_static", [("base_link", "lidar", q_of(), [0.0, 0, 0])])
     stamps = T0 + np.arange(8) * 100 * MS
     for k, s in enumerate(stamps):  # message 5's header clock is 3 s behind
-        sweep = Sweep(np.ones((3, 3)), int(s - 3_000_000_000 * (k == 5)), np.ones(3), np.zeros(3, np.int64), np.arange(3))
+        sweep = Sweep(np.ones((3, 3)), int(s - 3_000_000_000 * (k == 5)), np.ones(3), np.zeros(3, np.int64),
+                      np.arange(3))
         b.w.write("/lidar/points", "sensor_msgs/msg/PointCloud2", int(s), cloud_message(b.w, sweep, "lidar", "ouster"))
     bag = b.close()
     lines = bag_to_raw_log(bag, tmp_path / "log", BagOptions()).lines()
@@ -372,4 +381,5 @@ def test_a_bag_that_breaks_off_converts_what_came_before(tmp_path, monkeypatch):
     result = bag_to_raw_log(bag, tmp_path / "log", BagOptions())
     assert result.frames == 6  # the sweeps logged at 0 .. 500 ms
     [issue] = [i for i in result.issues if i.topic == "(bag)"]
-    assert issue.time_ns == T0 + 500 * MS and "after 7 messages" in issue.text and "Chunk checksum mismatch" in issue.text
+    assert issue.time_ns == T0 + 500 * MS
+    assert "after 7 messages" in issue.text and "Chunk checksum mismatch" in issue.text

@@ -10,12 +10,22 @@ import pyarrow as pa
 import pytest
 import xxhash
 
+from engine.quaternion import from_yaw
 from engine.se3 import SE3
 from formats.errors import FormatError
-from engine.quaternion import from_yaw
-from formats.scene_store import (MANIFEST, FrameBoxes, Scene, SceneWriter, points_table, positions, quantisation,
-                                 take_rows, with_xyz, write_arrow_file)
-from tests.server_scene import T0, DT, camera, ego_pose, frame_xyz, jpeg, millimetres, write_scene
+from formats.scene_store import (
+    MANIFEST,
+    FrameBoxes,
+    Scene,
+    SceneWriter,
+    points_table,
+    positions,
+    quantisation,
+    take_rows,
+    with_xyz,
+    write_arrow_file,
+)
+from tests.server_scene import DT, T0, camera, ego_pose, frame_xyz, jpeg, millimetres, write_scene
 
 
 def test_round_trip_values_and_manifest(tmp_path):
@@ -328,7 +338,8 @@ def test_boxes_file_round_trip_and_box_id_range(tmp_path):
     assert (tmp_path / "s" / scene.frame(0).boxes.file).name == "000000.boxes.json"
     for bad, n_boxes in ((np.full(len(xyz), 3), 3), (np.full(len(xyz), -2), 3), (np.zeros(len(xyz), np.int32), 0)):
         with pytest.raises(ValueError, match="box_id must be in"):
-            w.write_frame(2, T0, ego_pose(0), points_table(xyz, box_id=bad), boxes=_boxes(T0, n_boxes) if n_boxes else None)
+            w.write_frame(2, T0, ego_pose(0), points_table(xyz, box_id=bad),
+                          boxes=_boxes(T0, n_boxes) if n_boxes else None)
     # a corrupted boxes file unfinishes the frame like any other of its files
     path = tmp_path / "s" / scene.frame(0).boxes.file
     path.write_bytes(path.read_bytes().replace(b"trk-0", b"trk-9"))
@@ -477,7 +488,8 @@ def test_quantisation_rounds_half_to_even_like_numpy_up_to_the_int32_limit():
     for i, c in enumerate("xyz"):
         np.testing.assert_array_equal(t[c + "q"].to_numpy(), expect[:, i].astype(np.int32))
     # 2**31 - 1 fits; 2**31 - 0.5 rounds (to even) to 2**31, which does not
-    assert points_table(np.array([[0.0, 0, 0], [(2**31 - 1) * quantum, 0, 0]]), quantum_m=quantum)["xq"][1].as_py() == 2**31 - 1
+    edge = points_table(np.array([[0.0, 0, 0], [(2**31 - 1) * quantum, 0, 0]]), quantum_m=quantum)
+    assert edge["xq"][1].as_py() == 2**31 - 1
     with pytest.raises(ValueError, match="does not fit int32"):
         points_table(np.array([[0.0, 0, 0], [(2**31 - 0.5) * quantum, 0, 0]]), quantum_m=quantum)
     rng = np.random.default_rng(11)

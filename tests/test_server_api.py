@@ -194,8 +194,8 @@ def test_labels_put_get_and_cuboids(env):
     assert box["points_in_box"] == int(inside.sum()) >= 200
     ego = client.get("/v1/scenes/demo/frames/1/cuboids?frame=ego", headers=V).json()["boxes"][0]
     pose = ego_pose(1)
-    np.testing.assert_allclose(ego["center"], (np.array([10.0, 0.0, 0.7]) - pose.translation) @ to_matrix(pose.rotation),
-                               atol=1e-9)
+    np.testing.assert_allclose(ego["center"],
+                               (np.array([10.0, 0.0, 0.7]) - pose.translation) @ to_matrix(pose.rotation), atol=1e-9)
     assert ego["points_in_box"] == box["points_in_box"]
 
 
@@ -247,7 +247,8 @@ def test_patch_per_track_and_history(client):
     assert r.status_code == 200
     doc = r.json()
     assert [(t["id"], t["category"]) for t in doc["tracks"]] == [("car-1", "truck")]
-    assert doc["tracks"][0]["keyframes"] == client.get("/v1/scenes/demo/labels", headers=V).json()["tracks"][0]["keyframes"]
+    stored = client.get("/v1/scenes/demo/labels", headers=V).json()
+    assert doc["tracks"][0]["keyframes"] == stored["tracks"][0]["keyframes"]
     hist = client.get(f"/v1/scenes/demo/labels/history?after={rev}", headers=ADMIN).json()
     assert [(h["revision"], h["op"], h["author"]) for h in hist] == [
         (rev + 1, "patch", "annotator-" + hist[0]["author"].split("-")[1]), (rev + 2, "patch", hist[1]["author"])]

@@ -95,7 +95,8 @@ def test_concurrent_read_modify_write_loses_no_update(server):
                     r = c.get("/v1/scenes/demo/labels", headers={"Accept-Encoding": "identity"})
                     doc = r.json()
                     tracks = doc["tracks"] + [_track(f"w{k}-{j}")]
-                    w = c.put("/v1/scenes/demo/labels", json={"tracks": tracks}, headers={"If-Match": r.headers["etag"]})
+                    w = c.put("/v1/scenes/demo/labels", json={"tracks": tracks},
+                              headers={"If-Match": r.headers["etag"]})
                     if w.status_code == 200:
                         break
                     if w.status_code != 412:

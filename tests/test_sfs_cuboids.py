@@ -52,7 +52,8 @@ def test_sfs_round_trip():
     assert track.keyframe_attributes[1] == {"occluded": "yes"} and track.keyframe_attributes[0] == {}
     back = track_to_sfs(track)
     assert back["path"]["timestamps"] == ts
-    assert {k: back[k] for k in ("id", "type", "label", "stationary")} == {k: ann[k] for k in ("id", "type", "label", "stationary")}
+    keys = ("id", "type", "label", "stationary")
+    assert {k: back[k] for k in keys} == {k: ann[k] for k in keys}
     assert back["attributes"] == ann["attributes"]
     got, sent = np.array(back["path"]["values"]), np.array(ann["path"]["values"])
     np.testing.assert_array_equal(got[:, :6], sent[:, :6])  # sizes and centres: bit-exact

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from engine import quaternion as quat
-from engine.camera import Camera, CameraIntrinsics, lens_project, lens_unproject
+from engine.camera import Camera, lens_project, lens_unproject
 from engine.pose_track import PoseTrack
 from engine.se3 import SE3
 from engine.sim.camera_render import render_camera
@@ -350,7 +350,8 @@ def test_range_noise_is_seeded_and_bounded():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(elevation_rad=np.zeros(0), azimuth_offset_rad=np.zeros(0), firing_offset_ns=np.zeros(0, int)), "non-empty"),
+        (dict(elevation_rad=np.zeros(0), azimuth_offset_rad=np.zeros(0), firing_offset_ns=np.zeros(0, int)),
+         "non-empty"),
         (dict(max_range_m=-5.0), "max_range_m"),
         (dict(max_range_m=float("nan")), "max_range_m"),
         (dict(min_range_m=200.0), "min_range_m"),

@@ -113,7 +113,8 @@ def test_velodyne_patterns_follow_the_model_tables():
         step = {"VLP-16": 2304, "HDL-32E": 1152}[name]
         np.testing.assert_array_equal(pat.firing_offset_ns, np.arange(mdl.n_lasers) * step)
         assert pat.sequence_period_ns == round(mdl.sequence_period_us * 1000) and pat.clockwise
-        np.testing.assert_allclose(np.degrees(pat.elevation_rad), mdl.default_calibration().vert_correction * 180 / np.pi)
+        np.testing.assert_allclose(np.degrees(pat.elevation_rad),
+                                   mdl.default_calibration().vert_correction * 180 / np.pi)
     assert np.degrees(velodyne_pattern("VLP-16").elevation_rad)[:3] == pytest.approx([-15, 1, -13])
 
 
@@ -161,7 +162,8 @@ def test_pcap_route_points_agree_with_pcd_route_and_truth(velodyne_drive, pcd_an
         # ranges from the sensor: the truth's own range_m column, in firing order
         sweeps = [d.sweeps[l.name][i] for l in d.lidars]
         r_truth = np.concatenate([s.extra["range_m"] for s in sweeps]).astype(np.float64)
-        order = np.lexsort((np.concatenate([s.ring for s in sweeps]), np.concatenate([s.time_offset_ns for s in sweeps]),
+        order = np.lexsort((np.concatenate([s.ring for s in sweeps]),
+                            np.concatenate([s.time_offset_ns for s in sweeps]),
                             np.concatenate([s.sensor_id for s in sweeps])))
         r = r_truth[order]
         bound = 0.001 + r * math.radians(0.0059) + math.sqrt(3) * 1e-3 + 1e-4

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from engine import quaternion as quat
-from engine.georeference import fls_image_to_points, vessel_pose_track, vessel_to_ego, soundings_to_world
 from engine.geodesy import Origin
+from engine.georeference import fls_image_to_points, soundings_to_world, vessel_pose_track, vessel_to_ego
 from engine.sim.vessel import HIT_PIPE, HIT_SEABED, HIT_WRECK, simulate_survey
 from formats.kmall import MrzPings, SkmSamples, read_kmall, read_kmall_world, write_kmall
 
@@ -52,7 +52,7 @@ def test_rejected_soundings_never_drawn(run, log):
     sweep = read_kmall_world(log, run.origin).sweep
     assert sweep.xyz[:, 2].max() < -10  # the bogus z = 500 m soundings are gone
     flagged_world = read_kmall_world(log, run.origin, include_rejected=True)
-    flagged, world = flagged_world.sweep, flagged_world.xyz_world
+    flagged = flagged_world.sweep
     assert len(flagged) == log.pings.num_soundings and np.all(flagged.extra["detection_type"][rejected] == 2)
 
 

@@ -195,7 +195,8 @@ def test_real_vlp16_file(real_data, tmp_path):
     f.write_bytes(data)
     peer = _peer(f, "VLP-16")
     ours = _ours(sweeps)
-    assert len(ours[0]) == int(np.count_nonzero(raw[:1200].reshape(12, 100)[:, 4:].reshape(12, 32, 3)[:, :, :2].any(axis=2)))
+    returns = raw[:1200].reshape(12, 100)[:, 4:].reshape(12, 32, 3)  # block, channel, (distance lo, hi, reflectivity)
+    assert len(ours[0]) == int(np.count_nonzero(returns[:, :, :2].any(axis=2)))
     _match(ours, peer)
 
 
@@ -295,7 +296,8 @@ def _status_stream(cal_values: np.ndarray, s3: bool) -> bytes:
     assert len(cycle) == 1820
     out = bytearray()
     clock = b"HMSDNYGTV"
-    for k, byte in enumerate(cycle[-100:] + cycle):  # starting mid-cycle; interleave time/status bytes as the sensor does
+    # starting mid-cycle; interleave time/status bytes as the sensor does
+    for k, byte in enumerate(cycle[-100:] + cycle):
         if k % 7 == 0:
             out += bytes([clock[(k // 7) % len(clock)], 1])
         # S3 sends some data bytes under the 'W' (warning) type; both are data
@@ -509,15 +511,16 @@ def test_beam_tables_and_registry(tmp_path):
 
 def test_simulated_rig_to_pcap_round_trip():
     """engine.sim ray-casts a VLP-32C beam pattern; its firings written as a pcap decode to its points."""
-    from engine.se3 import SE3
     from engine.pose_track import PoseTrack
+    from engine.se3 import SE3
     from engine.sim import BeamPattern, Lidar, ObjectTable, World, simulate_sweep
 
     mdl = get_model("VLP-32C")
     beams = mdl.beam_table()
     pattern = BeamPattern(beams.elevation_rad, beams.azimuth_offset_rad, beams.firing_offset_ns,
                           beams.sequence_period_ns, 100_000_000, 150.0, clockwise=True)
-    boxes = [((12.0, 3.0, 1.0), (2.0, 4.0, 3.0)), ((-8.0, -6.0, 1.5), (3.0, 2.0, 3.0)), ((2.0, -25.0, 2.0), (8.0, 1.0, 4.0))]
+    boxes = [((12.0, 3.0, 1.0), (2.0, 4.0, 3.0)), ((-8.0, -6.0, 1.5), (3.0, 2.0, 3.0)),
+             ((2.0, -25.0, 2.0), (8.0, 1.0, 4.0))]
     objects = ObjectTable(("ground", *["building"] * 3), np.full((4, 3), 100, np.uint8), np.full(4, 0.5, np.float32))
     world = World(np.array([b[0] for b in boxes]), np.array([b[1] for b in boxes]), np.zeros(3), 0, 10**8,
                   np.zeros((0, 2, 3)), np.zeros((0, 2)), np.zeros((0, 3)), objects, np.array([1, 2, 3]))
