@@ -195,7 +195,8 @@ def test_open3d_obb_loop_per_step(benchmark, timed_sweep_and_boxes):
         for t, start in enumerate(bounds[0]):
             for m, box in enumerate(moving_boxes[t]):
                 if box is not None:
-                    labels[start + np.asarray(box.get_point_indices_within_bounding_box(step_points[t]), int)] = moving[m]
+                    inside = np.asarray(box.get_point_indices_within_bounding_box(step_points[t]), int)
+                    labels[start + inside] = moving[m]
         return labels
 
     labels = benchmark(run)

@@ -45,8 +45,8 @@ def log_file(tmp_path_factory):
         sounding_start=np.arange(PINGS + 1) * BEAMS, x_m=f32(-1, 1), y_m=f32(-100, 100), z_m=f32(20, 60),
         beam_angle_deg=f32(-70, 70), two_way_travel_time_s=f32(0.02, 0.2), reflectivity_db=f32(-50, -10),
         quality_factor=f32(0, 1), delta_latitude_deg=f32(-1e-3, 1e-3), delta_longitude_deg=f32(-1e-3, 1e-3),
-        detection_type=rng.integers(0, 3, N), detection_method=np.ones(N), sounding_index=np.tile(np.arange(BEAMS), PINGS),
-        tx_sector=np.zeros(N),
+        detection_type=rng.integers(0, 3, N), detection_method=np.ones(N),
+        sounding_index=np.tile(np.arange(BEAMS), PINGS), tx_sector=np.zeros(N),
     )
     k = int((t[-1] - t[0]) / 10_000_000) + 1
     ts = t[0] + np.arange(k, dtype=np.int64) * 10_000_000

@@ -132,8 +132,9 @@ def test_container_pass(benchmark, drive_bag, role):
     benchmark.group = "rosbag_container_pass"
     benchmark.extra_info.update(role=role, items=size, unit="B of bag")
     if role == "fathom":
-        benchmark.extra_info.update(summary=lambda s: f"{STORAGE} bag of {size / 1e6:.0f} MB: {size / s / 1e6:.0f} MB/s "
-                                                      f"(goal >= 300 MB/s: {'met' if size / s >= 300e6 else 'NOT met'})")
+        benchmark.extra_info.update(
+            summary=lambda s: f"{STORAGE} bag of {size / 1e6:.0f} MB: {size / s / 1e6:.0f} MB/s "
+                              f"(goal >= 300 MB/s: {'met' if size / s >= 300e6 else 'NOT met'})")
     benchmark.pedantic(run, args=(bag,), rounds=3, iterations=1, warmup_rounds=1)
 
 

@@ -92,7 +92,8 @@ def test_open3d_render_1080p(benchmark, road, camera):
 
 
 def _both_lidars(drive, frame):
-    return [simulate_sweep(drive.world, drive.world_from_ego, l, int(drive.frame_times_ns[frame])) for l in drive.lidars]
+    t_ns = int(drive.frame_times_ns[frame])
+    return [simulate_sweep(drive.world, drive.world_from_ego, l, t_ns) for l in drive.lidars]
 
 
 def test_fathom_lidar_frame(benchmark, road):
@@ -115,7 +116,8 @@ def test_open3d_lidar_frame(benchmark, road):
         pose = road.world_from_ego.interpolate(times) @ lidar.ego_from_lidar
         spin = -1.0 if pat.clockwise else 1.0
         beam = np.tile(np.arange(pat.n_beams), pat.n_sequences)
-        az = pat.start_azimuth_rad + spin * 2 * np.pi * (times - t0) / pat.sweep_period_ns + pat.azimuth_offset_rad[beam]
+        az = (pat.start_azimuth_rad + spin * 2 * np.pi * (times - t0) / pat.sweep_period_ns
+              + pat.azimuth_offset_rad[beam])
         el = pat.elevation_rad[beam]
         d = np.column_stack([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)])
         origins.append(pose.translation)

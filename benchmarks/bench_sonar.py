@@ -121,7 +121,8 @@ def pykmall_numpy_points(path) -> np.ndarray:
     for dg in pykmall_water_column(path):
         beams = dg["beamData"]
         rx = dg["rxInfo"]
-        scale = np.float64(np.float32(rx["soundVelocity_mPerSec"])) / (2.0 * np.float64(np.float32(rx["sampleFreq_Hz"])))
+        sound_speed = np.float64(np.float32(rx["soundVelocity_mPerSec"]))
+        scale = sound_speed / (2.0 * np.float64(np.float32(rx["sampleFreq_Hz"])))
         tilt_of = dict(zip(dg["sectorData"]["txSectorNum"], dg["sectorData"]["tiltAngleReTx_deg"]))
         counts = np.asarray(beams["numSampleData"])
         amp = np.concatenate([np.asarray(a, np.int8) for a in beams["sampleAmplitude05dB_p"]])
