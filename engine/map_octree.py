@@ -144,9 +144,9 @@ def _merge_kernel(run_start, x, y, z, intensity, r, g, b, count, first, last,
     min / max."""
     for v in prange(run_start.shape[0] - 1):
         sx = sy = sz = 0
-        sr = sg = sb = 0
+        sr = sg = sb = np.int64(0)
         si = 0.0
-        n = 0
+        n = np.int64(0)
         f0 = first[run_start[v]]
         f1 = last[run_start[v]]
         for i in range(run_start[v], run_start[v + 1]):
@@ -344,7 +344,7 @@ def _warmup() -> None:
     order = sort_order(codes, 6)
     sort_order(codes << 50, 62)
     gather_rows(np.zeros((4, 6), np.int32), order)
-    cols = {k: x.copy() for k in "xyz"}
+    cols: dict[str, np.ndarray] = {k: x.copy() for k in "xyz"}
     cols.update(intensity=np.ones(4, np.float32), count=np.ones(4, np.uint32), first=np.zeros(4, np.uint32),
                 last=np.zeros(4, np.uint32), **{k: np.zeros(4, np.uint8) for k in "rgb"})
     merged_codes, _ = merge_voxels(codes[order], cols)
