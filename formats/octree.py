@@ -41,8 +41,8 @@ from typing import Any
 
 import numpy as np
 
-from formats.errors import FormatError, load_json
 from engine._jit import inline, pjit, prange
+from formats.errors import FormatError, load_json
 
 FORMAT_NAME = "fathom-octree"
 FORMAT_VERSION = 1
@@ -136,8 +136,8 @@ def hierarchy_pages(nodes: np.ndarray, step: int, base: int = 0) -> tuple[bytes,
     if len(roots) != 1:
         raise ValueError(f"a hierarchy needs exactly one root node, got {len(roots)}")
     pages: list[np.ndarray] = []
-    pointers: list[tuple[int, int]] = []  # (page index, entry row) to patch
-    queue = [(roots[0], None)]
+    pointers: list[tuple[int, int] | None] = []  # per page: (page index, entry row) to patch; None for the root
+    queue: list[tuple[int, tuple[int, int] | None]] = [(roots[0], None)]
     while queue:
         top, parent_ref = queue.pop(0)
         rows, frontier = [], [top]
@@ -212,9 +212,10 @@ class OctreeLayer:
         pos = np.frombuffer(raw, f"<u{w}", 3 * n).reshape(n, 3).astype(np.int64)
         pos += np.array([e["x"], e["y"], e["z"]], np.int64) * side
         rgb = np.frombuffer(raw, np.uint8, 3 * n, sec["rgb"]).reshape(n, 3)
-        out = {"x": pos[:, 0], "y": pos[:, 1], "z": pos[:, 2], "r": rgb[:, 0], "g": rgb[:, 1], "b": rgb[:, 2],
-               "intensity8": np.frombuffer(raw, np.uint8, n, sec["intensity8"]),
-               "intensity16": np.frombuffer(raw, "<u2", n, sec["intensity16"])}
+        out: dict[str, np.ndarray] = {
+            "x": pos[:, 0], "y": pos[:, 1], "z": pos[:, 2], "r": rgb[:, 0], "g": rgb[:, 1], "b": rgb[:, 2],
+            "intensity8": np.frombuffer(raw, np.uint8, n, sec["intensity8"]),
+            "intensity16": np.frombuffer(raw, "<u2", n, sec["intensity16"])}
         for name in ("count", "first", "last"):
             out[name] = np.frombuffer(raw, "<u4", n, sec[name])
         return out
@@ -257,7 +258,7 @@ def _walk_pages(raw: np.ndarray, root_size: int, path: Path, depth: int, side_q:
 
 
 def _warmup() -> None:
-    pts = {k: np.zeros(1, np.int32) for k in "xyz"}
+    pts: dict[str, np.ndarray] = {k: np.zeros(1, np.int32) for k in "xyz"}
     pts.update(intensity16=np.zeros(1, np.uint16), count=np.ones(1, np.uint32), first=np.zeros(1, np.uint32),
                last=np.zeros(1, np.uint32), **{k: np.zeros(1, np.uint8) for k in "rgb"})
     encode_nodes(pts, np.zeros(1, np.int64), np.array([0, 1]), np.zeros(1, np.int64), np.zeros((1, 3), np.int64),

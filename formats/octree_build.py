@@ -32,10 +32,26 @@ from typing import Any
 import numpy as np
 import xxhash
 
-from engine.map_octree import (gather_rows, group_by_node, merge_voxels, morton_codes, node_xyz, octree_shape,
-                               select_lod, sort_order)
-from formats.octree import (ENTRY, FORMAT_NAME, FORMAT_VERSION, HIERARCHY, METADATA, OCTREE, encode_nodes,
-                            hierarchy_pages)
+from engine.map_octree import (
+    gather_rows,
+    group_by_node,
+    merge_voxels,
+    morton_codes,
+    node_xyz,
+    octree_shape,
+    select_lod,
+    sort_order,
+)
+from formats.octree import (
+    ENTRY,
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    HIERARCHY,
+    METADATA,
+    OCTREE,
+    encode_nodes,
+    hierarchy_pages,
+)
 from formats.octree_chunks import RAW, RAW_WORDS, CellCounter, Cube, distribute, pack_records, plan_chunks
 from formats.scene_store.durable import atomic_write
 
@@ -284,7 +300,7 @@ def _write_temporary(path: Path, parts: list[np.ndarray]) -> None:
     tmp = path.with_suffix(".tmp")
     with open(tmp, "wb") as fh:
         for part in parts:
-            fh.write(part.view(np.uint8))
+            fh.write(part.view(np.uint8).data)
     os.replace(tmp, path)
 
 
@@ -361,8 +377,9 @@ class _NodeWriter:
         sub_starts = np.concatenate([[0], np.cumsum(counts)])
         data, offsets, sizes = encode_nodes(pts, picked, sub_starts, levels, cells, cube.side_q,
                                             intensity_info(stats)["shift"])
-        self._fh.write(data)
-        self._hash.update(data)
+        chunk = data.data  # the node bytes as a memoryview, as file writes and xxhash take them
+        self._fh.write(chunk)
+        self._hash.update(chunk)
         out = np.zeros(len(rows), ENTRY)
         out["level"], out["x"], out["y"], out["z"] = levels, cells[:, 0], cells[:, 1], cells[:, 2]
         out["offset"], out["byte_size"], out["point_count"] = offsets + self.end, sizes, counts

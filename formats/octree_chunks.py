@@ -43,7 +43,7 @@ def _pack_kernel(q, intensity, rgb, frame, words, floats, octets, lo, hi, irange
         floats[i, 3] = v
         irange[0] = min(irange[0], v)
         irange[1] = max(irange[1], v)
-        whole = whole and v >= 0 and v <= 65535 and v == np.floor(v)
+        whole = whole and bool(v >= 0 and v <= 65535 and v == np.floor(v))
         if rgb.shape[0]:
             octets[i, 16], octets[i, 17], octets[i, 18] = rgb[i, 0], rgb[i, 1], rgb[i, 2]
         words[i, 5] = frame
@@ -205,7 +205,8 @@ class Cube:
         if depth > MAX_DEPTH:
             raise ValueError(f"the map spans {cells} cells of {cell_q} quanta: beyond a depth-{MAX_DEPTH} octree of "
                              f"{voxel_q}-quantum voxels; choose a larger voxel")
-        return Cube(tuple(int(v) for v in origin), int(voxel_q), depth, int(cell_bits))
+        x, y, z = (int(v) for v in origin)
+        return Cube((x, y, z), int(voxel_q), depth, int(cell_bits))
 
 
 def plan_chunks(cube: Cube, keys: np.ndarray, counts: np.ndarray, chunk_max: int
@@ -255,7 +256,7 @@ def distribute(pool: list[Path], counter: CellCounter, chunk_of_slot: np.ndarray
                 order, starts = group_by_node(ids, n_chunks)
                 grouped = gather_rows(block.view(np.int32).reshape(-1, RAW_WORDS), order)
                 for k in np.flatnonzero(np.diff(starts)):
-                    os.write(fds[k], grouped[starts[k]:starts[k + 1]])
+                    os.write(fds[k], grouped[starts[k]:starts[k + 1]].data)  # the rows' bytes, as a memoryview
     finally:
         for fd in fds:
             os.close(fd)

@@ -92,8 +92,8 @@ from typing import Any, Mapping
 import numpy as np
 
 from engine.camera import Camera
-from engine.geodesy import Origin
 from engine.cuboid import CuboidTrack
+from engine.geodesy import Origin
 from engine.pose_sources import from_pose_table
 from engine.pose_track import PoseTrack
 from engine.se3 import SE3
@@ -405,7 +405,8 @@ def labels_document(tracks: list[CuboidTrack]) -> dict[str, Any]:
     for t in tracks:
         kfa = t.keyframe_attributes or [{} for _ in range(len(t))]
         out.append({
-            "id": t.track_id, "category": t.category, "attributes": dict(t.attributes), "stationary": bool(t.stationary),
+            "id": t.track_id, "category": t.category, "attributes": dict(t.attributes),
+            "stationary": bool(t.stationary),
             "keyframes": [{"timestamp_ns": int(ts), "center": c.tolist(), "size": s.tolist(), "rotation": q.tolist(),
                            "attributes": dict(a)}
                           for ts, c, s, q, a in zip(t.timestamps_ns, t.centers, t.sizes, t.rotations, kfa)],
