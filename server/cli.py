@@ -31,9 +31,9 @@ def _bag_options(args: argparse.Namespace):
 
 def _cmd_prepare(args: argparse.Namespace) -> int:
     from engine.cuda import describe, resolve
-    from server.prepare import PrepareOptions, Progress, prepare
     from formats.raw_log import read_log
     from formats.ros import bag_name, is_bag, raw_log_for_prepare
+    from server.prepare import PrepareOptions, Progress, prepare
 
     device = resolve(args.device)  # CudaUnavailableError for cuda without a GPU
     if args.device != "cpu":  # which device auto picked, and what cuda runs on

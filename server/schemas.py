@@ -58,7 +58,8 @@ TrackId = Annotated[StrictStr, Field(pattern=TRACK_ID_PATTERN)]
 Category = Annotated[StrictStr, Field(min_length=1, max_length=64)]
 AttrName = Annotated[StrictStr, Field(min_length=1, max_length=64)]
 AttrScalar = StrictBool | StrictInt | Finite | Annotated[StrictStr, Field(max_length=256)]
-AttrValue = AttrScalar | Annotated[list[Finite], Field(max_length=16, description="a few numbers, e.g. KITTI's 2D bbox")]
+AttrValue = AttrScalar | Annotated[list[Finite],
+                                   Field(max_length=16, description="a few numbers, e.g. KITTI's 2D bbox")]
 Attributes = Annotated[dict[AttrName, AttrValue], Field(max_length=64)]
 
 
@@ -136,7 +137,8 @@ class LabelDocument(_Strict):
         seen: set[str] = set()
         for i, t in enumerate(tracks):
             if t.id in seen:
-                raise PydanticCustomError("duplicate_track", "tracks[{i}].id {id!r} is a duplicate", {"i": i, "id": t.id})
+                raise PydanticCustomError("duplicate_track", "tracks[{i}].id {id!r} is a duplicate",
+                                          {"i": i, "id": t.id})
             seen.add(t.id)
         return tracks
 

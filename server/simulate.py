@@ -254,7 +254,8 @@ def write_harbor_log(log_dir: str | os.PathLike, *, seed: int = 0, duration_s: f
     ``run.passive``). Returns the log directory and the run (its ground truth)."""
     num_pings = int(round(duration_s * ping_rate_hz))
     if num_pings < 1:
-        raise ValueError(f"duration_s * ping_rate_hz must give at least one ping, got {duration_s} s at {ping_rate_hz} Hz")
+        raise ValueError(
+            f"duration_s * ping_rate_hz must give at least one ping, got {duration_s} s at {ping_rate_hz} Hz")
     run = simulate_survey(seed=seed, num_pings=num_pings, beams=beams, ping_rate_hz=ping_rate_hz)
     root = Path(log_dir)
     rel = "sonar/MBES.kmall"
@@ -262,14 +263,15 @@ def write_harbor_log(log_dir: str | os.PathLike, *, seed: int = 0, duration_s: f
     write_kmall(root / rel, MrzPings(**run.mrz), SkmSamples(**run.skm))
     ping_ns = np.asarray(run.mrz["time_ns"], np.int64)
     starts = np.arange(int(ping_ns[0]), int(ping_ns[-1]) + 1, HARBOR_FRAME_PERIOD_NS, dtype=np.int64)
-    frames = [{"timestamp_ns": int(t), "lidar": {"MBES": {"start_ns": int(t), "end_ns": int(t) + HARBOR_FRAME_PERIOD_NS}},
-               "images": {}} for t in starts]
+    frames = [{"timestamp_ns": int(t),
+               "lidar": {"MBES": {"start_ns": int(t), "end_ns": int(t) + HARBOR_FRAME_PERIOD_NS}}, "images": {}}
+              for t in starts]
     o = run.origin
     # vessel frame (x fwd, y stbd, z down) lever arm → ego (x fwd, y left, z up)
     mount = SE3(np.array([1.0, 0.0, 0.0, 0.0]), MBES_LEVER_ARM_M * np.array([1.0, -1.0, -1.0]))
     w = run.wreck
-    wreck = CuboidTrack("wreck", "wreck", starts[:1], w.centre[None], w.size[None], quat.from_yaw(np.array([w.yaw_rad])),
-                        stationary=True)
+    wreck = CuboidTrack("wreck", "wreck", starts[:1], w.centre[None], w.size[None],
+                        quat.from_yaw(np.array([w.yaw_rad])), stationary=True)
     labels = write_labels(root, [wreck])
     arrays = []
     if hydrophones:

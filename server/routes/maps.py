@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import pyarrow as pa
-from fastapi import APIRouter, HTTPException, Path as PathParam, Query, Request, Response
+from fastapi import APIRouter, HTTPException, Query, Request, Response
+from fastapi import Path as PathParam
 
 from formats.errors import FormatError
 from formats.octree import HIERARCHY, METADATA, OCTREE, OctreeLayer, node_sections, position_width
