@@ -51,7 +51,8 @@ def test_viewer_draws_points_boxes_and_camera(tmp_path):
                 page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
                 page.on("pageerror", lambda e: problems.append(str(e)))
                 outside: list[str] = []
-                page.on("request", lambda rq: outside.append(rq.url) if not rq.url.startswith((url, "blob:" + url, "data:")) else None)
+                page.on("request", lambda rq: outside.append(rq.url)
+                        if not rq.url.startswith((url, "blob:" + url, "data:")) else None)
                 page.goto(f"{url}/viewer/demo?token=viewer-token-1")
                 state = _wait(page, "ready")
                 assert state["error"] is None, state
@@ -142,7 +143,8 @@ def test_viewer_streams_the_map_within_its_point_budget(tmp_path):
                 page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
                 page.on("pageerror", lambda e: problems.append(str(e)))
                 outside: list[str] = []
-                page.on("request", lambda rq: outside.append(rq.url) if not rq.url.startswith((url, "blob:" + url, "data:")) else None)
+                page.on("request", lambda rq: outside.append(rq.url)
+                        if not rq.url.startswith((url, "blob:" + url, "data:")) else None)
                 page.goto(f"{url}/viewer/demo?token=viewer-token-1&map_budget=2000")
                 state = _settled(page)
                 assert state["error"] is None and state["available"], state
