@@ -59,8 +59,17 @@ from engine.radar import radar_to_world
 from formats.jpeg import decode_jpeg, scaled_camera
 from formats.radar import read_radar
 from formats.raw_log import RawLog, labels_document, read_log
-from formats.scene_store import (MAX_CAMERAS, NAME_RULE, FrameBoxes, FrameEntry, Lidar, SceneWriter, points_table,
-                                 radar_table, valid_name)
+from formats.scene_store import (
+    MAX_CAMERAS,
+    NAME_RULE,
+    FrameBoxes,
+    FrameEntry,
+    Lidar,
+    SceneWriter,
+    points_table,
+    radar_table,
+    valid_name,
+)
 from server.frame_points import world_points
 from server.scene_map import MapOptions, MapSummary, build_scene_map, sonar_sensors
 
@@ -303,7 +312,8 @@ def prepare_frame(log_dir: str, scene_dir: str, index: int, options: PrepareOpti
                 lap("decode_jpeg")
                 # the images' cameras; the projection's pixels move to them (u' = s (u + 0.5) - 0.5)
                 fused.colorize([c if num == denom else scaled_camera(c, (num, denom))[0]
-                                for c, (num, denom) in zip(cams, scales)], images, [num / denom for num, denom in scales])
+                                for c, (num, denom) in zip(cams, scales)],
+                               images, [num / denom for num, denom in scales])
                 lap("colorize")
         elif options.visibility:
             columns["camera_mask"] = np.zeros(len(xyz), np.uint32)
