@@ -13,6 +13,7 @@ One log is a directory::
       sonar/NAME.kmall      or one KMALL file per multibeam for the whole log (version 2)
       radar/NAME/NNNNNN.pcd one radar scan per frame and radar, in the sensor frame (formats.radar)
       camera/NAME/NNNNNN.jpg one image per frame and camera
+      camera/NAME.mp4       or one video per camera (H.264/H.265 in MP4/MKV, or MCAP)
       acoustic/NAME.wav     one multi-channel hydrophone recording per array (WAV, FLAC or
                             raw PCM, formats.hydrophone)
 
@@ -33,6 +34,7 @@ One log is a directory::
      "radars": [{"name", "ego_from_sensor": [qw qx qy qz tx ty tz],
                  "format": "nuscenes_radar" | "radar_pcd"}],   # optional
      "hydrophones": [HYDROPHONE_ARRAY],        # optional, as formats.hydrophone.array_from_json
+     "videos": [VIDEO],                        # optional, as formats.video_log.video_from_json
      "frames": [{"timestamp_ns",
                  "lidar": {NAME: "lidar/NAME/000000.pcd"            # a per-frame file
                            | {"start_ns": a, "end_ns": b}},          # a stream sensor's window
@@ -64,6 +66,10 @@ position in the list. A frame names each radar's scan of that frame and the scan
 time of its first sample, its sample rate, per-element gains and where the elements sit
 (hull-mounted positions, or a towed line's tow point, cable and element offsets) in the
 vessel frame (:mod:`formats.hydrophone`); frames name no hydrophone data.
+
+``videos`` makes declared cameras video streams (:mod:`formats.video_log`: the file and its
+frame-time rule); frames name no images for such a camera, ``prepare`` takes the video frame
+nearest each frame's middle.
 
 Version 1 manifests (per-frame files and a pose table only) are still read; the writer
 writes version 2.
@@ -102,6 +108,7 @@ from formats.hydrophone import HydrophoneArray, array_from_json, array_to_json
 from formats.radar import LogRadar, radar_from_json, radar_to_json
 from formats.registry import READERS
 from formats.rig import Lidar, SceneOrigin, camera_from_json, camera_to_json, lidar_to_json, pose_from_json
+from formats.video_log import LogVideo, video_from_json, video_to_json
 
 FORMAT = "fathom-log"
 VERSION = 2
@@ -158,6 +165,7 @@ class RawLog:
     poses_kind: str = "table"
     radars: tuple[LogRadar, ...] = ()
     hydrophones: tuple[HydrophoneArray, ...] = ()
+    videos: tuple[LogVideo, ...] = ()
 
     def labels(self) -> list[CuboidTrack]:
         """The tracks of ``labels.json`` (empty without one)."""
@@ -248,12 +256,16 @@ def read_log(log_dir: str | os.PathLike) -> RawLog:
         by_name = {l.name: l for l in lidars}
         lidar_names = set(by_name)
         camera_names = {c.name for c in cameras}
+        videos = tuple(video_from_json(d, root, manifest, f"videos[{i}]") for i, d in enumerate(doc.get("videos", [])))
+        video_names = [v.camera for v in videos]
+        if set(video_names) - camera_names or len(set(video_names)) != len(video_names):
+            raise FormatError(manifest, None, "videos of declared cameras, one video per camera")
         frames = []
         for i, f in enumerate(doc.get("frames", [])):
             ts = f.get("timestamp_ns")
             if not isinstance(ts, int):
                 raise FormatError(manifest, None, f"frames[{i}].timestamp_ns an integer, got {ts!r}")
-            if (set(f.get("lidar", {})) - lidar_names or set(f.get("images", {})) - camera_names
+            if (set(f.get("lidar", {})) - lidar_names or set(f.get("images", {})) - (camera_names - set(video_names))
                     or set(f.get("radar", {})) - radar_names):
                 raise FormatError(manifest, None, f"frames[{i}] to name only declared sensors")
             lidar = {n: _frame_source(root, manifest, f"frames[{i}].lidar.{n}", by_name[n], p)
@@ -274,7 +286,7 @@ def read_log(log_dir: str | os.PathLike) -> RawLog:
         raise FormatError(manifest, None, "frames in strictly increasing timestamp_ns order")
     labels = None if doc.get("labels") is None else _inside(root, doc["labels"], manifest, "labels")
     return RawLog(root, str(doc.get("log_id", root.name)), origin, poses_path, tuple(lidars), cameras, tuple(frames),
-                  labels, poses["kind"], radars, hydrophones)
+                  labels, poses["kind"], radars, hydrophones, videos)
 
 
 def _lidar_from_json(root: Path, manifest: Path, i: int, d: dict[str, Any]) -> LogLidar:
@@ -336,11 +348,13 @@ def write_log_manifest(
     poses: dict[str, str] | None = None,
     radars: list[LogRadar] | tuple[LogRadar, ...] = (),
     hydrophones: list[HydrophoneArray] | tuple[HydrophoneArray, ...] = (),
+    videos: list[LogVideo] | tuple[LogVideo, ...] = (),
 ) -> Path:
     """Write ``log.json`` (paths in ``frames``, ``labels``, ``poses`` and the lidars' ``path``
     / ``calibration`` relative to ``log_dir``); ``poses`` defaults to the ``poses.csv`` table;
     ``radars`` (listed when there are any) as :func:`formats.radar.radar_to_json`, ``hydrophones``
-    (likewise) as :func:`formats.hydrophone.array_to_json`."""
+    (likewise) as :func:`formats.hydrophone.array_to_json`, ``videos`` as
+    :func:`formats.video_log.video_to_json`."""
     root = Path(log_dir)
     doc = {
         "format": FORMAT, "version": VERSION, "log_id": log_id,
@@ -355,6 +369,8 @@ def write_log_manifest(
         doc["radars"] = [radar_to_json(r) for r in radars]
     if hydrophones:
         doc["hydrophones"] = [array_to_json(h, root) for h in hydrophones]
+    if videos:
+        doc["videos"] = [video_to_json(v, root) for v in videos]
     if labels is not None:
         doc["labels"] = labels
     path = root / MANIFEST

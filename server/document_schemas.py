@@ -1,14 +1,16 @@
 """Bodies of the revisioned label documents (:mod:`server.doc_store`): passive-sonar bearing
-tracks. Validation as :mod:`server.schemas` (strict JSON numbers, finite, bounded; keyframe
-times strictly increasing; track ids unique)."""
+tracks and the 2D tracks of camera streams. Validation as :mod:`server.schemas` (strict JSON
+numbers, finite, bounded; keyframe times strictly increasing; track ids unique)."""
 
 from __future__ import annotations
 
 import math
-from typing import Annotated
+from typing import Annotated, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator, model_validator
 
+from engine.tracks2d import Track2D
 from server.schemas import Attributes, Category, Revision, TimestampNs, TrackId
 
 Azimuth = Annotated[float, Strict(), Field(allow_inf_nan=False, ge=-2 * math.pi, le=2 * math.pi,
@@ -86,3 +88,54 @@ class DocumentRevision(_Strict):
     revision: Revision
     author: str
     at_ns: int
+
+
+# ---------------------------------------------------------------- 2D tracks on camera streams
+
+Pixel = Annotated[float, Strict(), Field(allow_inf_nan=False, ge=-1e5, le=1e5, description="px, pixel centres")]
+CameraName = Annotated[str, Strict(), Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+
+
+class Keyframe2D(_Strict):
+    timestamp_ns: TimestampNs
+    points: Annotated[list[tuple[Pixel, Pixel]], Field(min_length=2, max_length=10_000,
+                                                       description="a box: [[u0, v0], [u1, v1]]")]
+
+
+class Track2DBody(_Strict):
+    """A box, polygon or polyline in one camera's stream, keyed in time (engine.tracks2d)."""
+
+    id: TrackId
+    category: Category
+    camera: CameraName
+    shape: Literal["box", "polygon", "polyline"]
+    attributes: Attributes = Field(default_factory=dict)
+    keyframes: Annotated[list[Keyframe2D], Field(min_length=1, max_length=MAX_KEYFRAMES)]
+
+    @model_validator(mode="after")
+    def _track(self) -> "Track2DBody":
+        self.to_track()  # the engine's checks: times, vertex counts, box corners in order
+        return self
+
+    def to_track(self) -> Track2D:
+        return Track2D(self.id, self.category, self.camera, self.shape,
+                       np.array([k.timestamp_ns for k in self.keyframes], np.int64),
+                       tuple(np.array(k.points, np.float64) for k in self.keyframes), dict(self.attributes))
+
+
+class Tracks2D(_Strict):
+    tracks: Annotated[list[Track2DBody], Field(max_length=MAX_TRACKS)]
+
+    @model_validator(mode="after")
+    def _ids(self) -> "Tracks2D":
+        _unique([t.id for t in self.tracks])
+        return self
+
+
+class Tracks2DWrite(Tracks2D):
+    expected_revision: Revision
+
+
+class Tracks2DDocument(Tracks2D):
+    scene_id: str
+    revision: Revision

@@ -46,6 +46,7 @@ from server.routes import (
     propagate,
     scenes,
     segmentation,
+    video,
     viewer,
 )
 from server.store_errors import DamagedScene, damaged_scene
@@ -102,6 +103,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.include_router(module.router, responses=errors(401))  # every /v1 route needs a token
     seg = segmentation.install(app, settings)  # per-point labels: their own store and routes
     passive.install(app, settings)  # bearing tracks: revisioned documents (server.doc_store)
+    video.install(app, settings)  # video frames by time, 2D tracks on them
     app.mount("/static", StaticFiles(directory=viewer.STATIC), name="static")
 
     @app.exception_handler(RequestValidationError)

@@ -70,6 +70,7 @@ from formats.scene_store import (
     radar_table,
     valid_name,
 )
+from formats.video_log import store_videos, video_images
 from server.frame_points import world_points
 from server.scene_map import MapOptions, MapSummary, build_scene_map, sonar_sensors
 
@@ -173,6 +174,11 @@ class _Job:
     writer: SceneWriter
     labels: TrackTable | None
     categories: tuple[str, ...]
+
+
+@lru_cache(maxsize=4)
+def _frame_times(log: RawLog) -> np.ndarray:
+    return np.array([f.timestamp_ns for f in log.frames], np.int64)
 
 
 @lru_cache(maxsize=4)
@@ -289,12 +295,16 @@ def prepare_frame(log_dir: str, scene_dir: str, index: int, options: PrepareOpti
         xyz = columns.pop("xyz")
         fused = frame_stages(xyz, columns["time_offset_ns"], options.device)
         lap("points")
-        image_times, jpegs = {}, {}
+        image_times, jpegs, image_paths = {}, {}, {}
         for cam in log.cameras:
             if cam.name in frame.images:
                 path, t_ns = frame.images[cam.name]
                 jpegs[cam.name] = path.read_bytes()
                 image_times[cam.name] = t_ns
+                image_paths[cam.name] = path
+        for video in log.videos:  # the video frame nearest the frame's middle (formats.video_log)
+            for name, (data, t_ns) in video_images((video,), _frame_times(log), index).items():
+                jpegs[name], image_times[name], image_paths[name] = data, t_ns, video.path
         lap("read_images")
         bits = [k for k, c in enumerate(log.cameras) if c.name in jpegs]
         if bits and (options.colorize or options.visibility):
@@ -308,7 +318,7 @@ def prepare_frame(log_dir: str, scene_dir: str, index: int, options: PrepareOpti
                 lap("camera_mask")
             if options.colorize:
                 scales = [(1, 2) if c.intrinsics.width >= 2 * options.colour_min_width_px else (1, 1) for c in cams]
-                images = [decode_jpeg(jpegs[c.name], frame.images[c.name][0], scale=sc) for c, sc in zip(cams, scales)]
+                images = [decode_jpeg(jpegs[c.name], image_paths[c.name], scale=sc) for c, sc in zip(cams, scales)]
                 lap("decode_jpeg")
                 # the images' cameras; the projection's pixels move to them (u' = s (u + 0.5) - 0.5)
                 fused.colorize([c if num == denom else scaled_camera(c, (num, denom))[0]
@@ -410,6 +420,7 @@ def prepare(
     tracks = log.labels()
     # the commit point: fsyncs the frames (and the log's labels), then the manifest
     writer.finalize(known=entries, imported_labels=labels_document(tracks) if tracks else None)
+    store_videos(log.videos, scene_dir)  # SCENE_DIR/videos/: what the video route serves
     summary.stage_seconds["finalize"] = time.perf_counter() - finalize_start
     sonars = sonar_sensors(log)
     if options.map if options.map is not None else len(sonars) < len(log.lidars):
