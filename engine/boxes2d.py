@@ -27,7 +27,7 @@ from engine import quaternion as quat
 from engine._jit import inline, pjit, prange
 from engine.camera import Camera, lens_unproject
 from engine.cuboid_projection import project_cuboids
-from engine.pose_track import PoseTrack
+from engine.pose_track import Extrapolation, PoseTrack
 from engine.projection import camera_setup
 from engine.se3 import SE3
 from engine.typing import BoolArray, Float64Array, Quaternions, Vectors3
@@ -115,10 +115,10 @@ def _ray_box(dx, dy, dz, centres, rot, half, j):
 
 def derive_boxes(centers: Vectors3, sizes: Vectors3, rotations: Quaternions, camera: Camera, *,
                  world_from_ego: PoseTrack | None = None, camera_time_ns: int | None = None,
-                 samples: int = 16, samples_per_edge: int = 16) -> DerivedBoxes:
+                 extrapolate: Extrapolation = "none", samples: int = 16, samples_per_edge: int = 16) -> DerivedBoxes:
     """2D boxes of ``M`` cuboids (``(M, 3)`` centres, ``(M, 3)`` sizes, ``(M, 4)`` wxyz; world
     frame with ``world_from_ego`` and the frame's ``camera_time_ns``, else ego frame) in
-    ``camera`` (see the module docstring)."""
+    ``camera`` (see the module docstring); ``extrapolate``: the pose track's policy."""
     c3 = np.asarray(centers, np.float64).reshape(-1, 3)
     s3 = np.asarray(sizes, np.float64).reshape(-1, 3)
     q4 = quat.as_quaternions(np.asarray(rotations, np.float64).reshape(-1, 4))
@@ -128,7 +128,7 @@ def derive_boxes(centers: Vectors3, sizes: Vectors3, rotations: Quaternions, cam
     if world_from_ego is not None and times is None:
         raise ValueError("camera_time_ns is needed with world_from_ego")
     proj = project_cuboids(c3, s3, q4, [camera], world_from_ego=world_from_ego, camera_times_ns=times,
-                           samples_per_edge=samples_per_edge)
+                           extrapolate=extrapolate, samples_per_edge=samples_per_edge)
     boxes = proj.boxes[:, 0]
     edges = proj.edges_uv[:, 0].reshape(len(c3), -1, 2)
     with warnings.catch_warnings():  # a cuboid behind the camera has no edge: an all-NaN row
@@ -139,7 +139,7 @@ def derive_boxes(centers: Vectors3, sizes: Vectors3, rotations: Quaternions, cam
     full_area = area(full)
     truncation = np.where(full_area > 0, 1.0 - area(np.nan_to_num(boxes)) / np.where(full_area > 0, full_area, 1.0),
                           np.nan)
-    setup = camera_setup([camera], world_from_ego, times, "none")
+    setup = camera_setup([camera], world_from_ego, times, extrapolate)
     in_cam = setup.camera_from_src[0] @ SE3(q4, c3)
     hidden = np.empty((len(c3), 2))
     visible_boxes = np.empty((len(c3), 4))

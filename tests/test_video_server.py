@@ -171,3 +171,30 @@ def test_coco_and_kitti_2d_values(tmp_path):
                             "-1", "-1", "-1", "-1000", "-1000", "-1000", "-10"]
     assert (tmp_path / "CAM/000002.txt").read_text().split()[4:8] == ["20.00", "20.00", "40.00", "80.00"]
     assert (tmp_path / "OTHER/000001.txt").read_text() == ""  # polygons are not KITTI 2D boxes
+
+
+def test_prelabels_are_the_labelled_cuboids_through_the_lens(rig, client):
+    from engine.boxes2d import derive_boxes
+    from engine.cuboid_interp import TrackTable, interpolate_tracks
+    from formats.raw_log import read_labels
+
+    drive, frames, times, log_dir, scenes = rig
+    cam = drive.cameras[0]
+    t = times[cam.name]
+    r = client.get(f"/v1/scenes/drive/videos/{cam.name}/prelabels", headers=V, params={"time_ns": int(t[6]) + 7})
+    assert r.status_code == 200
+    got = r.json()
+    assert (got["frame_index"], got["timestamp_ns"]) == (6, t[6]) and got["boxes"]
+    # the same boxes from the log's labels and the scene's poses, straight through the engine
+    tracks = read_labels(log_dir / "labels.json")
+    at = interpolate_tracks(TrackTable.from_tracks(tracks), np.array([t[6]]), "none")
+    rows = np.flatnonzero(at.valid[0])
+    scene = Scene.open(scenes / "drive")
+    d = derive_boxes(at.centers[0, rows], at.sizes[0, rows], at.rotations[0, rows], scene.cameras[cam.name],
+                     world_from_ego=scene.world_from_ego(), camera_time_ns=int(t[6]), extrapolate="hold")
+    want = {tracks[r].track_id: d.boxes[m] for m, r in enumerate(rows) if d.visible[m]}
+    assert {b["track_id"] for b in got["boxes"]} == set(want)
+    for b in got["boxes"]:
+        np.testing.assert_allclose(b["box"], want[b["track_id"]], atol=0.006)
+        assert 0.0 <= b["truncation"] <= 1.0 and 0.0 <= b["occlusion"] < 1.0
+    assert client.get("/v1/scenes/drive/videos/NOPE/prelabels", headers=V, params={"time_ns": 0}).status_code == 404

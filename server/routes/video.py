@@ -10,6 +10,10 @@ and the 2D tracks labelled on them.
   polylines) as one revisioned document (:mod:`server.doc_store`; PUT: annotator, 412 when
   stale); ``GET /v1/scenes/{id}/tracks2d/coco``: them as COCO over every indexed frame of the
   scene's videos (:mod:`formats.export_2d`).
+- ``GET /v1/scenes/{id}/videos/{camera}/prelabels?time_ns=T``: pre-labels for the frame nearest
+  ``T``: the scene's cuboid labels at the frame's time as 2D boxes through the camera's lens
+  (:func:`engine.boxes2d.derive_boxes`: truncated at the border, occlusion by the other
+  cuboids; ego poses interpolated from the frames', held beyond them).
 """
 
 from __future__ import annotations
@@ -22,11 +26,14 @@ import numpy as np
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi import Path as PathParam
 
+from engine.boxes2d import derive_boxes
+from engine.cuboid_interp import TrackTable, interpolate_tracks
 from formats.export_2d import VideoFrames, coco_document
 from formats.scene_store import Scene
 from formats.video_log import VideoSource, scene_videos
+from server.boxes import tracks_from_document
 from server.config import Settings
-from server.deps import Annotator, SceneDep, Viewer
+from server.deps import Annotator, SceneDep, State, Viewer
 from server.doc_store import DocumentStore, app_store
 from server.document_schemas import DocumentRevision, Tracks2DDocument, Tracks2DWrite
 from server.label_store import UnknownRevision
@@ -107,6 +114,30 @@ def video_frame(_: Viewer, scene: SceneDep, camera: CameraParam, sources: Source
     data, t_ns, index = found
     return Response(data, media_type="image/jpeg",
                     headers={"X-Frame-Index": str(index), "X-Frame-Time-Ns": str(t_ns), "Cache-Control": "no-cache"})
+
+
+@router.get("/videos/{camera}/prelabels", responses=errors(404))
+def video_prelabels(_: Viewer, scene: SceneDep, camera: CameraParam, sources: SourcesDep, state: State,
+                    time_ns: Annotated[int, Query(ge=0, le=2**63 - 1, description="sensor time, ns")]
+                    ) -> dict[str, Any]:
+    """The cuboid labels as 2D boxes in the frame nearest ``time_ns``."""
+    index = sources.get(scene, camera).reader.index
+    if camera not in scene.cameras or len(index) == 0:
+        raise HTTPException(404, f"camera {camera!r} has no calibration or no frames in scene {scene.scene_id!r}")
+    i = int(index.nearest(time_ns)[0])
+    t = int(index.times_ns[i])
+    tracks = tracks_from_document(state.labels.get(scene.scene_id)[1])
+    boxes: list[dict[str, Any]] = []
+    if tracks:
+        at = interpolate_tracks(TrackTable.from_tracks(tracks), np.array([t], np.int64), "none")
+        rows = np.flatnonzero(at.valid[0])
+        d = derive_boxes(at.centers[0, rows], at.sizes[0, rows], at.rotations[0, rows], scene.cameras[camera],
+                         world_from_ego=scene.world_from_ego(), camera_time_ns=t, extrapolate="hold")
+        boxes = [{"track_id": tracks[r].track_id, "category": tracks[r].category,
+                  "box": d.boxes[m].round(2).tolist(), "visible_box": d.visible_boxes[m].round(2).tolist(),
+                  "truncation": round(float(d.truncation[m]), 4), "occlusion": round(float(d.occlusion[m]), 4)}
+                 for m, r in enumerate(rows) if d.visible[m]]
+    return {"camera": camera, "frame_index": i, "timestamp_ns": t, "boxes": boxes}
 
 
 @router.get("/tracks2d", response_model=Tracks2DDocument, responses=errors(404))
