@@ -9,7 +9,7 @@ based on (``expected``; 0 before the first); a stale one raises
 
     documents(scene_id, kind, revision, author, at_ns, body)   PRIMARY KEY (scene_id, kind, revision)
 
-Durability as :mod:`server.label_store`: WAL journal, ``synchronous=FULL``, the revision check
+Durability as :mod:`server.sqlite_db` says: WAL journal, ``synchronous=FULL``, the revision check
 and the insert in one ``BEGIN IMMEDIATE`` transaction.
 """
 
@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from server.label_store import StaleRevision, UnknownRevision
+from server.sqlite_db import Database
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS documents (
@@ -35,72 +35,55 @@ class DocumentStore:
     """Revisioned documents in the SQLite file ``path`` (created on first use)."""
 
     def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        self._conn: sqlite3.Connection | None = None
-        with self._lock:
-            self._db.executescript(SCHEMA)
-
-    @property
-    def _db(self) -> sqlite3.Connection:
-        """The connection, opened on first use and again after :meth:`close` (an app that is
-        started again after its shutdown); hold the lock."""
-        if self._conn is None:
-            conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
-            self._conn = conn
-        return self._conn
+        self._db = Database(path, SCHEMA)
+        self.path = self._db.path
 
     def close(self) -> None:
-        with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
-
-    def _newest(self, scene_id: str, kind: str) -> int:
-        row = self._db.execute("SELECT MAX(revision) FROM documents WHERE scene_id = ? AND kind = ?",
-                               (scene_id, kind)).fetchone()
-        return int(row[0] or 0)
+        self._db.close()
 
     def get(self, scene_id: str, kind: str, revision: int | None = None) -> tuple[int, dict[str, Any] | None]:
         """``(revision, body)`` now or at ``revision``: ``(0, None)`` before the first save;
         :class:`UnknownRevision` for a revision that does not exist."""
-        with self._lock:
-            current = self._newest(scene_id, kind)
+
+        def read(db: sqlite3.Connection) -> tuple[int, dict[str, Any] | None]:
+            current = _newest(db, scene_id, kind)
             want = current if revision is None else revision
             if want == 0:
                 return 0, None
-            row = self._db.execute("SELECT body FROM documents WHERE scene_id = ? AND kind = ? AND revision = ?",
-                                   (scene_id, kind, want)).fetchone()
-        if row is None:
-            raise UnknownRevision(want, 1, current)
-        return want, json.loads(row[0])
+            row = db.execute("SELECT body FROM documents WHERE scene_id = ? AND kind = ? AND revision = ?",
+                             (scene_id, kind, want)).fetchone()
+            if row is None:
+                raise UnknownRevision(want, 1, current)
+            return want, json.loads(row[0])
+
+        return self._db.read(read)
 
     def save(self, scene_id: str, kind: str, body: dict[str, Any], expected: int, author: str) -> int:
         """Store ``body`` as the revision after ``expected``; returns it."""
         text = json.dumps(body, allow_nan=False, separators=(",", ":"))
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                current = self._newest(scene_id, kind)
-                if current != expected:
-                    raise StaleRevision(current, expected)
-                self._db.execute("INSERT INTO documents VALUES (?, ?, ?, ?, ?, ?)",
-                                 (scene_id, kind, current + 1, author, time.time_ns(), text))
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-        return current + 1
+
+        def insert(db: sqlite3.Connection) -> int:
+            current = _newest(db, scene_id, kind)
+            if current != expected:
+                raise StaleRevision(current, expected)
+            db.execute("INSERT INTO documents VALUES (?, ?, ?, ?, ?, ?)",
+                       (scene_id, kind, current + 1, author, time.time_ns(), text))
+            return current + 1
+
+        return self._db.write(insert)
 
     def history(self, scene_id: str, kind: str, limit: int = 100) -> list[dict[str, Any]]:
         """The newest ``limit`` revisions, newest first: ``{revision, author, at_ns}``."""
-        with self._lock:
-            rows = self._db.execute("SELECT revision, author, at_ns FROM documents WHERE scene_id = ? AND kind = ? "
-                                    "ORDER BY revision DESC LIMIT ?", (scene_id, kind, limit)).fetchall()
+        rows = self._db.read(lambda db: db.execute(
+            "SELECT revision, author, at_ns FROM documents WHERE scene_id = ? AND kind = ? "
+            "ORDER BY revision DESC LIMIT ?", (scene_id, kind, limit)).fetchall())
         return [{"revision": r, "author": a, "at_ns": t} for r, a, t in rows]
+
+
+def _newest(db: sqlite3.Connection, scene_id: str, kind: str) -> int:
+    row = db.execute("SELECT MAX(revision) FROM documents WHERE scene_id = ? AND kind = ?",
+                     (scene_id, kind)).fetchone()
+    return int(row[0] or 0)
 
 
 def app_store(app: Any, label_db_path: Path) -> DocumentStore:

@@ -161,25 +161,19 @@ def store_revision(db: sqlite3.Connection, scene_id: str, revision: int, next_po
 
 def migrate(db: sqlite3.Connection) -> bool:
     """Move a database of the one-document layout (``documents``, ``history``) into the
-    per-track tables, in one transaction; True if there was anything to migrate."""
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        if "documents" in tables:
-            for scene_id, revision, body in db.execute("SELECT scene_id, revision, body FROM documents").fetchall():
-                tracks = json.loads(body)["tracks"]
-                db.execute("INSERT INTO label_scenes (scene_id, revision, history_from, next_position) "
-                           "VALUES (?, ?, ?, ?)", (scene_id, revision, revision, len(tracks)))
-                db.executemany("INSERT INTO tracks (scene_id, track_id, revision, position, body) "
-                               "VALUES (?, ?, ?, ?, ?)",
-                               [(scene_id, t["id"], revision, i, dump(t)) for i, t in enumerate(tracks)])
-            db.execute("DROP TABLE documents")
-        if "history" in tables:
-            db.execute("INSERT INTO revisions (scene_id, revision, op, author, at_ns, note) "
-                       "SELECT scene_id, revision, op, author, at_ns, change FROM history")
-            db.execute("DROP TABLE history")
-        db.execute("COMMIT")
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
+    per-track tables (call inside a write transaction); True if there was anything to migrate."""
+    tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if "documents" in tables:
+        for scene_id, revision, body in db.execute("SELECT scene_id, revision, body FROM documents").fetchall():
+            tracks = json.loads(body)["tracks"]
+            db.execute("INSERT INTO label_scenes (scene_id, revision, history_from, next_position) "
+                       "VALUES (?, ?, ?, ?)", (scene_id, revision, revision, len(tracks)))
+            db.executemany("INSERT INTO tracks (scene_id, track_id, revision, position, body) "
+                           "VALUES (?, ?, ?, ?, ?)",
+                           [(scene_id, t["id"], revision, i, dump(t)) for i, t in enumerate(tracks)])
+        db.execute("DROP TABLE documents")
+    if "history" in tables:
+        db.execute("INSERT INTO revisions (scene_id, revision, op, author, at_ns, note) "
+                   "SELECT scene_id, revision, op, author, at_ns, change FROM history")
+        db.execute("DROP TABLE history")
     return bool(tables & {"documents", "history"})

@@ -31,7 +31,6 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +52,7 @@ from server.label_sql import (
     store_revision,
     track_states,
 )
+from server.sqlite_db import Database
 
 __all__ = ["Commit", "Conflict", "LabelStore", "StaleRevision", "TrackConflict", "UnknownRevision"]
 
@@ -102,63 +102,23 @@ class LabelStore:
     """
 
     def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.listeners: list[Callable[[Commit], None]] = []
-        self._write_lock, self._read_lock = threading.Lock(), threading.Lock()
-        self._writer: sqlite3.Connection | None = None
-        self._reader: sqlite3.Connection | None = None
-        with self._write_lock:
-            self._wdb.executescript(SCHEMA)
-            if migrate(self._wdb):
-                log.info("label store %s: migrated to per-track storage", self.path)
-
-    def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
-        return conn
-
-    @property
-    def _wdb(self) -> sqlite3.Connection:
-        """The write connection (opened on first use and again after :meth:`close`); hold the write lock."""
-        if self._writer is None:
-            self._writer = self._connect()
-        return self._writer
-
-    @property
-    def _rdb(self) -> sqlite3.Connection:
-        """The read connection; hold the read lock."""
-        if self._reader is None:
-            self._reader = self._connect()
-        return self._reader
+        self._db = Database(path, SCHEMA)
+        self.path = self._db.path
+        if self._db.write(migrate):
+            log.info("label store %s: migrated to per-track storage", self.path)
 
     def close(self) -> None:
         """Close the connections (the app's shutdown); a later call reopens them."""
-        for lock, name in ((self._write_lock, "_writer"), (self._read_lock, "_reader")):
-            with lock:
-                conn = getattr(self, name)
-                if conn is not None:
-                    conn.close()
-                    setattr(self, name, None)
+        self._db.close()
 
     # ------------------------------------------------------------------ reads
-
-    def _read(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
-        """``fn(connection)`` in one read transaction (a consistent snapshot)."""
-        with self._read_lock:
-            db = self._rdb
-            db.execute("BEGIN")
-            try:
-                return fn(db)
-            finally:
-                db.execute("COMMIT")
 
     def revision(self, scene_id: str, track_id: str | None = None) -> int:
         """The document's revision, or with ``track_id`` that track's (0: never written, absent)."""
         if track_id is None:
-            return self._read(lambda db: scene_row(db, scene_id)[0])
-        states = self._read(lambda db: track_states(db, scene_id, [track_id]))
+            return self._db.read(lambda db: scene_row(db, scene_id)[0])
+        states = self._db.read(lambda db: track_states(db, scene_id, [track_id]))
         return states[track_id][0] if states else 0
 
     def get(self, scene_id: str) -> tuple[int, dict[str, Any]]:
@@ -185,7 +145,7 @@ class LabelStore:
             kept = sorted(((pos, tid, rev, body) for tid, (rev, body, pos) in states.items() if body is not None))
             return at, [(tid, rev, body) for _, tid, rev, body in kept]
 
-        return self._read(read)
+        return self._db.read(read)
 
     def history(self, scene_id: str, limit: int = 100, after_revision: int = 0) -> list[dict[str, Any]]:
         """Revisions of a scene, oldest first, with revision > ``after_revision``: op, author,
@@ -204,13 +164,13 @@ class LabelStore:
             return [{"revision": r, "op": o, "author": a, "at_ns": t, "note": loads(n), "tracks": changed.get(r, [])}
                     for r, o, a, t, n in rows]
 
-        return self._read(read)
+        return self._db.read(read)
 
     def track_history(self, scene_id: str, track_id: str, limit: int = 100,
                       after_revision: int = 0) -> list[dict[str, Any]]:
         """Changes of one track, oldest first, with revision > ``after_revision``: op, author,
         time, its revision and body before and its body after (None: absent)."""
-        rows = self._read(lambda db: db.execute(
+        rows = self._db.read(lambda db: db.execute(
             "SELECT c.revision, r.op, r.author, r.at_ns, c.before_revision, c.before, c.after FROM track_changes c "
             "JOIN revisions r ON r.scene_id = c.scene_id AND r.revision = c.revision "
             "WHERE c.scene_id = ? AND c.track_id = ? AND c.revision > ? ORDER BY c.revision LIMIT ?",
@@ -220,7 +180,7 @@ class LabelStore:
 
     def ontology(self, scene_id: str) -> dict[str, Any] | None:
         """The scene's ontology (JSON object) or None."""
-        row = self._read(lambda db: db.execute("SELECT ontology FROM label_scenes WHERE scene_id = ?",
+        row = self._db.read(lambda db: db.execute("SELECT ontology FROM label_scenes WHERE scene_id = ?",
                                                (scene_id,)).fetchone())
         return None if row is None else loads(row[0])
 
@@ -228,11 +188,10 @@ class LabelStore:
 
     def set_ontology(self, scene_id: str, ontology: dict[str, Any] | None) -> None:
         """Store (None: remove) the scene's ontology. Not a label revision."""
-        with self._write_lock:
-            self._wdb.execute(
-                "INSERT INTO label_scenes (scene_id, revision, ontology) VALUES (?, 0, ?) "
-                "ON CONFLICT(scene_id) DO UPDATE SET ontology = excluded.ontology",
-                (scene_id, None if ontology is None else dump(ontology)))
+        self._db.write(lambda db: db.execute(
+            "INSERT INTO label_scenes (scene_id, revision, ontology) VALUES (?, 0, ?) "
+            "ON CONFLICT(scene_id) DO UPDATE SET ontology = excluded.ontology",
+            (scene_id, None if ontology is None else dump(ontology))))
 
     def write(
         self,
@@ -338,27 +297,24 @@ class LabelStore:
         row)`` → (states of the tracks it changes, their new bodies), store the tracks whose
         body changed and their diffs, commit, tell the listeners. Returns the commit and the
         state of each planned track after it."""
-        with self._write_lock:
-            db = self._wdb
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                scene = scene_row(db, scene_id)
-                if expected_revision is not None and expected_revision != scene[0]:
-                    raise StaleRevision(scene[0], expected_revision)
-                if base:
-                    _check_base(db, scene_id, scene[0], base)
-                old, new = plan(db, scene)
-                commit, states = store_revision(db, scene_id, scene[0] + 1, scene[2], old, new, op, author, note)
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+
+        def transaction(db: sqlite3.Connection) -> tuple[Commit, dict[str, State]]:
+            scene = scene_row(db, scene_id)
+            if expected_revision is not None and expected_revision != scene[0]:
+                raise StaleRevision(scene[0], expected_revision)
+            if base:
+                _check_base(db, scene_id, scene[0], base)
+            old, new = plan(db, scene)
+            return store_revision(db, scene_id, scene[0] + 1, scene[2], old, new, op, author, note)
+
+        def tell(done: tuple[Commit, dict[str, State]]) -> None:
             for listener in self.listeners:
                 try:
-                    listener(commit)
+                    listener(done[0])
                 except Exception:
-                    log.exception("label listener failed on %s revision %d", scene_id, commit.revision)
-        return commit, states
+                    log.exception("label listener failed on %s revision %d", scene_id, done[0].revision)
+
+        return self._db.write(transaction, tell)
 
 
 def _check_base(db: sqlite3.Connection, scene_id: str, revision: int, base: dict[str, int]) -> None:

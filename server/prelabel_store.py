@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +34,7 @@ from engine.tracker import Detections, TrackerParams, TrackingResult, track_dete
 from formats.detections import SceneFrames
 from formats.raw_log import labels_document
 from server.schemas import Track
+from server.sqlite_db import Database
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS prelabel_sets (
@@ -111,43 +111,23 @@ class PrelabelStore:
     """Pre-labels by scene id in the SQLite file ``path`` (the label database)."""
 
     def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        self._db: sqlite3.Connection | None = None
-        with self._lock:
-            self._conn.executescript(SCHEMA)
-
-    @property
-    def _conn(self) -> sqlite3.Connection:
-        """The connection (opened on first use and again after :meth:`close`); hold the lock."""
-        if self._db is None:
-            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-        return self._db
+        self._db = Database(path, SCHEMA)
+        self.path = self._db.path
 
     def close(self) -> None:
-        with self._lock:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
+        self._db.close()
 
     def _write(self, sql: list[tuple[str, Any]]) -> int:
-        """Run the statements in one ``BEGIN IMMEDIATE`` transaction; rows the last one changed."""
-        with self._lock:
-            db = self._conn
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                changed = 0
-                for statement, args in sql:
-                    cur = db.executemany(statement, args) if isinstance(args, list) else db.execute(statement, args)
-                    changed = cur.rowcount
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-        return changed
+        """Run the statements in one write transaction; rows the last one changed."""
+
+        def run(db: sqlite3.Connection) -> int:
+            changed = 0
+            for statement, args in sql:
+                cur = db.executemany(statement, args) if isinstance(args, list) else db.execute(statement, args)
+                changed = cur.rowcount
+            return changed
+
+        return self._db.write(run)
 
     def replace(self, scene_id: str, prelabels: list[Prelabel], source: str, detections: int, tracked: bool) -> None:
         """Make ``prelabels`` the scene's pre-labels (the previous set is dropped)."""
@@ -162,22 +142,23 @@ class PrelabelStore:
 
     def get(self, scene_id: str) -> PrelabelSet | None:
         """The scene's pre-labels in track order, None if it never had any."""
-        with self._lock:
-            head = self._conn.execute("SELECT source, at_ns, detections, tracked FROM prelabel_sets WHERE scene_id = ?",
-                                      (scene_id,)).fetchone()
-            rows = self._conn.execute(
-                "SELECT track_id, body, score, detections, accepted_as, accepted_revision FROM prelabels "
-                "WHERE scene_id = ? ORDER BY position", (scene_id,)).fetchall()
+        def read(db: sqlite3.Connection) -> tuple[Any, list[Any]]:
+            head = db.execute("SELECT source, at_ns, detections, tracked FROM prelabel_sets WHERE scene_id = ?",
+                              (scene_id,)).fetchone()
+            rows = db.execute("SELECT track_id, body, score, detections, accepted_as, accepted_revision FROM prelabels "
+                              "WHERE scene_id = ? ORDER BY position", (scene_id,)).fetchall()
+            return head, rows
+
+        head, rows = self._db.read(read)
         if head is None:
             return None
         return PrelabelSet(head[0], head[1], head[2], bool(head[3]),
                            [Prelabel(t, json.loads(b), s, d, a, r) for t, b, s, d, a, r in rows])
 
     def prelabel(self, scene_id: str, track_id: str) -> Prelabel | None:
-        with self._lock:
-            row = self._conn.execute(
-                "SELECT track_id, body, score, detections, accepted_as, accepted_revision FROM prelabels "
-                "WHERE scene_id = ? AND track_id = ?", (scene_id, track_id)).fetchone()
+        row = self._db.read(lambda db: db.execute(
+            "SELECT track_id, body, score, detections, accepted_as, accepted_revision FROM prelabels "
+            "WHERE scene_id = ? AND track_id = ?", (scene_id, track_id)).fetchone())
         return None if row is None else Prelabel(row[0], json.loads(row[1]), *row[2:])
 
     def mark_accepted(self, scene_id: str, track_id: str, label_id: str, revision: int) -> None:

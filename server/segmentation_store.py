@@ -15,7 +15,7 @@ bytes only (a few tens of kB per labelled frame). Tables:
   (JSON) and the layers it changed (JSON list);
 - ``seg_layers``: (scene id, layer, revision) → bytes or NULL.
 
-Durability as :mod:`server.label_store`: WAL journal, ``synchronous=FULL``, one ``BEGIN
+Durability as :mod:`server.sqlite_db` says: WAL journal, ``synchronous=FULL``, one ``BEGIN
 IMMEDIATE`` transaction per write with the revision check inside it (a stale ``expected``
 raises :class:`~server.label_store.StaleRevision`, which the app answers with 412), so a write
 that returned survives ``kill -9`` and concurrent writers never lose each other's updates.
@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from server.label_store import StaleRevision, UnknownRevision
+from server.sqlite_db import Database
 
 __all__ = ["MAP_LAYER", "Change", "Frozen", "SegmentationStore", "Snapshot", "StaleRevision", "UnknownRevision",
            "default_header"]
@@ -120,61 +120,26 @@ class SegmentationStore:
     """Segmentation documents keyed by scene id (revision 0: the empty document)."""
 
     def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._write_lock, self._read_lock = threading.Lock(), threading.Lock()
-        self._writer: sqlite3.Connection | None = None
-        self._reader: sqlite3.Connection | None = None
-        with self._write_lock:
-            self._wdb.executescript(SCHEMA)
-
-    def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
-        return conn
-
-    @property
-    def _wdb(self) -> sqlite3.Connection:
-        if self._writer is None:
-            self._writer = self._connect()
-        return self._writer
-
-    @property
-    def _rdb(self) -> sqlite3.Connection:
-        if self._reader is None:
-            self._reader = self._connect()
-        return self._reader
+        self._db = Database(path, SCHEMA)
+        self.path = self._db.path
 
     def close(self) -> None:
         """Close the connections; a later call reopens them."""
-        for lock, name in ((self._write_lock, "_writer"), (self._read_lock, "_reader")):
-            with lock:
-                conn = getattr(self, name)
-                if conn is not None:
-                    conn.close()
-                    setattr(self, name, None)
+        self._db.close()
 
     def read(self, scene_id: str, fn: Callable[[Snapshot], Any], at: int | None = None) -> Any:
         """``fn(snapshot)`` of the document now or at revision ``at``, in one read transaction;
         :class:`UnknownRevision` for an ``at`` outside ``0..current``."""
-        with self._read_lock:
-            db = self._rdb
-            db.execute("BEGIN")
-            try:
-                return fn(_snapshot(db, scene_id, at))
-            finally:
-                db.execute("COMMIT")
+        return self._db.read(lambda db: fn(_snapshot(db, scene_id, at)))
 
     def revision(self, scene_id: str) -> int:
         return self.read(scene_id, lambda s: s.revision)
 
     def history(self, scene_id: str, limit: int = 100, after_revision: int = 0) -> list[dict[str, Any]]:
         """Revisions oldest first, after ``after_revision``: op, author, time, note, layers changed."""
-        with self._read_lock:
-            rows = self._rdb.execute(
-                "SELECT revision, op, author, at_ns, note, layers FROM seg_revisions WHERE scene_id = ? AND "
-                "revision > ? ORDER BY revision LIMIT ?", (scene_id, after_revision, limit)).fetchall()
+        rows = self._db.read(lambda db: db.execute(
+            "SELECT revision, op, author, at_ns, note, layers FROM seg_revisions WHERE scene_id = ? AND "
+            "revision > ? ORDER BY revision LIMIT ?", (scene_id, after_revision, limit)).fetchall())
         return [{"revision": r, "op": o, "author": a, "at_ns": t, "note": None if n is None else json.loads(n),
                  "layers": json.loads(ls)} for r, o, a, t, n, ls in rows]
 
@@ -185,27 +150,23 @@ class SegmentationStore:
         ``expected_revision`` None skips the check; otherwise another current revision raises
         :class:`StaleRevision` and nothing is written. ``change`` may raise to abort. Returns
         the new revision once it is durable."""
-        with self._write_lock:
-            db = self._wdb
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                snap = _snapshot(db, scene_id, None)
-                if expected_revision is not None and expected_revision != snap.revision:
-                    raise StaleRevision(snap.revision, expected_revision)
-                out = change(snap)
-                revision = snap.revision + 1
-                header = snap.header if out.header is None else out.header
-                layers = sorted(out.layers)
-                db.executemany("INSERT INTO seg_layers VALUES (?, ?, ?, ?)",
-                               [(scene_id, k, revision, out.layers[k]) for k in layers])
-                db.execute("INSERT INTO seg_revisions VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                           (scene_id, revision, op, author, time.time_ns(),
-                            None if note is None else json.dumps(note, separators=(",", ":")),
-                            json.dumps(header, separators=(",", ":")), json.dumps(layers)))
-                db.execute("INSERT INTO seg_scenes VALUES (?, ?) ON CONFLICT(scene_id) DO UPDATE SET "
-                           "revision = excluded.revision", (scene_id, revision))
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-        return revision
+
+        def transaction(db: sqlite3.Connection) -> int:
+            snap = _snapshot(db, scene_id, None)
+            if expected_revision is not None and expected_revision != snap.revision:
+                raise StaleRevision(snap.revision, expected_revision)
+            out = change(snap)
+            revision = snap.revision + 1
+            header = snap.header if out.header is None else out.header
+            layers = sorted(out.layers)
+            db.executemany("INSERT INTO seg_layers VALUES (?, ?, ?, ?)",
+                           [(scene_id, k, revision, out.layers[k]) for k in layers])
+            db.execute("INSERT INTO seg_revisions VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                       (scene_id, revision, op, author, time.time_ns(),
+                        None if note is None else json.dumps(note, separators=(",", ":")),
+                        json.dumps(header, separators=(",", ":")), json.dumps(layers)))
+            db.execute("INSERT INTO seg_scenes VALUES (?, ?) ON CONFLICT(scene_id) DO UPDATE SET "
+                       "revision = excluded.revision", (scene_id, revision))
+            return revision
+
+        return self._db.write(transaction)
