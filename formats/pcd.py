@@ -68,7 +68,9 @@ class PcdHeader:
         return sum(s * c for s, c in zip(self.sizes, self.counts))
 
 
-def _parse_header(path: str, data: bytes) -> PcdHeader:
+def parse_pcd_header(path: str, data: bytes) -> PcdHeader:
+    """The header of the PCD file whose first bytes (through the DATA line) are ``data``;
+    ``path`` names the file in errors (:class:`FormatError` with the line's offset)."""
     values: dict[str, list[str]] = {}
     where: dict[str, int] = {}
     pos = 0
@@ -178,7 +180,7 @@ def read_pcd_header(path: str | os.PathLike) -> PcdHeader:
                 head += fh.read()
     except OSError as err:
         raise FormatError(path, None, f"a readable file ({err.strerror})") from None
-    return _parse_header(os.fspath(path), head)
+    return parse_pcd_header(os.fspath(path), head)
 
 
 def _columns_binary(path: str, hdr: PcdHeader, data: bytes) -> dict[str, np.ndarray]:
@@ -293,7 +295,7 @@ def read_pcd(
     origin = None if origin is None else check_origin(origin)
     p = os.fspath(path)
     _, data = load_source(path)
-    hdr = _parse_header(p, data)
+    hdr = parse_pcd_header(p, data)
     cols = with_relative_xyz(p, _READERS[hdr.data](p, hdr, data), origin)
     return columns_to_sweep(
         p, cols, width=hdr.width, height=hdr.height, drop_nan=drop_nan, timestamp_ns=timestamp_ns

@@ -52,7 +52,7 @@ from engine.radar import RadarSweep
 from engine.se3 import SE3
 from engine.sweep import Sweep
 from formats.errors import FormatError, load_source
-from formats.pcd import PcdHeader, _parse_header, read_pcd, write_pcd
+from formats.pcd import PcdHeader, parse_pcd_header, read_pcd, write_pcd
 from formats.rig import checked_name, pose_from_json, pose_to_json
 
 # (name, PCD TYPE, SIZE) of the 18 fields, in file order
@@ -87,7 +87,7 @@ def _nuscenes_header(path: str | None, data: bytes) -> PcdHeader:
     hdr = _headers.get(key)
     if hdr is not None:
         return hdr
-    hdr = _parse_header(path or "<bytes>", data)
+    hdr = parse_pcd_header(path or "<bytes>", data)
     want = [(n, t, s, 1) for n, t, s in NUSCENES_RADAR_FIELDS]
     have = list(zip(hdr.fields, hdr.types, hdr.sizes, hdr.counts))
     if len(have) != len(want):
