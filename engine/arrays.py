@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -26,6 +28,38 @@ def as_points(xyz: np.ndarray, name: str = "xyz", float64: bool = False, finite:
     if finite and not np.all(np.isfinite(p)):
         raise ValueError(f"{name} contains NaN or infinite values")
     return np.ascontiguousarray(p)
+
+
+def coerce_columns(owner: str, obj: Any, columns: Mapping[str, tuple[np.dtype, tuple[int, ...]]]) -> None:
+    """Make a per-point structure's columns what its kernels take, in place.
+
+    ``obj.xyz`` becomes ``(N, 3)`` C-contiguous float32 (empty input ``(0, 3)``); each attribute
+    named in ``columns`` that is not None becomes C-contiguous of its dtype and shape
+    ``(N, *tail)``; each array of ``obj.extra`` keeps its dtype and must have N rows. A wrong
+    shape raises ``ValueError`` naming ``owner.attribute`` and the shape.
+    """
+    xyz = np.ascontiguousarray(obj.xyz, dtype=np.float32)
+    if xyz.size == 0:
+        xyz = xyz.reshape(0, 3)
+    if xyz.ndim != 2 or xyz.shape[1] != 3:
+        raise ValueError(f"{owner}.xyz must have shape (N, 3), got {xyz.shape}")
+    obj.xyz = xyz
+    n = len(xyz)
+    for name, (dtype, tail) in columns.items():
+        value = getattr(obj, name)
+        if value is None:
+            continue
+        arr = np.ascontiguousarray(value, dtype=dtype)
+        if arr.shape != (n, *tail):
+            raise ValueError(f"{owner}.{name} must have shape {(n, *tail)}, got {arr.shape}")
+        setattr(obj, name, arr)
+    extra = {}
+    for name, value in obj.extra.items():
+        arr = np.ascontiguousarray(value)
+        if arr.shape[:1] != (n,):
+            raise ValueError(f"{owner}.extra[{name!r}] must have {n} rows, got shape {arr.shape}")
+        extra[name] = arr
+    obj.extra = extra
 
 
 @jit

@@ -31,13 +31,15 @@ import numpy as np
 
 from engine import quaternion as quat
 from engine._jit import jit
-from engine.arrays import as_points
+from engine.arrays import as_points, coerce_columns
 from engine.pose_track import PoseTrack
 from engine.quaternion import q_mul, q_rotate
 from engine.se3 import SE3
 from engine.typing import Float32Array, Float64Array, Points3F64, TimesNs
 
 HALF_WINDOW_NS = 10_000_000  # default half width of the sensor-velocity difference: 10 ms
+
+_RADAR_COLUMNS = {name: (np.dtype(np.float32), ()) for name in ("radial_velocity_mps", "rcs_dbsm")}
 
 
 @dataclass(eq=False)
@@ -65,26 +67,8 @@ class RadarSweep:
     extra: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        xyz = np.ascontiguousarray(self.xyz, dtype=np.float32)
-        if xyz.size == 0:
-            xyz = xyz.reshape(0, 3)
-        if xyz.ndim != 2 or xyz.shape[1] != 3:
-            raise ValueError(f"RadarSweep.xyz must have shape (N, 3), got {xyz.shape}")
-        n = len(xyz)
-        self.xyz = xyz
         self.timestamp_ns = int(self.timestamp_ns)
-        for name in ("radial_velocity_mps", "rcs_dbsm"):
-            value = np.ascontiguousarray(getattr(self, name), dtype=np.float32)
-            if value.shape != (n,):
-                raise ValueError(f"RadarSweep.{name} must have shape ({n},), got {value.shape}")
-            setattr(self, name, value)
-        extra = {}
-        for name, value in self.extra.items():
-            arr = np.ascontiguousarray(value)
-            if arr.shape[:1] != (n,):
-                raise ValueError(f"RadarSweep.extra[{name!r}] must have {n} rows, got shape {arr.shape}")
-            extra[name] = arr
-        self.extra = extra
+        coerce_columns("RadarSweep", self, _RADAR_COLUMNS)
 
     def __len__(self) -> int:
         return len(self.xyz)

@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from engine.arrays import coerce_columns
+
 # name -> (dtype, per-point trailing shape)
 _COLUMNS: dict[str, tuple[np.dtype, tuple[int, ...]]] = {
     "xyz": (np.dtype(np.float32), (3,)),
@@ -49,31 +51,8 @@ class Sweep:
     extra: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        xyz = np.ascontiguousarray(self.xyz, dtype=np.float32)
-        if xyz.size == 0:
-            xyz = xyz.reshape(0, 3)
-        if xyz.ndim != 2 or xyz.shape[1] != 3:
-            raise ValueError(f"Sweep.xyz must have shape (N, 3), got {xyz.shape}")
-        self.xyz = xyz
         self.timestamp_ns = int(self.timestamp_ns)
-        n = len(xyz)
-        for name, (dtype, tail) in _COLUMNS.items():
-            if name == "xyz":
-                continue
-            value = getattr(self, name)
-            if value is None:
-                continue
-            arr = np.ascontiguousarray(value, dtype=dtype)
-            if arr.shape != (n, *tail):
-                raise ValueError(f"Sweep.{name} must have shape {(n, *tail)}, got {arr.shape}")
-            setattr(self, name, arr)
-        extra = {}
-        for name, value in self.extra.items():
-            arr = np.ascontiguousarray(value)
-            if arr.shape[:1] != (n,):
-                raise ValueError(f"Sweep.extra[{name!r}] must have {n} rows, got shape {arr.shape}")
-            extra[name] = arr
-        self.extra = extra
+        coerce_columns("Sweep", self, {k: v for k, v in _COLUMNS.items() if k != "xyz"})
 
     def __len__(self) -> int:
         return len(self.xyz)
