@@ -49,7 +49,7 @@ from formats.hesai_calibration import (
     read_angle_correction_csv,
     read_at128_correction,
 )
-from formats.pcap import UdpPayloads, index_udp, udp_pcap_bytes
+from formats.pcap import CaptureReport, UdpPayloads, index_udp, udp_pcap_bytes
 from formats.sensor_clock import align_to_capture
 
 MODELS = {(6, 1): "XT32", (3, 2): "QT128", (4, 3): "AT128"}
@@ -174,22 +174,13 @@ def _decode(buf, offsets, packet_ns, at128, channels, blocks, az_bytes, unit, du
 
 
 @dataclass
-class HesaiReport:
-    """What happened to the capture's records: ``records``, ``packets`` (of the model's size),
-    ``decoded``, ``dropped`` reason -> count (pcap reasons, then ``header``), ``points``,
-    ``sweeps``, ``model``, ``return_mode`` (the tail byte), the ``time_source`` used ("sensor",
-    "sensor_fit", "pcap") and ``truncated_at``."""
+class HesaiReport(CaptureReport):
+    """:class:`~formats.pcap.CaptureReport` of a Hesai capture: ``dropped`` adds ``header``;
+    ``time_source`` is "sensor", "sensor_fit" or "pcap"; ``model`` and ``return_mode`` (the
+    tail byte)."""
 
-    records: int
-    packets: int
-    decoded: int
-    dropped: dict[str, int]
-    points: int = 0
-    sweeps: int = 0
     model: str = ""
     return_mode: int = 0
-    time_source: str = ""
-    truncated_at: int | None = None
 
 
 def _correction(correction, lay: _Layout, path: str):

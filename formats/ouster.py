@@ -37,7 +37,7 @@ from engine._jit import jit
 from engine.sweep import Sweep
 from formats.errors import FormatError
 from formats.ouster_metadata import PROFILES, OusterMetadata, read_ouster_metadata
-from formats.pcap import OK, UdpPayloads, index_udp, udp_pcap_bytes
+from formats.pcap import OK, CaptureReport, UdpPayloads, index_udp, udp_pcap_bytes
 from formats.sensor_clock import align_to_capture
 
 TIME_SOURCES = ("auto", "sensor", "pcap")
@@ -99,20 +99,10 @@ def _decode(buf, offsets, layout, h, w, win_lo, win_hi, min_mm, max_mm, directio
 
 
 @dataclass
-class OusterReport:
-    """What happened to the capture's records: ``records`` in the file, ``packets`` of the
-    metadata's lidar packet size (on its port), ``decoded`` packets, ``dropped`` reason -> count
-    (pcap reasons, then ``prod_sn``, ``init_id``), ``points``, ``sweeps``, the
-    ``time_source`` used ("sensor", "sensor_fit" or "pcap") and ``truncated_at``."""
-
-    records: int
-    packets: int
-    decoded: int
-    dropped: dict[str, int]
-    points: int = 0
-    sweeps: int = 0
-    time_source: str = ""
-    truncated_at: int | None = None
+class OusterReport(CaptureReport):
+    """:class:`~formats.pcap.CaptureReport` of an Ouster capture: ``packets`` are of the
+    metadata's lidar packet size on its port; ``dropped`` adds ``prod_sn`` and ``init_id``;
+    ``time_source`` is "sensor", "sensor_fit" or "pcap"."""
 
 
 def _layout(meta: OusterMetadata) -> np.ndarray:

@@ -166,6 +166,36 @@ def _gather(buf, offsets, width):
     return out
 
 
+@dataclass
+class CaptureReport:
+    """What a LiDAR reader did with a capture's records (each reader's report adds its own fields).
+
+    Attributes:
+        records: pcap records in the file.
+        packets: records that are the sensor's data packets (size and port).
+        decoded: packets decoded into points.
+        dropped: reason -> number of records/packets skipped (the reasons of
+            :meth:`UdpIndex.select`, then the reader's own).
+        points: points decoded.
+        sweeps: sweeps produced.
+        time_source: the packet time source used (each reader names its choices).
+        truncated_at: byte offset of a truncated last record, or None.
+    """
+
+    records: int
+    packets: int
+    decoded: int
+    dropped: dict[str, int]
+    points: int = 0
+    sweeps: int = 0
+    time_source: str = ""
+    truncated_at: int | None = None
+
+    @property
+    def dropped_total(self) -> int:
+        return sum(self.dropped.values())
+
+
 @dataclass(eq=False)
 class UdpPayloads:
     """The selected UDP payloads of a capture file, still inside the file buffer.

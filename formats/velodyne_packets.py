@@ -10,6 +10,7 @@ import numpy as np
 
 from engine._jit import jit
 from formats.errors import FormatError
+from formats.pcap import CaptureReport
 from formats.velodyne_models import (
     BANK_FLAGS,
     BLOCK_SIZE,
@@ -45,39 +46,20 @@ def block_layout(kind, mode, block):
 
 
 @dataclass
-class DecodeReport:
-    """What happened to the file's records.
+class DecodeReport(CaptureReport):
+    """:class:`~formats.pcap.CaptureReport` of a Velodyne capture: ``packets`` are 1206-byte
+    UDP data packets; ``dropped`` adds ``block_flag``, ``azimuth``, ``return_mode``,
+    ``product_id``; ``time_source`` is "gps_fix", "gps_capture", "sensor_fit" or "pcap".
 
     Attributes:
-        records: pcap records in the file.
-        packets: records that are 1206-byte UDP data packets (on the chosen port).
-        decoded: packets decoded into points.
-        dropped: reason -> number of records/packets skipped (pcap reasons from
-            :meth:`formats.pcap.UdpIndex.select`, then ``block_flag``, ``azimuth``,
-            ``return_mode``, ``product_id``).
-        points: points decoded.
-        sweeps: sweeps produced.
-        model: the model decoded as; calibration_source: "model", "yaml", "argument" or "packets".
-        truncated_at: byte offset of a truncated last record, or None.
-        time_source: the packet time source used ("gps_fix", "gps_capture", "sensor_fit", "pcap").
+        model: the model decoded as.
+        calibration_source: "model", "yaml", "argument" or "packets".
         position_packets: the capture's position packets (port 8308).
     """
 
-    records: int
-    packets: int
-    decoded: int
-    dropped: dict[str, int]
-    points: int = 0
-    sweeps: int = 0
     model: str = ""
     calibration_source: str = ""
-    truncated_at: int | None = None
-    time_source: str = ""
     position_packets: PositionPackets | None = field(default=None, repr=False)
-
-    @property
-    def dropped_total(self) -> int:
-        return sum(self.dropped.values())
 
 
 def resolve_model(model: str | VelodyneModel | None, product: np.ndarray, path: str) -> VelodyneModel:
