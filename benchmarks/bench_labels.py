@@ -27,11 +27,8 @@ Every acknowledged write is fsynced, so the disk sets a floor under all of them:
 from __future__ import annotations
 
 import json
-import os
 import socket
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -42,8 +39,8 @@ import pytest
 
 from engine.se3 import SE3
 from formats.scene_store import SceneWriter, points_table
+from tests.live_server import LiveServer
 
-ROOT = Path(__file__).resolve().parents[1]
 SIZES = (100, 1000, 10_000)
 ANNOTATORS, WRITES_EACH = 16, 4
 N_KEYS, T0, DT = 5, 1_700_000_000_000_000_000, 1_000_000_000
@@ -82,32 +79,17 @@ def server(tmp_path_factory):
     scenes = {f"p{n}": n for n in SIZES} | {"a1000": 1000, "w1000": 1000}
     for scene_id in scenes:
         _scene(tmp / "scenes", scene_id)
-    with socket.socket() as sock:  # a free port: uvicorn --fd takes any socket for AF_UNIX and leaves Nagle on
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = dict(os.environ, FATHOM_SCENES_DIR=str(tmp / "scenes"), FATHOM_LABEL_DB=str(tmp / "labels.sqlite3"),
-               FATHOM_TOKENS=json.dumps(TOKENS), FATHOM_WARMUP="false", FATHOM_MAX_BODY_BYTES=str(64 << 20))
-    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory", "server.main:app_from_env", "--host",
-                             "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log"],
-                            cwd=ROOT, env=env)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            httpx.get(url + "/healthz", timeout=1)
-            break
-        except httpx.TransportError:
-            if time.monotonic() > deadline:
-                proc.kill()
-                raise
-            time.sleep(0.2)
+    env = {"FATHOM_SCENES_DIR": str(tmp / "scenes"), "FATHOM_LABEL_DB": str(tmp / "labels.sqlite3"),
+           "FATHOM_TOKENS": json.dumps(TOKENS), "FATHOM_WARMUP": "false", "FATHOM_MAX_BODY_BYTES": str(64 << 20)}
+    srv = LiveServer(lambda port: ["-m", "uvicorn", "--factory", "server.main:app_from_env", "--host", "127.0.0.1",
+                                   "--port", str(port), "--log-level", "warning", "--no-access-log"], env)
+    url = srv.start()
     for scene_id, n in scenes.items():
         r = httpx.put(f"{url}/v1/scenes/{scene_id}/labels", headers={**_auth(), "If-Match": "*"}, timeout=120,
                       json={"tracks": [_track(f"t{i}", float(i % 100)) for i in range(n)]})
         assert r.status_code == 200, r.text
     yield url
-    proc.terminate()
-    proc.wait(10)
+    srv.stop()
 
 
 def _document(client: httpx.Client, scene_id: str) -> dict:

@@ -4,11 +4,7 @@ acknowledged write."""
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -16,64 +12,20 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.live_server import LiveServer
 from tests.server_scene import TOKENS, car_track, write_scene
 
 ROOT = Path(__file__).resolve().parents[1]
 A = {"Authorization": "Bearer annotator-token-1"}
 
 
-class Server:
-    """``uvicorn --factory server.main:app_from_env`` on a socket bound here (no port race)."""
-
-    def __init__(self, scenes: Path, db: Path):
-        self.scenes, self.db = scenes, db
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> str:
-        sock = socket.socket()
-        # accepted connections inherit TCP_NODELAY (uvicorn --fd takes the socket for a Unix one and
-        # leaves Nagle's algorithm on: ~40 ms on every small response)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-        env = dict(os.environ, FATHOM_SCENES_DIR=str(self.scenes), FATHOM_LABEL_DB=str(self.db),
-                   FATHOM_TOKENS=json.dumps(TOKENS), FATHOM_WARMUP="false")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "--factory", "server.main:app_from_env", "--fd", str(sock.fileno()),
-             "--log-level", "warning"],
-            cwd=ROOT, env=env, pass_fds=(sock.fileno(),),
-        )
-        sock.close()
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                    return url
-            except httpx.TransportError:
-                time.sleep(0.1)
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}")
-        raise RuntimeError("server did not start")
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-
 @pytest.fixture()
 def server(tmp_path):
     write_scene(tmp_path / "scenes")
-    srv = Server(tmp_path / "scenes", tmp_path / "labels.sqlite3")
+    env = {"FATHOM_SCENES_DIR": str(tmp_path / "scenes"), "FATHOM_LABEL_DB": str(tmp_path / "labels.sqlite3"),
+           "FATHOM_TOKENS": json.dumps(TOKENS), "FATHOM_WARMUP": "false"}
+    srv = LiveServer(lambda port: ["-m", "uvicorn", "--factory", "server.main:app_from_env", "--host", "127.0.0.1",
+                                   "--port", str(port), "--log-level", "warning"], env)
     yield srv
     srv.stop()
 
