@@ -156,8 +156,8 @@ def test_peer_laspy_write_laz(benchmark, copc_inputs, tmp_path):
 @pytest.fixture(scope="module")
 def server(built, tmp_path_factory):
     """The built layer as scene ``bench``'s map, served by ``fathom serve`` (its own process) on loopback."""
+    from tests.live_server import fathom_serve
     from tests.server_scene import write_scene
-    from tests.test_server_data_process import Serve
 
     root = tmp_path_factory.mktemp("scenes")
     write_scene(root / "scenes", scene_id="bench", n_frames=1)
@@ -168,7 +168,7 @@ def server(built, tmp_path_factory):
         "format": "fathom-map", "version": 1, "moving": "off", "layers": {"lidar": {
             "points": meta["points"], "input_points": meta["input_points"], "removed": {},
             "metadata_xxh3_128": "bench", "copc": None}}}))
-    serve = Serve(root / "scenes", root / "labels.sqlite3", root / "serve.log")
+    serve = fathom_serve(root / "scenes", root / "labels.sqlite3", root / "serve.log")
     yield serve.start()
     serve.stop()
 

@@ -3,6 +3,7 @@ signals or the access log."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -13,6 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+
+from tests.server_scene import TOKENS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -67,3 +70,10 @@ class LiveServer:
             except subprocess.TimeoutExpired:
                 self.kill()
         return self.output()
+
+
+def fathom_serve(scenes: Path, db: Path, log: Path) -> LiveServer:
+    """``fathom serve SCENES --port P`` as users run it (uvicorn's access log on, into ``log``),
+    with the label database ``db`` and the test tokens."""
+    env = {"FATHOM_LABEL_DB": str(db), "FATHOM_TOKENS": json.dumps(TOKENS), "FATHOM_WARMUP": "false"}
+    return LiveServer(lambda port: ["-m", "server.cli", "serve", str(scenes), "--port", str(port)], env, log)

@@ -3,14 +3,13 @@ reaches the log; HEAD and byte ranges through the real HTTP server."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.live_server import LiveServer
-from tests.server_scene import TOKENS, write_scene
+from tests.live_server import fathom_serve
+from tests.server_scene import write_scene
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "viewer-token-1"  # a working token, as a viewer link carries
@@ -19,10 +18,7 @@ SECRET = "viewer-token-1"  # a working token, as a viewer link carries
 @pytest.fixture()
 def serve(tmp_path):
     write_scene(tmp_path / "scenes")
-    env = {"FATHOM_LABEL_DB": str(tmp_path / "labels.sqlite3"), "FATHOM_TOKENS": json.dumps(TOKENS),
-           "FATHOM_WARMUP": "false"}
-    srv = LiveServer(lambda port: ["-m", "server.cli", "serve", str(tmp_path / "scenes"), "--port", str(port)], env,
-                     tmp_path / "serve.log")
+    srv = fathom_serve(tmp_path / "scenes", tmp_path / "labels.sqlite3", tmp_path / "serve.log")
     yield srv
     srv.stop()
 

@@ -5,18 +5,44 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
+from tests.live_server import fathom_serve
 from tests.server_scene import car_track, write_scene
-from tests.test_server_data_process import Serve
 
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 pytestmark = pytest.mark.skipif(shutil.which(CHROMIUM) is None, reason="Debian chromium not installed")
+
+
+@contextmanager
+def _browser(tmp_path: Path, url: str) -> Iterator[tuple[Any, list[str], list[str]]]:
+    """A page of a fresh headless Chromium: ``(page, errors it logged or raised, URLs it asked
+    for outside the server at url)``."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        ctx = p.chromium.launch_persistent_context(
+            str(tmp_path / "chromium-profile"), executable_path=CHROMIUM, headless=True, args=FLAGS)
+        try:
+            page = ctx.new_page()
+            problems: list[str] = []
+            page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: problems.append(str(e)))
+            outside: list[str] = []
+            page.on("request", lambda rq: outside.append(rq.url)
+                    if not rq.url.startswith((url, "blob:" + url, "data:")) else None)
+            yield page, problems, outside
+        finally:
+            ctx.close()
 
 
 def _wait(page, key: str, view: str = "fathomViewer") -> dict:
@@ -33,61 +59,47 @@ def _wait(page, key: str, view: str = "fathomViewer") -> dict:
 
 
 def test_viewer_draws_points_boxes_and_camera(tmp_path):
-    from playwright.sync_api import sync_playwright
-
     write_scene(tmp_path / "scenes")
-    server = Serve(tmp_path / "scenes", tmp_path / "labels.sqlite3", tmp_path / "serve.log")
+    server = fathom_serve(tmp_path / "scenes", tmp_path / "labels.sqlite3", tmp_path / "serve.log")
     url = server.start()
     try:
         r = httpx.put(url + "/v1/scenes/demo/labels", json={"tracks": [car_track()]},
                       headers={"Authorization": "Bearer annotator-token-1", "If-Match": "*"})
         assert r.status_code == 200
-        with sync_playwright() as p:
-            ctx = p.chromium.launch_persistent_context(
-                str(tmp_path / "chromium-profile"), executable_path=CHROMIUM, headless=True, args=FLAGS)
-            try:
-                page = ctx.new_page()
-                problems: list[str] = []
-                page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
-                page.on("pageerror", lambda e: problems.append(str(e)))
-                outside: list[str] = []
-                page.on("request", lambda rq: outside.append(rq.url)
-                        if not rq.url.startswith((url, "blob:" + url, "data:")) else None)
-                page.goto(f"{url}/viewer/demo?token=viewer-token-1")
-                state = _wait(page, "ready")
-                assert state["error"] is None, state
-                assert state["points"] > 1000 and state["boxes"] == 1 and state["projected"] > 0
-                # the canvas really shows them: count lit pixels of the bird's-eye view
-                lit = page.evaluate("""() => {
-                    const c = document.getElementById('bev');
-                    const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
-                    let n = 0, box = 0;
-                    for (let i = 0; i < d.length; i += 4) {
-                        if (d[i] + d[i + 1] + d[i + 2] > 0) n++;
-                        if (d[i] === 255 && d[i + 1] === 204 && d[i + 2] === 0) box++;
-                    }
-                    return [n, box];
-                }""")
-                assert lit[0] > 500 and lit[1] > 20, lit
-                assert page.evaluate("document.getElementById('camera-image').naturalWidth") == 64
-                # a scene without a map: no map panel, no error
-                state = _wait(page, "ready", "fathomMap")
-                assert state["available"] is False and state["error"] is None, state
-                assert page.evaluate("document.getElementById('map-panel').hidden")
-                assert not problems, problems
-                assert not outside, outside
-                # the link's token left the address bar at once; the tab keeps it for reloads
-                assert page.url == f"{url}/viewer/demo", page.url
-                assert page.evaluate("sessionStorage.getItem('fathom-token')") == "viewer-token-1"
-                page.reload()
-                state = _wait(page, "ready")
-                assert state["error"] is None and state["points"] > 1000 and "token" not in page.url, state
-                # a wrong token shows an error, not a broken page
-                page.goto(f"{url}/viewer/demo?token=wrong-token-xyz")
-                assert "401" in _wait(page, "error")["error"]
-                assert "token" not in page.url
-            finally:
-                ctx.close()
+        with _browser(tmp_path, url) as (page, problems, outside):
+            page.goto(f"{url}/viewer/demo?token=viewer-token-1")
+            state = _wait(page, "ready")
+            assert state["error"] is None, state
+            assert state["points"] > 1000 and state["boxes"] == 1 and state["projected"] > 0
+            # the canvas really shows them: count lit pixels of the bird's-eye view
+            lit = page.evaluate("""() => {
+                const c = document.getElementById('bev');
+                const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+                let n = 0, box = 0;
+                for (let i = 0; i < d.length; i += 4) {
+                    if (d[i] + d[i + 1] + d[i + 2] > 0) n++;
+                    if (d[i] === 255 && d[i + 1] === 204 && d[i + 2] === 0) box++;
+                }
+                return [n, box];
+            }""")
+            assert lit[0] > 500 and lit[1] > 20, lit
+            assert page.evaluate("document.getElementById('camera-image').naturalWidth") == 64
+            # a scene without a map: no map panel, no error
+            state = _wait(page, "ready", "fathomMap")
+            assert state["available"] is False and state["error"] is None, state
+            assert page.evaluate("document.getElementById('map-panel').hidden")
+            assert not problems, problems
+            assert not outside, outside
+            # the link's token left the address bar at once; the tab keeps it for reloads
+            assert page.url == f"{url}/viewer/demo", page.url
+            assert page.evaluate("sessionStorage.getItem('fathom-token')") == "viewer-token-1"
+            page.reload()
+            state = _wait(page, "ready")
+            assert state["error"] is None and state["points"] > 1000 and "token" not in page.url, state
+            # a wrong token shows an error, not a broken page
+            page.goto(f"{url}/viewer/demo?token=wrong-token-xyz")
+            assert "401" in _wait(page, "error")["error"]
+            assert "token" not in page.url
     finally:
         log = server.stop()
     assert "/viewer/demo?token=***" in log and "viewer-token-1" not in log and "wrong-token-xyz" not in log
@@ -120,8 +132,6 @@ def _settled(page) -> dict:
 
 
 def test_viewer_streams_the_map_within_its_point_budget(tmp_path):
-    from playwright.sync_api import sync_playwright
-
     from formats.octree import OctreeLayer
     from formats.octree_build import OctreeOptions
     from server.scene_map import MapOptions, build_scene_map
@@ -131,42 +141,30 @@ def test_viewer_streams_the_map_within_its_point_budget(tmp_path):
     build_scene_map(tmp_path / "scenes" / "demo", options=MapOptions(octree=OctreeOptions(leaf_max=300, grid_bits=5)))
     nodes = OctreeLayer.open(tmp_path / "scenes" / "demo" / "map" / "lidar").nodes
     assert nodes[nodes["level"] == 0]["point_count"].sum() < 2000 < nodes["point_count"].sum()
-    server = Serve(tmp_path / "scenes", tmp_path / "labels.sqlite3", tmp_path / "serve.log")
+    server = fathom_serve(tmp_path / "scenes", tmp_path / "labels.sqlite3", tmp_path / "serve.log")
     url = server.start()
     try:
-        with sync_playwright() as p:
-            ctx = p.chromium.launch_persistent_context(
-                str(tmp_path / "chromium-profile"), executable_path=CHROMIUM, headless=True, args=FLAGS)
-            try:
-                page = ctx.new_page()
-                problems: list[str] = []
-                page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
-                page.on("pageerror", lambda e: problems.append(str(e)))
-                outside: list[str] = []
-                page.on("request", lambda rq: outside.append(rq.url)
-                        if not rq.url.startswith((url, "blob:" + url, "data:")) else None)
-                page.goto(f"{url}/viewer/demo?token=viewer-token-1&map_budget=2000")
-                state = _settled(page)
-                assert state["error"] is None and state["available"], state
-                assert 0 < state["points"] <= state["budget"] == 2000, state
-                assert state["firstViewMs"] is not None and state["firstViewBytes"] < 1_000_000
-                assert _lit(page, "map3d") > 300
-                # zoom in: finer nodes replace coarse ones, still within the budget
-                box = page.locator("#map3d").bounding_box()
-                page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
-                for _ in range(6):
-                    page.mouse.wheel(0, -400)
-                    time.sleep(0.05)
-                zoomed = _settled(page)
-                assert zoomed["error"] is None and 0 < zoomed["points"] <= 2000, zoomed
-                page.click("#map-top")
-                top = _settled(page)
-                assert top["error"] is None and 0 < top["points"] <= 2000 and _lit(page, "map3d") > 300, top
-                # the per-frame views still work beside it
-                assert _wait(page, "ready")["points"] > 1000
-                assert not problems, problems
-                assert not outside, outside
-            finally:
-                ctx.close()
+        with _browser(tmp_path, url) as (page, problems, outside):
+            page.goto(f"{url}/viewer/demo?token=viewer-token-1&map_budget=2000")
+            state = _settled(page)
+            assert state["error"] is None and state["available"], state
+            assert 0 < state["points"] <= state["budget"] == 2000, state
+            assert state["firstViewMs"] is not None and state["firstViewBytes"] < 1_000_000
+            assert _lit(page, "map3d") > 300
+            # zoom in: finer nodes replace coarse ones, still within the budget
+            box = page.locator("#map3d").bounding_box()
+            page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+            for _ in range(6):
+                page.mouse.wheel(0, -400)
+                time.sleep(0.05)
+            zoomed = _settled(page)
+            assert zoomed["error"] is None and 0 < zoomed["points"] <= 2000, zoomed
+            page.click("#map-top")
+            top = _settled(page)
+            assert top["error"] is None and 0 < top["points"] <= 2000 and _lit(page, "map3d") > 300, top
+            # the per-frame views still work beside it
+            assert _wait(page, "ready")["points"] > 1000
+            assert not problems, problems
+            assert not outside, outside
     finally:
         server.stop()
