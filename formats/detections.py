@@ -47,7 +47,7 @@ from engine import quaternion as quat
 from engine.se3 import SE3
 from engine.tracker import Detections
 from formats.conventions import camera_boxes_from_kitti, lwh_from_nuscenes_wlh
-from formats.errors import FormatError, load_source
+from formats.errors import FormatError, ascii_lines, load_source
 from formats.export_nuscenes import token, us_from_ns
 from formats.import_kitti import OBJECT_FIELDS, object_label
 from formats.scene_store import Scene
@@ -204,20 +204,6 @@ def _nuscenes(path: Any, data: bytes, frames: SceneFrames, samples: Source | Non
     return rows.done(frames)
 
 
-def _lines(data: bytes, path: Any) -> list[tuple[int, str]]:
-    """``(byte offset, stripped line)`` of the non-blank ASCII lines of ``data``."""
-    out, offset = [], 0
-    for raw in data.split(b"\n"):
-        try:
-            line = raw.decode("ascii").strip()
-        except UnicodeDecodeError:
-            raise FormatError(path, offset, "an ASCII text line") from None
-        if line:
-            out.append((offset, line))
-        offset += len(raw) + 1
-    return out
-
-
 def _kitti(source: Source, frames: SceneFrames, reference: SE3 | None) -> Detections:
     files: list[tuple[Any, bytes, int | None]] = []
     if not isinstance(source, bytes) and Path(source).is_dir():
@@ -232,7 +218,7 @@ def _kitti(source: Source, frames: SceneFrames, reference: SE3 | None) -> Detect
     rows = _Rows.empty()
     for path, data, file_frame in files:
         first = len(rows.frame)
-        for offset, line in _lines(data, path):
+        for offset, line in ascii_lines(data, path):
             f = line.split()
             if len(f) in (OBJECT_FIELDS + 2, OBJECT_FIELDS + 3):  # tracking: frame track_id ...
                 try:

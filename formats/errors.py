@@ -49,3 +49,18 @@ def load_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
         raise FormatError(path, exc.pos, f"valid JSON ({exc.msg})") from None
     except UnicodeDecodeError as exc:
         raise FormatError(path, exc.start, f"UTF-8 JSON ({exc.reason})") from None
+
+
+def ascii_lines(data: bytes, path: Any) -> list[tuple[int, str]]:
+    """``(byte offset, stripped line)`` of the non-blank lines of ASCII text ``data``;
+    ``FormatError`` naming ``path`` and the offset of a line that is not ASCII."""
+    out, offset = [], 0
+    for raw in data.split(b"\n"):
+        try:
+            line = raw.decode("ascii").strip()
+        except UnicodeDecodeError:
+            raise FormatError(path, offset, "an ASCII text line") from None
+        if line:
+            out.append((offset, line))
+        offset += len(raw) + 1
+    return out

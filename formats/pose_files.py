@@ -53,7 +53,7 @@ from engine.pose_sources import (
     from_nuscenes_ego_poses,
 )
 from engine.pose_track import PoseTrack
-from formats.errors import FormatError, load_source
+from formats.errors import FormatError, ascii_lines, load_source
 
 TIME_COLUMNS = ("timestamp_ns", "time_s")
 POSITION_COLUMNS = ("lat_deg", "lon_deg", "alt_m")
@@ -66,16 +66,7 @@ def read_text_lines(path: str | os.PathLike) -> list[tuple[int, str]]:
     ``FormatError`` for an unreadable file or a non-ASCII line.
     """
     _, data = load_source(Path(path))
-    out, offset = [], 0
-    for raw in data.split(b"\n"):
-        try:
-            line = raw.decode("ascii").strip()
-        except UnicodeDecodeError:
-            raise FormatError(path, offset, "an ASCII text line") from None
-        if line:
-            out.append((offset, line))
-        offset += len(raw) + 1
-    return out
+    return ascii_lines(data, path)
 
 
 def parse_floats(path: str | os.PathLike, offset: int, fields: list[str], what: str) -> np.ndarray:
