@@ -14,7 +14,14 @@ import pyarrow as pa
 
 from engine.arrays import as_points
 from formats.errors import FormatError
-from formats.scene_store.quantise import QUANT_KEY, dequantise, quantisation, quantisation_metadata, quantise
+from formats.scene_store.quantise import (
+    QUANT_KEY,
+    checked_quantisation,
+    dequantise,
+    quantisation,
+    quantisation_metadata,
+    quantise,
+)
 
 # stored column -> the Arrow types it may have, narrowest first (points_table picks the first
 # that holds the frame's values); xq yq zq are required, the rest optional
@@ -227,13 +234,7 @@ def check_points_schema(schema: pa.Schema, path: str | os.PathLike | None = None
         raise FormatError(path, None, f"required columns {missing}")
     if len({"r", "g", "b"} & set(schema.names)) not in (0, 3):
         raise FormatError(path, None, "colour columns r, g, b all present or all absent")
-    try:
-        scale, offset = quantisation(schema)
-    except (ValueError, KeyError, TypeError):
-        raise FormatError(path, None, "schema metadata fathom.quantisation {scale: [3], offset: [3]}") from None
-    if (scale.shape != (3,) or offset.shape != (3,) or not np.all(np.isfinite(np.r_[scale, offset]))
-            or np.any(scale <= 0)):
-        raise FormatError(path, None, "quantisation scale (3 positive) and offset (3 finite)")
+    checked_quantisation(schema, path)
 
 
 def _warmup() -> None:

@@ -9,11 +9,13 @@ metadata ``fathom.quantisation`` of each points file.
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from engine._jit import jit
+from formats.errors import FormatError
 
 QUANT_KEY = b"fathom.quantisation"
 _ROUND = 4503599627370496.0  # 2**52: for 0 <= q < 2**52, (q + 2**52) - 2**52 == rint(q) (half to even)
@@ -121,3 +123,16 @@ def quantisation(schema: pa.Schema) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError("schema has no fathom.quantisation metadata")
     d = json.loads(raw)
     return np.asarray(d["scale"], float), np.asarray(d["offset"], float)
+
+
+def checked_quantisation(schema: pa.Schema, path: Any) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`quantisation` of a table read from ``path``, checked: three positive scales and
+    three finite offsets, or :class:`FormatError` naming the file."""
+    try:
+        scale, offset = quantisation(schema)
+    except (ValueError, KeyError, TypeError):
+        raise FormatError(path, None, "schema metadata fathom.quantisation {scale: [3], offset: [3]}") from None
+    if (scale.shape != (3,) or offset.shape != (3,) or not np.all(np.isfinite(np.r_[scale, offset]))
+            or np.any(scale <= 0)):
+        raise FormatError(path, None, "quantisation scale (3 positive) and offset (3 finite)")
+    return scale, offset

@@ -27,7 +27,7 @@ from engine.arrays import as_points
 from engine.se3 import SE3
 from formats.errors import FormatError
 from formats.scene_store.points import _table, column_values, positions
-from formats.scene_store.quantise import QUANT_KEY, quantisation, quantisation_metadata, quantise
+from formats.scene_store.quantise import QUANT_KEY, checked_quantisation, quantisation_metadata, quantise
 
 RADAR_COLUMNS: dict[str, pa.DataType] = {
     "xq": pa.int32(), "yq": pa.int32(), "zq": pa.int32(),
@@ -68,13 +68,7 @@ def check_radar_schema(schema: pa.Schema, path: str | os.PathLike | None = None)
     if found != RADAR_COLUMNS:
         raise FormatError(path, None, f"radar columns {[f'{k}: {v}' for k, v in RADAR_COLUMNS.items()]}, found "
                                       f"{[f'{k}: {v}' for k, v in found.items()]}")
-    try:
-        scale, offset = quantisation(schema)
-    except (ValueError, KeyError, TypeError):
-        raise FormatError(path, None, "schema metadata fathom.quantisation {scale: [3], offset: [3]}") from None
-    if (scale.shape != (3,) or offset.shape != (3,) or not np.all(np.isfinite(np.r_[scale, offset]))
-            or np.any(scale <= 0)):
-        raise FormatError(path, None, "quantisation scale (3 positive) and offset (3 finite)")
+    checked_quantisation(schema, path)
 
 
 def radar_with_xyz(table: pa.Table, ego_from_world: SE3 | None = None) -> pa.Table:
