@@ -44,9 +44,11 @@ import numpy as np
 from engine import quaternion as quat
 from engine.cuboid import Cuboid
 from engine.cuboid_motion import heading
-from engine.propagate_kernels import build_grid, crop, icp, normals, search_offset
+from engine.propagate_kernels import add_voxels, build_grid, icp, local_in_box, normals, object_points, search_offset
 
 _HORIZONTAL = np.array([1.0, 1.0, 0.0])
+_STILL = np.zeros(3)
+_NO_OFFSETS = np.zeros(0, np.int64)
 
 
 @dataclass(frozen=True, eq=False)
@@ -135,48 +137,43 @@ class _Model:
         self.voxel = max(prm.voxel_m, float(np.cbrt(np.prod(span) / 2e6)))
         self.vdims = np.maximum(np.ceil(span / self.voxel).astype(np.int64), 1)
         self.occupied = np.zeros(int(np.prod(self.vdims)), np.bool_)
-        self.points = np.zeros((0, 3))
-        self.normals = np.zeros((0, 3))
+        self._points = np.zeros((0, 3))  # rows [:n] used, the rest room to grow
+        self._normals = np.zeros((0, 3))
+        self.n = 0
         self.refreshed = 0  # points when all normals were last estimated
+
+    @property
+    def points(self) -> np.ndarray:
+        return self._points[: self.n]
+
+    @property
+    def normals(self) -> np.ndarray:
+        return self._normals[: self.n]
 
     def add(self, local: np.ndarray) -> None:
         """Add local points, one per unoccupied voxel, with their normals; every normal again
         once the model has doubled."""
-        v = np.floor((local - self.lo) / self.voxel).astype(np.int64)
-        inside = np.all((v >= 0) & (v < self.vdims), axis=1)
-        key, first = np.unique(np.ravel_multi_index(v[inside].T, self.vdims), return_index=True)
-        new = ~self.occupied[key]
-        self.occupied[key[new]] = True
-        n_old = len(self.points)
-        self.points = np.concatenate([self.points, local[inside][first[new]]])
-        self.normals = np.concatenate([self.normals, np.zeros((len(self.points) - n_old, 3))])
+        if self.n + len(local) > len(self._points):
+            room = max(2 * len(self._points), self.n + len(local), 256)
+            self._points = np.concatenate([self.points, np.zeros((room - self.n, 3))])
+            self._normals = np.concatenate([self.normals, np.zeros((room - self.n, 3))])
+        n_old = self.n
+        self.n = add_voxels(local, self.lo, self.voxel, self.vdims, self.occupied, self._points, n_old)
         self.start, self.items = build_grid(self.points, self.lo, self.cell, self.dims)
-        refresh = len(self.points) >= 2 * self.refreshed
+        refresh = self.n >= 2 * self.refreshed
         if refresh:
-            self.refreshed = len(self.points)
-        rows = np.arange(0 if refresh else n_old, len(self.points))
+            self.refreshed = self.n
+        rows = np.arange(0 if refresh else n_old, self.n)
         normals(self.points, rows, self.lo, self.cell, self.dims, self.start, self.items, self.prm.normal_radius_m,
                 self.half, self.prm.face_m, self.normals)
 
 
-def _local(p: np.ndarray, center: np.ndarray, yaw: float) -> np.ndarray:
-    c, s = math.cos(yaw), math.sin(yaw)
-    d = p - center
-    return np.column_stack([c * d[:, 0] + s * d[:, 1], -s * d[:, 0] + c * d[:, 1], d[:, 2]])
-
-
 def _object_points(frame: FramePoints, st: _State, half: np.ndarray, grow: float, clearance: float) -> np.ndarray:
-    """World points of ``frame`` in the box ``st`` grown by ``grow`` (not below its bottom +
-    ``clearance``) once moved to the frame time with the state's velocity."""
-    offsets, v = frame.time_offset_ns, st.velocity
-    if offsets is None or v is None or not len(frame.xyz):
-        return frame.xyz[crop(frame.xyz, st.center, st.yaw, half + grow, -half[2] + clearance)].astype(np.float64)
-    slack = float(np.linalg.norm(v)) * np.abs(offsets).max() * 1e-9
-    idx = crop(frame.xyz, st.center, st.yaw, half + grow + slack, -half[2] + clearance - slack)
-    p = frame.xyz[idx].astype(np.float64) - (offsets[idx] * 1e-9)[:, None] * v
-    local = _local(p, st.center, st.yaw)
-    keep = np.all(np.abs(local) <= half + grow, axis=1) & (local[:, 2] >= -half[2] + clearance)
-    return p[keep]
+    """World points ``(M, 3) float64`` of ``frame`` in the box ``st`` grown by ``grow`` (not
+    below its bottom + ``clearance``) once moved to the frame time with the state's velocity."""
+    offsets = _NO_OFFSETS if frame.time_offset_ns is None else frame.time_offset_ns
+    v = _STILL if st.velocity is None else st.velocity
+    return object_points(frame.xyz, offsets, v, st.center, st.yaw, half + grow, -half[2] + clearance)
 
 
 def _leg(frames: Sequence[FramePoints], seed: int, stop: int, box: Cuboid, velocity: np.ndarray | None,
@@ -192,7 +189,7 @@ def _leg(frames: Sequence[FramePoints], seed: int, stop: int, box: Cuboid, veloc
     out[seed] = (st.center.copy(), st.yaw, 1.0, len(seed_pts))
     if len(seed_pts) < prm.min_points:
         return f"frame {seed}: {len(seed_pts)} points in the seed box < min_points {prm.min_points}", 0.0
-    model.add(_local(seed_pts, st.center, st.yaw))
+    model.add(local_in_box(seed_pts, st.center, st.yaw, half + prm.voxel_m))
     step = 1 if stop >= seed else -1
     first_along = 0.0
     for j in range(seed + step, stop + step, step):
@@ -219,9 +216,8 @@ def _leg(frames: Sequence[FramePoints], seed: int, stop: int, box: Cuboid, veloc
         jump = float(np.linalg.norm(pose[:3] - pred.center))
         turn = abs(pose[3] - pred.yaw)
         new = _State(pose[:3].copy(), float(pose[3]), st.velocity, st.yaw_rate)
-        local = _local(target, new.center, new.yaw)
-        inside = np.all(np.abs(local) <= half + prm.voxel_m, axis=1)
-        n_in = int(inside.sum())
+        inside = local_in_box(target, new.center, new.yaw, half + prm.voxel_m)
+        n_in = len(inside)
         reason = (f"{n_in} points in the box < min_points {prm.min_points}" if n_in < prm.min_points else
                   f"fitness {fitness:.2f} < {prm.min_fitness}" if fitness < prm.min_fitness else
                   f"RMSE {rmse:.3f} m > {prm.max_rmse_m} m" if rmse > prm.max_rmse_m else
@@ -237,7 +233,7 @@ def _leg(frames: Sequence[FramePoints], seed: int, stop: int, box: Cuboid, veloc
         new.yaw_rate = w if st.velocity is None else a * w + (1 - a) * st.yaw_rate
         conf = fitness * (1.0 - rmse / prm.max_rmse_m) * min(1.0, n_in / (3.0 * prm.min_points))
         out[j] = (new.center.copy(), new.yaw, conf, n_in)
-        model.add(local[inside])
+        model.add(inside)
         st = new
     return "", first_along
 
@@ -381,10 +377,11 @@ def _combine(seeds: list[tuple[int, Cuboid]], runs: list[tuple[int, int, dict[in
     w = np.where(valid, acc[:, 3], 1.0)
     centers = np.where(valid[:, None], acc[:, :3] / w[:, None], np.nan)
     yaw = np.angle(ang)
-    near = np.array([min(seeds, key=lambda s: abs(s[0] - f))[1] for f in idx], dtype=object)
-    # size and tilt of the nearest seed; yaw from the propagation
-    sizes = np.where(valid[:, None], np.stack([b.size for b in near]), np.nan)
-    tilt = np.stack([quat.multiply(quat.from_yaw(-heading(b.rotation[None])[0]), b.rotation) for b in near])
+    # size and tilt of the nearest seed (the first of two as near); yaw from the propagation
+    near = np.argmin(np.abs(idx[:, None] - np.array([f for f, _ in seeds])), axis=1)
+    seed_rot = np.stack([b.rotation for _, b in seeds])
+    tilt = quat.multiply(quat.from_yaw(-heading(seed_rot)), seed_rot)[near]
+    sizes = np.where(valid[:, None], np.stack([b.size for _, b in seeds])[near], np.nan)
     rotations = np.where(valid[:, None], quat.multiply(quat.from_yaw(yaw), tilt), np.nan)
     return Propagation(idx, centers, sizes, rotations, np.where(valid, conf / w, 0.0), pts, valid, stopped)
 

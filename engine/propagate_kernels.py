@@ -1,9 +1,11 @@
-"""The numba kernels of :mod:`engine.propagate`: crop, model grid, normals, the 4-DOF
-point-to-plane ICP and the initial offset search. Inputs are validated by the caller.
+"""The numba kernels of :mod:`engine.propagate`: the crop of a frame's points (moved to the
+frame time) to a box, the model's voxel filter, grid and normals, the 4-DOF point-to-plane ICP
+and the initial offset search. Inputs are validated by the caller.
 
 Local coordinates are a box's yaw-only frame: ``q = Rz(−yaw) (p − center)``. A model grid
 (``lo (3,)``, ``cell`` m, ``dims (3,)``) lists the model points per cell (``start``, ``items``:
-counting sort), so a query looks at the cells within its search distance only.
+counting sort, z fastest, so a column's run of cells is one range of ``items``); a query looks
+at the cells within its search distance only, skipping columns that cannot hold a nearer point.
 """
 
 from __future__ import annotations
@@ -16,32 +18,77 @@ from engine._jit import inline, jit
 
 
 @jit
-def crop(xyz, center, yaw, half, z_lo):
-    """``(M,) int64`` rows of ``xyz (N, 3)`` (world) with local ``|x| <= half[0]``,
-    ``|y| <= half[1]``, ``z_lo <= z <= half[2]`` in the box frame ``(center, yaw)``."""
+def object_points(xyz, offsets, velocity, center, yaw, half, z_lo):
+    """``(M, 3) float64`` world points of ``xyz (N, 3)`` moved to the frame time,
+    ``p − velocity · offsets · 1e-9`` (``offsets (N,) int64`` ns, or empty: all at the frame
+    time), that lie in the box ``(center, yaw)``: local ``|x| <= half[0]``, ``|y| <= half[1]``,
+    ``z_lo <= z <= half[2]``."""
     c = math.cos(yaw)
     s = math.sin(yaw)
-    r = math.sqrt(half[0] * half[0] + half[1] * half[1])
-    keep = np.zeros(xyz.shape[0], np.bool_)
+    out = np.empty((xyz.shape[0], 3))
     m = 0
     for i in range(xyz.shape[0]):
-        dx = xyz[i, 0] - center[0]
-        dy = xyz[i, 1] - center[1]
-        if abs(dx) > r or abs(dy) > r:
-            continue
-        dz = xyz[i, 2] - center[2]
+        o = offsets[i] * 1e-9 if offsets.shape[0] else 0.0
+        px = np.float64(xyz[i, 0]) - o * velocity[0]
+        py = np.float64(xyz[i, 1]) - o * velocity[1]
+        pz = np.float64(xyz[i, 2]) - o * velocity[2]
+        dx = px - center[0]
+        dy = py - center[1]
+        dz = pz - center[2]
+        if abs(c * dx + s * dy) <= half[0] and abs(-s * dx + c * dy) <= half[1] and z_lo <= dz <= half[2]:
+            out[m, 0] = px
+            out[m, 1] = py
+            out[m, 2] = pz
+            m += 1
+    return out[:m]
+
+
+@jit
+def local_in_box(p, center, yaw, half):
+    """``(M, 3)`` local coordinates in the box frame ``(center, yaw)`` of the world points
+    ``p (N, 3)`` with ``|local| <= half`` on every axis."""
+    c = math.cos(yaw)
+    s = math.sin(yaw)
+    out = np.empty((p.shape[0], 3))
+    m = 0
+    for i in range(p.shape[0]):
+        dx = p[i, 0] - center[0]
+        dy = p[i, 1] - center[1]
         lx = c * dx + s * dy
         ly = -s * dx + c * dy
-        if abs(lx) <= half[0] and abs(ly) <= half[1] and z_lo <= dz <= half[2]:
-            keep[i] = True
+        lz = p[i, 2] - center[2]
+        if abs(lx) <= half[0] and abs(ly) <= half[1] and abs(lz) <= half[2]:
+            out[m, 0] = lx
+            out[m, 1] = ly
+            out[m, 2] = lz
             m += 1
-    out = np.empty(m, np.int64)
-    m = 0
-    for i in range(xyz.shape[0]):
-        if keep[i]:
-            out[m] = i
-            m += 1
-    return out
+    return out[:m]
+
+
+@jit
+def add_voxels(local, lo, voxel, vdims, occupied, pts, n):
+    """Append to ``pts[n:]`` (room for ``len(local)`` more) the first point of ``local (K, 3)``
+    in each voxel (``lo``, ``voxel`` m, ``vdims``) not yet ``occupied``, in voxel order, marking
+    them occupied. Returns the new count."""
+    key = np.empty(local.shape[0], np.int64)
+    row = np.empty(local.shape[0], np.int64)
+    k = 0
+    for i in range(local.shape[0]):
+        vx = int(math.floor((local[i, 0] - lo[0]) / voxel))
+        vy = int(math.floor((local[i, 1] - lo[1]) / voxel))
+        vz = int(math.floor((local[i, 2] - lo[2]) / voxel))
+        if 0 <= vx < vdims[0] and 0 <= vy < vdims[1] and 0 <= vz < vdims[2]:
+            key[k] = (vx * vdims[1] + vy) * vdims[2] + vz
+            row[k] = i
+            k += 1
+    order = np.argsort(key[:k], kind="mergesort")
+    for e in range(k):
+        v = key[order[e]]
+        if not occupied[v]:
+            occupied[v] = True
+            pts[n] = local[row[order[e]]]
+            n += 1
+    return n
 
 
 @inline
@@ -71,24 +118,57 @@ def build_grid(pts, lo, cell, dims):
 
 
 @inline
+def _gap(q, lo, cell, i, n):
+    """A lower bound on the distance along one axis from ``q`` to the points of grid cell ``i``
+    of ``n`` (the end cells reach out without bound: points beyond the grid are clamped into them)."""
+    a = lo + i * cell
+    if q < a and i > 0:
+        return max(a - q - 1e-9, 0.0)
+    if q > a + cell and i < n - 1:
+        return max(q - a - cell - 1e-9, 0.0)
+    return 0.0
+
+
+@inline
 def _nearest(qx, qy, qz, mp, lo, cell, dims, start, items, dmax):
-    """Index of the nearest model point within ``dmax`` of q (−1: none) and its squared distance."""
+    """Index of the nearest model point within ``dmax`` of q (−1: none) and its squared
+    distance: the cells within ``ceil(dmax / cell)`` of q's, a run of z cells per column, q's
+    own column first and then those that may still hold a nearer point."""
     reach = int(math.ceil(dmax / cell))
     fx = int(math.floor((qx - lo[0]) / cell))
     fy = int(math.floor((qy - lo[1]) / cell))
     fz = int(math.floor((qz - lo[2]) / cell))
+    z0 = max(fz - reach, 0)
+    z1 = min(fz + reach + 1, dims[2])
+    x0 = max(fx - reach, 0)
+    x1 = min(fx + reach + 1, dims[0])
+    y0 = max(fy - reach, 0)
+    y1 = min(fy + reach + 1, dims[1])
     best = -1
     best_d2 = dmax * dmax
-    for ix in range(max(fx - reach, 0), min(fx + reach + 1, dims[0])):
-        for iy in range(max(fy - reach, 0), min(fy + reach + 1, dims[1])):
-            for iz in range(max(fz - reach, 0), min(fz + reach + 1, dims[2])):
-                k = (ix * dims[1] + iy) * dims[2] + iz
-                for e in range(start[k], start[k + 1]):
-                    j = items[e]
-                    d2 = (qx - mp[j, 0]) ** 2 + (qy - mp[j, 1]) ** 2 + (qz - mp[j, 2]) ** 2
-                    if d2 <= best_d2:
-                        best_d2 = d2
-                        best = j
+    if z0 >= z1 or x0 >= x1 or y0 >= y1:
+        return best, best_d2
+    cx = min(max(fx, x0), x1 - 1)
+    cy = min(max(fy, y0), y1 - 1)
+    for c in range(-1, (x1 - x0) * (y1 - y0)):
+        if c < 0:
+            ix, iy = cx, cy
+        else:
+            ix = x0 + c // (y1 - y0)
+            iy = y0 + c % (y1 - y0)
+            if ix == cx and iy == cy:
+                continue
+            gx = _gap(qx, lo[0], cell, ix, dims[0])
+            gy = _gap(qy, lo[1], cell, iy, dims[1])
+            if gx * gx + gy * gy > best_d2:
+                continue
+        k = (ix * dims[1] + iy) * dims[2]
+        for e in range(start[k + z0], start[k + z1]):
+            j = items[e]
+            d2 = (qx - mp[j, 0]) ** 2 + (qy - mp[j, 1]) ** 2 + (qz - mp[j, 2]) ** 2
+            if d2 <= best_d2:
+                best_d2 = d2
+                best = j
     return best, best_d2
 
 
@@ -128,26 +208,31 @@ def normals(pts, rows, lo, cell, dims, start, items, radius, half, tol, out):
         fz = _cell(pz, lo[2], cell, dims[2])
         n = 0
         sx = sy = sz = sxx = sxy = sxz = syy = syz = szz = 0.0
+        z0 = max(fz - reach, 0)
+        z1 = min(fz + reach + 1, dims[2])
         for ix in range(max(fx - reach, 0), min(fx + reach + 1, dims[0])):
+            gx = _gap(px, lo[0], cell, ix, dims[0])
             for iy in range(max(fy - reach, 0), min(fy + reach + 1, dims[1])):
-                for iz in range(max(fz - reach, 0), min(fz + reach + 1, dims[2])):
-                    k = (ix * dims[1] + iy) * dims[2] + iz
-                    for e in range(start[k], start[k + 1]):
-                        j = items[e]
-                        dx = pts[j, 0] - px
-                        dy = pts[j, 1] - py
-                        dz = pts[j, 2] - pz
-                        if dx * dx + dy * dy + dz * dz <= radius * radius:
-                            n += 1
-                            sx += dx
-                            sy += dy
-                            sz += dz
-                            sxx += dx * dx
-                            sxy += dx * dy
-                            sxz += dx * dz
-                            syy += dy * dy
-                            syz += dy * dz
-                            szz += dz * dz
+                gy = _gap(py, lo[1], cell, iy, dims[1])
+                if gx * gx + gy * gy > radius * radius:
+                    continue
+                k = (ix * dims[1] + iy) * dims[2]
+                for e in range(start[k + z0], start[k + z1]):
+                    j = items[e]
+                    dx = pts[j, 0] - px
+                    dy = pts[j, 1] - py
+                    dz = pts[j, 2] - pz
+                    if dx * dx + dy * dy + dz * dz <= radius * radius:
+                        n += 1
+                        sx += dx
+                        sy += dy
+                        sz += dz
+                        sxx += dx * dx
+                        sxy += dx * dy
+                        sxz += dx * dz
+                        syy += dy * dy
+                        syz += dy * dz
+                        szz += dz * dz
         _face_normal(pts[i], half, tol, out[i])
         if n < 5:
             continue

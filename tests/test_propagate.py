@@ -14,7 +14,7 @@ from engine import quaternion as quat
 from engine.cuboid import Cuboid
 from engine.motion import motion_compensate
 from engine.propagate import FramePoints, PropagateParams, propagate_track
-from engine.propagate_kernels import build_grid, crop, icp, normals
+from engine.propagate_kernels import add_voxels, build_grid, icp, local_in_box, normals, object_points
 from engine.se3 import SE3
 from formats.rig import Lidar, SceneOrigin
 from formats.scene_store import SceneWriter, points_table
@@ -119,16 +119,43 @@ def test_bad_input(rig):
 # ---------------------------------------------------------------- kernels against NumPy
 
 
-def test_crop_matches_numpy():
+def _local_numpy(p, center, yaw):
+    d = p - center
+    return np.column_stack([np.cos(yaw) * d[:, 0] + np.sin(yaw) * d[:, 1],
+                            -np.sin(yaw) * d[:, 0] + np.cos(yaw) * d[:, 1], d[:, 2]])
+
+
+@pytest.mark.parametrize("moving", [False, True])
+def test_object_points_and_local_in_box_match_numpy(moving):
     rng = np.random.default_rng(3)
     xyz = rng.uniform(-6, 6, (5000, 3)).astype(np.float32)
+    offsets = rng.integers(-50_000_000, 50_000_000, len(xyz)) if moving else np.zeros(0, np.int64)
+    velocity = np.array([12.0, -4.0, 0.0]) if moving else np.zeros(3)
     center, yaw, half = np.array([0.5, -0.3, 0.2]), 0.7, np.array([2.0, 1.0, 0.8])
-    d = xyz.astype(np.float64) - center
-    local = np.column_stack([np.cos(yaw) * d[:, 0] + np.sin(yaw) * d[:, 1],
-                             -np.sin(yaw) * d[:, 0] + np.cos(yaw) * d[:, 1], d[:, 2]])
-    want = np.flatnonzero((np.abs(local[:, :2]) <= half[:2]).all(axis=1) & (local[:, 2] >= -0.5)
-                          & (local[:, 2] <= half[2]))
-    np.testing.assert_array_equal(crop(xyz, center, yaw, half, -0.5), want)
+    moved = xyz.astype(np.float64) - ((offsets * 1e-9)[:, None] * velocity if moving else 0.0)
+    local = _local_numpy(moved, center, yaw)
+    keep = (np.abs(local[:, :2]) <= half[:2]).all(axis=1) & (local[:, 2] >= -0.5) & (local[:, 2] <= half[2])
+    got = object_points(xyz, offsets, velocity, center, yaw, half, -0.5)
+    np.testing.assert_array_equal(got, moved[keep])
+    inside = (np.abs(local) <= half).all(axis=1)
+    np.testing.assert_array_equal(local_in_box(moved, center, yaw, half), local[inside])
+
+
+def test_add_voxels_keeps_the_first_point_of_each_new_voxel_in_voxel_order():
+    rng = np.random.default_rng(4)
+    lo, voxel, vdims = np.array([-1.0, -1.0, -1.0]), 0.25, np.array([8, 8, 8])
+    occupied = np.zeros(512, np.bool_)
+    pts = np.zeros((1000, 3))
+    n = 0
+    for batch in (rng.uniform(-1.2, 1.2, (300, 3)), rng.uniform(-1.2, 1.2, (300, 3))):
+        v = np.floor((batch - lo) / voxel).astype(np.int64)
+        ok = np.all((v >= 0) & (v < vdims), axis=1)
+        key, first = np.unique(np.ravel_multi_index(v[ok].T, vdims), return_index=True)
+        new = ~occupied[key]
+        want = np.concatenate([pts[:n], batch[ok][first[new]]])
+        n = add_voxels(batch, lo, voxel, vdims, occupied, pts, n)
+        np.testing.assert_array_equal(pts[:n], want)
+        assert occupied.sum() == n
 
 
 def _plane_points(rng, n=600):
@@ -193,6 +220,30 @@ def test_icp_recovers_a_known_pose():
     assert icp(side_only, true.copy(), true.copy(), 1e3, 1e3, 1e3, model, mn, lo, cell, dims, start, items,
                0.3, 30, 0.05)[2] < 5
 
+
+
+@pytest.mark.parametrize("dmax", [0.3, 0.6])
+def test_icp_scores_with_the_brute_force_nearest_model_point(dmax):
+    """With a prior that pins the pose, icp's fitness, RMSE and along are those of each point's
+    nearest model point within dmax by brute force (model points in the grid; some queries
+    beyond it)."""
+    rng = np.random.default_rng(11)
+    half = np.array([2.0, 1.0, 0.75])
+    model = rng.uniform(-2.5, 2.5, (800, 3)) * [1.0, 0.6, 0.5]
+    lo, cell, dims, start, items = _grid(model, half)
+    mn = rng.normal(size=model.shape)
+    mn /= np.linalg.norm(mn, axis=1, keepdims=True)
+    tp = rng.uniform(-4.0, 4.0, (400, 3)) * [1.0, 0.6, 0.5]
+    pose = np.zeros(4)
+    fitness, rmse, along = icp(tp, pose, np.zeros(4), 1e-12, 1e-12, 1e-12, model, mn, lo, cell, dims, start,
+                               items, dmax, 3, 0.05)
+    d2 = ((tp[:, None, :] - model[None]) ** 2).sum(axis=2)
+    j = d2.argmin(axis=1)
+    hit = d2[np.arange(len(tp)), j] <= dmax * dmax
+    r = np.einsum("ij,ij->i", mn[j[hit]], tp[hit] - model[j[hit]])
+    assert 0 < hit.sum() < len(tp) and np.abs(pose).max() < 1e-15
+    assert fitness == hit.mean()
+    np.testing.assert_allclose([rmse, along], [np.sqrt(np.mean(r * r)), (mn[j[hit], 0] ** 2).sum()], rtol=1e-12)
 
 # ---------------------------------------------------------------- the route
 
