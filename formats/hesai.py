@@ -20,8 +20,9 @@ holding the block azimuth ``A`` gives ``α = 2 (A - start) - azimuth[ch] + adjus
 steps and rounded (:class:`formats.hesai_calibration.AT128Correction`). Points are returned
 in the engine's lidar frame: x forward (Hesai y), y left (-Hesai x), z up.
 
-Time: the packet's UTC + µs stamp, plus (XT32 manual) the block's offset, ``3.28 µs + 50 µs ×
-(block − 7)`` (dual return: per block pair), and the channel's, ``0.368 + 1.512 × channel`` µs;
+Time: the packet's UTC + µs stamp, plus the XT32 block's offset, ``5.632 µs + 50 µs × (block − 7)``
+(dual return: per block pair), and the channel's, ``0.368 + 1.512 × channel`` µs (the offsets of
+Hesai's own PandarGeneral SDK, which Autoware's nebula driver uses too);
 QT128 and AT128 points take their packet's time (as Hesai's SDK) unless ``firetime_us`` gives
 per-channel offsets. ``time_source``: "auto" (the stamps, or fitted to the capture clock when
 they disagree with it by over a second; :mod:`formats.sensor_clock`), "sensor" or "pcap".
@@ -244,7 +245,7 @@ def read_hesai_pcap(
     dual = lay.returns == 2
     xt = lay.model == "XT32"
     groups = lay.blocks // 2 if dual else lay.blocks
-    block_ns = np.rint(((np.arange(groups) - (groups - 1)) * 50.0 + 3.28) * 1000).astype(np.int64) if xt \
+    block_ns = np.rint(((np.arange(groups) - (groups - 1)) * 50.0 + 5.632) * 1000).astype(np.int64) if xt \
         else np.zeros(groups, np.int64)
     fire = (0.368 + 1.512 * np.arange(lay.channels)) if firetime_us is None and xt else (
         np.zeros(lay.channels) if firetime_us is None else np.asarray(firetime_us, np.float64))

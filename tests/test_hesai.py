@@ -121,10 +121,10 @@ def _reference(model: str, az: np.ndarray, dist: np.ndarray, refl: np.ndarray, s
         eps = np.radians(cor.elevation_deg[ch])
     hx, hy, hz = d * np.cos(eps) * np.sin(alpha), d * np.cos(eps) * np.cos(alpha), d * np.sin(eps)
     t = stamp_ns[pk] // 1000 * 1000
-    if model == "XT32":  # block i of 8 at 3.28 µs - 50 µs (7 - i), dual per pair; channel n at 0.368 + 1.512 n µs
+    if model == "XT32":  # block i of 8 at 5.632 µs - 50 µs (7 - i), dual per pair; channel n at 0.368 + 1.512 n µs
         group = b // 2 if dual else b
         last = 3 if dual else 7
-        t = t + np.rint((3.28 - 50.0 * (last - group)) * 1000).astype(np.int64) + np.rint(
+        t = t + np.rint((5.632 - 50.0 * (last - group)) * 1000).astype(np.int64) + np.rint(
             (0.368 + 1.512 * ch) * 1000).astype(np.int64)
     # sweeps: a new one where the encoder azimuth wraps (AT128: where the mirror field changes)
     block_key = field if model == "AT128" else a
