@@ -41,7 +41,6 @@ import struct
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
@@ -160,7 +159,8 @@ def read_nuscenes_radar_sweeps(
         raise ValueError(f"{len(files)} files but {len(stamps)} timestamps")
     row = NUSCENES_RADAR_DTYPE.itemsize
     raw = np.frombuffer(b"".join(f[2] for f in files), np.uint8).reshape(-1, row)  # a point per row
-    starts = np.fromiter(accumulate((len(f[2]) // row for f in files), initial=0), np.int64)
+    starts = np.zeros(len(files) + 1, np.int64)
+    np.cumsum([len(f[2]) // row for f in files], out=starts[1:])
     n = len(raw)
     rows, xyz = np.empty(n, np.int64), np.empty((n, 3), np.float32)
     radial, rcs, bounds = np.empty(n, np.float32), np.empty(n, np.float32), np.empty(len(files) + 1, np.int64)
