@@ -4,7 +4,8 @@ One line per object and frame, as the KITTI tracking devkit reads them::
 
     frame track_id type truncated occluded alpha left top right bottom h w l x y z rotation_y
 
-Boxes are interpolated at the frame times (:mod:`engine.cuboid_interp`, no extrapolation),
+Boxes are interpolated at the frame times (:mod:`engine.cuboid_interp`, each track in its
+interpolation mode, no extrapolation),
 moved to the ego frame with ``world_from_ego`` and to the rectified reference camera with
 ``ego_from_reference`` (KITTI: rectified camera 0; default the labelled camera itself), then
 converted by :func:`formats.conventions.kitti_from_camera_boxes` (bottom centre,
@@ -41,7 +42,7 @@ from engine import quaternion as quat
 from engine.box_visibility import box_point_visibility
 from engine.camera import Camera
 from engine.cuboid import CuboidTrack
-from engine.cuboid_interp import interpolate_tracks
+from engine.cuboid_interp import Interpolation, interpolate_tracks
 from engine.cuboid_projection import project_cuboids
 from engine.pose_track import PoseTrack
 from engine.se3 import SE3
@@ -97,13 +98,16 @@ def kitti_tracking_lines(
     types: Mapping[str, str | None] | None = None,
     unmapped: Unmapped = "refuse",
     sweeps: Sequence[np.ndarray] | None = None,
+    interpolation: Interpolation | Sequence[Interpolation] | None = None,
 ) -> list[str]:
     """The label lines (frame index = position in ``frame_times_ns``), frame-major, ids ascending.
 
     ``types`` / ``unmapped``: categories → KITTI types (the default table updated by
     ``types``; see :mod:`formats.categories`, whose ``UnmappedCategoryError`` names the
     categories refused). ``sweeps``: per frame the LiDAR points ``(N, 3)`` in the ego frame at
-    the frame time (for ``occluded``; without them it is 3)."""
+    the frame time (for ``occluded``; without them it is 3). ``interpolation``: the tracks'
+    modes between keyframes (:func:`engine.cuboid_interp.interpolate_tracks`: one for all or
+    one per track, default linear)."""
     times = np.asarray(frame_times_ns, dtype=np.int64)
     ids = kitti_track_ids(tracks)
     kinds = KITTI.resolve((t.category for t in tracks), types, unmapped)
@@ -111,7 +115,7 @@ def kitti_tracking_lines(
         return []
     if sweeps is not None and len(sweeps) != len(times):
         raise ValueError(f"sweeps: one per frame ({len(times)}), got {len(sweeps)}")
-    ego = interpolate_tracks(tracks, times).to_ego(world_from_ego)
+    ego = interpolate_tracks(tracks, times, interpolation=interpolation).to_ego(world_from_ego)
     ref_from_ego = (camera.ego_from_camera if ego_from_reference is None else ego_from_reference).inverse()
     width, height = camera.intrinsics.width, camera.intrinsics.height
     kept = [n for n, t in enumerate(tracks) if kinds[t.category] is not None]
@@ -154,10 +158,11 @@ def write_kitti_tracking(
     types: Mapping[str, str | None] | None = None,
     unmapped: Unmapped = "refuse",
     sweeps: Sequence[np.ndarray] | None = None,
+    interpolation: Interpolation | Sequence[Interpolation] | None = None,
 ) -> Path:
     """Write ``label_02/SSSS.txt`` (see :func:`kitti_tracking_lines`); returns the path."""
     out = Path(path)
     lines = kitti_tracking_lines(tracks, frame_times_ns, world_from_ego, camera, ego_from_reference=ego_from_reference,
-                                 types=types, unmapped=unmapped, sweeps=sweeps)
+                                 types=types, unmapped=unmapped, sweeps=sweeps, interpolation=interpolation)
     out.write_text("".join(line + "\n" for line in lines))
     return out

@@ -6,8 +6,8 @@ category, attribute, visibility, sensor, calibrated_sensor, ego_pose, map}.json`
 entry, with one ``sample_data`` per LiDAR (and one per camera that has an image, per radar
 that has a scan; a radar's modality is ``"radar"``, its files nuScenes radar ``.pcd``) whose
 ``ego_pose`` is ``world_from_ego`` at the data's timestamp. Fathom's world frame is the
-nuScenes global frame. Boxes are the tracks interpolated at the sample times (no
-extrapolation), ``size = [w, l, h]`` (:func:`formats.conventions.nuscenes_wlh_from_lwh`),
+nuScenes global frame. Boxes are the tracks interpolated at the sample times (each in its
+interpolation mode, no extrapolation), ``size = [w, l, h]`` (:func:`formats.conventions.nuscenes_wlh_from_lwh`),
 ``rotation`` wxyz box → global. Timestamps are microseconds (rounded). Tokens are
 deterministic (MD5 of the record's identity).
 
@@ -44,7 +44,7 @@ import numpy as np
 from engine.box_visibility import box_point_visibility
 from engine.camera import Camera
 from engine.cuboid import CuboidTrack
-from engine.cuboid_interp import interpolate_tracks
+from engine.cuboid_interp import Interpolation, TrackTable, interpolate_tracks
 from engine.points_in_boxes import points_in_boxes
 from engine.pose_track import Extrapolation, PoseTrack
 from engine.se3 import SE3
@@ -129,6 +129,7 @@ def nuscenes_tables(
     radar_points: Sequence[np.ndarray] | None = None,
     extrapolate: Extrapolation = "none",
     map_filename: str = "",
+    interpolation: Interpolation | Sequence[Interpolation] | None = None,
 ) -> dict[str, list[dict]]:
     """The nuScenes tables as lists of records (see the module docstring).
 
@@ -140,6 +141,8 @@ def nuscenes_tables(
     ``extrapolate``: pose-track policy for data timestamps outside ``world_from_ego`` (e.g. an
     image exposed just after the last pose). ``map_filename``: the map record's raster (the
     devkit needs one map record; ``""`` names DATAROOT itself, enough to load the tables).
+    ``interpolation``: the tracks' modes between keyframes
+    (:func:`engine.cuboid_interp.interpolate_tracks`: one for all or one per track, default linear).
     Raises ``ValueError`` for unordered or merging sample times or mismatched file lists,
     :class:`formats.categories.UnmappedCategoryError` naming unmapped categories; warns
     (:class:`LensWarning`) for each camera of :func:`lens_notes`.
@@ -155,6 +158,7 @@ def nuscenes_tables(
         raise ValueError(f"num_lidar_pts must be ({len(times)}, {len(tracks)}), got {np.shape(num_lidar_pts)}")
     names = NUSCENES.resolve((t.category for t in tracks), categories, unmapped)
     keep = [n for n, t in enumerate(tracks) if names[t.category] is not None]
+    table = TrackTable.from_tracks(tracks, interpolation).select(np.array(keep, np.int64))
     tracks = [tracks[n] for n in keep]
     if num_lidar_pts is not None:
         num_lidar_pts = np.asarray(num_lidar_pts)[:, keep]
@@ -197,7 +201,7 @@ def nuscenes_tables(
     kept_names = {n for n in (names[t.category] for t in tracks) if n is not None}  # all mapped: tracks kept above
     tables["category"] = [{"token": token("category", n), "name": n, "description": ""} for n in sorted(kept_names)]
     if tracks:
-        boxes = interpolate_tracks(tracks, times)
+        boxes = interpolate_tracks(table, times)
         wlh = nuscenes_wlh_from_lwh(boxes.sizes)
         lidar_n, radar_n, visibility = _estimates(boxes, times, world_from_ego, sensors, lidar_points, radar_points,
                                                    extrapolate)

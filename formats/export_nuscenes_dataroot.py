@@ -37,6 +37,7 @@ import numpy as np
 import pyarrow as pa
 
 from engine.cuboid import CuboidTrack
+from engine.cuboid_interp import Interpolation
 from engine.radar import RadarSweep
 from engine.se3 import SE3
 from formats.categories import NUSCENES, Unmapped
@@ -216,11 +217,13 @@ def nuscenes_scene_export(
     categories: Mapping[str, str | None] | None = None,
     unmapped: Unmapped = "refuse",
     complete: bool = True,
+    interpolation: Interpolation | Sequence[Interpolation] | None = None,
 ) -> NuScenesSceneExport:
     """The tables of ``tracks`` (scene frame) on a prepared scene, one sample per frame
     (:func:`nuscenes_tables` with the estimates from each frame's points, ego poses
     extrapolated linearly for images past the last frame), ready to write. ``complete``:
-    with the sample files (:func:`lidar_sample_bytes`, the stored JPEGs). Errors as
+    with the sample files (:func:`lidar_sample_bytes`, the stored JPEGs). ``interpolation``:
+    the tracks' modes between keyframes, as :func:`nuscenes_tables` takes them. Errors as
     :func:`nuscenes_tables` (unmapped categories first), ValueError for a ``version`` that is
     not a plain directory name."""
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", version):
@@ -231,7 +234,7 @@ def nuscenes_scene_export(
                              scene.world_from_ego(), sensors, scene_name=scene.scene_id, categories=categories,
                              unmapped=unmapped, lidar_points=ScenePoints(scene),
                              radar_points=ScenePoints(scene, radar=True) if scene.radars else None,
-                             extrapolate="linear", map_filename=MAP_MASK)
+                             extrapolate="linear", map_filename=MAP_MASK, interpolation=interpolation)
     notes = [
         f"Fathom nuScenes export of scene {scene.scene_id}: tables in {version}/, "
         + ("sample files in samples/." if complete else "the samples/ files they name are not included."),
@@ -257,11 +260,12 @@ def write_nuscenes_dataroot(
     categories: Mapping[str, str | None] | None = None,
     unmapped: Unmapped = "refuse",
     complete: bool = True,
+    interpolation: Interpolation | Sequence[Interpolation] | None = None,
 ) -> Path:
     """Write :func:`nuscenes_scene_export` (same keywords) under ``dataroot`` (created; files
     there are replaced); returns it. Load with ``NuScenes(version=version, dataroot=dataroot)``."""
     export = nuscenes_scene_export(scene, tracks, version=version, categories=categories, unmapped=unmapped,
-                                   complete=complete)
+                                   complete=complete, interpolation=interpolation)
     root = Path(dataroot)
     for rel, data in export.files():
         path = root / rel

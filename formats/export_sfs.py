@@ -1,7 +1,10 @@
 """Export cuboid tracks (and the ego poses) as a Scale Sensor Fusion Scene (SFS) file.
 
-The scene holds one ``CuboidAnnotation`` per track (:func:`formats.sfs_cuboids.track_to_sfs`)
-and, when frames are given, a ``lidar`` sensor (``coordinates: "world"``) with one frame of
+The scene holds one ``CuboidAnnotation`` per track (:func:`formats.sfs_cuboids.track_to_sfs`):
+its keyframes and, for a moving track interpolated motion-aware (``interpolation`` ``"ctrv"`` /
+``"hermite"``, :mod:`engine.cuboid_motion`), its box at every LiDAR frame time between them as
+well (at least 1 µs from a keyframe), since SFS readers interpolate a path linearly. When
+frames are given, a ``lidar`` sensor (``coordinates: "world"``) holds one frame of
 world-frame float32 points per timestamp and the ``world_from_ego`` poses as its pose path
 (``PosePath`` rows ``x y z qx qy qz qw``, scalar last). ``scale_sensor_fusion_io``'s
 parser accepts only camera, lidar and radar sensors, and a lidar needs at least one frame,
@@ -28,6 +31,8 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from engine.cuboid import CuboidTrack
+from engine.cuboid_interp import Interpolation, TrackTable, interpolate_tracks
+from engine.cuboid_motion import INTERPOLATION
 from engine.pose_track import PoseTrack
 from formats.conventions import sfs_pose_row
 from formats.scene_store import Scene, column_values, positions
@@ -52,6 +57,7 @@ def scene_to_sfs(
     *,
     time_offset_us: int | None = None,
     radars: Mapping[str, Sequence[RadarFrame]] | None = None,
+    interpolation: Interpolation | Sequence[Interpolation] | None = None,
 ) -> dict:
     """The SFS scene as a dict (``time_unit`` microseconds; points as float32 arrays).
 
@@ -62,6 +68,8 @@ def scene_to_sfs(
         time_offset_us: defaults to the earliest track, pose or frame time, floored to 1 µs.
         radars: radar name → its frames ``(timestamp_ns, positions (N, 3), velocities (N, 3))``
             (world frame; a radar needs at least one frame).
+        interpolation: the tracks' modes between keyframes (one for all or one per track,
+            default linear; see the module docstring).
 
     Raises ``ValueError`` when a time precedes the offset or two keyframes/poses/frames
     round to the same microsecond, or for a radar id that repeats another sensor's.
@@ -81,7 +89,8 @@ def scene_to_sfs(
     offset_ns = int(time_offset_us) * 1000
     if starts and min(starts) < offset_ns:
         raise ValueError(f"a timestamp ({min(starts)} ns) precedes time_offset_us {time_offset_us}")
-    annotations = [track_to_sfs(replace(t, timestamps_ns=t.timestamps_ns - offset_ns)) for t in tracks]
+    sampled = _with_frame_boxes(tracks, interpolation, np.array([f[0] for f in frames], np.int64))
+    annotations = [track_to_sfs(replace(t, timestamps_ns=t.timestamps_ns - offset_ns)) for t in sampled]
     scene: dict = {"version": "1.0", "time_unit": "microseconds", "time_offset": int(time_offset_us),
                    "annotations": annotations, "sensors": []}
     if frames or radars:
@@ -103,6 +112,31 @@ def scene_to_sfs(
                        for i, (t, (_, xyz, v)) in enumerate(zip(radar_us, radar))],
         })
     return scene
+
+
+def _with_frame_boxes(tracks: Sequence[CuboidTrack], interpolation: Interpolation | Sequence[Interpolation] | None,
+                      frame_times_ns: np.ndarray) -> list[CuboidTrack]:
+    """The tracks as written: each motion-aware, moving track with its box at every frame
+    time between its keyframes and at least 1 µs from each (the keyframes, their attributes
+    and the other tracks as they are)."""
+    table = TrackTable.from_tracks(tracks, interpolation)
+    moving = np.flatnonzero((table.interpolation != INTERPOLATION["linear"]) & ~table.stationary)
+    if not len(moving) or not len(frame_times_ns):
+        return list(tracks)
+    boxes = interpolate_tracks(table.select(moving), frame_times_ns)  # valid from the first to the last keyframe
+    out = list(tracks)
+    for j, n in enumerate(moving.tolist()):
+        t = tracks[n]
+        gap = np.abs(frame_times_ns[:, None] - t.timestamps_ns[None]).min(axis=1)
+        add = np.flatnonzero(boxes.valid[:, j] & (gap >= 1000))
+        times = np.concatenate([t.timestamps_ns, frame_times_ns[add]])
+        order = np.argsort(times, kind="stable")
+        centers, sizes, rotations = (np.concatenate([a, b[add, j]])[order] for a, b in (
+            (t.centers, boxes.centers), (t.sizes, boxes.sizes), (t.rotations, boxes.rotations)))
+        padded = None if t.keyframe_attributes is None else t.keyframe_attributes + [{}] * len(add)
+        out[n] = replace(t, timestamps_ns=times[order], centers=centers, sizes=sizes, rotations=rotations,
+                         keyframe_attributes=None if padded is None else [padded[i] for i in order])
+    return out
 
 
 def scene_radar_frames(scene: Scene) -> dict[str, list[RadarFrame]]:
@@ -171,9 +205,10 @@ def write_sfs(
     *,
     time_offset_us: int | None = None,
     radars: Mapping[str, Sequence[RadarFrame]] | None = None,
+    interpolation: Interpolation | Sequence[Interpolation] | None = None,
 ) -> Path:
     """Write an ``.sfs`` file (see :func:`scene_to_sfs`); returns the path."""
     out = Path(path)
     out.write_bytes(encode_sfs(scene_to_sfs(tracks, world_from_ego, frames, time_offset_us=time_offset_us,
-                                            radars=radars)))
+                                            radars=radars, interpolation=interpolation)))
     return out

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from engine.cuboid import CuboidTrack
-from engine.cuboid_interp import interpolate_tracks
+from engine.cuboid_interp import Interpolation, interpolate_tracks
 from engine.points_in_boxes import points_in_boxes
 from engine.se3 import SE3
 from formats.scene_store import FrameEntry, Scene, column_values, positions
@@ -32,13 +32,20 @@ def tracks_from_document(doc: dict[str, Any]) -> list[CuboidTrack]:
     return out
 
 
+def interpolation_modes(doc: dict[str, Any]) -> list[Interpolation]:
+    """Each track's interpolation mode between keyframes (linear unless the document sets one),
+    in the order of :func:`tracks_from_document`: what every route that interpolates the
+    label tracks (cuboids, exports, propagation) interpolates them with."""
+    return [t.get("interpolation", "linear") for t in doc["tracks"]]
+
+
 def frame_boxes(scene: Scene, entry: FrameEntry, doc: dict[str, Any], frame: str) -> list[Box]:
     """Boxes of every track that exists at the frame's timestamp (no extrapolation), in the
     ``world`` or ``ego`` frame, each with the number of the frame's points inside it;
     :class:`~server.store_errors.DamagedScene` if the points file cannot be read."""
     tracks = tracks_from_document(doc)
     boxes = interpolate_tracks(tracks, np.array([entry.timestamp_ns], np.int64), "none",
-                               interpolation=[t.get("interpolation", "linear") for t in doc["tracks"]])
+                               interpolation=interpolation_modes(doc))
     valid = boxes.valid[0]
     with reading(scene, entry):
         xyz = positions(scene.stored_points(entry.index))

@@ -110,7 +110,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     """A prepared scene's current labels as a nuScenes DATAROOT (the HTTP export, on disk)."""
     from formats.export_nuscenes_dataroot import write_nuscenes_dataroot
     from formats.scene_store import Scene
-    from server.boxes import tracks_from_document
+    from server.boxes import interpolation_modes, tracks_from_document
     from server.config import Settings
 
     scene_dir = Path(args.scene_dir)
@@ -120,7 +120,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
     if revision == 0:  # never served: the labels the server would start with
         doc = scene.read_imported_labels() or doc
     root = write_nuscenes_dataroot(args.out, scene, tracks_from_document(doc), version=args.version,
-                                   unmapped=args.unmapped, complete=not args.tables_only)
+                                   unmapped=args.unmapped, complete=not args.tables_only,
+                                   interpolation=interpolation_modes(doc))
     print(f"fathom export: {scene.scene_id} (label revision {revision}, {len(doc['tracks'])} tracks) → {root}")
     return 0
 

@@ -16,11 +16,11 @@ from typing import Any
 import numpy as np
 
 from engine.cuboid import Cuboid, CuboidTrack
-from engine.cuboid_interp import interpolate_tracks
+from engine.cuboid_interp import Interpolation, interpolate_tracks
 from engine.cuboid_motion import heading
 from engine.propagate import FramePoints, PropagateParams, Propagation, propagate_track
 from formats.scene_store import Scene, column_values, positions
-from server.boxes import tracks_from_document
+from server.boxes import interpolation_modes, tracks_from_document
 from server.store_errors import reading
 
 _PRIOR_DT_NS = 50_000_000  # half the time step of the track's velocity at a seed
@@ -47,8 +47,9 @@ class SceneFramePoints(Sequence[FramePoints]):
         return self._cache[i]
 
 
-def _track(body: dict[str, Any]) -> tuple[CuboidTrack, str]:
-    return tracks_from_document({"tracks": [body]})[0], body.get("interpolation", "linear")
+def _track(body: dict[str, Any]) -> tuple[CuboidTrack, Interpolation]:
+    doc = {"tracks": [body]}
+    return tracks_from_document(doc)[0], interpolation_modes(doc)[0]
 
 
 def seeds_of(scene: Scene, body: dict[str, Any], first: int, last: int) -> tuple[list[tuple[int, Cuboid]], Any]:

@@ -52,7 +52,7 @@ def camera() -> Camera:
 def jpeg(i: int) -> bytes:
     img = np.zeros((48, 64, 3), np.uint8)
     img[:, :, 0] = np.arange(64, dtype=np.uint8)[None, :] * 4
-    img[:, :, 1] = 40 * i
+    img[:, :, 1] = 40 * i % 256
     ok, buf = cv2.imencode(".jpg", img)
     assert ok
     return buf.tobytes()

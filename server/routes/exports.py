@@ -22,6 +22,10 @@ changes with every label write (``If-None-Match`` → 304).
 - ``kitti``: ``label_02`` text of one camera (``camera``, default the first; 404 without
   one), with ``occluded`` from the frame's points (:mod:`formats.export_kitti`).
 
+Boxes between keyframes (the KITTI and nuScenes boxes at the frame times, and the SFS path of a
+motion-aware track) follow each track's ``interpolation`` mode, as the cuboids route does
+(:func:`server.boxes.interpolation_modes`).
+
 Categories (``nuscenes``, ``kitti``) are mapped by :mod:`formats.categories`; a category with
 no nuScenes / KITTI name is refused with 422 naming it unless ``unmapped=pass`` (write the
 name as it is) or ``unmapped=drop`` (leave its tracks out).
@@ -37,13 +41,14 @@ from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from engine.cuboid import CuboidTrack
+from engine.cuboid_interp import Interpolation
 from formats.categories import Unmapped, UnmappedCategoryError
 from formats.export_kitti import kitti_tracking_lines
 from formats.export_nuscenes import lens_notes
 from formats.export_nuscenes_dataroot import NuScenesSceneExport, ScenePoints, nuscenes_scene_export
 from formats.export_sfs import encode_sfs, scene_radar_frames, scene_to_sfs
 from formats.scene_store import Scene
-from server.boxes import tracks_from_document
+from server.boxes import interpolation_modes, tracks_from_document
 from server.deps import SceneDep, State, Viewer
 from server.payloads import Payload, respond
 
@@ -84,16 +89,18 @@ def _zip(files: Iterable[tuple[str, bytes]]) -> Iterator[bytes]:
     yield sink.take()
 
 
-def _sfs(scene: Scene, tracks: list[CuboidTrack], points: bool) -> bytes:
+def _sfs(scene: Scene, tracks: list[CuboidTrack], modes: list[Interpolation], points: bool) -> bytes:
     xyz = ScenePoints(scene)
     frames = [(f.timestamp_ns, xyz[i] if points else np.zeros((0, 3))) for i, f in enumerate(scene.frames)]
-    return encode_sfs(scene_to_sfs(tracks, scene.world_from_ego(), frames, radars=scene_radar_frames(scene)))
+    return encode_sfs(scene_to_sfs(tracks, scene.world_from_ego(), frames, radars=scene_radar_frames(scene),
+                                   interpolation=modes))
 
 
-def _kitti(scene: Scene, tracks: list[CuboidTrack], camera: str, unmapped: Unmapped) -> bytes:
+def _kitti(scene: Scene, tracks: list[CuboidTrack], modes: list[Interpolation], camera: str,
+           unmapped: Unmapped) -> bytes:
     times = np.array([f.timestamp_ns for f in scene.frames], np.int64)
     lines = kitti_tracking_lines(tracks, times, scene.world_from_ego(), scene.cameras[camera],
-                                 sweeps=ScenePoints(scene, "ego"), unmapped=unmapped)
+                                 sweeps=ScenePoints(scene, "ego"), unmapped=unmapped, interpolation=modes)
     return "".join(line + "\n" for line in lines).encode()
 
 
@@ -126,10 +133,11 @@ def export_labels(
     if not scene.frames:
         raise HTTPException(404, f"scene {scene.scene_id!r} has no frames to export")
     revision, doc = state.labels.get(scene.scene_id)
+    modes = interpolation_modes(doc)
     if fmt == "nuscenes" and complete:
         try:
             export = nuscenes_scene_export(scene, tracks_from_document(doc), version=NUSCENES_VERSION,
-                                           unmapped=unmapped, complete=True)
+                                           unmapped=unmapped, complete=True, interpolation=modes)
         except UnmappedCategoryError as exc:
             raise _unmapped_error(fmt, exc) from None
         return StreamingResponse(_zip(export.files()), media_type="application/zip",
@@ -142,12 +150,13 @@ def export_labels(
         tracks = tracks_from_document(doc)
         try:
             if fmt == "sfs":
-                return Payload(_sfs(scene, tracks, points), "application/octet-stream", etag,
+                return Payload(_sfs(scene, tracks, modes, points), "application/octet-stream", etag,
                                _attachment(f"{scene.scene_id}.sfs"))
             if fmt == "kitti":
-                return Payload(_kitti(scene, tracks, camera, unmapped), "text/plain", etag,
+                return Payload(_kitti(scene, tracks, modes, camera, unmapped), "text/plain", etag,
                                _attachment(f"{scene.scene_id}-{camera}.txt"))
-            export = nuscenes_scene_export(scene, tracks, version=NUSCENES_VERSION, unmapped=unmapped, complete=False)
+            export = nuscenes_scene_export(scene, tracks, version=NUSCENES_VERSION, unmapped=unmapped, complete=False,
+                                           interpolation=modes)
         except UnmappedCategoryError as exc:
             raise _unmapped_error(fmt, exc) from None
         return Payload(b"".join(_zip(export.files())), "application/zip", etag,
