@@ -39,6 +39,7 @@ import numpy as np
 import yaml
 
 from engine.cuboid import CuboidTrack
+from engine.cuboid_interp import Interpolation
 from formats.export_nuscenes import token
 from formats.export_nuscenes_dataroot import nuscenes_scene_export
 from formats.export_sfs import encode_sfs, scene_to_sfs
@@ -69,7 +70,8 @@ def _frame_rows(scene: Scene, index: int, where: str, n: int) -> None:
 # ---------------------------------------------------------------- SemanticKITTI
 
 
-def export_semantickitti(scene: Scene, labels: SceneLabels, tracks: Sequence[CuboidTrack] = ()) -> dict[str, bytes]:
+def export_semantickitti(scene: Scene, labels: SceneLabels, tracks: Sequence[CuboidTrack] = (),
+                         interpolation: Sequence[Interpolation] | None = None) -> dict[str, bytes]:
     out = {}
     for index, (cls, inst) in labels.frames.items():
         if len(inst) and inst.max() > 0xFFFF:
@@ -126,9 +128,10 @@ def _lidar_rows(scene: Scene, index: int) -> np.ndarray:
             else np.zeros(table.num_rows, np.int64))
 
 
-def export_nuscenes(scene: Scene, labels: SceneLabels, tracks: Sequence[CuboidTrack] = ()) -> dict[str, bytes]:
+def export_nuscenes(scene: Scene, labels: SceneLabels, tracks: Sequence[CuboidTrack] = (),
+                    interpolation: Sequence[Interpolation] | None = None) -> dict[str, bytes]:
     v = NUSCENES_VERSION
-    out = dict(nuscenes_scene_export(scene, tracks, version=v, unmapped="pass").files())
+    out = dict(nuscenes_scene_export(scene, tracks, version=v, unmapped="pass", interpolation=interpolation).files())
     categories = json.loads(out[f"{v}/category.json"])
     by_name = {c.name: c for c in labels.classes}
     nxt = max(c.id for c in labels.classes) + 1
@@ -207,9 +210,10 @@ def _colour(description: str) -> list[int]:
 # ---------------------------------------------------------------- Scale SFS
 
 
-def export_sfs(scene: Scene, labels: SceneLabels, tracks: Sequence[CuboidTrack] = ()) -> dict[str, bytes]:
+def export_sfs(scene: Scene, labels: SceneLabels, tracks: Sequence[CuboidTrack] = (),
+               interpolation: Sequence[Interpolation] | None = None) -> dict[str, bytes]:
     frames = [(f.timestamp_ns, positions(scene.stored_points(f.index), np.float32)) for f in scene.frames]
-    doc = scene_to_sfs(list(tracks), scene.world_from_ego(), frames)
+    doc = scene_to_sfs(list(tracks), scene.world_from_ego(), frames, interpolation=interpolation)
     names = {c.id: c.name for c in labels.classes}
     groups: dict[tuple[int, int], list[dict]] = {}
     for position, entry in enumerate(scene.frames):
@@ -255,7 +259,8 @@ def import_sfs_labels(scene: Scene, files: Mapping[str, bytes]) -> SceneLabels:
     return SceneLabels(classes, frames)
 
 
-Exporter = Callable[[Scene, SceneLabels, Sequence[CuboidTrack]], dict[str, bytes]]
+# (scene, labels, the label tracks, each track's interpolation mode) → files
+Exporter = Callable[[Scene, SceneLabels, Sequence[CuboidTrack], Sequence[Interpolation] | None], dict[str, bytes]]
 EXPORTERS: dict[str, Exporter] = {"semantickitti": export_semantickitti, "nuscenes": export_nuscenes,
                                   "sfs": export_sfs}
 IMPORTERS: dict[str, Callable[[Scene, Mapping[str, bytes]], SceneLabels]] = {

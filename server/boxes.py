@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from engine.cuboid import CuboidTrack
-from engine.cuboid_interp import Interpolation, interpolate_tracks
+from engine.cuboid_interp import BoxFrames, Extrapolation, Interpolation, interpolate_tracks
 from engine.points_in_boxes import points_in_boxes
 from engine.se3 import SE3
 from formats.scene_store import FrameEntry, Scene, column_values, positions
@@ -39,13 +39,20 @@ def interpolation_modes(doc: dict[str, Any]) -> list[Interpolation]:
     return [t.get("interpolation", "linear") for t in doc["tracks"]]
 
 
+def document_boxes(doc: dict[str, Any], times_ns: np.ndarray, extrapolate: Extrapolation = "none"
+                   ) -> tuple[list[CuboidTrack], BoxFrames]:
+    """The document's tracks and their boxes at ``times_ns (M,) int64``, each track
+    interpolated in its own mode (:func:`interpolation_modes`)."""
+    tracks = tracks_from_document(doc)
+    return tracks, interpolate_tracks(tracks, np.asarray(times_ns, np.int64), extrapolate,
+                                      interpolation=interpolation_modes(doc))
+
+
 def frame_boxes(scene: Scene, entry: FrameEntry, doc: dict[str, Any], frame: str) -> list[Box]:
     """Boxes of every track that exists at the frame's timestamp (no extrapolation), in the
     ``world`` or ``ego`` frame, each with the number of the frame's points inside it;
     :class:`~server.store_errors.DamagedScene` if the points file cannot be read."""
-    tracks = tracks_from_document(doc)
-    boxes = interpolate_tracks(tracks, np.array([entry.timestamp_ns], np.int64), "none",
-                               interpolation=interpolation_modes(doc))
+    tracks, boxes = document_boxes(doc, np.array([entry.timestamp_ns], np.int64))
     valid = boxes.valid[0]
     with reading(scene, entry):
         xyz = positions(scene.stored_points(entry.index))

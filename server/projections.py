@@ -6,11 +6,10 @@ from typing import Any
 
 import numpy as np
 
-from engine.cuboid_interp import interpolate_tracks
 from engine.cuboid_projection import project_cuboids
 from engine.projection import project_points
 from formats.scene_store import FrameEntry, Scene, positions
-from server.boxes import tracks_from_document
+from server.boxes import document_boxes
 from server.store_errors import reading
 
 
@@ -29,8 +28,7 @@ def camera_projection(scene: Scene, entry: FrameEntry, camera: str, lod: int, do
                           extrapolate="hold")
     keep = np.flatnonzero(proj.in_image[0])
     uv = proj.uv[0, keep]
-    tracks = tracks_from_document(doc)
-    boxes = interpolate_tracks(tracks, np.array([t_cam], np.int64), "none")
+    tracks, boxes = document_boxes(doc, np.array([t_cam], np.int64))
     valid = np.flatnonzero(boxes.valid[0])
     out_boxes = []
     if len(valid):

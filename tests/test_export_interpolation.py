@@ -166,3 +166,25 @@ def test_sfs_keeps_keyframe_attributes_at_their_keyframes_and_linear_tracks_as_b
     assert doc["annotations"][1] == scene_to_sfs([turn, tracks[1]], pose, frames)["annotations"][1]
     with pytest.raises(ValueError, match="one mode per track"):
         scene_to_sfs([turn, tracks[1]], pose, frames, interpolation=["ctrv"])
+
+
+def test_camera_projection_draws_each_track_in_its_own_mode(env):
+    from engine.cuboid_projection import project_cuboids
+
+    client, scene, tracks, times, _ = env
+    entry = scene.frames[5]  # mid-way between the first two keyframes
+    cam = scene.cameras["CAM_FRONT"]
+    t_cam = entry.image_timestamps_ns["CAM_FRONT"]
+    r = client.get("/v1/scenes/turn/frames/5/projection/CAM_FRONT", headers=V)
+    assert r.status_code == 200, r.text
+    drawn = {b["track_id"]: b["paths"] for b in r.json()["boxes"]}
+    assert set(drawn) == {"turn-1", "line-2"}
+    for mode in set(MODES):  # the ctrv track as ctrv, its twin as linear, and not the other way round
+        at = interpolate_tracks(tracks, np.array([t_cam], np.int64), "none", interpolation=mode)
+        cp = project_cuboids(at.centers[0], at.sizes[0], at.rotations[0], [cam], world_from_ego=scene.world_from_ego(),
+                             camera_times_ns=[t_cam], extrapolate="hold")
+        n = MODES.index(mode)
+        expected = [p.round(2).tolist() for p in cp.paths(n, 0)]
+        assert drawn[tracks[n].track_id] == expected
+        other = [p.round(2).tolist() for p in cp.paths(1 - n, 0)]
+        assert drawn[tracks[1 - n].track_id] != other

@@ -21,7 +21,7 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, 
 
 from formats.segmentation import classes_from_json, encode_labels
 from formats.segmentation_export import EXPORTERS, IMPORTERS, SceneLabels
-from server.boxes import tracks_from_document
+from server.boxes import interpolation_modes, tracks_from_document
 from server.config import Settings
 from server.deps import Admin, Annotator, FrameDep, SceneDep, State, Viewer
 from server.errors import invalid
@@ -176,7 +176,8 @@ def export(_: Viewer, scene: SceneDep, state: State, seg: Seg, fmt: Literal["sem
     tracks = state.labels.get(scene.scene_id)[1]["tracks"]
     labels = scene_labels(scene, seg, tracks, revision)
     try:
-        files = EXPORTERS[fmt](scene, labels, tracks_from_document({"tracks": tracks}))
+        doc = {"tracks": tracks}
+        files = EXPORTERS[fmt](scene, labels, tracks_from_document(doc), interpolation_modes(doc))
     except ValueError as exc:
         raise HTTPException(422, str(exc)) from None
     buf = io.BytesIO()

@@ -27,11 +27,10 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, 
 from fastapi import Path as PathParam
 
 from engine.boxes2d import derive_boxes
-from engine.cuboid_interp import TrackTable, interpolate_tracks
 from formats.export_2d import VideoFrames, coco_document
 from formats.scene_store import Scene
 from formats.video_log import VideoSource, scene_videos
-from server.boxes import tracks_from_document
+from server.boxes import document_boxes
 from server.config import Settings
 from server.deps import Annotator, SceneDep, State, Viewer
 from server.doc_store import DocumentStore, app_store
@@ -126,10 +125,9 @@ def video_prelabels(_: Viewer, scene: SceneDep, camera: CameraParam, sources: So
         raise HTTPException(404, f"camera {camera!r} has no calibration or no frames in scene {scene.scene_id!r}")
     i = int(index.nearest(time_ns)[0])
     t = int(index.times_ns[i])
-    tracks = tracks_from_document(state.labels.get(scene.scene_id)[1])
+    tracks, at = document_boxes(state.labels.get(scene.scene_id)[1], np.array([t], np.int64))
     boxes: list[dict[str, Any]] = []
     if tracks:
-        at = interpolate_tracks(TrackTable.from_tracks(tracks), np.array([t], np.int64), "none")
         rows = np.flatnonzero(at.valid[0])
         d = derive_boxes(at.centers[0, rows], at.sizes[0, rows], at.rotations[0, rows], scene.cameras[camera],
                          world_from_ego=scene.world_from_ego(), camera_time_ns=t, extrapolate="hold")
