@@ -31,6 +31,10 @@ The map (``options.map``; by default for a log with a LiDAR): once the frames ar
 the whole sequence's points in one level-of-detail octree per layer, ego vehicle and moving
 objects removed, duplicates merged, also as COPC (:func:`server.scene_map.build_scene_map`;
 ``SCENE_DIR/map/``), resumable like the frames and kept while the scene does not change.
+
+The passive layers (a log with hydrophone arrays): each array's bearing-time record over its
+whole recording (:mod:`server.prepare_passive`), computed after the frames and written with
+the manifest; an array that cannot be beamformed is left out with a line in the summary.
 """
 
 from __future__ import annotations
@@ -72,6 +76,7 @@ from formats.scene_store import (
 )
 from formats.video_log import store_videos, video_images
 from server.frame_points import world_points
+from server.prepare_passive import PassiveOptions, passive_records
 from server.scene_map import MapOptions, MapSummary, build_scene_map, sonar_sensors
 
 
@@ -96,6 +101,7 @@ class PrepareOptions:
             same to within the GPU backend's stated bounds (``engine.cuda``).
         map: build the scene's map after the frames (None: when the log has a LiDAR, not
             for a sonar-only log). map_options: what the map keeps (:class:`MapOptions`).
+        passive: each hydrophone array's bearing-time record (:mod:`server.prepare_passive`).
     """
 
     colorize: bool = True
@@ -108,6 +114,7 @@ class PrepareOptions:
     device: Device = "cpu"
     map: bool | None = None
     map_options: MapOptions = field(default_factory=MapOptions)
+    passive: PassiveOptions = field(default_factory=PassiveOptions)
 
 
 @dataclass(frozen=True)
@@ -138,6 +145,7 @@ class Summary:
     seconds: float = 0.0
     stage_seconds: dict[str, float] = field(default_factory=dict)  # summed over frames; "finalize" once
     map: MapSummary | None = None
+    notes: list[str] = field(default_factory=list)  # e.g. a passive layer left out, and why
 
     def lines(self) -> list[str]:
         rate = self.prepared / self.seconds if self.seconds > 0 else 0.0
@@ -146,7 +154,7 @@ class Summary:
             f"{self.skipped} already finished, {len(self.failed)} failed; {self.points} points; "
             f"{self.seconds:.1f} s ({rate:.2f} frames/s)"
         ]
-        out += [f"  frame {r.index} FAILED: {r.error}" for r in self.failed]
+        out += [f"  frame {r.index} FAILED: {r.error}" for r in self.failed] + self.notes
         return out + (self.map.lines() if self.map is not None else [])
 
 
@@ -416,10 +424,14 @@ def prepare(
             entries[result.index] = result.entry
         else:
             summary.failed.append(result)
+    passive_start = time.perf_counter()
+    passive, summary.notes = passive_records(log, options.passive)  # whole recordings, not frames
+    if log.hydrophones:
+        summary.stage_seconds["passive"] = time.perf_counter() - passive_start
     finalize_start = time.perf_counter()
     tracks = log.labels()
-    # the commit point: fsyncs the frames (and the log's labels), then the manifest
-    writer.finalize(known=entries, imported_labels=labels_document(tracks) if tracks else None)
+    # the commit point: fsyncs the frames (and the log's labels and passive layers), then the manifest
+    writer.finalize(known=entries, imported_labels=labels_document(tracks) if tracks else None, passive=passive)
     store_videos(log.videos, scene_dir)  # SCENE_DIR/videos/: what the video route serves
     summary.stage_seconds["finalize"] = time.perf_counter() - finalize_start
     sonars = sonar_sensors(log)

@@ -11,6 +11,7 @@ Layout of one scene directory (format ``fathom-scene``, version 3)::
       frames/000000.radar.arrow  radar returns of the frame (only for a log with radars)
       frames/000000.CAM_FRONT.jpg camera images, JPEG bytes as given
       frames/000000.json         the frame's manifest entry ("sidecar"), written after its files
+      passive/HULL.arrow         a hydrophone array's bearing-time record (only for a log with hydrophones)
 
 (Readers take every path from the manifest; all of a frame's files share one directory so
 that one directory fsync makes their renames durable.)
@@ -25,7 +26,8 @@ that one directory fsync makes their renames durable.)
                               "ego_from_camera": [qw qx qy qz tx ty tz]}],
                  "radars": [{"name", "sensor_id", "ego_from_sensor": [...]}]},   # only with radars
      "frames": [FRAME_ENTRY, ...],            # sorted by index
-     "imported_labels": FILE}                 # optional
+     "imported_labels": FILE,                 # optional
+     "passive": [FILE + {"array", "rows"}]}   # optional: one per hydrophone array
 
 The scene id is the name of the scene's directory (1-64 ASCII letters, digits, ``_-.``,
 starting with a letter or digit): ``fathom prepare`` names the scene after the directory it
@@ -112,6 +114,13 @@ of detail (:mod:`formats.scene_store.radar`)::
 Each return is moved to the world frame with the ego pose at its scan's time (radars scan
 unsynchronised with the LiDARs). :meth:`Scene.radar` reads it with float32 ``x y z`` added.
 
+A passive layer (a log with hydrophone arrays) is one array's bearing-time record over its
+whole recording, not a frame's: an Arrow IPC file of ``time_ns`` (int64, each record frame's
+middle) and ``power`` (``fixed_size_list<float32>[B]``, band power per beam), its azimuth grid,
+band, array name and acoustic centre (ego frame) in the schema metadata
+(:mod:`formats.scene_store.passive`); :meth:`Scene.passive_record` reads one. The layers are
+written by :meth:`SceneWriter.finalize`, before the manifest that lists them.
+
 Atomicity, durability and resumability: every file is written to a temporary file in its
 directory and renamed over its final name (``os.replace``), so no reader ever sees half a
 file. A frame's sidecar ``frames/NNNNNN.json`` is written after its data files (and removed
@@ -170,9 +179,11 @@ from formats.scene_store.manifest import (
     IMPORTED_LABELS,
     MANIFEST,
     FrameEntry,
+    PassiveLayer,
     StoredFile,
     read_manifest,
 )
+from formats.scene_store.passive import PassiveRecord, passive_table, read_passive
 from formats.scene_store.points import (
     COLUMN_TYPES,
     MAX_CAMERAS,
@@ -196,8 +207,8 @@ from formats.scene_store.writer import SceneWriter
 __all__ = [
     "COLUMN_TYPES", "FORMAT_NAME", "FORMAT_VERSION", "IMPORTED_LABELS", "MANIFEST", "MAX_CAMERAS", "NAME_RULE",
     "QUANT_KEY", "QUANTISED_COLUMNS", "RADAR_COLUMNS", "REQUIRED_COLUMNS", "STORED_TYPES", "XYZ_COLUMNS", "FrameBoxes",
-    "FrameEntry", "Lidar", "Scene", "SceneOrigin", "SceneWriter", "StoredFile", "arrow_array", "atomic_write",
-    "camera_to_json", "check_points_schema", "check_radar_schema", "column_values", "points_table", "pose_to_json",
-    "positions", "quantisation", "radar_table", "radar_with_xyz", "read_manifest", "take_rows", "valid_name",
-    "with_xyz", "write_arrow_file",
+    "FrameEntry", "Lidar", "PassiveLayer", "PassiveRecord", "Scene", "SceneOrigin", "SceneWriter", "StoredFile",
+    "arrow_array", "atomic_write", "camera_to_json", "check_points_schema", "check_radar_schema", "column_values",
+    "passive_table", "points_table", "pose_to_json", "positions", "quantisation", "radar_table", "radar_with_xyz",
+    "read_manifest", "read_passive", "take_rows", "valid_name", "with_xyz", "write_arrow_file",
 ]

@@ -81,6 +81,15 @@ class FrameEntry:
 
 
 @dataclass(frozen=True)
+class PassiveLayer:
+    """A hydrophone array's bearing-time record file (:mod:`formats.scene_store.passive`) and its rows."""
+
+    array: str
+    file: StoredFile
+    rows: int
+
+
+@dataclass(frozen=True)
 class SceneHeader:
     """What ``scene.json`` says besides its frames (parsed by :func:`header_from_json`)."""
 
@@ -90,6 +99,7 @@ class SceneHeader:
     cameras: Mapping[str, Camera]
     imported_labels: StoredFile | None
     radars: tuple[Lidar, ...] = ()
+    passive: tuple[PassiveLayer, ...] = ()
 
 
 def read_manifest(scene_dir: Path) -> dict[str, Any]:
@@ -128,6 +138,21 @@ def file_from_json(d: Any, path: Path) -> StoredFile:
     if Path(f.file).is_absolute() or ".." in Path(f.file).parts or "\\" in f.file:
         raise FormatError(path, None, f"a relative path inside the scene, got {f.file!r}")
     return f
+
+
+def passive_to_json(layer: PassiveLayer) -> dict[str, Any]:
+    return dict(file_to_json(layer.file), array=layer.array, rows=layer.rows)
+
+
+def passive_from_json(d: Any, path: Path) -> PassiveLayer:
+    """A ``passive`` entry of the manifest; FormatError unless complete with a valid array name."""
+    try:
+        return PassiveLayer(checked_name(d["array"], path, "passive array"), file_from_json(d, path), int(d["rows"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        if isinstance(exc, FormatError):
+            raise
+        want = f"a passive entry {{array, file, bytes, xxh3_128, rows}}, got {d!r}"
+        raise FormatError(path, None, want[:300]) from None
 
 
 def entry_to_json(e: FrameEntry) -> dict[str, Any]:
@@ -200,8 +225,11 @@ def header_from_json(doc: Mapping[str, Any], path: Path) -> SceneHeader:
         radars = tuple(lidar_from_json(r, path, f"sensors.radars[{i}]")
                        for i, r in enumerate(sensors.get("radars", [])))
         imported = doc.get("imported_labels")
+        passive = tuple(passive_from_json(p, path) for p in doc.get("passive", []))
+        if len({p.array for p in passive}) != len(passive):
+            raise FormatError(path, None, "passive layers of distinct arrays")
         return SceneHeader(checked_name(doc["scene_id"], path, "scene_id"), origin, lidars, cameras,
-                           None if imported is None else file_from_json(imported, path), radars)
+                           None if imported is None else file_from_json(imported, path), radars, passive)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         if isinstance(exc, FormatError):
             raise

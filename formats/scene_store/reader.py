@@ -21,11 +21,13 @@ from formats.scene_store.boxes import FrameBoxes
 from formats.scene_store.manifest import (
     MANIFEST,
     FrameEntry,
+    PassiveLayer,
     StoredFile,
     entry_from_json,
     header_from_json,
     read_manifest,
 )
+from formats.scene_store.passive import PassiveRecord, read_passive
 from formats.scene_store.points import check_points_schema, increasing_below, take_rows, with_xyz
 from formats.scene_store.radar import check_radar_schema, radar_with_xyz
 
@@ -49,6 +51,7 @@ class Scene:
         ``scene.json``. imported_labels: the log's label document file, or None.
         radars: the radars as :class:`Lidar` entries (name, extrinsic; ``sensor_id`` of the
         radar tables = position).
+        passive: the hydrophone arrays' bearing-time record files (:meth:`passive_record`).
     """
 
     dir: Path
@@ -60,6 +63,7 @@ class Scene:
     manifest_digest: str
     imported_labels: StoredFile | None = None
     radars: tuple[Lidar, ...] = ()
+    passive: tuple[PassiveLayer, ...] = ()
 
     @staticmethod
     def open(scene_dir: str | os.PathLike) -> "Scene":
@@ -83,10 +87,11 @@ class Scene:
                     raise FormatError(path, None, f"frame {f.index}: images only for declared cameras, found {cam!r}")
             for sf in f.files():
                 _inside(root, sf.file, path)
-        if head.imported_labels is not None:
-            _inside(root, head.imported_labels.file, path)
+        for stored in [head.imported_labels] + [p.file for p in head.passive]:
+            if stored is not None:
+                _inside(root, stored.file, path)
         return Scene(root, head.scene_id, head.origin, head.lidars, head.cameras, frames,
-                     xxhash.xxh3_128(path.read_bytes()).hexdigest(), head.imported_labels, head.radars)
+                     xxhash.xxh3_128(path.read_bytes()).hexdigest(), head.imported_labels, head.radars, head.passive)
 
     def frame(self, index: int) -> FrameEntry:
         """The entry of frame ``index``; ``KeyError`` if the scene has no such frame."""
@@ -184,6 +189,20 @@ class Scene:
         the float32 nearest to ``offset + q * scale``); None for a frame without radar."""
         table = self.stored_radar(index)
         return None if table is None else radar_with_xyz(table)
+
+    def passive_record(self, array: str) -> PassiveRecord:
+        """The bearing-time record of hydrophone array ``array`` (:mod:`formats.scene_store.passive`,
+        memory-mapped); KeyError for an array the scene has no layer of, FormatError naming the
+        file for one that is not the layer the manifest lists (size, array, rows, layout)."""
+        layer = next((p for p in self.passive if p.array == array), None)
+        if layer is None:
+            raise KeyError(array)
+        full = self._file(layer.file)
+        record = read_passive(full)
+        if (record.array, len(record.times_ns)) != (layer.array, layer.rows):
+            raise FormatError(full, None, f"array {layer.array!r} with {layer.rows} rows as the manifest records, "
+                                          f"found {record.array!r} with {len(record.times_ns)}")
+        return record
 
     def image_path(self, index: int, camera: str) -> Path:
         """Path of frame ``index``'s JPEG for ``camera``; KeyError if there is none."""

@@ -20,13 +20,16 @@ from formats.scene_store.manifest import (
     IMPORTED_LABELS,
     MANIFEST,
     FrameEntry,
+    PassiveLayer,
     StoredFile,
     entry_from_json,
     entry_to_json,
     file_to_json,
     header_to_json,
+    passive_to_json,
     read_manifest,
 )
+from formats.scene_store.passive import PassiveRecord, passive_table
 from formats.scene_store.points import check_points_schema, checked_lod_rows, column_values
 from formats.scene_store.radar import RADAR_TYPES, check_radar_schema
 
@@ -230,7 +233,8 @@ class SceneWriter:
 
     def finalize(self, verify: Literal["size", "digest"] = "digest",
                  known: Mapping[int, FrameEntry] | None = None,
-                 imported_labels: Mapping[str, Any] | None = None) -> list[FrameEntry]:
+                 imported_labels: Mapping[str, Any] | None = None,
+                 passive: Sequence[PassiveRecord] = ()) -> list[FrameEntry]:
         """Rewrite ``scene.json`` atomically and durably listing every finished frame; returns
         them. The commit point: the files of the frames it lists are fsynced first.
 
@@ -238,6 +242,8 @@ class SceneWriter:
         (``finished_entries``) itself; they are listed as given, every other sidecar is
         verified. ``imported_labels``: the log's label document, written as
         ``labels.imported.json`` and listed in the manifest (see the module docstring).
+        ``passive``: the hydrophone arrays' bearing-time records, written as ``passive/NAME.arrow``
+        (:mod:`formats.scene_store.passive`) and listed as ``passive``.
         """
         known = dict(known or {})
         found = self._entries(verify, set(known))
@@ -250,6 +256,17 @@ class SceneWriter:
             stored = atomic_write(self.dir / IMPORTED_LABELS, body, durable=False)
             extra["imported_labels"] = file_to_json(StoredFile(IMPORTED_LABELS, stored.bytes, stored.xxh3_128))
             files.append(self.dir / IMPORTED_LABELS)
+        if len({r.array for r in passive}) != len(passive):
+            raise ValueError(f"one passive layer per array, got {[r.array for r in passive]}")
+        layers = []
+        for record in passive:
+            rel = f"passive/{checked_name(record.array, self.dir / MANIFEST, 'passive array')}.arrow"
+            stored = atomic_write(self.dir / rel, passive_table(record), durable=False)
+            layers.append(PassiveLayer(record.array, StoredFile(rel, stored.bytes, stored.xxh3_128),
+                                       len(record.times_ns)))
+            files.append(self.dir / rel)
+        if layers:
+            extra["passive"] = [passive_to_json(p) for p in layers]
         make_durable(self.dir, files)
         doc = dict(self.header, frames=[entry_to_json(e) for e in entries], **extra)
         atomic_write(self.dir / MANIFEST, json.dumps(doc, indent=1).encode())
