@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from tests.live_server import fathom_serve
-from tests.server_scene import car_track, write_scene
+from tests.server_scene import T0, car_track, write_scene
 
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -66,23 +66,33 @@ def test_viewer_draws_points_boxes_and_camera(tmp_path):
         r = httpx.put(url + "/v1/scenes/demo/labels", json={"tracks": [car_track()]},
                       headers={"Authorization": "Bearer annotator-token-1", "If-Match": "*"})
         assert r.status_code == 200
+        # a labelled bearing (no hydrophone array: its ray starts at the ego origin), 30° to port
+        contact = {"id": "c1", "category": "merchant", "band_hz": [100.0, 500.0],
+                   "keyframes": [{"timestamp_ns": T0 - 10**9, "azimuth_rad": 0.5236},
+                                 {"timestamp_ns": T0 + 10**9, "azimuth_rad": 0.5236}]}
+        r = httpx.put(url + "/v1/scenes/demo/bearing-tracks", json={"expected_revision": 0, "tracks": [contact]},
+                      headers={"Authorization": "Bearer annotator-token-1"})
+        assert r.status_code == 200
         with _browser(tmp_path, url) as (page, problems, outside):
             page.goto(f"{url}/viewer/demo?token=viewer-token-1")
             state = _wait(page, "ready")
             assert state["error"] is None, state
             assert state["points"] > 1000 and state["boxes"] == 1 and state["projected"] > 0
-            # the canvas really shows them: count lit pixels of the bird's-eye view
+            assert state["bearings"] == 1, state
+            # the canvas really shows them: count lit pixels of the bird's-eye view (the bearing ray
+            # magenta: no point has green below 120)
             lit = page.evaluate("""() => {
                 const c = document.getElementById('bev');
                 const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
-                let n = 0, box = 0;
+                let n = 0, box = 0, ray = 0;
                 for (let i = 0; i < d.length; i += 4) {
                     if (d[i] + d[i + 1] + d[i + 2] > 0) n++;
                     if (d[i] === 255 && d[i + 1] === 204 && d[i + 2] === 0) box++;
+                    if (d[i] > 200 && d[i + 1] < 120 && d[i + 2] > 200) ray++;
                 }
-                return [n, box];
+                return [n, box, ray];
             }""")
-            assert lit[0] > 500 and lit[1] > 20, lit
+            assert lit[0] > 500 and lit[1] > 20 and lit[2] > 200, lit
             assert page.evaluate("document.getElementById('camera-image').naturalWidth") == 64
             # a scene without a map: no map panel, no error
             state = _wait(page, "ready", "fathomMap")

@@ -1,9 +1,11 @@
-// Fathom viewer: bird's-eye view of a frame's points with label boxes, plus a camera image
-// with the frame's projected points and boxes. Plain JS, no dependencies, same-origin only.
+// Fathom viewer: bird's-eye view of a frame's points with label boxes and passive-sonar bearing
+// rays, plus a camera image with the frame's projected points, boxes and bearings. Plain JS, no
+// dependencies, same-origin only.
 "use strict";
 
 const state = { scene: null, token: null, frame: 0, lod: 0, camera: null, drawn: 0 };
-window.fathomViewer = { ready: false, points: 0, boxes: 0, projected: 0, error: null };
+window.fathomViewer = { ready: false, points: 0, boxes: 0, projected: 0, bearings: 0, error: null };
+const PEAK_COLOUR = "#00e5ff", TRACK_COLOUR = "#ff40ff"; // bearing rays: record peaks, labelled tracks
 
 function $(id) { return document.getElementById(id); }
 
@@ -46,7 +48,27 @@ function footprint(box) {
     [box.center[0] + c * u - s * v, box.center[1] + s * u + c * v]);
 }
 
-function drawBev(xyz, boxes) {
+// Bearing rays (ego frame: origin and segment end) as lines, a track's id beside it; returns how many.
+function drawBearings(ctx, toPx, bearings) {
+  const rays = bearings.arrays.flatMap(a => a.peaks || []).concat(bearings.tracks.filter(t => !t.error));
+  for (const ray of rays) {
+    const track = ray.kind === "track";
+    const [u0, v0] = toPx(ray.origin[0], ray.origin[1]), [u1, v1] = toPx(ray.end[0], ray.end[1]);
+    ctx.strokeStyle = ctx.fillStyle = track ? TRACK_COLOUR : PEAK_COLOUR;
+    ctx.lineWidth = track ? 2 : 1;
+    ctx.beginPath();
+    ctx.moveTo(u0, v0);
+    ctx.lineTo(u1, v1);
+    ctx.stroke();
+    if (track) {
+      const [u, v] = toPx(ray.origin[0] + 40 * ray.direction[0], ray.origin[1] + 40 * ray.direction[1]);
+      ctx.fillText(ray.track_id, u + 3, v - 3);
+    }
+  }
+  return rays.length;
+}
+
+function drawBev(xyz, boxes, bearings) {
   const canvas = $("bev"), ctx = canvas.getContext("2d");
   const W = canvas.width, H = canvas.height, range = 60; // metres from the ego to the edge
   const scale = W / (2 * range);
@@ -78,12 +100,28 @@ function drawBev(xyz, boxes) {
     ctx.fillStyle = "#ffcc00";
     ctx.fillText(`${box.track_id} (${box.points_in_box ?? "?"})`, pts[0][0] + 3, pts[0][1] - 3);
   }
+  window.fathomViewer.bearings = drawBearings(ctx, toPx, bearings);
   ctx.fillStyle = "#f33";
   ctx.fillRect(W / 2 - 3, H / 2 - 3, 6, 6); // the ego
   return n;
 }
 
-async function drawCamera(frameEntry) {
+// The frame's bearing rays in one camera: the polylines the bearings route projected.
+function drawCameraBearings(ctx, bearings, camera, width) {
+  const seen = bearings.cameras.find(c => c.camera === camera);
+  for (const ray of seen ? seen.rays : []) {
+    ctx.strokeStyle = ray.kind === "track" ? TRACK_COLOUR : PEAK_COLOUR;
+    ctx.lineWidth = Math.max(1, width / 800) * (ray.kind === "track" ? 2 : 1);
+    for (const path of ray.paths) {
+      ctx.beginPath();
+      ctx.moveTo(path[0][0], path[0][1]);
+      for (const p of path.slice(1)) ctx.lineTo(p[0], p[1]);
+      ctx.stroke();
+    }
+  }
+}
+
+async function drawCamera(frameEntry, bearings) {
   const panel = $("camera-panel");
   const cam = state.camera;
   if (!cam || !(cam in frameEntry.cameras)) { panel.hidden = true; return; }
@@ -103,7 +141,8 @@ async function drawCamera(frameEntry) {
   try {
     proj = await api(`${base}/projection/${encodeURIComponent(cam)}?lod=${Math.max(state.lod, 1)}`, "json");
   } catch (e) {
-    return; // no projection for this frame (e.g. no level of detail): the image alone
+    drawCameraBearings(ctx, bearings, cam, info.width);
+    return; // no projection for this frame (e.g. no level of detail): the image and its bearings
   }
   const r = Math.max(1, info.width / 800);
   for (let i = 0; i < proj.u.length; i++) {
@@ -121,6 +160,7 @@ async function drawCamera(frameEntry) {
       ctx.stroke();
     }
   }
+  drawCameraBearings(ctx, bearings, cam, info.width);
   window.fathomViewer.projected = proj.u.length;
 }
 
@@ -131,15 +171,17 @@ async function showFrame() {
   setStatus("loading…");
   const base = `/v1/scenes/${state.scene.id}/frames/${f.index}`;
   const lod = Math.min(state.lod, f.lod_points.length);
-  const [buf, cub] = await Promise.all([
+  const [buf, cub, bearings] = await Promise.all([
     api(`${base}/points?format=raw&frame=ego&lod=${lod}`, "bin"),
     api(`${base}/cuboids?frame=ego`, "json"),
+    api(`${base}/bearings?frame=ego`, "json"),
   ]);
-  const n = drawBev(new Float32Array(buf), cub.boxes);
+  const n = drawBev(new Float32Array(buf), cub.boxes, bearings);
   window.fathomViewer.points = n;
   window.fathomViewer.boxes = cub.boxes.length;
-  await drawCamera(f);
-  setStatus(`${n} points drawn, ${cub.boxes.length} boxes (labels r${cub.revision})`);
+  await drawCamera(f, bearings);
+  const rays = window.fathomViewer.bearings ? `, ${window.fathomViewer.bearings} bearing rays` : "";
+  setStatus(`${n} points drawn, ${cub.boxes.length} boxes (labels r${cub.revision})${rays}`);
   window.fathomViewer.ready = true;
 }
 
