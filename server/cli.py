@@ -107,7 +107,10 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    """A prepared scene's current labels as a nuScenes DATAROOT (the HTTP export, on disk)."""
+    """A prepared scene's current labels on disk as the HTTP exports give them: the cuboid labels
+    as a nuScenes DATAROOT, the 2D tracks of its video cameras as KITTI 2D or COCO."""
+    if args.format != "nuscenes":
+        return _export_2d(args)
     from formats.export_nuscenes_dataroot import write_nuscenes_dataroot
     from formats.scene_store import Scene
     from server.boxes import interpolation_modes, tracks_from_document
@@ -123,6 +126,56 @@ def _cmd_export(args: argparse.Namespace) -> int:
                                    unmapped=args.unmapped, complete=not args.tables_only,
                                    interpolation=interpolation_modes(doc))
     print(f"fathom export: {scene.scene_id} (label revision {revision}, {len(doc['tracks'])} tracks) → {root}")
+    return 0
+
+
+def _export_2d(args: argparse.Namespace) -> int:
+    """The scene's current 2D tracks (the ``tracks2d`` document in ``documents.sqlite3`` beside
+    the label database, as the server keeps it) over every indexed frame of its video cameras:
+    KITTI 2D files ``OUT/CAMERA/NNNNNN.txt``, or COCO JSON at ``OUT`` with the bytes
+    ``GET /v1/scenes/{id}/tracks2d/coco`` answers."""
+    import json
+
+    import numpy as np
+
+    from formats.export_2d import VideoFrames, coco_document, write_kitti_2d
+    from formats.scene_store import Scene
+    from formats.video_log import open_video, scene_videos
+    from server.config import Settings
+    from server.doc_store import DocumentStore
+    from server.document_schemas import Tracks2DDocument
+
+    scene_dir = Path(args.scene_dir)
+    scene = Scene.open(scene_dir)
+    db = Path(args.label_db) if args.label_db else Settings(scenes_dir=scene_dir.parent).label_db_path
+    documents = db.with_name("documents.sqlite3")  # the server's document store (server.doc_store.app_store)
+    revision, body = 0, None
+    if documents.exists():
+        store = DocumentStore(documents)
+        try:
+            revision, body = store.get(scene.scene_id, "tracks2d")
+        finally:
+            store.close()
+    doc = Tracks2DDocument.model_validate({"scene_id": scene.scene_id, "revision": revision,
+                                           **(body or {"tracks": []})})
+    tracks = [t.to_track() for t in doc.tracks]
+    videos = []
+    for camera, video in scene_videos(scene.dir).items():  # the frames the COCO route exports
+        index = open_video(video).index
+        cam = scene.cameras.get(camera)
+        width, height = (cam.intrinsics.width, cam.intrinsics.height) if cam else (index.width, index.height)
+        videos.append(VideoFrames(camera, width, height, np.asarray(index.times_ns)))
+    out = Path(args.out)
+    if args.format == "coco":
+        out.parent.mkdir(parents=True, exist_ok=True)
+        # rendered as the route's JSON response is (Starlette's JSONResponse)
+        out.write_bytes(json.dumps(coco_document(tracks, videos), ensure_ascii=False, allow_nan=False, indent=None,
+                                   separators=(",", ":")).encode("utf-8"))
+        what = "COCO"
+    else:
+        what = f"KITTI 2D, {len(write_kitti_2d(out, tracks, videos))} files"
+    print(f"fathom export: {scene.scene_id} (2D tracks revision {revision}, {len(tracks)} tracks, "
+          f"{len(videos)} video cameras) → {out} ({what})")
     return 0
 
 
@@ -357,16 +410,22 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bag_options(insp)
     insp.set_defaults(func=_cmd_inspect)
 
-    exp = sub.add_parser("export", help="a prepared scene's labels as a nuScenes DATAROOT on disk")
-    exp.add_argument("format", choices=["nuscenes"])
+    exp = sub.add_parser("export", help="a prepared scene's labels on disk: nuScenes DATAROOT, KITTI 2D or COCO",
+                         description="nuscenes: the cuboid labels as a nuScenes DATAROOT; kitti-2d, coco: the 2D "
+                                     "tracks of the scene's video cameras (the documents the server keeps beside "
+                                     "its label database) as KITTI 2D label files or a COCO JSON file.")
+    exp.add_argument("format", choices=["nuscenes", "kitti-2d", "coco"])
     exp.add_argument("scene_dir", help="a prepared scene directory")
-    exp.add_argument("--out", required=True, help="the DATAROOT directory to write")
+    exp.add_argument("--out", required=True,
+                     help="the DATAROOT directory (nuscenes), the label directory (kitti-2d: OUT/CAMERA/NNNNNN.txt) "
+                          "or the JSON file (coco) to write")
     exp.add_argument("--label-db", default=None,
                      help="the server's label database (default: labels.sqlite3 beside the scene directory)")
-    exp.add_argument("--version", default="v1.0-fathom", help="the table version directory")
+    exp.add_argument("--version", default="v1.0-fathom", help="nuscenes: the table version directory")
     exp.add_argument("--unmapped", default="refuse", choices=["refuse", "pass", "drop"],
-                     help="categories with no nuScenes name: refuse (default), pass the name, or drop the track")
-    exp.add_argument("--tables-only", action="store_true", help="the tables without samples/")
+                     help="nuscenes: categories with no nuScenes name: refuse (default), pass the name, or drop the "
+                          "track")
+    exp.add_argument("--tables-only", action="store_true", help="nuscenes: the tables without samples/")
     exp.set_defaults(func=_cmd_export)
 
     pre = sub.add_parser("prelabel", help="a detector's per-frame detections → a prepared scene's pre-label tracks")
