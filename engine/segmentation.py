@@ -15,7 +15,11 @@ Selections return ``(N,) bool`` masks, computed by parallel kernels on float64:
 
 Polygons use the crossing-number test ``(y_i > y) != (y_j > y) and x < x_i + (y − y_i) ·
 (x_j − x_i) / (y_j − y_i)`` over the edges ``(i, j = i − 1)``; a point exactly on an edge
-may fall on either side. NaN points are never selected.
+may fall on either side. NaN points are never selected. The test runs only for points near
+the boundary: the others take the answer of their slab's gap (:mod:`engine.polygon_slabs`,
+the same answer bit for bit). On a :class:`MapCloud` (rows sorted by voxel key) a prism
+reads only the voxel columns near the boundary and the rows inside: a gap's columns are
+found by binary search, and inside ones need only their z index.
 
 :func:`apply_labels` writes a selection (or per-group labels, e.g. one group per cuboid)
 into label arrays, optionally only where the current (effective) class is 0 or a given
@@ -34,10 +38,11 @@ from engine import quaternion as quat
 from engine._jit import inline, jit, pjit, prange
 from engine.arrays import as_points
 from engine.camera import Camera
+from engine.polygon_slabs import in_polygon, in_polygon_slabs, polygon_slabs, slab_table
 from engine.pose_track import PoseTrack
-from engine.projection import project_points
-from engine.segmentation_map import BIAS, MapCloud, VoxelLabels, key_of, lookup_packed
-from engine.zbuffer import zbuffer
+from engine.projection_window import project_window
+from engine.segmentation_map import BIAS, BLOCK, CHUNK, FIELD, MapCloud, VoxelLabels, find_rows, key_of
+from engine.zbuffer import splat_half, zbuffer
 
 UNLABELLED = 0
 INHERIT = 0xFFFF  # a layer's class id for "not set here": the next layer decides
@@ -48,34 +53,69 @@ ANY, ONLY_UNLABELLED, ONLY_CLASS = 0, 1, 2
 
 
 @inline
-def _in_polygon(x, y, poly):
-    """Even-odd crossing test of ``(x, y)`` against ``poly (K, 2)``."""
-    inside = False
-    k = poly.shape[0]
-    j = k - 1
-    for i in range(k):
-        xi, yi, xj, yj = poly[i, 0], poly[i, 1], poly[j, 0], poly[j, 1]
-        if (yi > y) != (yj > y):
-            if x < xi + (y - yi) * (xj - xi) / (yj - yi):
-                inside = not inside
-        j = i
-    return inside
+def _z_and_polygon(x, y, z, z_min, z_max, poly, lo, hi, x0, inv_width, bands, first, gap_in):
+    return (z >= z_min and z <= z_max
+            and in_polygon_slabs(x, y, poly, lo, hi, x0, inv_width, bands, first, gap_in))
 
 
 @pjit
-def _prism_kernel(xyz, starts, ends, poly, lo, hi, z_min, z_max, out):
+def _prism_kernel(xyz, starts, ends, z_min, z_max, poly, lo, hi, x0, inv_width, bands, first, gap_in, out):
     for r in prange(starts.shape[0]):
         for i in range(starts[r], ends[r]):
-            x, y, z = np.float64(xyz[i, 0]), np.float64(xyz[i, 1]), np.float64(xyz[i, 2])
-            out[i] = (z >= z_min and z <= z_max and x >= lo[0] and x <= hi[0] and y >= lo[1] and y <= hi[1]
-                      and _in_polygon(x, y, poly))
+            out[i] = _z_and_polygon(np.float64(xyz[i, 0]), np.float64(xyz[i, 1]), np.float64(xyz[i, 2]), z_min,
+                                    z_max, poly, lo, hi, x0, inv_width, bands, first, gap_in)
+
+
+@inline
+def _in_prism(xyz, t, poly, lo, hi, z_min, z_max):
+    """The prism test of row ``t`` of ``xyz`` by the crossing test itself."""
+    x, y, z = xyz[t, 0], xyz[t, 1], xyz[t, 2]
+    return (z >= z_min and z <= z_max and x >= lo[0] and x <= hi[0] and y >= lo[1] and y <= hi[1]
+            and in_polygon(x, y, poly))
 
 
 @pjit
-def _polygon_kernel(uv, ok, poly, lo, hi, out):
+def _prism_map_kernel(keys, xyz, i0, starts, ends, voxel_m, poly, lo, hi, z_min, z_max, bands, first, gap_in, out):
+    """:func:`_prism_kernel` on a map cloud, by the slabs of x voxels ``i0 + s``
+    (:func:`engine.polygon_slabs.slab_table` one voxel wide): the rows of the voxel columns
+    that lie wholly within a gap (two voxels of slack) take the gap's answer, with the z
+    range decided by the voxel's z index (the centroid only within a voxel of ``z_min`` or
+    ``z_max``); the rows of outside gaps are never read. The other rows take the full test."""
+    inv = 1.0 / voxel_m
+    kz_min = int(min(max(np.floor(z_min * inv), -BIAS - 4.0), BIAS + 4.0)) + BIAS
+    kz_max = int(min(max(np.floor(z_max * inv), -BIAS - 4.0), BIAS + 4.0)) + BIAS
+    for s in prange(starts.shape[0]):
+        slab = np.int64(i0 + s + BIAS) << 42
+        r = starts[s]
+        below = -np.inf
+        for b in range(first[s], first[s + 1] + 1):
+            last = b == first[s + 1]  # the gap above the last band
+            above = np.inf if last else bands[b, 0]
+            ja = max(np.floor(below * inv), -BIAS - 2.0) + 2  # voxel columns wholly in the gap
+            jb = min(np.floor(above * inv), BIAS + 2.0) - 2
+            if ja <= jb:
+                ra = np.searchsorted(keys[r : ends[s]], slab | (np.int64(ja + BIAS) << 21)) + r
+                rb = np.searchsorted(keys[r : ends[s]], slab + (np.int64(jb + 1 + BIAS) << 21)) + r
+                for t in range(r, ra):
+                    out[t] = _in_prism(xyz, t, poly, lo, hi, z_min, z_max)
+                if not last and gap_in[b]:
+                    for t in range(ra, rb):
+                        kz = keys[t] & FIELD
+                        inside = (kz > kz_min + 1) & (kz < kz_max - 1)  # no branch on random z
+                        if (kz >= kz_min - 1) & (kz <= kz_max + 1) & (not inside):
+                            inside = z_min <= xyz[t, 2] <= z_max
+                        out[t] = inside
+                r = rb
+            if not last:
+                below = bands[b, 1]
+        for t in range(r, ends[s]):
+            out[t] = _in_prism(xyz, t, poly, lo, hi, z_min, z_max)
+
+
+@pjit
+def _polygon_kernel(uv, ok, poly, lo, hi, x0, inv_width, bands, first, gap_in, out):
     for i in prange(uv.shape[0]):
-        x, y = uv[i, 0], uv[i, 1]
-        out[i] = ok[i] and x >= lo[0] and x <= hi[0] and y >= lo[1] and y <= hi[1] and _in_polygon(x, y, poly)
+        out[i] = ok[i] and in_polygon_slabs(uv[i, 0], uv[i, 1], poly, lo, hi, x0, inv_width, bands, first, gap_in)
 
 
 @pjit
@@ -133,28 +173,40 @@ def _apply_kernel(group, g_class, g_inst, current, mode, only_class, cls, inst):
 
 
 @pjit
-def _transfer_kernel(xyz, inv_size, table, bits, box, b_class, b_inst, f_class, f_inst,
+def _transfer_kernel(xyz, inv_size, table, bits, packed, box, b_class, b_inst, f_class, f_inst,
                      out_class, out_inst):
+    """Per block of points: the voxel keys (from a copy of the block's coordinates: a tight
+    copy loop streams them from memory far faster than the key arithmetic does), their rows
+    in the labels (:func:`engine.segmentation_map.find_rows`), then per point the first
+    layer that labels it."""
+    n = xyz.shape[0]
     has_frame = f_class.shape[0] > 0
     has_box = box.shape[0] > 0
-    for i in prange(xyz.shape[0]):
-        if has_frame and f_class[i] != INHERIT:
-            out_class[i] = f_class[i]
-            out_inst[i] = f_inst[i]
-            continue
-        if has_box:
-            b = box[i]
-            if b >= 0 and b_class[b] != INHERIT:
-                out_class[i] = b_class[b]
-                out_inst[i] = b_inst[b]
-                continue
-        v = lookup_packed(table, bits, key_of(xyz[i, 0], xyz[i, 1], xyz[i, 2], inv_size))
-        if v >= 0:
-            out_class[i] = v >> 32
-            out_inst[i] = v & 0xFFFFFFFF
-        else:
-            out_class[i] = UNLABELLED
-            out_inst[i] = 0
+    for c in prange((n + CHUNK - 1) // CHUNK):
+        pts = np.empty((BLOCK, 3))
+        keys = np.empty(BLOCK, np.int64)
+        rows = np.empty(BLOCK, np.int64)
+        for lo in range(c * CHUNK, min(c * CHUNK + CHUNK, n), BLOCK):
+            m = min(BLOCK, n - lo)
+            for j in range(m):
+                pts[j, 0] = xyz[lo + j, 0]
+                pts[j, 1] = xyz[lo + j, 1]
+                pts[j, 2] = xyz[lo + j, 2]
+            for j in range(m):
+                keys[j] = key_of(pts[j, 0], pts[j, 1], pts[j, 2], inv_size)
+            find_rows(table, bits, keys, m, rows)
+            for j in range(m):
+                i = lo + j
+                if has_frame and f_class[i] != INHERIT:
+                    out_class[i] = f_class[i]
+                    out_inst[i] = f_inst[i]
+                elif has_box and box[i] >= 0 and b_class[box[i]] != INHERIT:
+                    out_class[i] = b_class[box[i]]
+                    out_inst[i] = b_inst[box[i]]
+                else:
+                    v = packed[rows[j]] if rows[j] >= 0 else np.int64(0)
+                    out_class[i] = v >> 32
+                    out_inst[i] = v & 0xFFFFFFFF
 
 
 # ---------------------------------------------------------------- checks
@@ -183,22 +235,24 @@ def _finite(value: Sequence[float] | np.ndarray | float, shape: tuple[int, ...],
 
 Points = np.ndarray | MapCloud
 _CHUNK = 1 << 14  # points per parallel work item of an unsorted cloud
+_SLABS = 128  # slabs of a polygon tested against points in no order (engine.polygon_slabs)
 
 
-def _work(points: Points, lo_xy: np.ndarray, hi_xy: np.ndarray) -> tuple[np.ndarray, ...]:
-    """``(xyz, starts, ends, out)``: the rows a selection within ``lo_xy..hi_xy`` must test.
-    A :class:`MapCloud` (rows sorted by voxel key, each centroid in its voxel) gives only its
-    voxel columns that the bounding box meets (one slab of x per range, its y span found by
-    binary search; one voxel of slack for rounding), the others stay False; an array gives
-    every row in chunks."""
+def _work(points: Points, lo_xy: np.ndarray, hi_xy: np.ndarray) -> tuple[np.ndarray, int, np.ndarray, np.ndarray,
+                                                                        np.ndarray]:
+    """``(xyz, i0, starts, ends, out)``: the rows a selection within ``lo_xy..hi_xy`` must
+    test. A :class:`MapCloud` (rows sorted by voxel key, each centroid in its voxel) gives
+    only its voxel columns that the bounding box meets (range ``s`` holds the slab of x
+    voxels ``i0 + s``, its y span found by binary search; one voxel of slack for rounding),
+    the others stay False; an array gives every row in chunks."""
     if not isinstance(points, MapCloud):
         xyz = as_points(points)
         starts = np.arange(0, len(xyz), _CHUNK, dtype=np.int64)
-        return xyz, starts, np.minimum(starts + _CHUNK, len(xyz)), np.empty(len(xyz), np.bool_)
+        return xyz, 0, starts, np.minimum(starts + _CHUNK, len(xyz)), np.empty(len(xyz), np.bool_)
     cloud = points
     out = np.zeros(len(cloud), np.bool_)
     if not len(cloud):
-        return cloud.centroids, np.zeros(0, np.int64), np.zeros(0, np.int64), out
+        return cloud.centroids, 0, np.zeros(0, np.int64), np.zeros(0, np.int64), out
     first, last = (int(k >> 42) - BIAS for k in (cloud.keys[0], cloud.keys[-1]))
     i0, j0 = np.clip(np.floor(lo_xy / cloud.voxel_m) - 1, -BIAS, BIAS - 1).astype(np.int64)
     i1, j1 = np.clip(np.floor(hi_xy / cloud.voxel_m) + 1, -BIAS, BIAS - 1).astype(np.int64)
@@ -206,7 +260,7 @@ def _work(points: Points, lo_xy: np.ndarray, hi_xy: np.ndarray) -> tuple[np.ndar
     n = max(i1 - i0 + 1, 0)
     starts, ends = np.empty(n, np.int64), np.empty(n, np.int64)
     _slab_ranges(cloud.keys, i0, int(j0), int(j1), starts, ends)
-    return cloud.centroids, starts, ends, out
+    return cloud.centroids, i0, starts, ends, out
 
 
 def select_prism(points: Points, polygon_xy: np.ndarray, z_min: float, z_max: float) -> np.ndarray:
@@ -217,8 +271,13 @@ def select_prism(points: Points, polygon_xy: np.ndarray, z_min: float, z_max: fl
     z = _finite([z_min, z_max], (2,), "z range")
     if z[0] > z[1]:
         raise ValueError(f"z_min must not exceed z_max, got {z[0]} > {z[1]}")
-    xyz, starts, ends, out = _work(points, lo, hi)
-    _prism_kernel(xyz, starts, ends, poly, lo, hi, z[0], z[1], out)
+    xyz, i0, starts, ends, out = _work(points, lo, hi)
+    if isinstance(points, MapCloud):
+        v = points.voxel_m
+        slabs = slab_table(poly, i0 * v, v, len(starts), 1e-7 * (1.0 + np.abs(poly).max() + v))
+        _prism_map_kernel(points.keys, xyz, i0, starts, ends, v, poly, lo, hi, z[0], z[1], *slabs, out)
+    else:
+        _prism_kernel(xyz, starts, ends, z[0], z[1], poly, lo, hi, *polygon_slabs(poly, lo, hi, _SLABS), out)
     return out
 
 
@@ -232,7 +291,7 @@ def select_box(points: Points, center: Sequence[float], size: Sequence[float], r
         raise ValueError(f"size must be non-negative, got {s.tolist()}")
     rmat = np.ascontiguousarray(quat.to_matrix(quat.as_quaternions(_finite(rotation, (4,), "rotation"), "rotation")))
     reach = np.abs(rmat[:2]) @ (0.5 * s)  # the box's half extent along world x and y
-    xyz, starts, ends, out = _work(points, c[:2] - reach, c[:2] + reach)
+    xyz, _, starts, ends, out = _work(points, c[:2] - reach, c[:2] + reach)
     _box_kernel(xyz, starts, ends, c, rmat, 0.5 * s, out)
     return out
 
@@ -243,7 +302,7 @@ def select_sphere(points: Points, center: Sequence[float], radius_m: float) -> n
     r = float(_finite(radius_m, (), "radius"))
     if r < 0:
         raise ValueError(f"radius must be non-negative, got {r}")
-    xyz, starts, ends, out = _work(points, c[:2] - r, c[:2] + r)
+    xyz, _, starts, ends, out = _work(points, c[:2] - r, c[:2] + r)
     _sphere_kernel(xyz, starts, ends, c, r * r, out)
     return out
 
@@ -256,7 +315,7 @@ def select_polygon_2d(uv: np.ndarray, ok: np.ndarray, polygon_uv: np.ndarray) ->
         raise ValueError(f"uv must be (N, 2) and ok (N,), got {pix.shape} and {flags.shape}")
     poly, lo, hi = _polygon(polygon_uv, "polygon")
     out = np.empty(len(pix), np.bool_)
-    _polygon_kernel(pix, flags, poly, lo, hi, out)
+    _polygon_kernel(pix, flags, poly, lo, hi, *polygon_slabs(poly, lo, hi, _SLABS), out)
     return out
 
 
@@ -267,12 +326,19 @@ def select_lasso(
     """``(N,) bool``: world points (``(N, 3)``, metres, scene origin) that project into
     ``camera`` exposed at ``camera_time_ns`` (its lens, rolling shutter included:
     :func:`engine.projection.project_points`), survive its z-buffer (:func:`engine.zbuffer.zbuffer`
-    with these parameters: prepare's defaults) and land inside ``polygon_uv (K, 2)`` pixels."""
-    poly, _, _ = _polygon(polygon_uv, "polygon")
-    proj = project_points(xyz_world, [camera], world_from_ego=world_from_ego, camera_times_ns=[int(camera_time_ns)],
-                          frame="world")
+    with these parameters: prepare's defaults) and land inside ``polygon_uv (K, 2)`` pixels.
+
+    Only the points that land within the polygon's bounding box (plus the splat's reach)
+    are kept from the projection and z-buffered: a point's visibility depends only on the
+    splats that reach its pixel, so the result equals z-buffering the whole image."""
+    poly, lo, hi = _polygon(polygon_uv, "polygon")
+    splat_half(radius_px, tolerance_m, tolerance_rel)  # zbuffer's checks, before any work
+    reach = int(radius_px) + 2  # a splat's reach beyond the rounded pixel, and the rounding
+    rows, proj = project_window(xyz_world, camera, world_from_ego, camera_time_ns, lo - reach, hi + reach)
     visible = zbuffer(proj, radius_px, tolerance_m, tolerance_rel).visible
-    return select_polygon_2d(proj.uv[0], visible[0], poly)
+    out = np.zeros(len(xyz_world), np.bool_)
+    out[rows[select_polygon_2d(proj.uv[0], visible[0], poly)]] = True
+    return out
 
 
 # ---------------------------------------------------------------- edits
@@ -346,7 +412,7 @@ def transfer_labels(
             raise ValueError(f"frame layer must be ({n},) arrays, got {fc.shape}, {fi.shape}")
     out_c, out_i = np.empty(n, np.uint16), np.empty(n, np.uint32)
     v = voxel_labels
-    _transfer_kernel(p, 1.0 / v.voxel_m, v.table, v.bits, box, bc, bi, fc, fi, out_c, out_i)
+    _transfer_kernel(p, 1.0 / v.voxel_m, v.table, v.bits, v.packed, box, bc, bi, fc, fi, out_c, out_i)
     return out_c, out_i
 
 

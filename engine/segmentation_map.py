@@ -9,11 +9,17 @@ coordinate has key −1 and no voxel.
 
 :class:`MapCloud` is the scene's map: one entry per occupied voxel of all frames' world
 points (their centroid and count), keys sorted. :class:`VoxelLabels` holds labels per voxel
-key (only labelled voxels) with an open-addressing hash table (linear probing from a
-home slot that keeps the voxels of a 4×4×4 brick together, Fibonacci hashing of the brick,
-load 1/3 to 2/3, each slot ``[key, class << 32 | instance]`` so a lookup touches one cache
-line, and successive points of a LiDAR ring mostly the same lines) that
-:func:`engine.segmentation.transfer_labels` reads per point.
+key (only labelled voxels) for :func:`engine.segmentation.transfer_labels`, which looks up
+every point of every frame. Its table is made for that many lookups into a map far larger
+than the caches: one record per 4×4×4 *brick* of voxels (open addressing with linear
+probing, Fibonacci hashing of the brick key, load at most 1/2), ``[brick key, occupancy
+mask (bit = place in the brick), first row]``, and the labels ``class << 32 | instance`` of
+the brick's voxels in consecutive rows (in place order, so a voxel's row is the first row
+plus the number of occupied places below its own). A lookup touches two cache lines, and
+the voxels of one brick (neighbours along a LiDAR ring) share them: a third of the memory
+of a table of voxels, and fewer distinct lines per frame. :func:`find_rows` looks up a
+block of keys in passes (every key at its brick's home slot, then the few probes further
+on), so that the cache misses of a block are in flight together, not one after another.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from engine.arrays import as_points
 from engine.voxel import hash_slot
 
 BIAS = 1 << 20
-_FIELD = (1 << 21) - 1
+FIELD = (1 << 21) - 1
 _BRICK = ~((3 << 42) | (3 << 21) | 3)  # a key with its voxel's place in its 4×4×4 brick cleared
 
 
@@ -44,27 +50,51 @@ def key_of(x, y, z, inv_size):
 
 
 @inline
-def _home(key, bits):
-    """Home slot of ``key``: its brick's hashed slot plus the voxel's place in the brick, so
-    the voxels of one 4×4×4 brick (neighbours along a LiDAR ring) share a few cache lines."""
-    local = (key & 3) | (((key >> 21) & 3) << 2) | (((key >> 42) & 3) << 4)
-    return (hash_slot(key & _BRICK, bits) + local) & ((1 << bits) - 1)
+def _place(key):
+    """Place ``0..63`` of voxel ``key`` in its 4×4×4 brick (x fastest)."""
+    return (key & 3) | (((key >> 21) & 3) << 2) | (((key >> 42) & 3) << 4)
 
 
 @inline
-def lookup_packed(table, bits, key):
-    """``class << 32 | instance`` stored for ``key``, −1 if the table does not hold it."""
-    if key < 0:
-        return np.int64(-1)
-    mask = (1 << bits) - 1
-    h = _home(key, bits)
-    while True:
-        k = table[h, 0]
-        if k == key:
-            return table[h, 1]
-        if k == -1:
+def _popcount(x):
+    """Set bits of ``x`` (int64, >= 0)."""
+    x = x - ((x >> 1) & 0x5555555555555555)
+    x = (x & 0x3333333333333333) + ((x >> 2) & 0x3333333333333333)
+    x = (x + (x >> 4)) & 0x0F0F0F0F0F0F0F0F
+    return (x * 0x0101010101010101) >> 56
+
+
+@inline
+def _row_in(table, h, key):
+    """Row of ``key`` if slot ``h`` holds its brick; −1 if the slot is empty or the brick
+    does not hold the voxel; −2 if the slot holds another brick (probe on)."""
+    k = table[h, 0]
+    if k == (key & _BRICK):
+        occupied = table[h, 1]
+        bit = np.int64(1) << _place(key)
+        if occupied & bit == 0:
             return np.int64(-1)
-        h = (h + 1) & mask
+        return table[h, 2] + _popcount(occupied & (bit - 1))
+    return np.int64(-1) if k == -1 else np.int64(-2)
+
+
+@inline
+def find_rows(table, bits, keys, n, rows):
+    """``rows[j]``: row of ``keys[j]`` (``j < n``) in :attr:`VoxelLabels.packed`, −1 where
+    the table does not hold it (or the key is −1). A pass over the keys' home slots (their
+    loads independent, so their cache misses overlap), then the probe on for the few keys
+    whose brick lies further along."""
+    mask = (1 << bits) - 1
+    for j in range(n):
+        key = keys[j]
+        rows[j] = _row_in(table, hash_slot(key & _BRICK, bits), key) if key >= 0 else -1
+    for j in range(n):
+        if rows[j] == -2:
+            key = keys[j]
+            h = hash_slot(key & _BRICK, bits)
+            while rows[j] == -2:
+                h = (h + 1) & mask
+                rows[j] = _row_in(table, h, key)
 
 
 @pjit
@@ -74,26 +104,33 @@ def _keys_kernel(xyz, inv_size, out):
 
 
 @jit
-def _build_table(keys, class_id, instance_id, table, bits):
+def _build_table(bricks, occupied, first, table, bits):
     mask = (1 << bits) - 1
-    for r in range(keys.shape[0]):
-        h = _home(keys[r], bits)
+    for r in range(bricks.shape[0]):
+        h = hash_slot(bricks[r], bits)
         while table[h, 0] != -1:
             h = (h + 1) & mask
-        table[h, 0] = keys[r]
-        table[h, 1] = (np.int64(class_id[r]) << 32) | np.int64(instance_id[r])
+        table[h, 0] = bricks[r]
+        table[h, 1] = occupied[r]
+        table[h, 2] = first[r]
+
+
+BLOCK = 256  # keys per lookup block (its buffers stay in L1)
+CHUNK = 16 * BLOCK  # keys per parallel work item
 
 
 @pjit
-def _lookup_kernel(table, bits, keys, out_class, out_inst):
-    for i in prange(keys.shape[0]):
-        v = lookup_packed(table, bits, keys[i])
-        if v < 0:
-            out_class[i] = 0
-            out_inst[i] = 0
-        else:
-            out_class[i] = v >> 32
-            out_inst[i] = v & 0xFFFFFFFF
+def _lookup_kernel(table, bits, packed, keys, out_class, out_inst):
+    n = keys.shape[0]
+    for c in prange((n + CHUNK - 1) // CHUNK):
+        rows = np.empty(BLOCK, np.int64)
+        for lo in range(c * CHUNK, min(c * CHUNK + CHUNK, n), BLOCK):
+            m = min(BLOCK, n - lo)
+            find_rows(table, bits, keys[lo:], m, rows)
+            for j in range(m):
+                v = packed[rows[j]] if rows[j] >= 0 else np.int64(0)
+                out_class[lo + j] = v >> 32
+                out_inst[lo + j] = v & 0xFFFFFFFF
 
 
 def _voxel_size(voxel_m: float) -> float:
@@ -114,14 +151,15 @@ def voxel_keys(xyz: np.ndarray, voxel_m: float) -> np.ndarray:
 def key_centers(keys: np.ndarray, voxel_m: float) -> np.ndarray:
     """``(M, 3) float64`` centres (metres) of the voxels ``keys (M,)`` (each >= 0)."""
     k = np.asarray(keys, np.int64)
-    idx = np.stack([(k >> 42) & _FIELD, (k >> 21) & _FIELD, k & _FIELD], axis=1) - BIAS
+    idx = np.stack([(k >> 42) & FIELD, (k >> 21) & FIELD, k & FIELD], axis=1) - BIAS
     return (idx + 0.5) * _voxel_size(voxel_m)
 
 
 @dataclass(frozen=True, eq=False)
 class VoxelLabels:
     """Labels of voxels: ``keys (M,) int64`` strictly increasing, ``class_id (M,) uint16``,
-    ``instance_id (M,) uint32``, ``voxel_m``; ``table (2**bits, 2) int64`` the hash table."""
+    ``instance_id (M,) uint32``, ``voxel_m``; the brick table ``table (2**bits, 3) int64``
+    (module docstring) and ``packed (M,) int64``, ``class << 32 | instance`` in its row order."""
 
     voxel_m: float
     keys: np.ndarray
@@ -129,6 +167,7 @@ class VoxelLabels:
     instance_id: np.ndarray
     table: np.ndarray
     bits: int
+    packed: np.ndarray
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -137,7 +176,7 @@ class VoxelLabels:
         """``(class (K,) uint16, instance (K,) uint32)`` of voxel ``keys (K,)`` (0, 0 where unlabelled)."""
         k = np.ascontiguousarray(keys, dtype=np.int64)
         out_c, out_i = np.empty(len(k), np.uint16), np.empty(len(k), np.uint32)
-        _lookup_kernel(self.table, self.bits, k, out_c, out_i)
+        _lookup_kernel(self.table, self.bits, self.packed, k, out_c, out_i)
         return out_c, out_i
 
 
@@ -151,10 +190,17 @@ def voxel_labels(keys: np.ndarray, class_id: np.ndarray, instance_id: np.ndarray
         raise ValueError(f"keys, class_id, instance_id must be (M,) arrays, got {k.shape}, {c.shape}, {i.shape}")
     if len(k) and (k[0] < 0 or np.any(k[1:] <= k[:-1])):
         raise ValueError("keys must be non-negative and strictly increasing")
-    bits = max(4, int(np.ceil(np.log2(max(1.5 * len(k), 1.0)))))
-    table = np.full((1 << bits, 2), -1, np.int64)
-    _build_table(k, c, i, table, bits)
-    return VoxelLabels(_voxel_size(voxel_m), k, c, i, table, bits)
+    brick = k & _BRICK
+    place = _place(k)
+    order = np.lexsort((place, brick))
+    brick, bit = brick[order], np.left_shift(np.int64(1), place[order])
+    first = np.flatnonzero(np.diff(brick, prepend=-1)) if len(k) else np.zeros(0, np.int64)
+    occupied = np.bitwise_or.reduceat(bit, first) if len(k) else np.zeros(0, np.int64)
+    bits = max(4, int(np.ceil(np.log2(max(2 * len(first), 1)))))
+    table = np.full((1 << bits, 3), -1, np.int64)
+    _build_table(brick[first], occupied, first.astype(np.int64), table, bits)
+    packed = (c[order].astype(np.int64) << 32) | i[order].astype(np.int64)
+    return VoxelLabels(_voxel_size(voxel_m), k, c, i, table, bits, packed)
 
 
 @dataclass(frozen=True, eq=False)
