@@ -130,52 +130,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _export_2d(args: argparse.Namespace) -> int:
-    """The scene's current 2D tracks (the ``tracks2d`` document in ``documents.sqlite3`` beside
-    the label database, as the server keeps it) over every indexed frame of its video cameras:
-    KITTI 2D files ``OUT/CAMERA/NNNNNN.txt``, or COCO JSON at ``OUT`` with the bytes
-    ``GET /v1/scenes/{id}/tracks2d/coco`` answers."""
-    import json
+    """The scene's 2D tracks as the HTTP COCO export reads them (:mod:`server.export_2d_files`)."""
+    from server.export_2d_files import export_2d
 
-    import numpy as np
-
-    from formats.export_2d import VideoFrames, coco_document, write_kitti_2d
-    from formats.scene_store import Scene
-    from formats.video_log import open_video, scene_videos
-    from server.config import Settings
-    from server.doc_store import DocumentStore
-    from server.document_schemas import Tracks2DDocument
-
-    scene_dir = Path(args.scene_dir)
-    scene = Scene.open(scene_dir)
-    db = Path(args.label_db) if args.label_db else Settings(scenes_dir=scene_dir.parent).label_db_path
-    documents = db.with_name("documents.sqlite3")  # the server's document store (server.doc_store.app_store)
-    revision, body = 0, None
-    if documents.exists():
-        store = DocumentStore(documents)
-        try:
-            revision, body = store.get(scene.scene_id, "tracks2d")
-        finally:
-            store.close()
-    doc = Tracks2DDocument.model_validate({"scene_id": scene.scene_id, "revision": revision,
-                                           **(body or {"tracks": []})})
-    tracks = [t.to_track() for t in doc.tracks]
-    videos = []
-    for camera, video in scene_videos(scene.dir).items():  # the frames the COCO route exports
-        index = open_video(video).index
-        cam = scene.cameras.get(camera)
-        width, height = (cam.intrinsics.width, cam.intrinsics.height) if cam else (index.width, index.height)
-        videos.append(VideoFrames(camera, width, height, np.asarray(index.times_ns)))
-    out = Path(args.out)
-    if args.format == "coco":
-        out.parent.mkdir(parents=True, exist_ok=True)
-        # rendered as the route's JSON response is (Starlette's JSONResponse)
-        out.write_bytes(json.dumps(coco_document(tracks, videos), ensure_ascii=False, allow_nan=False, indent=None,
-                                   separators=(",", ":")).encode("utf-8"))
-        what = "COCO"
-    else:
-        what = f"KITTI 2D, {len(write_kitti_2d(out, tracks, videos))} files"
-    print(f"fathom export: {scene.scene_id} (2D tracks revision {revision}, {len(tracks)} tracks, "
-          f"{len(videos)} video cameras) → {out} ({what})")
+    print(f"fathom export: {export_2d(args.scene_dir, args.format, args.out, args.label_db)}")
     return 0
 
 
