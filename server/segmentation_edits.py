@@ -196,15 +196,19 @@ class EditSession:
         self.voxel_m = float(self.header["voxel_m"])
         self.frames: dict[int, _FrameState] = {}
         self._map: tuple[MapCloud, np.ndarray, np.ndarray, tuple[np.ndarray, ...]] | None = None
+        self._edited_labels: VoxelLabels | None = None  # of the edited map, built once per map edit
 
     def map_labels(self) -> VoxelLabels:
         if self._map is None:
             return self.maps.labels(self.scene.scene_id, self.snap.layer(MAP_LAYER), self.voxel_m)
-        return voxel_labels(*self._sparse_map(), self.voxel_m)
+        if self._edited_labels is None:
+            self._edited_labels = voxel_labels(*self._sparse_map(), self.voxel_m)
+        return self._edited_labels
 
     def map_state(self) -> tuple[MapCloud, np.ndarray, np.ndarray]:
         """The map cloud and its voxels' labels (dense, editable); labelled voxels outside
-        the cloud are kept aside."""
+        the cloud are kept aside. The caller may change the labels, so the table of the
+        edited map is built again when next needed (not for every frame that reads it)."""
         if self._map is None:
             cloud = self.maps.cloud(self.scene, self.voxel_m)
             stored = self.map_labels()
@@ -212,6 +216,7 @@ class EditSession:
             outside = ~np.isin(stored.keys, cloud.keys)
             self._map = (cloud, cls, inst, (stored.keys[outside], stored.class_id[outside],
                                             stored.instance_id[outside]))
+        self._edited_labels = None
         return self._map[:3]
 
     def _sparse_map(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

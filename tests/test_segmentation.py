@@ -156,6 +156,70 @@ def test_transfer_takes_frame_then_box_then_voxel():
     assert not c0.any() and not i0.any()
 
 
+def test_voxel_labels_find_every_place_of_a_brick():
+    """Bricks with all 64 places (the sign bit of the occupancy mask included), with one,
+    sparse ones, and enough bricks that home slots collide; keys next to labelled ones
+    (same brick, other brick) are unlabelled."""
+    full = voxel_keys(np.stack(np.meshgrid(*[np.arange(4) * 0.1 + 0.05] * 3), -1).reshape(-1, 3), 0.1)
+    corner = voxel_keys(np.array([[0.35, 0.75, -0.05]]), 0.1)
+    sparse = voxel_keys(RNG.uniform(-50, 50, (40_000, 3)), 0.1)
+    keys = np.unique(np.concatenate([full, corner, sparse]))
+    cls = RNG.integers(1, 65_535, len(keys)).astype(np.uint16)
+    inst = RNG.integers(0, 1 << 32, len(keys), dtype=np.uint64).astype(np.uint32)
+    vl = voxel_labels(keys, cls, inst, 0.1)
+    probe = np.concatenate([keys, keys + 1, keys - (1 << 21), voxel_keys(RNG.uniform(-60, 60, (20_000, 3)), 0.1), [-1]])
+    row = np.minimum(np.searchsorted(keys, probe), len(keys) - 1)
+    hit = keys[row] == probe
+    got_c, got_i = vl.lookup(probe)
+    np.testing.assert_array_equal(got_c, np.where(hit, cls[row], 0))
+    np.testing.assert_array_equal(got_i, np.where(hit, inst[row], 0))
+    assert hit.sum() > len(keys) and (~hit).sum() > 10_000
+    empty = voxel_labels(keys[:0], cls[:0], inst[:0], 0.1)
+    assert not empty.lookup(probe)[0].any()
+
+
+def _polygons(n: int, rng: np.random.Generator, scale: float) -> list[np.ndarray]:
+    """Star-shaped, self-intersecting and grid-aligned polygons (vertical and horizontal edges)."""
+    out = []
+    for k in range(n):
+        m = int(rng.integers(3, 14))
+        ang = np.sort(rng.uniform(0, 2 * np.pi, m))
+        poly = scale * np.column_stack([np.cos(ang), np.sin(ang)]) * rng.uniform(0.2, 1.0, (m, 1))
+        if k % 3 == 1:
+            poly = rng.uniform(-scale, scale, (m, 2))
+        if k % 3 == 2:
+            poly = np.round(poly / (0.1 * scale)) * (0.1 * scale)
+        out.append(poly)
+    return out
+
+
+def test_polygon_tests_are_the_crossing_test_bit_for_bit():
+    """Points on vertices, on edges and within 1e-12 of them, where rounding decides."""
+    for poly in _polygons(30, RNG, 40.0):
+        t = RNG.random((4000, 1))
+        j = RNG.integers(0, len(poly), 4000)
+        on_edges = poly[j] + t * (poly[j - 1] - poly[j])
+        pts = np.vstack([RNG.uniform(-45, 45, (8000, 2)), poly, on_edges,
+                         on_edges + RNG.normal(0, 1e-12, on_edges.shape)])
+        want = polygon_ref(pts[:, 0], pts[:, 1], poly)
+        np.testing.assert_array_equal(select_polygon_2d(pts, np.ones(len(pts), bool), poly), want)
+        z = RNG.uniform(-1, 1, len(pts))
+        np.testing.assert_array_equal(select_prism(np.column_stack([pts, z]), poly, -0.5, 0.5),
+                                      want & (np.abs(z) <= 0.5))
+
+
+def test_prism_on_a_map_cloud_is_the_crossing_test_bit_for_bit():
+    p = RNG.uniform([-40, -40, -3], [40, 40, 3], (200_000, 3))
+    cl = map_cloud([p], 0.1)
+    x, y, z = cl.centroids.T
+    for k, poly in enumerate(_polygons(24, RNG, 35.0)):
+        z0, z1 = np.sort(RNG.uniform(-3.5, 3.5, 2))
+        if k % 2:
+            z0, z1 = np.round(z0, 1), np.round(z1, 1)  # z bounds on voxel boundaries
+        want = polygon_ref(x, y, poly) & (z >= z0) & (z <= z1)
+        np.testing.assert_array_equal(select_prism(cl, poly, z0, z1), want)
+
+
 def test_lasso_matches_numpy_projection_and_zbuffer(drive):
     cam = drive.camera("CAM_FRONT")
     assert cam.intrinsics.model == "pinhole" and cam.shutter == "global"
@@ -182,6 +246,15 @@ def test_lasso_matches_numpy_projection_and_zbuffer(drive):
     with pytest.raises(ValueError, match="polygon"):
         select_lasso(p, cam, track, t_cam, poly[:2])
     np.testing.assert_array_equal(select_polygon_2d(uv, inside, poly), inside & polygon_ref(uv[:, 0], uv[:, 1], poly))
+    # small lassos project and z-buffer only the points near them: their occluders just
+    # outside the polygon still hide what they hide in the whole image
+    hidden = 0
+    for _ in range(40):
+        tri = RNG.uniform([0, 0], [w, h]) + RNG.uniform(-25, 25, (3, 2))
+        in_tri = polygon_ref(uv[:, 0], uv[:, 1], tri)
+        np.testing.assert_array_equal(select_lasso(p, cam, track, t_cam, tri), visible & in_tri)
+        hidden += (inside & in_tri & ~visible).sum()
+    assert hidden > 20
 
 
 # ---------------------------------------------------------------- encoding
