@@ -86,11 +86,16 @@ def _newest(db: sqlite3.Connection, scene_id: str, kind: str) -> int:
     return int(row[0] or 0)
 
 
+def documents_path(label_db_path: str | Path) -> Path:
+    """The document store's file: ``documents.sqlite3`` beside the label database."""
+    return Path(label_db_path).with_name("documents.sqlite3")
+
+
 def app_store(app: Any, label_db_path: Path) -> DocumentStore:
     """The app's store (``documents.sqlite3`` beside the label database), opened on first use
     and kept in ``app.state.documents``."""
     store = getattr(app.state, "documents", None)
     if store is None:
-        store = DocumentStore(Path(label_db_path).with_name("documents.sqlite3"))
+        store = DocumentStore(documents_path(label_db_path))
         app.state.documents = store
     return store

@@ -8,37 +8,47 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
 from engine.tracks2d import Track2D
 from formats.export_2d import VideoFrames, coco_document, write_kitti_2d
 from formats.scene_store import Scene
+from formats.video import VideoIndex
 from formats.video_log import open_video, scene_videos
 from server.config import Settings
-from server.doc_store import DocumentStore
+from server.doc_store import DocumentStore, documents_path
 from server.document_schemas import Tracks2DDocument
 
-KIND = "tracks2d"  # the document kind of server.routes.video
+KIND = "tracks2d"  # the 2D track document's kind in the document store (server.routes.video too)
 
 
-def video_frames(scene: Scene) -> list[VideoFrames]:
-    """The frames each video camera of ``scene`` exports (its keyframe index built now)."""
+def video_frames(scene: Scene, index_of: Callable[[str], VideoIndex] | None = None) -> list[VideoFrames]:
+    """The frames each video camera of ``scene`` exports, each at its calibrated image size (the
+    video's own without a calibration). ``index_of(camera)``: a camera's keyframe index (default:
+    built now from its file)."""
     out = []
     for camera, video in scene_videos(scene.dir).items():
-        index = open_video(video).index
+        index = index_of(camera) if index_of is not None else open_video(video).index
         cam = scene.cameras.get(camera)
         width, height = (cam.intrinsics.width, cam.intrinsics.height) if cam else (index.width, index.height)
         out.append(VideoFrames(camera, width, height, np.asarray(index.times_ns)))
     return out
 
 
+def tracks_of(scene_id: str, body: dict[str, Any] | None) -> list[Track2D]:
+    """The engine tracks of a stored 2D track document's ``body`` (None: never saved)."""
+    doc = Tracks2DDocument.model_validate({"scene_id": scene_id, "revision": 0, **(body or {"tracks": []})})
+    return [t.to_track() for t in doc.tracks]
+
+
 def stored_tracks(label_db: Path, scene_id: str) -> tuple[int, list[Track2D]]:
     """``(revision, tracks)`` of the scene's current 2D track document in the document store
-    beside ``label_db`` (:func:`server.doc_store.app_store`'s file); ``(0, [])`` without one."""
-    documents = Path(label_db).with_name("documents.sqlite3")
+    beside ``label_db`` (:func:`server.doc_store.documents_path`); ``(0, [])`` without one."""
+    documents = documents_path(label_db)
     revision, body = 0, None
     if documents.exists():
         store = DocumentStore(documents)
@@ -46,8 +56,7 @@ def stored_tracks(label_db: Path, scene_id: str) -> tuple[int, list[Track2D]]:
             revision, body = store.get(scene_id, KIND)
         finally:
             store.close()
-    doc = Tracks2DDocument.model_validate({"scene_id": scene_id, "revision": revision, **(body or {"tracks": []})})
-    return revision, [t.to_track() for t in doc.tracks]
+    return revision, tracks_of(scene_id, body)
 
 
 def export_2d(scene_dir: str | os.PathLike, fmt: Literal["kitti-2d", "coco"], out: str | os.PathLike,

@@ -27,7 +27,7 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, 
 from fastapi import Path as PathParam
 
 from engine.boxes2d import derive_boxes
-from formats.export_2d import VideoFrames, coco_document
+from formats.export_2d import coco_document
 from formats.scene_store import Scene
 from formats.video_log import VideoSource, scene_videos
 from server.boxes import document_boxes
@@ -35,10 +35,10 @@ from server.config import Settings
 from server.deps import Annotator, SceneDep, State, Viewer
 from server.doc_store import DocumentStore, app_store
 from server.document_schemas import DocumentRevision, Tracks2DDocument, Tracks2DWrite
+from server.export_2d_files import KIND, tracks_of, video_frames
 from server.label_store import UnknownRevision
 from server.responses import errors
 
-KIND = "tracks2d"
 OPEN_READERS = 16
 router = APIRouter(prefix="/v1/scenes/{scene_id}", tags=["video"])
 CameraParam = Annotated[str, PathParam(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
@@ -167,11 +167,5 @@ def tracks2d_history(_: Viewer, scene: SceneDep, store: Store,
 def tracks2d_coco(_: Viewer, scene: SceneDep, store: Store, sources: SourcesDep) -> dict[str, Any]:
     """The current 2D tracks as COCO, over every indexed frame of each video camera."""
     _, body = store.get(scene.scene_id, KIND)
-    tracks = [Tracks2DDocument.model_validate({"scene_id": scene.scene_id, "revision": 0, **(body or {"tracks": []})})]
-    videos = []
-    for camera in scene_videos(scene.dir):
-        index = sources.get(scene, camera).reader.index
-        cam = scene.cameras.get(camera)
-        width, height = (cam.intrinsics.width, cam.intrinsics.height) if cam else (index.width, index.height)
-        videos.append(VideoFrames(camera, width, height, np.asarray(index.times_ns)))
-    return coco_document([t.to_track() for t in tracks[0].tracks], videos)
+    return coco_document(tracks_of(scene.scene_id, body),
+                         video_frames(scene, lambda camera: sources.get(scene, camera).reader.index))
