@@ -54,12 +54,12 @@ class Frame:
     """Frame 0 of the road log as prepare sees it (module docstring)."""
 
     def __init__(self, log_dir: Path) -> None:
-        from engine.cuboid_interp import TrackTable
         from formats.jpeg import decode_jpeg, scaled_camera
         from formats.raw_log import read_log
         from formats.registry import read_points
         from server.frame_points import world_points
-        from server.prepare import PrepareOptions, _box_query, _frame_boxes, _Job
+        from server.label_boxes import LabelTracks, boxes_at, firing_time_query
+        from server.prepare import PrepareOptions
 
         log = read_log(log_dir)
         self.track = log.world_from_ego()
@@ -74,11 +74,11 @@ class Frame:
         self.camera_times = np.array([frame.images[c.name][1] for c in self.cams])
         self.scaled = [scaled_camera(c, (1, 2))[0] for c in self.cams]
         self.images = [decode_jpeg(frame.images[c.name][0].read_bytes(), scale=(1, 2)) for c in self.cams]
-        tracks = log.labels()
-        job = _Job(log, self.track, None, TrackTable.from_tracks(tracks), tuple(t.category for t in tracks))
-        boxes, rows = _frame_boxes(job, frame.timestamp_ns)
-        self.query = _box_query(job, boxes, rows, self.offsets, PrepareOptions())
-        self.lod_voxel_m = PrepareOptions().lod_voxel_m
+        labels = LabelTracks.from_tracks(log.labels(), self.track)
+        boxes, rows = boxes_at(labels, frame.timestamp_ns)
+        o = PrepareOptions()
+        self.query = firing_time_query(labels, boxes, rows, self.offsets, o.box_time_step_ns, o.box_margin_m)
+        self.lod_voxel_m = o.lod_voxel_m
 
 
 @pytest.fixture(scope="module")

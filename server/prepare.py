@@ -54,10 +54,8 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 import pyarrow as pa
 
-from engine.cuboid_interp import TrackTable, interpolate_tracks
 from engine.cuda import Device, resolve, use_device
 from engine.frame_stages import frame_stages
-from engine.moving_boxes import points_in_boxes_at_times
 from engine.pose_track import PoseTrack
 from engine.radar import radar_to_world
 from formats.jpeg import decode_jpeg, scaled_camera
@@ -66,7 +64,6 @@ from formats.raw_log import RawLog, labels_document, read_log
 from formats.scene_store import (
     MAX_CAMERAS,
     NAME_RULE,
-    FrameBoxes,
     FrameEntry,
     Lidar,
     SceneWriter,
@@ -76,6 +73,7 @@ from formats.scene_store import (
 )
 from formats.video_log import store_videos, video_images
 from server.frame_points import world_points
+from server.label_boxes import LabelTracks, boxes_at, firing_time_query
 from server.prepare_passive import PassiveOptions, passive_records
 from server.scene_map import MapOptions, MapSummary, build_scene_map, sonar_sensors
 
@@ -180,8 +178,7 @@ class _Job:
     log: RawLog
     track: PoseTrack
     writer: SceneWriter
-    labels: TrackTable | None
-    categories: tuple[str, ...]
+    labels: LabelTracks | None
 
 
 @lru_cache(maxsize=4)
@@ -192,73 +189,9 @@ def _frame_times(log: RawLog) -> np.ndarray:
 @lru_cache(maxsize=4)
 def _job(log_dir: str, scene_dir: str, durable: bool) -> _Job:
     log = read_log(log_dir)
-    tracks = log.labels()
-    return _Job(log, log.world_from_ego(), scene_writer(log, Path(scene_dir), durable),
-                TrackTable.from_tracks(tracks) if tracks else None, tuple(t.category for t in tracks))
-
-
-def _frame_boxes(job: _Job, t_ns: int) -> tuple[FrameBoxes, np.ndarray]:
-    """The label boxes existing at ``t_ns`` and their rows in ``job.labels``."""
-    world = interpolate_tracks(job.labels, np.array([t_ns], np.int64), "none")
-    rows = np.flatnonzero(world.valid[0])
-    ego = world.to_ego(job.track)
-    return FrameBoxes(
-        t_ns, tuple(world.track_ids[r] for r in rows), tuple(job.categories[r] for r in rows),
-        world.sizes[0, rows], world.centers[0, rows], world.rotations[0, rows],
-        ego.centers[0, rows], ego.rotations[0, rows],
-    ), rows
-
-
-# a frame's firing-time steps, at most, for which every step of its range gets boxes
-_DENSE_STEPS = 1 << 12
-
-
-def _time_steps(offsets_ns: np.ndarray, step_ns: int) -> np.ndarray:
-    """Ascending distinct firing-time steps covering every ``offsets_ns // step_ns``: the whole
-    range from the first to the last (a sweep fills each step), or just the occupied ones where
-    the range is not a sweep's spread of times."""
-    if not len(offsets_ns):
-        return np.zeros(0, np.int64)
-    lo, hi = int(offsets_ns.min()) // step_ns, int(offsets_ns.max()) // step_ns
-    if hi - lo < _DENSE_STEPS:
-        return np.arange(lo, hi + 1, dtype=np.int64)
-    return np.unique(offsets_ns // step_ns)
-
-
-@lru_cache(maxsize=4)
-def _moving_tracks(labels: TrackTable) -> tuple[TrackTable, np.ndarray]:
-    """The tracks of ``labels`` that are not stationary, as a table of their own (only they
-    are interpolated per firing-time step), and their rows in ``labels``."""
-    index = np.flatnonzero(~labels.stationary)
-    return labels.select(index), index
-
-
-def _box_ids(job: _Job, boxes: FrameBoxes, rows: np.ndarray, xyz: np.ndarray, offsets_ns: np.ndarray,
-             options: PrepareOptions) -> np.ndarray:
-    """``(N,) int32`` row of ``boxes`` holding each world point (``(N, 3) float64``) at its
-    firing time, -1 for none.
-
-    Stationary tracks are their frame-time boxes; a moving track is its box interpolated at the
-    middle of the point's firing-time step (none where the track does not exist then); the
-    boxes are inflated by ``box_margin_m`` and a point in several belongs to the nearest
-    centre (ties: the lower row) — one pass over the points
-    (:func:`engine.moving_boxes.points_in_boxes_at_times`).
-    """
-    return points_in_boxes_at_times(xyz, offsets_ns, **_box_query(job, boxes, rows, offsets_ns, options))
-
-
-def _box_query(job: _Job, boxes: FrameBoxes, rows: np.ndarray, offsets_ns: np.ndarray,
-               options: PrepareOptions) -> dict:
-    """:func:`_box_ids`' boxes: the arguments of ``points_in_boxes_at_times`` after the points."""
-    moving = np.flatnonzero(~job.labels.stationary[rows])
-    step = int(options.box_time_step_ns)
-    steps = _time_steps(offsets_ns, step) if len(moving) and len(offsets_ns) else np.zeros(0, np.int64)
-    tracks, index = _moving_tracks(job.labels)
-    at = interpolate_tracks(tracks, boxes.timestamp_ns + steps * step + step // 2, "none")
-    r = np.searchsorted(index, rows[moving])
-    return dict(step_ns=step, centers=boxes.world_centers, sizes=boxes.sizes, rotations=boxes.world_rotations,
-                moving=moving, steps=steps, moving_centers=at.centers[:, r], moving_sizes=at.sizes[:, r],
-                moving_rotations=at.rotations[:, r], moving_valid=at.valid[:, r], margin=options.box_margin_m)
+    tracks, track = log.labels(), log.world_from_ego()
+    return _Job(log, track, scene_writer(log, Path(scene_dir), durable),
+                LabelTracks.from_tracks(tracks, track) if tracks else None)
 
 
 def _radar_table(log: RawLog, track: PoseTrack, index: int, options: PrepareOptions) -> pa.Table | None:
@@ -337,8 +270,9 @@ def prepare_frame(log_dir: str, scene_dir: str, index: int, options: PrepareOpti
             columns["camera_mask"] = np.zeros(len(xyz), np.uint32)
         boxes = None
         if job.labels is not None:
-            boxes, rows = _frame_boxes(job, frame.timestamp_ns)
-            fused.box_ids(**_box_query(job, boxes, rows, columns["time_offset_ns"], options))
+            boxes, rows = boxes_at(job.labels, frame.timestamp_ns)
+            fused.box_ids(**firing_time_query(job.labels, boxes, rows, columns["time_offset_ns"],
+                                              options.box_time_step_ns, options.box_margin_m))
             lap("labels")
         fused.lods(options.lod_voxel_m)
         lap("lod")

@@ -6,7 +6,7 @@ where it sets the point; else, inside the box of a moving track (not ``stationar
 point's firing time, the track's class (its category's class by name) and instance; else the
 label of the point's voxel in the map layer (class 0 where none). Boxes are found as
 ``fathom prepare`` finds ``box_id`` (the same margin and firing-time steps,
-:func:`server.prepare._box_query`), from the label store's tracks now.
+:mod:`server.label_boxes`), from the label store's tracks now.
 
 Instance ids of tracks live in the document's header (``instances``: track id → id); each
 write registers the tracks it has not seen yet (next ids in track-id order). Between
@@ -21,13 +21,10 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from types import SimpleNamespace
 from typing import Any, Sequence
 
 import numpy as np
 
-from engine.cuboid_interp import TrackTable
-from engine.moving_boxes import points_in_boxes_at_times
 from engine.pose_track import OutOfRangeError
 from engine.segmentation import (
     INHERIT,
@@ -43,7 +40,8 @@ from formats.scene_store import Scene, column_values, positions
 from formats.segmentation import SegClass, classes_from_json, decode_labels, decode_map, encode_labels, encode_map
 from server.boxes import tracks_from_document
 from server.errors import invalid
-from server.prepare import PrepareOptions, _box_query, _frame_boxes
+from server.label_boxes import LabelTracks, box_ids, boxes_at
+from server.prepare import PrepareOptions
 from server.segmentation_store import MAP_LAYER, Frozen, Snapshot
 
 
@@ -133,15 +131,12 @@ def box_index(scene: Scene, tracks: list[dict[str, Any]], points: FramePoints,
     n = len(points.xyz)
     if not tracks:
         return FrameBoxIndex(np.full(n, -1, np.int32), (), (), np.zeros(0, bool))
-    engine_tracks = tracks_from_document({"tracks": tracks})
-    job = SimpleNamespace(labels=TrackTable.from_tracks(engine_tracks), track=scene.world_from_ego(),
-                          categories=tuple(t.category for t in engine_tracks))
-    boxes, rows = _frame_boxes(job, points.timestamp_ns)
+    labels = LabelTracks.from_tracks(tracks_from_document({"tracks": tracks}), scene.world_from_ego())
+    boxes, rows = boxes_at(labels, points.timestamp_ns)
     if not len(rows):
         return FrameBoxIndex(np.full(n, -1, np.int32), (), (), np.zeros(0, bool))
-    query = _box_query(job, boxes, rows, points.offsets_ns, options)
-    box = points_in_boxes_at_times(points.xyz, points.offsets_ns, **query)
-    return FrameBoxIndex(box, boxes.track_ids, boxes.categories, ~job.labels.stationary[rows])
+    box = box_ids(labels, boxes, rows, points.xyz, points.offsets_ns, options.box_time_step_ns, options.box_margin_m)
+    return FrameBoxIndex(box, boxes.track_ids, boxes.categories, ~labels.table.stationary[rows])
 
 
 def box_labels(boxes: FrameBoxIndex, class_ids: dict[str, int], instance_of: dict[str, int],

@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pyarrow as pa
@@ -26,8 +25,9 @@ from engine.zbuffer import zbuffer
 from formats.raw_log import read_log, write_labels
 from formats.scene_store import Scene
 from server.frame_points import world_points
+from server.label_boxes import LabelTracks, box_ids, boxes_at
 from server.payloads import point_fields, points_payload
-from server.prepare import PrepareOptions, _box_ids, _frame_boxes, prepare
+from server.prepare import PrepareOptions, prepare
 from server.simulate import write_drive_log
 from tests.naive import boxes_at_times
 
@@ -384,13 +384,14 @@ def test_box_ids_equal_the_numpy_reference_at_each_points_firing_time(drive, lab
                         np.concatenate([tracks[a].rotations[keep], end.rotations[0]]))
     categories = tuple(t.category for t in tracks)
     for variant in (tracks, [*tracks[:a], short, *tracks[a + 1:]]):
-        job = SimpleNamespace(labels=TrackTable.from_tracks(variant), track=world_from_ego, categories=categories)
+        labels = LabelTracks(TrackTable.from_tracks(variant), categories, world_from_ego)
         frames = range(len(log.frames)) if variant is tracks else [k]
         for i in frames:
             cols = world_points(log, world_from_ego, i)
-            boxes, rows = _frame_boxes(job, log.frames[i].timestamp_ns)
-            got = _box_ids(job, boxes, rows, cols["xyz"], cols["time_offset_ns"], options)
-            expect = _box_ids_reference(job.labels, boxes, rows, cols["xyz"], cols["time_offset_ns"], options)
+            boxes, rows = boxes_at(labels, log.frames[i].timestamp_ns)
+            got = box_ids(labels, boxes, rows, cols["xyz"], cols["time_offset_ns"], options.box_time_step_ns,
+                          options.box_margin_m)
+            expect = _box_ids_reference(labels.table, boxes, rows, cols["xyz"], cols["time_offset_ns"], options)
             np.testing.assert_array_equal(got, expect)
             assert got.dtype == np.int32 and (got >= 0).sum() > 100
             if variant is tracks:  # what prepare wrote
@@ -398,8 +399,9 @@ def test_box_ids_equal_the_numpy_reference_at_each_points_firing_time(drive, lab
                 if i == k:  # 1 µs steps: too many for every step of the sweep, the occupied ones
                     fine = PrepareOptions(box_time_step_ns=1000)
                     np.testing.assert_array_equal(
-                        _box_ids(job, boxes, rows, cols["xyz"], cols["time_offset_ns"], fine),
-                        _box_ids_reference(job.labels, boxes, rows, cols["xyz"], cols["time_offset_ns"], fine))
+                        box_ids(labels, boxes, rows, cols["xyz"], cols["time_offset_ns"], fine.box_time_step_ns,
+                                fine.box_margin_m),
+                        _box_ids_reference(labels.table, boxes, rows, cols["xyz"], cols["time_offset_ns"], fine))
             else:  # the shortened track holds points up to its end only
                 mine = got == list(rows).index(a)
                 step = options.box_time_step_ns
@@ -415,16 +417,16 @@ def test_box_ids_of_no_points_and_of_no_boxes(labelled_scene):
     actors = [CuboidTrack(t.track_id, t.category, t.timestamps_ns[1:], t.centers[1:], t.sizes[1:], t.rotations[1:])
               for t in log.labels() if not t.stationary]
     assert all(t.timestamps_ns[0] > t0 for t in actors)
-    job = SimpleNamespace(labels=TrackTable.from_tracks(actors), track=log.world_from_ego(),
-                          categories=tuple(t.category for t in actors))
-    cols = world_points(log, job.track, 0)
-    boxes, rows = _frame_boxes(job, log.frames[1].timestamp_ns)
+    labels = LabelTracks.from_tracks(actors, log.world_from_ego())
+    cols = world_points(log, labels.world_from_ego, 0)
+    boxes, rows = boxes_at(labels, log.frames[1].timestamp_ns)
     assert len(rows) == len(actors)
-    got = _box_ids(job, boxes, rows, cols["xyz"][:0], cols["time_offset_ns"][:0], PrepareOptions())
+    step, margin = PrepareOptions().box_time_step_ns, PrepareOptions().box_margin_m
+    got = box_ids(labels, boxes, rows, cols["xyz"][:0], cols["time_offset_ns"][:0], step, margin)
     assert got.shape == (0,) and got.dtype == np.int32
-    boxes, rows = _frame_boxes(job, t0)
+    boxes, rows = boxes_at(labels, t0)
     assert len(rows) == 0
-    got = _box_ids(job, boxes, rows, cols["xyz"], cols["time_offset_ns"], PrepareOptions())
+    got = box_ids(labels, boxes, rows, cols["xyz"], cols["time_offset_ns"], step, margin)
     assert got.dtype == np.int32 and np.all(got == -1) and len(got) == len(cols["xyz"])
 
 
