@@ -86,6 +86,28 @@ class EditsBody(_Strict):
     edits: list[Edit] = Field(min_length=1, max_length=1000)
 
 
+class SelectBody(_Strict):
+    """A prism to try on one frame's points; nothing is written."""
+
+    selection: Prism
+    frame: Literal["world", "ego"] = Field("world", description="frame of the polygon and z range: world, or the "
+                                                                  "frame's ego frame (as points?frame=ego)")
+    lod: int = Field(0, ge=0, le=16, description="also give the selected rows of this level of detail")
+
+
+class SelectResponse(BaseModel):
+    scene_id: str
+    frame_index: int
+    frame: Literal["world", "ego"]
+    points: int = Field(description="points of the frame (full resolution)")
+    count: int = Field(description="points the prism selects")
+    indices: list[int] = Field(description="the selected rows of the frame's points file, ascending (an edit's "
+                                           "'indices' selection)")
+    lod: int
+    lod_points: int = Field(description="points of level lod")
+    lod_indices: list[int] = Field(description="the selected positions within level lod's points, ascending")
+
+
 class EditsResponse(BaseModel):
     scene_id: str
     revision: int

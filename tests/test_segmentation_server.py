@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from engine.segmentation import select_lasso
+from engine.segmentation import select_lasso, select_prism
 from formats.scene_store import Scene, column_values
 from server.config import Settings
 from server.main import create_app
@@ -40,8 +40,9 @@ def env(drive, tmp_path_factory):
     assert app.state.fathom.server_errors == 0
 
 
-def labels(client: TestClient, frame: int, revision: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    r = client.get(f"{URL}/frames/{frame}", headers=ADMIN, params={} if revision is None else {"revision": revision})
+def labels(client: TestClient, frame: int, revision: int | None = None, lod: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    params = {"lod": lod} if revision is None else {"revision": revision, "lod": lod}
+    r = client.get(f"{URL}/frames/{frame}", headers=ADMIN, params=params)
     assert r.status_code == 200, r.text
     n = int(r.headers["x-points"])
     return np.frombuffer(r.content, "<u2", n), np.frombuffer(r.content, "<u4", n, 2 * n)
@@ -203,6 +204,57 @@ def test_stale_revision_is_412_and_if_match_is_required(env):
     r = client.put(f"{URL}/classes", headers={**ANNOTATOR, "If-Match": "*"},
                    json={"classes": [{"id": 0, "name": "x"}], "voxel_m": 0.2})
     assert r.status_code == 422
+
+
+def test_select_gives_the_prism_rows_without_writing(env):
+    """A prism tried on a frame (world and ego frame, with a level of detail) selects the rows
+    the engine's select_prism selects there; an indices edit of those rows labels exactly them."""
+    client, scene = env
+    f = scene.frames[3]
+    viewer = {"Authorization": "Bearer viewer-token"}
+    rev = client.get(URL, headers=ADMIN).json()["revision"]
+    world = frame_points(scene, f.index).xyz
+    ego = f.world_from_ego.inverse().apply(world)
+    lod_rows = scene.lod_rows(f.index, 1)
+    for frame, xyz in [("world", world), ("ego", ego)]:
+        cx, cy = np.median(xyz[:, :2], axis=0)
+        poly = [[cx - 8, cy - 5], [cx + 10, cy - 6], [cx + 6, cy + 9], [cx - 7, cy + 4]]
+        z = np.median(xyz[:, 2])
+        body = {"selection": {"kind": "prism", "polygon": poly, "z_min": z - 0.5, "z_max": z + 1.0}, "frame": frame}
+        r = client.post(f"{URL}/frames/{f.index}/select", headers=viewer, json={**body, "lod": 1})
+        assert r.status_code == 200, r.text
+        want = select_prism(xyz, np.array(poly), z - 0.5, z + 1.0)
+        out = r.json()
+        assert out["indices"] == np.flatnonzero(want).tolist() and out["count"] == want.sum() > 100
+        assert out["lod_indices"] == np.flatnonzero(want[lod_rows]).tolist()
+        assert (out["points"], out["lod_points"], out["frame"]) == (len(xyz), len(lod_rows), frame)
+    assert client.get(URL, headers=ADMIN).json()["revision"] == rev  # nothing written
+    r = edit(client, [{"frame": f.index, "class_id": 1, "selection": {"kind": "indices", "indices": out["indices"]}}])
+    assert r.status_code == 200 and r.json()["written"][0]["points"] == out["count"]
+    cls, _ = labels(client, f.index)
+    assert (cls[want] == 1).all() and (cls[~want] != 1).any()
+    np.testing.assert_array_equal(labels(client, f.index, lod=1)[0], cls[lod_rows])
+
+
+@pytest.mark.parametrize("patch, loc", [
+    ({"selection": {"kind": "prism", "polygon": [[0, 0], [1, 1]], "z_min": 0, "z_max": 1}},
+     ["body", "selection", "polygon"]),
+    ({"selection": {"kind": "prism", "polygon": [[0, 0], [1, 0], [0, 1]], "z_min": math.nan, "z_max": 1}},
+     ["body", "selection", "z_min"]),
+    ({"selection": {"kind": "prism", "polygon": [[0, 0], [1, 0], [0, 1]], "z_min": 2, "z_max": 1}},
+     ["body", "selection"]),
+    ({"selection": {"kind": "sphere", "center": [0, 0, 0], "radius": 1}}, ["body", "selection", "kind"]),
+    ({"frame": "lidar"}, ["body", "frame"]),
+    ({"lod": 9}, ["body", "lod"]),
+])
+def test_bad_select_is_422_naming_the_field(env, patch, loc):
+    client, _ = env
+    body = {"selection": {"kind": "prism", "polygon": [[0, 0], [1, 0], [0, 1]], "z_min": 0, "z_max": 1}, **patch}
+    r = client.post(f"{URL}/frames/0/select", headers={**ADMIN, "Content-Type": "application/json"},
+                    content=json.dumps(body))  # NaN goes out as the JSON token NaN
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"][0]["loc"][:len(loc)] == loc
+    assert client.get(f"{URL}/frames/0", headers=ADMIN, params={"lod": 9}).status_code == 422
 
 
 _WRITER = """

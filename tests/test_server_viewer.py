@@ -178,3 +178,97 @@ def test_viewer_streams_the_map_within_its_point_budget(tmp_path):
             assert not outside, outside
     finally:
         server.stop()
+
+
+def _pixels(page, rgb: tuple[int, int, int]) -> int:
+    """Pixels of the bird's-eye view of exactly this colour."""
+    return page.evaluate("""(rgb) => {
+        const c = document.getElementById('bev');
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        let n = 0;
+        for (let i = 0; i < d.length; i += 4) if (d[i] === rgb[0] && d[i + 1] === rgb[1] && d[i + 2] === rgb[2]) n++;
+        return n;
+    }""", list(rgb))
+
+
+def _message(page, text: str) -> dict:
+    """The viewer's state once its segmentation message holds ``text``."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        state = page.evaluate("() => window.fathomViewer")
+        if text in (state["segMessage"] or ""):
+            return state
+        time.sleep(0.1)
+    raise AssertionError(f"no message with {text!r}: {state}")
+
+
+# prism vertices clicked on the 800 px bird's-eye view (60 m from the ego to the edge), the last double-clicked
+PRISM_PX = [(370, 290), (440, 300), (430, 370), (365, 360)]
+
+
+def _draw_prism(page) -> dict:
+    page.click("#prism-draw")
+    page.fill("#prism-zmin", "-1.6")
+    page.fill("#prism-zmax", "0.2")
+    for u, v in PRISM_PX[:-1]:
+        page.click("#bev", position={"x": u, "y": v})
+    page.dblclick("#bev", position={"x": PRISM_PX[-1][0], "y": PRISM_PX[-1][1]})
+    return _wait(page, "selected")
+
+
+def test_viewer_colours_by_class_and_tries_a_prism(tmp_path):
+    import numpy as np
+
+    write_scene(tmp_path / "scenes")
+    server = fathom_serve(tmp_path / "scenes", tmp_path / "labels.sqlite3", tmp_path / "serve.log")
+    url = server.start()
+    seg, viewer = url + "/v1/scenes/demo/segmentation", {"Authorization": "Bearer viewer-token-1"}
+    annotator = {"Authorization": "Bearer annotator-token-1", "If-Match": "*"}
+    try:
+        classes = [{"id": 0, "name": "unlabelled", "color": [0, 0, 0]},
+                   {"id": 1, "name": "block", "color": [255, 0, 0]}, {"id": 2, "name": "tried", "color": [0, 90, 0]}]
+        assert httpx.put(seg + "/classes", json={"classes": classes}, headers=annotator).status_code == 200
+        block = {"kind": "prism", "polygon": [[8.9, -1], [11.1, -1], [11.1, 1], [8.9, 1]], "z_min": -0.1, "z_max": 1.5}
+        r = httpx.post(seg + "/edits", json={"edits": [{"frame": 0, "class_id": 1, "selection": block}]},
+                       headers=annotator)
+        assert r.status_code == 200 and r.json()["written"][0]["points"] >= 200
+        with _browser(tmp_path, url) as (page, problems, outside):
+            page.goto(f"{url}/viewer/demo?token=viewer-token-1")
+            assert _wait(page, "ready")["error"] is None and _wait(page, "classes")["classes"] == 3
+            assert _pixels(page, (255, 0, 0)) == 0  # the height colours never are pure red
+            page.check("#seg-colour")
+            state = _wait(page, "labelled")
+            assert state["labelled"] == r.json()["written"][0]["points"], state  # every point of the frame drawn
+            assert _pixels(page, (255, 0, 0)) > 30
+            # the prism: the clicked pixels in ego metres, the count the server gives for them
+            state = _draw_prism(page)
+            s = 800 / 120
+            want = [[(400 - v) / s, (400 - u) / s] for u, v in PRISM_PX]
+            assert np.allclose(state["prism"]["polygon"], want), state["prism"]
+            body = {"selection": {"kind": "prism", "polygon": state["prism"]["polygon"], "z_min": -1.6,
+                                  "z_max": 0.2}, "frame": "ego"}
+            r = httpx.post(seg + "/frames/0/select", json=body, headers=viewer)
+            chosen = r.json()
+            assert state["selected"] == chosen["count"] > 20 and state["prism"]["z_min"] == -1.6, state
+            assert f"{chosen['count']} of" in page.text_content("#seg-status")
+            assert _pixels(page, (255, 255, 255)) > 20  # highlighted
+            # a viewer may not write: the server's 403 is shown, nothing changes
+            page.select_option("#apply-class", "2")
+            page.click("#prism-apply")
+            assert "403" in _message(page, "annotator")["segMessage"]
+            rev = httpx.get(seg, headers=viewer).json()["revision"]
+            assert all("403" in p for p in problems) and not outside, (problems, outside)
+            # an annotator's apply writes exactly the selected rows
+            page.goto(f"{url}/viewer/demo?token=annotator-token-1")
+            _wait(page, "ready")
+            state = _draw_prism(page)
+            assert state["selected"] == chosen["count"]
+            page.select_option("#apply-class", "2")
+            page.click("#prism-apply")
+            assert _wait(page, "applied")["applied"] == chosen["count"]
+            assert httpx.get(seg, headers=viewer).json()["revision"] == rev + 1
+            labels = np.frombuffer(httpx.get(seg + "/frames/0", headers=viewer).content[:2 * chosen["points"]], "<u2")
+            assert np.flatnonzero(labels == 2).tolist() == chosen["indices"]
+            assert all("403" in p for p in problems), problems
+    finally:
+        server.stop()

@@ -8,6 +8,8 @@ selection the client sends (point indices, a world prism / box / sphere, a camer
 cuboids), never from per-point lists the client computed. A frame's labels
 (``GET .../segmentation/frames/{i}``) are its effective labels (:mod:`server.segmentation_edits`):
 its own layer, else the moving box holding the point, else the map voxel's label.
+``POST .../segmentation/frames/{i}/select`` tries a prism on a frame's points (world or ego
+frame) and gives the rows it selects without writing (an ``indices`` edit writes them).
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ import zipfile
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
+import numpy as np
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response
 
+from engine.segmentation import select_prism
 from formats.segmentation import classes_from_json, encode_labels
 from formats.segmentation_export import EXPORTERS, IMPORTERS, SceneLabels
 from server.boxes import interpolation_modes, tracks_from_document
@@ -28,11 +32,19 @@ from server.errors import invalid
 from server.label_http import IF_MATCH, etag, expected_revision
 from server.responses import WRITE, errors
 from server.segmentation_edits import EditSession, MapCache, apply_edit, effective_labels, frame_points, instances
-from server.segmentation_schemas import ClassesBody, EditsBody, EditsResponse, SegmentationInfo
+from server.segmentation_schemas import (
+    ClassesBody,
+    EditsBody,
+    EditsResponse,
+    SegmentationInfo,
+    SelectBody,
+    SelectResponse,
+)
 from server.segmentation_store import MAP_LAYER, Change, SegmentationStore, UnknownRevision
 
 router = APIRouter(prefix="/v1/scenes/{scene_id}/segmentation", tags=["segmentation"])
 RevisionQuery = Annotated[int | None, Query(ge=0, le=2**62, description="the document at this revision")]
+LodQuery = Annotated[int, Query(ge=0, le=16, description="0: every point; 1..: the rows of that level of detail")]
 
 
 @dataclass
@@ -124,20 +136,53 @@ def post_edits(who: Annotator, scene: SceneDep, state: State, seg: Seg, body: Ed
     return Response(out.model_dump_json(), media_type="application/json", headers={"ETag": etag(revision)})
 
 
+def _level_rows(scene, entry, lod: int, loc: tuple[str, ...]) -> np.ndarray | None:
+    """Rows of the frame's points file that make level ``lod`` (None: level 0, every row)."""
+    if lod > len(entry.lods):
+        raise invalid(loc, f"frame {entry.index} has levels of detail 0..{len(entry.lods)}", lod)
+    return scene.lod_rows(entry.index, lod) if lod else None
+
+
 @router.get("/frames/{index}", responses={**errors(404), 200: {"content": {"application/octet-stream": {}}}})
 def get_frame_labels(_: Viewer, scene: SceneDep, entry: FrameDep, state: State, seg: Seg,
-                     revision: RevisionQuery = None,
+                     revision: RevisionQuery = None, lod: LodQuery = 0,
                      encoding: Literal["raw", "fseg"] = Query("raw", description="raw: N uint16 class ids then N "
                                                               "uint32 instance ids, little-endian; fseg: the "
                                                               "compact encoding of formats.segmentation")) -> Response:
-    """The frame's effective labels, one per point of its points file (in its order)."""
+    """The frame's effective labels, one per point of its points file (in its order), or with
+    ``lod`` one per point of that level (in the order ``points?lod=`` gives them)."""
+    rows = _level_rows(scene, entry, lod, ("query", "lod"))
     frozen = _read(seg, scene.scene_id, lambda s: s.freeze([MAP_LAYER, entry.index]), revision)
     tracks = state.labels.get(scene.scene_id)[1]["tracks"]
     cls, inst = effective_labels(scene, frozen, tracks, seg.maps, frame_points(scene, entry.index))
+    if rows is not None:
+        cls, inst = cls[rows], inst[rows]
     body = encode_labels(cls, inst) if encoding == "fseg" else cls.astype("<u2").tobytes() + inst.astype(
         "<u4").tobytes()
     return Response(body, media_type="application/octet-stream",
                     headers={"ETag": etag(frozen.revision), "X-Points": str(len(cls))})
+
+
+@router.post("/frames/{index}/select", response_model=SelectResponse, responses=errors(404))
+def select_points(_: Viewer, scene: SceneDep, entry: FrameDep, body: SelectBody) -> Response:
+    """The points of the frame a prism selects, by the engine function an edit uses; nothing is
+    written. ``frame=ego``: the polygon and z range are in the frame's ego frame (the points
+    moved as ``points?frame=ego`` moves them); ``lod``: also the positions within that level."""
+    rows = _level_rows(scene, entry, body.lod, ("body", "lod"))
+    xyz = frame_points(scene, entry.index).xyz
+    if body.frame == "ego":
+        xyz = entry.world_from_ego.inverse().apply(xyz)
+    prism = body.selection
+    try:
+        mask = select_prism(xyz, np.array(prism.polygon), prism.z_min, prism.z_max)
+    except ValueError as exc:  # an engine check (e.g. z_min above z_max)
+        raise invalid(("body", "selection"), str(exc)) from None
+    indices = np.flatnonzero(mask)
+    level = indices if rows is None else np.flatnonzero(mask[rows])
+    out = SelectResponse(scene_id=scene.scene_id, frame_index=entry.index, frame=body.frame, points=len(mask),
+                         count=len(indices), indices=indices.tolist(), lod=body.lod,
+                         lod_points=len(mask) if rows is None else len(rows), lod_indices=level.tolist())
+    return Response(out.model_dump_json(), media_type="application/json")
 
 
 @router.get("/map", responses={**errors(404), 200: {"content": {"application/octet-stream": {}}}})

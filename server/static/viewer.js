@@ -1,13 +1,25 @@
 // Fathom viewer: bird's-eye view of a frame's points with label boxes and passive-sonar bearing
-// rays, plus a camera image with the frame's projected points, boxes and bearings. Plain JS, no
+// rays (coloured by height, or by segmentation class; prisms tried on it: viewer_segmentation.js),
+// plus a camera image with the frame's projected points, boxes and bearings. Plain JS modules, no
 // dependencies, same-origin only.
-"use strict";
+import { Segmentation } from "./viewer_segmentation.js";
 
 const state = { scene: null, token: null, frame: 0, lod: 0, camera: null, drawn: 0 };
-window.fathomViewer = { ready: false, points: 0, boxes: 0, projected: 0, bearings: 0, error: null };
+window.fathomViewer = { ready: false, points: 0, boxes: 0, projected: 0, bearings: 0, error: null,
+                        classes: 0, labelled: 0, selected: null, prism: null, applied: null, segMessage: null };
 const PEAK_COLOUR = "#00e5ff", TRACK_COLOUR = "#ff40ff"; // bearing rays: record peaks, labelled tracks
+const BEV_RANGE_M = 60; // metres from the ego to the edge of the bird's-eye view
+const view = { xyz: null, boxes: [], bearings: null }; // the frame in the bird's-eye view
+let seg = null; // the segmentation tools (set in main, before anything is drawn)
 
 function $(id) { return document.getElementById(id); }
+
+// The bird's-eye view's pixels ↔ ego x, y (metres): ego x forward → canvas up, ego y left → canvas left.
+function bevTransform(canvas) {
+  const W = canvas.width, H = canvas.height, s = W / (2 * BEV_RANGE_M);
+  return { toPx: (x, y) => [W / 2 - y * s, H / 2 - x * s], toEgo: (u, v) => [(H / 2 - v) / s, (W / 2 - u) / s] };
+}
+const bev = bevTransform($("bev"));
 
 function setStatus(text, isError) {
   const s = $("status");
@@ -16,9 +28,26 @@ function setStatus(text, isError) {
   if (isError) window.fathomViewer.error = text;
 }
 
-async function api(path, kind) {
-  const res = await fetch(path, { headers: { Authorization: "Bearer " + state.token } });
-  if (!res.ok) throw new Error(`${path}: HTTP ${res.status}`);
+// The server's reason for an error response: its "detail" (a message, or the first invalid field).
+async function problem(res) {
+  try {
+    const detail = (await res.json()).detail;
+    if (typeof detail === "string") return `: ${detail}`;
+    if (Array.isArray(detail) && detail.length) return `: ${detail[0].loc.join(".")}: ${detail[0].msg}`;
+  } catch (e) { /* not JSON: the status alone */ }
+  return "";
+}
+
+// A request with the bearer token; init: {method, json (the body), headers}.
+async function api(path, kind, init = {}) {
+  const headers = { Authorization: "Bearer " + state.token, ...init.headers };
+  const opts = { method: init.method || "GET", headers };
+  if (init.json !== undefined) {
+    headers["Content-Type"] = "application/json";
+    opts.body = JSON.stringify(init.json);
+  }
+  const res = await fetch(path, opts);
+  if (!res.ok) throw new Error(`${path}: HTTP ${res.status}${await problem(res)}`);
   if (kind === "json") return res.json();
   if (kind === "blob") return res.blob();
   return res.arrayBuffer();
@@ -68,23 +97,27 @@ function drawBearings(ctx, toPx, bearings) {
   return rays.length;
 }
 
-function drawBev(xyz, boxes, bearings) {
+// Points (ego x y z float32 triples) coloured by height, or by colours (4 bytes per point, alpha
+// 0: by height), boxes, bearing rays and the segmentation overlay; returns the points drawn.
+function drawBev(xyz, boxes, bearings, colours) {
   const canvas = $("bev"), ctx = canvas.getContext("2d");
-  const W = canvas.width, H = canvas.height, range = 60; // metres from the ego to the edge
-  const scale = W / (2 * range);
-  // ego x forward → canvas up, ego y left → canvas left
-  const toPx = (x, y) => [W / 2 - y * scale, H / 2 - x * scale];
+  const W = canvas.width, H = canvas.height, toPx = bev.toPx;
   ctx.fillStyle = "#000";
   ctx.fillRect(0, 0, W, H);
   const img = ctx.getImageData(0, 0, W, H), px = img.data;
   let n = 0;
-  for (let i = 0; i + 2 < xyz.length; i += 3) {
+  for (let i = 0, j = 0; i + 2 < xyz.length; i += 3, j++) {
     const [u, v] = toPx(xyz[i], xyz[i + 1]);
     const ui = u | 0, vi = v | 0;
     if (ui < 0 || vi < 0 || ui >= W || vi >= H) continue;
-    const h = Math.max(0, Math.min(1, (xyz[i + 2] + 2) / 6)); // colour by height, -2..4 m
     const k = (vi * W + ui) * 4;
-    px[k] = 80 + 175 * h; px[k + 1] = 200 - 80 * h; px[k + 2] = 255 - 200 * h; px[k + 3] = 255;
+    if (colours && colours[4 * j + 3]) {
+      px[k] = colours[4 * j]; px[k + 1] = colours[4 * j + 1]; px[k + 2] = colours[4 * j + 2];
+    } else {
+      const h = Math.max(0, Math.min(1, (xyz[i + 2] + 2) / 6)); // colour by height, -2..4 m
+      px[k] = 80 + 175 * h; px[k + 1] = 200 - 80 * h; px[k + 2] = 255 - 200 * h;
+    }
+    px[k + 3] = 255;
     n++;
   }
   ctx.putImageData(img, 0, 0);
@@ -103,7 +136,12 @@ function drawBev(xyz, boxes, bearings) {
   window.fathomViewer.bearings = drawBearings(ctx, toPx, bearings);
   ctx.fillStyle = "#f33";
   ctx.fillRect(W / 2 - 3, H / 2 - 3, 6, 6); // the ego
+  seg.drawOverlay(ctx);
   return n;
+}
+
+function drawView() {
+  if (view.xyz) window.fathomViewer.points = drawBev(view.xyz, view.boxes, view.bearings, seg.colours);
 }
 
 // The frame's bearing rays in one camera: the polylines the bearings route projected.
@@ -176,8 +214,10 @@ async function showFrame() {
     api(`${base}/cuboids?frame=ego`, "json"),
     api(`${base}/bearings?frame=ego`, "json"),
   ]);
-  const n = drawBev(new Float32Array(buf), cub.boxes, bearings);
-  window.fathomViewer.points = n;
+  Object.assign(view, { xyz: new Float32Array(buf), boxes: cub.boxes, bearings });
+  await seg.show(f.index, lod, view.xyz.length / 3).catch(e => seg.message(String(e.message || e), true));
+  drawView();
+  const n = window.fathomViewer.points;
   window.fathomViewer.boxes = cub.boxes.length;
   await drawCamera(f, bearings);
   const rays = window.fathomViewer.bearings ? `, ${window.fathomViewer.bearings} bearing rays` : "";
@@ -204,6 +244,8 @@ async function main() {
     return;
   }
   $("title").textContent = `Fathom · ${state.scene.id}`;
+  seg = new Segmentation({ api, $, bev, redraw: drawView, scene: () => state.scene, report: window.fathomViewer });
+  seg.loadClasses().catch(e => seg.message(String(e.message || e), true));
   const frameInput = $("frame");
   frameInput.max = Math.max(0, state.scene.frames.length - 1);
   const maxLod = Math.max(0, ...state.scene.frames.map(f => f.lod_points.length));
