@@ -22,21 +22,24 @@ from __future__ import annotations
 import numpy as np
 
 from engine._jit import inline, jit, pjit, prange
-from engine.voxel import _radix_pass
 
 MAX_DEPTH = 21  # 3 · 21 = 63 code bits: codes are non-negative int64
 
 
+def _spread_bits(v: int) -> int:
+    out = 0
+    for k in range(11):
+        out |= ((v >> k) & 1) << (3 * k)
+    return out
+
+
+_SPREAD = np.array([_spread_bits(v) for v in range(1 << 11)], np.int64)  # 11 bits spread to every third
+
+
 @inline
 def _spread(v):
-    """The low 21 bits of ``v`` spread to every third bit."""
-    v &= 0x1FFFFF
-    v = (v | (v << 32)) & 0x1F00000000FFFF
-    v = (v | (v << 16)) & 0x1F0000FF0000FF
-    v = (v | (v << 8)) & 0x100F00F00F00F00F
-    v = (v | (v << 4)) & 0x10C30C30C30C30C3
-    v = (v | (v << 2)) & 0x1249249249249249
-    return v
+    """The low 21 bits of ``v`` spread to every third bit (two table look-ups)."""
+    return _SPREAD[v & 0x7FF] | (_SPREAD[(v >> 11) & 0x3FF] << 33)
 
 
 @inline
@@ -51,12 +54,29 @@ def _compact(v):
     return v
 
 
+@inline
+def floor_div(v, d, inv):
+    """``floor(v / d)`` of integers ``|v| < 2**52``, ``d >= 1`` (``inv = 1 / d`` as float64)
+    without a division or a libm floor: the truncated product is within one of the floor
+    (its error is far below the ``1/d`` a non-whole quotient keeps from a whole number), and
+    the exact integer remainder corrects it."""
+    q = np.int64(np.float64(v) * inv)
+    r = v - q * d
+    return q - np.int64(r < 0) + np.int64(r >= d)
+
+
+@inline
+def _code(x, y, z, origin, voxel, inv):
+    return (_spread(floor_div(np.int64(x) - origin[0], voxel, inv))
+            | (_spread(floor_div(np.int64(y) - origin[1], voxel, inv)) << 1)
+            | (_spread(floor_div(np.int64(z) - origin[2], voxel, inv)) << 2))
+
+
 @pjit
-def _codes_kernel(x, y, z, origin, voxel_q, out):
+def _codes_kernel(x, y, z, origin, voxel, out):
+    inv = 1.0 / voxel
     for i in prange(x.shape[0]):
-        out[i] = (_spread((np.int64(x[i]) - origin[0]) // voxel_q)
-                  | (_spread((np.int64(y[i]) - origin[1]) // voxel_q) << 1)
-                  | (_spread((np.int64(z[i]) - origin[2]) // voxel_q) << 2))
+        out[i] = _code(x[i], y[i], z[i], origin, voxel, inv)
 
 
 def morton_codes(x: np.ndarray, y: np.ndarray, z: np.ndarray, voxel_q: int,
@@ -65,21 +85,6 @@ def morton_codes(x: np.ndarray, y: np.ndarray, z: np.ndarray, voxel_q: int,
     integer dtype, quanta; ``0 <= v - origin < voxel_q · 2**21``)."""
     out = np.empty(len(x), np.int64)
     _codes_kernel(x, y, z, np.asarray(origin, np.int64), np.int64(voxel_q), out)
-    return out
-
-
-@pjit
-def _gather_kernel(rows, order, out):
-    for j in prange(order.shape[0]):
-        for k in range(rows.shape[1]):
-            out[j, k] = rows[order[j], k]
-
-
-def gather_rows(rows: np.ndarray, order: np.ndarray) -> np.ndarray:
-    """``rows[order]`` for a C-contiguous ``(N, W)`` array (fixed-size records viewed as
-    words), in parallel."""
-    out = np.empty((len(order), rows.shape[1]), rows.dtype)
-    _gather_kernel(rows, np.ascontiguousarray(order, np.int64), out)
     return out
 
 
@@ -99,102 +104,125 @@ def node_xyz(prefixes: np.ndarray) -> np.ndarray:
     return out
 
 
-def sort_order(codes: np.ndarray, bits: int) -> np.ndarray:
-    """``(N,) int64`` stable order sorting ``codes`` (``(N,) int64``, each below ``2**bits``):
-    an LSD radix sort (:func:`engine.voxel._radix_pass`, parallel over chunks of points)."""
-    n = len(codes)
-    idx_bits = max(1, int(n - 1).bit_length())
-    if bits <= 0 or n < 2:
-        return np.arange(n, dtype=np.int64)
-    passes = -(-bits // 11)
-    digit = -(-bits // passes)
-    if bits + idx_bits <= 63:  # key and index packed in one int64: half the memory traffic
-        keys = (np.ascontiguousarray(codes, np.int64) << idx_bits) | np.arange(n, dtype=np.int64)
-        tmp = np.empty_like(keys)
-        none = np.empty(0, np.int64)
-        for p in range(passes):
-            _radix_pass(keys, none, tmp, none, idx_bits + p * digit, digit, False)
-            keys, tmp = tmp, keys
-        return keys & ((np.int64(1) << idx_bits) - 1)
-    keys, idx = np.array(codes, np.int64), np.arange(n, dtype=np.int64)
-    keys2, idx2 = np.empty_like(keys), np.empty_like(idx)
-    for p in range(passes):
-        _radix_pass(keys, idx, keys2, idx2, p * digit, digit, True)
-        keys, keys2, idx, idx2 = keys2, keys, idx2, idx
-    return idx
+RECORD_WORDS = 6  # a pooled point: int32 words x y z (quanta), intensity (float32 bits), r | g << 8 | b << 16, frame
+_DIGIT = 8  # radix digit of the sort inside a cell: 256 write heads
 
 
 @jit
-def _runs_kernel(codes, run_start):
-    """Starts of the runs of equal (sorted) ``codes``; returns their number."""
-    r = 0
-    for j in range(codes.shape[0]):
-        if j == 0 or codes[j] != codes[j - 1]:
-            run_start[r] = j
-            r += 1
-    run_start[r] = codes.shape[0]
-    return r
-
-
-@pjit
-def _merge_kernel(run_start, x, y, z, intensity, r, g, b, count, first, last,
-                  ox, oy, oz, oi, o_r, o_g, o_b, ocount, ofirst, olast):
-    """Each run of points → one: position and colour the count-weighted mean (position
-    rounded down, colour to nearest), intensity the weighted mean, count the sum, frames
-    min / max."""
-    for v in prange(run_start.shape[0] - 1):
-        sx = sy = sz = 0
-        sr = sg = sb = np.int64(0)
-        si = 0.0
-        n = np.int64(0)
-        f0 = first[run_start[v]]
-        f1 = last[run_start[v]]
-        for i in range(run_start[v], run_start[v + 1]):
-            c = np.int64(count[i])
-            sx += x[i] * c
-            sy += y[i] * c
-            sz += z[i] * c
-            sr += np.int64(r[i]) * c
-            sg += np.int64(g[i]) * c
-            sb += np.int64(b[i]) * c
-            si += intensity[i] * c
-            n += c
-            f0 = min(f0, first[i])
-            f1 = max(f1, last[i])
-        ox[v], oy[v], oz[v] = sx // n, sy // n, sz // n
-        o_r[v], o_g[v], o_b[v] = (2 * sr + n) // (2 * n), (2 * sg + n) // (2 * n), (2 * sb + n) // (2 * n)
-        oi[v] = si / n
-        ocount[v] = min(n, 0xFFFFFFFF)
-        ofirst[v], olast[v] = f0, f1
+def _merge_kernel(words, order, cell_starts, origin, voxel, low_bits, cell, cell_floats, keys, tmp,
+                  codes, ox, oy, oz, oi, o_r, o_g, o_b, ocount, ofirst, olast):
+    """Per cell: its records gathered into ``cell`` (in cache: a cell is small), their codes,
+    an LSD radix sort of the low ``low_bits``, then each run of equal codes merged into one
+    output row (:func:`merge_voxels`). Returns the rows written."""
+    inv = 1.0 / voxel
+    radix = 1 << _DIGIT
+    passes = (low_bits + _DIGIT - 1) // _DIGIT
+    low_mask = (np.int64(1) << low_bits) - 1
+    hist = np.empty((max(passes, 1), radix), np.int64)
+    m = 0
+    for c in range(cell_starts.shape[0] - 1):
+        s, n = cell_starts[c], cell_starts[c + 1] - cell_starts[c]
+        if n == 0:
+            continue
+        idx_bits = 1
+        while (np.int64(1) << idx_bits) < n:
+            idx_bits += 1
+        hist[:, :] = 0
+        for j in range(n):
+            i = order[s + j]
+            for w in range(words.shape[1]):
+                cell[j, w] = words[i, w]
+        high = _code(cell[0, 0], cell[0, 1], cell[0, 2], origin, voxel, inv) >> low_bits
+        for j in range(n):
+            low = _code(cell[j, 0], cell[j, 1], cell[j, 2], origin, voxel, inv) & low_mask
+            keys[j] = (low << idx_bits) | j
+            for p in range(passes):
+                hist[p, (low >> (_DIGIT * p)) & (radix - 1)] += 1
+        src, dst = keys, tmp
+        for p in range(passes):
+            shift = idx_bits + _DIGIT * p
+            if hist[p, (src[0] >> shift) & (radix - 1)] == n:  # one digit value: the pass keeps the order
+                continue
+            start = 0
+            for d in range(radix):
+                k = hist[p, d]
+                hist[p, d] = start
+                start += k
+            for j in range(n):
+                d = (src[j] >> shift) & (radix - 1)
+                dst[hist[p, d]] = src[j]
+                hist[p, d] += 1
+            src, dst = dst, src
+        j = 0
+        while j < n:  # runs of equal codes: the count-weighted means (module docstring of merge_voxels)
+            low = src[j] >> idx_bits
+            sx = sy = sz = sr = sg = sb = np.int64(0)
+            si = 0.0
+            f0, f1 = np.uint32(0xFFFFFFFF), np.uint32(0)
+            a = j
+            while j < n and (src[j] >> idx_bits) == low:
+                i = src[j] & ((np.int64(1) << idx_bits) - 1)
+                sx += np.int64(cell[i, 0]) - origin[0]
+                sy += np.int64(cell[i, 1]) - origin[1]
+                sz += np.int64(cell[i, 2]) - origin[2]
+                si += cell_floats[i, 3]
+                rgb = cell[i, 4]
+                sr += rgb & 0xFF
+                sg += (rgb >> 8) & 0xFF
+                sb += (rgb >> 16) & 0xFF
+                f = np.uint32(cell[i, 5])
+                f0, f1 = min(f0, f), max(f1, f)
+                j += 1
+            cnt = np.int64(j - a)
+            codes[m] = (high << low_bits) | low
+            if cnt == 1:  # most voxels: no divisions
+                ox[m], oy[m], oz[m], o_r[m], o_g[m], o_b[m], oi[m] = sx, sy, sz, sr, sg, sb, si
+            else:
+                ox[m], oy[m], oz[m] = sx // cnt, sy // cnt, sz // cnt
+                twice = 2 * cnt  # colours rounded to nearest
+                o_r[m], o_g[m], o_b[m] = (2 * sr + cnt) // twice, (2 * sg + cnt) // twice, (2 * sb + cnt) // twice
+                oi[m] = si / cnt
+            ocount[m] = min(cnt, 0xFFFFFFFF)
+            ofirst[m], olast[m] = f0, f1
+            m += 1
+    return m
 
 
 MERGE_COLUMNS = ("x", "y", "z", "intensity", "r", "g", "b", "count", "first", "last")
 
 
-def merge_voxels(codes: np.ndarray, points: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Merge the points of equal codes (one map point per voxel).
+def merge_voxels(records: np.ndarray, order: np.ndarray, cell_starts: np.ndarray, origin: tuple[int, int, int],
+                 voxel_q: int, low_bits: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Merge the points of each voxel into one map point.
 
     Args:
-        codes: ``(N,) int64`` ascending (:func:`sort_order`, :func:`gather_rows`).
-        points: in the same order, :data:`MERGE_COLUMNS` ``(N,)`` each: ``x y z`` (int,
-            quanta), ``intensity`` (float), ``r g b`` (uint8), ``count`` (points already
-            merged into each), ``first last`` (frame numbers).
+        records: ``(R, RECORD_WORDS) int32`` points (:data:`RECORD_WORDS`).
+        order: ``(N,) int64`` rows of ``records`` grouped by cell: cell ``c`` is
+            ``records[order[cell_starts[c]:cell_starts[c + 1]]]``, the cells in code order,
+            and the points of a cell share their code above its low ``low_bits``.
+        cell_starts: ``(C + 1,) int64``.
+        origin: the octree cube's min corner (quanta); ``voxel_q``: the voxel side (quanta).
 
     Returns:
-        ``(codes (M,) int64 ascending unique, merged columns (M,))``: ``x y z`` int32 (the
-        count-weighted mean, rounded down, so inside the voxel), ``intensity`` float32 (mean),
-        ``r g b`` uint8 (mean, rounded), ``count`` uint32 (sum, saturating), ``first last``
-        uint32 (min, max).
+        ``(codes (M,) int64 ascending unique, merged columns (M,))``: ``x y z`` int32 quanta
+        from ``origin`` (the mean, rounded down, so inside the voxel), ``intensity`` float32
+        (mean), ``r g b`` uint8 (mean, rounded), ``count`` uint32 (points merged, saturating),
+        ``first last`` uint32 (min, max frame). Points of a voxel are summed in input order.
     """
-    run_start = np.empty(len(codes) + 1, np.int64)
-    m = _runs_kernel(codes, run_start)
-    run_start = run_start[:m + 1]
-    out = {k: np.empty(m, np.int32) for k in "xyz"}
-    out["intensity"] = np.empty(m, np.float32)
-    out.update({k: np.empty(m, np.uint8) for k in "rgb"})
-    out.update({k: np.empty(m, np.uint32) for k in ("count", "first", "last")})
-    _merge_kernel(run_start, *(points[k] for k in MERGE_COLUMNS), *(out[k] for k in MERGE_COLUMNS))
-    return codes[run_start[:-1]], out
+    n = len(order)
+    words = np.ascontiguousarray(records, np.int32).reshape(len(records), RECORD_WORDS)
+    starts = np.ascontiguousarray(cell_starts, np.int64)
+    biggest = int(np.diff(starts).max()) if len(starts) > 1 else 0
+    out = {k: np.empty(n, np.int32) for k in "xyz"}
+    out["intensity"] = np.empty(n, np.float32)
+    out.update({k: np.empty(n, np.uint8) for k in "rgb"})
+    out.update({k: np.empty(n, np.uint32) for k in ("count", "first", "last")})
+    codes = np.empty(n, np.int64)
+    cell = np.empty((biggest, RECORD_WORDS), np.int32)
+    m = _merge_kernel(words, np.ascontiguousarray(order, np.int64), starts, np.asarray(origin, np.int64),
+                      np.int64(voxel_q), np.int64(low_bits), cell, cell.view(np.float32), np.empty(biggest, np.int64),
+                      np.empty(biggest, np.int64), codes, *(out[k] for k in MERGE_COLUMNS))
+    return codes[:m], {k: v[:m] for k, v in out.items()}
 
 
 @jit
@@ -313,42 +341,12 @@ def select_lod(codes: np.ndarray, nodes: dict[str, np.ndarray], depth: int, grid
     return owner, np.sort(buf[nodes["starts"][0]:nodes["starts"][0] + pool_len[0]])
 
 
-@jit
-def _group_kernel(owner, n_nodes, counts, order):
-    """Counting sort of point indices by owner (stable): ``counts[k + 1]`` ends as the start
-    of node k's points in ``order``."""
-    counts[:] = 0
-    for i in range(owner.shape[0]):
-        counts[owner[i] + 1] += 1
-    for k in range(n_nodes):
-        counts[k + 1] += counts[k]
-    pos = counts[:-1].copy()
-    for i in range(owner.shape[0]):
-        k = owner[i]
-        order[pos[k]] = i
-        pos[k] += 1
-
-
-def group_by_node(owner: np.ndarray, n_nodes: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(order (N,) int64, starts (n_nodes + 1,) int64)``: point indices grouped by node,
-    ascending within each; node k's are ``order[starts[k]:starts[k + 1]]``."""
-    counts = np.empty(n_nodes + 1, np.int64)
-    order = np.empty(len(owner), np.int64)
-    _group_kernel(np.ascontiguousarray(owner, np.int64), n_nodes, counts, order)
-    return order, counts
-
-
 def _warmup() -> None:
     x = np.array([0, 5, 5, 40], np.int32)
-    codes = morton_codes(x, x, x, 10)
-    order = sort_order(codes, 6)
-    sort_order(codes << 50, 62)
-    gather_rows(np.zeros((4, 6), np.int32), order)
-    cols: dict[str, np.ndarray] = {k: x.copy() for k in "xyz"}
-    cols.update(intensity=np.ones(4, np.float32), count=np.ones(4, np.uint32), first=np.zeros(4, np.uint32),
-                last=np.zeros(4, np.uint32), **{k: np.zeros(4, np.uint8) for k in "rgb"})
-    merged_codes, _ = merge_voxels(codes[order], cols)
-    nodes = octree_shape(merged_codes, 0, 3, 1, 1)
-    owner, _ = select_lod(merged_codes, nodes, 3, 1)
-    group_by_node(owner, len(nodes["levels"]))
+    morton_codes(x, x, x, 10)
+    records = np.zeros((4, RECORD_WORDS), np.int32)
+    records[:, 0] = x
+    codes, _ = merge_voxels(records, np.arange(4), np.array([0, 3, 4]), (0, 0, 0), 10, 3)
+    nodes = octree_shape(codes, 0, 3, 1, 1)
+    select_lod(codes, nodes, 3, 1)
     node_xyz(nodes["prefixes"])

@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from engine._jit import inline, pjit, prange
+from engine._jit import jit
 from formats.errors import FormatError, load_json
 
 FORMAT_NAME = "fathom-octree"
@@ -71,56 +71,87 @@ def node_sections(n: int, width: int) -> dict[str, int]:
             "count": count, "first": count + 4 * n, "last": count + 8 * n, "total": count + 12 * n}
 
 
-@inline
-def _put(buf, o, v, width):
-    """``width`` little-endian bytes of ``v`` at ``buf[o]``."""
-    for k in range(width):
-        buf[o + k] = (v >> (8 * k)) & 0xFF
+@jit
+def _encode_kernel(owner, slot, node_offset, node_count, node_width, node_min, x, y, z, i16, shift, r, g, b,
+                   count, first, last, buf, buf16, buf32):
+    """One pass over the points: point ``i`` goes to output node ``slot[owner[i]]`` (none
+    when negative), after that node's earlier points. ``buf16``/``buf32`` view ``buf``
+    (little-endian); node offsets are multiples of 8, so every section is aligned."""
+    cursor = np.zeros(node_offset.shape[0], np.int64)
+    for i in range(owner.shape[0]):
+        k = slot[owner[i]]
+        if k < 0:
+            continue
+        j = cursor[k]
+        cursor[k] = j + 1
+        n, w, o = node_count[k], node_width[k], node_offset[k]
+        px, py, pz = x[i] - node_min[k, 0], y[i] - node_min[k, 1], z[i] - node_min[k, 2]
+        if w == 2:
+            p = (o >> 1) + 3 * j
+            buf16[p], buf16[p + 1], buf16[p + 2] = px, py, pz
+        else:
+            p = (o >> 2) + 3 * j
+            buf32[p], buf32[p + 1], buf32[p + 2] = px, py, pz
+        rgb = o + 3 * w * n + 3 * j
+        buf[rgb], buf[rgb + 1], buf[rgb + 2] = r[i], g[i], b[i]
+        buf[o + 3 * w * n + 3 * n + j] = i16[i] >> shift
+        o16 = o + ((n * (3 * w + 4) + 3) & ~3)
+        buf16[(o16 >> 1) + j] = i16[i]
+        oc = (o16 + 2 * n + 3) & ~3
+        buf32[(oc >> 2) + j] = count[i]
+        buf32[(oc >> 2) + n + j] = first[i]
+        buf32[(oc >> 2) + 2 * n + j] = last[i]
 
 
-@pjit
-def _encode_kernel(order, node_start, node_offset, node_width, node_min, x, y, z, i16, shift, r, g, b,
-                   count, first, last, buf):
-    for k in prange(node_start.shape[0] - 1):
-        a, e = node_start[k], node_start[k + 1]
-        n, w, o = e - a, node_width[k], node_offset[k]
-        pos_end = o + 3 * w * n
-        viewer = n * (3 * w + 4)
-        o16 = o + ((viewer + 3) & ~3)
-        oc = o + ((((viewer + 3) & ~3) + 2 * n + 3) & ~3)
-        for j in range(n):
-            i = order[a + j]
-            _put(buf, o + 3 * w * j, x[i] - node_min[k, 0], w)
-            _put(buf, o + 3 * w * j + w, y[i] - node_min[k, 1], w)
-            _put(buf, o + 3 * w * j + 2 * w, z[i] - node_min[k, 2], w)
-            buf[pos_end + 3 * j], buf[pos_end + 3 * j + 1], buf[pos_end + 3 * j + 2] = r[i], g[i], b[i]
-            buf[pos_end + 3 * n + j] = i16[i] >> shift
-            _put(buf, o16 + 2 * j, i16[i], 2)
-            _put(buf, oc + 4 * j, count[i], 4)
-            _put(buf, oc + 4 * n + 4 * j, first[i], 4)
-            _put(buf, oc + 8 * n + 4 * j, last[i], 4)
+def encode_nodes(points: dict[str, np.ndarray], owner: np.ndarray, rows: np.ndarray, levels: np.ndarray,
+                 cells: np.ndarray, side_q: int, intensity_shift: int
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Serialise nodes ``rows`` (``(K,)`` of a tree's node numbers): node ``rows[k]`` holds the
+    points ``i`` with ``owner[i] == rows[k]``, in index order (``points``: ``x y z`` int32
+    quanta from the cube's corner, ``intensity16`` uint16, ``r g b`` uint8, ``count first
+    last`` uint32; ``owner`` ``(N,) int64``), sits at ``levels[k]`` with cell coordinates
+    ``cells[k]`` (``(K, 3)``). Points of other nodes are left out.
 
-
-def encode_nodes(points: dict[str, np.ndarray], order: np.ndarray, starts: np.ndarray, levels: np.ndarray,
-                 cells: np.ndarray, side_q: int, intensity_shift: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Serialise nodes: node ``k`` holds ``points[·][order[starts[k]:starts[k+1]]]`` (``x y z``
-    int32 quanta from the cube's corner, ``intensity16`` uint16, ``r g b``, ``count first
-    last``), sits at ``levels[k]`` with cell coordinates ``cells[k]`` (``(K, 3)``).
-
-    Returns ``(data uint8, offsets (K,) int64, sizes (K,) int64)``: the nodes one after the
-    other, each at a multiple of 8 from the start of ``data``.
+    Returns ``(data uint8, offsets, sizes, counts)`` (``(K,) int64`` each): the nodes one
+    after the other, each at a multiple of 8 from the start of ``data``.
     """
-    counts = np.diff(starts)
+    rows = np.asarray(rows, np.int64)
+    owner = np.ascontiguousarray(owner, np.int64)
+    n_nodes = int(max(owner.max(initial=-1), rows.max(initial=-1))) + 1
+    slot = np.full(n_nodes, -1, np.int64)
+    slot[rows] = np.arange(len(rows))
+    counts = np.bincount(owner, minlength=n_nodes)[rows].astype(np.int64) if len(owner) else np.zeros(len(rows),
+                                                                                                      np.int64)
     widths = np.array([position_width(side_q, int(lv)) for lv in levels], np.int64)
     sizes = np.array([node_sections(int(n), int(w))["total"] for n, w in zip(counts, widths)], np.int64)
     padded = (sizes + NODE_ALIGN - 1) // NODE_ALIGN * NODE_ALIGN
     offsets = np.concatenate([[0], np.cumsum(padded)[:-1]]).astype(np.int64)
     buf = np.zeros(int(padded.sum()), np.uint8)
-    node_min = np.asarray(cells, np.int64) * (np.int64(side_q) >> np.asarray(levels, np.int64))[:, None]
-    _encode_kernel(order, np.asarray(starts, np.int64), offsets, widths, np.ascontiguousarray(node_min),
-                   points["x"], points["y"], points["z"], points["intensity16"], np.int64(intensity_shift),
-                   points["r"], points["g"], points["b"], points["count"], points["first"], points["last"], buf)
-    return buf, offsets, sizes
+    node_min = np.asarray(cells, np.int64).reshape(-1, 3) * (np.int64(side_q) >> np.asarray(levels, np.int64))[:, None]
+    _encode_kernel(owner, slot, offsets, counts, widths, np.ascontiguousarray(node_min), points["x"], points["y"],
+                   points["z"], points["intensity16"], np.int64(intensity_shift), points["r"], points["g"],
+                   points["b"], points["count"], points["first"], points["last"], buf, buf.view("<u2"),
+                   buf.view("<u4"))
+    return buf, offsets, sizes, counts
+
+
+def intensity_info(stats: dict | None) -> dict[str, Any]:
+    """How stored intensities relate to the input (:mod:`formats.octree`): ``source_range``
+    None (as given) or ``[lo, hi]`` (mapped to 0..65535), and ``shift`` (intensity8 = value >> shift)."""
+    if stats is None or stats["i_whole"]:
+        top = 0 if stats is None else int(stats["i_max"])
+        return {"source_range": None, "shift": max(0, top.bit_length() - 8)}
+    return {"source_range": [stats["i_min"], stats["i_max"]], "shift": 8}
+
+
+def intensity16(values: np.ndarray, stats: dict) -> np.ndarray:
+    """Float intensities as stored (:func:`intensity_info`), ``(N,) uint16``."""
+    rng = intensity_info(stats)["source_range"]
+    if rng is None:
+        return np.rint(values).astype(np.uint16)
+    lo, hi = rng
+    scaled = (values.astype(np.float64) - lo) * (65535.0 / (hi - lo)) if hi > lo else np.zeros(len(values))
+    return np.rint(np.clip(scaled, 0, 65535)).astype(np.uint16)
 
 
 def hierarchy_pages(nodes: np.ndarray, step: int, base: int = 0) -> tuple[bytes, int]:
@@ -261,5 +292,5 @@ def _warmup() -> None:
     pts: dict[str, np.ndarray] = {k: np.zeros(1, np.int32) for k in "xyz"}
     pts.update(intensity16=np.zeros(1, np.uint16), count=np.ones(1, np.uint32), first=np.zeros(1, np.uint32),
                last=np.zeros(1, np.uint32), **{k: np.zeros(1, np.uint8) for k in "rgb"})
-    encode_nodes(pts, np.zeros(1, np.int64), np.array([0, 1]), np.zeros(1, np.int64), np.zeros((1, 3), np.int64),
+    encode_nodes(pts, np.zeros(1, np.int64), np.zeros(1, np.int64), np.zeros(1, np.int64), np.zeros((1, 3), np.int64),
                  1 << 10, 0)

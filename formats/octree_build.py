@@ -1,23 +1,30 @@
 """Building an octree layer (:mod:`formats.octree`) out of core, in bounded memory, resumably.
 
-1. **Pool** (:meth:`OctreeBuilder.add`, one call per frame in frame order): records appended
-   to temporary pool segments of about ``segment_points`` points, counted per cell
-   (:class:`formats.octree_chunks.CellCounter`), bounds and intensity range kept.
+1. **Pool** (:meth:`OctreeBuilder.add`, one call per frame in frame order): records counted
+   per cell (:class:`formats.octree_chunks.CellCounter`), each frame's grouped by cell, and
+   pooled in segments of about ``segment_points`` points (:class:`formats.octree_pool.Pool`:
+   written to temporary files in the background, kept in memory while the pool fits
+   ``memory_points``), bounds and intensity range kept.
 2. **Chunks**: the cube around the bounds, chunks planned from the counts (a node of at most
-   ``chunk_max`` points), the pool distributed into one file per chunk.
-3. **Nodes**, chunk by chunk in code order: voxel duplicates merged
-   (:func:`engine.map_octree.merge_voxels`), the chunk's subtree built and selected
-   (:func:`~engine.map_octree.octree_shape`, :func:`~engine.map_octree.select_lod`), its
-   nodes but the chunk's root appended to ``octree.bin``; the root's points kept for step 4.
+   ``chunk_max`` points), grouped in batches of at most ``memory_points`` points; a pool of
+   more than one batch partitioned into one file per batch; each batch's records ordered
+   cell after cell.
+3. **Nodes**, chunk by chunk in code order, :data:`WORKERS` at once (one thread each): voxel
+   duplicates merged (:func:`engine.map_octree.merge_voxels`), the chunk's subtree built and
+   selected (:func:`~engine.map_octree.octree_shape`, :func:`~engine.map_octree.select_lod`),
+   its nodes but the chunk's root encoded; in chunk order, appended to ``octree.bin``, the
+   root's points saved for step 4.
 4. **Top**: the levels above the chunks selected from the chunk roots' points; their nodes
    and the chunk roots written; ``hierarchy.bin``, then ``metadata.json`` last.
 
-Memory: a block of ``BLOCK_POINTS`` records, one chunk (about 100 bytes per input point of
-it) and the chunk roots' points. Temporaries live in ``LAYER_DIR/.work``. Resuming: frames
-in committed pool segments are not added again (:attr:`OctreeBuilder.next_frame`), a finished
-distribution and finished chunks are kept (the partial ``octree.bin`` in ``.work`` is cut back
-to the last finished chunk); the output is byte-identical to an uninterrupted build's. The
-finished files replace the old ones by renames, ``metadata.json`` last.
+Memory: the pool while it fits ``memory_points`` records (24 bytes each), else a batch (32
+bytes per point with its order), plus the chunks in work (about 100 bytes per point of
+each); then the chunk roots' points. Temporaries live in ``LAYER_DIR/.work``. Resuming:
+frames in written pool segments are not added again (:attr:`OctreeBuilder.next_frame`), a
+finished partition and finished chunks are kept (the partial ``octree.bin`` in ``.work`` is
+cut back to the last finished chunk); the output is byte-identical to an uninterrupted
+build's, whatever the memory budget. The finished files replace the old ones by renames,
+``metadata.json`` last.
 """
 
 from __future__ import annotations
@@ -25,6 +32,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -32,16 +41,7 @@ from typing import Any
 import numpy as np
 import xxhash
 
-from engine.map_octree import (
-    gather_rows,
-    group_by_node,
-    merge_voxels,
-    morton_codes,
-    node_xyz,
-    octree_shape,
-    select_lod,
-    sort_order,
-)
+from engine.map_octree import merge_voxels, node_xyz, octree_shape, select_lod
 from formats.octree import (
     ENTRY,
     FORMAT_NAME,
@@ -51,11 +51,15 @@ from formats.octree import (
     OCTREE,
     encode_nodes,
     hierarchy_pages,
+    intensity16,
+    intensity_info,
 )
-from formats.octree_chunks import RAW, RAW_WORDS, CellCounter, Cube, distribute, pack_records, plan_chunks
+from formats.octree_chunks import CellCounter, ChunkPlan, Cube, frame_stats, plan_chunks
+from formats.octree_pool import Pool
 from formats.scene_store.durable import atomic_write
 
 COLUMNS = ("x", "y", "z", "intensity16", "r", "g", "b", "count", "first", "last")
+WORKERS = max(1, min(4, len(os.sched_getaffinity(0))))  # chunks in work at once
 
 
 @dataclass(frozen=True)
@@ -68,20 +72,22 @@ class OctreeOptions:
         grid_bits: a node takes one point per cell of its ``2**grid_bits``-per-side grid
             (root spacing = cube side / 128).
         leaf_max: a subtree of at most this many points is one leaf node.
-        chunk_max: target points per chunk (one chunk is in memory at a time).
+        chunk_max: target points per chunk (the unit of work of step 3).
         cell_bits: counting cells are ``2**cell_bits`` voxels per side.
         step: hierarchy levels per page.
         segment_points: points per pool segment (the resume granularity of step 1).
+        memory_points: input points the pool keeps in memory and a batch holds.
     """
 
     quantum_m: float = 1e-3
     voxel_q: int = 20
     grid_bits: int = 7
     leaf_max: int = 20_000
-    chunk_max: int = 4_000_000
+    chunk_max: int = 1 << 20
     cell_bits: int = 8
     step: int = 4
     segment_points: int = 1 << 22
+    memory_points: int = 1 << 25
 
 
 class OctreeBuilder:
@@ -95,9 +101,8 @@ class OctreeBuilder:
         self.options = options
         self.work.mkdir(parents=True, exist_ok=True)
         self.counter = CellCounter(options.voxel_q << options.cell_bits)
-        self.state: dict[str, Any] = {"options": asdict(options), "segments": [], "stats": None, "distributed": False,
-                                      "tally": {}}
-        self._buffer: list[np.ndarray] = []
+        self.state: dict[str, Any] = {"options": asdict(options), "segments": [], "stats": None,
+                                      "partitioned": False, "tally": {}}
         self._tally: dict[str, int] = {}
         self._last_frame = -1
         saved = self._load_state()
@@ -105,6 +110,7 @@ class OctreeBuilder:
             self.state = saved
             counts = np.load(self.work / "counts.npz")
             self.counter = CellCounter.restore(self.counter.cell_q, counts["keys"], counts["counts"])
+        self.pool = Pool(self.work, self.state["segments"], options.memory_points)
 
     def _load_state(self) -> dict[str, Any] | None:
         path = self.work / "state.json"
@@ -145,129 +151,156 @@ class OctreeBuilder:
         if q.ndim != 2 or q.shape[1] != 3 or len(intensity) != len(q) or (rgb is not None and rgb.shape != q.shape):
             raise ValueError(f"xyz_q (N, 3), intensity (N,), rgb (N, 3): got {q.shape}, {np.shape(intensity)}, "
                              f"{None if rgb is None else rgb.shape}")
-        if len(q) and (q.min() < -(2**31) or q.max() >= 2**31):
+        stats = frame_stats(q, np.asarray(intensity)) if len(q) else None
+        if stats is not None and (min(stats["lo_q"]) < -(2**31) or max(stats["hi_q"]) >= 2**31):
             raise ValueError("positions beyond int32 quanta")
-        if not np.all(np.isfinite(intensity)):
+        if stats is not None and not stats.pop("finite"):
             raise ValueError("intensity contains NaN or infinite values")
-        rec, stats = pack_records(frame, q, np.asarray(intensity), rgb)
         self._last_frame = frame
         for k, v in (tally or {}).items():
             self._tally[k] = self._tally.get(k, 0) + int(v)
-        if len(rec):
-            self.counter.add(rec["x"], rec["y"], rec["z"])
-            self._stats(len(rec), frame, stats, rgb is not None)
-            self._buffer.append(rec)
-        if sum(len(b) for b in self._buffer) >= self.options.segment_points:
+        if stats is not None:
+            self.counter.pack(frame, q, np.asarray(intensity), rgb, self.pool.reserve(len(q)))
+            self._stats(len(q), frame, stats, rgb is not None)
+        if self.pool.open_points >= self.options.segment_points:
             self._commit_segment()
 
     def _stats(self, n: int, frame: int, new: dict, has_rgb: bool) -> None:
         s = self.state["stats"]
         new = dict(new, points=n, rgb=has_rgb, frames=[frame, frame])
         if s is not None:
-            new = {"points": s["points"] + n, "lo_q": np.minimum(s["lo_q"], new["lo_q"]).tolist(),
-                   "hi_q": np.maximum(s["hi_q"], new["hi_q"]).tolist(), "i_min": min(s["i_min"], new["i_min"]),
+            new = {"points": s["points"] + n, "lo_q": [min(a, b) for a, b in zip(s["lo_q"], new["lo_q"])],
+                   "hi_q": [max(a, b) for a, b in zip(s["hi_q"], new["hi_q"])], "i_min": min(s["i_min"], new["i_min"]),
                    "i_max": max(s["i_max"], new["i_max"]), "i_whole": s["i_whole"] and new["i_whole"],
                    "rgb": s["rgb"] or has_rgb, "frames": [s["frames"][0], frame]}
         self.state["stats"] = new
 
     def _commit_segment(self) -> None:
+        """Close the pool's open segment; its file and then the checkpoint (counts, state)
+        are written in the background."""
         if self._last_frame < self.next_frame:
             return
-        path = self.work / f"pool-{len(self.state['segments']):05d}.bin"
-        _write_temporary(path, self._buffer)
+        segment = {"file": f"pool-{len(self.state['segments']):05d}.bin", "points": self.pool.open_points,
+                   "last_frame": self._last_frame}
+        self.state["segments"].append(segment)
+        self.state["tally"], self._tally = self.tally, {}
         keys, counts = self.counter.items()
-        with open(self.work / "counts.tmp.npz", "wb") as fh:
-            np.savez(fh, keys=keys, counts=counts)
-        os.replace(self.work / "counts.tmp.npz", self.work / "counts.npz")
-        self.state["segments"].append({"file": path.name, "points": sum(len(b) for b in self._buffer),
-                                       "last_frame": self._last_frame})
-        self.state["tally"] = self.tally
-        self._save_state()
-        self._buffer, self._tally = [], {}
+        work, state = self.work, json.dumps(self.state).encode()
+
+        def checkpoint() -> None:
+            with open(work / "counts.tmp.npz", "wb") as fh:
+                np.savez(fh, keys=keys, counts=counts)
+            os.replace(work / "counts.tmp.npz", work / "counts.npz")
+            atomic_write(work / "state.json", state, durable=False)
+
+        self.pool.commit(segment, checkpoint)
 
     # ---------------------------------------------------------------- steps 2-4
 
     def finish(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
         """Steps 2-4; returns the written metadata (``extra`` merged into it)."""
         self._commit_segment()
+        self.pool.wait()
         stats = self.state["stats"]
         o = self.options
         lo, hi = (np.array(stats[k] if stats else [0, 0, 0]) for k in ("lo_q", "hi_q"))
         cube = Cube.around(lo, hi, o.voxel_q, o.cell_bits)
-        keys, counts = self.counter.items()
-        chunks, chunk_of_cell = plan_chunks(cube, keys, counts, o.chunk_max)
-        if not self.state["distributed"] and len(chunks) > 1:  # one chunk: the pool is its file
-            of_slot = np.full(len(self.counter.keys), -1, np.int64)
-            of_slot[self.counter.keys != -1] = chunk_of_cell
-            distribute([self.work / s["file"] for s in self.state["segments"]], self.counter, of_slot, len(chunks),
-                       self._chunk_path)
-            self.state["distributed"] = True
+        plan = plan_chunks(cube, self.counter, o.chunk_max)
+        batches = plan.batches(o.memory_points)
+        if len(batches) > 1 and not self.state["partitioned"]:
+            batch_of_chunk = np.repeat(np.arange(len(batches)), [e - f for f, e in batches])
+            batch_of_cell = np.repeat(batch_of_chunk, np.diff(plan.chunk_cells))
+            self.pool.partition(self.counter, np.where(plan.rank_of_slot >= 0, batch_of_cell[plan.rank_of_slot], -1),
+                                len(batches))
+            self.state["partitioned"] = True
             self._save_state()
-        writer = _NodeWriter(self.work / "octree.partial", self._resume_point(len(chunks)))
-        entries, roots = [], []
-        for k, (level, prefix, _) in enumerate(chunks):
-            done = self.work / f"chunk-{k:05d}.done.npz"
-            if not done.is_file():
-                self._process_chunk(k, level, cube, stats, writer, done)
-            with np.load(done) as saved:
-                entries.append(saved["entries"].view(ENTRY).reshape(-1))
-                roots.append({c: saved["root_" + c] for c in (*COLUMNS, "codes")})
-        top = self._top(chunks, roots, cube, stats, writer) if chunks else np.zeros(1, ENTRY)
+        writer = _NodeWriter(self.work / "octree.partial", self._resume_point(len(plan.chunks)))
+        entries = []
+        for b, (first, end) in enumerate(batches):
+            todo = [k for k in range(first, end) if not self._done_path(k).is_file()]
+            if todo:
+                records, order = self.pool.batch(self.counter, plan, batches, b)
+                self._run_chunks(todo, records, order, plan.chunk_span(first)[0], plan, cube, stats, writer)
+                del records, order  # the pool's arrays, reused by the next batch, released before the top
+            for k in range(first, end):
+                with np.load(self._done_path(k)) as saved:
+                    entries.append(saved["entries"].view(ENTRY).reshape(-1))
+            self.pool.batch_path(b).unlink(missing_ok=True)
+        self.pool.release()
+        top = self._top(plan.chunks, cube, stats, writer) if plan.chunks else np.zeros(1, ENTRY)
         nodes = np.concatenate([*entries, top])
         writer.close()
         return self._write_index(nodes, cube, stats, writer, extra or {})
 
-    def _chunk_path(self, k: int) -> Path:
-        return self.work / f"chunk-{k:05d}.bin"
-
-    def _chunk_files(self, k: int) -> list[Path]:
-        """The files holding chunk ``k``'s records: its own, or the pool when it is the only chunk."""
-        own = self._chunk_path(k)
-        return [own] if self.state["distributed"] else [self.work / s["file"] for s in self.state["segments"]]
+    def _done_path(self, k: int) -> Path:
+        return self.work / f"chunk-{k:05d}.done.npz"
 
     def _resume_point(self, n_chunks: int) -> int:
         """Bytes of ``octree.bin`` that finished chunks wrote (0 before any)."""
         end = 0
         for k in range(n_chunks):
-            done = self.work / f"chunk-{k:05d}.done.npz"
-            if not done.is_file():
+            if not self._done_path(k).is_file():
                 break
-            with np.load(done) as saved:
+            with np.load(self._done_path(k)) as saved:
                 end = int(saved["end"])
         return end
 
-    def _process_chunk(self, k: int, level: int, cube: Cube, stats: dict, writer: "_NodeWriter", done: Path) -> None:
-        words = np.concatenate([np.fromfile(f, np.int32) for f in self._chunk_files(k)]).reshape(-1, RAW_WORDS)
-        raw = words.view(RAW).reshape(-1)
-        codes = morton_codes(raw["x"], raw["y"], raw["z"], cube.voxel_q, cube.origin_q)
-        bits = 3 * (cube.depth - level)
-        order = sort_order(codes & ((np.int64(1) << bits) - 1) if bits < 63 else codes, bits)
-        raw = gather_rows(words, order).view(RAW).reshape(-1)
-        del words
-        pts = {c: raw[c] for c in ("x", "y", "z", "intensity", "r", "g", "b")}
-        pts.update(first=raw["frame"], last=raw["frame"], count=np.ones(len(raw), np.uint32))
-        codes, merged = merge_voxels(codes[order], pts)
-        del pts, raw, order
-        for i, a in enumerate("xyz"):
-            merged[a] -= np.int32(cube.origin_q[i])
+    def _run_chunks(self, todo: list[int], records: np.ndarray, order: np.ndarray, base: int, plan: ChunkPlan,
+                    cube: Cube, stats: dict, writer: "_NodeWriter") -> None:
+        """Chunks ``todo`` (``records[order]``: their batch's records, cell after cell, from
+        record ``base`` of the plan on), up to :data:`WORKERS` at once; each written, in order,
+        as soon as it and those before it are done (at most WORKERS results wait)."""
+        pending: deque[tuple[int, Future]] = deque()
+        with ThreadPoolExecutor(WORKERS, thread_name_prefix="octree-chunk") as threads:
+            for k in todo:
+                if len(pending) == WORKERS:
+                    self._save_chunk(*pending.popleft(), writer)
+                level, _, _ = plan.chunks[k]
+                start, end = plan.chunk_span(k)
+                cells = plan.cell_starts[plan.chunk_cells[k]:plan.chunk_cells[k + 1] + 1] - start
+                mine = order[start - base:end - base]
+                pending.append((k, threads.submit(self._process_chunk, k, level, records, mine, cells, cube, stats)))
+            while pending:
+                self._save_chunk(*pending.popleft(), writer)
+
+    def _process_chunk(self, k: int, level: int, records: np.ndarray, order: np.ndarray, cell_starts: np.ndarray,
+                       cube: Cube, stats: dict) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        """Chunk ``k`` (a node at ``level``; ``records[order]`` its points, cell after cell):
+        its nodes but its root encoded (``data``, :data:`ENTRY` rows with offsets in ``data``)
+        and its root's points (with their ``codes``)."""
+        codes, merged = merge_voxels(records.view(np.int32).reshape(len(records), -1), order, cell_starts,
+                                     cube.origin_q, cube.voxel_q, 3 * cube.cell_bits)
         merged["intensity16"] = intensity16(merged.pop("intensity"), stats)
         nodes = octree_shape(codes, level, cube.depth, self.options.grid_bits, self.options.leaf_max)
         owner, pool = select_lod(codes, nodes, cube.depth, self.options.grid_bits)
-        body = writer.write(merged, owner, nodes, range(1, len(nodes["levels"])), cube, stats)
+        data, entries = _encode(merged, owner, nodes, np.arange(1, len(nodes["levels"])), cube, stats)
         root = {c: merged[c][pool] for c in COLUMNS}
-        with open(done.with_suffix(".tmp"), "wb") as fh:
-            np.savez(fh, entries=body.view(np.uint8), end=writer.end, root_codes=codes[pool],
-                     **{"root_" + c: v for c, v in root.items()})
-        os.replace(done.with_suffix(".tmp"), done)
-        self._chunk_path(k).unlink(missing_ok=True)
+        root["codes"] = codes[pool]
+        return data, entries, root
 
-    def _top(self, chunks: list, roots: list[dict], cube: Cube, stats: dict, writer: "_NodeWriter") -> np.ndarray:
-        """The levels above the chunks and the chunk roots, written; their entries."""
+    def _save_chunk(self, k: int, future: Future, writer: "_NodeWriter") -> None:
+        """Chunk ``k``'s nodes appended to ``octree.bin``, then its done file."""
+        data, entries, root = future.result()
+        entries["offset"] += writer.write(data)
+        done = self._done_path(k)
+        with open(done.with_suffix(".tmp"), "wb") as fh:
+            np.savez(fh, entries=entries.view(np.uint8), end=writer.end, **{"root_" + c: v for c, v in root.items()})
+        os.replace(done.with_suffix(".tmp"), done)
+
+    def _top(self, chunks: list, cube: Cube, stats: dict, writer: "_NodeWriter") -> np.ndarray:
+        """The levels above the chunks and the chunk roots (their points read back from the
+        chunks' done files), written; their entries."""
+        roots = []
+        for k in range(len(chunks)):
+            with np.load(self._done_path(k)) as saved:
+                roots.append({c: saved["root_" + c] for c in (*COLUMNS, "codes")})
         pts = {c: np.concatenate([r[c] for r in roots]) for c in (*COLUMNS, "codes")}
         codes = pts.pop("codes")
         nodes = upper_nodes([(lv, p) for lv, p, _ in chunks], [len(r["codes"]) for r in roots], cube.depth)
         owner, _ = select_lod(codes, nodes, cube.depth, self.options.grid_bits)
-        return writer.write(pts, owner, nodes, range(len(nodes["levels"])), cube, stats)
+        data, entries = _encode(pts, owner, nodes, np.arange(len(nodes["levels"])), cube, stats)
+        entries["offset"] += writer.write(data)
+        return entries
 
     def _write_index(self, nodes: np.ndarray, cube: Cube, stats: dict | None, writer: "_NodeWriter",
                      extra: dict[str, Any]) -> dict[str, Any]:
@@ -292,35 +325,6 @@ class OctreeBuilder:
         atomic_write(self.dir / METADATA, json.dumps(meta, indent=1).encode(), durable=False)
         shutil.rmtree(self.work)
         return meta
-
-
-def _write_temporary(path: Path, parts: list[np.ndarray]) -> None:
-    """The arrays ``parts`` one after the other to ``path``, through a temporary file and a
-    rename (no fsync: a temporary)."""
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "wb") as fh:
-        for part in parts:
-            fh.write(part.view(np.uint8).data)
-    os.replace(tmp, path)
-
-
-def intensity_info(stats: dict | None) -> dict[str, Any]:
-    """How stored intensities relate to the input (:mod:`formats.octree`): ``source_range``
-    None (as given) or ``[lo, hi]`` (mapped to 0..65535), and ``shift`` (intensity8 = value >> shift)."""
-    if stats is None or stats["i_whole"]:
-        top = 0 if stats is None else int(stats["i_max"])
-        return {"source_range": None, "shift": max(0, top.bit_length() - 8)}
-    return {"source_range": [stats["i_min"], stats["i_max"]], "shift": 8}
-
-
-def intensity16(values: np.ndarray, stats: dict) -> np.ndarray:
-    """Float intensities as stored (:func:`intensity_info`), ``(N,) uint16``."""
-    rng = intensity_info(stats)["source_range"]
-    if rng is None:
-        return np.rint(values).astype(np.uint16)
-    lo, hi = rng
-    scaled = (values.astype(np.float64) - lo) * (65535.0 / (hi - lo)) if hi > lo else np.zeros(len(values))
-    return np.rint(np.clip(scaled, 0, 65535)).astype(np.uint16)
 
 
 def upper_nodes(chunks: list[tuple[int, int]], sizes: list[int], depth: int) -> dict[str, np.ndarray]:
@@ -353,6 +357,18 @@ def upper_nodes(chunks: list[tuple[int, int]], sizes: list[int], depth: int) -> 
     return out
 
 
+def _encode(pts: dict[str, np.ndarray], owner: np.ndarray, nodes: dict[str, np.ndarray], rows: np.ndarray,
+            cube: Cube, stats: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Nodes ``rows`` (of ``nodes``) encoded: ``(data, their ENTRY rows)``, offsets in ``data``."""
+    levels, cells = nodes["levels"][rows], node_xyz(nodes["prefixes"][rows])
+    data, offsets, sizes, counts = encode_nodes(pts, owner, rows, levels, cells, cube.side_q,
+                                                intensity_info(stats)["shift"])
+    out = np.zeros(len(rows), ENTRY)
+    out["level"], out["x"], out["y"], out["z"] = levels, cells[:, 0], cells[:, 1], cells[:, 2]
+    out["offset"], out["byte_size"], out["point_count"] = offsets, sizes, counts
+    return data, out
+
+
 class _NodeWriter:
     """Appends encoded nodes to ``octree.bin`` (cut back to ``end`` first), hashing as it goes."""
 
@@ -366,27 +382,15 @@ class _NodeWriter:
                 self._hash.update(block)
         self._fh = open(path, "ab")
 
-    def write(self, pts: dict[str, np.ndarray], owner: np.ndarray, nodes: dict[str, np.ndarray], which: range,
-              cube: Cube, stats: dict) -> np.ndarray:
-        """Append nodes ``which`` (rows of ``nodes``); their :data:`ENTRY` rows."""
-        order, starts = group_by_node(owner, len(nodes["levels"]))
-        rows = np.asarray(which, np.int64)
-        levels, cells = nodes["levels"][rows], node_xyz(nodes["prefixes"][rows])
-        counts = starts[rows + 1] - starts[rows]
-        picked = np.concatenate([order[starts[r]:starts[r + 1]] for r in rows]) if len(rows) else np.zeros(0, np.int64)
-        sub_starts = np.concatenate([[0], np.cumsum(counts)])
-        data, offsets, sizes = encode_nodes(pts, picked, sub_starts, levels, cells, cube.side_q,
-                                            intensity_info(stats)["shift"])
-        chunk = data.data  # the node bytes as a memoryview, as file writes and xxhash take them
+    def write(self, data: np.ndarray) -> int:
+        """Append ``data`` (uint8); returns its offset in the file."""
+        at = self.end
+        chunk = data.data  # the bytes as a memoryview, as file writes and xxhash take them
         self._fh.write(chunk)
         self._hash.update(chunk)
-        out = np.zeros(len(rows), ENTRY)
-        out["level"], out["x"], out["y"], out["z"] = levels, cells[:, 0], cells[:, 1], cells[:, 2]
-        out["offset"], out["byte_size"], out["point_count"] = offsets + self.end, sizes, counts
-        out["byte_size"][counts == 0] = 0
         self.end += len(data)
         self._fh.flush()
-        return out
+        return at
 
     def digest(self) -> str:
         return self._hash.hexdigest()
@@ -395,4 +399,4 @@ class _NodeWriter:
         self._fh.close()
 
 
-__all__ = ["OctreeBuilder", "OctreeOptions", "intensity16", "intensity_info", "upper_nodes"]
+__all__ = ["OctreeBuilder", "OctreeOptions", "upper_nodes"]

@@ -1,121 +1,173 @@
-"""Out-of-core chunking for :mod:`formats.octree_build`: input points pooled in temporary
-files, counted per cell of a fixed grid while they arrive, the cube and its chunks planned
-from the counts, then the pool distributed into one file per chunk (a counting sort by chunk
-per block read), so no pass holds more than a block or a chunk in memory.
+"""Out-of-core chunking for :mod:`formats.octree_build`: input points packed into pool records
+and counted per cell of a fixed grid while they arrive, the cube and its chunks planned from
+the counts, then the records placed cell after cell (a counting sort: the counts give every
+cell's place), so no pass holds more than a block or a batch of chunks in memory.
 
-Pool and chunk files are arrays of :data:`RAW` records (24 bytes per input point). Counting
-cells are cubes of ``voxel_q · 2**cell_bits`` quanta on a grid anchored at 0; the octree's
-cube is aligned to that grid, so its cells at level ``depth − cell_bits`` are the counting
-cells and every chunk (an octree node, :func:`plan_chunks`) is a union of them.
+Pool records are :data:`RAW` (24 bytes per input point; the word layout of
+:data:`engine.map_octree.RECORD_WORDS`). Counting cells are cubes of ``voxel_q · 2**cell_bits``
+quanta on a grid anchored at 0; the octree's cube is aligned to that grid, so its cells at
+level ``depth − cell_bits`` are the counting cells and every chunk (an octree node,
+:func:`plan_chunks`) is a union of them, its points a run of whole cells in code order.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from engine._jit import inline, jit
-from engine.map_octree import MAX_DEPTH, gather_rows, group_by_node, morton_codes
+from engine.map_octree import MAX_DEPTH, RECORD_WORDS, floor_div, morton_codes
 
 RAW = np.dtype([("x", "<i4"), ("y", "<i4"), ("z", "<i4"), ("intensity", "<f4"), ("r", "u1"), ("g", "u1"),
                 ("b", "u1"), ("pad", "u1"), ("frame", "<u4")])
-RAW_WORDS = RAW.itemsize // 4  # a record viewed as int32 words: x y z, intensity, rgb + pad, frame
+RAW_WORDS = RECORD_WORDS  # a record viewed as int32 words: x y z, intensity, rgb + pad, frame
 _BIAS = 1 << 20  # cell coordinates packed as 21-bit fields: |cell| < 2**20
 _EMPTY = -1
-BLOCK_POINTS = 1 << 21  # records per block read from the pool
 
 
 @jit
-def _pack_kernel(q, intensity, rgb, frame, words, floats, octets, lo, hi, irange):
-    """Fill records from the columns; ``lo``/``hi`` per-axis bounds, ``irange`` = (min, max,
-    1.0 if every intensity is a whole number in [0, 65535] else 0.0)."""
-    whole = True
+def _stats_kernel(q, intensity, lo, hi, irange):
+    """Per-axis bounds of ``q`` and ``irange`` = (min, max, 1.0 if every intensity is a whole
+    number in [0, 65535] else 0.0, 1.0 if every intensity is finite else 0.0)."""
+    whole, finite = True, True
     for i in range(q.shape[0]):
         for a in range(3):
-            v = q[i, a]
-            words[i, a] = v
-            lo[a] = min(lo[a], v)
-            hi[a] = max(hi[a], v)
+            lo[a] = min(lo[a], q[i, a])
+            hi[a] = max(hi[a], q[i, a])
         v = np.float32(intensity[i])
-        floats[i, 3] = v
+        finite = finite and bool(np.isfinite(intensity[i]))
         irange[0] = min(irange[0], v)
         irange[1] = max(irange[1], v)
         whole = whole and bool(v >= 0 and v <= 65535 and v == np.floor(v))
-        if rgb.shape[0]:
-            octets[i, 16], octets[i, 17], octets[i, 18] = rgb[i, 0], rgb[i, 1], rgb[i, 2]
-        words[i, 5] = frame
     irange[2] = 1.0 if whole else 0.0
+    irange[3] = 1.0 if finite else 0.0
 
 
-def pack_records(frame: int, xyz_q: np.ndarray, intensity: np.ndarray, rgb: np.ndarray | None
-                 ) -> tuple[np.ndarray, dict[str, object]]:
-    """``(records (N,) RAW, stats)`` of one frame's points (``xyz_q (N, 3)`` int quanta,
-    ``intensity (N,)``, ``rgb (N, 3) uint8`` or None): stats ``lo_q``/``hi_q`` (per-axis
-    bounds), ``i_min``/``i_max``, ``i_whole`` (every intensity a whole number in [0, 65535])."""
-    n = len(xyz_q)
-    rec = np.zeros(n, RAW)
-    words = rec.view(np.int32).reshape(n, RAW_WORDS)
+def frame_stats(xyz_q: np.ndarray, intensity: np.ndarray) -> dict[str, Any]:
+    """Of one frame's points (``xyz_q (N, 3)`` int quanta, ``intensity (N,)``): ``lo_q``/``hi_q``
+    (per-axis bounds), ``i_min``/``i_max``, ``i_whole`` (every intensity a whole number in
+    [0, 65535]) and ``finite`` (no NaN or infinite intensity)."""
     lo, hi = np.full(3, np.iinfo(np.int64).max), np.full(3, np.iinfo(np.int64).min)
-    irange = np.array([np.inf, -np.inf, 1.0])
-    colours = np.zeros((0, 3), np.uint8) if rgb is None else np.ascontiguousarray(rgb, np.uint8)
-    _pack_kernel(np.ascontiguousarray(xyz_q, np.int64), np.ascontiguousarray(intensity), colours, np.int64(frame),
-                 words, rec.view(np.float32).reshape(n, RAW_WORDS), rec.view(np.uint8).reshape(n, RAW.itemsize),
-                 lo, hi, irange)
-    return rec, {"lo_q": lo.tolist(), "hi_q": hi.tolist(), "i_min": float(irange[0]), "i_max": float(irange[1]),
-                 "i_whole": bool(irange[2])}
+    irange = np.array([np.inf, -np.inf, 1.0, 1.0])
+    _stats_kernel(np.ascontiguousarray(xyz_q, np.int64), np.ascontiguousarray(intensity), lo, hi, irange)
+    return {"lo_q": lo.tolist(), "hi_q": hi.tolist(), "i_min": float(irange[0]), "i_max": float(irange[1]),
+            "i_whole": bool(irange[2]), "finite": bool(irange[3])}
 
 
 @inline
 def _slot(key, mask):
     h = np.uint64(key) * np.uint64(0x9E3779B97F4A7C15)
-    return np.int64((h ^ (h >> np.uint64(29))) & np.uint64(mask))
+    return np.int64((h >> np.uint64(32)) & np.uint64(mask))
 
 
 @inline
-def _cell_key(x, y, z, cell_q):
-    return ((x // cell_q + _BIAS) | ((y // cell_q + _BIAS) << 21) | ((z // cell_q + _BIAS) << 42))
+def _cell_key(x, y, z, cell, inv):
+    """The packed key of the cell (side ``cell`` quanta; ``inv = 1 / cell``) holding ``x y z``."""
+    return ((floor_div(x, cell, inv) + _BIAS) | ((floor_div(y, cell, inv) + _BIAS) << 21)
+            | ((floor_div(z, cell, inv) + _BIAS) << 42))
 
 
 @jit
-def _count_kernel(x, y, z, cell_q, start, keys, counts, used, max_used):
-    """Count points ``start..`` into the open-addressing table; stops early (returns the
-    next point and the entries used) when ``max_used`` entries are taken."""
-    mask = keys.shape[0] - 1
-    last, last_slot = np.int64(_EMPTY), np.int64(-1)
-    for i in range(start, x.shape[0]):
-        k = _cell_key(np.int64(x[i]), np.int64(y[i]), np.int64(z[i]), cell_q)
-        if k == last:
-            counts[last_slot] += 1
-            continue
-        h = _slot(k, mask)
-        while keys[h] != k and keys[h] != _EMPTY:
-            h = (h + 1) & mask
-        if keys[h] == _EMPTY:
-            if used >= max_used:
-                return i, used
-            keys[h] = k
-            used += 1
-        counts[h] += 1
-        last, last_slot = k, h
-    return x.shape[0], used
-
-
-@jit
-def _lookup_kernel(x, y, z, cell_q, keys, values, out):
-    """``out[i]`` = the value of point i's cell (the cell must be in the table)."""
-    mask = keys.shape[0] - 1
-    last, last_value = np.int64(_EMPTY), np.int64(-1)
-    for i in range(x.shape[0]):
-        k = _cell_key(np.int64(x[i]), np.int64(y[i]), np.int64(z[i]), cell_q)
+def _slots_kernel(q, cell, keys, used, max_used, slots):
+    """``slots[i]``: the table slot of point ``i``'s cell, new cells inserted. Returns ``(done,
+    entries used)``; not done when ``max_used`` entries are taken first (grow and rerun)."""
+    mask, inv = keys.shape[0] - 1, 1.0 / cell
+    last, h = np.int64(_EMPTY), np.int64(-1)
+    for i in range(q.shape[0]):
+        k = _cell_key(q[i, 0], q[i, 1], q[i, 2], cell, inv)
         if k != last:
             h = _slot(k, mask)
-            while keys[h] != k:
+            while keys[h] != k and keys[h] != _EMPTY:
                 h = (h + 1) & mask
-            last, last_value = k, values[h]
-        out[i] = last_value
+            if keys[h] == _EMPTY:
+                if used >= max_used:
+                    return False, used
+                keys[h] = k
+                used += 1
+            last = k
+        slots[i] = h
+    return True, used
+
+
+@jit
+def _pack_kernel(q, intensity, rgb, frame, slots, counts, local, words, floats):
+    """Count the points per cell (``slots``) and write their records grouped by cell: the
+    cells in order of first appearance, the points in input order within each (a stable
+    counting sort). ``local`` (table-sized, −1) is scratch, left as found."""
+    n = q.shape[0]
+    first = np.empty(n, np.int64)
+    k = 0
+    for i in range(n):
+        s = slots[i]
+        counts[s] += 1
+        if local[s] < 0:
+            local[s] = k
+            first[k] = s
+            k += 1
+    start = np.zeros(k + 1, np.int64)
+    for i in range(n):
+        start[local[slots[i]] + 1] += 1
+    for j in range(k):
+        start[j + 1] += start[j]
+    for i in range(n):
+        j = local[slots[i]]
+        p = start[j]
+        start[j] = p + 1
+        words[p, 0], words[p, 1], words[p, 2] = q[i, 0], q[i, 1], q[i, 2]
+        floats[p, 3] = intensity[i]
+        words[p, 4] = (np.int32(rgb[i, 0]) | (np.int32(rgb[i, 1]) << 8) | (np.int32(rgb[i, 2]) << 16)
+                       if rgb.shape[0] else 0)
+        words[p, 5] = frame
+    for j in range(k):
+        local[first[j]] = -1
+
+
+@inline
+def _dest(words, i, cell, inv, keys, dest_of_slot, last, d):
+    """``(key, dest)``: record ``i``'s cell key and ``dest_of_slot`` of its slot, looked up
+    only when the key differs from ``last`` (whose dest is ``d``: records come grouped by
+    cell, :func:`_pack_kernel`)."""
+    k = _cell_key(words[i, 0], words[i, 1], words[i, 2], cell, inv)
+    if k == last:
+        return k, d
+    mask = keys.shape[0] - 1
+    h = _slot(k, mask)
+    while keys[h] != k:
+        h = (h + 1) & mask
+    return k, dest_of_slot[h]
+
+
+@jit
+def _count_kernel(words, cell, keys, dest_of_slot, counts):
+    last, d, inv = np.int64(_EMPTY), np.int64(-1), 1.0 / cell
+    for i in range(words.shape[0]):
+        last, d = _dest(words, i, cell, inv, keys, dest_of_slot, last, d)
+        counts[d] += 1
+
+
+@jit
+def _place_kernel(words, cell, keys, dest_of_slot, cursor, lo, hi, base, offset, order, out_words):
+    """Each record ``i`` whose cell's destination ``d`` is in ``lo..hi-1`` gets the place
+    ``p = cursor[d] - base``, the cursor then advanced (a stable counting sort): ``out_words[p]``
+    = the record when ``out_words`` has rows, else ``order[p] = offset + i``."""
+    last, d, inv = np.int64(_EMPTY), np.int64(-1), 1.0 / cell
+    copy = out_words.shape[0] > 0
+    for i in range(words.shape[0]):
+        last, d = _dest(words, i, cell, inv, keys, dest_of_slot, last, d)
+        if lo <= d < hi:
+            p = cursor[d] - base
+            cursor[d] += 1
+            if copy:
+                for w in range(words.shape[1]):
+                    out_words[p, w] = words[i, w]
+            else:
+                order[p] = offset + i
+
+
+def _words(records: np.ndarray) -> np.ndarray:
+    return records.view(np.int32).reshape(len(records), RAW_WORDS)
 
 
 class CellCounter:
@@ -125,21 +177,49 @@ class CellCounter:
         self.cell_q = int(cell_q)
         self.keys = np.full(capacity, _EMPTY, np.int64)
         self.counts = np.zeros(capacity, np.int64)
+        self._local = np.full(capacity, -1, np.int64)
         self.used = 0
 
-    def add(self, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> None:
-        """Count integer positions ``x y z`` (``(N,)``, quanta from 0, |v| < 2**31)."""
-        start = 0
-        while start < len(x):
-            start, self.used = _count_kernel(x, y, z, np.int64(self.cell_q), start, self.keys, self.counts,
-                                             self.used, len(self.keys) // 2)
-            if start < len(x):
-                self._grow()
+    def pack(self, frame: int, xyz_q: np.ndarray, intensity: np.ndarray, rgb: np.ndarray | None,
+             out: np.ndarray) -> None:
+        """One frame's points (``xyz_q (N, 3)`` int quanta, |v| < 2**31; ``intensity (N,)``;
+        ``rgb (N, 3) uint8`` or None) counted and written to ``out`` (``(N,) RAW``) grouped
+        by cell (in input order within a cell)."""
+        q = np.ascontiguousarray(xyz_q, np.int64)
+        slots = np.empty(len(q), np.int64)
+        while True:
+            done, self.used = _slots_kernel(q, np.int64(self.cell_q), self.keys, self.used, len(self.keys) // 2,
+                                            slots)
+            if done:
+                break
+            self._grow()
+        colours = np.zeros((0, 3), np.uint8) if rgb is None else np.ascontiguousarray(rgb, np.uint8)
+        words = _words(out)
+        _pack_kernel(q, np.ascontiguousarray(intensity), colours, np.int64(frame), slots, self.counts, self._local,
+                     words, words.view(np.float32))
+
+    def count(self, records: np.ndarray, dest_of_slot: np.ndarray, counts: np.ndarray) -> None:
+        """Add to ``counts[dest]`` the records (``(N,) RAW``, grouped by cell, every cell
+        counted) whose cell's destination (``dest_of_slot``, aligned with the table) is ``dest``."""
+        _count_kernel(_words(records), np.int64(self.cell_q), self.keys, dest_of_slot, counts)
+
+    def place(self, records: np.ndarray, dest_of_slot: np.ndarray, cursor: np.ndarray, dests: tuple[int, int],
+              base: int, order: np.ndarray | None = None, offset: int = 0, out: np.ndarray | None = None) -> None:
+        """Place the records (``(N,) RAW``, grouped by cell, every cell counted) whose cell's
+        destination (``dest_of_slot``) is in ``dests[0]..dests[1] - 1`` at ``cursor[dest] -
+        base``, advancing the cursors (``(D,) int64``): in record order within a destination.
+        Placed are the records themselves into ``out`` (``RAW``) or, without ``out``, their
+        numbers plus ``offset`` into ``order`` (int64)."""
+        rows = np.zeros((0, RAW_WORDS), np.int32) if out is None else _words(out)
+        numbers = np.zeros(0, np.int64) if order is None else order
+        _place_kernel(_words(records), np.int64(self.cell_q), self.keys, dest_of_slot, cursor, np.int64(dests[0]),
+                      np.int64(dests[1]), np.int64(base), np.int64(offset), numbers, rows)
 
     def _grow(self) -> None:
         keys, counts = self.items()
         self.keys = np.full(2 * len(self.keys), _EMPTY, np.int64)
         self.counts = np.zeros(len(self.keys), np.int64)
+        self._local = np.full(len(self.keys), -1, np.int64)
         self.used = 0
         self._insert(keys, counts)
 
@@ -163,12 +243,6 @@ class CellCounter:
         counter = CellCounter(cell_q, 1 << max(12, (2 * len(keys) + 1).bit_length()))
         counter._insert(keys, counts)
         return counter
-
-    def lookup(self, x: np.ndarray, y: np.ndarray, z: np.ndarray, values: np.ndarray) -> np.ndarray:
-        """``(N,) int64`` ``values[slot]`` of each point's cell, ``values`` aligned with the table."""
-        out = np.empty(len(x), np.int64)
-        _lookup_kernel(x, y, z, np.int64(self.cell_q), self.keys, values, out)
-        return out
 
 
 def cell_coords(keys: np.ndarray) -> np.ndarray:
@@ -209,25 +283,52 @@ class Cube:
         return Cube((x, y, z), int(voxel_q), depth, int(cell_bits))
 
 
-def plan_chunks(cube: Cube, keys: np.ndarray, counts: np.ndarray, chunk_max: int
-                ) -> tuple[list[tuple[int, int, int]], np.ndarray]:
+@dataclass(frozen=True)
+class ChunkPlan:
+    """Where every record goes: the counted cells ranked in code order, their records placed
+    one cell after the other (``cell_starts``, ``(C + 1,) int64``), the chunks as
+    ``(level, code prefix, points)`` in code order, chunk ``k`` the cells
+    ``chunk_cells[k]..chunk_cells[k + 1] - 1`` (``(K + 1,) int64``); ``rank_of_slot`` gives
+    each slot of the counter's table its cell's rank (−1 for an empty slot)."""
+
+    chunks: list[tuple[int, int, int]]
+    cell_starts: np.ndarray
+    chunk_cells: np.ndarray
+    rank_of_slot: np.ndarray
+
+    def chunk_span(self, k: int) -> tuple[int, int]:
+        """Chunk ``k``'s records: ``start, end`` in the placed order."""
+        return int(self.cell_starts[self.chunk_cells[k]]), int(self.cell_starts[self.chunk_cells[k + 1]])
+
+    def batches(self, memory_points: int) -> list[tuple[int, int]]:
+        """Runs of chunks ``(first, end)`` of at most ``memory_points`` records each (a bigger
+        chunk alone)."""
+        out: list[tuple[int, int]] = []
+        first = 0
+        for k in range(1, len(self.chunks) + 1):
+            if k == len(self.chunks) or self.chunk_span(k)[1] - self.chunk_span(first)[0] > memory_points:
+                out.append((first, k))
+                first = k
+        return out
+
+
+def plan_chunks(cube: Cube, counter: CellCounter, chunk_max: int) -> ChunkPlan:
     """Chunks covering the counted cells: an octree node becomes a chunk when it holds at most
-    ``chunk_max`` points or is a counting cell. Returns ``(chunks, chunk_of_cell)``: the
-    chunks as ``(level, code prefix, points)`` in code order and each cell's chunk (aligned
-    with ``keys``)."""
-    cells = cell_coords(keys) - np.array(cube.origin_q, np.int64) // (cube.voxel_q << cube.cell_bits)
+    ``chunk_max`` points or is a counting cell."""
+    full = np.flatnonzero(counter.keys != _EMPTY)
+    cells = cell_coords(counter.keys[full]) - np.array(cube.origin_q, np.int64) // (cube.voxel_q << cube.cell_bits)
     codes = morton_codes(cells[:, 0], cells[:, 1], cells[:, 2], 1)
     order = np.argsort(codes, kind="stable")
-    codes, csum = codes[order], np.concatenate([[0], np.cumsum(counts[order])])
+    codes, csum = codes[order], np.concatenate([[0], np.cumsum(counter.counts[full][order])]).astype(np.int64)
     top = cube.cell_level
     chunks: list[tuple[int, int, int]] = []
-    chunk_sorted = np.empty(len(codes), np.int64)
+    bounds = [0]
 
     def visit(level: int, prefix: int, lo: int, hi: int) -> None:
         total = int(csum[hi] - csum[lo])
         if total <= chunk_max or level == top:
-            chunk_sorted[lo:hi] = len(chunks)
             chunks.append((level, prefix, total))
+            bounds.append(hi)
             return
         shift = 3 * (top - level - 1)
         child = codes[lo:hi] >> shift
@@ -237,35 +338,19 @@ def plan_chunks(cube: Cube, keys: np.ndarray, counts: np.ndarray, chunk_max: int
 
     if len(codes):
         visit(0, 0, 0, len(codes))
-    chunk_of_cell = np.empty(len(codes), np.int64)
-    chunk_of_cell[order] = chunk_sorted
-    return chunks, chunk_of_cell
-
-
-def distribute(pool: list[Path], counter: CellCounter, chunk_of_slot: np.ndarray, n_chunks: int,
-               chunk_path) -> None:
-    """Append every pool record to its chunk's file (``chunk_path(k)``), block by block, each
-    block counting-sorted by chunk first (one write per chunk and block)."""
-    fds = [os.open(chunk_path(k), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644) for k in range(n_chunks)]
-    try:
-        for path in pool:
-            n = path.stat().st_size // RAW.itemsize
-            for start in range(0, n, BLOCK_POINTS):
-                block = np.fromfile(path, RAW, min(BLOCK_POINTS, n - start), offset=start * RAW.itemsize)
-                ids = counter.lookup(block["x"], block["y"], block["z"], chunk_of_slot)
-                order, starts = group_by_node(ids, n_chunks)
-                grouped = gather_rows(block.view(np.int32).reshape(-1, RAW_WORDS), order)
-                for k in np.flatnonzero(np.diff(starts)):
-                    os.write(fds[k], grouped[starts[k]:starts[k + 1]].data)  # the rows' bytes, as a memoryview
-    finally:
-        for fd in fds:
-            os.close(fd)
+    rank = np.full(len(counter.keys), -1, np.int64)
+    rank[full[order]] = np.arange(len(order))
+    return ChunkPlan(chunks, csum, np.array(bounds, np.int64), rank)
 
 
 def _warmup() -> None:
     counter = CellCounter(16)
-    v = np.array([0, 40, -5], np.int32)
-    counter.add(v, v, v)
-    counter.lookup(v, v, v, np.zeros(len(counter.keys), np.int64))
-    for rgb in (None, np.zeros((1, 3), np.uint8)):
-        pack_records(0, np.zeros((1, 3), np.int64), np.zeros(1, np.float32), rgb)
+    v = np.array([[0, 0, 0], [40, 40, 40], [-5, -5, -5]], np.int64)
+    rec = np.empty(3, RAW)
+    for rgb in (None, np.zeros((3, 3), np.uint8)):
+        counter.pack(0, v, np.zeros(3, np.float32), rgb, rec)
+    frame_stats(v, np.zeros(3, np.float32))
+    dest = np.zeros(len(counter.keys), np.int64)
+    counter.count(rec, dest, np.zeros(1, np.int64))
+    counter.place(rec, dest, np.zeros(1, np.int64), (0, 1), 0, order=np.empty(3, np.int64))
+    counter.place(rec, dest, np.zeros(1, np.int64), (0, 1), 0, out=np.empty(3, RAW))

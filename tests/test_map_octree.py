@@ -4,12 +4,13 @@ damaged layers."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
 import pytest
 
-from engine.map_octree import merge_voxels, morton_codes, node_xyz, sort_order
+from engine.map_octree import RECORD_WORDS, merge_voxels, morton_codes, node_xyz
 from formats.errors import FormatError
 from formats.octree import ENTRY, HIERARCHY, METADATA, OCTREE, OctreeLayer
 from formats.octree_build import OctreeBuilder, OctreeOptions
@@ -79,26 +80,26 @@ def test_morton_codes_interleave_bits():
     assert np.array_equal(node_xyz(codes), v)
 
 
-@pytest.mark.parametrize("n,bits", [(0, 10), (1, 10), (5000, 12), (70_000, 40), (70_000, 62)])
-def test_sort_order_is_a_stable_argsort(n, bits):
-    codes = np.random.default_rng(n).integers(0, 1 << bits, n) >> max(0, bits - 8)  # many ties
-    assert np.array_equal(sort_order(codes, bits), np.argsort(codes, kind="stable"))
-
-
-def test_merge_voxels_against_numpy():
+@pytest.mark.parametrize("cell_bits", [0, 3, 8])
+def test_merge_voxels_against_numpy(cell_bits):
     data = frames(3, 3000)
     q = np.vstack([d[0] for d in data])
-    q -= q.min(axis=0) // VOXEL * VOXEL
-    ref = reference_map(data, np.vstack([d[0] for d in data]).min(axis=0) // VOXEL * VOXEL)
-    codes = morton_codes(q[:, 0], q[:, 1], q[:, 2], VOXEL)
-    order = np.argsort(codes, kind="stable")
-    cols = {a: q[order, i] for i, a in enumerate("xyz")}
-    cols["intensity"] = np.concatenate([d[1] for d in data])[order]
-    rgb = np.vstack([d[2] for d in data])[order]
-    cols.update(r=rgb[:, 0], g=rgb[:, 1], b=rgb[:, 2], count=np.ones(len(q), np.uint32))
-    cols["first"] = cols["last"] = np.concatenate([np.full(len(d[0]), f, np.uint32) for f, d in enumerate(data)])[order]
-    merged_codes, merged = merge_voxels(codes[order], cols)
+    origin = q.min(axis=0) // (VOXEL << cell_bits) * (VOXEL << cell_bits)
+    ref = reference_map(data, origin)
+    frame = np.concatenate([np.full(len(d[0]), f) for f, d in enumerate(data)])
+    records = np.zeros((len(q), RECORD_WORDS), np.int32)
+    records[:, :3] = q
+    records[:, 3] = np.concatenate([d[1] for d in data]).astype(np.float32).view(np.int32)
+    rgb = np.vstack([d[2] for d in data]).astype(np.int32)
+    records[:, 4] = rgb[:, 0] | (rgb[:, 1] << 8) | (rgb[:, 2] << 16)
+    records[:, 5] = frame
+    cells = morton_codes(q[:, 0], q[:, 1], q[:, 2], VOXEL, tuple(origin)) >> (3 * cell_bits)
+    order = np.argsort(cells, kind="stable")  # grouped by cell, in input order within each
+    starts = np.concatenate([[0], np.flatnonzero(np.diff(cells[order])) + 1, [len(q)]])
+    merged_codes, merged = merge_voxels(records, order, starts, tuple(origin), VOXEL, 3 * cell_bits)
     assert np.all(np.diff(merged_codes) > 0) and len(merged_codes) == len(ref["count"])
+    got = {k: merged[k] for k in "xyz"}
+    assert np.array_equal(merged_codes, morton_codes(got["x"], got["y"], got["z"], VOXEL))
     merged["intensity16"] = np.rint(merged.pop("intensity"))
     got = by_voxel(merged)
     for k in ("x", "y", "z", "r", "g", "b", "count", "first", "last"):
@@ -144,21 +145,27 @@ def check_layer(layer: OctreeLayer, data) -> None:
         assert len(np.unique(view, axis=0)) == len(view) == len(occupied), (lv, len(view), len(occupied))
 
 
-@pytest.mark.parametrize("chunk_max", [10**9, 20_000])
-def test_octree_holds_exactly_the_merged_map(tmp_path, chunk_max):
+@pytest.mark.parametrize("chunk_max,memory_points", [(10**9, 10**9), (20_000, 10**9), (20_000, 50_000)])
+def test_octree_holds_exactly_the_merged_map(tmp_path, chunk_max, memory_points):
+    """One chunk; chunks of one batch placed from the pool in memory; batches partitioned to
+    files (a pool beyond ``memory_points``)."""
     data = frames()
     layer = build(tmp_path / "lidar", OctreeOptions(leaf_max=3000, chunk_max=chunk_max, segment_points=30_000,
-                                                    cell_bits=6), data)
+                                                    cell_bits=6, memory_points=memory_points), data)
     check_layer(layer, data)
     assert layer.metadata["input_points"] == sum(len(d[0]) for d in data)
     assert layer.metadata["max_level"] >= 3
     assert not (tmp_path / "lidar" / ".work").exists()
 
 
-def test_interrupted_builds_resume_byte_identical(tmp_path, monkeypatch):
+@pytest.mark.parametrize("memory_points", [10**9, 60_000])
+def test_interrupted_builds_resume_byte_identical(tmp_path, monkeypatch, memory_points):
     data = frames()
-    options = OctreeOptions(leaf_max=3000, chunk_max=20_000, segment_points=50_000, cell_bits=6)
+    options = OctreeOptions(leaf_max=3000, chunk_max=20_000, segment_points=50_000, cell_bits=6,
+                            memory_points=memory_points)
     build(tmp_path / "clean", options, data)
+    # the same map built all in memory: the same bytes
+    build(tmp_path / "in-memory", dataclasses.replace(options, memory_points=10**9), data)
     # a crash while pooling (35,000 points a frame): frames of committed segments are not added again
     first = OctreeBuilder(tmp_path / "resumed", options)
     for f, (q, i, rgb) in enumerate(data[:3]):
@@ -187,6 +194,8 @@ def test_interrupted_builds_resume_byte_identical(tmp_path, monkeypatch):
     assert last.next_frame == len(data)
     last.finish()
     assert calls[done] == 2 and len(set(calls[done:])) == len(calls[done:])
+    for name in (HIERARCHY, OCTREE):
+        assert (tmp_path / "clean" / name).read_bytes() == (tmp_path / "in-memory" / name).read_bytes(), name
     for name in (METADATA, HIERARCHY, OCTREE):
         assert (tmp_path / "clean" / name).read_bytes() == (tmp_path / "resumed" / name).read_bytes(), name
 
