@@ -55,7 +55,7 @@ from formats.octree import (
     intensity_info,
 )
 from formats.octree_chunks import CellCounter, ChunkPlan, Cube, frame_stats, plan_chunks
-from formats.octree_pool import Pool
+from formats.octree_pool import Appender, Pool
 from formats.scene_store.durable import atomic_write
 
 COLUMNS = ("x", "y", "z", "intensity16", "r", "g", "b", "count", "first", "last")
@@ -160,7 +160,7 @@ class OctreeBuilder:
         for k, v in (tally or {}).items():
             self._tally[k] = self._tally.get(k, 0) + int(v)
         if stats is not None:
-            self.counter.pack(frame, q, np.asarray(intensity), rgb, self.pool.reserve(len(q)))
+            self.pool.filled(self.counter.pack(frame, q, np.asarray(intensity), rgb, self.pool.reserve(len(q))))
             self._stats(len(q), frame, stats, rgb is not None)
         if self.pool.open_points >= self.options.segment_points:
             self._commit_segment()
@@ -373,30 +373,33 @@ class _NodeWriter:
     """Appends encoded nodes to ``octree.bin`` (cut back to ``end`` first), hashing as it goes."""
 
     def __init__(self, path: Path, end: int) -> None:
-        self.path, self.end = path, end
+        self.path = path
         self._hash = xxhash.xxh3_128()
-        with open(path, "ab") as fh:
-            fh.truncate(end)
+        path.touch()
         with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 24), b""):
+            left = end
+            while left and (block := fh.read(min(left, 1 << 24))):
                 self._hash.update(block)
-        self._fh = open(path, "ab")
+                left -= len(block)
+        self._out = Appender(path, end)
+
+    @property
+    def end(self) -> int:
+        return self._out.size
 
     def write(self, data: np.ndarray) -> int:
-        """Append ``data`` (uint8); returns its offset in the file."""
+        """Append ``data`` (uint8) and flush; returns its offset in the file."""
         at = self.end
-        chunk = data.data  # the bytes as a memoryview, as file writes and xxhash take them
-        self._fh.write(chunk)
-        self._hash.update(chunk)
-        self.end += len(data)
-        self._fh.flush()
+        self._out.write(data)
+        self._out.flush()
+        self._hash.update(data.data)  # the bytes as a memoryview, as xxhash takes them
         return at
 
     def digest(self) -> str:
         return self._hash.hexdigest()
 
     def close(self) -> None:
-        self._fh.close()
+        self._out.close()
 
 
 __all__ = ["OctreeBuilder", "OctreeOptions", "upper_nodes"]

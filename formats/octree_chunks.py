@@ -92,10 +92,11 @@ def _slots_kernel(q, cell, keys, used, max_used, slots):
 
 
 @jit
-def _pack_kernel(q, intensity, rgb, frame, slots, counts, local, words, floats):
+def _pack_kernel(q, intensity, rgb, frame, slots, keys, counts, local, words, floats, runs):
     """Count the points per cell (``slots``) and write their records grouped by cell: the
     cells in order of first appearance, the points in input order within each (a stable
-    counting sort). ``local`` (table-sized, −1) is scratch, left as found."""
+    counting sort); ``runs[j]`` = (cell key, points) of the j-th group. Returns the groups.
+    ``local`` (table-sized, −1) is scratch, left as found."""
     n = q.shape[0]
     first = np.empty(n, np.int64)
     k = 0
@@ -110,6 +111,7 @@ def _pack_kernel(q, intensity, rgb, frame, slots, counts, local, words, floats):
     for i in range(n):
         start[local[slots[i]] + 1] += 1
     for j in range(k):
+        runs[j, 0], runs[j, 1] = keys[first[j]], start[j + 1]
         start[j + 1] += start[j]
     for i in range(n):
         j = local[slots[i]]
@@ -122,48 +124,46 @@ def _pack_kernel(q, intensity, rgb, frame, slots, counts, local, words, floats):
         words[p, 5] = frame
     for j in range(k):
         local[first[j]] = -1
+    return k
 
 
-@inline
-def _dest(words, i, cell, inv, keys, dest_of_slot, last, d):
-    """``(key, dest)``: record ``i``'s cell key and ``dest_of_slot`` of its slot, looked up
-    only when the key differs from ``last`` (whose dest is ``d``: records come grouped by
-    cell, :func:`_pack_kernel`)."""
-    k = _cell_key(words[i, 0], words[i, 1], words[i, 2], cell, inv)
-    if k == last:
-        return k, d
+@jit
+def _lookup_kernel(run_keys, keys, values, out):
+    """``out[j]`` = ``values`` of the slot of cell key ``run_keys[j]`` (in the table)."""
     mask = keys.shape[0] - 1
-    h = _slot(k, mask)
-    while keys[h] != k:
-        h = (h + 1) & mask
-    return k, dest_of_slot[h]
+    for j in range(run_keys.shape[0]):
+        k = run_keys[j]
+        h = _slot(k, mask)
+        while keys[h] != k:
+            h = (h + 1) & mask
+        out[j] = values[h]
 
 
 @jit
-def _count_kernel(words, cell, keys, dest_of_slot, counts):
-    last, d, inv = np.int64(_EMPTY), np.int64(-1), 1.0 / cell
-    for i in range(words.shape[0]):
-        last, d = _dest(words, i, cell, inv, keys, dest_of_slot, last, d)
-        counts[d] += 1
-
-
-@jit
-def _place_kernel(words, cell, keys, dest_of_slot, cursor, lo, hi, base, offset, order, out_words):
-    """Each record ``i`` whose cell's destination ``d`` is in ``lo..hi-1`` gets the place
-    ``p = cursor[d] - base``, the cursor then advanced (a stable counting sort): ``out_words[p]``
-    = the record when ``out_words`` has rows, else ``order[p] = offset + i``."""
-    last, d, inv = np.int64(_EMPTY), np.int64(-1), 1.0 / cell
-    copy = out_words.shape[0] > 0
-    for i in range(words.shape[0]):
-        last, d = _dest(words, i, cell, inv, keys, dest_of_slot, last, d)
+def _place_kernel(lengths, dest, cursor, lo, hi, base, offset, order):
+    """Runs of ``lengths[j]`` records (numbered from ``offset`` on, run after run) whose
+    destination ``dest[j]`` is in ``lo..hi-1`` get the places from ``cursor[dest] - base`` on
+    in ``order`` (their numbers), the cursor then advanced: a stable counting sort."""
+    i = offset
+    for j in range(lengths.shape[0]):
+        d, n = dest[j], lengths[j]
         if lo <= d < hi:
             p = cursor[d] - base
-            cursor[d] += 1
-            if copy:
-                for w in range(words.shape[1]):
-                    out_words[p, w] = words[i, w]
-            else:
-                order[p] = offset + i
+            for t in range(n):
+                order[p + t] = i + t
+            cursor[d] += n
+        i += n
+
+
+@jit
+def _group_kernel(words, lengths, dest, cursor, out):
+    """The runs of records copied to ``out`` from ``cursor[dest]`` on, the cursor advanced."""
+    i = 0
+    for j in range(lengths.shape[0]):
+        p, n = cursor[dest[j]], lengths[j]
+        out[p:p + n] = words[i:i + n]
+        cursor[dest[j]] += n
+        i += n
 
 
 def _words(records: np.ndarray) -> np.ndarray:
@@ -181,39 +181,30 @@ class CellCounter:
         self.used = 0
 
     def pack(self, frame: int, xyz_q: np.ndarray, intensity: np.ndarray, rgb: np.ndarray | None,
-             out: np.ndarray) -> None:
+             out: np.ndarray) -> np.ndarray:
         """One frame's points (``xyz_q (N, 3)`` int quanta, |v| < 2**31; ``intensity (N,)``;
         ``rgb (N, 3) uint8`` or None) counted and written to ``out`` (``(N,) RAW``) grouped
-        by cell (in input order within a cell)."""
+        by cell (in input order within a cell). Returns the groups: ``(R, 2) int64`` runs of
+        (cell key, records)."""
         q = np.ascontiguousarray(xyz_q, np.int64)
         slots = np.empty(len(q), np.int64)
         while True:
-            done, self.used = _slots_kernel(q, np.int64(self.cell_q), self.keys, self.used, len(self.keys) // 2,
-                                            slots)
+            done, self.used = _slots_kernel(q, np.int64(self.cell_q), self.keys, self.used, len(self.keys) // 2, slots)
             if done:
                 break
             self._grow()
         colours = np.zeros((0, 3), np.uint8) if rgb is None else np.ascontiguousarray(rgb, np.uint8)
         words = _words(out)
-        _pack_kernel(q, np.ascontiguousarray(intensity), colours, np.int64(frame), slots, self.counts, self._local,
-                     words, words.view(np.float32))
+        runs = np.empty((len(q), 2), np.int64)
+        k = _pack_kernel(q, np.ascontiguousarray(intensity), colours, np.int64(frame), slots, self.keys, self.counts,
+                         self._local, words, words.view(np.float32), runs)
+        return runs[:k].copy()
 
-    def count(self, records: np.ndarray, dest_of_slot: np.ndarray, counts: np.ndarray) -> None:
-        """Add to ``counts[dest]`` the records (``(N,) RAW``, grouped by cell, every cell
-        counted) whose cell's destination (``dest_of_slot``, aligned with the table) is ``dest``."""
-        _count_kernel(_words(records), np.int64(self.cell_q), self.keys, dest_of_slot, counts)
-
-    def place(self, records: np.ndarray, dest_of_slot: np.ndarray, cursor: np.ndarray, dests: tuple[int, int],
-              base: int, order: np.ndarray | None = None, offset: int = 0, out: np.ndarray | None = None) -> None:
-        """Place the records (``(N,) RAW``, grouped by cell, every cell counted) whose cell's
-        destination (``dest_of_slot``) is in ``dests[0]..dests[1] - 1`` at ``cursor[dest] -
-        base``, advancing the cursors (``(D,) int64``): in record order within a destination.
-        Placed are the records themselves into ``out`` (``RAW``) or, without ``out``, their
-        numbers plus ``offset`` into ``order`` (int64)."""
-        rows = np.zeros((0, RAW_WORDS), np.int32) if out is None else _words(out)
-        numbers = np.zeros(0, np.int64) if order is None else order
-        _place_kernel(_words(records), np.int64(self.cell_q), self.keys, dest_of_slot, cursor, np.int64(dests[0]),
-                      np.int64(dests[1]), np.int64(base), np.int64(offset), numbers, rows)
+    def lookup(self, run_keys: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """``(R,) int64`` ``values`` (aligned with the table) of the cells ``run_keys`` (counted)."""
+        out = np.empty(len(run_keys), np.int64)
+        _lookup_kernel(np.ascontiguousarray(run_keys, np.int64), self.keys, values, out)
+        return out
 
     def _grow(self) -> None:
         keys, counts = self.items()
@@ -343,14 +334,30 @@ def plan_chunks(cube: Cube, counter: CellCounter, chunk_max: int) -> ChunkPlan:
     return ChunkPlan(chunks, csum, np.array(bounds, np.int64), rank)
 
 
+def place(lengths: np.ndarray, dest: np.ndarray, cursor: np.ndarray, dests: tuple[int, int], base: int,
+          offset: int, order: np.ndarray) -> None:
+    """Number the records of runs of ``lengths`` (``(R,) int64``, numbered from ``offset`` on,
+    run after run) and place the numbers of those whose run's destination (``dest``) is in
+    ``dests[0]..dests[1] - 1`` in ``order`` at ``cursor[dest] - base`` on, advancing the
+    cursors (``(D,) int64``): in record order within a destination (a stable counting sort)."""
+    _place_kernel(np.ascontiguousarray(lengths, np.int64), np.ascontiguousarray(dest, np.int64), cursor,
+                  np.int64(dests[0]), np.int64(dests[1]), np.int64(base), np.int64(offset), order)
+
+
+def group(records: np.ndarray, lengths: np.ndarray, dest: np.ndarray, cursor: np.ndarray, out: np.ndarray) -> None:
+    """Copy the runs of ``records`` (``(N,) RAW``, runs of ``lengths``) to ``out`` (``RAW``),
+    each at its destination's ``cursor`` (advanced)."""
+    _group_kernel(_words(records), np.ascontiguousarray(lengths, np.int64), np.ascontiguousarray(dest, np.int64),
+                  cursor, _words(out))
+
+
 def _warmup() -> None:
     counter = CellCounter(16)
     v = np.array([[0, 0, 0], [40, 40, 40], [-5, -5, -5]], np.int64)
     rec = np.empty(3, RAW)
     for rgb in (None, np.zeros((3, 3), np.uint8)):
-        counter.pack(0, v, np.zeros(3, np.float32), rgb, rec)
+        runs = counter.pack(0, v, np.zeros(3, np.float32), rgb, rec)
     frame_stats(v, np.zeros(3, np.float32))
-    dest = np.zeros(len(counter.keys), np.int64)
-    counter.count(rec, dest, np.zeros(1, np.int64))
-    counter.place(rec, dest, np.zeros(1, np.int64), (0, 1), 0, order=np.empty(3, np.int64))
-    counter.place(rec, dest, np.zeros(1, np.int64), (0, 1), 0, out=np.empty(3, RAW))
+    dest = counter.lookup(runs[:, 0], np.zeros(len(counter.keys), np.int64))
+    place(runs[:, 1], dest, np.zeros(1, np.int64), (0, 1), 0, 0, np.empty(3, np.int64))
+    group(rec, runs[:, 1], dest, np.zeros(1, np.int64), np.empty(3, RAW))
