@@ -26,7 +26,9 @@ from pathlib import Path
 import lazrs
 import numpy as np
 
-from formats.octree import OctreeLayer, hierarchy_pages
+from engine._jit import jit
+from formats.errors import FormatError
+from formats.octree import OCTREE, OctreeLayer, hierarchy_pages, node_sections, position_width
 
 POINT = np.dtype([("X", "<i4"), ("Y", "<i4"), ("Z", "<i4"), ("intensity", "<u2"), ("returns", "u1"),
                   ("flags", "u1"), ("classification", "u1"), ("user_data", "u1"), ("scan_angle", "<i2"),
@@ -36,7 +38,7 @@ POINT_FORMAT, EXTRA_BYTES = 7, 12
 EXTRA = (("count", "voxel's merged point count"), ("first_frame", "first frame that saw the voxel"),
          ("last_frame", "last frame that saw the voxel"))
 HEADER_SIZE, VLR_HEADER, EVLR_HEADER = 375, 54, 60
-BATCH_POINTS = 1 << 21  # points compressed per call (bounds the memory of the conversion)
+BATCH_POINTS = 1 << 21  # points converted and compressed per call (bounds the memory of the conversion)
 
 
 def _vlr(user: str, record: int, data: bytes, description: str, extended: bool = False) -> bytes:
@@ -66,14 +68,36 @@ def _header(meta: dict, n_points: int, offset_to_points: int, n_vlrs: int, evlr_
         n_points, *([0] * 14))
 
 
-def _records(node: dict[str, np.ndarray]) -> np.ndarray:
-    out = np.zeros(len(node["x"]), POINT)
-    out["X"], out["Y"], out["Z"] = node["x"], node["y"], node["z"]
-    out["intensity"], out["returns"] = node["intensity16"], 0x11
-    for src, dst in (("r", "red"), ("g", "green"), ("b", "blue")):
-        out[dst] = node[src].astype(np.uint16) * 257
-    out["count"], out["first_frame"], out["last_frame"] = node["count"], node["first"], node["last"]
-    return out
+@jit
+def _records_kernel(data, data16, data32, offsets, counts, widths, mins, out8, out16, out32, lo, hi):
+    """Nodes ``k`` (``counts[k]`` points at byte ``offsets[k]`` of ``data``, :mod:`formats.octree`'s
+    layout, positions ``widths[k]`` bytes from the corner ``mins[k]``) one after the other as
+    :data:`POINT` records in ``out8`` (zeroed: fields not written stay 0), ``out16``/``out32``
+    viewing it; per-axis bounds into ``lo``/``hi``."""
+    j = 0
+    for k in range(offsets.shape[0]):
+        o, n, w = offsets[k], counts[k], widths[k]
+        o16 = o + ((n * (3 * w + 4) + 3) & ~3)
+        oc = (o16 + 2 * n + 3) & ~3
+        rgb = o + 3 * w * n
+        for t in range(n):
+            if w == 2:
+                x, y, z = data16[(o >> 1) + 3 * t], data16[(o >> 1) + 3 * t + 1], data16[(o >> 1) + 3 * t + 2]
+            else:
+                x, y, z = data32[(o >> 2) + 3 * t], data32[(o >> 2) + 3 * t + 1], data32[(o >> 2) + 3 * t + 2]
+            x, y, z = x + mins[k, 0], y + mins[k, 1], z + mins[k, 2]
+            lo[0], lo[1], lo[2] = min(lo[0], x), min(lo[1], y), min(lo[2], z)
+            hi[0], hi[1], hi[2] = max(hi[0], x), max(hi[1], y), max(hi[2], z)
+            out32[12 * j], out32[12 * j + 1], out32[12 * j + 2] = x, y, z
+            out16[24 * j + 6] = data16[(o16 >> 1) + t]
+            out8[48 * j + 14] = 0x11  # return 1 of 1
+            out16[24 * j + 15] = np.uint16(data[rgb + 3 * t]) * 257
+            out16[24 * j + 16] = np.uint16(data[rgb + 3 * t + 1]) * 257
+            out16[24 * j + 17] = np.uint16(data[rgb + 3 * t + 2]) * 257
+            out32[12 * j + 9] = data32[(oc >> 2) + t]
+            out32[12 * j + 10] = data32[(oc >> 2) + n + t]
+            out32[12 * j + 11] = data32[(oc >> 2) + 2 * n + t]
+            j += 1
 
 
 def write_copc(layer_dir: str | os.PathLike, path: str | os.PathLike) -> dict[str, int]:
@@ -86,51 +110,72 @@ def write_copc(layer_dir: str | os.PathLike, path: str | os.PathLike) -> dict[st
     info_size = 160
     vlrs_size = VLR_HEADER + info_size + VLR_HEADER + len(vlr.record_data()) + len(_extra_bytes_vlr())
     offset_to_points = HEADER_SIZE + vlrs_size
-    full = [k for k in range(len(nodes)) if nodes[k]["point_count"] > 0]
+    full = np.flatnonzero(nodes["point_count"] > 0)
+    full = full[np.argsort(nodes["offset"][full], kind="stable")]  # in octree.bin's order: sequential reads
+    counts = nodes["point_count"][full].astype(np.int64)
+    widths = np.array([position_width(int(meta["side_q"]), int(lv)) for lv in nodes["level"][full]], np.int64)
+    sizes = np.array([node_sections(int(n), int(w))["total"] for n, w in zip(counts, widths)], np.int64)
+    bad = np.flatnonzero(nodes["byte_size"][full] != sizes)
+    if len(bad):
+        e = nodes[full[bad[0]]]
+        raise FormatError(layer.dir / OCTREE, int(e["offset"]), f"node {e['level']}-{e['x']}-{e['y']}-{e['z']} of "
+                          f"{sizes[bad[0]]} bytes for {e['point_count']} points")
+    mins = (np.stack([nodes[a][full] for a in "xyz"], 1).astype(np.int64)
+            * (np.int64(meta["side_q"]) >> nodes["level"][full].astype(np.int64))[:, None])
     target = Path(path)
     tmp = target.with_name(target.name + ".tmp")
     lo, hi = np.full(3, np.iinfo(np.int64).max), np.full(3, np.iinfo(np.int64).min)
-    with open(tmp, "w+b") as fh:
+    records = np.zeros(BATCH_POINTS + int(counts.max(initial=0)), POINT).view(np.uint8)
+    with open(tmp, "w+b") as fh, open(layer.dir / OCTREE, "rb") as src:
         fh.write(bytes(offset_to_points))
         compressor = lazrs.ParLasZipCompressor(fh, vlr)
-        batch: list[bytes] = []
-        size = 0
-        for k in full:
-            node = layer.node(k)
-            for a, name in enumerate("xyz"):
-                lo[a], hi[a] = min(lo[a], node[name].min()), max(hi[a], node[name].max())
-            batch.append(_records(node).tobytes())
-            size += len(node["x"])
-            if size >= BATCH_POINTS:
-                compressor.compress_chunks(batch)
-                batch, size = [], 0
-        if batch:
-            compressor.compress_chunks(batch)
+        first = 0
+        while first < len(full):  # batches of nodes of about BATCH_POINTS points, read and converted at once
+            end = first + max(1, int(np.searchsorted(np.cumsum(counts[first:]), BATCH_POINTS)))
+            start = int(nodes["offset"][full[first]])
+            src.seek(start)
+            data = np.frombuffer(src.read(int(nodes["offset"][full[end - 1]]) + int(sizes[end - 1]) - start), np.uint8)
+            offsets = nodes["offset"][full[first:end]].astype(np.int64) - start
+            _records_kernel(data, data[:len(data) // 2 * 2].view("<u2"), data[:len(data) // 4 * 4].view("<u4"),
+                            offsets, counts[first:end], widths[first:end], mins[first:end], records,
+                            records.view("<u2"), records.view("<u4"), lo, hi)
+            bounds = np.concatenate([[0], np.cumsum(counts[first:end])]) * POINT.itemsize
+            compressor.compress_chunks([records[a:b] for a, b in zip(bounds[:-1], bounds[1:])])
+            first = end
         compressor.done()
         evlr_start = fh.seek(0, os.SEEK_END)
         fh.seek(offset_to_points)
         table = lazrs.read_chunk_table(fh, vlr)
-        sizes = np.array([b for _, b in table], np.int64)
-        if len(table) != len(full) or any(c != nodes[k]["point_count"] for (c, _), k in zip(table, full)):
+        chunk_bytes = np.array([b for _, b in table], np.int64)
+        if len(table) != len(full) or any(c != n for (c, _), n in zip(table, counts)):
             raise RuntimeError("LAZ chunks do not match the octree's nodes")
         entries = nodes.copy()
         entries["offset"], entries["byte_size"] = 0, 0
-        entries["offset"][full] = offset_to_points + 8 + np.concatenate([[0], np.cumsum(sizes)[:-1]])
-        entries["byte_size"][full] = sizes
+        entries["offset"][full] = offset_to_points + 8 + np.concatenate([[0], np.cumsum(chunk_bytes)[:-1]])
+        entries["byte_size"][full] = chunk_bytes
         pages, root_bytes = hierarchy_pages(entries, int(meta["hierarchy"]["step"]), base=evlr_start + EVLR_HEADER)
         fh.seek(evlr_start)
         fh.write(_vlr("copc", 1000, pages, "EPT hierarchy", extended=True))
         center = np.array(meta["origin_m"]) + side / 2
         info = struct.pack("<3dddQQdd11Q", *center, side / 2, meta["spacing_m"], evlr_start + EVLR_HEADER, root_bytes,
                            0.0, 0.0, *([0] * 11))
-        bounds = np.stack([lo, hi]) if full else np.zeros((2, 3), np.int64)
         fh.seek(0)
-        fh.write(_header(meta, int(nodes["point_count"].sum()), offset_to_points, 3, evlr_start, bounds))
+        fh.write(_header(meta, int(nodes["point_count"].sum()), offset_to_points, 3, evlr_start,
+                         np.stack([lo, hi]) if len(full) else np.zeros((2, 3), np.int64)))
         fh.write(_vlr("copc", 1, info, "copc info") + _vlr("laszip encoded", 22204, vlr.record_data(), "lazrs")
                  + _extra_bytes_vlr())
         total = fh.seek(0, os.SEEK_END)
     os.replace(tmp, target)
     return {"points": int(nodes["point_count"].sum()), "nodes": len(nodes), "bytes": total}
+
+
+def _warmup() -> None:
+    data = np.zeros(64, np.uint8)
+    out = np.zeros(POINT.itemsize, np.uint8)
+    for w in (2, 4):
+        _records_kernel(data, data.view("<u2"), data.view("<u4"), np.zeros(1, np.int64), np.ones(1, np.int64),
+                        np.array([w]), np.zeros((1, 3), np.int64), out, out.view("<u2"), out.view("<u4"),
+                        np.zeros(3, np.int64), np.zeros(3, np.int64))
 
 
 __all__ = ["POINT", "write_copc"]
