@@ -4,7 +4,7 @@
 The file: the 375-byte LAS 1.4 header; VLRs ``copc``/1 (the COPC info: cube centre and
 half-size, root spacing, where the root hierarchy page is; first, as COPC requires),
 ``laszip encoded``/22204 (variable-size chunks) and ``LASF_Spec``/4 (extra bytes); the point
-data, one LAZ chunk per octree node in hierarchy order (nodes without points have none)
+data, one LAZ chunk per octree node in octree.bin's order (nodes without points have none)
 and the chunk table; then the EVLR ``copc``/1000, the hierarchy pages (the layer's, with
 offsets into this file).
 

@@ -60,6 +60,7 @@ from formats.scene_store.durable import atomic_write
 
 COLUMNS = ("x", "y", "z", "intensity16", "r", "g", "b", "count", "first", "last")
 WORKERS = max(1, min(4, len(os.sched_getaffinity(0))))  # chunks in work at once
+QUEUED = 2 * WORKERS  # chunks submitted or done but not yet written: workers never wait for the writing
 
 
 @dataclass(frozen=True)
@@ -249,11 +250,11 @@ class OctreeBuilder:
                     cube: Cube, stats: dict, writer: "_NodeWriter") -> None:
         """Chunks ``todo`` (``records[order]``: their batch's records, cell after cell, from
         record ``base`` of the plan on), up to :data:`WORKERS` at once; each written, in order,
-        as soon as it and those before it are done (at most WORKERS results wait)."""
+        as soon as it and those before it are done (at most :data:`QUEUED` in work or waiting)."""
         pending: deque[tuple[int, Future]] = deque()
         with ThreadPoolExecutor(WORKERS, thread_name_prefix="octree-chunk") as threads:
             for k in todo:
-                if len(pending) == WORKERS:
+                if len(pending) == QUEUED:
                     self._save_chunk(*pending.popleft(), writer)
                 level, _, _ = plan.chunks[k]
                 start, end = plan.chunk_span(k)

@@ -31,16 +31,18 @@ _EMPTY = -1
 def _stats_kernel(q, intensity, lo, hi, irange):
     """Per-axis bounds of ``q`` and ``irange`` = (min, max, 1.0 if every intensity is a whole
     number in [0, 65535] else 0.0, 1.0 if every intensity is finite else 0.0)."""
+    x0, y0, z0, x1, y1, z1 = lo[0], lo[1], lo[2], hi[0], hi[1], hi[2]
+    i0, i1 = irange[0], irange[1]
     whole, finite = True, True
     for i in range(q.shape[0]):
-        for a in range(3):
-            lo[a] = min(lo[a], q[i, a])
-            hi[a] = max(hi[a], q[i, a])
+        x0, y0, z0 = min(x0, q[i, 0]), min(y0, q[i, 1]), min(z0, q[i, 2])
+        x1, y1, z1 = max(x1, q[i, 0]), max(y1, q[i, 1]), max(z1, q[i, 2])
         v = np.float32(intensity[i])
-        finite = finite and bool(np.isfinite(intensity[i]))
-        irange[0] = min(irange[0], v)
-        irange[1] = max(irange[1], v)
-        whole = whole and bool(v >= 0 and v <= 65535 and v == np.floor(v))
+        finite &= bool(np.isfinite(intensity[i]))
+        i0, i1 = min(i0, v), max(i1, v)
+        whole &= bool(v >= 0 and v <= 65535 and np.float32(np.int32(v)) == v)
+    lo[0], lo[1], lo[2], hi[0], hi[1], hi[2] = x0, y0, z0, x1, y1, z1
+    irange[0], irange[1] = i0, i1
     irange[2] = 1.0 if whole else 0.0
     irange[3] = 1.0 if finite else 0.0
 
@@ -99,6 +101,7 @@ def _pack_kernel(q, intensity, rgb, frame, slots, keys, counts, local, words, fl
     ``local`` (table-sized, −1) is scratch, left as found."""
     n = q.shape[0]
     first = np.empty(n, np.int64)
+    start = np.zeros(n + 1, np.int64)
     k = 0
     for i in range(n):
         s = slots[i]
@@ -107,9 +110,7 @@ def _pack_kernel(q, intensity, rgb, frame, slots, keys, counts, local, words, fl
             local[s] = k
             first[k] = s
             k += 1
-    start = np.zeros(k + 1, np.int64)
-    for i in range(n):
-        start[local[slots[i]] + 1] += 1
+        start[local[s] + 1] += 1
     for j in range(k):
         runs[j, 0], runs[j, 1] = keys[first[j]], start[j + 1]
         start[j + 1] += start[j]

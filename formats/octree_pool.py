@@ -175,7 +175,9 @@ class Pool:
             out = self._memory[self._held:self._held + n]
             self._held += n
         else:
-            self._memory, self._memory_runs = None, []  # beyond memory_points: segments are read back from files
+            if self._memory is not None:  # beyond memory_points: segments are read back from files, batches
+                self._records = self._memory  # into the array (its memory already touched)
+            self._memory, self._memory_runs = None, []
             out = np.empty(n, RAW)
         self._open.append(out)
         return out
@@ -224,20 +226,39 @@ class Pool:
 
     def partition(self, counter: CellCounter, batch_of_slot: np.ndarray, n_batches: int) -> None:
         """Append every record to its batch's file (:meth:`batch_path`), segment by segment,
-        each grouped by batch first (one write per batch and segment, runs kept whole)."""
+        each grouped by batch first (one write per batch and segment, runs kept whole); the
+        next segment is read and the last one written while one is grouped."""
         files = [Appender(self.batch_path(b), stage_bytes=4 << 20) for b in range(n_batches)]
         run_files = [Appender(runs_path(self.batch_path(b)), stage_bytes=1 << 16) for b in range(n_batches)]
         largest = max(seg["points"] for seg in self.segments)
-        block, grouped = np.empty(largest, RAW), np.empty(largest, RAW)
-        for seg in self.segments:
-            n = _read_into(self.work / seg["file"], block)
-            runs = _read_runs(runs_path(self.work / seg["file"]))
-            dest = counter.lookup(runs[:, 0], batch_of_slot)
-            starts = np.concatenate([[0], np.cumsum(np.bincount(dest, runs[:, 1], n_batches))]).astype(np.int64)
-            group(block[:n], runs[:, 1], dest, starts[:-1].copy(), grouped)
-            for b in np.flatnonzero(np.diff(starts)):
-                files[b].write(grouped[starts[b]:starts[b + 1]])
-                run_files[b].write(runs[dest == b])
+        blocks, grouped = [np.empty(largest, RAW) for _ in range(2)], [np.empty(largest, RAW) for _ in range(2)]
+
+        def load(k: int) -> tuple[np.ndarray, np.ndarray]:
+            path = self.work / self.segments[k]["file"]
+            return blocks[k % 2][:_read_into(path, blocks[k % 2])], _read_runs(runs_path(path))
+
+        def store(parts: list[tuple[Appender, np.ndarray]]) -> None:
+            for out, data in parts:
+                out.write(data)
+
+        with ThreadPoolExecutor(1) as reader, ThreadPoolExecutor(1) as writer:
+            loading = reader.submit(load, 0)
+            storing: list[Future | None] = [None, None]
+            for k in range(len(self.segments)):
+                records, runs = loading.result()
+                if k + 1 < len(self.segments):
+                    loading = reader.submit(load, k + 1)
+                if (previous := storing[k % 2]) is not None:
+                    previous.result()  # grouped[k % 2] written: free again
+                dest = counter.lookup(runs[:, 0], batch_of_slot)
+                starts = np.concatenate([[0], np.cumsum(np.bincount(dest, runs[:, 1], n_batches))]).astype(np.int64)
+                group(records, runs[:, 1], dest, starts[:-1].copy(), grouped[k % 2])
+                storing[k % 2] = writer.submit(store, [
+                    part for b in np.flatnonzero(np.diff(starts))
+                    for part in ((files[b], grouped[k % 2][starts[b]:starts[b + 1]]), (run_files[b], runs[dest == b]))])
+            for pending in storing:
+                if pending is not None:
+                    pending.result()
         for f in files + run_files:
             f.close()
         self._memory, self._memory_runs = None, []
