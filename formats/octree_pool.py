@@ -48,6 +48,7 @@ class Appender:
         self.path, self.size = path, size
         self._stage = mmap.mmap(-1, stage_bytes)
         self._view = memoryview(self._stage)
+        self._array = np.frombuffer(self._stage, np.uint8)  # copies through NumPy run without the GIL
         self._base = size - size % _ALIGN  # file offset of the stage's first byte
         self._fill = size - self._base
         if self._fill:
@@ -59,10 +60,10 @@ class Appender:
 
     def write(self, data: np.ndarray) -> None:
         """Append ``data``'s bytes (a C-contiguous array)."""
-        view = np.ascontiguousarray(data).reshape(-1).view(np.uint8).data
+        view = np.ascontiguousarray(data).reshape(-1).view(np.uint8)
         while len(view):
             take = min(len(view), len(self._stage) - self._fill)
-            self._view[self._fill:self._fill + take] = view[:take]
+            self._array[self._fill:self._fill + take] = view[:take]
             self._fill, self.size, view = self._fill + take, self.size + take, view[take:]
             if self._fill == len(self._stage):
                 self._write_stage(len(self._stage))
@@ -87,6 +88,7 @@ class Appender:
     def close(self) -> None:
         self.flush()
         os.close(self._fd)
+        del self._array
         self._view.release()
         self._stage.close()
 
@@ -116,18 +118,18 @@ def _read_into(path: Path, out: np.ndarray) -> int:
     """Read ``path`` into the front of ``out`` (through an aligned staging buffer, with
     ``O_DIRECT`` where allowed: a temporary read once need not pass the page cache); returns
     the items read."""
-    dest = out.reshape(-1).view(np.uint8).data
+    dest = out.reshape(-1).view(np.uint8)
     stage = mmap.mmap(-1, 8 << 20)
-    view = memoryview(stage)
+    staged = np.frombuffer(stage, np.uint8)
     fd = _open_direct(path, os.O_RDONLY)
     got = 0
     try:
-        while n := os.preadv(fd, [view], got):
-            dest[got:got + n] = view[:n]
+        while n := os.preadv(fd, [stage], got):
+            dest[got:got + n] = staged[:n]  # a NumPy copy: without the GIL
             got += n
     finally:
         os.close(fd)
-        view.release()
+        del staged
         stage.close()
     return got // out.itemsize
 
