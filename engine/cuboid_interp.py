@@ -147,7 +147,7 @@ def _fill_box(offsets, ts, iv, mt, modes, centers, sizes, rots, stationary, mode
     if tq < ts[a] or tq > ts[b - 1]:
         return k, _ALWAYS_CHECK  # constant-velocity extrapolation
     if modes[n] != 0:
-        motion_box(iv, mt, modes[n], k, u, box, out_c, out_q)
+        motion_box(iv, mt, modes[n], k, u, s0, s1, box, out_c, out_q)
     return k, (ts[k + 1] - 1 if k < b - 2 else ts[b - 1])
 
 
@@ -183,6 +183,8 @@ def _interpolate_kernel(offsets, ts, iv, mt, modes, centers, sizes, rots, statio
         arg1 = np.empty(m)
         sin0 = np.empty(m)
         sin1 = np.empty(m)
+        weight0 = np.empty(m)  # the fast-path boxes' slerp weights, for the motion-aware ones
+        weight1 = np.empty(m)
         for j in range(j0, j1):
             tq = times[j]
             row = order[j] * n_tracks + n0
@@ -205,18 +207,20 @@ def _interpolate_kernel(offsets, ts, iv, mt, modes, centers, sizes, rots, statio
             for i in range(m):
                 sin0[i] = sin_quadrant(arg0[i])
                 sin1[i] = sin_quadrant(arg1[i])
-            # 3. the fast-path boxes
+            # 3. the fast-path boxes (their slerp weights kept for step 4)
             for i in range(m):
                 if fast[i]:
                     k = cursor[i]
                     u = frac[i]
                     s0, s1 = slerp_weights_from_sines(iv[k, _TH], iv[k, _INV_SIN], u, sin0[i], sin1[i])
+                    weight0[i], weight1[i] = s0, s1
                     _store_box(iv, k, u, s0, s1, row + i, out_c, out_s, out_q, valid)
             # 4. motion-aware fast-path boxes again, while the row is in cache
             if motion:
                 for i in range(m):
                     if fast[i] and modes[n0 + i] != 0:
-                        motion_box(iv, mt, modes[n0 + i], cursor[i], frac[i], row + i, out_c, out_q)
+                        motion_box(iv, mt, modes[n0 + i], cursor[i], frac[i], weight0[i], weight1[i], row + i,
+                                   out_c, out_q)
 
 
 def _interval_table(ts: np.ndarray, centers: np.ndarray, sizes: np.ndarray, rots: np.ndarray) -> np.ndarray:

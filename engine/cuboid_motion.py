@@ -31,7 +31,7 @@ import math
 import numpy as np
 
 from engine._jit import inline
-from engine.pose_track import sin_quadrant, slerp_combine, slerp_weights
+from engine.pose_track import sin_quadrant, slerp_combine
 
 INTERPOLATION = {"linear": 0, "ctrv": 1, "hermite": 2}
 MIN_HEADING_SPEED_MPS = 0.5
@@ -141,10 +141,11 @@ def _half_turn(x):
 
 
 @inline
-def motion_box(iv, mt, mode, k, u, box, out_c, out_q):
+def motion_box(iv, mt, mode, k, u, s0, s1, box, out_c, out_q):
     """Overwrite the centre (and for hermite the rotation) of output box ``box`` with fraction
     ``u`` of interval ``k`` of a ``mode`` (1 ctrv, 2 hermite) track; ``iv`` is
-    :mod:`engine.cuboid_interp`'s interval table, ``mt`` :func:`motion_table`'s."""
+    :mod:`engine.cuboid_interp`'s interval table, ``mt`` :func:`motion_table`'s, ``s0, s1``
+    the interval's slerp weights at ``u`` (the linear box's, computed once)."""
     if mode == 1:  # ctrv: the arc in x, y; z linear
         c, s = _half_turn(0.5 * u * mt[k, _DPSI])  # |Δψ| <= π
         sin_a = 2.0 * s * c
@@ -163,7 +164,6 @@ def motion_box(iv, mt, mode, k, u, box, out_c, out_q):
     h1 = u3 - u2
     for c in range(3):
         out_c[box, c] = iv[k, _C0 + c] + hd * iv[k, _DC + c] + h0 * mt[k, _T0 + c] + h1 * mt[k, _T1 + c]
-    s0, s1 = slerp_weights(iv[k, _TH], iv[k, _INV_SIN], u)
     w, x, y, z = slerp_combine(
         s0, s1, iv[k, _TH], iv[k, _Q0], iv[k, _Q0 + 1], iv[k, _Q0 + 2], iv[k, _Q0 + 3],
         iv[k, _Q1], iv[k, _Q1 + 1], iv[k, _Q1 + 2], iv[k, _Q1 + 3],
