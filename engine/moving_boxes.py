@@ -52,27 +52,6 @@ def _step_index(offset, step_ns, steps):
     return t if steps[t] == key else -1
 
 
-@inline
-def _nearest_at_step(px, py, pz, step, t, slot, base, cen, rmat, half, ids, k0, k1, best, best_d2):
-    """``(box, squared distance, t)``: the nearer (:func:`nearer`) of ``best`` at ``best_d2``
-    and the boxes ``ids[k0:k1]`` that hold the point, a moving one at the point's step row
-    ``t`` (−2: not yet looked up from ``step = (offset, step_ns, steps)``; −1: none)."""
-    for k in range(k0, k1):
-        b = ids[k]
-        e = base[b]
-        if slot[b] >= 0:
-            if t == -2:
-                t = _step_index(step[0], step[1], step[2])
-            if t < 0:
-                continue
-            e += t
-        d2 = inside_d2(px, py, pz, cen, rmat, half, e)
-        if nearer(d2, b, best_d2, best):
-            best_d2 = d2
-            best = b
-    return best, best_d2, t
-
-
 @jit
 def _box_tables(xyz, centers, sizes, rotations, slot, m_centers, m_sizes, m_rotations, m_valid, margin):
     """The boxes' test tables and the grid over ``xyz``: ``(base, cen, rmat, half, x0, y0,
@@ -109,17 +88,36 @@ def _box_tables(xyz, centers, sizes, rotations, slot, m_centers, m_sizes, m_rota
 
 
 @inline
-def label_point(px, py, pz, offset, step_ns, steps, slot, base, cen, rmat, half, x0, y0, per_m, nx, ny, start, boxes,
-                big):
-    """The box holding point ``(px, py, pz)`` (float64) fired at ``offset`` ns, -1 for none
-    (tables from :func:`_box_tables`)."""
-    c = grid_cell(px, py, pz, x0, y0, per_m, nx, ny)
-    if c < 0:
-        return -1
-    step = (offset, step_ns, steps)
-    best, best_d2, t = _nearest_at_step(px, py, pz, step, -2, slot, base, cen, rmat, half, boxes, start[c],
-                                        start[c + 1], -1, math.inf)
-    return _nearest_at_step(px, py, pz, step, t, slot, base, cen, rmat, half, big, 0, big.shape[0], best, best_d2)[0]
+def label_range(xyz, offsets, i0, i1, step_ns, steps, slot, base, cen, rmat, half, x0, y0, per_m, nx, ny, start,
+                boxes, big, labels):
+    """``labels[i]`` for the points ``i0 <= i < i1`` of ``xyz`` (float64) fired at ``offsets``:
+    the box holding the point (tables from :func:`_box_tables`), -1 for none. A point runs the
+    exact test against its grid cell's boxes and the big ones, a moving box at the point's step
+    (looked up at its first moving box), the nearest centre winning (:func:`nearer`). The CPU
+    kernel runs it once over all the points; a GPU thread over its own point."""
+    n_big = big.shape[0]
+    for i in range(i0, i1):
+        px, py, pz = xyz[i, 0], xyz[i, 1], xyz[i, 2]
+        best = -1
+        c = grid_cell(px, py, pz, x0, y0, per_m, nx, ny)
+        if c >= 0:
+            k0, k1 = start[c], start[c + 1]
+            t = -2  # the point's step row: not looked up yet
+            best_d2 = math.inf
+            for j in range(k0, k1 + n_big):
+                b = boxes[j] if j < k1 else big[j - k1]
+                e = base[b]
+                if slot[b] >= 0:
+                    if t == -2:
+                        t = _step_index(offsets[i], step_ns, steps)
+                    if t < 0:
+                        continue
+                    e += t
+                d2 = inside_d2(px, py, pz, cen, rmat, half, e)
+                if nearer(d2, b, best_d2, best):
+                    best_d2 = d2
+                    best = b
+        labels[i] = best
 
 
 @jit
@@ -128,9 +126,8 @@ def _label_kernel(xyz, offsets, step_ns, steps, centers, sizes, rotations, slot,
     """Writes ``labels`` (N,) (every entry); boxes as :func:`_box_tables`."""
     base, cen, rmat, half, x0, y0, per_m, nx, ny, start, boxes, big = _box_tables(
         xyz, centers, sizes, rotations, slot, m_centers, m_sizes, m_rotations, m_valid, margin)
-    for i in range(xyz.shape[0]):
-        labels[i] = label_point(xyz[i, 0], xyz[i, 1], xyz[i, 2], offsets[i], step_ns, steps, slot, base, cen, rmat,
-                                half, x0, y0, per_m, nx, ny, start, boxes, big)
+    label_range(xyz, offsets, 0, xyz.shape[0], step_ns, steps, slot, base, cen, rmat, half, x0, y0, per_m, nx, ny,
+                start, boxes, big, labels)
 
 
 class LabelInputs(NamedTuple):

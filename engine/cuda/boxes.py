@@ -2,7 +2,7 @@
 
 The boxes' test tables and bird's-eye grid are built on the host by the CPU labeller's own
 ``_box_tables`` (a pass over the boxes and one over the points' bounds); then one thread per
-point runs ``label_point``: its grid cell's boxes and the big ones, each moving box at the
+point runs ``label_range`` over itself: its grid cell's boxes and the big ones, each moving box at the
 point's time step, the nearest centre winning — the CPU labeller's loop body.
 """
 
@@ -17,15 +17,15 @@ from engine import moving_boxes as _moving_boxes
 from engine.cuda._jit import device, kernel, launch, workspace
 from engine.moving_boxes import LabelInputs
 
-label_point = device(_moving_boxes.label_point)
+label_range = device(_moving_boxes.label_range)
 
 
 @kernel
 def _label(xyz, offsets, step_ns, steps, slot, base, cen, rmat, half, x0, y0, per_m, nx, ny, start, boxes, big, out):
     i = cuda.grid(1)
     if i < xyz.shape[0]:
-        out[i] = label_point(xyz[i, 0], xyz[i, 1], xyz[i, 2], offsets[i], step_ns, steps, slot, base, cen, rmat,
-                             half, x0, y0, per_m, nx, ny, start, boxes, big)
+        label_range(xyz, offsets, i, i + 1, step_ns, steps, slot, base, cen, rmat, half, x0, y0, per_m, nx, ny, start,
+                    boxes, big, out)
 
 
 def launch_labels(args: LabelInputs, xyz_dev: Any, offsets_dev: Any, prefix: str) -> Any:
