@@ -50,7 +50,7 @@ from formats.hesai_calibration import (
     read_angle_correction_csv,
     read_at128_correction,
 )
-from formats.pcap import CaptureReport, UdpPayloads, index_udp, udp_pcap_bytes
+from formats.pcap import CaptureReport, UdpPayloads, index_udp, sweeps_between, udp_pcap_bytes
 from formats.sensor_clock import align_to_capture
 
 MODELS = {(6, 1): "XT32", (3, 2): "QT128", (4, 3): "AT128"}
@@ -301,17 +301,7 @@ def _split(starts: np.ndarray, key: np.ndarray, n: int, cols: dict[str, np.ndarr
         new = np.concatenate([[True], key[1:] != key[:-1]]) if len(key) else np.zeros(0, bool)
     else:
         new = np.concatenate([[True], np.diff(key) < -18000])
-    bounds = np.append(starts[new], n)
-    sweeps = []
-    for a, b in zip(bounds[:-1], bounds[1:]):
-        if b == a:
-            continue
-        t = cols["time_ns"][a:b]
-        ts = int(t.min())
-        sweeps.append(Sweep(xyz=cols["xyz"][a:b], timestamp_ns=ts, intensity=cols["intensity"][a:b],
-                            time_offset_ns=t - ts, ring=cols["ring"][a:b], return_index=cols["return_index"][a:b],
-                            frame="lidar"))
-    return sweeps
+    return sweeps_between(np.append(starts[new], n), cols)
 
 
 def _warmup() -> None:

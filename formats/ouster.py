@@ -37,7 +37,7 @@ from engine._jit import jit
 from engine.sweep import Sweep
 from formats.errors import FormatError
 from formats.ouster_metadata import PROFILES, OusterMetadata, read_ouster_metadata
-from formats.pcap import OK, CaptureReport, UdpPayloads, index_udp, udp_pcap_bytes
+from formats.pcap import OK, CaptureReport, UdpPayloads, index_udp, sweeps_between, udp_pcap_bytes
 from formats.sensor_clock import align_to_capture
 
 TIME_SOURCES = ("auto", "sensor", "pcap")
@@ -256,20 +256,7 @@ def _split(frame: np.ndarray, starts: np.ndarray, n: int, cols: dict[str, np.nda
     if len(frame) == 0:
         return []
     new = np.flatnonzero(np.concatenate([[True], frame[1:] != frame[:-1]]))
-    bounds = np.append(starts[new], n)
-    sweeps = []
-    for a, b in zip(bounds[:-1], bounds[1:]):
-        if b == a:
-            continue
-        t = cols["time_ns"][a:b]
-        ts = int(t.min())
-        extra = {"near_ir": cols["near_ir"][a:b]}
-        if has_signal:
-            extra["signal"] = cols["signal"][a:b]
-        sweeps.append(Sweep(xyz=cols["xyz"][a:b], timestamp_ns=ts, intensity=cols["intensity"][a:b],
-                            time_offset_ns=t - ts, ring=cols["ring"][a:b], return_index=cols["return_index"][a:b],
-                            frame="lidar", extra=extra))
-    return sweeps
+    return sweeps_between(np.append(starts[new], n), cols, ("near_ir", "signal") if has_signal else ("near_ir",))
 
 
 def ouster_stream_times(udp: UdpPayloads, metadata: OusterMetadata, time_source: str = "auto") -> np.ndarray:

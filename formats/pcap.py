@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from engine._jit import jit
+from engine.sweep import Sweep
 from formats.errors import FormatError
 
 GLOBAL_HEADER_SIZE = 24
@@ -194,6 +195,22 @@ class CaptureReport:
     @property
     def dropped_total(self) -> int:
         return sum(self.dropped.values())
+
+
+def sweeps_between(bounds: np.ndarray, cols: dict[str, np.ndarray], extra: tuple[str, ...] = ()) -> list[Sweep]:
+    """One lidar-frame sweep per non-empty run ``bounds[k]:bounds[k + 1]`` of a LiDAR reader's
+    decoded columns ``cols`` (``xyz``, ``intensity``, ``ring``, ``return_index``, ``time_ns``),
+    timed from its earliest point; the columns named in ``extra`` go to ``Sweep.extra``."""
+    sweeps = []
+    for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+        if b == a:
+            continue
+        t = cols["time_ns"][a:b]
+        ts = int(t.min())
+        sweeps.append(Sweep(xyz=cols["xyz"][a:b], timestamp_ns=ts, intensity=cols["intensity"][a:b],
+                            time_offset_ns=t - ts, ring=cols["ring"][a:b], return_index=cols["return_index"][a:b],
+                            frame="lidar", extra={name: cols[name][a:b] for name in extra}))
+    return sweeps
 
 
 @dataclass(eq=False)
