@@ -23,15 +23,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from benchmarks.bench_cuboids import N_FRAMES, N_TRACKS, random_tracks
 from engine import quaternion as quat
-from engine.cuboid import Cuboid, CuboidTrack
+from engine.cuboid import Cuboid
 from engine.cuboid_interp import TrackTable, interpolate_tracks
 from engine.motion import motion_compensate
 from engine.propagate import FramePoints, propagate_track
 from engine.tracker import Detections, track_detections
 
 N_OBJECTS, N_FRAMES_TRACK = 100, 200
-N_TRACKS, N_KEYS, N_FRAMES = 1000, 20, 200
 T0_NS = 1_700_000_000_000_000_000
 CAR = 131
 
@@ -93,15 +93,7 @@ def test_fathom_propagate(benchmark, rig):
 
 @pytest.fixture(scope="module")
 def tracks():
-    rng = np.random.default_rng(17)
-    key_ns = T0_NS + np.arange(N_KEYS, dtype=np.int64) * 1_000_000_000
-    out = []
-    for n in range(N_TRACKS):
-        centers = np.cumsum(rng.normal(0, 1, (N_KEYS, 3)), axis=0) + rng.uniform(-100, 100, 3)
-        yaw = np.cumsum(rng.normal(0, 0.2, N_KEYS))
-        out.append(CuboidTrack(f"t{n}", "car", key_ns, centers, np.tile(rng.uniform(1, 5, 3), (N_KEYS, 1)),
-                               quat.from_yaw(yaw)))
-    return out, T0_NS + np.arange(N_FRAMES, dtype=np.int64) * 100_000_000
+    return random_tracks()
 
 
 @pytest.mark.parametrize("mode", ["ctrv", "hermite"])

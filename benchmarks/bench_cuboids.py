@@ -39,8 +39,9 @@ N_MOVING, N_STEPS, STEP_NS = 20, 100, 1_000_000
 T0_NS = 1_700_000_000_000_000_000
 
 
-@pytest.fixture(scope="module")
-def tracks():
+def random_tracks() -> tuple[list[CuboidTrack], np.ndarray]:
+    """``N_TRACKS`` random-walk cars keyed at 1 Hz over 20 s and the ``N_FRAMES`` 10 Hz frame
+    times: the interpolation benchmarks' input (here and in ``bench_assist``)."""
     rng = np.random.default_rng(17)
     key_ns = T0_NS + np.arange(N_KEYS, dtype=np.int64) * 1_000_000_000  # 1 Hz keyframes over 20 s
     out = []
@@ -51,6 +52,11 @@ def tracks():
                                quat.from_yaw(yaw)))
     frames_ns = T0_NS + np.arange(N_FRAMES, dtype=np.int64) * 100_000_000  # 10 Hz
     return out, frames_ns
+
+
+@pytest.fixture(scope="module")
+def tracks():
+    return random_tracks()
 
 
 def test_fathom_interpolate_tracks(benchmark, tracks):
