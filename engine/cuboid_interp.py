@@ -32,7 +32,7 @@ import numpy as np
 
 from engine._jit import inline, pjit, prange
 from engine.cuboid import CuboidTrack
-from engine.cuboid_motion import INTERPOLATION, motion_box, motion_table
+from engine.cuboid_motion import INTERPOLATION, motion_store, motion_table, motion_turn, motion_turn_inputs
 from engine.pose_track import Extrapolation as PoseExtrapolation
 from engine.pose_track import (
     PoseTrack,
@@ -89,37 +89,44 @@ _C0, _DC = 3, 6  # centre at k, centre step (3 each)
 _S0, _DS = 9, 12  # size at k, size step (3 each)
 _Q0, _Q1 = 15, 19  # quaternion at k, quaternion at k+1 on its hemisphere (4 each)
 _INTERVAL_COLS = 24  # 23 used, padded to three cache lines
-_ALWAYS_CHECK = np.iinfo(np.int64).min  # no fast path: every time takes _fill_box
+_ALWAYS_CHECK = np.iinfo(np.int64).min  # no fast path: every time goes through _advance
 
 
 @inline
-def _store_box(iv, k, u, s0, s1, box, out_c, out_s, out_q, valid):
-    """Fraction ``u`` of interval ``k`` into output box ``box`` given the slerp weights
-    ``s0, s1``: centre linear, rotation slerped (both extended past the ends for constant
-    velocity), size linear but held past the ends."""
-    w, x, y, z = slerp_combine(
-        s0, s1, iv[k, _TH], iv[k, _Q0], iv[k, _Q0 + 1], iv[k, _Q0 + 2], iv[k, _Q0 + 3],
-        iv[k, _Q1], iv[k, _Q1 + 1], iv[k, _Q1 + 2], iv[k, _Q1 + 3],
-    )
+def _store_size(iv, k, u, box, out_s, valid):
+    """The size at fraction ``u`` of interval ``k`` (linear, held past the ends) into output
+    box ``box``, marked valid."""
     valid[box] = True
-    out_q[box, 0] = w
-    out_q[box, 1] = x
-    out_q[box, 2] = y
-    out_q[box, 3] = z
-    for c in range(3):
-        out_c[box, c] = iv[k, _C0 + c] + u * iv[k, _DC + c]
     u = min(max(u, 0.0), 1.0)
     for c in range(3):
         out_s[box, c] = iv[k, _S0 + c] + u * iv[k, _DS + c]
 
 
 @inline
-def _fill_box(offsets, ts, iv, mt, modes, centers, sizes, rots, stationary, mode, n, k, tq, box,
-              out_c, out_s, out_q, valid):
-    """Track ``n`` at time ``tq`` into output box ``box``, any case. ``k`` is the track's
-    interval cursor (at or before ``tq``'s interval). Returns ``(k, last)``: the cursor
-    walked forward and the last time up to which a later (larger) time stays inside
-    interval ``k``'s range (the kernel's fast path), or ``_ALWAYS_CHECK``."""
+def _store_box(iv, k, u, s0, s1, box, out_c, out_s, out_q, valid):
+    """Fraction ``u`` of interval ``k`` into output box ``box`` given the slerp weights
+    ``s0, s1``: centre linear, rotation slerped (both extended past the ends for constant
+    velocity), size by :func:`_store_size`."""
+    w, x, y, z = slerp_combine(
+        s0, s1, iv[k, _TH], iv[k, _Q0], iv[k, _Q0 + 1], iv[k, _Q0 + 2], iv[k, _Q0 + 3],
+        iv[k, _Q1], iv[k, _Q1 + 1], iv[k, _Q1 + 2], iv[k, _Q1 + 3],
+    )
+    out_q[box, 0] = w
+    out_q[box, 1] = x
+    out_q[box, 2] = y
+    out_q[box, 3] = z
+    for c in range(3):
+        out_c[box, c] = iv[k, _C0 + c] + u * iv[k, _DC + c]
+    _store_size(iv, k, u, box, out_s, valid)
+
+
+@inline
+def _advance(offsets, ts, iv, centers, sizes, rots, stationary, mode, n, k, tq, box, out_c, out_s, out_q, valid):
+    """Track ``n`` at time ``tq``: its interval cursor ``k`` (at or before ``tq``'s interval)
+    walked forward. Returns ``(k, last)``, ``last`` the last time up to which a later (larger)
+    time stays inside interval ``k``'s range: the kernel's fast path writes the box. A box
+    outside the keyframe range or of a stationary or one-keyframe track is written here
+    instead, and ``last`` is ``_ALWAYS_CHECK``."""
     a = offsets[n]
     b = offsets[n + 1]
     if stationary[n] or b - a == 1:
@@ -130,25 +137,20 @@ def _fill_box(offsets, ts, iv, mt, modes, centers, sizes, rots, stationary, mode
         else:
             _write_key(out_c, out_s, out_q, valid, box, centers, sizes, rots, a)
         return k, _ALWAYS_CHECK
-    if tq < ts[a] or tq > ts[b - 1]:
-        if mode == 0:
-            _write_nan(out_c, out_s, out_q, valid, box)
-            return k, _ALWAYS_CHECK
-        if mode == 1:
-            _write_key(out_c, out_s, out_q, valid, box, centers, sizes, rots, a if tq < ts[a] else b - 1)
-            return k, _ALWAYS_CHECK
     # interval k with ts[k] <= tq < ts[k+1], clamped to [a, b-2]
     while k < b - 2 and ts[k + 1] <= tq:
         k += 1
-    # the fraction from an exact int64 difference
-    u = float(tq - ts[k]) * iv[k, _INV_DT]
-    s0, s1 = slerp_weights(iv[k, _TH], iv[k, _INV_SIN], u)
-    _store_box(iv, k, u, s0, s1, box, out_c, out_s, out_q, valid)
-    if tq < ts[a] or tq > ts[b - 1]:
-        return k, _ALWAYS_CHECK  # constant-velocity extrapolation
-    if modes[n] != 0:
-        motion_box(iv, mt, modes[n], k, u, s0, s1, box, out_c, out_q)
-    return k, (ts[k + 1] - 1 if k < b - 2 else ts[b - 1])
+    if tq >= ts[a] and tq <= ts[b - 1]:
+        return k, (ts[k + 1] - 1 if k < b - 2 else ts[b - 1])
+    if mode == 0:
+        _write_nan(out_c, out_s, out_q, valid, box)
+    elif mode == 1:
+        _write_key(out_c, out_s, out_q, valid, box, centers, sizes, rots, a if tq < ts[a] else b - 1)
+    else:  # constant velocity: the first or last interval continued (u < 0 or u > 1)
+        u = float(tq - ts[k]) * iv[k, _INV_DT]
+        s0, s1 = slerp_weights(iv[k, _TH], iv[k, _INV_SIN], u)
+        _store_box(iv, k, u, s0, s1, box, out_c, out_s, out_q, valid)
+    return k, _ALWAYS_CHECK
 
 
 @pjit
@@ -183,14 +185,24 @@ def _interpolate_kernel(offsets, ts, iv, mt, modes, centers, sizes, rots, statio
         arg1 = np.empty(m)
         sin0 = np.empty(m)
         sin1 = np.empty(m)
-        weight0 = np.empty(m)  # the fast-path boxes' slerp weights, for the motion-aware ones
-        weight1 = np.empty(m)
+        # the motion-aware boxes' turns: engine.cuboid_motion.motion_turn's inputs and outputs
+        t_x = np.zeros(m)
+        t_rx = np.ones(m)
+        t_ry = np.zeros(m)
+        t_c = np.empty(m)
+        t_s = np.empty(m)
+        t_cz = np.empty(m)
+        t_sz = np.empty(m)
         for j in range(j0, j1):
             tq = times[j]
             row = order[j] * n_tracks + n0
-            # 1. a track still inside the interval of its previous time takes the fast
-            # path (0 <= u <= 1); any other box is written by _fill_box now
+            # 1. a track inside the keyframe range takes the fast path (0 <= u <= 1), its
+            # cursor walked forward where the time left its interval; any other box is
+            # written by _advance now
             for i in range(m):
+                if tq > last[i]:
+                    cursor[i], last[i] = _advance(offsets, ts, iv, centers, sizes, rots, stationary, mode, n0 + i,
+                                                  cursor[i], tq, row + i, out_c, out_s, out_q, valid)
                 fast[i] = tq <= last[i]
                 if fast[i]:
                     k = cursor[i]
@@ -198,29 +210,34 @@ def _interpolate_kernel(offsets, ts, iv, mt, modes, centers, sizes, rots, statio
                     frac[i] = u
                     arg0[i] = (1.0 - u) * iv[k, _TH]
                     arg1[i] = u * iv[k, _TH]
+                    if motion and modes[n0 + i] != 0:
+                        t_x[i], t_rx[i], t_ry[i] = motion_turn_inputs(iv, mt, modes[n0 + i], k, u)
                 else:
                     arg0[i] = 0.0
                     arg1[i] = 0.0
-                    cursor[i], last[i] = _fill_box(offsets, ts, iv, mt, modes, centers, sizes, rots, stationary, mode,
-                                                   n0 + i, cursor[i], tq, row + i, out_c, out_s, out_q, valid)
-            # 2. the slerp sines of the row in one branch-free (vectorised) loop
-            for i in range(m):
-                sin0[i] = sin_quadrant(arg0[i])
-                sin1[i] = sin_quadrant(arg1[i])
-            # 3. the fast-path boxes (their slerp weights kept for step 4)
+            # 2. the slerp sines of the row (and the motion-aware turns) in one branch-free
+            # (vectorised) loop
+            if motion:
+                for i in range(m):
+                    sin0[i] = sin_quadrant(arg0[i])
+                    sin1[i] = sin_quadrant(arg1[i])
+                    t_c[i], t_s[i], t_cz[i], t_sz[i] = motion_turn(t_x[i], t_rx[i], t_ry[i])
+            else:
+                for i in range(m):
+                    sin0[i] = sin_quadrant(arg0[i])
+                    sin1[i] = sin_quadrant(arg1[i])
+            # 3. the fast-path boxes
             for i in range(m):
                 if fast[i]:
                     k = cursor[i]
                     u = frac[i]
                     s0, s1 = slerp_weights_from_sines(iv[k, _TH], iv[k, _INV_SIN], u, sin0[i], sin1[i])
-                    weight0[i], weight1[i] = s0, s1
-                    _store_box(iv, k, u, s0, s1, row + i, out_c, out_s, out_q, valid)
-            # 4. motion-aware fast-path boxes again, while the row is in cache
-            if motion:
-                for i in range(m):
-                    if fast[i] and modes[n0 + i] != 0:
-                        motion_box(iv, mt, modes[n0 + i], cursor[i], frac[i], weight0[i], weight1[i], row + i,
-                                   out_c, out_q)
+                    if motion and modes[n0 + i] != 0:
+                        motion_store(iv, mt, modes[n0 + i], k, u, s0, s1, t_c[i], t_s[i], t_cz[i], t_sz[i], row + i,
+                                     out_c, out_q)
+                        _store_size(iv, k, u, row + i, out_s, valid)
+                    else:
+                        _store_box(iv, k, u, s0, s1, row + i, out_c, out_s, out_q, valid)
 
 
 def _interval_table(ts: np.ndarray, centers: np.ndarray, sizes: np.ndarray, rots: np.ndarray) -> np.ndarray:
@@ -288,7 +305,7 @@ class TrackTable:
         intervals: ``(K-1, 24) float64``, per keyframe row k the interval k → k+1 prepared
             once for interpolation (slerp table, 1/Δt, centre and size steps; see
             :func:`_interval_table`). Computed at construction.
-        motion: ``(K-1, 13) float64``, the motion-aware modes' interval table
+        motion: ``(K-1, 20) float64``, the motion-aware modes' interval table
             (:func:`engine.cuboid_motion.motion_table`; zero for linear tracks).
     """
 

@@ -20,8 +20,9 @@ stays the default). Inside the track's keyframe range:
   tangents point against the chord (a reversal) the rotation is the plain slerp.
 
 Outside the keyframe range the extrapolation policy applies as for linear tracks. The
-interpolation kernel (:mod:`engine.cuboid_interp`) calls :func:`motion_box` after the linear
-box of a motion-aware track, while the box is in cache; a linear track costs one test.
+interpolation kernel (:mod:`engine.cuboid_interp`) writes the centre and rotation of a row of
+motion-aware boxes in three steps (:func:`motion_turn_inputs`, :func:`motion_turn` in one
+vectorised loop, :func:`motion_store`); a linear track costs one test.
 """
 
 from __future__ import annotations
@@ -38,10 +39,14 @@ MIN_HEADING_SPEED_MPS = 0.5
 
 # columns of the per-interval motion table (row k: keyframe k → k+1)
 _DPSI, _A, _B = 0, 1, 2  # ctrv: turn angle, arc radius · (cos, sin) of the start heading
-_T0, _T1 = 3, 6  # hermite: tangents at k and k+1 times Δt (3 each)
-_FOLLOW = 9  # hermite: 1.0 where the heading follows the path
-_COS_H0, _SIN_H0, _DH = 10, 11, 12  # hermite: path heading at k (cos, sin), its change to k+1
-_MOTION_COLS = 13
+# hermite: the curve c_k + u (A1 + u (A2 + u A3)) (3 each), 1.0 where the heading follows the
+# path, the curve's x, y derivative in u as B1 + u (B2 + u B3) turned by −h0 (the path heading
+# at k; 2 each), and the path heading's change Δh to k+1
+_A1, _A2, _A3 = 3, 6, 9
+_FOLLOW = 12
+_B1, _B2, _B3 = 13, 15, 17
+_DH = 19
+_MOTION_COLS = 20
 
 # columns of engine.cuboid_interp's interval table this module reads
 _TH, _INV_SIN, _INV_DT, _C0, _DC, _Q0, _Q1 = 0, 1, 2, 3, 6, 15, 19
@@ -92,7 +97,7 @@ def _tangents(ts: np.ndarray, centers: np.ndarray, offsets: np.ndarray) -> np.nd
 
 def motion_table(ts: np.ndarray, centers: np.ndarray, rotations: np.ndarray, offsets: np.ndarray,
                  modes: np.ndarray) -> np.ndarray:
-    """``(K-1, 13) float64``: per keyframe interval the ctrv arc and the hermite tangents
+    """``(K-1, 20) float64``: per keyframe interval the ctrv arc and the hermite curve
     (see the column constants), for tracks of packed keyframes ``ts (K,)``, ``centers (K, 3)``,
     ``rotations (K, 4)``, ``offsets (N+1,)``. Rows of linear tracks and rows straddling two
     tracks are zero."""
@@ -119,35 +124,68 @@ def motion_table(ts: np.ndarray, centers: np.ndarray, rotations: np.ndarray, off
         m = _tangents(ts, centers, offsets)
         t0 = m[rows] * dt[rows, None]
         t1 = m[rows + 1] * dt[rows, None]
-        mt[rows, _T0:_T0 + 3] = t0
-        mt[rows, _T1:_T1 + 3] = t1
+        dk = d[rows]
+        a2 = 3.0 * dk - 2.0 * t0 - t1
+        a3 = t0 + t1 - 2.0 * dk
+        mt[rows, _A1:_A1 + 3] = t0
+        mt[rows, _A2:_A2 + 3] = a2
+        mt[rows, _A3:_A3 + 3] = a3
         slow = MIN_HEADING_SPEED_MPS * dt[rows]
-        fwd = (np.einsum("ij,ij->i", t0[:, :2], d[rows, :2]) > 0) & (np.einsum("ij,ij->i", t1[:, :2], d[rows, :2]) > 0)
+        fwd = (np.einsum("ij,ij->i", t0[:, :2], dk[:, :2]) > 0) & (np.einsum("ij,ij->i", t1[:, :2], dk[:, :2]) > 0)
         follow = fwd & (np.hypot(t0[:, 0], t0[:, 1]) >= slow) & (np.hypot(t1[:, 0], t1[:, 1]) >= slow)
         h0 = np.arctan2(t0[:, 1], t0[:, 0])
+        cos_h0, sin_h0 = np.cos(h0)[:, None], np.sin(h0)[:, None]
         mt[rows, _FOLLOW] = follow
-        mt[rows, _COS_H0] = np.cos(h0)
-        mt[rows, _SIN_H0] = np.sin(h0)
+        for col, v in ((_B1, t0), (_B2, 2.0 * a2), (_B3, 3.0 * a3)):
+            mt[rows, col:col + 2] = np.hstack([v[:, :1] * cos_h0 + v[:, 1:2] * sin_h0,
+                                               v[:, 1:2] * cos_h0 - v[:, :1] * sin_h0])
         mt[rows, _DH] = _wrap(np.arctan2(t1[:, 1], t1[:, 0]) - h0)
     return mt
 
 
 @inline
-def _half_turn(x):
-    """``(cos x, sin x)`` for ``|x| <= π/2`` by :func:`engine.pose_track.sin_quadrant`."""
-    a = abs(x)
-    s = sin_quadrant(a)
-    return sin_quadrant(0.5 * math.pi - a), (s if x >= 0.0 else -s)
+def motion_turn_inputs(iv, mt, mode, k, u):
+    """The inputs of :func:`motion_turn` for fraction ``u`` of interval ``k`` of a ``mode``
+    (0 linear, 1 ctrv, 2 hermite) box: ``(x, rx, ry)``, half the angle the box turns by in
+    time (ctrv: ``u Δψ / 2``; hermite: ``u Δh / 2``, |x| <= π/2), and the hermite curve's
+    direction relative to its heading at keyframe k (``(1, 0)`` where the heading does not
+    follow the path, and for the other modes)."""
+    if mode == 1:
+        return 0.5 * u * mt[k, _DPSI], 1.0, 0.0
+    if mode != 2 or mt[k, _FOLLOW] == 0.0:
+        return 0.0, 1.0, 0.0
+    # the curve's direction relative to h0
+    return (0.5 * u * mt[k, _DH], mt[k, _B1] + u * (mt[k, _B2] + u * mt[k, _B3]),
+            mt[k, _B1 + 1] + u * (mt[k, _B2 + 1] + u * mt[k, _B3 + 1]))
 
 
 @inline
-def motion_box(iv, mt, mode, k, u, s0, s1, box, out_c, out_q):
-    """Overwrite the centre (and for hermite the rotation) of output box ``box`` with fraction
-    ``u`` of interval ``k`` of a ``mode`` (1 ctrv, 2 hermite) track; ``iv`` is
-    :mod:`engine.cuboid_interp`'s interval table, ``mt`` :func:`motion_table`'s, ``s0, s1``
-    the interval's slerp weights at ``u`` (the linear box's, computed once)."""
+def motion_turn(x, rx, ry):
+    """Branch-free (so a loop of them vectorises) from :func:`motion_turn_inputs`:
+    ``(cos x, sin x)`` by :func:`engine.pose_track.sin_quadrant`, and ``(cos, sin)`` of
+    ``α/2 − x`` where α is the angle of ``(rx, ry)`` (``(1, 0)``, no turn, for the zero
+    vector)."""
+    a = abs(x)
+    s = sin_quadrant(a)
+    s = s if x >= 0.0 else -s
+    c = sin_quadrant(0.5 * math.pi - a)
+    # half of α: the direction of (|r| + rx, ry)
+    hx = math.sqrt(rx * rx + ry * ry) + rx
+    norm = math.sqrt(hx * hx + ry * ry)
+    some = norm > 0.0
+    inv = 1.0 / norm if some else 0.0
+    ca = hx * inv
+    sa = ry * inv
+    return c, s, (ca * c + sa * s if some else 1.0), (sa * c - ca * s if some else 0.0)
+
+
+@inline
+def motion_store(iv, mt, mode, k, u, s0, s1, c, s, cz, sz, box, out_c, out_q):
+    """The centre and rotation of output box ``box`` at fraction ``u`` of interval ``k`` of a
+    ``mode`` (1 ctrv, 2 hermite) track; ``iv`` is :mod:`engine.cuboid_interp`'s interval
+    table, ``mt`` :func:`motion_table`'s, ``s0, s1`` the interval's slerp weights at ``u``
+    and ``c, s, cz, sz`` :func:`motion_turn`'s."""
     if mode == 1:  # ctrv: the arc in x, y; z linear
-        c, s = _half_turn(0.5 * u * mt[k, _DPSI])  # |Δψ| <= π
         sin_a = 2.0 * s * c
         vers = 2.0 * s * s  # 1 − cos a
         out_c[box, 0] = iv[k, _C0] + (mt[k, _A] * sin_a - mt[k, _B] * vers if mt[k, _DPSI] != 0.0
@@ -155,39 +193,15 @@ def motion_box(iv, mt, mode, k, u, s0, s1, box, out_c, out_q):
         out_c[box, 1] = iv[k, _C0 + 1] + (mt[k, _B] * sin_a + mt[k, _A] * vers if mt[k, _DPSI] != 0.0
                                           else u * iv[k, _DC + 1])
         out_c[box, 2] = iv[k, _C0 + 2] + u * iv[k, _DC + 2]
-        return
-    # hermite: p0 + d (3u² − 2u³) + T0 (u³ − 2u² + u) + T1 (u³ − u²)
-    u2 = u * u
-    u3 = u2 * u
-    hd = 3.0 * u2 - 2.0 * u3
-    h0 = u3 - 2.0 * u2 + u
-    h1 = u3 - u2
-    for c in range(3):
-        out_c[box, c] = iv[k, _C0 + c] + hd * iv[k, _DC + c] + h0 * mt[k, _T0 + c] + h1 * mt[k, _T1 + c]
+    else:  # hermite
+        for j in range(3):
+            out_c[box, j] = iv[k, _C0 + j] + u * (mt[k, _A1 + j] + u * (mt[k, _A2 + j] + u * mt[k, _A3 + j]))
     w, x, y, z = slerp_combine(
         s0, s1, iv[k, _TH], iv[k, _Q0], iv[k, _Q0 + 1], iv[k, _Q0 + 2], iv[k, _Q0 + 3],
         iv[k, _Q1], iv[k, _Q1 + 1], iv[k, _Q1 + 2], iv[k, _Q1 + 3],
     )
-    if mt[k, _FOLLOW] != 0.0:
-        # the curve's direction d (6u − 6u²) + T0 (3u² − 4u + 1) + T1 (3u² − 2u), turned by −h0
-        gd = 6.0 * u - 6.0 * u2
-        g0 = 3.0 * u2 - 4.0 * u + 1.0
-        g1 = 3.0 * u2 - 2.0 * u
-        vx = gd * iv[k, _DC] + g0 * mt[k, _T0] + g1 * mt[k, _T1]
-        vy = gd * iv[k, _DC + 1] + g0 * mt[k, _T0 + 1] + g1 * mt[k, _T1 + 1]
-        rx = vx * mt[k, _COS_H0] + vy * mt[k, _SIN_H0]
-        ry = vy * mt[k, _COS_H0] - vx * mt[k, _SIN_H0]
-        # half the angle α of (rx, ry): the direction of (|r| + rx, ry)
-        hx = math.sqrt(rx * rx + ry * ry) + rx
-        norm = math.sqrt(hx * hx + ry * ry)
-        if norm > 0.0:
-            ca = hx / norm
-            sa = ry / norm
-            cb, sb = _half_turn(0.5 * u * mt[k, _DH])  # |Δh| <= π
-            # Rz(α − u Δh) ⊗ slerp
-            cz = ca * cb + sa * sb
-            sz = sa * cb - ca * sb
-            w, x, y, z = cz * w - sz * z, cz * x - sz * y, cz * y + sz * x, cz * z + sz * w
+    if mode == 2 and mt[k, _FOLLOW] != 0.0:  # Rz(α − u Δh) ⊗ slerp
+        w, x, y, z = cz * w - sz * z, cz * x - sz * y, cz * y + sz * x, cz * z + sz * w
     out_q[box, 0] = w
     out_q[box, 1] = x
     out_q[box, 2] = y
