@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 
@@ -69,6 +70,17 @@ class RadarSweep:
     def __post_init__(self) -> None:
         self.timestamp_ns = int(self.timestamp_ns)
         coerce_columns("RadarSweep", self, _RADAR_COLUMNS)
+
+    @classmethod
+    def unchecked(cls, xyz: np.ndarray, radial_velocity_mps: np.ndarray, rcs_dbsm: np.ndarray, timestamp_ns: int,
+                  frame: str, extra: dict[str, np.ndarray]) -> "RadarSweep":
+        """A sweep of columns that already are what ``__post_init__`` makes them (C-contiguous,
+        of their dtypes, N rows each; ``timestamp_ns`` an int): a reader's or kernel's own
+        outputs, taken without conversion or checks."""
+        sweep = object.__new__(cls)
+        sweep.xyz, sweep.radial_velocity_mps, sweep.rcs_dbsm = xyz, radial_velocity_mps, rcs_dbsm
+        sweep.timestamp_ns, sweep.frame, sweep.extra = timestamp_ns, frame, extra
+        return sweep
 
     def __len__(self) -> int:
         return len(self.xyz)
@@ -172,14 +184,17 @@ def _multisweep_kernel(xyz, counts, lag_ns, q, t, eq, et, rq, rt, req, ret, min_
     return m
 
 
-def _concatenate(arrays: list[np.ndarray]) -> np.ndarray:
-    """``np.concatenate`` of arrays of one dtype; structured ones (a nuScenes file's records)
-    as raw bytes, which skips NumPy's field-by-field type promotion (tens of µs a call)."""
-    dtype = arrays[0].dtype
-    if dtype.names is None or any(a.dtype != dtype for a in arrays):
-        return np.concatenate(arrays)
-    raw = np.dtype((np.void, dtype.itemsize))
-    return np.concatenate([a.view(raw) for a in arrays]).view(dtype)
+def _gather(arrays: list[np.ndarray], rows: np.ndarray) -> np.ndarray:
+    """Rows ``rows`` of the C-contiguous ``arrays`` stacked. Arrays of one dtype and row
+    shape go as raw bytes, which skips NumPy's field-by-field handling of structured ones
+    (a nuScenes file's records: a few µs a call)."""
+    a0 = arrays[0]
+    if any(a.dtype != a0.dtype or a.shape[1:] != a0.shape[1:] for a in arrays):
+        return np.concatenate(arrays).take(rows, axis=0)
+    width = a0.dtype.itemsize * math.prod(a0.shape[1:])
+    joined = b"".join(cast(list[bytes], arrays))  # ndarrays are buffers (``.data`` would cost µs)
+    raw = np.frombuffer(joined, np.uint8).reshape(-1, width).take(rows, axis=0)
+    return np.frombuffer(raw, a0.dtype).reshape(-1, *a0.shape[1:])
 
 
 def radar_multisweep(
@@ -223,8 +238,8 @@ def radar_multisweep(
     for name, pose in (("ref_world_from_ego", ref_world_from_ego), ("ref_ego_from_sensor", ref_ego_from_sensor)):
         if pose.shape != ():
             raise ValueError(f"{name} must be a single SE3")
-    counts = np.array([len(s) for s in used], np.int64)
-    lag_ns = int(ref_time_ns) - np.array([s.timestamp_ns for s in used], np.int64)
+    counts = np.array([len(s.xyz) for s in used], np.int64)
+    lag_ns = np.array([int(ref_time_ns) - s.timestamp_ns for s in used], np.int64)
     xyz = np.concatenate([s.xyz for s in used]) if k > 1 else used[0].xyz
     n = len(xyz)
     out, rows, sweep, lag = np.empty((n, 3), np.float32), np.empty(n, np.int64), np.empty(n, np.int32), np.empty(n)
@@ -233,14 +248,10 @@ def radar_multisweep(
                            ref_world_from_ego.translation, ref_ego_from_sensor.rotation,
                            ref_ego_from_sensor.translation, float(min_distance_m), out, rows, sweep, lag)
     rows = rows[:m]
-
-    def gather(arrays: list[np.ndarray]) -> np.ndarray:
-        return _concatenate(arrays).take(rows, axis=0)
-
-    extra = {n: gather([s.extra[n] for s in used]) for n in used[0].extra if all(n in s.extra for s in used)}
+    extra = {n: _gather([s.extra[n] for s in used], rows) for n in used[0].extra if all(n in s.extra for s in used)}
     extra.update(sweep_index=sweep[:m], time_lag_s=lag[:m])
-    return RadarSweep(out[:m], gather([s.radial_velocity_mps for s in used]), gather([s.rcs_dbsm for s in used]),
-                      int(ref_time_ns), "reference", extra)
+    return RadarSweep.unchecked(out[:m], _gather([s.radial_velocity_mps for s in used], rows),
+                                _gather([s.rcs_dbsm for s in used], rows), int(ref_time_ns), "reference", extra)
 
 
 def _warmup() -> None:

@@ -37,10 +37,10 @@ from __future__ import annotations
 import math
 import os
 import re
-import struct
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +71,6 @@ DEFAULT_AMBIG_STATES = (3,)
 # 3 = unambiguous, invalid_state 0 = valid, is_quality_valid 1, pdh0 1 = false-alarm probability < 25 %
 WRITE_DEFAULTS = {"dyn_prop": 4, "is_quality_valid": 1, "ambig_state": 3, "invalid_state": 0, "pdh0": 1,
                   "x_rms": 0, "y_rms": 0, "vx_rms": 0, "vy_rms": 0}
-_FIRST_FLOATS = "<3f3x5f"  # the float fields of a record: x y z, (dyn_prop id), rcs vx vy vx_comp vy_comp
 _STAMP = re.compile(r"__(\d+)\.pcd$")
 _headers: dict[bytes, PcdHeader] = {}  # parsed headers by their bytes (a log's files share a few)
 
@@ -124,16 +123,13 @@ def _filter(invalid: tuple[int, ...] | None, dynprop: tuple[int, ...] | None, am
 
 
 def _records(source: str | os.PathLike | bytes) -> tuple[str | None, int, memoryview]:
-    """``(path, byte offset of the records, the records' bytes)`` of one nuScenes radar file;
-    no records for the devkit's empty-sweep marker (a NaN in the first point's float fields)."""
+    """``(path, byte offset of the records, the records' bytes)`` of one nuScenes radar file."""
     path, data = load_source(source)
     p = None if path is None else os.fspath(path)
     hdr = _nuscenes_header(p, data)
     n, row, start = hdr.points, NUSCENES_RADAR_DTYPE.itemsize, hdr.data_offset
     if len(data) - start < n * row:
         raise FormatError(p, len(data), f"{n} points x {row} bytes of binary data, found {len(data) - start}")
-    if n and any(math.isnan(v) for v in struct.unpack_from(_FIRST_FLOATS, data, start)):
-        n = 0
     return p, start, memoryview(data)[start:start + n * row]
 
 
@@ -159,8 +155,7 @@ def read_nuscenes_radar_sweeps(
         raise ValueError(f"{len(files)} files but {len(stamps)} timestamps")
     row = NUSCENES_RADAR_DTYPE.itemsize
     raw = np.frombuffer(b"".join(f[2] for f in files), np.uint8).reshape(-1, row)  # a point per row
-    starts = np.zeros(len(files) + 1, np.int64)
-    np.cumsum([len(f[2]) // row for f in files], out=starts[1:])
+    starts = np.array([0, *accumulate(len(f[2]) // row for f in files)], np.int64)
     n = len(raw)
     rows, xyz = np.empty(n, np.int64), np.empty((n, 3), np.float32)
     radial, rcs, bounds = np.empty(n, np.float32), np.empty(n, np.float32), np.empty(len(files) + 1, np.int64)
@@ -173,7 +168,7 @@ def read_nuscenes_radar_sweeps(
         raise FormatError(files[f][0], files[f][1] + k * row, f"finite x y z (point {k})")
     if m < n:  # gathered as raw bytes (NumPy copies structured rows field by field)
         rec = raw.take(rows[:m], axis=0).view(NUSCENES_RADAR_DTYPE).reshape(-1)
-    return [RadarSweep(xyz[a:b], radial[a:b], rcs[a:b], _timestamp(f[0], t), "radar", {RECORDS: rec[a:b]})
+    return [RadarSweep.unchecked(xyz[a:b], radial[a:b], rcs[a:b], _timestamp(f[0], t), "radar", {RECORDS: rec[a:b]})
             for f, t, a, b in zip(files, stamps, bounds[:-1].tolist(), bounds[1:].tolist())]
 
 
@@ -182,11 +177,17 @@ def _decode_kernel(rec, lut, starts, rows, xyz, radial, rcs, bounds):
     """The records ``rec`` (:data:`NUSCENES_RADAR_DTYPE`) kept by the state filters (``lut``,
     :func:`_filter`), file by file (``starts``): their rows, positions, radial velocities
     ``(vx, vy) · (x, y) / |(x, y)|`` (in float64; NaN at x = y = 0) and RCS, and where each
-    file's kept points start. Returns ``(kept count, first kept record with a non-finite
-    position or -1)``."""
+    file's kept points start; a file whose first record holds a NaN in a float field (the
+    devkit's empty-sweep marker) keeps none. Returns ``(kept count, first kept record with a
+    non-finite position or -1)``."""
     m = 0
     for s in range(starts.shape[0] - 1):
         bounds[s] = m
+        if starts[s] < starts[s + 1]:
+            r = rec[starts[s]]
+            if (math.isnan(r.x) or math.isnan(r.y) or math.isnan(r.z) or math.isnan(r.rcs) or math.isnan(r.vx)
+                    or math.isnan(r.vy) or math.isnan(r.vx_comp) or math.isnan(r.vy_comp)):
+                continue
         for i in range(starts[s], starts[s + 1]):
             r = rec[i]
             if not (lut[0, r.invalid_state & 0xFF] and lut[1, r.dyn_prop & 0xFF] and lut[2, r.ambig_state & 0xFF]):
