@@ -104,6 +104,32 @@ def _rotate_kernel(q, p, out):
 
 
 @jit
+def _multiply_kernel(a, b, out):
+    """Row i of ``out (N, 4)``: ``a[i] ⊗ b[i]``, a one-row ``a`` or ``b`` applying to all."""
+    for i in range(out.shape[0]):
+        ia = 0 if a.shape[0] == 1 else i
+        ib = 0 if b.shape[0] == 1 else i
+        out[i, 0], out[i, 1], out[i, 2], out[i, 3] = q_mul(
+            a[ia, 0], a[ia, 1], a[ia, 2], a[ia, 3], b[ib, 0], b[ib, 1], b[ib, 2], b[ib, 3]
+        )
+
+
+@jit
+def _rotate_pairs_kernel(q, v, out):
+    """Row i of ``out (N, 3)``: ``v[i]`` rotated by ``q[i]``, a one-row ``q`` or ``v`` applying to all."""
+    for i in range(out.shape[0]):
+        iq = 0 if q.shape[0] == 1 else i
+        iv = 0 if v.shape[0] == 1 else i
+        out[i, 0], out[i, 1], out[i, 2] = q_rotate(q[iq, 0], q[iq, 1], q[iq, 2], q[iq, 3], v[iv, 0], v[iv, 1], v[iv, 2])
+
+
+@jit
+def _matrix_kernel(q, out):
+    for i in range(q.shape[0]):
+        q_to_matrix(q[i, 0], q[i, 1], q[i, 2], q[i, 3], out[i])
+
+
+@jit
 def _slerp_kernel(a, b, u, out):
     for i in range(u.shape[0]):
         ia = 0 if a.shape[0] == 1 else i
@@ -141,21 +167,36 @@ def as_quaternions(q: npt.ArrayLike, name: str = "q", normalize: bool = True) ->
     return arr
 
 
+def _pairs(a: np.ndarray, b: np.ndarray) -> tuple[tuple[int, ...], np.ndarray, np.ndarray]:
+    """``(batch shape, a2, b2)``: float64 ``a (..., k)`` and ``b (..., l)`` broadcast over
+    their leading axes, as C-contiguous ``(1 or M, k)`` and ``(1 or M, l)`` rows for the row
+    kernels (a single row stays single; M = the batch size)."""
+    sa, sb = a.shape[:-1], b.shape[:-1]
+    shape = sa if sa == sb else np.broadcast_shapes(sa, sb)
+
+    def rows(x: np.ndarray, own: tuple[int, ...]) -> np.ndarray:
+        if own != shape and math.prod(own) != 1:
+            x = np.broadcast_to(x, shape + x.shape[-1:])
+        return np.ascontiguousarray(x).reshape(-1, x.shape[-1])
+
+    return shape, rows(a, sa), rows(b, sb)
+
+
 def multiply(a: Quaternions, b: Quaternions) -> Quaternions:
     """Hamilton product ``a ⊗ b``, broadcasting ``(..., 4)`` arrays."""
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    aw, ax, ay, az = np.moveaxis(a, -1, 0)
-    bw, bx, by, bz = np.moveaxis(b, -1, 0)
-    return np.stack(
-        [
-            aw * bw - ax * bx - ay * by - az * bz,
-            aw * bx + ax * bw + ay * bz - az * by,
-            aw * by - ax * bz + ay * bw + az * bx,
-            aw * bz + ax * by - ay * bx + az * bw,
-        ],
-        axis=-1,
-    )
+    shape, a2, b2 = _pairs(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64))
+    out = np.empty(shape + (4,))
+    _multiply_kernel(a2, b2, out.reshape(-1, 4))
+    return out
+
+
+def rotate_broadcast(q: Quaternions, v: npt.ArrayLike) -> Float64Array:
+    """Vectors ``v (..., 3)`` rotated by unit quaternions ``q (..., 4)``, broadcasting their
+    leading axes (:func:`rotate` is the parallel one for many points)."""
+    shape, q2, v2 = _pairs(np.asarray(q, dtype=np.float64), np.asarray(v, dtype=np.float64))
+    out = np.empty(shape + (3,))
+    _rotate_pairs_kernel(q2, v2, out.reshape(-1, 3))
+    return out
 
 
 def conjugate(q: Quaternions) -> Quaternions:
@@ -182,18 +223,10 @@ def rotate(q: Quaternions, points: Points3) -> Points3F64:
 
 def to_matrix(q: Quaternions) -> RotationMatrices:
     """Rotation matrices ``(..., 3, 3)`` of unit quaternions ``(..., 4)``."""
-    w, x, y, z = np.moveaxis(as_quaternions(q), -1, 0)
-    m = np.empty(w.shape + (3, 3))
-    m[..., 0, 0] = 1 - 2 * (y * y + z * z)
-    m[..., 0, 1] = 2 * (x * y - w * z)
-    m[..., 0, 2] = 2 * (x * z + w * y)
-    m[..., 1, 0] = 2 * (x * y + w * z)
-    m[..., 1, 1] = 1 - 2 * (x * x + z * z)
-    m[..., 1, 2] = 2 * (y * z - w * x)
-    m[..., 2, 0] = 2 * (x * z - w * y)
-    m[..., 2, 1] = 2 * (y * z + w * x)
-    m[..., 2, 2] = 1 - 2 * (x * x + y * y)
-    return m
+    qa = as_quaternions(q)
+    out = np.empty(qa.shape[:-1] + (3, 3))
+    _matrix_kernel(np.ascontiguousarray(qa).reshape(-1, 4), out.reshape(-1, 3, 3))
+    return out
 
 
 def from_matrix(m: RotationMatrices) -> Quaternions:
@@ -308,4 +341,6 @@ def angle_between(a: Quaternions, b: Quaternions) -> Float64Array:
 
 def _warmup() -> None:
     rotate(np.array([1.0, 0, 0, 0]), np.zeros((1, 3)))
+    rotate_broadcast(multiply(np.array([1.0, 0, 0, 0]), np.array([1.0, 0, 0, 0])), np.zeros(3))
+    to_matrix(np.array([1.0, 0, 0, 0]))
     slerp(np.array([1.0, 0, 0, 0]), np.array([0.0, 1, 0, 0]), np.array([0.5]))

@@ -104,12 +104,12 @@ class SE3:
         if not isinstance(other, SE3):
             return NotImplemented
         q = quat.multiply(self.rotation, other.rotation)
-        t = _rotate_broadcast(self.rotation, other.translation) + self.translation
+        t = quat.rotate_broadcast(self.rotation, other.translation) + self.translation
         return SE3(q, t)
 
     def inverse(self) -> "SE3":
         qi = quat.conjugate(self.rotation)
-        return SE3(qi, -_rotate_broadcast(qi, self.translation))
+        return SE3(qi, -quat.rotate_broadcast(qi, self.translation))
 
     def as_matrix(self) -> Float64Array:
         """Homogeneous matrices ``(..., 4, 4) float64``."""
@@ -141,14 +141,6 @@ class SE3:
         """Equal as transforms (q and −q are the same rotation)."""
         same_t = np.allclose(self.translation, other.translation, atol=atol)
         return bool(same_t and np.all(quat.angle_between(self.rotation, other.rotation) <= atol * 10))
-
-
-def _rotate_broadcast(q: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """Rotate vectors ``(..., 3)`` by quaternions ``(..., 4)`` with NumPy broadcasting."""
-    w = q[..., :1]
-    u = q[..., 1:]
-    t = 2.0 * np.cross(u, v)
-    return v + w * t + np.cross(u, t)
 
 
 def _warmup() -> None:
