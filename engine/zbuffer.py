@@ -6,15 +6,19 @@ its depth over a disc of ``radius_px`` pixels around its pixel (the nearest dept
 a point is visible when its depth is within ``tolerance_m + tolerance_rel · depth`` of the
 depth image at its own pixel. The splat radius is fixed in pixels (not scaled by depth).
 
-Cameras run in parallel, each on its own buffer, so no atomics are needed. Within a camera
-the in-image points are compacted (without branches), sorted by image row (a counting
-sort), and the image is swept top to bottom with a lag of ``R = radius_px`` rows: at row
-``y`` the points of row ``y`` splat their discs (row offset by row offset, each a tight
-loop over the row's points), then row ``y − R`` — which no later disc reaches — is final:
-its points are tested and its pixels set back to ``inf`` (only the span that was written).
+Each camera's in-image points are compacted (without branches) and sorted by image row (a
+counting sort), cameras in parallel. The image is then swept top to bottom in bands of
+rows, every band of every camera in parallel and on its own buffer, so no atomics are
+needed. A band sweeps with a lag of ``R = radius_px`` rows: at row ``y`` the points of row
+``y`` splat their discs into the band's rows (row offset by row offset, each a tight loop
+over the row's points), then row ``y − R`` — which no later disc reaches — is final: its
+points are tested and its pixels set back to ``inf`` (only the span that was written). A
+band starts ``R`` rows above its first row and ends ``R`` rows below its last, so the discs
+of its neighbours' points reach it too.
 Live rows span ``2R + 1`` image rows, held in a ring buffer of the next power of two rows
-(8 rows, 60 KiB at R = 2 and 1920 px: in L2). Each point is splatted and tested once; the
-cost follows the number of points, not the image area, and no full-size image is touched
+(8 rows, 60 KiB at R = 2 and 1920 px: in L2). Each point is tested once and splatted once
+(its disc cut in two at a band edge); the cost follows the number of points, not the image
+area, and no full-size image is touched
 (a dense 8 MB image per camera costs a cache miss per touched line and, fresh, a page
 fault per 4 KiB). The dense depth images are assembled, row by row as rows become final,
 only when :attr:`Occlusion.depth_images` is read.
@@ -32,11 +36,14 @@ from engine._jit import pjit, prange
 from engine.cuda import Device, resolve
 from engine.projection import Projection
 
+_BAND_ROWS = 64  # image rows per work item of the sweep (at least; see _zbuffer_kernel)
+
 
 @pjit
 def _zbuffer_kernel(uv, depth, in_image, sizes, half, tol_m, tol_rel, visible, images, offsets):
-    """Per camera (in parallel): counting-sort the in-image points by row, then sweep the
-    rows with a lag of R (see the module docstring).
+    """Per camera (in parallel): counting-sort the in-image points by row; then per band of
+    rows of every camera (in parallel) sweep the rows with a lag of R (see the module
+    docstring).
 
     ``half[dv + R]`` is the disc's half width on row offset ``dv`` (R = radius). With
     ``images`` non-empty, each final row is also copied there (at ``offsets[c]``).
@@ -48,8 +55,16 @@ def _zbuffer_kernel(uv, depth, in_image, sizes, half, tol_m, tol_rel, visible, i
     while n_ring < 2 * radius + 1:
         n_ring *= 2
     mask = n_ring - 1
+    h_max = 0
+    for c in range(n_cam):
+        h_max = max(h_max, sizes[c, 1])
+    # per camera: its in-image points sorted by row (pixel column, depth, input index) and
+    # where each row's points start
+    pus = np.empty((n_cam, n), np.int32)
+    ds = np.empty((n_cam, n), np.float32)
+    idx = np.empty((n_cam, n), np.int64)
+    start = np.zeros((n_cam, h_max + 1), np.int64)
     for c in prange(n_cam):
-        w = sizes[c, 0]
         h = sizes[c, 1]
         # in-image points, compacted in input order without branches (others land in slot m)
         cpv = np.empty(n + 1, np.int32)
@@ -68,50 +83,57 @@ def _zbuffer_kernel(uv, depth, in_image, sizes, half, tol_m, tol_rel, visible, i
             m += ok
             visible[c, i] = False
         # counting sort by row
-        start = np.zeros(h + 1, np.int64)
+        row_start = start[c]
         for k in range(m):
-            start[cpv[k] + 1] += 1
+            row_start[cpv[k] + 1] += 1
         for y in range(h):
-            start[y + 1] += start[y]
-        fill = start[:h].copy()
-        pus = np.empty(m, np.int32)
-        ds = np.empty(m, np.float32)
-        idx = np.empty(m, np.int64)
+            row_start[y + 1] += row_start[y]
+        fill = row_start[:h].copy()
         for j in range(m):
             k = fill[cpv[j]]
             fill[cpv[j]] = k + 1
-            pus[k] = cpu[j]
-            ds[k] = cd[j]
-            idx[k] = ci[j]
+            pus[c, k] = cpu[j]
+            ds[c, k] = cd[j]
+            idx[c, k] = ci[j]
+    # the sweep, band by band: band [y0, y1) splats the rows y0 - R .. y1 + R - 1 into its
+    # own rows only and finalises those
+    bands = max(1, (h_max + _BAND_ROWS - 1) // _BAND_ROWS)
+    for item in prange(n_cam * bands):
+        c = item // bands
+        w = sizes[c, 0]
+        h = sizes[c, 1]
+        band_rows = (h + bands - 1) // bands
+        y0 = (item % bands) * band_rows
+        y1 = min(y0 + band_rows, h)
         ring = np.full((n_ring, w), np.inf, np.float32)
         lo = np.full(n_ring, w, np.int64)  # written span of each ring row
         hi = np.full(n_ring, -1, np.int64)
-        for y in range(h + radius):
-            if y < h and start[y + 1] > start[y]:
+        for y in range(y0 - radius, y1 + radius):
+            if y >= 0 and y < h and start[c, y + 1] > start[c, y]:
                 umin = w
                 umax = -1
-                for k in range(start[y], start[y + 1]):
-                    umin = min(umin, pus[k])
-                    umax = max(umax, pus[k])
-                for dv in range(max(-radius, -y), min(radius, h - 1 - y) + 1):
+                for k in range(start[c, y], start[c, y + 1]):
+                    umin = min(umin, pus[c, k])
+                    umax = max(umax, pus[c, k])
+                for dv in range(max(-radius, y0 - y), min(radius, y1 - 1 - y) + 1):
                     r = half[dv + radius]
                     slot = (y + dv) & mask
                     line = ring[slot]
                     lo[slot] = min(lo[slot], max(umin - r, 0))
                     hi[slot] = max(hi[slot], min(umax + r, w - 1))
-                    for k in range(start[y], start[y + 1]):
-                        d = ds[k]
-                        pu = pus[k]
+                    for k in range(start[c, y], start[c, y + 1]):
+                        d = ds[c, k]
+                        pu = pus[c, k]
                         for x in range(max(pu - r, 0), min(pu + r, w - 1) + 1):
                             old = line[x]
                             line[x] = d if d < old else old  # a store, not a branch
             yt = y - radius
-            if yt >= 0:
+            if yt >= y0:
                 slot = yt & mask
                 line = ring[slot]
-                for k in range(start[yt], start[yt + 1]):
-                    d = ds[k]
-                    visible[c, idx[k]] = d - line[pus[k]] <= tol_m + tol_rel * d
+                for k in range(start[c, yt], start[c, yt + 1]):
+                    d = ds[c, k]
+                    visible[c, idx[c, k]] = d - line[pus[c, k]] <= tol_m + tol_rel * d
                 if images.shape[0]:
                     o = offsets[c] + yt * w
                     images[o : o + w] = line

@@ -27,8 +27,10 @@ def _random_projection(rng, n, sizes):
 @pytest.mark.parametrize("radius", [0, 1, 3, 7])
 def test_matches_numpy_reference(radius):
     rng = np.random.default_rng(radius)
-    # different sizes per camera; the 9×4 one is smaller than the disc and the row ring
-    proj = _random_projection(rng, 3000, [(64, 48), (40, 30), (9, 4)])
+    # different sizes per camera; the 9×4 one is smaller than the disc and the row ring; the
+    # 300-row one is swept in bands (engine.zbuffer._BAND_ROWS), the others in as many bands
+    # as it, of fewer rows each
+    proj = _random_projection(rng, 3000, [(64, 48), (40, 30), (9, 4), (20, 300)])
     occ = zbuffer(proj, radius_px=radius, tolerance_m=0.3, tolerance_rel=0.01)
     for c, (w, h) in enumerate(proj.image_sizes):
         img, vis = naive.zbuffer(proj.uv[c], proj.depth[c], proj.in_image[c], w, h, radius, 0.3, 0.01)
