@@ -5,9 +5,9 @@ world-frame cloud that land within a pixel window (``lo <= (u, v) <= hi``, and i
 image), and which points they are. Point by point it computes exactly what
 :func:`engine.projection.project_points` computes (its checks, its kernel inputs and its
 inlined ``source_point`` / ``project_one``, so the same arithmetic in the same order), but
-one parallel pass writes only a flag per point and the projection of the points kept, and
-the kept rows are then gathered: no ``(N, 2)`` pixels, depths and cosines of all the
-points are stored and read back. A camera lasso needs only the points near its polygon
+one parallel pass writes the projection of the points kept only, chunk by chunk, and the
+chunks are then concatenated: no ``(N, 2)`` pixels, depths and cosines of all the points
+are stored and read back. A camera lasso needs only the points near its polygon
 (:func:`engine.segmentation.select_lasso`), a tenth of a frame or less.
 """
 
@@ -17,7 +17,7 @@ import math
 
 import numpy as np
 
-from engine._jit import inline, jit, pjit, prange
+from engine._jit import inline, pjit, prange
 from engine.camera import Camera
 from engine.pose_track import PoseTrack
 from engine.projection import Projection, project_one, projection_inputs, source_point
@@ -40,44 +40,55 @@ def _window_point(i, xyz, times, per_point_pose, ext_q, ext_t, ts, q, t, q1, the
     return keep, u, v, cx, cy, cz
 
 
+_CHUNK = 4096  # points per work item of the window kernel
+
+
 @pjit
 def _window_kernel(xyz, times, per_point_pose, ext_q, ext_t, ts, q, t, q1, theta, inv_sin, mode, models, params, rot,
-                   trans, ce_q, ce_t, cam_times, row_ns, sizes, n_iter, lo, hi, keep, uv, depth, cos_view):
-    """``keep[i]``: point i lands in camera 0 within ``lo..hi`` (:func:`_window_point`); its
-    :class:`engine.projection.Projection` fields, as ``project_points`` writes them, go to
-    row i of ``uv (N, 2)``, ``depth (N,)``, ``cos_view (N,)`` where kept (the other rows are
-    left as they were)."""
+                   trans, ce_q, ce_t, cam_times, row_ns, sizes, n_iter, lo, hi, count, rows, uv, depth, cos_view):
+    """The points that land in camera 0 within ``lo..hi`` (:func:`_window_point`), chunk by
+    chunk of ``_CHUNK`` points in parallel: chunk c writes its kept points' rows and
+    :class:`engine.projection.Projection` fields (as ``project_points`` writes them) in input
+    order from row ``c · _CHUNK`` of ``rows (N,)``, ``uv (N, 2)``, ``depth (N,)``,
+    ``cos_view (N,)``, and how many in ``count[c]``."""
     model, p, r, tr, cq, ct, tc, rns, size = models[0], params[0], rot[0], trans[0], ce_q[0], ce_t[0], \
         cam_times[0], row_ns[0], sizes[0]
-    for i in prange(xyz.shape[0]):
-        k, u, v, cx, cy, cz = _window_point(i, xyz, times, per_point_pose, ext_q, ext_t, ts, q, t, q1, theta, inv_sin,
-                                            mode, model, p, r, tr, cq, ct, tc, rns, size, n_iter, lo, hi)
-        keep[i] = k
-        if k:
-            uv[i, 0] = u
-            uv[i, 1] = v
-            depth[i] = cz
-            cos_view[i] = cz / math.sqrt(cx * cx + cy * cy + cz * cz)
+    n = xyz.shape[0]
+    for c in prange(count.shape[0]):
+        j = c * _CHUNK
+        for i in range(c * _CHUNK, min((c + 1) * _CHUNK, n)):
+            k, u, v, cx, cy, cz = _window_point(i, xyz, times, per_point_pose, ext_q, ext_t, ts, q, t, q1, theta,
+                                                inv_sin, mode, model, p, r, tr, cq, ct, tc, rns, size, n_iter, lo, hi)
+            if k:
+                rows[j] = i
+                uv[j, 0] = u
+                uv[j, 1] = v
+                depth[j] = cz
+                cos_view[j] = cz / math.sqrt(cx * cx + cy * cy + cz * cz)
+                j += 1
+        count[c] = j - c * _CHUNK
 
 
-@jit
-def _kept_rows(keep, uv, depth, cos_view):
-    """``(rows (M,), uv (1, M, 2), depth (1, M), cos_view (1, M))``: the rows where ``keep``."""
-    m = 0
-    for i in range(keep.shape[0]):
-        m += keep[i]
-    rows = np.empty(m, np.int64)
+@pjit
+def _kept_rows(count, rows, uv, depth, cos_view):
+    """``(rows (M,), uv (1, M, 2), depth (1, M), cos_view (1, M))``: the chunks' kept points
+    of :func:`_window_kernel`, concatenated (chunks in parallel)."""
+    starts = np.zeros(count.shape[0] + 1, np.int64)
+    for c in range(count.shape[0]):
+        starts[c + 1] = starts[c] + count[c]
+    m = starts[-1]
+    out_rows = np.empty(m, np.int64)
     out_uv, out_depth, out_cos = np.empty((1, m, 2)), np.empty((1, m), np.float32), np.empty((1, m), np.float32)
-    j = 0
-    for i in range(keep.shape[0]):
-        if keep[i]:
-            rows[j] = i
-            out_uv[0, j, 0] = uv[i, 0]
-            out_uv[0, j, 1] = uv[i, 1]
-            out_depth[0, j] = depth[i]
-            out_cos[0, j] = cos_view[i]
-            j += 1
-    return rows, out_uv, out_depth, out_cos
+    for c in prange(count.shape[0]):
+        for k in range(count[c]):
+            src = c * _CHUNK + k
+            dst = starts[c] + k
+            out_rows[dst] = rows[src]
+            out_uv[0, dst, 0] = uv[src, 0]
+            out_uv[0, dst, 1] = uv[src, 1]
+            out_depth[0, dst] = depth[src]
+            out_cos[0, dst] = cos_view[src]
+    return out_rows, out_uv, out_depth, out_cos
 
 
 def project_window(xyz_world: np.ndarray, camera: Camera, world_from_ego: PoseTrack, camera_time_ns: int,
@@ -89,12 +100,12 @@ def project_window(xyz_world: np.ndarray, camera: Camera, world_from_ego: PoseTr
     args = projection_inputs(xyz_world, [camera], world_from_ego=world_from_ego,
                              camera_times_ns=[int(camera_time_ns)], frame="world")
     n = len(args.xyz)
-    keep, uv = np.empty(n, np.bool_), np.empty((n, 2))
+    count, rows, uv = np.empty((n + _CHUNK - 1) // _CHUNK, np.int64), np.empty(n, np.int64), np.empty((n, 2))
     depth, cos_view = np.empty(n, np.float32), np.empty(n, np.float32)
     window_lo = np.asarray(lo, np.float64)
     window_hi = np.asarray(hi, np.float64)
-    _window_kernel(*args, window_lo, window_hi, keep, uv, depth, cos_view)
-    rows, uv_kept, depth_kept, cos_kept = _kept_rows(keep, uv, depth, cos_view)
+    _window_kernel(*args, window_lo, window_hi, count, rows, uv, depth, cos_view)
+    rows, uv_kept, depth_kept, cos_kept = _kept_rows(count, rows, uv, depth, cos_view)
     return rows, Projection(uv_kept, depth_kept, np.ones(depth_kept.shape, np.bool_), args.sizes, cos_kept)
 
 

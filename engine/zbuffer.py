@@ -36,7 +36,7 @@ from engine._jit import pjit, prange
 from engine.cuda import Device, resolve
 from engine.projection import Projection
 
-_BAND_ROWS = 64  # image rows per work item of the sweep (at least; see _zbuffer_kernel)
+_BAND_ROWS = 64  # image rows per work item of the sweep (at most; see _zbuffer_kernel)
 
 
 @pjit
