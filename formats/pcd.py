@@ -370,11 +370,12 @@ def write_pcd(path: str | os.PathLike, sweep: Sweep, encoding: str = "binary") -
             "",
         ]
     ).encode("ascii")
+    body: bytes | memoryview
     if encoding == "binary":
         rec = np.empty(n, dtype=[(f"f{k}", dt, (c,) if c > 1 else ()) for k, (dt, c) in enumerate(zip(dts, counts))])
         for k, (_, v) in enumerate(fields):
             rec[f"f{k}"] = v
-        body = rec.tobytes()
+        body = rec.view(np.uint8).data  # written from the array's buffer, not copied into bytes
     elif encoding == "binary_compressed":
         raw = b"".join(np.ascontiguousarray(v, dtype=dt).tobytes() for (_, v), dt in zip(fields, dts))
         packed = lzf.compress(raw)
@@ -382,7 +383,8 @@ def write_pcd(path: str | os.PathLike, sweep: Sweep, encoding: str = "binary") -
     else:
         body = _ascii_body(fields)
     with open(path, "wb") as fh:
-        fh.write(header + body)
+        fh.write(header)
+        fh.write(body)
 
 
 def _ascii_body(fields: list[tuple[str, np.ndarray]]) -> bytes:
