@@ -6,8 +6,8 @@ its depth over a disc of ``radius_px`` pixels around its pixel (the nearest dept
 a point is visible when its depth is within ``tolerance_m + tolerance_rel · depth`` of the
 depth image at its own pixel. The splat radius is fixed in pixels (not scaled by depth).
 
-Each camera's in-image points are compacted (without branches) and sorted by image row (a
-counting sort), cameras in parallel. The image is then swept top to bottom in bands of
+Each camera's in-image points are sorted by image row (a counting sort into arrays that
+hold only in-image points), cameras in parallel. The image is then swept top to bottom in bands of
 rows, every band of every camera in parallel and on its own buffer, so no atomics are
 needed. A band sweeps with a lag of ``R = radius_px`` rows: at row ``y`` the points of row
 ``y`` splat their discs into the band's rows (row offset by row offset, each a tight loop
@@ -58,43 +58,33 @@ def _zbuffer_kernel(uv, depth, in_image, sizes, half, tol_m, tol_rel, visible, i
     h_max = 0
     for c in range(n_cam):
         h_max = max(h_max, sizes[c, 1])
-    # per camera: its in-image points sorted by row (pixel column, depth, input index) and
-    # where each row's points start
-    pus = np.empty((n_cam, n), np.int32)
-    ds = np.empty((n_cam, n), np.float32)
-    idx = np.empty((n_cam, n), np.int64)
+    # per camera: its in-image points counted per row (start[c, y + 1]), then their rows'
+    # starts (a prefix sum), then the points sorted by row (a counting sort) into its part
+    # of pus / ds / idx (pixel column, depth, input index), which holds only in-image points
     start = np.zeros((n_cam, h_max + 1), np.int64)
     for c in prange(n_cam):
-        h = sizes[c, 1]
-        # in-image points, compacted in input order without branches (others land in slot m)
-        cpv = np.empty(n + 1, np.int32)
-        cpu = np.empty(n + 1, np.int32)
-        cd = np.empty(n + 1, np.float32)
-        ci = np.empty(n + 1, np.int64)
-        m = 0
         for i in range(n):
-            ok = in_image[c, i]
-            u = uv[c, i, 0]  # loaded unconditionally, so that the choice below is a select
-            v = uv[c, i, 1]
-            cpv[m] = int(round(v if ok else 0.0))
-            cpu[m] = int(round(u if ok else 0.0))
-            cd[m] = depth[c, i]
-            ci[m] = i
-            m += ok
             visible[c, i] = False
-        # counting sort by row
-        row_start = start[c]
-        for k in range(m):
-            row_start[cpv[k] + 1] += 1
-        for y in range(h):
-            row_start[y + 1] += row_start[y]
-        fill = row_start[:h].copy()
-        for j in range(m):
-            k = fill[cpv[j]]
-            fill[cpv[j]] = k + 1
-            pus[c, k] = cpu[j]
-            ds[c, k] = cd[j]
-            idx[c, k] = ci[j]
+            if in_image[c, i]:
+                start[c, int(round(uv[c, i, 1])) + 1] += 1
+        for y in range(sizes[c, 1]):
+            start[c, y + 1] += start[c, y]
+    base = np.zeros(n_cam + 1, np.int64)
+    for c in range(n_cam):
+        base[c + 1] = base[c] + start[c, sizes[c, 1]]
+    pus = np.empty(base[n_cam], np.int32)
+    ds = np.empty(base[n_cam], np.float32)
+    idx = np.empty(base[n_cam], np.int64)
+    for c in prange(n_cam):
+        fill = start[c, : sizes[c, 1]] + base[c]
+        for i in range(n):
+            if in_image[c, i]:
+                y = int(round(uv[c, i, 1]))
+                k = fill[y]
+                fill[y] = k + 1
+                pus[k] = int(round(uv[c, i, 0]))
+                ds[k] = depth[c, i]
+                idx[k] = i
     # the sweep, band by band: band [y0, y1) splats the rows y0 - R .. y1 + R - 1 into its
     # own rows only and finalises those
     bands = max(1, (h_max + _BAND_ROWS - 1) // _BAND_ROWS)
@@ -112,18 +102,18 @@ def _zbuffer_kernel(uv, depth, in_image, sizes, half, tol_m, tol_rel, visible, i
             if y >= 0 and y < h and start[c, y + 1] > start[c, y]:
                 umin = w
                 umax = -1
-                for k in range(start[c, y], start[c, y + 1]):
-                    umin = min(umin, pus[c, k])
-                    umax = max(umax, pus[c, k])
+                for k in range(base[c] + start[c, y], base[c] + start[c, y + 1]):
+                    umin = min(umin, pus[k])
+                    umax = max(umax, pus[k])
                 for dv in range(max(-radius, y0 - y), min(radius, y1 - 1 - y) + 1):
                     r = half[dv + radius]
                     slot = (y + dv) & mask
                     line = ring[slot]
                     lo[slot] = min(lo[slot], max(umin - r, 0))
                     hi[slot] = max(hi[slot], min(umax + r, w - 1))
-                    for k in range(start[c, y], start[c, y + 1]):
-                        d = ds[c, k]
-                        pu = pus[c, k]
+                    for k in range(base[c] + start[c, y], base[c] + start[c, y + 1]):
+                        d = ds[k]
+                        pu = pus[k]
                         for x in range(max(pu - r, 0), min(pu + r, w - 1) + 1):
                             old = line[x]
                             line[x] = d if d < old else old  # a store, not a branch
@@ -131,9 +121,9 @@ def _zbuffer_kernel(uv, depth, in_image, sizes, half, tol_m, tol_rel, visible, i
             if yt >= y0:
                 slot = yt & mask
                 line = ring[slot]
-                for k in range(start[c, yt], start[c, yt + 1]):
-                    d = ds[c, k]
-                    visible[c, idx[c, k]] = d - line[pus[c, k]] <= tol_m + tol_rel * d
+                for k in range(base[c] + start[c, yt], base[c] + start[c, yt + 1]):
+                    d = ds[k]
+                    visible[c, idx[k]] = d - line[pus[k]] <= tol_m + tol_rel * d
                 if images.shape[0]:
                     o = offsets[c] + yt * w
                     images[o : o + w] = line
