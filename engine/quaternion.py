@@ -104,6 +104,23 @@ def _rotate_kernel(q, p, out):
 
 
 @jit
+def _unit_kernel(q, out):
+    """``out`` = rows of ``q (M, 4)`` divided by their norms. Returns 0, or 1 for a
+    non-finite value, 2 for a norm below 1e-12 (``out`` then incomplete)."""
+    for i in range(q.shape[0]):
+        for c in range(4):
+            if not math.isfinite(q[i, c]):
+                return 1
+    for i in range(q.shape[0]):
+        norm = math.sqrt(((q[i, 0] * q[i, 0] + q[i, 1] * q[i, 1]) + q[i, 2] * q[i, 2]) + q[i, 3] * q[i, 3])
+        if norm < 1e-12:
+            return 2
+        for c in range(4):
+            out[i, c] = q[i, c] / norm
+    return 0
+
+
+@jit
 def _multiply_kernel(a, b, out):
     """Row i of ``out (N, 4)``: ``a[i] ⊗ b[i]``, a one-row ``a`` or ``b`` applying to all."""
     for i in range(out.shape[0]):
@@ -155,13 +172,19 @@ def as_quaternions(q: npt.ArrayLike, name: str = "q", normalize: bool = True) ->
     arr = np.asarray(q, dtype=np.float64)
     if arr.ndim == 0 or arr.shape[-1] != 4:
         raise ValueError(f"{name} must have shape (..., 4) (w, x, y, z), got {arr.shape}")
+    if normalize:  # the norm summed in NumPy's order (w² + x²) + y² + z², so the same bits
+        out = np.empty(arr.shape)
+        status = _unit_kernel(np.ascontiguousarray(arr).reshape(-1, 4), out.reshape(-1, 4))
+        if status == 1:
+            raise ValueError(f"{name} contains NaN or infinite values")
+        if status == 2:
+            raise ValueError(f"{name} contains a zero-norm quaternion")
+        return out
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"{name} contains NaN or infinite values")
     norm = np.linalg.norm(arr, axis=-1, keepdims=True)
     if np.any(norm < 1e-12):
         raise ValueError(f"{name} contains a zero-norm quaternion")
-    if normalize:
-        return arr / norm
     if not np.allclose(norm, 1.0, atol=1e-6):
         raise ValueError(f"{name} must be unit quaternions (norms {norm.min():.6g}..{norm.max():.6g})")
     return arr
@@ -340,6 +363,7 @@ def angle_between(a: Quaternions, b: Quaternions) -> Float64Array:
 
 
 def _warmup() -> None:
+    as_quaternions(np.array([1.0, 0, 0, 0]))
     rotate(np.array([1.0, 0, 0, 0]), np.zeros((1, 3)))
     rotate_broadcast(multiply(np.array([1.0, 0, 0, 0]), np.array([1.0, 0, 0, 0])), np.zeros(3))
     to_matrix(np.array([1.0, 0, 0, 0]))
