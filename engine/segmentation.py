@@ -113,9 +113,15 @@ def _prism_map_kernel(keys, xyz, i0, starts, ends, voxel_m, poly, lo, hi, z_min,
 
 
 @pjit
-def _polygon_kernel(uv, ok, poly, lo, hi, x0, inv_width, bands, first, gap_in, out):
+def _polygon_kernel(uv, ok, rows, poly, lo, hi, x0, inv_width, bands, first, gap_in, out):
+    """Point i (``ok[i]`` and inside the polygon) into ``out[i]``, or with ``rows`` given
+    True into ``out[rows[i]]`` where inside (``out`` zeroed by the caller)."""
     for i in prange(uv.shape[0]):
-        out[i] = ok[i] and in_polygon_slabs(uv[i, 0], uv[i, 1], poly, lo, hi, x0, inv_width, bands, first, gap_in)
+        inside = ok[i] and in_polygon_slabs(uv[i, 0], uv[i, 1], poly, lo, hi, x0, inv_width, bands, first, gap_in)
+        if rows.shape[0] == 0:
+            out[i] = inside
+        elif inside:
+            out[rows[i]] = True
 
 
 @pjit
@@ -315,7 +321,7 @@ def select_polygon_2d(uv: np.ndarray, ok: np.ndarray, polygon_uv: np.ndarray) ->
         raise ValueError(f"uv must be (N, 2) and ok (N,), got {pix.shape} and {flags.shape}")
     poly, lo, hi = _polygon(polygon_uv, "polygon")
     out = np.empty(len(pix), np.bool_)
-    _polygon_kernel(pix, flags, poly, lo, hi, *polygon_slabs(poly, lo, hi, _SLABS), out)
+    _polygon_kernel(pix, flags, np.zeros(0, np.int64), poly, lo, hi, *polygon_slabs(poly, lo, hi, _SLABS), out)
     return out
 
 
@@ -337,7 +343,7 @@ def select_lasso(
     rows, proj = project_window(xyz_world, camera, world_from_ego, camera_time_ns, lo - reach, hi + reach)
     visible = zbuffer(proj, radius_px, tolerance_m, tolerance_rel).visible
     out = np.zeros(len(xyz_world), np.bool_)
-    out[rows[select_polygon_2d(proj.uv[0], visible[0], poly)]] = True
+    _polygon_kernel(proj.uv[0], visible[0], rows, poly, lo, hi, *polygon_slabs(poly, lo, hi, _SLABS), out)
     return out
 
 
