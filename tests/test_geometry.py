@@ -27,6 +27,30 @@ def test_multiply_matches_scipy_composition():
     np.testing.assert_allclose(quat.angle_between(ours, ref), 0.0, atol=1e-7)
 
 
+def test_row_kernels_broadcast_and_give_the_numpy_formulas_bits():
+    """multiply, rotate_broadcast, to_matrix and as_quaternions against the same formulas in
+    NumPy, over broadcast batch shapes (single rows, (5, 1) × (3,), empty)."""
+    rng = np.random.default_rng(7)
+    a = rng.normal(size=(5, 1, 4)) * rng.uniform(0.1, 10, (5, 1, 1))
+    b = rng.normal(size=(3, 4))
+    v = rng.normal(size=(3, 3))
+    np.testing.assert_array_equal(quat.as_quaternions(a), a / np.linalg.norm(a, axis=-1, keepdims=True))
+    a, b = quat.as_quaternions(a), quat.as_quaternions(b)
+    aw, ax, ay, az = np.moveaxis(a, -1, 0)
+    bw, bx, by, bz = np.moveaxis(b, -1, 0)
+    want = np.stack([aw * bw - ax * bx - ay * by - az * bz, aw * bx + ax * bw + ay * bz - az * by,
+                     aw * by - ax * bz + ay * bw + az * bx, aw * bz + ax * by - ay * bx + az * bw], axis=-1)
+    np.testing.assert_array_equal(quat.multiply(a, b), want)
+    t = 2.0 * np.cross(a[..., 1:], v)
+    np.testing.assert_array_equal(quat.rotate_broadcast(a, v), v + a[..., :1] * t + np.cross(a[..., 1:], t))
+    np.testing.assert_allclose(quat.to_matrix(b) @ v[0], Rotation.from_quat(b, scalar_first=True).apply(v[0]),
+                               atol=1e-12)
+    assert quat.multiply(b[0], b[1]).shape == (4,) and quat.rotate_broadcast(b[0], v).shape == (3, 3)
+    assert quat.multiply(np.zeros((0, 4)), b[0]).shape == (0, 4)
+    with pytest.raises(ValueError, match="NaN"):
+        quat.as_quaternions(np.array([[1.0, 0, 0, 0], [0.0, 0, 0, np.inf]]))
+
+
 def test_hand_computed_rotation_about_z():
     q = quat.from_yaw(math.pi / 2)
     np.testing.assert_allclose(q, [math.sqrt(0.5), 0, 0, math.sqrt(0.5)], atol=1e-15)

@@ -227,6 +227,26 @@ def test_multisweep_matches_devkit(radar_dataroot, sample, nsweeps, min_distance
     assert set(out.extra["sweep_index"]) == set(range(min(nsweeps, sample + 1)))
 
 
+def test_multisweep_gathers_extra_columns_of_any_dtype_and_shape():
+    """Kept rows of every column in sweep order: extra columns of one dtype and row shape
+    (stacked as raw bytes) and of differing dtypes (stacked by NumPy) alike; the column only
+    one sweep has is dropped."""
+    xyz = [np.array([[5.0, 0, 0], [0.5, 0.5, 0], [0, 7, 0]]), np.array([[3.0, 1, 0], [0.2, 0.1, 0]])]
+    extra = [{"pair": np.arange(6, dtype=np.int16).reshape(3, 2), "mixed": np.arange(3, dtype=np.float32),
+              "own": np.zeros(3)},
+             {"pair": np.arange(6, 10, dtype=np.int16).reshape(2, 2), "mixed": np.arange(3, 5, dtype=np.float64)}]
+    sweeps = [RadarSweep(p, np.arange(len(p)) + 10.0 * k, -np.arange(len(p)) - 10.0 * k, 0, "radar", e)
+              for k, (p, e) in enumerate(zip(xyz, extra))]
+    out = radar_multisweep(sweeps, SE3.identity(2), SE3.identity(), SE3.identity(), SE3.identity(), 0)
+    kept = [0, 2, 3]  # rows of the two sweeps stacked; (0.5, 0.5) and (0.2, 0.1) lie within 1 m
+    np.testing.assert_array_equal(out.radial_velocity_mps, np.array([0.0, 1, 2, 10, 11], np.float32)[kept])
+    np.testing.assert_array_equal(out.rcs_dbsm, -np.array([0.0, 1, 2, 10, 11], np.float32)[kept])
+    np.testing.assert_array_equal(out.extra["pair"], np.arange(10, dtype=np.int16).reshape(5, 2)[kept])
+    assert out.extra["pair"].dtype == np.int16 and out.extra["mixed"].dtype == np.float64
+    np.testing.assert_array_equal(out.extra["mixed"], np.arange(5.0)[kept])
+    assert "own" not in out.extra and list(out.extra["sweep_index"]) == [0, 0, 1]
+
+
 def test_multisweep_bad_input():
     s = RadarSweep(np.ones((2, 3)), np.zeros(2), np.zeros(2))
     with pytest.raises(ValueError, match="nsweeps"):
