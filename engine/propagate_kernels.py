@@ -17,6 +17,13 @@ import numpy as np
 from engine._jit import inline, jit
 
 
+@inline
+def _local_xy(dx, dy, c, s):
+    """Local x, y of a world offset ``(dx, dy)`` from a box centre: ``Rz(−yaw)`` with
+    ``c, s`` the cosine and sine of the yaw."""
+    return c * dx + s * dy, -s * dx + c * dy
+
+
 @jit
 def object_points(xyz, offsets, velocity, center, yaw, half, z_lo):
     """``(M, 3) float64`` world points of ``xyz (N, 3)`` moved to the frame time,
@@ -35,7 +42,8 @@ def object_points(xyz, offsets, velocity, center, yaw, half, z_lo):
         dx = px - center[0]
         dy = py - center[1]
         dz = pz - center[2]
-        if abs(c * dx + s * dy) <= half[0] and abs(-s * dx + c * dy) <= half[1] and z_lo <= dz <= half[2]:
+        lx, ly = _local_xy(dx, dy, c, s)
+        if abs(lx) <= half[0] and abs(ly) <= half[1] and z_lo <= dz <= half[2]:
             out[m, 0] = px
             out[m, 1] = py
             out[m, 2] = pz
@@ -54,8 +62,7 @@ def local_in_box(p, center, yaw, half):
     for i in range(p.shape[0]):
         dx = p[i, 0] - center[0]
         dy = p[i, 1] - center[1]
-        lx = c * dx + s * dy
-        ly = -s * dx + c * dy
+        lx, ly = _local_xy(dx, dy, c, s)
         lz = p[i, 2] - center[2]
         if abs(lx) <= half[0] and abs(ly) <= half[1] and abs(lz) <= half[2]:
             out[m, 0] = lx
@@ -275,8 +282,7 @@ def icp(tp, pose, prior, prior_m, prior_z_m, prior_rad, mp, mn, lo, cell, dims, 
         for i in range(tp.shape[0]):
             dx = tp[i, 0] - pose[0]
             dy = tp[i, 1] - pose[1]
-            qx = c * dx + s * dy
-            qy = -s * dx + c * dy
+            qx, qy = _local_xy(dx, dy, c, s)
             qz = tp[i, 2] - pose[2]
             j, _ = _nearest(qx, qy, qz, mp, lo, cell, dims, start, items, d_lim)
             if j < 0:
@@ -307,8 +313,7 @@ def icp(tp, pose, prior, prior_m, prior_z_m, prior_rad, mp, mn, lo, cell, dims, 
     for i in range(tp.shape[0]):
         dx = tp[i, 0] - pose[0]
         dy = tp[i, 1] - pose[1]
-        qx = c * dx + s * dy
-        qy = -s * dx + c * dy
+        qx, qy = _local_xy(dx, dy, c, s)
         qz = tp[i, 2] - pose[2]
         j, _ = _nearest(qx, qy, qz, mp, lo, cell, dims, start, items, dmax)
         if j >= 0:
@@ -337,8 +342,8 @@ def search_offset(tp, center, yaw, mp, lo, cell, dims, start, items, max_s, step
         for i in range(tp.shape[0]):
             dx = tp[i, 0] - center[0] - off * c
             dy = tp[i, 1] - center[1] - off * s
-            j, _ = _nearest(c * dx + s * dy, -s * dx + c * dy, tp[i, 2] - center[2], mp, lo, cell, dims,
-                            start, items, dmax)
+            qx, qy = _local_xy(dx, dy, c, s)
+            j, _ = _nearest(qx, qy, tp[i, 2] - center[2], mp, lo, cell, dims, start, items, dmax)
             if j >= 0:
                 n += 1
         if n > best_n:
