@@ -9,6 +9,12 @@ one parallel pass writes the projection of the points kept only, chunk by chunk,
 chunks are then concatenated: no ``(N, 2)`` pixels, depths and cosines of all the points
 are stored and read back. A camera lasso needs only the points near its polygon
 (:func:`engine.segmentation.select_lasso`), a tenth of a frame or less.
+
+Where the lens is ``K`` alone (pinhole, or Brown-Conrady without distortion) and the
+shutter is global, the window is a cone in the camera frame (bounds on ``x / z`` and
+``y / z``, widened far beyond rounding): a point outside it, or at or before the near
+plane, is passed over after its depth or one more coordinate, before the lens; the points
+inside take the same lens call as ``project_points``.
 """
 
 from __future__ import annotations
@@ -17,27 +23,26 @@ import math
 
 import numpy as np
 
-from engine._jit import inline, pjit, prange
-from engine.camera import Camera
+from engine._jit import inline, pjit, prange, spread
+from engine.camera import Camera, lens_project
 from engine.pose_track import PoseTrack
 from engine.projection import Projection, project_one, projection_inputs, source_point
 
 
 @inline
-def _window_point(i, xyz, times, per_point_pose, ext_q, ext_t, ts, q, t, q1, theta, inv_sin, mode, model, p, r, trans,
-                  ce_q, ce_t, cam_time, row_ns, size, n_iter, lo, hi):
-    """Point ``i`` into one camera (``model``, ``p``, ... its rows of the arrays of
-    :func:`engine.projection.projection_inputs`) as :func:`engine.projection.project_points`
-    projects it: ``(keep, u, v, cx, cy, cz)``, ``keep`` where it lands in the image and
-    within ``lo..hi`` (pixels)."""
-    px, py, pz = source_point(xyz, i, times, per_point_pose, ext_q, ext_t, ts, q, t, q1, theta, inv_sin, mode)
-    u, v, ok, cx, cy, cz = project_one(
-        model, p, px, py, pz, r[0, 0], r[0, 1], r[0, 2], r[1, 0], r[1, 1], r[1, 2], r[2, 0], r[2, 1], r[2, 2],
-        trans[0], trans[1], trans[2], ce_q, ce_t, cam_time, row_ns, size[1] - 1.0, n_iter, ts, q, t, q1, theta,
-        inv_sin, mode)
-    keep = (ok and u >= -0.5 and u < size[0] - 0.5 and v >= -0.5 and v < size[1] - 0.5
-            and u >= lo[0] and u <= hi[0] and v >= lo[1] and v <= hi[1])
-    return keep, u, v, cx, cy, cz
+def _keep(i, j, u, v, ok, cx, cy, cz, size, lo, hi, rows, uv, depth, cos_view):
+    """Write point ``i``'s projection at row ``j`` of the outputs where it lands in the image
+    of ``size (2,)`` pixels and within ``lo..hi`` (``ok``: the lens projects it); the next
+    free row."""
+    if (ok and u >= -0.5 and u < size[0] - 0.5 and v >= -0.5 and v < size[1] - 0.5
+            and u >= lo[0] and u <= hi[0] and v >= lo[1] and v <= hi[1]):
+        rows[j] = i
+        uv[j, 0] = u
+        uv[j, 1] = v
+        depth[j] = cz
+        cos_view[j] = cz / math.sqrt(cx * cx + cy * cy + cz * cz)
+        return j + 1
+    return j
 
 
 _CHUNK = 4096  # points per work item of the window kernel
@@ -45,27 +50,50 @@ _CHUNK = 4096  # points per work item of the window kernel
 
 @pjit
 def _window_kernel(xyz, times, per_point_pose, ext_q, ext_t, ts, q, t, q1, theta, inv_sin, mode, models, params, rot,
-                   trans, ce_q, ce_t, cam_times, row_ns, sizes, n_iter, lo, hi, count, rows, uv, depth, cos_view):
-    """The points that land in camera 0 within ``lo..hi`` (:func:`_window_point`), chunk by
+                   trans, ce_q, ce_t, cam_times, row_ns, sizes, n_iter, lo, hi, cone, count, rows, uv, depth, cos_view):
+    """The points that land in camera 0 (its rows of the arrays of
+    :func:`engine.projection.projection_inputs`) within the pixel window ``lo..hi``,
+    projected as :func:`engine.projection.project_points` projects them (its inlined
+    ``source_point`` / ``project_one``; with ``cone (5,)`` of :func:`_cone` non-empty, the
+    same transform, then ``lens_project`` for the points inside the cone and beyond its
+    near plane only), chunk by
     chunk of ``_CHUNK`` points in parallel: chunk c writes its kept points' rows and
-    :class:`engine.projection.Projection` fields (as ``project_points`` writes them) in input
-    order from row ``c · _CHUNK`` of ``rows (N,)``, ``uv (N, 2)``, ``depth (N,)``,
-    ``cos_view (N,)``, and how many in ``count[c]``."""
+    :class:`engine.projection.Projection` fields in input order from row ``c · _CHUNK`` of
+    ``rows (N,)``, ``uv (N, 2)``, ``depth (N,)``, ``cos_view (N,)``, and how many in
+    ``count[c]``."""
     model, p, r, tr, cq, ct, tc, rns, size = models[0], params[0], rot[0], trans[0], ce_q[0], ce_t[0], \
         cam_times[0], row_ns[0], sizes[0]
     n = xyz.shape[0]
-    for c in prange(count.shape[0]):
+    r00, r01, r02, r10, r11, r12, r20, r21, r22 = r[0, 0], r[0, 1], r[0, 2], r[1, 0], r[1, 1], r[1, 2], r[2, 0], \
+        r[2, 1], r[2, 2]
+    t0, t1, t2 = tr[0], tr[1], tr[2]
+    for item in prange(count.shape[0]):
+        c = spread(item, count.shape[0])
         j = c * _CHUNK
-        for i in range(c * _CHUNK, min((c + 1) * _CHUNK, n)):
-            k, u, v, cx, cy, cz = _window_point(i, xyz, times, per_point_pose, ext_q, ext_t, ts, q, t, q1, theta,
-                                                inv_sin, mode, model, p, r, tr, cq, ct, tc, rns, size, n_iter, lo, hi)
-            if k:
-                rows[j] = i
-                uv[j, 0] = u
-                uv[j, 1] = v
-                depth[j] = cz
-                cos_view[j] = cz / math.sqrt(cx * cx + cy * cy + cz * cz)
-                j += 1
+        if cone.shape[0]:
+            x0, x1, y0, y1, near = cone[0], cone[1], cone[2], cone[3], cone[4]
+            for i in range(c * _CHUNK, min((c + 1) * _CHUNK, n)):
+                px, py, pz = source_point(xyz, i, times, per_point_pose, ext_q, ext_t, ts, q, t, q1, theta, inv_sin,
+                                          mode)
+                cz = r20 * px + r21 * py + r22 * pz + t2
+                if not cz > near:
+                    continue
+                cx = r00 * px + r01 * py + r02 * pz + t0
+                if cx < x0 * cz or cx > x1 * cz:
+                    continue
+                cy = r10 * px + r11 * py + r12 * pz + t1
+                if cy < y0 * cz or cy > y1 * cz:
+                    continue
+                u, v, ok = lens_project(model, p, cx, cy, cz)
+                j = _keep(i, j, u, v, ok, cx, cy, cz, size, lo, hi, rows, uv, depth, cos_view)
+        else:
+            for i in range(c * _CHUNK, min((c + 1) * _CHUNK, n)):
+                px, py, pz = source_point(xyz, i, times, per_point_pose, ext_q, ext_t, ts, q, t, q1, theta, inv_sin,
+                                          mode)
+                u, v, ok, cx, cy, cz = project_one(
+                    model, p, px, py, pz, r00, r01, r02, r10, r11, r12, r20, r21, r22, t0, t1, t2, cq, ct, tc, rns,
+                    size[1] - 1.0, n_iter, ts, q, t, q1, theta, inv_sin, mode)
+                j = _keep(i, j, u, v, ok, cx, cy, cz, size, lo, hi, rows, uv, depth, cos_view)
         count[c] = j - c * _CHUNK
 
 
@@ -91,6 +119,24 @@ def _kept_rows(count, rows, uv, depth, cos_view):
     return out_rows, out_uv, out_depth, out_cos
 
 
+def _cone(camera: Camera, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """``(5,)`` bounds ``x0, x1, y0, y1`` of ``x / z`` and ``y / z`` (camera frame) outside
+    which a point cannot land in the pixel window ``lo..hi`` of ``camera``'s image, widened
+    by 1e-6 (far beyond rounding), and the near plane's depth; empty where the lens is not ``K`` alone (a distortion
+    or fisheye model) or the shutter rolls (the pixel moves with its row's pose)."""
+    k = camera.intrinsics
+    if camera.shutter == "rolling" or not (k.model == "pinhole" or (k.model == "brown_conrady"
+                                                                    and not any(k.distortion))):
+        return np.zeros(0)
+    u0, u1 = max(float(lo[0]), -0.5), min(float(hi[0]), k.width - 0.5)
+    v0, v1 = max(float(lo[1]), -0.5), min(float(hi[1]), k.height - 0.5)
+    y0, y1 = (v0 - k.cy) / k.fy, (v1 - k.cy) / k.fy
+    x0 = (u0 - k.cx - max(k.skew * y0, k.skew * y1)) / k.fx
+    x1 = (u1 - k.cx - min(k.skew * y0, k.skew * y1)) / k.fx
+    return np.array([x0 - 1e-6 * (1 + abs(x0)), x1 + 1e-6 * (1 + abs(x1)),
+                     y0 - 1e-6 * (1 + abs(y0)), y1 + 1e-6 * (1 + abs(y1)), camera.near_m])
+
+
 def project_window(xyz_world: np.ndarray, camera: Camera, world_from_ego: PoseTrack, camera_time_ns: int,
                    lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, Projection]:
     """``(rows (M,) int64, projection)``: the points of ``xyz_world (N, 3)`` (metres, world
@@ -104,7 +150,7 @@ def project_window(xyz_world: np.ndarray, camera: Camera, world_from_ego: PoseTr
     depth, cos_view = np.empty(n, np.float32), np.empty(n, np.float32)
     window_lo = np.asarray(lo, np.float64)
     window_hi = np.asarray(hi, np.float64)
-    _window_kernel(*args, window_lo, window_hi, count, rows, uv, depth, cos_view)
+    _window_kernel(*args, window_lo, window_hi, _cone(camera, window_lo, window_hi), count, rows, uv, depth, cos_view)
     rows, uv_kept, depth_kept, cos_kept = _kept_rows(count, rows, uv, depth, cos_view)
     return rows, Projection(uv_kept, depth_kept, np.ones(depth_kept.shape, np.bool_), args.sizes, cos_kept)
 

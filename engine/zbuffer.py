@@ -7,14 +7,16 @@ a point is visible when its depth is within ``tolerance_m + tolerance_rel · dep
 depth image at its own pixel. The splat radius is fixed in pixels (not scaled by depth).
 
 Each camera's in-image points are sorted by image row (a counting sort into arrays that
-hold only in-image points), cameras in parallel. The image is then swept top to bottom in bands of
-rows, every band of every camera in parallel and on its own buffer, so no atomics are
-needed. A band sweeps with a lag of ``R = radius_px`` rows: at row ``y`` the points of row
-``y`` splat their discs into the band's rows (row offset by row offset, each a tight loop
-over the row's points), then row ``y − R`` — which no later disc reaches — is final: its
-points are tested and its pixels set back to ``inf`` (only the span that was written). A
-band starts ``R`` rows above its first row and ends ``R`` rows below its last, so the discs
-of its neighbours' points reach it too.
+hold only in-image points), cameras in parallel. The image is then swept top to bottom in
+bands of rows, every band of every camera in parallel and on its own buffer, so no atomics
+are needed; a camera's bands hold about equal numbers of its points (points often fill
+only part of an image: bands of equal rows would leave a core idle). A band sweeps with a
+lag of ``R = radius_px`` rows: at row ``y`` the points of row ``y`` splat their discs into
+the band's rows (row offset by row offset, each a tight loop over the row's points), then
+row ``y − R`` — which no later disc reaches — is final: its points are tested and its
+pixels set back to ``inf`` (only the span that was written). A band starts ``R`` rows
+above its first row and ends ``R`` rows below its last, so the discs of its neighbours'
+points reach it too.
 Live rows span ``2R + 1`` image rows, held in a ring buffer of the next power of two rows
 (8 rows, 60 KiB at R = 2 and 1920 px: in L2). Each point is tested once and splatted once
 (its disc cut in two at a band edge); the cost follows the number of points, not the image
@@ -32,11 +34,24 @@ from functools import cached_property
 
 import numpy as np
 
-from engine._jit import pjit, prange
+from engine._jit import inline, pjit, prange
 from engine.cuda import Device, resolve
 from engine.projection import Projection
 
-_BAND_ROWS = 64  # image rows per work item of the sweep (at most; see _zbuffer_kernel)
+_BANDS = 8  # work items per camera of the sweep, each of about as many points
+
+
+@inline
+def _band_start(start, b):
+    """First image row of band ``b`` of a camera whose row sort starts rows at
+    ``start (H + 1,)``: the row where ``b / _BANDS`` of its points are passed (``H`` for
+    ``b = _BANDS``)."""
+    h = start.shape[0] - 1
+    if b == 0:
+        return 0
+    if b >= _BANDS:
+        return h
+    return np.searchsorted(start, (b * start[h]) // _BANDS)
 
 
 @pjit
@@ -85,16 +100,17 @@ def _zbuffer_kernel(uv, depth, in_image, sizes, half, tol_m, tol_rel, visible, i
                 pus[k] = int(round(uv[c, i, 0]))
                 ds[k] = depth[c, i]
                 idx[k] = i
-    # the sweep, band by band: band [y0, y1) splats the rows y0 - R .. y1 + R - 1 into its
-    # own rows only and finalises those
-    bands = max(1, (h_max + _BAND_ROWS - 1) // _BAND_ROWS)
-    for item in prange(n_cam * bands):
-        c = item // bands
+    # the sweep, band by band: band [y0, y1) of a camera holds about 1 / _BANDS of its
+    # points, splats the rows y0 - R .. y1 + R - 1 into its own rows only and finalises those
+    for item in prange(n_cam * _BANDS):
+        c = item // _BANDS
+        b = item % _BANDS
         w = sizes[c, 0]
         h = sizes[c, 1]
-        band_rows = (h + bands - 1) // bands
-        y0 = (item % bands) * band_rows
-        y1 = min(y0 + band_rows, h)
+        y0 = _band_start(start[c, : h + 1], b)
+        y1 = _band_start(start[c, : h + 1], b + 1)
+        if y0 >= y1 or (start[c, min(y1 + radius, h)] == start[c, max(y0 - radius, 0)] and images.shape[0] == 0):
+            continue  # no point splats into the band (and no image is asked for)
         ring = np.full((n_ring, w), np.inf, np.float32)
         lo = np.full(n_ring, w, np.int64)  # written span of each ring row
         hi = np.full(n_ring, -1, np.int64)

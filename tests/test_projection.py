@@ -300,3 +300,52 @@ def test_rolling_shutter_matches_brute_force_row_search():
     glob = _camera(intr, yaw=1.2)
     proj_g = project_points(world, [glob], world_from_ego=track, camera_times_ns=[t_cam], frame="world")
     assert np.abs(proj_g.uv[0, idx] - ref).max() > 2.0
+
+
+_WINDOW_LENSES = [
+    CameraIntrinsics(1920, 1080, 1000.0, 1005.0, 958.3, 541.7),
+    CameraIntrinsics(1920, 1080, 1000.0, 1005.0, 958.3, 541.7, skew=2.5),
+    CameraIntrinsics(1920, 1080, 1000.0, 1005.0, 958.3, 541.7, model="brown_conrady"),  # no distortion: K alone
+    _LENSES[2],
+    _LENSES[4],
+]
+
+
+@pytest.mark.parametrize("shutter", ["global", "rolling"])
+@pytest.mark.parametrize("intr", _WINDOW_LENSES, ids=lambda i: f"{i.model}{len(i.distortion)}-skew{i.skew}")
+def test_project_window_is_project_points_within_the_window(intr, shutter):
+    """The points a window keeps, and their projections, bit for bit: whether the lens is
+    ``K`` alone (points outside the window's cone are passed over before the lens) or not,
+    with points exactly on the window's edges."""
+    from engine.projection_window import project_window
+
+    rng = np.random.default_rng(11)
+    cam = _camera(intr, yaw=0.3, shutter=shutter, row_readout_ns=20_000 if shutter == "rolling" else 0)
+    t = np.array([0, 1_000_000_000])
+    track = PoseTrack(t, quat.from_yaw(np.array([0.0, 0.2])), np.array([[0.0, 0, 0], [12.0, 1.0, 0]]))
+    t_cam = 400_000_000
+    lo, hi = np.array([300.25, 200.0]), np.array([1500.0, 860.5])
+    # points on the window's edges: rays through edge pixels (K alone) at random depths
+    world_from_cam = track.at(t_cam) @ cam.ego_from_camera
+    u = np.concatenate([np.full(500, lo[0]), np.full(500, hi[0]), rng.uniform(lo[0], hi[0], 1000)])
+    v = np.concatenate([rng.uniform(lo[1], hi[1], 1000), np.full(500, lo[1]), np.full(500, hi[1])])
+    k = intr
+    yn = (v - k.cy) / k.fy
+    xn = (u - k.cx - k.skew * yn) / k.fx
+    z = rng.uniform(1.0, 50.0, len(u))
+    edge = world_from_cam.apply(np.column_stack([xn * z, yn * z, z]))
+    p = np.vstack([track.at(t_cam).apply(_random_ego_points(rng, 20_000)), edge])
+    for pts in (p, p.astype(np.float32)):
+        rows, got = project_window(pts, cam, track, t_cam, lo, hi)
+        full = project_points(pts, [cam], world_from_ego=track, camera_times_ns=[t_cam], frame="world")
+        uv = full.uv[0]
+        with np.errstate(invalid="ignore"):
+            keep = full.in_image[0] & np.all((uv >= lo) & (uv <= hi), axis=1)
+        np.testing.assert_array_equal(rows, np.flatnonzero(keep))
+        np.testing.assert_array_equal(got.uv[0], uv[keep])
+        np.testing.assert_array_equal(got.depth[0], full.depth[0][keep])
+        np.testing.assert_array_equal(got.cos_view[0], full.cos_view[0][keep])
+        assert keep.sum() > 2000 and got.in_image.all()
+        if shutter == "global" and not any(k.distortion):  # within rounding of the edges, on both sides
+            near_edge = np.abs(uv - lo)[:, 0] < 1e-4
+            assert (near_edge & keep).sum() > 50 and (near_edge & ~keep).sum() > 50

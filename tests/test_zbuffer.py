@@ -27,10 +27,15 @@ def _random_projection(rng, n, sizes):
 @pytest.mark.parametrize("radius", [0, 1, 3, 7])
 def test_matches_numpy_reference(radius):
     rng = np.random.default_rng(radius)
-    # different sizes per camera; the 9×4 one is smaller than the disc and the row ring; the
-    # 300-row one is swept in bands (engine.zbuffer._BAND_ROWS), the others in as many bands
-    # as it, of fewer rows each
-    proj = _random_projection(rng, 3000, [(64, 48), (40, 30), (9, 4), (20, 300)])
+    # different sizes per camera; the 9×4 one is smaller than the disc and the row ring;
+    # each camera is swept in bands of about equal numbers of points (engine.zbuffer._BANDS):
+    # the 300-row ones hold their points in rows 250..262 only, or in row 120 alone (bands
+    # of a row or none, their neighbours' discs reaching across)
+    sizes = [(64, 48), (40, 30), (9, 4), (20, 300), (30, 300), (30, 300)]
+    proj = _random_projection(rng, 3000, sizes)
+    proj.uv[4, :, 1] = rng.uniform(249.5, 262.5, 3000)
+    proj.uv[5, :, 1] = 120.0
+    proj.in_image[4:] = naive.in_image(proj.uv[4:], 30, 300)
     occ = zbuffer(proj, radius_px=radius, tolerance_m=0.3, tolerance_rel=0.01)
     for c, (w, h) in enumerate(proj.image_sizes):
         img, vis = naive.zbuffer(proj.uv[c], proj.depth[c], proj.in_image[c], w, h, radius, 0.3, 0.01)
