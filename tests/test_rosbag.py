@@ -158,3 +158,23 @@ def test_cli_import_prepare_and_inspect(bags, drive, capsys):
     assert "'offset_time' relative" in rows["/LIDAR_FRONT/points"]
     assert "kannala_brandt 320x240" in rows["/CAM_LEFT_FISHEYE/image_raw"]
     assert "frames: 10 cut by /LIDAR_TOP/points every 100 ms" in out and "issues: 0" in out
+
+
+def test_mcap_bags_read_through_the_mcap_library_give_rosbags_messages(bags):
+    """An MCAP bag's messages, read with the ``mcap`` library, are rosbags' messages: per
+    topic the same log times and bytes in the same order, and ``stop_ns`` cuts the same."""
+    from formats.ros import Bag
+
+    with Bag(bag_path(bags, "mcap")) as bag:
+        assert bag._mcap_files()
+        mid = (bag.start_ns + bag.end_ns) // 2
+        for stop in (None, mid):
+            ours: dict[str, list] = {}
+            for topic, k, log_ns, raw in bag.messages(bag.topics, stop_ns=stop):
+                assert k == len(ours.setdefault(topic, []))
+                ours[topic].append((log_ns, bytes(raw)))
+            theirs: dict[str, list] = {}
+            for conn, log_ns, raw in bag._reader.messages(connections=bag.connections, stop=stop):
+                theirs.setdefault(conn.topic, []).append((log_ns, bytes(raw)))
+            assert ours == theirs and sum(map(len, ours.values())) > 50
+        assert all(t < mid for m in ours.values() for t, _ in m)

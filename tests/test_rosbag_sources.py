@@ -166,6 +166,32 @@ def test_truncated_bag(tmp_path, storage, hint):
     assert str(bag) in str(err.value)
 
 
+def test_mcap_chunk_checksums_are_checked(tmp_path):
+    """An MCAP chunk whose bytes do not match its CRC (the writer stored one) is a bag that
+    breaks off, not garbage points: here at its first message, so nothing is converted."""
+    import struct
+    import zlib
+
+    from mcap.reader import make_reader
+
+    bag = base_bag(tmp_path / "t").close()
+    f = next(p for p in bag.iterdir() if p.suffix == ".mcap")
+    with open(f, "rb") as fh:
+        [chunk] = make_reader(fh).get_summary().chunk_indexes
+    assert chunk.compression == ""
+    data = bytearray(f.read_bytes())
+    records = chunk.chunk_start_offset + 49 + len(chunk.compression)  # opcode, length, 3 u64, u32, string, u64
+    crc_at = chunk.chunk_start_offset + 33
+    data[crc_at:crc_at + 4] = struct.pack("<I", zlib.crc32(data[records:records + chunk.uncompressed_size]))
+    f.write_bytes(bytes(data))
+    assert bag_to_raw_log(bag, tmp_path / "log", BagOptions()).frames == 10  # the CRC is right
+    data[records + chunk.uncompressed_size - 100] ^= 0xFF  # inside the last sweep's points
+    f.write_bytes(bytes(data))
+    with pytest.raises(BagReadError, match="CRC") as err:
+        bag_to_raw_log(bag, tmp_path / "log2", BagOptions())
+    assert str(bag) in str(err.value)
+
+
 # ---------------------------------------------------------------- poses
 
 
@@ -363,21 +389,30 @@ def test_storage_file_alone_and_an_output_that_is_not_a_log(tmp_path):
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
 
 
-def test_a_bag_that_breaks_off_converts_what_came_before(tmp_path, monkeypatch):
-    """The container failing part-way (rosbags' ReaderError on a damaged chunk): the messages
-    logged before it are converted, the break is reported with its time."""
+@pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
+def test_a_bag_that_breaks_off_converts_what_came_before(tmp_path, monkeypatch, storage):
+    """The container failing part-way (a damaged chunk: the mcap library's McapError on an
+    MCAP bag, rosbags' ReaderError on the others): the messages logged before it are
+    converted, the break is reported with its time."""
+    from mcap.exceptions import McapError
     from rosbags.rosbag2 import Reader, ReaderError
 
-    bag = base_bag(tmp_path / "t").close()
-    real = Reader.messages
+    import formats.ros.bag as bag_module
 
-    def breaking(self, *args, **kwargs):
-        for item in real(self, *args, **kwargs):
+    bag = base_bag(tmp_path / "t", storage).close()
+    real = bag_module._mcap_messages if storage == "mcap" else Reader.messages
+    error = McapError if storage == "mcap" else ReaderError
+
+    def breaking(*args, **kwargs):
+        for item in real(*args, **kwargs):
             if item[1] >= T0 + 550 * MS:
-                raise ReaderError("Chunk checksum mismatch.")
+                raise error("Chunk checksum mismatch.")
             yield item
 
-    monkeypatch.setattr(Reader, "messages", breaking)
+    if storage == "mcap":
+        monkeypatch.setattr(bag_module, "_mcap_messages", breaking)
+    else:
+        monkeypatch.setattr(Reader, "messages", breaking)
     result = bag_to_raw_log(bag, tmp_path / "log", BagOptions())
     assert result.frames == 6  # the sweeps logged at 0 .. 500 ms
     [issue] = [i for i in result.issues if i.topic == "(bag)"]

@@ -8,6 +8,9 @@ ships (:data:`SHIPPED_MSGS`: ``velodyne_msgs``, which older ROS 2 bags cannot de
 The types Fathom parses straight from the bytes (:data:`FAST_TYPES`) must match the
 standard definition; a bag that redefines one makes its topics unreadable, named.
 
+A bag stored in MCAP is read with the ``mcap`` library (its chunk index, in log-time order),
+the other storages with rosbags' readers.
+
 Errors from the container (a truncated or corrupt file, a missing index) become
 :class:`BagReadError`, a :class:`FormatError` naming the bag and, while iterating, the
 number of messages read before it and the last good log time.
@@ -15,7 +18,9 @@ number of messages read before it and the last good log time.
 
 from __future__ import annotations
 
+import heapq
 import os
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -84,12 +89,13 @@ def _repair_hint(path: Path) -> str:
 
 def _reader_errors() -> tuple[type[BaseException], ...]:
     import apsw
+    from mcap.exceptions import McapError
     from rosbags.rosbag1 import ReaderError as R1
     from rosbags.rosbag2 import ReaderError as R2
     from rosbags.serde import SerdeError
     from rosbags.typesys import TypesysError
 
-    return R1, R2, apsw.Error, SerdeError, TypesysError, OSError, EOFError, ValueError, KeyError
+    return R1, R2, apsw.Error, McapError, SerdeError, TypesysError, OSError, EOFError, ValueError, KeyError
 
 
 class Bag:
@@ -159,21 +165,51 @@ class Bag:
             return
         index = dict.fromkeys(wanted, 0)
         read, last = 0, None
+        mcap_files = self._mcap_files()
         try:
-            for conn, log_ns, raw in self._reader.messages(connections=conns, stop=stop_ns):
-                k = index[conn.topic]
-                index[conn.topic] = k + 1
-                read, last = read + 1, log_ns
-                yield conn.topic, k, int(log_ns), raw
+            with ExitStack() as files:
+                stream = (_mcap_messages(mcap_files, wanted, stop_ns, files) if mcap_files else
+                          ((c.topic, log_ns, raw) for c, log_ns, raw in self._reader.messages(connections=conns,
+                                                                                             stop=stop_ns)))
+                for topic, log_ns, raw in stream:
+                    k = index[topic]
+                    index[topic] = k + 1
+                    read, last = read + 1, log_ns
+                    yield topic, k, int(log_ns), raw
         except _reader_errors() as exc:
             at = "" if last is None else f" (after {read} messages, last logged at {last} ns)"
             raise BagReadError(self.path, f"a complete bag{at}: {type(exc).__name__}: {exc}", read, last) from None
+
+    def _mcap_files(self) -> list[Path]:
+        """The MCAP files of a bag stored in MCAP without per-message compression (read with
+        the ``mcap`` library, which hands out each message's bytes with one copy where rosbags
+        makes three); empty for the other storages."""
+        storage = getattr(self._reader, "storage", None)
+        parts = getattr(storage, "storages", [storage])
+        found = (getattr(part, "path", None) for part in parts)
+        paths = [p for p in found if isinstance(p, Path) and p.suffix == ".mcap"]
+        if self.ros1 or self._reader.compression_mode == "message" or not parts or len(paths) != len(parts):
+            return []
+        return paths
 
     def deserialize(self, raw: bytes, msgtype: str) -> Any:
         """The message object of ``raw`` (rosbags' classes; ROS 1 field names kept, e.g. ``K``)."""
         if self.ros1:
             return self.typestore.deserialize_ros1(raw, msgtype)
         return self.typestore.deserialize_cdr(raw, msgtype)
+
+
+def _mcap_messages(paths: list[Path], topics: set[str], stop_ns: int | None, files: ExitStack
+                   ) -> Iterator[tuple[str, int, bytes]]:
+    """``(topic, log time ns, bytes)`` of ``topics`` in the MCAP files ``paths`` (opened on
+    ``files``), each in log-time order through its chunk index, the files merged by log time."""
+    from mcap.reader import make_reader
+
+    streams = [((channel.topic, message.log_time, message.data) for _, channel, message in
+                make_reader(files.enter_context(open(path, "rb")), validate_crcs=True).iter_messages(
+                    topics=sorted(topics), end_time=stop_ns, log_time_order=True))
+               for path in paths]
+    return heapq.merge(*streams, key=lambda m: m[1]) if len(streams) > 1 else streams[0]
 
 
 def _definitions(conn: Any) -> dict[str, Any]:

@@ -165,6 +165,8 @@ def index_bag(bag: Bag, options: BagOptions, every_topic: bool = False) -> BagIn
             elif topic in small:
                 _small(idx, topic, k, raw)
     except BagReadError as exc:
+        if exc.last_log_ns is None:
+            raise  # nothing before the break to use
         idx.stop_log_ns = exc.last_log_ns + 1 if exc.last_log_ns is not None else bag.start_ns
         idx.issues.append(Issue("(bag)", exc.last_log_ns, f"the bag breaks off; using the messages before it: "
                                                           f"{exc.expected}", exc))
