@@ -93,7 +93,7 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Protocol
 
 import numpy as np
 
@@ -103,6 +103,7 @@ from engine.geodesy import Origin
 from engine.pose_sources import from_pose_table
 from engine.pose_track import PoseTrack
 from engine.se3 import SE3
+from engine.sweep import Sweep
 from formats.errors import FormatError, load_json
 from formats.hydrophone import HydrophoneArray, array_from_json, array_to_json
 from formats.radar import LogRadar, radar_from_json, radar_to_json
@@ -115,6 +116,7 @@ VERSION = 2
 READ_VERSIONS = (1, 2)
 PCAP_FORMATS = ("velodyne_pcap", "ouster_pcap", "hesai_pcap")
 STREAM_FORMATS = (*PCAP_FORMATS, "kmall")
+MESSAGE_FORMAT = "rosbag"  # a LiDAR whose frames' sweeps are SweepSource objects (never in log.json)
 POSE_KINDS = ("table", "kmall_skm")
 MANIFEST = "log.json"
 POSE_COLUMNS = "timestamp_ns,tx,ty,tz,qw,qx,qy,qz"
@@ -139,14 +141,31 @@ class LogLidar:
         return self.format in STREAM_FORMATS
 
 
+class SweepSource(Protocol):
+    """A frame's sweep held elsewhere than in a file of its own (a bag's message, read
+    directly: ``formats.ros.source``); the LiDAR's format is :data:`MESSAGE_FORMAT`."""
+
+    def sweep(self) -> Sweep: ...
+
+
+class ImageSource(Protocol):
+    """A frame's image: a ``Path``, or a bag's message (``formats.ros.source``); its JPEG
+    bytes, and a name for errors."""
+
+    def read_bytes(self) -> bytes: ...
+
+    def __fspath__(self) -> str: ...
+
+
 @dataclass(frozen=True)
 class LogFrame:
-    """One frame: its timestamp, per LiDAR a sweep file or a stream's ``(start_ns, end_ns)``
-    window, an image (path, time) per camera, a scan (path, time) per radar."""
+    """One frame: its timestamp, per LiDAR a sweep file, a stream's ``(start_ns, end_ns)``
+    window or a :class:`SweepSource`, an image (path or source, time) per camera, a scan
+    (path, time) per radar."""
 
     timestamp_ns: int
-    lidar: Mapping[str, Path | tuple[int, int]]
-    images: Mapping[str, tuple[Path, int]]
+    lidar: Mapping[str, Path | tuple[int, int] | SweepSource]
+    images: Mapping[str, tuple[ImageSource, int]]
     radar: Mapping[str, tuple[Path, int]] = field(default_factory=dict)
 
 
@@ -166,6 +185,7 @@ class RawLog:
     radars: tuple[LogRadar, ...] = ()
     hydrophones: tuple[HydrophoneArray, ...] = ()
     videos: tuple[LogVideo, ...] = ()
+    pose_track: PoseTrack | None = None  # the ego poses themselves (a bag read directly), else read from poses_path
 
     def labels(self) -> list[CuboidTrack]:
         """The tracks of ``labels.json`` (empty without one)."""
@@ -174,6 +194,8 @@ class RawLog:
     def world_from_ego(self) -> PoseTrack:
         """The ego pose track (``poses.csv``, or a KMALL file's ``#SKM`` samples), translations
         relative to the scene origin."""
+        if self.pose_track is not None:
+            return self.pose_track
         path = self.poses_path
         if self.poses_kind == "kmall_skm":
             return self._skm_track()

@@ -29,11 +29,30 @@ def _bag_options(args: argparse.Namespace):
                       topic_options=parse_topic_options(args.topic_option))
 
 
+def _bag_source(bag: str, scene_dir: Path, options, bag_options):
+    """``(input, PrepareOptions)`` of a bag: the bag itself, read directly
+    (``formats.ros.source``), or where that does not take it (VelodyneScan packets) its raw
+    log, converted once into ``SCENE_DIR.rawlog/``; what was found is reported on stderr."""
+    from dataclasses import replace
+
+    from formats.ros import raw_log_for_prepare
+    from formats.ros.source import DirectReadUnsupported, bag_log
+
+    try:
+        report = bag_log(bag, bag_options)[1]
+    except DirectReadUnsupported as exc:
+        print(f"fathom: converting {bag} ({exc})", file=sys.stderr)
+        return raw_log_for_prepare(bag, scene_dir, bag_options, stream=sys.stderr), options
+    print(f"fathom: reading {bag} directly: {report.frames} frames", file=sys.stderr)
+    for line in report.lines():
+        print(f"  {line}", file=sys.stderr)
+    return bag, replace(options, rosbag=bag_options)
+
+
 def _cmd_prepare(args: argparse.Namespace) -> int:
     from engine.cuda import describe, resolve
-    from formats.raw_log import read_log
-    from formats.ros import bag_name, is_bag, raw_log_for_prepare
-    from server.prepare import PrepareOptions, Progress, prepare
+    from formats.ros import bag_name, is_bag
+    from server.prepare import PrepareOptions, Progress, prepare, read_source
 
     device = resolve(args.device)  # CudaUnavailableError for cuda without a GPU
     if args.device != "cpu":  # which device auto picked, and what cuda runs on
@@ -43,12 +62,13 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     out = Path(args.out)
     status = 0
     for log_dir in args.logs:
-        if is_bag(log_dir):  # converted once into SCENE_DIR.rawlog/ beside the scene, then prepared
-            scene_dir = out if len(args.logs) == 1 else out / bag_name(log_dir)
-            log_dir = raw_log_for_prepare(log_dir, scene_dir, _bag_options(args), stream=sys.stderr)
-        log = read_log(log_dir)
+        source = options
+        if is_bag(log_dir):  # read directly, or converted once into SCENE_DIR.rawlog/ beside the scene
+            log_dir, source = _bag_source(log_dir, out if len(args.logs) == 1 else out / bag_name(log_dir),
+                                          options, _bag_options(args))
+        log = read_source(log_dir, source.rosbag)
         scene_dir = out if len(args.logs) == 1 else out / log.log_id
-        summary = prepare(log_dir, scene_dir, options=options, workers=args.workers, dask=args.dask,
+        summary = prepare(log_dir, scene_dir, options=source, workers=args.workers, dask=args.dask,
                           durable=args.fsync_frames, processes=args.processes,
                           progress=Progress(len(log.frames)).update)
         for line in summary.lines():

@@ -23,7 +23,7 @@ from formats.kmall import DETECTION_REJECTED, KmallLog, mrz_ping_poses, read_kma
 from formats.ouster import ouster_stream_times, read_ouster_pcap
 from formats.ouster_metadata import read_ouster_metadata
 from formats.pcap import UdpPayloads, index_udp, udp_pcap_bytes
-from formats.raw_log import PCAP_FORMATS, LogLidar, RawLog
+from formats.raw_log import MESSAGE_FORMAT, PCAP_FORMATS, LogLidar, RawLog
 from formats.registry import read_points
 from formats.sonar_world import PingPoses, place_soundings
 from formats.velodyne import PACKET_SIZE, read_velodyne_pcap, velodyne_stream_times
@@ -50,7 +50,7 @@ def world_points(log: RawLog, track: PoseTrack, index: int) -> dict[str, np.ndar
             times, sweep = _pcap_window(lidar, *source)
             offsets = times - np.int64(frame.timestamp_ns)
         else:
-            sweep = read_points(source, format=lidar.format)
+            sweep = source.sweep() if lidar.format == MESSAGE_FORMAT else read_points(source, format=lidar.format)
             offsets = (sweep.time_offset_ns if sweep.time_offset_ns is not None
                        else np.zeros(len(sweep), np.int64))
             times = offsets + np.int64(frame.timestamp_ns)

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 import traceback
 from collections import deque
@@ -61,6 +62,8 @@ from engine.radar import radar_to_world
 from formats.jpeg import decode_jpeg, scaled_camera
 from formats.radar import read_radar
 from formats.raw_log import RawLog, labels_document, read_log
+from formats.ros.options import BagOptions
+from formats.ros.source import bag_log
 from formats.scene_store import (
     MAX_CAMERAS,
     NAME_RULE,
@@ -100,6 +103,8 @@ class PrepareOptions:
         map: build the scene's map after the frames (None: when the log has a LiDAR, not
             for a sonar-only log). map_options: what the map keeps (:class:`MapOptions`).
         passive: each hydrophone array's bearing-time record (:mod:`server.prepare_passive`).
+        rosbag: the input is a ROS bag read directly with these options (no raw log written:
+            :mod:`formats.ros.source`); None: a raw log.
     """
 
     colorize: bool = True
@@ -113,6 +118,7 @@ class PrepareOptions:
     map: bool | None = None
     map_options: MapOptions = field(default_factory=MapOptions)
     passive: PassiveOptions = field(default_factory=PassiveOptions)
+    rosbag: BagOptions | None = None
 
 
 @dataclass(frozen=True)
@@ -186,12 +192,28 @@ def _frame_times(log: RawLog) -> np.ndarray:
     return np.array([f.timestamp_ns for f in log.frames], np.int64)
 
 
-@lru_cache(maxsize=4)
-def _job(log_dir: str, scene_dir: str, durable: bool) -> _Job:
-    log = read_log(log_dir)
-    tracks, track = log.labels(), log.world_from_ego()
-    return _Job(log, track, scene_writer(log, Path(scene_dir), durable),
-                LabelTracks.from_tracks(tracks, track) if tracks else None)
+def read_source(log_dir: str | os.PathLike, rosbag: BagOptions | None = None) -> RawLog:
+    """The raw log at ``log_dir``, or with ``rosbag`` the bag at ``log_dir`` read directly
+    (:func:`formats.ros.source.bag_log`, its first pass once per process)."""
+    return read_log(log_dir) if rosbag is None else bag_log(log_dir, rosbag)[0]
+
+
+_jobs: dict[tuple[str, str, bool, str], _Job] = {}
+_jobs_lock = threading.Lock()
+
+
+def _job(log_dir: str, scene_dir: str, durable: bool, rosbag: BagOptions | None) -> _Job:
+    """The job's shared state, built once per process (the last few jobs kept)."""
+    key = (log_dir, scene_dir, durable, repr(rosbag))
+    with _jobs_lock:
+        if key not in _jobs:
+            log = read_source(log_dir, rosbag)
+            tracks, track = log.labels(), log.world_from_ego()
+            while len(_jobs) >= 4:
+                del _jobs[next(iter(_jobs))]
+            _jobs[key] = _Job(log, track, scene_writer(log, Path(scene_dir), durable),
+                              LabelTracks.from_tracks(tracks, track) if tracks else None)
+        return _jobs[key]
 
 
 def _radar_table(log: RawLog, track: PoseTrack, index: int, options: PrepareOptions) -> pa.Table | None:
@@ -228,7 +250,7 @@ def prepare_frame(log_dir: str, scene_dir: str, index: int, options: PrepareOpti
         clock[0] = now
 
     try:
-        job = _job(log_dir, scene_dir, durable)
+        job = _job(log_dir, scene_dir, durable, options.rosbag)
         log, track = job.log, job.track
         frame = log.frames[index]
         with use_device(options.device):  # the deskew, on the job's device
@@ -339,7 +361,7 @@ def prepare(
     options = replace(options, device=resolve(options.device))
     log_dir, scene_dir = str(Path(log_dir).resolve()), str(Path(scene_dir).resolve())
     start = time.perf_counter()
-    log = read_log(log_dir)
+    log = read_source(log_dir, options.rosbag)
     writer = scene_writer(log, Path(scene_dir))
     writer.remove_stale_temporaries()  # left by a killed run; no worker is running yet
     entries = writer.finished_entries()  # verified (digests) once, here

@@ -14,6 +14,7 @@ from engine.sim.road import simulate_drive
 from formats.raw_log import read_log
 from formats.rig import camera_to_json
 from formats.ros import BagOptions, bag_to_raw_log
+from formats.ros.source import DirectReadUnsupported, bag_log
 from server.cli import main
 from server.prepare import PrepareOptions, prepare
 from server.simulate import velodyne_rig, write_drive_log
@@ -91,6 +92,14 @@ def test_bag_prepares_into_the_raw_logs_scene(bags, drive, storage):
     scene = bags / f"scenes/{storage}/drive"
     assert prepare(log, scene).prepared == len(drive.frame_times_ns)
     assert_same_scene(bags / "scenes/rig/drive", scene)
+    # read directly (no raw log written; two workers, each reading its frames' messages)
+    direct, report = bag_log(bag_path(bags, storage), OPTIONS)
+    assert report.issues == [] and report.frames == len(drive.frame_times_ns) and report.poses == result.poses
+    assert [camera_to_json(c) for c in direct.cameras] == [camera_to_json(c) for c in rig.cameras]
+    scene = bags / f"scenes/{storage}_direct/drive"
+    summary = prepare(bag_path(bags, storage), scene, options=PrepareOptions(rosbag=OPTIONS), workers=2)
+    assert summary.prepared == len(drive.frame_times_ns) and not summary.failed
+    assert_same_scene(bags / "scenes/rig/drive", scene)
 
 
 def _drop_definitions(bag_dir: Path) -> None:
@@ -115,6 +124,8 @@ def test_velodyne_packets_prepare_into_the_pcap_logs_scene(tmp_path, storage):
                                                        for t in topics})
     result = bag_to_raw_log(bag, tmp_path / "log", options)
     assert result.issues == [] and result.frames == 3
+    with pytest.raises(DirectReadUnsupported, match="VelodyneScan"):  # packets: only through a conversion
+        bag_log(bag, options)
     log = read_log(tmp_path / "log")
     assert [(l.format, l.model) for l in log.lidars] == [("velodyne_pcap", "HDL-32E"), ("velodyne_pcap", "VLP-16")]
     no_colour = PrepareOptions(colorize=False)
@@ -142,12 +153,12 @@ def test_cli_import_prepare_and_inspect(bags, drive, capsys):
     assert "--scene does not apply" in capsys.readouterr().err
     scene = bags / "cli_scenes" / "drive"
     assert main(["prepare", str(bag), "--out", str(scene), "--workers", "1", *_bag_args()]) == 0
-    assert (bags / "cli_scenes" / "drive.rawlog" / "log.json").exists()
+    assert not (bags / "cli_scenes" / "drive.rawlog").exists()  # read directly: no raw log written
     assert_same_scene(bags / "scenes/rig/drive", scene)
-    assert "fathom: converted" in capsys.readouterr().err
-    assert main(["prepare", str(bag), "--out", str(scene), "--workers", "1", *_bag_args()]) == 0
     err = capsys.readouterr().err
-    assert "fathom: reusing" in err and "fathom: converted" not in err  # the bag and options are unchanged
+    assert "reading" in err and "directly: 10 frames" in err and "poses: nav_msgs/Odometry /odom" in err
+    assert main(["prepare", str(bag), "--out", str(scene), "--workers", "1", *_bag_args()]) == 0
+    assert "10 frames, 0 prepared, 10 already finished" in capsys.readouterr().out  # resumed: nothing to do
     assert main(["inspect", str(bag), *_bag_args()]) == 0
     out = capsys.readouterr().out.splitlines()
     rows = {line.split()[0]: line for line in out if line.startswith("/")}
@@ -166,7 +177,7 @@ def test_mcap_bags_read_through_the_mcap_library_give_rosbags_messages(bags):
     from formats.ros import Bag
 
     with Bag(bag_path(bags, "mcap")) as bag:
-        assert bag._mcap_files()
+        assert bag.mcap_files()
         mid = (bag.start_ns + bag.end_ns) // 2
         for stop in (None, mid):
             ours: dict[str, list] = {}

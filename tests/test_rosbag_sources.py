@@ -17,6 +17,7 @@ from formats.errors import FormatError
 from formats.raw_log import read_log
 from formats.ros import BagOptions, bag_to_raw_log, inspect_lines
 from formats.ros.bag import BagReadError
+from formats.ros.source import bag_log
 from formats.ros.tf import TransformError, TransformTree
 from tests.rosbag_rig import BagWriter, camera_info, cloud_message, msg
 
@@ -148,6 +149,9 @@ def test_pointcloud_that_does_not_fit_its_point_step(tmp_path):
     assert result.frames == 9
     lines = result.lines()
     assert any("/lidar/points" in line and "message #3 left out: field 'reflectivity'" in line for line in lines)
+    log, report = bag_log(bag, BagOptions())  # read directly: the same frames, the same report
+    assert report.frames == len(log.frames) == 9 and report.lines() == lines
+    assert [f.timestamp_ns for f in log.frames] == [f.timestamp_ns for f in read_log(tmp_path / "log").frames]
     assert any("gap of 0.200 s after message #2" in line and "~1 missing" in line for line in lines)
     assert [f.timestamp_ns for f in read_log(tmp_path / "log").frames] == [
         T0 + k * 100 * MS for k in (0, 1, 2, 4, 5, 6, 7, 8, 9)]

@@ -155,22 +155,23 @@ class Bag:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def messages(self, topics: Iterable[str], stop_ns: int | None = None) -> Iterator[tuple[str, int, int, bytes]]:
+    def messages(self, topics: Iterable[str], stop_ns: int | None = None, start_ns: int | None = None
+                 ) -> Iterator[tuple[str, int, int, bytes]]:
         """``(topic, index in topic, log time ns, serialised bytes)`` of ``topics`` in log-time
-        order (messages logged before ``stop_ns`` only); :class:`BagReadError` where the
-        container breaks off."""
+        order (messages logged before ``stop_ns`` and at or after ``start_ns`` only; the index
+        counts from ``start_ns``); :class:`BagReadError` where the container breaks off."""
         wanted = set(topics)
         conns = [c for c in self.connections if c.topic in wanted]
         if not conns:
             return
         index = dict.fromkeys(wanted, 0)
         read, last = 0, None
-        mcap_files = self._mcap_files()
+        mcap_files = self.mcap_files()
         try:
             with ExitStack() as files:
-                stream = (_mcap_messages(mcap_files, wanted, stop_ns, files) if mcap_files else
-                          ((c.topic, log_ns, raw) for c, log_ns, raw in self._reader.messages(connections=conns,
-                                                                                             stop=stop_ns)))
+                stream = (_mcap_messages(mcap_files, wanted, start_ns, stop_ns, files) if mcap_files else
+                          ((c.topic, log_ns, raw) for c, log_ns, raw in self._reader.messages(
+                              connections=conns, start=start_ns, stop=stop_ns)))
                 for topic, log_ns, raw in stream:
                     k = index[topic]
                     index[topic] = k + 1
@@ -180,7 +181,7 @@ class Bag:
             at = "" if last is None else f" (after {read} messages, last logged at {last} ns)"
             raise BagReadError(self.path, f"a complete bag{at}: {type(exc).__name__}: {exc}", read, last) from None
 
-    def _mcap_files(self) -> list[Path]:
+    def mcap_files(self) -> list[Path]:
         """The MCAP files of a bag stored in MCAP without per-message compression (read with
         the ``mcap`` library, which hands out each message's bytes with one copy where rosbags
         makes three); empty for the other storages."""
@@ -199,7 +200,7 @@ class Bag:
         return self.typestore.deserialize_cdr(raw, msgtype)
 
 
-def _mcap_messages(paths: list[Path], topics: set[str], stop_ns: int | None, files: ExitStack
+def _mcap_messages(paths: list[Path], topics: set[str], start_ns: int | None, stop_ns: int | None, files: ExitStack
                    ) -> Iterator[tuple[str, int, bytes]]:
     """``(topic, log time ns, bytes)`` of ``topics`` in the MCAP files ``paths`` (opened on
     ``files``), each in log-time order through its chunk index, the files merged by log time."""
@@ -207,7 +208,7 @@ def _mcap_messages(paths: list[Path], topics: set[str], stop_ns: int | None, fil
 
     streams = [((channel.topic, message.log_time, message.data) for _, channel, message in
                 make_reader(files.enter_context(open(path, "rb")), validate_crcs=True).iter_messages(
-                    topics=sorted(topics), end_time=stop_ns, log_time_order=True))
+                    topics=sorted(topics), starting_at=start_ns, ending_before=stop_ns, log_time_order=True))
                for path in paths]
     return heapq.merge(*streams, key=lambda m: m[1]) if len(streams) > 1 else streams[0]
 

@@ -42,7 +42,7 @@ from formats.ros.frames import FramePlan, plan_frames
 from formats.ros.images import camera_intrinsics, compressed_jpeg, image_pixels
 from formats.ros.index import BagIndex, Issue, SensorIndex, index_bag
 from formats.ros.options import CAMERA_INFO, IMU, NAV_SAT_FIX, ODOMETRY, BagOptions, camera_info_topic
-from formats.ros.pointcloud import cloud_sweep
+from formats.ros.pointcloud import PointTime, cloud_sweep
 from formats.ros.poses import (
     EgoPoses,
     at_rest,
@@ -153,40 +153,64 @@ def _velodyne_model(idx: BagIndex, s: SensorIndex) -> str:
     return by_id[max(known, key=known.__getitem__)]
 
 
+@dataclass
+class FirstPass:
+    """What the first pass gives a conversion and a direct read alike: the index, the frame
+    plan, the ego poses, the LiDAR topics and the cameras, and the issues so far."""
+
+    idx: BagIndex
+    plan: FramePlan
+    poses: EgoPoses
+    lidars: list[SensorIndex]
+    cameras: list[Camera]
+    issues: list[Issue]
+
+
+def first_pass(bag: Bag, options: BagOptions, strict: bool = False) -> FirstPass:
+    """Index the open ``bag`` and plan its frames, rig and poses (FormatError naming what is
+    missing; with ``strict`` the first unreadable message's too)."""
+    idx = index_bag(bag, options)
+    if strict:
+        for issue in idx.issues:
+            if issue.error is not None:
+                raise issue.error
+    plan, frame_issues = plan_frames(idx)
+    notes: list[str] = []
+    poses = ego_poses(idx, notes)
+    lidars, cameras = [], []
+    for s in idx.sensors.values():
+        if s.is_lidar:
+            lidars.append(s)
+        else:
+            cameras.append(camera(idx, s))
+    return FirstPass(idx, plan, poses, lidars, cameras,
+                     idx.issues + frame_issues + [Issue("(poses)", None, n) for n in notes])
+
+
+def pose_issues(poses: EgoPoses, frames_ns: list[int]) -> list[Issue]:
+    """A frame whose timestamp lies outside the pose track, reported."""
+    track = poses.track
+    return [Issue("(poses)", t, f"frame {i} lies outside the pose track [{track.start_ns}, {track.end_ns}] ns")
+            for i, t in enumerate(frames_ns) if not track.start_ns <= t <= track.end_ns]
+
+
 def bag_to_raw_log(bag_path: str | os.PathLike, log_dir: str | os.PathLike, options: BagOptions = BagOptions(),
                    *, strict: bool = False, log_id: str | None = None) -> Conversion:
     """Convert a bag into a raw log at ``log_dir`` (see the module docstring)."""
     root = Path(log_dir)
     with Bag(bag_path) as bag:
-        idx = index_bag(bag, options)
-        if strict:
-            for issue in idx.issues:
-                if issue.error is not None:
-                    raise issue.error
-        plan, frame_issues = plan_frames(idx)
-        notes: list[str] = []
-        poses = ego_poses(idx, notes)
-        lidars, cameras = [], []
-        for s in idx.sensors.values():
-            if s.is_lidar:
-                lidars.append(s)
-            else:
-                cameras.append(camera(idx, s))
+        rig = first_pass(bag, options, strict)
         work = _fresh(root)
-        log_lidars = [_log_lidar(idx, s, i, work) for i, s in enumerate(lidars)]
-        frames, issues = _write_frames(idx, plan, work, strict)
-    issues = idx.issues + frame_issues + issues + [Issue("(poses)", None, n) for n in notes]
-    covered = [(i, f["timestamp_ns"]) for i, f in enumerate(frames)
-               if not poses.track.start_ns <= f["timestamp_ns"] <= poses.track.end_ns]
-    issues += [Issue("(poses)", t, f"frame {i} lies outside the pose track "
-                                   f"[{poses.track.start_ns}, {poses.track.end_ns}] ns") for i, t in covered]
-    write_pose_table(work, poses.track)
-    write_log_manifest(work, log_id=log_id or bag_name(bag_path), origin=poses.origin,
-                       lidars=log_lidars, cameras=cameras, frames=frames)
+        log_lidars = [_log_lidar(rig.idx, s, i, work) for i, s in enumerate(rig.lidars)]
+        frames, issues = _write_frames(rig.idx, rig.plan, work, strict)
+    issues = rig.issues + issues + pose_issues(rig.poses, [f["timestamp_ns"] for f in frames])
+    write_pose_table(work, rig.poses.track)
+    write_log_manifest(work, log_id=log_id or bag_name(bag_path), origin=rig.poses.origin,
+                       lidars=log_lidars, cameras=rig.cameras, frames=frames)
     if root.exists():
         shutil.rmtree(root)
     work.rename(root)
-    return Conversion(root, len(frames), poses.source, issues, idx.start_ns)
+    return Conversion(root, len(frames), rig.poses.source, issues, rig.idx.start_ns)
 
 
 def _fresh(root: Path) -> Path:
@@ -275,27 +299,37 @@ def _write_frames(idx: BagIndex, plan: FramePlan, root: Path, strict: bool) -> t
     return kept, issues
 
 
+def frame_sweep(raw: bytes, ros1: bool, rule: PointTime | None, frame_ns: int) -> Sweep:
+    """A PointCloud2 message as the sweep of a frame at ``frame_ns``: its points in the sensor
+    frame, ``time_offset_ns`` from the frame's timestamp (MessageError, ValueError where it
+    does not decode)."""
+    msg = read_pointcloud2(raw, ros1)
+    sweep = cloud_sweep(msg, rule)
+    shift = np.int64(msg.stamp_ns - frame_ns)
+    offsets = (sweep.time_offset_ns + shift if sweep.time_offset_ns is not None
+               else np.full(len(sweep), shift, np.int64))
+    return Sweep(sweep.xyz, frame_ns, sweep.intensity, offsets, sweep.ring, frame="lidar")
+
+
+def image_jpeg(raw: bytes, msgtype: str, ros1: bool, quality: int) -> tuple[int, bytes]:
+    """``(stamp ns, JPEG bytes)`` of an image message: a CompressedImage's JPEG as recorded,
+    an Image encoded once at ``quality``."""
+    if msgtype == "sensor_msgs/msg/CompressedImage":
+        cim = read_compressed_image(raw, ros1)
+        return cim.stamp_ns, compressed_jpeg(cim)
+    img = read_image(raw, ros1)
+    return img.stamp_ns, encode_jpeg(image_pixels(img), quality=quality)
+
+
 def _write_one(root: Path, s: SensorIndex, entry: dict, f: int, raw: bytes, ros1: bool, quality: int) -> None:
     """Write one message's file for frame ``f`` and enter it in the frame's manifest entry."""
-    frame_ns = entry["timestamp_ns"]
     if s.msgtype == "sensor_msgs/msg/PointCloud2":
-        msg = read_pointcloud2(raw, ros1)
-        sweep = cloud_sweep(msg, s.rule)
-        shift = np.int64(msg.stamp_ns - frame_ns)
-        offsets = (sweep.time_offset_ns + shift if sweep.time_offset_ns is not None
-                   else np.full(len(sweep), shift, np.int64))
         rel = f"lidar/{s.name}/{f:06d}.pcd"
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        write_pcd(root / rel, Sweep(sweep.xyz, frame_ns, sweep.intensity, offsets, sweep.ring, frame="lidar"),
-                  encoding="binary")
+        write_pcd(root / rel, frame_sweep(raw, ros1, s.rule, entry["timestamp_ns"]), encoding="binary")
         entry["lidar"][s.name] = rel
         return
-    if s.msgtype == "sensor_msgs/msg/CompressedImage":
-        cim = read_compressed_image(raw, ros1)
-        stamp, jpeg = cim.stamp_ns, compressed_jpeg(cim)
-    else:
-        img = read_image(raw, ros1)
-        stamp, jpeg = img.stamp_ns, encode_jpeg(image_pixels(img), quality=quality)
+    stamp, jpeg = image_jpeg(raw, s.msgtype, ros1, quality)
     rel = f"camera/{s.name}/{f:06d}.jpg"
     (root / rel).parent.mkdir(parents=True, exist_ok=True)
     (root / rel).write_bytes(jpeg)
