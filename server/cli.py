@@ -347,7 +347,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim.set_defaults(func=_cmd_simulate)
 
     prep = sub.add_parser("prepare", help="raw log(s) or ROS bag(s) → prepared scene(s)")
-    prep.add_argument("logs", nargs="+", help="raw-log directories, or ROS bags (converted into SCENE_DIR.rawlog/)")
+    prep.add_argument("logs", nargs="+", help="raw-log directories, or ROS bags (read directly; a bag of VelodyneScan "
+                                              "packets is converted into SCENE_DIR.rawlog/)")
     prep.add_argument("--out", required=True, help="scene directory (one log) or parent directory (several)")
     prep.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                       help="local workers (default: the number of CPUs): threads, or processes with --processes")

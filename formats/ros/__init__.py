@@ -18,6 +18,8 @@ What is read (one module each):
   two passes — time every message, cut frames by the reference sensor and match the others,
   write a raw log (:mod:`formats.raw_log`) — and the issues (gaps, dropped messages, clock
   jumps, unreadable messages), each naming its topic and time, none filled in.
+- :mod:`~formats.ros.source`: the first pass alone, the frames' messages read from the bag
+  when ``prepare`` needs them (:mod:`~formats.ros.mcap_ranges`: an MCAP message's byte range).
 - :mod:`~formats.ros.inspect`: ``fathom inspect``.
 """
 
