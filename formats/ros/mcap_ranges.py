@@ -42,15 +42,15 @@ class McapRanges:
         from mcap.reader import make_reader
 
         self.path = path
-        self.fd = os.open(path, os.O_RDONLY)
+        self._file = open(path, "rb")  # closed by close(), or when the object goes
+        self.fd = self._file.fileno()
         try:
-            with open(path, "rb") as fh:
-                summary = make_reader(fh).get_summary()
+            summary = make_reader(self._file).get_summary()
         except BaseException:
-            os.close(self.fd)
+            self._file.close()
             raise
         if summary is None:
-            os.close(self.fd)
+            self._file.close()
             raise FormatError(path, None, "an MCAP summary (chunk index)")
         self.channels: dict[str, list[int]] = {}
         for c in summary.channels.values():
@@ -58,7 +58,7 @@ class McapRanges:
         self.chunks = sorted(summary.chunk_indexes, key=lambda c: c.message_start_time)
 
     def close(self) -> None:
-        os.close(self.fd)
+        self._file.close()
 
     def read(self, topics: tuple[str, ...], start_ns: int, stop_ns: int) -> dict[tuple[str, int], bytes] | None:
         """``{(topic, log time): data}`` of ``topics``' messages logged in ``[start_ns,

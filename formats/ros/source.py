@@ -105,7 +105,7 @@ class BagImage(BagMessage):
                                                      f"{exc}") from None
 
 
-_open = threading.local()  # per thread: {bag path: Bag}, and the last frame's messages
+_open = threading.local()  # per thread: the readers opened (by path) and the last frame's messages
 
 
 def frame_messages(window: FrameWindow) -> dict[tuple[str, int], bytes]:
