@@ -69,9 +69,10 @@ def msg(store: Any, typename: str, **values: Any) -> Any:
 class BagWriter:
     """rosbags' writer of one storage, one connection per topic, messages serialised here."""
 
-    def __init__(self, path: Path, storage: Storage) -> None:
+    def __init__(self, path: Path, storage: Storage, compression: str | None = None) -> None:
+        """``compression``: a ROS 2 bag's ``"file"`` or ``"message"`` zstd compression."""
         from rosbags.rosbag1 import Writer as Writer1
-        from rosbags.rosbag2 import StoragePlugin
+        from rosbags.rosbag2 import CompressionFormat, CompressionMode, StoragePlugin
         from rosbags.rosbag2 import Writer as Writer2
 
         self.ros1 = storage == "ros1"
@@ -81,6 +82,8 @@ class BagWriter:
         else:
             plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
             self.writer = Writer2(path, version=9, storage_plugin=plugin)
+            if compression is not None:
+                self.writer.set_compression(CompressionMode[compression.upper()], CompressionFormat.ZSTD)
         self.writer.open()
         self.conns: dict[str, Any] = {}
 

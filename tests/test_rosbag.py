@@ -110,7 +110,7 @@ def _drop_definitions(bag_dir: Path) -> None:
 
 
 @pytest.mark.parametrize("storage", ["ros1", "sqlite3"])
-def test_velodyne_packets_prepare_into_the_pcap_logs_scene(tmp_path, storage):
+def test_velodyne_packets_prepare_into_the_pcap_logs_scene(tmp_path, storage, capsys):
     """VelodyneScan packets (a ROS 2 bag without message definitions: Fathom's own
     velodyne_msgs) decode with formats.velodyne into the scene of the rig's pcap log."""
     drive = simulate_drive(seed=3, duration_s=0.3, preset="test", lidars=velodyne_rig("test"))
@@ -132,6 +132,14 @@ def test_velodyne_packets_prepare_into_the_pcap_logs_scene(tmp_path, storage):
     for name in ("rig", "log"):
         assert prepare(tmp_path / name, tmp_path / f"scenes/{name}/drive", options=no_colour).prepared == 3
     assert_same_scene(tmp_path / "scenes/rig/drive", tmp_path / "scenes/log/drive")
+    if storage == "ros1":  # `fathom prepare BAG` converts such a bag (and says so), then prepares its log
+        args = ["--topics", *topics] + [a for t in topics for a in ("--topic-option", t,
+                                                                   f"calibration={options.topic_options[t]['calibration']}")]
+        scene = tmp_path / "scenes/cli/drive"
+        assert main(["prepare", str(bag), "--out", str(scene), "--workers", "1", "--no-colorize", "--no-map",
+                     *args]) == 0
+        assert "converting" in capsys.readouterr().err and (tmp_path / "scenes/cli/drive.rawlog/log.json").exists()
+        assert_same_scene(tmp_path / "scenes/rig/drive", scene)
 
 
 def _bag_args() -> list[str]:

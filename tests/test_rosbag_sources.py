@@ -14,10 +14,11 @@ from engine import quaternion as quat
 from engine.geodesy import Origin, geodetic_to_enu
 from engine.sweep import Sweep
 from formats.errors import FormatError
+from formats.pcd import read_pcd
 from formats.raw_log import read_log
 from formats.ros import BagOptions, bag_to_raw_log, inspect_lines
 from formats.ros.bag import BagReadError
-from formats.ros.source import bag_log
+from formats.ros.source import DirectReadUnsupported, bag_log
 from formats.ros.tf import TransformError, TransformTree
 from tests.rosbag_rig import BagWriter, camera_info, cloud_message, msg
 
@@ -39,9 +40,9 @@ def matrix(q, t) -> np.ndarray:
 class SmallBag:
     """A bag of a few LiDAR sweeps (3 points each, per-point ``t``) and what a test adds."""
 
-    def __init__(self, path: Path, storage: str = "mcap") -> None:
+    def __init__(self, path: Path, storage: str = "mcap", compression: str | None = None) -> None:
         self.path = path
-        self.w = BagWriter(path, storage)
+        self.w = BagWriter(path, storage, compression)
 
     def transforms(self, topic: str, edges, stamp: int = T0) -> None:
         w = self.w
@@ -168,6 +169,29 @@ def test_truncated_bag(tmp_path, storage, hint):
     with pytest.raises(BagReadError, match=hint) as err:
         bag_to_raw_log(bag, tmp_path / "log", BagOptions())
     assert str(bag) in str(err.value)
+
+
+@pytest.mark.parametrize("compression", ["message", "file"])
+def test_compressed_bags_read_directly_or_converted(tmp_path, compression):
+    """zstd per message: read directly (through rosbags' reader, frame by frame), the same
+    sweeps as the conversion's; whole files compressed: converted, not read directly."""
+    b = SmallBag(tmp_path / "t", "mcap", compression)
+    b.transforms("/tf_static", [("base_link", "lidar", q_of(30), [1.0, 0, 2])])
+    b.sweeps(T0 + np.arange(4) * 100 * MS)
+    bag = b.close()
+    result = bag_to_raw_log(bag, tmp_path / "log", BagOptions())
+    assert result.frames == 4
+    if compression == "file":
+        with pytest.raises(DirectReadUnsupported, match="compressed whole"):
+            bag_log(bag, BagOptions())
+        return
+    log, report = bag_log(bag, BagOptions())
+    assert report.lines() == result.lines() and log.frames[0].lidar["lidar"].window.mcap == ()  # no byte ranges
+    converted = read_log(tmp_path / "log")
+    for ours, theirs in zip(log.frames, converted.frames):
+        a, b_ = ours.lidar["lidar"].sweep(), read_pcd(theirs.lidar["lidar"])
+        np.testing.assert_array_equal(a.xyz, b_.xyz)
+        np.testing.assert_array_equal(a.time_offset_ns, b_.time_offset_ns)
 
 
 def test_mcap_chunk_checksums_are_checked(tmp_path):

@@ -146,6 +146,12 @@ class Bag:
         files = [self.path] if self.path.is_file() else list(self.path.iterdir())
         return "mcap" if any(p.suffix == ".mcap" for p in files) else "sqlite3"
 
+    @property
+    def compressed_files(self) -> bool:
+        """Whether the bag's storage files are compressed whole (rosbag2's ``file`` mode:
+        rosbags decompresses them into temporary files on opening)."""
+        return not self.ros1 and self._reader.compression_mode == "file"
+
     def close(self) -> None:
         self._reader.close()
 

@@ -10,8 +10,9 @@ A message that no longer decodes fails its frame, named, where the conversion wo
 the frame without that sensor.
 
 What the direct read does not take: VelodyneScan topics (their packets are decoded as one
-stream, by the conversion's pcap) and a sensor topic logging two messages at the same log
-time (a message is found by its topic and log time); :func:`bag_log` raises
+stream, by the conversion's pcap), a sensor topic logging two messages at the same log time
+(a message is found by its topic and log time) and a bag whose files are compressed whole
+(every reader would decompress it all again); :func:`bag_log` raises
 :class:`DirectReadUnsupported` for these, and ``prepare`` converts such a bag instead.
 """
 
@@ -147,9 +148,10 @@ def bag_log(bag_path: str | os.PathLike, options: BagOptions = BagOptions()) -> 
     with _logs_lock:  # one first pass per bag, whichever thread asks first
         if key not in _logs:
             with Bag(path) as bag:
+                if bag.compressed_files:  # each worker would decompress the whole bag again
+                    raise DirectReadUnsupported("its files are compressed whole: it is converted once instead")
                 rig = first_pass(bag, options)
-                # the bag's own MCAP files (a compressed bag's are temporary: read through the bag)
-                mcap = tuple(p for p in bag.mcap_files() if p.resolve().is_relative_to(path))
+                mcap = tuple(bag.mcap_files())
             log, issues = _direct_log(path, rig, mcap)
             _logs[key] = (log, Conversion(path, len(log.frames), rig.poses.source, issues, rig.idx.start_ns))
         return _logs[key]
