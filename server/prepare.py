@@ -198,16 +198,18 @@ def read_source(log_dir: str | os.PathLike, rosbag: BagOptions | None = None) ->
     return read_log(log_dir) if rosbag is None else bag_log(log_dir, rosbag)[0]
 
 
-_jobs: dict[tuple[str, str, bool, str], _Job] = {}
+_jobs: dict[tuple[str, str, bool, int], _Job] = {}
 _jobs_lock = threading.Lock()
 
 
 def _job(log_dir: str, scene_dir: str, durable: bool, rosbag: BagOptions | None) -> _Job:
-    """The job's shared state, built once per process (the last few jobs kept)."""
-    key = (log_dir, scene_dir, durable, repr(rosbag))
+    """The job's shared state, built once per process (the last few jobs kept); a bag's
+    job is its log's, which is new when the bag changes (:func:`formats.ros.source.bag_log`)."""
+    bag = None if rosbag is None else bag_log(log_dir, rosbag)[0]
+    key = (log_dir, scene_dir, durable, 0 if bag is None else id(bag))
     with _jobs_lock:
         if key not in _jobs:
-            log = read_source(log_dir, rosbag)
+            log = read_log(log_dir) if bag is None else bag
             tracks, track = log.labels(), log.world_from_ego()
             while len(_jobs) >= 4:
                 del _jobs[next(iter(_jobs))]

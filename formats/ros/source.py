@@ -139,9 +139,9 @@ _logs_lock = threading.Lock()
 
 def bag_log(bag_path: str | os.PathLike, options: BagOptions = BagOptions()) -> tuple[RawLog, Conversion]:
     """``(log, report)``: the bag as a raw log whose frames are its messages, and what a
-    conversion would report of it (``report.log_dir`` is the bag); kept per process for the
-    bag's path, size and mtime and the options. :class:`DirectReadUnsupported` for a bag
-    only a conversion reads (module docstring)."""
+    conversion would report of it (``report.log_dir`` is the bag); the last few are kept
+    per process for the bag's path, size and mtime and the options.
+    :class:`DirectReadUnsupported` for a bag only a conversion reads (module docstring)."""
     path = Path(bag_path).resolve()
     files = [path] if path.is_file() else sorted(p for p in path.iterdir() if p.is_file())
     key = (path, tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files), repr(options))
@@ -153,6 +153,8 @@ def bag_log(bag_path: str | os.PathLike, options: BagOptions = BagOptions()) -> 
                 rig = first_pass(bag, options)
                 mcap = tuple(bag.mcap_files())
             log, issues = _direct_log(path, rig, mcap)
+            while len(_logs) >= 4:  # the last few bags kept
+                del _logs[next(iter(_logs))]
             _logs[key] = (log, Conversion(path, len(log.frames), rig.poses.source, issues, rig.idx.start_ns))
         return _logs[key]
 
