@@ -56,11 +56,10 @@ def _window_kernel(xyz, times, per_point_pose, ext_q, ext_t, ts, q, t, q1, theta
     projected as :func:`engine.projection.project_points` projects them (its inlined
     ``source_point`` / ``project_one``; with ``cone (5,)`` of :func:`_cone` non-empty, the
     same transform, then ``lens_project`` for the points inside the cone and beyond its
-    near plane only), chunk by
-    chunk of ``_CHUNK`` points in parallel: chunk c writes its kept points' rows and
-    :class:`engine.projection.Projection` fields in input order from row ``c · _CHUNK`` of
-    ``rows (N,)``, ``uv (N, 2)``, ``depth (N,)``, ``cos_view (N,)``, and how many in
-    ``count[c]``."""
+    near plane only), chunk by chunk of ``_CHUNK`` points in parallel (:func:`spread`):
+    chunk c writes its kept points' rows and :class:`engine.projection.Projection` fields
+    in input order from row ``c · _CHUNK`` of ``rows (N,)``, ``uv (N, 2)``, ``depth (N,)``,
+    ``cos_view (N,)``, and how many in ``count[c]``."""
     model, p, r, tr, cq, ct, tc, rns, size = models[0], params[0], rot[0], trans[0], ce_q[0], ce_t[0], \
         cam_times[0], row_ns[0], sizes[0]
     n = xyz.shape[0]
@@ -122,8 +121,9 @@ def _kept_rows(count, rows, uv, depth, cos_view):
 def _cone(camera: Camera, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     """``(5,)`` bounds ``x0, x1, y0, y1`` of ``x / z`` and ``y / z`` (camera frame) outside
     which a point cannot land in the pixel window ``lo..hi`` of ``camera``'s image, widened
-    by 1e-6 (far beyond rounding), and the near plane's depth; empty where the lens is not ``K`` alone (a distortion
-    or fisheye model) or the shutter rolls (the pixel moves with its row's pose)."""
+    by 1e-6 (far beyond rounding), and the near plane's depth; empty where the lens is not
+    ``K`` alone (a distortion or fisheye model) or the shutter rolls (the pixel moves with
+    its row's pose)."""
     k = camera.intrinsics
     if camera.shutter == "rolling" or not (k.model == "pinhole" or (k.model == "brown_conrady"
                                                                     and not any(k.distortion))):

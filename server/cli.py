@@ -31,8 +31,9 @@ def _bag_options(args: argparse.Namespace):
 
 def _bag_source(bag: str, scene_dir: Path, options, bag_options):
     """``(input, PrepareOptions)`` of a bag: the bag itself, read directly
-    (``formats.ros.source``), or where that does not take it (VelodyneScan packets) its raw
-    log, converted once into ``SCENE_DIR.rawlog/``; what was found is reported on stderr."""
+    (``formats.ros.source``), or where that does not take it (VelodyneScan packets, files
+    compressed whole: ``DirectReadUnsupported``) its raw log, converted once into
+    ``SCENE_DIR.rawlog/``; what was found is reported on stderr."""
     from dataclasses import replace
 
     from formats.ros import raw_log_for_prepare

@@ -167,7 +167,7 @@ def index_bag(bag: Bag, options: BagOptions, every_topic: bool = False) -> BagIn
     except BagReadError as exc:
         if exc.last_log_ns is None:
             raise  # nothing before the break to use
-        idx.stop_log_ns = exc.last_log_ns + 1 if exc.last_log_ns is not None else bag.start_ns
+        idx.stop_log_ns = exc.last_log_ns + 1
         idx.issues.append(Issue("(bag)", exc.last_log_ns, f"the bag breaks off; using the messages before it: "
                                                           f"{exc.expected}", exc))
     for s in idx.sensors.values():

@@ -62,7 +62,8 @@ class McapRanges:
 
     def read(self, topics: tuple[str, ...], start_ns: int, stop_ns: int) -> dict[tuple[str, int], bytes] | None:
         """``{(topic, log time): data}`` of ``topics``' messages logged in ``[start_ns,
-        stop_ns)``, each read as its own byte range; None where one lies in a compressed chunk."""
+        stop_ns)``, each read as its own byte range; None where a chunk of the span holds
+        messages of the topics compressed."""
         out: dict[tuple[str, int], bytes] = {}
         for chunk in self.chunks:
             if chunk.message_end_time < start_ns or chunk.message_start_time >= stop_ns:
@@ -73,10 +74,10 @@ class McapRanges:
                     at = chunk.message_index_offsets.get(channel)
                     if at is None:
                         continue
+                    if chunk.compression:  # the topic has messages in a compressed chunk of the span
+                        return None
                     for log_ns, offset in self._index(at, chunk.message_index_length):
                         if start_ns <= log_ns < stop_ns:
-                            if chunk.compression:
-                                return None
                             out[(topic, int(log_ns))] = self._data(records + int(offset))
         return out
 
