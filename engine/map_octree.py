@@ -109,9 +109,9 @@ _DIGIT = 8  # radix digit of the sort inside a cell: 256 write heads
 
 
 @jit
-def _merge_kernel(words, order, cell_starts, origin, voxel, low_bits, cell, cell_floats, keys, tmp,
+def _merge_kernel(words, runs, cell_runs, origin, voxel, low_bits, cell, cell_floats, keys, tmp,
                   codes, ox, oy, oz, oi, o_r, o_g, o_b, ocount, ofirst, olast):
-    """Per cell: its records gathered into ``cell`` (in cache: a cell is small), their codes,
+    """Per cell: its runs of records gathered into ``cell`` (in cache: a cell is small), their codes,
     an LSD radix sort of the low ``low_bits``, then each run of equal codes merged into one
     output row (:func:`merge_voxels`). Returns the rows written."""
     inv = 1.0 / voxel
@@ -120,18 +120,18 @@ def _merge_kernel(words, order, cell_starts, origin, voxel, low_bits, cell, cell
     low_mask = (np.int64(1) << low_bits) - 1
     hist = np.empty((max(passes, 1), radix), np.int64)
     m = 0
-    for c in range(cell_starts.shape[0] - 1):
-        s, n = cell_starts[c], cell_starts[c + 1] - cell_starts[c]
+    for c in range(cell_runs.shape[0] - 1):
+        n = 0
+        for r in range(cell_runs[c], cell_runs[c + 1]):
+            first, length = runs[r, 0], runs[r, 1]
+            cell[n:n + length] = words[first:first + length]
+            n += length
         if n == 0:
             continue
         idx_bits = 1
         while (np.int64(1) << idx_bits) < n:
             idx_bits += 1
         hist[:, :] = 0
-        for j in range(n):
-            i = order[s + j]
-            for w in range(words.shape[1]):
-                cell[j, w] = words[i, w]
         high = _code(cell[0, 0], cell[0, 1], cell[0, 2], origin, voxel, inv) >> low_bits
         for j in range(n):
             low = _code(cell[j, 0], cell[j, 1], cell[j, 2], origin, voxel, inv) & low_mask
@@ -191,16 +191,17 @@ def _merge_kernel(words, order, cell_starts, origin, voxel, low_bits, cell, cell
 MERGE_COLUMNS = ("x", "y", "z", "intensity", "r", "g", "b", "count", "first", "last")
 
 
-def merge_voxels(records: np.ndarray, order: np.ndarray, cell_starts: np.ndarray, origin: tuple[int, int, int],
+def merge_voxels(records: np.ndarray, runs: np.ndarray, cell_runs: np.ndarray, origin: tuple[int, int, int],
                  voxel_q: int, low_bits: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Merge the points of each voxel into one map point.
 
     Args:
         records: ``(R, RECORD_WORDS) int32`` points (:data:`RECORD_WORDS`).
-        order: ``(N,) int64`` rows of ``records`` grouped by cell: cell ``c`` is
-            ``records[order[cell_starts[c]:cell_starts[c + 1]]]``, the cells in code order,
-            and the points of a cell share their code above its low ``low_bits``.
-        cell_starts: ``(C + 1,) int64``.
+        runs: ``(U, 2) int64`` runs of consecutive rows of ``records`` (first row, length),
+            grouped by cell: cell ``c`` is the runs ``cell_runs[c]..cell_runs[c + 1] - 1``
+            one after the other, the cells in code order, and the points of a cell share
+            their code above its low ``low_bits``.
+        cell_runs: ``(C + 1,) int64``.
         origin: the octree cube's min corner (quanta); ``voxel_q``: the voxel side (quanta).
 
     Returns:
@@ -209,17 +210,19 @@ def merge_voxels(records: np.ndarray, order: np.ndarray, cell_starts: np.ndarray
         (mean), ``r g b`` uint8 (mean, rounded), ``count`` uint32 (points merged, saturating),
         ``first last`` uint32 (min, max frame). Points of a voxel are summed in input order.
     """
-    n = len(order)
+    runs = np.ascontiguousarray(runs, np.int64).reshape(-1, 2)
+    cell_runs = np.ascontiguousarray(cell_runs, np.int64)
+    ends = np.concatenate([[0], np.cumsum(runs[:, 1])])
+    n = int(ends[-1])
     words = np.ascontiguousarray(records, np.int32).reshape(len(records), RECORD_WORDS)
-    starts = np.ascontiguousarray(cell_starts, np.int64)
-    biggest = int(np.diff(starts).max()) if len(starts) > 1 else 0
+    biggest = int(np.diff(ends[cell_runs]).max()) if len(cell_runs) > 1 else 0
     out = {k: np.empty(n, np.int32) for k in "xyz"}
     out["intensity"] = np.empty(n, np.float32)
     out.update({k: np.empty(n, np.uint8) for k in "rgb"})
     out.update({k: np.empty(n, np.uint32) for k in ("count", "first", "last")})
     codes = np.empty(n, np.int64)
     cell = np.empty((biggest, RECORD_WORDS), np.int32)
-    m = _merge_kernel(words, np.ascontiguousarray(order, np.int64), starts, np.asarray(origin, np.int64),
+    m = _merge_kernel(words, runs, cell_runs, np.asarray(origin, np.int64),
                       np.int64(voxel_q), np.int64(low_bits), cell, cell.view(np.float32), np.empty(biggest, np.int64),
                       np.empty(biggest, np.int64), codes, *(out[k] for k in MERGE_COLUMNS))
     return codes[:m], {k: v[:m] for k, v in out.items()}
@@ -346,7 +349,7 @@ def _warmup() -> None:
     morton_codes(x, x, x, 10)
     records = np.zeros((4, RECORD_WORDS), np.int32)
     records[:, 0] = x
-    codes, _ = merge_voxels(records, np.arange(4), np.array([0, 3, 4]), (0, 0, 0), 10, 3)
+    codes, _ = merge_voxels(records, np.array([[0, 3], [3, 1]]), np.array([0, 1, 2]), (0, 0, 0), 10, 3)
     nodes = octree_shape(codes, 0, 3, 1, 1)
     select_lod(codes, nodes, 3, 1)
     node_xyz(nodes["prefixes"])

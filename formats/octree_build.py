@@ -7,7 +7,7 @@
    ``memory_points``), bounds and intensity range kept.
 2. **Chunks**: the cube around the bounds, chunks planned from the counts (a node of at most
    ``chunk_max`` points), grouped in batches of at most ``memory_points`` points; a pool of
-   more than one batch partitioned into one file per batch; each batch's records ordered
+   more than one batch partitioned into one file per batch; each batch's runs of records listed
    cell after cell.
 3. **Nodes**, chunk by chunk in code order, :data:`WORKERS` at once (one thread each): voxel
    duplicates merged (:func:`engine.map_octree.merge_voxels`), the chunk's subtree built and
@@ -17,8 +17,8 @@
 4. **Top**: the levels above the chunks selected from the chunk roots' points; their nodes
    and the chunk roots written; ``hierarchy.bin``, then ``metadata.json`` last.
 
-Memory: the pool while it fits ``memory_points`` records (24 bytes each), else a batch (32
-bytes per point with its order), plus the chunks in work (about 100 bytes per point of
+Memory: the pool while it fits ``memory_points`` records (24 bytes each), else a batch (as
+much), plus the chunks in work (about 100 bytes per point of
 each); then the chunk roots' points. Temporaries live in ``LAYER_DIR/.work``. Resuming:
 frames in written pool segments are not added again (:attr:`OctreeBuilder.next_frame`), a
 finished partition and finished chunks are kept (the partial ``octree.bin`` in ``.work`` is
@@ -220,9 +220,10 @@ class OctreeBuilder:
         for b, (first, end) in enumerate(batches):
             todo = [k for k in range(first, end) if not self._done_path(k).is_file()]
             if todo:
-                records, order = self.pool.batch(self.counter, plan, batches, b)
-                self._run_chunks(todo, records, order, plan.chunk_span(first)[0], plan, cube, stats, writer)
-                del records, order  # the pool's arrays, reused by the next batch, released before the top
+                records, runs, cell_runs = self.pool.batch(self.counter, plan, batches, b)
+                self._run_chunks(todo, records, runs, cell_runs, int(plan.chunk_cells[first]), plan, cube, stats,
+                                 writer)
+                del records  # the pool's array, reused by the next batch, released before the top
             for k in range(first, end):
                 with np.load(self._done_path(k)) as saved:
                     entries.append(saved["entries"].view(ENTRY).reshape(-1))
@@ -246,30 +247,31 @@ class OctreeBuilder:
                 end = int(saved["end"])
         return end
 
-    def _run_chunks(self, todo: list[int], records: np.ndarray, order: np.ndarray, base: int, plan: ChunkPlan,
-                    cube: Cube, stats: dict, writer: "_NodeWriter") -> None:
-        """Chunks ``todo`` (``records[order]``: their batch's records, cell after cell, from
-        record ``base`` of the plan on), up to :data:`WORKERS` at once; each written, in order,
-        as soon as it and those before it are done (at most :data:`QUEUED` in work or waiting)."""
+    def _run_chunks(self, todo: list[int], records: np.ndarray, runs: np.ndarray, cell_runs: np.ndarray, base: int,
+                    plan: ChunkPlan, cube: Cube, stats: dict, writer: "_NodeWriter") -> None:
+        """Chunks ``todo`` (their batch's ``records``, their ``runs`` cell after cell from cell
+        ``base`` of the plan on: :meth:`formats.octree_pool.Pool.batch`), up to :data:`WORKERS`
+        at once; each written, in order, as soon as it and those before it are done (at most
+        :data:`QUEUED` in work or waiting)."""
         pending: deque[tuple[int, Future]] = deque()
         with ThreadPoolExecutor(WORKERS, thread_name_prefix="octree-chunk") as threads:
             for k in todo:
                 if len(pending) == QUEUED:
                     self._save_chunk(*pending.popleft(), writer)
                 level, _, _ = plan.chunks[k]
-                start, end = plan.chunk_span(k)
-                cells = plan.cell_starts[plan.chunk_cells[k]:plan.chunk_cells[k + 1] + 1] - start
-                mine = order[start - base:end - base]
-                pending.append((k, threads.submit(self._process_chunk, k, level, records, mine, cells, cube, stats)))
+                mine = cell_runs[plan.chunk_cells[k] - base:plan.chunk_cells[k + 1] - base + 1]
+                pending.append((k, threads.submit(self._process_chunk, k, level, records, runs[mine[0]:mine[-1]],
+                                                  mine - mine[0], cube, stats)))
             while pending:
                 self._save_chunk(*pending.popleft(), writer)
 
-    def _process_chunk(self, k: int, level: int, records: np.ndarray, order: np.ndarray, cell_starts: np.ndarray,
+    def _process_chunk(self, k: int, level: int, records: np.ndarray, runs: np.ndarray, cell_runs: np.ndarray,
                        cube: Cube, stats: dict) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
-        """Chunk ``k`` (a node at ``level``; ``records[order]`` its points, cell after cell):
-        its nodes but its root encoded (``data``, :data:`ENTRY` rows with offsets in ``data``)
-        and its root's points (with their ``codes``)."""
-        codes, merged = merge_voxels(records.view(np.int32).reshape(len(records), -1), order, cell_starts,
+        """Chunk ``k`` (a node at ``level``; its points the ``runs`` of ``records``, cell after
+        cell: :func:`~engine.map_octree.merge_voxels`): its nodes but its root encoded
+        (``data``, :data:`ENTRY` rows with offsets in ``data``) and its root's points (with
+        their ``codes``)."""
+        codes, merged = merge_voxels(records.view(np.int32).reshape(len(records), -1), runs, cell_runs,
                                      cube.origin_q, cube.voxel_q, 3 * cube.cell_bits)
         merged["intensity16"] = intensity16(merged.pop("intensity"), stats)
         nodes = octree_shape(codes, level, cube.depth, self.options.grid_bits, self.options.leaf_max)

@@ -141,19 +141,23 @@ def _lookup_kernel(run_keys, keys, values, out):
 
 
 @jit
-def _place_kernel(lengths, dest, cursor, lo, hi, base, offset, order):
-    """Runs of ``lengths[j]`` records (numbered from ``offset`` on, run after run) whose
-    destination ``dest[j]`` is in ``lo..hi-1`` get the places from ``cursor[dest] - base`` on
-    in ``order`` (their numbers), the cursor then advanced: a stable counting sort."""
-    i = offset
+def _place_kernel(lengths, rank, lo, hi, cell_runs, runs):
+    """Runs of ``lengths[j]`` records (run after run) whose cell ``rank[j]`` is in ``lo..hi-1``
+    listed in ``runs`` (first record, length) cell after cell, in record order within a cell
+    (a stable counting sort); ``cell_runs`` (zeros, ``hi - lo + 1``) gets each cell's first run."""
     for j in range(lengths.shape[0]):
-        d, n = dest[j], lengths[j]
-        if lo <= d < hi:
-            p = cursor[d] - base
-            for t in range(n):
-                order[p + t] = i + t
-            cursor[d] += n
-        i += n
+        if lo <= rank[j] < hi:
+            cell_runs[rank[j] - lo + 1] += 1
+    for c in range(hi - lo):
+        cell_runs[c + 1] += cell_runs[c]
+    cursor = cell_runs[:-1].copy()
+    first = 0
+    for j in range(lengths.shape[0]):
+        c = rank[j] - lo
+        if 0 <= c < hi - lo:
+            runs[cursor[c], 0], runs[cursor[c], 1] = first, lengths[j]
+            cursor[c] += 1
+        first += lengths[j]
 
 
 @jit
@@ -335,14 +339,16 @@ def plan_chunks(cube: Cube, counter: CellCounter, chunk_max: int) -> ChunkPlan:
     return ChunkPlan(chunks, csum, np.array(bounds, np.int64), rank)
 
 
-def place(lengths: np.ndarray, dest: np.ndarray, cursor: np.ndarray, dests: tuple[int, int], base: int,
-          offset: int, order: np.ndarray) -> None:
-    """Number the records of runs of ``lengths`` (``(R,) int64``, numbered from ``offset`` on,
-    run after run) and place the numbers of those whose run's destination (``dest``) is in
-    ``dests[0]..dests[1] - 1`` in ``order`` at ``cursor[dest] - base`` on, advancing the
-    cursors (``(D,) int64``): in record order within a destination (a stable counting sort)."""
-    _place_kernel(np.ascontiguousarray(lengths, np.int64), np.ascontiguousarray(dest, np.int64), cursor,
-                  np.int64(dests[0]), np.int64(dests[1]), np.int64(base), np.int64(offset), order)
+def place(lengths: np.ndarray, rank: np.ndarray, cells: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Of the records in runs of ``lengths`` (``(R,) int64``, one after the other, run ``j`` all
+    in the cell of rank ``rank[j]``), those in the cells ``cells[0]..cells[1] - 1``, cell after
+    cell (record order within a cell): ``(runs (U, 2) int64`` first record and length,
+    ``cell_runs (C + 1,) int64``: cell ``cells[0] + c`` is ``runs[cell_runs[c]:cell_runs[c + 1]]``)."""
+    lengths, rank = np.ascontiguousarray(lengths, np.int64), np.ascontiguousarray(rank, np.int64)
+    inside = int(np.count_nonzero((rank >= cells[0]) & (rank < cells[1])))
+    runs, cell_runs = np.empty((inside, 2), np.int64), np.zeros(cells[1] - cells[0] + 1, np.int64)
+    _place_kernel(lengths, rank, np.int64(cells[0]), np.int64(cells[1]), cell_runs, runs)
+    return runs, cell_runs
 
 
 def group(records: np.ndarray, lengths: np.ndarray, dest: np.ndarray, cursor: np.ndarray, out: np.ndarray) -> None:
@@ -360,5 +366,5 @@ def _warmup() -> None:
         runs = counter.pack(0, v, np.zeros(3, np.float32), rgb, rec)
     frame_stats(v, np.zeros(3, np.float32))
     dest = counter.lookup(runs[:, 0], np.zeros(len(counter.keys), np.int64))
-    place(runs[:, 1], dest, np.zeros(1, np.int64), (0, 1), 0, 0, np.empty(3, np.int64))
+    place(runs[:, 1], dest, (0, 1))
     group(rec, runs[:, 1], dest, np.zeros(1, np.int64), np.empty(3, RAW))

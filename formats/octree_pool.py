@@ -11,9 +11,9 @@ are also kept in one array in memory (reserved, touched as it fills): such a poo
 read back.
 
 Batches: a batch of chunks (:meth:`~formats.octree_chunks.ChunkPlan.batches`, at most
-``memory_points`` records) is an array of records and the order of their numbers, cell
-after cell (a counting sort of the runs: the counts give every cell's place; pool order
-within a cell, so every build orders them alike). A pool of one batch is that array (the one
+``memory_points`` records) is an array of records and their runs of one cell listed cell
+after cell (a counting sort of the runs; pool order within a cell, so every build orders
+them alike). A pool of one batch is that array (the one
 in memory, or the segments read back); a bigger one is first partitioned, segment by
 segment, into one file per batch (``batch-NNNN.bin`` and ``.runs``), each read back whole
 for its batch. Arrays read are reused from batch to batch.
@@ -159,8 +159,7 @@ class Pool:
         self._memory: np.ndarray | None = None if segments else np.empty(memory_points, RAW)  # None: not all in it
         self._memory_runs: list[np.ndarray] = []
         self._held = 0
-        self._records: np.ndarray | None = None  # arrays reused by batches
-        self._order: np.ndarray | None = None
+        self._records: np.ndarray | None = None  # the array batches reuse
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="octree-pool")
         self._pending: list[Future] = []
         weakref.finalize(self, self._writer.shutdown)  # a pool dropped unfinished still writes what it committed
@@ -220,8 +219,8 @@ class Pool:
         self._pending = []
 
     def release(self) -> None:
-        """Drop the records kept in memory and the arrays batches reuse."""
-        self._memory, self._memory_runs, self._records, self._order = None, [], None, None
+        """Drop the records kept in memory and the array batches reuse."""
+        self._memory, self._memory_runs, self._records = None, [], None
 
     def batch_path(self, b: int) -> Path:
         return self.work / f"batch-{b:04d}.bin"
@@ -266,14 +265,13 @@ class Pool:
         self._memory, self._memory_runs = None, []
 
     def batch(self, counter: CellCounter, plan: ChunkPlan, batches: list[tuple[int, int]], b: int
-              ) -> tuple[np.ndarray, np.ndarray]:
-        """``(records (R,) RAW, order (M,) int64)`` of batch ``b`` (chunks ``batches[b][0]..
-        batches[b][1] - 1``): ``records[order]`` is them cell after cell (chunk ``k`` at
-        ``plan.chunk_span(k)`` less the first one's start); from the batch's file or, for one
-        batch, the whole pool. Valid until the next call (the arrays are reused)."""
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(records (R,) RAW, runs (U, 2) int64, cell_runs (C + 1,) int64)`` of batch ``b``
+        (chunks ``batches[b][0]..batches[b][1] - 1``, cells ``plan.chunk_cells[batches[b][0]]``
+        on): its records' runs cell after cell (:func:`~formats.octree_chunks.place`); from the
+        batch's file or, for one batch, the whole pool. Valid until the next call (the array of
+        records is reused)."""
         cells = (int(plan.chunk_cells[batches[b][0]]), int(plan.chunk_cells[batches[b][1]]))
-        base = int(plan.cell_starts[cells[0]])
-        n = int(plan.cell_starts[cells[1]]) - base
         largest = max(plan.chunk_span(e - 1)[1] - plan.chunk_span(f)[0] for f, e in batches)
         if len(batches) == 1 and self._memory is not None:
             records = self._memory[:self._held]
@@ -286,8 +284,4 @@ class Pool:
                 got += _read_into(path, self._records[got:])
             records = self._records[:got]
             runs = np.concatenate([_read_runs(runs_path(p)) for p in paths])
-        self._order = _grown(self._order, largest, np.dtype(np.int64))
-        order = self._order[:n]
-        place(runs[:, 1], counter.lookup(runs[:, 0], plan.rank_of_slot), plan.cell_starts[:-1].copy(), cells, base, 0,
-              order)
-        return records, order
+        return (records, *place(runs[:, 1], counter.lookup(runs[:, 0], plan.rank_of_slot), cells))

@@ -96,7 +96,12 @@ def test_merge_voxels_against_numpy(cell_bits):
     cells = morton_codes(q[:, 0], q[:, 1], q[:, 2], VOXEL, tuple(origin)) >> (3 * cell_bits)
     order = np.argsort(cells, kind="stable")  # grouped by cell, in input order within each
     starts = np.concatenate([[0], np.flatnonzero(np.diff(cells[order])) + 1, [len(q)]])
-    merged_codes, merged = merge_voxels(records, order, starts, tuple(origin), VOXEL, 3 * cell_bits)
+    # runs: the longest stretches of consecutive records within a cell
+    cuts = np.union1d(starts, np.flatnonzero(np.diff(order) != 1) + 1)
+    runs = np.column_stack([order[cuts[:-1]], np.diff(cuts)])
+    assert runs[:, 1].max() > 1
+    merged_codes, merged = merge_voxels(records, runs, np.searchsorted(cuts, starts), tuple(origin), VOXEL,
+                                        3 * cell_bits)
     assert np.all(np.diff(merged_codes) > 0) and len(merged_codes) == len(ref["count"])
     got = {k: merged[k] for k in "xyz"}
     assert np.array_equal(merged_codes, morton_codes(got["x"], got["y"], got["z"], VOXEL))
