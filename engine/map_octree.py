@@ -104,20 +104,46 @@ def node_xyz(prefixes: np.ndarray) -> np.ndarray:
     return out
 
 
-RECORD_WORDS = 6  # a pooled point: int32 words x y z (quanta), intensity (float32 bits), r | g << 8 | b << 16, frame
+RECORD_WORDS = 4  # a pooled point: four int32 words (write_record)
+MAX_CELL_BITS = 8  # a voxel's code within its counting cell takes 3 · cell_bits <= 24 bits of a record
+MAX_CELL_Q = 1 << 16  # a position within its counting cell takes 16 bits of a record
 _DIGIT = 8  # radix digit of the sort inside a cell: 256 write heads
 
 
+@inline
+def write_record(words, floats, p, x, y, z, intensity, r, g, b, voxel, inv, cell_bits):
+    """Row ``p`` of ``words`` (``(R, RECORD_WORDS) int32``; ``floats`` its float32 view) made the
+    record of the point at integer ``x y z`` (quanta; ``inv = 1 / voxel``), its counting cell
+    the cube of ``voxel · 2**cell_bits`` (<= :data:`MAX_CELL_Q`) quanta on the grid anchored at
+    0 holding it, ``cell_bits <= MAX_CELL_BITS``:
+
+    word 0 ``x | y << 16``, word 1 ``z | r << 16 | g << 24`` (positions in quanta from the
+    cell's min corner), word 2 the intensity's float32 bits, word 3 ``b | v << 8`` (``v``: the
+    Morton code of the point's voxel within the cell). The frame is kept with the record's run.
+    """
+    vx = floor_div(np.int64(x), voxel, inv)
+    vy = floor_div(np.int64(y), voxel, inv)
+    vz = floor_div(np.int64(z), voxel, inv)
+    cell_q = voxel << cell_bits
+    mask = (np.int64(1) << cell_bits) - 1
+    lx = np.int64(x) - (vx >> cell_bits) * cell_q
+    ly = np.int64(y) - (vy >> cell_bits) * cell_q
+    lz = np.int64(z) - (vz >> cell_bits) * cell_q
+    code = _SPREAD[vx & mask] | (_SPREAD[vy & mask] << 1) | (_SPREAD[vz & mask] << 2)
+    words[p, 0] = np.int32(np.uint32(lx | (ly << 16)))
+    words[p, 1] = np.int32(np.uint32(lz | (np.int64(r) << 16) | (np.int64(g) << 24)))
+    floats[p, 2] = intensity
+    words[p, 3] = np.int32(np.uint32(np.int64(b) | (code << 8)))
+
+
 @jit
-def _merge_kernel(words, runs, cell_runs, origin, voxel, low_bits, cell, cell_floats, keys, tmp,
+def _merge_kernel(words, runs, cell_runs, cell_codes, cell_xyz, low_bits, cell, cell_floats, frames, keys, tmp,
                   codes, ox, oy, oz, oi, o_r, o_g, o_b, ocount, ofirst, olast):
-    """Per cell: its runs of records gathered into ``cell`` (in cache: a cell is small), their codes,
-    an LSD radix sort of the low ``low_bits``, then each run of equal codes merged into one
-    output row (:func:`merge_voxels`). Returns the rows written."""
-    inv = 1.0 / voxel
+    """Per cell: its runs of records gathered into ``cell`` (in cache: a cell is small), an LSD
+    radix sort of their voxel codes, then each run of equal codes merged into one output row
+    (:func:`merge_voxels`). Returns the rows written."""
     radix = 1 << _DIGIT
     passes = (low_bits + _DIGIT - 1) // _DIGIT
-    low_mask = (np.int64(1) << low_bits) - 1
     hist = np.empty((max(passes, 1), radix), np.int64)
     m = 0
     for c in range(cell_runs.shape[0] - 1):
@@ -125,6 +151,7 @@ def _merge_kernel(words, runs, cell_runs, origin, voxel, low_bits, cell, cell_fl
         for r in range(cell_runs[c], cell_runs[c + 1]):
             first, length = runs[r, 0], runs[r, 1]
             cell[n:n + length] = words[first:first + length]
+            frames[n:n + length] = runs[r, 2]
             n += length
         if n == 0:
             continue
@@ -132,9 +159,8 @@ def _merge_kernel(words, runs, cell_runs, origin, voxel, low_bits, cell, cell_fl
         while (np.int64(1) << idx_bits) < n:
             idx_bits += 1
         hist[:, :] = 0
-        high = _code(cell[0, 0], cell[0, 1], cell[0, 2], origin, voxel, inv) >> low_bits
         for j in range(n):
-            low = _code(cell[j, 0], cell[j, 1], cell[j, 2], origin, voxel, inv) & low_mask
+            low = np.int64(np.uint32(cell[j, 3])) >> 8
             keys[j] = (low << idx_bits) | j
             for p in range(passes):
                 hist[p, (low >> (_DIGIT * p)) & (radix - 1)] += 1
@@ -153,6 +179,7 @@ def _merge_kernel(words, runs, cell_runs, origin, voxel, low_bits, cell, cell_fl
                 dst[hist[p, d]] = src[j]
                 hist[p, d] += 1
             src, dst = dst, src
+        high, cx, cy, cz = cell_codes[c] << low_bits, cell_xyz[c, 0], cell_xyz[c, 1], cell_xyz[c, 2]
         j = 0
         while j < n:  # runs of equal codes: the count-weighted means (module docstring of merge_voxels)
             low = src[j] >> idx_bits
@@ -162,23 +189,23 @@ def _merge_kernel(words, runs, cell_runs, origin, voxel, low_bits, cell, cell_fl
             a = j
             while j < n and (src[j] >> idx_bits) == low:
                 i = src[j] & ((np.int64(1) << idx_bits) - 1)
-                sx += np.int64(cell[i, 0]) - origin[0]
-                sy += np.int64(cell[i, 1]) - origin[1]
-                sz += np.int64(cell[i, 2]) - origin[2]
-                si += cell_floats[i, 3]
-                rgb = cell[i, 4]
-                sr += rgb & 0xFF
-                sg += (rgb >> 8) & 0xFF
-                sb += (rgb >> 16) & 0xFF
-                f = np.uint32(cell[i, 5])
+                w0, w1 = np.int64(np.uint32(cell[i, 0])), np.int64(np.uint32(cell[i, 1]))
+                sx += w0 & 0xFFFF
+                sy += w0 >> 16
+                sz += w1 & 0xFFFF
+                sr += (w1 >> 16) & 0xFF
+                sg += w1 >> 24
+                sb += cell[i, 3] & 0xFF
+                si += cell_floats[i, 2]
+                f = np.uint32(frames[i])
                 f0, f1 = min(f0, f), max(f1, f)
                 j += 1
             cnt = np.int64(j - a)
-            codes[m] = (high << low_bits) | low
+            codes[m] = high | low
             if cnt == 1:  # most voxels: no divisions
-                ox[m], oy[m], oz[m], o_r[m], o_g[m], o_b[m], oi[m] = sx, sy, sz, sr, sg, sb, si
+                ox[m], oy[m], oz[m], o_r[m], o_g[m], o_b[m], oi[m] = cx + sx, cy + sy, cz + sz, sr, sg, sb, si
             else:
-                ox[m], oy[m], oz[m] = sx // cnt, sy // cnt, sz // cnt
+                ox[m], oy[m], oz[m] = cx + sx // cnt, cy + sy // cnt, cz + sz // cnt
                 twice = 2 * cnt  # colours rounded to nearest
                 o_r[m], o_g[m], o_b[m] = (2 * sr + cnt) // twice, (2 * sg + cnt) // twice, (2 * sb + cnt) // twice
                 oi[m] = si / cnt
@@ -191,26 +218,28 @@ def _merge_kernel(words, runs, cell_runs, origin, voxel, low_bits, cell, cell_fl
 MERGE_COLUMNS = ("x", "y", "z", "intensity", "r", "g", "b", "count", "first", "last")
 
 
-def merge_voxels(records: np.ndarray, runs: np.ndarray, cell_runs: np.ndarray, origin: tuple[int, int, int],
-                 voxel_q: int, low_bits: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def merge_voxels(records: np.ndarray, runs: np.ndarray, cell_runs: np.ndarray, cell_codes: np.ndarray,
+                 cell_xyz: np.ndarray, cell_bits: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Merge the points of each voxel into one map point.
 
     Args:
-        records: ``(R, RECORD_WORDS) int32`` points (:data:`RECORD_WORDS`).
-        runs: ``(U, 2) int64`` runs of consecutive rows of ``records`` (first row, length),
-            grouped by cell: cell ``c`` is the runs ``cell_runs[c]..cell_runs[c + 1] - 1``
-            one after the other, the cells in code order, and the points of a cell share
-            their code above its low ``low_bits``.
+        records: ``(R, RECORD_WORDS) int32`` points (:func:`write_record`).
+        runs: ``(U, 3) int64`` runs of consecutive rows of ``records`` in one counting cell
+            (first row, length, frame), grouped by cell: cell ``c`` is the runs
+            ``cell_runs[c]..cell_runs[c + 1] - 1`` one after the other.
         cell_runs: ``(C + 1,) int64``.
-        origin: the octree cube's min corner (quanta); ``voxel_q``: the voxel side (quanta).
+        cell_codes: ``(C,) int64`` the cells' Morton codes at their level of the octree,
+            ascending; ``cell_xyz``: ``(C, 3) int64`` their min corners in quanta from the
+            cube's; cells of ``2**cell_bits`` voxels a side.
 
     Returns:
         ``(codes (M,) int64 ascending unique, merged columns (M,))``: ``x y z`` int32 quanta
-        from ``origin`` (the mean, rounded down, so inside the voxel), ``intensity`` float32
-        (mean), ``r g b`` uint8 (mean, rounded), ``count`` uint32 (points merged, saturating),
-        ``first last`` uint32 (min, max frame). Points of a voxel are summed in input order.
+        from the cube's corner (the mean, rounded down, so inside the voxel), ``intensity``
+        float32 (mean), ``r g b`` uint8 (mean, rounded), ``count`` uint32 (points merged,
+        saturating), ``first last`` uint32 (min, max frame). Points of a voxel are summed in
+        input order.
     """
-    runs = np.ascontiguousarray(runs, np.int64).reshape(-1, 2)
+    runs = np.ascontiguousarray(runs, np.int64).reshape(-1, 3)
     cell_runs = np.ascontiguousarray(cell_runs, np.int64)
     ends = np.concatenate([[0], np.cumsum(runs[:, 1])])
     n = int(ends[-1])
@@ -222,8 +251,9 @@ def merge_voxels(records: np.ndarray, runs: np.ndarray, cell_runs: np.ndarray, o
     out.update({k: np.empty(n, np.uint32) for k in ("count", "first", "last")})
     codes = np.empty(n, np.int64)
     cell = np.empty((biggest, RECORD_WORDS), np.int32)
-    m = _merge_kernel(words, runs, cell_runs, np.asarray(origin, np.int64),
-                      np.int64(voxel_q), np.int64(low_bits), cell, cell.view(np.float32), np.empty(biggest, np.int64),
+    m = _merge_kernel(words, runs, cell_runs, np.ascontiguousarray(cell_codes, np.int64),
+                      np.ascontiguousarray(cell_xyz, np.int64).reshape(-1, 3), np.int64(3 * cell_bits), cell,
+                      cell.view(np.float32), np.empty(biggest, np.int64), np.empty(biggest, np.int64),
                       np.empty(biggest, np.int64), codes, *(out[k] for k in MERGE_COLUMNS))
     return codes[:m], {k: v[:m] for k, v in out.items()}
 
@@ -348,8 +378,10 @@ def _warmup() -> None:
     x = np.array([0, 5, 5, 40], np.int32)
     morton_codes(x, x, x, 10)
     records = np.zeros((4, RECORD_WORDS), np.int32)
-    records[:, 0] = x
-    codes, _ = merge_voxels(records, np.array([[0, 3], [3, 1]]), np.array([0, 1, 2]), (0, 0, 0), 10, 3)
+    for p in range(4):
+        write_record(records, records.view(np.float32), p, x[p], x[p], x[p], 1.0, 1, 2, 3, 10, 0.1, 3)
+    codes, _ = merge_voxels(records, np.array([[0, 3, 0], [3, 1, 1]]), np.array([0, 1, 2]), np.array([0, 1]),
+                            np.array([[0, 0, 0], [80, 0, 0]]), 3)
     nodes = octree_shape(codes, 0, 3, 1, 1)
     select_lod(codes, nodes, 3, 1)
     node_xyz(nodes["prefixes"])

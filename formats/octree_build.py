@@ -17,7 +17,7 @@
 4. **Top**: the levels above the chunks selected from the chunk roots' points; their nodes
    and the chunk roots written; ``hierarchy.bin``, then ``metadata.json`` last.
 
-Memory: the pool while it fits ``memory_points`` records (24 bytes each), else a batch (as
+Memory: the pool while it fits ``memory_points`` records (16 bytes each), else a batch (as
 much), plus the chunks in work (about 100 bytes per point of
 each); then the chunk roots' points. Temporaries live in ``LAYER_DIR/.work``. Resuming:
 frames in written pool segments are not added again (:attr:`OctreeBuilder.next_frame`), a
@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 import xxhash
 
-from engine.map_octree import merge_voxels, node_xyz, octree_shape, select_lod
+from engine.map_octree import MAX_CELL_BITS, MAX_CELL_Q, merge_voxels, node_xyz, octree_shape, select_lod
 from formats.octree import (
     ENTRY,
     FORMAT_NAME,
@@ -74,7 +74,9 @@ class OctreeOptions:
             (root spacing = cube side / 128).
         leaf_max: a subtree of at most this many points is one leaf node.
         chunk_max: target points per chunk (the unit of work of step 3).
-        cell_bits: counting cells are ``2**cell_bits`` voxels per side.
+        cell_bits: counting cells are ``2**cell_bits`` voxels per side (at most
+            :data:`~engine.map_octree.MAX_CELL_BITS`, and at most
+            :data:`~engine.map_octree.MAX_CELL_Q` quanta).
         step: hierarchy levels per page.
         segment_points: points per pool segment (the resume granularity of step 1).
         memory_points: input points the pool keeps in memory and a batch holds.
@@ -95,13 +97,14 @@ class OctreeBuilder:
     """Builds the layer in ``layer_dir`` (see the module docstring); ``add`` then ``finish``."""
 
     def __init__(self, layer_dir: str | os.PathLike, options: OctreeOptions = OctreeOptions()) -> None:
-        if options.voxel_q < 1 or not (1 <= options.grid_bits <= 10) or options.leaf_max < 1 or options.step < 1:
+        if (options.voxel_q < 1 or not (1 <= options.grid_bits <= 10) or options.leaf_max < 1 or options.step < 1
+                or not 0 <= options.cell_bits <= MAX_CELL_BITS or options.voxel_q << options.cell_bits > MAX_CELL_Q):
             raise ValueError(f"invalid octree options {options}")
         self.dir = Path(layer_dir)
         self.work = self.dir / ".work"
         self.options = options
         self.work.mkdir(parents=True, exist_ok=True)
-        self.counter = CellCounter(options.voxel_q << options.cell_bits)
+        self.counter = CellCounter(options.voxel_q, options.cell_bits)
         self.state: dict[str, Any] = {"options": asdict(options), "segments": [], "stats": None,
                                       "partitioned": False, "tally": {}}
         self._tally: dict[str, int] = {}
@@ -110,7 +113,7 @@ class OctreeBuilder:
         if saved is not None:
             self.state = saved
             counts = np.load(self.work / "counts.npz")
-            self.counter = CellCounter.restore(self.counter.cell_q, counts["keys"], counts["counts"])
+            self.counter = CellCounter.restore(options.voxel_q, options.cell_bits, counts["keys"], counts["counts"])
         self.pool = Pool(self.work, self.state["segments"], options.memory_points)
 
     def _load_state(self) -> dict[str, Any] | None:
@@ -153,8 +156,9 @@ class OctreeBuilder:
             raise ValueError(f"xyz_q (N, 3), intensity (N,), rgb (N, 3): got {q.shape}, {np.shape(intensity)}, "
                              f"{None if rgb is None else rgb.shape}")
         stats = frame_stats(q, np.asarray(intensity)) if len(q) else None
-        if stats is not None and (min(stats["lo_q"]) < -(2**31) or max(stats["hi_q"]) >= 2**31):
-            raise ValueError("positions beyond int32 quanta")
+        if stats is not None and (min(stats["lo_q"]) < -(2**31) or max(stats["hi_q"]) >= 2**31
+                                  or not self.counter.fits(stats["lo_q"], stats["hi_q"])):
+            raise ValueError(f"positions beyond int32 quanta or 2**20 cells of {self.counter.cell_q} quanta from 0")
         if stats is not None and not stats.pop("finite"):
             raise ValueError("intensity contains NaN or infinite values")
         self._last_frame = frame
@@ -259,20 +263,23 @@ class OctreeBuilder:
                 if len(pending) == QUEUED:
                     self._save_chunk(*pending.popleft(), writer)
                 level, _, _ = plan.chunks[k]
-                mine = cell_runs[plan.chunk_cells[k] - base:plan.chunk_cells[k + 1] - base + 1]
+                a, b = plan.chunk_cells[k], plan.chunk_cells[k + 1]
+                mine = cell_runs[a - base:b - base + 1]
                 pending.append((k, threads.submit(self._process_chunk, k, level, records, runs[mine[0]:mine[-1]],
-                                                  mine - mine[0], cube, stats)))
+                                                  mine - mine[0], plan.cell_codes[a:b], plan.cell_xyz[a:b], cube,
+                                                  stats)))
             while pending:
                 self._save_chunk(*pending.popleft(), writer)
 
     def _process_chunk(self, k: int, level: int, records: np.ndarray, runs: np.ndarray, cell_runs: np.ndarray,
-                       cube: Cube, stats: dict) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+                       cell_codes: np.ndarray, cell_xyz: np.ndarray, cube: Cube, stats: dict
+                       ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         """Chunk ``k`` (a node at ``level``; its points the ``runs`` of ``records``, cell after
-        cell: :func:`~engine.map_octree.merge_voxels`): its nodes but its root encoded
-        (``data``, :data:`ENTRY` rows with offsets in ``data``) and its root's points (with
-        their ``codes``)."""
-        codes, merged = merge_voxels(records.view(np.int32).reshape(len(records), -1), runs, cell_runs,
-                                     cube.origin_q, cube.voxel_q, 3 * cube.cell_bits)
+        cell, the cells ``cell_codes``/``cell_xyz``: :func:`~engine.map_octree.merge_voxels`):
+        its nodes but its root encoded (``data``, :data:`ENTRY` rows with offsets in ``data``)
+        and its root's points (with their ``codes``)."""
+        codes, merged = merge_voxels(records.view(np.int32).reshape(len(records), -1), runs, cell_runs, cell_codes,
+                                     cell_xyz, cube.cell_bits)
         merged["intensity16"] = intensity16(merged.pop("intensity"), stats)
         nodes = octree_shape(codes, level, cube.depth, self.options.grid_bits, self.options.leaf_max)
         owner, pool = select_lod(codes, nodes, cube.depth, self.options.grid_bits)

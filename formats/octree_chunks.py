@@ -3,11 +3,12 @@ and counted per cell of a fixed grid while they arrive, the cube and its chunks 
 the counts, then the records placed cell after cell (a counting sort: the counts give every
 cell's place), so no pass holds more than a block or a batch of chunks in memory.
 
-Pool records are :data:`RAW` (24 bytes per input point; the word layout of
-:data:`engine.map_octree.RECORD_WORDS`). Counting cells are cubes of ``voxel_q · 2**cell_bits``
-quanta on a grid anchored at 0; the octree's cube is aligned to that grid, so its cells at
-level ``depth − cell_bits`` are the counting cells and every chunk (an octree node,
-:func:`plan_chunks`) is a union of them, its points a run of whole cells in code order.
+Pool records are :data:`RAW` (16 bytes per input point: :func:`engine.map_octree.write_record`,
+positions from their counting cell's corner), kept in runs of one frame and one cell. Counting
+cells are cubes of ``voxel_q · 2**cell_bits`` quanta on a grid anchored at 0; the octree's
+cube is aligned to that grid, so its cells at level ``depth − cell_bits`` are the counting
+cells and every chunk (an octree node, :func:`plan_chunks`) is a union of them, its points a
+run of whole cells in code order.
 """
 
 from __future__ import annotations
@@ -18,11 +19,10 @@ from typing import Any
 import numpy as np
 
 from engine._jit import inline, jit
-from engine.map_octree import MAX_DEPTH, RECORD_WORDS, floor_div, morton_codes
+from engine.map_octree import MAX_DEPTH, RECORD_WORDS, floor_div, morton_codes, write_record
 
-RAW = np.dtype([("x", "<i4"), ("y", "<i4"), ("z", "<i4"), ("intensity", "<f4"), ("r", "u1"), ("g", "u1"),
-                ("b", "u1"), ("pad", "u1"), ("frame", "<u4")])
-RAW_WORDS = RECORD_WORDS  # a record viewed as int32 words: x y z, intensity, rgb + pad, frame
+RAW = np.dtype([("xy", "<u4"), ("zrg", "<u4"), ("intensity", "<f4"), ("b_voxel", "<u4")])  # write_record's words
+RUN_COLUMNS = 3  # a run of records: int64 cell key (or first record), records, frame
 _BIAS = 1 << 20  # cell coordinates packed as 21-bit fields: |cell| < 2**20
 _EMPTY = -1
 
@@ -94,11 +94,11 @@ def _slots_kernel(q, cell, keys, used, max_used, slots):
 
 
 @jit
-def _pack_kernel(q, intensity, rgb, frame, slots, keys, counts, local, words, floats, runs):
+def _pack_kernel(q, intensity, rgb, frame, slots, keys, counts, local, voxel, cell_bits, words, floats, runs):
     """Count the points per cell (``slots``) and write their records grouped by cell: the
     cells in order of first appearance, the points in input order within each (a stable
-    counting sort); ``runs[j]`` = (cell key, points) of the j-th group. Returns the groups.
-    ``local`` (table-sized, −1) is scratch, left as found."""
+    counting sort); ``runs[j]`` = (cell key, points, ``frame``) of the j-th group. Returns the
+    groups. ``local`` (table-sized, −1) is scratch, left as found."""
     n = q.shape[0]
     first = np.empty(n, np.int64)
     start = np.zeros(n + 1, np.int64)
@@ -112,17 +112,18 @@ def _pack_kernel(q, intensity, rgb, frame, slots, keys, counts, local, words, fl
             k += 1
         start[local[s] + 1] += 1
     for j in range(k):
-        runs[j, 0], runs[j, 1] = keys[first[j]], start[j + 1]
+        runs[j, 0], runs[j, 1], runs[j, 2] = keys[first[j]], start[j + 1], frame
         start[j + 1] += start[j]
+    inv = 1.0 / voxel
     for i in range(n):
         j = local[slots[i]]
         p = start[j]
         start[j] = p + 1
-        words[p, 0], words[p, 1], words[p, 2] = q[i, 0], q[i, 1], q[i, 2]
-        floats[p, 3] = intensity[i]
-        words[p, 4] = (np.int32(rgb[i, 0]) | (np.int32(rgb[i, 1]) << 8) | (np.int32(rgb[i, 2]) << 16)
-                       if rgb.shape[0] else 0)
-        words[p, 5] = frame
+        if rgb.shape[0]:
+            write_record(words, floats, p, q[i, 0], q[i, 1], q[i, 2], intensity[i], rgb[i, 0], rgb[i, 1], rgb[i, 2],
+                         voxel, inv, cell_bits)
+        else:
+            write_record(words, floats, p, q[i, 0], q[i, 1], q[i, 2], intensity[i], 0, 0, 0, voxel, inv, cell_bits)
     for j in range(k):
         local[first[j]] = -1
     return k
@@ -141,23 +142,24 @@ def _lookup_kernel(run_keys, keys, values, out):
 
 
 @jit
-def _place_kernel(lengths, rank, lo, hi, cell_runs, runs):
-    """Runs of ``lengths[j]`` records (run after run) whose cell ``rank[j]`` is in ``lo..hi-1``
-    listed in ``runs`` (first record, length) cell after cell, in record order within a cell
-    (a stable counting sort); ``cell_runs`` (zeros, ``hi - lo + 1``) gets each cell's first run."""
-    for j in range(lengths.shape[0]):
+def _place_kernel(runs, rank, lo, hi, cell_runs, out):
+    """The runs (cell key, records, frame; their records one after the other) whose cell
+    ``rank[j]`` is in ``lo..hi-1`` listed in ``out`` (first record, records, frame) cell after
+    cell, in record order within a cell (a stable counting sort); ``cell_runs`` (zeros,
+    ``hi - lo + 1``) gets each cell's first run."""
+    for j in range(runs.shape[0]):
         if lo <= rank[j] < hi:
             cell_runs[rank[j] - lo + 1] += 1
     for c in range(hi - lo):
         cell_runs[c + 1] += cell_runs[c]
     cursor = cell_runs[:-1].copy()
     first = 0
-    for j in range(lengths.shape[0]):
+    for j in range(runs.shape[0]):
         c = rank[j] - lo
         if 0 <= c < hi - lo:
-            runs[cursor[c], 0], runs[cursor[c], 1] = first, lengths[j]
+            out[cursor[c], 0], out[cursor[c], 1], out[cursor[c], 2] = first, runs[j, 1], runs[j, 2]
             cursor[c] += 1
-        first += lengths[j]
+        first += runs[j, 1]
 
 
 @jit
@@ -172,14 +174,16 @@ def _group_kernel(words, lengths, dest, cursor, out):
 
 
 def _words(records: np.ndarray) -> np.ndarray:
-    return records.view(np.int32).reshape(len(records), RAW_WORDS)
+    return records.view(np.int32).reshape(len(records), RECORD_WORDS)
 
 
 class CellCounter:
-    """Points per counting cell (a hash table of packed cell keys, grown as needed)."""
+    """Points per counting cell (``2**cell_bits`` voxels of ``voxel_q`` quanta a side; a hash
+    table of packed cell keys, grown as needed)."""
 
-    def __init__(self, cell_q: int, capacity: int = 1 << 12) -> None:
-        self.cell_q = int(cell_q)
+    def __init__(self, voxel_q: int, cell_bits: int, capacity: int = 1 << 12) -> None:
+        self.voxel_q, self.cell_bits = int(voxel_q), int(cell_bits)
+        self.cell_q = self.voxel_q << self.cell_bits
         self.keys = np.full(capacity, _EMPTY, np.int64)
         self.counts = np.zeros(capacity, np.int64)
         self._local = np.full(capacity, -1, np.int64)
@@ -189,8 +193,8 @@ class CellCounter:
              out: np.ndarray) -> np.ndarray:
         """One frame's points (``xyz_q (N, 3)`` int quanta, |v| < 2**31; ``intensity (N,)``;
         ``rgb (N, 3) uint8`` or None) counted and written to ``out`` (``(N,) RAW``) grouped
-        by cell (in input order within a cell). Returns the groups: ``(R, 2) int64`` runs of
-        (cell key, records)."""
+        by cell (in input order within a cell). Returns the groups: ``(R, 3) int64`` runs of
+        (cell key, records, ``frame``)."""
         q = np.ascontiguousarray(xyz_q, np.int64)
         slots = np.empty(len(q), np.int64)
         while True:
@@ -200,10 +204,15 @@ class CellCounter:
             self._grow()
         colours = np.zeros((0, 3), np.uint8) if rgb is None else np.ascontiguousarray(rgb, np.uint8)
         words = _words(out)
-        runs = np.empty((len(q), 2), np.int64)
+        runs = np.empty((len(q), RUN_COLUMNS), np.int64)
         k = _pack_kernel(q, np.ascontiguousarray(intensity), colours, np.int64(frame), slots, self.keys, self.counts,
-                         self._local, words, words.view(np.float32), runs)
+                         self._local, np.int64(self.voxel_q), np.int64(self.cell_bits), words, words.view(np.float32),
+                         runs)
         return runs[:k].copy()
+
+    def fits(self, lo_q: list[int], hi_q: list[int]) -> bool:
+        """Whether positions within ``lo_q..hi_q`` (per axis) have packable cell keys."""
+        return all(-_BIAS <= v // self.cell_q < _BIAS for v in (*lo_q, *hi_q))
 
     def lookup(self, run_keys: np.ndarray, values: np.ndarray) -> np.ndarray:
         """``(R,) int64`` ``values`` (aligned with the table) of the cells ``run_keys`` (counted)."""
@@ -235,8 +244,8 @@ class CellCounter:
         return self.keys[full].copy(), self.counts[full].copy()
 
     @staticmethod
-    def restore(cell_q: int, keys: np.ndarray, counts: np.ndarray) -> "CellCounter":
-        counter = CellCounter(cell_q, 1 << max(12, (2 * len(keys) + 1).bit_length()))
+    def restore(voxel_q: int, cell_bits: int, keys: np.ndarray, counts: np.ndarray) -> "CellCounter":
+        counter = CellCounter(voxel_q, cell_bits, 1 << max(12, (2 * len(keys) + 1).bit_length()))
         counter._insert(keys, counts)
         return counter
 
@@ -285,12 +294,16 @@ class ChunkPlan:
     one cell after the other (``cell_starts``, ``(C + 1,) int64``), the chunks as
     ``(level, code prefix, points)`` in code order, chunk ``k`` the cells
     ``chunk_cells[k]..chunk_cells[k + 1] - 1`` (``(K + 1,) int64``); ``rank_of_slot`` gives
-    each slot of the counter's table its cell's rank (−1 for an empty slot)."""
+    each slot of the counter's table its cell's rank (−1 for an empty slot); the cells'
+    Morton codes at their level (``cell_codes``, ``(C,) int64``, ascending) and min corners in
+    quanta from the cube's (``cell_xyz``, ``(C, 3) int64``), by rank."""
 
     chunks: list[tuple[int, int, int]]
     cell_starts: np.ndarray
     chunk_cells: np.ndarray
     rank_of_slot: np.ndarray
+    cell_codes: np.ndarray
+    cell_xyz: np.ndarray
 
     def chunk_span(self, k: int) -> tuple[int, int]:
         """Chunk ``k``'s records: ``start, end`` in the placed order."""
@@ -336,19 +349,21 @@ def plan_chunks(cube: Cube, counter: CellCounter, chunk_max: int) -> ChunkPlan:
         visit(0, 0, 0, len(codes))
     rank = np.full(len(counter.keys), -1, np.int64)
     rank[full[order]] = np.arange(len(order))
-    return ChunkPlan(chunks, csum, np.array(bounds, np.int64), rank)
+    corners = cells[order] * (cube.voxel_q << cube.cell_bits)
+    return ChunkPlan(chunks, csum, np.array(bounds, np.int64), rank, codes, corners)
 
 
-def place(lengths: np.ndarray, rank: np.ndarray, cells: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Of the records in runs of ``lengths`` (``(R,) int64``, one after the other, run ``j`` all
-    in the cell of rank ``rank[j]``), those in the cells ``cells[0]..cells[1] - 1``, cell after
-    cell (record order within a cell): ``(runs (U, 2) int64`` first record and length,
-    ``cell_runs (C + 1,) int64``: cell ``cells[0] + c`` is ``runs[cell_runs[c]:cell_runs[c + 1]]``)."""
-    lengths, rank = np.ascontiguousarray(lengths, np.int64), np.ascontiguousarray(rank, np.int64)
+def place(runs: np.ndarray, rank: np.ndarray, cells: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Of the records in ``runs`` (``(R, 3) int64`` cell key, records, frame: the records one
+    run after the other, run ``j``'s in the cell of rank ``rank[j]``), those in the cells
+    ``cells[0]..cells[1] - 1``, cell after cell (record order within a cell): ``(runs (U, 3)
+    int64`` first record, records, frame; ``cell_runs (C + 1,) int64``: cell ``cells[0] + c``
+    is ``runs[cell_runs[c]:cell_runs[c + 1]]``)."""
+    runs, rank = np.ascontiguousarray(runs, np.int64).reshape(-1, RUN_COLUMNS), np.ascontiguousarray(rank, np.int64)
     inside = int(np.count_nonzero((rank >= cells[0]) & (rank < cells[1])))
-    runs, cell_runs = np.empty((inside, 2), np.int64), np.zeros(cells[1] - cells[0] + 1, np.int64)
-    _place_kernel(lengths, rank, np.int64(cells[0]), np.int64(cells[1]), cell_runs, runs)
-    return runs, cell_runs
+    out, cell_runs = np.empty((inside, RUN_COLUMNS), np.int64), np.zeros(cells[1] - cells[0] + 1, np.int64)
+    _place_kernel(runs, rank, np.int64(cells[0]), np.int64(cells[1]), cell_runs, out)
+    return out, cell_runs
 
 
 def group(records: np.ndarray, lengths: np.ndarray, dest: np.ndarray, cursor: np.ndarray, out: np.ndarray) -> None:
@@ -359,12 +374,12 @@ def group(records: np.ndarray, lengths: np.ndarray, dest: np.ndarray, cursor: np
 
 
 def _warmup() -> None:
-    counter = CellCounter(16)
+    counter = CellCounter(2, 3)
     v = np.array([[0, 0, 0], [40, 40, 40], [-5, -5, -5]], np.int64)
     rec = np.empty(3, RAW)
     for rgb in (None, np.zeros((3, 3), np.uint8)):
         runs = counter.pack(0, v, np.zeros(3, np.float32), rgb, rec)
     frame_stats(v, np.zeros(3, np.float32))
     dest = counter.lookup(runs[:, 0], np.zeros(len(counter.keys), np.int64))
-    place(runs[:, 1], dest, (0, 1))
+    place(runs, dest, (0, 1))
     group(rec, runs[:, 1], dest, np.zeros(1, np.int64), np.empty(3, RAW))

@@ -4,7 +4,7 @@ chunks are planned, then ordered cell after cell for them.
 
 Segments: the records of whole frames, about ``segment_points`` each, written in order to
 ``pool-NNNNN.bin`` in the work directory, with their runs of one cell (``pool-NNNNN.runs``:
-int64 pairs cell key, records), by a background thread while the build goes on,
+int64 triples cell key, records, frame), by a background thread while the build goes on,
 each followed by its checkpoint (the builder's counts and state), so a resumed build starts
 after the last segment written. While the pool holds at most ``memory_points`` records they
 are also kept in one array in memory (reserved, touched as it fills): such a pool is never
@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from formats.octree_chunks import RAW, CellCounter, ChunkPlan, group, place
+from formats.octree_chunks import RAW, RUN_COLUMNS, CellCounter, ChunkPlan, group, place
 
 _ALIGN = 4096  # O_DIRECT: buffer address, length and file offset multiples of the block size
 
@@ -135,7 +135,7 @@ def _read_into(path: Path, out: np.ndarray) -> int:
 
 
 def _read_runs(path: Path) -> np.ndarray:
-    runs = np.empty((path.stat().st_size // 16, 2), np.int64)
+    runs = np.empty((path.stat().st_size // (8 * RUN_COLUMNS), RUN_COLUMNS), np.int64)
     _read_into(path, runs)
     return runs
 
@@ -184,7 +184,7 @@ class Pool:
         return out
 
     def filled(self, runs: np.ndarray) -> None:
-        """The runs of the records last reserved (``(R, 2) int64``: cell key, records)."""
+        """The runs of the records last reserved (``(R, 3) int64``: cell key, records, frame)."""
         self._open_runs.append(runs)
         if self._memory is not None:
             self._memory_runs.append(runs)
@@ -266,7 +266,7 @@ class Pool:
 
     def batch(self, counter: CellCounter, plan: ChunkPlan, batches: list[tuple[int, int]], b: int
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(records (R,) RAW, runs (U, 2) int64, cell_runs (C + 1,) int64)`` of batch ``b``
+        """``(records (R,) RAW, runs (U, 3) int64, cell_runs (C + 1,) int64)`` of batch ``b``
         (chunks ``batches[b][0]..batches[b][1] - 1``, cells ``plan.chunk_cells[batches[b][0]]``
         on): its records' runs cell after cell (:func:`~formats.octree_chunks.place`); from the
         batch's file or, for one batch, the whole pool. Valid until the next call (the array of
@@ -275,7 +275,7 @@ class Pool:
         largest = max(plan.chunk_span(e - 1)[1] - plan.chunk_span(f)[0] for f, e in batches)
         if len(batches) == 1 and self._memory is not None:
             records = self._memory[:self._held]
-            runs = np.concatenate(self._memory_runs) if self._memory_runs else np.zeros((0, 2), np.int64)
+            runs = np.concatenate(self._memory_runs) if self._memory_runs else np.zeros((0, RUN_COLUMNS), np.int64)
         else:
             self._records = _grown(self._records, largest, RAW)
             paths = [self.work / seg["file"] for seg in self.segments] if len(batches) == 1 else [self.batch_path(b)]
@@ -284,4 +284,4 @@ class Pool:
                 got += _read_into(path, self._records[got:])
             records = self._records[:got]
             runs = np.concatenate([_read_runs(runs_path(p)) for p in paths])
-        return (records, *place(runs[:, 1], counter.lookup(runs[:, 0], plan.rank_of_slot), cells))
+        return (records, *place(runs, counter.lookup(runs[:, 0], plan.rank_of_slot), cells))

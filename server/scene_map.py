@@ -45,6 +45,7 @@ import numpy as np
 from engine.cuboid_interp import TrackTable, interpolate_tracks
 from engine.map_dynamic import DynamicFilter, DynamicOptions
 from engine.map_filter import DEFAULT_EGO_BOX, ego_and_origins, outside_box
+from engine.map_octree import MAX_CELL_Q
 from engine.moving_boxes import points_in_boxes_at_times
 from engine.pose_track import PoseTrack
 from formats.copc import write_copc
@@ -225,6 +226,8 @@ def build_scene_map(scene_dir: str | os.PathLike, *, sonar_sensors: set[str] = f
     voxel_q = int(round(options.voxel_m / options.octree.quantum_m))
     if voxel_q < 1 or abs(voxel_q * options.octree.quantum_m - options.voxel_m) > 1e-9:
         raise ValueError(f"voxel_m {options.voxel_m} must be a multiple of the {options.octree.quantum_m} m quantum")
+    if voxel_q > MAX_CELL_Q:
+        raise ValueError(f"voxel_m {options.voxel_m} is above {MAX_CELL_Q * options.octree.quantum_m:g} m")
     root = Path(scene_dir)
     summary = MapSummary(root)
     if map_is_current(root, options):
@@ -232,7 +235,8 @@ def build_scene_map(scene_dir: str | os.PathLike, *, sonar_sensors: set[str] = f
         return summary
     scene = Scene.open(root)
     (root / MAP_DIR / MAP_MANIFEST).unlink(missing_ok=True)  # no reader takes a map being rebuilt for done
-    octree = OctreeOptions(**dict(asdict(options.octree), voxel_q=voxel_q))
+    cell_bits = min(options.octree.cell_bits, (MAX_CELL_Q // voxel_q).bit_length() - 1)  # a cell within 16 bits
+    octree = OctreeOptions(**dict(asdict(options.octree), voxel_q=voxel_q, cell_bits=cell_bits))
     sonar = {k for k, lidar in enumerate(scene.lidars) if lidar.name in sonar_sensors}
     frames = MapFrames(scene, track or scene.world_from_ego(), options, sonar)
     report = progress or (lambda line: None)

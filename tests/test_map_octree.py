@@ -14,6 +14,7 @@ from engine.map_octree import RECORD_WORDS, merge_voxels, morton_codes, node_xyz
 from formats.errors import FormatError
 from formats.octree import ENTRY, HIERARCHY, METADATA, OCTREE, OctreeLayer
 from formats.octree_build import OctreeBuilder, OctreeOptions
+from formats.octree_chunks import RAW, CellCounter, cell_coords
 
 VOXEL = 20
 
@@ -86,22 +87,24 @@ def test_merge_voxels_against_numpy(cell_bits):
     q = np.vstack([d[0] for d in data])
     origin = q.min(axis=0) // (VOXEL << cell_bits) * (VOXEL << cell_bits)
     ref = reference_map(data, origin)
-    frame = np.concatenate([np.full(len(d[0]), f) for f, d in enumerate(data)])
-    records = np.zeros((len(q), RECORD_WORDS), np.int32)
-    records[:, :3] = q
-    records[:, 3] = np.concatenate([d[1] for d in data]).astype(np.float32).view(np.int32)
-    rgb = np.vstack([d[2] for d in data]).astype(np.int32)
-    records[:, 4] = rgb[:, 0] | (rgb[:, 1] << 8) | (rgb[:, 2] << 16)
-    records[:, 5] = frame
-    cells = morton_codes(q[:, 0], q[:, 1], q[:, 2], VOXEL, tuple(origin)) >> (3 * cell_bits)
-    order = np.argsort(cells, kind="stable")  # grouped by cell, in input order within each
-    starts = np.concatenate([[0], np.flatnonzero(np.diff(cells[order])) + 1, [len(q)]])
-    # runs: the longest stretches of consecutive records within a cell
-    cuts = np.union1d(starts, np.flatnonzero(np.diff(order) != 1) + 1)
-    runs = np.column_stack([order[cuts[:-1]], np.diff(cuts)])
-    assert runs[:, 1].max() > 1
-    merged_codes, merged = merge_voxels(records, runs, np.searchsorted(cuts, starts), tuple(origin), VOXEL,
-                                        3 * cell_bits)
+    counter = CellCounter(VOXEL, cell_bits)
+    records = np.empty(len(q), RAW)
+    runs, cells, at = [], [], 0
+    for f, (fq, fi, frgb) in enumerate(data):  # each frame's records grouped by cell, as the pool holds them
+        r = counter.pack(f, fq, fi, frgb, records[at:at + len(fq)])
+        runs.append(np.column_stack([np.cumsum(r[:, 1]) - r[:, 1] + at, r[:, 1:]]))
+        cells.append(cell_coords(r[:, 0]))
+        at += len(fq)
+    runs = np.concatenate(runs)  # first record, records, frame
+    cell_q = VOXEL << cell_bits
+    corner = np.concatenate(cells) * cell_q - origin  # each run's cell's min corner
+    code = morton_codes(corner[:, 0], corner[:, 1], corner[:, 2], cell_q)  # at the cells' level
+    order = np.argsort(code, kind="stable")  # cell after cell, in record order within each
+    runs, code, corner = runs[order], code[order], corner[order]
+    firsts = np.flatnonzero(np.r_[True, np.diff(code) != 0])
+    assert len(firsts) < len(runs)
+    merged_codes, merged = merge_voxels(records.view(np.int32).reshape(len(q), RECORD_WORDS), runs,
+                                        np.append(firsts, len(runs)), code[firsts], corner[firsts], cell_bits)
     assert np.all(np.diff(merged_codes) > 0) and len(merged_codes) == len(ref["count"])
     got = {k: merged[k] for k in "xyz"}
     assert np.array_equal(merged_codes, morton_codes(got["x"], got["y"], got["z"], VOXEL))
@@ -230,6 +233,12 @@ def test_bad_input_is_refused(tmp_path):
         builder.add(0, q, np.array([0.0, np.nan]), None)
     with pytest.raises(ValueError, match="int32"):
         builder.add(0, q + 2**31, np.zeros(2), None)
+    fine = OctreeBuilder(tmp_path / "fine", OctreeOptions(voxel_q=1, cell_bits=0))  # 1-quantum cells
+    with pytest.raises(ValueError, match=r"2\*\*20 cells of 1 quanta"):
+        fine.add(0, q + 2**20, np.zeros(2), None)
+    for bad in (OctreeOptions(cell_bits=9), OctreeOptions(voxel_q=300, cell_bits=8)):  # > 24 code bits, > 65536 q
+        with pytest.raises(ValueError, match="invalid octree options"):
+            OctreeBuilder(tmp_path / "bad", bad)
     builder.add(3, q, np.zeros(2), None)
     with pytest.raises(ValueError, match="frame 2 added after frame 3"):
         builder.add(2, q, np.zeros(2), None)
@@ -274,7 +283,7 @@ def test_copc_reads_back_exactly_in_laspy(tmp_path):
 
     data = frames(3, 4000)
     # one chunk per counting cell: chunk roots the top levels empty entirely stay as 0-point nodes
-    layer = build(tmp_path / "l", OctreeOptions(leaf_max=300, chunk_max=1, cell_bits=9, step=2), data)
+    layer = build(tmp_path / "l", OctreeOptions(leaf_max=300, chunk_max=1, cell_bits=8, step=2), data)
     assert np.any(layer.nodes["point_count"] == 0)
     info = write_copc(tmp_path / "l", tmp_path / "m.copc.laz")
     pts = by_voxel(layer.points())

@@ -140,6 +140,8 @@ def test_sonar_soundings_are_their_own_layer(tmp_path):
 def test_voxel_must_be_whole_quanta(rig):
     with pytest.raises(ValueError, match="multiple"):
         build_scene_map(rig[0] / "scene", options=MapOptions(voxel_m=0.0205))
+    with pytest.raises(ValueError, match="above 65.536 m"):
+        build_scene_map(rig[0] / "scene", options=MapOptions(voxel_m=70.0))
 
 
 def test_prepare_builds_the_map_unless_told_not_to(tmp_path, capsys):
