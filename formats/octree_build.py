@@ -220,18 +220,24 @@ class OctreeBuilder:
             self.state["partitioned"] = True
             self._save_state()
         writer = _NodeWriter(self.work / "octree.partial", self._resume_point(len(plan.chunks)))
+        todo = [[k for k in range(first, end) if not self._done_path(k).is_file()] for first, end in batches]
+        wanted = [b for b in range(len(batches)) if todo[b]]
+        with ThreadPoolExecutor(1, thread_name_prefix="octree-batch") as loader:  # the next batch read meanwhile
+            def load(b: int) -> Future:
+                return loader.submit(self.pool.batch, self.counter, plan, batches, b)
+
+            loading = [load(b) for b in wanted[:1]]
+            for i, b in enumerate(wanted):
+                records, runs, cell_runs = loading.pop().result()
+                loading.extend(load(b) for b in wanted[i + 1:i + 2])
+                self._run_chunks(todo[b], records, runs, cell_runs, int(plan.chunk_cells[batches[b][0]]), plan, cube,
+                                 stats, writer)
+                del records  # the pool's array, reused by a later batch, released before the top
+                self.pool.batch_path(b).unlink(missing_ok=True)
         entries = []
-        for b, (first, end) in enumerate(batches):
-            todo = [k for k in range(first, end) if not self._done_path(k).is_file()]
-            if todo:
-                records, runs, cell_runs = self.pool.batch(self.counter, plan, batches, b)
-                self._run_chunks(todo, records, runs, cell_runs, int(plan.chunk_cells[first]), plan, cube, stats,
-                                 writer)
-                del records  # the pool's array, reused by the next batch, released before the top
-            for k in range(first, end):
-                with np.load(self._done_path(k)) as saved:
-                    entries.append(saved["entries"].view(ENTRY).reshape(-1))
-            self.pool.batch_path(b).unlink(missing_ok=True)
+        for k in range(len(plan.chunks)):
+            with np.load(self._done_path(k)) as saved:
+                entries.append(saved["entries"].view(ENTRY).reshape(-1))
         self.pool.release()
         top = self._top(plan.chunks, cube, stats, writer) if plan.chunks else np.zeros(1, ENTRY)
         nodes = np.concatenate([*entries, top])

@@ -159,7 +159,8 @@ class Pool:
         self._memory: np.ndarray | None = None if segments else np.empty(memory_points, RAW)  # None: not all in it
         self._memory_runs: list[np.ndarray] = []
         self._held = 0
-        self._records: np.ndarray | None = None  # the array batches reuse
+        self._records: list[np.ndarray | None] = [None, None]  # the arrays batches reuse, in turn
+        self._turn = 0
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="octree-pool")
         self._pending: list[Future] = []
         weakref.finalize(self, self._writer.shutdown)  # a pool dropped unfinished still writes what it committed
@@ -177,7 +178,7 @@ class Pool:
             self._held += n
         else:
             if self._memory is not None:  # beyond memory_points: segments are read back from files, batches
-                self._records = self._memory  # into the array (its memory already touched)
+                self._records[0] = self._memory  # into the array (its memory already touched)
             self._memory, self._memory_runs = None, []
             out = np.empty(n, RAW)
         self._open.append(out)
@@ -219,8 +220,8 @@ class Pool:
         self._pending = []
 
     def release(self) -> None:
-        """Drop the records kept in memory and the array batches reuse."""
-        self._memory, self._memory_runs, self._records = None, [], None
+        """Drop the records kept in memory and the arrays batches reuse."""
+        self._memory, self._memory_runs, self._records = None, [], [None, None]
 
     def batch_path(self, b: int) -> Path:
         return self.work / f"batch-{b:04d}.bin"
@@ -277,11 +278,12 @@ class Pool:
             records = self._memory[:self._held]
             runs = np.concatenate(self._memory_runs) if self._memory_runs else np.zeros((0, RUN_COLUMNS), np.int64)
         else:
-            self._records = _grown(self._records, largest, RAW)
+            self._turn ^= 1
+            buffer = self._records[self._turn] = _grown(self._records[self._turn], largest, RAW)
             paths = [self.work / seg["file"] for seg in self.segments] if len(batches) == 1 else [self.batch_path(b)]
             got = 0
             for path in paths:
-                got += _read_into(path, self._records[got:])
-            records = self._records[:got]
+                got += _read_into(path, buffer[got:])
+            records = buffer[:got]
             runs = np.concatenate([_read_runs(runs_path(p)) for p in paths])
         return (records, *place(runs, counter.lookup(runs[:, 0], plan.rank_of_slot), cells))
