@@ -18,44 +18,14 @@ from typing import Any
 
 import numpy as np
 
-from engine._jit import inline, jit
+from engine._jit import inline, jit, pjit, prange
 from engine.map_octree import MAX_DEPTH, RECORD_WORDS, floor_div, morton_codes, write_record
 
 RAW = np.dtype([("xy", "<u4"), ("zrg", "<u4"), ("intensity", "<f4"), ("b_voxel", "<u4")])  # write_record's words
 RUN_COLUMNS = 3  # a run of records: int64 cell key (or first record), records, frame
 _BIAS = 1 << 20  # cell coordinates packed as 21-bit fields: |cell| < 2**20
+_PARTS = 8  # a frame's points in parts for the threads (the results do not depend on how many run)
 _EMPTY = -1
-
-
-@jit
-def _stats_kernel(q, intensity, lo, hi, irange):
-    """Per-axis bounds of ``q`` and ``irange`` = (min, max, 1.0 if every intensity is a whole
-    number in [0, 65535] else 0.0, 1.0 if every intensity is finite else 0.0)."""
-    x0, y0, z0, x1, y1, z1 = lo[0], lo[1], lo[2], hi[0], hi[1], hi[2]
-    i0, i1 = irange[0], irange[1]
-    whole, finite = True, True
-    for i in range(q.shape[0]):
-        x0, y0, z0 = min(x0, q[i, 0]), min(y0, q[i, 1]), min(z0, q[i, 2])
-        x1, y1, z1 = max(x1, q[i, 0]), max(y1, q[i, 1]), max(z1, q[i, 2])
-        v = np.float32(intensity[i])
-        finite &= bool(np.isfinite(intensity[i]))
-        i0, i1 = min(i0, v), max(i1, v)
-        whole &= bool(v >= 0 and v <= 65535 and np.float32(np.int32(v)) == v)
-    lo[0], lo[1], lo[2], hi[0], hi[1], hi[2] = x0, y0, z0, x1, y1, z1
-    irange[0], irange[1] = i0, i1
-    irange[2] = 1.0 if whole else 0.0
-    irange[3] = 1.0 if finite else 0.0
-
-
-def frame_stats(xyz_q: np.ndarray, intensity: np.ndarray) -> dict[str, Any]:
-    """Of one frame's points (``xyz_q (N, 3)`` int quanta, ``intensity (N,)``): ``lo_q``/``hi_q``
-    (per-axis bounds), ``i_min``/``i_max``, ``i_whole`` (every intensity a whole number in
-    [0, 65535]) and ``finite`` (no NaN or infinite intensity)."""
-    lo, hi = np.full(3, np.iinfo(np.int64).max), np.full(3, np.iinfo(np.int64).min)
-    irange = np.array([np.inf, -np.inf, 1.0, 1.0])
-    _stats_kernel(np.ascontiguousarray(xyz_q, np.int64), np.ascontiguousarray(intensity), lo, hi, irange)
-    return {"lo_q": lo.tolist(), "hi_q": hi.tolist(), "i_min": float(irange[0]), "i_max": float(irange[1]),
-            "i_whole": bool(irange[2]), "finite": bool(irange[3])}
 
 
 @inline
@@ -71,14 +41,38 @@ def _cell_key(x, y, z, cell, inv):
             | ((floor_div(z, cell, inv) + _BIAS) << 42))
 
 
+@pjit
+def _scan_kernel(q, intensity, cell, cell_keys, bounds, irange):
+    """``cell_keys[i]``: the key of point ``i``'s cell (side ``cell`` quanta); per part ``t``
+    of the points, ``bounds[t]`` = per-axis min then max and ``irange[t]`` = (min, max, 1.0 if
+    every intensity is a whole number in [0, 65535] else 0.0, 1.0 if every intensity is finite
+    else 0.0), from the values they hold (the int64 extremes, ±inf)."""
+    n, inv = q.shape[0], 1.0 / cell
+    for t in prange(_PARTS):
+        x0, y0, z0, x1, y1, z1 = bounds[t, 0], bounds[t, 1], bounds[t, 2], bounds[t, 3], bounds[t, 4], bounds[t, 5]
+        i0, i1 = irange[t, 0], irange[t, 1]
+        whole, finite = True, True
+        for i in range(t * n // _PARTS, (t + 1) * n // _PARTS):
+            x, y, z = q[i, 0], q[i, 1], q[i, 2]
+            x0, y0, z0, x1, y1, z1 = min(x0, x), min(y0, y), min(z0, z), max(x1, x), max(y1, y), max(z1, z)
+            v = np.float32(intensity[i])
+            finite &= bool(np.isfinite(intensity[i]))
+            i0, i1 = min(i0, v), max(i1, v)
+            whole &= bool(v >= 0 and v <= 65535 and np.float32(np.int32(v)) == v)
+            cell_keys[i] = _cell_key(x, y, z, cell, inv)  # garbage beyond int32 quanta, refused before use
+        bounds[t, 0], bounds[t, 1], bounds[t, 2], bounds[t, 3], bounds[t, 4], bounds[t, 5] = x0, y0, z0, x1, y1, z1
+        irange[t, 0], irange[t, 1] = i0, i1
+        irange[t, 2], irange[t, 3] = 1.0 if whole else 0.0, 1.0 if finite else 0.0
+
+
 @jit
-def _slots_kernel(q, cell, keys, used, max_used, slots):
-    """``slots[i]``: the table slot of point ``i``'s cell, new cells inserted. Returns ``(done,
-    entries used)``; not done when ``max_used`` entries are taken first (grow and rerun)."""
-    mask, inv = keys.shape[0] - 1, 1.0 / cell
+def _slots_kernel(cell_keys, keys, used, max_used, slots):
+    """``slots[i]``: the table slot of cell key ``cell_keys[i]``, new cells inserted. Returns
+    ``(done, entries used)``; not done when ``max_used`` entries are taken first (grow and rerun)."""
+    mask = keys.shape[0] - 1
     last, h = np.int64(_EMPTY), np.int64(-1)
-    for i in range(q.shape[0]):
-        k = _cell_key(q[i, 0], q[i, 1], q[i, 2], cell, inv)
+    for i in range(cell_keys.shape[0]):
+        k = cell_keys[i]
         if k != last:
             h = _slot(k, mask)
             while keys[h] != k and keys[h] != _EMPTY:
@@ -94,39 +88,43 @@ def _slots_kernel(q, cell, keys, used, max_used, slots):
 
 
 @jit
-def _pack_kernel(q, intensity, rgb, frame, slots, keys, counts, local, voxel, cell_bits, words, floats, runs):
-    """Count the points per cell (``slots``) and write their records grouped by cell: the
-    cells in order of first appearance, the points in input order within each (a stable
-    counting sort); ``runs[j]`` = (cell key, points, ``frame``) of the j-th group. Returns the
-    groups. ``local`` (table-sized, −1) is scratch, left as found."""
-    n = q.shape[0]
-    first = np.empty(n, np.int64)
-    start = np.zeros(n + 1, np.int64)
+def _number_kernel(slots, counts, local, first, groups):
+    """Count the points per cell (``slots``) and number the frame's cells in order of first
+    appearance: ``groups[i]`` is point ``i``'s, ``first[j]`` the slot of the j-th. Returns the
+    cells. ``local`` (table-sized, −1) maps slots to numbers; reset it from ``first``."""
     k = 0
-    for i in range(n):
+    for i in range(slots.shape[0]):
         s = slots[i]
         counts[s] += 1
         if local[s] < 0:
             local[s] = k
             first[k] = s
             k += 1
-        start[local[s] + 1] += 1
-    for j in range(k):
-        runs[j, 0], runs[j, 1], runs[j, 2] = keys[first[j]], start[j + 1], frame
-        start[j + 1] += start[j]
-    inv = 1.0 / voxel
-    for i in range(n):
-        j = local[slots[i]]
-        p = start[j]
-        start[j] = p + 1
-        if rgb.shape[0]:
-            write_record(words, floats, p, q[i, 0], q[i, 1], q[i, 2], intensity[i], rgb[i, 0], rgb[i, 1], rgb[i, 2],
-                         voxel, inv, cell_bits)
-        else:
-            write_record(words, floats, p, q[i, 0], q[i, 1], q[i, 2], intensity[i], 0, 0, 0, voxel, inv, cell_bits)
-    for j in range(k):
-        local[first[j]] = -1
+        groups[i] = local[s]
     return k
+
+
+@pjit
+def _write_kernel(q, intensity, rgb, groups, voxel, cell_bits, words, floats, cursor):
+    """The records written grouped by ``groups`` (in input order within a group: a stable
+    counting sort over :data:`_PARTS` parts). ``cursor`` (``(_PARTS, groups)``, zeros) ends as
+    each part's end within each group (the last row: the groups' ends)."""
+    n, inv = q.shape[0], 1.0 / voxel
+    for t in prange(_PARTS):
+        for i in range(t * n // _PARTS, (t + 1) * n // _PARTS):
+            cursor[t, groups[i]] += 1
+    at = 0
+    for j in range(cursor.shape[1]):
+        for t in range(_PARTS):
+            c = cursor[t, j]
+            cursor[t, j] = at
+            at += c
+    for t in prange(_PARTS):
+        for i in range(t * n // _PARTS, (t + 1) * n // _PARTS):
+            p = cursor[t, groups[i]]
+            cursor[t, groups[i]] = p + 1
+            r, g, b = (rgb[i, 0], rgb[i, 1], rgb[i, 2]) if rgb.shape[0] else (np.uint8(0), np.uint8(0), np.uint8(0))
+            write_record(words, floats, p, q[i, 0], q[i, 1], q[i, 2], intensity[i], r, g, b, voxel, inv, cell_bits)
 
 
 @jit
@@ -189,26 +187,45 @@ class CellCounter:
         self._local = np.full(capacity, -1, np.int64)
         self.used = 0
 
-    def pack(self, frame: int, xyz_q: np.ndarray, intensity: np.ndarray, rgb: np.ndarray | None,
-             out: np.ndarray) -> np.ndarray:
-        """One frame's points (``xyz_q (N, 3)`` int quanta, |v| < 2**31; ``intensity (N,)``;
-        ``rgb (N, 3) uint8`` or None) counted and written to ``out`` (``(N,) RAW``) grouped
-        by cell (in input order within a cell). Returns the groups: ``(R, 3) int64`` runs of
-        (cell key, records, ``frame``)."""
+    def scan(self, xyz_q: np.ndarray, intensity: np.ndarray) -> tuple[dict[str, Any], np.ndarray]:
+        """Of one frame's points (``xyz_q (N, 3)`` int quanta, ``intensity (N,)``): ``(stats,
+        cell keys (N,) int64)``; ``stats``: ``lo_q``/``hi_q`` (per-axis bounds), ``i_min``/
+        ``i_max``, ``i_whole`` (every intensity a whole number in [0, 65535]) and ``finite`` (no
+        NaN or infinite intensity). The keys are valid where the positions are (:meth:`fits`)."""
         q = np.ascontiguousarray(xyz_q, np.int64)
-        slots = np.empty(len(q), np.int64)
+        cell_keys = np.empty(len(q), np.int64)
+        big = np.iinfo(np.int64).max
+        bounds = np.tile(np.array([big, big, big, -big - 1, -big - 1, -big - 1], np.int64), (_PARTS, 1))
+        irange = np.tile(np.array([np.inf, -np.inf, 1.0, 1.0]), (_PARTS, 1))
+        _scan_kernel(q, np.ascontiguousarray(intensity), np.int64(self.cell_q), cell_keys, bounds, irange)
+        stats = {"lo_q": bounds[:, :3].min(axis=0).tolist(), "hi_q": bounds[:, 3:].max(axis=0).tolist(),
+                 "i_min": float(irange[:, 0].min()), "i_max": float(irange[:, 1].max()),
+                 "i_whole": bool(irange[:, 2].all()), "finite": bool(irange[:, 3].all())}
+        return stats, cell_keys
+
+    def pack(self, frame: int, cell_keys: np.ndarray, xyz_q: np.ndarray, intensity: np.ndarray,
+             rgb: np.ndarray | None, out: np.ndarray) -> np.ndarray:
+        """One frame's points (``xyz_q (N, 3)`` int quanta, |v| < 2**31, their ``cell_keys`` from
+        :meth:`scan`; ``intensity (N,)``; ``rgb (N, 3) uint8`` or None) counted and written to
+        ``out`` (``(N,) RAW``) grouped by cell (in input order within a cell). Returns the
+        groups: ``(R, 3) int64`` runs of (cell key, records, ``frame``)."""
+        n = len(cell_keys)
+        slots = np.empty(n, np.int64)
         while True:
-            done, self.used = _slots_kernel(q, np.int64(self.cell_q), self.keys, self.used, len(self.keys) // 2, slots)
+            done, self.used = _slots_kernel(cell_keys, self.keys, self.used, len(self.keys) // 2, slots)
             if done:
                 break
             self._grow()
+        first, groups = np.empty(n, np.int64), np.empty(n, np.int64)
+        k = _number_kernel(slots, self.counts, self._local, first, groups)
+        self._local[first[:k]] = -1
         colours = np.zeros((0, 3), np.uint8) if rgb is None else np.ascontiguousarray(rgb, np.uint8)
         words = _words(out)
-        runs = np.empty((len(q), RUN_COLUMNS), np.int64)
-        k = _pack_kernel(q, np.ascontiguousarray(intensity), colours, np.int64(frame), slots, self.keys, self.counts,
-                         self._local, np.int64(self.voxel_q), np.int64(self.cell_bits), words, words.view(np.float32),
-                         runs)
-        return runs[:k].copy()
+        cursor = np.zeros((_PARTS, k), np.int64)
+        _write_kernel(np.ascontiguousarray(xyz_q, np.int64), np.ascontiguousarray(intensity), colours, groups,
+                      np.int64(self.voxel_q), np.int64(self.cell_bits), words, words.view(np.float32), cursor)
+        ends = cursor[-1]
+        return np.column_stack([self.keys[first[:k]], np.diff(ends, prepend=0), np.full(k, frame)])
 
     def fits(self, lo_q: list[int], hi_q: list[int]) -> bool:
         """Whether positions within ``lo_q..hi_q`` (per axis) have packable cell keys."""
@@ -378,8 +395,8 @@ def _warmup() -> None:
     v = np.array([[0, 0, 0], [40, 40, 40], [-5, -5, -5]], np.int64)
     rec = np.empty(3, RAW)
     for rgb in (None, np.zeros((3, 3), np.uint8)):
-        runs = counter.pack(0, v, np.zeros(3, np.float32), rgb, rec)
-    frame_stats(v, np.zeros(3, np.float32))
+        _, cell_keys = counter.scan(v, np.zeros(3, np.float32))
+        runs = counter.pack(0, cell_keys, v, np.zeros(3, np.float32), rgb, rec)
     dest = counter.lookup(runs[:, 0], np.zeros(len(counter.keys), np.int64))
     place(runs, dest, (0, 1))
     group(rec, runs[:, 1], dest, np.zeros(1, np.int64), np.empty(3, RAW))

@@ -91,7 +91,7 @@ def test_merge_voxels_against_numpy(cell_bits):
     records = np.empty(len(q), RAW)
     runs, cells, at = [], [], 0
     for f, (fq, fi, frgb) in enumerate(data):  # each frame's records grouped by cell, as the pool holds them
-        r = counter.pack(f, fq, fi, frgb, records[at:at + len(fq)])
+        r = counter.pack(f, counter.scan(fq, fi)[1], fq, fi, frgb, records[at:at + len(fq)])
         runs.append(np.column_stack([np.cumsum(r[:, 1]) - r[:, 1] + at, r[:, 1:]]))
         cells.append(cell_coords(r[:, 0]))
         at += len(fq)
