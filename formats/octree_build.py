@@ -59,6 +59,8 @@ from formats.octree_pool import Appender, Pool
 from formats.scene_store.durable import atomic_write
 
 COLUMNS = ("x", "y", "z", "intensity16", "r", "g", "b", "count", "first", "last")
+ROOT = np.dtype([("x", "<i4"), ("y", "<i4"), ("z", "<i4"), ("intensity16", "<u2"), ("r", "u1"), ("g", "u1"),
+                 ("b", "u1"), ("count", "<u4"), ("first", "<u4"), ("last", "<u4"), ("codes", "<i8")])  # a chunk root's
 WORKERS = max(1, min(4, len(os.sched_getaffinity(0))))  # chunks in work at once
 QUEUED = 2 * WORKERS  # chunks submitted or done but not yet written: workers never wait for the writing
 
@@ -109,6 +111,7 @@ class OctreeBuilder:
                                       "partitioned": False, "tally": {}}
         self._tally: dict[str, int] = {}
         self._last_frame = -1
+        self._done: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # chunks done here: (entries, root points)
         saved = self._load_state()
         if saved is not None:
             self.state = saved
@@ -213,18 +216,22 @@ class OctreeBuilder:
         cube = Cube.around(lo, hi, o.voxel_q, o.cell_bits)
         plan = plan_chunks(cube, self.counter, o.chunk_max)
         batches = plan.batches(o.memory_points)
-        if len(batches) > 1 and not self.state["partitioned"]:
-            batch_of_chunk = np.repeat(np.arange(len(batches)), [e - f for f, e in batches])
-            batch_of_cell = np.repeat(batch_of_chunk, np.diff(plan.chunk_cells))
-            self.pool.partition(self.counter, np.where(plan.rank_of_slot >= 0, batch_of_cell[plan.rank_of_slot], -1),
-                                len(batches))
-            self.state["partitioned"] = True
-            self._save_state()
-        writer = _NodeWriter(self.work / "octree.partial", self._resume_point(len(plan.chunks)))
-        todo = [[k for k in range(first, end) if not self._done_path(k).is_file()] for first, end in batches]
-        wanted = [b for b in range(len(batches)) if todo[b]]
-        with ThreadPoolExecutor(1, thread_name_prefix="octree-batch") as loader:  # the next batch read meanwhile
-            def load(b: int) -> Future:
+        with ThreadPoolExecutor(1, thread_name_prefix="octree-batch") as loader, \
+                ThreadPoolExecutor(1, thread_name_prefix="octree-unlink") as unlinker:  # files deleted meanwhile
+            if len(batches) > 1 and not self.state["partitioned"]:
+                batch_of_chunk = np.repeat(np.arange(len(batches)), [e - f for f, e in batches])
+                batch_of_cell = np.repeat(batch_of_chunk, np.diff(plan.chunk_cells))
+                self.pool.partition(self.counter, np.where(plan.rank_of_slot >= 0,
+                                                           batch_of_cell[plan.rank_of_slot], -1), len(batches))
+                self.state["partitioned"] = True
+                self._save_state()
+            if self.state["partitioned"]:
+                unlinker.submit(self.pool.drop_segments)
+            writer = _NodeWriter(self.work / "octree.partial", self._resume_point(len(plan.chunks)))
+            todo = [[k for k in range(first, end) if not self._done_path(k).is_file()] for first, end in batches]
+            wanted = [b for b in range(len(batches)) if todo[b]]
+
+            def load(b: int) -> Future:  # the next batch read while this one is built
                 return loader.submit(self.pool.batch, self.counter, plan, batches, b)
 
             loading = [load(b) for b in wanted[:1]]
@@ -234,14 +241,12 @@ class OctreeBuilder:
                 self._run_chunks(todo[b], records, runs, cell_runs, int(plan.chunk_cells[batches[b][0]]), plan, cube,
                                  stats, writer)
                 del records  # the pool's array, reused by a later batch, released before the top
-                self.pool.batch_path(b).unlink(missing_ok=True)
-        entries = []
-        for k in range(len(plan.chunks)):
-            with np.load(self._done_path(k)) as saved:
-                entries.append(saved["entries"].view(ENTRY).reshape(-1))
+                unlinker.submit(self.pool.batch_path(b).unlink, missing_ok=True)
         self.pool.release()
-        top = self._top(plan.chunks, cube, stats, writer) if plan.chunks else np.zeros(1, ENTRY)
-        nodes = np.concatenate([*entries, top])
+        done = [self._chunk_done(k) for k in range(len(plan.chunks))]
+        top = self._top(plan.chunks, [root for _, root in done], cube, stats, writer) if plan.chunks \
+            else np.zeros(1, ENTRY)
+        nodes = np.concatenate([*(entries for entries, _ in done), top])
         writer.close()
         return self._write_index(nodes, cube, stats, writer, extra or {})
 
@@ -280,40 +285,49 @@ class OctreeBuilder:
 
     def _process_chunk(self, k: int, level: int, records: np.ndarray, runs: np.ndarray, cell_runs: np.ndarray,
                        cell_codes: np.ndarray, cell_xyz: np.ndarray, cube: Cube, stats: dict
-                       ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Chunk ``k`` (a node at ``level``; its points the ``runs`` of ``records``, cell after
         cell, the cells ``cell_codes``/``cell_xyz``: :func:`~engine.map_octree.merge_voxels`):
         its nodes but its root encoded (``data``, :data:`ENTRY` rows with offsets in ``data``)
-        and its root's points (with their ``codes``)."""
+        and its root's points (:data:`ROOT`)."""
         codes, merged = merge_voxels(records.view(np.int32).reshape(len(records), -1), runs, cell_runs, cell_codes,
                                      cell_xyz, cube.cell_bits)
         merged["intensity16"] = intensity16(merged.pop("intensity"), stats)
         nodes = octree_shape(codes, level, cube.depth, self.options.grid_bits, self.options.leaf_max)
         owner, pool = select_lod(codes, nodes, cube.depth, self.options.grid_bits)
         data, entries = _encode(merged, owner, nodes, np.arange(1, len(nodes["levels"])), cube, stats)
-        root = {c: merged[c][pool] for c in COLUMNS}
+        root = np.empty(len(pool), ROOT)
+        for c in COLUMNS:
+            root[c] = merged[c][pool]
         root["codes"] = codes[pool]
         return data, entries, root
 
     def _save_chunk(self, k: int, future: Future, writer: "_NodeWriter") -> None:
-        """Chunk ``k``'s nodes appended to ``octree.bin``, then its done file."""
+        """Chunk ``k``'s nodes appended to ``octree.bin``, then its done file (its entries, the
+        file's end and its root's points, also kept in memory)."""
         data, entries, root = future.result()
         entries["offset"] += writer.write(data)
         done = self._done_path(k)
         with open(done.with_suffix(".tmp"), "wb") as fh:
-            np.savez(fh, entries=entries.view(np.uint8), end=writer.end, **{"root_" + c: v for c, v in root.items()})
+            np.savez(fh, entries=entries.view(np.uint8), end=writer.end, root=root)
         os.replace(done.with_suffix(".tmp"), done)
+        self._done[k] = entries, root
 
-    def _top(self, chunks: list, cube: Cube, stats: dict, writer: "_NodeWriter") -> np.ndarray:
-        """The levels above the chunks and the chunk roots (their points read back from the
-        chunks' done files), written; their entries."""
-        roots = []
-        for k in range(len(chunks)):
+    def _chunk_done(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Chunk ``k``'s entries and root points (:data:`ROOT`), from memory or its done file."""
+        if k not in self._done:
             with np.load(self._done_path(k)) as saved:
-                roots.append({c: saved["root_" + c] for c in (*COLUMNS, "codes")})
-        pts = {c: np.concatenate([r[c] for r in roots]) for c in (*COLUMNS, "codes")}
-        codes = pts.pop("codes")
-        nodes = upper_nodes([(lv, p) for lv, p, _ in chunks], [len(r["codes"]) for r in roots], cube.depth)
+                self._done[k] = saved["entries"].view(ENTRY).reshape(-1), saved["root"]
+        return self._done[k]
+
+    def _top(self, chunks: list, roots: list[np.ndarray], cube: Cube, stats: dict, writer: "_NodeWriter"
+             ) -> np.ndarray:
+        """The levels above the chunks and the chunk roots (``roots``: their points), written;
+        their entries."""
+        joined = np.concatenate(roots)
+        pts = {c: joined[c] for c in COLUMNS}
+        codes = joined["codes"]
+        nodes = upper_nodes([(lv, p) for lv, p, _ in chunks], [len(r) for r in roots], cube.depth)
         owner, _ = select_lod(codes, nodes, cube.depth, self.options.grid_bits)
         data, entries = _encode(pts, owner, nodes, np.arange(len(nodes["levels"])), cube, stats)
         entries["offset"] += writer.write(data)

@@ -223,6 +223,12 @@ class Pool:
         """Drop the records kept in memory and the arrays batches reuse."""
         self._memory, self._memory_runs, self._records = None, [], [None, None]
 
+    def drop_segments(self) -> None:
+        """Delete the segments' files (once partitioned: batches read their own files)."""
+        for seg in self.segments:
+            for path in (self.work / seg["file"], runs_path(self.work / seg["file"])):
+                path.unlink(missing_ok=True)
+
     def batch_path(self, b: int) -> Path:
         return self.work / f"batch-{b:04d}.bin"
 
