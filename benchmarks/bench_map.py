@@ -11,9 +11,12 @@ stated for 100 M, which needs ~2.4 GB of temporary disk and minutes on a 2-core 
   ≥ 12 M input points/s on 2 cores, peak memory ≤ 2 GB for 100 M points. One round (a
   minute-long build is not repeated).
 - ``map_copc``: the built layer written as COPC (:func:`formats.copc.write_copc`: point
-  records from the nodes, one LAZ chunk per node, lazrs in parallel) vs laspy writing the same
-  points as LAZ (``LasData.write``, lazrs backend, parallel; point format 7 plus the same 12
-  extra bytes; the arrays are built before timing). Goal ≥ 1× (beat it); outputs read back equal.
+  records from the nodes, read from ``octree.bin``, one LAZ chunk per node, leaves of fewer
+  than 8192 points in their parent's, the next records converted while lazrs compresses in
+  parallel; plus the COPC hierarchy) vs laspy writing the same points as LAZ
+  (``LasData.write``, lazrs backend, parallel, chunks of 50 000 points; point format 7 plus
+  the same 12 extra bytes; its arrays are built before timing, so it does less: no reading,
+  no conversion). Goal ≥ 1× (beat it); outputs read back equal.
 - ``map_first_view``: ``fathom serve`` (its own process, loopback) and a new client doing
   what the viewer does before its first picture: ``GET /map``, the root hierarchy page, then
   the root and level-1 nodes' viewer parts as byte ranges of ``octree.bin``, six at a time.

@@ -4,8 +4,9 @@
 The file: the 375-byte LAS 1.4 header; VLRs ``copc``/1 (the COPC info: cube centre and
 half-size, root spacing, where the root hierarchy page is; first, as COPC requires),
 ``laszip encoded``/22204 (variable-size chunks) and ``LASF_Spec``/4 (extra bytes); the point
-data, one LAZ chunk per octree node in octree.bin's order (nodes without points have none)
-and the chunk table; then the EVLR ``copc``/1000, the hierarchy pages (the layer's, with
+data, one LAZ chunk per octree node in octree.bin's order (nodes without points have none;
+a leaf of few points joins its parent's chunk and is left out of the hierarchy:
+:func:`chunk_holders`) and the chunk table; then the EVLR ``copc``/1000, the hierarchy pages (the layer's, with
 offsets into this file).
 
 Points are point format 7 plus 12 extra bytes (48 bytes before compression): ``X Y Z`` the
@@ -21,6 +22,7 @@ from __future__ import annotations
 import datetime
 import os
 import struct
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import lazrs
@@ -38,7 +40,8 @@ POINT_FORMAT, EXTRA_BYTES = 7, 12
 EXTRA = (("count", "voxel's merged point count"), ("first_frame", "first frame that saw the voxel"),
          ("last_frame", "last frame that saw the voxel"))
 HEADER_SIZE, VLR_HEADER, EVLR_HEADER = 375, 54, 60
-BATCH_POINTS = 1 << 21  # points converted and compressed per call (bounds the memory of the conversion)
+BATCH_POINTS = 1 << 19  # points converted and compressed per call (bounds the memory of the conversion)
+MIN_NODE_POINTS = 8192  # a smaller leaf's points join its parent's chunk (as untwine and entwine do): fewer chunks
 
 
 def _vlr(user: str, record: int, data: bytes, description: str, extended: bool = False) -> bytes:
@@ -100,9 +103,31 @@ def _records_kernel(data, data16, data32, offsets, counts, widths, mins, out8, o
             j += 1
 
 
-def write_copc(layer_dir: str | os.PathLike, path: str | os.PathLike) -> dict[str, int]:
-    """Write the octree layer at ``layer_dir`` as the COPC file ``path`` (replaced atomically).
-    Returns ``{"points", "nodes", "bytes"}``."""
+def chunk_holders(nodes: np.ndarray, min_points: int) -> np.ndarray:
+    """``(M,) int64``: for each node (:data:`formats.octree.ENTRY` rows, a tree), the node whose
+    COPC chunk holds its points: itself, or, for a leaf of fewer than ``min_points`` points
+    (counting those it took), its parent's holder. Deepest leaves first, so small leaves move
+    up until their parent's chunk holds enough."""
+    key = {(int(e["level"]), int(e["x"]), int(e["y"]), int(e["z"])): i for i, e in enumerate(nodes)}
+    parent = np.array([key.get((lv - 1, x >> 1, y >> 1, z >> 1), -1) if lv else -1 for lv, x, y, z in key], np.int64)
+    size = nodes["point_count"].astype(np.int64)
+    children = np.bincount(parent[parent >= 0], minlength=len(nodes))
+    holder = np.arange(len(nodes))
+    for i in np.argsort(-nodes["level"].astype(np.int64), kind="stable"):
+        p = parent[i]
+        if p >= 0 and children[i] == 0 and size[i] < min_points:
+            holder[i], size[p], children[p] = p, size[p] + size[i], children[p] - 1
+    for i in np.argsort(nodes["level"], kind="stable"):  # parents first: their holder is final
+        holder[i] = holder[holder[i]]
+    return holder
+
+
+def write_copc(layer_dir: str | os.PathLike, path: str | os.PathLike, min_points: int = MIN_NODE_POINTS
+               ) -> dict[str, int]:
+    """Write the octree layer at ``layer_dir`` as the COPC file ``path`` (replaced atomically):
+    one LAZ chunk per node, except leaves of fewer than ``min_points`` points, whose points join
+    their parent's (:func:`chunk_holders`; 0: every node its own). Returns ``{"points", "nodes",
+    "bytes"}`` (``nodes``: the COPC hierarchy's)."""
     layer = OctreeLayer.open(layer_dir)
     meta, nodes = layer.metadata, layer.nodes
     side = meta["side_q"] * meta["quantum_m"]
@@ -110,49 +135,70 @@ def write_copc(layer_dir: str | os.PathLike, path: str | os.PathLike) -> dict[st
     info_size = 160
     vlrs_size = VLR_HEADER + info_size + VLR_HEADER + len(vlr.record_data()) + len(_extra_bytes_vlr())
     offset_to_points = HEADER_SIZE + vlrs_size
-    full = np.flatnonzero(nodes["point_count"] > 0)
-    full = full[np.argsort(nodes["offset"][full], kind="stable")]  # in octree.bin's order: sequential reads
-    counts = nodes["point_count"][full].astype(np.int64)
-    widths = np.array([position_width(int(meta["side_q"]), int(lv)) for lv in nodes["level"][full]], np.int64)
-    sizes = np.array([node_sections(int(n), int(w))["total"] for n, w in zip(counts, widths)], np.int64)
-    bad = np.flatnonzero(nodes["byte_size"][full] != sizes)
+    counts = nodes["point_count"].astype(np.int64)
+    widths = np.array([position_width(int(meta["side_q"]), int(lv)) for lv in nodes["level"]], np.int64)
+    sizes = np.array([node_sections(int(n), int(w))["total"] if n else 0 for n, w in zip(counts, widths)], np.int64)
+    octree_bytes = os.path.getsize(layer.dir / OCTREE)
+    bad = np.flatnonzero((counts > 0) & ((nodes["byte_size"] != sizes) | (nodes["offset"] + sizes > octree_bytes)))
     if len(bad):
-        e = nodes[full[bad[0]]]
+        e = nodes[bad[0]]
         raise FormatError(layer.dir / OCTREE, int(e["offset"]), f"node {e['level']}-{e['x']}-{e['y']}-{e['z']} of "
-                          f"{sizes[bad[0]]} bytes for {e['point_count']} points")
-    mins = (np.stack([nodes[a][full] for a in "xyz"], 1).astype(np.int64)
-            * (np.int64(meta["side_q"]) >> nodes["level"][full].astype(np.int64))[:, None])
+                          f"{e['byte_size']} bytes for {e['point_count']} points in a file of {octree_bytes}")
+    mins = (np.stack([nodes[a] for a in "xyz"], 1).astype(np.int64)
+            * (np.int64(meta["side_q"]) >> nodes["level"].astype(np.int64))[:, None])
+    holder = chunk_holders(nodes, min_points)
+    totals = np.bincount(holder, counts, len(nodes)).astype(np.int64)
+    # sources: the nodes with points, chunk after chunk (in octree.bin's order), the holder's own points first
+    offsets = nodes["offset"].astype(np.int64)
+    first_offset = np.full(len(nodes), np.iinfo(np.int64).max)
+    np.minimum.at(first_offset, holder[counts > 0], offsets[counts > 0])
+    src = np.flatnonzero(counts > 0)
+    src = src[np.lexsort((offsets[src], holder[src] != src, holder[src], first_offset[holder[src]]))]
+    chunks = np.unique(holder[src])
+    chunks = chunks[np.argsort(first_offset[chunks], kind="stable")]
     target = Path(path)
     tmp = target.with_name(target.name + ".tmp")
     lo, hi = np.full(3, np.iinfo(np.int64).max), np.full(3, np.iinfo(np.int64).min)
-    records = np.zeros(BATCH_POINTS + int(counts.max(initial=0)), POINT).view(np.uint8)
-    with open(tmp, "w+b") as fh, open(layer.dir / OCTREE, "rb") as src:
+    ends = np.cumsum(totals[chunks])
+    cuts = [0, *np.flatnonzero(np.diff(ends // BATCH_POINTS)) + 1, len(chunks)]  # batches of about BATCH_POINTS
+    batches = [(a, b) for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
+    src_cuts = np.concatenate([[0], np.flatnonzero(np.diff(holder[src])) + 1, [len(src)]])  # chunk after chunk
+    biggest = max((int(totals[chunks[a:b]].sum()) for a, b in batches), default=0)
+    buffers = [np.zeros(biggest, POINT).view(np.uint8) for _ in range(min(2, len(batches)))]
+    data = np.memmap(layer.dir / OCTREE, np.uint8, mode="r") if len(src) else np.zeros(8, np.uint8)
+
+    def convert(k: int) -> list[np.ndarray]:
+        """Batch ``k``'s chunks as records (in one of two buffers: converted while the one
+        before is compressed)."""
+        a, b = batches[k]
+        mine = src[src_cuts[a]:src_cuts[b]]
+        out = buffers[k % 2]
+        _records_kernel(data, data[:len(data) // 2 * 2].view("<u2"), data[:len(data) // 4 * 4].view("<u4"),
+                        offsets[mine], counts[mine], widths[mine], mins[mine], out, out.view("<u2"),
+                        out.view("<u4"), lo, hi)
+        bounds = np.concatenate([[0], np.cumsum(totals[chunks[a:b]])]) * POINT.itemsize
+        return [out[s:e] for s, e in zip(bounds[:-1], bounds[1:])]
+
+    with open(tmp, "w+b") as fh, ThreadPoolExecutor(1, thread_name_prefix="copc-records") as converter:
         fh.write(bytes(offset_to_points))
         compressor = lazrs.ParLasZipCompressor(fh, vlr)
-        first = 0
-        while first < len(full):  # batches of nodes of about BATCH_POINTS points, read and converted at once
-            end = first + max(1, int(np.searchsorted(np.cumsum(counts[first:]), BATCH_POINTS)))
-            start = int(nodes["offset"][full[first]])
-            src.seek(start)
-            data = np.frombuffer(src.read(int(nodes["offset"][full[end - 1]]) + int(sizes[end - 1]) - start), np.uint8)
-            offsets = nodes["offset"][full[first:end]].astype(np.int64) - start
-            _records_kernel(data, data[:len(data) // 2 * 2].view("<u2"), data[:len(data) // 4 * 4].view("<u4"),
-                            offsets, counts[first:end], widths[first:end], mins[first:end], records,
-                            records.view("<u2"), records.view("<u4"), lo, hi)
-            bounds = np.concatenate([[0], np.cumsum(counts[first:end])]) * POINT.itemsize
-            compressor.compress_chunks([records[a:b] for a, b in zip(bounds[:-1], bounds[1:])])
-            first = end
+        pending = [converter.submit(convert, 0)] if batches else []
+        for k in range(len(batches)):
+            records = pending.pop().result()
+            pending.extend(converter.submit(convert, n) for n in range(k + 1, min(k + 2, len(batches))))
+            compressor.compress_chunks(records)  # lazrs, in parallel, without the GIL
         compressor.done()
         evlr_start = fh.seek(0, os.SEEK_END)
         fh.seek(offset_to_points)
         table = lazrs.read_chunk_table(fh, vlr)
         chunk_bytes = np.array([b for _, b in table], np.int64)
-        if len(table) != len(full) or any(c != n for (c, _), n in zip(table, counts)):
+        if len(table) != len(chunks) or any(c != n for (c, _), n in zip(table, totals[chunks])):
             raise RuntimeError("LAZ chunks do not match the octree's nodes")
         entries = nodes.copy()
-        entries["offset"], entries["byte_size"] = 0, 0
-        entries["offset"][full] = offset_to_points + 8 + np.concatenate([[0], np.cumsum(chunk_bytes)[:-1]])
-        entries["byte_size"][full] = chunk_bytes
+        entries["offset"], entries["byte_size"], entries["point_count"] = 0, 0, totals
+        entries["offset"][chunks] = offset_to_points + 8 + np.concatenate([[0], np.cumsum(chunk_bytes)[:-1]])
+        entries["byte_size"][chunks] = chunk_bytes
+        entries = entries[holder == np.arange(len(nodes))]
         pages, root_bytes = hierarchy_pages(entries, int(meta["hierarchy"]["step"]), base=evlr_start + EVLR_HEADER)
         fh.seek(evlr_start)
         fh.write(_vlr("copc", 1000, pages, "EPT hierarchy", extended=True))
@@ -160,13 +206,13 @@ def write_copc(layer_dir: str | os.PathLike, path: str | os.PathLike) -> dict[st
         info = struct.pack("<3dddQQdd11Q", *center, side / 2, meta["spacing_m"], evlr_start + EVLR_HEADER, root_bytes,
                            0.0, 0.0, *([0] * 11))
         fh.seek(0)
-        fh.write(_header(meta, int(nodes["point_count"].sum()), offset_to_points, 3, evlr_start,
-                         np.stack([lo, hi]) if len(full) else np.zeros((2, 3), np.int64)))
+        fh.write(_header(meta, int(counts.sum()), offset_to_points, 3, evlr_start,
+                         np.stack([lo, hi]) if len(src) else np.zeros((2, 3), np.int64)))
         fh.write(_vlr("copc", 1, info, "copc info") + _vlr("laszip encoded", 22204, vlr.record_data(), "lazrs")
                  + _extra_bytes_vlr())
         total = fh.seek(0, os.SEEK_END)
     os.replace(tmp, target)
-    return {"points": int(nodes["point_count"].sum()), "nodes": len(nodes), "bytes": total}
+    return {"points": int(counts.sum()), "nodes": len(entries), "bytes": total}
 
 
 def _warmup() -> None:
@@ -178,4 +224,4 @@ def _warmup() -> None:
                         np.zeros(3, np.int64), np.zeros(3, np.int64))
 
 
-__all__ = ["POINT", "write_copc"]
+__all__ = ["MIN_NODE_POINTS", "POINT", "chunk_holders", "write_copc"]

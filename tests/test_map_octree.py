@@ -276,7 +276,9 @@ def test_damaged_layers_raise_format_errors(tmp_path):
     assert '"format"' in damaged(lambda: (root / METADATA).write_text(json.dumps(dict(meta, version=9)))).expected
 
 
-def test_copc_reads_back_exactly_in_laspy(tmp_path):
+@pytest.mark.parametrize("min_points", [0, 400])
+def test_copc_reads_back_exactly_in_laspy(tmp_path, min_points):
+    """Every node its own chunk, or small leaves moved up into their parents' chunks."""
     import laspy
 
     from formats.copc import write_copc
@@ -285,13 +287,14 @@ def test_copc_reads_back_exactly_in_laspy(tmp_path):
     # one chunk per counting cell: chunk roots the top levels empty entirely stay as 0-point nodes
     layer = build(tmp_path / "l", OctreeOptions(leaf_max=300, chunk_max=1, cell_bits=8, step=2), data)
     assert np.any(layer.nodes["point_count"] == 0)
-    info = write_copc(tmp_path / "l", tmp_path / "m.copc.laz")
+    info = write_copc(tmp_path / "l", tmp_path / "m.copc.laz", min_points=min_points)
     pts = by_voxel(layer.points())
     with laspy.CopcReader.open(tmp_path / "m.copc.laz") as reader:
         assert reader.header.point_count == info["points"] == len(pts["x"])
         assert np.allclose(reader.header.scales, 1e-3) and reader.header.version.minor == 4
         got = reader.query()
-        per_level = [len(reader.query(level=lv)) for lv in range(layer.metadata["max_level"] + 1)]
+        levels = [reader.query(level=lv) for lv in range(layer.metadata["max_level"] + 1)]
+    per_level = [len(p) for p in levels]
     got = by_voxel({"x": got.X, "y": got.Y, "z": got.Z, "intensity16": got.intensity, "r": got.red,
                     "g": got.green, "b": got.blue, "count": got["count"], "first": got["first_frame"],
                     "last": got["last_frame"]})
@@ -299,7 +302,18 @@ def test_copc_reads_back_exactly_in_laspy(tmp_path):
         assert np.array_equal(got[k], pts[k]), k
     for k in "rgb":
         assert np.array_equal(got[k], pts[k] * 257), k
-    levels = layer.nodes["level"]
-    assert per_level == [int(layer.nodes["point_count"][levels == lv].sum()) for lv in range(len(per_level))]
+    # the nodes holding each level's points: leaves of fewer than min_points (counting what they took) moved up
+    nodes = {(int(e["level"]), int(e["x"]), int(e["y"]), int(e["z"])): int(e["point_count"]) for e in layer.nodes}
+    for key in sorted(nodes, reverse=True):  # deepest first
+        has_child = any((key[0] + 1, *c) in nodes for c in
+                        {(2 * key[1] + dx, 2 * key[2] + dy, 2 * key[3] + dz) for dx in (0, 1) for dy in (0, 1)
+                         for dz in (0, 1)})
+        if key[0] and not has_child and nodes[key] < min_points:
+            nodes[(key[0] - 1, key[1] >> 1, key[2] >> 1, key[3] >> 1)] += nodes.pop(key)
+    assert info["nodes"] == len(nodes) and (min_points == 0) == (len(nodes) == len(layer.nodes))
+    assert per_level == [sum(n for k, n in nodes.items() if k[0] == lv) for lv in range(len(per_level))]
+    for lv, p in enumerate(levels):  # each point inside a node of its level
+        side = layer.metadata["side_q"] >> lv
+        assert {(lv, *k) for k in zip(p.X // side, p.Y // side, p.Z // side)} <= set(nodes)
     plain = laspy.read(tmp_path / "m.copc.laz")  # an ordinary LAZ 1.4 reader (chunk table) too
     assert np.array_equal(np.sort(plain.X), np.sort(pts["x"]))
