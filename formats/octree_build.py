@@ -222,7 +222,8 @@ class OctreeBuilder:
                 batch_of_chunk = np.repeat(np.arange(len(batches)), [e - f for f, e in batches])
                 batch_of_cell = np.repeat(batch_of_chunk, np.diff(plan.chunk_cells))
                 self.pool.partition(self.counter, np.where(plan.rank_of_slot >= 0,
-                                                           batch_of_cell[plan.rank_of_slot], -1), len(batches))
+                                                           batch_of_cell[plan.rank_of_slot], -1), len(batches),
+                                    plan.chunk_span(batches[0][1] - 1)[1] - plan.chunk_span(0)[0])
                 self.state["partitioned"] = True
                 self._save_state()
             if self.state["partitioned"]:

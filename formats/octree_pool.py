@@ -161,6 +161,7 @@ class Pool:
         self._held = 0
         self._records: list[np.ndarray | None] = [None, None]  # the arrays batches reuse, in turn
         self._turn = 0
+        self._kept: tuple[int, int] | None = None  # (batch, records) held in _records[0] by the partition
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="octree-pool")
         self._pending: list[Future] = []
         weakref.finalize(self, self._writer.shutdown)  # a pool dropped unfinished still writes what it committed
@@ -232,10 +233,13 @@ class Pool:
     def batch_path(self, b: int) -> Path:
         return self.work / f"batch-{b:04d}.bin"
 
-    def partition(self, counter: CellCounter, batch_of_slot: np.ndarray, n_batches: int) -> None:
+    def partition(self, counter: CellCounter, batch_of_slot: np.ndarray, n_batches: int, first_records: int) -> None:
         """Append every record to its batch's file (:meth:`batch_path`), segment by segment,
         each grouped by batch first (one write per batch and segment, runs kept whole); the
-        next segment is read and the last one written while one is grouped."""
+        next segment is read and the last one written while one is grouped. Batch 0's records
+        (``first_records``) are also kept in memory for :meth:`batch`."""
+        kept = self._records[0] = _grown(self._records[0], first_records, RAW)
+        held = [0]
         files = [Appender(self.batch_path(b), stage_bytes=4 << 20) for b in range(n_batches)]
         run_files = [Appender(runs_path(self.batch_path(b)), stage_bytes=1 << 16) for b in range(n_batches)]
         largest = max(seg["points"] for seg in self.segments)
@@ -248,6 +252,9 @@ class Pool:
         def store(parts: list[tuple[Appender, np.ndarray]]) -> None:
             for out, data in parts:
                 out.write(data)
+                if out is files[0]:
+                    kept[held[0]:held[0] + len(data)] = data
+                    held[0] += len(data)
 
         with ThreadPoolExecutor(1) as reader, ThreadPoolExecutor(1) as writer:
             loading = reader.submit(load, 0)
@@ -269,20 +276,24 @@ class Pool:
                     pending.result()
         for f in files + run_files:
             f.close()
-        self._memory, self._memory_runs = None, []
+        self._memory, self._memory_runs, self._kept = None, [], (0, held[0])
 
     def batch(self, counter: CellCounter, plan: ChunkPlan, batches: list[tuple[int, int]], b: int
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(records (R,) RAW, runs (U, 3) int64, cell_runs (C + 1,) int64)`` of batch ``b``
         (chunks ``batches[b][0]..batches[b][1] - 1``, cells ``plan.chunk_cells[batches[b][0]]``
         on): its records' runs cell after cell (:func:`~formats.octree_chunks.place`); from the
-        batch's file or, for one batch, the whole pool. Valid until the next call (the array of
-        records is reused)."""
+        batch's file (batch 0 kept from the partition) or, for one batch, the whole pool. Two
+        batches may be held at once (one loaded while the other is used): each call's records
+        are valid until the call after next (which reuses their array)."""
         cells = (int(plan.chunk_cells[batches[b][0]]), int(plan.chunk_cells[batches[b][1]]))
         largest = max(plan.chunk_span(e - 1)[1] - plan.chunk_span(f)[0] for f, e in batches)
         if len(batches) == 1 and self._memory is not None:
             records = self._memory[:self._held]
             runs = np.concatenate(self._memory_runs) if self._memory_runs else np.zeros((0, RUN_COLUMNS), np.int64)
+        elif self._kept is not None and self._kept[0] == b and self._records[0] is not None:
+            records, runs = self._records[0][:self._kept[1]], _read_runs(runs_path(self.batch_path(b)))
+            self._turn, self._kept = 0, None
         else:
             self._turn ^= 1
             buffer = self._records[self._turn] = _grown(self._records[self._turn], largest, RAW)
