@@ -108,6 +108,7 @@ RECORD_WORDS = 4  # a pooled point: four int32 words (write_record)
 MAX_CELL_BITS = 8  # a voxel's code within its counting cell takes 3 · cell_bits <= 24 bits of a record
 MAX_CELL_Q = 1 << 16  # a position within its counting cell takes 16 bits of a record
 _DIGIT = 8  # radix digit of the sort inside a cell: 256 write heads
+_WIDE_DIGIT, _WIDE_CELL = 12, 4096  # in cells of at least 4096 points: 12-bit digits (two passes for 24 bits)
 
 
 @inline
@@ -142,9 +143,7 @@ def _merge_kernel(words, runs, cell_runs, cell_codes, cell_xyz, low_bits, cell, 
     """Per cell: its runs of records gathered into ``cell`` (in cache: a cell is small), an LSD
     radix sort of their voxel codes, then each run of equal codes merged into one output row
     (:func:`merge_voxels`). Returns the rows written."""
-    radix = 1 << _DIGIT
-    passes = (low_bits + _DIGIT - 1) // _DIGIT
-    hist = np.empty((max(passes, 1), radix), np.int64)
+    hist = np.empty((max((low_bits + _DIGIT - 1) // _DIGIT, 1), 1 << _WIDE_DIGIT), np.int64)
     m = 0
     for c in range(cell_runs.shape[0] - 1):
         n = 0
@@ -158,15 +157,18 @@ def _merge_kernel(words, runs, cell_runs, cell_codes, cell_xyz, low_bits, cell, 
         idx_bits = 1
         while (np.int64(1) << idx_bits) < n:
             idx_bits += 1
-        hist[:, :] = 0
+        digit = _WIDE_DIGIT if n >= _WIDE_CELL else _DIGIT  # fewer passes where the histogram's set-up pays
+        radix = 1 << digit
+        passes = (low_bits + digit - 1) // digit
+        hist[:passes, :radix] = 0
         for j in range(n):
             low = np.int64(np.uint32(cell[j, 3])) >> 8
             keys[j] = (low << idx_bits) | j
             for p in range(passes):
-                hist[p, (low >> (_DIGIT * p)) & (radix - 1)] += 1
+                hist[p, (low >> (digit * p)) & (radix - 1)] += 1
         src, dst = keys, tmp
         for p in range(passes):
-            shift = idx_bits + _DIGIT * p
+            shift = idx_bits + digit * p
             if hist[p, (src[0] >> shift) & (radix - 1)] == n:  # one digit value: the pass keeps the order
                 continue
             start = 0
