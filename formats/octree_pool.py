@@ -115,23 +115,55 @@ def _open_direct(path: Path, flags: int) -> int:
 
 
 def _read_into(path: Path, out: np.ndarray) -> int:
-    """Read ``path`` into the front of ``out`` (through an aligned staging buffer, with
-    ``O_DIRECT`` where allowed: a temporary read once need not pass the page cache); returns
-    the items read."""
+    """Read ``path`` into the front of ``out``; returns the items read. With ``O_DIRECT`` where
+    allowed (a temporary read once need not pass the page cache): straight into ``out`` when it
+    lies page-aligned in an :func:`aligned_empty` mapping with room for the file's last block,
+    else through an aligned staging buffer."""
     dest = out.reshape(-1).view(np.uint8)
-    stage = mmap.mmap(-1, 8 << 20)
-    staged = np.frombuffer(stage, np.uint8)
+    size = path.stat().st_size
+    if size > len(dest):
+        raise ValueError(f"{path}: {size} bytes for a buffer of {len(dest)}")
     fd = _open_direct(path, os.O_RDONLY)
     got = 0
     try:
-        while n := os.preadv(fd, [stage], got):
-            dest[got:got + n] = staged[:n]  # a NumPy copy: without the GIL
-            got += n
+        if (direct := _direct_view(out, -(-size // _ALIGN) * _ALIGN)) is not None:
+            while n := os.preadv(fd, [direct[got:got + (64 << 20)]], got):
+                got += n
+            return got // out.itemsize
+        stage = mmap.mmap(-1, 8 << 20)
+        staged = np.frombuffer(stage, np.uint8)
+        try:
+            while n := os.preadv(fd, [stage], got):
+                dest[got:got + n] = staged[:n]  # a NumPy copy: without the GIL
+                got += n
+        finally:
+            del staged
+            stage.close()
     finally:
         os.close(fd)
-        del staged
-        stage.close()
     return got // out.itemsize
+
+
+def aligned_empty(n: int, dtype: np.dtype) -> np.ndarray:
+    """``(n,)`` uninitialised array on its own page-aligned anonymous mapping, a page of slack
+    after it (:func:`_read_into` reads whole blocks straight into it), huge pages asked for."""
+    nbytes = n * dtype.itemsize
+    buffer = mmap.mmap(-1, nbytes + _ALIGN, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    if hasattr(mmap, "MADV_HUGEPAGE"):
+        buffer.madvise(mmap.MADV_HUGEPAGE)
+    return np.frombuffer(buffer, np.uint8, nbytes).view(dtype)
+
+
+def _direct_view(out: np.ndarray, nbytes: int) -> memoryview | None:
+    """``nbytes`` of memory from ``out``'s first byte as a byte view, where ``out`` starts on a
+    page of an :func:`aligned_empty` mapping that holds them; else None."""
+    base = out.base
+    while isinstance(base, np.ndarray):
+        base = base.base
+    if not isinstance(base, mmap.mmap) or out.ctypes.data % _ALIGN:
+        return None
+    start = out.ctypes.data - np.frombuffer(base, np.uint8, 1).ctypes.data
+    return memoryview(base)[start:start + nbytes] if start + nbytes <= len(base) else None
 
 
 def _read_runs(path: Path) -> np.ndarray:
@@ -142,7 +174,7 @@ def _read_runs(path: Path) -> np.ndarray:
 
 def _grown(buffer: np.ndarray | None, n: int, dtype: np.dtype) -> np.ndarray:
     """``buffer`` when it holds ``n`` items, else a new array of ``n``."""
-    return buffer if buffer is not None and len(buffer) >= n else np.empty(n, dtype)
+    return buffer if buffer is not None and len(buffer) >= n else aligned_empty(n, dtype)
 
 
 def runs_path(records: Path) -> Path:
@@ -156,7 +188,7 @@ class Pool:
         self.work, self.segments = work, list(segments)
         self._open: list[np.ndarray] = []
         self._open_runs: list[np.ndarray] = []
-        self._memory: np.ndarray | None = None if segments else np.empty(memory_points, RAW)  # None: not all in it
+        self._memory: np.ndarray | None = None if segments else aligned_empty(memory_points, RAW)  # None: not all in it
         self._memory_runs: list[np.ndarray] = []
         self._held = 0
         self._records: list[np.ndarray | None] = [None, None]  # the arrays batches reuse, in turn
@@ -243,7 +275,7 @@ class Pool:
         files = [Appender(self.batch_path(b), stage_bytes=4 << 20) for b in range(n_batches)]
         run_files = [Appender(runs_path(self.batch_path(b)), stage_bytes=1 << 16) for b in range(n_batches)]
         largest = max(seg["points"] for seg in self.segments)
-        blocks, grouped = [np.empty(largest, RAW) for _ in range(2)], [np.empty(largest, RAW) for _ in range(2)]
+        blocks, grouped = [aligned_empty(largest, RAW) for _ in range(2)], [np.empty(largest, RAW) for _ in range(2)]
 
         def load(k: int) -> tuple[np.ndarray, np.ndarray]:
             path = self.work / self.segments[k]["file"]
