@@ -62,7 +62,7 @@ COLUMNS = ("x", "y", "z", "intensity16", "r", "g", "b", "count", "first", "last"
 ROOT = np.dtype([("x", "<i4"), ("y", "<i4"), ("z", "<i4"), ("intensity16", "<u2"), ("r", "u1"), ("g", "u1"),
                  ("b", "u1"), ("count", "<u4"), ("first", "<u4"), ("last", "<u4"), ("codes", "<i8")])  # a chunk root's
 WORKERS = max(1, min(4, len(os.sched_getaffinity(0))))  # chunks in work at once
-QUEUED = 2 * WORKERS  # chunks submitted or done but not yet written: workers never wait for the writing
+QUEUED = 4 * WORKERS  # chunks submitted or done but not yet written: workers never wait for the writing
 
 
 @dataclass(frozen=True)
