@@ -76,7 +76,17 @@ def _encode_kernel(owner, slot, node_offset, node_count, node_width, node_min, x
                    count, first, last, buf, buf16, buf32):
     """One pass over the points: point ``i`` goes to output node ``slot[owner[i]]`` (none
     when negative), after that node's earlier points. ``buf16``/``buf32`` view ``buf``
-    (little-endian); node offsets are multiples of 8, so every section is aligned."""
+    (little-endian; uninitialised: the padding between sections and after each node is
+    zeroed here); node offsets are multiples of 8, so every section is aligned."""
+    for k in range(node_offset.shape[0]):
+        n, w, o = node_count[k], node_width[k], node_offset[k]
+        viewer = n * (3 * w + 4)
+        o16 = (viewer + 3) & ~3
+        oc = (o16 + 2 * n + 3) & ~3
+        end = (oc + 12 * n + NODE_ALIGN - 1) // NODE_ALIGN * NODE_ALIGN
+        buf[o + viewer:o + o16] = 0
+        buf[o + o16 + 2 * n:o + oc] = 0
+        buf[o + oc + 12 * n:o + end] = 0
     cursor = np.zeros(node_offset.shape[0], np.int64)
     for i in range(owner.shape[0]):
         k = slot[owner[i]]
@@ -126,7 +136,7 @@ def encode_nodes(points: dict[str, np.ndarray], owner: np.ndarray, rows: np.ndar
     sizes = np.array([node_sections(int(n), int(w))["total"] for n, w in zip(counts, widths)], np.int64)
     padded = (sizes + NODE_ALIGN - 1) // NODE_ALIGN * NODE_ALIGN
     offsets = np.concatenate([[0], np.cumsum(padded)[:-1]]).astype(np.int64)
-    buf = np.zeros(int(padded.sum()), np.uint8)
+    buf = np.empty(int(padded.sum()), np.uint8)
     node_min = np.asarray(cells, np.int64).reshape(-1, 3) * (np.int64(side_q) >> np.asarray(levels, np.int64))[:, None]
     _encode_kernel(owner, slot, offsets, counts, widths, np.ascontiguousarray(node_min), points["x"], points["y"],
                    points["z"], points["intensity16"], np.int64(intensity_shift), points["r"], points["g"],
