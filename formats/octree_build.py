@@ -218,26 +218,33 @@ class OctreeBuilder:
         batches = plan.batches(o.memory_points)
         with ThreadPoolExecutor(1, thread_name_prefix="octree-batch") as loader, \
                 ThreadPoolExecutor(1, thread_name_prefix="octree-unlink") as unlinker:  # files deleted meanwhile
-            if len(batches) > 1 and not self.state["partitioned"]:
-                batch_of_chunk = np.repeat(np.arange(len(batches)), [e - f for f, e in batches])
-                batch_of_cell = np.repeat(batch_of_chunk, np.diff(plan.chunk_cells))
-                self.pool.partition(self.counter, np.where(plan.rank_of_slot >= 0,
-                                                           batch_of_cell[plan.rank_of_slot], -1), len(batches),
-                                    plan.chunk_span(batches[0][1] - 1)[1] - plan.chunk_span(0)[0])
-                self.state["partitioned"] = True
-                self._save_state()
-            if self.state["partitioned"]:
+            partitioning: Future | None = None
+            if len(batches) > 1 and not self.state["partitioned"]:  # in the loader, while batch 0 is built
+                self.pool.keep_first(plan.chunk_span(batches[0][1] - 1)[1] - plan.chunk_span(0)[0])
+                partitioning = loader.submit(self._partition, plan, batches, unlinker)
+            elif self.state["partitioned"]:
                 unlinker.submit(self.pool.drop_segments)
             writer = _NodeWriter(self.work / "octree.partial", self._resume_point(len(plan.chunks)))
             todo = [[k for k in range(first, end) if not self._done_path(k).is_file()] for first, end in batches]
             wanted = [b for b in range(len(batches)) if todo[b]]
 
-            def load(b: int) -> Future:  # the next batch read while this one is built
-                return loader.submit(self.pool.batch, self.counter, plan, batches, b)
+            def batch(b: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                if partitioning is not None and not self.pool.keeps(b):
+                    partitioning.result()  # done (the loader ran it first), or its error
+                try:
+                    return self.pool.batch(self.counter, plan, batches, b)
+                except RuntimeError:  # batch 0 incomplete: the partition's own error
+                    if partitioning is not None:
+                        partitioning.result()
+                    raise
+
+            def load(b: int) -> Future | None:  # the next batch read while this one is built
+                return None if self.pool.keeps(b) else loader.submit(batch, b)
 
             loading = [load(b) for b in wanted[:1]]
             for i, b in enumerate(wanted):
-                records, runs, cell_runs = loading.pop().result()
+                pending = loading.pop()
+                records, runs, cell_runs = batch(b) if pending is None else pending.result()
                 loading.extend(load(b) for b in wanted[i + 1:i + 2])
                 self._run_chunks(todo[b], records, runs, cell_runs, int(plan.chunk_cells[batches[b][0]]), plan, cube,
                                  stats, writer)
@@ -250,6 +257,18 @@ class OctreeBuilder:
         nodes = np.concatenate([*(entries for entries, _ in done), top])
         writer.close()
         return self._write_index(nodes, cube, stats, writer, extra or {})
+
+    def _partition(self, plan: ChunkPlan, batches: list[tuple[int, int]], unlinker: ThreadPoolExecutor) -> None:
+        """The pool partitioned into its batches' files (batch 0 kept in memory:
+        :meth:`~formats.octree_pool.Pool.keep_first`), then recorded in the state; the
+        segments' files are deleted after."""
+        batch_of_chunk = np.repeat(np.arange(len(batches)), [e - f for f, e in batches])
+        batch_of_cell = np.repeat(batch_of_chunk, np.diff(plan.chunk_cells))
+        self.pool.partition(self.counter, np.where(plan.rank_of_slot >= 0, batch_of_cell[plan.rank_of_slot], -1),
+                            len(batches))
+        self.state["partitioned"] = True
+        self._save_state()
+        unlinker.submit(self.pool.drop_segments)
 
     def _done_path(self, k: int) -> Path:
         return self.work / f"chunk-{k:05d}.done.npz"

@@ -24,9 +24,11 @@ from __future__ import annotations
 import errno
 import mmap
 import os
+import threading
 import weakref
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -181,6 +183,18 @@ def runs_path(records: Path) -> Path:
     return records.with_suffix(".runs")
 
 
+@dataclass
+class _Kept:
+    """Batch 0's records (``records[:held]``, ``expected`` in all) and runs, as the partition
+    groups them."""
+
+    records: np.ndarray
+    expected: int
+    held: int = 0
+    runs: list[np.ndarray] = field(default_factory=list)
+    ready: threading.Event = field(default_factory=threading.Event)
+
+
 class Pool:
     """The segments (``segments``: ``file`` names in ``work``, in order) and the one being filled."""
 
@@ -193,7 +207,8 @@ class Pool:
         self._held = 0
         self._records: list[np.ndarray | None] = [None, None]  # the arrays batches reuse, in turn
         self._turn = 0
-        self._kept: tuple[int, int] | None = None  # (batch, records) held in _records[0] by the partition
+        self._kept: _Kept | None = None  # batch 0, grouped in memory by the partition
+        self._in_memory = 0  # the pool's first records, still in _records[0] once it outgrew memory_points
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="octree-pool")
         self._pending: list[Future] = []
         weakref.finalize(self, self._writer.shutdown)  # a pool dropped unfinished still writes what it committed
@@ -210,8 +225,8 @@ class Pool:
             out = self._memory[self._held:self._held + n]
             self._held += n
         else:
-            if self._memory is not None:  # beyond memory_points: segments are read back from files, batches
-                self._records[0] = self._memory  # into the array (its memory already touched)
+            if self._memory is not None:  # beyond memory_points: segments are read back from files (but for
+                self._records[0], self._in_memory = self._memory, self._held  # those still here), batches too
             self._memory, self._memory_runs = None, []
             out = np.empty(n, RAW)
         self._open.append(out)
@@ -265,28 +280,51 @@ class Pool:
     def batch_path(self, b: int) -> Path:
         return self.work / f"batch-{b:04d}.bin"
 
-    def partition(self, counter: CellCounter, batch_of_slot: np.ndarray, n_batches: int, first_records: int) -> None:
+    def keep_first(self, records: int) -> None:
+        """Have the next :meth:`partition` keep batch 0 (``records`` records) in memory too:
+        :meth:`batch` (from another thread) takes it as soon as it is all grouped."""
+        if self._records[0] is None or len(self._records[0]) < records:
+            self._in_memory = 0  # a new array: nothing to read from
+        # batch 0's records overwrite the pool's first records only where these were grouped: no more
+        # of batch 0 is grouped than of the pool, segment after segment
+        self._kept = _Kept(_grown(self._records[0], records, RAW), records)
+        self._records[0] = self._kept.records
+
+    def partition(self, counter: CellCounter, batch_of_slot: np.ndarray, n_batches: int) -> None:
         """Append every record to its batch's file (:meth:`batch_path`), segment by segment,
         each grouped by batch first (one write per batch and segment, runs kept whole); the
-        next segment is read and the last one written while one is grouped. Batch 0's records
-        (``first_records``) are also kept in memory for :meth:`batch`."""
-        kept = self._records[0] = _grown(self._records[0], first_records, RAW)
-        held = [0]
+        next segment is read and the last one written while one is grouped. Segments still in
+        memory are not read back; batch 0 is also kept in memory after :meth:`keep_first`."""
+        kept = self._kept if self._kept is not None else _Kept(np.empty(0, RAW), -1)
+        try:
+            self._partition(counter, batch_of_slot, n_batches, kept)
+        finally:
+            kept.ready.set()  # complete, or never: batch() tells which
+
+    def _partition(self, counter: CellCounter, batch_of_slot: np.ndarray, n_batches: int, kept: "_Kept") -> None:
         files = [Appender(self.batch_path(b), stage_bytes=4 << 20) for b in range(n_batches)]
         run_files = [Appender(runs_path(self.batch_path(b)), stage_bytes=1 << 16) for b in range(n_batches)]
         largest = max(seg["points"] for seg in self.segments)
         blocks, grouped = [aligned_empty(largest, RAW) for _ in range(2)], [np.empty(largest, RAW) for _ in range(2)]
 
+        ends = np.cumsum([seg["points"] for seg in self.segments])
+
         def load(k: int) -> tuple[np.ndarray, np.ndarray]:
             path = self.work / self.segments[k]["file"]
+            if ends[k] <= self._in_memory and self._records[0] is not None:  # still in memory: not read back
+                return self._records[0][ends[k] - self.segments[k]["points"]:ends[k]], _read_runs(runs_path(path))
             return blocks[k % 2][:_read_into(path, blocks[k % 2])], _read_runs(runs_path(path))
 
         def store(parts: list[tuple[Appender, np.ndarray]]) -> None:
             for out, data in parts:
                 out.write(data)
-                if out is files[0]:
-                    kept[held[0]:held[0] + len(data)] = data
-                    held[0] += len(data)
+                if out is files[0] and kept.expected >= 0:
+                    kept.records[kept.held:kept.held + len(data)] = data
+                    kept.held += len(data)
+                elif out is run_files[0] and kept.expected >= 0:
+                    kept.runs.append(data)
+            if kept.held == kept.expected:
+                kept.ready.set()
 
         with ThreadPoolExecutor(1) as reader, ThreadPoolExecutor(1) as writer:
             loading = reader.submit(load, 0)
@@ -308,7 +346,11 @@ class Pool:
                     pending.result()
         for f in files + run_files:
             f.close()
-        self._memory, self._memory_runs, self._kept = None, [], (0, held[0])
+        self._memory, self._memory_runs, self._in_memory = None, [], 0
+
+    def keeps(self, b: int) -> bool:
+        """Whether batch ``b`` comes from the partition's memory (:meth:`partition`)."""
+        return self._kept is not None and b == 0
 
     def batch(self, counter: CellCounter, plan: ChunkPlan, batches: list[tuple[int, int]], b: int
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -323,9 +365,13 @@ class Pool:
         if len(batches) == 1 and self._memory is not None:
             records = self._memory[:self._held]
             runs = np.concatenate(self._memory_runs) if self._memory_runs else np.zeros((0, RUN_COLUMNS), np.int64)
-        elif self._kept is not None and self._kept[0] == b and self._records[0] is not None:
-            records, runs = self._records[0][:self._kept[1]], _read_runs(runs_path(self.batch_path(b)))
-            self._turn, self._kept = 0, None
+        elif self._kept is not None and b == 0:
+            kept = self._kept
+            kept.ready.wait()  # set by the partition, which took this _kept when it started
+            self._kept, self._turn = None, 0
+            if kept.held != kept.expected:
+                raise RuntimeError(f"the partition stopped at {kept.held} of batch 0's {kept.expected} records")
+            records, runs = kept.records[:kept.held], np.concatenate(kept.runs)
         else:
             self._turn ^= 1
             buffer = self._records[self._turn] = _grown(self._records[self._turn], largest, RAW)

@@ -209,6 +209,40 @@ def test_interrupted_builds_resume_byte_identical(tmp_path, monkeypatch, memory_
         assert (tmp_path / "clean" / name).read_bytes() == (tmp_path / "resumed" / name).read_bytes(), name
 
 
+def test_a_failed_partition_raises_its_error_and_resumes(tmp_path, monkeypatch):
+    """Batch 0 is built while the partition goes on: whenever the partition starts, and its
+    failure is raised, not waited for."""
+    import time
+
+    import formats.octree_pool
+
+    data = frames()
+    options = OctreeOptions(leaf_max=3000, chunk_max=20_000, segment_points=30_000, cell_bits=6, memory_points=50_000)
+    build(tmp_path / "clean", options, data)
+    real_partition = formats.octree_pool.Pool.partition
+    monkeypatch.setattr(formats.octree_pool.Pool, "partition",
+                        lambda self, *a: time.sleep(0.3) or real_partition(self, *a))  # batch 0 asked for first
+    build(tmp_path / "late", options, data)
+    monkeypatch.setattr(formats.octree_pool.Pool, "partition", real_partition)
+    calls = []
+    real = formats.octree_pool.group
+
+    def group(*args):
+        calls.append(1)
+        if len(calls) == 3:
+            raise OSError("no space left")
+        return real(*args)
+
+    monkeypatch.setattr(formats.octree_pool, "group", group)
+    with pytest.raises(OSError, match="no space left"):
+        build(tmp_path / "resumed", options, data)
+    monkeypatch.setattr(formats.octree_pool, "group", real)
+    OctreeBuilder(tmp_path / "resumed", options).finish()
+    for name in (METADATA, HIERARCHY, OCTREE):
+        for other in ("late", "resumed"):
+            assert (tmp_path / "clean" / name).read_bytes() == (tmp_path / other / name).read_bytes(), (other, name)
+
+
 def test_float_intensities_are_mapped_to_16_bits(tmp_path):
     q = np.array([[0, 0, 0], [100, 0, 0], [200, 0, 0]], np.int64)
     builder = OctreeBuilder(tmp_path / "l", OctreeOptions())
