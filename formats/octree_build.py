@@ -117,7 +117,7 @@ class OctreeBuilder:
             self.state = saved
             counts = np.load(self.work / "counts.npz")
             self.counter = CellCounter.restore(options.voxel_q, options.cell_bits, counts["keys"], counts["counts"])
-        self.pool = Pool(self.work, self.state["segments"], options.memory_points)
+        self.pool = Pool(self.work, self.state["segments"], options.memory_points, options.segment_points)
 
     def _load_state(self) -> dict[str, Any] | None:
         path = self.work / "state.json"
@@ -209,7 +209,7 @@ class OctreeBuilder:
     def finish(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
         """Steps 2-4; returns the written metadata (``extra`` merged into it)."""
         self._commit_segment()
-        self.pool.wait()
+        self.pool.close()
         stats = self.state["stats"]
         o = self.options
         lo, hi = (np.array(stats[k] if stats else [0, 0, 0]) for k in ("lo_q", "hi_q"))

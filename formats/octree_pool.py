@@ -42,9 +42,10 @@ class Appender:
     """Appends to the file ``path`` (kept up to byte ``size``, the rest cut) through a
     page-aligned staging buffer of ``stage_bytes``, written with ``O_DIRECT`` where the
     filesystem allows it (no copy into the page cache: a fraction of the CPU time of plain
-    writes), else with plain writes. :meth:`flush` puts all that was appended in the file
-    (its size exact); a partial last block stays staged and is written again with what
-    follows. One thread at a time."""
+    writes), else with plain writes; whole blocks of a page-aligned array given at a block
+    boundary of the file are written straight from it. :meth:`flush` puts all that was
+    appended in the file (its size exact); a partial last block stays staged and is written
+    again with what follows. One thread at a time."""
 
     def __init__(self, path: Path, size: int = 0, stage_bytes: int = 8 << 20) -> None:
         self.path, self.size = path, size
@@ -63,6 +64,10 @@ class Appender:
     def write(self, data: np.ndarray) -> None:
         """Append ``data``'s bytes (a C-contiguous array)."""
         view = np.ascontiguousarray(data).reshape(-1).view(np.uint8)
+        if not self._fill and view.ctypes.data % _ALIGN == 0 and len(view) >= _ALIGN:
+            whole = len(view) // _ALIGN * _ALIGN
+            self._pwrite(view[:whole].data, self._base)
+            self._base, self.size, view = self._base + whole, self.size + whole, view[whole:]
         while len(view):
             take = min(len(view), len(self._stage) - self._fill)
             self._array[self._fill:self._fill + take] = view[:take]
@@ -72,10 +77,13 @@ class Appender:
                 self._base, self._fill = self._base + len(self._stage), 0
 
     def _write_stage(self, n: int) -> None:
+        self._pwrite(self._view[:n], self._base)
+
+    def _pwrite(self, data: memoryview, offset: int) -> None:
         done = 0
-        while done < n:
+        while done < len(data):
             try:
-                done += os.pwrite(self._fd, self._view[done:n], self._base + done)
+                done += os.pwrite(self._fd, data[done:], offset + done)
             except OSError as exc:  # direct I/O refused at the first write: plain writes from now on
                 if exc.errno != errno.EINVAL:
                     raise
@@ -198,8 +206,9 @@ class _Kept:
 class Pool:
     """The segments (``segments``: ``file`` names in ``work``, in order) and the one being filled."""
 
-    def __init__(self, work: Path, segments: list[dict], memory_points: int) -> None:
+    def __init__(self, work: Path, segments: list[dict], memory_points: int, segment_points: int) -> None:
         self.work, self.segments = work, list(segments)
+        self._segment_points = segment_points
         self._open: list[np.ndarray] = []
         self._open_runs: list[np.ndarray] = []
         self._memory: np.ndarray | None = None if segments else aligned_empty(memory_points, RAW)  # None: not all in it
@@ -209,6 +218,9 @@ class Pool:
         self._turn = 0
         self._kept: _Kept | None = None  # batch 0, grouped in memory by the partition
         self._in_memory = 0  # the pool's first records, still in _records[0] once it outgrew memory_points
+        self._buffer: np.ndarray | None = None  # beyond memory_points: the open segment's frames, one after the
+        self._buffered = 0  # other (these first ones), written straight from it
+        self._spare: list[np.ndarray] = []  # segment buffers written out, to reuse
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="octree-pool")
         self._pending: list[Future] = []
         weakref.finalize(self, self._writer.shutdown)  # a pool dropped unfinished still writes what it committed
@@ -228,7 +240,15 @@ class Pool:
             if self._memory is not None:  # beyond memory_points: segments are read back from files (but for
                 self._records[0], self._in_memory = self._memory, self._held  # those still here), batches too
             self._memory, self._memory_runs = None, []
-            out = np.empty(n, RAW)
+            if self._buffer is None and not self._open:
+                self._buffer = self._spare.pop() if self._spare else aligned_empty(self._segment_points + (1 << 20),
+                                                                                  RAW)
+            end = sum(len(r) for r in self._open[:self._buffered]) + n
+            if self._buffer is not None and self._buffered == len(self._open) and end <= len(self._buffer):
+                out = self._buffer[end - n:end]
+                self._buffered += 1
+            else:  # a frame beyond the buffer: it and those after it on their own
+                out = np.empty(n, RAW)
         self._open.append(out)
         return out
 
@@ -242,15 +262,19 @@ class Pool:
         """Close the open segment as ``segment`` (its ``file``); ``checkpoint`` runs once it is
         written (in the writer thread: it must not need the caller's objects to stay
         unchanged)."""
-        parts, runs = self._open, self._open_runs
-        self._open, self._open_runs = [], []
+        parts, runs, buffer = self._open, self._open_runs, self._buffer
+        if buffer is not None:  # its frames as one array, written straight from it
+            parts = [buffer[:sum(len(r) for r in parts[:self._buffered])], *parts[self._buffered:]]
+        self._open, self._open_runs, self._buffer, self._buffered = [], [], None, 0
         self.segments.append(segment)
         self._raise_failed()
-        path = self.work / segment["file"]
+        path, spare = self.work / segment["file"], self._spare  # not self: a dropped pool's writer ends
 
         def write() -> None:
             _write_arrays(runs_path(path), runs)
             _write_arrays(path, parts)
+            if buffer is not None:
+                spare.append(buffer)
             checkpoint()
 
         self._pending.append(self._writer.submit(write))
@@ -261,11 +285,12 @@ class Pool:
         for f in done:
             f.result()
 
-    def wait(self) -> None:
-        """Until every committed segment and its checkpoint are written (raising their error)."""
+    def close(self) -> None:
+        """Until every committed segment and its checkpoint are written (raising their error);
+        no segment follows (the segment buffers are let go)."""
         for f in self._pending:
             f.result()
-        self._pending = []
+        self._pending, self._spare = [], []
 
     def release(self) -> None:
         """Drop the records kept in memory and the arrays batches reuse."""
