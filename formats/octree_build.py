@@ -219,14 +219,15 @@ class OctreeBuilder:
         with ThreadPoolExecutor(1, thread_name_prefix="octree-batch") as loader, \
                 ThreadPoolExecutor(1, thread_name_prefix="octree-unlink") as unlinker:  # files deleted meanwhile
             partitioning: Future | None = None
-            if len(batches) > 1 and not self.state["partitioned"]:  # in the loader, while batch 0 is built
-                self.pool.keep_first(plan.chunk_span(batches[0][1] - 1)[1] - plan.chunk_span(0)[0])
-                partitioning = loader.submit(self._partition, plan, batches, unlinker)
+            todo = [[k for k in range(first, end) if not self._done_path(k).is_file()] for first, end in batches]
+            wanted = [b for b in range(len(batches)) if todo[b]]
+            if len(batches) > 1 and not self.state["partitioned"] and wanted:  # in the loader, beside batch 0
+                if wanted[0] == 0:
+                    self.pool.keep_first(plan.chunk_span(batches[0][1] - 1)[1] - plan.chunk_span(0)[0])
+                partitioning = loader.submit(self._partition, plan, batches)
             elif self.state["partitioned"]:
                 unlinker.submit(self.pool.drop_segments)
             writer = _NodeWriter(self.work / "octree.partial", self._resume_point(len(plan.chunks)))
-            todo = [[k for k in range(first, end) if not self._done_path(k).is_file()] for first, end in batches]
-            wanted = [b for b in range(len(batches)) if todo[b]]
 
             def batch(b: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
                 if partitioning is not None and not self.pool.keeps(b):
@@ -248,6 +249,12 @@ class OctreeBuilder:
                 loading.extend(load(b) for b in wanted[i + 1:i + 2])
                 self._run_chunks(todo[b], records, runs, cell_runs, int(plan.chunk_cells[batches[b][0]]), plan, cube,
                                  stats, writer)
+                if partitioning is not None:  # partitioned and batch 0 built: the segments are no longer needed
+                    partitioning.result()
+                    partitioning = None
+                    self.state["partitioned"] = True
+                    self._save_state()
+                    unlinker.submit(self.pool.drop_segments)
                 del records  # the pool's array, reused by a later batch, released before the top
                 unlinker.submit(self.pool.batch_path(b).unlink, missing_ok=True)
         self.pool.release()
@@ -258,17 +265,13 @@ class OctreeBuilder:
         writer.close()
         return self._write_index(nodes, cube, stats, writer, extra or {})
 
-    def _partition(self, plan: ChunkPlan, batches: list[tuple[int, int]], unlinker: ThreadPoolExecutor) -> None:
-        """The pool partitioned into its batches' files (batch 0 kept in memory:
-        :meth:`~formats.octree_pool.Pool.keep_first`), then recorded in the state; the
-        segments' files are deleted after."""
+    def _partition(self, plan: ChunkPlan, batches: list[tuple[int, int]]) -> None:
+        """The pool partitioned into the files of batches 1 on (batch 0 kept in memory:
+        :meth:`~formats.octree_pool.Pool.keep_first`, or already built)."""
         batch_of_chunk = np.repeat(np.arange(len(batches)), [e - f for f, e in batches])
         batch_of_cell = np.repeat(batch_of_chunk, np.diff(plan.chunk_cells))
         self.pool.partition(self.counter, np.where(plan.rank_of_slot >= 0, batch_of_cell[plan.rank_of_slot], -1),
                             len(batches))
-        self.state["partitioned"] = True
-        self._save_state()
-        unlinker.submit(self.pool.drop_segments)
 
     def _done_path(self, k: int) -> Path:
         return self.work / f"chunk-{k:05d}.done.npz"

@@ -306,7 +306,7 @@ class Pool:
         return self.work / f"batch-{b:04d}.bin"
 
     def keep_first(self, records: int) -> None:
-        """Have the next :meth:`partition` keep batch 0 (``records`` records) in memory too:
+        """Have the next :meth:`partition` keep batch 0 (``records`` records) in memory:
         :meth:`batch` (from another thread) takes it as soon as it is all grouped."""
         if self._records[0] is None or len(self._records[0]) < records:
             self._in_memory = 0  # a new array: nothing to read from
@@ -316,10 +316,12 @@ class Pool:
         self._records[0] = self._kept.records
 
     def partition(self, counter: CellCounter, batch_of_slot: np.ndarray, n_batches: int) -> None:
-        """Append every record to its batch's file (:meth:`batch_path`), segment by segment,
-        each grouped by batch first (one write per batch and segment, runs kept whole); the
-        next segment is read and the last one written while one is grouped. Segments still in
-        memory are not read back; batch 0 is also kept in memory after :meth:`keep_first`."""
+        """Append every record of batches 1 on to its batch's file (:meth:`batch_path`), segment
+        by segment, each grouped by batch first (one write per batch and segment, runs kept
+        whole); the next segment is read and the last one written while one is grouped.
+        Segments still in memory are not read back. Batch 0 is written nowhere: it is kept in
+        memory after :meth:`keep_first` (else it is already built); the caller keeps the
+        segments until it is built."""
         kept = self._kept if self._kept is not None else _Kept(np.empty(0, RAW), -1)
         try:
             self._partition(counter, batch_of_slot, n_batches, kept)
@@ -327,8 +329,8 @@ class Pool:
             kept.ready.set()  # complete, or never: batch() tells which
 
     def _partition(self, counter: CellCounter, batch_of_slot: np.ndarray, n_batches: int, kept: "_Kept") -> None:
-        files = [Appender(self.batch_path(b), stage_bytes=4 << 20) for b in range(n_batches)]
-        run_files = [Appender(runs_path(self.batch_path(b)), stage_bytes=1 << 16) for b in range(n_batches)]
+        files = [Appender(self.batch_path(b), stage_bytes=4 << 20) for b in range(1, n_batches)]
+        run_files = [Appender(runs_path(self.batch_path(b)), stage_bytes=1 << 16) for b in range(1, n_batches)]
         largest = max(seg["points"] for seg in self.segments)
         blocks, grouped = [aligned_empty(largest, RAW) for _ in range(2)], [np.empty(largest, RAW) for _ in range(2)]
 
@@ -340,16 +342,20 @@ class Pool:
                 return self._records[0][ends[k] - self.segments[k]["points"]:ends[k]], _read_runs(runs_path(path))
             return blocks[k % 2][:_read_into(path, blocks[k % 2])], _read_runs(runs_path(path))
 
-        def store(parts: list[tuple[Appender, np.ndarray]]) -> None:
-            for out, data in parts:
-                out.write(data)
-                if out is files[0] and kept.expected >= 0:
-                    kept.records[kept.held:kept.held + len(data)] = data
-                    kept.held += len(data)
-                elif out is run_files[0] and kept.expected >= 0:
-                    kept.runs.append(data)
-            if kept.held == kept.expected:
-                kept.ready.set()
+        def store(b: int, records: np.ndarray, runs: np.ndarray) -> None:
+            if b:
+                files[b - 1].write(records)
+                run_files[b - 1].write(runs)
+            elif kept.expected >= 0:
+                kept.records[kept.held:kept.held + len(records)] = records
+                kept.runs.append(runs)
+                kept.held += len(records)
+                if kept.held == kept.expected:
+                    kept.ready.set()
+
+        def store_all(parts: list[tuple[int, np.ndarray, np.ndarray]]) -> None:
+            for part in parts:
+                store(*part)
 
         with ThreadPoolExecutor(1) as reader, ThreadPoolExecutor(1) as writer:
             loading = reader.submit(load, 0)
@@ -363,9 +369,9 @@ class Pool:
                 dest = counter.lookup(runs[:, 0], batch_of_slot)
                 starts = np.concatenate([[0], np.cumsum(np.bincount(dest, runs[:, 1], n_batches))]).astype(np.int64)
                 group(records, runs[:, 1], dest, starts[:-1].copy(), grouped[k % 2])
-                storing[k % 2] = writer.submit(store, [
-                    part for b in np.flatnonzero(np.diff(starts))
-                    for part in ((files[b], grouped[k % 2][starts[b]:starts[b + 1]]), (run_files[b], runs[dest == b]))])
+                storing[k % 2] = writer.submit(store_all, [
+                    (int(b), grouped[k % 2][starts[b]:starts[b + 1]], runs[dest == b])
+                    for b in np.flatnonzero(np.diff(starts))])
             for pending in storing:
                 if pending is not None:
                     pending.result()

@@ -167,8 +167,10 @@ def test_octree_holds_exactly_the_merged_map(tmp_path, chunk_max, memory_points)
     assert not (tmp_path / "lidar" / ".work").exists()
 
 
-@pytest.mark.parametrize("memory_points", [10**9, 60_000])
-def test_interrupted_builds_resume_byte_identical(tmp_path, monkeypatch, memory_points):
+@pytest.mark.parametrize("memory_points,crash_at", [(10**9, 3), (60_000, 3), (60_000, 8)])
+def test_interrupted_builds_resume_byte_identical(tmp_path, monkeypatch, memory_points, crash_at):
+    """``crash_at``: the chunk call that fails (at 60 000 points of memory, batch 0 is chunks
+    0-3: 3 fails in it, before the partition is recorded; 8 in batch 1, after)."""
     data = frames()
     options = OctreeOptions(leaf_max=3000, chunk_max=20_000, segment_points=50_000, cell_bits=6,
                             memory_points=memory_points)
@@ -184,13 +186,13 @@ def test_interrupted_builds_resume_byte_identical(tmp_path, monkeypatch, memory_
     assert again.next_frame == 2
     for f in range(again.next_frame, len(data)):
         again.add(f, *data[f])
-    # a crash after two chunks, then a rerun that does only the rest
+    # a crash in a chunk, then a rerun that does only the rest
     calls = []
     real = OctreeBuilder._process_chunk
 
     def crash(self, *args):
         calls.append(args[0])
-        if len(calls) == 3:
+        if len(calls) == crash_at:
             raise KeyboardInterrupt
         return real(self, *args)
 
@@ -202,7 +204,7 @@ def test_interrupted_builds_resume_byte_identical(tmp_path, monkeypatch, memory_
     last = OctreeBuilder(tmp_path / "resumed", options)
     assert last.next_frame == len(data)
     last.finish()
-    assert calls[done] == 2 and len(set(calls[done:])) == len(calls[done:])
+    assert calls[done] == crash_at - 1 and len(set(calls[done:])) == len(calls[done:])
     for name in (HIERARCHY, OCTREE):
         assert (tmp_path / "clean" / name).read_bytes() == (tmp_path / "in-memory" / name).read_bytes(), name
     for name in (METADATA, HIERARCHY, OCTREE):
