@@ -124,7 +124,7 @@ def _open_direct(path: Path, flags: int) -> int:
         return os.open(path, flags | os.O_CLOEXEC, 0o644)
 
 
-def _read_into(path: Path, out: np.ndarray) -> int:
+def read_into(path: Path, out: np.ndarray) -> int:
     """Read ``path`` into the front of ``out``; returns the items read. With ``O_DIRECT`` where
     allowed (a temporary read once need not pass the page cache): straight into ``out`` when it
     lies page-aligned in an :func:`aligned_empty` mapping with room for the file's last block,
@@ -156,7 +156,7 @@ def _read_into(path: Path, out: np.ndarray) -> int:
 
 def aligned_empty(n: int, dtype: np.dtype) -> np.ndarray:
     """``(n,)`` uninitialised array on its own page-aligned anonymous mapping, a page of slack
-    after it (:func:`_read_into` reads whole blocks straight into it), huge pages asked for."""
+    after it (:func:`read_into` reads whole blocks straight into it), huge pages asked for."""
     nbytes = n * dtype.itemsize
     buffer = mmap.mmap(-1, nbytes + _ALIGN, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     if hasattr(mmap, "MADV_HUGEPAGE"):
@@ -164,13 +164,19 @@ def aligned_empty(n: int, dtype: np.dtype) -> np.ndarray:
     return np.frombuffer(buffer, np.uint8, nbytes).view(dtype)
 
 
+def _mapping(array: np.ndarray) -> mmap.mmap | None:
+    """The :func:`aligned_empty` mapping under ``array`` (a view of one), else None."""
+    base = array.base
+    while isinstance(base, (np.ndarray, memoryview)):
+        base = base.base if isinstance(base, np.ndarray) else base.obj
+    return base if isinstance(base, mmap.mmap) else None
+
+
 def _direct_view(out: np.ndarray, nbytes: int) -> memoryview | None:
     """``nbytes`` of memory from ``out``'s first byte as a byte view, where ``out`` starts on a
     page of an :func:`aligned_empty` mapping that holds them; else None."""
-    base = out.base
-    while isinstance(base, np.ndarray):
-        base = base.base
-    if not isinstance(base, mmap.mmap) or out.ctypes.data % _ALIGN:
+    base = _mapping(out)
+    if base is None or out.ctypes.data % _ALIGN:
         return None
     start = out.ctypes.data - np.frombuffer(base, np.uint8, 1).ctypes.data
     return memoryview(base)[start:start + nbytes] if start + nbytes <= len(base) else None
@@ -178,7 +184,7 @@ def _direct_view(out: np.ndarray, nbytes: int) -> memoryview | None:
 
 def _read_runs(path: Path) -> np.ndarray:
     runs = np.empty((path.stat().st_size // (8 * RUN_COLUMNS), RUN_COLUMNS), np.int64)
-    _read_into(path, runs)
+    read_into(path, runs)
     return runs
 
 
@@ -340,7 +346,7 @@ class Pool:
             path = self.work / self.segments[k]["file"]
             if ends[k] <= self._in_memory and self._records[0] is not None:  # still in memory: not read back
                 return self._records[0][ends[k] - self.segments[k]["points"]:ends[k]], _read_runs(runs_path(path))
-            return blocks[k % 2][:_read_into(path, blocks[k % 2])], _read_runs(runs_path(path))
+            return blocks[k % 2][:read_into(path, blocks[k % 2])], _read_runs(runs_path(path))
 
         def store(b: int, records: np.ndarray, runs: np.ndarray) -> None:
             if b:
@@ -409,7 +415,7 @@ class Pool:
             paths = [self.work / seg["file"] for seg in self.segments] if len(batches) == 1 else [self.batch_path(b)]
             got = 0
             for path in paths:
-                got += _read_into(path, buffer[got:])
+                got += read_into(path, buffer[got:])
             records = buffer[:got]
             runs = np.concatenate([_read_runs(runs_path(p)) for p in paths])
         return (records, *place(runs, counter.lookup(runs[:, 0], plan.rank_of_slot), cells))
