@@ -87,6 +87,25 @@ def _slots_kernel(cell_keys, keys, used, max_used, slots):
     return True, used
 
 
+@pjit
+def _lookup_kernel_parts(cell_keys, keys, slots):
+    """``slots[i]``: the table slot of cell key ``cell_keys[i]``, −1 where the table lacks it
+    (the table only read: the parts in parallel)."""
+    n, mask = cell_keys.shape[0], keys.shape[0] - 1
+    for t in prange(_PARTS):
+        last, h = np.int64(_EMPTY), np.int64(-1)
+        for i in range(t * n // _PARTS, (t + 1) * n // _PARTS):
+            k = cell_keys[i]
+            if k != last:
+                h = _slot(k, mask)
+                while keys[h] != k and keys[h] != _EMPTY:
+                    h = (h + 1) & mask
+                if keys[h] == _EMPTY:
+                    h = np.int64(-1)
+                last = k
+            slots[i] = h
+
+
 @jit
 def _number_kernel(slots, counts, local, first, groups):
     """Count the points per cell (``slots``) and number the frame's cells in order of first
@@ -211,9 +230,13 @@ class CellCounter:
         groups: ``(R, 3) int64`` runs of (cell key, records, ``frame``)."""
         n = len(cell_keys)
         slots = np.empty(n, np.int64)
-        while True:
-            done, self.used = _slots_kernel(cell_keys, self.keys, self.used, len(self.keys) // 2, slots)
+        while True:  # known cells looked up in parallel, new ones inserted after
+            _lookup_kernel_parts(cell_keys, self.keys, slots)
+            new = np.flatnonzero(slots < 0)
+            inserted = np.empty(len(new), np.int64)
+            done, self.used = _slots_kernel(cell_keys[new], self.keys, self.used, len(self.keys) // 2, inserted)
             if done:
+                slots[new] = inserted
                 break
             self._grow()
         first, groups = np.empty(n, np.int64), np.empty(n, np.int64)
