@@ -259,11 +259,16 @@ class OctreeBuilder:
                 unlinker.submit(self.pool.batch_path(b).unlink, missing_ok=True)
         self.pool.release()
         done = [self._chunk_done(k) for k in range(len(plan.chunks))]
-        top = self._top(plan.chunks, [root for _, root in done], cube, stats, writer) if plan.chunks \
-            else np.zeros(1, ENTRY)
+        data, top = self._top(plan.chunks, [root for _, root in done], cube, stats) if plan.chunks \
+            else (np.zeros(0, np.uint8), np.zeros(1, ENTRY))
+        top["offset"] += writer.end
         nodes = np.concatenate([*(entries for entries, _ in done), top])
+        with ThreadPoolExecutor(1, thread_name_prefix="octree-top") as background:
+            written = background.submit(writer.write, data)  # while the hierarchy is paged
+            hierarchy = hierarchy_pages(nodes, self.options.step)
+            written.result()
         writer.close()
-        return self._write_index(nodes, cube, stats, writer, extra or {})
+        return self._write_index(nodes, hierarchy, cube, stats, writer, extra or {})
 
     def _partition(self, plan: ChunkPlan, batches: list[tuple[int, int]]) -> None:
         """The pool partitioned into the files of batches 1 on (batch 0 kept in memory:
@@ -275,6 +280,9 @@ class OctreeBuilder:
 
     def _done_path(self, k: int) -> Path:
         return self.work / f"chunk-{k:05d}.done.npz"
+
+    def _root_path(self, k: int) -> Path:
+        return self.work / f"chunk-{k:05d}.root.npy"
 
     def _resume_point(self, n_chunks: int) -> int:
         """Bytes of ``octree.bin`` that finished chunks wrote (0 before any)."""
@@ -326,13 +334,15 @@ class OctreeBuilder:
         return data, entries, root
 
     def _save_chunk(self, k: int, future: Future, writer: "_NodeWriter") -> None:
-        """Chunk ``k``'s nodes appended to ``octree.bin``, then its done file (its entries, the
-        file's end and its root's points, also kept in memory)."""
+        """Chunk ``k``'s nodes appended to ``octree.bin``, its root's points saved (a plain
+        ``.npy``), then its done file (its entries and the file's end); both kept in memory."""
         data, entries, root = future.result()
         entries["offset"] += writer.write(data)
+        with open(self._root_path(k), "wb") as fh:
+            np.save(fh, root)
         done = self._done_path(k)
         with open(done.with_suffix(".tmp"), "wb") as fh:
-            np.savez(fh, entries=entries.view(np.uint8), end=writer.end, root=root)
+            np.savez(fh, entries=entries.view(np.uint8), end=writer.end)
         os.replace(done.with_suffix(".tmp"), done)
         self._done[k] = entries, root
 
@@ -340,25 +350,24 @@ class OctreeBuilder:
         """Chunk ``k``'s entries and root points (:data:`ROOT`), from memory or its done file."""
         if k not in self._done:
             with np.load(self._done_path(k)) as saved:
-                self._done[k] = saved["entries"].view(ENTRY).reshape(-1), saved["root"]
+                self._done[k] = saved["entries"].view(ENTRY).reshape(-1), np.load(self._root_path(k))
         return self._done[k]
 
-    def _top(self, chunks: list, roots: list[np.ndarray], cube: Cube, stats: dict, writer: "_NodeWriter"
-             ) -> np.ndarray:
-        """The levels above the chunks and the chunk roots (``roots``: their points), written;
-        their entries."""
+    def _top(self, chunks: list, roots: list[np.ndarray], cube: Cube, stats: dict) -> tuple[np.ndarray, np.ndarray]:
+        """The levels above the chunks and the chunk roots (``roots``: their points), encoded:
+        ``(data, their entries)``, offsets in ``data``."""
         joined = np.concatenate(roots)
         pts = {c: joined[c] for c in COLUMNS}
         codes = joined["codes"]
         nodes = upper_nodes([(lv, p) for lv, p, _ in chunks], [len(r) for r in roots], cube.depth)
         owner, _ = select_lod(codes, nodes, cube.depth, self.options.grid_bits)
-        data, entries = _encode(pts, owner, nodes, np.arange(len(nodes["levels"])), cube, stats)
-        entries["offset"] += writer.write(data)
-        return entries
+        return _encode(pts, owner, nodes, np.arange(len(nodes["levels"])), cube, stats)
 
-    def _write_index(self, nodes: np.ndarray, cube: Cube, stats: dict | None, writer: "_NodeWriter",
-                     extra: dict[str, Any]) -> dict[str, Any]:
-        hierarchy, root_bytes = hierarchy_pages(nodes, self.options.step)
+    def _write_index(self, nodes: np.ndarray, pages: tuple[bytes, int], cube: Cube, stats: dict | None,
+                     writer: "_NodeWriter", extra: dict[str, Any]) -> dict[str, Any]:
+        """``hierarchy.bin`` (``pages``: :func:`~formats.octree.hierarchy_pages` of ``nodes``), the
+        finished ``octree.bin`` and ``metadata.json`` in place; the work directory removed."""
+        hierarchy, root_bytes = pages
         h = atomic_write(self.dir / HIERARCHY, hierarchy, durable=False)
         o = self.options
         meta = {
