@@ -158,7 +158,7 @@ class OctreeBuilder:
         if q.ndim != 2 or q.shape[1] != 3 or len(intensity) != len(q) or (rgb is not None and rgb.shape != q.shape):
             raise ValueError(f"xyz_q (N, 3), intensity (N,), rgb (N, 3): got {q.shape}, {np.shape(intensity)}, "
                              f"{None if rgb is None else rgb.shape}")
-        stats, cell_keys = self.counter.scan(q, np.asarray(intensity))
+        stats, cells = self.counter.scan(q, np.asarray(intensity))
         if len(q) and (min(stats["lo_q"]) < -(2**31) or max(stats["hi_q"]) >= 2**31
                        or not self.counter.fits(stats["lo_q"], stats["hi_q"])):
             raise ValueError(f"positions beyond int32 quanta or 2**20 cells of {self.counter.cell_q} quanta from 0")
@@ -168,7 +168,7 @@ class OctreeBuilder:
         for k, v in (tally or {}).items():
             self._tally[k] = self._tally.get(k, 0) + int(v)
         if len(q):
-            self.pool.filled(self.counter.pack(frame, cell_keys, q, np.asarray(intensity), rgb,
+            self.pool.filled(self.counter.pack(frame, cells, q, np.asarray(intensity), rgb,
                                                self.pool.reserve(len(q))))
             self._stats(len(q), frame, stats, rgb is not None)
         if self.pool.open_points >= self.options.segment_points:

@@ -35,6 +35,15 @@ def _slot(key, mask):
 
 
 @inline
+def _probe(keys, k, mask):
+    """The slot of key ``k`` in the table ``keys`` (linear probing), −1 where it is missing."""
+    h = _slot(k, mask)
+    while keys[h] != k and keys[h] != _EMPTY:
+        h = (h + 1) & mask
+    return h if keys[h] == k else np.int64(-1)
+
+
+@inline
 def _cell_key(x, y, z, cell, inv):
     """The packed key of the cell (side ``cell`` quanta; ``inv = 1 / cell``) holding ``x y z``."""
     return ((floor_div(x, cell, inv) + _BIAS) | ((floor_div(y, cell, inv) + _BIAS) << 21)
@@ -42,13 +51,15 @@ def _cell_key(x, y, z, cell, inv):
 
 
 @pjit
-def _scan_kernel(q, intensity, cell, cell_keys, bounds, irange):
-    """``cell_keys[i]``: the key of point ``i``'s cell (side ``cell`` quanta); per part ``t``
-    of the points, ``bounds[t]`` = per-axis min then max and ``irange[t]`` = (min, max, 1.0 if
-    every intensity is a whole number in [0, 65535] else 0.0, 1.0 if every intensity is finite
-    else 0.0), from the values they hold (the int64 extremes, ±inf)."""
-    n, inv = q.shape[0], 1.0 / cell
+def _scan_kernel(q, intensity, cell, keys, cell_keys, slots, bounds, irange):
+    """``cell_keys[i]``: the key of point ``i``'s cell (side ``cell`` quanta), ``slots[i]`` its
+    slot in the table ``keys`` (only read), −1 where missing; per part ``t`` of the points,
+    ``bounds[t]`` = per-axis min then max and ``irange[t]`` = (min, max, 1.0 if every intensity
+    is a whole number in [0, 65535] else 0.0, 1.0 if every intensity is finite else 0.0), from
+    the values they hold (the int64 extremes, ±inf)."""
+    n, inv, mask = q.shape[0], 1.0 / cell, keys.shape[0] - 1
     for t in prange(_PARTS):
+        last, h = np.int64(_EMPTY), np.int64(-1)
         x0, y0, z0, x1, y1, z1 = bounds[t, 0], bounds[t, 1], bounds[t, 2], bounds[t, 3], bounds[t, 4], bounds[t, 5]
         i0, i1 = irange[t, 0], irange[t, 1]
         whole, finite = True, True
@@ -59,7 +70,11 @@ def _scan_kernel(q, intensity, cell, cell_keys, bounds, irange):
             finite &= bool(np.isfinite(intensity[i]))
             i0, i1 = min(i0, v), max(i1, v)
             whole &= bool(v >= 0 and v <= 65535 and np.float32(np.int32(v)) == v)
-            cell_keys[i] = _cell_key(x, y, z, cell, inv)  # garbage beyond int32 quanta, refused before use
+            k = _cell_key(x, y, z, cell, inv)  # garbage beyond int32 quanta, refused before use
+            if k != last:
+                h = _probe(keys, k, mask)
+                last = k
+            cell_keys[i], slots[i] = k, h
         bounds[t, 0], bounds[t, 1], bounds[t, 2], bounds[t, 3], bounds[t, 4], bounds[t, 5] = x0, y0, z0, x1, y1, z1
         irange[t, 0], irange[t, 1] = i0, i1
         irange[t, 2], irange[t, 3] = 1.0 if whole else 0.0, 1.0 if finite else 0.0
@@ -97,11 +112,7 @@ def _lookup_kernel_parts(cell_keys, keys, slots):
         for i in range(t * n // _PARTS, (t + 1) * n // _PARTS):
             k = cell_keys[i]
             if k != last:
-                h = _slot(k, mask)
-                while keys[h] != k and keys[h] != _EMPTY:
-                    h = (h + 1) & mask
-                if keys[h] == _EMPTY:
-                    h = np.int64(-1)
+                h = _probe(keys, k, mask)
                 last = k
             slots[i] = h
 
@@ -208,30 +219,31 @@ class CellCounter:
 
     def scan(self, xyz_q: np.ndarray, intensity: np.ndarray) -> tuple[dict[str, Any], np.ndarray]:
         """Of one frame's points (``xyz_q (N, 3)`` int quanta, ``intensity (N,)``): ``(stats,
-        cell keys (N,) int64)``; ``stats``: ``lo_q``/``hi_q`` (per-axis bounds), ``i_min``/
+        cells (2, N) int64)``; ``stats``: ``lo_q``/``hi_q`` (per-axis bounds), ``i_min``/
         ``i_max``, ``i_whole`` (every intensity a whole number in [0, 65535]) and ``finite`` (no
-        NaN or infinite intensity). The keys are valid where the positions are (:meth:`fits`)."""
+        NaN or infinite intensity); ``cells``: each point's cell key and its slot in the table
+        now (−1: a new cell), valid where the positions are (:meth:`fits`). Nothing changes."""
         q = np.ascontiguousarray(xyz_q, np.int64)
-        cell_keys = np.empty(len(q), np.int64)
+        cells = np.empty((2, len(q)), np.int64)
         big = np.iinfo(np.int64).max
         bounds = np.tile(np.array([big, big, big, -big - 1, -big - 1, -big - 1], np.int64), (_PARTS, 1))
         irange = np.tile(np.array([np.inf, -np.inf, 1.0, 1.0]), (_PARTS, 1))
-        _scan_kernel(q, np.ascontiguousarray(intensity), np.int64(self.cell_q), cell_keys, bounds, irange)
+        _scan_kernel(q, np.ascontiguousarray(intensity), np.int64(self.cell_q), self.keys, cells[0], cells[1], bounds,
+                     irange)
         stats = {"lo_q": bounds[:, :3].min(axis=0).tolist(), "hi_q": bounds[:, 3:].max(axis=0).tolist(),
                  "i_min": float(irange[:, 0].min()), "i_max": float(irange[:, 1].max()),
                  "i_whole": bool(irange[:, 2].all()), "finite": bool(irange[:, 3].all())}
-        return stats, cell_keys
+        return stats, cells
 
-    def pack(self, frame: int, cell_keys: np.ndarray, xyz_q: np.ndarray, intensity: np.ndarray,
+    def pack(self, frame: int, cells: np.ndarray, xyz_q: np.ndarray, intensity: np.ndarray,
              rgb: np.ndarray | None, out: np.ndarray) -> np.ndarray:
-        """One frame's points (``xyz_q (N, 3)`` int quanta, |v| < 2**31, their ``cell_keys`` from
-        :meth:`scan`; ``intensity (N,)``; ``rgb (N, 3) uint8`` or None) counted and written to
-        ``out`` (``(N,) RAW``) grouped by cell (in input order within a cell). Returns the
-        groups: ``(R, 3) int64`` runs of (cell key, records, ``frame``)."""
+        """One frame's points (``xyz_q (N, 3)`` int quanta, |v| < 2**31, their ``cells`` from
+        :meth:`scan` just before; ``intensity (N,)``; ``rgb (N, 3) uint8`` or None) counted and
+        written to ``out`` (``(N,) RAW``) grouped by cell (in input order within a cell).
+        Returns the groups: ``(R, 3) int64`` runs of (cell key, records, ``frame``)."""
+        cell_keys, slots = cells
         n = len(cell_keys)
-        slots = np.empty(n, np.int64)
-        while True:  # known cells looked up in parallel, new ones inserted after
-            _lookup_kernel_parts(cell_keys, self.keys, slots)
+        while True:  # the known cells were looked up by scan; new ones are inserted here
             new = np.flatnonzero(slots < 0)
             inserted = np.empty(len(new), np.int64)
             done, self.used = _slots_kernel(cell_keys[new], self.keys, self.used, len(self.keys) // 2, inserted)
@@ -239,6 +251,7 @@ class CellCounter:
                 slots[new] = inserted
                 break
             self._grow()
+            _lookup_kernel_parts(cell_keys, self.keys, slots)  # the table rehashed
         first, groups = np.empty(n, np.int64), np.empty(n, np.int64)
         k = _number_kernel(slots, self.counts, self._local, first, groups)
         self._local[first[:k]] = -1
@@ -418,8 +431,9 @@ def _warmup() -> None:
     v = np.array([[0, 0, 0], [40, 40, 40], [-5, -5, -5]], np.int64)
     rec = np.empty(3, RAW)
     for rgb in (None, np.zeros((3, 3), np.uint8)):
-        _, cell_keys = counter.scan(v, np.zeros(3, np.float32))
-        runs = counter.pack(0, cell_keys, v, np.zeros(3, np.float32), rgb, rec)
+        _, cells = counter.scan(v, np.zeros(3, np.float32))
+        runs = counter.pack(0, cells, v, np.zeros(3, np.float32), rgb, rec)
+    _lookup_kernel_parts(cells[0], counter.keys, cells[1])
     dest = counter.lookup(runs[:, 0], np.zeros(len(counter.keys), np.int64))
     place(runs, dest, (0, 1))
     group(rec, runs[:, 1], dest, np.zeros(1, np.int64), np.empty(3, RAW))
