@@ -7,24 +7,25 @@
    ``memory_points``), bounds and intensity range kept.
 2. **Chunks**: the cube around the bounds, chunks planned from the counts (a node of at most
    ``chunk_max`` points), grouped in batches of at most ``memory_points`` points; a pool of
-   more than one batch partitioned into one file per batch; each batch's runs of records listed
-   cell after cell.
+   more than one batch partitioned: batch 0 grouped in memory, the others into one file each,
+   in the background while batch 0 is built; each batch's runs of records listed cell after
+   cell. The next batch is read while one is built.
 3. **Nodes**, chunk by chunk in code order, :data:`WORKERS` at once (one thread each): voxel
    duplicates merged (:func:`engine.map_octree.merge_voxels`), the chunk's subtree built and
    selected (:func:`~engine.map_octree.octree_shape`, :func:`~engine.map_octree.select_lod`),
    its nodes but the chunk's root encoded; in chunk order, appended to ``octree.bin``, the
-   root's points saved for step 4.
+   root's points kept (and saved) for step 4.
 4. **Top**: the levels above the chunks selected from the chunk roots' points; their nodes
    and the chunk roots written; ``hierarchy.bin``, then ``metadata.json`` last.
 
-Memory: the pool while it fits ``memory_points`` records (16 bytes each), else a batch (as
-much), plus the chunks in work (about 100 bytes per point of
-each); then the chunk roots' points. Temporaries live in ``LAYER_DIR/.work``. Resuming:
-frames in written pool segments are not added again (:attr:`OctreeBuilder.next_frame`), a
-finished partition and finished chunks are kept (the partial ``octree.bin`` in ``.work`` is
-cut back to the last finished chunk); the output is byte-identical to an uninterrupted
-build's, whatever the memory budget. The finished files replace the old ones by renames,
-``metadata.json`` last.
+Memory: the pool while it fits ``memory_points`` records (16 bytes each), else two batches
+(one built, the next read; as much each) and two segments, plus the chunks in work (about
+100 bytes per point of each) and the chunk roots' points. Temporaries live in
+``LAYER_DIR/.work``. Resuming: frames in written pool segments are not added again
+(:attr:`OctreeBuilder.next_frame`), a partition recorded once batch 0 is built and finished
+chunks are kept (the partial ``octree.bin`` in ``.work`` is cut back to the last finished
+chunk); the output is byte-identical to an uninterrupted build's, whatever the memory
+budget. The finished files replace the old ones by renames, ``metadata.json`` last.
 """
 
 from __future__ import annotations

@@ -8,15 +8,17 @@ int64 triples cell key, records, frame), by a background thread while the build 
 each followed by its checkpoint (the builder's counts and state), so a resumed build starts
 after the last segment written. While the pool holds at most ``memory_points`` records they
 are also kept in one array in memory (reserved, touched as it fills): such a pool is never
-read back.
+read back. Beyond it, a segment's frames fill one page-aligned buffer, written straight
+from it with ``O_DIRECT`` (:class:`Appender`) and reused.
 
 Batches: a batch of chunks (:meth:`~formats.octree_chunks.ChunkPlan.batches`, at most
 ``memory_points`` records) is an array of records and their runs of one cell listed cell
 after cell (a counting sort of the runs; pool order within a cell, so every build orders
-them alike). A pool of one batch is that array (the one
-in memory, or the segments read back); a bigger one is first partitioned, segment by
-segment, into one file per batch (``batch-NNNN.bin`` and ``.runs``), each read back whole
-for its batch. Arrays read are reused from batch to batch.
+them alike). A pool of one batch is that array (the one in memory, or the segments read
+back); a bigger one is first partitioned, segment by segment (those still in memory not
+read back): batch 0 into the memory array, over records already grouped, the others into
+one file each (``batch-NNNN.bin`` and ``.runs``), read back whole, straight into
+page-aligned arrays, for their batch. Two arrays serve the batches in turn.
 """
 
 from __future__ import annotations
