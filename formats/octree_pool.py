@@ -199,6 +199,14 @@ def runs_path(records: Path) -> Path:
     return records.with_suffix(".runs")
 
 
+def _drain(pending: list[Future], writer: ThreadPoolExecutor) -> None:
+    """Wait for the committed writes of a dropped pool, then let its writer thread end by itself.
+    No thread is joined: a finalizer may run inside any thread's start, where joining deadlocks."""
+    for f in pending:
+        f.exception()  # its error goes with the pool
+    writer.shutdown(wait=False)
+
+
 @dataclass
 class _Kept:
     """Batch 0's records (``records[:held]``, ``expected`` in all) and runs, as the partition
@@ -231,7 +239,7 @@ class Pool:
         self._spare: list[np.ndarray] = []  # segment buffers written out, to reuse
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="octree-pool")
         self._pending: list[Future] = []
-        weakref.finalize(self, self._writer.shutdown)  # a pool dropped unfinished still writes what it committed
+        weakref.finalize(self, _drain, self._pending, self._writer)  # a pool dropped unfinished: its writes done
 
     @property
     def open_points(self) -> int:
@@ -289,7 +297,7 @@ class Pool:
 
     def _raise_failed(self) -> None:
         done = [f for f in self._pending if f.done()]
-        self._pending = [f for f in self._pending if not f.done()]
+        self._pending[:] = [f for f in self._pending if not f.done()]  # in place: the finalizer holds the list
         for f in done:
             f.result()
 
@@ -298,7 +306,8 @@ class Pool:
         no segment follows (the segment buffers are let go)."""
         for f in self._pending:
             f.result()
-        self._pending, self._spare = [], []
+        self._pending.clear()
+        self._spare = []
 
     def release(self) -> None:
         """Drop the records kept in memory and the arrays batches reuse."""
