@@ -259,9 +259,9 @@ class Pool:
             if self._buffer is None and not self._open:
                 self._buffer = self._spare.pop() if self._spare else aligned_empty(self._segment_points + (1 << 20),
                                                                                   RAW)
-            end = sum(len(r) for r in self._open[:self._buffered]) + n
-            if self._buffer is not None and self._buffered == len(self._open) and end <= len(self._buffer):
-                out = self._buffer[end - n:end]
+            start = self.open_points
+            if self._buffer is not None and self._buffered == len(self._open) and start + n <= len(self._buffer):
+                out = self._buffer[start:start + n]  # every open frame is in the buffer, one after the other
                 self._buffered += 1
             else:  # a frame beyond the buffer: it and those after it on their own
                 out = np.empty(n, RAW)
