@@ -7,9 +7,10 @@
    ``memory_points``), bounds and intensity range kept.
 2. **Chunks**: the cube around the bounds, chunks planned from the counts (a node of at most
    ``chunk_max`` points), grouped in batches of at most ``memory_points`` points; a pool of
-   more than one batch partitioned: batch 0 grouped in memory, the others into one file each,
-   in the background while batch 0 is built; each batch's runs of records listed cell after
-   cell. The next batch is read while one is built.
+   more than one batch partitioned in the background: batch 0 grouped in memory, its chunks
+   built as soon as their records are all grouped (a drive leaves places behind), the other
+   batches into one file each; each batch's runs of records listed cell after cell. The next
+   batch is read while one is built.
 3. **Nodes**, chunk by chunk in code order, :data:`WORKERS` at once (one thread each): voxel
    duplicates merged (:func:`engine.map_octree.merge_voxels`), the chunk's subtree built and
    selected (:func:`~engine.map_octree.octree_shape`, :func:`~engine.map_octree.select_lod`),
@@ -34,6 +35,7 @@ import json
 import os
 import shutil
 from collections import deque
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -224,17 +226,20 @@ class OctreeBuilder:
             wanted = [b for b in range(len(batches)) if todo[b]]
             if len(batches) > 1 and not self.state["partitioned"] and wanted:  # in the loader, beside batch 0
                 if wanted[0] == 0:
-                    self.pool.keep_first(plan.chunk_span(batches[0][1] - 1)[1] - plan.chunk_span(0)[0])
+                    self.pool.keep_first(plan, batches)
                 partitioning = loader.submit(self._partition, plan, batches)
             elif self.state["partitioned"]:
                 unlinker.submit(self.pool.drop_segments)
             writer = _NodeWriter(self.work / "octree.partial", self._resume_point(len(plan.chunks)))
 
             def batch(b: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-                if partitioning is not None and not self.pool.keeps(b):
+                if partitioning is not None:
                     partitioning.result()  # done (the loader ran it first), or its error
+                return self.pool.batch(self.counter, plan, batches, b)
+
+            def kept() -> Iterator[tuple[int, int, np.ndarray, np.ndarray, np.ndarray]]:
                 try:
-                    return self.pool.batch(self.counter, plan, batches, b)
+                    yield from self.pool.kept_parts(self.counter, plan, batches)
                 except RuntimeError:  # batch 0 incomplete: the partition's own error
                     if partitioning is not None:
                         partitioning.result()
@@ -246,17 +251,16 @@ class OctreeBuilder:
             loading = [load(b) for b in wanted[:1]]
             for i, b in enumerate(wanted):
                 pending = loading.pop()
-                records, runs, cell_runs = batch(b) if pending is None else pending.result()
+                parts = kept() if pending is None else [(*batches[b], *pending.result())]
                 loading.extend(load(b) for b in wanted[i + 1:i + 2])
-                self._run_chunks(todo[b], records, runs, cell_runs, int(plan.chunk_cells[batches[b][0]]), plan, cube,
-                                 stats, writer)
+                self._run_chunks(todo[b], parts, plan, cube, stats, writer)
                 if partitioning is not None:  # partitioned and batch 0 built: the segments are no longer needed
                     partitioning.result()
                     partitioning = None
                     self.state["partitioned"] = True
                     self._save_state()
                     unlinker.submit(self.pool.drop_segments)
-                del records  # the pool's array, reused by a later batch, released before the top
+                del parts  # the pool's array, reused by a later batch, released before the top
                 unlinker.submit(self.pool.batch_path(b).unlink, missing_ok=True)
         self.pool.release()
         done = [self._chunk_done(k) for k in range(len(plan.chunks))]
@@ -295,23 +299,28 @@ class OctreeBuilder:
                 end = int(saved["end"])
         return end
 
-    def _run_chunks(self, todo: list[int], records: np.ndarray, runs: np.ndarray, cell_runs: np.ndarray, base: int,
+    def _run_chunks(self, todo: list[int], parts: Iterable[tuple[int, int, np.ndarray, np.ndarray, np.ndarray]],
                     plan: ChunkPlan, cube: Cube, stats: dict, writer: "_NodeWriter") -> None:
-        """Chunks ``todo`` (their batch's ``records``, their ``runs`` cell after cell from cell
-        ``base`` of the plan on: :meth:`formats.octree_pool.Pool.batch`), up to :data:`WORKERS`
-        at once; each written, in order, as soon as it and those before it are done (at most
-        :data:`QUEUED` in work or waiting)."""
+        """Chunks ``todo`` of a batch, from its ``parts`` (chunks ``first..end - 1``, their
+        ``records``, their ``runs`` cell after cell and ``cell_runs``:
+        :meth:`formats.octree_pool.Pool.batch`), up to :data:`WORKERS` at once; each written, in
+        order, as soon as it and those before it are done (at most :data:`QUEUED` in work or
+        waiting)."""
         pending: deque[tuple[int, Future]] = deque()
         with ThreadPoolExecutor(WORKERS, thread_name_prefix="octree-chunk") as threads:
-            for k in todo:
-                if len(pending) == QUEUED:
+            for first, end, records, runs, cell_runs in parts:
+                base = int(plan.chunk_cells[first])
+                for k in (k for k in todo if first <= k < end):
+                    if len(pending) == QUEUED:
+                        self._save_chunk(*pending.popleft(), writer)
+                    level, _, _ = plan.chunks[k]
+                    a, b = plan.chunk_cells[k], plan.chunk_cells[k + 1]
+                    mine = cell_runs[a - base:b - base + 1]
+                    pending.append((k, threads.submit(self._process_chunk, k, level, records, runs[mine[0]:mine[-1]],
+                                                      mine - mine[0], plan.cell_codes[a:b], plan.cell_xyz[a:b], cube,
+                                                      stats)))
+                while pending and pending[0][1].done():  # written while the next part is awaited
                     self._save_chunk(*pending.popleft(), writer)
-                level, _, _ = plan.chunks[k]
-                a, b = plan.chunk_cells[k], plan.chunk_cells[k + 1]
-                mine = cell_runs[a - base:b - base + 1]
-                pending.append((k, threads.submit(self._process_chunk, k, level, records, runs[mine[0]:mine[-1]],
-                                                  mine - mine[0], plan.cell_codes[a:b], plan.cell_xyz[a:b], cube,
-                                                  stats)))
             while pending:
                 self._save_chunk(*pending.popleft(), writer)
 

@@ -18,7 +18,10 @@ them alike). A pool of one batch is that array (the one in memory, or the segmen
 back); a bigger one is first partitioned, segment by segment (those still in memory not
 read back): batch 0 into the memory array, over records already grouped, the others into
 one file each (``batch-NNNN.bin`` and ``.runs``), read back whole, straight into
-page-aligned arrays, for their batch. Two arrays serve the batches in turn.
+page-aligned arrays, for their batch. Batch 0's chunks are handed out as soon as their records
+are all grouped. Two arrays serve the batches in turn, the second one's pages faulted in while
+batch 0 is grouped; the partition reuses the segment buffers (memory first touched costs more
+than memory reused).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import mmap
 import os
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -195,6 +198,17 @@ def _grown(buffer: np.ndarray | None, n: int, dtype: np.dtype) -> np.ndarray:
     return buffer if buffer is not None and len(buffer) >= n else aligned_empty(n, dtype)
 
 
+def _touch(array: np.ndarray) -> None:
+    """Fault ``array``'s pages in (a zero written to one byte of each: its contents are
+    undefined anyway)."""
+    array.reshape(-1).view(np.uint8)[::mmap.PAGESIZE] = 0
+
+
+def _largest(plan: ChunkPlan, batches: list[tuple[int, int]]) -> int:
+    """Records of the largest batch."""
+    return max(plan.chunk_span(e - 1)[1] - plan.chunk_span(f)[0] for f, e in batches)
+
+
 def runs_path(records: Path) -> Path:
     return records.with_suffix(".runs")
 
@@ -210,13 +224,14 @@ def _drain(pending: list[Future], writer: ThreadPoolExecutor) -> None:
 @dataclass
 class _Kept:
     """Batch 0's records (``records[:held]``, ``expected`` in all) and runs, as the partition
-    groups them."""
+    groups them (``changed`` notified at each segment's and at its end: ``over``)."""
 
     records: np.ndarray
     expected: int
     held: int = 0
     runs: list[np.ndarray] = field(default_factory=list)
-    ready: threading.Event = field(default_factory=threading.Event)
+    changed: threading.Condition = field(default_factory=threading.Condition)
+    over: bool = False
 
 
 class Pool:
@@ -233,6 +248,7 @@ class Pool:
         self._records: list[np.ndarray | None] = [None, None]  # the arrays batches reuse, in turn
         self._turn = 0
         self._kept: _Kept | None = None  # batch 0, grouped in memory by the partition
+        self._touching: Future | None = None  # the next batch's array being faulted in meanwhile
         self._in_memory = 0  # the pool's first records, still in _records[0] once it outgrew memory_points
         self._buffer: np.ndarray | None = None  # beyond memory_points: the open segment's frames, one after the
         self._buffered = 0  # other (these first ones), written straight from it
@@ -303,15 +319,19 @@ class Pool:
 
     def close(self) -> None:
         """Until every committed segment and its checkpoint are written (raising their error);
-        no segment follows (the segment buffers are let go)."""
+        no segment follows (the segment buffers are kept for :meth:`partition`)."""
         for f in self._pending:
             f.result()
         self._pending.clear()
-        self._spare = []
+
+    def _scratch(self, n: int) -> np.ndarray:
+        """``(n,) RAW`` page-aligned: a segment buffer written out where one holds ``n`` (its
+        pages already in), else a new array."""
+        return _grown(self._spare.pop() if self._spare else None, n, RAW)
 
     def release(self) -> None:
         """Drop the records kept in memory and the arrays batches reuse."""
-        self._memory, self._memory_runs, self._records = None, [], [None, None]
+        self._memory, self._memory_runs, self._records, self._spare, self._kept = None, [], [None, None], [], None
 
     def drop_segments(self) -> None:
         """Delete the segments' files (once partitioned: batches read their own files)."""
@@ -322,15 +342,19 @@ class Pool:
     def batch_path(self, b: int) -> Path:
         return self.work / f"batch-{b:04d}.bin"
 
-    def keep_first(self, records: int) -> None:
-        """Have the next :meth:`partition` keep batch 0 (``records`` records) in memory:
-        :meth:`batch` (from another thread) takes it as soon as it is all grouped."""
+    def keep_first(self, plan: ChunkPlan, batches: list[tuple[int, int]]) -> None:
+        """Have the next :meth:`partition` keep batch 0 in memory: :meth:`kept_parts` (from
+        another thread) takes its chunks as their records are all grouped. Meanwhile the array
+        the next batch is read into is faulted in (by the writer thread, idle once closed)."""
+        records = plan.chunk_span(batches[0][1] - 1)[1] - plan.chunk_span(0)[0]
         if self._records[0] is None or len(self._records[0]) < records:
             self._in_memory = 0  # a new array: nothing to read from
         # batch 0's records overwrite the pool's first records only where these were grouped: no more
         # of batch 0 is grouped than of the pool, segment after segment
         self._kept = _Kept(_grown(self._records[0], records, RAW), records)
-        self._records[0] = self._kept.records
+        self._records[0], self._turn = self._kept.records, 0
+        self._records[1] = following = _grown(self._records[1], _largest(plan, batches), RAW)
+        self._touching = self._writer.submit(_touch, following)
 
     def partition(self, counter: CellCounter, batch_of_slot: np.ndarray, n_batches: int) -> None:
         """Append every record of batches 1 on to its batch's file (:meth:`batch_path`), segment
@@ -343,13 +367,15 @@ class Pool:
         try:
             self._partition(counter, batch_of_slot, n_batches, kept)
         finally:
-            kept.ready.set()  # complete, or never: batch() tells which
+            with kept.changed:  # complete, or never: kept_parts() tells which
+                kept.over = True
+                kept.changed.notify_all()
 
     def _partition(self, counter: CellCounter, batch_of_slot: np.ndarray, n_batches: int, kept: "_Kept") -> None:
         files = [Appender(self.batch_path(b), stage_bytes=4 << 20) for b in range(1, n_batches)]
         run_files = [Appender(runs_path(self.batch_path(b)), stage_bytes=1 << 16) for b in range(1, n_batches)]
         largest = max(seg["points"] for seg in self.segments)
-        blocks, grouped = [aligned_empty(largest, RAW) for _ in range(2)], [np.empty(largest, RAW) for _ in range(2)]
+        blocks, grouped = [self._scratch(largest) for _ in range(2)], [self._scratch(largest) for _ in range(2)]
 
         ends = np.cumsum([seg["points"] for seg in self.segments])
 
@@ -365,10 +391,10 @@ class Pool:
                 run_files[b - 1].write(runs)
             elif kept.expected >= 0:
                 kept.records[kept.held:kept.held + len(records)] = records
-                kept.runs.append(runs)
-                kept.held += len(records)
-                if kept.held == kept.expected:
-                    kept.ready.set()
+                with kept.changed:
+                    kept.runs.append(runs)
+                    kept.held += len(records)
+                    kept.changed.notify_all()
 
         def store_all(parts: list[tuple[int, np.ndarray, np.ndarray]]) -> None:
             for part in parts:
@@ -397,32 +423,61 @@ class Pool:
         self._memory, self._memory_runs, self._in_memory = None, [], 0
 
     def keeps(self, b: int) -> bool:
-        """Whether batch ``b`` comes from the partition's memory (:meth:`partition`)."""
+        """Whether batch ``b`` comes from the partition's memory (:meth:`kept_parts`)."""
         return self._kept is not None and b == 0
+
+    def kept_parts(self, counter: CellCounter, plan: ChunkPlan, batches: list[tuple[int, int]]
+                   ) -> Iterator[tuple[int, int, np.ndarray, np.ndarray, np.ndarray]]:
+        """Batch 0 kept by the partition (:meth:`keep_first`), a part as soon as the records of
+        its chunks are all grouped (the segments' order is the drive's: a place's chunks are
+        whole once the last frame seeing it is): ``(first chunk, end chunk, records, runs,
+        cell_runs)``, chunks ``first..end - 1`` as :meth:`batch` gives them, in order. Raises
+        RuntimeError when the partition ends before batch 0 is whole (its own error says why)."""
+        kept, (first, end) = self._kept, batches[0]
+        assert kept is not None
+        need = np.diff(plan.cell_starts[plan.chunk_cells[first:end + 1]])  # records per chunk
+        have = np.zeros(end - first, np.int64)
+        ranks: list[np.ndarray] = []
+        done = seen = 0  # chunks given, runs arrays counted
+        while done < end - first:
+            with kept.changed:
+                kept.changed.wait_for(lambda: len(kept.runs) > seen or kept.over)
+                new, over = kept.runs[seen:], kept.over
+            seen += len(new)
+            for runs in new:
+                ranks.append(counter.lookup(runs[:, 0], plan.rank_of_slot))
+                chunk = np.searchsorted(plan.chunk_cells, ranks[-1], "right") - 1 - first
+                have += np.bincount(chunk, runs[:, 1], end - first).astype(np.int64)
+            ready = done
+            while ready < end - first and have[ready] == need[ready]:
+                ready += 1
+            if ready > done:
+                cells = (int(plan.chunk_cells[first + done]), int(plan.chunk_cells[first + ready]))
+                yield (first + done, first + ready, kept.records,
+                       *place(np.concatenate(kept.runs[:seen]), np.concatenate(ranks), cells))
+                done = ready
+            elif over and not new:
+                raise RuntimeError(f"the partition stopped at {kept.held} of batch 0's {kept.expected} records")
 
     def batch(self, counter: CellCounter, plan: ChunkPlan, batches: list[tuple[int, int]], b: int
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(records (R,) RAW, runs (U, 3) int64, cell_runs (C + 1,) int64)`` of batch ``b``
         (chunks ``batches[b][0]..batches[b][1] - 1``, cells ``plan.chunk_cells[batches[b][0]]``
         on): its records' runs cell after cell (:func:`~formats.octree_chunks.place`); from the
-        batch's file (batch 0 kept from the partition) or, for one batch, the whole pool. Two
-        batches may be held at once (one loaded while the other is used): each call's records
-        are valid until the call after next (which reuses their array)."""
+        batch's file or, for one batch, the whole pool (batch 0 kept by the partition:
+        :meth:`kept_parts`). Two batches may be held at once (one loaded while the other is
+        used): each call's records are valid until the call after next (which reuses their
+        array)."""
         cells = (int(plan.chunk_cells[batches[b][0]]), int(plan.chunk_cells[batches[b][1]]))
-        largest = max(plan.chunk_span(e - 1)[1] - plan.chunk_span(f)[0] for f, e in batches)
         if len(batches) == 1 and self._memory is not None:
             records = self._memory[:self._held]
             runs = np.concatenate(self._memory_runs) if self._memory_runs else np.zeros((0, RUN_COLUMNS), np.int64)
-        elif self._kept is not None and b == 0:
-            kept = self._kept
-            kept.ready.wait()  # set by the partition, which took this _kept when it started
-            self._kept, self._turn = None, 0
-            if kept.held != kept.expected:
-                raise RuntimeError(f"the partition stopped at {kept.held} of batch 0's {kept.expected} records")
-            records, runs = kept.records[:kept.held], np.concatenate(kept.runs)
         else:
+            if self._touching is not None:  # its pages in before the reads: they would be zeroed under them
+                self._touching.result()
+                self._touching = None
             self._turn ^= 1
-            buffer = self._records[self._turn] = _grown(self._records[self._turn], largest, RAW)
+            buffer = self._records[self._turn] = _grown(self._records[self._turn], _largest(plan, batches), RAW)
             paths = [self.work / seg["file"] for seg in self.segments] if len(batches) == 1 else [self.batch_path(b)]
             got = 0
             for path in paths:

@@ -245,6 +245,36 @@ def test_a_failed_partition_raises_its_error_and_resumes(tmp_path, monkeypatch):
             assert (tmp_path / "clean" / name).read_bytes() == (tmp_path / other / name).read_bytes(), (other, name)
 
 
+def test_batch_0_chunks_are_built_as_the_partition_passes_them(tmp_path, monkeypatch):
+    """A drive that leaves places behind: batch 0's first chunks are handed out while the
+    partition still groups later segments, in order, in more than one part; the layer is the
+    one built in memory."""
+    import time
+
+    import formats.octree_pool
+
+    data = [(q + np.array([f * 15_000, 0, 0]), i, rgb) for f, (q, i, rgb) in enumerate(frames(8, n=8000))]
+    options = OctreeOptions(leaf_max=3000, chunk_max=5_000, segment_points=14_000, cell_bits=6, memory_points=40_000)
+    build(tmp_path / "in-memory", dataclasses.replace(options, memory_points=10**9), data)
+    real_group, real_parts = formats.octree_pool.group, formats.octree_pool.Pool.kept_parts
+    monkeypatch.setattr(formats.octree_pool, "group", lambda *a: time.sleep(0.05) or real_group(*a))
+    parts = []
+
+    def kept_parts(self, counter, plan, batches):
+        for part in real_parts(self, counter, plan, batches):
+            parts.append((part[0], part[1], self._kept.over, batches[0]))
+            yield part
+
+    monkeypatch.setattr(formats.octree_pool.Pool, "kept_parts", kept_parts)
+    build(tmp_path / "moving", options, data)
+    assert len(parts) > 1 and not parts[0][2]
+    first, end = parts[0][3]
+    assert [p[:2] for p in parts] == list(zip([first] + [p[1] for p in parts[:-1]], [p[1] for p in parts]))
+    assert parts[-1][1] == end
+    for name in (METADATA, HIERARCHY, OCTREE):
+        assert (tmp_path / "in-memory" / name).read_bytes() == (tmp_path / "moving" / name).read_bytes(), name
+
+
 def test_float_intensities_are_mapped_to_16_bits(tmp_path):
     q = np.array([[0, 0, 0], [100, 0, 0], [200, 0, 0]], np.int64)
     builder = OctreeBuilder(tmp_path / "l", OctreeOptions())
