@@ -35,7 +35,7 @@ import json
 import os
 import shutil
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -219,49 +219,9 @@ class OctreeBuilder:
         cube = Cube.around(lo, hi, o.voxel_q, o.cell_bits)
         plan = plan_chunks(cube, self.counter, o.chunk_max)
         batches = plan.batches(o.memory_points)
-        with ThreadPoolExecutor(1, thread_name_prefix="octree-batch") as loader, \
-                ThreadPoolExecutor(1, thread_name_prefix="octree-unlink") as unlinker:  # files deleted meanwhile
-            partitioning: Future | None = None
-            todo = [[k for k in range(first, end) if not self._done_path(k).is_file()] for first, end in batches]
-            wanted = [b for b in range(len(batches)) if todo[b]]
-            if len(batches) > 1 and not self.state["partitioned"] and wanted:  # in the loader, beside batch 0
-                if wanted[0] == 0:
-                    self.pool.keep_first(plan, batches)
-                partitioning = loader.submit(self._partition, plan, batches)
-            elif self.state["partitioned"]:
-                unlinker.submit(self.pool.drop_segments)
-            writer = _NodeWriter(self.work / "octree.partial", self._resume_point(len(plan.chunks)))
-
-            def batch(b: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-                if partitioning is not None:
-                    partitioning.result()  # done (the loader ran it first), or its error
-                return self.pool.batch(self.counter, plan, batches, b)
-
-            def kept() -> Iterator[tuple[int, int, np.ndarray, np.ndarray, np.ndarray]]:
-                try:
-                    yield from self.pool.kept_parts(self.counter, plan, batches)
-                except RuntimeError:  # batch 0 incomplete: the partition's own error
-                    if partitioning is not None:
-                        partitioning.result()
-                    raise
-
-            def load(b: int) -> Future | None:  # the next batch read while this one is built
-                return None if self.pool.keeps(b) else loader.submit(batch, b)
-
-            loading = [load(b) for b in wanted[:1]]
-            for i, b in enumerate(wanted):
-                pending = loading.pop()
-                parts = kept() if pending is None else [(*batches[b], *pending.result())]
-                loading.extend(load(b) for b in wanted[i + 1:i + 2])
-                self._run_chunks(todo[b], parts, plan, cube, stats, writer)
-                if partitioning is not None:  # partitioned and batch 0 built: the segments are no longer needed
-                    partitioning.result()
-                    partitioning = None
-                    self.state["partitioned"] = True
-                    self._save_state()
-                    unlinker.submit(self.pool.drop_segments)
-                del parts  # the pool's array, reused by a later batch, released before the top
-                unlinker.submit(self.pool.batch_path(b).unlink, missing_ok=True)
+        todo = [[k for k in range(first, end) if not self._done_path(k).is_file()] for first, end in batches]
+        writer = _NodeWriter(self.work / "octree.partial", self._resume_point(len(plan.chunks)))
+        self._run_batches(plan, batches, todo, cube, stats, writer)
         self.pool.release()
         done = [self._chunk_done(k) for k in range(len(plan.chunks))]
         data, top = self._top(plan.chunks, [root for _, root in done], cube, stats) if plan.chunks \
@@ -299,30 +259,82 @@ class OctreeBuilder:
                 end = int(saved["end"])
         return end
 
-    def _run_chunks(self, todo: list[int], parts: Iterable[tuple[int, int, np.ndarray, np.ndarray, np.ndarray]],
-                    plan: ChunkPlan, cube: Cube, stats: dict, writer: "_NodeWriter") -> None:
-        """Chunks ``todo`` of a batch, from its ``parts`` (chunks ``first..end - 1``, their
-        ``records``, their ``runs`` cell after cell and ``cell_runs``:
-        :meth:`formats.octree_pool.Pool.batch`), up to :data:`WORKERS` at once; each written, in
-        order, as soon as it and those before it are done (at most :data:`QUEUED` in work or
-        waiting)."""
-        pending: deque[tuple[int, Future]] = deque()
-        with ThreadPoolExecutor(WORKERS, thread_name_prefix="octree-chunk") as threads:
-            for first, end, records, runs, cell_runs in parts:
-                base = int(plan.chunk_cells[first])
-                for k in (k for k in todo if first <= k < end):
-                    if len(pending) == QUEUED:
-                        self._save_chunk(*pending.popleft(), writer)
-                    level, _, _ = plan.chunks[k]
-                    a, b = plan.chunk_cells[k], plan.chunk_cells[k + 1]
-                    mine = cell_runs[a - base:b - base + 1]
-                    pending.append((k, threads.submit(self._process_chunk, k, level, records, runs[mine[0]:mine[-1]],
-                                                      mine - mine[0], plan.cell_codes[a:b], plan.cell_xyz[a:b], cube,
-                                                      stats)))
-                while pending and pending[0][1].done():  # written while the next part is awaited
-                    self._save_chunk(*pending.popleft(), writer)
+    def _run_batches(self, plan: ChunkPlan, batches: list[tuple[int, int]], todo: list[list[int]], cube: Cube,
+                     stats: dict, writer: "_NodeWriter") -> None:
+        """Step 3: chunks ``todo[b]`` of each batch ``b``, up to :data:`WORKERS` at once, those
+        of the next batch as soon as these are all in work; each written, in order, as soon as
+        it and those before it are done (at most :data:`QUEUED` in work or waiting). A batch
+        is read (:meth:`formats.octree_pool.Pool.batch`) while the one before is built, once
+        the one before that (whose array it reuses) is written; a pool of more than one batch
+        is partitioned first, beside batch 0 (:meth:`~formats.octree_pool.Pool.kept_parts`)."""
+        wanted = [b for b in range(len(batches)) if todo[b]]
+        with ThreadPoolExecutor(1, thread_name_prefix="octree-batch") as loader, \
+                ThreadPoolExecutor(1, thread_name_prefix="octree-unlink") as unlinker, \
+                ThreadPoolExecutor(WORKERS, thread_name_prefix="octree-chunk") as threads:  # files deleted meanwhile
+            partitioning: Future | None = None
+            if len(batches) > 1 and not self.state["partitioned"] and wanted:  # in the loader, beside batch 0
+                if wanted[0] == 0:
+                    self.pool.keep_first(plan, batches)
+                partitioning = loader.submit(self._partition, plan, batches)
+            elif self.state["partitioned"]:
+                unlinker.submit(self.pool.drop_segments)
+
+            def batch(b: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                if partitioning is not None:
+                    partitioning.result()  # done (the loader ran it first), or its error
+                return self.pool.batch(self.counter, plan, batches, b)
+
+            def parts(b: int) -> Iterator[tuple[int, int, np.ndarray, np.ndarray, np.ndarray]]:
+                loaded = loads.pop(b)
+                if loaded is not None:
+                    yield (*batches[b], *loaded.result())
+                    return
+                try:
+                    yield from self.pool.kept_parts(self.counter, plan, batches)
+                except RuntimeError:  # batch 0 incomplete: the partition's own error
+                    if partitioning is not None:
+                        partitioning.result()
+                    raise
+
+            def load(b: int) -> Future | None:
+                return None if self.pool.keeps(b) else loader.submit(batch, b)
+
+            def save_first() -> None:
+                nonlocal partitioning
+                i, k, future = pending.popleft()
+                self._save_chunk(k, future, writer)
+                if k != todo[wanted[i]][-1]:
+                    return
+                if partitioning is not None:  # partitioned and batch 0 built: the segments are no longer needed
+                    partitioning.result()
+                    partitioning = None
+                    self.state["partitioned"] = True
+                    self._save_state()
+                    unlinker.submit(self.pool.drop_segments)
+                unlinker.submit(self.pool.batch_path(wanted[i]).unlink, missing_ok=True)
+                if i + 2 < len(wanted):  # its array free for the batch after next
+                    loads[wanted[i + 2]] = load(wanted[i + 2])
+
+            loads = {b: load(b) for b in wanted[:2]}
+            pending: deque[tuple[int, int, Future]] = deque()
+            for i, b in enumerate(wanted):
+                while pending and pending[0][0] <= i - 2:  # the batch whose array this one reuses written
+                    save_first()
+                for first, end, records, runs, cell_runs in parts(b):
+                    base = int(plan.chunk_cells[first])
+                    for k in (k for k in todo[b] if first <= k < end):
+                        if len(pending) == QUEUED:
+                            save_first()
+                        level, _, _ = plan.chunks[k]
+                        c0, c1 = plan.chunk_cells[k], plan.chunk_cells[k + 1]
+                        mine = cell_runs[c0 - base:c1 - base + 1]
+                        pending.append((i, k, threads.submit(
+                            self._process_chunk, k, level, records, runs[mine[0]:mine[-1]], mine - mine[0],
+                            plan.cell_codes[c0:c1], plan.cell_xyz[c0:c1], cube, stats)))
+                    while pending and pending[0][2].done():  # written while the next part is awaited
+                        save_first()
             while pending:
-                self._save_chunk(*pending.popleft(), writer)
+                save_first()
 
     def _process_chunk(self, k: int, level: int, records: np.ndarray, runs: np.ndarray, cell_runs: np.ndarray,
                        cell_codes: np.ndarray, cell_xyz: np.ndarray, cube: Cube, stats: dict
