@@ -35,6 +35,7 @@ the levels ``0 .. step-1``; each page rooted at level ``l`` lists ``l .. l+step-
 from __future__ import annotations
 
 import os
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from engine._jit import jit
+from engine.map_octree import node_xyz
 from formats.errors import FormatError, load_json
 
 FORMAT_NAME = "fathom-octree"
@@ -145,6 +147,18 @@ def encode_nodes(points: dict[str, np.ndarray], owner: np.ndarray, rows: np.ndar
     return buf, offsets, sizes, counts
 
 
+def encode_entries(points: dict[str, np.ndarray], owner: np.ndarray, rows: np.ndarray, levels: np.ndarray,
+                   prefixes: np.ndarray, side_q: int, intensity_shift: int) -> tuple[np.ndarray, np.ndarray]:
+    """Nodes ``rows`` at ``levels`` with Morton code ``prefixes`` (``(K,)`` each) encoded as
+    :func:`encode_nodes` does: ``(data uint8, their ENTRY rows)``, offsets in ``data``."""
+    cells = node_xyz(np.asarray(prefixes, np.int64))
+    data, offsets, sizes, counts = encode_nodes(points, owner, rows, levels, cells, side_q, intensity_shift)
+    out = np.zeros(len(rows), ENTRY)
+    out["level"], out["x"], out["y"], out["z"] = levels, cells[:, 0], cells[:, 1], cells[:, 2]
+    out["offset"], out["byte_size"], out["point_count"] = offsets, sizes, counts
+    return data, out
+
+
 def intensity_info(stats: dict | None) -> dict[str, Any]:
     """How stored intensities relate to the input (:mod:`formats.octree`): ``source_range``
     None (as given) or ``[lo, hi]`` (mapped to 0..65535), and ``shift`` (intensity8 = value >> shift)."""
@@ -168,33 +182,30 @@ def hierarchy_pages(nodes: np.ndarray, step: int, base: int = 0) -> tuple[bytes,
     """``(hierarchy bytes, root page size)`` of ``nodes`` (an :data:`ENTRY` array of every
     node, node entries only): the root page first, then the subtree pages, whose pointer
     entries give their offset as ``base`` + offset in these bytes."""
+    items = nodes.tolist()  # (level, x, y, z, offset, byte_size, point_count) tuples: fast to read
     children: dict[tuple[int, int, int, int], list[int]] = {}
-    for i, e in enumerate(nodes):
-        lv, x, y, z = int(e["level"]), int(e["x"]), int(e["y"]), int(e["z"])
+    for i, (lv, x, y, z, *_) in enumerate(items):
         if lv:
             children.setdefault((lv - 1, x >> 1, y >> 1, z >> 1), []).append(i)
-    roots = [i for i, e in enumerate(nodes) if e["level"] == 0]
+    roots = [i for i, e in enumerate(items) if e[0] == 0]
     if len(roots) != 1:
         raise ValueError(f"a hierarchy needs exactly one root node, got {len(roots)}")
     pages: list[np.ndarray] = []
     pointers: list[tuple[int, int] | None] = []  # per page: (page index, entry row) to patch; None for the root
-    queue: list[tuple[int, tuple[int, int] | None]] = [(roots[0], None)]
+    queue: deque[tuple[int, tuple[int, int] | None]] = deque([(roots[0], None)])
     while queue:
-        top, parent_ref = queue.pop(0)
-        rows, frontier = [], [top]
-        level0 = int(nodes[top]["level"])
+        top, parent_ref = queue.popleft()
+        rows: list[tuple] = []
+        frontier = deque([top])
+        level0 = items[top][0]
         while frontier:
-            i = frontier.pop(0)
-            e = nodes[i]
-            rows.append(e.copy())
-            kids = children.get((int(e["level"]), int(e["x"]), int(e["y"]), int(e["z"])), [])
-            for c in sorted(kids, key=lambda c: tuple(nodes[c][["x", "y", "z"]])):
-                if nodes[c]["level"] < level0 + step:
+            e = items[frontier.popleft()]
+            rows.append(e)
+            for c in sorted(children.get(e[:4], []), key=lambda c: items[c][1:4]):
+                if items[c][0] < level0 + step:
                     frontier.append(c)
                 else:
-                    ptr = nodes[c].copy()
-                    ptr["point_count"] = -1
-                    rows.append(ptr)
+                    rows.append((*items[c][:6], -1))
                     queue.append((c, (len(pages), len(rows) - 1)))
         pages.append(np.array(rows, ENTRY))
         pointers.append(parent_ref)
