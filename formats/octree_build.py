@@ -15,13 +15,15 @@
    duplicates merged (:func:`engine.map_octree.merge_voxels`), the chunk's subtree built and
    selected (:func:`~engine.map_octree.octree_shape`, :func:`~engine.map_octree.select_lod`),
    its nodes but the chunk's root encoded; in chunk order, appended to ``octree.bin``, the
-   root's points kept (and saved) for step 4.
-4. **Top**: the levels above the chunks selected from the chunk roots' points; their nodes
-   and the chunk roots written; ``hierarchy.bin``, then ``metadata.json`` last.
+   root's points saved and given to step 4.
+4. **Top** (:class:`formats.octree_top.Top`), meanwhile on the same threads: each node above
+   the chunks selected as soon as its children's points are all known, its children
+   encoded; written after the chunks, then ``hierarchy.bin``, then ``metadata.json`` last.
 
 Memory: the pool while it fits ``memory_points`` records (16 bytes each), else two batches
 (one built, the next read; as much each) and two segments, plus the chunks in work (about
-100 bytes per point of each) and the chunk roots' points. Temporaries live in
+100 bytes per point of each), the points of the top's nodes whose parents wait and the top's
+encoded nodes. Temporaries live in
 ``LAYER_DIR/.work``. Resuming: frames in written pool segments are not added again
 (:attr:`OctreeBuilder.next_frame`), a partition recorded once batch 0 is built and finished
 chunks are kept (the partial ``octree.bin`` in ``.work`` is cut back to the last finished
@@ -44,7 +46,7 @@ from typing import Any
 import numpy as np
 import xxhash
 
-from engine.map_octree import MAX_CELL_BITS, MAX_CELL_Q, merge_voxels, node_xyz, octree_shape, select_lod
+from engine.map_octree import MAX_CELL_BITS, MAX_CELL_Q, merge_voxels, octree_shape, select_lod
 from formats.octree import (
     ENTRY,
     FORMAT_NAME,
@@ -52,18 +54,16 @@ from formats.octree import (
     HIERARCHY,
     METADATA,
     OCTREE,
-    encode_nodes,
+    encode_entries,
     hierarchy_pages,
     intensity16,
     intensity_info,
 )
 from formats.octree_chunks import CellCounter, ChunkPlan, Cube, plan_chunks
 from formats.octree_pool import Appender, Pool
+from formats.octree_top import COLUMNS, ROOT, Top
 from formats.scene_store.durable import atomic_write
 
-COLUMNS = ("x", "y", "z", "intensity16", "r", "g", "b", "count", "first", "last")
-ROOT = np.dtype([("x", "<i4"), ("y", "<i4"), ("z", "<i4"), ("intensity16", "<u2"), ("r", "u1"), ("g", "u1"),
-                 ("b", "u1"), ("count", "<u4"), ("first", "<u4"), ("last", "<u4"), ("codes", "<i8")])  # a chunk root's
 WORKERS = max(1, min(4, len(os.sched_getaffinity(0))))  # chunks in work at once
 QUEUED = 4 * WORKERS  # chunks submitted or done but not yet written: workers never wait for the writing
 
@@ -114,7 +114,7 @@ class OctreeBuilder:
                                       "partitioned": False, "tally": {}}
         self._tally: dict[str, int] = {}
         self._last_frame = -1
-        self._done: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # chunks done here: (entries, root points)
+        self._entries: dict[int, np.ndarray] = {}  # the chunks': their nodes' ENTRY rows
         saved = self._load_state()
         if saved is not None:
             self.state = saved
@@ -221,13 +221,19 @@ class OctreeBuilder:
         batches = plan.batches(o.memory_points)
         todo = [[k for k in range(first, end) if not self._done_path(k).is_file()] for first, end in batches]
         writer = _NodeWriter(self.work / "octree.partial", self._resume_point(len(plan.chunks)))
-        self._run_batches(plan, batches, todo, cube, stats, writer)
-        self.pool.release()
-        done = [self._chunk_done(k) for k in range(len(plan.chunks))]
-        data, top = self._top(plan.chunks, [root for _, root in done], cube, stats) if plan.chunks \
-            else (np.zeros(0, np.uint8), np.zeros(1, ENTRY))
+        with ThreadPoolExecutor(WORKERS, thread_name_prefix="octree-chunk") as threads:
+            data, top = np.zeros(0, np.uint8), np.zeros(1, ENTRY)
+            if plan.chunks:
+                upper = Top(plan.chunks, cube.depth, cube.side_q, o.grid_bits, intensity_info(stats)["shift"], threads)
+                for k in sorted(set(range(len(plan.chunks))) - {k for ks in todo for k in ks}):  # done before
+                    with np.load(self._done_path(k)) as saved:
+                        self._entries[k] = saved["entries"].view(ENTRY).reshape(-1)
+                    upper.add_chunk(k, np.load(self._root_path(k)))
+                self._run_batches(plan, batches, todo, cube, stats, writer, threads, upper)
+                self.pool.release()
+                data, top = upper.finish()
         top["offset"] += writer.end
-        nodes = np.concatenate([*(entries for entries, _ in done), top])
+        nodes = np.concatenate([*(self._entries[k] for k in range(len(plan.chunks))), top])
         with ThreadPoolExecutor(1, thread_name_prefix="octree-top") as background:
             written = background.submit(writer.write, data)  # while the hierarchy is paged
             hierarchy = hierarchy_pages(nodes, self.options.step)
@@ -260,17 +266,17 @@ class OctreeBuilder:
         return end
 
     def _run_batches(self, plan: ChunkPlan, batches: list[tuple[int, int]], todo: list[list[int]], cube: Cube,
-                     stats: dict, writer: "_NodeWriter") -> None:
+                     stats: dict, writer: "_NodeWriter", threads: ThreadPoolExecutor, upper: Top) -> None:
         """Step 3: chunks ``todo[b]`` of each batch ``b``, up to :data:`WORKERS` at once, those
         of the next batch as soon as these are all in work; each written, in order, as soon as
         it and those before it are done (at most :data:`QUEUED` in work or waiting). A batch
         is read (:meth:`formats.octree_pool.Pool.batch`) while the one before is built, once
         the one before that (whose array it reuses) is written; a pool of more than one batch
-        is partitioned first, beside batch 0 (:meth:`~formats.octree_pool.Pool.kept_parts`)."""
+        is partitioned first, beside batch 0 (:meth:`~formats.octree_pool.Pool.kept_parts`).
+        Chunks and the nodes above them (``upper``) run on ``threads``."""
         wanted = [b for b in range(len(batches)) if todo[b]]
         with ThreadPoolExecutor(1, thread_name_prefix="octree-batch") as loader, \
-                ThreadPoolExecutor(1, thread_name_prefix="octree-unlink") as unlinker, \
-                ThreadPoolExecutor(WORKERS, thread_name_prefix="octree-chunk") as threads:  # files deleted meanwhile
+                ThreadPoolExecutor(1, thread_name_prefix="octree-unlink") as unlinker:  # files deleted meanwhile
             partitioning: Future | None = None
             if len(batches) > 1 and not self.state["partitioned"] and wanted:  # in the loader, beside batch 0
                 if wanted[0] == 0:
@@ -302,7 +308,8 @@ class OctreeBuilder:
             def save_first() -> None:
                 nonlocal partitioning
                 i, k, future = pending.popleft()
-                self._save_chunk(k, future, writer)
+                upper.add_chunk(k, self._save_chunk(k, future, writer))
+                upper.poll()
                 if k != todo[wanted[i]][-1]:
                     return
                 if partitioning is not None:  # partitioned and batch 0 built: the segments are no longer needed
@@ -348,16 +355,19 @@ class OctreeBuilder:
         merged["intensity16"] = intensity16(merged.pop("intensity"), stats)
         nodes = octree_shape(codes, level, cube.depth, self.options.grid_bits, self.options.leaf_max)
         owner, pool = select_lod(codes, nodes, cube.depth, self.options.grid_bits)
-        data, entries = _encode(merged, owner, nodes, np.arange(1, len(nodes["levels"])), cube, stats)
+        rows = np.arange(1, len(nodes["levels"]))
+        data, entries = encode_entries(merged, owner, rows, nodes["levels"][rows], nodes["prefixes"][rows], cube.side_q,
+                                       intensity_info(stats)["shift"])
         root = np.empty(len(pool), ROOT)
         for c in COLUMNS:
             root[c] = merged[c][pool]
         root["codes"] = codes[pool]
         return data, entries, root
 
-    def _save_chunk(self, k: int, future: Future, writer: "_NodeWriter") -> None:
+    def _save_chunk(self, k: int, future: Future, writer: "_NodeWriter") -> np.ndarray:
         """Chunk ``k``'s nodes appended to ``octree.bin``, its root's points saved (a plain
-        ``.npy``), then its done file (its entries and the file's end); both kept in memory."""
+        ``.npy``), then its done file (its entries and the file's end); its entries kept, its
+        root's points returned."""
         data, entries, root = future.result()
         entries["offset"] += writer.write(data)
         with open(self._root_path(k), "wb") as fh:
@@ -366,24 +376,8 @@ class OctreeBuilder:
         with open(done.with_suffix(".tmp"), "wb") as fh:
             np.savez(fh, entries=entries.view(np.uint8), end=writer.end)
         os.replace(done.with_suffix(".tmp"), done)
-        self._done[k] = entries, root
-
-    def _chunk_done(self, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Chunk ``k``'s entries and root points (:data:`ROOT`), from memory or its done file."""
-        if k not in self._done:
-            with np.load(self._done_path(k)) as saved:
-                self._done[k] = saved["entries"].view(ENTRY).reshape(-1), np.load(self._root_path(k))
-        return self._done[k]
-
-    def _top(self, chunks: list, roots: list[np.ndarray], cube: Cube, stats: dict) -> tuple[np.ndarray, np.ndarray]:
-        """The levels above the chunks and the chunk roots (``roots``: their points), encoded:
-        ``(data, their entries)``, offsets in ``data``."""
-        joined = np.concatenate(roots)
-        pts = {c: joined[c] for c in COLUMNS}
-        codes = joined["codes"]
-        nodes = upper_nodes([(lv, p) for lv, p, _ in chunks], [len(r) for r in roots], cube.depth)
-        owner, _ = select_lod(codes, nodes, cube.depth, self.options.grid_bits)
-        return _encode(pts, owner, nodes, np.arange(len(nodes["levels"])), cube, stats)
+        self._entries[k] = entries
+        return root
 
     def _write_index(self, nodes: np.ndarray, pages: tuple[bytes, int], cube: Cube, stats: dict | None,
                      writer: "_NodeWriter", extra: dict[str, Any]) -> dict[str, Any]:
@@ -410,48 +404,6 @@ class OctreeBuilder:
         atomic_write(self.dir / METADATA, json.dumps(meta, indent=1).encode(), durable=False)
         shutil.rmtree(self.work)
         return meta
-
-
-def upper_nodes(chunks: list[tuple[int, int]], sizes: list[int], depth: int) -> dict[str, np.ndarray]:
-    """Pre-order tree (``octree_shape``'s arrays) of the chunk roots ``(level, prefix)`` (in
-    code order, ``sizes[k]`` points each, concatenated) and their ancestors; the chunk roots
-    are its leaves."""
-    starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-    rows: list[tuple[int, int, int, int, int, bool]] = []
-
-    def visit(level: int, prefix: int, lo: int, hi: int, parent: int) -> None:
-        me = len(rows)
-        leaf = hi - lo == 1 and chunks[lo] == (level, prefix)
-        rows.append((level, prefix, int(starts[lo]), int(starts[hi]), parent, leaf))
-        if leaf:
-            return
-        child = [p >> (3 * (lv - level - 1)) for lv, p in chunks[lo:hi]]
-        a = 0
-        while a < len(child):
-            b = a
-            while b < len(child) and child[b] == child[a]:
-                b += 1
-            visit(level + 1, child[a], lo + a, lo + b, me)
-            a = b
-
-    if chunks:
-        visit(0, 0, 0, len(chunks), -1)
-    names = ("levels", "prefixes", "starts", "ends", "parents")
-    out = {n: np.array([r[i] for r in rows], np.int64) for i, n in enumerate(names)}
-    out["leaf"] = np.array([r[5] for r in rows], np.bool_)
-    return out
-
-
-def _encode(pts: dict[str, np.ndarray], owner: np.ndarray, nodes: dict[str, np.ndarray], rows: np.ndarray,
-            cube: Cube, stats: dict) -> tuple[np.ndarray, np.ndarray]:
-    """Nodes ``rows`` (of ``nodes``) encoded: ``(data, their ENTRY rows)``, offsets in ``data``."""
-    levels, cells = nodes["levels"][rows], node_xyz(nodes["prefixes"][rows])
-    data, offsets, sizes, counts = encode_nodes(pts, owner, rows, levels, cells, cube.side_q,
-                                                intensity_info(stats)["shift"])
-    out = np.zeros(len(rows), ENTRY)
-    out["level"], out["x"], out["y"], out["z"] = levels, cells[:, 0], cells[:, 1], cells[:, 2]
-    out["offset"], out["byte_size"], out["point_count"] = offsets, sizes, counts
-    return data, out
 
 
 class _NodeWriter:
@@ -487,4 +439,4 @@ class _NodeWriter:
         self._out.close()
 
 
-__all__ = ["OctreeBuilder", "OctreeOptions", "upper_nodes"]
+__all__ = ["OctreeBuilder", "OctreeOptions"]
