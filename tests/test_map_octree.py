@@ -6,15 +6,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 
-from engine.map_octree import RECORD_WORDS, merge_voxels, morton_codes, node_xyz
+from engine.map_octree import RECORD_WORDS, merge_voxels, morton_codes, node_xyz, select_lod
 from formats.errors import FormatError
-from formats.octree import ENTRY, HIERARCHY, METADATA, OCTREE, OctreeLayer
+from formats.octree import ENTRY, HIERARCHY, METADATA, OCTREE, OctreeLayer, encode_entries
 from formats.octree_build import OctreeBuilder, OctreeOptions
 from formats.octree_chunks import RAW, CellCounter, cell_coords
+from formats.octree_top import ROOT, Top, upper_tree
 
 VOXEL = 20
 
@@ -152,6 +154,50 @@ def check_layer(layer: OctreeLayer, data) -> None:
         occupied = np.unique(np.stack([allp[a][inside] // fine for a in "xyz"], 1), axis=0)
         view = np.stack([allp[a][inside & (level <= lv)] // fine for a in "xyz"], 1)
         assert len(np.unique(view, axis=0)) == len(view) == len(occupied), (lv, len(view), len(occupied))
+
+
+def test_top_built_job_by_job_is_one_selection_over_its_tree():
+    """Chunk roots at levels 2 and 3 given in any order: every node above them and every chunk
+    root holds the bytes one bottom-up selection over the whole tree gives."""
+    rng = np.random.default_rng(5)
+    depth, grid_bits = 8, 2
+    whole = [(2, int(p)) for p in rng.choice(64, 6, replace=False)]
+    split = [(3, int(p)) for p in rng.choice(512, 60, replace=False) if (2, int(p) >> 3) not in whole]
+    chunks = sorted(whole + split, key=lambda c: c[1] << 3 * (3 - c[0]))
+    roots = []
+    for level, prefix in chunks:
+        span = 8 ** (depth - level)
+        codes = np.sort(rng.choice(span, int(rng.integers(1, 300)), replace=False)) + prefix * span
+        root = np.zeros(len(codes), ROOT)
+        root["codes"] = codes
+        root["x"], root["y"], root["z"] = node_xyz(codes).T
+        for c in ("intensity16", "r", "g", "b", "count", "first", "last"):
+            root[c] = rng.integers(0, 200, len(codes))
+        roots.append(root)
+    with ThreadPoolExecutor(2) as threads:
+        top = Top([(lv, p, len(r)) for (lv, p), r in zip(chunks, roots)], depth, 1 << depth, grid_bits, 0, threads)
+        for k in rng.permutation(len(chunks)):
+            top.add_chunk(int(k), roots[k])
+            top.poll()
+        data, entries = top.finish()
+    tree = upper_tree(chunks)  # the reference: one selection over the tree, its leaves owning their roots' points
+    joined = np.concatenate(roots)
+    sizes = np.zeros(len(tree["levels"]), np.int64)
+    sizes[tree["leaf"]] = [len(r) for r in roots]
+    for node in range(len(sizes) - 1, 0, -1):  # pre-order: descendants come after their node
+        sizes[tree["parents"][node]] += sizes[node]
+    starts = np.concatenate([[0], np.cumsum(np.where(tree["leaf"], sizes, 0))[:-1]])  # a subtree's leaves follow it
+    nodes = dict(tree, starts=starts, ends=starts + sizes)
+    owner, _ = select_lod(joined["codes"], nodes, depth, grid_bits)
+    rows = np.arange(len(sizes))
+    ref_data, ref = encode_entries({c: joined[c] for c in joined.dtype.names}, owner, rows, tree["levels"],
+                                   tree["prefixes"], 1 << depth, 0)
+    assert len(entries) == len(ref) == len(sizes) and int(entries["point_count"].sum()) == len(joined)
+    def node(data: np.ndarray, e: np.void) -> tuple[tuple, bytes]:
+        start = int(e["offset"])
+        return tuple(e[["level", "x", "y", "z"]].tolist()), data[start:start + int(e["byte_size"])].tobytes()
+
+    assert dict(node(data, e) for e in entries) == dict(node(ref_data, e) for e in ref)
 
 
 @pytest.mark.parametrize("chunk_max,memory_points", [(10**9, 10**9), (20_000, 10**9), (20_000, 50_000)])
