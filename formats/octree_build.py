@@ -7,9 +7,9 @@
    ``memory_points``), bounds and intensity range kept.
 2. **Chunks**: the cube around the bounds, chunks planned from the counts (a node of at most
    ``chunk_max`` points), grouped in batches of at most ``memory_points`` points; a pool of
-   more than one batch partitioned in the background: batch 0 grouped in memory, its chunks
-   built as soon as their records are all grouped (a drive leaves places behind), the other
-   batches into one file each; each batch's runs of records listed cell after cell. The next
+   more than one batch partitioned in the background: the first two grouped in memory, their
+   chunks built as soon as their records are all grouped (a drive leaves places behind), the
+   other batches into one file each; each batch's runs of records listed cell after cell. The next
    batch is read while one is built.
 3. **Nodes**, chunk by chunk in code order, :data:`WORKERS` at once (one thread each): voxel
    duplicates merged (:func:`engine.map_octree.merge_voxels`), the chunk's subtree built and
@@ -23,12 +23,11 @@
 Memory: the pool while it fits ``memory_points`` records (16 bytes each), else two batches
 (one built, the next read; as much each) and two segments, plus the chunks in work (about
 100 bytes per point of each), the points of the top's nodes whose parents wait and the top's
-encoded nodes. Temporaries live in
-``LAYER_DIR/.work``. Resuming: frames in written pool segments are not added again
-(:attr:`OctreeBuilder.next_frame`), a partition recorded once batch 0 is built and finished
-chunks are kept (the partial ``octree.bin`` in ``.work`` is cut back to the last finished
-chunk); the output is byte-identical to an uninterrupted build's, whatever the memory
-budget. The finished files replace the old ones by renames, ``metadata.json`` last.
+encoded nodes. Temporaries live in ``LAYER_DIR/.work``. Resuming: frames in written pool
+segments are not added again (:attr:`OctreeBuilder.next_frame`), a partition recorded once
+the batches it kept in memory are built, and finished chunks are kept (the partial
+``octree.bin`` in ``.work`` is cut back to the last finished chunk); the output is
+byte-identical to an uninterrupted build's, whatever the memory budget. The finished files replace the old ones by renames, ``metadata.json`` last.
 """
 
 from __future__ import annotations
@@ -95,7 +94,7 @@ class OctreeOptions:
     cell_bits: int = 8
     step: int = 4
     segment_points: int = 1 << 22
-    memory_points: int = 1 << 25
+    memory_points: int = 1 << 24
 
 
 class OctreeBuilder:
@@ -241,13 +240,13 @@ class OctreeBuilder:
         writer.close()
         return self._write_index(nodes, hierarchy, cube, stats, writer, extra or {})
 
-    def _partition(self, plan: ChunkPlan, batches: list[tuple[int, int]]) -> None:
-        """The pool partitioned into the files of batches 1 on (batch 0 kept in memory:
-        :meth:`~formats.octree_pool.Pool.keep_first`, or already built)."""
+    def _partition(self, plan: ChunkPlan, batches: list[tuple[int, int]], write: list[int]) -> None:
+        """The pool partitioned into the files of the batches ``write`` (others kept in memory:
+        :meth:`~formats.octree_pool.Pool.keep`, or already built)."""
         batch_of_chunk = np.repeat(np.arange(len(batches)), [e - f for f, e in batches])
         batch_of_cell = np.repeat(batch_of_chunk, np.diff(plan.chunk_cells))
         self.pool.partition(self.counter, np.where(plan.rank_of_slot >= 0, batch_of_cell[plan.rank_of_slot], -1),
-                            len(batches))
+                            len(batches), write)
 
     def _done_path(self, k: int) -> Path:
         return self.work / f"chunk-{k:05d}.done.npz"
@@ -272,16 +271,16 @@ class OctreeBuilder:
         it and those before it are done (at most :data:`QUEUED` in work or waiting). A batch
         is read (:meth:`formats.octree_pool.Pool.batch`) while the one before is built, once
         the one before that (whose array it reuses) is written; a pool of more than one batch
-        is partitioned first, beside batch 0 (:meth:`~formats.octree_pool.Pool.kept_parts`).
+        is partitioned first, beside the first two (:meth:`~formats.octree_pool.Pool.kept_parts`).
         Chunks and the nodes above them (``upper``) run on ``threads``."""
         wanted = [b for b in range(len(batches)) if todo[b]]
         with ThreadPoolExecutor(1, thread_name_prefix="octree-batch") as loader, \
                 ThreadPoolExecutor(1, thread_name_prefix="octree-unlink") as unlinker:  # files deleted meanwhile
             partitioning: Future | None = None
-            if len(batches) > 1 and not self.state["partitioned"] and wanted:  # in the loader, beside batch 0
-                if wanted[0] == 0:
-                    self.pool.keep_first(plan, batches)
-                partitioning = loader.submit(self._partition, plan, batches)
+            kept = wanted[:2] if len(batches) > 1 and not self.state["partitioned"] else []
+            if kept:  # in the loader, beside the kept batches' chunks
+                self.pool.keep(plan, batches, kept)
+                partitioning = loader.submit(self._partition, plan, batches, wanted[2:])
             elif self.state["partitioned"]:
                 unlinker.submit(self.pool.drop_segments)
 
@@ -296,8 +295,8 @@ class OctreeBuilder:
                     yield (*batches[b], *loaded.result())
                     return
                 try:
-                    yield from self.pool.kept_parts(self.counter, plan, batches)
-                except RuntimeError:  # batch 0 incomplete: the partition's own error
+                    yield from self.pool.kept_parts(self.counter, plan, batches, b)
+                except RuntimeError:  # a kept batch incomplete: the partition's own error
                     if partitioning is not None:
                         partitioning.result()
                     raise
@@ -312,7 +311,7 @@ class OctreeBuilder:
                 upper.poll()
                 if k != todo[wanted[i]][-1]:
                     return
-                if partitioning is not None:  # partitioned and batch 0 built: the segments are no longer needed
+                if partitioning is not None and wanted[i] == kept[-1]:  # the kept batches built: segments let go
                     partitioning.result()
                     partitioning = None
                     self.state["partitioned"] = True

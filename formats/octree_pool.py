@@ -16,12 +16,11 @@ Batches: a batch of chunks (:meth:`~formats.octree_chunks.ChunkPlan.batches`, at
 after cell (a counting sort of the runs; pool order within a cell, so every build orders
 them alike). A pool of one batch is that array (the one in memory, or the segments read
 back); a bigger one is first partitioned, segment by segment (those still in memory not
-read back): batch 0 into the memory array, over records already grouped, the others into
-one file each (``batch-NNNN.bin`` and ``.runs``), read back whole, straight into
-page-aligned arrays, for their batch. Batch 0's chunks are handed out as soon as their records
-are all grouped. Two arrays serve the batches in turn, the second one's pages faulted in while
-batch 0 is grouped; the partition reuses the segment buffers (memory first touched costs more
-than memory reused).
+read back): the first two batches into the two arrays that serve the batches in turn (the
+first one the memory array, over records already grouped), their chunks handed out as soon
+as their records are all grouped; the others into one file each (``batch-NNNN.bin`` and
+``.runs``), read back whole, straight into page-aligned arrays, for their batch. The
+partition reuses the segment buffers: memory first touched costs more than memory reused.
 """
 
 from __future__ import annotations
@@ -198,12 +197,6 @@ def _grown(buffer: np.ndarray | None, n: int, dtype: np.dtype) -> np.ndarray:
     return buffer if buffer is not None and len(buffer) >= n else aligned_empty(n, dtype)
 
 
-def _touch(array: np.ndarray) -> None:
-    """Fault ``array``'s pages in (a zero written to one byte of each: its contents are
-    undefined anyway)."""
-    array.reshape(-1).view(np.uint8)[::mmap.PAGESIZE] = 0
-
-
 def _largest(plan: ChunkPlan, batches: list[tuple[int, int]]) -> int:
     """Records of the largest batch."""
     return max(plan.chunk_span(e - 1)[1] - plan.chunk_span(f)[0] for f, e in batches)
@@ -223,7 +216,7 @@ def _drain(pending: list[Future], writer: ThreadPoolExecutor) -> None:
 
 @dataclass
 class _Kept:
-    """Batch 0's records (``records[:held]``, ``expected`` in all) and runs, as the partition
+    """A kept batch's records (``records[:held]``, ``expected`` in all) and runs, as the partition
     groups them (``changed`` notified at each segment's and at its end: ``over``)."""
 
     records: np.ndarray
@@ -247,8 +240,7 @@ class Pool:
         self._held = 0
         self._records: list[np.ndarray | None] = [None, None]  # the arrays batches reuse, in turn
         self._turn = 0
-        self._kept: _Kept | None = None  # batch 0, grouped in memory by the partition
-        self._touching: Future | None = None  # the next batch's array being faulted in meanwhile
+        self._kept: dict[int, _Kept] = {}  # batches grouped in memory by the partition
         self._in_memory = 0  # the pool's first records, still in _records[0] once it outgrew memory_points
         self._buffer: np.ndarray | None = None  # beyond memory_points: the open segment's frames, one after the
         self._buffered = 0  # other (these first ones), written straight from it
@@ -331,7 +323,7 @@ class Pool:
 
     def release(self) -> None:
         """Drop the records kept in memory and the arrays batches reuse."""
-        self._memory, self._memory_runs, self._records, self._spare, self._kept = None, [], [None, None], [], None
+        self._memory, self._memory_runs, self._records, self._spare, self._kept = None, [], [None, None], [], {}
 
     def drop_segments(self) -> None:
         """Delete the segments' files (once partitioned: batches read their own files)."""
@@ -342,38 +334,40 @@ class Pool:
     def batch_path(self, b: int) -> Path:
         return self.work / f"batch-{b:04d}.bin"
 
-    def keep_first(self, plan: ChunkPlan, batches: list[tuple[int, int]]) -> None:
-        """Have the next :meth:`partition` keep batch 0 in memory: :meth:`kept_parts` (from
-        another thread) takes its chunks as their records are all grouped. Meanwhile the array
-        the next batch is read into is faulted in (by the writer thread, idle once closed)."""
-        records = plan.chunk_span(batches[0][1] - 1)[1] - plan.chunk_span(0)[0]
-        if self._records[0] is None or len(self._records[0]) < records:
-            self._in_memory = 0  # a new array: nothing to read from
-        # batch 0's records overwrite the pool's first records only where these were grouped: no more
-        # of batch 0 is grouped than of the pool, segment after segment
-        self._kept = _Kept(_grown(self._records[0], records, RAW), records)
-        self._records[0], self._turn = self._kept.records, 0
-        self._records[1] = following = _grown(self._records[1], _largest(plan, batches), RAW)
-        self._touching = self._writer.submit(_touch, following)
+    def keep(self, plan: ChunkPlan, batches: list[tuple[int, int]], kept: list[int]) -> None:
+        """Have the next :meth:`partition` keep the batches ``kept`` (at most two, in order) in
+        memory, in the two arrays batches use in turn: :meth:`kept_parts` (from another thread)
+        takes their chunks as their records are all grouped."""
+        largest = _largest(plan, batches)
+        for turn, b in enumerate(kept):
+            if turn == 0 and (self._records[0] is None or len(self._records[0]) < largest):
+                self._in_memory = 0  # a new array: nothing to read from
+            # the first batch's records overwrite the pool's first records only where these were grouped:
+            # no more of it is grouped than of the pool, segment after segment
+            self._records[turn] = array = _grown(self._records[turn], largest, RAW)
+            self._kept[b] = _Kept(array, plan.chunk_span(batches[b][1] - 1)[1] - plan.chunk_span(batches[b][0])[0])
+        self._turn = len(kept) - 1  # the next batch read goes to the first kept batch's array
 
-    def partition(self, counter: CellCounter, batch_of_slot: np.ndarray, n_batches: int) -> None:
-        """Append every record of batches 1 on to its batch's file (:meth:`batch_path`), segment
-        by segment, each grouped by batch first (one write per batch and segment, runs kept
-        whole); the next segment is read and the last one written while one is grouped.
-        Segments still in memory are not read back. Batch 0 is written nowhere: it is kept in
-        memory after :meth:`keep_first` (else it is already built); the caller keeps the
-        segments until it is built."""
-        kept = self._kept if self._kept is not None else _Kept(np.empty(0, RAW), -1)
+    def partition(self, counter: CellCounter, batch_of_slot: np.ndarray, n_batches: int, write: list[int]) -> None:
+        """Append every record of the batches ``write`` to its batch's file (:meth:`batch_path`),
+        segment by segment, each grouped by batch first (one write per batch and segment, runs
+        kept whole); the next segment is read and the last one written while one is grouped.
+        Segments still in memory are not read back. The batches :meth:`keep` named are grouped
+        in memory, the others (already built) dropped; the caller keeps the segments until the
+        kept ones are built."""
+        kept = dict(self._kept)
         try:
-            self._partition(counter, batch_of_slot, n_batches, kept)
+            self._partition(counter, batch_of_slot, n_batches, write, kept)
         finally:
-            with kept.changed:  # complete, or never: kept_parts() tells which
-                kept.over = True
-                kept.changed.notify_all()
+            for one in kept.values():
+                with one.changed:  # complete, or never: kept_parts() tells which
+                    one.over = True
+                    one.changed.notify_all()
 
-    def _partition(self, counter: CellCounter, batch_of_slot: np.ndarray, n_batches: int, kept: "_Kept") -> None:
-        files = [Appender(self.batch_path(b), stage_bytes=4 << 20) for b in range(1, n_batches)]
-        run_files = [Appender(runs_path(self.batch_path(b)), stage_bytes=1 << 16) for b in range(1, n_batches)]
+    def _partition(self, counter: CellCounter, batch_of_slot: np.ndarray, n_batches: int, write: list[int],
+                   kept: dict[int, "_Kept"]) -> None:
+        files = {b: Appender(self.batch_path(b), stage_bytes=4 << 20) for b in write}
+        run_files = {b: Appender(runs_path(self.batch_path(b)), stage_bytes=1 << 16) for b in write}
         largest = max(seg["points"] for seg in self.segments)
         blocks, grouped = [self._scratch(largest) for _ in range(2)], [self._scratch(largest) for _ in range(2)]
 
@@ -386,15 +380,15 @@ class Pool:
             return blocks[k % 2][:read_into(path, blocks[k % 2])], _read_runs(runs_path(path))
 
         def store(b: int, records: np.ndarray, runs: np.ndarray) -> None:
-            if b:
-                files[b - 1].write(records)
-                run_files[b - 1].write(runs)
-            elif kept.expected >= 0:
-                kept.records[kept.held:kept.held + len(records)] = records
-                with kept.changed:
-                    kept.runs.append(runs)
-                    kept.held += len(records)
-                    kept.changed.notify_all()
+            if b in files:
+                files[b].write(records)
+                run_files[b].write(runs)
+            elif (one := kept.get(b)) is not None:
+                one.records[one.held:one.held + len(records)] = records
+                with one.changed:
+                    one.runs.append(runs)
+                    one.held += len(records)
+                    one.changed.notify_all()
 
         def store_all(parts: list[tuple[int, np.ndarray, np.ndarray]]) -> None:
             for part in parts:
@@ -418,23 +412,22 @@ class Pool:
             for pending in storing:
                 if pending is not None:
                     pending.result()
-        for f in files + run_files:
+        for f in [*files.values(), *run_files.values()]:
             f.close()
         self._memory, self._memory_runs, self._in_memory = None, [], 0
 
     def keeps(self, b: int) -> bool:
         """Whether batch ``b`` comes from the partition's memory (:meth:`kept_parts`)."""
-        return self._kept is not None and b == 0
+        return b in self._kept
 
-    def kept_parts(self, counter: CellCounter, plan: ChunkPlan, batches: list[tuple[int, int]]
+    def kept_parts(self, counter: CellCounter, plan: ChunkPlan, batches: list[tuple[int, int]], b: int
                    ) -> Iterator[tuple[int, int, np.ndarray, np.ndarray, np.ndarray]]:
-        """Batch 0 kept by the partition (:meth:`keep_first`), a part as soon as the records of
+        """Batch ``b`` kept by the partition (:meth:`keep`), a part as soon as the records of
         its chunks are all grouped (the segments' order is the drive's: a place's chunks are
         whole once the last frame seeing it is): ``(first chunk, end chunk, records, runs,
         cell_runs)``, chunks ``first..end - 1`` as :meth:`batch` gives them, in order. Raises
-        RuntimeError when the partition ends before batch 0 is whole (its own error says why)."""
-        kept, (first, end) = self._kept, batches[0]
-        assert kept is not None
+        RuntimeError when the partition ends before the batch is whole (its own error says why)."""
+        kept, (first, end) = self._kept[b], batches[b]
         need = np.diff(plan.cell_starts[plan.chunk_cells[first:end + 1]])  # records per chunk
         have = np.zeros(end - first, np.int64)
         ranks: list[np.ndarray] = []
@@ -457,14 +450,14 @@ class Pool:
                        *place(np.concatenate(kept.runs[:seen]), np.concatenate(ranks), cells))
                 done = ready
             elif over and not new:
-                raise RuntimeError(f"the partition stopped at {kept.held} of batch 0's {kept.expected} records")
+                raise RuntimeError(f"the partition stopped at {kept.held} of batch {b}'s {kept.expected} records")
 
     def batch(self, counter: CellCounter, plan: ChunkPlan, batches: list[tuple[int, int]], b: int
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(records (R,) RAW, runs (U, 3) int64, cell_runs (C + 1,) int64)`` of batch ``b``
         (chunks ``batches[b][0]..batches[b][1] - 1``, cells ``plan.chunk_cells[batches[b][0]]``
         on): its records' runs cell after cell (:func:`~formats.octree_chunks.place`); from the
-        batch's file or, for one batch, the whole pool (batch 0 kept by the partition:
+        batch's file or, for one batch, the whole pool (batches kept by the partition:
         :meth:`kept_parts`). Two batches may be held at once (one loaded while the other is
         used): each call's records are valid until the call after next (which reuses their
         array)."""
@@ -473,9 +466,6 @@ class Pool:
             records = self._memory[:self._held]
             runs = np.concatenate(self._memory_runs) if self._memory_runs else np.zeros((0, RUN_COLUMNS), np.int64)
         else:
-            if self._touching is not None:  # its pages in before the reads: they would be zeroed under them
-                self._touching.result()
-                self._touching = None
             self._turn ^= 1
             buffer = self._records[self._turn] = _grown(self._records[self._turn], _largest(plan, batches), RAW)
             paths = [self.work / seg["file"] for seg in self.segments] if len(batches) == 1 else [self.batch_path(b)]

@@ -213,10 +213,12 @@ def test_octree_holds_exactly_the_merged_map(tmp_path, chunk_max, memory_points)
     assert not (tmp_path / "lidar" / ".work").exists()
 
 
-@pytest.mark.parametrize("memory_points,crash_at", [(10**9, 3), (60_000, 3), (60_000, 8)])
+@pytest.mark.parametrize("memory_points,crash_at", [(10**9, 3), (60_000, 3), (60_000, 8), (60_000, 16)])
 def test_interrupted_builds_resume_byte_identical(tmp_path, monkeypatch, memory_points, crash_at):
-    """``crash_at``: the chunk call that fails (at 60 000 points of memory, batch 0 is chunks
-    0-3: 3 fails in it, before the partition is recorded; 8 in batch 1, after)."""
+    """``crash_at``: the chunk call that fails (at 60 000 points of memory, batches 0-3 are
+    chunks 0-3, 4-13, 14-17, 18-21; the first two are kept in memory: 3 fails in batch 0 and 8
+    in batch 1, before the partition is recorded (the rerun keeps batches 1 and 2); 16 in batch
+    2, after)."""
     data = frames()
     options = OctreeOptions(leaf_max=3000, chunk_max=20_000, segment_points=50_000, cell_bits=6,
                             memory_points=memory_points)
@@ -291,32 +293,34 @@ def test_a_failed_partition_raises_its_error_and_resumes(tmp_path, monkeypatch):
             assert (tmp_path / "clean" / name).read_bytes() == (tmp_path / other / name).read_bytes(), (other, name)
 
 
-def test_batch_0_chunks_are_built_as_the_partition_passes_them(tmp_path, monkeypatch):
-    """A drive that leaves places behind: batch 0's first chunks are handed out while the
-    partition still groups later segments, in order, in more than one part; the layer is the
-    one built in memory."""
+def test_kept_batches_chunks_are_built_as_the_partition_passes_them(tmp_path, monkeypatch):
+    """A drive that leaves places behind: the first two batches are kept in memory, their
+    chunks handed out in order, in parts, batch 0's first while the partition still groups
+    later segments; the other batches go through files; the layer is the one built in memory."""
     import time
 
     import formats.octree_pool
 
     data = [(q + np.array([f * 15_000, 0, 0]), i, rgb) for f, (q, i, rgb) in enumerate(frames(8, n=8000))]
-    options = OctreeOptions(leaf_max=3000, chunk_max=5_000, segment_points=14_000, cell_bits=6, memory_points=40_000)
+    options = OctreeOptions(leaf_max=3000, chunk_max=5_000, segment_points=14_000, cell_bits=6, memory_points=25_000)
     build(tmp_path / "in-memory", dataclasses.replace(options, memory_points=10**9), data)
     real_group, real_parts = formats.octree_pool.group, formats.octree_pool.Pool.kept_parts
     monkeypatch.setattr(formats.octree_pool, "group", lambda *a: time.sleep(0.05) or real_group(*a))
-    parts = []
+    parts, n_batches = {}, []
 
-    def kept_parts(self, counter, plan, batches):
-        for part in real_parts(self, counter, plan, batches):
-            parts.append((part[0], part[1], self._kept.over, batches[0]))
-            yield part
+    def kept_parts(self, counter, plan, batches, b):
+        n_batches.append(len(batches))
+        for first, end, *rest in real_parts(self, counter, plan, batches, b):
+            parts.setdefault(b, []).append((first, end, self._kept[b].over, batches[b]))
+            yield first, end, *rest
 
     monkeypatch.setattr(formats.octree_pool.Pool, "kept_parts", kept_parts)
     build(tmp_path / "moving", options, data)
-    assert len(parts) > 1 and not parts[0][2]
-    first, end = parts[0][3]
-    assert [p[:2] for p in parts] == list(zip([first] + [p[1] for p in parts[:-1]], [p[1] for p in parts]))
-    assert parts[-1][1] == end
+    assert sorted(parts) == [0, 1] and n_batches[0] > 2 and len(parts[0]) > 1 and not parts[0][0][2]
+    for kept in parts.values():
+        first, end = kept[0][3]
+        assert [p[:2] for p in kept] == list(zip([first] + [p[1] for p in kept[:-1]], [p[1] for p in kept]))
+        assert kept[-1][1] == end
     for name in (METADATA, HIERARCHY, OCTREE):
         assert (tmp_path / "in-memory" / name).read_bytes() == (tmp_path / "moving" / name).read_bytes(), name
 
