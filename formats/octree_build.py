@@ -5,12 +5,11 @@
    pooled in segments of about ``segment_points`` points (:class:`formats.octree_pool.Pool`:
    written to temporary files in the background, kept in memory while the pool fits
    ``memory_points``), bounds and intensity range kept.
-2. **Chunks**: the cube around the bounds, chunks planned from the counts (a node of at most
-   ``chunk_max`` points), grouped in batches of at most ``memory_points`` points; a pool of
-   more than one batch partitioned in the background: the first two grouped in memory, their
-   chunks built as soon as their records are all grouped (a drive leaves places behind), the
-   other batches into one file each; each batch's runs of records listed cell after cell. The next
-   batch is read while one is built.
+2. **Chunks**: the cube around the bounds (its corner on a coarse grid:
+   :meth:`formats.octree_chunks.Cube.around`), chunks planned from the counts (a node of at
+   most ``chunk_max`` points), grouped in batches of at most ``memory_points`` points, each
+   read from the pool (:meth:`formats.octree_pool.Pool.batch`: a few ranges of each segment)
+   while the one before is built, its runs of records listed cell after cell.
 3. **Nodes**, chunk by chunk in code order, :data:`WORKERS` at once (one thread each): voxel
    duplicates merged (:func:`engine.map_octree.merge_voxels`), the chunk's subtree built and
    selected (:func:`~engine.map_octree.octree_shape`, :func:`~engine.map_octree.select_lod`),
@@ -20,14 +19,14 @@
    the chunks selected as soon as its children's points are all known, its children
    encoded; written after the chunks, then ``hierarchy.bin``, then ``metadata.json`` last.
 
-Memory: the pool while it fits ``memory_points`` records (16 bytes each), else two batches
-(one built, the next read; as much each) and two segments, plus the chunks in work (about
+Memory: the pool while it fits ``memory_points`` records (16 bytes each), else three
+batches (being built or read; as much each) and two segments, plus the chunks in work (about
 100 bytes per point of each), the points of the top's nodes whose parents wait and the top's
 encoded nodes. Temporaries live in ``LAYER_DIR/.work``. Resuming: frames in written pool
-segments are not added again (:attr:`OctreeBuilder.next_frame`), a partition recorded once
-the batches it kept in memory are built, and finished chunks are kept (the partial
-``octree.bin`` in ``.work`` is cut back to the last finished chunk); the output is
-byte-identical to an uninterrupted build's, whatever the memory budget. The finished files replace the old ones by renames, ``metadata.json`` last.
+segments are not added again (:attr:`OctreeBuilder.next_frame`) and finished chunks are kept
+(the partial ``octree.bin`` in ``.work`` is cut back to the last finished chunk); the output
+is byte-identical to an uninterrupted build's, whatever the memory budget. The finished
+files replace the old ones by renames, ``metadata.json`` last.
 """
 
 from __future__ import annotations
@@ -36,7 +35,6 @@ import json
 import os
 import shutil
 from collections import deque
-from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -59,7 +57,7 @@ from formats.octree import (
     intensity_info,
 )
 from formats.octree_chunks import CellCounter, ChunkPlan, Cube, plan_chunks
-from formats.octree_pool import Appender, Pool
+from formats.octree_pool import ARRAYS, Appender, Pool
 from formats.octree_top import COLUMNS, ROOT, Top
 from formats.scene_store.durable import atomic_write
 
@@ -110,7 +108,7 @@ class OctreeBuilder:
         self.work.mkdir(parents=True, exist_ok=True)
         self.counter = CellCounter(options.voxel_q, options.cell_bits)
         self.state: dict[str, Any] = {"options": asdict(options), "segments": [], "stats": None,
-                                      "partitioned": False, "tally": {}}
+                                      "tally": {}}
         self._tally: dict[str, int] = {}
         self._last_frame = -1
         self._entries: dict[int, np.ndarray] = {}  # the chunks': their nodes' ENTRY rows
@@ -220,7 +218,8 @@ class OctreeBuilder:
         batches = plan.batches(o.memory_points)
         todo = [[k for k in range(first, end) if not self._done_path(k).is_file()] for first, end in batches]
         writer = _NodeWriter(self.work / "octree.partial", self._resume_point(len(plan.chunks)))
-        with ThreadPoolExecutor(WORKERS, thread_name_prefix="octree-chunk") as threads:
+        with ThreadPoolExecutor(WORKERS, thread_name_prefix="octree-chunk") as threads, \
+                ThreadPoolExecutor(2, thread_name_prefix="octree-background") as background:
             data, top = np.zeros(0, np.uint8), np.zeros(1, ENTRY)
             if plan.chunks:
                 upper = Top(plan.chunks, cube.depth, cube.side_q, o.grid_bits, intensity_info(stats)["shift"], threads)
@@ -228,25 +227,17 @@ class OctreeBuilder:
                     with np.load(self._done_path(k)) as saved:
                         self._entries[k] = saved["entries"].view(ENTRY).reshape(-1)
                     upper.add_chunk(k, np.load(self._root_path(k)))
-                self._run_batches(plan, batches, todo, cube, stats, writer, threads, upper)
+                self._run_batches(plan, batches, todo, cube, stats, writer, threads, upper, background)
                 self.pool.release()
+                background.submit(self.pool.drop_segments)  # every chunk done: no longer needed, even to resume
                 data, top = upper.finish()
-        top["offset"] += writer.end
-        nodes = np.concatenate([*(self._entries[k] for k in range(len(plan.chunks))), top])
-        with ThreadPoolExecutor(1, thread_name_prefix="octree-top") as background:
+            top["offset"] += writer.end
+            nodes = np.concatenate([*(self._entries[k] for k in range(len(plan.chunks))), top])
             written = background.submit(writer.write, data)  # while the hierarchy is paged
             hierarchy = hierarchy_pages(nodes, self.options.step)
             written.result()
         writer.close()
         return self._write_index(nodes, hierarchy, cube, stats, writer, extra or {})
-
-    def _partition(self, plan: ChunkPlan, batches: list[tuple[int, int]], write: list[int]) -> None:
-        """The pool partitioned into the files of the batches ``write`` (others kept in memory:
-        :meth:`~formats.octree_pool.Pool.keep`, or already built)."""
-        batch_of_chunk = np.repeat(np.arange(len(batches)), [e - f for f, e in batches])
-        batch_of_cell = np.repeat(batch_of_chunk, np.diff(plan.chunk_cells))
-        self.pool.partition(self.counter, np.where(plan.rank_of_slot >= 0, batch_of_cell[plan.rank_of_slot], -1),
-                            len(batches), write)
 
     def _done_path(self, k: int) -> Path:
         return self.work / f"chunk-{k:05d}.done.npz"
@@ -265,80 +256,44 @@ class OctreeBuilder:
         return end
 
     def _run_batches(self, plan: ChunkPlan, batches: list[tuple[int, int]], todo: list[list[int]], cube: Cube,
-                     stats: dict, writer: "_NodeWriter", threads: ThreadPoolExecutor, upper: Top) -> None:
+                     stats: dict, writer: "_NodeWriter", threads: ThreadPoolExecutor, upper: Top,
+                     background: ThreadPoolExecutor) -> None:
         """Step 3: chunks ``todo[b]`` of each batch ``b``, up to :data:`WORKERS` at once, those
         of the next batch as soon as these are all in work; each written, in order, as soon as
         it and those before it are done (at most :data:`QUEUED` in work or waiting). A batch
-        is read (:meth:`formats.octree_pool.Pool.batch`) while the one before is built, once
-        the one before that (whose array it reuses) is written; a pool of more than one batch
-        is partitioned first, beside the first two (:meth:`~formats.octree_pool.Pool.kept_parts`).
-        Chunks and the nodes above them (``upper``) run on ``threads``."""
+        is read (:meth:`formats.octree_pool.Pool.batch`) while those before are built, once the
+        one whose array it reuses is written, then that one's disk space freed (on
+        ``background``). Chunks and the nodes above them (``upper``) run on ``threads``."""
         wanted = [b for b in range(len(batches)) if todo[b]]
-        with ThreadPoolExecutor(1, thread_name_prefix="octree-batch") as loader, \
-                ThreadPoolExecutor(1, thread_name_prefix="octree-unlink") as unlinker:  # files deleted meanwhile
-            partitioning: Future | None = None
-            kept = wanted[:2] if len(batches) > 1 and not self.state["partitioned"] else []
-            if kept:  # in the loader, beside the kept batches' chunks
-                self.pool.keep(plan, batches, kept)
-                partitioning = loader.submit(self._partition, plan, batches, wanted[2:])
-            elif self.state["partitioned"]:
-                unlinker.submit(self.pool.drop_segments)
-
-            def batch(b: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-                if partitioning is not None:
-                    partitioning.result()  # done (the loader ran it first), or its error
-                return self.pool.batch(self.counter, plan, batches, b)
-
-            def parts(b: int) -> Iterator[tuple[int, int, np.ndarray, np.ndarray, np.ndarray]]:
-                loaded = loads.pop(b)
-                if loaded is not None:
-                    yield (*batches[b], *loaded.result())
-                    return
-                try:
-                    yield from self.pool.kept_parts(self.counter, plan, batches, b)
-                except RuntimeError:  # a kept batch incomplete: the partition's own error
-                    if partitioning is not None:
-                        partitioning.result()
-                    raise
-
-            def load(b: int) -> Future | None:
-                return None if self.pool.keeps(b) else loader.submit(batch, b)
+        with ThreadPoolExecutor(1, thread_name_prefix="octree-batch") as loader:
 
             def save_first() -> None:
-                nonlocal partitioning
                 i, k, future = pending.popleft()
                 upper.add_chunk(k, self._save_chunk(k, future, writer))
                 upper.poll()
                 if k != todo[wanted[i]][-1]:
                     return
-                if partitioning is not None and wanted[i] == kept[-1]:  # the kept batches built: segments let go
-                    partitioning.result()
-                    partitioning = None
-                    self.state["partitioned"] = True
-                    self._save_state()
-                    unlinker.submit(self.pool.drop_segments)
-                unlinker.submit(self.pool.batch_path(wanted[i]).unlink, missing_ok=True)
-                if i + 2 < len(wanted):  # its array free for the batch after next
-                    loads[wanted[i + 2]] = load(wanted[i + 2])
+                background.submit(self.pool.free_batch, wanted[i])
+                if i + ARRAYS < len(wanted):  # its array free for a later batch
+                    loads[wanted[i + ARRAYS]] = loader.submit(self.pool.batch, self.counter, plan, batches,
+                                                              wanted[i + ARRAYS])
 
-            loads = {b: load(b) for b in wanted[:2]}
+            loads = {b: loader.submit(self.pool.batch, self.counter, plan, batches, b) for b in wanted[:ARRAYS]}
             pending: deque[tuple[int, int, Future]] = deque()
             for i, b in enumerate(wanted):
-                while pending and pending[0][0] <= i - 2:  # the batch whose array this one reuses written
+                while pending and pending[0][0] <= i - ARRAYS:  # the batch whose array this one reuses written
                     save_first()
-                for first, end, records, runs, cell_runs in parts(b):
-                    base = int(plan.chunk_cells[first])
-                    for k in (k for k in todo[b] if first <= k < end):
-                        if len(pending) == QUEUED:
-                            save_first()
-                        level, _, _ = plan.chunks[k]
-                        c0, c1 = plan.chunk_cells[k], plan.chunk_cells[k + 1]
-                        mine = cell_runs[c0 - base:c1 - base + 1]
-                        pending.append((i, k, threads.submit(
-                            self._process_chunk, k, level, records, runs[mine[0]:mine[-1]], mine - mine[0],
-                            plan.cell_codes[c0:c1], plan.cell_xyz[c0:c1], cube, stats)))
-                    while pending and pending[0][2].done():  # written while the next part is awaited
+                records, runs, cell_runs = loads.pop(b).result()
+                base = int(plan.chunk_cells[batches[b][0]])
+                for k in todo[b]:
+                    if len(pending) == QUEUED:
                         save_first()
+                    level, _, _ = plan.chunks[k]
+                    c0, c1 = plan.chunk_cells[k], plan.chunk_cells[k + 1]
+                    mine = cell_runs[c0 - base:c1 - base + 1]
+                    pending.append((i, k, threads.submit(
+                        self._process_chunk, k, level, records, runs[mine[0]:mine[-1]], mine - mine[0],
+                        plan.cell_codes[c0:c1], plan.cell_xyz[c0:c1], cube, stats)))
             while pending:
                 save_first()
 

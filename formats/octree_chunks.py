@@ -24,6 +24,7 @@ from engine.map_octree import MAX_DEPTH, RECORD_WORDS, floor_div, morton_codes, 
 RAW = np.dtype([("xy", "<u4"), ("zrg", "<u4"), ("intensity", "<f4"), ("b_voxel", "<u4")])  # write_record's words
 RUN_COLUMNS = 3  # a run of records: int64 cell key (or first record), records, frame
 _BIAS = 1 << 20  # cell coordinates packed as 21-bit fields: |cell| < 2**20
+ALIGN_BITS = 4  # the cube's corner on a grid of 2**4 counting cells: a batch is a few runs of each pool segment
 _PARTS = 8  # a frame's points in parts for the threads (the results do not depend on how many run)
 _EMPTY = -1
 
@@ -303,6 +304,15 @@ class CellCounter:
         return counter
 
 
+def world_codes(keys: np.ndarray) -> np.ndarray:
+    """``(C,) int64`` Morton codes of packed cell keys' biased coordinates: within any block of
+    ``2**k`` cells a side anchored at 0 (``k <= 20``) the cells come in the order of their codes
+    in a cube whose corner is on that block grid (:meth:`Cube.around`), each such block a run."""
+    mask = (1 << 21) - 1
+    keys = np.asarray(keys, np.int64)
+    return morton_codes(keys & mask, (keys >> 21) & mask, (keys >> 42) & mask, 1)
+
+
 def cell_coords(keys: np.ndarray) -> np.ndarray:
     """``(C, 3) int64`` cell coordinates of packed cell keys."""
     mask = (1 << 21) - 1
@@ -329,9 +339,11 @@ class Cube:
 
     @staticmethod
     def around(lo_q: np.ndarray, hi_q: np.ndarray, voxel_q: int, cell_bits: int) -> "Cube":
-        """The smallest cube on the counting grid holding the positions ``lo_q..hi_q``."""
+        """The smallest cube holding the positions ``lo_q..hi_q`` whose corner is on the grid of
+        blocks of ``2**ALIGN_BITS`` counting cells anchored at 0."""
         cell_q = voxel_q << cell_bits
-        origin = np.floor_divide(lo_q, cell_q) * cell_q
+        block_q = cell_q << ALIGN_BITS
+        origin = np.floor_divide(lo_q, block_q) * block_q
         cells = int(np.max(np.floor_divide(hi_q, cell_q) - origin // cell_q)) + 1
         depth = cell_bits + max(0, (cells - 1).bit_length())
         if depth > MAX_DEPTH:

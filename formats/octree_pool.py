@@ -2,44 +2,48 @@
 :data:`~formats.octree_chunks.RAW` record, each frame's grouped by cell, kept until the
 chunks are planned, then ordered cell after cell for them.
 
-Segments: the records of whole frames, about ``segment_points`` each, written in order to
-``pool-NNNNN.bin`` in the work directory, with their runs of one cell (``pool-NNNNN.runs``:
-int64 triples cell key, records, frame), by a background thread while the build goes on,
-each followed by its checkpoint (the builder's counts and state), so a resumed build starts
-after the last segment written. While the pool holds at most ``memory_points`` records they
-are also kept in one array in memory (reserved, touched as it fills): such a pool is never
-read back. Beyond it, a segment's frames fill one page-aligned buffer, written straight
-from it with ``O_DIRECT`` (:class:`Appender`) and reused.
+Segments: the records of whole frames, about ``segment_points`` each, written to
+``pool-NNNNN.bin`` in the work directory with their runs of one cell (``pool-NNNNN.runs``:
+int64 triples cell key, records, frame), the runs in the order of their cells' codes on the
+world grid (:func:`~formats.octree_chunks.world_codes`; frame order within a cell), by a
+background thread while the build goes on, each followed by its checkpoint (the builder's
+counts and state), so a resumed build starts after the last segment written. While the pool
+holds at most ``memory_points`` records they are also kept, in frame order, in one array in
+memory (reserved, touched as it fills): such a pool is never read back. Beyond it, a
+segment's frames fill one page-aligned buffer, reused once written.
 
 Batches: a batch of chunks (:meth:`~formats.octree_chunks.ChunkPlan.batches`, at most
 ``memory_points`` records) is an array of records and their runs of one cell listed cell
 after cell (a counting sort of the runs; pool order within a cell, so every build orders
 them alike). A pool of one batch is that array (the one in memory, or the segments read
-back); a bigger one is first partitioned, segment by segment (those still in memory not
-read back): the first two batches into the two arrays that serve the batches in turn (the
-first one the memory array, over records already grouped), their chunks handed out as soon
-as their records are all grouped; the others into one file each (``batch-NNNN.bin`` and
-``.runs``), read back whole, straight into page-aligned arrays, for their batch. The
-partition reuses the segment buffers: memory first touched costs more than memory reused.
+back); a bigger one's batches are read from the segments, each batch's runs of a segment in
+a few ranges of it: the cube's corner lies on the world grid's blocks of ``2**ALIGN_BITS``
+cells, so its chunks are whole blocks or lie in one, in the order the segment lists them. A
+range is read from the block holding its first record on, with ``O_DIRECT`` straight into a
+page of the batch's array (the records read along with it are left out). :data:`ARRAYS`
+arrays serve the batches in turn.
 """
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import mmap
 import os
-import threading
+import sys
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from formats.octree_chunks import RAW, RUN_COLUMNS, CellCounter, ChunkPlan, group, place
+from formats.octree_chunks import RAW, RUN_COLUMNS, CellCounter, ChunkPlan, group, place, world_codes
 
+ARRAYS = 3  # batch arrays: a batch is read while the two before it are built
 _ALIGN = 4096  # O_DIRECT: buffer address, length and file offset multiples of the block size
+_BLOCK = _ALIGN // RAW.itemsize  # records a block
+_FALLOC_PUNCH_HOLE_KEEP_SIZE = 0x02 | 0x01
 
 
 class Appender:
@@ -128,28 +132,29 @@ def _open_direct(path: Path, flags: int) -> int:
         return os.open(path, flags | os.O_CLOEXEC, 0o644)
 
 
-def read_into(path: Path, out: np.ndarray) -> int:
-    """Read ``path`` into the front of ``out``; returns the items read. With ``O_DIRECT`` where
-    allowed (a temporary read once need not pass the page cache): straight into ``out`` when it
-    lies page-aligned in an :func:`aligned_empty` mapping with room for the file's last block,
-    else through an aligned staging buffer."""
+def read_range(path: Path, out: np.ndarray, start: int = 0) -> int:
+    """Items ``start..`` of the file ``path`` (of ``out``'s dtype) read into ``out``, as many as
+    it holds (fewer where the file ends); returns the items read. With ``O_DIRECT`` where allowed
+    (a temporary read once need not pass the page cache): straight into ``out`` when it lies
+    page-aligned in an :func:`aligned_empty` mapping with room for whole blocks and the range
+    starts on a block, else through an aligned staging buffer."""
     dest = out.reshape(-1).view(np.uint8)
-    size = path.stat().st_size
-    if size > len(dest):
-        raise ValueError(f"{path}: {size} bytes for a buffer of {len(dest)}")
+    offset, want = start * out.itemsize, len(dest)
     fd = _open_direct(path, os.O_RDONLY)
     got = 0
     try:
-        if (direct := _direct_view(out, -(-size // _ALIGN) * _ALIGN)) is not None:
-            while n := os.preadv(fd, [direct[got:got + (64 << 20)]], got):
+        if offset % _ALIGN == 0 and (direct := _direct_view(out, -(-want // _ALIGN) * _ALIGN)) is not None:
+            while got < want and (n := os.preadv(fd, [direct[got:got + (64 << 20)]], offset + got)):
                 got += n
-            return got // out.itemsize
+            return min(got, want) // out.itemsize
         stage = mmap.mmap(-1, 8 << 20)
         staged = np.frombuffer(stage, np.uint8)
+        skip, at = offset % _ALIGN, offset - offset % _ALIGN  # staged reads start on a block
         try:
-            while n := os.preadv(fd, [stage], got):
-                dest[got:got + n] = staged[:n]  # a NumPy copy: without the GIL
-                got += n
+            while got < want and (n := os.preadv(fd, [stage], at)) > skip:
+                take = min(n - skip, want - got)
+                dest[got:got + take] = staged[skip:skip + take]  # a NumPy copy: without the GIL
+                got, at, skip = got + take, at + n, 0
         finally:
             del staged
             stage.close()
@@ -160,7 +165,7 @@ def read_into(path: Path, out: np.ndarray) -> int:
 
 def aligned_empty(n: int, dtype: np.dtype) -> np.ndarray:
     """``(n,)`` uninitialised array on its own page-aligned anonymous mapping, a page of slack
-    after it (:func:`read_into` reads whole blocks straight into it), huge pages asked for."""
+    after it (:func:`read_range` reads whole blocks straight into it), huge pages asked for."""
     nbytes = n * dtype.itemsize
     buffer = mmap.mmap(-1, nbytes + _ALIGN, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     if hasattr(mmap, "MADV_HUGEPAGE"):
@@ -188,7 +193,8 @@ def _direct_view(out: np.ndarray, nbytes: int) -> memoryview | None:
 
 def _read_runs(path: Path) -> np.ndarray:
     runs = np.empty((path.stat().st_size // (8 * RUN_COLUMNS), RUN_COLUMNS), np.int64)
-    read_into(path, runs)
+    if read_range(path, runs) != runs.size:
+        raise OSError(f"{path}: read short")
     return runs
 
 
@@ -197,9 +203,23 @@ def _grown(buffer: np.ndarray | None, n: int, dtype: np.dtype) -> np.ndarray:
     return buffer if buffer is not None and len(buffer) >= n else aligned_empty(n, dtype)
 
 
-def _largest(plan: ChunkPlan, batches: list[tuple[int, int]]) -> int:
-    """Records of the largest batch."""
-    return max(plan.chunk_span(e - 1)[1] - plan.chunk_span(f)[0] for f, e in batches)
+def _punch_hole(path: Path, offset: int, length: int) -> None:
+    """Free the bytes ``offset..offset + length`` of ``path`` (its size kept) where Linux's
+    ``fallocate`` can (they read as zeros), else nothing."""
+    if sys.platform != "linux":
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        libc.fallocate(fd, _FALLOC_PUNCH_HOLE_KEEP_SIZE, offset, length)  # an error: the space stays till the end
+    finally:
+        os.close(fd)
+
+
+def _filler(n: int) -> np.ndarray:
+    """A run of ``n`` records of no cell: read along with a batch's records, left out."""
+    return np.array([[0, n, 0]], np.int64)
 
 
 def runs_path(records: Path) -> Path:
@@ -214,19 +234,6 @@ def _drain(pending: list[Future], writer: ThreadPoolExecutor) -> None:
     writer.shutdown(wait=False)
 
 
-@dataclass
-class _Kept:
-    """A kept batch's records (``records[:held]``, ``expected`` in all) and runs, as the partition
-    groups them (``changed`` notified at each segment's and at its end: ``over``)."""
-
-    records: np.ndarray
-    expected: int
-    held: int = 0
-    runs: list[np.ndarray] = field(default_factory=list)
-    changed: threading.Condition = field(default_factory=threading.Condition)
-    over: bool = False
-
-
 class Pool:
     """The segments (``segments``: ``file`` names in ``work``, in order) and the one being filled."""
 
@@ -238,13 +245,15 @@ class Pool:
         self._memory: np.ndarray | None = None if segments else aligned_empty(memory_points, RAW)  # None: not all in it
         self._memory_runs: list[np.ndarray] = []
         self._held = 0
-        self._records: list[np.ndarray | None] = [None, None]  # the arrays batches reuse, in turn
-        self._turn = 0
-        self._kept: dict[int, _Kept] = {}  # batches grouped in memory by the partition
-        self._in_memory = 0  # the pool's first records, still in _records[0] once it outgrew memory_points
+        self._records: list[np.ndarray | None] = [None] * ARRAYS  # the arrays batches reuse, in turn
+        self._turn = ARRAYS - 1  # the first batch read goes to array 0: the memory array, its pages in
+        self._runs: dict[int, np.ndarray] = {}  # segments' runs, read
+        self._ranks: tuple[ChunkPlan, list[np.ndarray]] | None = None  # their cells' ranks in a plan
+        self._spans: dict[int, list[tuple[int, int, int]]] = {}  # each batch read: (segment, first, end record)
         self._buffer: np.ndarray | None = None  # beyond memory_points: the open segment's frames, one after the
         self._buffered = 0  # other (these first ones), written straight from it
         self._spare: list[np.ndarray] = []  # segment buffers written out, to reuse
+        self._ordered: list[np.ndarray | None] = [None]  # the writer's: a segment's records in world order
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="octree-pool")
         self._pending: list[Future] = []
         weakref.finalize(self, _drain, self._pending, self._writer)  # a pool dropped unfinished: its writes done
@@ -261,8 +270,8 @@ class Pool:
             out = self._memory[self._held:self._held + n]
             self._held += n
         else:
-            if self._memory is not None:  # beyond memory_points: segments are read back from files (but for
-                self._records[0], self._in_memory = self._memory, self._held  # those still here), batches too
+            if self._memory is not None:  # beyond memory_points: batches are read from the segments' files, the
+                self._records[0] = self._memory  # memory array reused for them
             self._memory, self._memory_runs = None, []
             if self._buffer is None and not self._open:
                 self._buffer = self._spare.pop() if self._spare else aligned_empty(self._segment_points + (1 << 20),
@@ -292,11 +301,19 @@ class Pool:
         self._open, self._open_runs, self._buffer, self._buffered = [], [], None, 0
         self.segments.append(segment)
         self._raise_failed()
-        path, spare = self.work / segment["file"], self._spare  # not self: a dropped pool's writer ends
+        path, spare, ordered = self.work / segment["file"], self._spare, self._ordered  # not self: a dropped
+        # pool's writer ends
 
         def write() -> None:
-            _write_arrays(runs_path(path), runs)
-            _write_arrays(path, parts)
+            records = parts[0] if len(parts) == 1 else np.concatenate(parts) if parts else np.zeros(0, RAW)
+            cell_runs = np.concatenate(runs) if runs else np.zeros((0, RUN_COLUMNS), np.int64)
+            order = np.argsort(world_codes(cell_runs[:, 0]), kind="stable")
+            dest = np.empty(len(order), np.int64)
+            dest[order] = np.arange(len(order))
+            ordered[0] = out = _grown(ordered[0], len(records), RAW)
+            group(records, cell_runs[:, 1], dest, np.concatenate([[0], np.cumsum(cell_runs[order, 1])[:-1]]), out)
+            _write_arrays(runs_path(path), [cell_runs[order]])
+            _write_arrays(path, [out[:len(records)]])
             if buffer is not None:
                 spare.append(buffer)
             checkpoint()
@@ -311,167 +328,75 @@ class Pool:
 
     def close(self) -> None:
         """Until every committed segment and its checkpoint are written (raising their error);
-        no segment follows (the segment buffers are kept for :meth:`partition`)."""
+        no segment follows (the segment buffers are let go)."""
         for f in self._pending:
             f.result()
         self._pending.clear()
-
-    def _scratch(self, n: int) -> np.ndarray:
-        """``(n,) RAW`` page-aligned: a segment buffer written out where one holds ``n`` (its
-        pages already in), else a new array."""
-        return _grown(self._spare.pop() if self._spare else None, n, RAW)
+        self._spare, self._ordered[0] = [], None
 
     def release(self) -> None:
         """Drop the records kept in memory and the arrays batches reuse."""
-        self._memory, self._memory_runs, self._records, self._spare, self._kept = None, [], [None, None], [], {}
+        self._memory, self._memory_runs, self._records, self._runs, self._ranks = None, [], [None] * ARRAYS, {}, None
+
+    def free_batch(self, b: int) -> None:
+        """Give back the disk space of the whole blocks of the segments that batch ``b`` alone
+        used (its chunks all built: no build reads them again), where the filesystem can:
+        deleting a file at the end then has little left to free."""
+        for k, first, end in self._spans.pop(b, []):
+            start, stop = -(-first // _BLOCK) * _BLOCK * RAW.itemsize, end // _BLOCK * _BLOCK * RAW.itemsize
+            if stop > start:
+                _punch_hole(self.work / self.segments[k]["file"], start, stop - start)
 
     def drop_segments(self) -> None:
-        """Delete the segments' files (once partitioned: batches read their own files)."""
+        """Delete the segments' files (every chunk built from them)."""
         for seg in self.segments:
             for path in (self.work / seg["file"], runs_path(self.work / seg["file"])):
                 path.unlink(missing_ok=True)
-
-    def batch_path(self, b: int) -> Path:
-        return self.work / f"batch-{b:04d}.bin"
-
-    def keep(self, plan: ChunkPlan, batches: list[tuple[int, int]], kept: list[int]) -> None:
-        """Have the next :meth:`partition` keep the batches ``kept`` (at most two, in order) in
-        memory, in the two arrays batches use in turn: :meth:`kept_parts` (from another thread)
-        takes their chunks as their records are all grouped."""
-        largest = _largest(plan, batches)
-        for turn, b in enumerate(kept):
-            if turn == 0 and (self._records[0] is None or len(self._records[0]) < largest):
-                self._in_memory = 0  # a new array: nothing to read from
-            # the first batch's records overwrite the pool's first records only where these were grouped:
-            # no more of it is grouped than of the pool, segment after segment
-            self._records[turn] = array = _grown(self._records[turn], largest, RAW)
-            self._kept[b] = _Kept(array, plan.chunk_span(batches[b][1] - 1)[1] - plan.chunk_span(batches[b][0])[0])
-        self._turn = len(kept) - 1  # the next batch read goes to the first kept batch's array
-
-    def partition(self, counter: CellCounter, batch_of_slot: np.ndarray, n_batches: int, write: list[int]) -> None:
-        """Append every record of the batches ``write`` to its batch's file (:meth:`batch_path`),
-        segment by segment, each grouped by batch first (one write per batch and segment, runs
-        kept whole); the next segment is read and the last one written while one is grouped.
-        Segments still in memory are not read back. The batches :meth:`keep` named are grouped
-        in memory, the others (already built) dropped; the caller keeps the segments until the
-        kept ones are built."""
-        kept = dict(self._kept)
-        try:
-            self._partition(counter, batch_of_slot, n_batches, write, kept)
-        finally:
-            for one in kept.values():
-                with one.changed:  # complete, or never: kept_parts() tells which
-                    one.over = True
-                    one.changed.notify_all()
-
-    def _partition(self, counter: CellCounter, batch_of_slot: np.ndarray, n_batches: int, write: list[int],
-                   kept: dict[int, "_Kept"]) -> None:
-        files = {b: Appender(self.batch_path(b), stage_bytes=4 << 20) for b in write}
-        run_files = {b: Appender(runs_path(self.batch_path(b)), stage_bytes=1 << 16) for b in write}
-        largest = max(seg["points"] for seg in self.segments)
-        blocks, grouped = [self._scratch(largest) for _ in range(2)], [self._scratch(largest) for _ in range(2)]
-
-        ends = np.cumsum([seg["points"] for seg in self.segments])
-
-        def load(k: int) -> tuple[np.ndarray, np.ndarray]:
-            path = self.work / self.segments[k]["file"]
-            if ends[k] <= self._in_memory and self._records[0] is not None:  # still in memory: not read back
-                return self._records[0][ends[k] - self.segments[k]["points"]:ends[k]], _read_runs(runs_path(path))
-            return blocks[k % 2][:read_into(path, blocks[k % 2])], _read_runs(runs_path(path))
-
-        def store(b: int, records: np.ndarray, runs: np.ndarray) -> None:
-            if b in files:
-                files[b].write(records)
-                run_files[b].write(runs)
-            elif (one := kept.get(b)) is not None:
-                one.records[one.held:one.held + len(records)] = records
-                with one.changed:
-                    one.runs.append(runs)
-                    one.held += len(records)
-                    one.changed.notify_all()
-
-        def store_all(parts: list[tuple[int, np.ndarray, np.ndarray]]) -> None:
-            for part in parts:
-                store(*part)
-
-        with ThreadPoolExecutor(1) as reader, ThreadPoolExecutor(1) as writer:
-            loading = reader.submit(load, 0)
-            storing: list[Future | None] = [None, None]
-            for k in range(len(self.segments)):
-                records, runs = loading.result()
-                if k + 1 < len(self.segments):
-                    loading = reader.submit(load, k + 1)
-                if (previous := storing[k % 2]) is not None:
-                    previous.result()  # grouped[k % 2] written: free again
-                dest = counter.lookup(runs[:, 0], batch_of_slot)
-                starts = np.concatenate([[0], np.cumsum(np.bincount(dest, runs[:, 1], n_batches))]).astype(np.int64)
-                group(records, runs[:, 1], dest, starts[:-1].copy(), grouped[k % 2])
-                storing[k % 2] = writer.submit(store_all, [
-                    (int(b), grouped[k % 2][starts[b]:starts[b + 1]], runs[dest == b])
-                    for b in np.flatnonzero(np.diff(starts))])
-            for pending in storing:
-                if pending is not None:
-                    pending.result()
-        for f in [*files.values(), *run_files.values()]:
-            f.close()
-        self._memory, self._memory_runs, self._in_memory = None, [], 0
-
-    def keeps(self, b: int) -> bool:
-        """Whether batch ``b`` comes from the partition's memory (:meth:`kept_parts`)."""
-        return b in self._kept
-
-    def kept_parts(self, counter: CellCounter, plan: ChunkPlan, batches: list[tuple[int, int]], b: int
-                   ) -> Iterator[tuple[int, int, np.ndarray, np.ndarray, np.ndarray]]:
-        """Batch ``b`` kept by the partition (:meth:`keep`), a part as soon as the records of
-        its chunks are all grouped (the segments' order is the drive's: a place's chunks are
-        whole once the last frame seeing it is): ``(first chunk, end chunk, records, runs,
-        cell_runs)``, chunks ``first..end - 1`` as :meth:`batch` gives them, in order. Raises
-        RuntimeError when the partition ends before the batch is whole (its own error says why)."""
-        kept, (first, end) = self._kept[b], batches[b]
-        need = np.diff(plan.cell_starts[plan.chunk_cells[first:end + 1]])  # records per chunk
-        have = np.zeros(end - first, np.int64)
-        ranks: list[np.ndarray] = []
-        done = seen = 0  # chunks given, runs arrays counted
-        while done < end - first:
-            with kept.changed:
-                kept.changed.wait_for(lambda: len(kept.runs) > seen or kept.over)
-                new, over = kept.runs[seen:], kept.over
-            seen += len(new)
-            for runs in new:
-                ranks.append(counter.lookup(runs[:, 0], plan.rank_of_slot))
-                chunk = np.searchsorted(plan.chunk_cells, ranks[-1], "right") - 1 - first
-                have += np.bincount(chunk, runs[:, 1], end - first).astype(np.int64)
-            ready = done
-            while ready < end - first and have[ready] == need[ready]:
-                ready += 1
-            if ready > done:
-                cells = (int(plan.chunk_cells[first + done]), int(plan.chunk_cells[first + ready]))
-                yield (first + done, first + ready, kept.records,
-                       *place(np.concatenate(kept.runs[:seen]), np.concatenate(ranks), cells))
-                done = ready
-            elif over and not new:
-                raise RuntimeError(f"the partition stopped at {kept.held} of batch {b}'s {kept.expected} records")
 
     def batch(self, counter: CellCounter, plan: ChunkPlan, batches: list[tuple[int, int]], b: int
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(records (R,) RAW, runs (U, 3) int64, cell_runs (C + 1,) int64)`` of batch ``b``
         (chunks ``batches[b][0]..batches[b][1] - 1``, cells ``plan.chunk_cells[batches[b][0]]``
-        on): its records' runs cell after cell (:func:`~formats.octree_chunks.place`); from the
-        batch's file or, for one batch, the whole pool (batches kept by the partition:
-        :meth:`kept_parts`). Two batches may be held at once (one loaded while the other is
-        used): each call's records are valid until the call after next (which reuses their
-        array)."""
+        on): its records' runs cell after cell (:func:`~formats.octree_chunks.place`); for one
+        batch the whole pool (in memory or its segments read back), else the batch's ranges of
+        every segment. :data:`ARRAYS` batches may be held at once (the next ones read while one
+        is used): each call's records are valid until the :data:`ARRAYS`-th call after it (which
+        reuses their array)."""
         cells = (int(plan.chunk_cells[batches[b][0]]), int(plan.chunk_cells[batches[b][1]]))
         if len(batches) == 1 and self._memory is not None:
             records = self._memory[:self._held]
             runs = np.concatenate(self._memory_runs) if self._memory_runs else np.zeros((0, RUN_COLUMNS), np.int64)
-        else:
-            self._turn ^= 1
-            buffer = self._records[self._turn] = _grown(self._records[self._turn], _largest(plan, batches), RAW)
-            paths = [self.work / seg["file"] for seg in self.segments] if len(batches) == 1 else [self.batch_path(b)]
-            got = 0
-            for path in paths:
-                got += read_into(path, buffer[got:])
-            records = buffer[:got]
-            runs = np.concatenate([_read_runs(runs_path(p)) for p in paths])
-        return (records, *place(runs, counter.lookup(runs[:, 0], plan.rank_of_slot), cells))
+            return (records, *place(runs, counter.lookup(runs[:, 0], plan.rank_of_slot), cells))
+        if self._ranks is None or self._ranks[0] is not plan:  # each segment's cells' ranks, once per plan
+            self._ranks = plan, [counter.lookup(self._segment_runs(k)[:, 0], plan.rank_of_slot)
+                                 for k in range(len(self.segments))]
+        reads = []  # (segment, first run, end run, first record, end record) of each span of the batch's runs
+        for k, rank in enumerate(self._ranks[1]):
+            inside = np.concatenate([[False], (rank >= cells[0]) & (rank < cells[1]), [False]])
+            edges = np.flatnonzero(inside[1:] != inside[:-1])
+            ends = self._segment_ends(k)
+            reads += [(k, a, z, int(ends[a]), int(ends[z])) for a, z in zip(edges[::2], edges[1::2])]
+        self._spans[b] = [(k, first, end) for k, _, _, first, end in reads]
+        self._turn = (self._turn + 1) % ARRAYS
+        size = sum(-(-end // _BLOCK) * _BLOCK - first // _BLOCK * _BLOCK + _BLOCK for *_, first, end in reads)
+        buffer = self._records[self._turn] = _grown(self._records[self._turn], size, RAW)
+        got, parts, ranks = 0, [], []
+        for k, a, z, first, end in reads:  # each span from the file's block holding its first record, at a page
+            at, start, stop = -(-got // _BLOCK) * _BLOCK, first // _BLOCK * _BLOCK, -(-end // _BLOCK) * _BLOCK
+            n = read_range(self.work / self.segments[k]["file"], buffer[at:at + stop - start], start)
+            parts += [_filler(at - got + first - start), self._segment_runs(k)[a:z], _filler(start + n - end)]
+            ranks += [np.full(1, -1), self._ranks[1][k][a:z], np.full(1, -1)]
+            got = at + n
+        if not parts:
+            return buffer[:0], np.zeros((0, RUN_COLUMNS), np.int64), np.zeros(cells[1] - cells[0] + 1, np.int64)
+        return (buffer[:got], *place(np.concatenate(parts), np.concatenate(ranks), cells))
+
+    def _segment_runs(self, k: int) -> np.ndarray:
+        """Segment ``k``'s runs (read once)."""
+        if k not in self._runs:
+            self._runs[k] = _read_runs(runs_path(self.work / self.segments[k]["file"]))
+        return self._runs[k]
+
+    def _segment_ends(self, k: int) -> np.ndarray:
+        """``(R + 1,) int64``: where segment ``k``'s runs start in it, then its size (records)."""
+        return np.concatenate([[0], np.cumsum(self._segment_runs(k)[:, 1])])

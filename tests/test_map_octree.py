@@ -15,7 +15,7 @@ from engine.map_octree import RECORD_WORDS, merge_voxels, morton_codes, node_xyz
 from formats.errors import FormatError
 from formats.octree import ENTRY, HIERARCHY, METADATA, OCTREE, OctreeLayer, encode_entries
 from formats.octree_build import OctreeBuilder, OctreeOptions
-from formats.octree_chunks import RAW, CellCounter, cell_coords
+from formats.octree_chunks import ALIGN_BITS, RAW, CellCounter, Cube, cell_coords, world_codes
 from formats.octree_top import ROOT, Top, upper_tree
 
 VOXEL = 20
@@ -259,70 +259,70 @@ def test_interrupted_builds_resume_byte_identical(tmp_path, monkeypatch, memory_
         assert (tmp_path / "clean" / name).read_bytes() == (tmp_path / "resumed" / name).read_bytes(), name
 
 
-def test_a_failed_partition_raises_its_error_and_resumes(tmp_path, monkeypatch):
-    """Batch 0 is built while the partition goes on: whenever the partition starts, and its
-    failure is raised, not waited for."""
-    import time
-
+def test_a_failed_batch_read_raises_its_error_and_resumes(tmp_path, monkeypatch):
     import formats.octree_pool
 
     data = frames()
     options = OctreeOptions(leaf_max=3000, chunk_max=20_000, segment_points=30_000, cell_bits=6, memory_points=50_000)
     build(tmp_path / "clean", options, data)
-    real_partition = formats.octree_pool.Pool.partition
-    monkeypatch.setattr(formats.octree_pool.Pool, "partition",
-                        lambda self, *a: time.sleep(0.3) or real_partition(self, *a))  # batch 0 asked for first
-    build(tmp_path / "late", options, data)
-    monkeypatch.setattr(formats.octree_pool.Pool, "partition", real_partition)
     calls = []
-    real = formats.octree_pool.group
+    real = formats.octree_pool.read_range
 
-    def group(*args):
+    def read_range(*args):
         calls.append(1)
-        if len(calls) == 3:
-            raise OSError("no space left")
+        if len(calls) == 5:
+            raise OSError("input/output error")
         return real(*args)
 
-    monkeypatch.setattr(formats.octree_pool, "group", group)
-    with pytest.raises(OSError, match="no space left"):
+    monkeypatch.setattr(formats.octree_pool, "read_range", read_range)
+    with pytest.raises(OSError, match="input/output error"):
         build(tmp_path / "resumed", options, data)
-    monkeypatch.setattr(formats.octree_pool, "group", real)
+    monkeypatch.setattr(formats.octree_pool, "read_range", real)
     OctreeBuilder(tmp_path / "resumed", options).finish()
     for name in (METADATA, HIERARCHY, OCTREE):
-        for other in ("late", "resumed"):
-            assert (tmp_path / "clean" / name).read_bytes() == (tmp_path / other / name).read_bytes(), (other, name)
+        assert (tmp_path / "clean" / name).read_bytes() == (tmp_path / "resumed" / name).read_bytes(), name
 
 
-def test_kept_batches_chunks_are_built_as_the_partition_passes_them(tmp_path, monkeypatch):
-    """A drive that leaves places behind: the first two batches are kept in memory, their
-    chunks handed out in order, in parts, batch 0's first while the partition still groups
-    later segments; the other batches go through files; the layer is the one built in memory."""
-    import time
-
+def test_batches_read_each_record_once_in_few_ranges(tmp_path, monkeypatch):
+    """A drive that leaves places behind, in batches: each batch is read as ranges of the
+    segments (sorted by cell on the world grid), every record once but for the blocks the
+    ranges share, in few ranges; the layer is the one built in memory."""
     import formats.octree_pool
 
     data = [(q + np.array([f * 15_000, 0, 0]), i, rgb) for f, (q, i, rgb) in enumerate(frames(8, n=8000))]
     options = OctreeOptions(leaf_max=3000, chunk_max=5_000, segment_points=14_000, cell_bits=6, memory_points=25_000)
     build(tmp_path / "in-memory", dataclasses.replace(options, memory_points=10**9), data)
-    real_group, real_parts = formats.octree_pool.group, formats.octree_pool.Pool.kept_parts
-    monkeypatch.setattr(formats.octree_pool, "group", lambda *a: time.sleep(0.05) or real_group(*a))
-    parts, n_batches = {}, []
-
-    def kept_parts(self, counter, plan, batches, b):
-        n_batches.append(len(batches))
-        for first, end, *rest in real_parts(self, counter, plan, batches, b):
-            parts.setdefault(b, []).append((first, end, self._kept[b].over, batches[b]))
-            yield first, end, *rest
-
-    monkeypatch.setattr(formats.octree_pool.Pool, "kept_parts", kept_parts)
+    reads, real = [], formats.octree_pool.read_range
+    monkeypatch.setattr(formats.octree_pool, "read_range", lambda path, out, start=0: reads.append(
+        (path.name, start, len(out))) or real(path, out, start))
     build(tmp_path / "moving", options, data)
-    assert sorted(parts) == [0, 1] and n_batches[0] > 2 and len(parts[0]) > 1 and not parts[0][0][2]
-    for kept in parts.values():
-        first, end = kept[0][3]
-        assert [p[:2] for p in kept] == list(zip([first] + [p[1] for p in kept[:-1]], [p[1] for p in kept]))
-        assert kept[-1][1] == end
+    ranges = [r for r in reads if r[0].startswith("pool-") and r[0].endswith(".bin")]
+    n_segments, total = len({r[0] for r in ranges}), sum(len(d[0]) for d in data)
+    assert n_segments > 3 and total <= sum(r[2] for r in ranges) <= total + 2 * 256 * len(ranges)
+    assert len(ranges) <= total / 1000  # a batch spans few blocks of the grid, each a range of a segment (a
+    # segment in frame order would take about one range per cell and frame: tens of records each)
     for name in (METADATA, HIERARCHY, OCTREE):
         assert (tmp_path / "in-memory" / name).read_bytes() == (tmp_path / "moving" / name).read_bytes(), name
+
+
+def test_world_order_keeps_the_cube_order_within_each_block():
+    """Cells sorted by :func:`world_codes` come block after block (blocks of ``2**ALIGN_BITS``
+    cells on the world grid), in the order of their Morton codes in the cube around them."""
+    rng = np.random.default_rng(3)
+    cells = rng.integers(-3000, 3000, (5000, 3))
+    packed = (cells[:, 0] + (1 << 20)) | ((cells[:, 1] + (1 << 20)) << 21) | ((cells[:, 2] + (1 << 20)) << 42)
+    assert np.array_equal(cell_coords(packed), cells)
+    cell_q = VOXEL << 6
+    cube = Cube.around(cells.min(0) * cell_q, cells.max(0) * cell_q, VOXEL, 6)
+    assert all(v % (cell_q << ALIGN_BITS) == 0 for v in cube.origin_q)
+    local = cells - np.array(cube.origin_q) // cell_q
+    cube_codes = morton_codes(local[:, 0], local[:, 1], local[:, 2], 1)
+    order = np.argsort(world_codes(packed), kind="stable")
+    block = [tuple(b) for b in (cells[order] >> ALIGN_BITS)]
+    starts = [0] + [j for j in range(1, len(block)) if block[j] != block[j - 1]]
+    assert len(starts) == len(set(block))  # each block one run
+    for a, z in zip(starts, starts[1:] + [len(block)]):
+        assert np.all(np.diff(cube_codes[order[a:z]]) >= 0)
 
 
 def test_float_intensities_are_mapped_to_16_bits(tmp_path):

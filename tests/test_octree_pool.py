@@ -1,5 +1,5 @@
-"""The octree pool's file I/O: appends and reads straight from and into page-aligned arrays, or
-through the staging buffer, give the same bytes."""
+"""The octree pool's file I/O: appends and reads (of a file's records from any one on) straight
+from and into page-aligned arrays, or through the staging buffer, give the same bytes."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from formats.octree_chunks import RAW
-from formats.octree_pool import Appender, aligned_empty, read_into
+from formats.octree_pool import Appender, aligned_empty, read_range
 
 
 def test_appends_aligned_or_not_write_the_bytes_in_order(tmp_path):
@@ -31,15 +31,18 @@ def test_appends_aligned_or_not_write_the_bytes_in_order(tmp_path):
 
 
 @pytest.mark.parametrize("size", [0, 16, 4096, 40_000, 3 * 4096 + 48])
-def test_reads_straight_or_staged_give_the_file(tmp_path, size):
+def test_ranges_read_straight_or_staged_give_the_file(tmp_path, size):
     rng = np.random.default_rng(size)
     data = rng.integers(0, 256, size, dtype=np.uint8)
     (tmp_path / "f.bin").write_bytes(data.tobytes())
     n = size // RAW.itemsize
-    for out in (aligned_empty(n + 10, RAW), aligned_empty(n + 300, RAW)[256:], np.empty(n + 10, RAW),
-                aligned_empty(n + 10, RAW)[1:]):  # straight, straight at a later page, staged, staged
-        assert read_into(tmp_path / "f.bin", out) == n
-        assert out[:n].tobytes() == data.tobytes()
-    if size:
-        with pytest.raises(ValueError, match="bytes for a buffer"):
-            read_into(tmp_path / "f.bin", aligned_empty(n - 1, RAW))
+    records = np.frombuffer(data.tobytes()[:n * RAW.itemsize], RAW)
+    for start in (0, 256, 3, n):  # from a block (straight where the buffer allows) or within one (staged)
+        want = max(n - start, 0)
+        for out in (aligned_empty(want + 10, RAW), aligned_empty(want + 300, RAW)[256:], np.empty(want + 10, RAW),
+                    aligned_empty(want + 10, RAW)[1:]):  # straight, straight at a later page, staged, staged
+            assert read_range(tmp_path / "f.bin", out, start) == want  # fewer than the buffer holds: the file ends
+            assert out[:want].tobytes() == records[start:].tobytes()
+        part = aligned_empty(2, RAW)
+        assert read_range(tmp_path / "f.bin", part[:1], start) == min(1, want)  # as many as the buffer holds
+        assert part[:min(1, want)].tobytes() == records[start:start + 1].tobytes()
