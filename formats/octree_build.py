@@ -92,7 +92,7 @@ class OctreeOptions:
     cell_bits: int = 8
     step: int = 4
     segment_points: int = 1 << 22
-    memory_points: int = 1 << 24
+    memory_points: int = 1 << 22
 
 
 class OctreeBuilder:

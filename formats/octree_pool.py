@@ -217,6 +217,13 @@ def _punch_hole(path: Path, offset: int, length: int) -> None:
         os.close(fd)
 
 
+def _batch_array(memory_points: int) -> np.ndarray:
+    """An array for a batch of ``memory_points`` records read as ranges: room for the blocks
+    read along with them (a batch spans far fewer than 4096 ranges; a bigger one gets a new
+    array)."""
+    return aligned_empty(memory_points + (1 << 20), RAW)
+
+
 def _filler(n: int) -> np.ndarray:
     """A run of ``n`` records of no cell: read along with a batch's records, left out."""
     return np.array([[0, n, 0]], np.int64)
@@ -242,7 +249,8 @@ class Pool:
         self._segment_points = segment_points
         self._open: list[np.ndarray] = []
         self._open_runs: list[np.ndarray] = []
-        self._memory: np.ndarray | None = None if segments else aligned_empty(memory_points, RAW)  # None: not all in it
+        self._memory_points = memory_points
+        self._memory: np.ndarray | None = None if segments else _batch_array(memory_points)  # None: not all in it
         self._memory_runs: list[np.ndarray] = []
         self._held = 0
         self._records: list[np.ndarray | None] = [None] * ARRAYS  # the arrays batches reuse, in turn
@@ -266,12 +274,12 @@ class Pool:
     def reserve(self, n: int) -> np.ndarray:
         """Room for the next ``n`` records of the open segment (``(n,) RAW``, to be filled,
         then their runs given to :meth:`filled`)."""
-        if self._memory is not None and self._held + n <= len(self._memory):
+        if self._memory is not None and self._held + n <= self._memory_points:
             out = self._memory[self._held:self._held + n]
             self._held += n
         else:
-            if self._memory is not None:  # beyond memory_points: batches are read from the segments' files, the
-                self._records[0] = self._memory  # memory array reused for them
+            if self._records[1] is None:  # beyond memory_points: batches are read from the segments' files
+                self._carve()
             self._memory, self._memory_runs = None, []
             if self._buffer is None and not self._open:
                 self._buffer = self._spare.pop() if self._spare else aligned_empty(self._segment_points + (1 << 20),
@@ -284,6 +292,18 @@ class Pool:
                 out = np.empty(n, RAW)
         self._open.append(out)
         return out
+
+    def _carve(self) -> None:
+        """The batch arrays made (the memory array the first one) and the others cut into the
+        segment buffers and the writer's sorting buffer: the pages these touch are in when the
+        batches come (memory first touched costs more than memory reused)."""
+        others = [_batch_array(self._memory_points) for _ in range(ARRAYS - 1)]
+        self._records = [self._memory if self._memory is not None else _batch_array(self._memory_points), *others]
+        step = self._segment_points + (1 << 20)
+        parts = [a[i:i + step] for a in others for i in range(0, len(a) - step + 1, step)]
+        if parts:
+            self._ordered[0] = parts.pop()
+        self._spare += parts
 
     def filled(self, runs: np.ndarray) -> None:
         """The runs of the records last reserved (``(R, 3) int64``: cell key, records, frame)."""
