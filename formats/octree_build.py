@@ -81,7 +81,9 @@ class OctreeOptions:
             :data:`~engine.map_octree.MAX_CELL_Q` quanta).
         step: hierarchy levels per page.
         segment_points: points per pool segment (the resume granularity of step 1).
-        memory_points: input points the pool keeps in memory and a batch holds.
+        memory_points: input points the pool keeps in memory (a pool of at most as many is
+            never read back).
+        batch_points: input points a batch holds at most (and ``memory_points``).
     """
 
     quantum_m: float = 1e-3
@@ -92,7 +94,8 @@ class OctreeOptions:
     cell_bits: int = 8
     step: int = 4
     segment_points: int = 1 << 22
-    memory_points: int = 1 << 22
+    memory_points: int = 1 << 23
+    batch_points: int = 1 << 22
 
 
 class OctreeBuilder:
@@ -117,7 +120,8 @@ class OctreeBuilder:
             self.state = saved
             counts = np.load(self.work / "counts.npz")
             self.counter = CellCounter.restore(options.voxel_q, options.cell_bits, counts["keys"], counts["counts"])
-        self.pool = Pool(self.work, self.state["segments"], options.memory_points, options.segment_points)
+        self.pool = Pool(self.work, self.state["segments"], options.memory_points, options.segment_points,
+                         min(options.batch_points, options.memory_points))
 
     def _load_state(self) -> dict[str, Any] | None:
         path = self.work / "state.json"
@@ -215,7 +219,7 @@ class OctreeBuilder:
         lo, hi = (np.array(stats[k] if stats else [0, 0, 0]) for k in ("lo_q", "hi_q"))
         cube = Cube.around(lo, hi, o.voxel_q, o.cell_bits)
         plan = plan_chunks(cube, self.counter, o.chunk_max)
-        batches = plan.batches(o.memory_points)
+        batches = plan.batches(min(o.batch_points, o.memory_points))
         todo = [[k for k in range(first, end) if not self._done_path(k).is_file()] for first, end in batches]
         writer = _NodeWriter(self.work / "octree.partial", self._resume_point(len(plan.chunks)))
         with ThreadPoolExecutor(WORKERS, thread_name_prefix="octree-chunk") as threads, \

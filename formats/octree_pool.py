@@ -244,12 +244,13 @@ def _drain(pending: list[Future], writer: ThreadPoolExecutor) -> None:
 class Pool:
     """The segments (``segments``: ``file`` names in ``work``, in order) and the one being filled."""
 
-    def __init__(self, work: Path, segments: list[dict], memory_points: int, segment_points: int) -> None:
+    def __init__(self, work: Path, segments: list[dict], memory_points: int, segment_points: int,
+                 batch_points: int) -> None:
         self.work, self.segments = work, list(segments)
         self._segment_points = segment_points
         self._open: list[np.ndarray] = []
         self._open_runs: list[np.ndarray] = []
-        self._memory_points = memory_points
+        self._memory_points, self._batch_points = memory_points, batch_points
         self._memory: np.ndarray | None = None if segments else _batch_array(memory_points)  # None: not all in it
         self._memory_runs: list[np.ndarray] = []
         self._held = 0
@@ -297,8 +298,8 @@ class Pool:
         """The batch arrays made (the memory array the first one) and the others cut into the
         segment buffers and the writer's sorting buffer: the pages these touch are in when the
         batches come (memory first touched costs more than memory reused)."""
-        others = [_batch_array(self._memory_points) for _ in range(ARRAYS - 1)]
-        self._records = [self._memory if self._memory is not None else _batch_array(self._memory_points), *others]
+        others = [_batch_array(self._batch_points) for _ in range(ARRAYS - 1)]
+        self._records = [self._memory if self._memory is not None else _batch_array(self._batch_points), *others]
         step = self._segment_points + (1 << 20)
         parts = [a[i:i + step] for a in others for i in range(0, len(a) - step + 1, step)]
         if parts:
@@ -377,16 +378,18 @@ class Pool:
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(records (R,) RAW, runs (U, 3) int64, cell_runs (C + 1,) int64)`` of batch ``b``
         (chunks ``batches[b][0]..batches[b][1] - 1``, cells ``plan.chunk_cells[batches[b][0]]``
-        on): its records' runs cell after cell (:func:`~formats.octree_chunks.place`); for one
-        batch the whole pool (in memory or its segments read back), else the batch's ranges of
-        every segment. :data:`ARRAYS` batches may be held at once (the next ones read while one
-        is used): each call's records are valid until the :data:`ARRAYS`-th call after it (which
-        reuses their array)."""
+        on): its records' runs cell after cell (:func:`~formats.octree_chunks.place`); from the
+        pool in memory when it all is (no copy), else the batch's ranges of every segment.
+        :data:`ARRAYS` batches may be held at once (the next ones read while one is used): each
+        call's records are valid until the :data:`ARRAYS`-th call after it (which reuses their
+        array)."""
         cells = (int(plan.chunk_cells[batches[b][0]]), int(plan.chunk_cells[batches[b][1]]))
-        if len(batches) == 1 and self._memory is not None:
-            records = self._memory[:self._held]
-            runs = np.concatenate(self._memory_runs) if self._memory_runs else np.zeros((0, RUN_COLUMNS), np.int64)
-            return (records, *place(runs, counter.lookup(runs[:, 0], plan.rank_of_slot), cells))
+        if self._memory is not None:
+            if self._ranks is None or self._ranks[0] is not plan:  # the runs' cells' ranks, once per plan
+                runs = np.concatenate(self._memory_runs) if self._memory_runs else np.zeros((0, RUN_COLUMNS), np.int64)
+                self._memory_runs = [runs]
+                self._ranks = plan, [counter.lookup(runs[:, 0], plan.rank_of_slot)]
+            return (self._memory[:self._held], *place(self._memory_runs[0], self._ranks[1][0], cells))
         if self._ranks is None or self._ranks[0] is not plan:  # each segment's cells' ranks, once per plan
             self._ranks = plan, [counter.lookup(self._segment_runs(k)[:, 0], plan.rank_of_slot)
                                  for k in range(len(self.segments))]

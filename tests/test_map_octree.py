@@ -200,13 +200,15 @@ def test_top_built_job_by_job_is_one_selection_over_its_tree():
     assert dict(node(data, e) for e in entries) == dict(node(ref_data, e) for e in ref)
 
 
-@pytest.mark.parametrize("chunk_max,memory_points", [(10**9, 10**9), (20_000, 10**9), (20_000, 50_000)])
-def test_octree_holds_exactly_the_merged_map(tmp_path, chunk_max, memory_points):
-    """One chunk; chunks of one batch placed from the pool in memory; batches partitioned to
-    files (a pool beyond ``memory_points``)."""
+@pytest.mark.parametrize("chunk_max,memory_points,batch_points", [
+    (10**9, 10**9, 1 << 22), (20_000, 10**9, 1 << 22), (20_000, 10**9, 50_000), (20_000, 50_000, 1 << 22)])
+def test_octree_holds_exactly_the_merged_map(tmp_path, chunk_max, memory_points, batch_points):
+    """One chunk; chunks of one batch placed from the pool in memory; batches of the pool in
+    memory; batches read from the segments (a pool beyond ``memory_points``)."""
     data = frames()
     layer = build(tmp_path / "lidar", OctreeOptions(leaf_max=3000, chunk_max=chunk_max, segment_points=30_000,
-                                                    cell_bits=6, memory_points=memory_points), data)
+                                                    cell_bits=6, memory_points=memory_points,
+                                                    batch_points=batch_points), data)
     check_layer(layer, data)
     assert layer.metadata["input_points"] == sum(len(d[0]) for d in data)
     assert layer.metadata["max_level"] >= 3
@@ -215,10 +217,9 @@ def test_octree_holds_exactly_the_merged_map(tmp_path, chunk_max, memory_points)
 
 @pytest.mark.parametrize("memory_points,crash_at", [(10**9, 3), (60_000, 3), (60_000, 8), (60_000, 16)])
 def test_interrupted_builds_resume_byte_identical(tmp_path, monkeypatch, memory_points, crash_at):
-    """``crash_at``: the chunk call that fails (at 60 000 points of memory, batches 0-3 are
-    chunks 0-3, 4-13, 14-17, 18-21; the first two are kept in memory: 3 fails in batch 0 and 8
-    in batch 1, before the partition is recorded (the rerun keeps batches 1 and 2); 16 in batch
-    2, after)."""
+    """``crash_at``: the chunk call that fails (at 60 000 points of memory, the batches, read
+    from the segments, are chunks 0-6, 7-14, 15-22, 23-25, 26: 3 fails in batch 0, 8 in batch
+    1 and 16 in batch 2; the rerun reads only the batches with chunks left)."""
     data = frames()
     options = OctreeOptions(leaf_max=3000, chunk_max=20_000, segment_points=50_000, cell_bits=6,
                             memory_points=memory_points)
