@@ -211,9 +211,17 @@ class OctreeBuilder:
     # ---------------------------------------------------------------- steps 2-4
 
     def finish(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Steps 2-4; returns the written metadata (``extra`` merged into it)."""
+        """Steps 2-4; returns the written metadata (``extra`` merged into it). The pool's last
+        writes go on meanwhile; a failure waits for them (a resumed build then finds them)."""
         self._commit_segment()
         self.pool.close()
+        try:
+            return self._finish(extra or {})
+        except BaseException:
+            self.pool.sync(quiet=True)
+            raise
+
+    def _finish(self, extra: dict[str, Any]) -> dict[str, Any]:
         stats = self.state["stats"]
         o = self.options
         lo, hi = (np.array(stats[k] if stats else [0, 0, 0]) for k in ("lo_q", "hi_q"))
@@ -232,8 +240,10 @@ class OctreeBuilder:
                         self._entries[k] = saved["entries"].view(ENTRY).reshape(-1)
                     upper.add_chunk(k, np.load(self._root_path(k)))
                 self._run_batches(plan, batches, todo, cube, stats, writer, threads, upper, background)
-                self.pool.release()
-                background.submit(self.pool.drop_segments)  # every chunk done: no longer needed, even to resume
+            self.pool.sync()
+            self.pool.release()
+            background.submit(self.pool.drop_segments)  # every chunk done: no longer needed, even to resume
+            if plan.chunks:
                 data, top = upper.finish()
             top["offset"] += writer.end
             nodes = np.concatenate([*(self._entries[k] for k in range(len(plan.chunks))), top])
@@ -241,7 +251,7 @@ class OctreeBuilder:
             hierarchy = hierarchy_pages(nodes, self.options.step)
             written.result()
         writer.close()
-        return self._write_index(nodes, hierarchy, cube, stats, writer, extra or {})
+        return self._write_index(nodes, hierarchy, cube, stats, writer, extra)
 
     def _done_path(self, k: int) -> Path:
         return self.work / f"chunk-{k:05d}.done.npz"

@@ -348,12 +348,16 @@ class Pool:
             f.result()
 
     def close(self) -> None:
-        """Until every committed segment and its checkpoint are written (raising their error);
-        no segment follows (the segment buffers are let go)."""
+        """No segment follows (the segment buffers are let go once written); the writes go on
+        (:meth:`sync`)."""
+        self._spare = []
+
+    def sync(self, quiet: bool = False) -> None:
+        """Until every committed segment and its checkpoint are written (raising their error,
+        unless ``quiet``: a build failing for another reason)."""
         for f in self._pending:
-            f.result()
+            f.exception() if quiet else f.result()
         self._pending.clear()
-        self._spare, self._ordered[0] = [], None
 
     def release(self) -> None:
         """Drop the records kept in memory and the arrays batches reuse."""
@@ -390,6 +394,7 @@ class Pool:
                 self._memory_runs = [runs]
                 self._ranks = plan, [counter.lookup(runs[:, 0], plan.rank_of_slot)]
             return (self._memory[:self._held], *place(self._memory_runs[0], self._ranks[1][0], cells))
+        self.sync()  # the files whole, and the buffers they were written from (parts of the batch arrays) free
         if self._ranks is None or self._ranks[0] is not plan:  # each segment's cells' ranks, once per plan
             self._ranks = plan, [counter.lookup(self._segment_runs(k)[:, 0], plan.rank_of_slot)
                                  for k in range(len(self.segments))]
