@@ -7,9 +7,10 @@
    ``memory_points``), bounds and intensity range kept.
 2. **Chunks**: the cube around the bounds (its corner on a coarse grid:
    :meth:`formats.octree_chunks.Cube.around`), chunks planned from the counts (a node of at
-   most ``chunk_max`` points), grouped in batches of at most ``memory_points`` points, each
-   read from the pool (:meth:`formats.octree_pool.Pool.batch`: a few ranges of each segment)
-   while the one before is built, its runs of records listed cell after cell.
+   most ``chunk_max`` points), grouped in batches of at most ``batch_points`` points, each
+   placed from the pool in memory or read from its segments (:meth:`formats.octree_pool.Pool.batch`:
+   a few ranges of each) while the ones before are built, its runs of records listed cell
+   after cell.
 3. **Nodes**, chunk by chunk in code order, :data:`WORKERS` at once (one thread each): voxel
    duplicates merged (:func:`engine.map_octree.merge_voxels`), the chunk's subtree built and
    selected (:func:`~engine.map_octree.octree_shape`, :func:`~engine.map_octree.select_lod`),

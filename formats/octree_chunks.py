@@ -163,11 +163,7 @@ def _lookup_kernel(run_keys, keys, values, out):
     """``out[j]`` = ``values`` of the slot of cell key ``run_keys[j]`` (in the table)."""
     mask = keys.shape[0] - 1
     for j in range(run_keys.shape[0]):
-        k = run_keys[j]
-        h = _slot(k, mask)
-        while keys[h] != k:
-            h = (h + 1) & mask
-        out[j] = values[h]
+        out[j] = values[_probe(keys, run_keys[j], mask)]
 
 
 @jit
@@ -308,9 +304,8 @@ def world_codes(keys: np.ndarray) -> np.ndarray:
     """``(C,) int64`` Morton codes of packed cell keys' biased coordinates: within any block of
     ``2**k`` cells a side anchored at 0 (``k <= 20``) the cells come in the order of their codes
     in a cube whose corner is on that block grid (:meth:`Cube.around`), each such block a run."""
-    mask = (1 << 21) - 1
-    keys = np.asarray(keys, np.int64)
-    return morton_codes(keys & mask, (keys >> 21) & mask, (keys >> 42) & mask, 1)
+    biased = cell_coords(np.asarray(keys, np.int64)) + _BIAS
+    return morton_codes(biased[:, 0], biased[:, 1], biased[:, 2], 1)
 
 
 def cell_coords(keys: np.ndarray) -> np.ndarray:

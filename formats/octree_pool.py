@@ -13,15 +13,14 @@ memory (reserved, touched as it fills): such a pool is never read back. Beyond i
 segment's frames fill one page-aligned buffer, reused once written.
 
 Batches: a batch of chunks (:meth:`~formats.octree_chunks.ChunkPlan.batches`, at most
-``memory_points`` records) is an array of records and their runs of one cell listed cell
+``batch_points`` records) is an array of records and their runs of one cell listed cell
 after cell (a counting sort of the runs; pool order within a cell, so every build orders
-them alike). A pool of one batch is that array (the one in memory, or the segments read
-back); a bigger one's batches are read from the segments, each batch's runs of a segment in
-a few ranges of it: the cube's corner lies on the world grid's blocks of ``2**ALIGN_BITS``
-cells, so its chunks are whole blocks or lie in one, in the order the segment lists them. A
-range is read from the block holding its first record on, with ``O_DIRECT`` straight into a
-page of the batch's array (the records read along with it are left out). :data:`ARRAYS`
-arrays serve the batches in turn.
+them alike). A pool all in memory is that array for every batch; else the batches are read
+from the segments, each batch's runs of a segment in a few ranges of it: the cube's corner
+lies on the world grid's blocks of ``2**ALIGN_BITS`` cells, so its chunks are whole blocks
+or lie in one, in the order the segment lists them. A range is read from the block holding
+its first record on, with ``O_DIRECT`` straight into a page of the batch's array (the
+records read along with it are left out). :data:`ARRAYS` arrays serve the batches in turn.
 """
 
 from __future__ import annotations
@@ -256,7 +255,7 @@ class Pool:
         self._held = 0
         self._records: list[np.ndarray | None] = [None] * ARRAYS  # the arrays batches reuse, in turn
         self._turn = ARRAYS - 1  # the first batch read goes to array 0: the memory array, its pages in
-        self._runs: dict[int, np.ndarray] = {}  # segments' runs, read
+        self._runs: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # segments' runs (and starts), read
         self._ranks: tuple[ChunkPlan, list[np.ndarray]] | None = None  # their cells' ranks in a plan
         self._spans: dict[int, list[tuple[int, int, int]]] = {}  # each batch read: (segment, first, end record)
         self._buffer: np.ndarray | None = None  # beyond memory_points: the open segment's frames, one after the
@@ -396,13 +395,13 @@ class Pool:
             return (self._memory[:self._held], *place(self._memory_runs[0], self._ranks[1][0], cells))
         self.sync()  # the files whole, and the buffers they were written from (parts of the batch arrays) free
         if self._ranks is None or self._ranks[0] is not plan:  # each segment's cells' ranks, once per plan
-            self._ranks = plan, [counter.lookup(self._segment_runs(k)[:, 0], plan.rank_of_slot)
+            self._ranks = plan, [counter.lookup(self._segment(k)[0][:, 0], plan.rank_of_slot)
                                  for k in range(len(self.segments))]
         reads = []  # (segment, first run, end run, first record, end record) of each span of the batch's runs
         for k, rank in enumerate(self._ranks[1]):
             inside = np.concatenate([[False], (rank >= cells[0]) & (rank < cells[1]), [False]])
             edges = np.flatnonzero(inside[1:] != inside[:-1])
-            ends = self._segment_ends(k)
+            ends = self._segment(k)[1]
             reads += [(k, a, z, int(ends[a]), int(ends[z])) for a, z in zip(edges[::2], edges[1::2])]
         self._spans[b] = [(k, first, end) for k, _, _, first, end in reads]
         self._turn = (self._turn + 1) % ARRAYS
@@ -412,19 +411,16 @@ class Pool:
         for k, a, z, first, end in reads:  # each span from the file's block holding its first record, at a page
             at, start, stop = -(-got // _BLOCK) * _BLOCK, first // _BLOCK * _BLOCK, -(-end // _BLOCK) * _BLOCK
             n = read_range(self.work / self.segments[k]["file"], buffer[at:at + stop - start], start)
-            parts += [_filler(at - got + first - start), self._segment_runs(k)[a:z], _filler(start + n - end)]
+            parts += [_filler(at - got + first - start), self._segment(k)[0][a:z], _filler(start + n - end)]
             ranks += [np.full(1, -1), self._ranks[1][k][a:z], np.full(1, -1)]
             got = at + n
         if not parts:
             return buffer[:0], np.zeros((0, RUN_COLUMNS), np.int64), np.zeros(cells[1] - cells[0] + 1, np.int64)
         return (buffer[:got], *place(np.concatenate(parts), np.concatenate(ranks), cells))
 
-    def _segment_runs(self, k: int) -> np.ndarray:
-        """Segment ``k``'s runs (read once)."""
+    def _segment(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Segment ``k``'s runs and where they start (read once)."""
         if k not in self._runs:
-            self._runs[k] = _read_runs(runs_path(self.work / self.segments[k]["file"]))
+            runs = _read_runs(runs_path(self.work / self.segments[k]["file"]))
+            self._runs[k] = runs, np.concatenate([[0], np.cumsum(runs[:, 1])])
         return self._runs[k]
-
-    def _segment_ends(self, k: int) -> np.ndarray:
-        """``(R + 1,) int64``: where segment ``k``'s runs start in it, then its size (records)."""
-        return np.concatenate([[0], np.cumsum(self._segment_runs(k)[:, 1])])
