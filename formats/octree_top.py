@@ -102,7 +102,7 @@ class Top:
             self.poll()
         root = self._points.pop(0)
         parts = [self._encoded[n] for n in sorted(self._encoded)]
-        parts.append(self._encode([0], root, np.zeros(len(root), np.int64)))
+        parts.append(self._encode(root, np.zeros(len(root), np.int64), np.zeros(1, np.int64), [0]))
         starts = np.cumsum([0] + [len(data) for data, _ in parts[:-1]], dtype=np.uint64)
         for (_, entries), start in zip(parts, starts):
             entries["offset"] += start
@@ -119,20 +119,15 @@ class Top:
                 "ends": np.concatenate([[ends[-1]], ends]).astype(np.int64),
                 "parents": np.array([-1] + [0] * len(kids), np.int64), "leaf": np.arange(len(rows)) > 0}
         owner, taken = select_lod(joined["codes"], mini, self._depth, self._grid_bits)
-        data, entries = self._encode(rows, joined, owner, mini)
+        data, entries = self._encode(joined, owner, np.arange(1, len(rows)), rows[1:])
         return data, entries, joined[taken]
 
-    def _encode(self, rows: list[int], points: np.ndarray, owner: np.ndarray,
-                mini: dict[str, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Nodes ``rows[1:]`` of ``mini`` (nodes ``rows`` of the tree) encoded, or, without
-        ``mini``, node ``rows[0]`` alone (all of ``points`` its own)."""
-        if mini is None:
-            mini = {"levels": self.tree["levels"][rows], "prefixes": self.tree["prefixes"][rows]}
-            which = np.zeros(1, np.int64)
-        else:
-            which = np.arange(1, len(rows))
-        return encode_entries({c: points[c] for c in COLUMNS}, owner, which, mini["levels"][which],
-                              mini["prefixes"][which], self._side_q, self._shift)
+    def _encode(self, points: np.ndarray, owner: np.ndarray, which: np.ndarray, nodes: list[int]
+                ) -> tuple[np.ndarray, np.ndarray]:
+        """The tree's ``nodes`` encoded: node ``nodes[j]`` holds the ``points`` whose ``owner`` is
+        ``which[j]``."""
+        return encode_entries({c: points[c] for c in COLUMNS}, owner, which, self.tree["levels"][nodes],
+                              self.tree["prefixes"][nodes], self._side_q, self._shift)
 
 
 __all__ = ["COLUMNS", "ROOT", "Top", "upper_tree"]
