@@ -218,10 +218,28 @@ def _merge_kernel(words, runs, cell_runs, cell_codes, cell_xyz, low_bits, cell, 
 
 
 MERGE_COLUMNS = ("x", "y", "z", "intensity", "r", "g", "b", "count", "first", "last")
+_MERGE_DTYPES = (*[np.int32] * 3, np.float32, *[np.uint8] * 3, *[np.uint32] * 3)
+
+
+class Workspace:
+    """Arrays a thread reuses from call to call (memory reused costs far less than memory
+    first touched): :meth:`take` gives a view of a kept buffer, valid until the next ``take``
+    of that name."""
+
+    def __init__(self) -> None:
+        self._arrays: dict[str, np.ndarray] = {}
+
+    def take(self, name: str, n: int, dtype: np.dtype | type) -> np.ndarray:
+        """``(n,)`` uninitialised items of ``dtype``."""
+        kept = self._arrays.get(name)
+        if kept is None or len(kept) < n or kept.dtype != dtype:
+            kept = self._arrays[name] = np.empty(n + n // 4, dtype)
+        return kept[:n]
 
 
 def merge_voxels(records: np.ndarray, runs: np.ndarray, cell_runs: np.ndarray, cell_codes: np.ndarray,
-                 cell_xyz: np.ndarray, cell_bits: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+                 cell_xyz: np.ndarray, cell_bits: int, work: Workspace | None = None
+                 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Merge the points of each voxel into one map point.
 
     Args:
@@ -239,24 +257,22 @@ def merge_voxels(records: np.ndarray, runs: np.ndarray, cell_runs: np.ndarray, c
         from the cube's corner (the mean, rounded down, so inside the voxel), ``intensity``
         float32 (mean), ``r g b`` uint8 (mean, rounded), ``count`` uint32 (points merged,
         saturating), ``first last`` uint32 (min, max frame). Points of a voxel are summed in
-        input order.
+        input order. With ``work``, the arrays are its (valid until its next use).
     """
+    take = (work or Workspace()).take
     runs = np.ascontiguousarray(runs, np.int64).reshape(-1, 3)
     cell_runs = np.ascontiguousarray(cell_runs, np.int64)
     ends = np.concatenate([[0], np.cumsum(runs[:, 1])])
     n = int(ends[-1])
     words = np.ascontiguousarray(records, np.int32).reshape(len(records), RECORD_WORDS)
     biggest = int(np.diff(ends[cell_runs]).max()) if len(cell_runs) > 1 else 0
-    out = {k: np.empty(n, np.int32) for k in "xyz"}
-    out["intensity"] = np.empty(n, np.float32)
-    out.update({k: np.empty(n, np.uint8) for k in "rgb"})
-    out.update({k: np.empty(n, np.uint32) for k in ("count", "first", "last")})
-    codes = np.empty(n, np.int64)
-    cell = np.empty((biggest, RECORD_WORDS), np.int32)
+    out = {k: take(k, n, dtype) for k, dtype in zip(MERGE_COLUMNS, _MERGE_DTYPES)}
+    codes = take("codes", n, np.int64)
+    cell = take("cell", biggest * RECORD_WORDS, np.int32).reshape(biggest, RECORD_WORDS)
     m = _merge_kernel(words, runs, cell_runs, np.ascontiguousarray(cell_codes, np.int64),
                       np.ascontiguousarray(cell_xyz, np.int64).reshape(-1, 3), np.int64(3 * cell_bits), cell,
-                      cell.view(np.float32), np.empty(biggest, np.int64), np.empty(biggest, np.int64),
-                      np.empty(biggest, np.int64), codes, *(out[k] for k in MERGE_COLUMNS))
+                      cell.view(np.float32), take("frames", biggest, np.int64), take("keys", biggest, np.int64),
+                      take("tmp", biggest, np.int64), codes, *(out[k] for k in MERGE_COLUMNS))
     return codes[:m], {k: v[:m] for k, v in out.items()}
 
 
@@ -362,14 +378,16 @@ def _select_kernel(codes, levels, starts, ends, parents, leaf, depth, grid_bits,
         pool_len[k] = taken - s
 
 
-def select_lod(codes: np.ndarray, nodes: dict[str, np.ndarray], depth: int, grid_bits: int
-               ) -> tuple[np.ndarray, np.ndarray]:
+def select_lod(codes: np.ndarray, nodes: dict[str, np.ndarray], depth: int, grid_bits: int,
+               work: Workspace | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``(owner (N,) int64, pool (P,) int64)``: the node (row of ``nodes``, from
     :func:`octree_shape` or any pre-order tree whose leaves cover ``codes``) holding each
-    point, and the root's own points (the candidates of the levels above it), ascending."""
+    point, and the root's own points (the candidates of the levels above it), ascending.
+    With ``work``, ``owner`` is its (valid until its next use)."""
     n = len(codes)
-    owner = np.empty(n, np.int64)
-    buf = np.empty(n, np.int64)
+    take = (work or Workspace()).take
+    owner = take("owner", n, np.int64)
+    buf = take("select", n, np.int64)
     pool_len = np.empty(len(nodes["levels"]), np.int64)
     _select_kernel(np.ascontiguousarray(codes, np.int64), nodes["levels"], nodes["starts"], nodes["ends"],
                    nodes["parents"], nodes["leaf"], depth, grid_bits, owner, pool_len, buf)

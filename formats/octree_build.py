@@ -22,8 +22,9 @@
 
 Memory: the pool while it fits ``memory_points`` records (16 bytes each), else three
 batches (being built or read; as much each) and two segments, plus the chunks in work (about
-100 bytes per point of each), the points of the top's nodes whose parents wait and the top's
-encoded nodes. Temporaries live in ``LAYER_DIR/.work``. Resuming: frames in written pool
+100 bytes per point of each; each chunk thread keeps its arrays for the next chunk, as large as
+the largest it built), the points of the top's nodes whose parents wait and the top's encoded
+nodes. Temporaries live in ``LAYER_DIR/.work``. Resuming: frames in written pool
 segments are not added again (:attr:`OctreeBuilder.next_frame`) and finished chunks are kept
 (the partial ``octree.bin`` in ``.work`` is cut back to the last finished chunk); the output
 is byte-identical to an uninterrupted build's, whatever the memory budget. The finished
@@ -35,6 +36,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -44,7 +46,7 @@ from typing import Any
 import numpy as np
 import xxhash
 
-from engine.map_octree import MAX_CELL_BITS, MAX_CELL_Q, merge_voxels, octree_shape, select_lod
+from engine.map_octree import MAX_CELL_BITS, MAX_CELL_Q, Workspace, merge_voxels, octree_shape, select_lod
 from formats.octree import (
     ENTRY,
     FORMAT_NAME,
@@ -116,6 +118,7 @@ class OctreeBuilder:
         self._tally: dict[str, int] = {}
         self._last_frame = -1
         self._entries: dict[int, np.ndarray] = {}  # the chunks': their nodes' ENTRY rows
+        self._work = threading.local()  # each chunk thread's Workspace
         saved = self._load_state()
         if saved is not None:
             self.state = saved
@@ -319,11 +322,12 @@ class OctreeBuilder:
         cell, the cells ``cell_codes``/``cell_xyz``: :func:`~engine.map_octree.merge_voxels`):
         its nodes but its root encoded (``data``, :data:`ENTRY` rows with offsets in ``data``)
         and its root's points (:data:`ROOT`)."""
+        work = self._work.__dict__.setdefault("arrays", Workspace())  # this thread's, kept for its next chunk
         codes, merged = merge_voxels(records.view(np.int32).reshape(len(records), -1), runs, cell_runs, cell_codes,
-                                     cell_xyz, cube.cell_bits)
+                                     cell_xyz, cube.cell_bits, work)
         merged["intensity16"] = intensity16(merged.pop("intensity"), stats)
         nodes = octree_shape(codes, level, cube.depth, self.options.grid_bits, self.options.leaf_max)
-        owner, pool = select_lod(codes, nodes, cube.depth, self.options.grid_bits)
+        owner, pool = select_lod(codes, nodes, cube.depth, self.options.grid_bits, work)
         rows = np.arange(1, len(nodes["levels"]))
         data, entries = encode_entries(merged, owner, rows, nodes["levels"][rows], nodes["prefixes"][rows], cube.side_q,
                                        intensity_info(stats)["shift"])

@@ -98,8 +98,13 @@ class Appender:
                 self._fd = os.open(self.path, os.O_WRONLY | os.O_CLOEXEC)
 
     def flush(self) -> None:
+        """Write what is staged; only its partial last block stays staged (to be written again
+        with what follows), so a flush rewrites at most one block."""
         if self._fill:
             self._write_stage(-(-self._fill // _ALIGN) * _ALIGN)
+            whole = self._fill // _ALIGN * _ALIGN
+            self._array[:self._fill - whole] = self._array[whole:self._fill]
+            self._base, self._fill = self._base + whole, self._fill - whole
         os.ftruncate(self._fd, self.size)
 
     def close(self) -> None:

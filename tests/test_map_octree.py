@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from engine.map_octree import RECORD_WORDS, merge_voxels, morton_codes, node_xyz, select_lod
+from engine.map_octree import RECORD_WORDS, Workspace, merge_voxels, morton_codes, node_xyz, select_lod
 from formats.errors import FormatError
 from formats.octree import ENTRY, HIERARCHY, METADATA, OCTREE, OctreeLayer, encode_entries
 from formats.octree_build import OctreeBuilder, OctreeOptions
@@ -116,6 +116,14 @@ def test_merge_voxels_against_numpy(cell_bits, squeeze):
     for k in ("x", "y", "z", "r", "g", "b", "count", "first", "last"):
         assert np.array_equal(got[k], ref[k]), k
     assert np.abs(got["intensity16"] - ref["intensity16"]).max() <= 1  # float32 mean vs float64
+    work, half = Workspace(), len(firsts) // 2  # arrays reused: the larger merge's values still in them
+    args = (records.view(np.int32).reshape(len(q), RECORD_WORDS), runs)
+    merge_voxels(*args, np.append(firsts, len(runs)), code[firsts], corner[firsts], cell_bits, work)
+    alone = merge_voxels(*args, np.append(firsts[:half], firsts[half]), code[firsts[:half]], corner[firsts[:half]],
+                         cell_bits)
+    reused = merge_voxels(*args, np.append(firsts[:half], firsts[half]), code[firsts[:half]], corner[firsts[:half]],
+                          cell_bits, work)
+    assert np.array_equal(alone[0], reused[0]) and all(np.array_equal(alone[1][k], reused[1][k]) for k in alone[1])
 
 
 # ---------------------------------------------------------------- the built layer

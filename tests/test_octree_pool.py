@@ -3,6 +3,8 @@ from and into page-aligned arrays, or through the staging buffer, give the same 
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -28,6 +30,23 @@ def test_appends_aligned_or_not_write_the_bytes_in_order(tmp_path):
     again.write(small)
     again.close()
     assert (tmp_path / "f.bin").read_bytes() == expected[:-50] + small.tobytes()
+
+
+def test_flushes_rewrite_at_most_the_partial_last_block(tmp_path, monkeypatch):
+    written = []
+    real_pwrite = os.pwrite
+    monkeypatch.setattr(os, "pwrite", lambda fd, data, offset: written.append(len(data)) or real_pwrite(fd, data,
+                                                                                                       offset))
+    rng = np.random.default_rng(1)
+    parts = [rng.integers(0, 256, n, dtype=np.uint8) for n in (5000, 3, 9000, 4093, 20_000, 1)]
+    out = Appender(tmp_path / "f.bin", stage_bytes=1 << 15)
+    for i, part in enumerate(parts):  # each appended part flushed, as a node writer does after every chunk
+        out.write(part)
+        out.flush()
+        assert (tmp_path / "f.bin").read_bytes() == b"".join(p.tobytes() for p in parts[:i + 1])
+    out.close()
+    total = sum(len(p) for p in parts)
+    assert sum(written) <= total + (len(parts) + 1) * 4096  # not the whole stage again at every flush
 
 
 @pytest.mark.parametrize("size", [0, 16, 4096, 40_000, 3 * 4096 + 48])
