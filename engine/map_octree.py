@@ -109,6 +109,7 @@ MAX_CELL_BITS = 8  # a voxel's code within its counting cell takes 3 · cell_bit
 MAX_CELL_Q = 1 << 16  # a position within its counting cell takes 16 bits of a record
 _DIGIT = 8  # radix digit of the sort inside a cell: 256 write heads
 _WIDE_DIGIT, _WIDE_CELL = 12, 4096  # in cells of at least 4096 points: 12-bit digits (two passes for 24 bits)
+_PART, _MAX_SPLIT = 1 << 14, 12  # a cell is split in parts of about 16 k records (sorted in L2), by at most 12 bits
 
 
 @inline
@@ -138,82 +139,122 @@ def write_record(words, floats, p, x, y, z, intensity, r, g, b, voxel, inv, cell
 
 
 @jit
+def _merge_part(cell, cell_floats, frames, a, n, low_bits, keys, tmp, hist, high, cx, cy, cz,
+                codes, ox, oy, oz, oi, o_r, o_g, o_b, ocount, ofirst, olast, m):
+    """The records ``cell[a:a + n]`` (their frames ``frames[a:a + n]``), whose voxel codes share
+    all but their ``low_bits`` low bits: an LSD radix sort of the codes, then each run of equal
+    codes merged into output row ``m`` on (:func:`merge_voxels`; ``high``: the codes' high bits,
+    ``cx cy cz`` the cell's corner). Returns the next output row."""
+    idx_bits = 1
+    while (np.int64(1) << idx_bits) < n:
+        idx_bits += 1
+    digit = _WIDE_DIGIT if n >= _WIDE_CELL else _DIGIT  # fewer passes where the histogram's set-up pays
+    radix = 1 << digit
+    passes = (low_bits + digit - 1) // digit
+    hist[:passes, :radix] = 0
+    for j in range(n):
+        low = np.int64(np.uint32(cell[a + j, 3])) >> 8
+        keys[j] = (low << idx_bits) | j
+        for p in range(passes):
+            hist[p, (low >> (digit * p)) & (radix - 1)] += 1
+    src, dst = keys, tmp
+    for p in range(passes):
+        shift = idx_bits + digit * p
+        if hist[p, (src[0] >> shift) & (radix - 1)] == n:  # one digit value: the pass keeps the order
+            continue
+        start = 0
+        for d in range(radix):
+            k = hist[p, d]
+            hist[p, d] = start
+            start += k
+        for j in range(n):
+            d = (src[j] >> shift) & (radix - 1)
+            dst[hist[p, d]] = src[j]
+            hist[p, d] += 1
+        src, dst = dst, src
+    j = 0
+    while j < n:  # runs of equal codes: the count-weighted means (module docstring of merge_voxels)
+        low = src[j] >> idx_bits
+        sx = sy = sz = sr = sg = sb = np.int64(0)
+        si = 0.0
+        f0, f1 = np.uint32(0xFFFFFFFF), np.uint32(0)
+        first = j
+        while j < n and (src[j] >> idx_bits) == low:
+            i = a + (src[j] & ((np.int64(1) << idx_bits) - 1))
+            w0, w1 = np.int64(np.uint32(cell[i, 0])), np.int64(np.uint32(cell[i, 1]))
+            sx += w0 & 0xFFFF
+            sy += w0 >> 16
+            sz += w1 & 0xFFFF
+            sr += (w1 >> 16) & 0xFF
+            sg += w1 >> 24
+            sb += cell[i, 3] & 0xFF
+            si += cell_floats[i, 2]
+            f = np.uint32(frames[i])
+            f0, f1 = min(f0, f), max(f1, f)
+            j += 1
+        cnt = np.int64(j - first)
+        codes[m] = high | low
+        if cnt == 1:  # most voxels: no divisions
+            ox[m], oy[m], oz[m], o_r[m], o_g[m], o_b[m], oi[m] = cx + sx, cy + sy, cz + sz, sr, sg, sb, si
+        else:
+            ox[m], oy[m], oz[m] = cx + sx // cnt, cy + sy // cnt, cz + sz // cnt
+            twice = 2 * cnt  # colours rounded to nearest
+            o_r[m], o_g[m], o_b[m] = (2 * sr + cnt) // twice, (2 * sg + cnt) // twice, (2 * sb + cnt) // twice
+            oi[m] = si / cnt
+        ocount[m] = min(cnt, 0xFFFFFFFF)
+        ofirst[m], olast[m] = f0, f1
+        m += 1
+    return m
+
+
+@jit
 def _merge_kernel(words, runs, cell_runs, cell_codes, cell_xyz, low_bits, cell, cell_floats, frames, keys, tmp,
                   codes, ox, oy, oz, oi, o_r, o_g, o_b, ocount, ofirst, olast):
-    """Per cell: its runs of records gathered into ``cell`` (in cache: a cell is small), an LSD
-    radix sort of their voxel codes, then each run of equal codes merged into one output row
-    (:func:`merge_voxels`). Returns the rows written."""
+    """Per cell: its runs of records gathered into ``cell``, a cell of more than :data:`_PART`
+    records split by the top bits of its voxel codes (a counting sort into parts of 8**s
+    octants), so that each part sorted and merged (:func:`_merge_part`) stays in cache.
+    Returns the rows written."""
     hist = np.empty((max((low_bits + _DIGIT - 1) // _DIGIT, 1), 1 << _WIDE_DIGIT), np.int64)
+    starts = np.empty((1 << _MAX_SPLIT) + 1, np.int64)
     m = 0
     for c in range(cell_runs.shape[0] - 1):
         n = 0
         for r in range(cell_runs[c], cell_runs[c + 1]):
-            first, length = runs[r, 0], runs[r, 1]
-            cell[n:n + length] = words[first:first + length]
-            frames[n:n + length] = runs[r, 2]
-            n += length
-        if n == 0:
-            continue
-        idx_bits = 1
-        while (np.int64(1) << idx_bits) < n:
-            idx_bits += 1
-        digit = _WIDE_DIGIT if n >= _WIDE_CELL else _DIGIT  # fewer passes where the histogram's set-up pays
-        radix = 1 << digit
-        passes = (low_bits + digit - 1) // digit
-        hist[:passes, :radix] = 0
-        for j in range(n):
-            low = np.int64(np.uint32(cell[j, 3])) >> 8
-            keys[j] = (low << idx_bits) | j
-            for p in range(passes):
-                hist[p, (low >> (digit * p)) & (radix - 1)] += 1
-        src, dst = keys, tmp
-        for p in range(passes):
-            shift = idx_bits + digit * p
-            if hist[p, (src[0] >> shift) & (radix - 1)] == n:  # one digit value: the pass keeps the order
+            n += runs[r, 1]
+        s = 0
+        while (n >> s) > _PART and s + 3 <= min(low_bits, _MAX_SPLIT):
+            s += 3
+        parts, top = 1 << s, 8 + low_bits - s  # a record's part: word 3's bits from ``top`` on
+        starts[:parts + 1] = 0
+        if s:
+            for r in range(cell_runs[c], cell_runs[c + 1]):
+                for i in range(runs[r, 0], runs[r, 0] + runs[r, 1]):
+                    starts[(np.int64(np.uint32(words[i, 3])) >> top) + 1] += 1
+        else:
+            starts[1] = n
+        for p in range(parts):
+            starts[p + 1] += starts[p]
+        for r in range(cell_runs[c], cell_runs[c + 1]):
+            first, length, frame = runs[r, 0], runs[r, 1], runs[r, 2]
+            if not s:
+                at = starts[0]
+                cell[at:at + length] = words[first:first + length]
+                frames[at:at + length] = frame
+                starts[0] = at + length
                 continue
-            start = 0
-            for d in range(radix):
-                k = hist[p, d]
-                hist[p, d] = start
-                start += k
-            for j in range(n):
-                d = (src[j] >> shift) & (radix - 1)
-                dst[hist[p, d]] = src[j]
-                hist[p, d] += 1
-            src, dst = dst, src
+            for i in range(first, first + length):
+                p = np.int64(np.uint32(words[i, 3])) >> top
+                at = starts[p]
+                cell[at, 0], cell[at, 1], cell[at, 2], cell[at, 3] = words[i, 0], words[i, 1], words[i, 2], words[i, 3]
+                frames[at] = frame
+                starts[p] = at + 1
         high, cx, cy, cz = cell_codes[c] << low_bits, cell_xyz[c, 0], cell_xyz[c, 1], cell_xyz[c, 2]
-        j = 0
-        while j < n:  # runs of equal codes: the count-weighted means (module docstring of merge_voxels)
-            low = src[j] >> idx_bits
-            sx = sy = sz = sr = sg = sb = np.int64(0)
-            si = 0.0
-            f0, f1 = np.uint32(0xFFFFFFFF), np.uint32(0)
-            a = j
-            while j < n and (src[j] >> idx_bits) == low:
-                i = src[j] & ((np.int64(1) << idx_bits) - 1)
-                w0, w1 = np.int64(np.uint32(cell[i, 0])), np.int64(np.uint32(cell[i, 1]))
-                sx += w0 & 0xFFFF
-                sy += w0 >> 16
-                sz += w1 & 0xFFFF
-                sr += (w1 >> 16) & 0xFF
-                sg += w1 >> 24
-                sb += cell[i, 3] & 0xFF
-                si += cell_floats[i, 2]
-                f = np.uint32(frames[i])
-                f0, f1 = min(f0, f), max(f1, f)
-                j += 1
-            cnt = np.int64(j - a)
-            codes[m] = high | low
-            if cnt == 1:  # most voxels: no divisions
-                ox[m], oy[m], oz[m], o_r[m], o_g[m], o_b[m], oi[m] = cx + sx, cy + sy, cz + sz, sr, sg, sb, si
-            else:
-                ox[m], oy[m], oz[m] = cx + sx // cnt, cy + sy // cnt, cz + sz // cnt
-                twice = 2 * cnt  # colours rounded to nearest
-                o_r[m], o_g[m], o_b[m] = (2 * sr + cnt) // twice, (2 * sg + cnt) // twice, (2 * sb + cnt) // twice
-                oi[m] = si / cnt
-            ocount[m] = min(cnt, 0xFFFFFFFF)
-            ofirst[m], olast[m] = f0, f1
-            m += 1
+        a = 0
+        for p in range(parts):  # each part's records end where the next one's began
+            if starts[p] > a:
+                m = _merge_part(cell, cell_floats, frames, a, starts[p] - a, low_bits - s, keys, tmp, hist, high, cx,
+                                cy, cz, codes, ox, oy, oz, oi, o_r, o_g, o_b, ocount, ofirst, olast, m)
+            a = starts[p]
     return m
 
 

@@ -83,10 +83,14 @@ def test_morton_codes_interleave_bits():
     assert np.array_equal(node_xyz(codes), v)
 
 
-@pytest.mark.parametrize("cell_bits,squeeze", [(0, 1), (3, 1), (8, 1), (8, 16)])
-def test_merge_voxels_against_numpy(cell_bits, squeeze):
-    """``squeeze``: positions divided by it (16: a few cells of thousands of points each)."""
-    data = [(q // squeeze, i, rgb) for q, i, rgb in frames(3, 3000)]
+@pytest.mark.parametrize("cell_bits,squeeze,n", [(0, 1, 3000), (3, 1, 3000), (8, 1, 3000), (8, 16, 3000),
+                                                 (8, 16, 20_000), (8, 128, 30_000)])
+def test_merge_voxels_against_numpy(cell_bits, squeeze, n):
+    """``squeeze``: positions divided by it (16: a few cells of thousands of points each; with
+    ``n`` 20 000 some of more than 16 384, split in octants; with 128, every point in one cell
+    of more than 131 072, split twice)."""
+    shift = 2560 if squeeze == 128 else 0  # the points, around 0, all inside the cell [0, 5120)
+    data = [(q // squeeze + shift, i, rgb) for q, i, rgb in frames(3, n)]
     q = np.vstack([d[0] for d in data])
     origin = q.min(axis=0) // (VOXEL << cell_bits) * (VOXEL << cell_bits)
     ref = reference_map(data, origin)
@@ -105,7 +109,8 @@ def test_merge_voxels_against_numpy(cell_bits, squeeze):
     order = np.argsort(code, kind="stable")  # cell after cell, in record order within each
     runs, code, corner = runs[order], code[order], corner[order]
     firsts = np.flatnonzero(np.r_[True, np.diff(code) != 0])
-    assert len(firsts) < len(runs) and (squeeze == 1 or np.add.reduceat(runs[:, 1], firsts).max() >= 4096)
+    biggest = np.add.reduceat(runs[:, 1], firsts).max()
+    assert len(firsts) < len(runs) and (squeeze == 1 or biggest >= {3000: 4096, 20_000: 16385, 30_000: 131_073}[n])
     merged_codes, merged = merge_voxels(records.view(np.int32).reshape(len(q), RECORD_WORDS), runs,
                                         np.append(firsts, len(runs)), code[firsts], corner[firsts], cell_bits)
     assert np.all(np.diff(merged_codes) > 0) and len(merged_codes) == len(ref["count"])
