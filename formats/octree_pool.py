@@ -196,10 +196,16 @@ def _direct_view(out: np.ndarray, nbytes: int) -> memoryview | None:
 
 
 def _read_runs(path: Path) -> np.ndarray:
-    runs = np.empty((path.stat().st_size // (8 * RUN_COLUMNS), RUN_COLUMNS), np.int64)
+    n = path.stat().st_size // (8 * RUN_COLUMNS)
+    runs = aligned_empty(n * RUN_COLUMNS, np.dtype(np.int64)).reshape(n, RUN_COLUMNS)  # read straight into it
     if read_range(path, runs) != runs.size:
         raise OSError(f"{path}: read short")
     return runs
+
+
+def _with_starts(runs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A segment's runs and where each starts in its records."""
+    return runs, np.concatenate([[0], np.cumsum(runs[:, 1])])
 
 
 def _grown(buffer: np.ndarray | None, n: int, dtype: np.dtype) -> np.ndarray:
@@ -260,7 +266,7 @@ class Pool:
         self._held = 0
         self._records: list[np.ndarray | None] = [None] * ARRAYS  # the arrays batches reuse, in turn
         self._turn = ARRAYS - 1  # the first batch read goes to array 0: the memory array, its pages in
-        self._runs: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # segments' runs (and starts), read
+        self._runs: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # segments' runs (and starts): written or read
         self._ranks: tuple[ChunkPlan, list[np.ndarray]] | None = None  # their cells' ranks in a plan
         self._spans: dict[int, list[tuple[int, int, int]]] = {}  # each batch read: (segment, first, end record)
         self._buffer: np.ndarray | None = None  # beyond memory_points: the open segment's frames, one after the
@@ -327,7 +333,7 @@ class Pool:
         self.segments.append(segment)
         self._raise_failed()
         path, spare, ordered = self.work / segment["file"], self._spare, self._ordered  # not self: a dropped
-        # pool's writer ends
+        kept, k = self._runs, len(self.segments) - 1  # pool's writer ends
 
         def write() -> None:
             records = parts[0] if len(parts) == 1 else np.concatenate(parts) if parts else np.zeros(0, RAW)
@@ -337,8 +343,10 @@ class Pool:
             dest[order] = np.arange(len(order))
             ordered[0] = out = _grown(ordered[0], len(records), RAW)
             group(records, cell_runs[:, 1], dest, np.concatenate([[0], np.cumsum(cell_runs[order, 1])[:-1]]), out)
-            _write_arrays(runs_path(path), [cell_runs[order]])
+            listed = cell_runs[order]
+            _write_arrays(runs_path(path), [listed])
             _write_arrays(path, [out[:len(records)]])
+            kept[k] = _with_starts(listed)  # the batches need them: not read back
             if buffer is not None:
                 spare.append(buffer)
             checkpoint()
@@ -425,7 +433,6 @@ class Pool:
 
     def _segment(self, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Segment ``k``'s runs and where they start (read once)."""
-        if k not in self._runs:
-            runs = _read_runs(runs_path(self.work / self.segments[k]["file"]))
-            self._runs[k] = runs, np.concatenate([[0], np.cumsum(runs[:, 1])])
+        if k not in self._runs:  # written before a resume
+            self._runs[k] = _with_starts(_read_runs(runs_path(self.work / self.segments[k]["file"])))
         return self._runs[k]
