@@ -236,7 +236,8 @@ class OctreeBuilder:
         writer = _NodeWriter(self.work / "octree.partial", self._resume_point(len(plan.chunks)))
         with ThreadPoolExecutor(WORKERS, thread_name_prefix="octree-chunk") as threads, \
                 ThreadPoolExecutor(2, thread_name_prefix="octree-background") as background:
-            data, top = np.zeros(0, np.uint8), np.zeros(1, ENTRY)
+            data: list[np.ndarray] = []
+            top = np.zeros(1, ENTRY)
             if plan.chunks:
                 upper = Top(plan.chunks, cube.depth, cube.side_q, o.grid_bits, intensity_info(stats)["shift"], threads)
                 for k in sorted(set(range(len(plan.chunks))) - {k for ks in todo for k in ks}):  # done before
@@ -251,7 +252,7 @@ class OctreeBuilder:
                 data, top = upper.finish()
             top["offset"] += writer.end
             nodes = np.concatenate([*(self._entries[k] for k in range(len(plan.chunks))), top])
-            written = background.submit(writer.write, data)  # while the hierarchy is paged
+            written = background.submit(writer.write_last, data)  # while the hierarchy is paged
             hierarchy = hierarchy_pages(nodes, self.options.step)
             written.result()
         writer.close()
@@ -404,6 +405,15 @@ class _NodeWriter:
         self._out.flush()
         self._hash.update(data.data)  # the bytes as a memoryview, as xxhash takes them
         return at
+
+    def write_last(self, parts: list[np.ndarray]) -> None:
+        """Append ``parts`` (uint8 each), the file's last bytes, through the page cache (nothing
+        else runs then: a plain write returns once copied, a direct one waits for the disk)."""
+        self._out.plain()
+        for part in parts:
+            self._out.write(part)
+            self._hash.update(part.data)
+        self._out.flush()
 
     def digest(self) -> str:
         return self._hash.hexdigest()

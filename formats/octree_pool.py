@@ -52,7 +52,7 @@ class Appender:
     writes), else with plain writes; whole blocks of a page-aligned array given at a block
     boundary of the file are written straight from it. :meth:`flush` puts all that was
     appended in the file (its size exact); a partial last block stays staged and is written
-    again with what follows. One thread at a time."""
+    again with what follows. :meth:`plain` turns to plain writes. One thread at a time."""
 
     def __init__(self, path: Path, size: int = 0, stage_bytes: int = 8 << 20) -> None:
         self.path, self.size = path, size
@@ -66,11 +66,16 @@ class Appender:
                 fh.seek(self._base)
                 self._view[:self._fill] = fh.read(self._fill)
         self._fd = _open_direct(path, os.O_WRONLY | os.O_CREAT)
+        self._plain = False
         os.ftruncate(self._fd, size)
 
     def write(self, data: np.ndarray) -> None:
         """Append ``data``'s bytes (a C-contiguous array)."""
         view = np.ascontiguousarray(data).reshape(-1).view(np.uint8)
+        if self._plain:
+            self._pwrite(view.data, self.size)
+            self.size = self._base = self.size + len(view)
+            return
         if not self._fill and view.ctypes.data % _ALIGN == 0 and len(view) >= _ALIGN:
             whole = len(view) // _ALIGN * _ALIGN
             self._pwrite(view[:whole].data, self._base)
@@ -94,8 +99,19 @@ class Appender:
             except OSError as exc:  # direct I/O refused at the first write: plain writes from now on
                 if exc.errno != errno.EINVAL:
                     raise
-                os.close(self._fd)
-                self._fd = os.open(self.path, os.O_WRONLY | os.O_CLOEXEC)
+                self._reopen()
+
+    def _reopen(self) -> None:
+        os.close(self._fd)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_CLOEXEC)
+
+    def plain(self) -> None:
+        """From now on, plain writes straight from the arrays given, through the page cache:
+        they return once copied, where direct ones wait for the disk (for the last bytes of
+        a file, when nothing else is left to overlap with the writing)."""
+        self.flush()
+        self._reopen()
+        self._plain, self._base, self._fill = True, self.size, 0
 
     def flush(self) -> None:
         """Write what is staged; only its partial last block stays staged (to be written again

@@ -94,9 +94,10 @@ class Top:
             self._encoded[node] = data, entries
             self._known(node, points)
 
-    def finish(self) -> tuple[np.ndarray, np.ndarray]:
+    def finish(self) -> tuple[list[np.ndarray], np.ndarray]:
         """Once every chunk's root is given: ``(data, ENTRY rows)`` of every node above the
-        chunks and of the chunk roots, offsets in ``data``."""
+        chunks and of the chunk roots, ``data`` in parts (uint8 arrays, to be written one after
+        the other), offsets from the first part's start."""
         while self._jobs:
             wait(list(self._jobs.values()), return_when=FIRST_COMPLETED)
             self.poll()
@@ -106,7 +107,7 @@ class Top:
         starts = np.cumsum([0] + [len(data) for data, _ in parts[:-1]], dtype=np.uint64)
         for (_, entries), start in zip(parts, starts):
             entries["offset"] += start
-        return np.concatenate([data for data, _ in parts]), np.concatenate([entries for _, entries in parts])
+        return [data for data, _ in parts], np.concatenate([entries for _, entries in parts])
 
     def _select(self, node: int, kids: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Node ``node``'s job: its points taken from its children's (``kids``, in order), the

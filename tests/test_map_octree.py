@@ -192,7 +192,8 @@ def test_top_built_job_by_job_is_one_selection_over_its_tree():
         for k in rng.permutation(len(chunks)):
             top.add_chunk(int(k), roots[k])
             top.poll()
-        data, entries = top.finish()
+        parts, entries = top.finish()
+    data = np.concatenate(parts)
     tree = upper_tree(chunks)  # the reference: one selection over the tree, its leaves owning their roots' points
     joined = np.concatenate(roots)
     sizes = np.zeros(len(tree["levels"]), np.int64)

@@ -32,7 +32,7 @@ def test_appends_aligned_or_not_write_the_bytes_in_order(tmp_path):
     assert (tmp_path / "f.bin").read_bytes() == expected[:-50] + small.tobytes()
 
 
-def test_flushes_rewrite_at_most_the_partial_last_block(tmp_path, monkeypatch):
+def test_flushes_rewrite_at_most_the_partial_last_block_then_plain_writes_follow(tmp_path, monkeypatch):
     written = []
     real_pwrite = os.pwrite
     monkeypatch.setattr(os, "pwrite", lambda fd, data, offset: written.append(len(data)) or real_pwrite(fd, data,
@@ -44,9 +44,13 @@ def test_flushes_rewrite_at_most_the_partial_last_block(tmp_path, monkeypatch):
         out.write(part)
         out.flush()
         assert (tmp_path / "f.bin").read_bytes() == b"".join(p.tobytes() for p in parts[:i + 1])
-    out.close()
     total = sum(len(p) for p in parts)
-    assert sum(written) <= total + (len(parts) + 1) * 4096  # not the whole stage again at every flush
+    assert sum(written) <= total + len(parts) * 4096  # not the whole stage again at every flush
+    out.plain()  # the rest through the page cache, straight from the arrays
+    for part in parts[::-1]:
+        out.write(part)
+    out.close()
+    assert (tmp_path / "f.bin").read_bytes() == b"".join(p.tobytes() for p in parts + parts[::-1])
 
 
 @pytest.mark.parametrize("size", [0, 16, 4096, 40_000, 3 * 4096 + 48])
