@@ -7,9 +7,9 @@ and its side ``side_q = voxel_q · 2**depth``. Node ``(level, x, y, z)`` (COPC's
 the cube of side ``side_q >> level`` at ``origin_q + (x, y, z) · (side_q >> level)``; its
 points lie inside it and every map point is in exactly one node (:mod:`engine.map_octree`).
 
-``octree.bin`` holds the nodes' data, each at an offset that is a multiple of 8, little-endian,
-in sections (offsets from the node's start, ``n`` its points, ``w`` = 2 bytes where
-``side_q >> level <= 65536``, else 4)::
+``octree.bin`` holds the nodes' data, each at an offset that is a multiple of 8 (bytes between
+nodes are zeros), little-endian, in sections (offsets from the node's start, ``n`` its points,
+``w`` = 2 bytes where ``side_q >> level <= 65536``, else 4)::
 
     position   uint{8w}[3n]  x y z interleaved, quanta from the node's min corner   (exact)
     rgb        uint8[3n]     colour (mean of the merged points; 0 without cameras)
@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import os
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -116,7 +117,7 @@ def _encode_kernel(owner, slot, node_offset, node_count, node_width, node_min, x
 
 
 def encode_nodes(points: dict[str, np.ndarray], owner: np.ndarray, rows: np.ndarray, levels: np.ndarray,
-                 cells: np.ndarray, side_q: int, intensity_shift: int
+                 cells: np.ndarray, side_q: int, intensity_shift: int, alloc: Callable[[int], np.ndarray] | None = None
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Serialise nodes ``rows`` (``(K,)`` of a tree's node numbers): node ``rows[k]`` holds the
     points ``i`` with ``owner[i] == rows[k]``, in index order (``points``: ``x y z`` int32
@@ -125,7 +126,8 @@ def encode_nodes(points: dict[str, np.ndarray], owner: np.ndarray, rows: np.ndar
     ``cells[k]`` (``(K, 3)``). Points of other nodes are left out.
 
     Returns ``(data uint8, offsets, sizes, counts)`` (``(K,) int64`` each): the nodes one
-    after the other, each at a multiple of 8 from the start of ``data``.
+    after the other, each at a multiple of 8 from the start of ``data`` (``alloc(n)``'s ``(n,)
+    uint8`` array where given, else a new one).
     """
     rows = np.asarray(rows, np.int64)
     owner = np.ascontiguousarray(owner, np.int64)
@@ -138,7 +140,7 @@ def encode_nodes(points: dict[str, np.ndarray], owner: np.ndarray, rows: np.ndar
     sizes = np.array([node_sections(int(n), int(w))["total"] for n, w in zip(counts, widths)], np.int64)
     padded = (sizes + NODE_ALIGN - 1) // NODE_ALIGN * NODE_ALIGN
     offsets = np.concatenate([[0], np.cumsum(padded)[:-1]]).astype(np.int64)
-    buf = np.empty(int(padded.sum()), np.uint8)
+    buf = (alloc or _new_bytes)(int(padded.sum()))
     node_min = np.asarray(cells, np.int64).reshape(-1, 3) * (np.int64(side_q) >> np.asarray(levels, np.int64))[:, None]
     _encode_kernel(owner, slot, offsets, counts, widths, np.ascontiguousarray(node_min), points["x"], points["y"],
                    points["z"], points["intensity16"], np.int64(intensity_shift), points["r"], points["g"],
@@ -147,12 +149,17 @@ def encode_nodes(points: dict[str, np.ndarray], owner: np.ndarray, rows: np.ndar
     return buf, offsets, sizes, counts
 
 
+def _new_bytes(n: int) -> np.ndarray:
+    return np.empty(n, np.uint8)
+
+
 def encode_entries(points: dict[str, np.ndarray], owner: np.ndarray, rows: np.ndarray, levels: np.ndarray,
-                   prefixes: np.ndarray, side_q: int, intensity_shift: int) -> tuple[np.ndarray, np.ndarray]:
+                   prefixes: np.ndarray, side_q: int, intensity_shift: int,
+                   alloc: Callable[[int], np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Nodes ``rows`` at ``levels`` with Morton code ``prefixes`` (``(K,)`` each) encoded as
     :func:`encode_nodes` does: ``(data uint8, their ENTRY rows)``, offsets in ``data``."""
     cells = node_xyz(np.asarray(prefixes, np.int64))
-    data, offsets, sizes, counts = encode_nodes(points, owner, rows, levels, cells, side_q, intensity_shift)
+    data, offsets, sizes, counts = encode_nodes(points, owner, rows, levels, cells, side_q, intensity_shift, alloc)
     out = np.zeros(len(rows), ENTRY)
     out["level"], out["x"], out["y"], out["z"] = levels, cells[:, 0], cells[:, 1], cells[:, 2]
     out["offset"], out["byte_size"], out["point_count"] = offsets, sizes, counts

@@ -14,21 +14,23 @@
 3. **Nodes**, chunk by chunk in code order, :data:`WORKERS` at once (one thread each): voxel
    duplicates merged (:func:`engine.map_octree.merge_voxels`), the chunk's subtree built and
    selected (:func:`~engine.map_octree.octree_shape`, :func:`~engine.map_octree.select_lod`),
-   its nodes but the chunk's root encoded; in chunk order, appended to ``octree.bin``, the
-   root's points saved and given to step 4.
+   its nodes but the chunk's root encoded; in chunk order, appended to ``octree.bin`` (each
+   chunk's nodes from a block boundary on: written straight from their page-aligned array),
+   the root's points saved and given to step 4.
 4. **Top** (:class:`formats.octree_top.Top`), meanwhile on the same threads: each node above
    the chunks selected as soon as its children's points are all known, its children
    encoded; written after the chunks, then ``hierarchy.bin``, then ``metadata.json`` last.
 
 Memory: the pool while it fits ``memory_points`` records (16 bytes each), else three
-batches (being built or read; as much each) and two segments, plus the chunks in work (about
-100 bytes per point of each; each chunk thread keeps its arrays for the next chunk, as large as
-the largest it built), the points of the top's nodes whose parents wait and the top's encoded
-nodes. Temporaries live in ``LAYER_DIR/.work``. Resuming: frames in written pool
-segments are not added again (:attr:`OctreeBuilder.next_frame`) and finished chunks are kept
-(the partial ``octree.bin`` in ``.work`` is cut back to the last finished chunk); the output
-is byte-identical to an uninterrupted build's, whatever the memory budget. The finished
-files replace the old ones by renames, ``metadata.json`` last.
+batches (being built or read; as much each) and two segments, plus the chunks in work or
+waiting to be written (about 100 bytes per point of each; each chunk thread keeps its arrays,
+and the encoded nodes' arrays are reused, as large as the largest chunk's), the points of the
+top's nodes whose parents wait and the top's encoded nodes. Temporaries live in
+``LAYER_DIR/.work``. Resuming: frames in written pool segments are not added again
+(:attr:`OctreeBuilder.next_frame`) and finished chunks are kept (the partial ``octree.bin``
+in ``.work`` is cut back to the last finished chunk); the output is byte-identical to an
+uninterrupted build's, whatever the memory budget. The finished files replace the old ones
+by renames, ``metadata.json`` last.
 """
 
 from __future__ import annotations
@@ -60,12 +62,13 @@ from formats.octree import (
     intensity_info,
 )
 from formats.octree_chunks import CellCounter, ChunkPlan, Cube, plan_chunks
-from formats.octree_pool import ARRAYS, Appender, Pool
+from formats.octree_pool import ALIGN, ARRAYS, Appender, Pool, aligned_empty
 from formats.octree_top import COLUMNS, ROOT, Top
 from formats.scene_store.durable import atomic_write
 
 WORKERS = max(1, min(4, len(os.sched_getaffinity(0))))  # chunks in work at once
 QUEUED = 4 * WORKERS  # chunks submitted or done but not yet written: workers never wait for the writing
+_ZEROS = np.zeros(ALIGN, np.uint8)
 
 
 @dataclass(frozen=True)
@@ -119,6 +122,7 @@ class OctreeBuilder:
         self._last_frame = -1
         self._entries: dict[int, np.ndarray] = {}  # the chunks': their nodes' ENTRY rows
         self._work = threading.local()  # each chunk thread's Workspace
+        self._buffers = _Buffers()  # for the chunks' encoded nodes
         saved = self._load_state()
         if saved is not None:
             self.state = saved
@@ -331,7 +335,7 @@ class OctreeBuilder:
         owner, pool = select_lod(codes, nodes, cube.depth, self.options.grid_bits, work)
         rows = np.arange(1, len(nodes["levels"]))
         data, entries = encode_entries(merged, owner, rows, nodes["levels"][rows], nodes["prefixes"][rows], cube.side_q,
-                                       intensity_info(stats)["shift"])
+                                       intensity_info(stats)["shift"], self._buffers.take)
         root = np.empty(len(pool), ROOT)
         for c in COLUMNS:
             root[c] = merged[c][pool]
@@ -343,7 +347,8 @@ class OctreeBuilder:
         ``.npy``), then its done file (its entries and the file's end); its entries kept, its
         root's points returned."""
         data, entries, root = future.result()
-        entries["offset"] += writer.write(data)
+        entries["offset"] += writer.write(data, whole_blocks=True)
+        self._buffers.give(data)
         with open(self._root_path(k), "wb") as fh:
             np.save(fh, root)
         done = self._done_path(k)
@@ -380,6 +385,32 @@ class OctreeBuilder:
         return meta
 
 
+class _Buffers:
+    """Page-aligned byte arrays for the chunks' encoded nodes, given back once written and taken
+    again (memory reused costs far less than memory first touched; a page-aligned array is
+    written straight from it); as many as chunks are in work or waiting at once. Any thread."""
+
+    def __init__(self) -> None:
+        self._free: deque[np.ndarray] = deque()
+        self._lent: dict[int, np.ndarray] = {}  # by the address of the view lent
+
+    def take(self, n: int) -> np.ndarray:
+        """``(n,) uint8``, uninitialised, page-aligned: a given-back array where one is large enough."""
+        try:
+            kept = self._free.popleft()
+        except IndexError:
+            kept = None
+        if kept is None or len(kept) < n:
+            kept = aligned_empty(n + n // 4, np.dtype(np.uint8))  # a smaller one is let go
+        view = kept[:n]
+        self._lent[view.ctypes.data] = kept
+        return view
+
+    def give(self, data: np.ndarray) -> None:
+        """``data`` (from :meth:`take`) written: its array may be taken again."""
+        self._free.append(self._lent.pop(data.ctypes.data))
+
+
 class _NodeWriter:
     """Appends encoded nodes to ``octree.bin`` (cut back to ``end`` first), hashing as it goes."""
 
@@ -398,12 +429,18 @@ class _NodeWriter:
     def end(self) -> int:
         return self._out.size
 
-    def write(self, data: np.ndarray) -> int:
-        """Append ``data`` (uint8) and flush; returns its offset in the file."""
+    def write(self, data: np.ndarray, whole_blocks: bool = False) -> int:
+        """Append ``data`` (uint8) and flush; returns its offset in the file. ``whole_blocks``:
+        zeros follow it to the next block boundary (a page-aligned array written next then goes
+        straight from it, not through the staging buffer)."""
         at = self.end
         self._out.write(data)
-        self._out.flush()
         self._hash.update(data.data)  # the bytes as a memoryview, as xxhash takes them
+        pad = -self.end % ALIGN if whole_blocks else 0
+        if pad:
+            self._out.write(_ZEROS[:pad])
+            self._hash.update(_ZEROS[:pad].data)
+        self._out.flush()
         return at
 
     def write_last(self, parts: list[np.ndarray]) -> None:

@@ -40,8 +40,8 @@ import numpy as np
 from formats.octree_chunks import RAW, RUN_COLUMNS, CellCounter, ChunkPlan, group, place, world_codes
 
 ARRAYS = 3  # batch arrays: a batch is read while the two before it are built
-_ALIGN = 4096  # O_DIRECT: buffer address, length and file offset multiples of the block size
-_BLOCK = _ALIGN // RAW.itemsize  # records a block
+ALIGN = 4096  # O_DIRECT: buffer address, length and file offset multiples of the block size
+_BLOCK = ALIGN // RAW.itemsize  # records a block
 _FALLOC_PUNCH_HOLE_KEEP_SIZE = 0x02 | 0x01
 
 
@@ -59,7 +59,7 @@ class Appender:
         self._stage = mmap.mmap(-1, stage_bytes)
         self._view = memoryview(self._stage)
         self._array = np.frombuffer(self._stage, np.uint8)  # copies through NumPy run without the GIL
-        self._base = size - size % _ALIGN  # file offset of the stage's first byte
+        self._base = size - size % ALIGN  # file offset of the stage's first byte
         self._fill = size - self._base
         if self._fill:
             with open(path, "rb") as fh:
@@ -76,8 +76,8 @@ class Appender:
             self._pwrite(view.data, self.size)
             self.size = self._base = self.size + len(view)
             return
-        if not self._fill and view.ctypes.data % _ALIGN == 0 and len(view) >= _ALIGN:
-            whole = len(view) // _ALIGN * _ALIGN
+        if not self._fill and view.ctypes.data % ALIGN == 0 and len(view) >= ALIGN:
+            whole = len(view) // ALIGN * ALIGN
             self._pwrite(view[:whole].data, self._base)
             self._base, self.size, view = self._base + whole, self.size + whole, view[whole:]
         while len(view):
@@ -117,8 +117,8 @@ class Appender:
         """Write what is staged; only its partial last block stays staged (to be written again
         with what follows), so a flush rewrites at most one block."""
         if self._fill:
-            self._write_stage(-(-self._fill // _ALIGN) * _ALIGN)
-            whole = self._fill // _ALIGN * _ALIGN
+            self._write_stage(-(-self._fill // ALIGN) * ALIGN)
+            whole = self._fill // ALIGN * ALIGN
             self._array[:self._fill - whole] = self._array[whole:self._fill]
             self._base, self._fill = self._base + whole, self._fill - whole
         os.ftruncate(self._fd, self.size)
@@ -163,13 +163,13 @@ def read_range(path: Path, out: np.ndarray, start: int = 0) -> int:
     fd = _open_direct(path, os.O_RDONLY)
     got = 0
     try:
-        if offset % _ALIGN == 0 and (direct := _direct_view(out, -(-want // _ALIGN) * _ALIGN)) is not None:
+        if offset % ALIGN == 0 and (direct := _direct_view(out, -(-want // ALIGN) * ALIGN)) is not None:
             while got < want and (n := os.preadv(fd, [direct[got:got + (64 << 20)]], offset + got)):
                 got += n
             return min(got, want) // out.itemsize
         stage = mmap.mmap(-1, 8 << 20)
         staged = np.frombuffer(stage, np.uint8)
-        skip, at = offset % _ALIGN, offset - offset % _ALIGN  # staged reads start on a block
+        skip, at = offset % ALIGN, offset - offset % ALIGN  # staged reads start on a block
         try:
             while got < want and (n := os.preadv(fd, [stage], at)) > skip:
                 take = min(n - skip, want - got)
@@ -187,7 +187,7 @@ def aligned_empty(n: int, dtype: np.dtype) -> np.ndarray:
     """``(n,)`` uninitialised array on its own page-aligned anonymous mapping, a page of slack
     after it (:func:`read_range` reads whole blocks straight into it), huge pages asked for."""
     nbytes = n * dtype.itemsize
-    buffer = mmap.mmap(-1, nbytes + _ALIGN, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    buffer = mmap.mmap(-1, nbytes + ALIGN, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     if hasattr(mmap, "MADV_HUGEPAGE"):
         buffer.madvise(mmap.MADV_HUGEPAGE)
     return np.frombuffer(buffer, np.uint8, nbytes).view(dtype)
@@ -205,7 +205,7 @@ def _direct_view(out: np.ndarray, nbytes: int) -> memoryview | None:
     """``nbytes`` of memory from ``out``'s first byte as a byte view, where ``out`` starts on a
     page of an :func:`aligned_empty` mapping that holds them; else None."""
     base = _mapping(out)
-    if base is None or out.ctypes.data % _ALIGN:
+    if base is None or out.ctypes.data % ALIGN:
         return None
     start = out.ctypes.data - np.frombuffer(base, np.uint8, 1).ctypes.data
     return memoryview(base)[start:start + nbytes] if start + nbytes <= len(base) else None
