@@ -143,6 +143,12 @@ def check_layer(layer: OctreeLayer, data) -> None:
     nodes = layer.nodes
     keys = {(int(e["level"]), int(e["x"]), int(e["y"]), int(e["z"])) for e in nodes}
     assert len(keys) == len(nodes) == meta["nodes"]
+    data = np.fromfile(layer.dir / OCTREE, np.uint8)  # the nodes, apart, at multiples of 8; zeros between
+    used = np.zeros(len(data) + 1, np.int64)
+    np.add.at(used, nodes["offset"].astype(np.int64), 1)
+    np.add.at(used, (nodes["offset"] + nodes["byte_size"]).astype(np.int64), -1)
+    inside = np.cumsum(used)[:-1]
+    assert inside.max() <= 1 and np.all(nodes["offset"] % 8 == 0) and not data[inside == 0].any()
     assert sum(int(e["point_count"]) for e in nodes) == meta["points"] == len(ref["count"])
     decoded = [layer.node(r) for r in range(len(nodes))]
     got = by_voxel({k: np.concatenate([d[k] for d in decoded]) for k in decoded[0]})
