@@ -30,6 +30,7 @@ import errno
 import mmap
 import os
 import sys
+import threading
 import weakref
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -259,6 +260,14 @@ def runs_path(records: Path) -> Path:
     return records.with_suffix(".runs")
 
 
+def _background() -> None:
+    """This thread yields to the others (it runs where they leave a core idle), where the OS allows."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+    except (AttributeError, OSError):
+        pass
+
+
 def _drain(pending: list[Future], writer: ThreadPoolExecutor) -> None:
     """Wait for the committed writes of a dropped pool, then let its writer thread end by itself.
     No thread is joined: a finalizer may run inside any thread's start, where joining deadlocks."""
@@ -289,7 +298,7 @@ class Pool:
         self._buffered = 0  # other (these first ones), written straight from it
         self._spare: list[np.ndarray] = []  # segment buffers written out, to reuse
         self._ordered: list[np.ndarray | None] = [None]  # the writer's: a segment's records in world order
-        self._writer = ThreadPoolExecutor(1, thread_name_prefix="octree-pool")
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="octree-pool", initializer=_background)
         self._pending: list[Future] = []
         weakref.finalize(self, _drain, self._pending, self._writer)  # a pool dropped unfinished: its writes done
 
