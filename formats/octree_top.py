@@ -24,6 +24,7 @@ from formats.octree import encode_entries
 COLUMNS = ("x", "y", "z", "intensity16", "r", "g", "b", "count", "first", "last")
 ROOT = np.dtype([("x", "<i4"), ("y", "<i4"), ("z", "<i4"), ("intensity16", "<u2"), ("r", "u1"), ("g", "u1"),
                  ("b", "u1"), ("count", "<u4"), ("first", "<u4"), ("last", "<u4"), ("codes", "<i8")])  # a node's points
+_RECORD = np.dtype((np.void, ROOT.itemsize))  # a ROOT row as bytes: NumPy copies these whole, not field by field
 
 
 def upper_tree(chunks: list[tuple[int, int]]) -> dict[str, np.ndarray]:
@@ -113,7 +114,7 @@ class Top:
         """Node ``node``'s job: its points taken from its children's (``kids``, in order), the
         children encoded; ``(data, entries, the node's points)``."""
         rows = [node, *self._children[node]]
-        joined = np.concatenate(kids)
+        joined = np.concatenate([k.view(_RECORD) for k in kids]).view(ROOT)
         ends = np.cumsum([len(k) for k in kids])
         mini = {"levels": self.tree["levels"][rows], "prefixes": self.tree["prefixes"][rows],
                 "starts": np.concatenate([[0], ends - [len(k) for k in kids]]).astype(np.int64),
@@ -121,7 +122,7 @@ class Top:
                 "parents": np.array([-1] + [0] * len(kids), np.int64), "leaf": np.arange(len(rows)) > 0}
         owner, taken = select_lod(joined["codes"], mini, self._depth, self._grid_bits)
         data, entries = self._encode(joined, owner, np.arange(1, len(rows)), rows[1:])
-        return data, entries, joined[taken]
+        return data, entries, joined.view(_RECORD)[taken].view(ROOT)
 
     def _encode(self, points: np.ndarray, owner: np.ndarray, which: np.ndarray, nodes: list[int]
                 ) -> tuple[np.ndarray, np.ndarray]:
