@@ -379,8 +379,9 @@ def octree_shape(codes: np.ndarray, level0: int, depth: int, grid_bits: int, lea
 
 @jit
 def _select_kernel(codes, levels, starts, ends, parents, leaf, depth, grid_bits, owner, pool_len, buf):
-    """Bottom-up selection (module docstring). ``buf`` (N,) int64: node ``k``'s pool (its points
-    a parent may take) is ``buf[starts[k] : starts[k] + pool_len[k]]``."""
+    """Bottom-up selection (module docstring). Node ``k``'s pool (its points a parent may take,
+    ascending) is ``starts[k] .. starts[k] + pool_len[k] - 1`` for a leaf (all its points), else
+    ``buf[starts[k] : starts[k] + pool_len[k]]`` (``buf`` (N,) int64)."""
     m = levels.shape[0]
     next_sib = np.full(m, -1, np.int64)
     first_child = np.full(m, -1, np.int64)
@@ -391,31 +392,26 @@ def _select_kernel(codes, levels, starts, ends, parents, leaf, depth, grid_bits,
     for k in range(m - 1, -1, -1):  # reverse pre-order: children before parents
         s = starts[k]
         if leaf[k]:
-            for i in range(s, ends[k]):
-                owner[i] = k
-                buf[i] = i
+            owner[s:ends[k]] = k
             pool_len[k] = ends[k] - s
             continue
-        w = s  # gather the children's pools, in order, to the front of this node's range
-        c = first_child[k]
-        while c >= 0:
-            for j in range(starts[c], starts[c] + pool_len[c]):
-                buf[w] = buf[j]
-                w += 1
-            c = next_sib[c]
         shift = 3 * max(0, depth - levels[k] - grid_bits)
-        taken = s
-        a = s
-        while a < w:  # one per grid cell: the middle candidate of each run of equal cells
-            cell = codes[buf[a]] >> shift
-            b = a + 1
-            while b < w and (codes[buf[b]] >> shift) == cell:
-                b += 1
-            i = buf[(a + b) // 2]
-            owner[i] = k
-            buf[taken] = i
-            taken += 1
-            a = b
+        taken = s  # this node's pool, written over its children's pools as they are read
+        c = first_child[k]
+        while c >= 0:  # one per grid cell (within one child): the middle candidate of each run of equal cells
+            a, e = starts[c], starts[c] + pool_len[c]
+            while a < e:
+                i = a if leaf[c] else buf[a]
+                cell = codes[i] >> shift
+                b = a + 1
+                while b < e and (codes[b if leaf[c] else buf[b]] >> shift) == cell:
+                    b += 1
+                i = (a + b) // 2 if leaf[c] else buf[(a + b) // 2]
+                owner[i] = k
+                buf[taken] = i
+                taken += 1
+                a = b
+            c = next_sib[c]
         pool_len[k] = taken - s
 
 
@@ -432,7 +428,8 @@ def select_lod(codes: np.ndarray, nodes: dict[str, np.ndarray], depth: int, grid
     pool_len = np.empty(len(nodes["levels"]), np.int64)
     _select_kernel(np.ascontiguousarray(codes, np.int64), nodes["levels"], nodes["starts"], nodes["ends"],
                    nodes["parents"], nodes["leaf"], depth, grid_bits, owner, pool_len, buf)
-    return owner, np.sort(buf[nodes["starts"][0]:nodes["starts"][0] + pool_len[0]])
+    s = nodes["starts"][0]
+    return owner, np.arange(s, s + pool_len[0]) if nodes["leaf"][0] else buf[s:s + pool_len[0]].copy()
 
 
 def _warmup() -> None:
