@@ -10,7 +10,9 @@ background thread while the build goes on, each followed by its checkpoint (the 
 counts and state), so a resumed build starts after the last segment written. While the pool
 holds at most ``memory_points`` records they are also kept, in frame order, in one array in
 memory (reserved, touched as it fills): such a pool is never read back. Beyond it, a
-segment's frames fill one page-aligned buffer, reused once written.
+segment's frames fill one page-aligned buffer, reused once written. At most
+:data:`_WRITES` segments are being written or wait for the writer thread (which yields the
+cores to the caller's threads); a next one waits for the first of them.
 
 Batches: a batch of chunks (:meth:`~formats.octree_chunks.ChunkPlan.batches`, at most
 ``batch_points`` records) is an array of records and their runs of one cell listed cell
@@ -41,6 +43,7 @@ import numpy as np
 from formats.octree_chunks import RAW, RUN_COLUMNS, CellCounter, ChunkPlan, group, place, world_codes
 
 ARRAYS = 3  # batch arrays: a batch is read while the two before it are built
+_WRITES = 2  # segments being written or waiting at once
 ALIGN = 4096  # O_DIRECT: buffer address, length and file offset multiples of the block size
 _BLOCK = ALIGN // RAW.itemsize  # records a block
 _FALLOC_PUNCH_HOLE_KEEP_SIZE = 0x02 | 0x01
@@ -357,6 +360,9 @@ class Pool:
         self._open, self._open_runs, self._buffer, self._buffered = [], [], None, 0
         self.segments.append(segment)
         self._raise_failed()
+        while len(self._pending) >= _WRITES:  # a writer behind holds the frames back: memory stays bounded
+            self._pending[0].exception()
+            self._raise_failed()
         path, spare, ordered = self.work / segment["file"], self._spare, self._ordered  # not self: a dropped
         kept, k = self._runs, len(self.segments) - 1  # pool's writer ends
 
@@ -380,7 +386,7 @@ class Pool:
 
     def _raise_failed(self) -> None:
         done = [f for f in self._pending if f.done()]
-        self._pending[:] = [f for f in self._pending if not f.done()]  # in place: the finalizer holds the list
+        self._pending[:] = [f for f in self._pending if f not in done]  # in place: the finalizer holds the list
         for f in done:
             f.result()
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -302,6 +303,28 @@ def test_a_failed_batch_read_raises_its_error_and_resumes(tmp_path, monkeypatch)
     OctreeBuilder(tmp_path / "resumed", options).finish()
     for name in (METADATA, HIERARCHY, OCTREE):
         assert (tmp_path / "clean" / name).read_bytes() == (tmp_path / "resumed" / name).read_bytes(), name
+
+
+def test_a_writer_behind_holds_the_frames_back(tmp_path, monkeypatch):
+    """Two segments being written or waiting at most: the next frames wait for the writer (the
+    pool's memory stays bounded), then go on; the layer is the same."""
+    import formats.octree_pool
+
+    data = frames(8, 2000)  # 3500 points a frame: a segment every two frames
+    options = OctreeOptions(leaf_max=3000, chunk_max=20_000, segment_points=7000, memory_points=10_000)
+    gate, real = threading.Event(), formats.octree_pool._write_arrays
+    monkeypatch.setattr(formats.octree_pool, "_write_arrays", lambda path, parts: gate.wait(30) and real(path, parts))
+    builder = OctreeBuilder(tmp_path / "held", options)
+    added: list[int] = []
+    feeder = threading.Thread(target=lambda: [builder.add(f, *d) or added.append(f) for f, d in enumerate(data)])
+    feeder.start()
+    feeder.join(1.0)
+    assert feeder.is_alive() and len(added) == 5  # segments of frames 0-1 and 2-3 waiting: frame 5 ends the third
+    gate.set()
+    feeder.join(30)
+    assert not feeder.is_alive() and len(added) == len(data)
+    builder.finish()
+    check_layer(OctreeLayer.open(tmp_path / "held"), data)
 
 
 def test_batches_read_each_record_once_in_few_ranges(tmp_path, monkeypatch):
