@@ -228,6 +228,8 @@ class OctreeBuilder:
         except BaseException:
             self.pool.sync(quiet=True)
             raise
+        finally:
+            self._buffers = _Buffers()  # the encoded nodes' arrays let go
 
     def _finish(self, extra: dict[str, Any]) -> dict[str, Any]:
         stats = self.state["stats"]
