@@ -40,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
+from formats.errors import FormatError
 from formats.octree_chunks import RAW, RUN_COLUMNS, CellCounter, ChunkPlan, group, place, world_codes
 
 ARRAYS = 3  # batch arrays: a batch is read while the two before it are built
@@ -216,7 +217,10 @@ def _direct_view(out: np.ndarray, nbytes: int) -> memoryview | None:
 
 
 def _read_runs(path: Path) -> np.ndarray:
-    n = path.stat().st_size // (8 * RUN_COLUMNS)
+    size = path.stat().st_size
+    if size % (8 * RUN_COLUMNS):
+        raise FormatError(path, size - size % (8 * RUN_COLUMNS), f"whole runs of {RUN_COLUMNS} int64")
+    n = size // (8 * RUN_COLUMNS)
     runs = aligned_empty(n * RUN_COLUMNS, np.dtype(np.int64)).reshape(n, RUN_COLUMNS)  # read straight into it
     if read_range(path, runs) != runs.size:
         raise OSError(f"{path}: read short")
@@ -454,7 +458,10 @@ class Pool:
         got, parts, ranks = 0, [], []
         for k, a, z, first, end in reads:  # each span from the file's block holding its first record, at a page
             at, start, stop = -(-got // _BLOCK) * _BLOCK, first // _BLOCK * _BLOCK, -(-end // _BLOCK) * _BLOCK
-            n = read_range(self.work / self.segments[k]["file"], buffer[at:at + stop - start], start)
+            path = self.work / self.segments[k]["file"]
+            n = read_range(path, buffer[at:at + stop - start], start)
+            if start + n < end:
+                raise FormatError(path, (start + n) * RAW.itemsize, f"pool records up to {end} (its runs list them)")
             parts += [_filler(at - got + first - start), self._segment(k)[0][a:z], _filler(start + n - end)]
             ranks += [np.full(1, -1), self._ranks[1][k][a:z], np.full(1, -1)]
             got = at + n

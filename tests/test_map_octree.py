@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -325,6 +326,24 @@ def test_a_writer_behind_holds_the_frames_back(tmp_path, monkeypatch):
     assert not feeder.is_alive() and len(added) == len(data)
     builder.finish()
     check_layer(OctreeLayer.open(tmp_path / "held"), data)
+
+
+def test_damaged_pool_files_raise_format_errors(tmp_path):
+    """A segment cut short, or (read after a resume) a runs file ending inside a run: a
+    FormatError naming the file, not a map built from missing records."""
+    data = frames()
+    options = OctreeOptions(leaf_max=3000, chunk_max=20_000, segment_points=30_000, cell_bits=6, memory_points=50_000)
+    for damaged, cut in (("pool-00001.bin", 5000), ("pool-00000.runs", 5)):
+        builder = OctreeBuilder(tmp_path / damaged, options)
+        for f, (q, i, rgb) in enumerate(data):
+            builder.add(f, q, i, rgb)
+        builder.pool.sync()
+        path = tmp_path / damaged / ".work" / damaged
+        os.truncate(path, path.stat().st_size - cut)
+        if damaged.endswith(".runs"):  # runs are read back only by a resumed build
+            builder = OctreeBuilder(tmp_path / damaged, options)
+        with pytest.raises(FormatError, match=damaged):
+            builder.finish()
 
 
 def test_batches_read_each_record_once_in_few_ranges(tmp_path, monkeypatch):
