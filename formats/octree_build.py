@@ -103,6 +103,11 @@ class OctreeOptions:
     memory_points: int = 1 << 23
     batch_points: int = 1 << 22
 
+    @property
+    def batch_limit(self) -> int:
+        """Input points a batch holds at most: ``batch_points``, no more than ``memory_points``."""
+        return min(self.batch_points, self.memory_points)
+
 
 class OctreeBuilder:
     """Builds the layer in ``layer_dir`` (see the module docstring); ``add`` then ``finish``."""
@@ -129,7 +134,7 @@ class OctreeBuilder:
             counts = np.load(self.work / "counts.npz")
             self.counter = CellCounter.restore(options.voxel_q, options.cell_bits, counts["keys"], counts["counts"])
         self.pool = Pool(self.work, self.state["segments"], options.memory_points, options.segment_points,
-                         min(options.batch_points, options.memory_points))
+                         options.batch_limit)
 
     def _load_state(self) -> dict[str, Any] | None:
         path = self.work / "state.json"
@@ -237,7 +242,7 @@ class OctreeBuilder:
         lo, hi = (np.array(stats[k] if stats else [0, 0, 0]) for k in ("lo_q", "hi_q"))
         cube = Cube.around(lo, hi, o.voxel_q, o.cell_bits)
         plan = plan_chunks(cube, self.counter, o.chunk_max)
-        batches = plan.batches(min(o.batch_points, o.memory_points))
+        batches = plan.batches(o.batch_limit)
         todo = [[k for k in range(first, end) if not self._done_path(k).is_file()] for first, end in batches]
         writer = _NodeWriter(self.work / "octree.partial", self._resume_point(len(plan.chunks)))
         with ThreadPoolExecutor(WORKERS, thread_name_prefix="octree-chunk") as threads, \

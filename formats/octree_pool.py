@@ -79,7 +79,7 @@ class Appender:
         view = np.ascontiguousarray(data).reshape(-1).view(np.uint8)
         if self._plain:
             self._pwrite(view.data, self.size)
-            self.size = self._base = self.size + len(view)
+            self.size += len(view)
             return
         if not self._fill and view.ctypes.data % ALIGN == 0 and len(view) >= ALIGN:
             whole = len(view) // ALIGN * ALIGN
@@ -116,7 +116,7 @@ class Appender:
         a file, when nothing else is left to overlap with the writing)."""
         self.flush()
         self._reopen()
-        self._plain, self._base, self._fill = True, self.size, 0
+        self._plain, self._fill = True, 0  # nothing staged from now on
 
     def flush(self) -> None:
         """Write what is staged; only its partial last block stays staged (to be written again
@@ -289,7 +289,7 @@ class Pool:
     def __init__(self, work: Path, segments: list[dict], memory_points: int, segment_points: int,
                  batch_points: int) -> None:
         self.work, self.segments = work, list(segments)
-        self._segment_points = segment_points
+        self._segment_room = segment_points + (1 << 20)  # records a segment buffer holds: its last frame goes past
         self._open: list[np.ndarray] = []
         self._open_runs: list[np.ndarray] = []
         self._memory_points, self._batch_points = memory_points, batch_points
@@ -325,8 +325,7 @@ class Pool:
                 self._carve()
             self._memory, self._memory_runs = None, []
             if self._buffer is None and not self._open:
-                self._buffer = self._spare.pop() if self._spare else aligned_empty(self._segment_points + (1 << 20),
-                                                                                  RAW)
+                self._buffer = self._spare.pop() if self._spare else aligned_empty(self._segment_room, RAW)
             start = self.open_points
             if self._buffer is not None and self._buffered == len(self._open) and start + n <= len(self._buffer):
                 out = self._buffer[start:start + n]  # every open frame is in the buffer, one after the other
@@ -342,7 +341,7 @@ class Pool:
         batches come (memory first touched costs more than memory reused)."""
         others = [_batch_array(self._batch_points) for _ in range(ARRAYS - 1)]
         self._records = [self._memory if self._memory is not None else _batch_array(self._batch_points), *others]
-        step = self._segment_points + (1 << 20)
+        step = self._segment_room
         parts = [a[i:i + step] for a in others for i in range(0, len(a) - step + 1, step)]
         if parts:
             self._ordered[0] = parts.pop()
@@ -376,9 +375,9 @@ class Pool:
             order = np.argsort(world_codes(cell_runs[:, 0]), kind="stable")
             dest = np.empty(len(order), np.int64)
             dest[order] = np.arange(len(order))
-            ordered[0] = out = _grown(ordered[0], len(records), RAW)
-            group(records, cell_runs[:, 1], dest, np.concatenate([[0], np.cumsum(cell_runs[order, 1])[:-1]]), out)
             listed = cell_runs[order]
+            ordered[0] = out = _grown(ordered[0], len(records), RAW)
+            group(records, cell_runs[:, 1], dest, np.concatenate([[0], np.cumsum(listed[:, 1])[:-1]]), out)
             _write_arrays(runs_path(path), [listed])
             _write_arrays(path, [out[:len(records)]])
             kept[k] = _with_starts(listed)  # the batches need them: not read back
@@ -453,11 +452,12 @@ class Pool:
             reads += [(k, a, z, int(ends[a]), int(ends[z])) for a, z in zip(edges[::2], edges[1::2])]
         self._spans[b] = [(k, first, end) for k, _, _, first, end in reads]
         self._turn = (self._turn + 1) % ARRAYS
-        size = sum(-(-end // _BLOCK) * _BLOCK - first // _BLOCK * _BLOCK + _BLOCK for *_, first, end in reads)
+        blocks = [(first // _BLOCK * _BLOCK, -(-end // _BLOCK) * _BLOCK) for *_, first, end in reads]
+        size = sum(stop - start + _BLOCK for start, stop in blocks)  # a block more: each span starts at a page
         buffer = self._records[self._turn] = _grown(self._records[self._turn], size, RAW)
         got, parts, ranks = 0, [], []
-        for k, a, z, first, end in reads:  # each span from the file's block holding its first record, at a page
-            at, start, stop = -(-got // _BLOCK) * _BLOCK, first // _BLOCK * _BLOCK, -(-end // _BLOCK) * _BLOCK
+        for (k, a, z, first, end), (start, stop) in zip(reads, blocks):  # from the block holding its first record
+            at = -(-got // _BLOCK) * _BLOCK
             path = self.work / self.segments[k]["file"]
             n = read_range(path, buffer[at:at + stop - start], start)
             if start + n < end:
